@@ -1,0 +1,38 @@
+# Every target installs what it needs first, so a fresh machine only needs `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: all venv servers proto test cluster drill bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# The etcd and Redis server binaries, from Debian when they are missing.
+servers:
+	@command -v etcd >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing etcd-server and redis-server from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server; }
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/orchestrator/v1/orchestrator.proto
+
+test: $(STAMP) servers
+	$(PY) -m pytest -q
+
+cluster: $(STAMP) servers
+	$(PY) -m orchestrator.cli local-cluster --config deploy/local-cluster.yaml
+
+drill: $(STAMP) servers
+	$(PY) -m orchestrator.cli drill --config deploy/local-cluster.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache
