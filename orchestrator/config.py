@@ -1,0 +1,56 @@
+"""A node's settings, from a YAML file, command-line flags or both (flags win)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MIB = 1024 * 1024
+
+
+@dataclass
+class NodeConfig:
+    node_id: str = field(default_factory=socket.gethostname)
+    listen: str = "127.0.0.1:50051"          # host:port the gRPC server binds
+    advertise: str = ""                       # host:port others reach it at; defaults to `listen`
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
+    cluster: str = "default"                  # names the election prefix and the Redis key prefix
+    lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
+    max_payload_bytes: int = 1 * MIB          # a workflow input or task output, as JSON
+    max_message_bytes: int = 4 * MIB          # any gRPC message
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not self.advertise:
+            self.advertise = self.listen
+        if isinstance(self.etcd_endpoints, str):
+            self.etcd_endpoints = [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+        if self.lease_ttl_s <= 0:
+            raise ValueError("lease_ttl_s must be positive")
+        if self.max_payload_bytes >= self.max_message_bytes:
+            raise ValueError("max_payload_bytes must be below max_message_bytes")
+
+    @property
+    def election_prefix(self) -> str:
+        return f"/orchestrator/{self.cluster}"
+
+    @property
+    def redis_prefix(self) -> str:
+        return f"wfo:{self.cluster}"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> "NodeConfig":
+        values: dict[str, Any] = {}
+        if path:
+            values = yaml.safe_load(Path(path).read_text()) or {}
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

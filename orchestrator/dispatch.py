@@ -1,0 +1,159 @@
+"""Pushing ready tasks to the workers connected to this node.
+
+Every node dispatches, leader or not. A worker's stream grants credits; when a
+task type becomes ready (a `ready` pub/sub message from the Lua script that
+queued it) or a worker grants credit, the node claims tasks atomically from the
+type's queue (claim and lease in one script) and pushes them. Several nodes may
+race for one queue: the claim script hands each task to exactly one of them.
+A one-second sweep catches messages lost while Redis was unreachable; it is a
+safety net, not the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+
+from .errors import REDIS_UNAVAILABLE
+from .store import ClaimedTask, Store
+from .v1 import orchestrator_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIM = 64
+SWEEP_S = 1.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One connected worker stream. `outbox` feeds the stream's writer."""
+
+    worker_id: str
+    task_types: frozenset[str]
+    credits: int
+    outbox: asyncio.Queue[pb.ServerMessage | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+
+class Dispatcher:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sessions: set[WorkerSession] = set()
+        self._pumping: dict[str, asyncio.Task] = {}
+        self._again: set[str] = set()
+        self._round_robin = itertools.count()
+        self._background: list[asyncio.Task] = []
+        self.pushed = 0
+
+    async def start(self) -> None:
+        self._background = [asyncio.create_task(self._listen_for_ready()),
+                            asyncio.create_task(self._sweep())]
+
+    async def stop(self) -> None:
+        for task in [*self._background, *self._pumping.values()]:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._pumping.values(), return_exceptions=True)
+
+    def attach(self, session: WorkerSession) -> None:
+        self.sessions.add(session)
+        log.info("worker %s connected for %s with %d credits",
+                 session.worker_id, ", ".join(sorted(session.task_types)), session.credits)
+        self._pump_types(session.task_types)
+
+    async def detach(self, session: WorkerSession) -> None:
+        """Forget a closed stream and hand back what it never got to send."""
+        session.closed = True
+        self.sessions.discard(session)
+        unsent = []
+        while not session.outbox.empty():
+            message = session.outbox.get_nowait()
+            if message is not None and message.HasField("task"):
+                unsent.append(message.task)
+        for task in unsent:
+            await self.store.release_task(task.workflow_id, task.task_id, now_ms())
+        log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, len(unsent))
+
+    def grant(self, session: WorkerSession, count: int) -> None:
+        session.credits += count
+        self._pump_types(session.task_types)
+
+    def on_ready(self, task_type: str) -> None:
+        if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):
+            self._pump_types({task_type})
+
+    def _pump_types(self, task_types: set[str] | frozenset[str]) -> None:
+        for task_type in task_types:
+            running = self._pumping.get(task_type)
+            if running and not running.done():
+                self._again.add(task_type)  # it will run once more after the current pass
+                continue
+            self._pumping[task_type] = asyncio.create_task(self._pump(task_type))
+
+    async def _pump(self, task_type: str) -> None:
+        """Claim and push until no worker has credit or the queue is empty."""
+        try:
+            while True:
+                self._again.discard(task_type)
+                while await self._pump_once(task_type):
+                    pass
+                if task_type not in self._again:
+                    return
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("dispatch of %s paused: Redis unavailable (%s)", task_type, exc)
+
+    async def _pump_once(self, task_type: str) -> bool:
+        candidates = [s for s in self.sessions if task_type in s.task_types and s.credits > 0 and not s.closed]
+        if not candidates:
+            return False
+        session = candidates[next(self._round_robin) % len(candidates)]
+        count = min(session.credits, MAX_CLAIM)
+        claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+        if not claimed:
+            return False
+        if session.closed:
+            for task in claimed:
+                await self.store.release_task(task.workflow_id, task.spec.task_id, now_ms())
+            return True
+        for task in claimed:
+            session.outbox.put_nowait(assignment(task))
+        session.credits -= len(claimed)
+        self.pushed += len(claimed)
+        return True
+
+    async def _listen_for_ready(self) -> None:
+        while True:
+            pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.store.ready_channel)
+                self._pump_types({t for s in self.sessions for t in s.task_types})
+                async for message in pubsub.listen():
+                    self.on_ready(message["data"])
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("ready channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.2)
+            finally:
+                await pubsub.aclose()
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            waiting = {t for s in self.sessions if s.credits > 0 for t in s.task_types}
+            self._pump_types(waiting)
+
+
+def assignment(task: ClaimedTask) -> pb.ServerMessage:
+    spec = task.spec
+    return pb.ServerMessage(task=pb.TaskAssignment(
+        workflow_id=task.workflow_id, task_id=spec.task_id, task_type=spec.task_type,
+        reference_name=spec.ref, attempt=spec.attempt,
+        input_json=json.dumps(spec.input, separators=(",", ":")).encode(),
+        lease_ms=task.lease_ms, idempotency_key=f"{task.workflow_id}:{spec.ref}"))

@@ -1,0 +1,151 @@
+"""The engine loop that only the leader runs: decider, timers and lease reaper.
+
+It wakes on a Redis pub/sub message when an event makes a workflow due (a
+start, a task result, a termination) and otherwise sleeps until the earliest
+timer or lease deadline, so there is no poll interval on the hot path. Every
+write it makes carries the epoch; a refused write (`StaleEpoch`) or a lapsed
+local leadership deadline ends the loop at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Callable
+
+
+from . import model as m
+from .engine import Decision, decide
+from .errors import REDIS_UNAVAILABLE, StaleEpoch
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+MAX_IDLE_S = 1.0          # upper bound on a sleep: a safety net for a missed wake-up message
+CONFLICT_RETRIES = 5
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class LeadershipLost(Exception):
+    """The loop stopped because this node may no longer act as leader."""
+
+
+class LeaderLoop:
+    def __init__(self, store: Store, epoch: int, still_leader: Callable[[], bool], *,
+                 batch: int = 256) -> None:
+        self.store = store
+        self.epoch = epoch
+        self.still_leader = still_leader
+        self.batch = batch
+        self.first_decision_ms: int | None = None
+        self.decisions = 0
+        self._wake = asyncio.Event()
+        self._next_at_ms: float | None = None
+
+    async def run(self) -> None:
+        """Run until leadership is lost (raises LeadershipLost) or the task is cancelled."""
+        self._check_leadership()
+        await self._fenced(self.store.raise_epoch(self.epoch))
+        log.info("engine started with epoch %d", self.epoch)
+        listener = asyncio.create_task(self._listen_for_wake_ups())
+        try:
+            while True:
+                self._check_leadership()
+                try:
+                    busy = await self._run_once()
+                except REDIS_UNAVAILABLE as exc:
+                    log.warning("engine: Redis unavailable (%s); retrying", exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                if not busy:
+                    await self._sleep_until_due()
+        finally:
+            listener.cancel()
+
+    async def _run_once(self) -> bool:
+        """One pass over what is due; returns whether anything was due."""
+        due = await self.store.due(now_ms(), self.batch)
+        self._next_at_ms = due.next_at_ms
+        for workflow_id, task_id in due.expired_leases:
+            self._check_leadership()
+            outcome = await self._fenced(self.store.expire_lease(self.epoch, workflow_id, task_id, now_ms()))
+            if outcome == "EXPIRED":
+                log.info("lease of task %s in workflow %s expired; it will be retried", task_id, workflow_id)
+        if due.workflows:
+            await self._decide(due.workflows)
+        return bool(due.workflows or due.expired_leases)
+
+    async def _decide(self, workflow_ids: list[str]) -> None:
+        pending = list(workflow_ids)
+        for _ in range(CONFLICT_RETRIES):
+            self._check_leadership()
+            states = await self.store.load_many(pending)
+            now = now_ms()
+            batch: list[tuple[m.WorkflowState, Decision]] = []
+            for workflow_id, state in zip(pending, states):
+                if state is None:
+                    await self.store.redis.zrem(self.store.key("decide"), workflow_id)
+                    continue
+                batch.append((state, decide(state, now, new_task_id)))
+            if not batch:
+                return
+            results = await self._fenced(self.store.apply_decisions(self.epoch, now, batch))
+            self._note_applied(batch, results)
+            pending = [state.workflow_id for (state, _), r in zip(batch, results) if r == "CONFLICT"]
+            if not pending:
+                return
+        log.warning("workflows %s kept changing under the decider; they stay due", pending)
+
+    def _note_applied(self, batch: list[tuple[m.WorkflowState, Decision]], results: list[str]) -> None:
+        for (state, decision), result in zip(batch, results):
+            if result != "OK":
+                continue
+            self.decisions += 1
+            if self.first_decision_ms is None:
+                self.first_decision_ms = now_ms()
+                log.info("first decision as leader (epoch %d)", self.epoch)
+            for line in decision.log:
+                log.debug("workflow %s: %s", state.workflow_id, line)
+
+    async def _sleep_until_due(self) -> None:
+        timeout = MAX_IDLE_S
+        if self._next_at_ms is not None:
+            timeout = min(timeout, max(0.0, (self._next_at_ms - now_ms()) / 1000))
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _listen_for_wake_ups(self) -> None:
+        while True:
+            pubsub = self.store.redis.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.store.wake_channel)
+                self._wake.set()  # anything published while we were not listening
+                async for _ in pubsub.listen():
+                    self._wake.set()
+            except REDIS_UNAVAILABLE as exc:
+                log.warning("engine wake-up channel lost (%s); resubscribing", exc)
+                await asyncio.sleep(0.2)
+            finally:
+                await pubsub.aclose()
+
+    def _check_leadership(self) -> None:
+        if not self.still_leader():
+            raise LeadershipLost("leadership deadline passed or lost")
+
+    async def _fenced(self, call):  # type: ignore[no-untyped-def]
+        try:
+            return await call
+        except StaleEpoch as exc:
+            raise LeadershipLost(f"fenced off: {exc}") from exc
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex

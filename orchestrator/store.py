@@ -1,0 +1,299 @@
+"""All workflow, task and definition state, in Redis.
+
+Every change goes through one Lua script of `orchestrator.scripts` (one atomic
+step each); plain commands are used only to read and to store definitions.
+Any node may start, terminate, claim, heartbeat and report results; only the
+leader's engine calls the fenced `apply_decision`, `expire_lease` and `raise_epoch`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import redis.asyncio as aioredis
+
+from . import model as m
+from . import scripts
+from .engine import Decision
+from .errors import FailedPrecondition, NotFound, StaleEpoch
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    workflow_id: str
+    spec: m.TaskSpec
+    lease_ms: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the engine must look at now, and when it next needs to wake up."""
+
+    workflows: list[str]
+    expired_leases: list[tuple[str, str]]
+    next_at_ms: float | None
+
+
+class Store:
+    def __init__(self, client: aioredis.Redis, prefix: str = "wfo", idempotency_ttl_s: int = 7 * 86400) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self._start = client.register_script(scripts.START_WORKFLOW)
+        self._apply = client.register_script(scripts.APPLY_DECISION)
+        self._claim = client.register_script(scripts.CLAIM)
+        self._heartbeat = client.register_script(scripts.HEARTBEAT)
+        self._complete = client.register_script(scripts.COMPLETE_TASK)
+        self._release = client.register_script(scripts.RELEASE_TASK)
+        self._expire = client.register_script(scripts.EXPIRE_LEASE)
+        self._raise_epoch = client.register_script(scripts.RAISE_EPOCH)
+        self._terminate = client.register_script(scripts.TERMINATE)
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "wfo") -> "Store":
+        client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
+                                         socket_keepalive=True, retry_on_timeout=True)
+        return cls(client, prefix)
+
+    def key(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def workflow_key(self, workflow_id: str) -> str:
+        return f"{self.prefix}:wf:{{{workflow_id}}}"
+
+    @property
+    def ready_channel(self) -> str:
+        return self.key("ready")
+
+    @property
+    def wake_channel(self) -> str:
+        return self.key("wake")
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ------------------------------------------------------------- definitions
+
+    async def put_task_def(self, definition: dict[str, Any]) -> None:
+        await self.redis.hset(self.key("defs", "task"), definition["name"], dumps(definition))
+
+    async def get_task_def(self, name: str) -> dict[str, Any] | None:
+        raw = await self.redis.hget(self.key("defs", "task"), name)
+        return json.loads(raw) if raw else None
+
+    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        key = self.key("defs", "task")
+        if names is None:
+            return {k: json.loads(v) for k, v in (await self.redis.hgetall(key)).items()}
+        names = sorted(set(names))
+        if not names:
+            return {}
+        values = await self.redis.hmget(key, names)
+        return {n: json.loads(v) for n, v in zip(names, values) if v}
+
+    async def put_workflow_def(self, definition: dict[str, Any]) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("defs", "wf", definition["name"]), str(definition["version"]), dumps(definition))
+            pipe.sadd(self.key("defs", "wfnames"), definition["name"])
+            await pipe.execute()
+
+    async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
+        key = self.key("defs", "wf", name)
+        if version:
+            raw = await self.redis.hget(key, str(version))
+            return json.loads(raw) if raw else None
+        versions = await self.redis.hkeys(key)
+        if not versions:
+            return None
+        raw = await self.redis.hget(key, max(versions, key=int))
+        return json.loads(raw) if raw else None
+
+    async def workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+        """Every version of `name`, or the latest version of every name."""
+        if name:
+            versions = await self.redis.hgetall(self.key("defs", "wf", name))
+            return [json.loads(versions[v]) for v in sorted(versions, key=int)]
+        names = sorted(await self.redis.smembers(self.key("defs", "wfnames")))
+        found = [await self.get_workflow_def(n) for n in names]
+        return [d for d in found if d]
+
+    # ------------------------------------------------------------- workflows
+
+    async def start_workflow(self, workflow_id: str, definition: dict[str, Any],
+                             task_defs: dict[str, dict[str, Any]], workflow_input: dict[str, Any],
+                             correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
+                "correlationId": correlation_id}
+        snapshot = {"workflow": definition, "taskDefs": task_defs}
+        created, found_id = await self._start(args=[
+            self.prefix, workflow_id, idempotency_key, now_ms, dumps(meta), dumps(snapshot),
+            definition["name"], correlation_id, self.idempotency_ttl_s])
+        return found_id, bool(created)
+
+    async def load(self, workflow_id: str) -> m.WorkflowState | None:
+        return parse_workflow(workflow_id, await self.redis.hgetall(self.workflow_key(workflow_id)))
+
+    async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workflow_id in workflow_ids:
+                pipe.hgetall(self.workflow_key(workflow_id))
+            rows = await pipe.execute()
+        return [parse_workflow(i, row) for i, row in zip(workflow_ids, rows)]
+
+    async def terminate(self, workflow_id: str, reason: str, now_ms: int) -> None:
+        result = await self._terminate(args=[self.prefix, workflow_id, reason, now_ms])
+        if result == "UNKNOWN":
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        if result.startswith("TERMINAL:"):
+            raise FailedPrecondition(f"workflow '{workflow_id}' already ended as {result.split(':', 1)[1]}; "
+                                     "only a RUNNING workflow can be terminated")
+
+    async def search(self, *, name: str, status: str, correlation_id: str,
+                     offset: int, limit: int) -> tuple[list[str], int | None]:
+        """Workflow ids, newest first, matching every filter given; and the next offset."""
+        if correlation_id:
+            index = self.key("idx", "corr", correlation_id)
+        elif name:
+            index = self.key("idx", "name", name)
+        elif status:
+            index = self.key("idx", "st", status)
+        else:
+            index = self.key("idx", "all")
+        found: list[str] = []
+        position = offset
+        chunk = max(limit * 2, 100)
+        while len(found) < limit:
+            ids = await self.redis.zrevrange(index, position, position + chunk - 1)
+            if not ids:
+                return found, None
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for workflow_id in ids:
+                    pipe.hmget(self.workflow_key(workflow_id), "st", "m")
+                rows = await pipe.execute()
+            for workflow_id, (st, meta_raw) in zip(ids, rows):
+                position += 1
+                if st is None:
+                    continue
+                meta = json.loads(meta_raw)
+                if ((not status or st == status) and (not name or meta["name"] == name)
+                        and (not correlation_id or meta["correlationId"] == correlation_id)):
+                    found.append(workflow_id)
+                    if len(found) == limit:
+                        break
+        more = await self.redis.zcard(index) > position
+        return found, position if more else None
+
+    # ------------------------------------------------------------- tasks (any node)
+
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
+        flat = await self._claim(args=[self.prefix, task_type, count, now_ms, worker_id])
+        claimed = []
+        for i in range(0, len(flat), 4):
+            spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
+            claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3])))
+        return claimed
+
+    async def heartbeat(self, workflow_id: str, task_id: str, now_ms: int) -> int:
+        return int(await self._heartbeat(args=[self.prefix, workflow_id, task_id, now_ms]))
+
+    async def complete_task(self, workflow_id: str, task_id: str, status: str, output_json: str,
+                            reason: str, now_ms: int) -> str:
+        """Returns OK, DUPLICATE (same result seen before), STALE:<status> or UNKNOWN."""
+        return str(await self._complete(args=[self.prefix, workflow_id, task_id, status, output_json,
+                                              reason, now_ms]))
+
+    async def release_task(self, workflow_id: str, task_id: str, now_ms: int) -> bool:
+        return bool(await self._release(args=[self.prefix, workflow_id, task_id, now_ms]))
+
+    async def lease_of(self, workflow_id: str, task_id: str) -> int:
+        raw = await self.redis.hget(self.workflow_key(workflow_id), f"s:{task_id}")
+        return int(json.loads(raw)["lease_ms"]) if raw else 0
+
+    # ------------------------------------------------------------- engine (leader only, fenced)
+
+    async def raise_epoch(self, epoch: int) -> None:
+        stored = int(await self._raise_epoch(args=[self.prefix, epoch]))
+        if stored > epoch:
+            raise StaleEpoch(f"stored epoch {stored} is newer than ours ({epoch})")
+
+    async def due(self, now_ms: int, limit: int) -> Due:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.key("decide"), "-inf", now_ms, start=0, num=limit)
+            pipe.zrangebyscore(self.key("leases"), "-inf", now_ms, start=0, num=limit)
+            pipe.zrange(self.key("decide"), 0, 0, withscores=True)
+            pipe.zrange(self.key("leases"), 0, 0, withscores=True)
+            workflows, leases, next_decide, next_lease = await pipe.execute()
+        nexts = [row[0][1] for row in (next_decide, next_lease) if row]
+        expired = [tuple(member.split("|", 1)) for member in leases]
+        return Due(workflows, expired, min(nexts) if nexts else None)  # type: ignore[arg-type]
+
+    async def expire_lease(self, epoch: int, workflow_id: str, task_id: str, now_ms: int) -> str:
+        result = str(await self._expire(args=[self.prefix, epoch, workflow_id, task_id, now_ms]))
+        if result == "STALE_EPOCH":
+            raise StaleEpoch("lease expiry refused: a newer leader holds the epoch")
+        return result
+
+    async def apply_decisions(self, epoch: int, now_ms: int,
+                              decisions: list[tuple[m.WorkflowState, Decision]]) -> list[str]:
+        """Apply many decisions in one pipeline; returns OK/CONFLICT/GONE for each."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workflow, decision in decisions:
+                await self._apply(args=decision_args(self.prefix, epoch, workflow, decision, now_ms),
+                                  client=pipe)
+            results = [str(r) for r in await pipe.execute()]
+        if "STALE_EPOCH" in results:
+            raise StaleEpoch("decision refused: a newer leader holds the epoch")
+        return results
+
+
+def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now_ms: int) -> list[Any]:
+    fields: list[str] = []
+    for task in d.new_tasks:
+        fields += [f"t:{task.task_id}", dumps(task.spec.to_json()),
+                   f"s:{task.task_id}", dumps(task.runtime.to_json())]
+    for task_id, runtime in d.changed_runtimes.items():
+        fields += [f"s:{task_id}", dumps(runtime.to_json())]
+    args: list[Any] = [prefix, epoch, wf.workflow_id, wf.revision, now_ms, d.status or "",
+                       dumps(d.output) if d.output is not None else "", d.reason or "",
+                       "" if d.wake_at_ms is None else d.wake_at_ms, len(fields) // 2, *fields]
+    args += [len(d.enqueue), *[x for pair in d.enqueue for x in pair]]
+    args += [len(d.dequeue), *[x for pair in d.dequeue for x in pair]]
+    args += [len(d.drop_leases), *d.drop_leases]
+    return args
+
+
+def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | None:
+    """Rebuild a WorkflowState from its hash (None when the hash does not exist)."""
+    if not row or "m" not in row:
+        return None
+    meta = json.loads(row["m"])
+    snapshot = json.loads(row["def"])
+    specs: dict[str, m.TaskSpec] = {}
+    runtimes: dict[str, m.TaskRuntime] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    for field, value in row.items():
+        prefix, _, task_id = field.partition(":")
+        if not task_id:
+            continue
+        if prefix == "t":
+            specs[task_id] = m.TaskSpec.from_json(json.loads(value))
+        elif prefix == "s":
+            runtimes[task_id] = m.TaskRuntime.from_json(json.loads(value))
+        elif prefix == "o":
+            outputs[task_id] = json.loads(value)
+    tasks = [m.TaskState(spec, runtimes[task_id], outputs.get(task_id))
+             for task_id, spec in specs.items() if task_id in runtimes]
+    tasks.sort(key=lambda t: t.spec.seq)
+    return m.WorkflowState(
+        workflow_id=workflow_id, name=meta["name"], version=meta["version"], status=row["st"],
+        input=meta["input"], correlation_id=meta["correlationId"], created_at_ms=int(row["created"]),
+        updated_at_ms=int(row.get("upd", row["created"])), definition=snapshot["workflow"],
+        task_defs=snapshot["taskDefs"], tasks=tasks,
+        output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
+        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]))
