@@ -258,7 +258,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 elif kind == "result":
                     await self._result(message.result, session)
                 elif kind == "release":
-                    await self.store.release_task(message.release.workflow_id, message.release.task_id, now_ms())
+                    await self.store.release_task(message.release.workflow_id, message.release.task_id,
+                                                  session.worker_id, now_ms())
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -267,14 +268,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
             session.outbox.put_nowait(None)
 
     async def _heartbeat(self, beat: pb.Heartbeat, session: WorkerSession) -> None:
-        lease_ms = await self.store.heartbeat(beat.workflow_id, beat.task_id, now_ms())
+        lease_ms = await self.store.heartbeat(beat.workflow_id, beat.task_id, session.worker_id, now_ms())
         session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
             task_id=beat.task_id, alive=lease_ms > 0, lease_ms=lease_ms)))
 
     async def _result(self, result: pb.TaskResult, session: WorkerSession) -> None:
         status, output_json, reason = self._checked_result(result)
-        outcome = await self.store.complete_task(result.workflow_id, result.task_id, status, output_json,
-                                                 reason, now_ms())
+        outcome = await self.store.complete_task(result.workflow_id, result.task_id, session.worker_id, status,
+                                                 output_json, reason, now_ms())
         accepted = outcome in ("OK", "DUPLICATE")
         detail = {"OK": "stored", "DUPLICATE": "same result already stored",
                   "UNKNOWN": "no such task attempt"}.get(outcome, f"attempt is {outcome.partition(':')[2]}: "

@@ -79,7 +79,7 @@ class Dispatcher:
             if message is not None and message.HasField("task"):
                 unsent.append(message.task)
         for task in unsent:
-            await self.store.release_task(task.workflow_id, task.task_id, now_ms())
+            await self.store.release_task(task.workflow_id, task.task_id, session.worker_id, now_ms())
         log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, len(unsent))
 
     def grant(self, session: WorkerSession, count: int) -> None:
@@ -121,7 +121,7 @@ class Dispatcher:
             return False
         if session.closed:
             for task in claimed:
-                await self.store.release_task(task.workflow_id, task.spec.task_id, now_ms())
+                await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
             return True
         for task in claimed:
             session.outbox.put_nowait(assignment(task))

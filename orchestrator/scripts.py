@@ -137,20 +137,22 @@ end
 return out
 """
 
-# ARGV: P, workflow id, task id, now.  Returns the new lease in ms, or 0 when it is gone.
+# ARGV: P, workflow id, task id, now, worker id.  Returns the new lease in ms, or 0 when it is gone.
 HEARTBEAT = COMMON + r"""
 local key = wf_key(ARGV[2])
 local raw = redis.call('HGET', key, 's:' .. ARGV[3])
 if not raw then return 0 end
 local s = cjson.decode(raw)
-if s.status ~= 'IN_PROGRESS' then return 0 end
+if s.status ~= 'IN_PROGRESS' or s.worker ~= ARGV[5] then return 0 end
 redis.call('ZADD', P .. ':leases', 'XX', tonumber(ARGV[4]) + s.lease_ms, ARGV[2] .. '|' .. ARGV[3])
 return s.lease_ms
 """
 
 # A worker's result for one attempt. Idempotent: the same result twice is DUPLICATE;
 # a result for an attempt that is no longer in progress is STALE and changes nothing.
-# ARGV: P, workflow id, task id, status, output json, reason, now
+# The attempt must still be held by the reporting worker: after a release or a lease
+# expiry the same task may be in another worker's hands.
+# ARGV: P, workflow id, task id, status, output json, reason, now, worker id
 COMPLETE_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
 local key = wf_key(id)
@@ -158,9 +160,10 @@ local raw = redis.call('HGET', key, 's:' .. tid)
 if not raw then return 'UNKNOWN' end
 local s = cjson.decode(raw)
 if s.status ~= 'IN_PROGRESS' then
-  if s.status == ARGV[4] then return 'DUPLICATE' end
+  if s.status == ARGV[4] and s.worker == ARGV[8] then return 'DUPLICATE' end
   return 'STALE:' .. s.status
 end
+if s.worker ~= ARGV[8] then return 'STALE:held by another worker' end
 s.status = ARGV[4]
 s.ended = tonumber(ARGV[7])
 s.reason = ARGV[6]
@@ -172,14 +175,14 @@ return 'OK'
 """
 
 # Puts an unfinished attempt back in its queue without counting a failure.
-# ARGV: P, workflow id, task id, now
+# ARGV: P, workflow id, task id, now, worker id
 RELEASE_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
 local key = wf_key(id)
 local raw = redis.call('HGET', key, 's:' .. tid)
 if not raw then return 0 end
 local s = cjson.decode(raw)
-if s.status ~= 'IN_PROGRESS' then return 0 end
+if s.status ~= 'IN_PROGRESS' or s.worker ~= ARGV[5] then return 0 end
 s.status = 'SCHEDULED'
 s.queued = true
 s.worker = ''

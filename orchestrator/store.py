@@ -199,21 +199,18 @@ class Store:
             claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3])))
         return claimed
 
-    async def heartbeat(self, workflow_id: str, task_id: str, now_ms: int) -> int:
-        return int(await self._heartbeat(args=[self.prefix, workflow_id, task_id, now_ms]))
+    async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> int:
+        """Extends the lease of an attempt this worker holds; returns the lease in ms, 0 if gone."""
+        return int(await self._heartbeat(args=[self.prefix, workflow_id, task_id, now_ms, worker_id]))
 
-    async def complete_task(self, workflow_id: str, task_id: str, status: str, output_json: str,
-                            reason: str, now_ms: int) -> str:
-        """Returns OK, DUPLICATE (same result seen before), STALE:<status> or UNKNOWN."""
+    async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: str,
+                            output_json: str, reason: str, now_ms: int) -> str:
+        """Returns OK, DUPLICATE (same result seen before), STALE:<why> or UNKNOWN."""
         return str(await self._complete(args=[self.prefix, workflow_id, task_id, status, output_json,
-                                              reason, now_ms]))
+                                              reason, now_ms, worker_id]))
 
-    async def release_task(self, workflow_id: str, task_id: str, now_ms: int) -> bool:
-        return bool(await self._release(args=[self.prefix, workflow_id, task_id, now_ms]))
-
-    async def lease_of(self, workflow_id: str, task_id: str) -> int:
-        raw = await self.redis.hget(self.workflow_key(workflow_id), f"s:{task_id}")
-        return int(json.loads(raw)["lease_ms"]) if raw else 0
+    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> bool:
+        return bool(await self._release(args=[self.prefix, workflow_id, task_id, now_ms, worker_id]))
 
     # ------------------------------------------------------------- engine (leader only, fenced)
 

@@ -1,0 +1,192 @@
+"""The `orchestrator` command: run a node, manage definitions and workflows, watch the cluster."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__)
+    parser.add_argument("--endpoints", default=os.environ.get("ORCHESTRATOR_ENDPOINTS", DEFAULT_ENDPOINTS),
+                        help="comma-separated node addresses, tried in turn (env ORCHESTRATOR_ENDPOINTS)")
+    commands = parser.add_subparsers(metavar="COMMAND")
+
+    node = commands.add_parser("node", help="run one orchestrator node in the foreground")
+    node.add_argument("--config", help="YAML file with node settings (see deploy/)")
+    node.add_argument("--node-id")
+    node.add_argument("--listen", help="host:port to serve gRPC on")
+    node.add_argument("--advertise", help="host:port other nodes and clients reach this node at")
+    node.add_argument("--redis-url")
+    node.add_argument("--etcd", dest="etcd_endpoints", help="comma-separated etcd endpoints host:port")
+    node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
+    node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float)
+    node.add_argument("--log-level")
+    node.set_defaults(handler=run_node)
+
+    taskdef = commands.add_parser("taskdef", help="task definitions").add_subparsers(metavar="ACTION")
+    _add(taskdef, "register", "register task definitions from JSON/YAML files (one object or a list)",
+         lambda c, a: [c.register_task_def(d) for f in a.files for d in _documents(f)], files=True)
+    _add(taskdef, "get", "show one task definition", lambda c, a: c.get_task_def(a.name), with_name=True)
+    _add(taskdef, "list", "list task definitions", lambda c, a: c.list_task_defs())
+
+    wfdef = commands.add_parser("workflowdef", help="workflow definitions").add_subparsers(metavar="ACTION")
+    _add(wfdef, "register", "register workflow definitions from JSON/YAML files",
+         lambda c, a: [c.register_workflow_def(d) for f in a.files for d in _documents(f)], files=True)
+    _add(wfdef, "validate", "check workflow definitions without registering them", _validate, files=True)
+    _add(wfdef, "get", "show a workflow definition (latest version unless --version)",
+         lambda c, a: c.get_workflow_def(a.name, a.version), with_name=True, version=True)
+    _add(wfdef, "list", "list workflow definitions", lambda c, a: c.list_workflow_defs())
+
+    workflow = commands.add_parser("workflow", help="workflows").add_subparsers(metavar="ACTION")
+    start = _add(workflow, "start", "start a workflow and print its id", _start, with_name=True, version=True)
+    start.add_argument("--input", default="{}", help="workflow input as JSON, or @file.json")
+    start.add_argument("--correlation-id", default="")
+    start.add_argument("--idempotency-key", default="")
+    start.add_argument("--wait", type=float, default=0.0, help="wait up to N seconds and print the result")
+    _add(workflow, "get", "show a workflow with its tasks", lambda c, a: c.get_workflow(a.id), wid=True)
+    search = _add(workflow, "search", "search workflows, newest first", _search)
+    search.add_argument("--name", default="")
+    search.add_argument("--status", default="")
+    search.add_argument("--correlation-id", default="")
+    search.add_argument("--limit", type=int, default=50)
+    search.add_argument("--page-token", default="")
+    terminate = _add(workflow, "terminate", "terminate a running workflow",
+                     lambda c, a: c.terminate_workflow(a.id, a.reason), wid=True)
+    terminate.add_argument("--reason", default="terminated from the CLI")
+
+    cluster = commands.add_parser("cluster", help="the cluster").add_subparsers(metavar="ACTION")
+    _add(cluster, "status", "who leads, since when, with which epoch", _cluster_status)
+    _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down)
+    return parser
+
+
+def _add(group: Any, name: str, help_text: str, action: Callable[[Any, argparse.Namespace], Any], *,
+         files: bool = False, with_name: bool = False, version: bool = False,
+         wid: bool = False) -> argparse.ArgumentParser:
+    sub = group.add_parser(name, help=help_text)
+    if files:
+        sub.add_argument("files", nargs="+", type=Path)
+    if with_name:
+        sub.add_argument("name")
+    if version:
+        sub.add_argument("--version", type=int, default=0)
+    if wid:
+        sub.add_argument("id", help="workflow id")
+    sub.set_defaults(handler=lambda args: _call(args, action))
+    return sub
+
+
+def _call(args: argparse.Namespace, action: Callable[[Any, argparse.Namespace], Any]) -> int:
+    from worker import ClientError, WorkflowClient
+
+    client = WorkflowClient([e.strip() for e in args.endpoints.split(",") if e.strip()])
+    try:
+        result = action(client, args)
+    except ClientError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if result is not None:
+        print(json.dumps(result, indent=2, sort_keys=False))
+    return 0
+
+
+def _documents(path: Path) -> list[dict[str, Any]]:
+    from .definitions import parse_document
+
+    text = path.read_text()
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return list(json.loads(text))
+    return [parse_document(text)]
+
+
+def _validate(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    report = {}
+    for path in args.files:
+        for document in _documents(path):
+            valid, errors = client.validate_workflow_def(document)
+            report[f"{path}:{document.get('name')}"] = "valid" if valid else errors
+    return report
+
+
+def _start(client: Any, args: argparse.Namespace) -> Any:
+    raw = Path(args.input[1:]).read_text() if args.input.startswith("@") else args.input
+    workflow_id = client.start_workflow(args.name, json.loads(raw), version=args.version,
+                                        correlation_id=args.correlation_id,
+                                        idempotency_key=args.idempotency_key)
+    if not args.wait:
+        return {"workflow_id": workflow_id}
+    deadline = time.monotonic() + args.wait
+    while True:
+        workflow = client.get_workflow(workflow_id, include_tasks=False)
+        if workflow.get("status") != "RUNNING" or time.monotonic() > deadline:
+            return workflow
+        time.sleep(0.05)
+
+
+def _search(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    found, token = client.search_workflows(name=args.name, status=args.status,
+                                           correlation_id=args.correlation_id, limit=args.limit,
+                                           page_token=args.page_token)
+    return {"workflows": [{k: w.get(k) for k in ("workflow_id", "name", "status", "correlation_id")}
+                          for w in found], "next_page_token": token}
+
+
+def _cluster_status(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    status = client.cluster_status()
+    elected = int(status.get("elected_at_ms", 0))
+    if elected:
+        status["elected_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(elected / 1000))
+        status["leading_for_s"] = round(time.time() - elected / 1000, 1)
+    return status
+
+
+def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
+    leader = client.cluster_status().get("leader_address")
+    if not leader:
+        return {"detail": "no leader right now"}
+    from worker import WorkflowClient
+
+    with_leader = WorkflowClient([leader])
+    try:
+        return with_leader.step_down()
+    finally:
+        with_leader.close()
+
+
+def run_node(args: argparse.Namespace) -> int:
+    from .config import NodeConfig
+    from .node import Node
+
+    config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
+                             redis_url=args.redis_url, etcd_endpoints=args.etcd_endpoints,
+                             cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level)
+    logging.basicConfig(level=config.log_level.upper(),
+                        format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")
+    asyncio.run(Node(config).run_until_signalled())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

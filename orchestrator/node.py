@@ -1,0 +1,174 @@
+"""One orchestrator node: builds the parts and runs them; no logic of its own.
+
+Every node serves the whole gRPC API and dispatches tasks to its workers. The
+election (a background thread) tells the node when it leads; only then does it
+run the engine (`LeaderLoop`). Safety decisions, each in one place:
+- on_deposed (lease not renewed in time, resigned, closing): cancel the engine at once;
+- the engine stops by itself when a write is fenced off or the local deadline passed,
+  and the node then resigns so the election is settled by etcd, not by us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import api
+from .config import NodeConfig
+from .dispatch import Dispatcher
+from .election import Election
+from .errors import FailedPrecondition
+from .leader_loop import LeaderLoop, LeadershipLost
+from .store import Store
+from .v1 import orchestrator_pb2 as pb
+from .v1 import orchestrator_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
+                 for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService")]
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store = Store.from_url(config.redis_url, prefix=config.redis_prefix)
+        self.dispatcher = Dispatcher(self.store)
+        self.server: grpc.aio.Server | None = None
+        self.election: Election | None = None
+        self.engine: LeaderLoop | None = None
+        self._engine_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        await self.dispatcher.start()
+        self.server = self._build_server()
+        await self.server.start()
+        log.info("node %s serving gRPC on %s", self.config.node_id, self.config.listen)
+        self.election = Election(
+            self.config.etcd_endpoints, node_id=self.config.node_id, address=self.config.advertise,
+            prefix=self.config.election_prefix, ttl=self.config.lease_ttl_s,
+            on_elected=lambda epoch: self._from_thread(self._on_elected, epoch),
+            on_deposed=lambda reason: self._from_thread(self._on_deposed, reason))
+        self.election.start()
+
+    def _build_server(self) -> grpc.aio.Server:
+        limit = api.PayloadLimit(self.config.max_payload_bytes)
+        options = [("grpc.max_receive_message_length", self.config.max_message_bytes),
+                   ("grpc.max_send_message_length", self.config.max_message_bytes),
+                   ("grpc.keepalive_time_ms", 10_000),
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]
+        server = grpc.aio.server(options=options)
+        pb_grpc.add_MetadataServiceServicer_to_server(api.MetadataService(self.store), server)
+        pb_grpc.add_WorkflowServiceServicer_to_server(api.WorkflowService(self.store, limit), server)
+        pb_grpc.add_TaskServiceServicer_to_server(api.TaskService(self.store, self.dispatcher, limit), server)
+        pb_grpc.add_ClusterServiceServicer_to_server(api.ClusterService(self), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        for name in ("", *SERVICE_NAMES):
+            asyncio.get_running_loop().create_task(
+                health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING))
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME), server)
+        server.add_insecure_port(self.config.listen)
+        return server
+
+    # ------------------------------------------------------------- leadership
+
+    def _from_thread(self, callback: Any, *args: Any) -> None:
+        """Election callbacks run on its thread; hop to the event loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(callback, *args)
+
+    def _on_elected(self, epoch: int) -> None:
+        self._cancel_engine()
+        assert self.election is not None
+        self.engine = LeaderLoop(self.store, epoch, self.election.leadership_valid)
+        self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
+        log.info("node %s leads with epoch %d", self.config.node_id, epoch)
+
+    def _on_deposed(self, reason: str) -> None:
+        log.warning("node %s stopped leading: %s", self.config.node_id, reason)
+        self._cancel_engine()
+
+    def _cancel_engine(self) -> None:
+        if self._engine_task and not self._engine_task.done():
+            self._engine_task.cancel()
+
+    async def _run_engine(self, engine: LeaderLoop) -> None:
+        try:
+            await engine.run()
+        except LeadershipLost as exc:
+            log.warning("engine stopped: %s; resigning so that etcd settles who leads", exc)
+            if self.election is not None and self.election.is_leader:
+                await asyncio.to_thread(self.election.resign)
+        except asyncio.CancelledError:
+            log.info("engine stopped")
+            raise
+        except Exception:
+            log.exception("engine crashed (a bug); resigning leadership")
+            if self.election is not None:
+                await asyncio.to_thread(self.election.resign)
+
+    # ------------------------------------------------------------- cluster view (for ClusterService)
+
+    def cluster_status(self) -> pb.ClusterStatus:
+        """Blocking (reads etcd): call it from a thread."""
+        assert self.election is not None
+        leader = self.election.leader()
+        leader_id = leader.node_id if leader else ""
+        members = [pb.Member(node_id=m.node_id, address=m.address,
+                             role="LEADER" if m.node_id == leader_id else "FOLLOWER")
+                   for m in sorted(self.election.members(), key=lambda m: m.node_id)]
+        return pb.ClusterStatus(
+            node_id=self.config.node_id, role="LEADER" if leader_id == self.config.node_id else "FOLLOWER",
+            leader_id=leader_id, leader_address=leader.address if leader else "",
+            epoch=leader.epoch if leader else 0, elected_at_ms=leader.elected_at_ms if leader else 0,
+            members=members)
+
+    async def step_down(self) -> str:
+        assert self.election is not None
+        if not self.election.is_leader:
+            leader = await asyncio.to_thread(self.election.leader)
+            where = f"; the leader is {leader.node_id} at {leader.address}" if leader else "; no leader right now"
+            raise FailedPrecondition(f"node {self.config.node_id} is not the leader{where}")
+        epoch = self.election.epoch
+        self._cancel_engine()
+        await asyncio.to_thread(self.election.resign)
+        return f"node {self.config.node_id} resigned leadership of epoch {epoch}"
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def stop(self, grace_s: float = 2.0) -> None:
+        """Graceful stop (SIGTERM): engine first, then hand leadership over, then the API."""
+        started = time.monotonic()
+        self._cancel_engine()
+        if self.election is not None:
+            await asyncio.to_thread(self.election.close)
+        log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
+        if self.server is not None:
+            await self.server.stop(grace_s)
+        await self.dispatcher.stop()
+        await self.store.close()
+        self._stopped.set()
+
+    async def run_until_signalled(self) -> None:
+        await self.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("node %s stopping", self.config.node_id)
+        await self.stop()

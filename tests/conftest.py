@@ -1,0 +1,83 @@
+"""Fixtures: real etcd, real Redis and real orchestrator nodes on free loopback ports.
+
+Every process is started here (or in orchestrator.local_cluster) and stopped by
+PID when its fixture ends. Tests share one etcd and one Redis per session but
+each module gets its own cluster name, so keys and election prefixes never mix.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Callable, Iterator
+
+import pytest
+
+from orchestrator.local_cluster import start_node, wait_for_leader
+from orchestrator.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
+from helpers import BackgroundWorker
+from worker import Worker, WorkflowClient
+
+# Short leases keep lease-expiry tests quick; etcd rounds TTLs below 2 s up to 2 s.
+TEST_TTL_S = 2.0
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    cluster = start_etcd_cluster(tmp_path_factory.mktemp("etcd"), size=1)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class NodeHandle:
+    """One node process and a client bound to it."""
+
+    def __init__(self, process: ManagedProcess, endpoint: str, cluster: str) -> None:
+        self.process = process
+        self.endpoint = endpoint
+        self.cluster = cluster
+        self.client = WorkflowClient([endpoint])
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
+         redis_server: RedisServer) -> Iterator[NodeHandle]:
+    """A single leader node of its own cluster (fresh key prefix) for this test module."""
+    cluster = f"t{uuid.uuid4().hex[:8]}"
+    port = free_port()
+    process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,
+                         redis_url=redis_server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
+                         lease_ttl_s=TEST_TTL_S)
+    handle = NodeHandle(process, f"127.0.0.1:{port}", cluster)
+    try:
+        wait_for_leader(handle.client, 20.0)
+        yield handle
+    finally:
+        handle.client.close()
+        process.stop()
+
+
+@pytest.fixture
+def run_worker() -> Iterator[Callable[..., BackgroundWorker]]:
+    started: list[BackgroundWorker] = []
+
+    def start(endpoints: list[str], handlers: list[Any], concurrency: int = 4) -> BackgroundWorker:
+        background = BackgroundWorker(Worker(endpoints=endpoints, handlers=handlers, concurrency=concurrency))
+        started.append(background)
+        return background
+
+    try:
+        yield start
+    finally:
+        for background in started:
+            background.stop()

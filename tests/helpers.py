@@ -1,0 +1,73 @@
+"""Helpers shared by the integration tests (imported as `helpers`)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from typing import Any
+
+from worker import Worker, WorkflowClient
+
+
+class BackgroundWorker:
+    """A real worker SDK instance on its own event loop in a thread (so sync tests can drive it)."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self.loop = asyncio.new_event_loop()
+        self._run_task: asyncio.Task[None] | None = None
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(5)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._run_task = self.loop.create_task(self.worker.run())
+        ready.set()
+        self.loop.run_forever()
+
+    async def _shutdown(self, grace_s: float) -> None:
+        await self.worker.shutdown(grace_s)
+        assert self._run_task is not None
+        await self._run_task
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        """Graceful shutdown of the worker, then the loop and the thread."""
+        if not self.loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._shutdown(grace_s), self.loop).result(grace_s + 10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:6]}"
+
+
+def register_sequence(client: WorkflowClient, name: str, task_names: list[str],
+                      **task_def_fields: Any) -> None:
+    """Register task definitions and a workflow that runs them in order."""
+    for task_name in set(task_names):
+        client.register_task_def({"name": task_name, **task_def_fields})
+    client.register_workflow_def({
+        "name": name,
+        "tasks": [{"name": t, "taskReferenceName": f"step{i}", "inputParameters": {"n": "${workflow.input.n}"}}
+                  for i, t in enumerate(task_names)],
+        "outputParameters": {f"step{i}": f"${{step{i}.output}}" for i in range(len(task_names))},
+    })
+
+
+def wait_for_status(client: WorkflowClient, workflow_id: str, statuses: set[str] | str,
+                    timeout_s: float = 20.0) -> dict[str, Any]:
+    wanted = {statuses} if isinstance(statuses, str) else statuses
+    deadline = time.monotonic() + timeout_s
+    workflow: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        workflow = client.get_workflow(workflow_id)
+        if workflow.get("status") in wanted:
+            return workflow
+        time.sleep(0.05)
+    raise AssertionError(f"workflow {workflow_id} is {workflow.get('status')}, not {wanted}: {workflow}")

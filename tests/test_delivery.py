@@ -1,0 +1,153 @@
+"""At-least-once delivery with a real node and real workers: retries, leases, heartbeats."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+
+import grpc
+
+from helpers import register_sequence, unique, wait_for_status
+from orchestrator.v1 import orchestrator_pb2 as pb
+from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from worker import TerminalTaskError, context, task
+
+
+def test_failed_attempts_are_retried_until_success(node, run_worker):
+    client = node.client
+    name, task_name = unique("wf"), unique("flaky")
+    register_sequence(client, name, [task_name], retryCount=3, retryDelaySeconds=0.1)
+    attempts: list[int] = []
+
+    @task(task_name)
+    def flaky(data: dict) -> dict:
+        attempts.append(context().attempt)
+        if len(attempts) < 3:
+            raise RuntimeError(f"transient failure {len(attempts)}")
+        return {"ok": True}
+
+    run_worker([node.endpoint], [flaky])
+    workflow_id = client.start_workflow(name, {"n": 1})
+    done = wait_for_status(client, workflow_id, "COMPLETED")
+    assert attempts == [0, 1, 2]
+    statuses = [(t["attempt"] if "attempt" in t else 0, t["status"]) for t in done["tasks"]]
+    assert statuses == [(0, "FAILED"), (1, "FAILED"), (2, "COMPLETED")]
+    assert "RuntimeError: transient failure 1" in done["tasks"][0]["reason"]
+    # the back-off was respected between attempts
+    assert done["tasks"][1]["scheduled_at_ms"] >= int(done["tasks"][0]["ended_at_ms"])
+
+
+def test_terminal_failure_is_not_retried(node, run_worker):
+    client = node.client
+    name, task_name = unique("wf"), unique("bad")
+    register_sequence(client, name, [task_name], retryCount=5, retryDelaySeconds=0)
+    calls: list[str] = []
+
+    @task(task_name)
+    def refuse(data: dict) -> dict:
+        calls.append(context().task_id)
+        raise TerminalTaskError("card permanently declined")
+
+    run_worker([node.endpoint], [refuse])
+    workflow_id = client.start_workflow(name, {"n": 1})
+    failed = wait_for_status(client, workflow_id, "FAILED")
+    assert len(calls) == 1 and len(failed["tasks"]) == 1
+    assert "card permanently declined" in failed["reason"]
+
+
+def test_retries_exhausted_fail_the_workflow(node, run_worker):
+    client = node.client
+    name, task_name = unique("wf"), unique("broken")
+    register_sequence(client, name, [task_name], retryCount=1, retryDelaySeconds=0)
+
+    @task(task_name)
+    def broken(data: dict) -> dict:
+        raise ValueError("always")
+
+    run_worker([node.endpoint], [broken])
+    failed = wait_for_status(client, client.start_workflow(name, {"n": 1}), "FAILED")
+    assert [t["status"] for t in failed["tasks"]] == ["FAILED", "FAILED"]
+    assert "after 2 attempt(s)" in failed["reason"]
+
+
+def test_silent_worker_loses_its_lease_and_the_task_is_redispatched(node, run_worker):
+    """A worker that takes a task and goes silent (no heartbeat, no result) loses it to another."""
+    client = node.client
+    name, task_name = unique("wf"), unique("leased")
+    register_sequence(client, name, [task_name], retryCount=2, retryDelaySeconds=0, responseTimeoutSeconds=1)
+    workflow_id = client.start_workflow(name, {"n": 5})
+
+    outbox: queue.Queue = queue.Queue()
+    outbox.put(pb.WorkerMessage(hello=pb.WorkerHello(worker_id="silent", task_types=[task_name], capacity=1)))
+    channel = grpc.insecure_channel(node.endpoint)
+    responses = pb_grpc.TaskServiceStub(channel).Connect(iter(outbox.get, None))
+    first = next(responses).task
+    assert first.workflow_id == workflow_id and first.lease_ms == 1000
+
+    @task(task_name)
+    def healthy(data: dict) -> dict:
+        return {"attempt": context().attempt, "key": context().idempotency_key}
+
+    run_worker([node.endpoint], [healthy])
+    done = wait_for_status(client, workflow_id, "COMPLETED", timeout_s=15)
+    first_attempt, second_attempt = done["tasks"]
+    assert first_attempt["status"] == "TIMED_OUT" and "lease expired" in first_attempt["reason"]
+    assert first_attempt["worker_id"] == "silent"
+    assert second_attempt["output"]["attempt"] == 1
+    assert second_attempt["output"]["key"] == f"{workflow_id}:step0"
+
+    # the silent worker's late result is refused and changes nothing
+    outbox.put(pb.WorkerMessage(result=pb.TaskResult(
+        workflow_id=workflow_id, task_id=first.task_id, status=pb.TaskResult.COMPLETED, output_json=b"{}")))
+    ack = next(responses).result_ack
+    assert not ack.accepted and "TIMED_OUT" in ack.detail
+    assert client.get_workflow(workflow_id)["tasks"] == done["tasks"]
+    outbox.put(None)
+    channel.close()
+
+
+def test_heartbeats_keep_a_long_task_alive(node, run_worker):
+    client = node.client
+    name, task_name = unique("wf"), unique("slow")
+    register_sequence(client, name, [task_name], retryCount=0, responseTimeoutSeconds=0.5)
+    started = threading.Event()
+
+    @task(task_name)
+    def slow(data: dict) -> dict:
+        started.set()
+        time.sleep(2.0)   # four lease lengths: only heartbeats keep it
+        return {"slept": 2.0}
+
+    run_worker([node.endpoint], [slow])
+    done = wait_for_status(client, client.start_workflow(name, {"n": 1}), {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED" and len(done["tasks"]) == 1
+
+
+def test_graceful_worker_shutdown_hands_tasks_back_without_a_failed_attempt(node, run_worker):
+    client = node.client
+    name, task_name = unique("wf"), unique("handback")
+    register_sequence(client, name, [task_name], retryCount=0)
+    release = threading.Event()
+
+    @task(task_name)
+    def stuck(data: dict) -> dict:
+        release.wait(10)
+        return {"who": "first"}
+
+    first = run_worker([node.endpoint], [stuck], concurrency=1)
+    workflow_id = client.start_workflow(name, {"n": 1})
+    deadline = time.monotonic() + 10
+    while first.worker.stats.received == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.stop(grace_s=0.3)   # the handler cannot finish in time: the task is released
+    release.set()
+
+    @task(task_name)
+    def fine(data: dict) -> dict:
+        return {"who": "second"}
+
+    run_worker([node.endpoint], [fine])
+    done = wait_for_status(client, workflow_id, "COMPLETED")
+    assert done["output"]["step0"] == {"who": "second"}
+    assert len(done["tasks"]) == 1 and done["tasks"][0].get("attempt", 0) == 0  # not counted as a failure
