@@ -135,7 +135,13 @@ class Node:
             node_id=self.config.node_id, role="LEADER" if leader_id == self.config.node_id else "FOLLOWER",
             leader_id=leader_id, leader_address=leader.address if leader else "",
             epoch=leader.epoch if leader else 0, elected_at_ms=leader.elected_at_ms if leader else 0,
-            members=members)
+            members=members, first_decision_at_ms=self._first_decision_ms())
+
+    def _first_decision_ms(self) -> int:
+        engine = self.engine
+        if engine is None or self.election is None or not self.election.is_leader:
+            return 0
+        return engine.first_decision_ms or 0
 
     async def step_down(self) -> str:
         assert self.election is not None

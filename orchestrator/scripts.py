@@ -28,6 +28,11 @@ local function wake(id, at)
   redis.call('ZADD', P .. ':decide', 'LT', at, id)
   redis.call('PUBLISH', P .. ':wake', id)
 end
+-- Every workflow that reaches a terminal status is appended to a capped stream:
+-- the audit trail that drills read to prove nothing completed twice.
+local function record_end(id, status, now)
+  redis.call('XADD', P .. ':ended', 'MAXLEN', '~', 1000000, '*', 'wf', id, 'st', status, 'at', now)
+end
 local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
   return tonumber(epoch) >= stored
@@ -68,7 +73,10 @@ local now = ARGV[5]
 if ARGV[6] ~= '' then
   set_status(id, key, ARGV[6])
   redis.call('HSET', key, 'out', ARGV[7], 'reason', ARGV[8])
-  if ARGV[6] ~= 'RUNNING' then redis.call('HSET', key, 'end', now) end
+  if ARGV[6] ~= 'RUNNING' then
+    redis.call('HSET', key, 'end', now)
+    record_end(id, ARGV[6], now)
+  end
 end
 local i = 10
 local n = tonumber(ARGV[i])
@@ -240,6 +248,7 @@ if not st then return 'UNKNOWN' end
 if st ~= 'RUNNING' then return 'TERMINAL:' .. st end
 set_status(id, key, 'TERMINATED')
 redis.call('HSET', key, 'reason', ARGV[3], 'end', ARGV[4], 'upd', ARGV[4])
+record_end(id, 'TERMINATED', ARGV[4])
 redis.call('HINCRBY', key, 'rev', 1)
 wake(id, ARGV[4])
 return 'OK'

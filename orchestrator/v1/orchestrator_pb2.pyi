@@ -347,7 +347,7 @@ class Member(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "role", "leader_id", "leader_address", "epoch", "elected_at_ms", "members")
+    __slots__ = ("node_id", "role", "leader_id", "leader_address", "epoch", "elected_at_ms", "members", "first_decision_at_ms")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +355,7 @@ class ClusterStatus(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     ELECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_DECISION_AT_MS_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     role: str
     leader_id: str
@@ -362,7 +363,8 @@ class ClusterStatus(_message.Message):
     epoch: int
     elected_at_ms: int
     members: _containers.RepeatedCompositeFieldContainer[Member]
-    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., elected_at_ms: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
+    first_decision_at_ms: int
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., elected_at_ms: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_decision_at_ms: _Optional[int] = ...) -> None: ...
 
 class GetClusterStatusRequest(_message.Message):
     __slots__ = ()

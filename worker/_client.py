@@ -1,0 +1,252 @@
+"""WorkflowClient: a typed, failover-aware client of the unary API (blocking).
+
+Failover policy, per call, within one overall deadline (``timeout_s``):
+
+* UNAVAILABLE (the node is down or unreachable) -> try the next endpoint.
+  All calls retry on it; the client stays on an endpoint that works.
+* DEADLINE_EXCEEDED -> try the next endpoint, but only for reads and for
+  StartWorkflow. Each of their attempts gets ``timeout_s / len(endpoints)``,
+  so that a frozen node cannot eat the whole budget. Other writes get the
+  whole remaining budget and are not retried after a timeout, since they may
+  have taken effect.
+* StartWorkflow always carries an idempotency key - the caller's, or a
+  fresh uuid4 - so that a retried start cannot create a second workflow.
+* Any other status raises :class:`ClientError` at once.
+
+Every round through all the endpoints is followed by a short back-off (50 ms
+doubling to 1 s). Payloads are plain dicts: Struct numbers come back as ints
+when they are integral (see ``_codec``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from orchestrator.v1 import orchestrator_pb2 as pb
+from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from ._codec import message_to_dict, to_struct
+from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
+from .errors import ClientError
+
+__all__ = ["WorkflowClient"]
+
+log = logging.getLogger("worker.client")
+
+Definition = Mapping[str, Any] | str
+
+_RETRY_INITIAL_S = 0.05
+_RETRY_MAX_S = 1.0
+
+
+class WorkflowClient:
+    """A blocking client of the orchestrator's unary API with failover.
+
+    Args:
+        endpoints: the nodes' "host:port" addresses; any node serves any call.
+        timeout_s: the overall deadline of one call, failover included.
+
+    Raises:
+        TypeError, ValueError: at once, for an invalid configuration.
+
+    Every method raises :class:`ClientError` (with the gRPC status code name
+    and the server's message) when the call fails. Use as a context manager,
+    or call ``close()``.
+    """
+
+    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0) -> None:
+        self._ring = EndpointRing(endpoints)
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self._timeout_s = float(timeout_s)
+        self._attempt_timeout_s = self._timeout_s / len(self._ring)
+        self._channels: dict[str, grpc.Channel] = {}
+        self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
+
+    def close(self) -> None:
+        """Close the channels. The client must not be used afterwards."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        self._stubs.clear()
+
+    def __enter__(self) -> WorkflowClient:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ metadata
+
+    def register_task_def(self, defn: Definition) -> dict[str, Any]:
+        """Register (or replace) a task definition, given as a dict or as a
+        JSON/YAML document; return the stored, normalised ``{name, definition}``."""
+        request = pb.RegisterTaskDefRequest(source=_source(defn))
+        return message_to_dict(self._call(pb_grpc.MetadataServiceStub, "RegisterTaskDef", request))
+
+    def register_workflow_def(self, defn: Definition) -> dict[str, Any]:
+        """Register a workflow definition (dict or JSON/YAML document); return
+        the stored ``{name, version, definition}``."""
+        request = pb.RegisterWorkflowDefRequest(source=_source(defn))
+        return message_to_dict(self._call(pb_grpc.MetadataServiceStub, "RegisterWorkflowDef", request))
+
+    def validate_workflow_def(self, defn: Definition) -> tuple[bool, list[str]]:
+        """Check a workflow definition without registering it: ``(valid, errors)``."""
+        request = pb.RegisterWorkflowDefRequest(source=_source(defn))
+        response = self._call(pb_grpc.MetadataServiceStub, "ValidateWorkflowDef", request, repeatable=True)
+        return response.valid, list(response.errors)
+
+    def get_task_def(self, name: str) -> dict[str, Any]:
+        """Return the task definition ``{name, definition}`` called ``name``."""
+        request = pb.GetTaskDefRequest(name=name)
+        return message_to_dict(self._call(pb_grpc.MetadataServiceStub, "GetTaskDef", request, repeatable=True))
+
+    def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any]:
+        """Return a workflow definition ``{name, version, definition}``; version 0 is the latest."""
+        request = pb.GetWorkflowDefRequest(name=name, version=version)
+        return message_to_dict(self._call(pb_grpc.MetadataServiceStub, "GetWorkflowDef", request, repeatable=True))
+
+    def list_task_defs(self) -> list[dict[str, Any]]:
+        """Return every task definition."""
+        response = self._call(pb_grpc.MetadataServiceStub, "ListTaskDefs", pb.ListTaskDefsRequest(), repeatable=True)
+        return [message_to_dict(item) for item in response.task_defs]
+
+    def list_workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+        """Return the versions of workflow ``name``, or the latest version of
+        every workflow when ``name`` is empty."""
+        request = pb.ListWorkflowDefsRequest(name=name)
+        response = self._call(pb_grpc.MetadataServiceStub, "ListWorkflowDefs", request, repeatable=True)
+        return [message_to_dict(item) for item in response.workflow_defs]
+
+    # ------------------------------------------------------------ workflows
+
+    def start_workflow(
+        self,
+        name: str,
+        input: Mapping[str, Any] | None = None,  # noqa: A002 - the API's own word
+        *,
+        version: int = 0,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+    ) -> str:
+        """Start a workflow and return its id.
+
+        Without an ``idempotency_key`` a fresh uuid4 is used, so that the
+        client's own retries (after a node failure or timeout) return the same
+        workflow instead of starting a second one. Pass your own key to make
+        *your* retries safe too: a start with a key seen before returns the
+        first workflow's id.
+        """
+        request = pb.StartWorkflowRequest(
+            name=name,
+            version=version,
+            input=to_struct(input),
+            correlation_id=correlation_id,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+        )
+        response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True)
+        return response.workflow_id
+
+    def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> dict[str, Any]:
+        """Return a workflow (with its task attempts when ``include_tasks``)."""
+        request = pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks)
+        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, "GetWorkflow", request, repeatable=True))
+
+    def search_workflows(
+        self,
+        name: str = "",
+        status: str = "",
+        correlation_id: str = "",
+        limit: int = 50,
+        page_token: str = "",
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Search workflows (newest first; filters combine with AND).
+
+        Returns ``(workflows, next_page_token)``; the token is empty on the last page.
+        """
+        request = pb.SearchWorkflowsRequest(
+            name=name, status=status, correlation_id=correlation_id, limit=limit, page_token=page_token
+        )
+        response = self._call(pb_grpc.WorkflowServiceStub, "SearchWorkflows", request, repeatable=True)
+        return [message_to_dict(item) for item in response.workflows], response.next_page_token
+
+    def terminate_workflow(self, workflow_id: str, reason: str = "") -> dict[str, Any]:
+        """Terminate a running workflow; return it as it is afterwards."""
+        request = pb.TerminateWorkflowRequest(workflow_id=workflow_id, reason=reason)
+        response = self._call(pb_grpc.WorkflowServiceStub, "TerminateWorkflow", request)
+        return message_to_dict(response.workflow)
+
+    # ------------------------------------------------------------ cluster
+
+    def cluster_status(self) -> dict[str, Any]:
+        """Return the answering node's view: role, leader, epoch, members."""
+        request = pb.GetClusterStatusRequest()
+        return message_to_dict(self._call(pb_grpc.ClusterServiceStub, "GetClusterStatus", request, repeatable=True))
+
+    def step_down(self) -> str:
+        """Ask the leader to resign so that another member takes over; return the node's detail."""
+        response = self._call(pb_grpc.ClusterServiceStub, "StepDown", pb.StepDownRequest())
+        return response.detail
+
+    # ------------------------------------------------------------ plumbing
+
+    def _call(
+        self, stub_type: Callable[[grpc.Channel], Any], method: str, request: Message, *, repeatable: bool = False
+    ) -> Any:
+        """Invoke ``method`` with failover. ``repeatable`` marks calls that are
+        safe to repeat after a timeout (reads and keyed starts)."""
+        deadline = time.monotonic() + self._timeout_s
+        backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
+        failures = 0
+        while True:
+            endpoint = self._ring.current
+            remaining = deadline - time.monotonic()
+            attempt_s = min(remaining, self._attempt_timeout_s) if repeatable else remaining
+            try:
+                return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s)
+            except grpc.RpcError as err:
+                code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
+                details: str = err.details() or ""  # type: ignore[attr-defined]
+                if not _retryable(code, repeatable):
+                    raise ClientError(code.name, details, endpoint) from None
+            log.debug("%s on %s failed with %s: %s; failing over", method, endpoint, code.name, details)
+            self._ring.advance()
+            failures += 1
+            pause = backoff.next() if failures % len(self._ring) == 0 else 0.0
+            if time.monotonic() + pause >= deadline:
+                raise ClientError(
+                    code.name, f"no endpoint answered {method} within {self._timeout_s:g} s; last, {endpoint}: {details}"
+                )
+            time.sleep(pause)
+
+    def _stub(self, endpoint: str, stub_type: Callable[[grpc.Channel], Any]) -> Any:
+        key = (endpoint, stub_type)
+        stub = self._stubs.get(key)
+        if stub is None:
+            channel = self._channels.get(endpoint)
+            if channel is None:
+                channel = self._channels[endpoint] = grpc.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS))
+            stub = self._stubs[key] = stub_type(channel)
+        return stub
+
+
+def _retryable(code: grpc.StatusCode, repeatable: bool) -> bool:
+    return code == grpc.StatusCode.UNAVAILABLE or (repeatable and code == grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+def _source(defn: Definition) -> pb.DefinitionSource:
+    if isinstance(defn, str):
+        return pb.DefinitionSource(document=defn)
+    if isinstance(defn, Mapping):
+        return pb.DefinitionSource(definition=to_struct(defn))
+    raise TypeError(f"a definition is a dict or a JSON/YAML document string, got {type(defn).__name__}")

@@ -1,0 +1,523 @@
+"""The Worker: one stream to a node, handlers run concurrently, failover.
+
+How the pieces fit (each step is one small method below):
+
+* ``run()`` loops: open a stream to the current endpoint, run it until it
+  ends, move to the next endpoint after a back-off (50 ms doubling to 2 s,
+  reset after a stream that worked), until ``shutdown()`` closes it.
+* Credits keep ``tasks in flight + credits outstanding == concurrency`` on
+  every stream: the hello grants the free slots, every freed slot grants one
+  more credit on the current stream (or shows up in the next hello).
+* Results are kept until the node acknowledges them and re-sent on the next
+  stream if one breaks first (the node treats a duplicate as idempotent).
+* Each task in flight heartbeats every lease/3 on whichever stream is
+  current. A heartbeat left unanswered for a whole interval means the node
+  is stuck (frozen, partitioned): the stream is dropped so that the next
+  node extends the lease before it expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from orchestrator.v1 import orchestrator_pb2 as pb
+
+from ._context import TaskContext
+from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
+from ._execution import execute_assignment
+from ._stream import TaskStream
+from ._task import Handler, build_registry
+
+__all__ = ["Worker", "WorkerStats"]
+
+log = logging.getLogger("worker")
+
+_BACKOFF_INITIAL_S = 0.05
+_BACKOFF_MAX_S = 2.0
+_CONNECT_TIMEOUT_S = 3.0
+# A stream that lived this long (or delivered a message) counts as a success.
+_HEALTHY_STREAM_S = 1.0
+# Used when a node grants no lease (lease_ms <= 0).
+_DEFAULT_LEASE_MS = 30_000
+_MIN_HEARTBEAT_INTERVAL_S = 0.02
+# Shutdown gives unacknowledged results at least this long to be acknowledged.
+_MIN_ACK_FLUSH_S = 1.0
+
+
+@dataclass
+class WorkerStats:
+    """Counters for tests, benchmarks and logs.
+
+    Attributes:
+        received: tasks pushed by nodes.
+        completed: attempts that ended COMPLETED.
+        failed: attempts that ended FAILED or FAILED_TERMINAL.
+        released: tasks handed back unfinished (shutdown).
+        reconnects: streams established after the first one.
+        rejected: results a node refused as stale (lease lost, workflow ended).
+        lease_lost: heartbeats answered "not alive".
+        resent: results re-sent on a new stream before their ack arrived.
+    """
+
+    received: int = 0
+    completed: int = 0
+    failed: int = 0
+    released: int = 0
+    reconnects: int = 0
+    rejected: int = 0
+    lease_lost: int = 0
+    resent: int = 0
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A task attempt this worker is running."""
+
+    assignment: pb.TaskAssignment
+    context: TaskContext
+    lease_ms: int
+    wake: asyncio.Event
+    runner: asyncio.Task[None] | None = None
+    heartbeats: asyncio.Task[None] | None = None
+    # The stream the last heartbeat went to, and since when it is unanswered.
+    heartbeat_stream: TaskStream | None = None
+    unanswered_since: float | None = None
+    last_heartbeat_at: float = 0.0
+
+    @property
+    def task_id(self) -> str:
+        return self.assignment.task_id
+
+    def heartbeat_interval_s(self) -> float:
+        lease_ms = self.lease_ms if self.lease_ms > 0 else _DEFAULT_LEASE_MS
+        return max(lease_ms / 3000.0, _MIN_HEARTBEAT_INTERVAL_S)
+
+    def stop(self) -> None:
+        """Cancel the handler (if still running) and the heartbeats."""
+        for job in (self.runner, self.heartbeats):
+            if job is not None and job is not asyncio.current_task():
+                job.cancel()
+
+
+class Worker:
+    """Runs ``@task`` handlers for tasks pushed by the orchestrator's nodes.
+
+    Args:
+        endpoints: the nodes' "host:port" addresses; the worker connects to
+            the first and moves round robin to the next whenever a stream
+            breaks. Shuffle the list to spread workers across nodes.
+        handlers: functions decorated with ``@task``, one per task type.
+        concurrency: how many handlers may run at once (>= 1); sync handlers
+            run in a thread pool of this size.
+        worker_id: unique per process; generated from host, pid and a random
+            suffix when omitted.
+
+    Raises:
+        TypeError, ValueError: at once, for an invalid configuration.
+
+    Lifecycle: ``await run()`` until ``await shutdown()``; or
+    ``async with Worker(...) as w:`` (runs in the background, shuts down on
+    exit); or ``run_sync()`` in a script (SIGINT/SIGTERM shut down gracefully).
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoints: Sequence[str],
+        handlers: Sequence[Callable[..., Any]],
+        concurrency: int = 8,
+        worker_id: str | None = None,
+    ) -> None:
+        self._ring = EndpointRing(endpoints)
+        self._handlers: dict[str, Handler] = build_registry(handlers)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
+        if worker_id is not None and (not isinstance(worker_id, str) or not worker_id.strip()):
+            raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        self._concurrency = concurrency
+        self._worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._stats = WorkerStats()
+        self._inflight: dict[str, _InFlight] = {}
+        self._unacked: dict[str, pb.TaskResult] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stream: TaskStream | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._connected_once = False
+        self._started = False
+        self._stopping = False  # shutdown began: no credits, new tasks are released
+        self._closing: asyncio.Event | None = None  # set: end the stream and run()
+        self._run_done: asyncio.Event | None = None
+        self._acked: asyncio.Event | None = None
+        self._shutdown_job: asyncio.Task[None] | None = None
+        self._background_run: asyncio.Task[None] | None = None
+
+    # ------------------------------------------------------------ public API
+
+    @property
+    def worker_id(self) -> str:
+        """This worker's id, sent in the hello."""
+        return self._worker_id
+
+    @property
+    def task_types(self) -> list[str]:
+        """The task types this worker serves."""
+        return list(self._handlers)
+
+    @property
+    def concurrency(self) -> int:
+        """How many handlers may run at once."""
+        return self._concurrency
+
+    @property
+    def stats(self) -> WorkerStats:
+        """Live counters (the object is updated in place)."""
+        return self._stats
+
+    @property
+    def current_endpoint(self) -> str | None:
+        """The endpoint of the established stream, or None while disconnected."""
+        stream = self._stream
+        return stream.endpoint if stream is not None and stream.established and not stream.ended else None
+
+    @property
+    def in_flight(self) -> int:
+        """How many handlers are running now."""
+        return len(self._inflight)
+
+    async def run(self) -> None:
+        """Connect and run tasks until ``shutdown()`` completes.
+
+        Blocks for the worker's whole life; cancelling it stops the worker
+        at once (handlers are cancelled, nothing is released).
+
+        Raises:
+            RuntimeError: if the worker was already started or shut down.
+        """
+        self._start()
+        try:
+            await self._connection_loop()
+        finally:
+            await self._teardown()
+
+    def run_sync(self, *, grace_s: float = 10.0) -> None:
+        """Run the worker in a new event loop until SIGINT or SIGTERM, which
+        start a graceful ``shutdown(grace_s)``; a second signal stops at once."""
+        asyncio.run(self._run_until_signalled(grace_s))
+
+    async def shutdown(self, grace_s: float = 10.0) -> None:
+        """Stop taking tasks, let the ones in flight finish within ``grace_s``
+        seconds, release the rest, wait for results to be acknowledged, then
+        close the stream. Idempotent; returns once ``run()`` has ended."""
+        if self._shutdown_job is None:
+            self._shutdown_job = asyncio.create_task(self._shut_down(grace_s))
+        await asyncio.shield(self._shutdown_job)
+
+    async def __aenter__(self) -> Worker:
+        self._background_run = asyncio.create_task(self.run())
+        await asyncio.sleep(0)  # let run() start, so that errors surface early
+        if self._background_run.done():
+            self._background_run.result()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.shutdown()
+        if self._background_run is not None:
+            await self._background_run
+
+    # ------------------------------------------------------------ lifecycle
+
+    def _start(self) -> None:
+        if self._started or self._stopping:
+            raise RuntimeError("a Worker runs once: create a new one")
+        self._started = True
+        self._closing = asyncio.Event()
+        self._run_done = asyncio.Event()
+        self._acked = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="task-handler")
+        log.info("worker %s starting: task types %s, concurrency %d", self._worker_id, self.task_types, self._concurrency)
+
+    async def _teardown(self) -> None:
+        for flight in list(self._inflight.values()):
+            flight.context._cancel()
+            flight.stop()
+        self._inflight.clear()
+        if self._stream is not None:
+            self._stream.abort("the worker stopped")
+        for channel in self._channels.values():
+            await channel.close()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._unacked:
+            log.warning("worker stopped with %d unacknowledged results; their leases will expire", len(self._unacked))
+        assert self._run_done is not None
+        self._run_done.set()
+        log.info("worker %s stopped: %s", self._worker_id, self._stats)
+
+    async def _shut_down(self, grace_s: float) -> None:
+        self._stopping = True
+        if not self._started:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        log.info("worker %s shutting down: %d tasks in flight, grace %g s", self._worker_id, len(self._inflight), grace_s)
+        await self._wait_for_handlers(deadline - loop.time())
+        self._release_in_flight()
+        await self._wait_for_acks(max(deadline - loop.time(), _MIN_ACK_FLUSH_S))
+        self._close()
+        assert self._run_done is not None
+        await self._run_done.wait()
+
+    async def _wait_for_handlers(self, timeout_s: float) -> None:
+        runners = [flight.runner for flight in self._inflight.values() if flight.runner is not None]
+        if runners and timeout_s > 0:
+            await asyncio.wait(runners, timeout=timeout_s)
+
+    def _release_in_flight(self) -> None:
+        for flight in list(self._inflight.values()):
+            log.info("grace period over: releasing task %s (%s)", flight.task_id, flight.assignment.task_type)
+            del self._inflight[flight.task_id]
+            flight.context._cancel()
+            flight.stop()
+            self._release(flight.assignment)
+
+    async def _wait_for_acks(self, timeout_s: float) -> None:
+        assert self._acked is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self._unacked and loop.time() < deadline:
+            self._acked.clear()
+            try:
+                await asyncio.wait_for(self._acked.wait(), deadline - loop.time())
+            except TimeoutError:
+                break
+
+    def _close(self) -> None:
+        assert self._closing is not None
+        self._closing.set()
+        if self._stream is not None:
+            self._stream.close()
+
+    async def _run_until_signalled(self, grace_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(signum, self._on_signal, signum, grace_s)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                log.debug("cannot handle signal %s here", signum)
+        await self.run()
+
+    def _on_signal(self, signum: int, grace_s: float) -> None:
+        name = signal.Signals(signum).name
+        if self._shutdown_job is None:
+            log.info("%s received: shutting down gracefully (grace %g s)", name, grace_s)
+            self._shutdown_job = asyncio.create_task(self._shut_down(grace_s))
+        else:
+            log.warning("%s received again: releasing the tasks in flight now", name)
+            self._release_in_flight()
+
+    # ------------------------------------------------------------ connection
+
+    async def _connection_loop(self) -> None:
+        assert self._closing is not None
+        backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
+        while not self._closing.is_set():
+            stream = self._open_stream(self._ring.current)
+            reason = await stream.run(_CONNECT_TIMEOUT_S)
+            self._stream = None
+            if self._closing.is_set():
+                log.info("stream to %s closed: %s", stream.endpoint, reason)
+                break
+            if stream.healthy(_HEALTHY_STREAM_S):
+                backoff.reset()
+            delay = backoff.next()
+            next_endpoint = self._ring.advance()
+            log.warning("stream to %s ended (%s); trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+            await self._pause(delay)
+
+    def _open_stream(self, endpoint: str) -> TaskStream:
+        """Create the stream and make it current in one step, so that every
+        slot freed from now on is credited on it (after its hello)."""
+        capacity = 0 if self._stopping else self._concurrency - len(self._inflight)
+        hello = pb.WorkerMessage(
+            hello=pb.WorkerHello(worker_id=self._worker_id, task_types=self.task_types, capacity=capacity)
+        )
+        resent = [pb.WorkerMessage(result=result) for result in self._unacked.values()]
+        stream = TaskStream(
+            endpoint,
+            self._channel(endpoint),
+            [hello, *resent],
+            on_message=self._on_server_message,
+            on_established=self._on_established,
+        )
+        self._stream = stream
+        self._stats.resent += len(resent)
+        for flight in self._inflight.values():
+            flight.wake.set()  # heartbeat at once: the lease may be close to expiry
+        log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(resent))
+        return stream
+
+    def _on_established(self, stream: TaskStream) -> None:
+        if self._connected_once:
+            self._stats.reconnects += 1
+        self._connected_once = True
+        log.info("connected to %s as %s", stream.endpoint, self._worker_id)
+
+    async def _pause(self, delay_s: float) -> None:
+        assert self._closing is not None
+        try:
+            await asyncio.wait_for(self._closing.wait(), delay_s)
+        except TimeoutError:
+            pass
+
+    def _channel(self, endpoint: str) -> grpc.aio.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS))
+            self._channels[endpoint] = channel
+        return channel
+
+    def _send(self, message: pb.WorkerMessage) -> None:
+        """Send on the current stream, if any. Whatever must survive a broken
+        stream is kept elsewhere (results) or recomputed (credits, heartbeats)."""
+        if self._stream is not None:
+            self._stream.send(message)
+
+    # ------------------------------------------------------------ server messages
+
+    def _on_server_message(self, stream: TaskStream, message: pb.ServerMessage) -> None:
+        kind = message.WhichOneof("body")
+        if kind == "task":
+            self._on_task(message.task)
+        elif kind == "result_ack":
+            self._on_result_ack(message.result_ack)
+        elif kind == "heartbeat_ack":
+            self._on_heartbeat_ack(stream, message.heartbeat_ack)
+        else:
+            log.debug("ignoring an unknown message from %s: %s", stream.endpoint, message)
+
+    def _on_task(self, assignment: pb.TaskAssignment) -> None:
+        self._stats.received += 1
+        if self._stopping:
+            self._release(assignment)
+        elif assignment.task_id in self._inflight:
+            log.warning("task %s pushed again while running; returning its credit", assignment.task_id)
+            self._grant_credit()
+        elif len(self._inflight) >= self._concurrency:
+            log.warning("task %s pushed beyond capacity %d; releasing it", assignment.task_id, self._concurrency)
+            self._release(assignment)
+        else:
+            self._start_task(assignment)
+
+    def _on_result_ack(self, ack: pb.ResultAck) -> None:
+        if self._unacked.pop(ack.task_id, None) is None:
+            return  # a duplicate ack, after a re-send
+        if not ack.accepted:
+            self._stats.rejected += 1
+            log.info("result of task %s refused as stale: %s", ack.task_id, ack.detail or "no detail")
+        assert self._acked is not None
+        self._acked.set()
+
+    def _on_heartbeat_ack(self, stream: TaskStream, ack: pb.HeartbeatAck) -> None:
+        flight = self._inflight.get(ack.task_id)
+        if flight is None:
+            return
+        if flight.heartbeat_stream is stream:
+            flight.unanswered_since = None
+        if ack.lease_ms > 0:
+            flight.lease_ms = ack.lease_ms
+        if not ack.alive:
+            self._on_lease_lost(flight)
+
+    def _on_lease_lost(self, flight: _InFlight) -> None:
+        self._stats.lease_lost += 1
+        log.info("lease of task %s is gone; its handler keeps running, its result will be refused", flight.task_id)
+        flight.context._cancel()
+        if flight.heartbeats is not None:
+            flight.heartbeats.cancel()
+
+    # ------------------------------------------------------------ tasks
+
+    def _start_task(self, assignment: pb.TaskAssignment) -> None:
+        wake = asyncio.Event()
+        hook = functools.partial(asyncio.get_running_loop().call_soon_threadsafe, wake.set)
+        ctx = TaskContext.from_assignment(assignment, worker_id=self._worker_id, heartbeat_hook=hook)
+        flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms, wake=wake)
+        self._inflight[flight.task_id] = flight
+        log.debug("task %s (%s, attempt %d) of workflow %s started",
+                  flight.task_id, assignment.task_type, assignment.attempt, assignment.workflow_id)
+        flight.runner = asyncio.create_task(self._run_task(flight), name=f"task-{flight.task_id}")
+        flight.heartbeats = asyncio.create_task(self._heartbeat_loop(flight), name=f"heartbeat-{flight.task_id}")
+
+    async def _run_task(self, flight: _InFlight) -> None:
+        handler = self._handlers.get(flight.assignment.task_type)
+        result = await execute_assignment(flight.assignment, handler, context=flight.context, executor=self._executor)
+        self._finish(flight, result)
+
+    def _finish(self, flight: _InFlight, result: pb.TaskResult) -> None:
+        if self._inflight.pop(flight.task_id, None) is None:
+            return  # released meanwhile (shutdown past its grace period)
+        flight.stop()
+        if result.status == pb.TaskResult.COMPLETED:
+            self._stats.completed += 1
+        else:
+            self._stats.failed += 1
+        log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
+                 pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
+        self._unacked[result.task_id] = result
+        self._send(pb.WorkerMessage(result=result))
+        if not self._stopping:
+            self._grant_credit()
+
+    def _grant_credit(self) -> None:
+        self._send(pb.WorkerMessage(credit=pb.Credit(count=1)))
+
+    def _release(self, assignment: pb.TaskAssignment) -> None:
+        self._stats.released += 1
+        self._send(pb.WorkerMessage(release=pb.Release(workflow_id=assignment.workflow_id, task_id=assignment.task_id)))
+
+    # ------------------------------------------------------------ heartbeats
+
+    async def _heartbeat_loop(self, flight: _InFlight) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(flight.wake.wait(), flight.heartbeat_interval_s())
+            except TimeoutError:
+                pass
+            flight.wake.clear()
+            self._heartbeat(flight)
+
+    def _heartbeat(self, flight: _InFlight) -> None:
+        stream = self._stream
+        if stream is None or stream.ended:
+            return
+        now = asyncio.get_running_loop().time()
+        interval = flight.heartbeat_interval_s()
+        if flight.heartbeat_stream is not stream:
+            flight.heartbeat_stream, flight.unanswered_since = stream, None
+        elif flight.unanswered_since is not None and now - flight.unanswered_since >= 0.9 * interval:
+            # The node took a whole interval to answer nothing: at this pace the
+            # lease expires before it is extended. Fail over now, while it can be.
+            stream.abort(f"heartbeat of task {flight.task_id} unanswered for {now - flight.unanswered_since:.2f} s")
+            return
+        elif now - flight.last_heartbeat_at < interval / 4:
+            return  # an explicit heartbeat() right after another: once is enough
+        if flight.unanswered_since is None:
+            flight.unanswered_since = now
+        flight.last_heartbeat_at = now
+        stream.send(pb.WorkerMessage(heartbeat=pb.Heartbeat(workflow_id=flight.assignment.workflow_id, task_id=flight.task_id)))
