@@ -26,8 +26,8 @@ callbacks run on the election thread and must be quick; an asyncio caller hops t
 
 Steps. ``resign()`` and ``close()`` call ``on_deposed`` first and then revoke the lease, which
 deletes all three keys at once, so the next candidate wins in milliseconds instead of a TTL;
-after ``resign()`` the node registers again with a new lease but stays out of the race until
-``campaign()``. The leader watches its own election key and deposes itself if it disappears.
+after ``resign()`` the node registers again with a new lease and, unless ``rejoin=False``,
+campaigns at once at the back of the queue. The leader watches its own election key and deposes itself if it disappears.
 
 Client quirks handled here (pyetcd 0.0.7 against etcd 3.4): LeaseGrant wants an integer TTL,
 and etcd rounds it up to ceil(1.5 * election timeout), so 2 s with a 1 s election timeout; a
@@ -200,6 +200,7 @@ class Election:
         self._watch_key: str | None = None
         self._watch_gen = 0
         self._want_campaign = False
+        self._rejoin = True
 
         self._wake = threading.Event()
         self._ka_wake = threading.Event()
@@ -233,13 +234,17 @@ class Election:
         self._want_campaign = True
         self._wake.set()
 
-    def resign(self, timeout: float | None = None) -> None:
-        """Give up leadership (or candidacy) and stop campaigning until ``campaign()``.
+    def resign(self, *, rejoin: bool = True, timeout: float | None = None) -> None:
+        """Give up leadership (or candidacy): the operator's "step down".
 
         A leader calls ``on_deposed("resigned")`` first, then revokes its lease, so the next
         candidate takes over in milliseconds; the node then registers again with a new lease.
+        With ``rejoin`` (the default) it campaigns again at once: its new key is younger than
+        every waiting candidate's, so they win first, and a lone node wins again with a new
+        epoch. With ``rejoin=False`` it stays out of the race until ``campaign()``.
         Blocks until done or ``timeout`` (default 2 * ttl); returns at once on the election thread.
         """
+        self._rejoin = rejoin
         self._resign_done.clear()
         self._resign_requested.set()
         self._wake.set()
@@ -582,9 +587,9 @@ class Election:
             self._my_key = None
 
     def _withdraw(self) -> None:
-        """Resign: stop campaigning and revoke the lease (deleting our keys); re-register later."""
+        """Resign: revoke the lease (deleting our keys); re-register, and campaign if rejoining."""
         try:
-            self._want_campaign = False
+            self._want_campaign = self._rejoin
             self._set_state(State.STEPPING_DOWN, "resigning")
             with self._lock:
                 old, self._lease_id = self._lease_id, None

@@ -111,15 +111,20 @@ class Node:
             await engine.run()
         except LeadershipLost as exc:
             log.warning("engine stopped: %s; resigning so that etcd settles who leads", exc)
-            if self.election is not None and self.election.is_leader:
-                await asyncio.to_thread(self.election.resign)
+            await self._resign_and_rejoin()
         except asyncio.CancelledError:
             log.info("engine stopped")
             raise
         except Exception:
             log.exception("engine crashed (a bug); resigning leadership")
-            if self.election is not None:
-                await asyncio.to_thread(self.election.resign)
+            await self._resign_and_rejoin()
+
+    async def _resign_and_rejoin(self) -> None:
+        """Give up this term and stand again: the new candidacy queues behind the others."""
+        if self.election is None:
+            return
+        await asyncio.to_thread(self.election.resign)
+        self.election.campaign()
 
     # ------------------------------------------------------------- cluster view (for ClusterService)
 
@@ -151,7 +156,7 @@ class Node:
             raise FailedPrecondition(f"node {self.config.node_id} is not the leader{where}")
         epoch = self.election.epoch
         self._cancel_engine()
-        await asyncio.to_thread(self.election.resign)
+        await self._resign_and_rejoin()
         return f"node {self.config.node_id} resigned leadership of epoch {epoch}"
 
     # ------------------------------------------------------------- lifecycle

@@ -156,24 +156,38 @@ def test_three_nodes_one_leader_and_graceful_handover(etcd, make_election):
     assert {m.node_id for m in new.members()} == {e.node_id for e in rest}
 
 
-def test_resign_hands_over_and_waits_for_campaign(etcd, make_election):
+def test_resign_hands_over_and_rejoins_at_the_back(etcd, make_election):
     (a, rec_a), (b, rec_b) = make_election(etcd.endpoints, "a"), make_election(etcd.endpoints, "b")
     assert wait_until(lambda: len(leaders([a, b])) == 1, 5.0)
     old, other = (a, b) if a.is_leader else (b, a)
     old_rec = rec_a if old is a else rec_b
     old_epoch = old.epoch
     started = time.monotonic()
-    old.resign()
+    old.resign(rejoin=False)
     assert old_rec.of("deposed")[-1][1] == DEPOSED_RESIGNED and not old.leadership_valid()
     assert wait_until(lambda: other.is_leader, 1.0), "no hand-over within 1 s of resign"
     assert other.epoch > old_epoch and time.monotonic() - started < 1.0
     # Still a member, no longer a candidate, until asked to campaign again.
     assert wait_until(lambda: {m.node_id for m in other.members()} == {"a", "b"}, 2.0)
-    time.sleep(TTL / 2)
-    assert not old.is_leader and other.leader().node_id == other.node_id
+    assert wait_until(lambda: old.status == "not a candidate (resigned)", 2.0)
     old.campaign()
     assert wait_until(lambda: old.state is State.FOLLOWING and "ahead" in old.status, 3.0)
     assert other.is_leader and not old.is_leader
+    # The default resign rejoins at once, behind the other candidate.
+    second_epoch = other.epoch
+    other.resign()
+    assert wait_until(lambda: old.is_leader, 1.0) and old.epoch > second_epoch
+    assert wait_until(lambda: other.state is State.FOLLOWING and "ahead" in other.status, 3.0)
+
+
+def test_lone_node_resign_wins_again_with_a_new_epoch(etcd, make_election):
+    solo, rec = make_election(etcd.endpoints, "lone")
+    assert wait_until(lambda: solo.is_leader, 5.0)
+    first = solo.epoch
+    solo.resign()
+    assert wait_until(lambda: solo.is_leader, 2.0) and solo.epoch > first
+    assert wait_until(lambda: len(rec.of("elected")) == 2, 1.0)
+    assert [e[1] for e in rec.of("deposed")] == [DEPOSED_RESIGNED]
 
 
 def test_lease_loss_when_etcd_hangs_deposes_before_expiry_then_leads_again(own_etcd, make_election):
