@@ -1,0 +1,165 @@
+"""The Lua transitions against a real Redis: fencing, conditional writes, idempotency, atomic claims."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+
+from orchestrator import model as m
+from orchestrator.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.engine import decide
+from orchestrator.errors import StaleEpoch
+from orchestrator.leader_loop import LeaderLoop, LeadershipLost, new_task_id
+from orchestrator.store import Store
+
+NOW = 1_700_000_000_000
+
+
+@pytest.fixture
+def store(redis_server):
+    return Store.from_url(redis_server.url, prefix=f"st{uuid.uuid4().hex[:8]}")
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def started_workflow(store: Store, task_name: str = "fetch", **task_fields) -> str:
+    task_def = normalise_task_def({"name": task_name, "retryDelaySeconds": 0, **task_fields})
+    definition = normalise_workflow_def({"name": "w", "tasks": [
+        {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
+    workflow_id = uuid.uuid4().hex
+    await store.start_workflow(workflow_id, definition, {task_name: task_def}, {}, "", "", NOW)
+    return workflow_id
+
+
+async def decide_once(store: Store, epoch: int, workflow_id: str, now: int = NOW) -> list[str]:
+    state = await store.load(workflow_id)
+    return await store.apply_decisions(epoch, now, [(state, decide(state, now, new_task_id))])
+
+
+def test_stale_epoch_writes_are_refused_and_change_nothing(store):
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store)
+            await store.raise_epoch(10)
+            await store.raise_epoch(12)               # a newer leader took over
+            with pytest.raises(StaleEpoch):
+                await store.raise_epoch(11)
+            before = await store.redis.hgetall(store.workflow_key(workflow_id))
+            with pytest.raises(StaleEpoch):
+                await decide_once(store, 10, workflow_id)
+            assert await store.redis.hgetall(store.workflow_key(workflow_id)) == before
+            assert await store.redis.zcard(store.key("q", "fetch")) == 0
+            assert await decide_once(store, 12, workflow_id) == ["OK"]
+            assert await store.redis.zcard(store.key("q", "fetch")) == 1
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_stale_leader_loop_steps_down_instead_of_writing(store):
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store)
+            await store.raise_epoch(20)
+            loop = LeaderLoop(store, epoch=19, still_leader=lambda: True)
+            with pytest.raises(LeadershipLost, match="fenced off"):
+                await loop.run()
+            state = await store.load(workflow_id)
+            assert state.tasks == [] and loop.decisions == 0
+            deposed = LeaderLoop(store, epoch=21, still_leader=lambda: False)
+            with pytest.raises(LeadershipLost, match="deadline"):
+                await deposed.run()
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_decision_on_a_changed_workflow_is_a_conflict(store):
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store)
+            await store.raise_epoch(1)
+            stale_read = await store.load(workflow_id)
+            assert await decide_once(store, 1, workflow_id) == ["OK"]
+            outcome = await store.apply_decisions(1, NOW, [(stale_read, decide(stale_read, NOW, new_task_id))])
+            assert outcome == ["CONFLICT"]
+            assert len((await store.load(workflow_id)).tasks) == 1   # not scheduled twice
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_results_are_idempotent_per_attempt_and_worker(store):
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store)
+            await store.raise_epoch(1)
+            await decide_once(store, 1, workflow_id)
+            [claimed] = await store.claim("fetch", 5, "worker-a", NOW)
+            task_id = claimed.spec.task_id
+            assert await store.heartbeat(workflow_id, task_id, "worker-b", NOW) == 0   # not its task
+            assert await store.complete_task(workflow_id, task_id, "worker-b", m.TASK_COMPLETED, "{}", "", NOW) \
+                == "STALE:held by another worker"
+            assert await store.complete_task(workflow_id, task_id, "worker-a", m.TASK_COMPLETED, '{"v": 1}', "",
+                                             NOW) == "OK"
+            assert await store.complete_task(workflow_id, task_id, "worker-a", m.TASK_COMPLETED, '{"v": 2}', "",
+                                             NOW) == "DUPLICATE"
+            assert await store.complete_task(workflow_id, "nope", "worker-a", m.TASK_COMPLETED, "{}", "",
+                                             NOW) == "UNKNOWN"
+            state = await store.load(workflow_id)
+            assert state.tasks[0].output == {"v": 1}
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_concurrent_claims_hand_each_task_to_exactly_one_worker(store):
+    async def scenario():
+        try:
+            await store.raise_epoch(1)
+            ids = [await started_workflow(store, "claimed") for _ in range(120)]
+            for workflow_id in ids:
+                await decide_once(store, 1, workflow_id)
+
+            async def claimer(worker_id: str) -> list[str]:
+                got: list[str] = []
+                while True:
+                    batch = await store.claim("claimed", 7, worker_id, NOW)
+                    if not batch:
+                        return got
+                    got += [c.spec.task_id for c in batch]
+
+            results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
+            everything = [task_id for got in results for task_id in got]
+            assert len(everything) == len(set(everything)) == 120
+            assert await store.redis.zcard(store.key("leases")) == 120
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_expired_lease_times_out_the_attempt_only_once(store):
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store, responseTimeoutSeconds=1)
+            await store.raise_epoch(3)
+            await decide_once(store, 3, workflow_id)
+            [claimed] = await store.claim("fetch", 1, "w", NOW)
+            due = await store.due(NOW + 999, 10)
+            assert due.expired_leases == []
+            due = await store.due(NOW + 1000, 10)
+            assert due.expired_leases == [(workflow_id, claimed.spec.task_id)]
+            with pytest.raises(StaleEpoch):
+                await store.expire_lease(2, workflow_id, claimed.spec.task_id, NOW + 1000)
+            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) == "EXPIRED"
+            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) == "GONE"
+            state = await store.load(workflow_id)
+            assert state.tasks[0].runtime.status == m.TASK_TIMED_OUT
+            assert workflow_id in (await store.due(NOW + 1000, 10)).workflows   # the decider will retry it
+        finally:
+            await store.close()
+    run(scenario())
