@@ -121,10 +121,8 @@ class Node:
 
     async def _resign_and_rejoin(self) -> None:
         """Give up this term and stand again: the new candidacy queues behind the others."""
-        if self.election is None:
-            return
-        await asyncio.to_thread(self.election.resign)
-        self.election.campaign()
+        if self.election is not None:
+            await asyncio.to_thread(self.election.resign, rejoin=True)
 
     # ------------------------------------------------------------- cluster view (for ClusterService)
 
