@@ -18,10 +18,11 @@ import grpc
 
 from . import model as m
 from .convert import from_struct, to_struct
-from .definitions import (normalise_task_def, normalise_workflow_def, parse_document,
-                          referenced_task_names, validate_workflow_def)
+from .definitions import (iter_tasks, normalise_task_def, normalise_workflow_def, parse_document,
+                          referenced_task_names, referenced_workflow_names, validate_workflow_def)
 from .dispatch import Dispatcher, WorkerSession
 from .errors import REDIS_UNAVAILABLE, FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge
+from .notify import Notifier
 from .store import Store, dumps
 from .v1 import orchestrator_pb2 as pb
 from .v1 import orchestrator_pb2_grpc as pb_grpc
@@ -32,7 +33,8 @@ MAX_ID_LENGTH = 256
 MAX_SEARCH_LIMIT = 1000
 RESULT_STATUS = {pb.TaskResult.COMPLETED: m.TASK_COMPLETED, pb.TaskResult.FAILED: m.TASK_FAILED,
                  pb.TaskResult.FAILED_TERMINAL: m.FAILED_WITH_TERMINAL_ERROR}
-WORKFLOW_STATUSES = (m.RUNNING, *sorted(m.TERMINAL_WORKFLOW))
+MAX_WAIT_S = 300.0
+RESTARTABLE = sorted(m.TERMINAL_WORKFLOW)
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
@@ -99,10 +101,16 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
         defs = await self.store.task_defs()
         return pb.ListTaskDefsResponse(task_defs=[task_def_message(defs[n]) for n in sorted(defs)])
 
+    async def _known(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The registered task and workflow definitions that `raw` refers to."""
+        names = referenced_workflow_names(raw)
+        workflows = {n: d for n in names if (d := await self.store.get_workflow_def(n)) is not None}
+        return await self.store.task_defs(referenced_task_names(raw)), workflows
+
     @grpc_errors
     async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef:
         raw = source_to_dict(request.source)
-        definition = normalise_workflow_def(raw, await self.store.task_defs(referenced_task_names(raw)))
+        definition = normalise_workflow_def(raw, *await self._known(raw))
         await self.store.put_workflow_def(definition)
         return workflow_def_message(definition)
 
@@ -110,7 +118,7 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
     async def ValidateWorkflowDef(self, request: pb.RegisterWorkflowDefRequest,
                                   context: Any) -> pb.ValidateWorkflowDefResponse:
         raw = source_to_dict(request.source)
-        definition, problems = validate_workflow_def(raw, await self.store.task_defs(referenced_task_names(raw)))
+        definition, problems = validate_workflow_def(raw, *await self._known(raw))
         if problems:
             return pb.ValidateWorkflowDefResponse(valid=False, errors=problems)
         return pb.ValidateWorkflowDefResponse(valid=True, normalised=workflow_def_message(definition))
@@ -135,12 +143,17 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
-    def __init__(self, store: Store, limit: PayloadLimit) -> None:
+    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier) -> None:
         self.store = store
         self.limit = limit
+        self.notifier = notifier
 
     @grpc_errors
     async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
+        workflow_id, created = await self._start(request)
+        return pb.StartWorkflowResponse(workflow_id=workflow_id, created=created)
+
+    async def _start(self, request: pb.StartWorkflowRequest) -> tuple[str, bool]:
         if not request.name:
             raise InvalidArgument("name (the workflow definition to start) is required")
         if request.version < 0:
@@ -154,21 +167,43 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if definition is None:
             version = f" version {request.version}" if request.version else ""
             raise NotFound(f"no workflow definition named '{request.name}'{version}; register it first")
-        needed = {t["name"] for t in definition["tasks"]}
-        task_defs = await self.store.task_defs(needed)
-        missing = needed - set(task_defs)
-        if missing:
-            raise FailedPrecondition(f"task definition(s) {', '.join(sorted(missing))} used by "
-                                     f"'{request.name}' are no longer registered")
-        workflow_id, created = await self.store.start_workflow(
-            uuid.uuid4().hex, definition, task_defs, workflow_input, request.correlation_id,
-            request.idempotency_key, now_ms())
-        return pb.StartWorkflowResponse(workflow_id=workflow_id, created=created)
+        snapshot = await self.store.snapshot(definition)
+        return await self.store.start_workflow(uuid.uuid4().hex, snapshot, workflow_input, request.correlation_id,
+                                               request.idempotency_key, now_ms())
+
+    @grpc_errors
+    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow:
+        wait_s = request.wait_seconds or 30.0
+        if not 0 < wait_s <= MAX_WAIT_S:
+            raise InvalidArgument(f"wait_seconds must be above 0 and at most {MAX_WAIT_S:g}")
+        workflow_id, _ = await self._start(request.start)
+
+        async def ended() -> bool:
+            state = await self.store.load(workflow_id)
+            return state is not None and state.status in m.TERMINAL_WORKFLOW
+
+        await self.notifier.wait_done(workflow_id, wait_s, ended)
+        return workflow_message(await self._load(workflow_id), include_tasks=True)
 
     @grpc_errors
     async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
         state = await self._load(request.workflow_id)
         return workflow_message(state, include_tasks=request.include_tasks)
+
+    async def WatchWorkflow(self, request: pb.GetWorkflowRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Workflow]:
+        try:
+            await self._load(request.workflow_id)
+        except OrchestratorError as exc:
+            await context.abort(exc.code, str(exc))
+        last_revision = -1
+        async for _ in self.notifier.changes(request.workflow_id):
+            state = await self._load(request.workflow_id)
+            if state.revision != last_revision:
+                last_revision = state.revision
+                yield workflow_message(state, include_tasks=request.include_tasks)
+            if state.status in m.TERMINAL_WORKFLOW:
+                return
 
     @grpc_errors
     async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
@@ -176,17 +211,21 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         limit = request.limit or 50
         if not 0 < limit <= MAX_SEARCH_LIMIT:
             raise InvalidArgument(f"limit must be from 1 to {MAX_SEARCH_LIMIT}, got {request.limit}")
-        if request.status and request.status not in WORKFLOW_STATUSES:
-            raise InvalidArgument(f"status must be one of {', '.join(WORKFLOW_STATUSES)}, got '{request.status}'")
+        if request.status and request.status not in m.WORKFLOW_STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(m.WORKFLOW_STATUSES)}, got '{request.status}'")
         try:
             offset = int(request.page_token or 0)
             if offset < 0:
                 raise ValueError
         except ValueError:
             raise InvalidArgument("page_token is not one this API returned; pass next_page_token as is") from None
+        if request.created_from_ms < 0 or request.created_to_ms < 0 or (
+                request.created_to_ms and request.created_from_ms > request.created_to_ms):
+            raise InvalidArgument("created_from_ms and created_to_ms must be epoch milliseconds, from <= to")
         ids, next_offset = await self.store.search(name=request.name, status=request.status,
-                                                   correlation_id=request.correlation_id,
-                                                   offset=offset, limit=limit)
+                                                   correlation_id=request.correlation_id, offset=offset,
+                                                   limit=limit, created_from_ms=request.created_from_ms,
+                                                   created_to_ms=request.created_to_ms)
         states = await self.store.load_many(ids)
         return pb.SearchWorkflowsResponse(
             workflows=[workflow_message(s, include_tasks=False) for s in states if s],
@@ -197,9 +236,80 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                                 context: Any) -> pb.TerminateWorkflowResponse:
         if not request.workflow_id:
             raise InvalidArgument("workflow_id is required")
-        await self.store.terminate(request.workflow_id, request.reason or "terminated by request", now_ms())
+        await self.store.terminate(request.workflow_id, request.reason or "terminated by request", now_ms(),
+                                   compensate=request.compensate)
         state = await self._load(request.workflow_id)
         return pb.TerminateWorkflowResponse(workflow=workflow_message(state, include_tasks=False))
+
+    @grpc_errors
+    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[m.RUNNING], new_status=m.PAUSED)
+
+    @grpc_errors
+    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[m.PAUSED], new_status=m.RUNNING)
+
+    @grpc_errors
+    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[m.FAILED, m.TIMED_OUT], new_status=m.RUNNING,
+                                   command={"op": "retry"})
+
+    @grpc_errors
+    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow:
+        command: dict[str, Any] = {"op": "restart"}
+        if request.use_latest_definition:
+            state = await self._load(request.workflow_id)
+            latest = await self.store.get_workflow_def(state.name)
+            if latest is None:
+                raise FailedPrecondition(f"workflow definition '{state.name}' is no longer registered")
+            command["snapshot"] = await self.store.snapshot(latest)
+        return await self._operate(request.workflow_id, allowed=RESTARTABLE, new_status=m.RUNNING, command=command)
+
+    @grpc_errors
+    async def RerunWorkflow(self, request: pb.RerunWorkflowRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        key = request.task_reference_name
+        if not key or not any(t.spec.key == key for t in state.tasks):
+            raise InvalidArgument(f"task_reference_name '{key}' names no task that ran in workflow "
+                                  f"'{state.workflow_id}'; use its reference (with __<n> inside loops)")
+        command: dict[str, Any] = {"op": "rerun", "key": key}
+        if request.HasField("task_input"):
+            command["input"] = from_struct(request.task_input)
+            self.limit.check("task input", dumps(command["input"]))
+        return await self._operate(request.workflow_id, allowed=[m.RUNNING, m.PAUSED, *RESTARTABLE],
+                                   new_status=m.RUNNING, command=command)
+
+    @grpc_errors
+    async def SkipTask(self, request: pb.SkipTaskRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        key = request.task_reference_name
+        if not key or key.split("__", 1)[0] not in _references(state.definition):
+            raise InvalidArgument(f"task_reference_name '{key}' is not a task of workflow '{state.name}'")
+        return await self._operate(request.workflow_id, allowed=[m.RUNNING, m.PAUSED],
+                                   command={"op": "skip", "key": key})
+
+    @grpc_errors
+    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        task_id = request.task_id
+        if not task_id:
+            waiting = [t for t in state.tasks if t.spec.ref == request.task_reference_name
+                       and t.runtime.status == m.IN_PROGRESS]
+            if not request.task_reference_name or not waiting:
+                raise FailedPrecondition(f"workflow '{request.workflow_id}' has no WAIT or HUMAN task "
+                                         f"'{request.task_reference_name}' waiting for a signal")
+            task_id = waiting[-1].task_id
+        output = dumps(from_struct(request.output))
+        self.limit.check("signal output", output)
+        status = m.TASK_FAILED if request.failed else m.TASK_COMPLETED
+        await self.store.signal_task(request.workflow_id, task_id, status, output, request.reason, now_ms())
+        return workflow_message(await self._load(request.workflow_id), include_tasks=True)
+
+    async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
+        if not workflow_id:
+            raise InvalidArgument("workflow_id is required")
+        await self.store.operate(workflow_id, now_ms=now_ms(), **kwargs)
+        return workflow_message(await self._load(workflow_id), include_tasks=False)
 
     async def _load(self, workflow_id: str) -> m.WorkflowState:
         if not workflow_id:
@@ -322,6 +432,10 @@ class ClusterService(pb_grpc.ClusterServiceServicer):
         return pb.StepDownResponse(detail=await self.view.step_down())
 
 
+def _references(definition: dict[str, Any]) -> set[str]:
+    return {t["taskReferenceName"] for t in iter_tasks(definition["tasks"])}
+
+
 def task_def_message(definition: dict[str, Any]) -> pb.TaskDef:
     return pb.TaskDef(name=definition["name"], definition=to_struct(definition))
 
@@ -335,7 +449,8 @@ def workflow_message(state: m.WorkflowState, *, include_tasks: bool) -> pb.Workf
     message = pb.Workflow(
         workflow_id=state.workflow_id, name=state.name, version=state.version, status=state.status,
         correlation_id=state.correlation_id, input=to_struct(state.input), reason=state.reason,
-        created_at_ms=state.created_at_ms, updated_at_ms=state.updated_at_ms, ended_at_ms=state.ended_at_ms)
+        created_at_ms=state.created_at_ms, updated_at_ms=state.updated_at_ms, ended_at_ms=state.ended_at_ms,
+        variables=to_struct(state.variables), parent_workflow_id=state.parent.split("|", 1)[0])
     if state.output is not None:
         message.output.CopyFrom(to_struct(state.output))
     if include_tasks:
@@ -349,7 +464,8 @@ def task_message(task: m.TaskState) -> pb.Task:
         task_id=spec.task_id, reference_name=spec.ref, task_type=spec.task_type, kind=spec.kind,
         status=runtime.status, attempt=spec.attempt, input=to_struct(spec.input), reason=runtime.reason,
         worker_id=runtime.worker_id, scheduled_at_ms=spec.scheduled_at_ms,
-        started_at_ms=runtime.started_at_ms, ended_at_ms=runtime.ended_at_ms)
+        started_at_ms=runtime.started_at_ms, ended_at_ms=runtime.ended_at_ms, key=spec.key,
+        sub_workflow_id=spec.extra.get("child", ""))
     if task.output is not None:
         message.output.CopyFrom(to_struct(task.output))
     return message

@@ -13,11 +13,17 @@ from typing import Any
 
 # Workflow statuses
 RUNNING = "RUNNING"
+PAUSED = "PAUSED"
+COMPENSATING = "COMPENSATING"           # failed or terminated; undoing completed steps
 COMPLETED = "COMPLETED"
 FAILED = "FAILED"
 TIMED_OUT = "TIMED_OUT"
 TERMINATED = "TERMINATED"
-TERMINAL_WORKFLOW = frozenset({COMPLETED, FAILED, TIMED_OUT, TERMINATED})
+COMPENSATED = "COMPENSATED"
+COMPENSATION_FAILED = "COMPENSATION_FAILED"
+TERMINAL_WORKFLOW = frozenset({COMPLETED, FAILED, TIMED_OUT, TERMINATED, COMPENSATED, COMPENSATION_FAILED})
+ACTIVE_WORKFLOW = frozenset({RUNNING, PAUSED, COMPENSATING})
+WORKFLOW_STATUSES = tuple(sorted(TERMINAL_WORKFLOW | ACTIVE_WORKFLOW))
 
 # Task statuses
 SCHEDULED = "SCHEDULED"
@@ -27,8 +33,12 @@ TASK_FAILED = "FAILED"
 FAILED_WITH_TERMINAL_ERROR = "FAILED_WITH_TERMINAL_ERROR"
 TASK_TIMED_OUT = "TIMED_OUT"
 CANCELED = "CANCELED"
+COMPLETED_WITH_ERRORS = "COMPLETED_WITH_ERRORS"   # an optional task failed; the flow went on
+SKIPPED = "SKIPPED"
 ACTIVE_TASK = frozenset({SCHEDULED, IN_PROGRESS})
 RETRYABLE_TASK = frozenset({TASK_FAILED, TASK_TIMED_OUT})
+UNSUCCESSFUL_TASK = frozenset({TASK_FAILED, TASK_TIMED_OUT, FAILED_WITH_TERMINAL_ERROR, CANCELED})
+DONE_TASK = frozenset({TASK_COMPLETED, COMPLETED_WITH_ERRORS, SKIPPED})
 
 
 @dataclass
@@ -36,23 +46,34 @@ class TaskSpec:
     """What the decider decided about an attempt; written once, never by scripts."""
 
     task_id: str
-    ref: str
+    ref: str                  # the taskReferenceName in the definition
     kind: str
-    task_type: str
+    task_type: str            # the task definition name (SIMPLE) or the kind (system tasks)
     attempt: int
     seq: int
     input: dict[str, Any]
     scheduled_at_ms: int
+    key: str = ""             # ref plus loop-iteration suffixes ("check__2"): unique per instance
+    extra: dict[str, Any] = field(default_factory=dict)  # per-kind facts: child id, retry base, ...
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.ref
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.task_id, "ref": self.ref, "kind": self.kind, "type": self.task_type,
-                "attempt": self.attempt, "seq": self.seq, "input": self.input,
-                "scheduled": self.scheduled_at_ms}
+        doc = {"id": self.task_id, "ref": self.ref, "kind": self.kind, "type": self.task_type,
+               "attempt": self.attempt, "seq": self.seq, "input": self.input,
+               "scheduled": self.scheduled_at_ms}
+        if self.key != self.ref:
+            doc["key"] = self.key
+        if self.extra:
+            doc["extra"] = self.extra
+        return doc
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> "TaskSpec":
         return cls(doc["id"], doc["ref"], doc["kind"], doc["type"], doc["attempt"], doc["seq"],
-                   doc["input"], doc["scheduled"])
+                   doc["input"], doc["scheduled"], doc.get("key", ""), doc.get("extra", {}))
 
 
 @dataclass
@@ -110,18 +131,19 @@ class WorkflowState:
     updated_at_ms: int
     definition: dict[str, Any]
     task_defs: dict[str, dict[str, Any]]
+    sub_workflows: dict[str, dict[str, Any]] = field(default_factory=dict)  # "name:version" -> definition
     tasks: list[TaskState] = field(default_factory=list)
+    variables: dict[str, Any] = field(default_factory=dict)
+    parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child
+    commands: list[dict[str, Any]] = field(default_factory=list)  # operator requests not yet applied
     output: dict[str, Any] | None = None
     reason: str = ""
     ended_at_ms: int = 0
     revision: int = 0  # bumped by every write; the decider's write is conditional on it
 
-    def latest_attempt(self, ref: str) -> TaskState | None:
+    def latest_attempt(self, key: str) -> TaskState | None:
         latest = None
         for task in self.tasks:
-            if task.spec.ref == ref and (latest is None or task.spec.seq > latest.spec.seq):
+            if task.spec.key == key and (latest is None or task.spec.seq > latest.spec.seq):
                 latest = task
         return latest
-
-    def next_seq(self) -> int:
-        return max((t.spec.seq for t in self.tasks), default=-1) + 1

@@ -26,6 +26,7 @@ from .dispatch import Dispatcher
 from .election import Election
 from .errors import FailedPrecondition
 from .leader_loop import LeaderLoop, LeadershipLost
+from .notify import Notifier
 from .store import Store
 from .v1 import orchestrator_pb2 as pb
 from .v1 import orchestrator_pb2_grpc as pb_grpc
@@ -41,6 +42,7 @@ class Node:
         self.config = config
         self.store = Store.from_url(config.redis_url, prefix=config.redis_prefix)
         self.dispatcher = Dispatcher(self.store)
+        self.notifier = Notifier(self.store)
         self.server: grpc.aio.Server | None = None
         self.election: Election | None = None
         self.engine: LeaderLoop | None = None
@@ -51,6 +53,7 @@ class Node:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         await self.dispatcher.start()
+        await self.notifier.start()
         self.server = self._build_server()
         await self.server.start()
         log.info("node %s serving gRPC on %s", self.config.node_id, self.config.listen)
@@ -70,7 +73,7 @@ class Node:
                    ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]
         server = grpc.aio.server(options=options)
         pb_grpc.add_MetadataServiceServicer_to_server(api.MetadataService(self.store), server)
-        pb_grpc.add_WorkflowServiceServicer_to_server(api.WorkflowService(self.store, limit), server)
+        pb_grpc.add_WorkflowServiceServicer_to_server(api.WorkflowService(self.store, limit, self.notifier), server)
         pb_grpc.add_TaskServiceServicer_to_server(api.TaskService(self.store, self.dispatcher, limit), server)
         pb_grpc.add_ClusterServiceServicer_to_server(api.ClusterService(self), server)
         health_servicer = health.aio.HealthServicer()
@@ -169,6 +172,7 @@ class Node:
         if self.server is not None:
             await self.server.stop(grace_s)
         await self.dispatcher.stop()
+        await self.notifier.stop()
         await self.store.close()
         self._stopped.set()
 

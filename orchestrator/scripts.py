@@ -7,14 +7,21 @@ partitioned ex-leader from changing anything once a newer leader took over.
 Every script that changes a workflow bumps its `rev` field; the decider's write
 is conditional on the revision it read, so no event is ever overwritten.
 
+User data (inputs, outputs) is never decoded here: it is stored as the JSON text
+the caller sent. Only small state objects of scalars (`s:<task id>`) and the
+decision's own envelope go through cjson.
+
 Key names are built from the prefix passed as ARGV[1]. The workflow hash key
 carries the workflow id as a hash tag (`P:wf:{ID}`); the queues, leases and
-indexes are shared keys, so this layout targets a single Redis (with replicas
-and Sentinel), not Redis Cluster.
+indexes are shared keys, and a decision may start or end other workflows
+(children) in the same step, so this layout targets a single Redis (with
+replicas and Sentinel), not Redis Cluster.
 """
 
 COMMON = r"""
 local P = ARGV[1]
+local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
+                  COMPENSATED = true, COMPENSATION_FAILED = true}
 local function wf_key(id) return P .. ':wf:{' .. id .. '}' end
 local function set_status(id, key, new_status)
   local old = redis.call('HGET', key, 'st')
@@ -28,19 +35,84 @@ local function wake(id, at)
   redis.call('ZADD', P .. ':decide', 'LT', at, id)
   redis.call('PUBLISH', P .. ':wake', id)
 end
--- Every workflow that reaches a terminal status is appended to a capped stream:
--- the audit trail that drills read to prove nothing completed twice.
-local function record_end(id, status, now)
-  redis.call('XADD', P .. ':ended', 'MAXLEN', '~', 1000000, '*', 'wf', id, 'st', status, 'at', now)
+local function bump(id, key, now)
+  redis.call('HINCRBY', key, 'rev', 1)
+  redis.call('HSET', key, 'upd', now)
+  redis.call('PUBLISH', P .. ':changed:' .. id, now)
 end
 local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
   return tonumber(epoch) >= stored
 end
+local function split(member)
+  local sep = string.find(member, '|', 1, true)
+  return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+end
+-- A lease ends (result, expiry, release, cancel): a concurrency-limited type may take another task.
+local function drop_lease(id, tid, ttype)
+  local member = id .. '|' .. tid
+  redis.call('ZREM', P .. ':leases', member)
+  if redis.call('ZREM', P .. ':inprog:' .. ttype, member) == 1 then
+    redis.call('PUBLISH', P .. ':ready', ttype)
+  end
+end
+-- A child's end completes or fails its parent's SUB_WORKFLOW task, in the same step.
+local function finish_parent(id, key, status, now)
+  local parent = redis.call('HGET', key, 'parent')
+  if not parent then return end
+  local pid, ptid = split(parent)
+  local pkey = wf_key(pid)
+  local raw = redis.call('HGET', pkey, 's:' .. ptid)
+  if not raw then return end
+  local s = cjson.decode(raw)
+  if s.status ~= 'IN_PROGRESS' then return end
+  if status == 'COMPLETED' then
+    s.status = 'COMPLETED'
+    redis.call('HSET', pkey, 'o:' .. ptid, redis.call('HGET', key, 'out') or '{}')
+  else
+    s.status = 'FAILED'
+    s.reason = 'sub-workflow ' .. id .. ' ended ' .. status .. ': ' .. (redis.call('HGET', key, 'reason') or '')
+  end
+  s.ended = tonumber(now)
+  redis.call('HSET', pkey, 's:' .. ptid, cjson.encode(s))
+  bump(pid, pkey, now)
+  wake(pid, now)
+end
+-- Every terminal transition goes through here: the audit stream that drills read to
+-- prove nothing ended twice, the parent, and whoever waits for the result.
+local function end_workflow(id, key, status, now)
+  redis.call('HSET', key, 'end', now)
+  redis.call('XADD', P .. ':ended', 'MAXLEN', '~', 1000000, '*', 'wf', id, 'st', status, 'at', now)
+  finish_parent(id, key, status, now)
+  redis.call('PUBLISH', P .. ':done', id)
+end
+local function create_workflow(id, meta, def, name, corr, parent, vars, now)
+  local key = wf_key(id)
+  if redis.call('EXISTS', key) == 1 then return false end
+  redis.call('HSET', key, 'm', meta, 'def', def, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
+  if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
+  set_status(id, key, 'RUNNING')
+  redis.call('ZADD', P .. ':idx:all', now, id)
+  redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
+  if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
+  wake(id, now)
+  return true
+end
+local function terminate_workflow(id, reason, now)
+  local key = wf_key(id)
+  local st = redis.call('HGET', key, 'st')
+  if not st or TERMINAL[st] then return st end
+  set_status(id, key, 'TERMINATED')
+  redis.call('HSET', key, 'reason', reason)
+  bump(id, key, now)
+  end_workflow(id, key, 'TERMINATED', now)
+  wake(id, now)
+  return 'OK'
+end
 """
 
-# ARGV: P, workflow id, idempotency key ('' = none), now, meta json, definition json,
-#       name, correlation id, idempotency ttl seconds
+# ARGV: P, workflow id, idempotency key ('' = none), now, meta json, snapshot json,
+#       name, correlation id, idempotency ttl seconds, variables json
 START_WORKFLOW = COMMON + r"""
 local id, idem, now = ARGV[2], ARGV[3], ARGV[4]
 if idem ~= '' then
@@ -48,20 +120,14 @@ if idem ~= '' then
   if seen then return {0, seen} end
   redis.call('SET', P .. ':idem:' .. idem, id, 'EX', ARGV[9])
 end
-local key = wf_key(id)
-redis.call('HSET', key, 'm', ARGV[5], 'def', ARGV[6], 'created', now, 'upd', now, 'rev', 1)
-set_status(id, key, 'RUNNING')
-redis.call('ZADD', P .. ':idx:all', now, id)
-redis.call('ZADD', P .. ':idx:name:' .. ARGV[7], now, id)
-if ARGV[8] ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. ARGV[8], now, id) end
-wake(id, now)
+if not create_workflow(id, ARGV[5], ARGV[6], ARGV[7], ARGV[8], '', ARGV[10], now) then return {0, id} end
 return {1, id}
 """
 
-# ARGV: P, epoch, workflow id, expected revision, now, new status ('' = unchanged),
-#       output json, reason, wake-at ms ('' = none),
-#       n, n x (field, value), n, n x (task type, task id) to enqueue,
-#       n, n x (task type, task id) to dequeue, n, n x task id whose lease to drop
+# The leader's decision, all in one step. ARGV: P, epoch, workflow id, expected revision, now,
+# decision envelope json: {status, out (json text), reason, reset, fields [f, v, ...], delete [task id],
+# consumed [field], enqueue [[type, task id]], dequeue [[type, task id]], drop [[type, task id]],
+# start [{id, m, def, name, corr, parent, vars}], terminate [[workflow id, reason]], wake}
 APPLY_DECISION = COMMON + r"""
 if not fenced(ARGV[2]) then return 'STALE_EPOCH' end
 local id = ARGV[3]
@@ -70,68 +136,84 @@ local rev = redis.call('HGET', key, 'rev')
 if not rev then return 'GONE' end
 if rev ~= ARGV[4] then return 'CONFLICT' end
 local now = ARGV[5]
-if ARGV[6] ~= '' then
-  set_status(id, key, ARGV[6])
-  redis.call('HSET', key, 'out', ARGV[7], 'reason', ARGV[8])
-  if ARGV[6] ~= 'RUNNING' then
-    redis.call('HSET', key, 'end', now)
-    record_end(id, ARGV[6], now)
-  end
+local d = cjson.decode(ARGV[6])
+for _, w in ipairs(d.start or {}) do
+  create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now)
 end
-local i = 10
-local n = tonumber(ARGV[i])
-for j = 1, n do redis.call('HSET', key, ARGV[i + 2 * j - 1], ARGV[i + 2 * j]) end
-i = i + 2 * n + 1
-n = tonumber(ARGV[i])
+for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
+for _, tid in ipairs(d.delete or {}) do
+  redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
+end
+for _, field in ipairs(d.consumed or {}) do redis.call('HDEL', key, field) end
+if d.reset then redis.call('HDEL', key, 'out', 'reason', 'end') end
+local fields = d.fields or {}
+for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
 local published = {}
-for j = 1, n do
-  local qtype, tid = ARGV[i + 2 * j - 1], ARGV[i + 2 * j]
-  redis.call('ZADD', P .. ':q:' .. qtype, now, id .. '|' .. tid)
-  if not published[qtype] then
-    redis.call('PUBLISH', P .. ':ready', qtype)
-    published[qtype] = true
+for _, pair in ipairs(d.enqueue or {}) do
+  redis.call('ZADD', P .. ':q:' .. pair[1], now, id .. '|' .. pair[2])
+  if not published[pair[1]] then
+    redis.call('PUBLISH', P .. ':ready', pair[1])
+    published[pair[1]] = true
   end
 end
-i = i + 2 * n + 1
-n = tonumber(ARGV[i])
-for j = 1, n do redis.call('ZREM', P .. ':q:' .. ARGV[i + 2 * j - 1], id .. '|' .. ARGV[i + 2 * j]) end
-i = i + 2 * n + 1
-n = tonumber(ARGV[i])
-for j = 1, n do redis.call('ZREM', P .. ':leases', id .. '|' .. ARGV[i + j]) end
-redis.call('HINCRBY', key, 'rev', 1)
-redis.call('HSET', key, 'upd', now)
+for _, pair in ipairs(d.dequeue or {}) do redis.call('ZREM', P .. ':q:' .. pair[1], id .. '|' .. pair[2]) end
+for _, pair in ipairs(d.drop or {}) do drop_lease(id, pair[2], pair[1]) end
+if d.status then
+  set_status(id, key, d.status)
+  if d.out then redis.call('HSET', key, 'out', d.out) end
+  if d.reason then redis.call('HSET', key, 'reason', d.reason) end
+  if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
+end
+bump(id, key, now)
 redis.call('ZREM', P .. ':decide', id)
-if ARGV[9] ~= '' then redis.call('ZADD', P .. ':decide', ARGV[9], id) end
+if d.wake then redis.call('ZADD', P .. ':decide', d.wake, id) end
 return 'OK'
 """
 
-# Hands up to n queued tasks of one type to a worker, atomically with their lease.
-# ARGV: P, task type, n, now, worker id.  Returns a flat list: id, task id, spec json, lease ms, ...
+# Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
+# type's concurrency and rate limits (excess tasks stay queued). ARGV: P, task type, n, now,
+# worker id.  Returns a flat list: id, task id, spec json, lease ms, ...
 CLAIM = COMMON + r"""
-local qkey = P .. ':q:' .. ARGV[2]
+local ttype = ARGV[2]
+local qkey = P .. ':q:' .. ttype
 local now = tonumber(ARGV[4])
-local out = {}
 local wanted = tonumber(ARGV[3])
-local claimed = 0
+local conc, rate, per = 0, 0, 0
+local limits = redis.call('HGET', P .. ':limits', ttype)
+if limits then
+  local a, b, c = string.match(limits, '^(%d+)|(%d+)|(%d+)$')
+  conc, rate, per = tonumber(a), tonumber(b), tonumber(c)
+  if conc > 0 then wanted = math.min(wanted, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
+  if rate > 0 then
+    redis.call('ZREMRANGEBYSCORE', P .. ':rate:' .. ttype, '-inf', now - per)
+    wanted = math.min(wanted, rate - redis.call('ZCARD', P .. ':rate:' .. ttype))
+  end
+end
+local out = {}
+local claimed, offset = 0, 0
 while claimed < wanted do
-  local popped = redis.call('ZPOPMIN', qkey, wanted - claimed)
-  if #popped == 0 then break end
-  for j = 1, #popped, 2 do
-    local member = popped[j]
-    local sep = string.find(member, '|', 1, true)
-    local id, tid = string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+  local members = redis.call('ZRANGE', qkey, offset, offset + wanted - claimed - 1)
+  if #members == 0 then break end
+  for _, member in ipairs(members) do
+    local id, tid = split(member)
     local key = wf_key(id)
+    local st = redis.call('HGET', key, 'st')
     local raw = redis.call('HGET', key, 's:' .. tid)
-    if raw and redis.call('HGET', key, 'st') == 'RUNNING' then
-      local s = cjson.decode(raw)
-      if s.status == 'SCHEDULED' then
+    local s = raw and cjson.decode(raw)
+    if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
+      offset = offset + 1   -- it keeps its place until the workflow resumes
+    else
+      redis.call('ZREM', qkey, member)
+      if s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
         s.status = 'IN_PROGRESS'
         s.worker = ARGV[5]
         s.started = now
         s.queued = false
         redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
-        redis.call('HINCRBY', key, 'rev', 1)
+        bump(id, key, now)
         redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
+        if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
+        if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
         if s.timeout_ms and s.timeout_ms > 0 then wake(id, now + s.timeout_ms) end
         claimed = claimed + 1
         out[#out + 1] = id
@@ -156,10 +238,9 @@ redis.call('ZADD', P .. ':leases', 'XX', tonumber(ARGV[4]) + s.lease_ms, ARGV[2]
 return s.lease_ms
 """
 
-# A worker's result for one attempt. Idempotent: the same result twice is DUPLICATE;
-# a result for an attempt that is no longer in progress is STALE and changes nothing.
-# The attempt must still be held by the reporting worker: after a release or a lease
-# expiry the same task may be in another worker's hands.
+# A worker's result for one attempt. Idempotent: the same result twice is DUPLICATE; a result
+# for an attempt that is no longer in progress, or held by another worker (after a release or
+# a lease expiry), is STALE and changes nothing.
 # ARGV: P, workflow id, task id, status, output json, reason, now, worker id
 COMPLETE_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
@@ -176,8 +257,27 @@ s.status = ARGV[4]
 s.ended = tonumber(ARGV[7])
 s.reason = ARGV[6]
 redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, ARGV[5])
-redis.call('ZREM', P .. ':leases', id .. '|' .. tid)
-redis.call('HINCRBY', key, 'rev', 1)
+drop_lease(id, tid, s.type)
+bump(id, key, ARGV[7])
+wake(id, ARGV[7])
+return 'OK'
+"""
+
+# Completes a WAIT or HUMAN task from outside (an operator, a person, another system).
+# ARGV: P, workflow id, task id, status, output json, reason, now
+SIGNAL_TASK = COMMON + r"""
+local id, tid = ARGV[2], ARGV[3]
+local key = wf_key(id)
+local raw = redis.call('HGET', key, 's:' .. tid)
+if not raw then return 'UNKNOWN' end
+local s = cjson.decode(raw)
+if s.type ~= 'WAIT' and s.type ~= 'HUMAN' then return 'KIND:' .. s.type end
+if s.status ~= 'IN_PROGRESS' then return 'STALE:' .. s.status end
+s.status = ARGV[4]
+s.ended = tonumber(ARGV[7])
+s.reason = ARGV[6]
+redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, ARGV[5])
+bump(id, key, ARGV[7])
 wake(id, ARGV[7])
 return 'OK'
 """
@@ -196,8 +296,8 @@ s.queued = true
 s.worker = ''
 s.started = 0
 redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
-redis.call('HINCRBY', key, 'rev', 1)
-redis.call('ZREM', P .. ':leases', id .. '|' .. tid)
+drop_lease(id, tid, s.type)
+bump(id, key, ARGV[4])
 redis.call('ZADD', P .. ':q:' .. s.type, ARGV[4], id .. '|' .. tid)
 redis.call('PUBLISH', P .. ':ready', s.type)
 return 1
@@ -221,7 +321,8 @@ s.status = 'TIMED_OUT'
 s.ended = now
 s.reason = 'lease expired: no heartbeat or result within ' .. s.lease_ms .. ' ms (worker ' .. s.worker .. ')'
 redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
-redis.call('HINCRBY', key, 'rev', 1)
+drop_lease(id, tid, s.type)
+bump(id, key, now)
 wake(id, now)
 return 'EXPIRED'
 """
@@ -238,18 +339,40 @@ end
 return stored
 """
 
-# Any node may terminate; the decider then cancels what is still active.
-# ARGV: P, workflow id, reason, now
+# Any node may terminate; with compensation the decider then undoes the completed steps.
+# ARGV: P, workflow id, reason, now, compensate ('1' or '0')
 TERMINATE = COMMON + r"""
 local id = ARGV[2]
 local key = wf_key(id)
 local st = redis.call('HGET', key, 'st')
 if not st then return 'UNKNOWN' end
-if st ~= 'RUNNING' then return 'TERMINAL:' .. st end
-set_status(id, key, 'TERMINATED')
-redis.call('HSET', key, 'reason', ARGV[3], 'end', ARGV[4], 'upd', ARGV[4])
-record_end(id, 'TERMINATED', ARGV[4])
-redis.call('HINCRBY', key, 'rev', 1)
-wake(id, ARGV[4])
+if TERMINAL[st] then return 'TERMINAL:' .. st end
+if ARGV[5] == '1' and st ~= 'COMPENSATING' then
+  set_status(id, key, 'COMPENSATING')
+  redis.call('HSET', key, 'reason', ARGV[3])
+  bump(id, key, ARGV[4])
+  wake(id, ARGV[4])
+  return 'OK'
+end
+return terminate_workflow(id, ARGV[3], ARGV[4])
+"""
+
+# A status change an operator asks for (pause, resume), optionally with a command for the
+# decider (retry, rerun, skip, restart), allowed only from the listed statuses.
+# ARGV: P, workflow id, allowed statuses (comma separated), new status ('' = unchanged),
+#       command json ('' = none), now
+OPERATE = COMMON + r"""
+local id = ARGV[2]
+local key = wf_key(id)
+local st = redis.call('HGET', key, 'st')
+if not st then return 'UNKNOWN' end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. st .. ',', 1, true) then return 'STATE:' .. st end
+if ARGV[5] ~= '' then
+  local n = redis.call('HINCRBY', key, 'cmdseq', 1)
+  redis.call('HSET', key, string.format('c:%08d', n), ARGV[5])
+end
+if ARGV[4] ~= '' and ARGV[4] ~= st then set_status(id, key, ARGV[4]) end
+bump(id, key, ARGV[6])
+wake(id, ARGV[6])
 return 'OK'
 """

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 
 from . import model as m
 from . import scripts
+from .definitions import iter_tasks, referenced_task_names
 from .engine import Decision
 from .errors import FailedPrecondition, NotFound, StaleEpoch
 
@@ -54,6 +55,8 @@ class Store:
         self._expire = client.register_script(scripts.EXPIRE_LEASE)
         self._raise_epoch = client.register_script(scripts.RAISE_EPOCH)
         self._terminate = client.register_script(scripts.TERMINATE)
+        self._signal = client.register_script(scripts.SIGNAL_TASK)
+        self._operate = client.register_script(scripts.OPERATE)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo") -> "Store":
@@ -81,7 +84,17 @@ class Store:
     # ------------------------------------------------------------- definitions
 
     async def put_task_def(self, definition: dict[str, Any]) -> None:
-        await self.redis.hset(self.key("defs", "task"), definition["name"], dumps(definition))
+        """Store a task definition and the limits the claim script enforces for its type."""
+        name = definition["name"]
+        concurrency, rate = definition["concurrentExecLimit"], definition["rateLimitPerFrequency"]
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.key("defs", "task"), name, dumps(definition))
+            if concurrency or rate:
+                period_ms = int(definition["rateLimitFrequencyInSeconds"] * 1000)
+                pipe.hset(self.key("limits"), name, f"{concurrency}|{rate}|{period_ms}")
+            else:
+                pipe.hdel(self.key("limits"), name)
+            await pipe.execute()
 
     async def get_task_def(self, name: str) -> dict[str, Any] | None:
         raw = await self.redis.hget(self.key("defs", "task"), name)
@@ -125,15 +138,43 @@ class Store:
 
     # ------------------------------------------------------------- workflows
 
-    async def start_workflow(self, workflow_id: str, definition: dict[str, Any],
-                             task_defs: dict[str, dict[str, Any]], workflow_input: dict[str, Any],
+    async def snapshot(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """The definition with every task and workflow definition it can reach, frozen for one run.
+
+        Sub-workflows and the failure workflow are resolved now ("name:version", version 0 =
+        the latest at start), so a run never changes because a definition was re-registered.
+        """
+        workflows: dict[str, dict[str, Any]] = {}
+        task_names = set(referenced_task_names(definition))
+        pending = [definition]
+        while pending:
+            current = pending.pop()
+            for node_ref, version in _workflow_refs(current):
+                key = f"{node_ref}:{version}"
+                if key in workflows:
+                    continue
+                found = await self.get_workflow_def(node_ref, version)
+                if found is None:
+                    raise FailedPrecondition(f"workflow '{current['name']}' needs workflow definition "
+                                             f"'{node_ref}' (version {version or 'latest'}), which is not registered")
+                workflows[key] = found
+                task_names |= referenced_task_names(found)
+                pending.append(found)
+        task_defs = await self.task_defs(task_names)
+        missing = task_names - set(task_defs)
+        if missing:
+            raise FailedPrecondition(f"task definition(s) {', '.join(sorted(missing))} used by "
+                                     f"'{definition['name']}' are no longer registered")
+        return {"workflow": definition, "taskDefs": task_defs, "subWorkflows": workflows}
+
+    async def start_workflow(self, workflow_id: str, snapshot: dict[str, Any], workflow_input: dict[str, Any],
                              correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        definition = snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
-        snapshot = {"workflow": definition, "taskDefs": task_defs}
         created, found_id = await self._start(args=[
             self.prefix, workflow_id, idempotency_key, now_ms, dumps(meta), dumps(snapshot),
-            definition["name"], correlation_id, self.idempotency_ttl_s])
+            definition["name"], correlation_id, self.idempotency_ttl_s, dumps(definition.get("variables", {}))])
         return found_id, bool(created)
 
     async def load(self, workflow_id: str) -> m.WorkflowState | None:
@@ -146,17 +187,42 @@ class Store:
             rows = await pipe.execute()
         return [parse_workflow(i, row) for i, row in zip(workflow_ids, rows)]
 
-    async def terminate(self, workflow_id: str, reason: str, now_ms: int) -> None:
-        result = await self._terminate(args=[self.prefix, workflow_id, reason, now_ms])
+    async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
+        result = await self._terminate(args=[self.prefix, workflow_id, reason, now_ms, "1" if compensate else "0"])
         if result == "UNKNOWN":
             raise NotFound(f"no workflow with id '{workflow_id}'")
         if result.startswith("TERMINAL:"):
             raise FailedPrecondition(f"workflow '{workflow_id}' already ended as {result.split(':', 1)[1]}; "
-                                     "only a RUNNING workflow can be terminated")
+                                     "only a running, paused or compensating workflow can be terminated")
 
-    async def search(self, *, name: str, status: str, correlation_id: str,
-                     offset: int, limit: int) -> tuple[list[str], int | None]:
-        """Workflow ids, newest first, matching every filter given; and the next offset."""
+    async def operate(self, workflow_id: str, *, allowed: Iterable[str], new_status: str = "",
+                      command: dict[str, Any] | None = None, now_ms: int) -> None:
+        """Change status and/or queue a command for the decider, if the workflow is in an allowed status."""
+        result = await self._operate(args=[self.prefix, workflow_id, ",".join(allowed), new_status,
+                                           dumps(command) if command else "", now_ms])
+        if result == "UNKNOWN":
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        if result.startswith("STATE:"):
+            raise FailedPrecondition(f"workflow '{workflow_id}' is {result.split(':', 1)[1]}; this operation "
+                                     f"needs one of {', '.join(allowed)}")
+
+    async def signal_task(self, workflow_id: str, task_id: str, status: str, output_json: str, reason: str,
+                          now_ms: int) -> None:
+        result = str(await self._signal(args=[self.prefix, workflow_id, task_id, status, output_json, reason,
+                                              now_ms]))
+        if result == "UNKNOWN":
+            raise NotFound(f"workflow '{workflow_id}' has no task '{task_id}'")
+        if result.startswith("KIND:"):
+            raise FailedPrecondition(f"task '{task_id}' is a {result[5:]} task; only WAIT and HUMAN tasks "
+                                     "take signals")
+        if result.startswith("STALE:"):
+            raise FailedPrecondition(f"task '{task_id}' is already {result[6:]}")
+
+    async def search(self, *, name: str, status: str, correlation_id: str, offset: int, limit: int,
+                     created_from_ms: int = 0, created_to_ms: int = 0) -> tuple[list[str], int | None]:
+        """Workflow ids, newest first, matching every filter given; and the next offset.
+
+        Every index is scored by creation time, so the time range narrows the scan itself."""
         if correlation_id:
             index = self.key("idx", "corr", correlation_id)
         elif name:
@@ -169,7 +235,8 @@ class Store:
         position = offset
         chunk = max(limit * 2, 100)
         while len(found) < limit:
-            ids = await self.redis.zrevrange(index, position, position + chunk - 1)
+            ids = await self.redis.zrevrangebyscore(index, created_to_ms or "+inf", created_from_ms or "-inf",
+                                                    start=position, num=chunk)
             if not ids:
                 return found, None
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -186,7 +253,7 @@ class Store:
                     found.append(workflow_id)
                     if len(found) == limit:
                         break
-        more = await self.redis.zcard(index) > position
+        more = await self.redis.zcount(index, created_from_ms or "-inf", created_to_ms or "+inf") > position
         return found, position if more else None
 
     # ------------------------------------------------------------- tasks (any node)
@@ -250,19 +317,50 @@ class Store:
 
 
 def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now_ms: int) -> list[Any]:
+    """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope."""
     fields: list[str] = []
     for task in d.new_tasks:
         fields += [f"t:{task.task_id}", dumps(task.spec.to_json()),
                    f"s:{task.task_id}", dumps(task.runtime.to_json())]
     for task_id, runtime in d.changed_runtimes.items():
         fields += [f"s:{task_id}", dumps(runtime.to_json())]
-    args: list[Any] = [prefix, epoch, wf.workflow_id, wf.revision, now_ms, d.status or "",
-                       dumps(d.output) if d.output is not None else "", d.reason or "",
-                       "" if d.wake_at_ms is None else d.wake_at_ms, len(fields) // 2, *fields]
-    args += [len(d.enqueue), *[x for pair in d.enqueue for x in pair]]
-    args += [len(d.dequeue), *[x for pair in d.dequeue for x in pair]]
-    args += [len(d.drop_leases), *d.drop_leases]
-    return args
+    for task_id, output in d.outputs.items():
+        fields += [f"o:{task_id}", dumps(output)]
+    if d.variables is not None:
+        fields += ["vars", dumps(d.variables)]
+    if d.snapshot is not None:
+        fields += ["def", dumps(d.snapshot)]
+    envelope: dict[str, Any] = {"fields": fields}
+    if d.status:
+        envelope.update(status=d.status, out=dumps(d.output) if d.output is not None else None,
+                        reason=d.reason)
+    for name, value in (("delete", d.delete_tasks), ("consumed", d.consumed_commands), ("enqueue", d.enqueue),
+                        ("dequeue", d.dequeue), ("drop", d.drop_leases),
+                        ("terminate", d.terminate_workflows)):
+        if value:
+            envelope[name] = [list(v) if isinstance(v, tuple) else v for v in value]
+    if d.start_workflows:
+        envelope["start"] = [{"id": w.workflow_id, "name": w.name, "corr": w.correlation_id, "parent": w.parent,
+                              "m": dumps({"name": w.name, "version": w.version, "input": w.input,
+                                          "correlationId": w.correlation_id}),
+                              "def": dumps(w.snapshot),
+                              "vars": dumps(w.snapshot["workflow"].get("variables", {}))}
+                             for w in d.start_workflows]
+    if d.reset_result:
+        envelope["reset"] = True
+    if d.wake_at_ms is not None:
+        envelope["wake"] = d.wake_at_ms
+    return [prefix, epoch, wf.workflow_id, wf.revision, now_ms,
+            json.dumps({k: v for k, v in envelope.items() if v is not None}, separators=(",", ":"))]
+
+
+def _workflow_refs(definition: dict[str, Any]) -> list[tuple[str, int]]:
+    """(name, version) of the sub-workflows and failure workflow a definition starts."""
+    refs = [(t["subWorkflowParam"]["name"], t["subWorkflowParam"].get("version", 0))
+            for t in iter_tasks(definition.get("tasks")) if t.get("type") == "SUB_WORKFLOW"]
+    if definition.get("failureWorkflow"):
+        refs.append((definition["failureWorkflow"], 0))
+    return refs
 
 
 def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | None:
@@ -274,6 +372,7 @@ def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | N
     specs: dict[str, m.TaskSpec] = {}
     runtimes: dict[str, m.TaskRuntime] = {}
     outputs: dict[str, dict[str, Any]] = {}
+    commands: list[dict[str, Any]] = []
     for field, value in row.items():
         prefix, _, task_id = field.partition(":")
         if not task_id:
@@ -284,6 +383,8 @@ def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | N
             runtimes[task_id] = m.TaskRuntime.from_json(json.loads(value))
         elif prefix == "o":
             outputs[task_id] = json.loads(value)
+        elif prefix == "c":
+            commands.append({**json.loads(value), "field": field})
     tasks = [m.TaskState(spec, runtimes[task_id], outputs.get(task_id))
              for task_id, spec in specs.items() if task_id in runtimes]
     tasks.sort(key=lambda t: t.spec.seq)
@@ -291,6 +392,8 @@ def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | N
         workflow_id=workflow_id, name=meta["name"], version=meta["version"], status=row["st"],
         input=meta["input"], correlation_id=meta["correlationId"], created_at_ms=int(row["created"]),
         updated_at_ms=int(row.get("upd", row["created"])), definition=snapshot["workflow"],
-        task_defs=snapshot["taskDefs"], tasks=tasks,
+        task_defs=snapshot["taskDefs"], sub_workflows=snapshot.get("subWorkflows", {}), tasks=tasks,
+        variables=json.loads(row["vars"]) if row.get("vars") else {}, parent=row.get("parent", ""),
+        commands=commands,
         output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
         ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]))

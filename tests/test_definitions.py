@@ -54,7 +54,7 @@ def test_every_problem_is_reported_with_its_task_reference():
 def test_empty_tasks_and_bad_name():
     with pytest.raises(InvalidArgument) as err:
         normalise_workflow_def({"name": "bad name!", "tasks": []}, DEFS)
-    assert "'name' is required" in str(err.value) and "'tasks' must be a non-empty list" in str(err.value)
+    assert "'name' is required" in str(err.value) and "tasks: must be a non-empty list" in str(err.value)
 
 
 def test_yaml_and_json_documents():

@@ -143,7 +143,7 @@ def test_total_timeout_times_out_an_attempt_that_keeps_heartbeating():
     assert early.wake_at_ms == NOW + 30_000 and not early.changed_runtimes
     late = decide(wf, NOW + 30_000, new_id)
     assert late.changed_runtimes["t0"].status == m.TASK_TIMED_OUT
-    assert late.drop_leases == ["t0"]
+    assert late.drop_leases == [("fetch", "t0")]
 
 
 def test_terminated_workflow_cancels_active_tasks():

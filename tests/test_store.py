@@ -31,7 +31,8 @@ async def started_workflow(store: Store, task_name: str = "fetch", **task_fields
     definition = normalise_workflow_def({"name": "w", "tasks": [
         {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
     workflow_id = uuid.uuid4().hex
-    await store.start_workflow(workflow_id, definition, {task_name: task_def}, {}, "", "", NOW)
+    snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
+    await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
     return workflow_id
 
 

@@ -93,7 +93,7 @@ class ListWorkflowDefsResponse(_message.Message):
     def __init__(self, workflow_defs: _Optional[_Iterable[_Union[WorkflowDef, _Mapping]]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "reference_name", "task_type", "kind", "status", "attempt", "input", "output", "reason", "worker_id", "scheduled_at_ms", "started_at_ms", "ended_at_ms")
+    __slots__ = ("task_id", "reference_name", "task_type", "kind", "status", "attempt", "input", "output", "reason", "worker_id", "scheduled_at_ms", "started_at_ms", "ended_at_ms", "key", "sub_workflow_id")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -107,6 +107,8 @@ class Task(_message.Message):
     SCHEDULED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SUB_WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     reference_name: str
     task_type: str
@@ -120,10 +122,12 @@ class Task(_message.Message):
     scheduled_at_ms: int
     started_at_ms: int
     ended_at_ms: int
-    def __init__(self, task_id: _Optional[str] = ..., reference_name: _Optional[str] = ..., task_type: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., attempt: _Optional[int] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., scheduled_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ...) -> None: ...
+    key: str
+    sub_workflow_id: str
+    def __init__(self, task_id: _Optional[str] = ..., reference_name: _Optional[str] = ..., task_type: _Optional[str] = ..., kind: _Optional[str] = ..., status: _Optional[str] = ..., attempt: _Optional[int] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., scheduled_at_ms: _Optional[int] = ..., started_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., key: _Optional[str] = ..., sub_workflow_id: _Optional[str] = ...) -> None: ...
 
 class Workflow(_message.Message):
-    __slots__ = ("workflow_id", "name", "version", "status", "correlation_id", "input", "output", "reason", "created_at_ms", "updated_at_ms", "ended_at_ms", "tasks")
+    __slots__ = ("workflow_id", "name", "version", "status", "correlation_id", "input", "output", "reason", "created_at_ms", "updated_at_ms", "ended_at_ms", "tasks", "variables", "parent_workflow_id")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +140,8 @@ class Workflow(_message.Message):
     UPDATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ENDED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     TASKS_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    PARENT_WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     name: str
     version: int
@@ -148,7 +154,9 @@ class Workflow(_message.Message):
     updated_at_ms: int
     ended_at_ms: int
     tasks: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    variables: _struct_pb2.Struct
+    parent_workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ..., created_at_ms: _Optional[int] = ..., updated_at_ms: _Optional[int] = ..., ended_at_ms: _Optional[int] = ..., tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., variables: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parent_workflow_id: _Optional[str] = ...) -> None: ...
 
 class StartWorkflowRequest(_message.Message):
     __slots__ = ("name", "version", "input", "correlation_id", "idempotency_key")
@@ -181,18 +189,22 @@ class GetWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
 
 class SearchWorkflowsRequest(_message.Message):
-    __slots__ = ("name", "status", "correlation_id", "limit", "page_token")
+    __slots__ = ("name", "status", "correlation_id", "limit", "page_token", "created_from_ms", "created_to_ms")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FROM_MS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TO_MS_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: str
     correlation_id: str
     limit: int
     page_token: str
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    created_from_ms: int
+    created_to_ms: int
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., created_from_ms: _Optional[int] = ..., created_to_ms: _Optional[int] = ...) -> None: ...
 
 class SearchWorkflowsResponse(_message.Message):
     __slots__ = ("workflows", "next_page_token")
@@ -203,18 +215,76 @@ class SearchWorkflowsResponse(_message.Message):
     def __init__(self, workflows: _Optional[_Iterable[_Union[Workflow, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TerminateWorkflowRequest(_message.Message):
-    __slots__ = ("workflow_id", "reason")
+    __slots__ = ("workflow_id", "reason", "compensate")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    COMPENSATE_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     reason: str
-    def __init__(self, workflow_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+    compensate: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., reason: _Optional[str] = ..., compensate: _Optional[bool] = ...) -> None: ...
 
 class TerminateWorkflowResponse(_message.Message):
     __slots__ = ("workflow",)
     WORKFLOW_FIELD_NUMBER: _ClassVar[int]
     workflow: Workflow
     def __init__(self, workflow: _Optional[_Union[Workflow, _Mapping]] = ...) -> None: ...
+
+class ExecuteWorkflowRequest(_message.Message):
+    __slots__ = ("start", "wait_seconds")
+    START_FIELD_NUMBER: _ClassVar[int]
+    WAIT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    start: StartWorkflowRequest
+    wait_seconds: float
+    def __init__(self, start: _Optional[_Union[StartWorkflowRequest, _Mapping]] = ..., wait_seconds: _Optional[float] = ...) -> None: ...
+
+class WorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id",)
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    def __init__(self, workflow_id: _Optional[str] = ...) -> None: ...
+
+class RestartWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "use_latest_definition")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    USE_LATEST_DEFINITION_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    use_latest_definition: bool
+    def __init__(self, workflow_id: _Optional[str] = ..., use_latest_definition: _Optional[bool] = ...) -> None: ...
+
+class RerunWorkflowRequest(_message.Message):
+    __slots__ = ("workflow_id", "task_reference_name", "task_input")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_REFERENCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_INPUT_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task_reference_name: str
+    task_input: _struct_pb2.Struct
+    def __init__(self, workflow_id: _Optional[str] = ..., task_reference_name: _Optional[str] = ..., task_input: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class SkipTaskRequest(_message.Message):
+    __slots__ = ("workflow_id", "task_reference_name")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_REFERENCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task_reference_name: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task_reference_name: _Optional[str] = ...) -> None: ...
+
+class SignalTaskRequest(_message.Message):
+    __slots__ = ("workflow_id", "task_reference_name", "task_id", "failed", "output", "reason")
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_REFERENCE_NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    workflow_id: str
+    task_reference_name: str
+    task_id: str
+    failed: bool
+    output: _struct_pb2.Struct
+    reason: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task_reference_name: _Optional[str] = ..., task_id: _Optional[str] = ..., failed: _Optional[bool] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
     __slots__ = ("worker_id", "task_types", "capacity")

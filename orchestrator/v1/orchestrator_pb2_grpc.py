@@ -370,8 +370,18 @@ class WorkflowServiceStub:
                 request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.StartWorkflowRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.StartWorkflowResponse.FromString,
                 _registered_method=True)
+        self.ExecuteWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/ExecuteWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.ExecuteWorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
         self.GetWorkflow = channel.unary_unary(
                 '/orchestrator.v1.WorkflowService/GetWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.WatchWorkflow = channel.unary_stream(
+                '/orchestrator.v1.WorkflowService/WatchWorkflow',
                 request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
                 _registered_method=True)
@@ -385,6 +395,41 @@ class WorkflowServiceStub:
                 request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowRequest.SerializeToString,
                 response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowResponse.FromString,
                 _registered_method=True)
+        self.PauseWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/PauseWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.ResumeWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/ResumeWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.RetryWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/RetryWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.RestartWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/RestartWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.RestartWorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.RerunWorkflow = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/RerunWorkflow',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.SkipTask = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/SkipTask',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.SkipTaskRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
+        self.SignalTask = channel.unary_unary(
+                '/orchestrator.v1.WorkflowService/SignalTask',
+                request_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.SignalTaskRequest.SerializeToString,
+                response_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+                _registered_method=True)
 
 
 class WorkflowServiceServicer:
@@ -396,8 +441,23 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteWorkflow(self, request, context):
+        """Start and wait: returns the workflow when it ends or when wait_seconds pass
+        (then still RUNNING; poll or watch it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWorkflow(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchWorkflow(self, request, context):
+        """Streams the workflow (with its tasks) each time it changes, until it ends.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -414,6 +474,50 @@ class WorkflowServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PauseWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryWorkflow(self, request, context):
+        """Retry a FAILED or TIMED_OUT workflow from the tasks that failed, with fresh retries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestartWorkflow(self, request, context):
+        """Run an ended workflow again from its first task with the same input.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RerunWorkflow(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SkipTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalTask(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WorkflowServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -422,8 +526,18 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.StartWorkflowRequest.FromString,
                     response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.StartWorkflowResponse.SerializeToString,
             ),
+            'ExecuteWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.ExecuteWorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
             'GetWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'WatchWorkflow': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchWorkflow,
                     request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.FromString,
                     response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
             ),
@@ -436,6 +550,41 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     servicer.TerminateWorkflow,
                     request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowRequest.FromString,
                     response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowResponse.SerializeToString,
+            ),
+            'PauseWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.PauseWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'ResumeWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'RetryWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'RestartWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestartWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.RestartWorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'RerunWorkflow': grpc.unary_unary_rpc_method_handler(
+                    servicer.RerunWorkflow,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'SkipTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SkipTask,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.SkipTaskRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
+            ),
+            'SignalTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalTask,
+                    request_deserializer=orchestrator_dot_v1_dot_orchestrator__pb2.SignalTaskRequest.FromString,
+                    response_serializer=orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -476,6 +625,33 @@ class WorkflowService:
             _registered_method=True)
 
     @staticmethod
+    def ExecuteWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/ExecuteWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.ExecuteWorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def GetWorkflow(request,
             target,
             options=(),
@@ -490,6 +666,33 @@ class WorkflowService:
             request,
             target,
             '/orchestrator.v1.WorkflowService/GetWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/WatchWorkflow',
             orchestrator_dot_v1_dot_orchestrator__pb2.GetWorkflowRequest.SerializeToString,
             orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
             options,
@@ -546,6 +749,195 @@ class WorkflowService:
             '/orchestrator.v1.WorkflowService/TerminateWorkflow',
             orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowRequest.SerializeToString,
             orchestrator_dot_v1_dot_orchestrator__pb2.TerminateWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PauseWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/PauseWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/ResumeWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/RetryWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.WorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestartWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/RestartWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.RestartWorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RerunWorkflow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/RerunWorkflow',
+            orchestrator_dot_v1_dot_orchestrator__pb2.RerunWorkflowRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SkipTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/SkipTask',
+            orchestrator_dot_v1_dot_orchestrator__pb2.SkipTaskRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.WorkflowService/SignalTask',
+            orchestrator_dot_v1_dot_orchestrator__pb2.SignalTaskRequest.SerializeToString,
+            orchestrator_dot_v1_dot_orchestrator__pb2.Workflow.FromString,
             options,
             channel_credentials,
             insecure,
