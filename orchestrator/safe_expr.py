@@ -35,14 +35,13 @@ functions and argument counts, and at evaluation time for type errors and limits
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import re
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Context, Decimal
 from functools import lru_cache
-from typing import Any, Callable, Iterator, NoReturn
+from typing import Any, Callable, NoReturn
 
 MAX_SOURCE_CHARS = 4096
 MAX_DEPTH = 64
@@ -430,26 +429,23 @@ def _unary(col: int, op: str, operand: _Run) -> _Run:
 
 
 def _chain(first: _Run, rest: list[tuple[str, int, _Run]]) -> _Run:
-    """Operators of one precedence level, left to right: a + b - c."""
+    """`first`, then each (operator, column, operand) folded in from the left.
+
+    The parser has already made tighter operators into operands, so a * b + c < d
+    arrives as a, [(*, b), (+, c), (<, d)]. `&&` and `||` skip their operand once
+    the answer is known.
+    """
     def run(scope: _Scope) -> Any:
         scope.tick(rest[0][1])
         value = first(scope)
         for op, col, operand in rest:
-            value = _apply(col, _binary, op, value, operand(scope))
+            if op in ("&&", "||"):
+                value = _truthy(value)
+                if value == (op == "&&"):
+                    value = _truthy(operand(scope))
+            else:
+                value = _apply(col, _binary, op, value, operand(scope))
         return value
-    return run
-
-
-def _logic(col: int, op: str, operands: list[_Run]) -> _Run:
-    """a && b && c, or a || b || c: evaluates operands only until the answer is known."""
-    decisive = op == "||"
-
-    def run(scope: _Scope) -> bool:
-        scope.tick(col)
-        for operand in operands:
-            if _truthy(operand(scope)) == decisive:
-                return decisive
-        return not decisive
     return run
 
 
@@ -505,54 +501,50 @@ class _Parser:
         token = token or self.peek()
         raise ExpressionError(f"expected {wanted} but found {token.describe()}", token.col)
 
-    @contextlib.contextmanager
-    def nested(self, col: int) -> Iterator[None]:
-        """One level deeper; the limit also keeps evaluation far from Python's recursion limit."""
+    def descend(self, col: int) -> None:
+        """One level deeper in the tree being built. Every recursion of the parser and
+        of the evaluation passes through here, so the limit keeps both far below
+        Python's recursion limit."""
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise ExpressionError(f"nested deeper than the limit of {MAX_DEPTH} levels", col)
-        try:
-            yield
-        finally:
-            self.depth -= 1
+            raise ExpressionError(f"expression nested deeper than the limit of {MAX_DEPTH} levels", col)
 
     def expression(self) -> _Run:
-        with self.nested(self.peek().col):
-            test = self.binary(0)
-            question = self.peek()
-            if not self.accept("?"):
-                return test
-            then = self.expression()
-            self.expect(":")
-            return _conditional(question.col, test, then, self.expression())
+        test = self.binary(0)
+        question = self.peek()
+        if not self.accept("?"):
+            return test
+        self.descend(question.col)
+        then = self.expression()
+        self.expect(":")
+        other = self.expression()
+        self.depth -= 1
+        return _conditional(question.col, test, then, other)
 
     def precedence(self) -> int:
         token = self.peek()
         return _PRECEDENCE.get(token.text, 0) if token.kind == "op" else 0
 
     def binary(self, floor: int) -> _Run:
-        left = self.unary()
+        """Operands joined by operators binding tighter than `floor` (Pratt's loop)."""
+        entry = self.depth
+        self.descend(self.peek().col)
+        first, rest = self.unary(), []
         while (level := self.precedence()) > floor:
-            left = self.level(left, level)
-        return left
-
-    def level(self, first: _Run, level: int) -> _Run:
-        """`first` and all that follows at this precedence level, as one flat node."""
-        rest: list[tuple[str, int, _Run]] = []
-        while self.precedence() == level:
             op = self.take()
             rest.append((op.text, op.col, self.binary(level)))
-        if rest[0][0] in ("&&", "||"):
-            return _logic(rest[0][1], rest[0][0], [first] + [operand for _, _, operand in rest])
-        return _chain(first, rest)
+        self.depth = entry
+        return _chain(first, rest) if rest else first
 
     def unary(self) -> _Run:
         token = self.peek()
         if not token.is_op("!", "-"):
             return self.postfix()
         self.take()
-        with self.nested(token.col):
-            return _unary(token.col, token.text, self.unary())
+        self.descend(token.col)
+        operand = self.unary()
+        self.depth -= 1
+        return _unary(token.col, token.text, operand)
 
     def postfix(self) -> _Run:
         col = self.peek().col

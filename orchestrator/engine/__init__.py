@@ -68,7 +68,6 @@ def _timed_out(walk: Walk) -> bool:
 
 def _fail(walk: Walk, outcome: Outcome) -> None:
     if outcome.status == m.FAILED and has_compensations(walk):
-        cancel_active(walk, f"compensating: {outcome.reason}")
         walk.decision.status = m.COMPENSATING
         walk.decision.reason = outcome.reason
         walk.decision.log.append(f"compensating after: {outcome.reason}")
@@ -78,6 +77,9 @@ def _fail(walk: Walk, outcome: Outcome) -> None:
 
 
 def _compensate(walk: Walk) -> None:
+    for task in walk.active():
+        if not task.spec.extra.get("compensates"):   # the forward flow stops; only undoing goes on
+            walk.stop(task, m.CANCELED, "compensating")
     outcome = compensate(walk)
     if outcome.kind == "FAILED":
         finish(walk, m.COMPENSATION_FAILED, None, outcome.reason)
