@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--input", default="{}", help="workflow input as JSON, or @file.json")
     start.add_argument("--correlation-id", default="")
     start.add_argument("--idempotency-key", default="")
-    start.add_argument("--wait", type=float, default=0.0, help="wait up to N seconds and print the result")
+    start.add_argument("--wait", type=float, default=0.0,
+                       help="wait up to N seconds for the end and print the workflow (start-and-wait)")
     _add(workflow, "get", "show a workflow with its tasks", lambda c, a: c.get_workflow(a.id), wid=True)
     search = _add(workflow, "search", "search workflows, newest first", _search)
     search.add_argument("--name", default="")
@@ -69,9 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--correlation-id", default="")
     search.add_argument("--limit", type=int, default=50)
     search.add_argument("--page-token", default="")
+    search.add_argument("--from-ms", type=int, default=0, help="created at or after (epoch ms)")
+    search.add_argument("--to-ms", type=int, default=0, help="created at or before (epoch ms)")
     terminate = _add(workflow, "terminate", "terminate a running workflow",
-                     lambda c, a: c.terminate_workflow(a.id, a.reason), wid=True)
+                     lambda c, a: c.terminate_workflow(a.id, a.reason, compensate=a.compensate), wid=True)
     terminate.add_argument("--reason", default="terminated from the CLI")
+    terminate.add_argument("--compensate", action="store_true", help="undo the completed steps first (saga)")
+    _add(workflow, "pause", "stop scheduling new tasks", lambda c, a: c.pause_workflow(a.id), wid=True)
+    _add(workflow, "resume", "resume a paused workflow", lambda c, a: c.resume_workflow(a.id), wid=True)
+    _add(workflow, "retry", "retry a FAILED or TIMED_OUT workflow from its failed tasks",
+         lambda c, a: c.retry_workflow(a.id), wid=True)
+    restart = _add(workflow, "restart", "run an ended workflow again from the start",
+                   lambda c, a: c.restart_workflow(a.id, use_latest_definition=a.latest), wid=True)
+    restart.add_argument("--latest", action="store_true", help="with the latest version of its definition")
+    rerun = _add(workflow, "rerun", "run again from a task (with new input)",
+                 lambda c, a: c.rerun_workflow(a.id, a.task, _json_arg(a.input) if a.input else None), wid=True)
+    rerun.add_argument("task", help="task reference (with __<n> inside loops)")
+    rerun.add_argument("--input", default="", help="new task input as JSON, or @file.json")
+    skip = _add(workflow, "skip", "skip a task", lambda c, a: c.skip_task(a.id, a.task), wid=True)
+    skip.add_argument("task", help="task reference")
+    signal = _add(workflow, "signal", "complete a waiting WAIT or HUMAN task",
+                  lambda c, a: c.signal_task(a.id, a.task, output=_json_arg(a.output), failed=a.failed,
+                                             reason=a.reason), wid=True)
+    signal.add_argument("task", help="task reference")
+    signal.add_argument("--output", default="{}", help="task output as JSON, or @file.json")
+    signal.add_argument("--failed", action="store_true", help="complete it as FAILED")
+    signal.add_argument("--reason", default="")
+    _add(workflow, "watch", "print the workflow each time it changes, until it ends", _watch, wid=True)
 
     cluster = commands.add_parser("cluster", help="the cluster").add_subparsers(metavar="ACTION")
     _add(cluster, "status", "who leads, since when, with which epoch", _cluster_status)
@@ -145,25 +170,29 @@ def _validate(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     return report
 
 
+def _json_arg(value: str) -> Any:
+    return json.loads(Path(value[1:]).read_text() if value.startswith("@") else value)
+
+
 def _start(client: Any, args: argparse.Namespace) -> Any:
-    raw = Path(args.input[1:]).read_text() if args.input.startswith("@") else args.input
-    workflow_id = client.start_workflow(args.name, json.loads(raw), version=args.version,
-                                        correlation_id=args.correlation_id,
-                                        idempotency_key=args.idempotency_key)
-    if not args.wait:
-        return {"workflow_id": workflow_id}
-    deadline = time.monotonic() + args.wait
-    while True:
-        workflow = client.get_workflow(workflow_id, include_tasks=False)
-        if workflow.get("status") != "RUNNING" or time.monotonic() > deadline:
-            return workflow
-        time.sleep(0.05)
+    options = {"version": args.version, "correlation_id": args.correlation_id,
+               "idempotency_key": args.idempotency_key}
+    if args.wait:
+        return client.execute_workflow(args.name, _json_arg(args.input), wait_s=args.wait, **options)
+    return {"workflow_id": client.start_workflow(args.name, _json_arg(args.input), **options)}
+
+
+def _watch(client: Any, args: argparse.Namespace) -> None:
+    for workflow in client.watch_workflow(args.id, include_tasks=True):
+        tasks = ", ".join(f"{t['key']}={t['status']}" for t in workflow.get("tasks", []))
+        print(f"{time.strftime('%H:%M:%S')} {workflow['status']}: {tasks}", flush=True)
 
 
 def _search(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     found, token = client.search_workflows(name=args.name, status=args.status,
                                            correlation_id=args.correlation_id, limit=args.limit,
-                                           page_token=args.page_token)
+                                           page_token=args.page_token, created_from_ms=args.from_ms,
+                                           created_to_ms=args.to_ms)
     return {"workflows": [{k: w.get(k) for k in ("workflow_id", "name", "status", "correlation_id")}
                           for w in found], "next_page_token": token}
 

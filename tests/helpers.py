@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 from worker import Worker, WorkflowClient
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example_handlers() -> list[Any]:
+    """The handlers of examples/worker.py (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("example_worker", EXAMPLES / "worker.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return list(module.HANDLERS)
 
 
 class BackgroundWorker:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -155,7 +155,7 @@ class WorkflowClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
         response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True)
-        return response.workflow_id
+        return str(response.workflow_id)
 
     def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> dict[str, Any]:
         """Return a workflow (with its task attempts when ``include_tasks``)."""
@@ -169,22 +169,97 @@ class WorkflowClient:
         correlation_id: str = "",
         limit: int = 50,
         page_token: str = "",
+        created_from_ms: int = 0,
+        created_to_ms: int = 0,
     ) -> tuple[list[dict[str, Any]], str]:
-        """Search workflows (newest first; filters combine with AND).
+        """Search workflows (newest first; filters combine with AND; times in epoch ms).
 
         Returns ``(workflows, next_page_token)``; the token is empty on the last page.
         """
         request = pb.SearchWorkflowsRequest(
-            name=name, status=status, correlation_id=correlation_id, limit=limit, page_token=page_token
+            name=name, status=status, correlation_id=correlation_id, limit=limit, page_token=page_token,
+            created_from_ms=created_from_ms, created_to_ms=created_to_ms,
         )
         response = self._call(pb_grpc.WorkflowServiceStub, "SearchWorkflows", request, repeatable=True)
         return [message_to_dict(item) for item in response.workflows], response.next_page_token
 
-    def terminate_workflow(self, workflow_id: str, reason: str = "") -> dict[str, Any]:
-        """Terminate a running workflow; return it as it is afterwards."""
-        request = pb.TerminateWorkflowRequest(workflow_id=workflow_id, reason=reason)
+    def terminate_workflow(self, workflow_id: str, reason: str = "", *, compensate: bool = False) -> dict[str, Any]:
+        """Terminate a running workflow; return it as it is afterwards.
+
+        With ``compensate`` the completed steps that name a compensation are undone first
+        (the workflow is COMPENSATING, then COMPENSATED or COMPENSATION_FAILED)."""
+        request = pb.TerminateWorkflowRequest(workflow_id=workflow_id, reason=reason, compensate=compensate)
         response = self._call(pb_grpc.WorkflowServiceStub, "TerminateWorkflow", request)
         return message_to_dict(response.workflow)
+
+    def execute_workflow(
+        self,
+        name: str,
+        input: Mapping[str, Any] | None = None,  # noqa: A002 - the API's own word
+        *,
+        wait_s: float = 30.0,
+        version: int = 0,
+        correlation_id: str = "",
+        idempotency_key: str = "",
+    ) -> dict[str, Any]:
+        """Start a workflow and wait for its end (at most ``wait_s``); return it with its tasks.
+
+        If the wait ends first the workflow comes back RUNNING. Retried safely like a start."""
+        start = pb.StartWorkflowRequest(name=name, version=version, input=to_struct(input),
+                                        correlation_id=correlation_id,
+                                        idempotency_key=idempotency_key or uuid.uuid4().hex)
+        request = pb.ExecuteWorkflowRequest(start=start, wait_seconds=wait_s)
+        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, "ExecuteWorkflow", request,
+                                          repeatable=True, timeout_s=wait_s + self._timeout_s))
+
+    def watch_workflow(self, workflow_id: str, include_tasks: bool = False) -> Iterator[dict[str, Any]]:
+        """Yield the workflow each time it changes, until it ends (a server stream; no failover)."""
+        request = pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks)
+        stub = self._stub(self._ring.current, pb_grpc.WorkflowServiceStub)
+        try:
+            for message in stub.WatchWorkflow(request):
+                yield message_to_dict(message)
+        except grpc.RpcError as err:
+            raise ClientError(err.code().name, err.details() or "", self._ring.current) from None
+
+    def pause_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """Stop scheduling new tasks (running ones finish and are recorded)."""
+        return self._workflow_call("PauseWorkflow", pb.WorkflowRequest(workflow_id=workflow_id))
+
+    def resume_workflow(self, workflow_id: str) -> dict[str, Any]:
+        return self._workflow_call("ResumeWorkflow", pb.WorkflowRequest(workflow_id=workflow_id))
+
+    def retry_workflow(self, workflow_id: str) -> dict[str, Any]:
+        """Run a FAILED or TIMED_OUT workflow on from the tasks that failed, with fresh retries."""
+        return self._workflow_call("RetryWorkflow", pb.WorkflowRequest(workflow_id=workflow_id))
+
+    def restart_workflow(self, workflow_id: str, *, use_latest_definition: bool = False) -> dict[str, Any]:
+        """Run an ended workflow again from its first task, with the same input."""
+        request = pb.RestartWorkflowRequest(workflow_id=workflow_id, use_latest_definition=use_latest_definition)
+        return self._workflow_call("RestartWorkflow", request)
+
+    def rerun_workflow(self, workflow_id: str, task_reference_name: str,
+                       task_input: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Forget everything from that task on and run again from it (with new input if given)."""
+        request = pb.RerunWorkflowRequest(workflow_id=workflow_id, task_reference_name=task_reference_name)
+        if task_input is not None:
+            request.task_input.CopyFrom(to_struct(task_input))
+        return self._workflow_call("RerunWorkflow", request)
+
+    def skip_task(self, workflow_id: str, task_reference_name: str) -> dict[str, Any]:
+        """Mark a task SKIPPED (if not yet done); the flow goes on past it."""
+        request = pb.SkipTaskRequest(workflow_id=workflow_id, task_reference_name=task_reference_name)
+        return self._workflow_call("SkipTask", request)
+
+    def signal_task(self, workflow_id: str, task_reference_name: str = "", *, output: Mapping[str, Any] | None = None,
+                    failed: bool = False, reason: str = "", task_id: str = "") -> dict[str, Any]:
+        """Complete (or fail) a waiting WAIT or HUMAN task with ``output``; return the workflow."""
+        request = pb.SignalTaskRequest(workflow_id=workflow_id, task_reference_name=task_reference_name,
+                                       task_id=task_id, failed=failed, output=to_struct(output), reason=reason)
+        return self._workflow_call("SignalTask", request)
+
+    def _workflow_call(self, method: str, request: Message) -> dict[str, Any]:
+        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, method, request))
 
     # ------------------------------------------------------------ cluster
 
@@ -196,27 +271,31 @@ class WorkflowClient:
     def step_down(self) -> str:
         """Ask the leader to resign so that another member takes over; return the node's detail."""
         response = self._call(pb_grpc.ClusterServiceStub, "StepDown", pb.StepDownRequest())
-        return response.detail
+        return str(response.detail)
 
     # ------------------------------------------------------------ plumbing
 
     def _call(
-        self, stub_type: Callable[[grpc.Channel], Any], method: str, request: Message, *, repeatable: bool = False
+        self, stub_type: Callable[[grpc.Channel], Any], method: str, request: Message, *, repeatable: bool = False,
+        timeout_s: float | None = None,
     ) -> Any:
         """Invoke ``method`` with failover. ``repeatable`` marks calls that are
         safe to repeat after a timeout (reads and keyed starts)."""
-        deadline = time.monotonic() + self._timeout_s
+        total_s = timeout_s or self._timeout_s
+        deadline = time.monotonic() + total_s
         backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
         failures = 0
         while True:
             endpoint = self._ring.current
             remaining = deadline - time.monotonic()
-            attempt_s = min(remaining, self._attempt_timeout_s) if repeatable else remaining
+            # a call that waits on purpose (execute) gets its wait on top of the usual attempt time
+            attempt_s = min(remaining, self._attempt_timeout_s + total_s - self._timeout_s) if repeatable \
+                else remaining
             try:
                 return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s)
             except grpc.RpcError as err:
-                code: grpc.StatusCode = err.code()  # type: ignore[attr-defined]
-                details: str = err.details() or ""  # type: ignore[attr-defined]
+                code: grpc.StatusCode = err.code()
+                details: str = err.details() or ""
                 if not _retryable(code, repeatable):
                     raise ClientError(code.name, details, endpoint) from None
             log.debug("%s on %s failed with %s: %s; failing over", method, endpoint, code.name, details)
@@ -224,9 +303,8 @@ class WorkflowClient:
             failures += 1
             pause = backoff.next() if failures % len(self._ring) == 0 else 0.0
             if time.monotonic() + pause >= deadline:
-                raise ClientError(
-                    code.name, f"no endpoint answered {method} within {self._timeout_s:g} s; last, {endpoint}: {details}"
-                )
+                message = f"no endpoint answered {method} within {total_s:g} s; last, {endpoint}: {details}"
+                raise ClientError(code.name, message, endpoint)
             time.sleep(pause)
 
     def _stub(self, endpoint: str, stub_type: Callable[[grpc.Channel], Any]) -> Any:
