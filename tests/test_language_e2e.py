@@ -253,3 +253,60 @@ def test_concurrency_limit_holds_excess_tasks_back(examples):
         assert peak[0] == 2
     finally:
         background.stop()
+
+
+def test_rate_limit_spreads_starts_over_time_and_drops_nothing(examples):
+    from helpers import BackgroundWorker
+    from worker import Worker, task
+
+    client = examples.client
+    limited, name = unique("rated"), unique("rated_fan_out")
+    client.register_task_def({"name": limited, "rateLimitPerFrequency": 2, "rateLimitFrequencyInSeconds": 1,
+                              "retryCount": 0})
+    client.register_workflow_def({"name": name, "tasks": [
+        {"type": "FORK_JOIN_DYNAMIC", "taskReferenceName": "each", "forkTaskName": limited,
+         "forkTaskInputs": "${workflow.input.items}"},
+        {"type": "JOIN", "taskReferenceName": "all"}]})
+    started: list[float] = []
+
+    @task(limited)
+    def record(data):
+        started.append(time.time())
+        return {}
+
+    background = BackgroundWorker(Worker(endpoints=[examples.endpoint], handlers=[record], concurrency=8))
+    try:
+        done = client.execute_workflow(name, {"items": [{"n": i} for i in range(5)]}, wait_s=30)
+        assert done["status"] == "COMPLETED" and len(started) == 5
+        starts = sorted(started)
+        for i in range(len(starts) - 2):   # never a third start within one window
+            assert starts[i + 2] - starts[i] >= 0.95, starts
+    finally:
+        background.stop()
+
+
+def test_failure_workflow_is_started_with_the_details(examples, example_worker):
+    client = examples.client
+    handler_name, failing_name, broken = unique("on_failure"), unique("fragile"), unique("broken")
+    client.register_task_def({"name": broken, "retryCount": 0})
+    client.register_workflow_def({"name": handler_name, "tasks": [
+        {"name": "notify", "taskReferenceName": "tell",
+         "inputParameters": {"text": "workflow ${workflow.input.workflowId} failed: ${workflow.input.reason}"}}]})
+    client.register_workflow_def({"name": failing_name, "failureWorkflow": handler_name,
+                                  "tasks": [{"name": broken, "taskReferenceName": "step"}]})
+    from helpers import BackgroundWorker
+    from worker import TerminalTaskError, Worker, task
+
+    @task(broken)
+    def fail(data):
+        raise TerminalTaskError("disk full")
+
+    background = BackgroundWorker(Worker(endpoints=[examples.endpoint], handlers=[fail]))
+    try:
+        failed = client.execute_workflow(failing_name, {"k": 1}, wait_s=20)
+        assert failed["status"] == "FAILED"
+        handler = wait_for_status(client, f"{failed['workflow_id']}.failure", "COMPLETED")
+        assert handler["input"]["workflowId"] == failed["workflow_id"] and handler["input"]["input"] == {"k": 1}
+        assert "disk full" in handler["tasks"][0]["output"]["sent"]
+    finally:
+        background.stop()
