@@ -26,11 +26,12 @@ precedence loop for binary operators) that builds closures over JSON values.
 - Functions: len min max abs round floor ceil lower upper contains keys sum str num
   exists (see `_BUILTINS`); `round` rounds halves away from zero.
 
-Limits, each named in its error: MAX_SOURCE_CHARS of source, MAX_DEPTH levels of
-nesting (parentheses, brackets, braces, arguments, unary operators, ternary branches),
-MAX_STEPS node visits per evaluation, MAX_STRING_CHARS per string and MAX_LIST_ITEMS
-per list built. ExpressionError comes at compile time for syntax errors, unknown
-functions and argument counts, and at evaluation time for type errors and limits.
+Limits, each named in its error: MAX_SOURCE_CHARS of source; MAX_DEPTH levels of
+nesting, where every parenthesis, bracket, brace, argument, right-hand operand, unary
+operator and ternary branch goes one level deeper; MAX_STEPS node visits per
+evaluation; MAX_STRING_CHARS per string and MAX_LIST_ITEMS per list built.
+ExpressionError comes at compile time for syntax errors, unknown functions and
+argument counts, and at evaluation time for type errors and limits.
 """
 
 from __future__ import annotations
@@ -108,7 +109,10 @@ def _tokenize(source: str) -> list[_Token]:
 def _token(match: re.Match[str]) -> _Token:
     kind, text, col = str(match.lastgroup), match.group(), match.start() + 1
     if kind == "num":
-        return _Token(kind, text, col, _literal(_parse_number, text, col))
+        try:
+            return _Token(kind, text, col, _parse_number(text))
+        except _Fault as fault:
+            raise ExpressionError(str(fault), col) from None
     if kind == "str":
         return _Token(kind, text, col, _unescape(text[1:-1], col + 1))
     return _Token(kind, text, col)
@@ -123,13 +127,6 @@ def _unescape(body: str, col: int) -> str:
             raise ExpressionError(f"unknown escape '\\{code}' in string", col + match.start())
         return _ESCAPES[code]
     return _ESCAPE.sub(replace, body)
-
-
-def _literal(parse: Callable[[str], Any], text: str, col: int) -> Any:
-    try:
-        return parse(text)
-    except _Fault as fault:
-        raise ExpressionError(str(fault), col) from None
 
 
 # ------------------------------------------------------------------ values
@@ -167,10 +164,15 @@ def _parse_number(text: str) -> int | float:
 
 
 def _check_length(kind: str, length: int) -> None:
-    """Refuse a string or list longer than its limit (called before building it, where possible)."""
     limit, unit = (MAX_STRING_CHARS, "characters") if kind == "string" else (MAX_LIST_ITEMS, "items")
     if length > limit:
         raise _Fault(f"{kind} longer than the limit of {limit} {unit}")
+
+
+def _sized(value: Any) -> Any:
+    """A string or list built here, refused if longer than its limit."""
+    _check_length(_kind(value), len(value))
+    return value
 
 
 def _equal(a: Any, b: Any) -> bool:
@@ -238,12 +240,9 @@ def _binary(op: str, a: Any, b: Any) -> Any:
 
 def _concatenate(a: Any, b: Any) -> Any:
     if isinstance(a, str) or isinstance(b, str):
-        left, right = _text(a), _text(b)
-        _check_length("string", len(left) + len(right))
-        return left + right
+        return _sized(_text(a) + _text(b))
     if isinstance(a, list) and isinstance(b, list):
-        _check_length("list", len(a) + len(b))
-        return a + b
+        return _sized(a + b)
     raise _Fault(f"'+' needs two numbers, two lists or a string, got {_kind(a)} and {_kind(b)}")
 
 
@@ -267,7 +266,7 @@ def _arithmetic(op: str, a: Any, b: Any) -> int | float:
 def _negate(value: Any) -> int | float:
     if not _is_number(value):
         raise _Fault(f"'-' needs a number, got {_kind(value)}")
-    return -value
+    return _finite(-value)
 
 
 # ------------------------------------------------------------------ functions
@@ -276,8 +275,11 @@ _DECIMAL = Context(prec=60)
 
 
 def _need(name: str, value: Any, *kinds: str) -> Any:
+    """`value` if it is one of `kinds`, else a fault such as "keys() needs an object, got list"."""
     if _kind(value) not in kinds:
-        raise _Fault(f"{name}() needs a {' or '.join(kinds)}, got {_kind(value)}")
+        wanted = ", ".join(kinds[:-1]) + " or " + kinds[-1] if len(kinds) > 1 else kinds[0]
+        article = "an" if wanted[0] in "aeiou" else "a"
+        raise _Fault(f"{name}() needs {article} {wanted}, got {_kind(value)}")
     return value
 
 
@@ -285,7 +287,7 @@ def _extreme(name: str, pick: Callable[[list[Any]], Any]) -> Callable[..., Any]:
     """min or max of the arguments, or of the items of a single list argument."""
     def run(*args: Any) -> Any:
         items = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
-        if not (all(_is_number(i) for i in items) or all(isinstance(i, str) for i in items)) or not items:
+        if not items or not (all(_is_number(i) for i in items) or all(isinstance(i, str) for i in items)):
             raise _Fault(f"{name}() needs one or more numbers, or one or more strings")
         return pick(items)
     return run
@@ -316,19 +318,11 @@ def _sum(items: Any) -> int | float:
 
 def _num(value: Any) -> int | float:
     if _is_number(_need("num", value, "number", "string")):
-        return value
+        return _finite(value)
     text = value.strip()
     if len(text) > 400 or not _NUMBER.fullmatch(text):
         raise _Fault(f"num() cannot read {value[:40]!r} as a number")
     return _parse_number(text)
-
-
-def _case(name: str, change: Callable[[str], str]) -> Callable[[Any], str]:
-    def run(value: Any) -> str:
-        result = change(_need(name, value, "string"))
-        _check_length("string", len(result))
-        return result
-    return run
 
 
 # name: (fewest arguments, most arguments or None for no limit, function)
@@ -340,8 +334,8 @@ _BUILTINS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
     "round": (1, 2, _round),
     "floor": (1, 1, lambda x: math.floor(_need("floor", x, "number"))),
     "ceil": (1, 1, lambda x: math.ceil(_need("ceil", x, "number"))),
-    "lower": (1, 1, _case("lower", str.lower)),
-    "upper": (1, 1, _case("upper", str.upper)),
+    "lower": (1, 1, lambda s: _sized(_need("lower", s, "string").lower())),
+    "upper": (1, 1, lambda s: _sized(_need("upper", s, "string").upper())),
     "contains": (2, 2, _contains),
     "keys": (1, 1, lambda x: list(_need("keys", x, "object"))),
     "sum": (1, 1, _sum),
@@ -378,8 +372,6 @@ def _apply(col: int, function: Callable[..., Any], *args: Any) -> Any:
         raise ExpressionError(str(fault), col) from None
     except OverflowError:
         raise ExpressionError("number out of range", col) from None
-    except RecursionError:  # from comparing or printing absurdly deep data, not from the tree
-        raise ExpressionError("value nested too deeply", col) from None
 
 
 def _constant(col: int, value: Any) -> _Run:
@@ -572,9 +564,9 @@ class _Parser:
             self.expect(")")
             return inner
         if token.is_op("["):
-            return _array(token.col, self.items("]"))
+            return _array(token.col, self.separated("]", self.expression))
         if token.is_op("{"):
-            return _object(token.col, self.fields())
+            return _object(token.col, self.separated("}", self.field))
         self.fail("a value", token)
 
     def name(self, token: _Token) -> _Run:
@@ -585,34 +577,29 @@ class _Parser:
             raise ExpressionError(f"unknown {what} {token.text!r} (read input as $.{token.text}; "
                                   f"functions are {', '.join(sorted(_BUILTINS))})", token.col)
         self.expect("(")
-        args = self.items(")")
+        args = self.separated(")", self.expression)
         least, most, function = _BUILTINS[token.text]
         if not least <= len(args) <= (len(args) if most is None else most):
             count = f"{least}" if most == least else f"at least {least}" if most is None else f"{least} or {most}"
             raise ExpressionError(f"{token.text}() takes {count} argument(s), got {len(args)}", token.col)
         return _call(token.col, function, args)
 
-    def items(self, closer: str) -> list[_Run]:
-        items: list[_Run] = []
+    def separated(self, closer: str, parse_one: Callable[[], Any]) -> list[Any]:
+        """Comma-separated items up to `closer` (a trailing comma is fine)."""
+        items: list[Any] = []
         while not self.accept(closer):
-            items.append(self.expression())
+            items.append(parse_one())
             if not self.accept(","):
                 self.expect(closer)
                 break
         return items
 
-    def fields(self) -> list[tuple[str, _Run]]:
-        fields: list[tuple[str, _Run]] = []
-        while not self.accept("}"):
-            if self.peek().kind not in ("name", "str"):
-                self.fail("a property name")
-            key = self.take()
-            self.expect(":")
-            fields.append((key.value if key.kind == "str" else key.text, self.expression()))
-            if not self.accept(","):
-                self.expect("}")
-                break
-        return fields
+    def field(self) -> tuple[str, _Run]:
+        if self.peek().kind not in ("name", "str"):
+            self.fail("a property name")
+        key = self.take()
+        self.expect(":")
+        return (key.value if key.kind == "str" else key.text), self.expression()
 
 
 # ------------------------------------------------------------------ public API
@@ -633,7 +620,10 @@ class Compiled:
         if len(self.source) > MAX_SOURCE_CHARS:
             raise ExpressionError(f"expression is {len(self.source)} characters long, "
                                   f"over the limit of {MAX_SOURCE_CHARS}")
-        object.__setattr__(self, "_run", _Parser(self.source).parse())
+        try:
+            object.__setattr__(self, "_run", _Parser(self.source).parse())
+        except RecursionError:  # MAX_DEPTH keeps this to callers already deep in their own stack
+            raise ExpressionError("expression nested too deeply for the stack left") from None
 
     def evaluate(self, root: dict[str, Any]) -> Any:
         """The value with `$` bound to `root`: JSON values in, JSON values out.
@@ -641,21 +631,22 @@ class Compiled:
         The result may share lists and objects with `root`. Raises ExpressionError
         on a type error or when a limit is reached.
         """
-        return self._run(_Scope(root))
-
-
-@lru_cache(maxsize=256)
-def _compile_text(source: str) -> Compiled:
-    return Compiled(source)
+        try:
+            return self._run(_Scope(root))
+        except RecursionError:  # from comparing or printing absurdly deep data
+            raise ExpressionError("expression or its data nested too deeply") from None
 
 
 def compile_expression(source: str) -> Compiled:
     """Parse `source` once; ExpressionError on a syntax error, unknown function or bad argument count."""
-    if not isinstance(source, str):
-        raise ExpressionError(f"an expression must be text, got {type(source).__name__}")
-    return _compile_text(source)
+    return Compiled(source)
+
+
+@lru_cache(maxsize=512)
+def _cached(source: str) -> Compiled:
+    return Compiled(source)
 
 
 def evaluate(source: str, root: dict[str, Any]) -> Any:
-    """Compile (cached) and evaluate `source` against `root` in one call."""
-    return compile_expression(source).evaluate(root)
+    """Compile (remembering the last 512 sources) and evaluate `source` against `root`."""
+    return (_cached(source) if isinstance(source, str) else Compiled(source)).evaluate(root)
