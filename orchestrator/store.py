@@ -8,6 +8,7 @@ leader's engine calls the fenced `apply_decision`, `expire_lease` and `raise_epo
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -363,12 +364,20 @@ def _workflow_refs(definition: dict[str, Any]) -> list[tuple[str, int]]:
     return refs
 
 
+@functools.lru_cache(maxsize=256)
+def _parse_snapshot(text: str) -> dict[str, Any]:
+    """Workflows of one definition share one snapshot text: parse it once, not per decision.
+
+    The parsed snapshot is shared, so nothing may change it (the decider only reads it)."""
+    return json.loads(text)
+
+
 def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | None:
     """Rebuild a WorkflowState from its hash (None when the hash does not exist)."""
     if not row or "m" not in row:
         return None
     meta = json.loads(row["m"])
-    snapshot = json.loads(row["def"])
+    snapshot = _parse_snapshot(row["def"])
     specs: dict[str, m.TaskSpec] = {}
     runtimes: dict[str, m.TaskRuntime] = {}
     outputs: dict[str, dict[str, Any]] = {}
