@@ -134,7 +134,8 @@ def test_worker_construction_accepts_a_valid_configuration() -> None:
     assert w.worker_id == "w-1"
     assert w.task_types == ["a"]
     assert w.concurrency == 3
-    assert (w.stats.received, w.stats.completed, w.stats.failed, w.stats.released, w.stats.reconnects) == (0, 0, 0, 0, 0)
+    stats = w.stats
+    assert (stats.received, stats.completed, stats.failed, stats.released, stats.reconnects) == (0, 0, 0, 0, 0)
 
 
 def test_worker_generates_a_worker_id() -> None:
@@ -389,17 +390,18 @@ class FakeNode(pb_grpc.TaskServiceServicer):
 
     async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.ServerMessage]:  # noqa: N802
         self.streams += 1
-        reader = asyncio.create_task(self._read(request_iterator))
+        reader = asyncio.create_task(self._read(request_iterator, self.streams))
         try:
             while (message := await self.outbox.get()) is not None:
                 yield message
         finally:
             reader.cancel()
 
-    async def _read(self, request_iterator: Any) -> None:
+    async def _read(self, request_iterator: Any, stream_number: int) -> None:
         async for message in request_iterator:
             await self.inbox.put(message)
-        self.outbox.put_nowait(None)  # the worker half-closed: end the call, as a node does
+        if stream_number == self.streams:
+            self.outbox.put_nowait(None)  # the worker half-closed: end the call, as a node does
 
     def push(self, message: pb.ServerMessage | None) -> None:
         self.outbox.put_nowait(message)
@@ -426,6 +428,13 @@ async def fake_node() -> AsyncIterator[tuple[FakeNode, str, grpc.aio.Server]]:
         yield node, f"127.0.0.1:{port}", server
     finally:
         await server.stop(0)
+
+
+def dead_endpoint() -> str:
+    """An address nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{sock.getsockname()[1]}"
 
 
 def task_message(task_id: str, task_type: str = "echo", lease_ms: int = 30_000, **data: Any) -> pb.ServerMessage:
@@ -632,12 +641,6 @@ def cluster() -> Iterator[tuple[FakeCluster, str]]:
     server.stop(0)
 
 
-def dead_endpoint() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"127.0.0.1:{sock.getsockname()[1]}"
-
-
 def test_client_fails_over_from_a_dead_endpoint(cluster: tuple[FakeCluster, str]) -> None:
     _, endpoint = cluster
     with WorkflowClient([dead_endpoint(), endpoint], timeout_s=5) as client:
@@ -665,7 +668,8 @@ def test_client_raises_server_errors_with_their_code(cluster: tuple[FakeCluster,
 
 
 def test_client_gives_up_after_its_timeout_when_nothing_answers() -> None:
-    with WorkflowClient([dead_endpoint(), dead_endpoint()], timeout_s=0.5) as client, pytest.raises(ClientError) as caught:
-        client.cluster_status()
+    with WorkflowClient([dead_endpoint(), dead_endpoint()], timeout_s=0.5) as client:
+        with pytest.raises(ClientError) as caught:
+            client.cluster_status()
     assert caught.value.code == "UNAVAILABLE"
     assert "no endpoint answered" in caught.value.message

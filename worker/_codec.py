@@ -132,7 +132,7 @@ def _is_repeated(field: _descriptor.FieldDescriptor) -> bool:
     is_repeated = getattr(field, "is_repeated", None)
     if is_repeated is not None:
         return bool(is_repeated)
-    return field.label == _descriptor.FieldDescriptor.LABEL_REPEATED  # pragma: no cover
+    return bool(field.label == _descriptor.FieldDescriptor.LABEL_REPEATED)  # pragma: no cover
 
 
 def _restore_value(field: _descriptor.FieldDescriptor, value: Any) -> Any:

@@ -45,7 +45,7 @@ _EMPTY_OBJECT = b"{}"
 
 @dataclass(frozen=True)
 class _Outcome:
-    status: pb.TaskResult.Status.ValueType
+    status: pb.TaskResult.Status
     output_json: bytes = _EMPTY_OBJECT
     reason: str = ""
 
@@ -135,7 +135,7 @@ def _completion(value: Any) -> _Outcome:
         return _Outcome(FAILED_TERMINAL, reason=f"the handler's output cannot be encoded as JSON: {err}")
 
 
-def _failure(status: pb.TaskResult.Status.ValueType, reason: str, output: dict[str, Any] | None = None) -> _Outcome:
+def _failure(status: pb.TaskResult.Status, reason: str, output: dict[str, Any] | None = None) -> _Outcome:
     if not output:
         return _Outcome(status, reason=reason)
     try:

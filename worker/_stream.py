@@ -97,7 +97,7 @@ class TaskStream:
 
     async def run(self, connect_timeout_s: float) -> str:
         """Run the stream until it ends; return why it ended (a log sentence)."""
-        call = pb_grpc.TaskServiceStub(self._channel).Connect()
+        call = pb_grpc.TaskServiceStub(self._channel).Connect()  # type: ignore[no-untyped-call]
         workers = [
             asyncio.create_task(self._write_loop(call)),
             asyncio.create_task(self._read_loop(call)),

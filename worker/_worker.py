@@ -19,7 +19,7 @@ How the pieces fit (each step is one small method below):
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import os
 import signal
@@ -132,6 +132,11 @@ class Worker:
     Lifecycle: ``await run()`` until ``await shutdown()``; or
     ``async with Worker(...) as w:`` (runs in the background, shuts down on
     exit); or ``run_sync()`` in a script (SIGINT/SIGTERM shut down gracefully).
+
+    A handler still running when the grace period ends is released and its
+    context marked cancelled; an async one is cancelled too, but a thread
+    cannot be, so a sync handler that never checks ``context().cancelled``
+    keeps the process alive until it returns.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Worker:
         self._stream: TaskStream | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._connected_once = False
+        self._resending = 0  # results re-sent behind the hello of the stream being opened
         self._started = False
         self._stopping = False  # shutdown began: no credits, new tasks are released
         self._closing: asyncio.Event | None = None  # set: end the stream and run()
@@ -250,32 +256,36 @@ class Worker:
         self._run_done = asyncio.Event()
         self._acked = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=self._concurrency, thread_name_prefix="task-handler")
-        log.info("worker %s starting: task types %s, concurrency %d", self._worker_id, self.task_types, self._concurrency)
+        log.info("worker %s starting: task types %s, concurrency %d",
+                 self._worker_id, self.task_types, self._concurrency)
 
     async def _teardown(self) -> None:
-        for flight in list(self._inflight.values()):
-            flight.context._cancel()
-            flight.stop()
-        self._inflight.clear()
-        if self._stream is not None:
-            self._stream.abort("the worker stopped")
-        for channel in self._channels.values():
-            await channel.close()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._unacked:
-            log.warning("worker stopped with %d unacknowledged results; their leases will expire", len(self._unacked))
         assert self._run_done is not None
-        self._run_done.set()
+        try:
+            for flight in list(self._inflight.values()):
+                flight.context._cancel()
+                flight.stop()
+            self._inflight.clear()
+            if self._stream is not None:
+                self._stream.abort("the worker stopped")
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            for channel in self._channels.values():
+                await channel.close()
+        finally:
+            self._run_done.set()
+        if self._unacked:
+            log.warning("%d results were never acknowledged; their leases will expire", len(self._unacked))
         log.info("worker %s stopped: %s", self._worker_id, self._stats)
 
     async def _shut_down(self, grace_s: float) -> None:
         self._stopping = True
-        if not self._started:
+        if not self._started or (self._run_done is not None and self._run_done.is_set()):
             return
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_s
-        log.info("worker %s shutting down: %d tasks in flight, grace %g s", self._worker_id, len(self._inflight), grace_s)
+        log.info("worker %s shutting down: %d tasks in flight, grace %g s",
+                 self._worker_id, len(self._inflight), grace_s)
         await self._wait_for_handlers(deadline - loop.time())
         self._release_in_flight()
         await self._wait_for_acks(max(deadline - loop.time(), _MIN_ACK_FLUSH_S))
@@ -347,7 +357,12 @@ class Worker:
                 backoff.reset()
             delay = backoff.next()
             next_endpoint = self._ring.advance()
-            log.warning("stream to %s ended (%s); trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+            if stream.established:
+                log.warning("stream to %s broke (%s); trying %s in %.0f ms",
+                            stream.endpoint, reason, next_endpoint, delay * 1000)
+            else:
+                log.info("cannot connect to %s (%s); trying %s in %.0f ms",
+                         stream.endpoint, reason, next_endpoint, delay * 1000)
             await self._pause(delay)
 
     def _open_stream(self, endpoint: str) -> TaskStream:
@@ -366,7 +381,7 @@ class Worker:
             on_established=self._on_established,
         )
         self._stream = stream
-        self._stats.resent += len(resent)
+        self._resending = len(resent)
         for flight in self._inflight.values():
             flight.wake.set()  # heartbeat at once: the lease may be close to expiry
         log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(resent))
@@ -376,6 +391,7 @@ class Worker:
         if self._connected_once:
             self._stats.reconnects += 1
         self._connected_once = True
+        self._stats.resent += self._resending
         log.info("connected to %s as %s", stream.endpoint, self._worker_id)
 
     async def _pause(self, delay_s: float) -> None:
@@ -455,8 +471,13 @@ class Worker:
 
     def _start_task(self, assignment: pb.TaskAssignment) -> None:
         wake = asyncio.Event()
-        hook = functools.partial(asyncio.get_running_loop().call_soon_threadsafe, wake.set)
-        ctx = TaskContext.from_assignment(assignment, worker_id=self._worker_id, heartbeat_hook=hook)
+        loop = asyncio.get_running_loop()
+
+        def request_heartbeat() -> None:  # called by TaskContext.heartbeat(), from any thread
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the worker stopped
+                loop.call_soon_threadsafe(wake.set)
+
+        ctx = TaskContext.from_assignment(assignment, worker_id=self._worker_id, heartbeat_hook=request_heartbeat)
         flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms, wake=wake)
         self._inflight[flight.task_id] = flight
         log.debug("task %s (%s, attempt %d) of workflow %s started",
@@ -508,16 +529,26 @@ class Worker:
             return
         now = asyncio.get_running_loop().time()
         interval = flight.heartbeat_interval_s()
+        silent_s = _silence(stream, flight, now)
         if flight.heartbeat_stream is not stream:
             flight.heartbeat_stream, flight.unanswered_since = stream, None
-        elif flight.unanswered_since is not None and now - flight.unanswered_since >= 0.9 * interval:
-            # The node took a whole interval to answer nothing: at this pace the
-            # lease expires before it is extended. Fail over now, while it can be.
-            stream.abort(f"heartbeat of task {flight.task_id} unanswered for {now - flight.unanswered_since:.2f} s")
+        elif silent_s >= 0.9 * interval:
+            # The node let a whole interval pass without answering: at this pace
+            # the lease expires before it is extended. Fail over while it can be.
+            stream.abort(f"heartbeat of task {flight.task_id} unanswered for {silent_s:.2f} s")
             return
         elif now - flight.last_heartbeat_at < interval / 4:
             return  # an explicit heartbeat() right after another: once is enough
         if flight.unanswered_since is None:
             flight.unanswered_since = now
         flight.last_heartbeat_at = now
-        stream.send(pb.WorkerMessage(heartbeat=pb.Heartbeat(workflow_id=flight.assignment.workflow_id, task_id=flight.task_id)))
+        beat = pb.Heartbeat(workflow_id=flight.assignment.workflow_id, task_id=flight.task_id)
+        stream.send(pb.WorkerMessage(heartbeat=beat))
+
+
+def _silence(stream: TaskStream, flight: _InFlight, now: float) -> float:
+    """How long the node has left the flight's oldest heartbeat unanswered,
+    counted from when the stream was up (connecting has its own timeout)."""
+    if flight.heartbeat_stream is not stream or flight.unanswered_since is None or stream.established_at is None:
+        return 0.0
+    return now - max(flight.unanswered_since, stream.established_at)

@@ -45,7 +45,9 @@ async def fetch_order(data: dict[str, Any]) -> dict[str, Any]:
     await _work("fetch_order")
     order_id = str(data.get("order_id", ""))
     seed = _digest("order", order_id)
-    items = [{"sku": f"SKU-{(seed >> (8 * i)) % 1000:03d}", "qty": 1 + (seed >> (4 * i)) % 3} for i in range(1 + seed % 3)]
+    items = [
+        {"sku": f"SKU-{(seed >> (8 * i)) % 1000:03d}", "qty": 1 + (seed >> (4 * i)) % 3} for i in range(1 + seed % 3)
+    ]
     return {"order_id": data.get("order_id", ""), "amount": round(5 + (seed % 50_000) / 100, 2), "items": items}
 
 
