@@ -6,17 +6,24 @@ becomes an int again so that `{"count": 3}` does not come back as `3.0`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 
-MAX_SAFE_INTEGER = 2**53
+MAX_SAFE_INTEGER = 2**53   # the largest integer a double holds exactly
 
 
-def to_struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+def to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
+    """A JSON-like mapping as a Struct; ValueError for what JSON cannot hold."""
     struct = struct_pb2.Struct()
-    if value:
-        struct.update(value)
+    if value is None:
+        return struct
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a JSON object (dict), got {type(value).__name__}")
+    try:
+        json_format.ParseDict(dict(value), struct)
+    except json_format.ParseError as exc:
+        raise ValueError(str(exc)) from exc
     return struct
 
 
@@ -32,7 +39,7 @@ def _from_value(value: struct_pb2.Value) -> Any:
         return [_from_value(item) for item in value.list_value.values]
     if kind == "number_value":
         number = value.number_value
-        if number.is_integer() and abs(number) < MAX_SAFE_INTEGER:
+        if number.is_integer() and abs(number) <= MAX_SAFE_INTEGER:
             return int(number)
         return number
     if kind == "string_value":

@@ -18,6 +18,8 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from orchestrator import convert
+
 __all__ = [
     "PayloadError",
     "encode_object",
@@ -28,8 +30,6 @@ __all__ = [
     "message_to_dict",
 ]
 
-# The largest integer a double holds exactly: beyond it, do not pretend.
-_MAX_EXACT_INT = 2**53
 _INT64_TYPES = frozenset(
     {
         _descriptor.FieldDescriptor.TYPE_INT64,
@@ -69,29 +69,21 @@ def decode_object(data: bytes) -> dict[str, Any]:
 
 def to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     """Convert a JSON-like mapping (nested dicts, lists, numbers...) to a Struct."""
-    struct = struct_pb2.Struct()
-    if value is None:
-        return struct
-    if not isinstance(value, Mapping):
-        raise TypeError(f"expected a dict, got {type(value).__name__}")
     try:
-        json_format.ParseDict(dict(value), struct)
-    except json_format.ParseError as err:
+        return convert.to_struct(value)
+    except ValueError as err:
         raise PayloadError(str(err)) from err
-    return struct
 
 
 def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
     """Convert a Struct to a dict, turning integral doubles back into ints."""
-    result = restore_ints(json_format.MessageToDict(struct))
-    assert isinstance(result, dict)
-    return result
+    return convert.from_struct(struct)
 
 
 def restore_ints(value: Any) -> Any:
     """Recursively replace integral floats (within 2**53) by ints."""
     if isinstance(value, float):
-        return int(value) if value.is_integer() and abs(value) <= _MAX_EXACT_INT else value
+        return int(value) if value.is_integer() and abs(value) <= convert.MAX_SAFE_INTEGER else value
     if isinstance(value, dict):
         return {key: restore_ints(item) for key, item in value.items()}
     if isinstance(value, list):
