@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("--listen", help="host:port to serve gRPC on")
     node.add_argument("--advertise", help="host:port other nodes and clients reach this node at")
     node.add_argument("--redis-url")
+    node.add_argument("--redis-sentinels", help="comma-separated Sentinel host:port list (instead of --redis-url)")
+    node.add_argument("--redis-master", help="the master name the Sentinels monitor")
     node.add_argument("--etcd", dest="etcd_endpoints", help="comma-separated etcd endpoints host:port")
     node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
     node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float)
@@ -309,7 +311,8 @@ def run_node(args: argparse.Namespace) -> int:
     from .node import Node
 
     config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
-                             redis_url=args.redis_url, etcd_endpoints=args.etcd_endpoints,
+                             redis_url=args.redis_url, redis_sentinels=args.redis_sentinels,
+                             redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
                              cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level)
     logging.basicConfig(level=config.log_level.upper(),
                         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")

@@ -18,6 +18,8 @@ class NodeConfig:
     listen: str = "127.0.0.1:50051"          # host:port the gRPC server binds
     advertise: str = ""                       # host:port others reach it at; defaults to `listen`
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; overrides redis_url
+    redis_master: str = "mymaster"            # the master name the Sentinels monitor
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     cluster: str = "default"                  # names the election prefix and the Redis key prefix
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
@@ -30,6 +32,8 @@ class NodeConfig:
             self.advertise = self.listen
         if isinstance(self.etcd_endpoints, str):
             self.etcd_endpoints = [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+        if isinstance(self.redis_sentinels, str):
+            self.redis_sentinels = [e.strip() for e in self.redis_sentinels.split(",") if e.strip()]
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
         if self.max_payload_bytes >= self.max_message_bytes:

@@ -41,10 +41,12 @@ class ClusterSettings:
 
 
 def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_endpoints: list[str],
-               cluster: str, lease_ttl_s: float, log_level: str = "INFO") -> ManagedProcess:
+               cluster: str, lease_ttl_s: float, log_level: str = "INFO",
+               redis_sentinels: list[str] | None = None) -> ManagedProcess:
     """Start `orchestrator node` as a child process; returns once its gRPC port is open."""
+    redis = ["--redis-sentinels", ",".join(redis_sentinels)] if redis_sentinels else ["--redis-url", redis_url]
     argv = [sys.executable, "-m", "orchestrator.cli", "node", "--node-id", node_id,
-            "--listen", f"{LOOPBACK}:{port}", "--redis-url", redis_url,
+            "--listen", f"{LOOPBACK}:{port}", *redis,
             "--etcd", ",".join(etcd_endpoints), "--cluster", cluster,
             "--lease-ttl", str(lease_ttl_s), "--log-level", log_level]
     process = ManagedProcess(node_id, argv, log_dir)

@@ -40,7 +40,10 @@ SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store = Store.from_url(config.redis_url, prefix=config.redis_prefix)
+        if config.redis_sentinels:
+            self.store = Store.from_sentinels(config.redis_sentinels, config.redis_master, config.redis_prefix)
+        else:
+            self.store = Store.from_url(config.redis_url, prefix=config.redis_prefix)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
         self.server: grpc.aio.Server | None = None

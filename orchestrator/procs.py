@@ -212,6 +212,7 @@ class RedisServer:
     port: int
     appendonly: bool = True
     appendfsync: str = "everysec"
+    replica_of: int | None = None        # the loopback port of the master this one replicates
     process: ManagedProcess = field(init=False)
 
     @property
@@ -224,7 +225,8 @@ class RedisServer:
                 "--protected-mode", "no", "--daemonize", "no", "--logfile", "",
                 "--save", "", "--dir", str(self.data_dir),
                 "--appendonly", "yes" if self.appendonly else "no",
-                "--appendfsync", self.appendfsync]
+                "--appendfsync", self.appendfsync,
+                *(["--replicaof", _LOOPBACK, str(self.replica_of)] if self.replica_of else [])]
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and block until it answers PING; on failure it is stopped again."""
@@ -260,11 +262,46 @@ class RedisServer:
 
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
-                appendfsync: str = "everysec") -> RedisServer:
+                appendfsync: str = "everysec", replica_of: int | None = None) -> RedisServer:
     """Start redis-server on a free (or the given) loopback port; blocks until it answers."""
-    server = RedisServer(Path(data_dir), port or free_port(), appendonly, appendfsync)
+    server = RedisServer(Path(data_dir), port or free_port(), appendonly, appendfsync, replica_of)
     server.start()
     return server
+
+
+@dataclass
+class SentinelServer:
+    """One Redis Sentinel watching a loopback master (quorum 1: a test or demo setting)."""
+
+    port: int
+    process: ManagedProcess
+
+    @property
+    def address(self) -> str:
+        return f"{_LOOPBACK}:{self.port}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_sentinel(data_dir: Path, master_port: int, master_name: str = "mymaster",
+                   down_after_ms: int = 1000, port: int | None = None) -> SentinelServer:
+    """Start `redis-server --sentinel` with a config file of its own (Sentinel rewrites it)."""
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    config = data_dir / f"sentinel-{port}.conf"
+    config.write_text(f"port {port}\nbind {_LOOPBACK}\ndir {data_dir}\n"
+                      f"sentinel monitor {master_name} {_LOOPBACK} {master_port} 1\n"
+                      f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
+                      f"sentinel failover-timeout {master_name} 5000\n")
+    process = ManagedProcess(f"sentinel-{port}", [_binary("redis-server"), str(config), "--sentinel"], data_dir)
+    try:
+        wait_for_port(_LOOPBACK, port, 10.0, process)
+    except BaseException:
+        process.stop()
+        raise
+    return SentinelServer(port, process)
 
 
 # --------------------------------------------------------------------------- etcd

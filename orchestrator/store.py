@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
 
 from . import model as m
 from . import scripts
@@ -63,6 +64,16 @@ class Store:
     def from_url(cls, url: str, prefix: str = "wfo") -> "Store":
         client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
                                          socket_keepalive=True, retry_on_timeout=True)
+        return cls(client, prefix)
+
+    @classmethod
+    def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
+                       password: str | None = None) -> "Store":
+        """Follow the master that Sentinel names; after a failover, reconnect to the new one."""
+        addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
+        sentinel = Sentinel(addresses, socket_timeout=1.0)
+        client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
+                                     health_check_interval=5, socket_keepalive=True, retry_on_timeout=True)
         return cls(client, prefix)
 
     def key(self, *parts: str) -> str:

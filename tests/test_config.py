@@ -1,0 +1,31 @@
+"""The configuration files in deploy/ load, and bad settings are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orchestrator.config import NodeConfig
+from orchestrator.local_cluster import ClusterSettings
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+def test_deploy_files_load():
+    single = NodeConfig.load(DEPLOY / "node.yaml")
+    assert single.advertise == "127.0.0.1:50051" and single.redis_sentinels == []
+    production = NodeConfig.load(DEPLOY / "production/node.yaml")
+    assert len(production.redis_sentinels) == 3 and len(production.etcd_endpoints) == 3
+    local = ClusterSettings.load(DEPLOY / "local-cluster.yaml")
+    assert local.node_ports == [50051, 50052, 50053] and local.etcd_members == 3
+
+
+def test_flags_override_the_file_and_unknown_settings_are_refused(tmp_path: Path):
+    assert NodeConfig.load(DEPLOY / "node.yaml", listen="127.0.0.1:6000").listen == "127.0.0.1:6000"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("node_id: x\nlease_tll_s: 2\n")
+    with pytest.raises(ValueError, match="unknown setting.*lease_tll_s"):
+        NodeConfig.load(bad)
+    with pytest.raises(ValueError, match="max_payload_bytes"):
+        NodeConfig(max_payload_bytes=10, max_message_bytes=5)
