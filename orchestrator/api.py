@@ -358,24 +358,46 @@ class TaskService(pb_grpc.TaskServiceServicer):
         return WorkerSession(hello.worker_id, frozenset(hello.task_types), hello.capacity)
 
     async def _read(self, requests: AsyncIterator[pb.WorkerMessage], session: WorkerSession) -> None:
+        """Handle the worker's messages. Results, heartbeats and releases run concurrently
+        (each is one atomic script), so a burst of results costs one round trip, not many."""
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def spawn(call: Awaitable[None]) -> None:
+            task = asyncio.create_task(self._guarded(call, session))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
         try:
             async for message in requests:
                 kind = message.WhichOneof("body")
                 if kind == "credit":
                     self.dispatcher.grant(session, max(0, message.credit.count))
                 elif kind == "heartbeat":
-                    await self._heartbeat(message.heartbeat, session)
+                    spawn(self._heartbeat(message.heartbeat, session))
                 elif kind == "result":
-                    await self._result(message.result, session)
+                    spawn(self._result(message.result, session))
                 elif kind == "release":
-                    await self.store.release_task(message.release.workflow_id, message.release.task_id,
-                                                  session.worker_id, now_ms())
+                    spawn(self.store.release_task(message.release.workflow_id, message.release.task_id,
+                                                  session.worker_id, now_ms()))
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("worker stream of %s failed", session.worker_id)
         finally:
+            await asyncio.gather(*in_flight, return_exceptions=True)
             await self._hand_back_unsent(session)
+            session.outbox.put_nowait(None)
+
+    @staticmethod
+    async def _guarded(call: Awaitable[Any], session: WorkerSession) -> None:
+        """A failed store call ends the stream: the worker reconnects and re-sends what was not acked."""
+        try:
+            await call
+        except REDIS_UNAVAILABLE as exc:
+            log.warning("ending the stream of %s: state store unavailable (%s)", session.worker_id, exc)
+            session.outbox.put_nowait(None)
+        except Exception:
+            log.exception("handling a message of worker %s failed", session.worker_id)
             session.outbox.put_nowait(None)
 
     async def _hand_back_unsent(self, session: WorkerSession) -> None:
