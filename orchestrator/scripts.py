@@ -86,6 +86,15 @@ local function end_workflow(id, key, status, now)
   finish_parent(id, key, status, now)
   redis.call('PUBLISH', P .. ':done', id)
 end
+-- A task attempt ends with a result (a worker's, or a signal's): record it and wake the decider.
+local function finish_task(id, key, tid, s, status, output, reason, now)
+  s.status = status
+  s.ended = tonumber(now)
+  s.reason = reason
+  redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, output)
+  bump(id, key, now)
+  wake(id, now)
+end
 local function create_workflow(id, meta, def, name, corr, parent, vars, now)
   local key = wf_key(id)
   if redis.call('EXISTS', key) == 1 then return false end
@@ -253,13 +262,8 @@ if s.status ~= 'IN_PROGRESS' then
   return 'STALE:' .. s.status
 end
 if s.worker ~= ARGV[8] then return 'STALE:held by another worker' end
-s.status = ARGV[4]
-s.ended = tonumber(ARGV[7])
-s.reason = ARGV[6]
-redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, ARGV[5])
 drop_lease(id, tid, s.type)
-bump(id, key, ARGV[7])
-wake(id, ARGV[7])
+finish_task(id, key, tid, s, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 'OK'
 """
 
@@ -273,12 +277,7 @@ if not raw then return 'UNKNOWN' end
 local s = cjson.decode(raw)
 if s.type ~= 'WAIT' and s.type ~= 'HUMAN' then return 'KIND:' .. s.type end
 if s.status ~= 'IN_PROGRESS' then return 'STALE:' .. s.status end
-s.status = ARGV[4]
-s.ended = tonumber(ARGV[7])
-s.reason = ARGV[6]
-redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, ARGV[5])
-bump(id, key, ARGV[7])
-wake(id, ARGV[7])
+finish_task(id, key, tid, s, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
 return 'OK'
 """
 
