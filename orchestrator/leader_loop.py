@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 import uuid
-from typing import Callable
+from typing import Awaitable, Callable, TypeVar
 
 
 from . import model as m
@@ -22,9 +22,11 @@ from .errors import REDIS_UNAVAILABLE, StaleEpoch
 from .store import Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_IDLE_S = 1.0          # upper bound on a sleep: a safety net for a missed wake-up message
 CONFLICT_RETRIES = 5
+POISONED_RETRY_MS = 30_000
 
 
 def now_ms() -> int:
@@ -56,6 +58,7 @@ class LeaderLoop:
         try:
             while True:
                 self._check_leadership()
+                self._wake.clear()   # before reading: an event during the pass triggers another one
                 try:
                     busy = await self._run_once()
                 except REDIS_UNAVAILABLE as exc:
@@ -91,7 +94,14 @@ class LeaderLoop:
                 if state is None:
                     await self.store.redis.zrem(self.store.key("decide"), workflow_id)
                     continue
-                batch.append((state, decide(state, now, new_task_id)))
+                try:
+                    batch.append((state, decide(state, now, new_task_id)))
+                except Exception:
+                    # A bug must not take the engine down with it (and then the next leader):
+                    # this workflow waits, the others go on.
+                    log.exception("deciding workflow %s failed (a bug); retrying it in %d s",
+                                  workflow_id, POISONED_RETRY_MS // 1000)
+                    await self.store.redis.zadd(self.store.key("decide"), {workflow_id: now + POISONED_RETRY_MS})
             if not batch:
                 return
             results = await self._fenced(self.store.apply_decisions(self.epoch, now, batch))
@@ -116,7 +126,6 @@ class LeaderLoop:
         timeout = MAX_IDLE_S
         if self._next_at_ms is not None:
             timeout = min(timeout, max(0.0, (self._next_at_ms - now_ms()) / 1000))
-        self._wake.clear()
         try:
             await asyncio.wait_for(self._wake.wait(), timeout)
         except asyncio.TimeoutError:
@@ -140,7 +149,7 @@ class LeaderLoop:
         if not self.still_leader():
             raise LeadershipLost("leadership deadline passed or lost")
 
-    async def _fenced(self, call):  # type: ignore[no-untyped-def]
+    async def _fenced(self, call: Awaitable[T]) -> T:
         try:
             return await call
         except StaleEpoch as exc:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 
 import pytest
@@ -161,6 +163,27 @@ def test_expired_lease_times_out_the_attempt_only_once(store):
             state = await store.load(workflow_id)
             assert state.tasks[0].runtime.status == m.TASK_TIMED_OUT
             assert workflow_id in (await store.due(NOW + 1000, 10)).workflows   # the decider will retry it
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_a_workflow_the_decider_chokes_on_does_not_stop_the_others(store):
+    async def scenario():
+        try:
+            good = await started_workflow(store)
+            bad = await started_workflow(store)
+            key = store.workflow_key(bad)
+            snapshot = json.loads(await store.redis.hget(key, "def"))
+            snapshot["workflow"]["tasks"][0]["type"] = "NOT_A_KIND"   # what validation would never let in
+            await store.redis.hset(key, "def", json.dumps(snapshot))
+            await store.raise_epoch(1)
+            loop = LeaderLoop(store, epoch=1, still_leader=lambda: True)
+            await loop._decide([bad, good])
+            assert len((await store.load(good)).tasks) == 1
+            assert (await store.load(bad)).tasks == []
+            retry_at = await store.redis.zscore(store.key("decide"), bad)
+            assert retry_at >= time.time() * 1000 + 20_000   # parked, not retried in a hot loop
         finally:
             await store.close()
     run(scenario())
