@@ -34,5 +34,11 @@ cluster: $(STAMP) servers
 drill: $(STAMP) servers
 	$(PY) -m orchestrator.cli drill --config deploy/local-cluster.yaml
 
+# Benchmarks on a local three-node cluster vs Celery (~10 min); results in bench/results/.
+# `make bench ARGS=--quick` is a ~2 min smoke run; `ARGS="--scenario throughput"` runs one scenario.
+bench: $(STAMP) servers
+	@$(PY) -c "import celery, pyinstrument" 2>/dev/null && test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m bench $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,282 @@
+"""Load generators and the completion watchers they rely on.
+
+Completions are observed *outside* the system under test, from what it writes to
+Redis anyway, so that waiting for a result costs the servers nothing (no polling):
+
+- ours: the `ended` stream, which the engine appends to in the same Lua call that
+  ends a workflow (`XREAD BLOCK`);
+- Celery: the result backend, which PUBLISHes every stored result on the channel
+  `celery-task-meta-<task id>` (`PSUBSCRIBE`).
+
+`closed_loop` keeps N workflows in flight (each client thread starts one and waits
+for it) and measures the steady state: the completions after a fixed warm-up;
+`open_loop` starts workflows at a fixed rate whatever the completions do.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+_MAX_UNCLAIMED = 200_000  # completions nobody waits for (yet) that we remember
+
+
+@dataclass(frozen=True)
+class Completion:
+    status: str
+    at_ms: float          # the system's own end time (ms since the epoch)
+    observed: float       # time.monotonic() when the watcher saw it
+
+
+class CompletionWatcher:
+    """A thread that learns of finished workflows; `wait(id)` blocks until one is seen."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[str, Completion] = OrderedDict()
+        self._waiting: dict[str, threading.Event] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+
+    def __enter__(self) -> CompletionWatcher:
+        self._prepare()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def wait(self, item_id: str, timeout_s: float) -> Completion | None:
+        with self._lock:
+            done = self._seen.pop(item_id, None)
+            if done is not None:
+                return done
+            event = self._waiting[item_id] = threading.Event()
+        event.wait(timeout_s)
+        with self._lock:
+            self._waiting.pop(item_id, None)
+            return self._seen.pop(item_id, None)
+
+    def _record(self, item_id: str, completion: Completion) -> None:
+        with self._lock:
+            self._seen[item_id] = completion
+            if len(self._seen) > _MAX_UNCLAIMED:
+                self._seen.popitem(last=False)
+            event = self._waiting.get(item_id)
+        if event is not None:
+            event.set()
+
+    def _prepare(self) -> None:
+        """Runs before the thread starts (subscribe here, so nothing is missed)."""
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class EndedStreamWatcher(CompletionWatcher):
+    """Reads our `ended` audit stream from its current end on."""
+
+    def __init__(self, redis_url: str, stream_key: str) -> None:
+        super().__init__()
+        self._client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self._key = stream_key
+        self._last = "0-0"
+
+    def _prepare(self) -> None:
+        newest = self._client.xrevrange(self._key, count=1)
+        self._last = newest[0][0] if newest else "0-0"
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    batches = self._client.xread({self._key: self._last}, count=5000, block=200)
+                except redis.ConnectionError:
+                    time.sleep(0.1)
+                    continue
+                observed = time.monotonic()
+                for _, entries in batches or []:
+                    for entry_id, fields in entries:
+                        self._last = entry_id
+                        self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
+        finally:
+            self._client.close()
+
+
+class CeleryResultWatcher(CompletionWatcher):
+    """Listens to the Redis result backend's per-task PUBLISH."""
+
+    PATTERN = "celery-task-meta-*"
+
+    def __init__(self, redis_url: str) -> None:
+        super().__init__()
+        self._client = redis.Redis.from_url(redis_url, decode_responses=True)
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+
+    def _prepare(self) -> None:
+        self._pubsub.psubscribe(self.PATTERN)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                message = self._pubsub.get_message(timeout=0.2)
+                if message is None:
+                    continue
+                observed = time.monotonic()
+                meta = json.loads(message["data"])
+                if meta.get("status") not in ("SUCCESS", "FAILURE"):
+                    continue
+                task_id = message["channel"].removeprefix("celery-task-meta-")
+                self._record(task_id, Completion(meta["status"], time.time() * 1000, observed))
+        finally:
+            self._pubsub.close()
+            self._client.close()
+
+
+Starter = Callable[[int], str]
+
+
+@dataclass
+class LoadResult:
+    """One measured run."""
+
+    concurrency: int
+    completed: int = 0               # completions inside the measured window
+    total_completed: int = 0         # all completions, warm-up and drain included
+    window_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list)   # start call -> completion seen
+    not_completed: int = 0           # ended in another status than COMPLETED/SUCCESS
+    start_errors: int = 0
+    timeouts: int = 0
+
+    @property
+    def per_s(self) -> float:
+        return self.completed / self.window_s if self.window_s > 0 else 0.0
+
+
+def closed_loop(start: Starter, watcher: CompletionWatcher, *, concurrency: int, warmup: int, count: int,
+                time_limit_s: float, wait_timeout_s: float = 30.0) -> LoadResult:
+    """`concurrency` threads each start a workflow and wait for it, again and again.
+
+    The window opens at the `warmup`-th completion and closes at the
+    `warmup + count`-th; the threads keep the pipeline full until then, so the
+    window never sees the ramp-up or the drain. Bounded by `time_limit_s`.
+    """
+    result = LoadResult(concurrency)
+    lock = threading.Lock()
+    stop = threading.Event()
+    numbers = itertools.count()
+    marks: dict[str, float] = {}
+    completed = 0
+    deadline = time.monotonic() + time_limit_s
+
+    def client() -> None:
+        nonlocal completed
+        while not stop.is_set() and time.monotonic() < deadline:
+            began = time.monotonic()
+            try:
+                item_id = start(next(numbers))
+            except Exception:  # a refused start is counted, not fatal
+                with lock:
+                    result.start_errors += 1
+                time.sleep(0.05)
+                continue
+            done = watcher.wait(item_id, wait_timeout_s)
+            with lock:
+                if done is None:
+                    result.timeouts += 1
+                    continue
+                completed += 1
+                result.total_completed += 1
+                if completed == warmup:
+                    marks["open"] = done.observed
+                elif warmup < completed <= warmup + count:
+                    result.latencies_ms.append((done.observed - began) * 1000)
+                    result.not_completed += done.status not in ("COMPLETED", "SUCCESS")
+                    if completed == warmup + count:
+                        marks["close"] = done.observed
+                        stop.set()
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    if warmup == 0:
+        marks["open"] = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()) + wait_timeout_s)
+    stop.set()
+    result.completed = len(result.latencies_ms)
+    if "open" in marks:
+        result.window_s = marks.get("close", time.monotonic()) - marks["open"]
+    return result
+
+
+@dataclass
+class OpenLoopResult:
+    ids: list[str]
+    rate: float
+    start_errors: int
+    max_lag_ms: float       # how late the latest start call began versus its schedule
+    duration_s: float
+
+
+def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
+              time_limit_s: float = 120.0) -> OpenLoopResult:
+    """Start `count` workflows at `rate` per second (start i is due at i / rate)."""
+    lock = threading.Lock()
+    tickets = itertools.count()
+    ids: list[str] = []
+    errors = 0
+    max_lag = 0.0
+    t0 = time.monotonic() + 0.05
+    deadline = t0 + time_limit_s
+
+    def sender() -> None:
+        nonlocal errors, max_lag
+        while True:
+            n = next(tickets)
+            if n >= count:
+                return
+            due = t0 + n / rate
+            if due > deadline or time.monotonic() > deadline:
+                return
+            pause = due - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            lag = time.monotonic() - due
+            try:
+                item_id = start(n)
+            except Exception:
+                with lock:
+                    errors += 1
+                continue
+            with lock:
+                ids.append(item_id)
+                max_lag = max(max_lag, lag)
+
+    threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(time_limit_s + 30)
+    return OpenLoopResult(ids, rate, errors, max_lag * 1000, time.monotonic() - t0)
+
+
+def wait_all(watcher: CompletionWatcher, ids: list[str], timeout_s: float) -> dict[str, Completion]:
+    """Wait for every id (in turn, within one overall deadline); the ones seen."""
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, Completion] = {}
+    for item_id in ids:
+        done = watcher.wait(item_id, max(0.0, deadline - time.monotonic()))
+        if done is not None:
+            found[item_id] = done
+    return found

@@ -1,0 +1,194 @@
+"""Writing the results: the full JSON, and a markdown summary of the figures."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+def write(results: dict[str, Any], directory: Path, stem: str) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = directory / f"{stem}.json", directory / f"{stem}.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str, allow_nan=True) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path
+
+
+def _f(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, (int, float)):
+        return f"{value:,.{digits}f}" if isinstance(value, float) or digits else f"{value:,}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    m, v = meta["machine"], meta["versions"]
+    lines = [f"# Benchmark results ({meta['mode']}), {meta['started_at']}", "",
+             f"Machine: {m['cores']} cores, {m['cpu_model']}, {m['memory_gib']} GiB, Linux {m['kernel']}; "
+             f"load average at start {m['load_average_at_start']}.  ",
+             f"Versions: Python {v['python']}, redis-server {v['redis_server']}, etcd {v['etcd']}, "
+             f"grpcio {v['grpcio']}, redis-py {v['redis_py']} (hiredis {v.get('hiredis')}), "
+             f"uvloop {v.get('uvloop')}, protobuf {v['protobuf']}, "
+             f"Celery {v['celery']} (kombu {v['kombu']}), py-spy {v['py_spy']}.  ",
+             f"Source: commit {meta['source']['commit']}"
+             + (" with local changes in orchestrator/ or worker/" if meta["source"]["orchestrator_or_worker_modified"]
+                else "") + ".  ",
+             f"Settings: {json.dumps(meta['options'])}; scenarios {', '.join(meta['scenarios'])}; "
+             f"took {meta['duration_s']:.0f} s.", ""]
+    scenarios = results["scenarios"]
+    targets = [(name, t) for name, s in scenarios.items() for t in s.get("targets", [])]
+    if targets:
+        lines += ["## Targets", ""]
+        lines += _table(["scenario", "target", "measured", "goal", "verdict", "note"],
+                        [[name, t["name"], _f(t["value"], 2), t["target"], f"**{t['verdict']}**", t["note"]]
+                         for name, t in targets])
+    for name, renderer in (("throughput", _throughput), ("latency", _latency), ("failover", _failover),
+                           ("scale", _scale), ("profile", _profile)):
+        if name in scenarios:
+            lines += renderer(scenarios[name])
+    errors = {k: s["error"] for k, s in scenarios.items() if "error" in s}
+    if errors:
+        lines += ["## Errors", ""] + [f"- {k}: `{e}`" for k, e in errors.items()] + [""]
+    return "\n".join(lines)
+
+
+def _throughput(s: dict[str, Any]) -> list[str]:
+    if "summary" not in s:
+        return []
+    by = s["summary"]["by_level"]
+    rows = []
+    for level in s["settings"]["levels"]:
+        o, c = by["ours"][level] if level in by["ours"] else by["ours"][str(level)], \
+            by["celery"][level] if level in by["celery"] else by["celery"][str(level)]
+        ratio = s["summary"]["ratio_by_level"].get(level, s["summary"]["ratio_by_level"].get(str(level)))
+        rows.append([level, _f(o["workflows_per_s"]), _f(o["tasks_per_s"], 0),
+                     f"{_f(o['latency_p50_ms'], 0)} / {_f(o['latency_p99_ms'], 0)}",
+                     _f(c["workflows_per_s"]), _f(c["tasks_per_s"], 0),
+                     f"{_f(c['latency_p50_ms'], 0)} / {_f(c['latency_p99_ms'], 0)}", _f(ratio, 2),
+                     f"{_f(o['cpu_ms_per_workflow'], 2)} / {_f(c['cpu_ms_per_workflow'], 2)}",
+                     f"{_f(o['client_cpu_ms_per_workflow'], 2)} / {_f(c['client_cpu_ms_per_workflow'], 2)}",
+                     f"{_f(o['machine_cpu_percent'], 0)} / {_f(c['machine_cpu_percent'], 0)}",
+                     f"{_f(o['outside_cpu_percent'], 0)} / {_f(c['outside_cpu_percent'], 0)}"])
+    peak = s["summary"]["peak"]
+    return ["## Throughput: three no-op steps, closed loop (medians of runs)", "",
+            f"{s['settings']['mode']}: N client threads each start a workflow and wait for its completion. "
+            f"Ours: {s['settings']['ours_workers']}, starts {s['settings']['starts']}. "
+            f"Celery: {s['settings']['celery_workers']}. Both run side by side, runs alternating.", ""] + _table(
+        ["in flight", "ours wf/s", "ours tasks/s", "ours p50 / p99 ms", "Celery chains/s", "Celery tasks/s",
+         "Celery p50 / p99 ms", "ours / Celery", "CPU ms per workflow ours / Celery",
+         "load generator CPU ms per workflow ours / Celery", "machine CPU % ours / Celery",
+         "CPU % outside ours / Celery"],
+        rows) + [f"Peak: ours {_f(peak['ours'])} workflows/s, Celery {_f(peak['celery'])} chains/s, "
+                 f"ratio {_f(peak['ratio'], 2)}. Node RSS max during the runs (MB): {s.get('node_rss_mb_max')}.",
+                 "", "CPU ms per workflow: CPU time of the system's own processes (ours: nodes, workers, Redis, etcd; "
+                 "Celery: worker main + pool processes, its Redis) per completed workflow. Machine CPU is out of "
+                 "200 %; 'outside' is CPU used by neither system nor the load generator (other tenants of the "
+                 "machine, kernel networking, the idle other system).", ""] + _commands(s)
+
+
+def _commands(s: dict[str, Any]) -> list[str]:
+    per = s["summary"].get("redis_commands_per_workflow_at_top_level", {})
+    cpu = s.get("cpu_percent_by_process_at_top_level", {})
+    lines = []
+    for system in per:
+        top = ", ".join(f"{name} {calls:g}" for name, calls in list(per[system].items())[:12])
+        lines.append(f"- {system}: Redis commands per workflow (first run at the top level; commands run inside "
+                     f"Lua scripts included): {top}")
+        lines.append(f"- {system}: CPU % by process (first run at the top level): {cpu.get(system)}")
+    return lines + [""] if lines else []
+
+
+def _latency(s: dict[str, Any]) -> list[str]:
+    lines = ["## Dispatch latency (task ready -> handler running, ms; medians of runs)", ""]
+    rows = []
+    for load, d in s.get("dispatch", {}).items():
+        med = d["median"]
+        starts = [r.get("starts_per_s", float("nan")) for r in d["runs"]]
+        drains = [r.get("drain_s", float("nan")) for r in d["runs"]]
+        rows.append([load, f"{d['rate_workflows_per_s']:g} wf/s ({3 * d['rate_workflows_per_s']:g} tasks/s)",
+                     _f(min(starts)) + " - " + _f(max(starts)), _f(max(drains), 2),
+                     " / ".join(_f(med["dispatch_ms"][q], 2) for q in ("p50", "p95", "p99")),
+                     " / ".join(_f(med["claim_ms"][q], 2) for q in ("p50", "p95", "p99")),
+                     " / ".join(_f(med["push_ms"][q], 2) for q in ("p50", "p95", "p99"))])
+    lines += _table(["load", "target rate", "starts/s achieved", "drain after the last start, s (max)",
+                     "dispatch p50/p95/p99", "claim (ready -> claimed)", "push (claimed -> handler)"], rows)
+    lines += ["Open loop of three-step `bench_stamp` workflows. Dispatch = handler entry (worker clock) - "
+              "scheduled_at_ms; claim = started_at_ms - scheduled_at_ms; push = handler entry - started_at_ms. "
+              "The stored times are whole ms. A drain much longer than one workflow's latency means a backlog "
+              "built up: the load was at or past saturation.", ""]
+    e2e = s.get("start_to_complete", {}).get("median")
+    if e2e:
+        lines += ["## Start-to-complete latency, one no-op step, one at a time (ms; medians of runs)", ""]
+        lines += _table(["measured as", "p50", "p99"],
+                        [["client: StartWorkflow call -> GetWorkflow shows COMPLETED (2 ms polls)",
+                          _f(e2e["client_ms"]["p50"], 2), _f(e2e["client_ms"]["p99"], 2)],
+                         ["server: ended_at_ms - created_at_ms", _f(e2e["server_ms"]["p50"], 2),
+                          _f(e2e["server_ms"]["p99"], 2)]])
+    return lines
+
+
+def _failover(s: dict[str, Any]) -> list[str]:
+    if "by_signal" not in s:
+        return []
+    rows, profile_rows = [], []
+    for sig, d in s["by_signal"].items():
+        if not d.get("count"):
+            continue
+        f = d["failover_ms"]
+        rows.append([sig, d["count"], _f(f["p50"], 0), _f(f["p99"], 0), _f(f["max"], 0),
+                     _f(d["longest_gap_ms"]["p50"], 0), _f(d["longest_gap_ms"]["max"], 0), _f(d["baseline_per_s"])])
+        profile_rows.append([sig] + [_f(x, 0) for x in d["mean_per_s_by_bucket"]])
+    a = s["audit"]
+    starts = s["by_signal"]["SIGKILL"].get("bucket_starts_ms") or s["by_signal"]["SIGTERM"].get("bucket_starts_ms", [])
+    return ["## Failover under steady load", "",
+            f"{s['settings']['rate_workflows_per_s']:g} three_noops workflows/s; "
+            f"lease TTL {s['settings']['lease_ttl_s']} s. "
+            "Failover = signal -> the new leader's first decision. Gap = longest time without any workflow "
+            "completing, from 1 s before to 5 s after the signal.", ""] + _table(
+        ["signal", "times", "failover p50 ms", "p99 ms", "max ms", "gap p50 ms", "gap max ms",
+         "completions/s before"], rows) + [
+        "Completions/s per 250 ms bucket around the signal (mean over the signals; columns = bucket start, ms):", ""
+    ] + _table(["signal"] + [str(x) for x in starts], profile_rows) + [
+        f"Audit: {a['started']} started, {a['completed']} completed, {a['lost']} lost, "
+        f"{a['completed_twice']} completed twice, {a['repeated_attempts']} task attempts run more than once "
+        f"({a['repeat_reasons']}).", ""]
+
+
+def _scale(s: dict[str, Any]) -> list[str]:
+    if "tiers" not in s:
+        return []
+    rows = [[f"{t['in_flight']:,}", _f(t["starts_per_s"], 0), f"{t['bytes_per_workflow']:,}",
+             f"{t['marginal_bytes_per_workflow']:,}", f"{t['dataset_bytes_per_workflow']:,}",
+             _f(t["three_noops_per_s"]), _f(t["three_noops_p99_ms"], 0),
+             _f(max(t["rss_mb_while_starting"].values()), 0), _f(max(t["rss_mb_under_load"].values()), 0)]
+            for t in s["tiers"]]
+    b = s.get("memory_breakdown_bytes", {})
+    return ["## Scale: workflows in flight (parked on a task type with no worker)", ""] + _table(
+        ["in flight", "starts/s", "used_memory / workflow (B)", "marginal, since the previous tier (B)",
+         "used_memory_dataset / workflow (B)", "three_noops wf/s at that level", "its p99 ms",
+         "node RSS max while starting MB", "node RSS max under load MB"], rows) + [
+        f"Node RSS at idle (MB): {s['idle_rss_mb']}. One parked workflow's hash: {b.get('workflow_hash_avg')} B "
+        f"(MEMORY USAGE), its idempotency key {b.get('idempotency_key_avg')} B; hash fields (value bytes): "
+        f"{b.get('hash_field_bytes')}.", ""]
+
+
+def _profile(s: dict[str, Any]) -> list[str]:
+    if "profiles" not in s:
+        return ["## Profile", "", s.get("skipped", ""), ""]
+    lines = ["## Profile of the hot path (py-spy, samples holding the GIL)", "",
+             f"{s['duration_s']} s at {s['concurrency']} in flight "
+             f"({s['workflows_per_s_while_profiling']} wf/s while profiled).", ""]
+    for role, p in s["profiles"].items():
+        lines += [f"{role} ({p['node']}), {p['samples']} samples, full list in `{p['file']}`; top by self time:", ""]
+        lines += _table(["% self", "function"], [[_f(pct, 1), f"`{name}`"] for name, pct in p["top_self"][:12]])
+    return lines

@@ -1,0 +1,20 @@
+"""One module per scenario; each exposes `run(bench) -> dict` (JSON-able, with a `targets` list)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..context import Bench
+from . import failover, latency, profile, scale, throughput
+
+Scenario = Callable[[Bench], dict[str, Any]]
+
+# In run order: the profile and the dispatch latency under load reuse the throughput peak.
+SCENARIOS: dict[str, Scenario] = {
+    "throughput": throughput.run,
+    "profile": profile.run,
+    "latency": latency.run,
+    "failover": failover.run,
+    "scale": scale.run,
+}
