@@ -163,13 +163,8 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} characters")
         workflow_input = from_struct(request.input)
         self.limit.check("workflow input", dumps(workflow_input))
-        definition = await self.store.get_workflow_def(request.name, request.version)
-        if definition is None:
-            version = f" version {request.version}" if request.version else ""
-            raise NotFound(f"no workflow definition named '{request.name}'{version}; register it first")
-        snapshot = await self.store.snapshot(definition)
-        return await self.store.start_workflow(uuid.uuid4().hex, snapshot, workflow_input, request.correlation_id,
-                                               request.idempotency_key, now_ms())
+        return await self.store.start_by_name(request.name, request.version, uuid.uuid4().hex, workflow_input,
+                                              request.correlation_id, request.idempotency_key, now_ms())
 
     @grpc_errors
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow:

@@ -83,8 +83,10 @@ class Dispatcher:
         log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, len(unsent))
 
     def grant(self, session: WorkerSession, count: int) -> None:
+        starved = session.credits <= 0
         session.credits += count
-        self._pump_types(session.task_types)
+        if starved:   # with credit left, every `ready` since was already pumped for this session
+            self._pump_types(session.task_types)
 
     def on_ready(self, task_type: str) -> None:
         if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):
@@ -127,7 +129,7 @@ class Dispatcher:
             session.outbox.put_nowait(assignment(task))
         session.credits -= len(claimed)
         self.pushed += len(claimed)
-        return True
+        return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
 
     async def _listen_for_ready(self) -> None:
         while True:

@@ -121,9 +121,12 @@ end
 """
 
 # ARGV: P, workflow id, idempotency key ('' = none), now, meta json, snapshot json,
-#       name, correlation id, idempotency ttl seconds, variables json
+#       name, correlation id, idempotency ttl seconds, variables json,
+#       definitions revision the snapshot was read at (-1 = do not check)
+# Returns {1, id} when created, {0, id} for a known idempotency key, {-1, ''} for a stale snapshot.
 START_WORKFLOW = COMMON + r"""
 local id, idem, now = ARGV[2], ARGV[3], ARGV[4]
+if ARGV[11] ~= '-1' and (redis.call('GET', P .. ':defs:rev') or '0') ~= ARGV[11] then return {-1, ''} end
 if idem ~= '' then
   local seen = redis.call('GET', P .. ':idem:' .. idem)
   if seen then return {0, seen} end

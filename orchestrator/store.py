@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import NoScriptError
 
 from . import model as m
 from . import scripts
@@ -32,6 +33,16 @@ class ClaimedTask:
     workflow_id: str
     spec: m.TaskSpec
     lease_ms: int
+
+
+class _CachedSnapshot:
+    """A snapshot as this node last read it, with the definitions revision it was read at."""
+
+    def __init__(self, revision: int, snapshot: dict[str, Any]) -> None:
+        self.revision = revision
+        self.snapshot = snapshot
+        self.text = dumps(snapshot)
+        self.variables = dumps(snapshot["workflow"].get("variables", {}))
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Store:
         self._terminate = client.register_script(scripts.TERMINATE)
         self._signal = client.register_script(scripts.SIGNAL_TASK)
         self._operate = client.register_script(scripts.OPERATE)
+        self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo") -> "Store":
@@ -106,6 +118,7 @@ class Store:
                 pipe.hset(self.key("limits"), name, f"{concurrency}|{rate}|{period_ms}")
             else:
                 pipe.hdel(self.key("limits"), name)
+            pipe.incr(self.key("defs", "rev"))
             await pipe.execute()
 
     async def get_task_def(self, name: str) -> dict[str, Any] | None:
@@ -126,6 +139,7 @@ class Store:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.key("defs", "wf", definition["name"]), str(definition["version"]), dumps(definition))
             pipe.sadd(self.key("defs", "wfnames"), definition["name"])
+            pipe.incr(self.key("defs", "rev"))
             await pipe.execute()
 
     async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
@@ -181,12 +195,47 @@ class Store:
 
     async def start_workflow(self, workflow_id: str, snapshot: dict[str, Any], workflow_input: dict[str, Any],
                              correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
-        definition = snapshot["workflow"]
+        """Start from a snapshot as given (no check that it is still the latest)."""
+        outcome = await self._start_from(_CachedSnapshot(-1, snapshot), workflow_id, workflow_input, correlation_id,
+                                         idempotency_key, now_ms)
+        assert outcome is not None
+        return outcome
+
+    async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
+                            correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        """Start the definition `name` (version 0 = latest) from this node's snapshot cache.
+
+        Every registration bumps `defs:rev`; the start script refuses a snapshot taken at an
+        older revision, and the cache is refilled. So a start costs one round trip, and never
+        runs a definition older than the latest registration."""
+        for _ in range(3):
+            cached = self._snapshots.get((name, version)) or await self._fill_snapshot(name, version)
+            outcome = await self._start_from(cached, workflow_id, workflow_input, correlation_id,
+                                             idempotency_key, now_ms)
+            if outcome is not None:
+                return outcome
+            self._snapshots.clear()
+        raise FailedPrecondition("definitions keep changing during this start; try again")
+
+    async def _fill_snapshot(self, name: str, version: int) -> _CachedSnapshot:
+        revision = int(await self.redis.get(self.key("defs", "rev")) or 0)   # before reading: see above
+        definition = await self.get_workflow_def(name, version)
+        if definition is None:
+            which = f" version {version}" if version else ""
+            raise NotFound(f"no workflow definition named '{name}'{which}; register it first")
+        cached = self._snapshots[(name, version)] = _CachedSnapshot(revision, await self.snapshot(definition))
+        return cached
+
+    async def _start_from(self, cached: _CachedSnapshot, workflow_id: str, workflow_input: dict[str, Any],
+                          correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool] | None:
+        definition = cached.snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
         created, found_id = await self._start(args=[
-            self.prefix, workflow_id, idempotency_key, now_ms, dumps(meta), dumps(snapshot),
-            definition["name"], correlation_id, self.idempotency_ttl_s, dumps(definition.get("variables", {}))])
+            self.prefix, workflow_id, idempotency_key, now_ms, dumps(meta), cached.text, definition["name"],
+            correlation_id, self.idempotency_ttl_s, cached.variables, cached.revision])
+        if created == -1:
+            return None
         return found_id, bool(created)
 
     async def load(self, workflow_id: str) -> m.WorkflowState | None:
@@ -318,14 +367,22 @@ class Store:
     async def apply_decisions(self, epoch: int, now_ms: int,
                               decisions: list[tuple[m.WorkflowState, Decision]]) -> list[str]:
         """Apply many decisions in one pipeline; returns OK/CONFLICT/GONE for each."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for workflow, decision in decisions:
-                await self._apply(args=decision_args(self.prefix, epoch, workflow, decision, now_ms),
-                                  client=pipe)
-            results = [str(r) for r in await pipe.execute()]
+        try:
+            results = await self._apply_pipelined(epoch, now_ms, decisions)
+        except NoScriptError:   # Redis restarted and lost its script cache; a repeat is safe (revisions)
+            await self.redis.script_load(scripts.APPLY_DECISION)
+            results = await self._apply_pipelined(epoch, now_ms, decisions)
         if "STALE_EPOCH" in results:
             raise StaleEpoch("decision refused: a newer leader holds the epoch")
         return results
+
+    async def _apply_pipelined(self, epoch: int, now_ms: int,
+                               decisions: list[tuple[m.WorkflowState, Decision]]) -> list[str]:
+        # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for workflow, decision in decisions:
+                pipe.evalsha(self._apply.sha, 0, *decision_args(self.prefix, epoch, workflow, decision, now_ms))
+            return [str(r) for r in await pipe.execute()]
 
 
 def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now_ms: int) -> list[Any]:

@@ -187,3 +187,26 @@ def test_a_workflow_the_decider_chokes_on_does_not_stop_the_others(store):
         finally:
             await store.close()
     run(scenario())
+
+
+def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, redis_server):
+    other_node = Store.from_url(redis_server.url, prefix=store.prefix)
+
+    async def scenario():
+        try:
+            task_def = normalise_task_def({"name": "fetch"})
+            await store.put_task_def(task_def)
+            first = normalise_workflow_def({"name": "w", "tasks": [{"name": "fetch", "taskReferenceName": "a"}]},
+                                           {"fetch": task_def})
+            await store.put_workflow_def(first)
+            one, _ = await store.start_by_name("w", 0, "wf-1", {}, "", "", NOW)
+            second = normalise_workflow_def({**first, "version": 2, "tasks": [
+                {"name": "fetch", "taskReferenceName": "b"}]}, {"fetch": task_def})
+            await other_node.put_workflow_def(second)     # this node's cache does not know yet
+            two, _ = await store.start_by_name("w", 0, "wf-2", {}, "", "", NOW)
+            assert (await store.load(one)).version == 1
+            assert (await store.load(two)).version == 2
+        finally:
+            await store.close()
+            await other_node.close()
+    run(scenario())
