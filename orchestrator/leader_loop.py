@@ -66,12 +66,15 @@ class LeaderLoop:
                     await asyncio.sleep(0.2)
                     continue
                 if not busy:
-                    await self._sleep_until_due()
+                    await self._sleep_until_due()   # returns at once if an event came in meanwhile
         finally:
             listener.cancel()
 
     async def _run_once(self) -> bool:
-        """One pass over what is due; returns whether anything was due."""
+        """One pass over what is due; returns whether more may be due at once (a full batch).
+
+        Otherwise the loop sleeps until the next timer it knows of (those it read, and the
+        wake-ups its own decisions set) or until an event's wake-up message."""
         due = await self.store.due(now_ms(), self.batch)
         self._next_at_ms = due.next_at_ms
         for workflow_id, task_id in due.expired_leases:
@@ -81,7 +84,7 @@ class LeaderLoop:
                 log.info("lease of task %s in workflow %s expired; it will be retried", task_id, workflow_id)
         if due.workflows:
             await self._decide(due.workflows)
-        return bool(due.workflows or due.expired_leases)
+        return len(due.workflows) >= self.batch or len(due.expired_leases) >= self.batch
 
     async def _decide(self, workflow_ids: list[str]) -> None:
         pending = list(workflow_ids)
@@ -110,12 +113,15 @@ class LeaderLoop:
             if not pending:
                 return
         log.warning("workflows %s kept changing under the decider; they stay due", pending)
+        self._next_at_ms = now_ms()
 
     def _note_applied(self, batch: list[tuple[m.WorkflowState, Decision]], results: list[str]) -> None:
         for (state, decision), result in zip(batch, results):
             if result != "OK":
                 continue
             self.decisions += 1
+            if decision.wake_at_ms is not None:
+                self._next_at_ms = min(self._next_at_ms or decision.wake_at_ms, decision.wake_at_ms)
             if self.first_decision_ms is None:
                 self.first_decision_ms = now_ms()
                 log.info("first decision as leader (epoch %d)", self.epoch)

@@ -351,8 +351,9 @@ class Store:
         async with self.redis.pipeline(transaction=False) as pipe:
             pipe.zrangebyscore(self.key("decide"), "-inf", now_ms, start=0, num=limit)
             pipe.zrangebyscore(self.key("leases"), "-inf", now_ms, start=0, num=limit)
-            pipe.zrange(self.key("decide"), 0, 0, withscores=True)
-            pipe.zrange(self.key("leases"), 0, 0, withscores=True)
+            # the first entries still in the future: when to look again if nothing wakes us
+            pipe.zrangebyscore(self.key("decide"), f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+            pipe.zrangebyscore(self.key("leases"), f"({now_ms}", "+inf", start=0, num=1, withscores=True)
             workflows, leases, next_decide, next_lease = await pipe.execute()
         nexts = [row[0][1] for row in (next_decide, next_lease) if row]
         expired = [tuple(member.split("|", 1)) for member in leases]
