@@ -357,7 +357,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         (each is one atomic script), so a burst of results costs one round trip, not many."""
         in_flight: set[asyncio.Task[None]] = set()
 
-        def spawn(call: Awaitable[None]) -> None:
+        def spawn(call: Awaitable[Any]) -> None:
             task = asyncio.create_task(self._guarded(call, session))
             in_flight.add(task)
             task.add_done_callback(in_flight.discard)

@@ -216,7 +216,7 @@ def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
 
     with_leader = WorkflowClient([leader])
     try:
-        return with_leader.step_down()
+        return {"detail": with_leader.step_down()}
     finally:
         with_leader.close()
 

@@ -199,7 +199,7 @@ def ended_counts(cluster: LocalCluster) -> Counter[str]:
                 entries = entries[1:]
             if not entries:
                 return counts
-            for entry_id, fields in entries:
+            for _, fields in entries:
                 counts[fields["wf"]] += 1
             last = entries[-1][0]
     finally:

@@ -166,3 +166,32 @@ def test_one_etcd_member_down_the_cluster_carries_on(cluster, client):
         time.sleep(1.0)
     assert leader_of(client) != old
     assert_nothing_lost(cluster, client, load.started)
+
+
+def test_operator_step_down_moves_leadership_without_losing_work(cluster, client):
+    import subprocess
+    import sys
+
+    from worker import ClientError
+
+    add_worker(cluster, "w1", cluster.endpoints)
+    before = wait_for_leader(client)
+    follower = next(n for n in cluster.nodes if n != before["leader_id"])
+    follower_client = WorkflowClient([cluster.endpoint_of(follower)])
+    try:
+        with pytest.raises(ClientError) as err:
+            follower_client.step_down()
+        assert err.value.code == "FAILED_PRECONDITION" and before["leader_id"] in str(err.value)
+    finally:
+        follower_client.close()
+    with SteadyLoad(client, "three_noops", LOAD_PER_S) as load:
+        time.sleep(1.0)
+        done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--endpoints", ",".join(cluster.endpoints),
+                               "cluster", "step-down"], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert "resigned leadership" in done.stdout
+        after = wait_for_leader(client, not_id=before["leader_id"])
+        time.sleep(1.0)
+    assert int(after["epoch"]) > int(before["epoch"])
+    assert cluster.nodes[before["leader_id"]].alive()   # it stays in the cluster, as a follower
+    assert_nothing_lost(cluster, client, load.started)

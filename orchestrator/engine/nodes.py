@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .. import model as m
 from ..safe_expr import ExpressionError, evaluate
 from .decision import NewWorkflow
-from .walk import BLOCKED, DONE, Outcome, Walk, failure
+from .walk import BLOCKED, DONE, Outcome, Walk
 
 Visitor = Callable[[Walk, dict[str, Any], str], Outcome]
 
