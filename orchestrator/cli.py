@@ -308,6 +308,7 @@ def run_drill(args: argparse.Namespace) -> int:
 
 def run_node(args: argparse.Namespace) -> int:
     from .config import NodeConfig
+    from .loop import loop_factory
     from .node import Node
 
     config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
@@ -316,18 +317,9 @@ def run_node(args: argparse.Namespace) -> int:
                              cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level)
     logging.basicConfig(level=config.log_level.upper(),
                         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")
-    with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Node(config).run_until_signalled())
     return 0
-
-
-def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when installed: the node's event loop is its hot path (gRPC streams, Redis replies)."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    return uvloop.new_event_loop
 
 
 if __name__ == "__main__":

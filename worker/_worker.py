@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from orchestrator.loop import loop_factory
 from orchestrator.v1 import orchestrator_pb2 as pb
 
 from ._context import TaskContext
@@ -222,7 +223,8 @@ class Worker:
     def run_sync(self, *, grace_s: float = 10.0) -> None:
         """Run the worker in a new event loop until SIGINT or SIGTERM, which
         start a graceful ``shutdown(grace_s)``; a second signal stops at once."""
-        asyncio.run(self._run_until_signalled(grace_s))
+        with asyncio.Runner(loop_factory=loop_factory()) as runner:
+            runner.run(self._run_until_signalled(grace_s))
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop taking tasks, let the ones in flight finish within ``grace_s``
