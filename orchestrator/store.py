@@ -398,8 +398,11 @@ def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now
         fields += [f"o:{task_id}", dumps(output)]
     if d.variables is not None:
         fields += ["vars", dumps(d.variables)]
-    if d.snapshot is not None:
-        fields += ["def", dumps(d.snapshot)]
+    if d.snapshot is not None:   # restarted with the latest definition: its version shows from now on
+        definition = d.snapshot["workflow"]
+        fields += ["def", dumps(d.snapshot),
+                   "m", dumps({"name": definition["name"], "version": definition["version"], "input": wf.input,
+                               "correlationId": wf.correlation_id})]
     envelope: dict[str, Any] = {"fields": fields}
     if d.status:
         envelope.update(status=d.status, out=dumps(d.output) if d.output is not None else None,

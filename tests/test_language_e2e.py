@@ -73,6 +73,7 @@ def test_fork_join_prices_in_parallel(examples, example_worker):
     done = run(examples, "parallel_quotes", {"item": "desk"})
     prices = [t["output"]["price"] for t in done["tasks"] if t["reference_name"].startswith("supplier")]
     assert len(prices) == 2 and done["output"]["best"] == min(prices)
+    assert {t["key"]: t["status"] for t in done["tasks"]}["audit"] == "COMPLETED"   # the NOOP
 
 
 def test_dynamic_fork_and_loop_over_items(examples, example_worker):
@@ -310,3 +311,18 @@ def test_failure_workflow_is_started_with_the_details(examples, example_worker):
         assert "disk full" in handler["tasks"][0]["output"]["sent"]
     finally:
         background.stop()
+
+
+def test_restart_with_the_latest_definition(examples, example_worker):
+    client = examples.client
+    name = unique("evolving")
+    client.register_workflow_def({"name": name, "tasks": [{"name": "notify", "taskReferenceName": "first"}]})
+    done = run(examples, name, {})
+    client.register_workflow_def({"name": name, "version": 2, "tasks": [
+        {"name": "notify", "taskReferenceName": "first"}, {"name": "notify", "taskReferenceName": "second"}]})
+    client.restart_workflow(done["workflow_id"])            # same definition: still one step
+    again = wait_for_status(client, done["workflow_id"], "COMPLETED")
+    assert [t["key"] for t in again["tasks"]] == ["first"] and again["version"] == 1
+    client.restart_workflow(done["workflow_id"], use_latest_definition=True)
+    latest = wait_for_status(client, done["workflow_id"], "COMPLETED")
+    assert [t["key"] for t in latest["tasks"]] == ["first", "second"] and latest["version"] == 2
