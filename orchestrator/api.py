@@ -380,7 +380,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             log.exception("worker stream of %s failed", session.worker_id)
         finally:
             await asyncio.gather(*in_flight, return_exceptions=True)
-            await self._hand_back_unsent(session)
+            # the worker half-closed: it can neither take nor release tasks any more
+            await self.dispatcher.release_unsent(session)
             session.outbox.put_nowait(None)
 
     @staticmethod
@@ -394,20 +395,6 @@ class TaskService(pb_grpc.TaskServiceServicer):
         except Exception:
             log.exception("handling a message of worker %s failed", session.worker_id)
             session.outbox.put_nowait(None)
-
-    async def _hand_back_unsent(self, session: WorkerSession) -> None:
-        """The worker half-closed: it can no longer take or release tasks, so the tasks still
-        queued for it go back to their queues now instead of waiting for their leases."""
-        session.closed = True
-        pending = []
-        while not session.outbox.empty():
-            pending.append(session.outbox.get_nowait())
-        for message in pending:
-            if message is not None and message.HasField("task"):
-                await self.store.release_task(message.task.workflow_id, message.task.task_id,
-                                              session.worker_id, now_ms())
-            else:
-                session.outbox.put_nowait(message)   # acks still go out
 
     async def _heartbeat(self, beat: pb.Heartbeat, session: WorkerSession) -> None:
         lease_ms = await self.store.heartbeat(beat.workflow_id, beat.task_id, session.worker_id, now_ms())

@@ -71,16 +71,26 @@ class Dispatcher:
 
     async def detach(self, session: WorkerSession) -> None:
         """Forget a closed stream and hand back what it never got to send."""
-        session.closed = True
         self.sessions.discard(session)
-        unsent = []
+        released = await self.release_unsent(session)
+        log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, released)
+
+    async def release_unsent(self, session: WorkerSession) -> int:
+        """The stream can take no more tasks: the ones still queued for it go back to their
+        queues now (instead of waiting for their leases); other messages (acks) stay queued."""
+        session.closed = True
+        pending = []
         while not session.outbox.empty():
-            message = session.outbox.get_nowait()
+            pending.append(session.outbox.get_nowait())
+        released = 0
+        for message in pending:
             if message is not None and message.HasField("task"):
-                unsent.append(message.task)
-        for task in unsent:
-            await self.store.release_task(task.workflow_id, task.task_id, session.worker_id, now_ms())
-        log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, len(unsent))
+                await self.store.release_task(message.task.workflow_id, message.task.task_id,
+                                              session.worker_id, now_ms())
+                released += 1
+            else:
+                session.outbox.put_nowait(message)
+        return released
 
     def grant(self, session: WorkerSession, count: int) -> None:
         starved = session.credits <= 0
