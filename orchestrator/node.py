@@ -51,7 +51,6 @@ class Node:
         self.engine: LeaderLoop | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopped = asyncio.Event()
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -177,7 +176,6 @@ class Node:
         await self.dispatcher.stop()
         await self.notifier.stop()
         await self.store.close()
-        self._stopped.set()
 
     async def run_until_signalled(self) -> None:
         await self.start()
