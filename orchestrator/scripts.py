@@ -44,6 +44,10 @@ local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
   return tonumber(epoch) >= stored
 end
+local function task_state(key, tid)
+  local raw = redis.call('HGET', key, 's:' .. tid)
+  return raw and cjson.decode(raw)
+end
 local function split(member)
   local sep = string.find(member, '|', 1, true)
   return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
@@ -62,10 +66,8 @@ local function finish_parent(id, key, status, now)
   if not parent then return end
   local pid, ptid = split(parent)
   local pkey = wf_key(pid)
-  local raw = redis.call('HGET', pkey, 's:' .. ptid)
-  if not raw then return end
-  local s = cjson.decode(raw)
-  if s.status ~= 'IN_PROGRESS' then return end
+  local s = task_state(pkey, ptid)
+  if not s or s.status ~= 'IN_PROGRESS' then return end
   if status == 'COMPLETED' then
     s.status = 'COMPLETED'
     redis.call('HSET', pkey, 'o:' .. ptid, redis.call('HGET', key, 'out') or '{}')
@@ -210,8 +212,7 @@ while claimed < wanted do
     local id, tid = split(member)
     local key = wf_key(id)
     local st = redis.call('HGET', key, 'st')
-    local raw = redis.call('HGET', key, 's:' .. tid)
-    local s = raw and cjson.decode(raw)
+    local s = task_state(key, tid)
     if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
       offset = offset + 1   -- it keeps its place until the workflow resumes
     else
@@ -242,9 +243,8 @@ return out
 # ARGV: P, workflow id, task id, now, worker id.  Returns the new lease in ms, or 0 when it is gone.
 HEARTBEAT = COMMON + r"""
 local key = wf_key(ARGV[2])
-local raw = redis.call('HGET', key, 's:' .. ARGV[3])
-if not raw then return 0 end
-local s = cjson.decode(raw)
+local s = task_state(key, ARGV[3])
+if not s then return 0 end
 if s.status ~= 'IN_PROGRESS' or s.worker ~= ARGV[5] then return 0 end
 redis.call('ZADD', P .. ':leases', 'XX', tonumber(ARGV[4]) + s.lease_ms, ARGV[2] .. '|' .. ARGV[3])
 return s.lease_ms
@@ -257,9 +257,8 @@ return s.lease_ms
 COMPLETE_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
 local key = wf_key(id)
-local raw = redis.call('HGET', key, 's:' .. tid)
-if not raw then return 'UNKNOWN' end
-local s = cjson.decode(raw)
+local s = task_state(key, tid)
+if not s then return 'UNKNOWN' end
 if s.status ~= 'IN_PROGRESS' then
   if s.status == ARGV[4] and s.worker == ARGV[8] then return 'DUPLICATE' end
   return 'STALE:' .. s.status
@@ -275,9 +274,8 @@ return 'OK'
 SIGNAL_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
 local key = wf_key(id)
-local raw = redis.call('HGET', key, 's:' .. tid)
-if not raw then return 'UNKNOWN' end
-local s = cjson.decode(raw)
+local s = task_state(key, tid)
+if not s then return 'UNKNOWN' end
 if s.type ~= 'WAIT' and s.type ~= 'HUMAN' then return 'KIND:' .. s.type end
 if s.status ~= 'IN_PROGRESS' then return 'STALE:' .. s.status end
 finish_task(id, key, tid, s, ARGV[4], ARGV[5], ARGV[6], ARGV[7])
@@ -289,9 +287,8 @@ return 'OK'
 RELEASE_TASK = COMMON + r"""
 local id, tid = ARGV[2], ARGV[3]
 local key = wf_key(id)
-local raw = redis.call('HGET', key, 's:' .. tid)
-if not raw then return 0 end
-local s = cjson.decode(raw)
+local s = task_state(key, tid)
+if not s then return 0 end
 if s.status ~= 'IN_PROGRESS' or s.worker ~= ARGV[5] then return 0 end
 s.status = 'SCHEDULED'
 s.queued = true
@@ -315,9 +312,8 @@ local deadline = tonumber(redis.call('ZSCORE', P .. ':leases', member) or '0')
 if deadline > now then return 'RENEWED' end
 redis.call('ZREM', P .. ':leases', member)
 local key = wf_key(id)
-local raw = redis.call('HGET', key, 's:' .. tid)
-if not raw then return 'GONE' end
-local s = cjson.decode(raw)
+local s = task_state(key, tid)
+if not s then return 'GONE' end
 if s.status ~= 'IN_PROGRESS' then return 'GONE' end
 s.status = 'TIMED_OUT'
 s.ended = now
