@@ -249,8 +249,8 @@ def run_local_cluster(args: argparse.Namespace) -> int:
         print(f"""
 logs and data: {base}/ (nodes: {base}/logs/node-N.log)
 try:
-  grpcurl -plaintext {cluster.endpoints[0]} list
-  grpcurl -plaintext -d '{{"name": "order_fulfilment", "input": {{"order_id": "A-2"}}}}' \\
+  .venv/bin/grpcurl -plaintext {cluster.endpoints[0]} list
+  .venv/bin/grpcurl -plaintext -d '{{"name": "order_fulfilment", "input": {{"order_id": "A-2"}}}}' \\
       {cluster.endpoints[0]} orchestrator.v1.WorkflowService/StartWorkflow
   .venv/bin/orchestrator --endpoints {endpoints} cluster status
   .venv/bin/orchestrator workflow start order_fulfilment --input '{{"order_id": "A-3"}}' --wait 10
