@@ -370,6 +370,20 @@ if ARGV[5] ~= '' then
   redis.call('HSET', key, string.format('c:%08d', n), ARGV[5])
 end
 if ARGV[4] ~= '' and ARGV[4] ~= st then set_status(id, key, ARGV[4]) end
+if st == 'PAUSED' and ARGV[4] == 'RUNNING' then
+  -- resumed: its queued tasks kept their places; tell the nodes to claim them now
+  local published = {}
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 's:' then
+      local s = cjson.decode(fields[i + 1])
+      if s.status == 'SCHEDULED' and s.queued and not published[s.type] then
+        redis.call('PUBLISH', P .. ':ready', s.type)
+        published[s.type] = true
+      end
+    end
+  end
+end
 bump(id, key, ARGV[6])
 wake(id, ARGV[6])
 return 'OK'

@@ -328,3 +328,34 @@ def test_restart_with_the_latest_definition(examples, example_worker):
     client.restart_workflow(done["workflow_id"], use_latest_definition=True)
     latest = wait_for_status(client, done["workflow_id"], "COMPLETED")
     assert [t["key"] for t in latest["tasks"]] == ["first", "second"] and latest["version"] == 2
+
+
+def test_a_paused_workflow_keeps_its_queued_task_until_resumed(examples):
+    from helpers import BackgroundWorker, register_sequence
+    from worker import Worker, task
+
+    client = examples.client
+    name, task_type = unique("pausable"), unique("held")
+    register_sequence(client, name, [task_type], retryCount=0)
+    workflow_id = client.start_workflow(name, {"n": 1})
+    deadline = time.monotonic() + 10
+    while not client.get_workflow(workflow_id)["tasks"]:   # queued, no worker yet
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    client.pause_workflow(workflow_id)
+    ran = []
+
+    @task(task_type)
+    def held(data):
+        ran.append(data)
+        return {"ran": True}
+
+    background = BackgroundWorker(Worker(endpoints=[examples.endpoint], handlers=[held]))
+    try:
+        time.sleep(1.5)   # longer than the dispatcher's safety sweep: a paused task is never claimed
+        assert ran == [] and client.get_workflow(workflow_id)["tasks"][0]["status"] == "SCHEDULED"
+        client.resume_workflow(workflow_id)
+        assert wait_for_status(client, workflow_id, "COMPLETED")["output"]["step0"] == {"ran": True}
+        assert len(ran) == 1
+    finally:
+        background.stop()
