@@ -10,13 +10,13 @@ import asyncio
 import functools
 import json
 import logging
-import time
 import uuid
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol, TypeVar
 
 import grpc
 
 from . import model as m
+from .model import now_ms
 from .convert import from_struct, to_struct
 from .definitions import (iter_tasks, normalise_task_def, normalise_workflow_def, parse_document,
                           referenced_task_names, referenced_workflow_names, validate_workflow_def)
@@ -37,10 +37,6 @@ MAX_WAIT_S = 300.0
 RESTARTABLE = sorted(m.TERMINAL_WORKFLOW)
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def grpc_errors(handler: Handler) -> Handler:

@@ -140,7 +140,9 @@ def _add(group: Any, name: str, help_text: str, action: Callable[[Any, argparse.
 def _call(args: argparse.Namespace, action: Callable[[Any, argparse.Namespace], Any]) -> int:
     from worker import ClientError, WorkflowClient
 
-    client = WorkflowClient([e.strip() for e in args.endpoints.split(",") if e.strip()])
+    from .config import split_list
+
+    client = WorkflowClient(split_list(args.endpoints))
     try:
         result = action(client, args)
     except ClientError as exc:

@@ -12,6 +12,11 @@ import yaml
 MIB = 1024 * 1024
 
 
+def split_list(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c']: how flags and environment variables give lists."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 @dataclass
 class NodeConfig:
     node_id: str = field(default_factory=socket.gethostname)
@@ -31,9 +36,9 @@ class NodeConfig:
         if not self.advertise:
             self.advertise = self.listen
         if isinstance(self.etcd_endpoints, str):
-            self.etcd_endpoints = [e.strip() for e in self.etcd_endpoints.split(",") if e.strip()]
+            self.etcd_endpoints = split_list(self.etcd_endpoints)
         if isinstance(self.redis_sentinels, str):
-            self.redis_sentinels = [e.strip() for e in self.redis_sentinels.split(",") if e.strip()]
+            self.redis_sentinels = split_list(self.redis_sentinels)
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
         if self.max_payload_bytes >= self.max_message_bytes:

@@ -15,11 +15,11 @@ import asyncio
 import itertools
 import json
 import logging
-import time
 from dataclasses import dataclass, field
 
 
 from .errors import REDIS_UNAVAILABLE
+from .model import now_ms
 from .store import ClaimedTask, Store
 from .v1 import orchestrator_pb2 as pb
 
@@ -27,10 +27,6 @@ log = logging.getLogger(__name__)
 
 MAX_CLAIM = 64
 SWEEP_S = 1.0
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 @dataclass(eq=False)

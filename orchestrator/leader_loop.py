@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 from typing import Awaitable, Callable, TypeVar
 
 
 from . import model as m
+from .model import now_ms
 from .engine import Decision, decide
 from .errors import REDIS_UNAVAILABLE, StaleEpoch
 from .store import Store
@@ -27,10 +27,6 @@ T = TypeVar("T")
 MAX_IDLE_S = 1.0          # upper bound on a sleep: a safety net for a missed wake-up message
 CONFLICT_RETRIES = 5
 POISONED_RETRY_MS = 30_000
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class LeadershipLost(Exception):

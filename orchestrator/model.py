@@ -8,8 +8,14 @@ worker's output, stored verbatim).
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def now_ms() -> int:
+    """The clock of every stored time: wall-clock milliseconds (nodes are assumed NTP-synced)."""
+    return int(time.time() * 1000)
 
 # Workflow statuses
 RUNNING = "RUNNING"
