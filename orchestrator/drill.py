@@ -123,24 +123,27 @@ def kill_leader(cluster: LocalCluster, client: Any, sig: signal.Signals, restart
 
 
 def wait_for_first_decision(cluster: LocalCluster, not_id: str, timeout_s: float = 20.0) -> float:
+    """Ask each other node (one client each, kept for the whole wait) until one leads and has decided."""
     from worker import WorkflowClient
 
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        for node_id in cluster.nodes:
-            if node_id == not_id or not cluster.nodes[node_id].alive():
-                continue
-            client = WorkflowClient([cluster.endpoint_of(node_id)], timeout_s=1.0)
-            try:
-                status = client.cluster_status()
-            except Exception:
-                continue
-            finally:
-                client.close()
-            first = int(status.get("first_decision_at_ms", 0))
-            if status.get("role") == "LEADER" and first:
-                return float(first)
-        time.sleep(0.02)
+    clients = {n: WorkflowClient([cluster.endpoint_of(n)], timeout_s=1.0) for n in cluster.nodes if n != not_id}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for node_id, client in clients.items():
+                if not cluster.nodes[node_id].alive():
+                    continue
+                try:
+                    status = client.cluster_status()
+                except Exception:
+                    continue
+                first = int(status.get("first_decision_at_ms", 0))
+                if status.get("role") == "LEADER" and first:
+                    return float(first)
+            time.sleep(0.02)
+    finally:
+        for client in clients.values():
+            client.close()
     raise TimeoutError(f"no new leader made a decision within {timeout_s} s")
 
 
