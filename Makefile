@@ -8,10 +8,10 @@ STAMP  := $(VENV)/.installed
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml proto/pyproject.toml worker/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e ./proto -e ./worker -e '.[dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -23,21 +23,22 @@ servers:
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server; }
 
 proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/orchestrator/v1/orchestrator.proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
+	    proto/orchestrator_api/v1/orchestrator.proto
 
 test: $(STAMP) servers
 	$(PY) -m pytest -q
 
 cluster: $(STAMP) servers
-	$(PY) -m orchestrator.cli local-cluster --config deploy/local-cluster.yaml
+	$(PY) -m devtools cluster --config deploy/local-cluster.yaml
 
 drill: $(STAMP) servers
-	$(PY) -m orchestrator.cli drill --config deploy/local-cluster.yaml
+	$(PY) -m devtools drill --config deploy/local-cluster.yaml
 
 # Benchmarks on a local three-node cluster vs Celery (~10 min); results in bench/results/.
 # `make bench ARGS=--quick` is a ~2 min smoke run; `ARGS="--scenario throughput"` runs one scenario.
 bench: $(STAMP) servers
-	@$(PY) -c "import celery, pyinstrument" 2>/dev/null && test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q -e '.[bench]'
+	@$(PY) -c "import celery, pyinstrument" 2>/dev/null && test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q -e ./proto -e ./worker -e '.[bench]'
 	$(PY) -m bench $(ARGS)
 
 clean:

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.procs import ManagedProcess, ProcessError, RedisServer, start_redis
+from devtools.procs import ManagedProcess, ProcessError, RedisServer, start_redis
 
 from . import celery_app
 

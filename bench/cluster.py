@@ -20,13 +20,13 @@ from typing import Any
 
 import redis
 
-from orchestrator.local_cluster import (
+from devtools.local_cluster import (
     ClusterSettings,
     LocalCluster,
     start_worker,
     wait_for_leader,
 )
-from orchestrator.procs import ProcessError
+from devtools.procs import ProcessError
 from worker import WorkflowClient
 
 from .definitions import register_all

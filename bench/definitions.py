@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.drill import register_demo
+from devtools.drill import register_demo
 
 STAMP_TASK = "bench_stamp"
 PARKED_TASK = "bench_parked"

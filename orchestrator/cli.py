@@ -10,7 +10,8 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
 
@@ -103,21 +104,6 @@ def build_parser() -> argparse.ArgumentParser:
     cluster = commands.add_parser("cluster", help="the cluster").add_subparsers(metavar="ACTION")
     _add(cluster, "status", "who leads, since when, with which epoch", _cluster_status)
     _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down)
-    local = commands.add_parser("local-cluster", help="run etcd x3, Redis, three nodes and a demo worker "
-                                                      "in the foreground (Ctrl-C stops them all)")
-    local.add_argument("--config", default="deploy/local-cluster.yaml")
-    local.add_argument("--dir", default="run/local-cluster", help="data and logs")
-    local.add_argument("--no-demo", action="store_true", help="do not run the demo workflow")
-    local.set_defaults(handler=run_local_cluster)
-
-    drill = commands.add_parser("drill", help="kill the leader repeatedly under load and check nothing was lost")
-    drill.add_argument("--config", default="deploy/local-cluster.yaml")
-    drill.add_argument("--dir", default="run/drill", help="data and logs")
-    drill.add_argument("--kills", type=int, default=10, help="SIGKILLs of the leader")
-    drill.add_argument("--terms", type=int, default=5, help="SIGTERMs of the leader afterwards (0 = none)")
-    drill.add_argument("--rate", type=float, default=20.0, help="workflows started per second")
-    drill.add_argument("--report", default="run/drill/report.json")
-    drill.set_defaults(handler=run_drill)
     return parser
 
 
@@ -134,7 +120,7 @@ def _add(group: Any, name: str, help_text: str, action: Callable[[Any, argparse.
     if wid:
         sub.add_argument("id", help="workflow id")
     sub.set_defaults(handler=lambda args: _call(args, action))
-    return sub
+    return sub  # type: ignore[no-any-return]
 
 
 def _call(args: argparse.Namespace, action: Callable[[Any, argparse.Namespace], Any]) -> int:
@@ -156,7 +142,7 @@ def _call(args: argparse.Namespace, action: Callable[[Any, argparse.Namespace], 
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
-    from .definitions import parse_document
+    from .core.definitions import parse_document
 
     text = path.read_text()
     stripped = text.lstrip()
@@ -207,7 +193,7 @@ def _cluster_status(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     if elected:
         status["elected_at"] = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(elected / 1000))
         status["leading_for_s"] = round(time.time() - elected / 1000, 1)
-    return status
+    return dict(status)
 
 
 def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -223,94 +209,9 @@ def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
         with_leader.close()
 
 
-def run_local_cluster(args: argparse.Namespace) -> int:
-    import shutil
-    import signal
-
-    from .drill import register_demo
-    from .local_cluster import ClusterSettings, LocalCluster, wait_for_leader
-    from worker import WorkflowClient
-
-    base = Path(args.dir)
-    shutil.rmtree(base / "etcd", ignore_errors=True)  # election state is ephemeral; Redis keeps its AOF
-    settings = ClusterSettings.load(args.config)
-    print(f"starting {settings.etcd_members} etcd members, Redis (AOF) on port {settings.redis_port}, "
-          f"nodes on ports {', '.join(map(str, settings.node_ports))} and {settings.workers} demo worker(s)")
-    stop = {"now": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with LocalCluster(base, settings).start() as cluster:
-        client = WorkflowClient(cluster.endpoints)
-        status = wait_for_leader(client, 30.0)
-        register_demo(client)
-        print(f"\nleader: {status['leader_id']} at {status['leader_address']} (epoch {status['epoch']})")
-        for member in status["members"]:
-            print(f"  member {member['node_id']} {member['address']} {member['role']}")
-        if not args.no_demo:
-            _run_demo(client)
-        endpoints = ",".join(cluster.endpoints)
-        print(f"""
-logs and data: {base}/ (nodes: {base}/logs/node-N.log)
-try:
-  .venv/bin/grpcurl -plaintext {cluster.endpoints[0]} list
-  .venv/bin/grpcurl -plaintext -d '{{"name": "order_fulfilment", "input": {{"order_id": "A-2"}}}}' \\
-      {cluster.endpoints[0]} orchestrator.v1.WorkflowService/StartWorkflow
-  .venv/bin/orchestrator --endpoints {endpoints} cluster status
-  .venv/bin/orchestrator workflow start order_fulfilment --input '{{"order_id": "A-3"}}' --wait 10
-  kill -9 <pid of the leader>   # pids: {", ".join(f"{n}={p.pid}" for n, p in cluster.nodes.items())}
-Ctrl-C stops everything.""", flush=True)
-        try:
-            while not stop["now"]:
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
-        print("\nstopping the cluster", flush=True)
-        client.close()
-    return 0
-
-
-def _run_demo(client: Any) -> None:
-    workflow_id = client.start_workflow("order_fulfilment", {"order_id": "A-1", "email": "ada@example.com"})
-    print(f"\ndemo: started order_fulfilment {workflow_id}")
-    deadline = time.monotonic() + 30
-    workflow = client.get_workflow(workflow_id)
-    while workflow["status"] == "RUNNING" and time.monotonic() < deadline:
-        time.sleep(0.1)
-        workflow = client.get_workflow(workflow_id)
-    print(f"demo: {workflow['status']} with output {json.dumps(workflow.get('output', {}))}")
-    for task in workflow.get("tasks", []):
-        print(f"  {task['reference_name']:8} {task['status']:10} by {task.get('worker_id', '')} "
-              f"output {json.dumps(task.get('output', {}))}")
-
-
-def run_drill(args: argparse.Namespace) -> int:
-    import shutil
-    import signal
-
-    from .drill import run_drill as drill, write_report
-    from .local_cluster import ClusterSettings, LocalCluster
-
-    base = Path(args.dir)
-    shutil.rmtree(base, ignore_errors=True)
-    settings = ClusterSettings.load(args.config)
-    settings.name = "drill"
-    settings.node_ports = [0] * len(settings.node_ports)   # never collide with a running `make cluster`
-    settings.redis_port = 0
-    reports = []
-    with LocalCluster(base, settings).start() as cluster:
-        print(f"drill: three nodes, {settings.etcd_members} etcd members, load {args.rate} workflows/s", flush=True)
-        reports.append(drill(cluster, kills=args.kills, sig=signal.SIGKILL, rate_per_s=args.rate))
-        print(reports[-1].summary(), flush=True)
-        if args.terms:
-            reports.append(drill(cluster, kills=args.terms, sig=signal.SIGTERM, rate_per_s=args.rate))
-            print(reports[-1].summary(), flush=True)
-    write_report(reports, Path(args.report))
-    print(f"report written to {args.report}")
-    return 0 if all(r.ok for r in reports) else 1
-
-
 def run_node(args: argparse.Namespace) -> int:
     from .config import NodeConfig
-    from .loop import loop_factory
+    from .cluster.event_loop import loop_factory
     from .node import Node
 
     config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,

@@ -53,7 +53,7 @@ class NodeConfig:
         return f"wfo:{self.cluster}"
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> "NodeConfig":
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> NodeConfig:
         values: dict[str, Any] = {}
         if path:
             values = yaml.safe_load(Path(path).read_text()) or {}

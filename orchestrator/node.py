@@ -14,22 +14,25 @@ import asyncio
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+
 from . import api
+from .cluster.dispatch import Dispatcher
+from .cluster.election_threads import Election
+from .cluster.leader_loop import LeaderLoop, LeadershipLost
+from .cluster.notify import Notifier
 from .config import NodeConfig
-from .dispatch import Dispatcher
-from .election import Election
-from .errors import FailedPrecondition
-from .leader_loop import LeaderLoop, LeadershipLost
-from .notify import Notifier
+from .core.errors import FailedPrecondition
 from .store import Store
-from .v1 import orchestrator_pb2 as pb
-from .v1 import orchestrator_pb2_grpc as pb_grpc
+from .store.redis import RedisStore
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +40,18 @@ SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
                  for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService")]
 
 
+class NodeStartError(Exception):
+    """The node cannot start (its port is taken, ...); the message says what to change."""
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
+        self.store: Store
         if config.redis_sentinels:
-            self.store = Store.from_sentinels(config.redis_sentinels, config.redis_master, config.redis_prefix)
+            self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master, config.redis_prefix)
         else:
-            self.store = Store.from_url(config.redis_url, prefix=config.redis_prefix)
+            self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
         self.server: grpc.aio.Server | None = None
@@ -72,12 +80,18 @@ class Node:
                    ("grpc.max_send_message_length", self.config.max_message_bytes),
                    ("grpc.keepalive_time_ms", 10_000),
                    ("grpc.keepalive_permit_without_calls", 1),
-                   ("grpc.http2.min_ping_interval_without_data_ms", 5_000)]
+                   ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                   # gRPC shares a port with SO_REUSEPORT by default: two nodes (even of two
+                   # clusters) would both "listen" on 50051 and split the clients between them.
+                   ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
-        pb_grpc.add_MetadataServiceServicer_to_server(api.MetadataService(self.store), server)
-        pb_grpc.add_WorkflowServiceServicer_to_server(api.WorkflowService(self.store, limit, self.notifier), server)
-        pb_grpc.add_TaskServiceServicer_to_server(api.TaskService(self.store, self.dispatcher, limit), server)
-        pb_grpc.add_ClusterServiceServicer_to_server(api.ClusterService(self), server)
+        services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
+            (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.store)),
+            (pb_grpc.add_WorkflowServiceServicer_to_server, api.WorkflowService(self.store, limit, self.notifier)),
+            (pb_grpc.add_TaskServiceServicer_to_server, api.TaskService(self.store, self.dispatcher, limit)),
+            (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self))]
+        for add_to_server, servicer in services:
+            add_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         for name in ("", *SERVICE_NAMES):
@@ -86,7 +100,13 @@ class Node:
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
-        server.add_insecure_port(self.config.listen)
+        try:
+            bound = server.add_insecure_port(self.config.listen)
+        except RuntimeError:
+            bound = 0
+        if not bound:
+            raise NodeStartError(f"cannot listen on {self.config.listen}: the address is in use (another node or "
+                                 "program serves it) or not an address of this host; choose another `listen`")
         return server
 
     # ------------------------------------------------------------- leadership
@@ -170,7 +190,7 @@ class Node:
         self._cancel_engine()
         if self.election is not None:
             await asyncio.to_thread(self.election.close)
-        log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
+            log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
         if self.server is not None:
             await self.server.stop(grace_s)
         await self.dispatcher.stop()
@@ -178,7 +198,13 @@ class Node:
         await self.store.close()
 
     async def run_until_signalled(self) -> None:
-        await self.start()
+        """Run until SIGTERM or SIGINT; a node that cannot start logs why and exits with status 2."""
+        try:
+            await self.start()
+        except NodeStartError as exc:
+            log.error("node %s cannot start: %s", self.config.node_id, exc)
+            await self.stop()
+            raise SystemExit(2) from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

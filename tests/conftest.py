@@ -8,12 +8,13 @@ each module gets its own cluster name, so keys and election prefixes never mix.
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from orchestrator.local_cluster import start_node, wait_for_leader
-from orchestrator.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient
 

@@ -16,8 +16,8 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def load_example_handlers() -> list[Any]:
-    """The handlers of examples/worker.py (a script, not a package)."""
-    spec = importlib.util.spec_from_file_location("example_worker", EXAMPLES / "worker.py")
+    """The handlers of examples/example_worker.py (a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("example_worker", EXAMPLES / "example_worker.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -1,8 +1,8 @@
 """An in-memory run of the pure decider, for language tests without servers.
 
-It applies each Decision the way the Lua scripts do (tasks, outputs, variables, child
-workflows, a child's end completing its parent's task) and plays the workers with a
-handler function. Time only moves when nothing else can happen, to the next wake-up.
+It applies each Decision with the core's pure `apply` (the semantics the Lua script is held
+to by tests/test_apply_contract.py), carries out its effects on child and parent workflows,
+and plays the workers with a handler function. Time only moves when nothing else can happen, to the next wake-up.
 The real scripts are exercised by the end-to-end tests; this is the decider's bench.
 """
 
@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
-from orchestrator import model as m
-from orchestrator.definitions import normalise_task_def, normalise_workflow_def
-from orchestrator.engine import Decision, decide
+from orchestrator.core import state as m
+from orchestrator.core import statuses as st
+from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.core.apply import apply, finish_parent_task, new_child
+from orchestrator.core.decider import Decision, decide
 
 START = 1_700_000_000_000
-Outcome = tuple[str, Any]            # ("COMPLETED", output) | ("FAILED", reason) | ("FAILED_WITH_TERMINAL_ERROR", reason)
+# ("COMPLETED", output) | ("FAILED", reason) | ("FAILED_WITH_TERMINAL_ERROR", reason)
+Outcome = tuple[str, Any]
 Handler = Callable[[m.TaskState], Outcome]
 
 
@@ -53,7 +57,7 @@ class Sim:
                 parent: str) -> None:
         definition = snapshot["workflow"]
         self.workflows[workflow_id] = m.WorkflowState(
-            workflow_id=workflow_id, name=definition["name"], version=definition["version"], status=m.RUNNING,
+            workflow_id=workflow_id, name=definition["name"], version=definition["version"], status=st.RUNNING,
             input=workflow_input, correlation_id="corr", created_at_ms=self.now, updated_at_ms=self.now,
             definition=definition, task_defs=snapshot["taskDefs"], sub_workflows=snapshot["subWorkflows"],
             variables=dict(definition.get("variables", {})), parent=parent)
@@ -64,7 +68,7 @@ class Sim:
     def run(self, handler: Handler = echo, max_steps: int = 500) -> m.WorkflowState:
         """Decide and work until the root workflow ends or nothing can move."""
         for _ in range(max_steps):
-            if self.workflows["wf"].status in m.TERMINAL_WORKFLOW and not self._due():
+            if self.workflows["wf"].status in st.TERMINAL_WORKFLOW and not self._due():
                 break
             if self._due():
                 for workflow_id in self._due():
@@ -92,23 +96,24 @@ class Sim:
         """Every queued worker task runs to its outcome; returns whether any ran."""
         ran = False
         for wf in list(self.workflows.values()):
-            if wf.status not in (m.RUNNING, m.COMPENSATING):
+            if wf.status not in (st.RUNNING, st.COMPENSATING):
                 continue
             for task in wf.tasks:
-                if task.spec.kind == "SIMPLE" and task.runtime.status == m.SCHEDULED and task.runtime.queued:
+                if task.spec.kind == "SIMPLE" and task.runtime.status == st.SCHEDULED and task.runtime.queued:
                     self.executions.append((wf.workflow_id, task.spec.key, task.spec.attempt))
                     status, value = handler(task)
                     task.runtime = replace(task.runtime, status=status, ended_at_ms=self.now,
                                            started_at_ms=self.now, queued=False,
-                                           reason="" if status == m.TASK_COMPLETED else str(value))
-                    task.output = value if status == m.TASK_COMPLETED else None
+                                           reason="" if status == st.TASK_COMPLETED else str(value))
+                    task.output = value if status == st.TASK_COMPLETED else None
                     self.wakes[wf.workflow_id] = self.now
                     ran = True
         return ran
 
-    def signal(self, key: str, output: dict[str, Any], workflow_id: str = "wf", status: str = m.TASK_COMPLETED) -> None:
+    def signal(self, key: str, output: dict[str, Any], workflow_id: str = "wf",
+               status: str = st.TASK_COMPLETED) -> None:
         task = self.workflows[workflow_id].latest_attempt(key)
-        assert task is not None and task.runtime.status == m.IN_PROGRESS and task.spec.kind in ("WAIT", "HUMAN")
+        assert task is not None and task.runtime.status == st.IN_PROGRESS and task.spec.kind in ("WAIT", "HUMAN")
         task.runtime = replace(task.runtime, status=status, ended_at_ms=self.now)
         task.output = output
         self.wakes[workflow_id] = self.now
@@ -124,55 +129,35 @@ class Sim:
     # ---------------------------------------------------------------- applying decisions
 
     def apply(self, wf: m.WorkflowState, d: Decision) -> None:
-        for child in d.start_workflows:
-            if child.workflow_id not in self.workflows:
-                self._create(child.workflow_id, child.snapshot, child.input, child.parent)
-        for child_id, reason in d.terminate_workflows:
-            child = self.workflows.get(child_id)
-            if child is not None and child.status not in m.TERMINAL_WORKFLOW:
-                child.status, child.reason = m.TERMINATED, reason
-                self.wakes[child_id] = self.now
-        deleted = set(d.delete_tasks)
-        wf.tasks = [t for t in wf.tasks if t.task_id not in deleted]
-        consumed = set(d.consumed_commands)
-        wf.commands = [c for c in wf.commands if c["field"] not in consumed]
-        if d.reset_result:
-            wf.output, wf.reason = None, ""
-        if d.snapshot is not None:
-            wf.definition = d.snapshot["workflow"]
-        wf.tasks.extend(m.TaskState(t.spec, t.runtime, t.output) for t in d.new_tasks)
-        by_id = {t.task_id: t for t in wf.tasks}
-        for task_id, runtime in d.changed_runtimes.items():
-            by_id[task_id].runtime = runtime
-        for task_id, output in d.outputs.items():
-            by_id[task_id].output = output
-        if d.variables is not None:
-            wf.variables = d.variables
-        if d.status:
-            wf.status = d.status
-            if d.output is not None:
-                wf.output = d.output
-            if d.reason is not None:
-                wf.reason = d.reason
-            if d.status in m.TERMINAL_WORKFLOW:
-                self._finish_parent(wf)
-        self.wakes[wf.workflow_id] = d.wake_at_ms
+        """The pure `apply`, then its effects on other workflows as the Lua script has them."""
+        new, effects = apply(wf, d, self.now)
+        for start in effects.start:
+            if start.workflow_id not in self.workflows:
+                self.workflows[start.workflow_id] = new_child(start, self.now)
+                self.wakes[start.workflow_id] = self.now
+        for child_id, reason in effects.terminate:
+            self._terminate(child_id, reason)
+        self.workflows[wf.workflow_id] = new
+        self.wakes[wf.workflow_id] = effects.wake_at_ms
+        if effects.ended:
+            self._finish_parent(new)
+
+    def _terminate(self, workflow_id: str, reason: str) -> None:
+        """What TERMINATE does to another workflow (a child of a parent that ended)."""
+        child = self.workflows.get(workflow_id)
+        if child is not None and child.status not in st.TERMINAL_WORKFLOW:
+            child.status, child.reason, child.ended_at_ms = st.TERMINATED, reason, self.now
+            self.wakes[workflow_id] = self.now
+            self._finish_parent(child)
 
     def _finish_parent(self, child: m.WorkflowState) -> None:
         if not child.parent:
             return
-        parent_id, task_id = child.parent.split("|")
-        parent = self.workflows[parent_id]
-        task = next((t for t in parent.tasks if t.task_id == task_id), None)
-        if task is None or task.runtime.status != m.IN_PROGRESS:
-            return
-        if child.status == m.COMPLETED:
-            task.runtime = replace(task.runtime, status=m.TASK_COMPLETED, ended_at_ms=self.now)
-            task.output = child.output or {}
-        else:
-            task.runtime = replace(task.runtime, status=m.TASK_FAILED, ended_at_ms=self.now,
-                                   reason=f"sub-workflow {child.workflow_id} ended {child.status}: {child.reason}")
-        self.wakes[parent_id] = self.now
+        parent_id = child.parent.split("|", 1)[0]
+        parent = finish_parent_task(self.workflows[parent_id], child, self.now)
+        if parent is not None:
+            self.workflows[parent_id] = parent
+            self.wakes[parent_id] = self.now
 
     # ---------------------------------------------------------------- reading
 

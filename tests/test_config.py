@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator.config import NodeConfig
-from orchestrator.local_cluster import ClusterSettings
+from devtools.local_cluster import ClusterSettings
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
@@ -25,7 +25,7 @@ def test_flags_override_the_file_and_unknown_settings_are_refused(tmp_path: Path
     assert NodeConfig.load(DEPLOY / "node.yaml", listen="127.0.0.1:6000").listen == "127.0.0.1:6000"
     bad = tmp_path / "bad.yaml"
     bad.write_text("node_id: x\nlease_tll_s: 2\n")
-    with pytest.raises(ValueError, match="unknown setting.*lease_tll_s"):
+    with pytest.raises(ValueError, match=r"unknown setting.*lease_tll_s"):
         NodeConfig.load(bad)
     with pytest.raises(ValueError, match="max_payload_bytes"):
         NodeConfig(max_payload_bytes=10, max_message_bytes=5)

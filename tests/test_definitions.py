@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.definitions import (normalise_task_def, normalise_workflow_def, parse_document,
+from orchestrator.core.definitions import (normalise_task_def, normalise_workflow_def, parse_document,
                                       validate_workflow_def)
-from orchestrator.errors import InvalidArgument
-from orchestrator.expressions import ExpressionError, parse_reference, resolve
+from orchestrator.core.errors import InvalidArgument
+from orchestrator.core.templates import TemplateError, parse_reference, resolve
 
 DEFS = {"fetch": normalise_task_def({"name": "fetch"})}
 
@@ -81,5 +81,5 @@ def test_resolve_keeps_types_interpolates_strings_and_escapes():
 
 @pytest.mark.parametrize("text", ["", "workflow", "workflow.secret", "t", "t.status", "a..b", "a.b[x]"])
 def test_bad_references(text):
-    with pytest.raises(ExpressionError):
+    with pytest.raises(TemplateError):
         parse_reference(text)

@@ -9,8 +9,8 @@ import time
 import grpc
 
 from helpers import register_sequence, unique, wait_for_status
-from orchestrator.v1 import orchestrator_pb2 as pb
-from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import TerminalTaskError, context, task
 
 
@@ -31,7 +31,7 @@ def test_failed_attempts_are_retried_until_success(node, run_worker):
     workflow_id = client.start_workflow(name, {"n": 1})
     done = wait_for_status(client, workflow_id, "COMPLETED")
     assert attempts == [0, 1, 2]
-    statuses = [(t["attempt"] if "attempt" in t else 0, t["status"]) for t in done["tasks"]]
+    statuses = [(t.get("attempt", 0), t["status"]) for t in done["tasks"]]
     assert statuses == [(0, "FAILED"), (1, "FAILED"), (2, "COMPLETED")]
     assert "RuntimeError: transient failure 1" in done["tasks"][0]["reason"]
     # the back-off was respected between attempts
@@ -95,7 +95,8 @@ def test_silent_worker_loses_its_lease_and_the_task_is_redispatched(node, run_wo
     assert first_attempt["status"] == "TIMED_OUT" and "lease expired" in first_attempt["reason"]
     assert first_attempt["worker_id"] == "silent"
     assert second_attempt["output"]["attempt"] == 1
-    assert second_attempt["output"]["key"] == f"{workflow_id}:step0"
+    assert second_attempt["output"]["key"] == first.idempotency_key   # a retry keeps the execution's key
+    assert first.idempotency_key.startswith(f"{workflow_id}/step0/")
 
     # the silent worker's late result is refused and changes nothing
     outbox.put(pb.WorkerMessage(result=pb.TaskResult(

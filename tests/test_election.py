@@ -13,13 +13,13 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pyetcd
 import pytest
 
-from orchestrator import procs
-from orchestrator.election import DEPOSED_LEASE, DEPOSED_RESIGNED, Election, State
+from devtools import procs
+from orchestrator.cluster.election_threads import DEPOSED_LEASE, DEPOSED_RESIGNED, Election, State
 
 TTL = 2.0  # etcd rounds smaller TTLs up to ceil(1.5 * election timeout) = 2 s anyway
 
@@ -220,7 +220,7 @@ def test_lease_loss_when_etcd_hangs_deposes_before_expiry_then_leads_again(own_e
 
 CHILD = textwrap.dedent("""
     import signal, sys, threading, time
-    from orchestrator.election import Election
+    from orchestrator.cluster.election_threads import Election
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     def say(*words):

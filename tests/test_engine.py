@@ -6,9 +6,11 @@ import itertools
 
 import pytest
 
-from orchestrator import model as m
-from orchestrator.definitions import normalise_task_def, normalise_workflow_def
-from orchestrator.engine import decide, retry_delay_ms
+from orchestrator.core import state as m
+from orchestrator.core import statuses as st
+from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.core.apply import apply as core_apply
+from orchestrator.core.decider import decide, retry_delay_ms
 
 NOW = 1_700_000_000_000
 
@@ -28,7 +30,7 @@ def make_workflow(defs=None, **task_overrides) -> m.WorkflowState:
         ],
         "outputParameters": {"paid": "${charge_ref.output.paid}", "wf": "${workflow.workflowId}"},
     }, defs)
-    return m.WorkflowState(workflow_id="wf1", name="order", version=1, status=m.RUNNING, input={"id": 7},
+    return m.WorkflowState(workflow_id="wf1", name="order", version=1, status=st.RUNNING, input={"id": 7},
                            correlation_id="c", created_at_ms=NOW, updated_at_ms=NOW, definition=definition,
                            task_defs=defs)
 
@@ -39,15 +41,9 @@ def ids():
 
 
 def apply(wf: m.WorkflowState, decision) -> None:
-    """What the store's apply_decision does, in memory."""
-    wf.tasks.extend(decision.new_tasks)
-    for task in wf.tasks:
-        if task.task_id in decision.changed_runtimes:
-            task.runtime = decision.changed_runtimes[task.task_id]
-    if decision.status:
-        wf.status = decision.status
-        wf.output = decision.output
-        wf.reason = decision.reason or ""
+    """The core's pure apply, written back into `wf` so that a test can keep its reference."""
+    new, _ = core_apply(wf, decision, NOW)
+    wf.__dict__.update(new.__dict__)
 
 
 def finish(wf: m.WorkflowState, task_id: str, status: str, output=None, reason="", at=NOW) -> None:
@@ -60,7 +56,7 @@ def finish(wf: m.WorkflowState, task_id: str, status: str, output=None, reason="
 
 def start_task(wf: m.WorkflowState, task_id: str, at=NOW) -> None:
     task = next(t for t in wf.tasks if t.task_id == task_id)
-    task.runtime.status = m.IN_PROGRESS
+    task.runtime.status = st.IN_PROGRESS
     task.runtime.started_at_ms = at
     task.runtime.queued = False
 
@@ -79,14 +75,14 @@ def test_sequence_runs_to_completion_with_output_template():
     apply(wf, decide(wf, NOW, new_id))
     start_task(wf, "t0")
     assert decide(wf, NOW, new_id).empty  # in progress, nothing to do
-    finish(wf, "t0", m.TASK_COMPLETED, {"amount": 12.5})
+    finish(wf, "t0", st.TASK_COMPLETED, {"amount": 12.5})
     second = decide(wf, NOW, new_id)
     assert second.new_tasks[0].spec.input == {"amount": 12.5, "note": "order 7 for 12.5"}
     apply(wf, second)
     start_task(wf, "t1")
-    finish(wf, "t1", m.TASK_COMPLETED, {"paid": True})
+    finish(wf, "t1", st.TASK_COMPLETED, {"paid": True})
     last = decide(wf, NOW, new_id)
-    assert last.status == m.COMPLETED
+    assert last.status == st.COMPLETED
     assert last.output == {"paid": True, "wf": "wf1"}
 
 
@@ -94,7 +90,7 @@ def test_failed_task_is_retried_after_fixed_delay_then_enqueued():
     wf, new_id = make_workflow(retryCount=2, retryDelaySeconds=5), ids()
     apply(wf, decide(wf, NOW, new_id))
     start_task(wf, "t0")
-    finish(wf, "t0", m.TASK_FAILED, reason="boom")
+    finish(wf, "t0", st.TASK_FAILED, reason="boom")
     retry = decide(wf, NOW, new_id)
     assert retry.new_tasks[0].spec.attempt == 1
     assert retry.enqueue == []                      # not before its back-off
@@ -111,9 +107,9 @@ def test_retries_exhausted_fails_workflow_with_reason():
     apply(wf, decide(wf, NOW, new_id))
     for attempt_id in ("t0", "t1"):
         start_task(wf, attempt_id)
-        finish(wf, attempt_id, m.TASK_FAILED, reason="card declined")
+        finish(wf, attempt_id, st.TASK_FAILED, reason="card declined")
         apply(wf, decide(wf, NOW, new_id))
-    assert wf.status == m.FAILED
+    assert wf.status == st.FAILED
     assert "after 2 attempt(s): card declined" in wf.reason
 
 
@@ -121,16 +117,16 @@ def test_terminal_error_is_never_retried():
     wf, new_id = make_workflow(retryCount=5), ids()
     apply(wf, decide(wf, NOW, new_id))
     start_task(wf, "t0")
-    finish(wf, "t0", m.FAILED_WITH_TERMINAL_ERROR, reason="invalid card")
+    finish(wf, "t0", st.FAILED_WITH_TERMINAL_ERROR, reason="invalid card")
     decision = decide(wf, NOW, new_id)
-    assert decision.status == m.FAILED and not decision.new_tasks
+    assert decision.status == st.FAILED and not decision.new_tasks
 
 
 def test_lease_timeout_counts_as_a_retryable_failure():
     wf, new_id = make_workflow(retryCount=1, retryDelaySeconds=0), ids()
     apply(wf, decide(wf, NOW, new_id))
     start_task(wf, "t0")
-    finish(wf, "t0", m.TASK_TIMED_OUT, reason="lease expired")
+    finish(wf, "t0", st.TASK_TIMED_OUT, reason="lease expired")
     decision = decide(wf, NOW, new_id)
     assert decision.new_tasks[0].spec.attempt == 1 and decision.enqueue == [("fetch", "t1")]
 
@@ -142,16 +138,16 @@ def test_total_timeout_times_out_an_attempt_that_keeps_heartbeating():
     early = decide(wf, NOW + 1000, new_id)
     assert early.wake_at_ms == NOW + 30_000 and not early.changed_runtimes
     late = decide(wf, NOW + 30_000, new_id)
-    assert late.changed_runtimes["t0"].status == m.TASK_TIMED_OUT
+    assert late.changed_runtimes["t0"].status == st.TASK_TIMED_OUT
     assert late.drop_leases == [("fetch", "t0")]
 
 
 def test_terminated_workflow_cancels_active_tasks():
     wf, new_id = make_workflow(), ids()
     apply(wf, decide(wf, NOW, new_id))
-    wf.status = m.TERMINATED
+    wf.status = st.TERMINATED
     decision = decide(wf, NOW, new_id)
-    assert decision.changed_runtimes["t0"].status == m.CANCELED
+    assert decision.changed_runtimes["t0"].status == st.CANCELED
     assert decision.dequeue == [("fetch", "t0")]
     assert not decision.new_tasks
 

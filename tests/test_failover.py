@@ -9,12 +9,12 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from orchestrator.drill import DrillReport, SteadyLoad, audit, kill_leader, register_demo, wait_for_first_decision
-from orchestrator.local_cluster import ClusterSettings, LocalCluster, start_worker, wait_for_leader
+from devtools.drill import DrillReport, SteadyLoad, audit, kill_leader, register_demo, wait_for_first_decision
+from devtools.local_cluster import ClusterSettings, LocalCluster, start_worker, wait_for_leader
 from worker import WorkflowClient
 
 TTL_S = 2.0

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator import model as m
-from orchestrator.definitions import validate_workflow_def
+from orchestrator.core import statuses as st
+from orchestrator.core.definitions import validate_workflow_def
 from sim import START, Sim, echo, task_defs
 
 DEFS = task_defs("a", "b", "c", "book", "cancel", "charge", "refund", retryCount=0)
@@ -19,7 +19,7 @@ def wf(*tasks, **extra):
     return {"name": "t", "tasks": list(tasks), **extra}
 
 
-def failing(*keys: str, status: str = m.TASK_FAILED):
+def failing(*keys: str, status: str = st.TASK_FAILED):
     def handler(task):
         if task.spec.key in keys:
             return status, f"{task.spec.key} broke"
@@ -33,8 +33,8 @@ def test_optional_failure_completes_with_errors_and_flow_goes_on():
     sim = Sim(wf(simple("x", optional=True), simple("y")), DEFS)
     sim.start()
     done = sim.run(failing("x"))
-    assert done.status == m.COMPLETED
-    assert sim.statuses() == {"x": m.COMPLETED_WITH_ERRORS, "y": m.TASK_COMPLETED}
+    assert done.status == st.COMPLETED
+    assert sim.statuses() == {"x": st.COMPLETED_WITH_ERRORS, "y": st.TASK_COMPLETED}
 
 
 def test_start_delay_holds_the_first_attempt_back():
@@ -43,7 +43,7 @@ def test_start_delay_holds_the_first_attempt_back():
     sim.decide("wf")
     task = sim.task("x")
     assert not task.runtime.queued and task.runtime.ready_at_ms == START + 30_000
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.now >= START + 30_000
 
 
@@ -51,7 +51,7 @@ def test_per_task_retry_count_overrides_the_task_definition():
     sim = Sim(wf(simple("x", retryCount=2)), DEFS)
     sim.start()
     done = sim.run(failing("x"))
-    assert done.status == m.FAILED
+    assert done.status == st.FAILED
     assert [e[2] for e in sim.executions] == [0, 1, 2]
 
 
@@ -60,13 +60,13 @@ def test_task_timeout_policy_time_out_wf_times_the_workflow_out():
     sim = Sim(wf(simple("x", "slow")), defs)
     sim.start()
     sim.decide("wf")
-    sim.task("x").runtime.status = m.IN_PROGRESS   # a worker took it and keeps heartbeating
+    sim.task("x").runtime.status = st.IN_PROGRESS   # a worker took it and keeps heartbeating
     sim.task("x").runtime.started_at_ms = sim.now
     sim.task("x").runtime.queued = False
     sim.now += 5_000
     sim.decide("wf")
-    assert sim.workflows["wf"].status == m.TIMED_OUT
-    assert sim.task("x").runtime.status == m.TASK_TIMED_OUT
+    assert sim.workflows["wf"].status == st.TIMED_OUT
+    assert sim.task("x").runtime.status == st.TASK_TIMED_OUT
 
 
 def test_workflow_timeout():
@@ -76,8 +76,8 @@ def test_workflow_timeout():
     sim.now += 10_000
     sim.decide("wf")
     state = sim.workflows["wf"]
-    assert state.status == m.TIMED_OUT and "timeoutSeconds" in state.reason
-    assert sim.task("x").runtime.status == m.CANCELED
+    assert state.status == st.TIMED_OUT and "timeoutSeconds" in state.reason
+    assert sim.task("x").runtime.status == st.CANCELED
 
 
 # ---------------------------------------------------------------- system tasks
@@ -92,7 +92,7 @@ def test_set_variable_inline_and_expressions():
                                        "literal": "$${not.an.expression}"}),
     ), DEFS)
     sim.start({"n": 20, "items": ["p", "q"]})
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.workflows["wf"].variables == {"total": 20}
     assert sim.task("use").spec.input == {"doubled": 42, "id": "wf", "corr": "corr", "first": "p",
                                           "literal": "${not.an.expression}"}
@@ -103,8 +103,8 @@ def test_inline_runtime_error_fails_the_task_terminally():
                   "inputParameters": {"zero": 0}}), DEFS)
     sim.start()
     done = sim.run()
-    assert done.status == m.FAILED and "calc" in done.reason
-    assert sim.task("calc").runtime.status == m.FAILED_WITH_TERMINAL_ERROR
+    assert done.status == st.FAILED and "calc" in done.reason
+    assert sim.task("calc").runtime.status == st.FAILED_WITH_TERMINAL_ERROR
 
 
 def test_terminate_ends_the_workflow_with_status_and_output():
@@ -113,14 +113,14 @@ def test_terminate_ends_the_workflow_with_status_and_output():
                                "workflowOutput": {"sku": "${workflow.input.sku}"}}, simple("never")), DEFS)
     sim.start({"sku": "S-1"})
     done = sim.run()
-    assert done.status == m.FAILED and done.reason == "no stock for S-1" and done.output == {"sku": "S-1"}
+    assert done.status == st.FAILED and done.reason == "no stock for S-1" and done.output == {"sku": "S-1"}
     assert "never" not in sim.statuses()
 
 
 def test_noop():
     sim = Sim(wf({"type": "NOOP", "taskReferenceName": "n"}), DEFS)
     sim.start()
-    assert sim.run().status == m.COMPLETED and sim.decisions == 1
+    assert sim.run().status == st.COMPLETED and sim.decisions == 1
 
 
 # ---------------------------------------------------------------- waiting
@@ -128,23 +128,23 @@ def test_noop():
 def test_wait_for_a_duration():
     sim = Sim(wf({"type": "WAIT", "taskReferenceName": "pause", "duration": 60}, simple("after")), DEFS)
     sim.start()
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.task("after").runtime.started_at_ms >= START + 60_000
 
 
 def test_wait_until_a_time_from_the_input():
     sim = Sim(wf({"type": "WAIT", "taskReferenceName": "pause", "until": "${workflow.input.at}"}), DEFS)
     sim.start({"at": START + 5_000})
-    assert sim.run().status == m.COMPLETED and sim.now == START + 5_000
+    assert sim.run().status == st.COMPLETED and sim.now == START + 5_000
 
 
 def test_human_task_waits_for_a_signal_carrying_output():
     sim = Sim(wf({"type": "HUMAN", "taskReferenceName": "approve"},
                  simple("act", inputParameters={"by": "${approve.output.by}"})), DEFS)
     sim.start()
-    assert sim.run().status == m.RUNNING          # nothing moves without the signal
+    assert sim.run().status == st.RUNNING          # nothing moves without the signal
     sim.signal("approve", {"by": "ada"})
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.task("act").spec.input == {"by": "ada"}
 
 
@@ -152,8 +152,8 @@ def test_wait_signalled_as_failed_fails_the_workflow():
     sim = Sim(wf({"type": "WAIT", "taskReferenceName": "w"}), DEFS)
     sim.start()
     sim.run()
-    sim.signal("w", {}, status=m.TASK_FAILED)
-    assert sim.run().status == m.FAILED
+    sim.signal("w", {}, status=st.TASK_FAILED)
+    assert sim.run().status == st.FAILED
 
 
 # ---------------------------------------------------------------- branching
@@ -167,9 +167,9 @@ def test_fork_join_runs_branches_in_parallel_and_joins_outputs():
                  simple("after", inputParameters={"j": "${join.output}"})), DEFS)
     sim.start()
     sim.decide("wf")
-    queued = [k for k, s in sim.statuses().items() if s == m.SCHEDULED]
+    queued = [k for k, s in sim.statuses().items() if s == st.SCHEDULED]
     assert queued == ["l1", "r1"]        # both branches started at once
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert set(sim.task("after").spec.input["j"]) == {"l2", "r1"}
 
 
@@ -178,12 +178,12 @@ def test_join_on_a_subset_does_not_wait_for_other_branches():
     sim.start()
     sim.decide("wf")
     task = sim.task("r1")
-    task.runtime.status, task.output = m.TASK_COMPLETED, {"r": 1}
+    task.runtime.status, task.output = st.TASK_COMPLETED, {"r": 1}
     sim.decide("wf")
-    assert sim.task("join").runtime.status == m.TASK_COMPLETED
-    assert sim.task("after").runtime.status == m.SCHEDULED
-    assert sim.task("l1").runtime.status == m.SCHEDULED
-    assert sim.run().status == m.COMPLETED     # the workflow still waits for the un-joined branch
+    assert sim.task("join").runtime.status == st.TASK_COMPLETED
+    assert sim.task("after").runtime.status == st.SCHEDULED
+    assert sim.task("l1").runtime.status == st.SCHEDULED
+    assert sim.run().status == st.COMPLETED     # the workflow still waits for the un-joined branch
 
 
 def test_failed_branch_fails_the_workflow_and_cancels_the_other():
@@ -191,10 +191,10 @@ def test_failed_branch_fails_the_workflow_and_cancels_the_other():
     sim.start()
     sim.decide("wf")
     task = sim.task("r1")
-    task.runtime.status, task.runtime.reason = m.TASK_FAILED, "boom"
+    task.runtime.status, task.runtime.reason = st.TASK_FAILED, "boom"
     sim.decide("wf")
-    assert sim.workflows["wf"].status == m.FAILED
-    assert sim.task("l1").runtime.status == m.CANCELED
+    assert sim.workflows["wf"].status == st.FAILED
+    assert sim.task("l1").runtime.status == st.CANCELED
 
 
 def test_dynamic_fork_from_task_specs():
@@ -206,13 +206,13 @@ def test_dynamic_fork_from_task_specs():
 
     def handler(task):
         if task.spec.key == "plan":
-            return m.TASK_COMPLETED, {"tasks": [{"name": "b", "taskReferenceName": "d1"},
+            return st.TASK_COMPLETED, {"tasks": [{"name": "b", "taskReferenceName": "d1"},
                                                 {"name": "c", "taskReferenceName": "d2"}],
                                       "inputs": {"d1": {"x": 1}, "d2": {"x": "${not resolved}"}}}
         return echo(task)
 
     sim.start()
-    assert sim.run(handler).status == m.COMPLETED
+    assert sim.run(handler).status == st.COMPLETED
     assert sim.task("d1").spec.task_type == "b" and sim.task("d2").spec.input == {"x": "${not resolved}"}
     assert set(sim.task("join").output) == {"d1", "d2"}
 
@@ -222,7 +222,7 @@ def test_dynamic_fork_over_an_input_list():
                   "forkTaskInputs": "${workflow.input.items}"},
                  {"type": "JOIN", "taskReferenceName": "join"}), DEFS)
     sim.start({"items": [{"n": 1}, {"n": 2}, 3]})
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert [sim.task(f"each_{i}").spec.input for i in range(3)] == [{"n": 1}, {"n": 2}, {"item": 3}]
 
 
@@ -232,7 +232,7 @@ def test_dynamic_fork_with_an_unknown_task_fails_with_a_reason():
                   "taskReferenceName": "g"}], "i": {}}}, {"type": "JOIN", "taskReferenceName": "join"}), DEFS)
     sim.start()
     done = sim.run()
-    assert done.status == m.FAILED and "ghost" in done.reason
+    assert done.status == st.FAILED and "ghost" in done.reason
 
 
 @pytest.mark.parametrize("amount,expected", [(50, "small"), (500, "big"), (None, "default")])
@@ -243,7 +243,7 @@ def test_switch_by_expression_with_default(amount, expected):
                   "decisionCases": {"big": [simple("big")], "small": [simple("small")]},
                   "defaultCase": [simple("default")]}), DEFS)
     sim.start({"amount": amount} if amount is not None else {})
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert [k for k in sim.statuses() if k != "sw"] == [expected]
 
 
@@ -261,7 +261,7 @@ def test_do_while_with_condition_and_iteration_keys():
                   "loopCondition": "$.loop.output.iteration < 3", "loopOver": [simple("step")]},
                  simple("after", inputParameters={"last": "${step.input}"})), DEFS)
     sim.start()
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert [k for k in sim.statuses() if k.startswith("step")] == ["step__1", "step__2", "step__3"]
     assert sim.task("loop").output["iteration"] == 3
 
@@ -271,7 +271,7 @@ def test_do_while_over_items_exposes_item_and_index():
                   "loopOver": [simple("ship", inputParameters={"sku": "${loop.output.item}",
                                                                "i": "${loop.output.index}"})]}), DEFS)
     sim.start({"skus": ["A", "B"]})
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.task("ship__1").spec.input == {"sku": "A", "i": 0}
     assert sim.task("ship__2").spec.input == {"sku": "B", "i": 1}
 
@@ -280,7 +280,7 @@ def test_do_while_stops_at_its_iteration_cap():
     sim = Sim(wf({"type": "DO_WHILE", "taskReferenceName": "loop", "loopCondition": "true",
                   "maxIterations": 4, "loopOver": [{"type": "NOOP", "taskReferenceName": "n"}]}), DEFS)
     sim.start()
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     assert sim.task("loop").output == {"iteration": 4, "stoppedByCap": True}
 
 
@@ -295,9 +295,9 @@ def test_sub_workflow_runs_as_its_own_workflow_and_returns_its_output():
                   "inputParameters": {"v": 7}}, simple("after", inputParameters={"r": "${sub.output.got}"})),
               DEFS, {"child:0": CHILD})
     sim.start()
-    assert sim.run().status == m.COMPLETED
+    assert sim.run().status == st.COMPLETED
     child_id = sim.task("sub").spec.extra["child"]
-    assert sim.workflows[child_id].status == m.COMPLETED and sim.workflows[child_id].parent.startswith("wf|")
+    assert sim.workflows[child_id].status == st.COMPLETED and sim.workflows[child_id].parent.startswith("wf|")
     assert sim.task("after").spec.input == {"r": 7}
 
 
@@ -305,7 +305,7 @@ def test_failed_sub_workflow_fails_the_parent_and_terminating_the_parent_ends_th
     sim = Sim(wf({"type": "SUB_WORKFLOW", "taskReferenceName": "sub", "subWorkflowParam": {"name": "child"}}),
               DEFS, {"child:0": CHILD})
     sim.start()
-    assert sim.run(failing("inner")).status == m.FAILED
+    assert sim.run(failing("inner")).status == st.FAILED
     assert "sub-workflow" in sim.workflows["wf"].reason
 
     sim2 = Sim(wf({"type": "SUB_WORKFLOW", "taskReferenceName": "sub", "subWorkflowParam": {"name": "child"}}),
@@ -313,17 +313,18 @@ def test_failed_sub_workflow_fails_the_parent_and_terminating_the_parent_ends_th
     sim2.start()
     sim2.decide("wf")
     child_id = sim2.task("sub").spec.extra["child"]
-    sim2.workflows["wf"].status = m.TERMINATED
+    sim2.workflows["wf"].status = st.TERMINATED
     sim2.decide("wf")
-    assert sim2.workflows[child_id].status == m.TERMINATED
+    assert sim2.workflows[child_id].status == st.TERMINATED
 
 
 def test_failure_workflow_starts_with_the_failed_workflow_details():
     sim = Sim(wf(simple("x"), failureWorkflow="on_failure"), DEFS,
               {"on_failure:0": {"name": "on_failure", "tasks": [simple("alert")]}})
     sim.start({"order": 1})
-    assert sim.run(failing("x")).status == m.FAILED
-    handler_wf = sim.workflows["wf.failure"]
+    assert sim.run(failing("x")).status == st.FAILED
+    [handler_id] = [w for w in sim.workflows if w.startswith("wf.failure.")]
+    handler_wf = sim.workflows[handler_id]
     assert handler_wf.input["workflowId"] == "wf" and handler_wf.input["failedTasks"] == ["x"]
     assert handler_wf.input["input"] == {"order": 1} and "x" in handler_wf.input["reason"]
 
@@ -341,7 +342,7 @@ def test_saga_compensates_completed_steps_in_reverse_order():
     sim = Sim(SAGA, DEFS)
     sim.start()
     done = sim.run(failing("payment"))
-    assert done.status == m.COMPENSATED and "payment" in done.reason
+    assert done.status == st.COMPENSATED and "payment" in done.reason
     ran = [key for _, key, _ in sim.executions]
     assert ran == ["flight", "hotel", "payment", "hotel__compensation", "flight__compensation"]
     assert sim.task("hotel__compensation").spec.input == {"id": sim.task("hotel").output["echo"]}
@@ -351,7 +352,7 @@ def test_compensation_that_fails_ends_compensation_failed():
     sim = Sim(SAGA, DEFS)
     sim.start()
     done = sim.run(failing("payment", "hotel__compensation"))
-    assert done.status == m.COMPENSATION_FAILED and "compensation of 'hotel'" in done.reason
+    assert done.status == st.COMPENSATION_FAILED and "compensation of 'hotel'" in done.reason
     assert "flight__compensation" not in sim.statuses()
 
 
@@ -361,12 +362,12 @@ def test_terminate_with_compensation_requested():
     sim.decide("wf")
     sim.work(echo)           # flight completes
     sim.decide("wf")         # hotel scheduled
-    sim.workflows["wf"].status = m.COMPENSATING   # what TERMINATE with compensate does, with a wake-up
+    sim.workflows["wf"].status = st.COMPENSATING   # what TERMINATE with compensate does, with a wake-up
     sim.wakes["wf"] = sim.now
     done = sim.run()
-    assert done.status == m.COMPENSATED
-    assert sim.task("hotel").runtime.status == m.CANCELED
-    assert sim.task("flight__compensation").runtime.status == m.TASK_COMPLETED
+    assert done.status == st.COMPENSATED
+    assert sim.task("hotel").runtime.status == st.CANCELED
+    assert sim.task("flight__compensation").runtime.status == st.TASK_COMPLETED
 
 
 # ---------------------------------------------------------------- operator commands
@@ -374,10 +375,10 @@ def test_terminate_with_compensation_requested():
 def test_retry_gives_the_failed_task_a_fresh_attempt():
     sim = Sim(wf(simple("x"), simple("y")), DEFS)
     sim.start()
-    assert sim.run(failing("x")).status == m.FAILED
-    sim.command("retry", status=m.RUNNING)
+    assert sim.run(failing("x")).status == st.FAILED
+    sim.command("retry", status=st.RUNNING)
     done = sim.run()
-    assert done.status == m.COMPLETED and done.reason == ""
+    assert done.status == st.COMPLETED and done.reason == ""
     assert [a for _, k, a in sim.executions if k == "x"] == [0, 1]
 
 
@@ -385,8 +386,8 @@ def test_restart_runs_again_from_the_start():
     sim = Sim(wf(simple("x")), DEFS)
     sim.start()
     sim.run()
-    sim.command("restart", status=m.RUNNING)
-    assert sim.run().status == m.COMPLETED
+    sim.command("restart", status=st.RUNNING)
+    assert sim.run().status == st.COMPLETED
     assert [k for _, k, _ in sim.executions] == ["x", "x"] and len(sim.workflows["wf"].tasks) == 1
 
 
@@ -394,8 +395,8 @@ def test_rerun_from_a_task_with_new_input():
     sim = Sim(wf(simple("x"), simple("y"), simple("z")), DEFS)
     sim.start()
     sim.run()
-    sim.command("rerun", status=m.RUNNING, key="y", input={"fixed": True})
-    assert sim.run().status == m.COMPLETED
+    sim.command("rerun", status=st.RUNNING, key="y", input={"fixed": True})
+    assert sim.run().status == st.COMPLETED
     assert [k for _, k, _ in sim.executions] == ["x", "y", "z", "y", "z"]
     assert sim.task("y").spec.input == {"fixed": True}
 
@@ -405,20 +406,20 @@ def test_skip_a_task_not_yet_reached():
     sim.start()
     sim.decide("wf")
     sim.command("skip", key="y")
-    assert sim.run().status == m.COMPLETED
-    assert sim.statuses()["y"] == m.SKIPPED and [k for _, k, _ in sim.executions] == ["x", "z"]
+    assert sim.run().status == st.COMPLETED
+    assert sim.statuses()["y"] == st.SKIPPED and [k for _, k, _ in sim.executions] == ["x", "z"]
 
 
 def test_paused_workflow_schedules_nothing_until_resumed():
     sim = Sim(wf(simple("x"), simple("y")), DEFS)
     sim.start()
     sim.decide("wf")
-    sim.workflows["wf"].status = m.PAUSED
+    sim.workflows["wf"].status = st.PAUSED
     sim.work(echo)
     sim.decide("wf")
     assert "y" not in sim.statuses()
-    sim.workflows["wf"].status = m.RUNNING
-    assert sim.run().status == m.COMPLETED
+    sim.workflows["wf"].status = st.RUNNING
+    assert sim.run().status == st.COMPLETED
 
 
 # ---------------------------------------------------------------- validation of the language

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers import EXAMPLES, load_example_handlers, unique, wait_for_status
-from orchestrator.definitions import parse_document
+from orchestrator.core.definitions import parse_document
 from worker import ClientError
 
 
@@ -308,7 +308,12 @@ def test_failure_workflow_is_started_with_the_details(examples, example_worker):
     try:
         failed = client.execute_workflow(failing_name, {"k": 1}, wait_s=20)
         assert failed["status"] == "FAILED"
-        handler = wait_for_status(client, f"{failed['workflow_id']}.failure", "COMPLETED")
+        deadline = time.monotonic() + 20
+        while not (handlers := client.search_workflows(name=handler_name)[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        [started] = handlers
+        assert started["workflow_id"].startswith(f"{failed['workflow_id']}.failure.")
+        handler = wait_for_status(client, started["workflow_id"], "COMPLETED")
         assert handler["input"]["workflowId"] == failed["workflow_id"] and handler["input"]["input"] == {"k": 1}
         assert "disk full" in handler["tasks"][0]["output"]["sent"]
     finally:

@@ -8,13 +8,14 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from orchestrator import model as m
-from orchestrator.definitions import validate_workflow_def
+from orchestrator.core import state as m
+from orchestrator.core import statuses as ss
+from orchestrator.core.definitions import validate_workflow_def
 from sim import Sim, task_defs
 
 DEFS = task_defs("a", "b", "c", retryCount=1)
-WORKER_OUTCOMES = st.sampled_from([m.TASK_COMPLETED, m.TASK_COMPLETED, m.TASK_COMPLETED, m.TASK_FAILED,
-                                   m.FAILED_WITH_TERMINAL_ERROR])
+WORKER_OUTCOMES = st.sampled_from([ss.TASK_COMPLETED, ss.TASK_COMPLETED, ss.TASK_COMPLETED, ss.TASK_FAILED,
+                                   ss.FAILED_WITH_TERMINAL_ERROR])
 
 
 @st.composite
@@ -109,9 +110,9 @@ def test_valid_definitions_reach_a_terminal_state_under_random_outcomes(definiti
 
     def random_worker(task: m.TaskState):
         status = data.draw(WORKER_OUTCOMES)
-        return (status, {"ok": True}) if status == m.TASK_COMPLETED else (status, "random failure")
+        return (status, {"ok": True}) if status == ss.TASK_COMPLETED else (status, "random failure")
 
     final = sim.run(random_worker, max_steps=2000)
-    assert final.status in m.TERMINAL_WORKFLOW, sim.statuses()
-    if final.status == m.COMPLETED:
-        assert not [t for t in final.tasks if t.runtime.status in m.ACTIVE_TASK]
+    assert final.status in ss.TERMINAL_WORKFLOW, sim.statuses()
+    if final.status == ss.COMPLETED:
+        assert not [t for t in final.tasks if t.runtime.status in ss.ACTIVE_TASK]

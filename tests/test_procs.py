@@ -12,7 +12,7 @@ import pyetcd
 import pytest
 import redis
 
-from orchestrator import procs
+from devtools import procs
 
 
 def test_free_port_is_bindable():
@@ -41,7 +41,8 @@ def test_managed_process_pause_resume_stop_and_tail(tmp_path: Path):
 
 
 def test_stop_escalates_to_sigkill(tmp_path: Path):
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+            "time.sleep(60)")
     proc = procs.ManagedProcess("stubborn", [sys.executable, "-c", code], tmp_path)
     deadline = time.monotonic() + 5
     while "ready" not in proc.tail() and time.monotonic() < deadline:

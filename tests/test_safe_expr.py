@@ -6,14 +6,15 @@ import ast
 import inspect
 import math
 import sys
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestrator import safe_expr
-from orchestrator.safe_expr import Compiled, ExpressionError, compile_expression, evaluate
+from orchestrator.core import safe_expr
+from orchestrator.core.safe_expr import Compiled, SafeExpressionError, compile_expression, evaluate
 
 ROOT: dict[str, Any] = {
     "amount": 150,
@@ -40,8 +41,8 @@ def run(source: str, root: dict[str, Any] | None = None) -> Any:
     return evaluate(source, ROOT if root is None else root)
 
 
-def error_of(call: Callable[[], Any]) -> ExpressionError:
-    with pytest.raises(ExpressionError) as caught:
+def error_of(call: Callable[[], Any]) -> SafeExpressionError:
+    with pytest.raises(SafeExpressionError) as caught:
         call()
     return caught.value
 
@@ -339,7 +340,7 @@ def test_evaluation_errors_name_the_column(source: str, column: int, message: st
 
 
 def test_expression_error_is_a_value_error() -> None:
-    assert issubclass(ExpressionError, ValueError)
+    assert issubclass(SafeExpressionError, ValueError)
     assert "must be text" in str(error_of(lambda: compile_expression(42)))  # type: ignore[arg-type]
     assert "must be text" in str(error_of(lambda: evaluate(["$"], ROOT)))  # type: ignore[arg-type]
 
@@ -377,7 +378,7 @@ def _deepest(wrap: Callable[[str], str]) -> str:
     while True:
         try:
             compile_expression(wrap(source))
-        except ExpressionError:
+        except SafeExpressionError:
             return source
         source = wrap(source)
 
@@ -400,7 +401,7 @@ def test_deepest_allowed_expressions_need_little_stack(wrap: Callable[[str], str
         compiled = Compiled(source)
         try:
             compiled.evaluate(ROOT)
-        except ExpressionError:
+        except SafeExpressionError:
             pass  # a type error at the bottom still means evaluation went all the way down
     finally:
         sys.setrecursionlimit(limit)
@@ -516,7 +517,7 @@ def _is_json(value: Any) -> bool:
 def _compiles_or_refuses(source: str) -> Compiled | None:
     try:
         return compile_expression(source)
-    except ExpressionError:
+    except SafeExpressionError:
         return None
 
 
@@ -533,7 +534,7 @@ def test_printable_text_compiles_or_raises_expression_error(source: str) -> None
     if compiled is not None:
         try:
             assert _is_json(compiled.evaluate(ROOT))
-        except ExpressionError:
+        except SafeExpressionError:
             pass
 
 
@@ -550,7 +551,7 @@ def test_token_soup_compiles_and_evaluates_or_raises_expression_error(tokens: li
     if compiled is not None:
         try:
             assert _is_json(compiled.evaluate(ROOT))
-        except ExpressionError:
+        except SafeExpressionError:
             pass
 
 
@@ -572,7 +573,7 @@ def test_every_operator_and_function_on_any_json_gives_json_or_expression_error(
         a: Any, b: Any, shape: str) -> None:
     try:
         assert _is_json(run(shape, {"a": a, "b": b}))
-    except ExpressionError:
+    except SafeExpressionError:
         pass
 
 

@@ -7,8 +7,8 @@ import time
 import redis
 
 from helpers import BackgroundWorker, register_sequence, unique, wait_for_status
-from orchestrator.local_cluster import start_node, wait_for_leader
-from orchestrator.procs import free_port, start_redis, start_sentinel
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import free_port, start_redis, start_sentinel
 from worker import Worker, WorkflowClient, task
 
 

@@ -9,12 +9,13 @@ import uuid
 
 import pytest
 
-from orchestrator import model as m
-from orchestrator.definitions import normalise_task_def, normalise_workflow_def
-from orchestrator.engine import decide
-from orchestrator.errors import StaleEpoch
-from orchestrator.leader_loop import LeaderLoop, LeadershipLost, new_task_id
-from orchestrator.store import Store
+from orchestrator.core import statuses as st
+from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.core.decider import decide
+from orchestrator.core.errors import StaleEpoch
+from orchestrator.cluster.leader_loop import LeaderLoop, LeadershipLost, new_task_id
+from orchestrator.store import ApplyResult, ResultAck, ResultOutcome
+from orchestrator.store.redis import RedisStore as Store
 
 NOW = 1_700_000_000_000
 
@@ -38,7 +39,7 @@ async def started_workflow(store: Store, task_name: str = "fetch", **task_fields
     return workflow_id
 
 
-async def decide_once(store: Store, epoch: int, workflow_id: str, now: int = NOW) -> list[str]:
+async def decide_once(store: Store, epoch: int, workflow_id: str, now: int = NOW) -> list[ApplyResult]:
     state = await store.load(workflow_id)
     return await store.apply_decisions(epoch, now, [(state, decide(state, now, new_task_id))])
 
@@ -51,13 +52,13 @@ def test_stale_epoch_writes_are_refused_and_change_nothing(store):
             await store.raise_epoch(12)               # a newer leader took over
             with pytest.raises(StaleEpoch):
                 await store.raise_epoch(11)
-            before = await store.redis.hgetall(store.workflow_key(workflow_id))
+            before = await store._redis.hgetall(store.keys.workflow(workflow_id))
             with pytest.raises(StaleEpoch):
                 await decide_once(store, 10, workflow_id)
-            assert await store.redis.hgetall(store.workflow_key(workflow_id)) == before
-            assert await store.redis.zcard(store.key("q", "fetch")) == 0
-            assert await decide_once(store, 12, workflow_id) == ["OK"]
-            assert await store.redis.zcard(store.key("q", "fetch")) == 1
+            assert await store._redis.hgetall(store.keys.workflow(workflow_id)) == before
+            assert await store._redis.zcard(store.keys("q", "fetch")) == 0
+            assert await decide_once(store, 12, workflow_id) == [ApplyResult.OK]
+            assert await store._redis.zcard(store.keys("q", "fetch")) == 1
         finally:
             await store.close()
     run(scenario())
@@ -69,7 +70,7 @@ def test_stale_leader_loop_steps_down_instead_of_writing(store):
             workflow_id = await started_workflow(store)
             await store.raise_epoch(20)
             loop = LeaderLoop(store, epoch=19, still_leader=lambda: True)
-            with pytest.raises(LeadershipLost, match="fenced off"):
+            with pytest.raises(LeadershipLost, match="newer than this node's term 19"):
                 await loop.run()
             state = await store.load(workflow_id)
             assert state.tasks == [] and loop.decisions == 0
@@ -87,9 +88,9 @@ def test_decision_on_a_changed_workflow_is_a_conflict(store):
             workflow_id = await started_workflow(store)
             await store.raise_epoch(1)
             stale_read = await store.load(workflow_id)
-            assert await decide_once(store, 1, workflow_id) == ["OK"]
+            assert await decide_once(store, 1, workflow_id) == [ApplyResult.OK]
             outcome = await store.apply_decisions(1, NOW, [(stale_read, decide(stale_read, NOW, new_task_id))])
-            assert outcome == ["CONFLICT"]
+            assert outcome == [ApplyResult.CONFLICT]
             assert len((await store.load(workflow_id)).tasks) == 1   # not scheduled twice
         finally:
             await store.close()
@@ -105,14 +106,14 @@ def test_results_are_idempotent_per_attempt_and_worker(store):
             [claimed] = await store.claim("fetch", 5, "worker-a", NOW)
             task_id = claimed.spec.task_id
             assert await store.heartbeat(workflow_id, task_id, "worker-b", NOW) == 0   # not its task
-            assert await store.complete_task(workflow_id, task_id, "worker-b", m.TASK_COMPLETED, "{}", "", NOW) \
-                == "STALE:held by another worker"
-            assert await store.complete_task(workflow_id, task_id, "worker-a", m.TASK_COMPLETED, '{"v": 1}', "",
-                                             NOW) == "OK"
-            assert await store.complete_task(workflow_id, task_id, "worker-a", m.TASK_COMPLETED, '{"v": 2}', "",
-                                             NOW) == "DUPLICATE"
-            assert await store.complete_task(workflow_id, "nope", "worker-a", m.TASK_COMPLETED, "{}", "",
-                                             NOW) == "UNKNOWN"
+            assert await store.complete_task(workflow_id, task_id, "worker-b", st.TASK_COMPLETED, "{}", "", NOW) \
+                == ResultAck(ResultOutcome.STALE, "held by another worker")
+            assert await store.complete_task(workflow_id, task_id, "worker-a", st.TASK_COMPLETED, '{"v": 1}', "",
+                                             NOW) == ResultAck(ResultOutcome.STORED)
+            assert await store.complete_task(workflow_id, task_id, "worker-a", st.TASK_COMPLETED, '{"v": 2}', "",
+                                             NOW) == ResultAck(ResultOutcome.DUPLICATE)
+            assert await store.complete_task(workflow_id, "nope", "worker-a", st.TASK_COMPLETED, "{}", "",
+                                             NOW) == ResultAck(ResultOutcome.UNKNOWN)
             state = await store.load(workflow_id)
             assert state.tasks[0].output == {"v": 1}
         finally:
@@ -139,7 +140,7 @@ def test_concurrent_claims_hand_each_task_to_exactly_one_worker(store):
             results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
             everything = [task_id for got in results for task_id in got]
             assert len(everything) == len(set(everything)) == 120
-            assert await store.redis.zcard(store.key("leases")) == 120
+            assert await store._redis.zcard(store.keys("leases")) == 120
         finally:
             await store.close()
     run(scenario())
@@ -158,10 +159,10 @@ def test_expired_lease_times_out_the_attempt_only_once(store):
             assert due.expired_leases == [(workflow_id, claimed.spec.task_id)]
             with pytest.raises(StaleEpoch):
                 await store.expire_lease(2, workflow_id, claimed.spec.task_id, NOW + 1000)
-            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) == "EXPIRED"
-            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) == "GONE"
+            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) is True
+            assert await store.expire_lease(3, workflow_id, claimed.spec.task_id, NOW + 1000) is False
             state = await store.load(workflow_id)
-            assert state.tasks[0].runtime.status == m.TASK_TIMED_OUT
+            assert state.tasks[0].runtime.status == st.TASK_TIMED_OUT
             assert workflow_id in (await store.due(NOW + 1000, 10)).workflows   # the decider will retry it
         finally:
             await store.close()
@@ -173,16 +174,16 @@ def test_a_workflow_the_decider_chokes_on_does_not_stop_the_others(store):
         try:
             good = await started_workflow(store)
             bad = await started_workflow(store)
-            key = store.workflow_key(bad)
-            snapshot = json.loads(await store.redis.hget(key, "def"))
+            key = store.keys.workflow(bad)
+            snapshot = json.loads(await store._redis.hget(key, "def"))
             snapshot["workflow"]["tasks"][0]["type"] = "NOT_A_KIND"   # what validation would never let in
-            await store.redis.hset(key, "def", json.dumps(snapshot))
+            await store._redis.hset(key, "def", json.dumps(snapshot))
             await store.raise_epoch(1)
             loop = LeaderLoop(store, epoch=1, still_leader=lambda: True)
             await loop._decide([bad, good])
             assert len((await store.load(good)).tasks) == 1
             assert (await store.load(bad)).tasks == []
-            retry_at = await store.redis.zscore(store.key("decide"), bad)
+            retry_at = await store._redis.zscore(store.keys("decide"), bad)
             assert retry_at >= time.time() * 1000 + 20_000   # parked, not retried in a hot loop
         finally:
             await store.close()

@@ -22,8 +22,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from orchestrator.v1 import orchestrator_pb2 as pb
-from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import (
     ClientError,
     SDKError,
@@ -388,7 +388,7 @@ class FakeNode(pb_grpc.TaskServiceServicer):
         self.outbox: asyncio.Queue[pb.ServerMessage | None] = asyncio.Queue()
         self.streams = 0
 
-    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.ServerMessage]:  # noqa: N802
+    async def Connect(self, request_iterator: Any, context: Any) -> AsyncIterator[pb.ServerMessage]:
         self.streams += 1
         reader = asyncio.create_task(self._read(request_iterator, self.streams))
         try:
@@ -618,14 +618,14 @@ class FakeCluster(pb_grpc.ClusterServiceServicer, pb_grpc.WorkflowServiceService
     def __init__(self) -> None:
         self.starts: list[pb.StartWorkflowRequest] = []
 
-    def GetClusterStatus(self, request: Any, context: Any) -> pb.ClusterStatus:  # noqa: N802
+    def GetClusterStatus(self, request: Any, context: Any) -> pb.ClusterStatus:
         return pb.ClusterStatus(node_id="n2", role="LEADER", epoch=7, elected_at_ms=1_700_000_000_000)
 
-    def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:  # noqa: N802
+    def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
         self.starts.append(request)
         return pb.StartWorkflowResponse(workflow_id="wf-42", created=True)
 
-    def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:  # noqa: N802
+    def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
         context.abort(grpc.StatusCode.NOT_FOUND, f"no workflow {request.workflow_id}")
 
 

@@ -6,7 +6,7 @@ with a :class:`Worker`; start and inspect workflows with
 
     from worker import Worker, task, context, TerminalTaskError
 
-    @task("charge_card")
+    @task("capture_payment")
     async def charge(data: dict) -> dict:
         key = context().idempotency_key      # stable across retries
         ...

@@ -30,8 +30,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 
-from orchestrator.v1 import orchestrator_pb2 as pb
-from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ._codec import message_to_dict, to_struct
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
@@ -133,7 +133,7 @@ class WorkflowClient:
     def start_workflow(
         self,
         name: str,
-        input: Mapping[str, Any] | None = None,  # noqa: A002 - the API's own word
+        input: Mapping[str, Any] | None = None,
         *,
         version: int = 0,
         correlation_id: str = "",
@@ -195,7 +195,7 @@ class WorkflowClient:
     def execute_workflow(
         self,
         name: str,
-        input: Mapping[str, Any] | None = None,  # noqa: A002 - the API's own word
+        input: Mapping[str, Any] | None = None,
         *,
         wait_s: float = 30.0,
         version: int = 0,

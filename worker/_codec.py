@@ -18,7 +18,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
-from orchestrator import convert
+from orchestrator_api import structs as convert
 
 __all__ = [
     "PayloadError",
@@ -106,7 +106,8 @@ def message_to_dict(message: Message) -> dict[str, Any]:
     return _restore_fields(message.DESCRIPTOR, raw)
 
 
-def _restore_fields(descriptor: _descriptor.Descriptor, data: dict[str, Any]) -> dict[str, Any]:
+def _restore_fields(descriptor: Any, data: dict[str, Any]) -> dict[str, Any]:
+    """`descriptor`: a message Descriptor (the C implementation's type is not the Python one)."""
     for field in descriptor.fields:
         if field.name in data:
             data[field.name] = _restore_field(field, data[field.name])
@@ -124,7 +125,7 @@ def _is_repeated(field: _descriptor.FieldDescriptor) -> bool:
     is_repeated = getattr(field, "is_repeated", None)
     if is_repeated is not None:
         return bool(is_repeated)
-    return bool(field.label == _descriptor.FieldDescriptor.LABEL_REPEATED)  # pragma: no cover
+    return bool(getattr(field, "label", None) == _descriptor.FieldDescriptor.LABEL_REPEATED)  # pragma: no cover
 
 
 def _restore_value(field: _descriptor.FieldDescriptor, value: Any) -> Any:

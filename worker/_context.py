@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from orchestrator.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from .errors import SDKError
 

@@ -23,7 +23,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
-from orchestrator.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ._codec import PayloadError, decode_object, encode_object
 from ._context import TaskContext, _enter, _leave
@@ -100,7 +100,7 @@ async def _outcome(
         if _being_cancelled():
             raise
         return _failure(FAILED, describe_exception(err))
-    except Exception as err:  # noqa: BLE001 - any handler error is a failed attempt
+    except Exception as err:
         log.warning("task %s (%s) raised", assignment.task_id, assignment.task_type, exc_info=True)
         return _failure(FAILED, describe_exception(err))
     return _completion(value)

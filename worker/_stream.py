@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterable
 import grpc
 import grpc.aio
 
-from orchestrator.v1 import orchestrator_pb2 as pb
-from orchestrator.v1 import orchestrator_pb2_grpc as pb_grpc
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 __all__ = ["TaskStream"]
 
@@ -136,7 +136,7 @@ class TaskStream:
         except asyncio.CancelledError:
             self._end("the stream was cancelled")
             raise
-        except Exception as err:  # noqa: BLE001 - e.g. InvalidStateError from a finished call
+        except Exception as err:
             self._end(f"writing failed: {err!r}")
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:

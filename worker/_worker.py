@@ -34,8 +34,8 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from orchestrator.loop import loop_factory
-from orchestrator.v1 import orchestrator_pb2 as pb
+from ._event_loop import loop_factory
+from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ._context import TaskContext
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing

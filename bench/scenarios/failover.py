@@ -23,7 +23,7 @@ import time
 from itertools import pairwise
 from typing import Any
 
-from orchestrator.drill import DrillReport, SteadyLoad, audit, kill_leader
+from devtools.drill import DrillReport, SteadyLoad, audit, kill_leader
 
 from ..cluster import BenchCluster
 from ..context import Bench

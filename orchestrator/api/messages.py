@@ -1,0 +1,66 @@
+"""Between stored state and the API's messages: definitions, workflows and tasks as protobuf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator_api.structs import from_struct, to_struct
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+from ..core import state as m
+from ..core.definitions import parse_document
+from ..core.errors import InvalidArgument, TooLarge
+
+
+def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
+    kind = source.WhichOneof("source")
+    if kind == "definition":
+        return from_struct(source.definition)
+    if kind == "document":
+        return parse_document(source.document)
+    raise InvalidArgument("source: give either 'definition' (a JSON object) or 'document' (JSON/YAML text)")
+
+
+class PayloadLimit:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def check(self, what: str, encoded: str | bytes) -> None:
+        if len(encoded) > self.max_bytes:
+            raise TooLarge(f"{what} is {len(encoded)} bytes encoded as JSON; the limit is {self.max_bytes} "
+                           "bytes: pass a reference (a URL or an object-store key) instead of the data")
+
+
+def task_def_message(definition: dict[str, Any]) -> pb.TaskDef:
+    return pb.TaskDef(name=definition["name"], definition=to_struct(definition))
+
+
+def workflow_def_message(definition: dict[str, Any]) -> pb.WorkflowDef:
+    return pb.WorkflowDef(name=definition["name"], version=definition["version"],
+                          definition=to_struct(definition))
+
+
+def workflow_message(state: m.WorkflowState, *, include_tasks: bool) -> pb.Workflow:
+    message = pb.Workflow(
+        workflow_id=state.workflow_id, name=state.name, version=state.version, status=state.status,
+        correlation_id=state.correlation_id, input=to_struct(state.input), reason=state.reason,
+        created_at_ms=state.created_at_ms, updated_at_ms=state.updated_at_ms, ended_at_ms=state.ended_at_ms,
+        variables=to_struct(state.variables), parent_workflow_id=state.parent.split("|", 1)[0])
+    if state.output is not None:
+        message.output.CopyFrom(to_struct(state.output))
+    if include_tasks:
+        message.tasks.extend(task_message(t) for t in state.tasks)
+    return message
+
+
+def task_message(task: m.TaskState) -> pb.Task:
+    spec, runtime = task.spec, task.runtime
+    message = pb.Task(
+        task_id=spec.task_id, reference_name=spec.ref, task_type=spec.task_type, kind=spec.kind,
+        status=runtime.status, attempt=spec.attempt, input=to_struct(spec.input), reason=runtime.reason,
+        worker_id=runtime.worker_id, scheduled_at_ms=spec.scheduled_at_ms,
+        started_at_ms=runtime.started_at_ms, ended_at_ms=runtime.ended_at_ms, key=spec.key,
+        sub_workflow_id=spec.extra.get("child", ""))
+    if task.output is not None:
+        message.output.CopyFrom(to_struct(task.output))
+    return message

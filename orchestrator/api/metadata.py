@@ -1,0 +1,80 @@
+"""MetadataService: task and workflow definitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from ..core.definitions import (normalise_task_def, normalise_workflow_def, referenced_task_names,
+                                referenced_workflow_names, validate_workflow_def)
+from ..core.errors import InvalidArgument, NotFound
+from ..store import Store
+from .errors import grpc_errors
+from .messages import source_to_dict, task_def_message, workflow_def_message
+
+
+class MetadataService(pb_grpc.MetadataServiceServicer):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @grpc_errors
+    async def RegisterTaskDef(self, request: pb.RegisterTaskDefRequest, context: Any) -> pb.TaskDef:
+        definition = normalise_task_def(source_to_dict(request.source))
+        await self.store.put_task_def(definition)
+        return task_def_message(definition)
+
+    @grpc_errors
+    async def GetTaskDef(self, request: pb.GetTaskDefRequest, context: Any) -> pb.TaskDef:
+        if not request.name:
+            raise InvalidArgument("name is required")
+        definition = await self.store.get_task_def(request.name)
+        if definition is None:
+            raise NotFound(f"no task definition named '{request.name}'")
+        return task_def_message(definition)
+
+    @grpc_errors
+    async def ListTaskDefs(self, request: pb.ListTaskDefsRequest, context: Any) -> pb.ListTaskDefsResponse:
+        defs = await self.store.task_defs()
+        return pb.ListTaskDefsResponse(task_defs=[task_def_message(defs[n]) for n in sorted(defs)])
+
+    async def _known(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The registered task and workflow definitions that `raw` refers to."""
+        names = referenced_workflow_names(raw)
+        workflows = {n: d for n in names if (d := await self.store.get_workflow_def(n)) is not None}
+        return await self.store.task_defs(referenced_task_names(raw)), workflows
+
+    @grpc_errors
+    async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef:
+        raw = source_to_dict(request.source)
+        definition = normalise_workflow_def(raw, *await self._known(raw))
+        await self.store.put_workflow_def(definition)
+        return workflow_def_message(definition)
+
+    @grpc_errors
+    async def ValidateWorkflowDef(self, request: pb.RegisterWorkflowDefRequest,
+                                  context: Any) -> pb.ValidateWorkflowDefResponse:
+        raw = source_to_dict(request.source)
+        definition, problems = validate_workflow_def(raw, *await self._known(raw))
+        if problems:
+            return pb.ValidateWorkflowDefResponse(valid=False, errors=problems)
+        return pb.ValidateWorkflowDefResponse(valid=True, normalised=workflow_def_message(definition))
+
+    @grpc_errors
+    async def GetWorkflowDef(self, request: pb.GetWorkflowDefRequest, context: Any) -> pb.WorkflowDef:
+        if not request.name:
+            raise InvalidArgument("name is required")
+        if request.version < 0:
+            raise InvalidArgument("version must be 0 (latest) or a positive version number")
+        definition = await self.store.get_workflow_def(request.name, request.version)
+        if definition is None:
+            version = f" version {request.version}" if request.version else ""
+            raise NotFound(f"no workflow definition named '{request.name}'{version}")
+        return workflow_def_message(definition)
+
+    @grpc_errors
+    async def ListWorkflowDefs(self, request: pb.ListWorkflowDefsRequest,
+                               context: Any) -> pb.ListWorkflowDefsResponse:
+        defs = await self.store.workflow_defs(request.name)
+        return pb.ListWorkflowDefsResponse(workflow_defs=[workflow_def_message(d) for d in defs])

@@ -1,0 +1,144 @@
+"""TaskService: the worker stream (credits in, tasks out, heartbeats and results both ways)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import grpc
+
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from ..cluster.dispatch import Dispatcher, WorkerSession
+from ..core import statuses as st
+from ..core.clock import now_ms
+from ..core.errors import TooLarge
+from ..store import ResultOutcome, Store, StoreUnavailable
+from .messages import PayloadLimit
+
+log = logging.getLogger(__name__)
+
+RESULT_STATUS: dict[int, st.TaskStatus] = {
+    pb.TaskResult.COMPLETED: st.TASK_COMPLETED, pb.TaskResult.FAILED: st.TASK_FAILED,
+    pb.TaskResult.FAILED_TERMINAL: st.FAILED_WITH_TERMINAL_ERROR}
+
+
+class TaskService(pb_grpc.TaskServiceServicer):
+    """The worker stream: credits in, tasks out, heartbeats and results in both ways."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher, limit: PayloadLimit) -> None:
+        self.store = store
+        self.dispatcher = dispatcher
+        self.limit = limit
+
+    async def Connect(self, request_iterator: AsyncIterator[pb.WorkerMessage],
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ServerMessage]:
+        session = await self._hello(request_iterator, context)
+        self.dispatcher.attach(session)
+        reader = asyncio.create_task(self._read(request_iterator, session))
+        try:
+            while True:
+                message = await session.outbox.get()
+                if message is None:
+                    return
+                yield message
+        finally:
+            reader.cancel()
+            await self.dispatcher.detach(session)
+
+    async def _hello(self, requests: AsyncIterator[pb.WorkerMessage],
+                     context: grpc.aio.ServicerContext) -> WorkerSession:
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "stream closed before its hello")
+        if first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a hello")
+        hello = first.hello
+        if not hello.worker_id or not hello.task_types or hello.capacity < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "hello needs a worker_id, at least one task type and a capacity >= 0")
+        return WorkerSession(hello.worker_id, frozenset(hello.task_types), hello.capacity)
+
+    async def _read(self, requests: AsyncIterator[pb.WorkerMessage], session: WorkerSession) -> None:
+        """Handle the worker's messages. Results, heartbeats and releases run concurrently
+        (each is one atomic script), so a burst of results costs one round trip, not many."""
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def spawn(call: Awaitable[Any]) -> None:
+            task = asyncio.create_task(self._guarded(call, session))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+        try:
+            async for message in requests:
+                kind = message.WhichOneof("body")
+                if kind == "credit":
+                    self.dispatcher.grant(session, max(0, message.credit.count))
+                elif kind == "heartbeat":
+                    spawn(self._heartbeat(message.heartbeat, session))
+                elif kind == "result":
+                    spawn(self._result(message.result, session))
+                elif kind == "release":
+                    spawn(self.store.release_task(message.release.workflow_id, message.release.task_id,
+                                                  session.worker_id, now_ms()))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker stream of %s failed", session.worker_id)
+        finally:
+            await asyncio.gather(*in_flight, return_exceptions=True)
+            # the worker half-closed: it can neither take nor release tasks any more
+            await self.dispatcher.release_unsent(session)
+            session.outbox.put_nowait(None)
+
+    @staticmethod
+    async def _guarded(call: Awaitable[Any], session: WorkerSession) -> None:
+        """A failed store call ends the stream: the worker reconnects and re-sends what was not acked."""
+        try:
+            await call
+        except StoreUnavailable as exc:
+            log.warning("ending the stream of %s: state store unavailable (%s)", session.worker_id, exc)
+            session.outbox.put_nowait(None)
+        except Exception:
+            log.exception("handling a message of worker %s failed", session.worker_id)
+            session.outbox.put_nowait(None)
+
+    async def _heartbeat(self, beat: pb.Heartbeat, session: WorkerSession) -> None:
+        lease_ms = await self.store.heartbeat(beat.workflow_id, beat.task_id, session.worker_id, now_ms())
+        session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
+            task_id=beat.task_id, alive=lease_ms > 0, lease_ms=lease_ms)))
+
+    async def _result(self, result: pb.TaskResult, session: WorkerSession) -> None:
+        status, output_json, reason = self._checked_result(result)
+        ack = await self.store.complete_task(result.workflow_id, result.task_id, session.worker_id, status,
+                                             output_json, reason, now_ms())
+        accepted = ack.outcome in (ResultOutcome.STORED, ResultOutcome.DUPLICATE)
+        detail = {ResultOutcome.STORED: "stored", ResultOutcome.DUPLICATE: "same result already stored",
+                  ResultOutcome.UNKNOWN: "no such task attempt"}.get(
+            ack.outcome, f"attempt is {ack.detail}: its lease expired or the workflow ended")
+        if status != RESULT_STATUS.get(result.status) and accepted:
+            detail = f"stored as {status}: {reason}"
+        session.outbox.put_nowait(pb.ServerMessage(result_ack=pb.ResultAck(
+            task_id=result.task_id, accepted=accepted, detail=detail)))
+
+    def _checked_result(self, result: pb.TaskResult) -> tuple[st.TaskStatus, str, str]:
+        """A malformed or oversized output fails the attempt for good, with the reason why."""
+        status = RESULT_STATUS.get(result.status)
+        if status is None:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", "worker sent a result without a status"
+        raw = result.output_json or b"{}"
+        try:
+            self.limit.check("task output", raw)
+            output = json.loads(raw)
+        except TooLarge as exc:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", str(exc)
+        except ValueError as exc:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", f"task output is not valid JSON: {exc}"
+        if not isinstance(output, dict):
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", "task output must be a JSON object"
+        return status, raw.decode(), result.reason

@@ -1,0 +1,203 @@
+"""WorkflowService: start, read, search and operate workflows."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from orchestrator_api.structs import from_struct
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from ..cluster.notify import Notifier
+from ..core import state as m
+from ..core import statuses as st
+from ..core.clock import now_ms
+from ..core.definitions import iter_tasks
+from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
+from ..store import Store
+from ..store.redis.codec import dumps
+from .errors import grpc_errors, status_code
+from .messages import PayloadLimit, workflow_message
+
+MAX_ID_LENGTH = 256
+MAX_SEARCH_LIMIT = 1000
+MAX_WAIT_S = 300.0
+RESTARTABLE = sorted(st.TERMINAL_WORKFLOW)
+
+
+class WorkflowService(pb_grpc.WorkflowServiceServicer):
+    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier) -> None:
+        self.store = store
+        self.limit = limit
+        self.notifier = notifier
+
+    @grpc_errors
+    async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
+        workflow_id, created = await self._start(request)
+        return pb.StartWorkflowResponse(workflow_id=workflow_id, created=created)
+
+    async def _start(self, request: pb.StartWorkflowRequest) -> tuple[str, bool]:
+        if not request.name:
+            raise InvalidArgument("name (the workflow definition to start) is required")
+        if request.version < 0:
+            raise InvalidArgument("version must be 0 (latest) or a positive version number")
+        for field in ("correlation_id", "idempotency_key"):
+            if len(getattr(request, field)) > MAX_ID_LENGTH:
+                raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} characters")
+        workflow_input = from_struct(request.input)
+        self.limit.check("workflow input", dumps(workflow_input))
+        return await self.store.start_by_name(request.name, request.version, uuid.uuid4().hex, workflow_input,
+                                              request.correlation_id, request.idempotency_key, now_ms())
+
+    @grpc_errors
+    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow:
+        wait_s = request.wait_seconds or 30.0
+        if not 0 < wait_s <= MAX_WAIT_S:
+            raise InvalidArgument(f"wait_seconds must be above 0 and at most {MAX_WAIT_S:g}")
+        workflow_id, _ = await self._start(request.start)
+
+        async def ended() -> bool:
+            state = await self.store.load(workflow_id)
+            return state is not None and state.status in st.TERMINAL_WORKFLOW
+
+        await self.notifier.wait_done(workflow_id, wait_s, ended)
+        return workflow_message(await self._load(workflow_id), include_tasks=True)
+
+    @grpc_errors
+    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        return workflow_message(state, include_tasks=request.include_tasks)
+
+    async def WatchWorkflow(self, request: pb.GetWorkflowRequest,
+                            context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Workflow]:
+        try:
+            await self._load(request.workflow_id)
+        except OrchestratorError as exc:
+            await context.abort(status_code(exc), str(exc))
+        last_revision = -1
+        async for _ in self.notifier.changes(request.workflow_id):
+            state = await self._load(request.workflow_id)
+            if state.revision != last_revision:
+                last_revision = state.revision
+                yield workflow_message(state, include_tasks=request.include_tasks)
+            if state.status in st.TERMINAL_WORKFLOW:
+                return
+
+    @grpc_errors
+    async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
+                              context: Any) -> pb.SearchWorkflowsResponse:
+        limit = request.limit or 50
+        if not 0 < limit <= MAX_SEARCH_LIMIT:
+            raise InvalidArgument(f"limit must be from 1 to {MAX_SEARCH_LIMIT}, got {request.limit}")
+        if request.status and request.status not in st.WORKFLOW_STATUSES:
+            raise InvalidArgument(f"status must be one of {', '.join(st.WORKFLOW_STATUSES)}, got '{request.status}'")
+        if request.created_from_ms < 0 or request.created_to_ms < 0 or (
+                request.created_to_ms and request.created_from_ms > request.created_to_ms):
+            raise InvalidArgument("created_from_ms and created_to_ms must be epoch milliseconds, from <= to")
+        try:
+            page = await self.store.search(name=request.name, status=request.status,
+                                           correlation_id=request.correlation_id, cursor=request.page_token,
+                                           limit=limit, created_from_ms=request.created_from_ms,
+                                           created_to_ms=request.created_to_ms)
+        except ValueError:
+            raise InvalidArgument("page_token is not one this API returned; pass next_page_token as is") from None
+        states = await self.store.load_many(page.workflow_ids)
+        return pb.SearchWorkflowsResponse(
+            workflows=[workflow_message(s, include_tasks=False) for s in states if s],
+            next_page_token=page.next_cursor or "")
+
+    @grpc_errors
+    async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
+                                context: Any) -> pb.TerminateWorkflowResponse:
+        if not request.workflow_id:
+            raise InvalidArgument("workflow_id is required")
+        await self.store.terminate(request.workflow_id, request.reason or "terminated by request", now_ms(),
+                                   compensate=request.compensate)
+        state = await self._load(request.workflow_id)
+        return pb.TerminateWorkflowResponse(workflow=workflow_message(state, include_tasks=False))
+
+    @grpc_errors
+    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[st.RUNNING], new_status=st.PAUSED)
+
+    @grpc_errors
+    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[st.PAUSED], new_status=st.RUNNING)
+
+    @grpc_errors
+    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
+        return await self._operate(request.workflow_id, allowed=[st.FAILED, st.TIMED_OUT], new_status=st.RUNNING,
+                                   command={"op": "retry"})
+
+    @grpc_errors
+    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow:
+        command: dict[str, Any] = {"op": "restart"}
+        if request.use_latest_definition:
+            state = await self._load(request.workflow_id)
+            latest = await self.store.get_workflow_def(state.name)
+            if latest is None:
+                raise FailedPrecondition(f"workflow definition '{state.name}' is no longer registered")
+            command["snapshot"] = await self.store.snapshot(latest)
+        return await self._operate(request.workflow_id, allowed=RESTARTABLE, new_status=st.RUNNING, command=command)
+
+    @grpc_errors
+    async def RerunWorkflow(self, request: pb.RerunWorkflowRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        key = request.task_reference_name
+        if not key or not any(t.spec.key == key for t in state.tasks):
+            raise InvalidArgument(f"task_reference_name '{key}' names no task that ran in workflow "
+                                  f"'{state.workflow_id}'; use its reference (with __<n> inside loops)")
+        command: dict[str, Any] = {"op": "rerun", "key": key}
+        if request.HasField("task_input"):
+            command["input"] = from_struct(request.task_input)
+            self.limit.check("task input", dumps(command["input"]))
+        return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED, *RESTARTABLE],
+                                   new_status=st.RUNNING, command=command)
+
+    @grpc_errors
+    async def SkipTask(self, request: pb.SkipTaskRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        key = request.task_reference_name
+        if not key or key.split("__", 1)[0] not in _references(state.definition):
+            raise InvalidArgument(f"task_reference_name '{key}' is not a task of workflow '{state.name}'")
+        return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED],
+                                   command={"op": "skip", "key": key})
+
+    @grpc_errors
+    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow:
+        state = await self._load(request.workflow_id)
+        task_id = request.task_id
+        if not task_id:
+            waiting = [t for t in state.tasks if t.spec.ref == request.task_reference_name
+                       and t.runtime.status == st.IN_PROGRESS]
+            if not request.task_reference_name or not waiting:
+                raise FailedPrecondition(f"workflow '{request.workflow_id}' has no WAIT or HUMAN task "
+                                         f"'{request.task_reference_name}' waiting for a signal")
+            task_id = waiting[-1].task_id
+        output = dumps(from_struct(request.output))
+        self.limit.check("signal output", output)
+        status = st.TASK_FAILED if request.failed else st.TASK_COMPLETED
+        await self.store.signal_task(request.workflow_id, task_id, status, output, request.reason, now_ms())
+        return workflow_message(await self._load(request.workflow_id), include_tasks=True)
+
+    async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
+        if not workflow_id:
+            raise InvalidArgument("workflow_id is required")
+        await self.store.operate(workflow_id, now_ms=now_ms(), **kwargs)
+        return workflow_message(await self._load(workflow_id), include_tasks=False)
+
+    async def _load(self, workflow_id: str) -> m.WorkflowState:
+        if not workflow_id:
+            raise InvalidArgument("workflow_id is required")
+        state = await self.store.load(workflow_id)
+        if state is None:
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        return state
+
+
+def _references(definition: dict[str, Any]) -> set[str]:
+    return {t["taskReferenceName"] for t in iter_tasks(definition["tasks"])}

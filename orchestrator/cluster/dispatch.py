@@ -1,0 +1,158 @@
+"""Pushing ready tasks to the workers connected to this node.
+
+Every node dispatches, leader or not. A worker's stream grants credits; when a
+task type becomes ready (a `ready` pub/sub message from the Lua script that
+queued it) or a worker grants credit, the node claims tasks atomically from the
+type's queue (claim and lease in one script) and pushes them. Several nodes may
+race for one queue: the claim script hands each task to exactly one of them.
+A one-second sweep catches messages lost while Redis was unreachable; it is a
+safety net, not the delivery path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+from dataclasses import dataclass, field
+
+
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+from ..core.clock import now_ms
+from ..store import ClaimedTask, Store, StoreUnavailable, Topic
+
+log = logging.getLogger(__name__)
+
+MAX_CLAIM = 64
+SWEEP_S = 1.0
+
+
+@dataclass(eq=False)
+class WorkerSession:
+    """One connected worker stream. `outbox` feeds the stream's writer."""
+
+    worker_id: str
+    task_types: frozenset[str]
+    credits: int
+    outbox: asyncio.Queue[pb.ServerMessage | None] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+
+class Dispatcher:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.sessions: set[WorkerSession] = set()
+        self._pumping: dict[str, asyncio.Task[None]] = {}
+        self._again: set[str] = set()
+        self._round_robin = itertools.count()
+        self._background: list[asyncio.Task[None]] = []
+        self.pushed = 0
+
+    async def start(self) -> None:
+        self._background = [asyncio.create_task(self._listen_for_ready()),
+                            asyncio.create_task(self._sweep())]
+
+    async def stop(self) -> None:
+        for task in [*self._background, *self._pumping.values()]:
+            task.cancel()
+        await asyncio.gather(*self._background, *self._pumping.values(), return_exceptions=True)
+
+    def attach(self, session: WorkerSession) -> None:
+        self.sessions.add(session)
+        log.info("worker %s connected for %s with %d credits",
+                 session.worker_id, ", ".join(sorted(session.task_types)), session.credits)
+        self._pump_types(session.task_types)
+
+    async def detach(self, session: WorkerSession) -> None:
+        """Forget a closed stream and hand back what it never got to send."""
+        self.sessions.discard(session)
+        released = await self.release_unsent(session)
+        log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, released)
+
+    async def release_unsent(self, session: WorkerSession) -> int:
+        """The stream can take no more tasks: the ones still queued for it go back to their
+        queues now (instead of waiting for their leases); other messages (acks) stay queued."""
+        session.closed = True
+        pending = []
+        while not session.outbox.empty():
+            pending.append(session.outbox.get_nowait())
+        released = 0
+        for message in pending:
+            if message is not None and message.HasField("task"):
+                await self.store.release_task(message.task.workflow_id, message.task.task_id,
+                                              session.worker_id, now_ms())
+                released += 1
+            else:
+                session.outbox.put_nowait(message)
+        return released
+
+    def grant(self, session: WorkerSession, count: int) -> None:
+        starved = session.credits <= 0
+        session.credits += count
+        if starved:   # with credit left, every `ready` since was already pumped for this session
+            self._pump_types(session.task_types)
+
+    def on_ready(self, task_type: str) -> None:
+        if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):
+            self._pump_types({task_type})
+
+    def _pump_types(self, task_types: set[str] | frozenset[str]) -> None:
+        for task_type in task_types:
+            running = self._pumping.get(task_type)
+            if running and not running.done():
+                self._again.add(task_type)  # it will run once more after the current pass
+                continue
+            self._pumping[task_type] = asyncio.create_task(self._pump(task_type))
+
+    async def _pump(self, task_type: str) -> None:
+        """Claim and push until no worker has credit or the queue is empty."""
+        try:
+            while True:
+                self._again.discard(task_type)
+                while await self._pump_once(task_type):
+                    pass
+                if task_type not in self._again:
+                    return
+        except StoreUnavailable as exc:
+            log.warning("dispatch of %s paused: state store unavailable (%s)", task_type, exc)
+
+    async def _pump_once(self, task_type: str) -> bool:
+        candidates = [s for s in self.sessions if task_type in s.task_types and s.credits > 0 and not s.closed]
+        if not candidates:
+            return False
+        session = candidates[next(self._round_robin) % len(candidates)]
+        count = min(session.credits, MAX_CLAIM)
+        claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+        if not claimed:
+            return False
+        if session.closed:
+            for task in claimed:
+                await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
+            return True
+        for task in claimed:
+            session.outbox.put_nowait(assignment(task))
+        session.credits -= len(claimed)
+        self.pushed += len(claimed)
+        return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
+
+    async def _listen_for_ready(self) -> None:
+        def catch_up() -> None:   # anything queued while we were not subscribed
+            self._pump_types({t for s in self.sessions for t in s.task_types})
+        await self.store.listen(Topic.READY, self.on_ready, catch_up)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            waiting = {t for s in self.sessions if s.credits > 0 for t in s.task_types}
+            self._pump_types(waiting)
+
+
+def assignment(task: ClaimedTask) -> pb.ServerMessage:
+    spec = task.spec
+    return pb.ServerMessage(task=pb.TaskAssignment(
+        workflow_id=task.workflow_id, task_id=spec.task_id, task_type=spec.task_type,
+        reference_name=spec.ref, attempt=spec.attempt,
+        input_json=json.dumps(spec.input, separators=(",", ":")).encode(),
+        lease_ms=task.lease_ms, idempotency_key=spec.idempotency_key(task.workflow_id)))

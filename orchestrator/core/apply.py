@@ -1,0 +1,104 @@
+"""What applying a decision means, as a pure function: the one statement of the semantics.
+
+`apply(state, decision, now_ms)` returns the workflow as it is after the decision and the
+effects the decision has beyond it (queues, leases, other workflows, the next wake-up).
+The store's `APPLY_DECISION` Lua script does the same in one atomic, fenced and
+revision-checked step, and `tests/test_apply_contract.py` holds the script to this function
+on a real Redis. The in-memory simulator (`tests/sim.py`) runs the decider through it.
+
+Two transitions of other workflows happen in the same step and are stated here as well:
+`new_child` (a sub-workflow or failure workflow the decision starts) and `finish_parent_task`
+(a child's end completes or fails its parent's SUB_WORKFLOW task).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from . import statuses as st
+from .decider import Decision, NewWorkflow
+from .state import TaskRuntime, TaskState, WorkflowState
+
+
+@dataclass(frozen=True)
+class Effects:
+    """What the decision changes outside its own workflow's record."""
+
+    start: list[NewWorkflow] = field(default_factory=list)
+    terminate: list[tuple[str, str]] = field(default_factory=list)   # (workflow id, reason)
+    enqueue: list[tuple[str, str]] = field(default_factory=list)     # (task type, task id)
+    dequeue: list[tuple[str, str]] = field(default_factory=list)
+    drop_leases: list[tuple[str, str]] = field(default_factory=list)
+    ended: bool = False             # reached a terminal status: audit entry, parent's task, waiters
+    wake_at_ms: int | None = None   # when to decide again without an event (None: only on an event)
+
+
+def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[WorkflowState, Effects]:
+    """The workflow after `decision`, and its effects elsewhere. `state` is not changed."""
+    deleted = set(decision.delete_tasks)
+    tasks = {t.task_id: TaskState(t.spec, t.runtime, t.output) for t in state.tasks if t.task_id not in deleted}
+    for task in decision.new_tasks:
+        tasks[task.task_id] = TaskState(task.spec, task.runtime, None)
+    for task_id, runtime in decision.changed_runtimes.items():
+        if task_id in tasks:
+            tasks[task_id].runtime = runtime
+    for task_id, output in decision.outputs.items():
+        if task_id in tasks:
+            tasks[task_id].output = output
+    consumed = set(decision.consumed_commands)
+    new = replace(state, tasks=sorted(tasks.values(), key=lambda t: t.spec.seq),
+                  commands=[c for c in state.commands if c["field"] not in consumed],
+                  revision=state.revision + 1, updated_at_ms=now_ms)
+    if decision.reset_result:
+        new.output, new.reason, new.ended_at_ms = None, "", 0
+    if decision.variables is not None:
+        new.variables = dict(decision.variables)
+    if decision.snapshot is not None:
+        definition = decision.snapshot["workflow"]
+        new.definition, new.version, new.name = definition, definition["version"], definition["name"]
+        new.task_defs = decision.snapshot["taskDefs"]
+        new.sub_workflows = decision.snapshot.get("subWorkflows", {})
+    ended = False
+    if decision.status:
+        new.status = decision.status
+        if decision.output is not None:
+            new.output = decision.output
+        if decision.reason:
+            new.reason = decision.reason
+        if decision.status in st.TERMINAL_WORKFLOW:
+            new.ended_at_ms, ended = now_ms, True
+    return new, Effects(start=list(decision.start_workflows), terminate=list(decision.terminate_workflows),
+                        enqueue=list(decision.enqueue), dequeue=list(decision.dequeue),
+                        drop_leases=list(decision.drop_leases), ended=ended, wake_at_ms=decision.wake_at_ms)
+
+
+def new_child(start: NewWorkflow, now_ms: int) -> WorkflowState:
+    """A workflow a decision starts (unless one with its id exists: ids are deterministic)."""
+    definition = start.snapshot["workflow"]
+    return WorkflowState(
+        workflow_id=start.workflow_id, name=start.name, version=start.version, status=st.RUNNING,
+        input=start.input, correlation_id=start.correlation_id, created_at_ms=now_ms, updated_at_ms=now_ms,
+        definition=definition, task_defs=start.snapshot["taskDefs"],
+        sub_workflows=start.snapshot.get("subWorkflows", {}), variables=dict(definition.get("variables", {})),
+        parent=start.parent, revision=1)
+
+
+def finish_parent_task(parent: WorkflowState, child: WorkflowState, now_ms: int) -> WorkflowState | None:
+    """The parent after its child ended: the SUB_WORKFLOW task completes with the child's
+    output, or fails naming the child's status and reason. None when nothing changes (the
+    task is gone or no longer in progress, e.g. the parent was terminated first)."""
+    task_id = child.parent.split("|", 1)[1] if "|" in child.parent else ""
+    task = next((t for t in parent.tasks if t.task_id == task_id), None)
+    if task is None or task.runtime.status != st.IN_PROGRESS:
+        return None
+    runtime: TaskRuntime
+    if child.status == st.COMPLETED:
+        runtime = replace(task.runtime, status=st.TASK_COMPLETED, ended_at_ms=now_ms)
+        output: dict[str, Any] | None = child.output or {}
+    else:
+        runtime = replace(task.runtime, status=st.TASK_FAILED, ended_at_ms=now_ms,
+                          reason=f"sub-workflow {child.workflow_id} ended {child.status}: {child.reason}")
+        output = task.output
+    tasks = [TaskState(t.spec, runtime, output) if t.task_id == task_id else t for t in parent.tasks]
+    return replace(parent, tasks=tasks, revision=parent.revision + 1, updated_at_ms=now_ms)

@@ -1,0 +1,120 @@
+"""The decider: a pure function from a workflow's stored state to the next transitions.
+
+`decide(workflow, now_ms, new_id)` reads nothing and writes nothing; the leader's
+engine loop (`orchestrator.leader_loop`) feeds it what it read from Redis and
+applies the returned `Decision` in one fenced, conditional Lua call. Keeping it
+pure is what lets every rule be tested without servers.
+
+Order of one decision: apply operator commands (retry, rerun, skip, restart); then,
+by status: a finished workflow cancels what is still active; a PAUSED one waits; a
+COMPENSATING one runs its compensations; a RUNNING one is walked from its first task.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from collections.abc import Callable
+
+from .. import state as m
+from .. import statuses as st
+from .compensation import compensate, has_compensations
+from .decision import Decision, NewWorkflow
+from .kinds import sequence
+from .operations import apply_commands
+from .walk import Outcome, Walk, retry_delay_ms
+
+__all__ = ["Decision", "NewWorkflow", "decide", "retry_delay_ms"]
+
+FAILURE_WORKFLOW_STATUSES = frozenset({st.FAILED, st.TIMED_OUT, st.COMPENSATION_FAILED})
+
+
+def decide(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str]) -> Decision:
+    decision = Decision()
+    walk = Walk(wf, now_ms, new_id, decision)
+    apply_commands(walk)
+    if wf.status in st.TERMINAL_WORKFLOW:
+        cancel_active(walk, f"workflow is {wf.status}")
+    elif wf.status == st.COMPENSATING:
+        _compensate(walk)
+    elif wf.status == st.RUNNING:
+        _run(walk)
+    return decision
+
+
+def _run(walk: Walk) -> None:
+    if _timed_out(walk):
+        return
+    outcome = sequence(walk, walk.definition["tasks"], "")
+    if outcome.kind == "FAILED":
+        _fail(walk, outcome)
+    elif outcome.kind == "TERMINATE":
+        finish(walk, outcome.status, outcome.output or {}, outcome.reason)
+    elif outcome.done and not walk.active():
+        finish(walk, st.COMPLETED, walk.resolve(walk.definition["outputParameters"]), "")
+
+
+def _timed_out(walk: Walk) -> bool:
+    limit = walk.definition.get("timeoutSeconds") or 0
+    if not limit:
+        return False
+    deadline = walk.wf.created_at_ms + int(limit * 1000)
+    if walk.now < deadline:
+        walk.decision.wake(deadline)
+        return False
+    if walk.definition["timeoutPolicy"] == "ALERT_ONLY":
+        walk.decision.log.append(f"ALERT: workflow exceeded timeoutSeconds ({limit:g} s)")
+        return False
+    finish(walk, st.TIMED_OUT, None, f"workflow exceeded timeoutSeconds ({limit:g} s)")
+    return True
+
+
+def _fail(walk: Walk, outcome: Outcome) -> None:
+    if outcome.status == st.FAILED and has_compensations(walk):
+        walk.decision.status = st.COMPENSATING
+        walk.decision.reason = outcome.reason
+        walk.decision.log.append(f"compensating after: {outcome.reason}")
+        _compensate(walk)
+        return
+    finish(walk, outcome.status, None, outcome.reason)
+
+
+def _compensate(walk: Walk) -> None:
+    for task in walk.active():
+        if not task.spec.extra.get("compensates"):   # the forward flow stops; only undoing goes on
+            walk.stop(task, st.CANCELED, "compensating")
+    outcome = compensate(walk)
+    if outcome.kind == "FAILED":
+        finish(walk, st.COMPENSATION_FAILED, None, outcome.reason)
+    elif outcome.done:
+        reason = walk.decision.reason or walk.wf.reason
+        finish(walk, st.COMPENSATED, None, reason)
+
+
+def finish(walk: Walk, status: str, output: dict[str, Any] | None, reason: str) -> None:
+    """End the workflow: cancel what is active, start its failure workflow if it has one."""
+    walk.decision.status = st.WorkflowStatus(status)
+    walk.decision.output = output
+    walk.decision.reason = reason
+    cancel_active(walk, f"workflow {status}")
+    walk.decision.log.append(f"workflow {status}" + (f": {reason}" if reason else ""))
+    failure_workflow = walk.definition.get("failureWorkflow")
+    if failure_workflow and status in FAILURE_WORKFLOW_STATUSES:
+        _start_failure_workflow(walk, failure_workflow, status, reason)
+
+
+def cancel_active(walk: Walk, reason: str) -> None:
+    for task in walk.active():
+        walk.stop(task, st.CANCELED, reason)
+
+
+def _start_failure_workflow(walk: Walk, name: str, status: str, reason: str) -> None:
+    wf = walk.wf
+    definition = walk.sub_workflows[f"{name}:0"]
+    failed_tasks = [t.spec.key for t in walk.instances() if t.runtime.status in st.UNSUCCESSFUL_TASK]
+    walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
+        workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", name=definition["name"],
+        version=definition["version"],
+        input={"workflowId": wf.workflow_id, "workflowName": wf.name, "status": status, "reason": reason,
+               "input": wf.input, "failedTasks": failed_tasks},
+        correlation_id=wf.correlation_id, parent="",
+        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows}))

@@ -1,0 +1,264 @@
+"""The state of one decision: the task instances seen so far, the expression scope, and the
+primitives every node kind uses (schedule, complete, fail, retry).
+
+Instances are found by key: the task reference plus one `__<n>` suffix per enclosing
+DO_WHILE iteration. Tasks the decision creates are visible at once, so a chain of
+system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+from collections.abc import Callable
+
+from .. import state as m
+from .. import statuses as st
+from ..templates import resolve
+from .decision import Decision
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How far a node or a list of nodes got. DONE lets the walk go on."""
+
+    kind: str                                  # DONE, BLOCKED, FAILED or TERMINATE
+    reason: str = ""
+    status: str = st.FAILED                     # the workflow status a failure or TERMINATE asks for
+    output: dict[str, Any] | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.kind == "DONE"
+
+
+ALERT = "alert: "
+DONE = Outcome("DONE")
+BLOCKED = Outcome("BLOCKED")
+
+
+def failure(reason: str, status: str = st.FAILED) -> Outcome:
+    return Outcome("FAILED", reason, status)
+
+
+def retry_delay_ms(task_def: dict[str, Any], failed_attempt: int) -> int:
+    """Delay before the retry of attempt number `failed_attempt` (0 = the first run)."""
+    base = float(task_def["retryDelaySeconds"])
+    logic = task_def["retryLogic"]
+    if logic == "LINEAR_BACKOFF":
+        delay = base * float(task_def["backoffScaleFactor"]) * (failed_attempt + 1)
+    elif logic == "EXPONENTIAL_BACKOFF":
+        delay = base * (2 ** failed_attempt)
+    else:
+        delay = base
+    return int(min(delay, float(task_def["maxRetryDelaySeconds"])) * 1000)
+
+
+class Walk:
+    def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
+        self.wf = wf
+        self.now = now_ms
+        self.new_id = new_id
+        self.decision = decision
+        self.definition = wf.definition
+        self.task_defs = dict(wf.task_defs)
+        self.sub_workflows = dict(wf.sub_workflows)
+        self.variables = dict(wf.variables)
+        self.latest: dict[str, m.TaskState] = {}
+        self.next_seq = 0
+        self.fork_done: dict[str, bool] = {}
+        self.input_overrides: dict[str, dict[str, Any]] = {}
+        self.retrying: set[str] = set()        # keys whose failed instance gets a fresh attempt
+        self.scope: dict[str, Any] = {}
+        self.reset(wf.tasks)
+
+    # ---------------------------------------------------------------- instances and scope
+
+    def reset(self, tasks: list[m.TaskState]) -> None:
+        self.latest = {}
+        for task in sorted(tasks, key=lambda t: t.spec.seq):
+            self.latest[task.spec.key] = m.TaskState(task.spec, task.runtime, task.output)
+        self.next_seq = max((t.spec.seq for t in tasks), default=-1) + 1
+        self.scope = {"workflow": {"input": self.wf.input, "variables": self.variables,
+                                   "workflowId": self.wf.workflow_id, "correlationId": self.wf.correlation_id}}
+        for task in sorted(self.latest.values(), key=lambda t: t.spec.seq):
+            self._expose(task)
+
+    def _expose(self, task: m.TaskState) -> None:
+        entry = {"input": task.spec.input, "output": task.output or {}}
+        self.scope[task.spec.ref] = entry      # the latest iteration answers to the bare reference
+        self.scope[task.spec.key] = entry
+
+    def instances(self) -> list[m.TaskState]:
+        return sorted(self.latest.values(), key=lambda t: t.spec.seq)
+
+    def active(self) -> list[m.TaskState]:
+        return [t for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
+
+    def resolve(self, template: Any) -> Any:
+        return resolve(template, self.scope)
+
+    def set_variables(self, updates: dict[str, Any]) -> None:
+        self.variables.update(updates)
+        self.scope["workflow"]["variables"] = self.variables
+        self.decision.variables = dict(self.variables)
+
+    # ---------------------------------------------------------------- creating and changing instances
+
+    def add(self, node: dict[str, Any], key: str, *, status: st.TaskStatus, task_type: str = "", attempt: int = 0,
+            input: dict[str, Any] | None = None, output: dict[str, Any] | None = None,
+            ready_at_ms: int | None = None, reason: str = "", extra: dict[str, Any] | None = None,
+            lease_ms: int = 0, timeout_ms: int = 0, task_id: str = "") -> m.TaskState:
+        """Create an instance of `node` under `key` and make it visible to the rest of the walk."""
+        kind = node["type"]
+        task_id = task_id or self.new_id()
+        spec = m.TaskSpec(task_id=task_id, ref=node["taskReferenceName"], kind=kind,
+                          task_type=task_type or kind, attempt=attempt, seq=self.next_seq,
+                          input=self.input_for(node, key) if input is None else input,
+                          scheduled_at_ms=self.now, key=key, extra=extra or {})
+        self.next_seq += 1
+        started = self.now if status == st.IN_PROGRESS else 0
+        ended = self.now if status not in st.ACTIVE_TASK else 0
+        runtime = m.TaskRuntime(status=status, task_type=spec.task_type, lease_ms=lease_ms, timeout_ms=timeout_ms,
+                                ready_at_ms=ready_at_ms or self.now, started_at_ms=started, ended_at_ms=ended,
+                                reason=reason)
+        task = m.TaskState(spec, runtime, output)
+        if status == st.SCHEDULED:
+            self._enqueue_or_wait(task)
+        if output is not None:
+            self.decision.outputs[task_id] = output
+        self.decision.new_tasks.append(task)
+        self.latest[key] = task
+        self._expose(task)
+        return task
+
+    def input_for(self, node: dict[str, Any], key: str) -> dict[str, Any]:
+        if key in self.input_overrides:
+            return self.input_overrides.pop(key)
+        resolved: dict[str, Any] = self.resolve(node["inputParameters"])
+        return resolved
+
+    def change(self, task: m.TaskState, **changes: Any) -> None:
+        """Change an instance's runtime state (status, reason, ...) in this decision."""
+        if "status" in changes and changes["status"] not in st.ACTIVE_TASK and "ended_at_ms" not in changes:
+            changes["ended_at_ms"] = self.now
+        task.runtime = replace(task.runtime, **changes)
+        new = next((t for t in self.decision.new_tasks if t.task_id == task.task_id), None)
+        if new is not None:
+            new.runtime = task.runtime
+        else:
+            self.decision.changed_runtimes[task.task_id] = task.runtime
+
+    def set_output(self, task: m.TaskState, output: dict[str, Any]) -> None:
+        task.output = output
+        self.decision.outputs[task.task_id] = output
+        self._expose(task)
+
+    def complete(self, task: m.TaskState, output: dict[str, Any] | None = None) -> None:
+        if output is not None:
+            self.set_output(task, output)
+        self.change(task, status=st.TASK_COMPLETED)
+
+    def _enqueue_or_wait(self, task: m.TaskState) -> None:
+        if task.runtime.ready_at_ms <= self.now:
+            task.runtime.queued = True
+            self.decision.enqueue.append((task.spec.task_type, task.task_id))
+        else:
+            self.decision.wake(task.runtime.ready_at_ms)
+
+    def enqueue_when_ready(self, task: m.TaskState) -> None:
+        """A delayed task (startDelay, retry back-off) becomes visible to workers when due."""
+        if task.runtime.queued:
+            return
+        if task.runtime.ready_at_ms > self.now:
+            self.decision.wake(task.runtime.ready_at_ms)
+            return
+        self.change(task, queued=True)
+        self.decision.enqueue.append((task.spec.task_type, task.task_id))
+
+    def stop(self, task: m.TaskState, status: str, reason: str) -> None:
+        """End an active instance: take it off its queue or lease, end a child workflow."""
+        runtime = task.runtime
+        if task.spec.kind == "SIMPLE":
+            if runtime.status == st.SCHEDULED and runtime.queued:
+                self.decision.dequeue.append((task.spec.task_type, task.task_id))
+            elif runtime.status == st.IN_PROGRESS:
+                self.decision.drop_leases.append((task.spec.task_type, task.task_id))
+        child = task.spec.extra.get("child")
+        if child and runtime.status == st.IN_PROGRESS:
+            self.decision.terminate_workflows.append((child, f"parent workflow: {reason}"))
+        self.change(task, status=status, reason=reason)
+
+    # ---------------------------------------------------------------- worker tasks
+
+    def schedule_worker_task(self, node: dict[str, Any], key: str, task_name: str, *, attempt: int,
+                             delay_ms: int = 0, extra: dict[str, Any] | None = None,
+                             input: dict[str, Any] | None = None) -> m.TaskState:
+        task_def = self.task_defs[task_name]
+        task_id = self.new_id()
+        extra = dict(extra or {})
+        # One idempotency key per logical execution: a retry inherits it (it copies `extra`); a
+        # new iteration, branch, compensation, restart or rerun is a new task, so a new key.
+        extra.setdefault("execution", task_id)
+        return self.add(node, key, status=st.SCHEDULED, task_type=task_name, attempt=attempt, input=input,
+                        ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
+                        lease_ms=int(task_def["responseTimeoutSeconds"] * 1000),
+                        timeout_ms=int(task_def["timeoutSeconds"] * 1000))
+
+    def follow_worker_task(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> Outcome:
+        """Advance one worker-run instance: wait, time out, retry or give up."""
+        status = task.runtime.status
+        if status in st.DONE_TASK:
+            return DONE
+        if status == st.SCHEDULED:
+            self.enqueue_when_ready(task)
+            return BLOCKED
+        if status == st.IN_PROGRESS:
+            return self._check_task_timeout(task, self.task_defs[task_name])
+        if (status in st.RETRYABLE_TASK and self.retries_left(node, task, task_name)) or task.spec.key in self.retrying:
+            self.retry(node, task, task_name)
+            return BLOCKED
+        return self.unsuccessful(node, task)
+
+    def retries_left(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> bool:
+        allowed = int(node.get("retryCount", self.task_defs[task_name]["retryCount"]))
+        return task.spec.attempt - int(task.spec.extra.get("retryBase", 0)) < allowed
+
+    def retry(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> None:
+        extra = dict(task.spec.extra)
+        delay = retry_delay_ms(self.task_defs[task_name], task.spec.attempt)
+        if task.spec.key in self.retrying:          # an operator's retry: a fresh budget, no back-off
+            self.retrying.discard(task.spec.key)
+            extra["retryBase"] = task.spec.attempt + 1
+            delay = 0
+        self.schedule_worker_task(node, task.spec.key, task_name, attempt=task.spec.attempt + 1, delay_ms=delay,
+                                  extra=extra, input=task.spec.input)
+        self.decision.log.append(f"retrying '{task.spec.key}' (attempt {task.spec.attempt + 1})")
+
+    def _check_task_timeout(self, task: m.TaskState, task_def: dict[str, Any]) -> Outcome:
+        """`timeoutSeconds` bounds one attempt from its start, heartbeats or not."""
+        if not task.runtime.timeout_ms or task.runtime.reason.startswith(ALERT):
+            return BLOCKED
+        deadline = task.runtime.started_at_ms + task.runtime.timeout_ms
+        if self.now < deadline:
+            self.decision.wake(deadline)
+            return BLOCKED
+        policy = task_def["timeoutPolicy"]
+        reason = f"attempt exceeded timeoutSeconds ({task.runtime.timeout_ms / 1000:g} s)"
+        if policy == "ALERT_ONLY":
+            self.decision.log.append(f"ALERT: task '{task.spec.key}' {reason}")
+            self.change(task, reason=f"{ALERT}{reason}")   # alerted once; the attempt runs on
+            return BLOCKED
+        self.stop(task, st.TASK_TIMED_OUT, reason)
+        if policy == "TIME_OUT_WF":
+            return failure(f"task '{task.spec.key}' {reason}", st.TIMED_OUT)
+        self.decision.wake(self.now)   # decide the retry at once
+        return BLOCKED
+
+    def unsuccessful(self, node: dict[str, Any], task: m.TaskState) -> Outcome:
+        """A failed instance that will not be retried: optional ones let the flow go on."""
+        if node.get("optional"):
+            self.change(task, status=st.COMPLETED_WITH_ERRORS)
+            return DONE
+        return failure(f"task '{task.spec.key}' {task.runtime.status} after {task.spec.attempt + 1} "
+                       f"attempt(s): {task.runtime.reason}")

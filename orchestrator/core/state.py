@@ -1,0 +1,127 @@
+"""The in-memory shape of a workflow and its task attempts, as the store reads them.
+
+Each task attempt is split in Redis into three fields so that Lua scripts never
+re-encode user data: `t:<id>` (the spec the decider wrote: reference, input, ...),
+`s:<id>` (a small state object of scalars that scripts update) and `o:<id>` (the
+worker's output, stored verbatim).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .statuses import TaskStatus, WorkflowStatus
+
+
+@dataclass
+class TaskSpec:
+    """What the decider decided about an attempt; written once, never by scripts."""
+
+    task_id: str
+    ref: str                  # the taskReferenceName in the definition
+    kind: str
+    task_type: str            # the task definition name (SIMPLE) or the kind (system tasks)
+    attempt: int
+    seq: int
+    input: dict[str, Any]
+    scheduled_at_ms: int
+    key: str = ""             # ref plus loop-iteration suffixes ("check__2"): unique per instance
+    extra: dict[str, Any] = field(default_factory=dict)  # per-kind facts: child id, retry base, ...
+
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = self.ref
+
+    def idempotency_key(self, workflow_id: str) -> str:
+        """Stable across the retries of one logical execution of the task, different for every
+        other execution (loop iteration, dynamic branch, compensation, restart, rerun)."""
+        return f"{workflow_id}/{self.key}/{self.extra.get('execution', self.task_id)}"
+
+    def to_json(self) -> dict[str, Any]:
+        doc = {"id": self.task_id, "ref": self.ref, "kind": self.kind, "type": self.task_type,
+               "attempt": self.attempt, "seq": self.seq, "input": self.input,
+               "scheduled": self.scheduled_at_ms}
+        if self.key != self.ref:
+            doc["key"] = self.key
+        if self.extra:
+            doc["extra"] = self.extra
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TaskSpec:
+        return cls(doc["id"], doc["ref"], doc["kind"], doc["type"], doc["attempt"], doc["seq"],
+                   doc["input"], doc["scheduled"], doc.get("key", ""), doc.get("extra", {}))
+
+
+@dataclass
+class TaskRuntime:
+    """The scalar state of an attempt; the Lua scripts read and update it."""
+
+    status: TaskStatus
+    task_type: str
+    lease_ms: int
+    timeout_ms: int = 0
+    ready_at_ms: int = 0
+    queued: bool = False
+    worker_id: str = ""
+    started_at_ms: int = 0
+    ended_at_ms: int = 0
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status, "type": self.task_type, "lease_ms": self.lease_ms,
+                "timeout_ms": self.timeout_ms, "ready_at": self.ready_at_ms, "queued": self.queued,
+                "worker": self.worker_id, "started": self.started_at_ms, "ended": self.ended_at_ms,
+                "reason": self.reason}
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> TaskRuntime:
+        return cls(status=TaskStatus(doc["status"]), task_type=doc["type"], lease_ms=int(doc["lease_ms"]),
+                   timeout_ms=int(doc.get("timeout_ms", 0)), ready_at_ms=int(doc.get("ready_at", 0)),
+                   queued=bool(doc.get("queued", False)), worker_id=doc.get("worker", "") or "",
+                   started_at_ms=int(doc.get("started", 0)), ended_at_ms=int(doc.get("ended", 0)),
+                   reason=doc.get("reason", "") or "")
+
+
+@dataclass
+class TaskState:
+    spec: TaskSpec
+    runtime: TaskRuntime
+    output: dict[str, Any] | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.spec.task_id
+
+
+@dataclass
+class WorkflowState:
+    """Everything the decider needs, read in one round trip (HGETALL)."""
+
+    workflow_id: str
+    name: str
+    version: int
+    status: WorkflowStatus
+    input: dict[str, Any]
+    correlation_id: str
+    created_at_ms: int
+    updated_at_ms: int
+    definition: dict[str, Any]
+    task_defs: dict[str, dict[str, Any]]
+    sub_workflows: dict[str, dict[str, Any]] = field(default_factory=dict)  # "name:version" -> definition
+    tasks: list[TaskState] = field(default_factory=list)
+    variables: dict[str, Any] = field(default_factory=dict)
+    parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child
+    commands: list[dict[str, Any]] = field(default_factory=list)  # operator requests not yet applied
+    output: dict[str, Any] | None = None
+    reason: str = ""
+    ended_at_ms: int = 0
+    revision: int = 0  # bumped by every write; the decider's write is conditional on it
+
+    def latest_attempt(self, key: str) -> TaskState | None:
+        latest = None
+        for task in self.tasks:
+            if task.spec.key == key and (latest is None or task.spec.seq > latest.spec.seq):
+                latest = task
+        return latest

@@ -1,0 +1,188 @@
+"""What the rest of the node may ask of the state store, and what each call guarantees.
+
+The cluster and API layers talk to this protocol only; `orchestrator.store.redis` is the
+one implementation (Lua scripts on Redis), and the only code that knows key names.
+
+Words used below:
+- *atomic*: the whole call takes effect or none of it does; no reader sees a half.
+- *fenced*: the call carries the caller's epoch and is refused with `StaleEpoch`, changing
+  nothing, when a newer leader has raised the stored epoch. Only the leader's engine makes
+  fenced calls; events any node may store (starts, results, signals) are not fenced but are
+  atomic and idempotent instead.
+- *revision-checked*: applied only if the workflow's revision is the one the caller read;
+  otherwise it answers CONFLICT and changes nothing.
+Every call may raise `StoreUnavailable` while the store cannot be reached; nothing is then
+known to be written except where the call is idempotent and can simply be repeated.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..core.decider import Decision
+from ..core.state import TaskSpec, WorkflowState
+from ..core.statuses import TaskStatus
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer (down, restarting, failing over): retry later."""
+
+
+class Topic(enum.Enum):
+    """Broadcasts the transition scripts publish, for the nodes that wait on them."""
+
+    READY = "ready"   # a task type has queued work (payload: the task type)
+    WAKE = "wake"     # a workflow is due for a decision (payload: the workflow id)
+    DONE = "done"     # a workflow reached a terminal status (payload: the workflow id)
+
+
+class ApplyResult(enum.Enum):
+    OK = "OK"
+    CONFLICT = "CONFLICT"   # the workflow changed since it was read: decide again
+    GONE = "GONE"           # the workflow no longer exists
+
+
+class ResultOutcome(enum.Enum):
+    """What storing a worker's result did."""
+
+    STORED = "OK"
+    DUPLICATE = "DUPLICATE"   # the same result was stored before: acknowledged, nothing changed
+    STALE = "STALE"           # the attempt is no longer this worker's (expired, released, ended)
+    UNKNOWN = "UNKNOWN"       # no such attempt
+
+
+@dataclass(frozen=True)
+class ResultAck:
+    outcome: ResultOutcome
+    detail: str = ""          # for STALE: the attempt's status or who holds it
+
+
+@dataclass(frozen=True)
+class ClaimedTask:
+    workflow_id: str
+    spec: TaskSpec
+    lease_ms: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """What the engine must look at now, and when it next needs to wake up."""
+
+    workflows: list[str]
+    expired_leases: list[tuple[str, str]]     # (workflow id, task id)
+    next_at_ms: float | None
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    workflow_ids: list[str]
+    next_cursor: str | None   # opaque; None on the last page
+
+
+class Store(Protocol):
+    # ------------------------------------------------------------- definitions (any node)
+
+    async def put_task_def(self, definition: dict[str, Any]) -> None:
+        """Store a task definition and the limits the claim enforces for its type. Atomic."""
+
+    async def get_task_def(self, name: str) -> dict[str, Any] | None: ...
+
+    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        """The named task definitions that exist (all of them when `names` is None)."""
+
+    async def put_workflow_def(self, definition: dict[str, Any]) -> None:
+        """Store one version of a workflow definition; running workflows keep their snapshot. Atomic."""
+
+    async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
+        """One version (0 = the latest), or None."""
+
+    async def workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+        """Every version of `name`, or the latest version of every name."""
+
+    async def snapshot(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """The definition with every task and workflow definition it can reach, frozen for one run."""
+
+    # ------------------------------------------------------------- workflows (any node)
+
+    async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
+                            correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        """Create a workflow from the latest snapshot of `name`; returns (id, created).
+
+        Atomic and idempotent per idempotency key: a repeated key returns the first id."""
+
+    async def load(self, workflow_id: str) -> WorkflowState | None: ...
+
+    async def load_many(self, workflow_ids: list[str]) -> list[WorkflowState | None]: ...
+
+    async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
+        """End a running workflow (or start undoing it). Atomic; NotFound / FailedPrecondition."""
+
+    async def operate(self, workflow_id: str, *, allowed: Iterable[str], new_status: str = "",
+                      command: dict[str, Any] | None = None, now_ms: int) -> None:
+        """Change status and/or queue a command for the decider, if the status is allowed. Atomic."""
+
+    async def signal_task(self, workflow_id: str, task_id: str, status: TaskStatus, output_json: str,
+                          reason: str, now_ms: int) -> None:
+        """Complete a waiting WAIT or HUMAN task. Atomic; refused once the task or workflow ended."""
+
+    async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
+                     created_from_ms: int = 0, created_to_ms: int = 0) -> SearchPage:
+        """Workflow ids, newest first; the cursor is stable when workflows start meanwhile."""
+
+    # ------------------------------------------------------------- tasks (any node)
+
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
+        """Hand up to `count` queued tasks to a worker with a lease, within the type's limits.
+
+        Atomic: each task goes to exactly one caller, however many nodes claim at once."""
+
+    async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> int:
+        """Extend the lease of an attempt this worker holds; the lease in ms, 0 if it is gone."""
+
+    async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
+                            output_json: str, reason: str, now_ms: int) -> ResultAck:
+        """Store a worker's result for one attempt. Atomic and idempotent (see ResultOutcome)."""
+
+    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> bool:
+        """Put an attempt this worker holds back in its queue without counting a failure. Atomic."""
+
+    # ------------------------------------------------------------- engine (leader only, fenced)
+
+    async def raise_epoch(self, epoch: int) -> None:
+        """Raise the stored epoch to `epoch`; StaleEpoch if a newer one is stored already."""
+
+    async def due(self, now_ms: int, limit: int) -> Due:
+        """Workflows due for a decision and leases past their deadline (a read)."""
+
+    async def expire_lease(self, epoch: int, workflow_id: str, task_id: str, now_ms: int) -> bool:
+        """Time out an attempt whose lease passed; False if it was renewed or ended. Fenced, atomic."""
+
+    async def apply_decisions(self, epoch: int, now_ms: int,
+                              decisions: list[tuple[WorkflowState, Decision]]) -> list[ApplyResult]:
+        """Apply each decision to its workflow. Each is fenced, revision-checked and atomic."""
+
+    async def defer(self, epoch: int, workflow_id: str, at_ms: int) -> None:
+        """Decide `workflow_id` again at `at_ms` (or forget it if it no longer exists). Fenced."""
+
+    # ------------------------------------------------------------- broadcasts and audit
+
+    async def listen(self, topic: Topic, on_message: Callable[[str], None],
+                     on_subscribed: Callable[[], None] | None = None) -> None:
+        """Call `on_message(payload)` for each broadcast on `topic` until cancelled.
+
+        Resubscribes after outages; `on_subscribed` runs after each (re)subscription so the
+        caller can catch up on what it may have missed meanwhile."""
+
+    def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
+        """Yield at once, then after each change of the workflow (bursts collapsed), or every
+        `recheck_s` seconds as a safety net."""
+
+    async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
+        """How often each workflow reached a terminal status, from the audit stream."""
+
+    async def close(self) -> None: ...
+

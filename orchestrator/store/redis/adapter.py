@@ -1,0 +1,507 @@
+"""The state store on Redis: the one implementation of `orchestrator.store.Store`.
+
+Every change goes through one Lua script of `scripts` (one atomic step each); plain
+commands are used only to read and to store definitions. Any node may start,
+terminate, claim, heartbeat and report results; only the leader's engine calls the
+fenced `apply_decisions`, `expire_lease`, `defer` and `raise_epoch`.
+Redis errors leave this module as `StoreUnavailable` only.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import NoScriptError
+
+from ...core import state as m
+from ...core.decider import Decision
+from ...core.definitions import iter_tasks, needs_every_task_def, referenced_task_names
+from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
+from ...core.statuses import TaskStatus
+from ..protocol import (ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage, StoreUnavailable,
+                        Topic)
+from . import pubsub, scripts
+from .codec import decision_args, dumps, parse_workflow
+from .errors import REDIS_UNAVAILABLE
+from .keys import Keys
+
+T = TypeVar("T")
+CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]])
+
+IDEMPOTENCY_TTL_S = 7 * 86400
+
+
+def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
+    @functools.wraps(method)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(*args, **kwargs)
+        except REDIS_UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+    return wrapper  # type: ignore[return-value]
+
+
+class _CachedSnapshot:
+    """A snapshot as this node last read it, with the definitions revision it was read at."""
+
+    def __init__(self, revision: int, snapshot: dict[str, Any]) -> None:
+        self.revision = revision
+        self.snapshot = snapshot
+        self.text = dumps(snapshot)
+        self.variables = dumps(snapshot["workflow"].get("variables", {}))
+
+
+class RedisStore:
+    def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
+                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
+        # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
+        # this client decodes, and the parsing below checks shapes where they matter.
+        self._redis: Any = client
+        self.keys = Keys(prefix)
+        self.idempotency_ttl_s = idempotency_ttl_s
+        self._scripts: dict[str, Any] = {}   # Lua source -> its registered script
+        self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "wfo") -> RedisStore:
+        client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
+                                         socket_keepalive=True, retry_on_timeout=True)
+        return cls(client, prefix)
+
+    @classmethod
+    def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
+                       password: str | None = None) -> RedisStore:
+        """Follow the master that Sentinel names; after a failover, reconnect to the new one."""
+        addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
+        sentinel = Sentinel(addresses, socket_timeout=1.0)  # type: ignore[no-untyped-call]
+        client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
+                                     health_check_interval=5, socket_keepalive=True, retry_on_timeout=True)
+        return cls(client, prefix)
+
+    @property
+    def prefix(self) -> str:
+        return self.keys.prefix
+
+    async def close(self) -> None:
+        await self._redis.aclose()
+
+    async def _run(self, source: str, named: dict[str, Any], *blobs: str) -> Any:
+        """Run a script with named scalar arguments (ARGV[1]) and pre-encoded blobs after them."""
+        script = self._scripts.get(source)
+        if script is None:
+            script = self._scripts[source] = self._redis.register_script(source)
+        return await script(args=[dumps({"prefix": self.prefix, **named}), *blobs])
+
+    # ------------------------------------------------------------- definitions
+
+    @_unavailable_as_store_error
+    async def put_task_def(self, definition: dict[str, Any]) -> None:
+        name = definition["name"]
+        concurrency, rate = definition["concurrentExecLimit"], definition["rateLimitPerFrequency"]
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.task_defs, name, dumps(definition))
+            if concurrency or rate:
+                period_ms = int(definition["rateLimitFrequencyInSeconds"] * 1000)
+                pipe.hset(self.keys.limits, name, f"{concurrency}|{rate}|{period_ms}")
+            else:
+                pipe.hdel(self.keys.limits, name)
+            pipe.incr(self.keys.defs_revision)
+            await pipe.execute()
+
+    @_unavailable_as_store_error
+    async def get_task_def(self, name: str) -> dict[str, Any] | None:
+        raw = await self._redis.hget(self.keys.task_defs, name)
+        return json.loads(raw) if raw else None
+
+    @_unavailable_as_store_error
+    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+        key = self.keys.task_defs
+        if names is None:
+            return {k: json.loads(v) for k, v in (await self._redis.hgetall(key)).items()}
+        wanted = sorted(set(names))
+        if not wanted:
+            return {}
+        values = await self._redis.hmget(key, wanted)
+        return {n: json.loads(v) for n, v in zip(wanted, values) if v}
+
+    @_unavailable_as_store_error
+    async def put_workflow_def(self, definition: dict[str, Any]) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.workflow_def(definition["name"]), str(definition["version"]), dumps(definition))
+            pipe.sadd(self.keys.workflow_names, definition["name"])
+            pipe.incr(self.keys.defs_revision)
+            await pipe.execute()
+
+    @_unavailable_as_store_error
+    async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
+        key = self.keys.workflow_def(name)
+        if version:
+            raw = await self._redis.hget(key, str(version))
+            return json.loads(raw) if raw else None
+        versions = await self._redis.hkeys(key)
+        if not versions:
+            return None
+        raw = await self._redis.hget(key, max(versions, key=int))
+        return json.loads(raw) if raw else None
+
+    @_unavailable_as_store_error
+    async def workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+        if name:
+            versions = await self._redis.hgetall(self.keys.workflow_def(name))
+            return [json.loads(versions[v]) for v in sorted(versions, key=int)]
+        names = sorted(await self._redis.smembers(self.keys.workflow_names))
+        found = [await self.get_workflow_def(n) for n in names]
+        return [d for d in found if d]
+
+    # ------------------------------------------------------------- workflows
+
+    @_unavailable_as_store_error
+    async def snapshot(self, definition: dict[str, Any]) -> dict[str, Any]:
+        """Sub-workflows and the failure workflow are resolved now ("name:version", version 0 =
+        the latest at start), so a run never changes because a definition was re-registered.
+        A definition that picks task types at run time (a dynamic fork of task specs) gets
+        every registered task definition, since any of them may be named."""
+        workflows: dict[str, dict[str, Any]] = {}
+        task_names = set(referenced_task_names(definition))
+        every_task_def = needs_every_task_def(definition)
+        pending = [definition]
+        while pending:
+            current = pending.pop()
+            for node_ref, version in _workflow_refs(current):
+                key = f"{node_ref}:{version}"
+                if key in workflows:
+                    continue
+                found = await self.get_workflow_def(node_ref, version)
+                if found is None:
+                    raise FailedPrecondition(f"workflow '{current['name']}' needs workflow definition "
+                                             f"'{node_ref}' (version {version or 'latest'}), which is not registered")
+                workflows[key] = found
+                task_names |= referenced_task_names(found)
+                every_task_def = every_task_def or needs_every_task_def(found)
+                pending.append(found)
+        task_defs = await self.task_defs(None if every_task_def else task_names)
+        missing = task_names - set(task_defs)
+        if missing:
+            raise FailedPrecondition(f"task definition(s) {', '.join(sorted(missing))} used by "
+                                     f"'{definition['name']}' are no longer registered")
+        return {"workflow": definition, "taskDefs": task_defs, "subWorkflows": workflows}
+
+    @_unavailable_as_store_error
+    async def start_workflow(self, workflow_id: str, snapshot: dict[str, Any], workflow_input: dict[str, Any],
+                             correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        """Start from a snapshot as given (no check that it is still the latest)."""
+        outcome = await self._start_from(_CachedSnapshot(-1, snapshot), workflow_id, workflow_input, correlation_id,
+                                         idempotency_key, now_ms)
+        assert outcome is not None
+        return outcome
+
+    @_unavailable_as_store_error
+    async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
+                            correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+        """Start the definition `name` (version 0 = latest) from this node's snapshot cache.
+
+        Every registration bumps the definitions revision; the start script refuses a
+        snapshot taken at an older revision, and the cache is refilled. So a start costs one
+        round trip, and never runs a definition older than the latest registration."""
+        for _ in range(3):
+            cached = self._snapshots.get((name, version)) or await self._fill_snapshot(name, version)
+            outcome = await self._start_from(cached, workflow_id, workflow_input, correlation_id,
+                                             idempotency_key, now_ms)
+            if outcome is not None:
+                return outcome
+            self._snapshots.clear()
+        raise FailedPrecondition("definitions keep changing during this start; try again")
+
+    async def _fill_snapshot(self, name: str, version: int) -> _CachedSnapshot:
+        revision = int(await self._redis.get(self.keys.defs_revision) or 0)   # before reading: see above
+        definition = await self.get_workflow_def(name, version)
+        if definition is None:
+            which = f" version {version}" if version else ""
+            raise NotFound(f"no workflow definition named '{name}'{which}; register it first")
+        cached = self._snapshots[(name, version)] = _CachedSnapshot(revision, await self.snapshot(definition))
+        return cached
+
+    async def _start_from(self, cached: _CachedSnapshot, workflow_id: str, workflow_input: dict[str, Any],
+                          correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool] | None:
+        definition = cached.snapshot["workflow"]
+        meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
+                "correlationId": correlation_id}
+        answer = json.loads(await self._run(
+            scripts.START_WORKFLOW,
+            {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
+             "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision},
+            dumps(meta), cached.text, cached.variables))
+        if answer["outcome"] == "STALE_SNAPSHOT":
+            return None
+        return answer["id"], answer["outcome"] == "CREATED"
+
+    @_unavailable_as_store_error
+    async def load(self, workflow_id: str) -> m.WorkflowState | None:
+        return parse_workflow(workflow_id, await self._redis.hgetall(self.keys.workflow(workflow_id)))
+
+    @_unavailable_as_store_error
+    async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for workflow_id in workflow_ids:
+                pipe.hgetall(self.keys.workflow(workflow_id))
+            rows = await pipe.execute()
+        return [parse_workflow(i, row) for i, row in zip(workflow_ids, rows)]
+
+    @_unavailable_as_store_error
+    async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
+        answer = json.loads(await self._run(
+            scripts.TERMINATE, {"id": workflow_id, "reason": reason, "now": now_ms, "compensate": compensate}))
+        if answer["outcome"] == "UNKNOWN":
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        if answer["outcome"] == "ENDED":
+            raise FailedPrecondition(f"workflow '{workflow_id}' already ended as {answer['detail']}; "
+                                     "only a running, paused or compensating workflow can be terminated")
+
+    @_unavailable_as_store_error
+    async def operate(self, workflow_id: str, *, allowed: Iterable[str], new_status: str = "",
+                      command: dict[str, Any] | None = None, now_ms: int) -> None:
+        allowed = list(allowed)
+        answer = json.loads(await self._run(
+            scripts.OPERATE, {"id": workflow_id, "allowed": allowed, "new_status": new_status, "now": now_ms},
+            dumps(command) if command else ""))
+        if answer["outcome"] == "UNKNOWN":
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        if answer["outcome"] == "STATE":
+            raise FailedPrecondition(f"workflow '{workflow_id}' is {answer['detail']}; this operation "
+                                     f"needs one of {', '.join(allowed)}")
+
+    @_unavailable_as_store_error
+    async def signal_task(self, workflow_id: str, task_id: str, status: TaskStatus, output_json: str,
+                          reason: str, now_ms: int) -> None:
+        answer = json.loads(await self._run(
+            scripts.SIGNAL_TASK, {"id": workflow_id, "task": task_id, "status": status, "reason": reason,
+                                  "now": now_ms}, output_json))
+        outcome, detail = answer["outcome"], answer["detail"]
+        if outcome == "UNKNOWN":
+            raise NotFound(f"workflow '{workflow_id}' has no task '{task_id}'")
+        if outcome == "KIND":
+            raise FailedPrecondition(f"task '{task_id}' is a {detail} task; only WAIT and HUMAN tasks take signals")
+        if outcome == "ENDED":
+            raise FailedPrecondition(f"workflow '{workflow_id}' already ended as {detail}; the signal was not "
+                                     "stored")
+        if outcome == "STALE":
+            raise FailedPrecondition(f"task '{task_id}' is already {detail}")
+
+    @_unavailable_as_store_error
+    async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
+                     created_from_ms: int = 0, created_to_ms: int = 0) -> SearchPage:
+        """Workflow ids, newest first, matching every filter given.
+
+        Every index is scored by creation time, so the time range narrows the scan itself.
+        The cursor is the (creation time, id) of the last id returned: the next page starts
+        strictly after it in the index order (time descending, then id descending), so
+        workflows started meanwhile (newer, so before it) never shift a page."""
+        index = self._search_index(name, status, correlation_id)
+        after = _parse_cursor(cursor)
+        top: float | str = created_to_ms or "+inf"
+        if after is not None:
+            top = min(after[0], created_to_ms) if created_to_ms else after[0]
+        bottom: float | str = created_from_ms or "-inf"
+        found: list[tuple[str, float]] = []
+        chunk = max(limit * 2, 100)
+        offset = 0
+        exhausted = False
+        while len(found) < limit:
+            rows = await self._redis.zrevrangebyscore(index, top, bottom, start=offset, num=chunk, withscores=True)
+            if not rows:
+                exhausted = True
+                break
+            offset += len(rows)
+            rows = [(i, float(s)) for i, s in rows if after is None or s < after[0] or (s == after[0] and i < after[1])]
+            found += await self._matching(rows, name, status, correlation_id, limit - len(found))
+            if offset % chunk:   # a short read: the range is exhausted
+                exhausted = True
+                break
+        if not found or (exhausted and len(found) < limit):
+            return SearchPage([i for i, _ in found], None)
+        last_id, last_score = found[-1]
+        more = await self._any_before(index, last_score, last_id, bottom)
+        return SearchPage([i for i, _ in found], f"{int(last_score)}:{last_id}" if more else None)
+
+    def _search_index(self, name: str, status: str, correlation_id: str) -> str:
+        if correlation_id:
+            return self.keys.index("corr", correlation_id)
+        if name:
+            return self.keys.index("name", name)
+        if status:
+            return self.keys.index("st", status)
+        return self.keys.index("all")
+
+    async def _matching(self, rows: list[tuple[str, float]], name: str, status: str, correlation_id: str,
+                        wanted: int) -> list[tuple[str, float]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for workflow_id, _ in rows:
+                pipe.hmget(self.keys.workflow(workflow_id), "st", "m")
+            stored = await pipe.execute()
+        found = []
+        for (workflow_id, score), (st, meta_raw) in zip(rows, stored):
+            if st is None:
+                continue
+            meta = json.loads(meta_raw)
+            if ((not status or st == status) and (not name or meta["name"] == name)
+                    and (not correlation_id or meta["correlationId"] == correlation_id)):
+                found.append((workflow_id, score))
+                if len(found) == wanted:
+                    break
+        return found
+
+    async def _any_before(self, index: str, score: float, workflow_id: str, bottom: float | str) -> bool:
+        """Whether the index holds anything after (score, id) in the search order."""
+        if await self._redis.zcount(index, bottom, f"({score}"):
+            return True
+        same = await self._redis.zrangebyscore(index, score, score)
+        return any(member < workflow_id for member in same)
+
+    # ------------------------------------------------------------- tasks (any node)
+
+    @_unavailable_as_store_error
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
+        flat = await self._run(scripts.CLAIM, {"type": task_type, "count": count, "now": now_ms,
+                                               "worker": worker_id})
+        claimed = []
+        for i in range(0, len(flat), 4):
+            spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
+            claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3])))
+        return claimed
+
+    @_unavailable_as_store_error
+    async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> int:
+        return int(await self._run(scripts.HEARTBEAT, {"id": workflow_id, "task": task_id, "now": now_ms,
+                                                       "worker": worker_id}))
+
+    @_unavailable_as_store_error
+    async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
+                            output_json: str, reason: str, now_ms: int) -> ResultAck:
+        answer = json.loads(await self._run(
+            scripts.COMPLETE_TASK, {"id": workflow_id, "task": task_id, "status": status, "reason": reason,
+                                    "now": now_ms, "worker": worker_id}, output_json))
+        return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"])
+
+    @_unavailable_as_store_error
+    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> bool:
+        return bool(await self._run(scripts.RELEASE_TASK, {"id": workflow_id, "task": task_id, "now": now_ms,
+                                                           "worker": worker_id}))
+
+    # ------------------------------------------------------------- engine (leader only, fenced)
+
+    @_unavailable_as_store_error
+    async def raise_epoch(self, epoch: int) -> None:
+        stored = int(await self._run(scripts.RAISE_EPOCH, {"epoch": epoch}))
+        if stored > epoch:
+            raise StaleEpoch(f"the state store was last written by the leader of term {stored}, newer than this "
+                             f"node's term {epoch}")
+
+    @_unavailable_as_store_error
+    async def forget_epoch(self) -> None:
+        """Forget the stored fencing epoch: only while no node of this cluster runs, after etcd
+        was replaced by an empty one (its revisions, hence new epochs, start again at 1)."""
+        await self._redis.delete(self.keys("epoch"))
+
+    @_unavailable_as_store_error
+    async def due(self, now_ms: int, limit: int) -> Due:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(self.keys.decide, "-inf", now_ms, start=0, num=limit)
+            pipe.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
+            # the first entries still in the future: when to look again if nothing wakes us
+            pipe.zrangebyscore(self.keys.decide, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+            pipe.zrangebyscore(self.keys.leases, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+            workflows, leases, next_decide, next_lease = await pipe.execute()
+        nexts = [float(row[0][1]) for row in (next_decide, next_lease) if row]
+        expired = [(member.split("|", 1)[0], member.split("|", 1)[1]) for member in leases]
+        return Due(workflows, expired, min(nexts) if nexts else None)
+
+    @_unavailable_as_store_error
+    async def expire_lease(self, epoch: int, workflow_id: str, task_id: str, now_ms: int) -> bool:
+        result = str(await self._run(scripts.EXPIRE_LEASE, {"epoch": epoch, "id": workflow_id, "task": task_id,
+                                                            "now": now_ms}))
+        if result == "STALE_EPOCH":
+            raise StaleEpoch("lease expiry refused: a newer leader holds the epoch")
+        return result == "EXPIRED"
+
+    @_unavailable_as_store_error
+    async def defer(self, epoch: int, workflow_id: str, at_ms: int) -> None:
+        result = str(await self._run(scripts.DEFER, {"epoch": epoch, "id": workflow_id, "at": at_ms}))
+        if result == "STALE_EPOCH":
+            raise StaleEpoch("decide-set write refused: a newer leader holds the epoch")
+
+    @_unavailable_as_store_error
+    async def apply_decisions(self, epoch: int, now_ms: int,
+                              decisions: list[tuple[m.WorkflowState, Decision]]) -> list[ApplyResult]:
+        try:
+            results = await self._apply_pipelined(epoch, now_ms, decisions)
+        except NoScriptError:   # Redis restarted and lost its script cache; a repeat is safe (revisions)
+            await self._redis.script_load(scripts.APPLY_DECISION)
+            results = await self._apply_pipelined(epoch, now_ms, decisions)
+        if "STALE_EPOCH" in results:
+            raise StaleEpoch("decision refused: a newer leader holds the epoch")
+        return [ApplyResult(r) for r in results]
+
+    async def _apply_pipelined(self, epoch: int, now_ms: int,
+                               decisions: list[tuple[m.WorkflowState, Decision]]) -> list[str]:
+        # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
+        sha = self._scripts.get(scripts.APPLY_DECISION) or self._redis.register_script(scripts.APPLY_DECISION)
+        self._scripts[scripts.APPLY_DECISION] = sha
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for workflow, decision in decisions:
+                pipe.evalsha(sha.sha, 0, *decision_args(self.prefix, epoch, workflow, decision, now_ms))
+            return [str(r) for r in await pipe.execute()]
+
+    # ------------------------------------------------------------- broadcasts and audit
+
+    async def listen(self, topic: Topic, on_message: Callable[[str], None],
+                     on_subscribed: Callable[[], None] | None = None) -> None:
+        await pubsub.listen(self._redis, self.keys.channel(topic.value), on_message, on_subscribed)
+
+    async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
+        try:
+            async for _ in pubsub.changes(self._redis, self.keys.changed_channel(workflow_id), recheck_s):
+                yield None
+        except REDIS_UNAVAILABLE as exc:
+            raise StoreUnavailable(str(exc)) from exc
+
+    @_unavailable_as_store_error
+    async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
+        wanted = set(workflow_ids) if workflow_ids is not None else None
+        counts: Counter[str] = Counter()
+        last = "-"
+        while True:
+            entries = await self._redis.xrange(self.keys.ended, min=last, max="+", count=10_000)
+            if last != "-":
+                entries = entries[1:]
+            if not entries:
+                return counts
+            for _, fields in entries:
+                if wanted is None or fields["wf"] in wanted:
+                    counts[fields["wf"]] += 1
+            last = entries[-1][0]
+
+
+def _parse_cursor(cursor: str) -> tuple[float, str] | None:
+    """'' (the first page) or '<creation ms>:<workflow id>'; anything else is a caller's error."""
+    if not cursor:
+        return None
+    score, sep, workflow_id = cursor.partition(":")
+    if not sep or not workflow_id or not score.isdigit() or len(score) > 15:
+        raise ValueError("not a page token this API returned")
+    return float(score), workflow_id
+
+
+def _workflow_refs(definition: dict[str, Any]) -> list[tuple[str, int]]:
+    """(name, version) of the sub-workflows and failure workflow a definition starts."""
+    refs = [(t["subWorkflowParam"]["name"], t["subWorkflowParam"].get("version", 0))
+            for t in iter_tasks(definition.get("tasks")) if t.get("type") == "SUB_WORKFLOW"]
+    if definition.get("failureWorkflow"):
+        refs.append((definition["failureWorkflow"], 0))
+    return refs
+

@@ -1,0 +1,107 @@
+"""Between the core's types and what the Redis hash and the Lua scripts hold.
+
+A workflow's hash: `m` (name, version, input, correlation id), `def` (the definition
+snapshot), `st`, `rev`, `created`, `upd`, `end`, `out`, `reason`, `vars`, `parent`,
+`c:<n>` (operator commands not yet applied), and per task attempt `t:<id>` (its spec),
+`s:<id>` (its scalar state, which scripts update) and `o:<id>` (its output, verbatim).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from ...core import state as m
+from ...core.decider import Decision
+from ...core.statuses import WorkflowStatus
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now_ms: int) -> list[str]:
+    """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope."""
+    fields: list[str] = []
+    for task in d.new_tasks:
+        fields += [f"t:{task.task_id}", dumps(task.spec.to_json()),
+                   f"s:{task.task_id}", dumps(task.runtime.to_json())]
+    for task_id, runtime in d.changed_runtimes.items():
+        fields += [f"s:{task_id}", dumps(runtime.to_json())]
+    for task_id, output in d.outputs.items():
+        fields += [f"o:{task_id}", dumps(output)]
+    if d.variables is not None:
+        fields += ["vars", dumps(d.variables)]
+    if d.snapshot is not None:   # restarted with the latest definition: its version shows from now on
+        definition = d.snapshot["workflow"]
+        fields += ["def", dumps(d.snapshot),
+                   "m", dumps({"name": definition["name"], "version": definition["version"], "input": wf.input,
+                               "correlationId": wf.correlation_id})]
+    envelope: dict[str, Any] = {"fields": fields}
+    if d.status:
+        envelope.update(status=d.status, out=dumps(d.output) if d.output is not None else None,
+                        reason=d.reason)
+    for name, value in (("delete", d.delete_tasks), ("consumed", d.consumed_commands), ("enqueue", d.enqueue),
+                        ("dequeue", d.dequeue), ("drop", d.drop_leases),
+                        ("terminate", d.terminate_workflows)):
+        if value:
+            envelope[name] = [list(v) if isinstance(v, tuple) else v for v in value]
+    if d.start_workflows:
+        envelope["start"] = [{"id": w.workflow_id, "name": w.name, "corr": w.correlation_id, "parent": w.parent,
+                              "m": dumps({"name": w.name, "version": w.version, "input": w.input,
+                                          "correlationId": w.correlation_id}),
+                              "def": dumps(w.snapshot),
+                              "vars": dumps(w.snapshot["workflow"].get("variables", {}))}
+                             for w in d.start_workflows]
+    if d.reset_result:
+        envelope["reset"] = True
+    if d.wake_at_ms is not None:
+        envelope["wake"] = d.wake_at_ms
+    named = {"prefix": prefix, "epoch": epoch, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
+    return [dumps(named), json.dumps({k: v for k, v in envelope.items() if v is not None}, separators=(",", ":"))]
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_snapshot(text: str) -> dict[str, Any]:
+    """Workflows of one definition share one snapshot text: parse it once, not per decision.
+
+    The parsed snapshot is shared, so nothing may change it (the decider only reads it)."""
+    snapshot: dict[str, Any] = json.loads(text)
+    return snapshot
+
+
+def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | None:
+    """Rebuild a WorkflowState from its hash (None when the hash does not exist)."""
+    if not row or "m" not in row:
+        return None
+    meta = json.loads(row["m"])
+    snapshot = _parse_snapshot(row["def"])
+    specs: dict[str, m.TaskSpec] = {}
+    runtimes: dict[str, m.TaskRuntime] = {}
+    outputs: dict[str, dict[str, Any]] = {}
+    commands: list[dict[str, Any]] = []
+    for field, value in row.items():
+        prefix, _, task_id = field.partition(":")
+        if not task_id:
+            continue
+        if prefix == "t":
+            specs[task_id] = m.TaskSpec.from_json(json.loads(value))
+        elif prefix == "s":
+            runtimes[task_id] = m.TaskRuntime.from_json(json.loads(value))
+        elif prefix == "o":
+            outputs[task_id] = json.loads(value)
+        elif prefix == "c":
+            commands.append({**json.loads(value), "field": field})
+    tasks = [m.TaskState(spec, runtimes[task_id], outputs.get(task_id))
+             for task_id, spec in specs.items() if task_id in runtimes]
+    tasks.sort(key=lambda t: t.spec.seq)
+    return m.WorkflowState(
+        workflow_id=workflow_id, name=meta["name"], version=meta["version"], status=WorkflowStatus(row["st"]),
+        input=meta["input"], correlation_id=meta["correlationId"], created_at_ms=int(row["created"]),
+        updated_at_ms=int(row.get("upd", row["created"])), definition=snapshot["workflow"],
+        task_defs=snapshot["taskDefs"], sub_workflows=snapshot.get("subWorkflows", {}), tasks=tasks,
+        variables=json.loads(row["vars"]) if row.get("vars") else {}, parent=row.get("parent", ""),
+        commands=commands,
+        output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
+        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]))

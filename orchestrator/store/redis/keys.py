@@ -1,0 +1,61 @@
+"""Every Redis key and channel name the adapter uses (the Lua scripts build the same names
+from the prefix they are given; see `scripts.COMMON`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str
+
+    def __call__(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    def workflow(self, workflow_id: str) -> str:
+        """The workflow's hash; its id is a hash tag so one workflow stays on one slot."""
+        return f"{self.prefix}:wf:{{{workflow_id}}}"
+
+    @property
+    def task_defs(self) -> str:
+        return self("defs", "task")
+
+    def workflow_def(self, name: str) -> str:
+        return self("defs", "wf", name)
+
+    @property
+    def workflow_names(self) -> str:
+        return self("defs", "wfnames")
+
+    @property
+    def defs_revision(self) -> str:
+        return self("defs", "rev")
+
+    @property
+    def limits(self) -> str:
+        return self("limits")
+
+    def queue(self, task_type: str) -> str:
+        return self("q", task_type)
+
+    @property
+    def leases(self) -> str:
+        return self("leases")
+
+    @property
+    def decide(self) -> str:
+        return self("decide")
+
+    @property
+    def ended(self) -> str:
+        return self("ended")
+
+    def index(self, *parts: str) -> str:
+        return self("idx", *parts)
+
+    def channel(self, topic: str) -> str:
+        return self(topic)
+
+    def changed_channel(self, workflow_id: str) -> str:
+        return self("changed", workflow_id)

@@ -1,0 +1,423 @@
+"""The Lua scripts behind every state transition in Redis.
+
+Each script is one atomic step. Scripts that only the leader's engine runs
+(`APPLY_DECISION`, `EXPIRE_LEASE`, `DEFER`) first compare the caller's epoch with the
+stored one and refuse an older epoch: that is the fencing that keeps a paused or
+partitioned ex-leader from changing anything once a newer leader took over.
+Every script that changes a workflow bumps its `rev` field; the decider's write
+is conditional on the revision it read, so no event is ever overwritten.
+
+Arguments are named: ARGV[1] is a JSON object of the small scalar arguments (`A.id`,
+`A.now`, ...), always with `A.prefix`; large user data (inputs, outputs, snapshots) follows
+as ARGV[2], ARGV[3], ... named by a local variable at the top of each script, so it is
+stored as the text the caller sent and never decoded here. Only the small state objects
+of scalars (`s:<task id>`) and the decision's own envelope go through cjson. Scripts
+answer with a plain value or a JSON object (`{"outcome": ..., ...}`) that `adapter.py`
+turns into a typed result; nothing else parses them.
+
+Key names are built here and in `keys.py` alone. The workflow hash key carries the
+workflow id as a hash tag (`P:wf:{ID}`); the queues, leases and indexes are shared keys,
+and a decision may start or end other workflows (children) in the same step, so this
+layout targets a single Redis (with replicas and Sentinel), not Redis Cluster.
+"""
+
+COMMON = r"""
+local A = cjson.decode(ARGV[1])
+local P = A.prefix
+local function result(t) return cjson.encode(t) end
+local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
+                  COMPENSATED = true, COMPENSATION_FAILED = true}
+local function wf_key(id) return P .. ':wf:{' .. id .. '}' end
+local function set_status(id, key, new_status)
+  local old = redis.call('HGET', key, 'st')
+  local created = redis.call('HGET', key, 'created') or '0'
+  if old then redis.call('ZREM', P .. ':idx:st:' .. old, id) end
+  redis.call('ZADD', P .. ':idx:st:' .. new_status, created, id)
+  redis.call('HSET', key, 'st', new_status)
+end
+local function wake(id, at)
+  -- LT: an earlier wake-up wins; a new member is always added
+  redis.call('ZADD', P .. ':decide', 'LT', at, id)
+  redis.call('PUBLISH', P .. ':wake', id)
+end
+local function bump(id, key, now)
+  redis.call('HINCRBY', key, 'rev', 1)
+  redis.call('HSET', key, 'upd', now)
+  redis.call('PUBLISH', P .. ':changed:' .. id, now)
+end
+local function fenced(epoch)
+  local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
+  return epoch >= stored
+end
+local function task_state(key, tid)
+  local raw = redis.call('HGET', key, 's:' .. tid)
+  return raw and cjson.decode(raw)
+end
+local function split(member)
+  local sep = string.find(member, '|', 1, true)
+  return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
+end
+-- A lease ends (result, expiry, release, cancel): a concurrency-limited type may take another task.
+local function drop_lease(id, tid, ttype)
+  local member = id .. '|' .. tid
+  redis.call('ZREM', P .. ':leases', member)
+  if redis.call('ZREM', P .. ':inprog:' .. ttype, member) == 1 then
+    redis.call('PUBLISH', P .. ':ready', ttype)
+  end
+end
+-- A child's end completes or fails its parent's SUB_WORKFLOW task, in the same step.
+local function finish_parent(id, key, status, now)
+  local parent = redis.call('HGET', key, 'parent')
+  if not parent then return end
+  local pid, ptid = split(parent)
+  local pkey = wf_key(pid)
+  local s = task_state(pkey, ptid)
+  if not s or s.status ~= 'IN_PROGRESS' then return end
+  if status == 'COMPLETED' then
+    s.status = 'COMPLETED'
+    redis.call('HSET', pkey, 'o:' .. ptid, redis.call('HGET', key, 'out') or '{}')
+  else
+    s.status = 'FAILED'
+    s.reason = 'sub-workflow ' .. id .. ' ended ' .. status .. ': ' .. (redis.call('HGET', key, 'reason') or '')
+  end
+  s.ended = tonumber(now)
+  redis.call('HSET', pkey, 's:' .. ptid, cjson.encode(s))
+  bump(pid, pkey, now)
+  wake(pid, now)
+end
+-- Every terminal transition goes through here: the audit stream that drills read to
+-- prove nothing ended twice, the parent, and whoever waits for the result.
+local function end_workflow(id, key, status, now)
+  redis.call('HSET', key, 'end', now)
+  redis.call('XADD', P .. ':ended', 'MAXLEN', '~', 1000000, '*', 'wf', id, 'st', status, 'at', now)
+  finish_parent(id, key, status, now)
+  redis.call('PUBLISH', P .. ':done', id)
+end
+-- A task attempt ends with a result (a worker's, or a signal's): record it and wake the decider.
+local function finish_task(id, key, tid, s, status, output, reason, now)
+  s.status = status
+  s.ended = tonumber(now)
+  s.reason = reason
+  redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, output)
+  bump(id, key, now)
+  wake(id, now)
+end
+local function create_workflow(id, meta, def, name, corr, parent, vars, now)
+  local key = wf_key(id)
+  if redis.call('EXISTS', key) == 1 then return false end
+  redis.call('HSET', key, 'm', meta, 'def', def, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
+  if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
+  set_status(id, key, 'RUNNING')
+  redis.call('ZADD', P .. ':idx:all', now, id)
+  redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
+  if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
+  wake(id, now)
+  return true
+end
+local function terminate_workflow(id, reason, now)
+  local key = wf_key(id)
+  local st = redis.call('HGET', key, 'st')
+  if not st or TERMINAL[st] then return st end
+  set_status(id, key, 'TERMINATED')
+  redis.call('HSET', key, 'reason', reason)
+  bump(id, key, now)
+  end_workflow(id, key, 'TERMINATED', now)
+  wake(id, now)
+  return 'OK'
+end
+"""
+
+# A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age)
+# ARGV[2] meta json, ARGV[3] snapshot json, ARGV[4] variables json
+# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT, id}
+START_WORKFLOW = COMMON + r"""
+local meta, snapshot, vars = ARGV[2], ARGV[3], ARGV[4]
+if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= A.defs_rev then
+  return result({outcome = 'STALE_SNAPSHOT', id = ''})
+end
+if A.idem ~= '' then
+  local seen = redis.call('GET', P .. ':idem:' .. A.idem)
+  if seen then return result({outcome = 'EXISTS', id = seen}) end
+  redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
+end
+if not create_workflow(A.id, meta, snapshot, A.name, A.corr, '', vars, A.now) then
+  return result({outcome = 'EXISTS', id = A.id})
+end
+return result({outcome = 'CREATED', id = A.id})
+"""
+
+# The leader's decision, all in one step. A: epoch, id, rev (the revision the decider read), now.
+# ARGV[2]: the decision envelope json: {status, out (json text), reason, reset, fields [f, v, ...], delete [task id],
+# consumed [field], enqueue [[type, task id]], dequeue [[type, task id]], drop [[type, task id]],
+# start [{id, m, def, name, corr, parent, vars}], terminate [[workflow id, reason]], wake}
+APPLY_DECISION = COMMON + r"""
+if not fenced(A.epoch) then return 'STALE_EPOCH' end
+local id = A.id
+local key = wf_key(id)
+local rev = redis.call('HGET', key, 'rev')
+if not rev then return 'GONE' end
+if tonumber(rev) ~= A.rev then return 'CONFLICT' end
+local now = A.now
+local d = cjson.decode(ARGV[2])
+for _, w in ipairs(d.start or {}) do
+  create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now)
+end
+for _, tid in ipairs(d.delete or {}) do
+  redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
+end
+for _, field in ipairs(d.consumed or {}) do redis.call('HDEL', key, field) end
+if d.reset then redis.call('HDEL', key, 'out', 'reason', 'end') end
+local fields = d.fields or {}
+for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
+-- after the fields: the parent's task is already CANCELED, so a child ended here does not
+-- complete it again (finish_parent only touches a task still IN_PROGRESS)
+for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
+local published = {}
+for _, pair in ipairs(d.enqueue or {}) do
+  redis.call('ZADD', P .. ':q:' .. pair[1], now, id .. '|' .. pair[2])
+  if not published[pair[1]] then
+    redis.call('PUBLISH', P .. ':ready', pair[1])
+    published[pair[1]] = true
+  end
+end
+for _, pair in ipairs(d.dequeue or {}) do redis.call('ZREM', P .. ':q:' .. pair[1], id .. '|' .. pair[2]) end
+for _, pair in ipairs(d.drop or {}) do drop_lease(id, pair[2], pair[1]) end
+if d.status then
+  set_status(id, key, d.status)
+  if d.out then redis.call('HSET', key, 'out', d.out) end
+  if d.reason then redis.call('HSET', key, 'reason', d.reason) end
+  if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
+end
+bump(id, key, now)
+redis.call('ZREM', P .. ':decide', id)
+if d.wake then redis.call('ZADD', P .. ':decide', d.wake, id) end
+return 'OK'
+"""
+
+# Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
+# type's concurrency and rate limits (excess tasks stay queued). A: type, count, now, worker.
+# Returns a flat list (the hot path: no JSON envelope): workflow id, task id, spec json, lease ms, ...
+CLAIM = COMMON + r"""
+local ttype = A.type
+local qkey = P .. ':q:' .. ttype
+local now = A.now
+local wanted = A.count
+local conc, rate, per = 0, 0, 0
+local limits = redis.call('HGET', P .. ':limits', ttype)
+if limits then
+  local a, b, c = string.match(limits, '^(%d+)|(%d+)|(%d+)$')
+  conc, rate, per = tonumber(a), tonumber(b), tonumber(c)
+  if conc > 0 then wanted = math.min(wanted, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
+  if rate > 0 then
+    redis.call('ZREMRANGEBYSCORE', P .. ':rate:' .. ttype, '-inf', now - per)
+    wanted = math.min(wanted, rate - redis.call('ZCARD', P .. ':rate:' .. ttype))
+  end
+end
+local out = {}
+local claimed, offset = 0, 0
+while claimed < wanted do
+  local members = redis.call('ZRANGE', qkey, offset, offset + wanted - claimed - 1)
+  if #members == 0 then break end
+  for _, member in ipairs(members) do
+    local id, tid = split(member)
+    local key = wf_key(id)
+    local st = redis.call('HGET', key, 'st')
+    local s = task_state(key, tid)
+    if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
+      offset = offset + 1   -- it keeps its place until the workflow resumes
+    else
+      redis.call('ZREM', qkey, member)
+      if s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
+        s.status = 'IN_PROGRESS'
+        s.worker = A.worker
+        s.started = now
+        s.queued = false
+        redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+        bump(id, key, now)
+        redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
+        if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
+        if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
+        if s.timeout_ms and s.timeout_ms > 0 then wake(id, now + s.timeout_ms) end
+        claimed = claimed + 1
+        out[#out + 1] = id
+        out[#out + 1] = tid
+        out[#out + 1] = redis.call('HGET', key, 't:' .. tid)
+        out[#out + 1] = s.lease_ms
+      end
+    end
+  end
+end
+return out
+"""
+
+# A: id, task, now, worker.  Returns the new lease in ms, or 0 when it is gone.
+HEARTBEAT = COMMON + r"""
+local key = wf_key(A.id)
+local s = task_state(key, A.task)
+if not s then return 0 end
+if s.status ~= 'IN_PROGRESS' or s.worker ~= A.worker then return 0 end
+redis.call('ZADD', P .. ':leases', 'XX', A.now + s.lease_ms, A.id .. '|' .. A.task)
+return s.lease_ms
+"""
+
+# A worker's result for one attempt. Idempotent: the same result twice is DUPLICATE; a result
+# for an attempt that is no longer in progress, or held by another worker (after a release or
+# a lease expiry), is STALE and changes nothing.
+# A: id, task, status, reason, now, worker.  ARGV[2]: output json.
+# -> {outcome: OK | DUPLICATE | STALE | UNKNOWN, detail}
+COMPLETE_TASK = COMMON + r"""
+local output = ARGV[2]
+local id, tid = A.id, A.task
+local key = wf_key(id)
+local s = task_state(key, tid)
+if not s then return result({outcome = 'UNKNOWN', detail = ''}) end
+if s.status ~= 'IN_PROGRESS' then
+  if s.status == A.status and s.worker == A.worker then return result({outcome = 'DUPLICATE', detail = ''}) end
+  return result({outcome = 'STALE', detail = s.status})
+end
+if s.worker ~= A.worker then return result({outcome = 'STALE', detail = 'held by another worker'}) end
+drop_lease(id, tid, s.type)
+finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
+return result({outcome = 'OK', detail = ''})
+"""
+
+# Completes a WAIT or HUMAN task from outside (an operator, a person, another system).
+# A: id, task, status, reason, now.  ARGV[2]: output json.
+# -> {outcome: OK | UNKNOWN | KIND (not a WAIT/HUMAN task) | STALE (task ended) | ENDED (workflow ended), detail}
+SIGNAL_TASK = COMMON + r"""
+local output = ARGV[2]
+local id, tid = A.id, A.task
+local key = wf_key(id)
+local s = task_state(key, tid)
+if not s then return result({outcome = 'UNKNOWN', detail = ''}) end
+if s.type ~= 'WAIT' and s.type ~= 'HUMAN' then return result({outcome = 'KIND', detail = s.type}) end
+local st = redis.call('HGET', key, 'st')
+if TERMINAL[st] then return result({outcome = 'ENDED', detail = st}) end
+if s.status ~= 'IN_PROGRESS' then return result({outcome = 'STALE', detail = s.status}) end
+finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
+return result({outcome = 'OK', detail = ''})
+"""
+
+# Puts an unfinished attempt back in its queue without counting a failure.
+# A: id, task, now, worker.  Returns 1 when released, 0 when the attempt is not this worker's.
+RELEASE_TASK = COMMON + r"""
+local id, tid = A.id, A.task
+local key = wf_key(id)
+local s = task_state(key, tid)
+if not s then return 0 end
+if s.status ~= 'IN_PROGRESS' or s.worker ~= A.worker then return 0 end
+s.status = 'SCHEDULED'
+s.queued = true
+s.worker = ''
+s.started = 0
+redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+drop_lease(id, tid, s.type)
+bump(id, key, A.now)
+redis.call('ZADD', P .. ':q:' .. s.type, A.now, id .. '|' .. tid)
+redis.call('PUBLISH', P .. ':ready', s.type)
+return 1
+"""
+
+# The reaper: an attempt whose lease passed without heartbeat or result times out.
+# A: epoch, id, task, now.  -> STALE_EPOCH | RENEWED | GONE | EXPIRED
+EXPIRE_LEASE = COMMON + r"""
+if not fenced(A.epoch) then return 'STALE_EPOCH' end
+local id, tid, now = A.id, A.task, A.now
+local member = id .. '|' .. tid
+local deadline = tonumber(redis.call('ZSCORE', P .. ':leases', member) or '0')
+if deadline > now then return 'RENEWED' end
+redis.call('ZREM', P .. ':leases', member)
+local key = wf_key(id)
+local s = task_state(key, tid)
+if not s then return 'GONE' end
+if s.status ~= 'IN_PROGRESS' then return 'GONE' end
+s.status = 'TIMED_OUT'
+s.ended = now
+s.reason = 'lease expired: no heartbeat or result within ' .. s.lease_ms .. ' ms (worker ' .. s.worker .. ')'
+redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+drop_lease(id, tid, s.type)
+bump(id, key, now)
+wake(id, now)
+return 'EXPIRED'
+"""
+
+# A new leader raises the stored epoch before its first decision.
+# A: epoch.  Returns the stored epoch after the call.
+RAISE_EPOCH = COMMON + r"""
+local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
+local mine = A.epoch
+if mine > stored then
+  redis.call('SET', P .. ':epoch', string.format('%d', mine))
+  return mine
+end
+return stored
+"""
+
+# Any node may terminate; with compensation the decider then undoes the completed steps.
+# A: id, reason, now, compensate (bool).  -> {outcome: OK | UNKNOWN | ENDED, detail (the status)}
+TERMINATE = COMMON + r"""
+local id = A.id
+local key = wf_key(id)
+local st = redis.call('HGET', key, 'st')
+if not st then return result({outcome = 'UNKNOWN', detail = ''}) end
+if TERMINAL[st] then return result({outcome = 'ENDED', detail = st}) end
+if A.compensate and st ~= 'COMPENSATING' then
+  set_status(id, key, 'COMPENSATING')
+  redis.call('HSET', key, 'reason', A.reason)
+  bump(id, key, A.now)
+  wake(id, A.now)
+  return result({outcome = 'OK', detail = st})
+end
+terminate_workflow(id, A.reason, A.now)
+return result({outcome = 'OK', detail = st})
+"""
+
+# A status change an operator asks for (pause, resume), optionally with a command for the
+# decider (retry, rerun, skip, restart), allowed only from the listed statuses.
+# A: id, allowed (list of statuses), new_status ('' = unchanged), now.  ARGV[2]: command json ('' = none).
+# -> {outcome: OK | UNKNOWN | STATE (not an allowed status), detail (the status)}
+OPERATE = COMMON + r"""
+local command = ARGV[2]
+local id = A.id
+local key = wf_key(id)
+local st = redis.call('HGET', key, 'st')
+if not st then return result({outcome = 'UNKNOWN', detail = ''}) end
+local allowed = false
+for _, status in ipairs(A.allowed) do if status == st then allowed = true end end
+if not allowed then return result({outcome = 'STATE', detail = st}) end
+if command ~= '' then
+  local n = redis.call('HINCRBY', key, 'cmdseq', 1)
+  redis.call('HSET', key, string.format('c:%08d', n), command)
+end
+if A.new_status ~= '' and A.new_status ~= st then set_status(id, key, A.new_status) end
+if st == 'PAUSED' and A.new_status == 'RUNNING' then
+  -- resumed: its queued tasks kept their places; tell the nodes to claim them now
+  local published = {}
+  local fields = redis.call('HGETALL', key)
+  for i = 1, #fields, 2 do
+    if string.sub(fields[i], 1, 2) == 's:' then
+      local s = cjson.decode(fields[i + 1])
+      if s.status == 'SCHEDULED' and s.queued and not published[s.type] then
+        redis.call('PUBLISH', P .. ':ready', s.type)
+        published[s.type] = true
+      end
+    end
+  end
+end
+bump(id, key, A.now)
+wake(id, A.now)
+return result({outcome = 'OK', detail = st})
+"""
+
+# The engine's own bookkeeping of the decide set, fenced like every engine write: decide
+# `id` again at `at` (a workflow the decider failed on waits a while), or forget it when
+# the workflow no longer exists. A: epoch, id, at.  -> OK | GONE | STALE_EPOCH
+DEFER = COMMON + r"""
+if not fenced(A.epoch) then return 'STALE_EPOCH' end
+if redis.call('EXISTS', wf_key(A.id)) == 0 then
+  redis.call('ZREM', P .. ':decide', A.id)
+  return 'GONE'
+end
+redis.call('ZADD', P .. ':decide', A.at, A.id)
+return 'OK'
+"""

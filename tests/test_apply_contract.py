@@ -1,0 +1,219 @@
+"""The Lua APPLY_DECISION script is held to the core's pure `apply`, on a real Redis.
+
+Each scenario runs real workflows: the decider decides from what Redis holds, the
+decision is applied by the script, and the result must equal what `apply` says of the
+same state and decision, field by field, along with the effects on queues, leases,
+child workflows and the decide set. Worker results and operator commands go through
+their own scripts in between, so the states compared are the ones production sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from orchestrator.core import state as m
+from orchestrator.core import statuses as st
+from orchestrator.core.apply import Effects, apply
+from orchestrator.core.decider import Decision, decide
+from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.store import ApplyResult
+from orchestrator.store.redis import RedisStore
+
+NOW = 1_800_000_000_000
+EPOCH = 7
+WorkerOutcome = Callable[[m.TaskSpec], tuple[st.TaskStatus, str, str]]
+
+
+def comparable(state: m.WorkflowState) -> dict[str, Any]:
+    return {
+        "status": state.status, "output": state.output, "reason": state.reason, "ended": state.ended_at_ms,
+        "updated": state.updated_at_ms, "revision": state.revision, "variables": state.variables,
+        "version": state.version, "definition": state.definition, "commands": state.commands,
+        "tasks": [(t.spec.to_json(), t.runtime.to_json(), t.output) for t in state.tasks],
+    }
+
+
+class Contract:
+    """Drives workflows through the store and checks every applied decision against `apply`."""
+
+    def __init__(self, store: RedisStore, worker: WorkerOutcome) -> None:
+        self.store = store
+        self.worker = worker
+        self.ids = (f"t{n}" for n in itertools.count())
+        self.now = NOW
+        self.checked = 0
+
+    async def check_one(self, workflow_id: str) -> Decision | None:
+        before = await self.store.load(workflow_id)
+        assert before is not None
+        decision = decide(before, self.now, lambda: next(self.ids))
+        if decision.empty and decision.wake_at_ms is None:
+            return None
+        expected, effects = apply(before, decision, self.now)
+        [result] = await self.store.apply_decisions(EPOCH, self.now, [(before, decision)])
+        assert result is ApplyResult.OK
+        after = await self.store.load(workflow_id)
+        assert after is not None
+        assert comparable(after) == comparable(expected)
+        await self.check_effects(workflow_id, effects)
+        self.checked += 1
+        return decision
+
+    async def check_effects(self, workflow_id: str, effects: Effects) -> None:
+        redis, keys = self.store._redis, self.store.keys
+        for task_type, task_id in effects.enqueue:
+            assert await redis.zscore(keys.queue(task_type), f"{workflow_id}|{task_id}") is not None
+        for task_type, task_id in effects.dequeue:
+            assert await redis.zscore(keys.queue(task_type), f"{workflow_id}|{task_id}") is None
+        for _, task_id in effects.drop_leases:
+            assert await redis.zscore(keys.leases, f"{workflow_id}|{task_id}") is None
+        for child in effects.start:
+            stored = await self.store.load(child.workflow_id)
+            assert stored is not None and stored.parent == child.parent and stored.input == child.input
+        for other, _ in effects.terminate:
+            stored = await self.store.load(other)
+            assert stored is not None and stored.status in st.TERMINAL_WORKFLOW
+        wake = await redis.zscore(keys.decide, workflow_id)
+        if effects.wake_at_ms is None:
+            assert wake is None or wake <= self.now   # only an event (already due) can be pending
+        else:
+            assert wake is not None and wake <= effects.wake_at_ms
+        if effects.ended:
+            assert (await self.store.ended_counts([workflow_id]))[workflow_id] == 1
+
+    async def run(self, root: str, max_rounds: int = 60) -> m.WorkflowState:
+        for _ in range(max_rounds):
+            due = (await self.store.due(self.now, 100)).workflows
+            for workflow_id in due:
+                await self.check_one(workflow_id)
+            worked = await self.work()
+            state = await self.store.load(root)
+            assert state is not None
+            if state.status in st.TERMINAL_WORKFLOW and not due and not worked:
+                return state
+            if not due and not worked:
+                self.now += 1000   # let delays and back-offs fall due
+        raise AssertionError(f"{root} did not end: {await self.store.load(root)}")
+
+    async def work(self) -> bool:
+        worked = False
+        for task_type in ("fetch", "charge", "refund", "flaky"):
+            for claimed in await self.store.claim(task_type, 10, "w1", self.now):
+                status, output, reason = self.worker(claimed.spec)
+                await self.store.complete_task(claimed.workflow_id, claimed.spec.task_id, "w1", status, output,
+                                               reason, self.now)
+                worked = True
+        return worked
+
+
+TASK_DEFS = {name: normalise_task_def({"name": name, "retryCount": 1, "retryDelaySeconds": 1})
+             for name in ("fetch", "charge", "refund", "flaky")}
+
+
+def definition(raw: dict[str, Any], others: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    return normalise_workflow_def({"name": "flow", **raw}, TASK_DEFS, others or {})
+
+
+def all_complete(spec: m.TaskSpec) -> tuple[st.TaskStatus, str, str]:
+    return st.TASK_COMPLETED, '{"ok": true, "n": 2}', ""
+
+
+def flaky_first_then_charge_fails(spec: m.TaskSpec) -> tuple[st.TaskStatus, str, str]:
+    if spec.task_type == "flaky" and spec.attempt == 0:
+        return st.TASK_FAILED, "{}", "flaked"
+    if spec.task_type == "charge":
+        return st.FAILED_WITH_TERMINAL_ERROR, "{}", "card declined"
+    return st.TASK_COMPLETED, '{"booking": "b-1"}', ""
+
+
+CHILD = definition({"name": "child", "tasks": [{"name": "fetch", "taskReferenceName": "c1"}],
+                    "outputParameters": {"got": "${c1.output.ok}"}})
+
+SCENARIOS: dict[str, tuple[dict[str, Any], WorkerOutcome]] = {
+    "sequence, fork/join, switch, loop, variables, sub-workflow": (definition({
+        "tasks": [
+            {"name": "fetch", "taskReferenceName": "a"},
+            {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+             "forkTasks": [[{"name": "fetch", "taskReferenceName": "b1"}],
+                           [{"name": "fetch", "taskReferenceName": "b2"}]]},
+            {"name": "join", "taskReferenceName": "join", "type": "JOIN"},
+            {"name": "vars", "taskReferenceName": "vars", "type": "SET_VARIABLE",
+             "inputParameters": {"seen": "${a.output.n}"}},
+            {"name": "route", "taskReferenceName": "route", "type": "SWITCH", "evaluatorType": "expression",
+             "expression": "$.n > 1 ? 'big' : 'small'", "inputParameters": {"n": "${a.output.n}"},
+             "decisionCases": {"big": [{"name": "fetch", "taskReferenceName": "big"}]}},
+            {"name": "loop", "taskReferenceName": "loop", "type": "DO_WHILE", "items": [1, 2],
+             "loopOver": [{"name": "fetch", "taskReferenceName": "each"}]},
+            {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
+             "subWorkflowParam": {"name": "child", "version": 1}},
+        ],
+        "outputParameters": {"child": "${sub.output.got}", "seen": "${workflow.variables.seen}"},
+    }, {"child": CHILD}), all_complete),
+    "retry after a failure, then a saga compensates": (definition({
+        "tasks": [
+            {"name": "flaky", "taskReferenceName": "book",
+             "compensation": {"name": "refund", "inputParameters": {"booking": "${book.output.booking}"}}},
+            {"name": "charge", "taskReferenceName": "pay"},
+        ],
+    }), flaky_first_then_charge_fails),
+}
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: Any, name: str) -> None:
+    definition_doc, worker = SCENARIOS[name]
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        try:
+            await store.raise_epoch(EPOCH)
+            contract = Contract(store, worker)
+            snapshot = {"workflow": definition_doc, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
+            await store.start_workflow("root", snapshot, {"n": 2}, "", "", NOW)
+            final = await contract.run("root")
+            assert contract.checked >= 5
+            if name.startswith("sequence"):
+                assert final.status == st.COMPLETED and final.output == {"child": True, "seen": 2}
+            else:
+                assert final.status == st.COMPENSATED and "card declined" in final.reason
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_operator_commands_and_termination_apply_as_the_pure_apply_says(redis_server: Any) -> None:
+    """A restart (command consumed, tasks deleted, result reset) and a terminated parent
+    (its child terminated in the same step) are held to the contract too."""
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        try:
+            await store.raise_epoch(EPOCH)
+            contract = Contract(store, all_complete)
+            flow = definition({"tasks": [{"name": "fetch", "taskReferenceName": "a"},
+                                         {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
+                                          "subWorkflowParam": {"name": "child", "version": 1}}]},
+                              {"child": CHILD})
+            snapshot = {"workflow": flow, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
+            await store.start_workflow("root", snapshot, {}, "", "", NOW)
+            assert (await contract.run("root")).status == st.COMPLETED
+            await store.operate("root", allowed=[st.COMPLETED], new_status=st.RUNNING, command={"op": "restart"},
+                                now_ms=contract.now)
+            restarted = await contract.check_one("root")
+            assert restarted is not None and restarted.reset_result and restarted.delete_tasks
+            await contract.work()
+            await contract.check_one("root")   # schedules the sub-workflow again
+            await store.terminate("root", "enough", contract.now)
+            terminated = await contract.check_one("root")
+            assert terminated is not None and terminated.terminate_workflows
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
