@@ -9,6 +9,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core import state as m
 from ..core.definitions import parse_document
+from ..core.schema import TaskDef, WorkflowDef
 from ..core.errors import InvalidArgument, TooLarge
 
 
@@ -31,11 +32,11 @@ class PayloadLimit:
                            "bytes: pass a reference (a URL or an object-store key) instead of the data")
 
 
-def task_def_message(definition: dict[str, Any]) -> pb.TaskDef:
+def task_def_message(definition: TaskDef) -> pb.TaskDef:
     return pb.TaskDef(name=definition["name"], definition=to_struct(definition))
 
 
-def workflow_def_message(definition: dict[str, Any]) -> pb.WorkflowDef:
+def workflow_def_message(definition: WorkflowDef) -> pb.WorkflowDef:
     return pb.WorkflowDef(name=definition["name"], version=definition["version"],
                           definition=to_struct(definition))
 

@@ -16,7 +16,8 @@ from ..cluster.notify import Notifier
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.definitions import iter_tasks
+from ..core.definitions import iter_nodes
+from ..core.schema import WorkflowDef
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
 from ..store import Store
 from ..store.redis.codec import dumps
@@ -199,5 +200,5 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return state
 
 
-def _references(definition: dict[str, Any]) -> set[str]:
-    return {t["taskReferenceName"] for t in iter_tasks(definition["tasks"])}
+def _references(definition: WorkflowDef) -> set[str]:
+    return {t["taskReferenceName"] for t in iter_nodes(definition["tasks"])}

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, cast
 from collections.abc import Iterator, Mapping
 
 import yaml
 
 from .errors import InvalidArgument
+from .schema import TaskDef, WorkflowDef, WorkflowTask
 from .safe_expr import SafeExpressionError, compile_expression
 from .templates import TemplateError, references_in
 
@@ -90,7 +91,7 @@ def parse_document(text: str) -> dict[str, Any]:
     return value
 
 
-def normalise_task_def(raw: Mapping[str, Any]) -> dict[str, Any]:
+def normalise_task_def(raw: Mapping[str, Any]) -> TaskDef:
     """Validate a task definition and fill in its defaults."""
     problems: list[str] = []
     name = raw.get("name")
@@ -114,7 +115,7 @@ def normalise_task_def(raw: Mapping[str, Any]) -> dict[str, Any]:
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
     _raise_if(problems, "invalid task definition")
-    return out
+    return cast(TaskDef, out)   # every field checked above
 
 
 class _Validator:
@@ -384,10 +385,11 @@ class _Validator:
 
 
 def validate_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[str, Any]],
-                          workflow_defs: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], list[str]]:
+                          workflow_defs: Mapping[str, Any] | None = None) -> tuple[WorkflowDef, list[str]]:
     """Check a workflow definition against the registered task and workflow definitions.
 
-    Returns the normalised definition and the list of problems (empty when valid).
+    Returns the normalised definition (of the WorkflowDef shape only when there are no
+    problems) and the list of problems (empty when valid).
     """
     validator = _Validator(task_defs, workflow_defs or {})
     problems = validator.problems
@@ -414,14 +416,26 @@ def validate_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mappin
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
     if isinstance(name, str) and name in referenced_workflow_names(out):
         problems.append(f"{where}: a workflow cannot run itself as a sub-workflow")
-    return out, problems
+    return cast(WorkflowDef, out), problems
 
 
 def normalise_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[str, Any]],
-                           workflow_defs: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                           workflow_defs: Mapping[str, Any] | None = None) -> WorkflowDef:
     out, problems = validate_workflow_def(raw, task_defs, workflow_defs)
     _raise_if(problems, "invalid workflow definition")
     return out
+
+
+def iter_nodes(tasks: list[WorkflowTask]) -> Iterator[WorkflowTask]:
+    """Every task of a normalised definition, nested ones included, depth first."""
+    for task in tasks:
+        yield task
+        for branch in task.get("forkTasks", []):
+            yield from iter_nodes(branch)
+        for branch in task.get("decisionCases", {}).values():
+            yield from iter_nodes(branch)
+        yield from iter_nodes(task.get("defaultCase", []))
+        yield from iter_nodes(task.get("loopOver", []))
 
 
 def iter_tasks(tasks: Any) -> Iterator[dict[str, Any]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .schema import TaskDef, WorkflowDef
 from .statuses import TaskStatus, WorkflowStatus
 
 
@@ -107,9 +108,9 @@ class WorkflowState:
     correlation_id: str
     created_at_ms: int
     updated_at_ms: int
-    definition: dict[str, Any]
-    task_defs: dict[str, dict[str, Any]]
-    sub_workflows: dict[str, dict[str, Any]] = field(default_factory=dict)  # "name:version" -> definition
+    definition: WorkflowDef
+    task_defs: dict[str, TaskDef]
+    sub_workflows: dict[str, WorkflowDef] = field(default_factory=dict)  # "name:version" -> definition
     tasks: list[TaskState] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
     parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..core.decider import Decision
+from ..core.schema import Snapshot, TaskDef, WorkflowDef
 from ..core.state import TaskSpec, WorkflowState
 from ..core.statuses import TaskStatus
 
@@ -86,24 +87,24 @@ class SearchPage:
 class Store(Protocol):
     # ------------------------------------------------------------- definitions (any node)
 
-    async def put_task_def(self, definition: dict[str, Any]) -> None:
+    async def put_task_def(self, definition: TaskDef) -> None:
         """Store a task definition and the limits the claim enforces for its type. Atomic."""
 
-    async def get_task_def(self, name: str) -> dict[str, Any] | None: ...
+    async def get_task_def(self, name: str) -> TaskDef | None: ...
 
-    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, TaskDef]:
         """The named task definitions that exist (all of them when `names` is None)."""
 
-    async def put_workflow_def(self, definition: dict[str, Any]) -> None:
+    async def put_workflow_def(self, definition: WorkflowDef) -> None:
         """Store one version of a workflow definition; running workflows keep their snapshot. Atomic."""
 
-    async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
+    async def get_workflow_def(self, name: str, version: int = 0) -> WorkflowDef | None:
         """One version (0 = the latest), or None."""
 
-    async def workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+    async def workflow_defs(self, name: str = "") -> list[WorkflowDef]:
         """Every version of `name`, or the latest version of every name."""
 
-    async def snapshot(self, definition: dict[str, Any]) -> dict[str, Any]:
+    async def snapshot(self, definition: WorkflowDef) -> Snapshot:
         """The definition with every task and workflow definition it can reach, frozen for one run."""
 
     # ------------------------------------------------------------- workflows (any node)

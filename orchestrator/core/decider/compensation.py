@@ -8,18 +8,18 @@ names what to cancel. All done: COMPENSATED; one gives up: COMPENSATION_FAILED.
 
 from __future__ import annotations
 
-from typing import Any
 
 from .. import state as m
 from .. import statuses as st
-from ..definitions import iter_tasks
+from ..definitions import iter_nodes
+from ..schema import Compensation, WorkflowTask
 from .walk import BLOCKED, DONE, Outcome, Walk, failure
 
 SUFFIX = "__compensation"
 
 
-def _compensations(walk: Walk) -> dict[str, dict[str, Any]]:
-    return {n["taskReferenceName"]: n["compensation"] for n in iter_tasks(walk.definition["tasks"])
+def _compensations(walk: Walk) -> dict[str, Compensation]:
+    return {n["taskReferenceName"]: n["compensation"] for n in iter_nodes(walk.definition["tasks"])
             if n.get("compensation")}
 
 
@@ -41,8 +41,8 @@ def compensate(walk: Walk) -> Outcome:
     for done in _to_undo(walk):
         spec = compensations[done.spec.ref]
         key = done.spec.key + SUFFIX
-        node = {"name": spec["name"], "taskReferenceName": done.spec.ref + SUFFIX, "type": "SIMPLE",
-                "inputParameters": spec["inputParameters"], "optional": False, "startDelay": 0}
+        node = WorkflowTask(name=spec["name"], taskReferenceName=done.spec.ref + SUFFIX, type="SIMPLE",
+                            inputParameters=spec["inputParameters"], description="", optional=False, startDelay=0)
         task = walk.latest.get(key)
         if task is None:
             walk.schedule_worker_task(node, key, spec["name"], attempt=0,

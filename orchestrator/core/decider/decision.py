@@ -8,6 +8,7 @@ from typing import Any
 
 from .. import state as m
 from .. import statuses as st
+from ..schema import Snapshot
 
 
 @dataclass
@@ -20,7 +21,7 @@ class NewWorkflow:
     input: dict[str, Any]
     correlation_id: str
     parent: str                       # "<workflow id>|<task id>", or "" when not a child
-    snapshot: dict[str, Any]          # {"workflow", "taskDefs", "subWorkflows"}
+    snapshot: Snapshot
 
 
 @dataclass
@@ -35,7 +36,7 @@ class Decision:
     changed_runtimes: dict[str, m.TaskRuntime] = field(default_factory=dict)
     outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # outputs of system tasks
     variables: dict[str, Any] | None = None
-    snapshot: dict[str, Any] | None = None    # a new definition snapshot (restart with the latest)
+    snapshot: Snapshot | None = None          # a new definition snapshot (restart with the latest)
     delete_tasks: list[str] = field(default_factory=list)
     consumed_commands: list[str] = field(default_factory=list)
     enqueue: list[tuple[str, str]] = field(default_factory=list)      # (task type, task id)

@@ -13,16 +13,17 @@ from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..schema import WorkflowTask
 from ..safe_expr import SafeExpressionError, evaluate
 from .decision import NewWorkflow
 from .walk import BLOCKED, DONE, Outcome, Walk
 
-Visitor = Callable[[Walk, dict[str, Any], str], Outcome]
+Visitor = Callable[[Walk, WorkflowTask, str], Outcome]
 
 
-def sequence(walk: Walk, nodes: list[dict[str, Any]], suffix: str) -> Outcome:
+def sequence(walk: Walk, nodes: list[WorkflowTask], suffix: str) -> Outcome:
     """Run nodes in order; stop at the first that is not DONE."""
-    previous: dict[str, Any] | None = None
+    previous: WorkflowTask | None = None
     for node in nodes:
         if node["type"] == "JOIN":   # validation guarantees a fork right before it
             assert previous is not None
@@ -35,15 +36,15 @@ def sequence(walk: Walk, nodes: list[dict[str, Any]], suffix: str) -> Outcome:
     return DONE
 
 
-def visit(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def visit(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return VISITORS[node["type"]](walk, node, suffix)
 
 
-def _key(node: dict[str, Any], suffix: str) -> str:
+def _key(node: WorkflowTask, suffix: str) -> str:
     return f"{node['taskReferenceName']}{suffix}"
 
 
-def _failed_system_task(walk: Walk, node: dict[str, Any], task: m.TaskState) -> Outcome:
+def _failed_system_task(walk: Walk, node: WorkflowTask, task: m.TaskState) -> Outcome:
     """A system instance that ended badly: retried only by an operator's retry."""
     if task.spec.key in walk.retrying:
         walk.retrying.discard(task.spec.key)
@@ -54,7 +55,7 @@ def _failed_system_task(walk: Walk, node: dict[str, Any], task: m.TaskState) -> 
 
 # ---------------------------------------------------------------- worker task
 
-def simple(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def simple(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
     task = walk.latest.get(key)
     if task is None:
@@ -65,7 +66,7 @@ def simple(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
 
 # ---------------------------------------------------------------- tasks the decider completes at once
 
-def _instant(walk: Walk, node: dict[str, Any], suffix: str,
+def _instant(walk: Walk, node: WorkflowTask, suffix: str,
              compute: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[Outcome, m.TaskState]:
     """Create and complete a system task in this decision (or report the one already there)."""
     key = _key(node, suffix)
@@ -83,22 +84,22 @@ def _instant(walk: Walk, node: dict[str, Any], suffix: str,
     return _failed_system_task(walk, node, task), task
 
 
-def noop(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def noop(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return _instant(walk, node, suffix, lambda inputs: {})[0]
 
 
-def set_variable(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def set_variable(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     def apply(inputs: dict[str, Any]) -> dict[str, Any]:
         walk.set_variables(inputs)
         return {}
     return _instant(walk, node, suffix, apply)[0]
 
 
-def inline(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def inline(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return _instant(walk, node, suffix, lambda inputs: {"result": evaluate(node["expression"], inputs)})[0]
 
 
-def terminate(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def terminate(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     outcome, task = _instant(walk, node, suffix, lambda inputs: {})
     if not outcome.done:
         return outcome
@@ -108,7 +109,7 @@ def terminate(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
 
 # ---------------------------------------------------------------- tasks that wait
 
-def wait(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def wait(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     """WAIT for a duration, until a time, or (neither given) until a signal."""
     key = _key(node, suffix)
     task = walk.latest.get(key)
@@ -118,22 +119,23 @@ def wait(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
     return _follow_waiting(walk, node, task)
 
 
-def _wait_until(walk: Walk, node: dict[str, Any]) -> int:
-    if node.get("duration") is not None:
-        return walk.now + int(float(node["duration"]) * 1000)
+def _wait_until(walk: Walk, node: WorkflowTask) -> int:
+    duration = node.get("duration")
+    if duration is not None:
+        return walk.now + int(float(duration) * 1000)
     if node.get("until") is not None:
         value = walk.resolve(node["until"])
         return int(float(value)) if isinstance(value, (int, float, str)) and str(value).strip() else walk.now
     return 0
 
 
-def human(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def human(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
     task = walk.latest.get(key) or walk.add(node, key, status=st.IN_PROGRESS)
     return _follow_waiting(walk, node, task)
 
 
-def _follow_waiting(walk: Walk, node: dict[str, Any], task: m.TaskState) -> Outcome:
+def _follow_waiting(walk: Walk, node: WorkflowTask, task: m.TaskState) -> Outcome:
     status = task.runtime.status
     if status in st.DONE_TASK:
         return DONE
@@ -148,7 +150,7 @@ def _follow_waiting(walk: Walk, node: dict[str, Any], task: m.TaskState) -> Outc
     return _failed_system_task(walk, node, task)
 
 
-def sub_workflow(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def sub_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     """Start a child workflow in the same write; its end completes or fails this task (in Lua)."""
     key = _key(node, suffix)
     task = walk.latest.get(key)
@@ -165,7 +167,7 @@ def sub_workflow(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
     return walk.unsuccessful(node, task)
 
 
-def _start_child(walk: Walk, node: dict[str, Any], key: str, attempt: int) -> m.TaskState:
+def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.TaskState:
     param = node["subWorkflowParam"]
     definition = walk.sub_workflows[f"{param['name']}:{param['version']}"]
     # The child is created in the same atomic write as this task, so naming it after the task
@@ -184,25 +186,25 @@ def _start_child(walk: Walk, node: dict[str, Any], key: str, attempt: int) -> m.
 
 # ---------------------------------------------------------------- containers
 
-def fork_join(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def fork_join(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     outcome, _ = _instant(walk, node, suffix, lambda inputs: {})
     if not outcome.done:
         return outcome
     return _run_branches(walk, _key(node, suffix), node["forkTasks"], suffix)
 
 
-def fork_join_dynamic(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def fork_join_dynamic(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
     outcome, task = _instant(walk, node, suffix, lambda inputs: _dynamic_branches(walk, node, inputs))
     if not outcome.done:
         return outcome
-    branches = (task.output or {})["branches"]
+    branches: list[WorkflowTask] = (task.output or {})["branches"]
     for branch in branches:   # dynamic inputs are data: never resolved again as templates
         walk.input_overrides.setdefault(_key(branch, suffix), branch["inputParameters"])
     return _run_branches(walk, key, [[{**branch, "inputParameters": {}}] for branch in branches], suffix)
 
 
-def _dynamic_branches(walk: Walk, node: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) -> dict[str, Any]:
     """Branches from the input: a list of task specs (Conductor's form) or one input per branch."""
     ref = node["taskReferenceName"]
     if node.get("forkTaskName"):
@@ -218,23 +220,25 @@ def _dynamic_branches(walk: Walk, node: dict[str, Any], inputs: dict[str, Any]) 
         if not isinstance(specs, list) or not isinstance(per_ref, dict):
             raise ValueError(f"'{ref}': '{node['dynamicForkTasksParam']}' must resolve to a list of tasks and "
                              f"'{node['dynamicForkTasksInputParamName']}' to an object of inputs by reference")
-    branches: list[dict[str, Any]] = []
+    branches: list[WorkflowTask] = []
+    taken: set[str] = set()   # a set, not a scan of `branches`: a wide fork stays linear
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("taskReferenceName"), str):
             raise ValueError(f"'{ref}': each dynamic task needs a 'name' and a 'taskReferenceName'")
         branch_ref, name = spec["taskReferenceName"], spec.get("name")
         if name not in walk.task_defs:
             raise ValueError(f"'{ref}': dynamic task '{branch_ref}' names no task definition ('{name}')")
-        if branch_ref in walk.scope or branch_ref in (b["taskReferenceName"] for b in branches):
+        if branch_ref in walk.scope or branch_ref in taken:
             raise ValueError(f"'{ref}': dynamic task reference '{branch_ref}' is already in use")
+        taken.add(branch_ref)
         item = per_ref.get(branch_ref, {})
-        branches.append({"name": name, "taskReferenceName": branch_ref, "type": "SIMPLE", "optional": False,
-                         "startDelay": 0,
-                         "inputParameters": item if isinstance(item, dict) else {"item": item}})
+        branches.append(WorkflowTask(name=name, taskReferenceName=branch_ref, type="SIMPLE", description="",
+                                     optional=False, startDelay=0,
+                                     inputParameters=item if isinstance(item, dict) else {"item": item}))
     return {"forkedTasks": [b["taskReferenceName"] for b in branches], "branches": branches}
 
 
-def _run_branches(walk: Walk, fork_key: str, branches: list[list[dict[str, Any]]], suffix: str) -> Outcome:
+def _run_branches(walk: Walk, fork_key: str, branches: list[list[WorkflowTask]], suffix: str) -> Outcome:
     outcomes = [sequence(walk, branch, suffix) for branch in branches]
     for outcome in outcomes:
         if outcome.kind in ("FAILED", "TERMINATE"):
@@ -243,7 +247,7 @@ def _run_branches(walk: Walk, fork_key: str, branches: list[list[dict[str, Any]]
     return DONE   # the branches run on; the JOIN that follows waits for them
 
 
-def join(walk: Walk, node: dict[str, Any], suffix: str, *, fork_ref: str) -> Outcome:
+def join(walk: Walk, node: WorkflowTask, suffix: str, *, fork_ref: str) -> Outcome:
     """Wait for `joinOn` (or every branch of the fork `fork_ref` just before it)."""
     key = _key(node, suffix)
     task = walk.latest.get(key) or walk.add(node, key, status=st.IN_PROGRESS)
@@ -266,7 +270,7 @@ def join(walk: Walk, node: dict[str, Any], suffix: str, *, fork_ref: str) -> Out
     return DONE
 
 
-def switch(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def switch(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     outcome, task = _instant(walk, node, suffix, lambda inputs: _select_case(node, inputs))
     if not outcome.done:
         return outcome
@@ -275,7 +279,7 @@ def switch(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
     return sequence(walk, branch, suffix)
 
 
-def _select_case(node: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
+def _select_case(node: WorkflowTask, inputs: dict[str, Any]) -> dict[str, Any]:
     if node["evaluatorType"] == "value-param":
         value = inputs.get(node["expression"])
     else:
@@ -284,7 +288,7 @@ def _select_case(node: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]
     return {"evaluationResult": [case], "selectedCase": case}
 
 
-def do_while(walk: Walk, node: dict[str, Any], suffix: str) -> Outcome:
+def do_while(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     """Run `loopOver` once per iteration (keys get `__<n>`), while the condition holds or items remain."""
     key = _key(node, suffix)
     loop = walk.latest.get(key)
@@ -326,11 +330,13 @@ def _iteration_output(iteration: int, items: list[Any] | None) -> dict[str, Any]
     return {"iteration": iteration, "index": iteration - 1, "item": items[iteration - 1]}
 
 
-def _loop_again(walk: Walk, node: dict[str, Any], loop: m.TaskState, iteration: int) -> bool:
+def _loop_again(walk: Walk, node: WorkflowTask, loop: m.TaskState, iteration: int) -> bool:
     items = loop.spec.extra.get("items")
     if items is not None:
         return iteration < len(items)
-    return bool(evaluate(node["loopCondition"], walk.scope))
+    condition = node.get("loopCondition")
+    assert condition is not None, "validation requires 'loopCondition' or 'items'"
+    return bool(evaluate(condition, walk.scope))
 
 
 VISITORS: dict[str, Visitor] = {

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from .. import statuses as st
-from ..definitions import iter_tasks
+from ..definitions import iter_nodes
+from ..schema import WorkflowTask
 from .walk import Walk
 
 
@@ -79,8 +80,8 @@ def _restart(walk: Walk, command: dict[str, Any]) -> None:
     walk.decision.reset_result = True
 
 
-def _node_for(nodes: list[dict[str, Any]], ref: str) -> dict[str, Any] | None:
-    return next((n for n in iter_tasks(nodes) if n["taskReferenceName"] == ref), None)
+def _node_for(nodes: list[WorkflowTask], ref: str) -> WorkflowTask | None:
+    return next((n for n in iter_nodes(nodes) if n["taskReferenceName"] == ref), None)
 
 
 HANDLERS = {"retry": _retry, "rerun": _rerun, "skip": _skip, "restart": _restart}

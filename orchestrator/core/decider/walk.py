@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..schema import TaskDef, WorkflowTask
 from ..templates import resolve
 from .decision import Decision
 
@@ -41,7 +42,7 @@ def failure(reason: str, status: str = st.FAILED) -> Outcome:
     return Outcome("FAILED", reason, status)
 
 
-def retry_delay_ms(task_def: dict[str, Any], failed_attempt: int) -> int:
+def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     """Delay before the retry of attempt number `failed_attempt` (0 = the first run)."""
     base = float(task_def["retryDelaySeconds"])
     logic = task_def["retryLogic"]
@@ -105,7 +106,7 @@ class Walk:
 
     # ---------------------------------------------------------------- creating and changing instances
 
-    def add(self, node: dict[str, Any], key: str, *, status: st.TaskStatus, task_type: str = "", attempt: int = 0,
+    def add(self, node: WorkflowTask, key: str, *, status: st.TaskStatus, task_type: str = "", attempt: int = 0,
             input: dict[str, Any] | None = None, output: dict[str, Any] | None = None,
             ready_at_ms: int | None = None, reason: str = "", extra: dict[str, Any] | None = None,
             lease_ms: int = 0, timeout_ms: int = 0, task_id: str = "") -> m.TaskState:
@@ -132,7 +133,7 @@ class Walk:
         self._expose(task)
         return task
 
-    def input_for(self, node: dict[str, Any], key: str) -> dict[str, Any]:
+    def input_for(self, node: WorkflowTask, key: str) -> dict[str, Any]:
         if key in self.input_overrides:
             return self.input_overrides.pop(key)
         resolved: dict[str, Any] = self.resolve(node["inputParameters"])
@@ -191,7 +192,7 @@ class Walk:
 
     # ---------------------------------------------------------------- worker tasks
 
-    def schedule_worker_task(self, node: dict[str, Any], key: str, task_name: str, *, attempt: int,
+    def schedule_worker_task(self, node: WorkflowTask, key: str, task_name: str, *, attempt: int,
                              delay_ms: int = 0, extra: dict[str, Any] | None = None,
                              input: dict[str, Any] | None = None) -> m.TaskState:
         task_def = self.task_defs[task_name]
@@ -205,7 +206,7 @@ class Walk:
                         lease_ms=int(task_def["responseTimeoutSeconds"] * 1000),
                         timeout_ms=int(task_def["timeoutSeconds"] * 1000))
 
-    def follow_worker_task(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> Outcome:
+    def follow_worker_task(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> Outcome:
         """Advance one worker-run instance: wait, time out, retry or give up."""
         status = task.runtime.status
         if status in st.DONE_TASK:
@@ -220,11 +221,11 @@ class Walk:
             return BLOCKED
         return self.unsuccessful(node, task)
 
-    def retries_left(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> bool:
+    def retries_left(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
         allowed = int(node.get("retryCount", self.task_defs[task_name]["retryCount"]))
         return task.spec.attempt - int(task.spec.extra.get("retryBase", 0)) < allowed
 
-    def retry(self, node: dict[str, Any], task: m.TaskState, task_name: str) -> None:
+    def retry(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> None:
         extra = dict(task.spec.extra)
         delay = retry_delay_ms(self.task_defs[task_name], task.spec.attempt)
         if task.spec.key in self.retrying:          # an operator's retry: a fresh budget, no back-off
@@ -235,7 +236,7 @@ class Walk:
                                   extra=extra, input=task.spec.input)
         self.decision.log.append(f"retrying '{task.spec.key}' (attempt {task.spec.attempt + 1})")
 
-    def _check_task_timeout(self, task: m.TaskState, task_def: dict[str, Any]) -> Outcome:
+    def _check_task_timeout(self, task: m.TaskState, task_def: TaskDef) -> Outcome:
         """`timeoutSeconds` bounds one attempt from its start, heartbeats or not."""
         if not task.runtime.timeout_ms or task.runtime.reason.startswith(ALERT):
             return BLOCKED
@@ -255,7 +256,7 @@ class Walk:
         self.decision.wake(self.now)   # decide the retry at once
         return BLOCKED
 
-    def unsuccessful(self, node: dict[str, Any], task: m.TaskState) -> Outcome:
+    def unsuccessful(self, node: WorkflowTask, task: m.TaskState) -> Outcome:
         """A failed instance that will not be retried: optional ones let the flow go on."""
         if node.get("optional"):
             self.change(task, status=st.COMPLETED_WITH_ERRORS)

@@ -21,7 +21,8 @@ from redis.exceptions import NoScriptError
 
 from ...core import state as m
 from ...core.decider import Decision
-from ...core.definitions import iter_tasks, needs_every_task_def, referenced_task_names
+from ...core.definitions import iter_nodes, needs_every_task_def, referenced_task_names
+from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import TaskStatus
 from ..protocol import (ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage, StoreUnavailable,
@@ -50,7 +51,7 @@ def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
 class _CachedSnapshot:
     """A snapshot as this node last read it, with the definitions revision it was read at."""
 
-    def __init__(self, revision: int, snapshot: dict[str, Any]) -> None:
+    def __init__(self, revision: int, snapshot: Snapshot) -> None:
         self.revision = revision
         self.snapshot = snapshot
         self.text = dumps(snapshot)
@@ -101,7 +102,7 @@ class RedisStore:
     # ------------------------------------------------------------- definitions
 
     @_unavailable_as_store_error
-    async def put_task_def(self, definition: dict[str, Any]) -> None:
+    async def put_task_def(self, definition: TaskDef) -> None:
         name = definition["name"]
         concurrency, rate = definition["concurrentExecLimit"], definition["rateLimitPerFrequency"]
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -115,12 +116,12 @@ class RedisStore:
             await pipe.execute()
 
     @_unavailable_as_store_error
-    async def get_task_def(self, name: str) -> dict[str, Any] | None:
+    async def get_task_def(self, name: str) -> TaskDef | None:
         raw = await self._redis.hget(self.keys.task_defs, name)
         return json.loads(raw) if raw else None
 
     @_unavailable_as_store_error
-    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    async def task_defs(self, names: Iterable[str] | None = None) -> dict[str, TaskDef]:
         key = self.keys.task_defs
         if names is None:
             return {k: json.loads(v) for k, v in (await self._redis.hgetall(key)).items()}
@@ -131,7 +132,7 @@ class RedisStore:
         return {n: json.loads(v) for n, v in zip(wanted, values) if v}
 
     @_unavailable_as_store_error
-    async def put_workflow_def(self, definition: dict[str, Any]) -> None:
+    async def put_workflow_def(self, definition: WorkflowDef) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.workflow_def(definition["name"]), str(definition["version"]), dumps(definition))
             pipe.sadd(self.keys.workflow_names, definition["name"])
@@ -139,7 +140,7 @@ class RedisStore:
             await pipe.execute()
 
     @_unavailable_as_store_error
-    async def get_workflow_def(self, name: str, version: int = 0) -> dict[str, Any] | None:
+    async def get_workflow_def(self, name: str, version: int = 0) -> WorkflowDef | None:
         key = self.keys.workflow_def(name)
         if version:
             raw = await self._redis.hget(key, str(version))
@@ -151,7 +152,7 @@ class RedisStore:
         return json.loads(raw) if raw else None
 
     @_unavailable_as_store_error
-    async def workflow_defs(self, name: str = "") -> list[dict[str, Any]]:
+    async def workflow_defs(self, name: str = "") -> list[WorkflowDef]:
         if name:
             versions = await self._redis.hgetall(self.keys.workflow_def(name))
             return [json.loads(versions[v]) for v in sorted(versions, key=int)]
@@ -162,12 +163,12 @@ class RedisStore:
     # ------------------------------------------------------------- workflows
 
     @_unavailable_as_store_error
-    async def snapshot(self, definition: dict[str, Any]) -> dict[str, Any]:
+    async def snapshot(self, definition: WorkflowDef) -> Snapshot:
         """Sub-workflows and the failure workflow are resolved now ("name:version", version 0 =
         the latest at start), so a run never changes because a definition was re-registered.
         A definition that picks task types at run time (a dynamic fork of task specs) gets
         every registered task definition, since any of them may be named."""
-        workflows: dict[str, dict[str, Any]] = {}
+        workflows: dict[str, WorkflowDef] = {}
         task_names = set(referenced_task_names(definition))
         every_task_def = needs_every_task_def(definition)
         pending = [definition]
@@ -193,7 +194,7 @@ class RedisStore:
         return {"workflow": definition, "taskDefs": task_defs, "subWorkflows": workflows}
 
     @_unavailable_as_store_error
-    async def start_workflow(self, workflow_id: str, snapshot: dict[str, Any], workflow_input: dict[str, Any],
+    async def start_workflow(self, workflow_id: str, snapshot: Snapshot, workflow_input: dict[str, Any],
                              correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
         """Start from a snapshot as given (no check that it is still the latest)."""
         outcome = await self._start_from(_CachedSnapshot(-1, snapshot), workflow_id, workflow_input, correlation_id,
@@ -497,11 +498,11 @@ def _parse_cursor(cursor: str) -> tuple[float, str] | None:
     return float(score), workflow_id
 
 
-def _workflow_refs(definition: dict[str, Any]) -> list[tuple[str, int]]:
+def _workflow_refs(definition: WorkflowDef) -> list[tuple[str, int]]:
     """(name, version) of the sub-workflows and failure workflow a definition starts."""
     refs = [(t["subWorkflowParam"]["name"], t["subWorkflowParam"].get("version", 0))
-            for t in iter_tasks(definition.get("tasks")) if t.get("type") == "SUB_WORKFLOW"]
-    if definition.get("failureWorkflow"):
+            for t in iter_nodes(definition["tasks"]) if t["type"] == "SUB_WORKFLOW"]
+    if definition["failureWorkflow"]:
         refs.append((definition["failureWorkflow"], 0))
     return refs
 
