@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers proto test cluster drill bench clean
+.PHONY: all venv servers proto lint test cluster drill bench clean
 
 all: test
 
@@ -26,7 +26,12 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
 	    proto/orchestrator_api/v1/orchestrator.proto
 
-test: $(STAMP) servers
+# Static checks of the product packages: ruff, then mypy --strict (settings in pyproject.toml).
+lint: $(STAMP)
+	$(VENV)/bin/ruff check orchestrator worker proto devtools tests bench
+	$(PY) -m mypy orchestrator worker proto/orchestrator_api
+
+test: lint $(STAMP) servers
 	$(PY) -m pytest -q
 
 cluster: $(STAMP) servers

@@ -550,6 +550,7 @@ class Election:
             self._my_key = None
             return
         self._unwatch()
+        assert self._my_key is not None   # set by _create_key before we could win
         self._watch(self._my_key, revision + 1)  # a deletion of our key deposes us
         with self._lock:
             if not self._session_ok_locked() or self._closing.is_set():
