@@ -20,6 +20,8 @@ from typing import Any
 
 import redis
 
+from orchestrator.store.redis.keys import Keys, cluster_prefix
+
 from devtools.local_cluster import (
     ClusterSettings,
     LocalCluster,
@@ -113,7 +115,12 @@ class BenchCluster:
 
     @property
     def prefix(self) -> str:
-        return f"wfo:{self.settings.name}"
+        return cluster_prefix(self.settings.name)
+
+    @property
+    def ended_key(self) -> str:
+        """The audit stream of terminal transitions (one entry per workflow end)."""
+        return Keys(self.prefix).ended
 
     @property
     def redis_url(self) -> str:

@@ -10,6 +10,7 @@ The verdict comes from stored state, not from the drill's own bookkeeping:
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import statistics
@@ -21,9 +22,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from orchestrator.core.definitions import parse_document
+from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis.keys import cluster_prefix
+
 from .local_cluster import LocalCluster, wait_for_leader
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "deploy" / "demo"
@@ -190,23 +192,16 @@ def _reason_kind(reason: str) -> str:
 
 
 def ended_counts(cluster: LocalCluster) -> Counter[str]:
+    """How often each workflow ended, from the store's audit stream."""
     assert cluster.redis is not None
-    client = redis.Redis.from_url(cluster.redis.url, decode_responses=True)
-    key = f"wfo:{cluster.settings.name}:ended"
-    counts: Counter[str] = Counter()
-    last = "-"
-    try:
-        while True:
-            entries = client.xrange(key, min=last, max="+", count=10_000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                return counts
-            for _, fields in entries:
-                counts[fields["wf"]] += 1
-            last = entries[-1][0]
-    finally:
-        client.close()
+
+    async def read() -> Counter[str]:
+        store = RedisStore.from_url(cluster.redis.url, cluster_prefix(cluster.settings.name))
+        try:
+            return await store.ended_counts()
+        finally:
+            await store.close()
+    return asyncio.run(read())
 
 
 def run_drill(cluster: LocalCluster, *, kills: int, sig: signal.Signals = signal.SIGKILL,

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis.keys import cluster_prefix
 
 from .procs import (EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis,
                     stop_all, wait_for_port)
@@ -94,7 +95,7 @@ class LocalCluster:
             self.redis = start_redis(self.base_dir / "redis", s.redis_port or None,
                                      appendonly=True, appendfsync=s.redis_appendfsync)
             if self.fresh_election:
-                asyncio.run(_forget_epoch(self.redis.url, f"wfo:{s.name}"))
+                asyncio.run(_forget_epoch(self.redis.url, cluster_prefix(s.name)))
             for index, port in enumerate(s.node_ports):
                 self.start_node(f"node-{index + 1}", port or free_port())
             if workers:

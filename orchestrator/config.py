@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from .store.redis.keys import cluster_prefix
+
 MIB = 1024 * 1024
 
 
@@ -50,7 +52,7 @@ class NodeConfig:
 
     @property
     def redis_prefix(self) -> str:
-        return f"wfo:{self.cluster}"
+        return cluster_prefix(self.cluster)
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides: Any) -> NodeConfig:

@@ -84,7 +84,7 @@ def _signal_leader(cluster: BenchCluster, sig: signal.Signals) -> dict[str, Any]
 
 def _end_times(cluster: BenchCluster) -> list[float]:
     """End times (ms) of every workflow in the cluster's `ended` stream."""
-    key = f"{cluster.prefix}:ended"
+    key = cluster.ended_key
     times: list[float] = []
     last = "-"
     while True:

@@ -49,7 +49,7 @@ def run(bench: Bench) -> dict[str, Any]:
              "80% of peak": (round(LOAD_SHARE * peak, 1), bench.options.pick(1000, 250))}
     dispatch: dict[str, Any] = {}
     with cluster.starter(THREE_STAMPS) as start, \
-            EndedStreamWatcher(cluster.redis_url, f"{cluster.prefix}:ended") as watcher:
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
         for name, (rate, count) in loads.items():
             runs = [_dispatch_run(cluster, start, watcher, rate, count) for _ in range(bench.options.runs)]
             for index, one in enumerate(runs):
@@ -78,7 +78,7 @@ def _peak(bench: Bench) -> float:
         return float(known)
     cluster = bench.cluster()
     with cluster.starter(THREE_NOOPS) as start, \
-            EndedStreamWatcher(cluster.redis_url, f"{cluster.prefix}:ended") as watcher:
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
         result = closed_loop(start, watcher, concurrency=64, warmup=100, count=bench.options.pick(600, 300),
                              time_limit_s=60)
     print(f"  peak (closed loop, 64 in flight): {result.per_s:.1f} wf/s", flush=True)

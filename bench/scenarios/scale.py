@@ -54,7 +54,7 @@ def run(bench: Bench) -> dict[str, Any]:
             time.sleep(1.0)
         rows: list[dict[str, Any]] = []
         with cluster.starter(PARKED) as park, cluster.starter(THREE_NOOPS) as start, \
-                EndedStreamWatcher(cluster.redis_url, f"{cluster.prefix}:ended") as watcher:
+                EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
             warm = open_loop(park, rate=1e9, count=WARMUP_PARKED, senders=START_THREADS, time_limit_s=60)
             _wait_settled(cluster, len(warm.ids), 60.0)
             base = _memory(cluster)

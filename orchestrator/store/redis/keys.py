@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+def cluster_prefix(cluster: str) -> str:
+    """The prefix of every key of the cluster named `cluster` (one Redis may hold several)."""
+    return f"wfo:{cluster}"
+
+
 @dataclass(frozen=True)
 class Keys:
     prefix: str
