@@ -14,8 +14,10 @@ Failover policy, per call, within one overall deadline (``timeout_s``):
 * Any other status raises :class:`ClientError` at once.
 
 Every round through all the endpoints is followed by a short back-off (50 ms
-doubling to 1 s). Payloads are plain dicts: Struct numbers come back as ints
-when they are integral (see ``_codec``).
+doubling to 1 s). The watch stream fails over the same way: broken with
+UNAVAILABLE, it is reopened on the next endpoint (see ``watch_workflow``).
+Payloads are plain dicts: Struct numbers come back as ints when they are
+integral (see ``_codec``).
 """
 
 from __future__ import annotations
@@ -213,14 +215,34 @@ class WorkflowClient:
                                           repeatable=True, timeout_s=wait_s + self._timeout_s))
 
     def watch_workflow(self, workflow_id: str, include_tasks: bool = False) -> Iterator[dict[str, Any]]:
-        """Yield the workflow each time it changes, until it ends (a server stream; no failover)."""
+        """Yield the workflow each time it changes, until it ends (a server stream, with failover).
+
+        When the stream breaks with UNAVAILABLE (its node went away) it is reopened on the next
+        endpoint, with the back-off of the unary calls after each round through them all. A new
+        stream starts with the workflow as it is now: a state equal to the last one yielded (same
+        ``updated_at_ms``, same content) is skipped, so the caller never sees the same state twice;
+        changes made while no stream was open show up as one state. Any other status raises
+        :class:`ClientError` at once, and so does UNAVAILABLE when no endpoint has delivered the
+        workflow for ``timeout_s``.
+        """
         request = pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks)
-        stub = self._stub(self._ring.current, pb_grpc.WorkflowServiceStub)
-        try:
-            for message in stub.WatchWorkflow(request):
-                yield message_to_dict(message)
-        except grpc.RpcError as err:
-            raise ClientError(err.code().name, err.details() or "", self._ring.current) from None
+        reconnects = _Reconnects(self._ring, self._timeout_s, "WatchWorkflow")
+        last: dict[str, Any] | None = None
+        while True:
+            endpoint = self._ring.current
+            call = self._stub(endpoint, pb_grpc.WorkflowServiceStub).WatchWorkflow(request)
+            try:
+                for message in call:
+                    reconnects.reset()
+                    state = message_to_dict(message)
+                    if not _same_state(state, last):
+                        last = state
+                        yield state
+                return
+            except grpc.RpcError as err:
+                reconnects.after(err, endpoint)
+            finally:
+                call.cancel()   # a no-op once the stream has ended; ends it when the caller stops early
 
     def pause_workflow(self, workflow_id: str) -> dict[str, Any]:
         """Stop scheduling new tasks (running ones finish and are recorded)."""
@@ -316,6 +338,48 @@ class WorkflowClient:
                 channel = self._channels[endpoint] = grpc.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS))
             stub = self._stubs[key] = stub_type(channel)
         return stub
+
+
+class _Reconnects:
+    """When a server stream broke: the next endpoint after UNAVAILABLE, a back-off after each
+    round through them all, and :class:`ClientError` once none has delivered for ``limit_s``."""
+
+    def __init__(self, ring: EndpointRing, limit_s: float, method: str) -> None:
+        self._ring = ring
+        self._limit_s = limit_s
+        self._method = method
+        self._backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
+        self._failures = 0
+        self._failing_since = 0.0
+
+    def reset(self) -> None:
+        """A message arrived: the stream works."""
+        self._failures = 0
+        self._backoff.reset()
+
+    def after(self, err: grpc.RpcError, endpoint: str) -> None:
+        """Move on to the next endpoint (pausing as due), or raise :class:`ClientError`."""
+        code: grpc.StatusCode = err.code()
+        details: str = err.details() or ""
+        if code != grpc.StatusCode.UNAVAILABLE:
+            raise ClientError(code.name, details, endpoint) from None
+        if self._failures == 0:
+            self._failing_since = time.monotonic()
+        self._failures += 1
+        pause = self._backoff.next() if self._failures % len(self._ring) == 0 else 0.0
+        if time.monotonic() + pause - self._failing_since >= self._limit_s:
+            message = f"no endpoint served {self._method} for {self._limit_s:g} s; last, {endpoint}: {details}"
+            raise ClientError(code.name, message, endpoint) from None
+        following = self._ring.advance()
+        log.info("%s on %s broke with %s: %s; reopening it on %s", self._method, endpoint, code.name, details,
+                 following)
+        time.sleep(pause)
+
+
+def _same_state(state: dict[str, Any], last: dict[str, Any] | None) -> bool:
+    """The same workflow state: the same update time and, since two writes may share a
+    millisecond, the same content."""
+    return last is not None and state.get("updated_at_ms") == last.get("updated_at_ms") and state == last
 
 
 def _retryable(code: grpc.StatusCode, repeatable: bool) -> bool:
