@@ -25,11 +25,15 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import api
+from .cluster.deciding import Decider
 from .cluster.dispatch import Dispatcher
 from .cluster.election_threads import Election
 from .cluster.leader_loop import LeaderLoop, LeadershipLost
 from .cluster.notify import Notifier
 from .config import NodeConfig
+from .core import state as m
+from .core import statuses as st
+from .core.decider import Decision
 from .core.errors import FailedPrecondition
 from .store import Store
 from .store.redis import RedisStore
@@ -38,6 +42,26 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
                  for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService")]
+
+
+class Backoff:
+    """`first_s`, then `then_s` doubling to `max_s` while trouble repeats; back to the start
+    once a minute passed without it."""
+
+    def __init__(self, *, first_s: float, then_s: float, max_s: float) -> None:
+        self.first_s, self.then_s, self.max_s = first_s, then_s, max_s
+        self._count = 0
+        self._last = 0.0
+
+    def next_delay(self) -> float:
+        now = time.monotonic()
+        if now - self._last > 60.0:
+            self._count = 0
+        self._last = now
+        self._count += 1
+        if self._count == 1:
+            return self.first_s
+        return float(min(self.then_s * 2.0 ** (self._count - 2), self.max_s))
 
 
 class NodeStartError(Exception):
@@ -54,10 +78,12 @@ class Node:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
+        self.decider = Decider(self.store, serves=self.dispatcher.served_types, on_applied=self._after_decision)
         self.server: grpc.aio.Server | None = None
         self.election: Election | None = None
         self.engine: LeaderLoop | None = None
         self._engine_task: asyncio.Task[None] | None = None
+        self._backoff = Backoff(first_s=0.0, then_s=0.5, max_s=30.0)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
@@ -85,10 +111,12 @@ class Node:
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
+        workflows = api.WorkflowService(self.store, limit, self.notifier, self.decider)
+        tasks = api.TaskService(self.store, self.dispatcher, limit, self.decider)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
             (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.store)),
-            (pb_grpc.add_WorkflowServiceServicer_to_server, api.WorkflowService(self.store, limit, self.notifier)),
-            (pb_grpc.add_TaskServiceServicer_to_server, api.TaskService(self.store, self.dispatcher, limit)),
+            (pb_grpc.add_WorkflowServiceServicer_to_server, workflows),
+            (pb_grpc.add_TaskServiceServicer_to_server, tasks),
             (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self))]
         for add_to_server, servicer in services:
             add_to_server(servicer, server)
@@ -109,6 +137,18 @@ class Node:
                                  "program serves it) or not an address of this host; choose another `listen`")
         return server
 
+    def _after_decision(self, state: m.WorkflowState, decision: Decision) -> None:
+        """Right after a decision is stored: claim what it queued for this node's workers (no
+        broadcast round trip), and decide the workflows it started, ended or woke."""
+        for task_type in dict.fromkeys(task_type for task_type, _ in decision.enqueue):
+            self.dispatcher.on_ready(task_type)
+        others = [w.workflow_id for w in decision.start_workflows]
+        others += [workflow_id for workflow_id, _ in decision.terminate_workflows]
+        if decision.status in st.TERMINAL_WORKFLOW and state.parent:
+            others.append(state.parent.split("|", 1)[0])
+        if others:
+            self.decider.soon(others)
+
     # ------------------------------------------------------------- leadership
 
     def _from_thread(self, callback: Any, *args: Any) -> None:
@@ -119,7 +159,7 @@ class Node:
     def _on_elected(self, epoch: int) -> None:
         self._cancel_engine()
         assert self.election is not None
-        self.engine = LeaderLoop(self.store, epoch, self.election.leadership_valid)
+        self.engine = LeaderLoop(self.store, self.decider, epoch, self.election.leadership_valid)
         self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
         log.info("node %s leads with epoch %d", self.config.node_id, epoch)
 
@@ -132,22 +172,36 @@ class Node:
             self._engine_task.cancel()
 
     async def _run_engine(self, engine: LeaderLoop) -> None:
+        """Run the clocks for this term. Safety decisions, each in one place:
+        - fenced off (a newer term wrote to the store): resign, and wait longer before standing
+          again each time it repeats, so a cluster that keeps being fenced cannot storm;
+        - a crash (a bug): keep the term and restart the clocks after a growing pause; handing
+          the same bug to the next leader would only move the crash around the cluster."""
         try:
             await engine.run()
         except LeadershipLost as exc:
-            log.warning("engine stopped: %s; resigning so that etcd settles who leads", exc)
-            await self._resign_and_rejoin()
+            log.warning("clocks stopped: %s; resigning so that etcd settles who leads", exc)
+            await self._resign_and_rejoin(self._backoff.next_delay())
         except asyncio.CancelledError:
-            log.info("engine stopped")
+            log.info("clocks stopped")
             raise
         except Exception:
-            log.exception("engine crashed (a bug); resigning leadership")
-            await self._resign_and_rejoin()
+            delay = self._backoff.next_delay()
+            log.exception("the clocks crashed (a bug); restarting them in %.1f s", delay)
+            await asyncio.sleep(delay)
+            if self.election is not None and self.election.leadership_valid():
+                self._on_elected(engine.epoch)
 
-    async def _resign_and_rejoin(self) -> None:
-        """Give up this term and stand again: the new candidacy queues behind the others."""
-        if self.election is not None:
-            await asyncio.to_thread(self.election.resign, rejoin=True)
+    async def _resign_and_rejoin(self, delay_s: float = 0.0) -> None:
+        """Give up this term at once; stand again after `delay_s` (the new candidacy queues
+        behind the others)."""
+        if self.election is None:
+            return
+        await asyncio.to_thread(self.election.resign, rejoin=delay_s <= 0)
+        if delay_s > 0:
+            log.info("standing for election again in %.1f s", delay_s)
+            await asyncio.sleep(delay_s)
+            self.election.campaign()
 
     # ------------------------------------------------------------- cluster view (for ClusterService)
 
@@ -193,6 +247,7 @@ class Node:
             log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
         if self.server is not None:
             await self.server.stop(grace_s)
+        await self.decider.stop()
         await self.dispatcher.stop()
         await self.notifier.stop()
         await self.store.close()

@@ -56,8 +56,8 @@ class Contract:
         if decision.empty and decision.wake_at_ms is None:
             return None
         expected, effects = apply(before, decision, self.now)
-        [result] = await self.store.apply_decisions(EPOCH, self.now, [(before, decision)])
-        assert result is ApplyResult.OK
+        [outcome] = await self.store.apply_decisions(EPOCH, self.now, [(before, decision)])
+        assert outcome.result is ApplyResult.OK
         after = await self.store.load(workflow_id)
         assert after is not None
         assert comparable(after) == comparable(expected)

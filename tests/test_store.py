@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
 
 import pytest
@@ -13,7 +12,8 @@ from orchestrator.core import statuses as st
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.decider import decide
 from orchestrator.core.errors import StaleEpoch
-from orchestrator.cluster.leader_loop import LeaderLoop, LeadershipLost, new_task_id
+from orchestrator.cluster.deciding import Decider, new_task_id
+from orchestrator.cluster.leader_loop import LeaderLoop, LeadershipLost
 from orchestrator.store import ApplyResult, ResultAck, ResultOutcome
 from orchestrator.store.redis import RedisStore as Store
 
@@ -39,9 +39,10 @@ async def started_workflow(store: Store, task_name: str = "fetch", **task_fields
     return workflow_id
 
 
-async def decide_once(store: Store, epoch: int, workflow_id: str, now: int = NOW) -> list[ApplyResult]:
+async def decide_once(store: Store, epoch: int | None, workflow_id: str, now: int = NOW) -> list[ApplyResult]:
     state = await store.load(workflow_id)
-    return await store.apply_decisions(epoch, now, [(state, decide(state, now, new_task_id))])
+    outcomes = await store.apply_decisions(epoch, now, [(state, decide(state, now, new_task_id))])
+    return [o.result for o in outcomes]
 
 
 def test_stale_epoch_writes_are_refused_and_change_nothing(store):
@@ -69,12 +70,12 @@ def test_stale_leader_loop_steps_down_instead_of_writing(store):
         try:
             workflow_id = await started_workflow(store)
             await store.raise_epoch(20)
-            loop = LeaderLoop(store, epoch=19, still_leader=lambda: True)
+            loop = LeaderLoop(store, Decider(store), epoch=19, still_leader=lambda: True)
             with pytest.raises(LeadershipLost, match="newer than this node's term 19"):
                 await loop.run()
             state = await store.load(workflow_id)
             assert state.tasks == [] and loop.decisions == 0
-            deposed = LeaderLoop(store, epoch=21, still_leader=lambda: False)
+            deposed = LeaderLoop(store, Decider(store), epoch=21, still_leader=lambda: False)
             with pytest.raises(LeadershipLost, match="deadline"):
                 await deposed.run()
         finally:
@@ -90,7 +91,7 @@ def test_decision_on_a_changed_workflow_is_a_conflict(store):
             stale_read = await store.load(workflow_id)
             assert await decide_once(store, 1, workflow_id) == [ApplyResult.OK]
             outcome = await store.apply_decisions(1, NOW, [(stale_read, decide(stale_read, NOW, new_task_id))])
-            assert outcome == [ApplyResult.CONFLICT]
+            assert [o.result for o in outcome] == [ApplyResult.CONFLICT]
             assert len((await store.load(workflow_id)).tasks) == 1   # not scheduled twice
         finally:
             await store.close()
@@ -169,7 +170,7 @@ def test_expired_lease_times_out_the_attempt_only_once(store):
     run(scenario())
 
 
-def test_a_workflow_the_decider_chokes_on_does_not_stop_the_others(store):
+def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store):
     async def scenario():
         try:
             good = await started_workflow(store)
@@ -179,12 +180,12 @@ def test_a_workflow_the_decider_chokes_on_does_not_stop_the_others(store):
             snapshot["workflow"]["tasks"][0]["type"] = "NOT_A_KIND"   # what validation would never let in
             await store._redis.hset(key, "def", json.dumps(snapshot))
             await store.raise_epoch(1)
-            loop = LeaderLoop(store, epoch=1, still_leader=lambda: True)
-            await loop._decide([bad, good])
+            done = await Decider(store).decide([bad, good], epoch=1)
+            assert done.failed == [bad]
             assert len((await store.load(good)).tasks) == 1
-            assert (await store.load(bad)).tasks == []
-            retry_at = await store._redis.zscore(store.keys("decide"), bad)
-            assert retry_at >= time.time() * 1000 + 20_000   # parked, not retried in a hot loop
+            failed = await store.load(bad)
+            assert failed.status == st.FAILED and "the engine could not decide it: KeyError" in failed.reason
+            assert await store._redis.zscore(store.keys("decide"), bad) is None   # nothing left to retry
         finally:
             await store.close()
     run(scenario())

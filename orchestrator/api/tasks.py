@@ -13,10 +13,12 @@ import grpc
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.errors import TooLarge
+from ..core.errors import InvalidArgument, TooLarge
+from ..core.payloads import encode
 from ..store import ResultOutcome, Store, StoreUnavailable
 from .messages import PayloadLimit
 
@@ -30,10 +32,11 @@ RESULT_STATUS: dict[int, st.TaskStatus] = {
 class TaskService(pb_grpc.TaskServiceServicer):
     """The worker stream: credits in, tasks out, heartbeats and results in both ways."""
 
-    def __init__(self, store: Store, dispatcher: Dispatcher, limit: PayloadLimit) -> None:
+    def __init__(self, store: Store, dispatcher: Dispatcher, limit: PayloadLimit, decider: Decider) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.limit = limit
+        self.decider = decider
 
     async def Connect(self, request_iterator: AsyncIterator[pb.WorkerMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ServerMessage]:
@@ -117,6 +120,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         status, output_json, reason = self._checked_result(result)
         ack = await self.store.complete_task(result.workflow_id, result.task_id, session.worker_id, status,
                                              output_json, reason, now_ms())
+        if ack.outcome is ResultOutcome.STORED:
+            self.decider.soon([result.workflow_id])   # the next step, here and now
         accepted = ack.outcome in (ResultOutcome.STORED, ResultOutcome.DUPLICATE)
         detail = {ResultOutcome.STORED: "stored", ResultOutcome.DUPLICATE: "same result already stored",
                   ResultOutcome.UNKNOWN: "no such task attempt"}.get(
@@ -135,10 +140,15 @@ class TaskService(pb_grpc.TaskServiceServicer):
         try:
             self.limit.check("task output", raw)
             output = json.loads(raw)
+            if not isinstance(output, dict):
+                raise InvalidArgument("task output must be a JSON object")
+            text = encode(output, "task output")   # no NaN, no unpaired surrogates: what later steps can read
         except TooLarge as exc:
             return st.FAILED_WITH_TERMINAL_ERROR, "{}", str(exc)
+        except RecursionError:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", "task output is nested too deeply"
         except ValueError as exc:
             return st.FAILED_WITH_TERMINAL_ERROR, "{}", f"task output is not valid JSON: {exc}"
-        if not isinstance(output, dict):
-            return st.FAILED_WITH_TERMINAL_ERROR, "{}", "task output must be a JSON object"
-        return status, raw.decode(), result.reason
+        except InvalidArgument as exc:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", str(exc)
+        return status, text, result.reason

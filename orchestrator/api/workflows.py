@@ -12,15 +12,16 @@ from orchestrator_api.structs import from_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from ..cluster.deciding import Decider
 from ..cluster.notify import Notifier
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
 from ..core.schema import WorkflowDef
+from ..core.payloads import encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
-from ..store import Store
-from ..store.redis.codec import dumps
+from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
 from .messages import PayloadLimit, workflow_message
 
@@ -31,10 +32,14 @@ RESTARTABLE = sorted(st.TERMINAL_WORKFLOW)
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
-    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier) -> None:
+    """Every change is an event this node decides at once: starts in the background (the
+    caller has its id), operations and signals before answering (the answer shows their effect)."""
+
+    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier, decider: Decider) -> None:
         self.store = store
         self.limit = limit
         self.notifier = notifier
+        self.decider = decider
 
     @grpc_errors
     async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
@@ -50,9 +55,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             if len(getattr(request, field)) > MAX_ID_LENGTH:
                 raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} characters")
         workflow_input = from_struct(request.input)
-        self.limit.check("workflow input", dumps(workflow_input))
-        return await self.store.start_by_name(request.name, request.version, uuid.uuid4().hex, workflow_input,
-                                              request.correlation_id, request.idempotency_key, now_ms())
+        self.limit.check("workflow input", encode(workflow_input, "workflow input"))
+        workflow_id, created = await self.store.start_by_name(
+            request.name, request.version, uuid.uuid4().hex, workflow_input, request.correlation_id,
+            request.idempotency_key, now_ms())
+        if created:
+            self.decider.soon([workflow_id])
+        return workflow_id, created
 
     @grpc_errors
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow:
@@ -118,6 +127,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             raise InvalidArgument("workflow_id is required")
         await self.store.terminate(request.workflow_id, request.reason or "terminated by request", now_ms(),
                                    compensate=request.compensate)
+        await self._decide(request.workflow_id)
         state = await self._load(request.workflow_id)
         return pb.TerminateWorkflowResponse(workflow=workflow_message(state, include_tasks=False))
 
@@ -155,7 +165,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         command: dict[str, Any] = {"op": "rerun", "key": key}
         if request.HasField("task_input"):
             command["input"] = from_struct(request.task_input)
-            self.limit.check("task input", dumps(command["input"]))
+            self.limit.check("task input", encode(command["input"], "task input"))
         return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED, *RESTARTABLE],
                                    new_status=st.RUNNING, command=command)
 
@@ -179,17 +189,26 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 raise FailedPrecondition(f"workflow '{request.workflow_id}' has no WAIT or HUMAN task "
                                          f"'{request.task_reference_name}' waiting for a signal")
             task_id = waiting[-1].task_id
-        output = dumps(from_struct(request.output))
+        output = encode(from_struct(request.output), "signal output")
         self.limit.check("signal output", output)
         status = st.TASK_FAILED if request.failed else st.TASK_COMPLETED
         await self.store.signal_task(request.workflow_id, task_id, status, output, request.reason, now_ms())
+        await self._decide(request.workflow_id)
         return workflow_message(await self._load(request.workflow_id), include_tasks=True)
 
     async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
         if not workflow_id:
             raise InvalidArgument("workflow_id is required")
         await self.store.operate(workflow_id, now_ms=now_ms(), **kwargs)
+        await self._decide(workflow_id)
         return workflow_message(await self._load(workflow_id), include_tasks=False)
+
+    async def _decide(self, workflow_id: str) -> None:
+        """The operation is stored; deciding it here is only quicker than the leader's sweep."""
+        try:
+            await self.decider.decide([workflow_id])
+        except StoreUnavailable:
+            pass
 
     async def _load(self, workflow_id: str) -> m.WorkflowState:
         if not workflow_id:

@@ -94,6 +94,10 @@ class Dispatcher:
         if starved:   # with credit left, every `ready` since was already pumped for this session
             self._pump_types(session.task_types)
 
+    def served_types(self) -> frozenset[str]:
+        """Task types a connected worker of this node can take right now."""
+        return frozenset(t for s in self.sessions if s.credits > 0 and not s.closed for t in s.task_types)
+
     def on_ready(self, task_type: str) -> None:
         if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):
             self._pump_types({task_type})

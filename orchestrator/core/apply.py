@@ -35,7 +35,10 @@ class Effects:
 
 
 def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[WorkflowState, Effects]:
-    """The workflow after `decision`, and its effects elsewhere. `state` is not changed."""
+    """The workflow after `decision`, and its effects elsewhere. `state` is not changed.
+    An empty decision changes nothing, not even the revision: only when to decide next."""
+    if decision.empty:
+        return state, Effects(wake_at_ms=decision.wake_at_ms)
     deleted = set(decision.delete_tasks)
     tasks = {t.task_id: TaskState(t.spec, t.runtime, t.output) for t in state.tasks if t.task_id not in deleted}
     for task in decision.new_tasks:

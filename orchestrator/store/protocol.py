@@ -37,7 +37,7 @@ class Topic(enum.Enum):
     """Broadcasts the transition scripts publish, for the nodes that wait on them."""
 
     READY = "ready"   # a task type has queued work (payload: the task type)
-    WAKE = "wake"     # a workflow is due for a decision (payload: the workflow id)
+    TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
     DONE = "done"     # a workflow reached a terminal status (payload: the workflow id)
 
 
@@ -45,6 +45,13 @@ class ApplyResult(enum.Enum):
     OK = "OK"
     CONFLICT = "CONFLICT"   # the workflow changed since it was read: decide again
     GONE = "GONE"           # the workflow no longer exists
+    REFUSED = "REFUSED"     # this decision cannot be stored (unserialisable, refused by the script)
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    result: ApplyResult
+    error: str = ""          # why, for REFUSED
 
 
 class ResultOutcome(enum.Enum):
@@ -162,12 +169,19 @@ class Store(Protocol):
     async def expire_lease(self, epoch: int, workflow_id: str, task_id: str, now_ms: int) -> bool:
         """Time out an attempt whose lease passed; False if it was renewed or ended. Fenced, atomic."""
 
-    async def apply_decisions(self, epoch: int, now_ms: int,
-                              decisions: list[tuple[WorkflowState, Decision]]) -> list[ApplyResult]:
-        """Apply each decision to its workflow. Each is fenced, revision-checked and atomic."""
+    async def apply_decisions(self, epoch: int | None, now_ms: int, decisions: list[tuple[WorkflowState, Decision]],
+                              *, serves: frozenset[str] = frozenset()) -> list[ApplyOutcome]:
+        """Apply each decision to its workflow, each atomic and revision-checked, and fenced when
+        `epoch` is given (the leader's engine; an event's decision on any node passes None).
+        A decision that cannot be stored is REFUSED alone, with the reason; the others apply.
+        `serves`: task types the caller claims at once for its own workers, so no `ready` is
+        broadcast for them (the dispatchers' periodic sweep covers the caller's death)."""
 
-    async def defer(self, epoch: int, workflow_id: str, at_ms: int) -> None:
-        """Decide `workflow_id` again at `at_ms` (or forget it if it no longer exists). Fenced."""
+    async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:
+        """Decide `workflow_id` again at `at_ms`. Fenced when `epoch` is given."""
+
+    async def forget_due(self, workflow_id: str, epoch: int | None) -> None:
+        """Drop a workflow that no longer exists from the decide set. Fenced when `epoch` is given."""
 
     # ------------------------------------------------------------- broadcasts and audit
 

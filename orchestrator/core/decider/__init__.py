@@ -23,7 +23,7 @@ from .kinds import sequence
 from .operations import apply_commands
 from .walk import Outcome, Walk, retry_delay_ms
 
-__all__ = ["Decision", "NewWorkflow", "decide", "retry_delay_ms"]
+__all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
 
 FAILURE_WORKFLOW_STATUSES = frozenset({st.FAILED, st.TIMED_OUT, st.COMPENSATION_FAILED})
 
@@ -38,6 +38,20 @@ def decide(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str]) -> Decis
         _compensate(walk)
     elif wf.status == st.RUNNING:
         _run(walk)
+    return decision
+
+
+def give_up(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], reason: str) -> Decision:
+    """The decision for a workflow the engine cannot decide (or whose decision cannot be stored):
+    it ends FAILED with `reason`, its active tasks cancelled, its failure workflow started.
+    Touches neither the definition's tasks nor any user data, so it can be stored when the
+    ordinary decision could not."""
+    decision = Decision()
+    if wf.status in st.TERMINAL_WORKFLOW:
+        return decision
+    walk = Walk(wf, now_ms, new_id, decision)
+    decision.consumed_commands = [c["field"] for c in wf.commands]
+    finish(walk, st.FAILED, None, reason)
     return decision
 
 

@@ -25,8 +25,8 @@ from ...core.definitions import iter_nodes, needs_every_task_def, referenced_tas
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import TaskStatus
-from ..protocol import (ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage, StoreUnavailable,
-                        Topic)
+from ..protocol import (ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage,
+                        StoreUnavailable, Topic)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow
 from .errors import REDIS_UNAVAILABLE
@@ -431,32 +431,74 @@ class RedisStore:
         return result == "EXPIRED"
 
     @_unavailable_as_store_error
-    async def defer(self, epoch: int, workflow_id: str, at_ms: int) -> None:
-        result = str(await self._run(scripts.DEFER, {"epoch": epoch, "id": workflow_id, "at": at_ms}))
-        if result == "STALE_EPOCH":
+    async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:
+        await self._decide_set(epoch, {"id": workflow_id, "at": at_ms})
+
+    @_unavailable_as_store_error
+    async def forget_due(self, workflow_id: str, epoch: int | None) -> None:
+        await self._decide_set(epoch, {"id": workflow_id})
+
+    async def _decide_set(self, epoch: int | None, named: dict[str, Any]) -> None:
+        if epoch is not None:
+            named["epoch"] = epoch
+        if str(await self._run(scripts.DEFER, named)) == "STALE_EPOCH":
             raise StaleEpoch("decide-set write refused: a newer leader holds the epoch")
 
     @_unavailable_as_store_error
-    async def apply_decisions(self, epoch: int, now_ms: int,
-                              decisions: list[tuple[m.WorkflowState, Decision]]) -> list[ApplyResult]:
-        try:
-            results = await self._apply_pipelined(epoch, now_ms, decisions)
-        except NoScriptError:   # Redis restarted and lost its script cache; a repeat is safe (revisions)
-            await self._redis.script_load(scripts.APPLY_DECISION)
-            results = await self._apply_pipelined(epoch, now_ms, decisions)
-        if "STALE_EPOCH" in results:
-            raise StaleEpoch("decision refused: a newer leader holds the epoch")
-        return [ApplyResult(r) for r in results]
+    async def apply_decisions(self, epoch: int | None, now_ms: int,
+                              decisions: list[tuple[m.WorkflowState, Decision]],
+                              *, serves: frozenset[str] = frozenset()) -> list[ApplyOutcome]:
+        # Each decision is encoded on its own: one that cannot be (a value that refers to itself,
+        # text that is not Unicode) is refused alone, before anything is sent.
+        prepared: list[list[str] | str] = []
+        for workflow, decision in decisions:
+            try:
+                args = decision_args(self.prefix, epoch, workflow, decision, now_ms, serves)
+                for arg in args:
+                    arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
+                prepared.append(args)
+            except (ValueError, TypeError, RecursionError) as exc:
+                prepared.append(f"{type(exc).__name__}: {exc}")
+        replies = iter(await self._apply_all([p for p in prepared if isinstance(p, list)]))
+        outcomes = []
+        for item in prepared:
+            reply = next(replies) if isinstance(item, list) else None
+            if isinstance(item, str):
+                outcomes.append(ApplyOutcome(ApplyResult.REFUSED, item))
+            elif isinstance(reply, Exception):
+                outcomes.append(ApplyOutcome(ApplyResult.REFUSED, f"the store refused it: {reply}"))
+            elif reply == "STALE_EPOCH":
+                raise StaleEpoch("decision refused: a newer leader holds the epoch")
+            else:
+                outcomes.append(ApplyOutcome(ApplyResult(str(reply))))
+        return outcomes
 
-    async def _apply_pipelined(self, epoch: int, now_ms: int,
-                               decisions: list[tuple[m.WorkflowState, Decision]]) -> list[str]:
+    async def _apply_all(self, argument_lists: list[list[str]]) -> list[Any]:
+        """One EVALSHA each, in one pipeline; each reply is a string or that command's error.
+        After a Redis restart the script cache is empty: load it and run those again (safe:
+        a decision that did apply now meets a new revision and is a conflict)."""
+        replies = await self._evalsha_pipelined(argument_lists)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._redis.script_load(scripts.APPLY_DECISION)
+            again = await self._evalsha_pipelined([argument_lists[i] for i in missing])
+            for i, reply in zip(missing, again):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, REDIS_UNAVAILABLE):
+                raise reply
+        return replies
+
+    async def _evalsha_pipelined(self, argument_lists: list[list[str]]) -> list[Any]:
         # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
-        sha = self._scripts.get(scripts.APPLY_DECISION) or self._redis.register_script(scripts.APPLY_DECISION)
-        self._scripts[scripts.APPLY_DECISION] = sha
+        if not argument_lists:
+            return []
+        script = self._scripts.get(scripts.APPLY_DECISION) or self._redis.register_script(scripts.APPLY_DECISION)
+        self._scripts[scripts.APPLY_DECISION] = script
         async with self._redis.pipeline(transaction=False) as pipe:
-            for workflow, decision in decisions:
-                pipe.evalsha(sha.sha, 0, *decision_args(self.prefix, epoch, workflow, decision, now_ms))
-            return [str(r) for r in await pipe.execute()]
+            for args in argument_lists:
+                pipe.evalsha(script.sha, 0, *args)
+            return list(await pipe.execute(raise_on_error=False))
 
     # ------------------------------------------------------------- broadcasts and audit
 

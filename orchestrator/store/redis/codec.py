@@ -21,8 +21,10 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now_ms: int) -> list[str]:
-    """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope."""
+def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
+                  serves: frozenset[str] = frozenset()) -> list[str]:
+    """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope.
+    Raises ValueError (or TypeError, RecursionError) for a decision JSON cannot hold."""
     fields: list[str] = []
     for task in d.new_tasks:
         fields += [f"t:{task.task_id}", dumps(task.spec.to_json()),
@@ -58,7 +60,14 @@ def decision_args(prefix: str, epoch: int, wf: m.WorkflowState, d: Decision, now
         envelope["reset"] = True
     if d.wake_at_ms is not None:
         envelope["wake"] = d.wake_at_ms
-    named = {"prefix": prefix, "epoch": epoch, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
+    if d.empty:
+        envelope["noop"] = True
+    served = sorted({task_type for task_type, _ in d.enqueue} & serves)
+    if served:
+        envelope["serve"] = served
+    named: dict[str, Any] = {"prefix": prefix, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
+    if epoch is not None:
+        named["epoch"] = epoch
     return [dumps(named), json.dumps({k: v for k, v in envelope.items() if v is not None}, separators=(",", ":"))]
 
 

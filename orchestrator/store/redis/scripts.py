@@ -35,10 +35,22 @@ local function set_status(id, key, new_status)
   redis.call('ZADD', P .. ':idx:st:' .. new_status, created, id)
   redis.call('HSET', key, 'st', new_status)
 end
-local function wake(id, at)
-  -- LT: an earlier wake-up wins; a new member is always added
+-- The decide set holds, per workflow, when it must be decided next without an event of its
+-- own: its earliest timer, or a safety net for an event. LT: an earlier time wins.
+local function remind(id, at)
   redis.call('ZADD', P .. ':decide', 'LT', at, id)
-  redis.call('PUBLISH', P .. ':wake', id)
+end
+-- A timer: the leader sleeps until the earliest one it knows of, so it is told of this one.
+local function timer(id, at)
+  remind(id, at)
+  redis.call('PUBLISH', P .. ':timer', at)
+end
+-- An event (a start, a result, a signal, an operation, a child's end) is decided at once by
+-- the node that stored it. In case that node dies first, the event also leaves a reminder
+-- that the leader's sweep picks up once SWEEP_GRACE_MS have passed.
+local SWEEP_GRACE_MS = 500
+local function event(id, now)
+  remind(id, now + SWEEP_GRACE_MS)
 end
 local function bump(id, key, now)
   redis.call('HINCRBY', key, 'rev', 1)
@@ -83,7 +95,7 @@ local function finish_parent(id, key, status, now)
   s.ended = tonumber(now)
   redis.call('HSET', pkey, 's:' .. ptid, cjson.encode(s))
   bump(pid, pkey, now)
-  wake(pid, now)
+  event(pid, now)
 end
 -- Every terminal transition goes through here: the audit stream that drills read to
 -- prove nothing ended twice, the parent, and whoever waits for the result.
@@ -100,7 +112,7 @@ local function finish_task(id, key, tid, s, status, output, reason, now)
   s.reason = reason
   redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, output)
   bump(id, key, now)
-  wake(id, now)
+  event(id, now)
 end
 local function create_workflow(id, meta, def, name, corr, parent, vars, now)
   local key = wf_key(id)
@@ -111,7 +123,7 @@ local function create_workflow(id, meta, def, name, corr, parent, vars, now)
   redis.call('ZADD', P .. ':idx:all', now, id)
   redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
   if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
-  wake(id, now)
+  event(id, now)
   return true
 end
 local function terminate_workflow(id, reason, now)
@@ -122,7 +134,7 @@ local function terminate_workflow(id, reason, now)
   redis.call('HSET', key, 'reason', reason)
   bump(id, key, now)
   end_workflow(id, key, 'TERMINATED', now)
-  wake(id, now)
+  event(id, now)
   return 'OK'
 end
 """
@@ -146,19 +158,28 @@ end
 return result({outcome = 'CREATED', id = A.id})
 """
 
-# The leader's decision, all in one step. A: epoch, id, rev (the revision the decider read), now.
-# ARGV[2]: the decision envelope json: {status, out (json text), reason, reset, fields [f, v, ...], delete [task id],
-# consumed [field], enqueue [[type, task id]], dequeue [[type, task id]], drop [[type, task id]],
-# start [{id, m, def, name, corr, parent, vars}], terminate [[workflow id, reason]], wake}
+# A decision, all in one step: by the node that stored an event (A.epoch absent: any node may,
+# the revision check alone keeps it safe), or by the leader's engine (A.epoch: fenced).
+# A: [epoch], id, rev (the revision the decider read), now.
+# ARGV[2]: the decision envelope json: {noop, status, out (json text), reason, reset, fields [f, v, ...],
+# delete [task id], consumed [field], enqueue [[type, task id]], dequeue [[type, task id]],
+# drop [[type, task id]], start [{id, m, def, name, corr, parent, vars}], terminate [[workflow id, reason]],
+# wake, serve [task type: the caller claims these itself, so no `ready` is published for them]}
 APPLY_DECISION = COMMON + r"""
-if not fenced(A.epoch) then return 'STALE_EPOCH' end
+if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
 local id = A.id
 local key = wf_key(id)
 local rev = redis.call('HGET', key, 'rev')
-if not rev then return 'GONE' end
+if not rev then
+  redis.call('ZREM', P .. ':decide', id)
+  return 'GONE'
+end
 if tonumber(rev) ~= A.rev then return 'CONFLICT' end
 local now = A.now
 local d = cjson.decode(ARGV[2])
+redis.call('ZREM', P .. ':decide', id)
+if d.wake then timer(id, d.wake) end
+if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
 for _, w in ipairs(d.start or {}) do
   create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now)
 end
@@ -173,6 +194,7 @@ for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
 -- complete it again (finish_parent only touches a task still IN_PROGRESS)
 for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
 local published = {}
+for _, task_type in ipairs(d.serve or {}) do published[task_type] = true end
 for _, pair in ipairs(d.enqueue or {}) do
   redis.call('ZADD', P .. ':q:' .. pair[1], now, id .. '|' .. pair[2])
   if not published[pair[1]] then
@@ -189,8 +211,6 @@ if d.status then
   if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
 end
 bump(id, key, now)
-redis.call('ZREM', P .. ':decide', id)
-if d.wake then redis.call('ZADD', P .. ':decide', d.wake, id) end
 return 'OK'
 """
 
@@ -237,7 +257,7 @@ while claimed < wanted do
         redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
         if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
         if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
-        if s.timeout_ms and s.timeout_ms > 0 then wake(id, now + s.timeout_ms) end
+        if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
         claimed = claimed + 1
         out[#out + 1] = id
         out[#out + 1] = tid
@@ -337,7 +357,7 @@ s.reason = 'lease expired: no heartbeat or result within ' .. s.lease_ms .. ' ms
 redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
 drop_lease(id, tid, s.type)
 bump(id, key, now)
-wake(id, now)
+remind(id, now)   -- the leader decides it in its next pass
 return 'EXPIRED'
 """
 
@@ -365,7 +385,7 @@ if A.compensate and st ~= 'COMPENSATING' then
   set_status(id, key, 'COMPENSATING')
   redis.call('HSET', key, 'reason', A.reason)
   bump(id, key, A.now)
-  wake(id, A.now)
+  event(id, A.now)
   return result({outcome = 'OK', detail = st})
 end
 terminate_workflow(id, A.reason, A.now)
@@ -405,16 +425,16 @@ if st == 'PAUSED' and A.new_status == 'RUNNING' then
   end
 end
 bump(id, key, A.now)
-wake(id, A.now)
+event(id, A.now)
 return result({outcome = 'OK', detail = st})
 """
 
-# The engine's own bookkeeping of the decide set, fenced like every engine write: decide
-# `id` again at `at` (a workflow the decider failed on waits a while), or forget it when
-# the workflow no longer exists. A: epoch, id, at.  -> OK | GONE | STALE_EPOCH
+# Bookkeeping of the decide set, fenced when the leader's engine does it: decide `id` again
+# at `at` (a parked workflow waits a while), or forget it when the workflow no longer exists
+# (always, when `at` is absent). A: [epoch], id, [at].  -> OK | GONE | STALE_EPOCH
 DEFER = COMMON + r"""
-if not fenced(A.epoch) then return 'STALE_EPOCH' end
-if redis.call('EXISTS', wf_key(A.id)) == 0 then
+if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
+if not A.at or redis.call('EXISTS', wf_key(A.id)) == 0 then
   redis.call('ZREM', P .. ':decide', A.id)
   return 'GONE'
 end

@@ -1,0 +1,150 @@
+"""Deciding workflows: load, run the pure decider, apply the decision revision-checked.
+
+Every node decides the workflows whose events it stored (a start, a task result, a signal,
+an operation, a child's end), at once and without the leader: a decision is applied only if
+the workflow's revision is the one it was computed from, so two nodes deciding the same
+workflow cannot both win; the loser sees a conflict, reloads and decides again. The leader
+uses the same code, fenced by its epoch, for what needs a clock (timers, and the sweep of
+events whose node died before deciding them).
+
+A failure while deciding, serialising or applying one workflow is that workflow's failure:
+it ends FAILED with a reason a person can act on (or, if even that cannot be written, it is
+parked and logged), and the others go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..core import state as m
+from ..core.clock import now_ms
+from ..core.decider import Decision, decide, give_up
+from ..store import ApplyResult, Store
+
+log = logging.getLogger(__name__)
+
+CONFLICT_RETRIES = 8
+PARKED_RETRY_MS = 60_000   # a workflow that cannot even be failed is looked at again after this
+
+
+def new_task_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Round:
+    """What one call to `Decider.decide` did."""
+
+    applied: list[tuple[m.WorkflowState, Decision]] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)   # still changing after every retry: left due
+    failed: list[str] = field(default_factory=list)      # ended FAILED because they could not be decided
+
+
+class Decider:
+    def __init__(self, store: Store, *, serves: Callable[[], frozenset[str]] = frozenset,
+                 on_applied: Callable[[m.WorkflowState, Decision], None] | None = None) -> None:
+        """`serves()`: task types this node will claim at once for its own workers (the store then
+        publishes no `ready` for them); `on_applied` is called for every decision applied."""
+        self.store = store
+        self.serves = serves
+        self.on_applied = on_applied
+        self.decisions = 0
+        self._running: set[asyncio.Task[None]] = set()
+
+    def soon(self, workflow_ids: list[str]) -> None:
+        """Decide these workflows in the background (an event's caller need not wait for it).
+
+        If this node dies first, the entries the event left in the decide set are swept by
+        the leader; nothing is lost, it only waits longer."""
+        task = asyncio.create_task(self._quietly(workflow_ids))
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _quietly(self, workflow_ids: list[str]) -> None:
+        try:
+            await self.decide(workflow_ids)
+        except Exception as exc:   # the store is away, say: the sweep will decide them later
+            log.warning("deciding %s after its event failed (%s); the leader's sweep will", workflow_ids, exc)
+
+    async def stop(self) -> None:
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+    async def decide(self, workflow_ids: list[str], *, epoch: int | None = None) -> Round:
+        """Decide each workflow until its decision applies (or it keeps changing: then it stays
+        due). `epoch` fences the writes (the leader's); None for an event's decision on any node.
+        Raises StaleEpoch (fenced) and StoreUnavailable; never an error of one workflow."""
+        result = Round()
+        pending = list(dict.fromkeys(workflow_ids))
+        for _ in range(CONFLICT_RETRIES):
+            if not pending:
+                return result
+            batch = await self._decisions(pending, epoch, result)
+            if not batch:
+                return result
+            outcomes = await self.store.apply_decisions(epoch, now_ms(), batch, serves=self.serves())
+            pending = []
+            for (state, decision), outcome in zip(batch, outcomes):
+                if outcome.result is ApplyResult.OK:
+                    self._applied(state, decision, result)
+                elif outcome.result is ApplyResult.CONFLICT:
+                    pending.append(state.workflow_id)
+                elif outcome.result is ApplyResult.REFUSED:
+                    await self._give_up(state, f"the decision could not be stored: {outcome.error}", epoch, result)
+        result.conflicts = pending
+        if pending:
+            log.info("workflows %s kept changing while being decided; they stay due", pending)
+        return result
+
+    async def _decisions(self, workflow_ids: list[str], epoch: int | None,
+                         result: Round) -> list[tuple[m.WorkflowState, Decision]]:
+        states = await self.store.load_many(workflow_ids)
+        now = now_ms()
+        batch: list[tuple[m.WorkflowState, Decision]] = []
+        for workflow_id, state in zip(workflow_ids, states):
+            if state is None:
+                await self.store.forget_due(workflow_id, epoch)
+                continue
+            try:
+                batch.append((state, decide(state, now, new_task_id)))
+            except Exception as exc:
+                log.exception("the decider failed on workflow %s", workflow_id)
+                await self._give_up(state, f"the engine could not decide it: {type(exc).__name__}: {exc}", epoch,
+                                    result)
+        return batch
+
+    def _applied(self, state: m.WorkflowState, decision: Decision, result: Round) -> None:
+        self.decisions += 1
+        result.applied.append((state, decision))
+        if self.on_applied is not None:
+            self.on_applied(state, decision)
+        if log.isEnabledFor(logging.DEBUG):
+            for line in decision.log:
+                log.debug("workflow %s: %s", state.workflow_id, line)
+
+    async def _give_up(self, state: m.WorkflowState, why: str, epoch: int | None, result: Round) -> None:
+        """End the workflow FAILED with `why` (its failure workflow, if any, starts); if even
+        that cannot be stored, park it where an operator sees it in the log."""
+        reason = (f"{why[:2000]}. This workflow was stopped so that it cannot hold up the others; "
+                  "fix its definition or input and start it again (or retry it)")
+        try:
+            decision = give_up(state, now_ms(), new_task_id, reason)
+            [outcome] = await self.store.apply_decisions(epoch, now_ms(), [(state, decision)], serves=frozenset())
+        except Exception as exc:
+            log.error("workflow %s cannot be decided (%s) nor failed (%s); parked for %d s", state.workflow_id,
+                      why, exc, PARKED_RETRY_MS // 1000)
+            await self.store.defer(epoch, state.workflow_id, now_ms() + PARKED_RETRY_MS)
+            return
+        if outcome.result is ApplyResult.OK:
+            log.error("workflow %s FAILED: %s", state.workflow_id, why)
+            result.failed.append(state.workflow_id)
+            self._applied(state, decision, result)
+        elif outcome.result is ApplyResult.REFUSED:
+            log.error("workflow %s cannot be decided (%s) nor failed (%s); parked for %d s", state.workflow_id,
+                      why, outcome.error, PARKED_RETRY_MS // 1000)
+            await self.store.defer(epoch, state.workflow_id, now_ms() + PARKED_RETRY_MS)
