@@ -300,10 +300,17 @@ class RedisServer:
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
                 appendfsync: str = "everysec", replica_of: int | None = None) -> RedisServer:
-    """Start redis-server on a free (or the given) loopback port; blocks until it answers."""
-    server = RedisServer(Path(data_dir), port or free_port(), appendonly, appendfsync, replica_of)
-    server.start()
-    return server
+    """Start redis-server on a free (or the given) loopback port; blocks until it answers.
+    A free port taken by someone else before Redis bound it is replaced by another (twice)."""
+    for attempt in range(3):
+        server = RedisServer(Path(data_dir), port or free_port(), appendonly, appendfsync, replica_of)
+        try:
+            server.start()
+            return server
+        except ProcessError as exc:
+            if port is not None or attempt == 2 or ("already in use" not in str(exc) and "not the one" not in str(exc)):
+                raise
+    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -450,8 +457,21 @@ def start_etcd_cluster(base_dir: Path, size: int = 1, election_timeout_ms: int =
 
     Logs go to ``base_dir/<member>.log``, data to ``base_dir/<member>.etcd``. Note that etcd
     rounds a lease TTL up to ceil(1.5 * election timeout), so 1000 ms allows 2 s leases.
+
+    A free port can be taken by another process between choosing it and binding it; a start
+    that fails on a taken port is tried again on new ports (up to three times).
     """
-    base_dir = Path(base_dir)
+    for attempt in range(3):
+        try:
+            return _start_etcd_cluster(Path(base_dir) / (f"retry{attempt}" if attempt else ""), size,
+                                       election_timeout_ms, heartbeat_ms)
+        except ProcessError as exc:
+            if "address already in use" not in str(exc) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _start_etcd_cluster(base_dir: Path, size: int, election_timeout_ms: int, heartbeat_ms: int) -> EtcdCluster:
     base_dir.mkdir(parents=True, exist_ok=True)
     binary = _binary("etcd")
     token = f"procs-{uuid.uuid4().hex[:12]}"

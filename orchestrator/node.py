@@ -1,10 +1,11 @@
 """One orchestrator node: builds the parts and runs them; no logic of its own.
 
-Every node serves the whole gRPC API and dispatches tasks to its workers. The
-election (a background thread) tells the node when it leads; only then does it
-run the engine (`LeaderLoop`). Safety decisions, each in one place:
-- on_deposed (lease not renewed in time, resigned, closing): cancel the engine at once;
-- the engine stops by itself when a write is fenced off or the local deadline passed,
+Every node serves the whole gRPC API, dispatches tasks to its workers and decides the
+events it stores. The election (`cluster.election.Candidacy`, on this event loop) tells
+the node when it leads; only then does it run the clocks (`LeaderLoop`). Safety
+decisions, each in one place:
+- on_deposed (lease not renewed in time, resigned, closing): cancel the clocks at once;
+- the clocks stop by themselves when a write is fenced off or the local deadline passed,
   and the node then resigns so the election is settled by etcd, not by us.
 """
 
@@ -27,14 +28,16 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from . import api
 from .cluster.deciding import Decider
 from .cluster.dispatch import Dispatcher
-from .cluster.election_threads import Election
+from .cluster.election import Candidacy
+from .cluster.etcd import EtcdClient, EtcdError
 from .cluster.leader_loop import LeaderLoop, LeadershipLost
+from .cluster.leader_watch import LeaderWatch
 from .cluster.notify import Notifier
 from .config import NodeConfig
 from .core import state as m
 from .core import statuses as st
 from .core.decider import Decision
-from .core.errors import FailedPrecondition
+from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
 from .store.redis import RedisStore
 
@@ -80,25 +83,26 @@ class Node:
         self.notifier = Notifier(self.store)
         self.decider = Decider(self.store, serves=self.dispatcher.served_types, on_applied=self._after_decision)
         self.server: grpc.aio.Server | None = None
-        self.election: Election | None = None
+        self.etcd = EtcdClient(config.etcd_endpoints)
+        self.election: Candidacy | None = None
+        self._resigning: asyncio.Task[None] | None = None
+        self._leader_watch: asyncio.Task[None] | None = None
         self.engine: LeaderLoop | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._backoff = Backoff(first_s=0.0, then_s=0.5, max_s=30.0)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         await self.dispatcher.start()
         await self.notifier.start()
         self.server = self._build_server()
         await self.server.start()
         log.info("node %s serving gRPC on %s", self.config.node_id, self.config.listen)
-        self.election = Election(
-            self.config.etcd_endpoints, node_id=self.config.node_id, address=self.config.advertise,
+        self.election = Candidacy(
+            self.etcd, node_id=self.config.node_id, address=self.config.advertise,
             prefix=self.config.election_prefix, ttl=self.config.lease_ttl_s,
-            on_elected=lambda epoch: self._from_thread(self._on_elected, epoch),
-            on_deposed=lambda reason: self._from_thread(self._on_deposed, reason))
+            on_elected=self._on_elected, on_deposed=self._on_deposed)
         self.election.start()
+        self._leader_watch = asyncio.create_task(LeaderWatch(self.election, self.etcd).run())
 
     def _build_server(self) -> grpc.aio.Server:
         limit = api.PayloadLimit(self.config.max_payload_bytes)
@@ -151,11 +155,6 @@ class Node:
 
     # ------------------------------------------------------------- leadership
 
-    def _from_thread(self, callback: Any, *args: Any) -> None:
-        """Election callbacks run on its thread; hop to the event loop."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(callback, *args)
-
     def _on_elected(self, epoch: int) -> None:
         self._cancel_engine()
         assert self.election is not None
@@ -181,7 +180,8 @@ class Node:
             await engine.run()
         except LeadershipLost as exc:
             log.warning("clocks stopped: %s; resigning so that etcd settles who leads", exc)
-            await self._resign_and_rejoin(self._backoff.next_delay())
+            # Not awaited here: resigning deposes, and deposing cancels this very task.
+            self._resigning = asyncio.create_task(self._resign_and_rejoin(self._backoff.next_delay()))
         except asyncio.CancelledError:
             log.info("clocks stopped")
             raise
@@ -197,7 +197,7 @@ class Node:
         behind the others)."""
         if self.election is None:
             return
-        await asyncio.to_thread(self.election.resign, rejoin=delay_s <= 0)
+        await self.election.resign(rejoin=delay_s <= 0)
         if delay_s > 0:
             log.info("standing for election again in %.1f s", delay_s)
             await asyncio.sleep(delay_s)
@@ -205,14 +205,18 @@ class Node:
 
     # ------------------------------------------------------------- cluster view (for ClusterService)
 
-    def cluster_status(self) -> pb.ClusterStatus:
-        """Blocking (reads etcd): call it from a thread."""
+    async def cluster_status(self) -> pb.ClusterStatus:
+        """Who leads and who is there, as etcd says now."""
         assert self.election is not None
-        leader = self.election.leader()
+        try:
+            leader = await self.election.leader()
+            found = await self.election.members()
+        except EtcdError as exc:
+            raise Unavailable(f"etcd did not answer: {exc}") from exc
         leader_id = leader.node_id if leader else ""
         members = [pb.Member(node_id=m.node_id, address=m.address,
                              role="LEADER" if m.node_id == leader_id else "FOLLOWER")
-                   for m in sorted(self.election.members(), key=lambda m: m.node_id)]
+                   for m in sorted(found, key=lambda m: m.node_id)]
         return pb.ClusterStatus(
             node_id=self.config.node_id, role="LEADER" if leader_id == self.config.node_id else "FOLLOWER",
             leader_id=leader_id, leader_address=leader.address if leader else "",
@@ -228,7 +232,10 @@ class Node:
     async def step_down(self) -> str:
         assert self.election is not None
         if not self.election.is_leader:
-            leader = await asyncio.to_thread(self.election.leader)
+            try:
+                leader = await self.election.leader()
+            except EtcdError as exc:
+                raise Unavailable(f"etcd did not answer: {exc}") from exc
             where = f"; the leader is {leader.node_id} at {leader.address}" if leader else "; no leader right now"
             raise FailedPrecondition(f"node {self.config.node_id} is not the leader{where}")
         epoch = self.election.epoch
@@ -242,9 +249,13 @@ class Node:
         """Graceful stop (SIGTERM): engine first, then hand leadership over, then the API."""
         started = time.monotonic()
         self._cancel_engine()
+        for task in (self._resigning, self._leader_watch):
+            if task is not None:
+                task.cancel()
         if self.election is not None:
-            await asyncio.to_thread(self.election.close)
+            await self.election.close()
             log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
+        await self.etcd.close()
         if self.server is not None:
             await self.server.stop(grace_s)
         await self.decider.stop()

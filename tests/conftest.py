@@ -43,10 +43,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class NodeHandle:
     """One node process and a client bound to it."""
 
-    def __init__(self, process: ManagedProcess, endpoint: str, cluster: str) -> None:
+    def __init__(self, process: ManagedProcess, endpoint: str, cluster: str, redis_url: str) -> None:
         self.process = process
         self.endpoint = endpoint
         self.cluster = cluster
+        self.redis_url = redis_url
         self.client = WorkflowClient([endpoint])
 
 
@@ -59,7 +60,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
     process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,
                          redis_url=redis_server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
                          lease_ttl_s=TEST_TTL_S)
-    handle = NodeHandle(process, f"127.0.0.1:{port}", cluster)
+    handle = NodeHandle(process, f"127.0.0.1:{port}", cluster, redis_server.url)
     try:
         wait_for_leader(handle.client, 20.0)
         yield handle

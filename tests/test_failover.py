@@ -195,3 +195,62 @@ def test_operator_step_down_moves_leadership_without_losing_work(cluster, client
     assert int(after["epoch"]) > int(before["epoch"])
     assert cluster.nodes[before["leader_id"]].alive()   # it stays in the cluster, as a follower
     assert_nothing_lost(cluster, client, load.started)
+
+
+def _completion_times_ms(cluster: LocalCluster) -> list[float]:
+    """When each workflow ended, from the store's audit stream."""
+    import asyncio
+
+    from orchestrator.store.redis import RedisStore
+    from orchestrator.store.redis.keys import cluster_prefix
+
+    async def read() -> list[float]:
+        assert cluster.redis is not None
+        store = RedisStore.from_url(cluster.redis.url, cluster_prefix(cluster.settings.name))
+        try:
+            return [float(at) for _, at in await store.ended_entries()]
+        finally:
+            await store.close()
+    return asyncio.run(read())
+
+
+def test_work_goes_on_while_the_leader_is_frozen(cluster, client):
+    """Events are decided where they land: with the leader frozen (SIGSTOP) and not yet replaced,
+    workflows keep completing; only timers wait for the next leader. (The worker and the client
+    talk to followers: a frozen process does not reset its connections, so whoever talks to it
+    waits for a timeout, leader or not.)"""
+    old = leader_of(client)
+    followers = [cluster.endpoint_of(n) for n in cluster.nodes if n != old]
+    add_worker(cluster, "w1", followers)
+    follower_client = WorkflowClient(followers, timeout_s=15.0)
+    try:
+        with SteadyLoad(follower_client, "three_noops", LOAD_PER_S) as load:
+            time.sleep(1.0)
+            frozen = cluster.nodes[old]
+            frozen_at_ms = time.time() * 1000
+            frozen.pause()
+            try:
+                new_leader_ms = wait_for_first_decision(cluster, not_id=old)
+            finally:
+                frozen.resume()
+            time.sleep(0.5)
+        report = assert_nothing_lost(cluster, follower_client, load.started)
+    finally:
+        follower_client.close()
+    during = [at for at in _completion_times_ms(cluster) if frozen_at_ms + 200 < at < new_leader_ms]
+    window_s = (new_leader_ms - frozen_at_ms) / 1000
+    assert window_s > 1.0, "SIGSTOP is not detected early: the lease decides"
+    assert len(during) >= LOAD_PER_S * (window_s - 0.5) * 0.5, (len(during), window_s, report.summary())
+
+
+def test_a_killed_leader_is_noticed_before_its_lease_expires(cluster, client):
+    """The next candidate sees the leader's port refuse connections and revokes its lease."""
+    add_worker(cluster, "w1", cluster.endpoints)
+    with SteadyLoad(client, "three_noops", LOAD_PER_S) as load:
+        time.sleep(1.0)
+        old = leader_of(client)
+        kill_leader(cluster, client, signal.SIGKILL, restart=False)
+        time.sleep(0.5)
+    logs = "".join(cluster.nodes[n].log_path.read_text() for n in cluster.nodes if n != old)
+    assert f"leader {old} at" in logs and "revoking its lease" in logs, logs[-3000:]
+    assert_nothing_lost(cluster, client, load.started)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Protocol
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
@@ -12,7 +11,7 @@ from .errors import grpc_errors
 
 
 class ClusterView(Protocol):
-    def cluster_status(self) -> pb.ClusterStatus: ...
+    async def cluster_status(self) -> pb.ClusterStatus: ...
 
     async def step_down(self) -> str: ...
 
@@ -23,7 +22,7 @@ class ClusterService(pb_grpc.ClusterServiceServicer):
 
     @grpc_errors
     async def GetClusterStatus(self, request: pb.GetClusterStatusRequest, context: Any) -> pb.ClusterStatus:
-        return await asyncio.to_thread(self.view.cluster_status)
+        return await self.view.cluster_status()
 
     @grpc_errors
     async def StepDown(self, request: pb.StepDownRequest, context: Any) -> pb.StepDownResponse:

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge
+from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge, Unavailable
 from ..store import StoreUnavailable
 
 STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {
@@ -16,6 +16,7 @@ STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {
     NotFound: grpc.StatusCode.NOT_FOUND,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 

@@ -52,7 +52,7 @@ class Decider:
         self.store = store
         self.serves = serves
         self.on_applied = on_applied
-        self.decisions = 0
+        self.decisions = 0   # decisions applied that changed something
         self._running: set[asyncio.Task[None]] = set()
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -119,7 +119,8 @@ class Decider:
         return batch
 
     def _applied(self, state: m.WorkflowState, decision: Decision, result: Round) -> None:
-        self.decisions += 1
+        if not decision.empty:
+            self.decisions += 1   # changes stored; an empty decision only settled when to look again
         result.applied.append((state, decision))
         if self.on_applied is not None:
             self.on_applied(state, decision)

@@ -25,6 +25,10 @@ class FailedPrecondition(OrchestratorError):
     """The request is well-formed but the target's state does not allow it."""
 
 
+class Unavailable(OrchestratorError):
+    """A service the node needs (etcd, the state store) did not answer: try again shortly."""
+
+
 class TooLarge(OrchestratorError):
     """A payload or a message over its byte limit."""
 

@@ -199,5 +199,8 @@ class Store(Protocol):
     async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
         """How often each workflow reached a terminal status, from the audit stream."""
 
+    async def ended_entries(self) -> list[tuple[str, int]]:
+        """(workflow id, end time in ms) of every terminal transition in the audit stream."""
+
     async def close(self) -> None: ...
 

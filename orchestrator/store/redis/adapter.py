@@ -516,17 +516,21 @@ class RedisStore:
     @_unavailable_as_store_error
     async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
         wanted = set(workflow_ids) if workflow_ids is not None else None
-        counts: Counter[str] = Counter()
+        return Counter(workflow_id for workflow_id, _ in await self.ended_entries()
+                       if wanted is None or workflow_id in wanted)
+
+    @_unavailable_as_store_error
+    async def ended_entries(self) -> list[tuple[str, int]]:
+        """(workflow id, end time in ms) of every terminal transition, oldest first."""
+        found: list[tuple[str, int]] = []
         last = "-"
         while True:
             entries = await self._redis.xrange(self.keys.ended, min=last, max="+", count=10_000)
             if last != "-":
                 entries = entries[1:]
             if not entries:
-                return counts
-            for _, fields in entries:
-                if wanted is None or fields["wf"] in wanted:
-                    counts[fields["wf"]] += 1
+                return found
+            found += [(fields["wf"], int(fields["at"])) for _, fields in entries]
             last = entries[-1][0]
 
 
