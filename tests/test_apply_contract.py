@@ -34,7 +34,7 @@ def comparable(state: m.WorkflowState) -> dict[str, Any]:
     return {
         "status": state.status, "output": state.output, "reason": state.reason, "ended": state.ended_at_ms,
         "updated": state.updated_at_ms, "revision": state.revision, "variables": state.variables,
-        "version": state.version, "definition": state.definition, "commands": state.commands,
+        "version": state.version, "definition": state.definition, "commands": state.commands, "depth": state.depth,
         "tasks": [(t.spec.to_json(), t.runtime.to_json(), t.output) for t in state.tasks],
     }
 
@@ -76,6 +76,7 @@ class Contract:
         for child in effects.start:
             stored = await self.store.load(child.workflow_id)
             assert stored is not None and stored.parent == child.parent and stored.input == child.input
+            assert stored.depth == child.depth == 1
         for other, _ in effects.terminate:
             stored = await self.store.load(other)
             assert stored is not None and stored.status in st.TERMINAL_WORKFLOW

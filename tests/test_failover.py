@@ -254,3 +254,24 @@ def test_a_killed_leader_is_noticed_before_its_lease_expires(cluster, client):
     logs = "".join(cluster.nodes[n].log_path.read_text() for n in cluster.nodes if n != old)
     assert f"leader {old} at" in logs and "revoking its lease" in logs, logs[-3000:]
     assert_nothing_lost(cluster, client, load.started)
+
+
+def _leadership_acquisitions(cluster: LocalCluster) -> int:
+    return sum(p.log_path.read_text().count("acquired leadership") for p in cluster.nodes.values())
+
+
+def test_redis_down_during_a_leader_change_storms_nothing_and_a_stop_still_exits(cluster, client):
+    """With the state store gone, a new leader waits for it (as leader) instead of resigning:
+    no election storm. A node told to stop meanwhile exits promptly. Work resumes with Redis."""
+    add_worker(cluster, "w1", cluster.endpoints)
+    old = leader_of(client)
+    cluster.redis.stop()
+    before = _leadership_acquisitions(cluster)
+    cluster.nodes[old].signal(signal.SIGTERM)          # a leader change while Redis is down
+    assert cluster.nodes[old].wait(15) == 0             # and a stop that must not hang on Redis
+    time.sleep(4.0)
+    elections = _leadership_acquisitions(cluster) - before
+    assert 1 <= elections <= 2, f"{elections} elections in 4 s with Redis down"
+    cluster.redis.start()
+    done = client.execute_workflow("three_noops", {}, wait_s=30)
+    assert done["status"] == "COMPLETED"

@@ -8,11 +8,14 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..core.definitions import (normalise_task_def, normalise_workflow_def, referenced_task_names,
-                                referenced_workflow_names, validate_workflow_def)
+                                validate_workflow_def, workflows_to_fetch)
 from ..core.errors import InvalidArgument, NotFound
 from ..store import Store
 from .errors import grpc_errors
 from .messages import source_to_dict, task_def_message, workflow_def_message
+
+
+MAX_REACHABLE_WORKFLOWS = 1000   # what one registration may look up: bounds its work
 
 
 class MetadataService(pb_grpc.MetadataServiceServicer):
@@ -40,10 +43,18 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
         return pb.ListTaskDefsResponse(task_defs=[task_def_message(defs[n]) for n in sorted(defs)])
 
     async def _known(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """The registered task and workflow definitions that `raw` refers to."""
-        names = referenced_workflow_names(raw)
-        workflows = {n: d for n in names if (d := await self.store.get_workflow_def(n)) is not None}
-        return await self.store.task_defs(referenced_task_names(raw)), workflows
+        """The registered task definitions `raw` names, and every registered workflow definition
+        it can reach (sub-workflows and failure workflows, transitively), so that a cycle back
+        to `raw` through already registered definitions is a registration error."""
+        workflows: dict[str, Any] = {}
+        while wanted := workflows_to_fetch(raw, workflows):
+            for name in sorted(wanted)[:MAX_REACHABLE_WORKFLOWS]:
+                workflows[name] = await self.store.get_workflow_def(name)
+            if len(workflows) >= MAX_REACHABLE_WORKFLOWS:
+                raise InvalidArgument(f"the definition reaches more than {MAX_REACHABLE_WORKFLOWS} workflow "
+                                      "definitions through sub-workflows and failure workflows")
+        found = {name: d for name, d in workflows.items() if d is not None}
+        return await self.store.task_defs(referenced_task_names(raw)), found
 
     @grpc_errors
     async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef:

@@ -84,7 +84,7 @@ def new_child(start: NewWorkflow, now_ms: int) -> WorkflowState:
         input=start.input, correlation_id=start.correlation_id, created_at_ms=now_ms, updated_at_ms=now_ms,
         definition=definition, task_defs=start.snapshot["taskDefs"],
         sub_workflows=start.snapshot.get("subWorkflows", {}), variables=dict(definition.get("variables", {})),
-        parent=start.parent, revision=1)
+        parent=start.parent, depth=start.depth, revision=1)
 
 
 def finish_parent_task(parent: WorkflowState, child: WorkflowState, now_ms: int) -> WorkflowState | None:

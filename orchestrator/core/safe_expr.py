@@ -29,9 +29,22 @@ precedence loop for binary operators) that builds closures over JSON values.
 Limits, each named in its error: MAX_SOURCE_CHARS of source; MAX_DEPTH levels of
 nesting, where every parenthesis, bracket, brace, argument, right-hand operand, unary
 operator and ternary branch goes one level deeper; MAX_STEPS node visits per
-evaluation; MAX_STRING_CHARS per string and MAX_LIST_ITEMS per list built.
-SafeExpressionError comes at compile time for syntax errors, unknown functions and
-argument counts, and at evaluation time for type errors and limits.
+evaluation; MAX_WORK units of work on data per evaluation; MAX_STRING_CHARS per string
+and MAX_LIST_ITEMS per list built. SafeExpressionError comes at compile time for syntax
+errors, unknown functions and argument counts, and at evaluation time for type errors
+and limits.
+
+Work on data: a node visit is one step, but one step of `sum($.items)`, `$.a == $.b`,
+`contains`, `keys`, `str`, `min`, `max`, `+` or `<` may go through a whole list or string.
+So each of these also spends work, before it starts wherever the size is known: one unit
+per list item or object entry it goes through one by one (deep equality, `str` and
+`contains` go all the way down), one per ITEMS_PER_UNIT list items or keys it copies in
+bulk (list `+`, `keys`) and one per CHARS_PER_UNIT characters it scans or copies (string
+comparison and concatenation, `lower` and `upper`, which cost more for text that is not
+ASCII). `len`, `.length`, `exists` and indexing cost nothing extra. A unit is about a
+microsecond at most. With MAX_STEPS this bounds
+every evaluation, over any input, to a few tens of milliseconds, and the text and lists an
+expression can build to about MAX_WORK * CHARS_PER_UNIT characters or items in all.
 """
 
 from __future__ import annotations
@@ -48,6 +61,9 @@ from collections.abc import Callable
 MAX_SOURCE_CHARS = 4096
 MAX_DEPTH = 64
 MAX_STEPS = 10_000
+MAX_WORK = 50_000
+ITEMS_PER_UNIT = 32
+CHARS_PER_UNIT = 256
 MAX_STRING_CHARS = 1024 * 1024
 MAX_LIST_ITEMS = 100_000
 
@@ -133,12 +149,16 @@ def _unescape(body: str, col: int) -> str:
 # ------------------------------------------------------------------ values
 
 _KINDS = (("boolean", bool), ("number", (int, float)), ("string", str), ("list", list), ("object", dict))
+_KIND_OF_TYPE = {type(None): "null", bool: "boolean", int: "number", float: "number", str: "string", list: "list",
+                 dict: "object"}
+_SCALAR_TYPES = frozenset({int, float, bool, type(None)})   # strict equality is Python's within one of these
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
+    kind = _KIND_OF_TYPE.get(type(value))   # the exact JSON types, at once; subclasses below
+    if kind is not None:
+        return kind
     return next((kind for kind, types in _KINDS if isinstance(value, types)), "unsupported value")
 
 
@@ -176,20 +196,45 @@ def _sized(value: Any) -> Any:
     return value
 
 
-def _equal(a: Any, b: Any) -> bool:
-    if _kind(a) != _kind(b):
+def _equal(scope: _Scope, a: Any, b: Any) -> bool:
+    """Strict JSON equality; spends one unit per list or object and per item or entry compared."""
+    kind = _kind(a)
+    if kind != _kind(b):
         return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if kind == "list":
+        if len(a) != len(b):
+            return False
+        scope.spend(1 + len(a))
+        return all(_same(scope, x, y) for x, y in zip(a, b))
+    if kind == "object":
+        if len(a) != len(b):
+            return False
+        scope.spend(1 + len(a))
+        return a.keys() == b.keys() and all(_same(scope, x, b[key]) for key, x in a.items())
+    if kind == "string":
+        scope.bulk(min(len(a), len(b)))
     return bool(a == b)
+
+
+def _same(scope: _Scope, a: Any, b: Any) -> bool:
+    """`_equal`, quicker for scalars (Python's == is strict between two values of one type)."""
+    kind = type(a)
+    if kind is type(b):
+        if kind in _SCALAR_TYPES:
+            return bool(a == b)
+        if kind is str:
+            if len(a) >= CHARS_PER_UNIT and len(b) >= CHARS_PER_UNIT:
+                scope.bulk(min(len(a), len(b)))
+            return bool(a == b)
+    elif kind in _KIND_OF_TYPE and type(b) in _KIND_OF_TYPE and _KIND_OF_TYPE[kind] != _KIND_OF_TYPE[type(b)]:
+        return False   # two plain JSON values of different kinds (an int and a float are one kind)
+    return _equal(scope, a, b)
 
 
 def _member(value: Any, key: Any) -> Any:
     """`value.key` or `value[key]`: a dict key, a list element or a character; else null."""
     if isinstance(value, dict):
-        key = _text(key) if _is_number(key) else key
+        key = _number_key(key) if _is_number(key) else key
         if isinstance(key, str) and key in value:
             return value[key]
         return len(value) if key == "length" else None
@@ -202,7 +247,17 @@ def _member(value: Any, key: Any) -> Any:
     return None
 
 
-def _text(value: Any) -> str:
+def _number_key(value: int | float) -> str | None:
+    """A number as an object key, as `str` writes it; None (no key) for one that is not finite."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e21:
+        return str(int(value))
+    try:
+        return _JSON.encode(value)
+    except ValueError:
+        return None
+
+
+def _text(scope: _Scope, value: Any) -> str:
     """A string as itself, a whole float without its '.0', anything else as compact JSON."""
     if isinstance(value, str):
         return value
@@ -213,6 +268,7 @@ def _text(value: Any) -> str:
         for chunk in _JSON.iterencode(value):  # streamed, so a huge value stops at the limit
             size += len(chunk)
             _check_length("string", size)
+            scope.spend(1 + len(chunk) // CHARS_PER_UNIT)
             parts.append(chunk)
     except (TypeError, ValueError):
         raise _Fault(f"cannot turn {_kind(value)} into text") from None
@@ -226,24 +282,32 @@ _PRECEDENCE = {"||": 1, "&&": 2, "==": 3, "!=": 3, "===": 3, "!==": 3,
                "<": 4, "<=": 4, ">": 4, ">=": 4, "+": 5, "-": 5, "*": 6, "/": 6, "%": 6}
 
 
-def _binary(op: str, a: Any, b: Any) -> Any:
+def _binary(scope: _Scope, op: str, a: Any, b: Any) -> Any:
     """Every binary operator except the short-circuit ones."""
     if op in ("==", "===", "!=", "!=="):
-        return _equal(a, b) == (op in ("==", "==="))
+        return _equal(scope, a, b) == (op in ("==", "==="))
     if op in _ORDER:
-        if (_is_number(a) and _is_number(b)) or (isinstance(a, str) and isinstance(b, str)):
+        if isinstance(a, str) and isinstance(b, str):
+            scope.bulk(min(len(a), len(b)))
+            return _ORDER[op](a, b)
+        if _is_number(a) and _is_number(b):
             return _ORDER[op](a, b)
         raise _Fault(f"'{op}' compares two numbers or two strings, got {_kind(a)} and {_kind(b)}")
     if op == "+" and not (_is_number(a) and _is_number(b)):
-        return _concatenate(a, b)
+        return _concatenate(scope, a, b)
     return _arithmetic(op, a, b)
 
 
-def _concatenate(a: Any, b: Any) -> Any:
+def _concatenate(scope: _Scope, a: Any, b: Any) -> Any:
     if isinstance(a, str) or isinstance(b, str):
-        return _sized(_text(a) + _text(b))
+        left, right = _text(scope, a), _text(scope, b)
+        _check_length("string", len(left) + len(right))   # before building it
+        scope.bulk(len(left) + len(right))
+        return left + right
     if isinstance(a, list) and isinstance(b, list):
-        return _sized(a + b)
+        _check_length("list", len(a) + len(b))
+        scope.bulk(len(a) + len(b), ITEMS_PER_UNIT)
+        return a + b
     raise _Fault(f"'+' needs two numbers, two lists or a string, got {_kind(a)} and {_kind(b)}")
 
 
@@ -286,15 +350,18 @@ def _need(name: str, value: Any, *kinds: str) -> Any:
 
 def _extreme(name: str, pick: Callable[[list[Any]], Any]) -> Callable[..., Any]:
     """min or max of the arguments, or of the items of a single list argument."""
-    def run(*args: Any) -> Any:
+    def run(scope: _Scope, *args: Any) -> Any:
         items = args[0] if len(args) == 1 and isinstance(args[0], list) else list(args)
+        scope.spend(len(items))
         if not items or not (all(_is_number(i) for i in items) or all(isinstance(i, str) for i in items)):
             raise _Fault(f"{name}() needs one or more numbers, or one or more strings")
+        if isinstance(items[0], str):
+            scope.bulk(sum(map(len, items)))
         return pick(items)
     return run
 
 
-def _round(value: Any, digits: Any = 0) -> int | float:
+def _round(scope: _Scope, value: Any, digits: Any = 0) -> int | float:
     _need("round", value, "number")
     if not (_is_number(digits) and digits in range(16)):
         raise _Fault("round() takes a whole number of digits from 0 to 15")
@@ -305,44 +372,63 @@ def _round(value: Any, digits: Any = 0) -> int | float:
     return int(rounded) if digits == 0 else float(rounded)
 
 
-def _contains(container: Any, item: Any) -> bool:
+def _contains(scope: _Scope, container: Any, item: Any) -> bool:
     if isinstance(_need("contains", container, "list", "string"), str):
-        return isinstance(item, str) and item in container
-    return any(_equal(x, item) for x in container)
+        if not isinstance(item, str):
+            return False
+        scope.bulk(len(container))
+        return item in container
+    scope.spend(len(container))
+    return any(_same(scope, x, item) for x in container)
 
 
-def _sum(items: Any) -> int | float:
-    if not all(_is_number(i) for i in _need("sum", items, "list")):
+def _sum(scope: _Scope, items: Any) -> int | float:
+    scope.spend(len(_need("sum", items, "list")))
+    if not all(_is_number(i) for i in items):
         raise _Fault("sum() needs a list of numbers only")
     return _finite(sum(items))
 
 
-def _num(value: Any) -> int | float:
+def _keys(scope: _Scope, value: Any) -> list[str]:
+    scope.bulk(len(_need("keys", value, "object")), ITEMS_PER_UNIT)
+    return list(value)
+
+
+def _case(name: str, change: Callable[[str], str]) -> Callable[[_Scope, Any], str]:
+    """lower() or upper()."""
+    def run(scope: _Scope, value: Any) -> str:
+        scope.bulk(len(_need(name, value, "string")), CHARS_PER_UNIT if value.isascii() else 16)
+        return str(_sized(change(value)))
+    return run
+
+
+def _num(scope: _Scope, value: Any) -> int | float:
     if _is_number(_need("num", value, "number", "string")):
         return _finite(value)
+    scope.bulk(len(value))
     text = value.strip()
     if len(text) > 400 or not _NUMBER.fullmatch(text):
         raise _Fault(f"num() cannot read {value[:40]!r} as a number")
     return _parse_number(text)
 
 
-# name: (fewest arguments, most arguments or None for no limit, function)
+# name: (fewest arguments, most arguments or None for no limit, function of (scope, *arguments))
 _BUILTINS: dict[str, tuple[int, int | None, Callable[..., Any]]] = {
-    "len": (1, 1, lambda x: len(_need("len", x, "string", "list", "object"))),
+    "len": (1, 1, lambda _, x: len(_need("len", x, "string", "list", "object"))),
     "min": (1, None, _extreme("min", min)),
     "max": (1, None, _extreme("max", max)),
-    "abs": (1, 1, lambda x: abs(_need("abs", x, "number"))),
+    "abs": (1, 1, lambda _, x: abs(_need("abs", x, "number"))),
     "round": (1, 2, _round),
-    "floor": (1, 1, lambda x: math.floor(_need("floor", x, "number"))),
-    "ceil": (1, 1, lambda x: math.ceil(_need("ceil", x, "number"))),
-    "lower": (1, 1, lambda s: _sized(_need("lower", s, "string").lower())),
-    "upper": (1, 1, lambda s: _sized(_need("upper", s, "string").upper())),
+    "floor": (1, 1, lambda _, x: math.floor(_need("floor", x, "number"))),
+    "ceil": (1, 1, lambda _, x: math.ceil(_need("ceil", x, "number"))),
+    "lower": (1, 1, _case("lower", str.lower)),
+    "upper": (1, 1, _case("upper", str.upper)),
     "contains": (2, 2, _contains),
-    "keys": (1, 1, lambda x: list(_need("keys", x, "object"))),
+    "keys": (1, 1, _keys),
     "sum": (1, 1, _sum),
     "str": (1, 1, _text),
     "num": (1, 1, _num),
-    "exists": (1, 1, lambda x: x is not None),
+    "exists": (1, 1, lambda _, x: x is not None),
 }
 
 
@@ -353,16 +439,29 @@ _Run = Callable[["_Scope"], Any]
 
 
 class _Scope:
-    """One evaluation: the root value `$` and the count of node visits."""
+    """One evaluation: the root value `$`, the count of node visits and the work done on data."""
 
     def __init__(self, root: Any) -> None:
         self.root = root
         self.steps = 0
+        self.work = 0
 
     def tick(self, col: int) -> None:
         self.steps += 1
         if self.steps > MAX_STEPS:
             raise SafeExpressionError(f"evaluation took more than the limit of {MAX_STEPS} steps", col)
+
+    def spend(self, units: int) -> None:
+        """Work on data (see the module docstring); a fault once past MAX_WORK."""
+        self.work += units
+        if self.work > MAX_WORK:
+            raise _Fault(f"evaluation goes through too much data: more than the limit of {MAX_WORK} units of work "
+                         f"(about one per list item or object entry, or per {CHARS_PER_UNIT} characters); give the "
+                         "task less data or do this in a worker")
+
+    def bulk(self, length: int, per_unit: int = CHARS_PER_UNIT) -> None:
+        """Characters (or, with ITEMS_PER_UNIT, list items) scanned or copied in bulk."""
+        self.spend(length // per_unit)
 
 
 def _apply(col: int, function: Callable[..., Any], *args: Any) -> Any:
@@ -437,7 +536,7 @@ def _chain(first: _Run, rest: list[tuple[str, int, _Run]]) -> _Run:
                 if value == (op == "&&"):
                     value = _truthy(operand(scope))
             else:
-                value = _apply(col, _binary, op, value, operand(scope))
+                value = _apply(col, _binary, scope, op, value, operand(scope))
         return value
     return run
 
@@ -452,7 +551,7 @@ def _conditional(col: int, test: _Run, then: _Run, other: _Run) -> _Run:
 def _call(col: int, function: Callable[..., Any], args: list[_Run]) -> _Run:
     def run(scope: _Scope) -> Any:
         scope.tick(col)
-        return _apply(col, function, *[arg(scope) for arg in args])
+        return _apply(col, function, scope, *[arg(scope) for arg in args])
     return run
 
 
@@ -636,6 +735,8 @@ class Compiled:
             return self._run(_Scope(root))
         except RecursionError:  # from comparing or printing absurdly deep data
             raise SafeExpressionError("expression or its data nested too deeply") from None
+        except _Fault as fault:  # every node turns faults into errors with a column; this is a backstop
+            raise SafeExpressionError(str(fault)) from None
 
 
 def compile_expression(source: str) -> Compiled:

@@ -114,6 +114,7 @@ class WorkflowState:
     tasks: list[TaskState] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
     parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child
+    depth: int = 0            # workflows above this one: its parent's depth + 1 (sub-workflows, failure workflows)
     commands: list[dict[str, Any]] = field(default_factory=list)  # operator requests not yet applied
     output: dict[str, Any] | None = None
     reason: str = ""

@@ -17,11 +17,12 @@ from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..limits import MAX_SUBWORKFLOW_DEPTH
 from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
 from .kinds import sequence
 from .operations import apply_commands
-from .walk import Outcome, Walk, retry_delay_ms
+from .walk import Outcome, Walk, retry_delay_ms, seconds_ms
 
 __all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
 
@@ -68,10 +69,11 @@ def _run(walk: Walk) -> None:
 
 
 def _timed_out(walk: Walk) -> bool:
-    limit = walk.definition.get("timeoutSeconds") or 0
-    if not limit:
+    limit_ms = seconds_ms(walk.definition.get("timeoutSeconds") or 0)
+    if not limit_ms:
         return False
-    deadline = walk.wf.created_at_ms + int(limit * 1000)
+    limit = limit_ms / 1000
+    deadline = walk.wf.created_at_ms + limit_ms
     if walk.now < deadline:
         walk.decision.wake(deadline)
         return False
@@ -123,7 +125,13 @@ def cancel_active(walk: Walk, reason: str) -> None:
 
 def _start_failure_workflow(walk: Walk, name: str, status: str, reason: str) -> None:
     wf = walk.wf
-    definition = walk.sub_workflows[f"{name}:0"]
+    definition = walk.sub_workflows.get(f"{name}:0")
+    if definition is None or wf.depth >= MAX_SUBWORKFLOW_DEPTH:
+        why = (f"this workflow is already {wf.depth} workflows deep, the limit is {MAX_SUBWORKFLOW_DEPTH}"
+               if definition is not None else "it is not in this run's snapshot of definitions")
+        walk.decision.reason = f"{reason} (failure workflow '{name}' not started: {why})"
+        walk.decision.log.append(f"failure workflow '{name}' not started: {why}")
+        return
     failed_tasks = [t.spec.key for t in walk.instances() if t.runtime.status in st.UNSUCCESSFUL_TASK]
     walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
         workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", name=definition["name"],
@@ -131,4 +139,5 @@ def _start_failure_workflow(walk: Walk, name: str, status: str, reason: str) -> 
         input={"workflowId": wf.workflow_id, "workflowName": wf.name, "status": status, "reason": reason,
                "input": wf.input, "failedTasks": failed_tasks},
         correlation_id=wf.correlation_id, parent="",
-        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows}))
+        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
+        depth=wf.depth + 1))

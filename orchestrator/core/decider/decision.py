@@ -22,6 +22,7 @@ class NewWorkflow:
     correlation_id: str
     parent: str                       # "<workflow id>|<task id>", or "" when not a child
     snapshot: Snapshot
+    depth: int = 0                    # the starting workflow's depth + 1 (see limits.MAX_SUBWORKFLOW_DEPTH)
 
 
 @dataclass

@@ -3,20 +3,27 @@
 Each returns an Outcome: DONE (the next node may run), BLOCKED (waiting for a worker,
 a timer, a signal or a child workflow), FAILED or TERMINATE. Containers (FORK_JOIN,
 FORK_JOIN_DYNAMIC, SWITCH, DO_WHILE) walk their nested task lists with `sequence`.
+
+Nothing here raises out of `decide` on account of data: a value that only shows up at run
+time (a WAIT `until`, dynamic fork inputs, loop items, an expression's result) and cannot be
+used fails its own task, FAILED_WITH_TERMINAL_ERROR, with a reason naming the value.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..limits import MAX_DURATION_SECONDS, MAX_DYNAMIC_FORK, MAX_LOOP_ITERATIONS, MAX_SUBWORKFLOW_DEPTH
 from ..schema import WorkflowTask
 from ..safe_expr import SafeExpressionError, evaluate
 from .decision import NewWorkflow
-from .walk import BLOCKED, DONE, Outcome, Walk
+from .walk import BLOCKED, DONE, Outcome, Walk, seconds_ms
 
 Visitor = Callable[[Walk, WorkflowTask, str], Outcome]
 
@@ -59,7 +66,7 @@ def simple(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
     task = walk.latest.get(key)
     if task is None:
-        walk.schedule_worker_task(node, key, node["name"], attempt=0, delay_ms=int(node["startDelay"] * 1000))
+        walk.schedule_worker_task(node, key, node["name"], attempt=0, delay_ms=seconds_ms(node["startDelay"]))
         return BLOCKED
     return walk.follow_worker_task(node, task, node["name"])
 
@@ -75,7 +82,7 @@ def _instant(walk: Walk, node: WorkflowTask, suffix: str,
         inputs = walk.input_for(node, key)
         try:
             output = compute(inputs)
-        except (SafeExpressionError, ValueError, TypeError) as exc:
+        except (SafeExpressionError, ValueError, TypeError, RecursionError) as exc:
             task = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, input=inputs, reason=str(exc))
             return walk.unsuccessful(node, task), task
         task = walk.add(node, key, status=st.TASK_COMPLETED, input=inputs, output=output)
@@ -113,20 +120,62 @@ def wait(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     """WAIT for a duration, until a time, or (neither given) until a signal."""
     key = _key(node, suffix)
     task = walk.latest.get(key)
-    if task is None:
-        until = _wait_until(walk, node)
-        task = walk.add(node, key, status=st.IN_PROGRESS, extra={"until": until} if until else {})
+    if task is not None and task.runtime.status in st.UNSUCCESSFUL_TASK and key in walk.retrying \
+            and node.get("until") is not None:
+        walk.retrying.discard(key)        # an operator's retry resolves `until` again
+        task = _start_wait(walk, node, key, task.spec.attempt + 1)
+    elif task is None:
+        task = _start_wait(walk, node, key, 0)
     return _follow_waiting(walk, node, task)
 
 
+def _start_wait(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.TaskState:
+    try:
+        until = _wait_until(walk, node)
+    except ValueError as exc:
+        return walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, attempt=attempt, reason=str(exc))
+    return walk.add(node, key, status=st.IN_PROGRESS, attempt=attempt, extra={"until": until} if until else {})
+
+
+_EPOCH_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def _wait_until(walk: Walk, node: WorkflowTask) -> int:
+    """When the WAIT ends (epoch ms), 0 for a signal; ValueError naming a bad `until`."""
     duration = node.get("duration")
     if duration is not None:
-        return walk.now + int(float(duration) * 1000)
-    if node.get("until") is not None:
-        value = walk.resolve(node["until"])
-        return int(float(value)) if isinstance(value, (int, float, str)) and str(value).strip() else walk.now
-    return 0
+        return walk.now + seconds_ms(duration)
+    if node.get("until") is None:
+        return 0
+    value = walk.resolve(node["until"])
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return walk.now                   # nothing to wait for: a missing time has passed
+    shown = _show(value)
+    if isinstance(value, str) and _EPOCH_TEXT.fullmatch(value.strip()):
+        number: Any = float(value)
+    else:
+        number = value
+    if isinstance(number, bool) or not isinstance(number, (int, float)):
+        kind = {dict: "an object", list: "a list", bool: "true/false"}.get(type(value), "text")
+        raise ValueError(f"'until' resolved to {kind} ({shown}), not a time in epoch milliseconds "
+                         "(a number such as 1767225600000)")
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"'until' resolved to {shown}, not a finite time in epoch milliseconds")
+    if number < 0:
+        raise ValueError(f"'until' resolved to {shown}, a negative time; give epoch milliseconds")
+    if number > walk.now + MAX_DURATION_SECONDS * 1000:
+        raise ValueError(f"'until' resolved to {shown}, more than 10 years ahead (the limit is "
+                         f"{MAX_DURATION_SECONDS} s); give a time in epoch milliseconds")
+    return int(number)
+
+
+def _show(value: Any) -> str:
+    """A value in a reason, cut short."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)[:200]
+    except (TypeError, ValueError, RecursionError):
+        text = repr(value)[:200]
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def human(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
@@ -169,7 +218,18 @@ def sub_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
 
 def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.TaskState:
     param = node["subWorkflowParam"]
-    definition = walk.sub_workflows[f"{param['name']}:{param['version']}"]
+    definition = walk.sub_workflows.get(f"{param['name']}:{param['version']}")
+    problem = ""
+    if walk.wf.depth >= MAX_SUBWORKFLOW_DEPTH:
+        problem = (f"sub-workflow '{param['name']}' not started: this workflow is already {walk.wf.depth} workflows "
+                   f"deep, the limit is {MAX_SUBWORKFLOW_DEPTH} (limits.MAX_SUBWORKFLOW_DEPTH); a definition that "
+                   "starts itself through its sub-workflows never ends: break the cycle")
+    elif definition is None:
+        problem = (f"sub-workflow '{param['name']}' version {param['version'] or 'latest'} is not in this run's "
+                   "snapshot of definitions; register it and restart the workflow")
+    if problem:
+        return walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, attempt=attempt, reason=problem)
+    assert definition is not None
     # The child is created in the same atomic write as this task, so naming it after the task
     # makes it unique per execution (a restart or rerun gets a new child, never the old one)
     # and a decision that is refused (a conflict) leaves no child behind.
@@ -180,7 +240,8 @@ def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.Ta
     walk.decision.start_workflows.append(NewWorkflow(
         workflow_id=child_id, name=definition["name"], version=definition["version"], input=task.spec.input,
         correlation_id=walk.wf.correlation_id, parent=f"{walk.wf.workflow_id}|{task.task_id}",
-        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows}))
+        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
+        depth=walk.wf.depth + 1))
     return task
 
 
@@ -198,6 +259,9 @@ def fork_join_dynamic(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     outcome, task = _instant(walk, node, suffix, lambda inputs: _dynamic_branches(walk, node, inputs))
     if not outcome.done:
         return outcome
+    if task.runtime.status != st.TASK_COMPLETED:   # optional and failed, or skipped: no branches to run
+        walk.fork_done[key] = True
+        return DONE
     branches: list[WorkflowTask] = (task.output or {})["branches"]
     for branch in branches:   # dynamic inputs are data: never resolved again as templates
         walk.input_overrides.setdefault(_key(branch, suffix), branch["inputParameters"])
@@ -211,6 +275,7 @@ def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) ->
         items = walk.resolve(node["forkTaskInputs"])
         if not isinstance(items, list):
             raise ValueError(f"'forkTaskInputs' of '{ref}' resolved to {type(items).__name__}, not a list")
+        _check_fan_out(ref, len(items))
         specs: Any = [{"name": node["forkTaskName"], "taskReferenceName": f"{ref}_{i}"}
                             for i in range(len(items))]
         per_ref = {spec["taskReferenceName"]: item for spec, item in zip(specs, items)}
@@ -220,6 +285,7 @@ def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) ->
         if not isinstance(specs, list) or not isinstance(per_ref, dict):
             raise ValueError(f"'{ref}': '{node['dynamicForkTasksParam']}' must resolve to a list of tasks and "
                              f"'{node['dynamicForkTasksInputParamName']}' to an object of inputs by reference")
+        _check_fan_out(ref, len(specs))
     branches: list[WorkflowTask] = []
     taken: set[str] = set()   # a set, not a scan of `branches`: a wide fork stays linear
     for spec in specs:
@@ -236,6 +302,12 @@ def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) ->
                                      optional=False, startDelay=0,
                                      inputParameters=item if isinstance(item, dict) else {"item": item}))
     return {"forkedTasks": [b["taskReferenceName"] for b in branches], "branches": branches}
+
+
+def _check_fan_out(ref: str, branches: int) -> None:
+    if branches > MAX_DYNAMIC_FORK:
+        raise ValueError(f"'{ref}': dynamic fork of {branches} branches exceeds the limit of {MAX_DYNAMIC_FORK}; "
+                         "fork over batches instead (e.g. a SUB_WORKFLOW or a DO_WHILE per batch)")
 
 
 def _run_branches(walk: Walk, fork_key: str, branches: list[list[WorkflowTask]], suffix: str) -> Outcome:
@@ -274,6 +346,8 @@ def switch(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     outcome, task = _instant(walk, node, suffix, lambda inputs: _select_case(node, inputs))
     if not outcome.done:
         return outcome
+    if task.runtime.status != st.TASK_COMPLETED:   # optional and failed, or skipped: no case runs
+        return DONE
     case = (task.output or {})["selectedCase"]
     branch = node["decisionCases"].get(case, node["defaultCase"])
     return sequence(walk, branch, suffix)
@@ -294,9 +368,14 @@ def do_while(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     loop = walk.latest.get(key)
     if loop is None:
         items = walk.resolve(node["items"]) if node.get("items") is not None else None
+        problem = ""
         if node.get("items") is not None and not isinstance(items, list):
-            loop = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR,
-                            reason=f"'items' resolved to {type(items).__name__}, not a list")
+            problem = f"'items' resolved to {type(items).__name__}, not a list"
+        elif items is not None and len(items) > node["maxIterations"]:
+            problem = (f"'items' has {len(items)} elements, more than maxIterations ({node['maxIterations']}); "
+                       f"raise maxIterations (at most {MAX_LOOP_ITERATIONS}) or loop over batches")
+        if problem:
+            loop = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, reason=problem)
             return walk.unsuccessful(node, loop)
         if items == []:
             loop = walk.add(node, key, status=st.TASK_COMPLETED, output={"iteration": 0})

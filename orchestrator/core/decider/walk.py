@@ -8,12 +8,14 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from typing import Any
 from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..limits import MAX_DURATION_SECONDS
 from ..schema import TaskDef, WorkflowTask
 from ..templates import resolve
 from .decision import Decision
@@ -42,6 +44,20 @@ def failure(reason: str, status: str = st.FAILED) -> Outcome:
     return Outcome("FAILED", reason, status)
 
 
+def seconds_ms(seconds: Any) -> int:
+    """A duration from a definition, in milliseconds, within 0 .. MAX_DURATION_SECONDS.
+
+    Registration refuses anything else; this only keeps a definition stored before a bound
+    existed (NaN, Infinity, 1e300) from raising out of `decide`: NaN counts as 0."""
+    try:
+        value = float(seconds)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    if math.isnan(value):
+        return 0
+    return int(min(max(value, 0.0), float(MAX_DURATION_SECONDS)) * 1000)
+
+
 def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     """Delay before the retry of attempt number `failed_attempt` (0 = the first run)."""
     base = float(task_def["retryDelaySeconds"])
@@ -49,10 +65,11 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     if logic == "LINEAR_BACKOFF":
         delay = base * float(task_def["backoffScaleFactor"]) * (failed_attempt + 1)
     elif logic == "EXPONENTIAL_BACKOFF":
-        delay = base * (2 ** failed_attempt)
+        # operator retries can push the attempt number past 1023, where 2**n no longer fits a float
+        delay = base * float(2 ** min(failed_attempt, 64))
     else:
         delay = base
-    return int(min(delay, float(task_def["maxRetryDelaySeconds"])) * 1000)
+    return seconds_ms(min(delay, float(task_def["maxRetryDelaySeconds"])))
 
 
 class Walk:
@@ -203,8 +220,8 @@ class Walk:
         extra.setdefault("execution", task_id)
         return self.add(node, key, status=st.SCHEDULED, task_type=task_name, attempt=attempt, input=input,
                         ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
-                        lease_ms=int(task_def["responseTimeoutSeconds"] * 1000),
-                        timeout_ms=int(task_def["timeoutSeconds"] * 1000))
+                        lease_ms=seconds_ms(task_def["responseTimeoutSeconds"]),
+                        timeout_ms=seconds_ms(task_def["timeoutSeconds"]))
 
     def follow_worker_task(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> Outcome:
         """Advance one worker-run instance: wait, time out, retry or give up."""

@@ -51,6 +51,7 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
             envelope[name] = [list(v) if isinstance(v, tuple) else v for v in value]
     if d.start_workflows:
         envelope["start"] = [{"id": w.workflow_id, "name": w.name, "corr": w.correlation_id, "parent": w.parent,
+                              "depth": w.depth,
                               "m": dumps({"name": w.name, "version": w.version, "input": w.input,
                                           "correlationId": w.correlation_id}),
                               "def": dumps(w.snapshot),
@@ -113,4 +114,4 @@ def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | N
         variables=json.loads(row["vars"]) if row.get("vars") else {}, parent=row.get("parent", ""),
         commands=commands,
         output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
-        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]))
+        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]), depth=int(row.get("depth", 0)))

@@ -114,11 +114,12 @@ local function finish_task(id, key, tid, s, status, output, reason, now)
   bump(id, key, now)
   event(id, now)
 end
-local function create_workflow(id, meta, def, name, corr, parent, vars, now)
+local function create_workflow(id, meta, def, name, corr, parent, vars, now, depth)
   local key = wf_key(id)
   if redis.call('EXISTS', key) == 1 then return false end
   redis.call('HSET', key, 'm', meta, 'def', def, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
   if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
+  if depth and depth > 0 then redis.call('HSET', key, 'depth', depth) end   -- workflows above it
   set_status(id, key, 'RUNNING')
   redis.call('ZADD', P .. ':idx:all', now, id)
   redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
@@ -152,7 +153,7 @@ if A.idem ~= '' then
   if seen then return result({outcome = 'EXISTS', id = seen}) end
   redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
 end
-if not create_workflow(A.id, meta, snapshot, A.name, A.corr, '', vars, A.now) then
+if not create_workflow(A.id, meta, snapshot, A.name, A.corr, '', vars, A.now, 0) then
   return result({outcome = 'EXISTS', id = A.id})
 end
 return result({outcome = 'CREATED', id = A.id})
@@ -163,7 +164,7 @@ return result({outcome = 'CREATED', id = A.id})
 # A: [epoch], id, rev (the revision the decider read), now.
 # ARGV[2]: the decision envelope json: {noop, status, out (json text), reason, reset, fields [f, v, ...],
 # delete [task id], consumed [field], enqueue [[type, task id]], dequeue [[type, task id]],
-# drop [[type, task id]], start [{id, m, def, name, corr, parent, vars}], terminate [[workflow id, reason]],
+# drop [[type, task id]], start [{id, m, def, name, corr, parent, vars, depth}], terminate [[workflow id, reason]],
 # wake, serve [task type: the caller claims these itself, so no `ready` is published for them]}
 APPLY_DECISION = COMMON + r"""
 if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
@@ -181,7 +182,7 @@ redis.call('ZREM', P .. ':decide', id)
 if d.wake then timer(id, d.wake) end
 if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
 for _, w in ipairs(d.start or {}) do
-  create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now)
+  create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now, w.depth)
 end
 for _, tid in ipairs(d.delete or {}) do
   redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
