@@ -18,6 +18,8 @@ THREE_NOOPS = "three_noops"          # deploy/demo/three_noops.json
 THREE_STAMPS = "bench_three_stamps"
 ONE_NOOP = "bench_one_noop"
 PARKED = "bench_parked"
+TIMER_PROBE = "bench_timer_probe"
+TIMER_PROBE_WAIT_S = 0.4
 
 TASK_DEFS: list[dict[str, Any]] = [
     {"name": STAMP_TASK, "description": "Returns the time its handler started (dispatch latency)",
@@ -39,6 +41,8 @@ WORKFLOW_DEFS: list[dict[str, Any]] = [
      "tasks": _steps("noop", ["one"]), "outputParameters": {"n": "${workflow.input.n}"}},
     {"name": PARKED, "description": "One step of a type no worker serves (memory per workflow in flight)",
      "tasks": _steps(PARKED_TASK, ["parked"]), "outputParameters": {}},
+    {"name": TIMER_PROBE, "description": "A WAIT that falls due during a failover: how late do timers fire?",
+     "tasks": [{"name": "wait", "taskReferenceName": "wait", "type": "WAIT", "duration": TIMER_PROBE_WAIT_S}]},
 ]
 
 

@@ -28,6 +28,7 @@ from ..store import ApplyResult, Store
 log = logging.getLogger(__name__)
 
 CONFLICT_RETRIES = 8
+MAX_BATCH = 256            # workflows decided together: one load and one apply round trip
 PARKED_RETRY_MS = 60_000   # a workflow that cannot even be failed is looked at again after this
 
 
@@ -53,27 +54,36 @@ class Decider:
         self.serves = serves
         self.on_applied = on_applied
         self.decisions = 0   # decisions applied that changed something
-        self._running: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
+        self._draining: asyncio.Task[None] | None = None
 
     def soon(self, workflow_ids: list[str]) -> None:
         """Decide these workflows in the background (an event's caller need not wait for it).
 
-        If this node dies first, the entries the event left in the decide set are swept by
-        the leader; nothing is lost, it only waits longer."""
-        task = asyncio.create_task(self._quietly(workflow_ids))
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        Events that arrive while a batch is being decided wait for the next batch, so under
+        load one load and one apply round trip serve many workflows. If this node dies first,
+        the reminders the events left in the decide set are swept by the leader: nothing is
+        lost, it only waits longer."""
+        self._pending.update(dict.fromkeys(workflow_ids))
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.create_task(self._drain())
 
-    async def _quietly(self, workflow_ids: list[str]) -> None:
-        try:
-            await self.decide(workflow_ids)
-        except Exception as exc:   # the store is away, say: the sweep will decide them later
-            log.warning("deciding %s after its event failed (%s); the leader's sweep will", workflow_ids, exc)
+    async def _drain(self) -> None:
+        await asyncio.sleep(0)   # let the events of this turn of the loop join the first batch
+        while self._pending:
+            batch = list(self._pending)[:MAX_BATCH]
+            for workflow_id in batch:
+                del self._pending[workflow_id]
+            try:
+                await self.decide(batch)
+            except Exception as exc:   # the store is away, say: the sweep decides them later
+                log.warning("deciding %d workflow(s) after their events failed (%s); the leader's sweep will",
+                            len(batch), exc)
 
     async def stop(self) -> None:
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
+        if self._draining is not None:
+            self._draining.cancel()
+            await asyncio.gather(self._draining, return_exceptions=True)
 
     async def decide(self, workflow_ids: list[str], *, epoch: int | None = None) -> Round:
         """Decide each workflow until its decision applies (or it keeps changing: then it stays
