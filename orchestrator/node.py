@@ -81,7 +81,7 @@ class Node:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
-        self.decider = Decider(self.store, serves=self.dispatcher.served_types, on_applied=self._after_decision)
+        self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision)
         self.server: grpc.aio.Server | None = None
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.election: Candidacy | None = None
@@ -142,10 +142,8 @@ class Node:
         return server
 
     def _after_decision(self, state: m.WorkflowState, decision: Decision) -> None:
-        """Right after a decision is stored: claim what it queued for this node's workers (no
-        broadcast round trip), and decide the workflows it started, ended or woke."""
-        for task_type in dict.fromkeys(task_type for task_type, _ in decision.enqueue):
-            self.dispatcher.on_ready(task_type)
+        """Right after a decision is stored: decide the workflows it started, ended or woke.
+        (What it queued went to this node's workers in the same step, or was broadcast.)"""
         others = [w.workflow_id for w in decision.start_workflows]
         others += [workflow_id for workflow_id, _ in decision.terminate_workflows]
         if decision.status in st.TERMINAL_WORKFLOW and state.parent:

@@ -19,11 +19,12 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ..core import state as m
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
-from ..store import ApplyResult, Store
+from ..store import ApplyOutcome, ApplyResult, ClaimedTask, Store
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,27 @@ class Round:
     failed: list[str] = field(default_factory=list)      # ended FAILED because they could not be decided
 
 
+class HandOver(Protocol):
+    """This node's workers, as far as deciding is concerned (the dispatcher)."""
+
+    def reserve(self, task_type: str) -> str | None:
+        """Take one credit of a connected worker serving `task_type`; its id, or None."""
+
+    def deliver(self, worker_id: str, task: ClaimedTask) -> None:
+        """Push a task the store leased to `worker_id` (or give it back if that worker left)."""
+
+    def unreserve(self, worker_id: str, count: int) -> None:
+        """Return credits reserved but not used."""
+
+
 class Decider:
-    def __init__(self, store: Store, *, serves: Callable[[], frozenset[str]] = frozenset,
+    def __init__(self, store: Store, *, hand_over: HandOver | None = None,
                  on_applied: Callable[[m.WorkflowState, Decision], None] | None = None) -> None:
-        """`serves()`: task types this node will claim at once for its own workers (the store then
-        publishes no `ready` for them); `on_applied` is called for every decision applied."""
+        """`hand_over`: this node's workers; a task a decision queues for a type one of them
+        serves goes to it in the same atomic step (no broadcast, no separate claim).
+        `on_applied` is called for every decision applied."""
         self.store = store
-        self.serves = serves
+        self.hand_over = hand_over
         self.on_applied = on_applied
         self.decisions = 0   # decisions applied that changed something
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
@@ -97,7 +112,12 @@ class Decider:
             batch = await self._decisions(pending, epoch, result)
             if not batch:
                 return result
-            outcomes = await self.store.apply_decisions(epoch, now_ms(), batch, serves=self.serves())
+            reserved = self._reserve(batch)
+            outcomes: list[ApplyOutcome] = []
+            try:
+                outcomes = await self.store.apply_decisions(epoch, now_ms(), batch, hand_over=reserved)
+            finally:   # whatever happened, every reserved credit is used or returned
+                self._deliver_or_return(reserved, outcomes)
             pending = []
             for (state, decision), outcome in zip(batch, outcomes):
                 if outcome.result is ApplyResult.OK:
@@ -110,6 +130,31 @@ class Decider:
         if pending:
             log.info("workflows %s kept changing while being decided; they stay due", pending)
         return result
+
+    def _reserve(self, batch: list[tuple[m.WorkflowState, Decision]]) -> dict[str, str]:
+        """A credit of one of this node's workers for each task the decisions queue, where one has."""
+        if self.hand_over is None:
+            return {}
+        reserved: dict[str, str] = {}
+        for _, decision in batch:
+            for task_type, task_id in decision.enqueue:
+                worker_id = self.hand_over.reserve(task_type)
+                if worker_id is not None:
+                    reserved[task_id] = worker_id
+        return reserved
+
+    def _deliver_or_return(self, reserved: dict[str, str], outcomes: list[ApplyOutcome]) -> None:
+        if self.hand_over is None or not reserved:
+            return
+        for outcome in outcomes:
+            for task in outcome.handed:
+                worker_id = reserved.pop(task.spec.task_id)
+                self.hand_over.deliver(worker_id, task)
+        unused: dict[str, int] = {}
+        for worker_id in reserved.values():
+            unused[worker_id] = unused.get(worker_id, 0) + 1
+        for worker_id, count in unused.items():
+            self.hand_over.unreserve(worker_id, count)
 
     async def _decisions(self, workflow_ids: list[str], epoch: int | None,
                          result: Round) -> list[tuple[m.WorkflowState, Decision]]:
@@ -145,7 +190,7 @@ class Decider:
                   "fix its definition or input and start it again (or retry it)")
         try:
             decision = give_up(state, now_ms(), new_task_id, reason)
-            [outcome] = await self.store.apply_decisions(epoch, now_ms(), [(state, decision)], serves=frozenset())
+            [outcome] = await self.store.apply_decisions(epoch, now_ms(), [(state, decision)])
         except Exception as exc:
             log.error("workflow %s cannot be decided (%s) nor failed (%s); parked for %d s", state.workflow_id,
                       why, exc, PARKED_RETRY_MS // 1000)

@@ -48,6 +48,8 @@ class Dispatcher:
         self._again: set[str] = set()
         self._round_robin = itertools.count()
         self._background: list[asyncio.Task[None]] = []
+        self._by_worker: dict[str, WorkerSession] = {}
+        self._releases: set[asyncio.Task[None]] = set()
         self.pushed = 0
 
     async def start(self) -> None:
@@ -68,6 +70,8 @@ class Dispatcher:
     async def detach(self, session: WorkerSession) -> None:
         """Forget a closed stream and hand back what it never got to send."""
         self.sessions.discard(session)
+        if self._by_worker.get(session.worker_id) is session:
+            del self._by_worker[session.worker_id]
         released = await self.release_unsent(session)
         log.info("worker %s disconnected (%d unsent task(s) released)", session.worker_id, released)
 
@@ -94,9 +98,41 @@ class Dispatcher:
         if starved:   # with credit left, every `ready` since was already pumped for this session
             self._pump_types(session.task_types)
 
-    def served_types(self) -> frozenset[str]:
-        """Task types a connected worker of this node can take right now."""
-        return frozenset(t for s in self.sessions if s.credits > 0 and not s.closed for t in s.task_types)
+    # ------------------------------------------------------------- hand-over from this node's decisions
+
+    def reserve(self, task_type: str) -> str | None:
+        """Take one credit of a connected worker serving `task_type` (round robin); its id."""
+        candidates = [s for s in self.sessions if task_type in s.task_types and s.credits > 0 and not s.closed]
+        if not candidates:
+            return None
+        session = candidates[next(self._round_robin) % len(candidates)]
+        session.credits -= 1
+        self._by_worker[session.worker_id] = session
+        return session.worker_id
+
+    def deliver(self, worker_id: str, task: ClaimedTask) -> None:
+        """Push a task the store leased to `worker_id`; if its stream is gone, give the task back."""
+        session = self._by_worker.get(worker_id)
+        if session is None or session.closed or session not in self.sessions:
+            self._background_release(task, worker_id)
+            return
+        session.outbox.put_nowait(assignment(task))
+        self.pushed += 1
+
+    def unreserve(self, worker_id: str, count: int) -> None:
+        session = self._by_worker.get(worker_id)
+        if session is not None and session in self.sessions:
+            self.grant(session, count)
+
+    def _background_release(self, task: ClaimedTask, worker_id: str) -> None:
+        async def release() -> None:
+            try:
+                await self.store.release_task(task.workflow_id, task.spec.task_id, worker_id, now_ms())
+            except StoreUnavailable as exc:   # its lease expires and the reaper re-queues it
+                log.warning("could not give back task %s (%s); its lease will expire", task.spec.task_id, exc)
+        release_task = asyncio.create_task(release())
+        self._releases.add(release_task)
+        release_task.add_done_callback(self._releases.discard)
 
     def on_ready(self, task_type: str) -> None:
         if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.decider import Decision
@@ -49,9 +49,17 @@ class ApplyResult(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ClaimedTask:
+    workflow_id: str
+    spec: TaskSpec
+    lease_ms: int
+
+
+@dataclass(frozen=True)
 class ApplyOutcome:
     result: ApplyResult
     error: str = ""          # why, for REFUSED
+    handed: list[ClaimedTask] = field(default_factory=list)   # given to the caller's workers at once
 
 
 class ResultOutcome(enum.Enum):
@@ -67,13 +75,6 @@ class ResultOutcome(enum.Enum):
 class ResultAck:
     outcome: ResultOutcome
     detail: str = ""          # for STALE: the attempt's status or who holds it
-
-
-@dataclass(frozen=True)
-class ClaimedTask:
-    workflow_id: str
-    spec: TaskSpec
-    lease_ms: int
 
 
 @dataclass(frozen=True)
@@ -170,12 +171,13 @@ class Store(Protocol):
         """Time out an attempt whose lease passed; False if it was renewed or ended. Fenced, atomic."""
 
     async def apply_decisions(self, epoch: int | None, now_ms: int, decisions: list[tuple[WorkflowState, Decision]],
-                              *, serves: frozenset[str] = frozenset()) -> list[ApplyOutcome]:
+                              *, hand_over: Mapping[str, str] | None = None) -> list[ApplyOutcome]:
         """Apply each decision to its workflow, each atomic and revision-checked, and fenced when
         `epoch` is given (the leader's engine; an event's decision on any node passes None).
         A decision that cannot be stored is REFUSED alone, with the reason; the others apply.
-        `serves`: task types the caller claims at once for its own workers, so no `ready` is
-        broadcast for them (the dispatchers' periodic sweep covers the caller's death)."""
+        `hand_over` (task id -> worker id): tasks the decisions queue that go straight to that
+        worker of the caller's, leased in the same atomic step, when their type's limits allow
+        (`ApplyOutcome.handed`); every other queued task is broadcast to all nodes as usual."""
 
     async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:
         """Decide `workflow_id` again at `at_ms`. Fenced when `epoch` is given."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -447,13 +447,13 @@ class RedisStore:
     @_unavailable_as_store_error
     async def apply_decisions(self, epoch: int | None, now_ms: int,
                               decisions: list[tuple[m.WorkflowState, Decision]],
-                              *, serves: frozenset[str] = frozenset()) -> list[ApplyOutcome]:
+                              *, hand_over: Mapping[str, str] | None = None) -> list[ApplyOutcome]:
         # Each decision is encoded on its own: one that cannot be (a value that refers to itself,
         # text that is not Unicode) is refused alone, before anything is sent.
         prepared: list[list[str] | str] = []
         for workflow, decision in decisions:
             try:
-                args = decision_args(self.prefix, epoch, workflow, decision, now_ms, serves)
+                args = decision_args(self.prefix, epoch, workflow, decision, now_ms, hand_over)
                 for arg in args:
                     arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
                 prepared.append(args)
@@ -461,7 +461,7 @@ class RedisStore:
                 prepared.append(f"{type(exc).__name__}: {exc}")
         replies = iter(await self._apply_all([p for p in prepared if isinstance(p, list)]))
         outcomes = []
-        for item in prepared:
+        for (workflow, _), item in zip(decisions, prepared):
             reply = next(replies) if isinstance(item, list) else None
             if isinstance(item, str):
                 outcomes.append(ApplyOutcome(ApplyResult.REFUSED, item))
@@ -469,6 +469,10 @@ class RedisStore:
                 outcomes.append(ApplyOutcome(ApplyResult.REFUSED, f"the store refused it: {reply}"))
             elif reply == "STALE_EPOCH":
                 raise StaleEpoch("decision refused: a newer leader holds the epoch")
+            elif isinstance(reply, list):   # ['OK', task id, spec json, lease ms, ...]: handed over
+                handed = [ClaimedTask(workflow.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])),
+                                      int(reply[i + 2])) for i in range(1, len(reply), 3)]
+                outcomes.append(ApplyOutcome(ApplyResult(str(reply[0])), handed=handed))
             else:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply))))
         return outcomes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ...core import state as m
@@ -22,7 +23,7 @@ def dumps(value: Any) -> str:
 
 
 def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
-                  serves: frozenset[str] = frozenset()) -> list[str]:
+                  hand_over: Mapping[str, str] | None = None) -> list[str]:
     """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope.
     Raises ValueError (or TypeError, RecursionError) for a decision JSON cannot hold."""
     fields: list[str] = []
@@ -63,9 +64,10 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
         envelope["wake"] = d.wake_at_ms
     if d.empty:
         envelope["noop"] = True
-    served = sorted({task_type for task_type, _ in d.enqueue} & serves)
-    if served:
-        envelope["serve"] = served
+    if hand_over:
+        serve = {task_id: hand_over[task_id] for _, task_id in d.enqueue if task_id in hand_over}
+        if serve:
+            envelope["serve"] = serve
     named: dict[str, Any] = {"prefix": prefix, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
     if epoch is not None:
         named["epoch"] = epoch

@@ -114,6 +114,34 @@ local function finish_task(id, key, tid, s, status, output, reason, now)
   bump(id, key, now)
   event(id, now)
 end
+-- How many more tasks of a type may start now: its concurrency and rate limits ('inf' = no limit).
+local function room_for(ttype, now)
+  local limits = redis.call('HGET', P .. ':limits', ttype)
+  if not limits then return math.huge, 0, 0 end
+  local a, b, c = string.match(limits, '^(%d+)|(%d+)|(%d+)$')
+  local conc, rate, per = tonumber(a), tonumber(b), tonumber(c)
+  local room = math.huge
+  if conc > 0 then room = math.min(room, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
+  if rate > 0 then
+    redis.call('ZREMRANGEBYSCORE', P .. ':rate:' .. ttype, '-inf', now - per)
+    room = math.min(room, rate - redis.call('ZCARD', P .. ':rate:' .. ttype))
+  end
+  return room, conc, rate
+end
+-- Hand a SCHEDULED attempt to a worker with a lease; returns its spec json and lease for the push.
+local function take(id, key, tid, s, ttype, worker, now, conc, rate)
+  local member = id .. '|' .. tid
+  s.status = 'IN_PROGRESS'
+  s.worker = worker
+  s.started = now
+  s.queued = false
+  redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+  redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
+  if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
+  if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
+  if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
+  return redis.call('HGET', key, 't:' .. tid), s.lease_ms
+end
 local function create_workflow(id, meta, def, name, corr, parent, vars, now, depth)
   local key = wf_key(id)
   if redis.call('EXISTS', key) == 1 then return false end
@@ -165,7 +193,8 @@ return result({outcome = 'CREATED', id = A.id})
 # ARGV[2]: the decision envelope json: {noop, status, out (json text), reason, reset, fields [f, v, ...],
 # delete [task id], consumed [field], enqueue [[type, task id]], dequeue [[type, task id]],
 # drop [[type, task id]], start [{id, m, def, name, corr, parent, vars, depth}], terminate [[workflow id, reason]],
-# wake, serve [task type: the caller claims these itself, so no `ready` is published for them]}
+# wake, serve {task id: worker id: hand it to this worker of the caller's now, if its limits allow}}
+# Returns 'OK', or {'OK', task id, spec json, lease ms, ...} for the tasks handed over.
 APPLY_DECISION = COMMON + r"""
 if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
 local id = A.id
@@ -194,13 +223,32 @@ for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
 -- after the fields: the parent's task is already CANCELED, so a child ended here does not
 -- complete it again (finish_parent only touches a task still IN_PROGRESS)
 for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
+-- A task queued for a worker of the deciding node is handed to it here (the same round trip),
+-- within its type's limits; any other is queued and its type broadcast to every node.
+local handed = {'OK'}
 local published = {}
-for _, task_type in ipairs(d.serve or {}) do published[task_type] = true end
+local serve = d.serve or {}
 for _, pair in ipairs(d.enqueue or {}) do
-  redis.call('ZADD', P .. ':q:' .. pair[1], now, id .. '|' .. pair[2])
-  if not published[pair[1]] then
-    redis.call('PUBLISH', P .. ':ready', pair[1])
-    published[pair[1]] = true
+  local ttype, tid = pair[1], pair[2]
+  local worker = serve[tid]
+  local taken = false
+  if worker and (d.status == nil or not TERMINAL[d.status]) then
+    local room, conc, rate = room_for(ttype, now)
+    local s = task_state(key, tid)
+    if room > 0 and s and s.status == 'SCHEDULED' then
+      local spec, lease = take(id, key, tid, s, ttype, worker, now, conc, rate)
+      handed[#handed + 1] = tid
+      handed[#handed + 1] = spec
+      handed[#handed + 1] = lease
+      taken = true
+    end
+  end
+  if not taken then
+    redis.call('ZADD', P .. ':q:' .. ttype, now, id .. '|' .. tid)
+    if not published[ttype] then
+      redis.call('PUBLISH', P .. ':ready', ttype)
+      published[ttype] = true
+    end
   end
 end
 for _, pair in ipairs(d.dequeue or {}) do redis.call('ZREM', P .. ':q:' .. pair[1], id .. '|' .. pair[2]) end
@@ -212,6 +260,7 @@ if d.status then
   if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
 end
 bump(id, key, now)
+if #handed > 1 then return handed end
 return 'OK'
 """
 
@@ -222,18 +271,8 @@ CLAIM = COMMON + r"""
 local ttype = A.type
 local qkey = P .. ':q:' .. ttype
 local now = A.now
-local wanted = A.count
-local conc, rate, per = 0, 0, 0
-local limits = redis.call('HGET', P .. ':limits', ttype)
-if limits then
-  local a, b, c = string.match(limits, '^(%d+)|(%d+)|(%d+)$')
-  conc, rate, per = tonumber(a), tonumber(b), tonumber(c)
-  if conc > 0 then wanted = math.min(wanted, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
-  if rate > 0 then
-    redis.call('ZREMRANGEBYSCORE', P .. ':rate:' .. ttype, '-inf', now - per)
-    wanted = math.min(wanted, rate - redis.call('ZCARD', P .. ':rate:' .. ttype))
-  end
-end
+local room, conc, rate = room_for(ttype, now)
+local wanted = math.min(A.count, room)
 local out = {}
 local claimed, offset = 0, 0
 while claimed < wanted do
@@ -249,21 +288,13 @@ while claimed < wanted do
     else
       redis.call('ZREM', qkey, member)
       if s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
-        s.status = 'IN_PROGRESS'
-        s.worker = A.worker
-        s.started = now
-        s.queued = false
-        redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+        local spec, lease = take(id, key, tid, s, ttype, A.worker, now, conc, rate)
         bump(id, key, now)
-        redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
-        if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
-        if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
-        if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
         claimed = claimed + 1
         out[#out + 1] = id
         out[#out + 1] = tid
-        out[#out + 1] = redis.call('HGET', key, 't:' .. tid)
-        out[#out + 1] = s.lease_ms
+        out[#out + 1] = spec
+        out[#out + 1] = lease
       end
     end
   end
