@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -10,6 +11,8 @@ import grpc
 
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge, Unavailable
 from ..store import StoreUnavailable
+
+log = logging.getLogger(__name__)
 
 STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
@@ -41,6 +44,12 @@ def grpc_errors(handler: Handler) -> Handler:
             await context.abort(status_code(exc), str(exc))
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
+        except Exception as exc:   # a bug: say so (INTERNAL, not gRPC's UNKNOWN) and keep the trace
+            if isinstance(exc, grpc.aio.AbortError):
+                raise
+            log.exception("%s failed (a bug)", handler.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); it is logged "
+                                                          "on the node that answered")
 
     return wrapper  # type: ignore[return-value]
 

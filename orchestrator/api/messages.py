@@ -11,6 +11,7 @@ from ..core import state as m
 from ..core.definitions import parse_document
 from ..core.schema import TaskDef, WorkflowDef
 from ..core.errors import InvalidArgument, TooLarge
+from ..core.payloads import require_text_keys
 
 
 def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
@@ -18,7 +19,9 @@ def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
     if kind == "definition":
         return from_struct(source.definition)
     if kind == "document":
-        return parse_document(source.document)
+        document = parse_document(source.document)
+        require_text_keys(document, "definition")
+        return document
     raise InvalidArgument("source: give either 'definition' (a JSON object) or 'document' (JSON/YAML text)")
 
 
@@ -27,9 +30,44 @@ class PayloadLimit:
         self.max_bytes = max_bytes
 
     def check(self, what: str, encoded: str | bytes) -> None:
-        if len(encoded) > self.max_bytes:
-            raise TooLarge(f"{what} is {len(encoded)} bytes encoded as JSON; the limit is {self.max_bytes} "
+        """Bytes, not characters: a 1 MiB limit is 1 MiB of UTF-8 on the wire and in Redis."""
+        size = len(encoded.encode()) if isinstance(encoded, str) else len(encoded)
+        if size > self.max_bytes:
+            raise TooLarge(f"{what} is {size} bytes encoded as JSON; the limit is {self.max_bytes} "
                            "bytes: pass a reference (a URL or an object-store key) instead of the data")
+
+
+# What one answer may carry: below the default 4 MiB gRPC message limit with room to spare.
+MESSAGE_BUDGET = 4 * 1024 * 1024 - 128 * 1024
+TRUNCATED = "_truncated"
+
+
+def shown(text: str, limit: int = 120) -> str:
+    """An id or a name echoed in a message, cut so that an answer never grows with the input."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def fit(workflows: list[pb.Workflow], budget: int = MESSAGE_BUDGET) -> list[pb.Workflow]:
+    """Keep an answer under `budget` bytes: replace the largest inputs and outputs (of tasks first,
+    then of the workflows) by a marker saying how big they were, until it fits."""
+    total = sum(w.ByteSize() for w in workflows)
+    if total <= budget:
+        return workflows
+    fields: list[tuple[int, Any, str]] = []
+    for workflow in workflows:
+        for task in workflow.tasks:
+            fields += [(task.input.ByteSize(), task, "input"), (task.output.ByteSize(), task, "output")]
+        fields += [(workflow.input.ByteSize(), workflow, "input"), (workflow.output.ByteSize(), workflow, "output"),
+                   (workflow.variables.ByteSize(), workflow, "variables")]
+    for size, holder, name in sorted(fields, key=lambda f: -f[0]):
+        if total <= budget or size < 64:
+            break
+        marker = to_struct({TRUNCATED: f"{size} bytes not shown: the answer would exceed its size limit; "
+                                       "read this workflow alone (GetWorkflow) or its tasks' data from their "
+                                       "own systems"})
+        getattr(holder, name).CopyFrom(marker)
+        total -= size - marker.ByteSize()
+    return workflows
 
 
 def task_def_message(definition: TaskDef) -> pb.TaskDef:
@@ -51,7 +89,7 @@ def workflow_message(state: m.WorkflowState, *, include_tasks: bool) -> pb.Workf
         message.output.CopyFrom(to_struct(state.output))
     if include_tasks:
         message.tasks.extend(task_message(t) for t in state.tasks)
-    return message
+    return fit([message])[0]
 
 
 def task_message(task: m.TaskState) -> pb.Task:

@@ -24,6 +24,10 @@ from .messages import PayloadLimit
 
 log = logging.getLogger(__name__)
 
+MAX_CREDITS = 256         # tasks one stream may hold unfinished
+MAX_TASK_TYPES = 256
+MAX_NAME_LENGTH = 256
+
 RESULT_STATUS: dict[int, st.TaskStatus] = {
     pb.TaskResult.COMPLETED: st.TASK_COMPLETED, pb.TaskResult.FAILED: st.TASK_FAILED,
     pb.TaskResult.FAILED_TERMINAL: st.FAILED_WITH_TERMINAL_ERROR}
@@ -65,7 +69,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
         if not hello.worker_id or not hello.task_types or hello.capacity < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "hello needs a worker_id, at least one task type and a capacity >= 0")
-        return WorkerSession(hello.worker_id, frozenset(hello.task_types), hello.capacity)
+        if (len(hello.worker_id) > MAX_NAME_LENGTH or len(hello.task_types) > MAX_TASK_TYPES
+                or any(len(t) > MAX_NAME_LENGTH for t in hello.task_types)):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"hello: worker_id and task types have at most {MAX_NAME_LENGTH} characters, "
+                                f"and a stream serves at most {MAX_TASK_TYPES} task types")
+        # A stream holds at most MAX_CREDITS tasks it has not finished: a worker that announces a
+        # huge capacity and never reads cannot hoard a task type.
+        return WorkerSession(hello.worker_id, frozenset(hello.task_types), min(hello.capacity, MAX_CREDITS))
 
     async def _read(self, requests: AsyncIterator[pb.WorkerMessage], session: WorkerSession) -> None:
         """Handle the worker's messages. Results, heartbeats and releases run concurrently
@@ -79,16 +90,17 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
         try:
             async for message in requests:
+                session.heard()
                 kind = message.WhichOneof("body")
-                if kind == "credit":
-                    self.dispatcher.grant(session, max(0, message.credit.count))
+                if kind == "credit":   # never more than MAX_CREDITS asked for and held together
+                    room = MAX_CREDITS - session.credits - session.held
+                    self.dispatcher.grant(session, max(0, min(message.credit.count, room)))
                 elif kind == "heartbeat":
                     spawn(self._heartbeat(message.heartbeat, session))
                 elif kind == "result":
                     spawn(self._result(message.result, session))
                 elif kind == "release":
-                    spawn(self.store.release_task(message.release.workflow_id, message.release.task_id,
-                                                  session.worker_id, now_ms()))
+                    spawn(self._release(message.release, session))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -111,6 +123,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
             log.exception("handling a message of worker %s failed", session.worker_id)
             session.outbox.put_nowait(None)
 
+    async def _release(self, release: pb.Release, session: WorkerSession) -> None:
+        if await self.store.release_task(release.workflow_id, release.task_id, session.worker_id, now_ms()):
+            session.held = max(0, session.held - 1)
+
     async def _heartbeat(self, beat: pb.Heartbeat, session: WorkerSession) -> None:
         lease_ms = await self.store.heartbeat(beat.workflow_id, beat.task_id, session.worker_id, now_ms())
         session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
@@ -122,6 +138,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
                                              output_json, reason, now_ms())
         if ack.outcome is ResultOutcome.STORED:
             self.decider.soon([result.workflow_id])   # the next step, here and now
+        if ack.outcome is not ResultOutcome.UNKNOWN:
+            session.held = max(0, session.held - 1)
         accepted = ack.outcome in (ResultOutcome.STORED, ResultOutcome.DUPLICATE)
         detail = {ResultOutcome.STORED: "stored", ResultOutcome.DUPLICATE: "same result already stored",
                   ResultOutcome.UNKNOWN: "no such task attempt"}.get(

@@ -23,9 +23,10 @@ from ..core.payloads import encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
 from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
-from .messages import PayloadLimit, workflow_message
+from .messages import PayloadLimit, fit, shown, workflow_message
 
 MAX_ID_LENGTH = 256
+MAX_REASON_LENGTH = 4096
 MAX_SEARCH_LIMIT = 1000
 MAX_WAIT_S = 300.0
 RESTARTABLE = sorted(st.TERMINAL_WORKFLOW)
@@ -117,15 +118,15 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             raise InvalidArgument("page_token is not one this API returned; pass next_page_token as is") from None
         states = await self.store.load_many(page.workflow_ids)
         return pb.SearchWorkflowsResponse(
-            workflows=[workflow_message(s, include_tasks=False) for s in states if s],
+            workflows=fit([workflow_message(s, include_tasks=False) for s in states if s]),
             next_page_token=page.next_cursor or "")
 
     @grpc_errors
     async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
                                 context: Any) -> pb.TerminateWorkflowResponse:
-        if not request.workflow_id:
-            raise InvalidArgument("workflow_id is required")
-        await self.store.terminate(request.workflow_id, request.reason or "terminated by request", now_ms(),
+        if len(request.reason) > MAX_REASON_LENGTH:
+            raise InvalidArgument(f"reason is longer than {MAX_REASON_LENGTH} characters")
+        await self.store.terminate(checked_id(request.workflow_id), request.reason or "terminated by request", now_ms(),
                                    compensate=request.compensate)
         await self._decide(request.workflow_id)
         state = await self._load(request.workflow_id)
@@ -160,7 +161,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         state = await self._load(request.workflow_id)
         key = request.task_reference_name
         if not key or not any(t.spec.key == key for t in state.tasks):
-            raise InvalidArgument(f"task_reference_name '{key}' names no task that ran in workflow "
+            raise InvalidArgument(f"task_reference_name '{shown(key)}' names no task that ran in workflow "
                                   f"'{state.workflow_id}'; use its reference (with __<n> inside loops)")
         command: dict[str, Any] = {"op": "rerun", "key": key}
         if request.HasField("task_input"):
@@ -174,7 +175,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         state = await self._load(request.workflow_id)
         key = request.task_reference_name
         if not key or key.split("__", 1)[0] not in _references(state.definition):
-            raise InvalidArgument(f"task_reference_name '{key}' is not a task of workflow '{state.name}'")
+            raise InvalidArgument(f"task_reference_name '{shown(key)}' is not a task of workflow '{state.name}'")
         return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED],
                                    command={"op": "skip", "key": key})
 
@@ -186,7 +187,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             waiting = [t for t in state.tasks if t.spec.ref == request.task_reference_name
                        and t.runtime.status == st.IN_PROGRESS]
             if not request.task_reference_name or not waiting:
-                raise FailedPrecondition(f"workflow '{request.workflow_id}' has no WAIT or HUMAN task "
+                raise FailedPrecondition(f"workflow '{shown(request.workflow_id)}' has no WAIT or HUMAN task "
                                          f"'{request.task_reference_name}' waiting for a signal")
             task_id = waiting[-1].task_id
         output = encode(from_struct(request.output), "signal output")
@@ -197,9 +198,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return workflow_message(await self._load(request.workflow_id), include_tasks=True)
 
     async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
-        if not workflow_id:
-            raise InvalidArgument("workflow_id is required")
-        await self.store.operate(workflow_id, now_ms=now_ms(), **kwargs)
+        await self.store.operate(checked_id(workflow_id), now_ms=now_ms(), **kwargs)
         await self._decide(workflow_id)
         return workflow_message(await self._load(workflow_id), include_tasks=False)
 
@@ -211,12 +210,20 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             pass
 
     async def _load(self, workflow_id: str) -> m.WorkflowState:
-        if not workflow_id:
-            raise InvalidArgument("workflow_id is required")
-        state = await self.store.load(workflow_id)
+        state = await self.store.load(checked_id(workflow_id))
         if state is None:
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return state
+
+
+def checked_id(workflow_id: str) -> str:
+    """A workflow id fit to look up (and to echo in an answer)."""
+    if not workflow_id:
+        raise InvalidArgument("workflow_id is required")
+    if len(workflow_id) > MAX_ID_LENGTH:
+        raise InvalidArgument(f"workflow_id is {len(workflow_id)} characters long; ids have at most "
+                              f"{MAX_ID_LENGTH}")
+    return workflow_id
 
 
 def _references(definition: WorkflowDef) -> set[str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 import json
 import logging
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from ..store import ClaimedTask, Store, StoreUnavailable, Topic
 log = logging.getLogger(__name__)
 
 MAX_CLAIM = 64
+MAX_UNSENT = 64            # messages queued for a stream and not yet taken by its writer
+MIN_QUIET_S = 0.5
 SWEEP_S = 1.0
 
 
@@ -35,9 +38,30 @@ class WorkerSession:
 
     worker_id: str
     task_types: frozenset[str]
-    credits: int
+    credits: int               # how many more tasks it asked for
     outbox: asyncio.Queue[pb.ServerMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    held: int = 0              # tasks pushed to it that it has not reported on yet
+    last_heard: float = field(default_factory=time.monotonic)   # its last message of any kind
+    quiet_limit_s: float = 0.0  # how long it may be silent while holding tasks (from their leases)
+
+    def heard(self) -> None:
+        self.last_heard = time.monotonic()
+
+    def holding(self, lease_ms: int) -> None:
+        """A task with this lease was pushed: the SDK heartbeats every lease/3, so a silence of
+        most of a lease while holding it means the worker is gone or stuck."""
+        limit = max(MIN_QUIET_S, 0.8 * lease_ms / 1000)
+        self.quiet_limit_s = limit if self.held == 0 else min(self.quiet_limit_s, limit)
+        self.held += 1
+
+    def ready(self) -> bool:
+        """It asked for work, reads what it is sent, and answers for what it holds. A stream whose
+        messages pile up unsent, or that holds tasks and went silent, gets nothing more,
+        whatever credit it announced: a worker cannot hoard a task type."""
+        if self.credits <= 0 or self.closed or self.outbox.qsize() >= MAX_UNSENT:
+            return False
+        return self.held == 0 or time.monotonic() - self.last_heard < self.quiet_limit_s
 
 
 class Dispatcher:
@@ -102,7 +126,7 @@ class Dispatcher:
 
     def reserve(self, task_type: str) -> str | None:
         """Take one credit of a connected worker serving `task_type` (round robin); its id."""
-        candidates = [s for s in self.sessions if task_type in s.task_types and s.credits > 0 and not s.closed]
+        candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
         if not candidates:
             return None
         session = candidates[next(self._round_robin) % len(candidates)]
@@ -117,6 +141,7 @@ class Dispatcher:
             self._background_release(task, worker_id)
             return
         session.outbox.put_nowait(assignment(task))
+        session.holding(task.lease_ms)
         self.pushed += 1
 
     def unreserve(self, worker_id: str, count: int) -> None:
@@ -159,11 +184,11 @@ class Dispatcher:
             log.warning("dispatch of %s paused: state store unavailable (%s)", task_type, exc)
 
     async def _pump_once(self, task_type: str) -> bool:
-        candidates = [s for s in self.sessions if task_type in s.task_types and s.credits > 0 and not s.closed]
+        candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
         if not candidates:
             return False
         session = candidates[next(self._round_robin) % len(candidates)]
-        count = min(session.credits, MAX_CLAIM)
+        count = min(session.credits, MAX_CLAIM, MAX_UNSENT - session.outbox.qsize())
         claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
         if not claimed:
             return False
@@ -173,6 +198,7 @@ class Dispatcher:
             return True
         for task in claimed:
             session.outbox.put_nowait(assignment(task))
+            session.holding(task.lease_ms)
         session.credits -= len(claimed)
         self.pushed += len(claimed)
         return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)

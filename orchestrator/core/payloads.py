@@ -13,9 +13,20 @@ from typing import Any
 
 from .errors import InvalidArgument
 
+MAX_SAFE_INTEGER = 2**53
+"""The API carries numbers as doubles (protobuf Struct, like JSON in JavaScript): a larger
+integer would come back rounded, so it is refused where it enters instead."""
+
+MAX_PAYLOAD_DEPTH = 30
+"""Levels of objects and lists in one payload, the outermost counting as 1. Protobuf refuses
+to decode a Struct much deeper (about 32 levels inside an answer), so a deeper payload could
+be stored but its workflow could never be read back."""
+
 
 def encode(value: Any, what: str) -> str:
-    """`value` as compact JSON text; InvalidArgument naming `what` when it is not JSON."""
+    """`value` as compact JSON text; InvalidArgument naming `what` when it is not JSON, is
+    nested deeper than MAX_PAYLOAD_DEPTH or holds an integer beyond 2^53."""
+    _check_shape(value, what)
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (ValueError, TypeError) as exc:
@@ -28,3 +39,37 @@ def encode(value: Any, what: str) -> str:
         raise InvalidArgument(f"{what} holds text that is not Unicode (an unpaired surrogate such as "
                               "\\ud800)") from None
     return text
+
+
+def _check_shape(value: Any, what: str) -> None:
+    """Depth and integers, without recursion (a hostile payload may be 100,000 levels deep)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_PAYLOAD_DEPTH:
+                raise InvalidArgument(f"{what} is nested deeper than {MAX_PAYLOAD_DEPTH} levels of objects and "
+                                      "lists; flatten it or pass a reference to the data")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+        elif isinstance(item, float) and item.is_integer() and abs(item) > MAX_SAFE_INTEGER:
+            raise InvalidArgument(f"{what} holds the number {item:g}, a whole number beyond 2^53: it was rounded "
+                                  "on the way (numbers travel as doubles); send it as a string")
+        elif isinstance(item, int) and not isinstance(item, bool) and abs(item) > MAX_SAFE_INTEGER:
+            shown = str(item) if item.bit_length() < 200 else f"of about {int(item.bit_length() * 0.30103)} digits"
+            raise InvalidArgument(f"{what} holds the integer {shown}, beyond 2^53: numbers travel as doubles "
+                                  "and it would come back rounded; send it as a string")
+
+
+def require_text_keys(value: Any, what: str) -> None:
+    """Every object key is text: YAML allows `{1: a}`, JSON and the API do not."""
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            bad = next((key for key in item if not isinstance(key, str)), None)
+            if bad is not None:
+                raise InvalidArgument(f"{what}: object keys must be text, got {type(bad).__name__} {bad!r:.40}")
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
