@@ -76,9 +76,11 @@ class Node:
         self.config = config
         self.store: Store
         if config.redis_sentinels:
-            self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master, config.redis_prefix)
+            self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
+                                                   prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes)
         else:
-            self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix)
+            self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix,
+                                             max_value_bytes=config.max_payload_bytes)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
         self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision)

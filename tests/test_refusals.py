@@ -175,3 +175,52 @@ def test_json_and_yaml_tricks_are_invalid_arguments_that_write_nothing(node: Any
     with pytest.raises(grpc.RpcError) as infinite:
         stub.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(source=pb.DefinitionSource(definition=structured)))
     assert infinite.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_resolved_input_over_the_limit_fails_its_workflow_with_the_reason(node: Any) -> None:
+    """Five outputs of 0.9 MB each are fine; a task whose input maps all five (4.5 MB) is not."""
+    task_name, name = unique("blob"), unique("gather")
+    node.client.register_task_def({"name": task_name, "retryCount": 0})
+    steps = [{"name": task_name, "taskReferenceName": f"s{i}"} for i in range(5)]
+    node.client.register_workflow_def({"name": name, "tasks": [*steps, {
+        "name": task_name, "taskReferenceName": "all",
+        "inputParameters": {f"s{i}": f"${{s{i}.output.blob}}" for i in range(5)}}]})
+
+    @task(task_name)
+    def blob(data: dict[str, Any]) -> dict[str, Any]:
+        return {"blob": "y" * 900_000}
+
+    background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[blob], concurrency=2))
+    try:
+        done = node.client.execute_workflow(name, {}, wait_s=30)
+    finally:
+        background.stop()
+    assert done["status"] == "FAILED"
+    assert "the input of a task would be" in done["reason"] and "over the limit" in done["reason"]
+    assert [t["reference_name"] for t in done["tasks"]] == [f"s{i}" for i in range(5)]   # "all" never stored
+
+
+def test_a_definition_snapshot_is_stored_once_for_all_its_workflows(node: Any) -> None:
+    import asyncio
+
+    from orchestrator.store.redis import RedisStore
+
+    name = unique("shared")
+    node.client.register_workflow_def({"name": name, "description": "d" * 50_000, "tasks": [
+        {"name": "wait", "taskReferenceName": "wait", "type": "WAIT"}]})
+    started = [node.client.start_workflow(name, {}) for _ in range(20)]
+
+    async def sizes() -> tuple[set[str], list[int]]:
+        store = RedisStore.from_url(node.redis_url, f"wfo:{node.cluster}")
+        try:
+            digests = {await store._redis.hget(store.keys.workflow(w), "snap") for w in started}
+            usage = [await store._redis.memory_usage(store.keys.workflow(w)) for w in started]
+            return digests, usage
+        finally:
+            await store.close()
+
+    digests, usage = asyncio.run(sizes())
+    assert len(digests) == 1            # one snapshot, referred to by all twenty
+    assert max(usage) < 10_000          # not 50 KB of description each
+    for workflow_id in started:
+        node.client.terminate_workflow(workflow_id, "done")

@@ -176,9 +176,11 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             good = await started_workflow(store)
             bad = await started_workflow(store)
             key = store.keys.workflow(bad)
-            snapshot = json.loads(await store._redis.hget(key, "def"))
+            digest = await store._redis.hget(key, "snap")
+            snapshot = json.loads(await store._redis.get(store.keys("snap", digest)))
             snapshot["workflow"]["tasks"][0]["type"] = "NOT_A_KIND"   # what validation would never let in
-            await store._redis.hset(key, "def", json.dumps(snapshot))
+            await store._redis.set(store.keys("snap", "broken"), json.dumps(snapshot))
+            await store._redis.hset(key, "snap", "broken")
             await store.raise_epoch(1)
             done = await Decider(store).decide([bad, good], epoch=1)
             assert done.failed == [bad]

@@ -115,6 +115,7 @@ class WorkflowState:
     variables: dict[str, Any] = field(default_factory=dict)
     parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child
     depth: int = 0            # workflows above this one: its parent's depth + 1 (sub-workflows, failure workflows)
+    stored_bytes: int = 0     # what its record takes in the store, as last read (bounds its growth)
     commands: list[dict[str, Any]] = field(default_factory=list)  # operator requests not yet applied
     output: dict[str, Any] | None = None
     reason: str = ""

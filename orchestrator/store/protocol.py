@@ -92,6 +92,25 @@ class SearchPage:
     next_cursor: str | None   # opaque; None on the last page
 
 
+@dataclass(frozen=True)
+class QueueStats:
+    """One task type's ready queue: how many tasks wait and since when (for the console and metrics)."""
+
+    task_type: str
+    depth: int
+    oldest_ms: int | None     # when the task waiting longest was queued (epoch ms); None when empty
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """Whether the store answered, how fast, and what it says about itself."""
+
+    ok: bool
+    latency_ms: float
+    details: dict[str, str] = field(default_factory=dict)   # version, role, memory, persistence
+    error: str = ""
+
+
 class Store(Protocol):
     # ------------------------------------------------------------- definitions (any node)
 
@@ -203,6 +222,20 @@ class Store(Protocol):
 
     async def ended_entries(self) -> list[tuple[str, int]]:
         """(workflow id, end time in ms) of every terminal transition in the audit stream."""
+
+    # ------------------------------------------------------------- reads for the console and metrics
+
+    async def queue_stats(self, task_types: Iterable[str] | None = None) -> list[QueueStats]:
+        """Depth and oldest entry of each type's ready queue, sorted by type (every registered task
+        definition's when `task_types` is None). A read; includes the tasks of paused workflows."""
+
+    async def status_counts(self, *, name: str = "", correlation_id: str = "", created_from_ms: int = 0,
+                            created_to_ms: int = 0) -> dict[str, int]:
+        """How many stored workflows have each status (every status, zeros included). A read.
+        The creation-time range applies only without `name` and `correlation_id`."""
+
+    async def health(self) -> StoreHealth:
+        """Ask the store how it is (one round trip); never raises: `ok` is False with the error."""
 
     async def close(self) -> None: ...
 

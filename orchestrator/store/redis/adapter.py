@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -24,11 +25,11 @@ from ...core.decider import Decision
 from ...core.definitions import iter_nodes, needs_every_task_def, referenced_task_names
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
-from ...core.statuses import TaskStatus
-from ..protocol import (ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage,
-                        StoreUnavailable, Topic)
+from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
+from ..protocol import (ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, ResultAck, ResultOutcome,
+                        SearchPage, StoreHealth, StoreUnavailable, Topic)
 from . import pubsub, scripts
-from .codec import decision_args, dumps, parse_workflow
+from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE
 from .keys import Keys
 
@@ -36,6 +37,7 @@ T = TypeVar("T")
 CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]])
 
 IDEMPOTENCY_TTL_S = 7 * 86400
+SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -55,35 +57,44 @@ class _CachedSnapshot:
         self.revision = revision
         self.snapshot = snapshot
         self.text = dumps(snapshot)
+        self.digest = snapshot_digest(self.text)
+        self.stored = False      # known to be in Redis: later starts send only its digest
         self.variables = dumps(snapshot["workflow"].get("variables", {}))
 
 
 class RedisStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
-                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> None:
+                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, *, max_value_bytes: int = 1024 * 1024,
+                 max_workflow_bytes: int = 16 * 1024 * 1024) -> None:
+        """`max_value_bytes`: the largest input, output or variables a decision may store (what the
+        API accepts from a client or a worker, so a resolved task input cannot outgrow it);
+        `max_workflow_bytes`: the largest a workflow's record may grow to."""
         # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
         self.keys = Keys(prefix)
         self.idempotency_ttl_s = idempotency_ttl_s
+        self.max_value_bytes = max_value_bytes
+        self.max_workflow_bytes = max_workflow_bytes
         self._scripts: dict[str, Any] = {}   # Lua source -> its registered script
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
+        self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "wfo") -> RedisStore:
+    def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024) -> RedisStore:
         client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
                                          socket_keepalive=True, retry_on_timeout=True)
-        return cls(client, prefix)
+        return cls(client, prefix, max_value_bytes=max_value_bytes)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
-                       password: str | None = None) -> RedisStore:
+                       password: str | None = None, *, max_value_bytes: int = 1024 * 1024) -> RedisStore:
         """Follow the master that Sentinel names; after a failover, reconnect to the new one."""
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         sentinel = Sentinel(addresses, socket_timeout=1.0)  # type: ignore[no-untyped-call]
         client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
                                      health_check_interval=5, socket_keepalive=True, retry_on_timeout=True)
-        return cls(client, prefix)
+        return cls(client, prefix, max_value_bytes=max_value_bytes)
 
     @property
     def prefix(self) -> str:
@@ -233,18 +244,22 @@ class RedisStore:
         definition = cached.snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
-        answer = json.loads(await self._run(
-            scripts.START_WORKFLOW,
-            {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
-             "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision},
-            dumps(meta), cached.text, cached.variables))
+        named = {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
+                 "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision,
+                 "snap": cached.digest}
+        answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta),
+                                            "" if cached.stored else cached.text, cached.variables))
+        if answer["outcome"] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
+            answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta), cached.text,
+                                                cached.variables))
         if answer["outcome"] == "STALE_SNAPSHOT":
             return None
+        cached.stored = True
         return answer["id"], answer["outcome"] == "CREATED"
 
     @_unavailable_as_store_error
     async def load(self, workflow_id: str) -> m.WorkflowState | None:
-        return parse_workflow(workflow_id, await self._redis.hgetall(self.keys.workflow(workflow_id)))
+        return (await self.load_many([workflow_id]))[0]
 
     @_unavailable_as_store_error
     async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:
@@ -252,7 +267,24 @@ class RedisStore:
             for workflow_id in workflow_ids:
                 pipe.hgetall(self.keys.workflow(workflow_id))
             rows = await pipe.execute()
-        return [parse_workflow(i, row) for i, row in zip(workflow_ids, rows)]
+        texts = await self._snapshot_texts_for(rows)
+        return [parse_workflow(i, row, texts) for i, row in zip(workflow_ids, rows)]
+
+    async def _snapshot_texts_for(self, rows: list[dict[str, str]]) -> dict[str, str]:
+        """The snapshot texts the rows refer to: from this node's cache, the rest in one MGET."""
+        wanted = {digest for row in rows if (digest := snapshot_ref(row)) is not None}
+        found = {d: self._snapshot_texts[d] for d in wanted if d in self._snapshot_texts}
+        missing = sorted(wanted - set(found))
+        if missing:
+            for digest, text in zip(missing, await self._redis.mget([self.keys("snap", d) for d in missing])):
+                if text is not None:
+                    found[digest] = text
+                    self._snapshot_texts[digest] = text
+        for digest in found:
+            self._snapshot_texts.move_to_end(digest)
+        while len(self._snapshot_texts) > SNAPSHOT_CACHE:
+            self._snapshot_texts.popitem(last=False)
+        return found
 
     @_unavailable_as_store_error
     async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
@@ -456,7 +488,7 @@ class RedisStore:
                 args = decision_args(self.prefix, epoch, workflow, decision, now_ms, hand_over)
                 for arg in args:
                     arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
-                prepared.append(args)
+                prepared.append(self._within_limits(workflow, args[1]) or args)
             except (ValueError, TypeError, RecursionError) as exc:
                 prepared.append(f"{type(exc).__name__}: {exc}")
         replies = iter(await self._apply_all([p for p in prepared if isinstance(p, list)]))
@@ -476,6 +508,22 @@ class RedisStore:
             else:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply))))
         return outcomes
+
+    def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
+        """'' when the decision may be stored, else why not: a value over max_value_bytes (a task
+        input resolved from large outputs, say), or a record that would outgrow max_workflow_bytes."""
+        envelope = json.loads(envelope_text)
+        fields = envelope.get("fields", [])
+        for name, value in zip(fields[::2], fields[1::2]):
+            if name.startswith(("t:", "o:", "vars")) and len(value) > self.max_value_bytes:
+                what = {"t": "the input of a task", "o": "the output of a task", "v": "the variables"}[name[0]]
+                return (f"{what} would be {len(value)} bytes, over the limit of {self.max_value_bytes}; pass "
+                        "references to large data rather than the data")
+        grows = sum(len(value) for value in fields[1::2]) + len(envelope.get("out") or "")
+        if workflow.stored_bytes + grows > self.max_workflow_bytes:
+            return (f"the workflow's record would grow to {workflow.stored_bytes + grows} bytes, over the limit of "
+                    f"{self.max_workflow_bytes}; pass references to large data rather than the data")
+        return ""
 
     async def _apply_all(self, argument_lists: list[list[str]]) -> list[Any]:
         """One EVALSHA each, in one pipeline; each reply is a string or that command's error.
@@ -536,6 +584,50 @@ class RedisStore:
                 return found
             found += [(fields["wf"], int(fields["at"])) for _, fields in entries]
             last = entries[-1][0]
+
+    # ------------------------------------------------------------- reads for the console and metrics
+
+    @_unavailable_as_store_error
+    async def queue_stats(self, task_types: Iterable[str] | None = None) -> list[QueueStats]:
+        if task_types is None:
+            task_types = await self._redis.hkeys(self.keys.task_defs)
+        types = sorted(set(task_types))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_type in types:
+                pipe.zcard(self.keys.queue(task_type))
+                pipe.zrange(self.keys.queue(task_type), 0, 0, withscores=True)
+            replies = await pipe.execute()
+        stats = []
+        for i, task_type in enumerate(types):
+            depth, oldest = replies[2 * i], replies[2 * i + 1]
+            stats.append(QueueStats(task_type, int(depth), int(oldest[0][1]) if oldest else None))
+        return stats
+
+    @_unavailable_as_store_error
+    async def status_counts(self, *, name: str = "", correlation_id: str = "", created_from_ms: int = 0,
+                            created_to_ms: int = 0) -> dict[str, int]:
+        narrower = (self.keys.index("corr", correlation_id) if correlation_id
+                    else self.keys.index("name", name) if name else "")
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for status in WORKFLOW_STATUSES:
+                if narrower:
+                    pipe.zintercard(2, [self.keys.index("st", status), narrower])
+                else:
+                    pipe.zcount(self.keys.index("st", status), created_from_ms or "-inf", created_to_ms or "+inf")
+            counts = await pipe.execute()
+        return {status: int(count) for status, count in zip(WORKFLOW_STATUSES, counts)}
+
+    async def health(self) -> StoreHealth:
+        started = time.perf_counter()
+        try:
+            await self._redis.ping()
+            latency_ms = (time.perf_counter() - started) * 1000
+            info = await self._redis.info()
+        except Exception as exc:   # down, loading, failing over: whatever it is, it is the answer
+            return StoreHealth(False, (time.perf_counter() - started) * 1000, error=str(exc) or type(exc).__name__)
+        wanted = ("redis_version", "role", "connected_slaves", "used_memory_human", "aof_enabled",
+                  "aof_last_write_status", "uptime_in_seconds", "connected_clients")
+        return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str] | None:

@@ -9,6 +9,7 @@ snapshot), `st`, `rev`, `created`, `upd`, `end`, `out`, `reason`, `vars`, `paren
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -36,9 +37,12 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
         fields += [f"o:{task_id}", dumps(output)]
     if d.variables is not None:
         fields += ["vars", dumps(d.variables)]
+    keep: list[list[str]] = []
     if d.snapshot is not None:   # restarted with the latest definition: its version shows from now on
         definition = d.snapshot["workflow"]
-        fields += ["def", dumps(d.snapshot),
+        text = dumps(d.snapshot)
+        keep.append([snapshot_digest(text), text])
+        fields += ["snap", keep[-1][0],
                    "m", dumps({"name": definition["name"], "version": definition["version"], "input": wf.input,
                                "correlationId": wf.correlation_id})]
     envelope: dict[str, Any] = {"fields": fields}
@@ -55,9 +59,11 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
                               "depth": w.depth,
                               "m": dumps({"name": w.name, "version": w.version, "input": w.input,
                                           "correlationId": w.correlation_id}),
-                              "def": dumps(w.snapshot),
+                              "snap": _kept(keep, dumps(w.snapshot)),
                               "vars": dumps(w.snapshot["workflow"].get("variables", {}))}
                              for w in d.start_workflows]
+    if keep:
+        envelope["keep"] = keep
     if d.reset_result:
         envelope["reset"] = True
     if d.wake_at_ms is not None:
@@ -74,8 +80,20 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
     return [dumps(named), json.dumps({k: v for k, v in envelope.items() if v is not None}, separators=(",", ":"))]
 
 
+def snapshot_digest(text: str) -> str:
+    """The name a snapshot is stored under: equal texts, one copy."""
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _kept(keep: list[list[str]], text: str) -> str:
+    digest = snapshot_digest(text)
+    if not any(pair[0] == digest for pair in keep):
+        keep.append([digest, text])
+    return digest
+
+
 @functools.lru_cache(maxsize=256)
-def _parse_snapshot(text: str) -> dict[str, Any]:
+def parse_snapshot(text: str) -> dict[str, Any]:
     """Workflows of one definition share one snapshot text: parse it once, not per decision.
 
     The parsed snapshot is shared, so nothing may change it (the decider only reads it)."""
@@ -83,12 +101,24 @@ def _parse_snapshot(text: str) -> dict[str, Any]:
     return snapshot
 
 
-def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | None:
-    """Rebuild a WorkflowState from its hash (None when the hash does not exist)."""
+def snapshot_ref(row: dict[str, str]) -> str | None:
+    """The digest of the snapshot a workflow's hash refers to (None: it holds the text itself,
+    as workflows stored before snapshots were shared do)."""
+    return row.get("snap")
+
+
+def parse_workflow(workflow_id: str, row: dict[str, str],
+                   snapshots: Mapping[str, str] | None = None) -> m.WorkflowState | None:
+    """Rebuild a WorkflowState from its hash (None when the hash, or its snapshot, does not exist).
+    `snapshots`: digest -> snapshot text, for the digests the rows refer to."""
     if not row or "m" not in row:
         return None
     meta = json.loads(row["m"])
-    snapshot = _parse_snapshot(row["def"])
+    digest = snapshot_ref(row)
+    text = (snapshots or {}).get(digest) if digest is not None else row.get("def")
+    if text is None:
+        return None
+    snapshot = parse_snapshot(text)
     specs: dict[str, m.TaskSpec] = {}
     runtimes: dict[str, m.TaskRuntime] = {}
     outputs: dict[str, dict[str, Any]] = {}
@@ -116,4 +146,5 @@ def parse_workflow(workflow_id: str, row: dict[str, str]) -> m.WorkflowState | N
         variables=json.loads(row["vars"]) if row.get("vars") else {}, parent=row.get("parent", ""),
         commands=commands,
         output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
-        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]), depth=int(row.get("depth", 0)))
+        ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]), depth=int(row.get("depth", 0)),
+        stored_bytes=sum(len(field) + len(value) for field, value in row.items()))

@@ -142,10 +142,20 @@ local function take(id, key, tid, s, ttype, worker, now, conc, rate)
   if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
   return redis.call('HGET', key, 't:' .. tid), s.lease_ms
 end
-local function create_workflow(id, meta, def, name, corr, parent, vars, now, depth)
+-- A definition snapshot is stored once, under its digest, however many workflows run it; a
+-- workflow holds the digest. `text` may be '' when the caller believes it is stored already.
+local function keep_snapshot(digest, text)
+  local skey = P .. ':snap:' .. digest
+  if text ~= '' then
+    redis.call('SET', skey, text, 'NX')
+    return true
+  end
+  return redis.call('EXISTS', skey) == 1
+end
+local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth)
   local key = wf_key(id)
   if redis.call('EXISTS', key) == 1 then return false end
-  redis.call('HSET', key, 'm', meta, 'def', def, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
+  redis.call('HSET', key, 'm', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
   if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
   if depth and depth > 0 then redis.call('HSET', key, 'depth', depth) end   -- workflows above it
   set_status(id, key, 'RUNNING')
@@ -168,20 +178,22 @@ local function terminate_workflow(id, reason, now)
 end
 """
 
-# A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age)
-# ARGV[2] meta json, ARGV[3] snapshot json, ARGV[4] variables json
-# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT, id}
+# A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age),
+#    snap (the snapshot's digest)
+# ARGV[2] meta json, ARGV[3] snapshot json ('' = stored already under its digest), ARGV[4] variables json
+# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT | NO_SNAPSHOT, id}
 START_WORKFLOW = COMMON + r"""
 local meta, snapshot, vars = ARGV[2], ARGV[3], ARGV[4]
 if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= A.defs_rev then
   return result({outcome = 'STALE_SNAPSHOT', id = ''})
 end
+if not keep_snapshot(A.snap, snapshot) then return result({outcome = 'NO_SNAPSHOT', id = ''}) end
 if A.idem ~= '' then
   local seen = redis.call('GET', P .. ':idem:' .. A.idem)
   if seen then return result({outcome = 'EXISTS', id = seen}) end
   redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
 end
-if not create_workflow(A.id, meta, snapshot, A.name, A.corr, '', vars, A.now, 0) then
+if not create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0) then
   return result({outcome = 'EXISTS', id = A.id})
 end
 return result({outcome = 'CREATED', id = A.id})
@@ -192,7 +204,8 @@ return result({outcome = 'CREATED', id = A.id})
 # A: [epoch], id, rev (the revision the decider read), now.
 # ARGV[2]: the decision envelope json: {noop, status, out (json text), reason, reset, fields [f, v, ...],
 # delete [task id], consumed [field], enqueue [[type, task id]], dequeue [[type, task id]],
-# drop [[type, task id]], start [{id, m, def, name, corr, parent, vars, depth}], terminate [[workflow id, reason]],
+# drop [[type, task id]], start [{id, m, snap (digest), name, corr, parent, vars, depth}],
+# keep [[digest, snapshot json]] (snapshots the decision refers to), terminate [[workflow id, reason]],
 # wake, serve {task id: worker id: hand it to this worker of the caller's now, if its limits allow}}
 # Returns 'OK', or {'OK', task id, spec json, lease ms, ...} for the tasks handed over.
 APPLY_DECISION = COMMON + r"""
@@ -207,11 +220,12 @@ end
 if tonumber(rev) ~= A.rev then return 'CONFLICT' end
 local now = A.now
 local d = cjson.decode(ARGV[2])
+for _, pair in ipairs(d.keep or {}) do keep_snapshot(pair[1], pair[2]) end
 redis.call('ZREM', P .. ':decide', id)
 if d.wake then timer(id, d.wake) end
 if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
 for _, w in ipairs(d.start or {}) do
-  create_workflow(w.id, w.m, w.def, w.name, w.corr, w.parent, w.vars, now, w.depth)
+  create_workflow(w.id, w.m, w.snap, w.name, w.corr, w.parent, w.vars, now, w.depth)
 end
 for _, tid in ipairs(d.delete or {}) do
   redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
