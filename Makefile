@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers proto lint test cluster drill bench clean
+.PHONY: all venv servers browser proto lint test cluster drill bench clean
 
 all: test
 
@@ -22,6 +22,12 @@ servers:
 	  echo "installing etcd-server and redis-server from Debian"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server; }
 
+# Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  echo "installing chromium from Debian (the browser of tests/test_console.py)"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
 proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
 	    proto/orchestrator_api/v1/orchestrator.proto
@@ -31,7 +37,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check orchestrator worker proto devtools tests bench
 	$(PY) -m mypy orchestrator worker proto/orchestrator_api
 
-test: lint $(STAMP) servers
+test: lint $(STAMP) servers browser
 	$(PY) -m pytest -q
 
 cluster: $(STAMP) servers

@@ -43,6 +43,7 @@ class BenchSettings:
     workers: int = 2
     worker_concurrency: int = 32
     lease_ttl_s: float = 2.0
+    retention_s: float = 0.0     # 0: the nodes' default
 
 
 class BenchCluster:
@@ -55,7 +56,8 @@ class BenchCluster:
     def _fresh(self) -> None:
         self.base_dir = Path(tempfile.mkdtemp(prefix=f"{self.settings.name}-"))
         self.local = LocalCluster(self.base_dir, ClusterSettings(
-            name=self.settings.name, lease_ttl_s=self.settings.lease_ttl_s, workers=0, log_level="WARNING"))
+            name=self.settings.name, lease_ttl_s=self.settings.lease_ttl_s, workers=0, log_level="WARNING",
+            retention_s=self.settings.retention_s))
         self.client: WorkflowClient | None = None
         self._redis: redis.Redis | None = None
 

@@ -42,9 +42,9 @@ class Bench:
             self._celery = CeleryBaseline(processes=self.options.workers).start()
         return self._celery
 
-    def cluster_settings(self, name: str) -> BenchSettings:
+    def cluster_settings(self, name: str, **more: Any) -> BenchSettings:
         return BenchSettings(name=name, workers=self.options.workers,
-                             worker_concurrency=self.options.worker_concurrency)
+                             worker_concurrency=self.options.worker_concurrency, **more)
 
     def close(self) -> None:
         """Stop whatever was started; both are attempted even if one fails."""

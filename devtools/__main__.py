@@ -60,6 +60,10 @@ def cluster_command(args: argparse.Namespace) -> int:
         print(f"\nleader: {status['leader_id']} at {status['leader_address']} (epoch {status['epoch']})")
         for member in status["members"]:
             print(f"  member {member['node_id']} {member['address']} {member['role']}")
+        print()
+        for node_id in cluster.nodes:
+            console = cluster.console_of(node_id)
+            print(f"console {node_id}: {console}/  (Prometheus metrics: {console}/metrics)")
         if not args.no_demo:
             _run_demo(client)
         endpoints = ",".join(cluster.endpoints)

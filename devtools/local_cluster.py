@@ -38,6 +38,7 @@ class ClusterSettings:
     workers: int = 1
     worker_concurrency: int = 16
     log_level: str = "INFO"
+    retention_s: float = 0.0   # 0: the nodes' default (7 days)
 
     @classmethod
     def load(cls, path: str | Path) -> ClusterSettings:
@@ -46,13 +47,19 @@ class ClusterSettings:
 
 def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_endpoints: list[str],
                cluster: str, lease_ttl_s: float, log_level: str = "INFO",
-               redis_sentinels: list[str] | None = None) -> ManagedProcess:
-    """Start `orchestrator node` as a child process; returns once its gRPC port is open."""
+               redis_sentinels: list[str] | None = None, extra: list[str] | None = None,
+               http_port: int | None = None) -> ManagedProcess:
+    """Start `orchestrator node` as a child process; returns once its gRPC port is open.
+    `extra`: more `orchestrator node` flags (e.g. --retention, --archive-dir). Its console and
+    /metrics listen on `http_port` (a free port when None; 0: no console)."""
     redis = ["--redis-sentinels", ",".join(redis_sentinels)] if redis_sentinels else ["--redis-url", redis_url]
+    if http_port is None:
+        http_port = free_port()
+    console = f"{LOOPBACK}:{http_port}" if http_port else ""
     argv = [sys.executable, "-m", "orchestrator.cli", "node", "--node-id", node_id,
-            "--listen", f"{LOOPBACK}:{port}", *redis,
+            "--listen", f"{LOOPBACK}:{port}", "--http-listen", console, *redis,
             "--etcd", ",".join(etcd_endpoints), "--cluster", cluster,
-            "--lease-ttl", str(lease_ttl_s), "--log-level", log_level]
+            "--lease-ttl", str(lease_ttl_s), "--log-level", log_level, *(extra or [])]
     process = ManagedProcess(node_id, argv, log_dir)
     try:
         wait_for_port(LOOPBACK, port, 20.0, process)
@@ -82,6 +89,7 @@ class LocalCluster:
         self.redis: RedisServer | None = None
         self.nodes: dict[str, ManagedProcess] = {}
         self.node_ports: dict[str, int] = {}
+        self.console_ports: dict[str, int] = {}
         self.workers: list[ManagedProcess] = []
 
     @property
@@ -109,18 +117,28 @@ class LocalCluster:
         return self
 
     def start_node(self, node_id: str, port: int | None = None) -> ManagedProcess:
-        """Start (or restart) one node; a restarted node keeps its id and port."""
+        """Start (or restart) one node; a restarted node keeps its id and ports. Its console listens
+        on its gRPC port + 1000 when the settings fix that port (the node's default), else on a free one."""
         assert self.etcd is not None and self.redis is not None
+        fixed = bool(port) and port in self.settings.node_ports   # from the settings, not chosen here
         port = port or self.node_ports.get(node_id) or free_port()
         self.node_ports[node_id] = port
+        self.console_ports[node_id] = self.console_ports.get(node_id) or (port + 1000 if fixed else free_port())
         self.nodes[node_id] = start_node(
             self.base_dir / "logs", node_id=node_id, port=port, redis_url=self.redis.url,
             etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
-            lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level)
+            lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
+            http_port=self.console_ports[node_id],
+            extra=["--archive-dir", str(self.base_dir / "archive"),
+                   *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
         return self.nodes[node_id]
 
     def endpoint_of(self, node_id: str) -> str:
         return f"{LOOPBACK}:{self.node_ports[node_id]}"
+
+    def console_of(self, node_id: str) -> str:
+        """The node's web console (and /metrics) as a URL."""
+        return f"http://{LOOPBACK}:{self.console_ports[node_id]}"
 
     def stop(self) -> None:
         """Stop everything this cluster started, workers first, by PID."""

@@ -86,6 +86,8 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--node-id", help="this node's name in the cluster (default: the host name)")
     node.add_argument("--listen", help="host:port to serve gRPC on")
     node.add_argument("--advertise", help="host:port other nodes and clients reach this node at")
+    node.add_argument("--http-listen", help="host:port of the web console and /metrics (default: the gRPC "
+                                            "port + 1000 on the same host; \"\" serves none)")
     node.add_argument("--redis-url", help="the Redis to keep state in, as redis://host:port/db")
     node.add_argument("--redis-sentinels", help="comma-separated Sentinel host:port list (instead of --redis-url)")
     node.add_argument("--redis-master", help="the master name the Sentinels monitor")
@@ -93,6 +95,9 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
     node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float,
                       help="seconds the leader's etcd lease lives without renewal (failover detection time)")
+    node.add_argument("--retention", dest="retention_s", type=float,
+                      help="seconds a finished workflow stays in Redis before it is archived (default 7 days)")
+    node.add_argument("--archive-dir", help="where archived workflows go; every node must see the same directory")
     node.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     node.set_defaults(handler=run_node)
 
@@ -411,9 +416,11 @@ def run_node(args: argparse.Namespace) -> int:
     from .node import Node
 
     config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
+                             http_listen=args.http_listen,
                              redis_url=args.redis_url, redis_sentinels=args.redis_sentinels,
                              redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
-                             cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level)
+                             cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
+                             retention_s=args.retention_s, archive_dir=args.archive_dir)
     logging.basicConfig(level=config.log_level.upper(),
                         format=f"%(asctime)s {config.node_id} %(levelname)s %(name)s: %(message)s")
     with asyncio.Runner(loop_factory=loop_factory()) as runner:

@@ -32,11 +32,17 @@ class NodeConfig:
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
     max_payload_bytes: int = 1 * MIB          # a workflow input or task output, as JSON
     max_message_bytes: int = 4 * MIB          # any gRPC message
+    retention_s: float = 7 * 86400.0          # how long a finished workflow stays in Redis before it is archived
+    archive_dir: str = "archive"              # where archived workflows go (every node must see the same place)
     log_level: str = "INFO"
+    # host:port of the web console and /metrics; default: the gRPC port + 1000 on the same host; "" = off
+    http_listen: str | None = None
 
     def __post_init__(self) -> None:
         if not self.advertise:
             self.advertise = self.listen
+        if self.http_listen is None:
+            self.http_listen = console_address(self.listen)
         if isinstance(self.etcd_endpoints, str):
             self.etcd_endpoints = split_list(self.etcd_endpoints)
         if isinstance(self.redis_sentinels, str):
@@ -65,3 +71,12 @@ class NodeConfig:
             raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def console_address(grpc_listen: str) -> str:
+    """The console's default address: the gRPC port + 1000 on the same host (port 0 stays 0: any free
+    port); "" (no console) when `grpc_listen` is not host:port or the port leaves no room."""
+    host, sep, port = grpc_listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) + 1000 > 65535:
+        return ""
+    return f"{host}:{int(port) + 1000 if int(port) else 0}"

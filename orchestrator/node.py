@@ -15,6 +15,7 @@ import asyncio
 import logging
 import signal
 import time
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -25,8 +26,10 @@ from grpc_reflection.v1alpha import reflection
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from . import api
+from . import api, web
+from .archive import DirectoryArchive
 from .cluster.deciding import Decider
+from .cluster.retention import Retention
 from .cluster.dispatch import Dispatcher
 from .cluster.election import Candidacy
 from .cluster.etcd import EtcdClient, EtcdError
@@ -40,6 +43,7 @@ from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
 from .store.redis import RedisStore
+from .store.redis.adapter import IDEMPOTENCY_TTL_S
 
 log = logging.getLogger(__name__)
 
@@ -75,15 +79,21 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.store: Store
+        # A start's idempotency key is kept as long as its workflow (its retention), at most 7 days.
+        idempotency_ttl_s = max(1, int(min(IDEMPOTENCY_TTL_S, config.retention_s)))
         if config.redis_sentinels:
             self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
-                                                   prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes)
+                                                   prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes,
+                                                   idempotency_ttl_s=idempotency_ttl_s)
         else:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix,
-                                             max_value_bytes=config.max_payload_bytes)
+                                             max_value_bytes=config.max_payload_bytes,
+                                             idempotency_ttl_s=idempotency_ttl_s)
         self.dispatcher = Dispatcher(self.store)
         self.notifier = Notifier(self.store)
         self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision)
+        self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)
+        self.retention = Retention(self.store, self.archive, config.retention_s)
         self.server: grpc.aio.Server | None = None
         self.etcd = EtcdClient(config.etcd_endpoints)
         self.election: Candidacy | None = None
@@ -92,8 +102,12 @@ class Node:
         self.engine: LeaderLoop | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._backoff = Backoff(first_s=0.0, then_s=0.5, max_s=30.0)
+        self.counters = web.NodeCounters()
+        self.console: web.ConsoleServer | None = None
+        self.leader_watch: LeaderWatch | None = None
 
     async def start(self) -> None:
+        self.console = self._bind_console()
         await self.dispatcher.start()
         await self.notifier.start()
         self.server = self._build_server()
@@ -104,7 +118,12 @@ class Node:
             prefix=self.config.election_prefix, ttl=self.config.lease_ttl_s,
             on_elected=self._on_elected, on_deposed=self._on_deposed)
         self.election.start()
-        self._leader_watch = asyncio.create_task(LeaderWatch(self.election, self.etcd).run())
+        self.leader_watch = LeaderWatch(self.election, self.etcd)
+        self._leader_watch = asyncio.create_task(self.leader_watch.run())
+        if self.console is not None:
+            await self.console.start(web.build_app(self._console_parts(self.console.bound)))
+            log.info("node %s serving the console and /metrics on http://%s/", self.config.node_id,
+                     self.console.bound)
 
     def _build_server(self) -> grpc.aio.Server:
         limit = api.PayloadLimit(self.config.max_payload_bytes)
@@ -117,8 +136,9 @@ class Node:
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options)
-        workflows = api.WorkflowService(self.store, limit, self.notifier, self.decider)
-        tasks = api.TaskService(self.store, self.dispatcher, limit, self.decider)
+        workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
+                                                                       self.archive)
+        tasks = self.task_service = api.TaskService(self.store, self.dispatcher, limit, self.decider)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
             (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.store)),
             (pb_grpc.add_WorkflowServiceServicer_to_server, workflows),
@@ -143,9 +163,36 @@ class Node:
                                  "program serves it) or not an address of this host; choose another `listen`")
         return server
 
+    def _bind_console(self) -> web.ConsoleServer | None:
+        """The port of the web console and /metrics (`http_listen`), bound before anything starts so
+        that a taken port stops the node at once, with what to change."""
+        address = self.config.http_listen
+        if not address:
+            log.info("node %s serves no console (http_listen is empty)", self.config.node_id)
+            return None
+        console = web.ConsoleServer(address)
+        try:
+            console.bind()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise NodeStartError(f"cannot serve the console on {address}: {why} (another node or program "
+                                 "serves it, or it is not an address of this host); choose another `http_listen` "
+                                 "(--http-listen), or \"\" to serve no console") from None
+        return console
+
+    def _console_parts(self, console_address: str) -> web.ConsoleParts:
+        return web.ConsoleParts(
+            node_id=self.config.node_id, cluster=self.config.cluster, grpc_address=self.config.advertise,
+            etcd_endpoints=list(self.config.etcd_endpoints), store=self.store, dispatcher=self.dispatcher,
+            decider=self.decider, workflows=self.workflow_service, started_by_api=self.workflow_service.started,
+            tasks_sent=self.task_service.sent, task_results=self.task_service.results, counters=self.counters,
+            election=lambda: self.election, engine=lambda: self.engine,
+            revoked=lambda: self.leader_watch.revoked if self.leader_watch else 0, console_address=console_address)
+
     def _after_decision(self, state: m.WorkflowState, decision: Decision) -> None:
         """Right after a decision is stored: decide the workflows it started, ended or woke.
         (What it queued went to this node's workers in the same step, or was broadcast.)"""
+        self.counters.on_decision(state, decision)
         others = [w.workflow_id for w in decision.start_workflows]
         others += [workflow_id for workflow_id, _ in decision.terminate_workflows]
         if decision.status in st.TERMINAL_WORKFLOW and state.parent:
@@ -158,7 +205,9 @@ class Node:
     def _on_elected(self, epoch: int) -> None:
         self._cancel_engine()
         assert self.election is not None
-        self.engine = LeaderLoop(self.store, self.decider, epoch, self.election.leadership_valid)
+        self.counters.on_elected(epoch, self.engine)
+        self.engine = LeaderLoop(self.store, self.decider, epoch, self.election.leadership_valid,
+                                 retention=self.retention)
         self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
         log.info("node %s leads with epoch %d", self.config.node_id, epoch)
 
@@ -256,6 +305,8 @@ class Node:
             await self.election.close()
             log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
         await self.etcd.close()
+        if self.console is not None:
+            await self.console.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
         await self.decider.stop()

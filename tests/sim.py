@@ -18,6 +18,7 @@ from orchestrator.core import statuses as st
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.apply import apply, finish_parent_task, new_child
 from orchestrator.core.decider import Decision, decide
+from orchestrator.core.decider.walk import is_worker_kind
 
 START = 1_700_000_000_000
 # ("COMPLETED", output) | ("FAILED", reason) | ("FAILED_WITH_TERMINAL_ERROR", reason)
@@ -35,12 +36,17 @@ def echo(task: m.TaskState) -> Outcome:
 
 class Sim:
     def __init__(self, definition: dict[str, Any], defs: dict[str, dict[str, Any]],
-                 workflows: dict[str, dict[str, Any]] | None = None) -> None:
+                 workflows: dict[str, dict[str, Any]] | None = None, *,
+                 normalised_workflows: dict[str, dict[str, Any]] | None = None) -> None:
+        """`workflows` ("name:version" -> definition as written) are normalised here;
+        `normalised_workflows` (the same, already normalised) are taken as they are."""
         self.defs = defs
         self.registered = {d["name"]: d for d in (workflows or {}).values()}
+        self.registered.update({d["name"]: d for d in (normalised_workflows or {}).values()})
         self.definition = normalise_workflow_def(definition, defs, self.registered)
         self.sub_workflows = {key: normalise_workflow_def(d, defs, self.registered)
                               for key, d in (workflows or {}).items()}
+        self.sub_workflows.update(normalised_workflows or {})
         self.now = START
         self.workflows: dict[str, m.WorkflowState] = {}
         self.wakes: dict[str, int | None] = {}
@@ -65,10 +71,11 @@ class Sim:
 
     # ---------------------------------------------------------------- the loop
 
-    def run(self, handler: Handler = echo, max_steps: int = 500) -> m.WorkflowState:
-        """Decide and work until the root workflow ends or nothing can move."""
+    def run(self, handler: Handler = echo, max_steps: int = 500, *, every_workflow: bool = False) -> m.WorkflowState:
+        """Decide and work until the root workflow ends (with `every_workflow`: until nothing
+        can move in any workflow, e.g. a failure workflow) or nothing can move."""
         for _ in range(max_steps):
-            if self.workflows["wf"].status in st.TERMINAL_WORKFLOW and not self._due():
+            if self.workflows["wf"].status in st.TERMINAL_WORKFLOW and not self._due() and not every_workflow:
                 break
             if self._due():
                 for workflow_id in self._due():
@@ -99,7 +106,7 @@ class Sim:
             if wf.status not in (st.RUNNING, st.COMPENSATING):
                 continue
             for task in wf.tasks:
-                if task.spec.kind == "SIMPLE" and task.runtime.status == st.SCHEDULED and task.runtime.queued:
+                if is_worker_kind(task.spec.kind) and task.runtime.status == st.SCHEDULED and task.runtime.queued:
                     self.executions.append((wf.workflow_id, task.spec.key, task.spec.attempt))
                     status, value = handler(task)
                     task.runtime = replace(task.runtime, status=status, ended_at_ms=self.now,

@@ -178,7 +178,7 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             key = store.keys.workflow(bad)
             digest = await store._redis.hget(key, "snap")
             snapshot = json.loads(await store._redis.get(store.keys("snap", digest)))
-            snapshot["workflow"]["tasks"][0]["type"] = "NOT_A_KIND"   # what validation would never let in
+            snapshot["workflow"]["tasks"] = 5   # what validation would never let in: the decider raises
             await store._redis.set(store.keys("snap", "broken"), json.dumps(snapshot))
             await store._redis.hset(key, "snap", "broken")
             await store.raise_epoch(1)
@@ -186,7 +186,7 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             assert done.failed == [bad]
             assert len((await store.load(good)).tasks) == 1
             failed = await store.load(bad)
-            assert failed.status == st.FAILED and "the engine could not decide it: KeyError" in failed.reason
+            assert failed.status == st.FAILED and "the engine could not decide it: TypeError" in failed.reason
             assert await store._redis.zscore(store.keys("decide"), bad) is None   # nothing left to retry
         finally:
             await store.close()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import failover, latency, poison, profile, scale, throughput
+from . import failover, latency, poison, profile, scale, soak, throughput
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -18,4 +18,5 @@ SCENARIOS: dict[str, Scenario] = {
     "poison": poison.run,
     "failover": failover.run,
     "scale": scale.run,
+    "soak": soak.run,
 }

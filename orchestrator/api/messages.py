@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import json_format
+
 from orchestrator_api.structs import from_struct, to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
@@ -103,3 +105,9 @@ def task_message(task: m.TaskState) -> pb.Task:
     if task.output is not None:
         message.output.CopyFrom(to_struct(task.output))
     return message
+
+
+def archived_message(record: dict[str, Any], *, include_tasks: bool) -> pb.Workflow:
+    """An archived workflow record (`core.records`: the Workflow message's own field names)."""
+    fields = dict(record) if include_tasks else {k: v for k, v in record.items() if k != "tasks"}
+    return json_format.ParseDict(fields, pb.Workflow(), ignore_unknown_fields=True)

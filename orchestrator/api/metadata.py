@@ -7,8 +7,8 @@ from typing import Any
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from ..core.definitions import (normalise_task_def, normalise_workflow_def, referenced_task_names,
-                                validate_workflow_def, workflows_to_fetch)
+from ..core.definitions import (check_workflow_def, normalise_task_def, normalise_workflow_def,
+                                referenced_task_names, workflows_to_fetch)
 from ..core.errors import InvalidArgument, NotFound
 from ..store import Store
 from .errors import grpc_errors
@@ -67,10 +67,11 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
     async def ValidateWorkflowDef(self, request: pb.RegisterWorkflowDefRequest,
                                   context: Any) -> pb.ValidateWorkflowDefResponse:
         raw = source_to_dict(request.source)
-        definition, problems = validate_workflow_def(raw, *await self._known(raw))
+        definition, problems, warnings = check_workflow_def(raw, *await self._known(raw))
         if problems:
-            return pb.ValidateWorkflowDefResponse(valid=False, errors=problems)
-        return pb.ValidateWorkflowDefResponse(valid=True, normalised=workflow_def_message(definition))
+            return pb.ValidateWorkflowDefResponse(valid=False, errors=problems, warnings=warnings)
+        return pb.ValidateWorkflowDefResponse(valid=True, normalised=workflow_def_message(definition),
+                                              warnings=warnings)
 
     @grpc_errors
     async def GetWorkflowDef(self, request: pb.GetWorkflowDefRequest, context: Any) -> pb.WorkflowDef:

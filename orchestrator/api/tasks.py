@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 
@@ -41,19 +42,27 @@ class TaskService(pb_grpc.TaskServiceServicer):
         self.dispatcher = dispatcher
         self.limit = limit
         self.decider = decider
+        self.sent: Counter[str] = Counter()                 # tasks written to workers' streams, by type (metrics)
+        self.results: Counter[tuple[str, str]] = Counter()  # workers' results by (task type, outcome) (metrics)
+        self._types: dict[WorkerSession, dict[str, str]] = {}   # per stream: task id -> type, until its result
 
     async def Connect(self, request_iterator: AsyncIterator[pb.WorkerMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ServerMessage]:
         session = await self._hello(request_iterator, context)
         self.dispatcher.attach(session)
         reader = asyncio.create_task(self._read(request_iterator, session))
+        types = self._types[session] = {}
         try:
             while True:
                 message = await session.outbox.get()
                 if message is None:
                     return
+                if message.HasField("task"):
+                    types[message.task.task_id] = message.task.task_type
+                    self.sent[message.task.task_type] += 1
                 yield message
         finally:
+            self._types.pop(session, None)
             reader.cancel()
             await self.dispatcher.detach(session)
 
@@ -124,6 +133,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
             session.outbox.put_nowait(None)
 
     async def _release(self, release: pb.Release, session: WorkerSession) -> None:
+        self._types.get(session, {}).pop(release.task_id, None)
         if await self.store.release_task(release.workflow_id, release.task_id, session.worker_id, now_ms()):
             session.held = max(0, session.held - 1)
 
@@ -140,6 +150,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
             self.decider.soon([result.workflow_id])   # the next step, here and now
         if ack.outcome is not ResultOutcome.UNKNOWN:
             session.held = max(0, session.held - 1)
+        outcome = status if ack.outcome is ResultOutcome.STORED else ack.outcome.name
+        self.results[(self._types.get(session, {}).pop(result.task_id, "unknown"), outcome)] += 1
         accepted = ack.outcome in (ResultOutcome.STORED, ResultOutcome.DUPLICATE)
         detail = {ResultOutcome.STORED: "stored", ResultOutcome.DUPLICATE: "same result already stored",
                   ResultOutcome.UNKNOWN: "no such task attempt"}.get(

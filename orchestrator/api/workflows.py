@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 
@@ -12,6 +13,7 @@ from orchestrator_api.structs import from_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from ..archive import Archive
 from ..cluster.deciding import Decider
 from ..cluster.notify import Notifier
 from ..core import state as m
@@ -23,9 +25,10 @@ from ..core.payloads import encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
 from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
-from .messages import PayloadLimit, fit, shown, workflow_message
+from .messages import PayloadLimit, archived_message, fit, shown, workflow_message
 
 MAX_ID_LENGTH = 256
+ARCHIVE_CURSOR = "archive:"   # a page token that goes on in the archive
 MAX_REASON_LENGTH = 4096
 MAX_SEARCH_LIMIT = 1000
 MAX_WAIT_S = 300.0
@@ -36,11 +39,14 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     """Every change is an event this node decides at once: starts in the background (the
     caller has its id), operations and signals before answering (the answer shows their effect)."""
 
-    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier, decider: Decider) -> None:
+    def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier, decider: Decider,
+                 archive: Archive | None = None) -> None:
         self.store = store
         self.limit = limit
         self.notifier = notifier
         self.decider = decider
+        self.archive = archive   # where finished workflows go after their retention: still found
+        self.started: Counter[str] = Counter()   # workflows this service created, by name (metrics)
 
     @grpc_errors
     async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
@@ -62,6 +68,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             request.idempotency_key, now_ms())
         if created:
             self.decider.soon([workflow_id])
+            self.started[request.name] += 1
         return workflow_id, created
 
     @grpc_errors
@@ -80,8 +87,14 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @grpc_errors
     async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
-        state = await self._load(request.workflow_id)
-        return workflow_message(state, include_tasks=request.include_tasks)
+        workflow_id = checked_id(request.workflow_id)
+        state = await self.store.load(workflow_id)
+        if state is not None:
+            return workflow_message(state, include_tasks=request.include_tasks)
+        record = await self.archive.get(workflow_id) if self.archive is not None else None
+        if record is None:
+            raise NotFound(f"no workflow with id '{workflow_id}'")
+        return fit([archived_message(record, include_tasks=request.include_tasks)])[0]
 
     async def WatchWorkflow(self, request: pb.GetWorkflowRequest,
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.Workflow]:
@@ -109,17 +122,28 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if request.created_from_ms < 0 or request.created_to_ms < 0 or (
                 request.created_to_ms and request.created_from_ms > request.created_to_ms):
             raise InvalidArgument("created_from_ms and created_to_ms must be epoch milliseconds, from <= to")
+        filters = _Filters(name=request.name, status=request.status, correlation_id=request.correlation_id,
+                           created_from_ms=request.created_from_ms, created_to_ms=request.created_to_ms)
+        token = request.page_token
         try:
-            page = await self.store.search(name=request.name, status=request.status,
-                                           correlation_id=request.correlation_id, cursor=request.page_token,
-                                           limit=limit, created_from_ms=request.created_from_ms,
-                                           created_to_ms=request.created_to_ms)
+            found: list[pb.Workflow] = []
+            if not token.startswith(ARCHIVE_CURSOR):   # the store first, newest first; then the archive
+                page = await self.store.search(cursor=token, limit=limit, **filters)
+                states = await self.store.load_many(page.workflow_ids)
+                found = [workflow_message(s, include_tasks=False) for s in states if s]
+                token = page.next_cursor or ARCHIVE_CURSOR
+            if token.startswith(ARCHIVE_CURSOR) and len(found) < limit and self.archive is not None:
+                archived = await self.archive.search(cursor=token[len(ARCHIVE_CURSOR):], limit=limit - len(found),
+                                                     **filters)
+                seen = {w.workflow_id for w in found}
+                found += [archived_message(r, include_tasks=False) for r in archived.workflows
+                          if r["workflow_id"] not in seen]
+                token = ARCHIVE_CURSOR + archived.next_cursor if archived.next_cursor else ""
+            elif token.startswith(ARCHIVE_CURSOR) and self.archive is None:
+                token = ""
         except ValueError:
             raise InvalidArgument("page_token is not one this API returned; pass next_page_token as is") from None
-        states = await self.store.load_many(page.workflow_ids)
-        return pb.SearchWorkflowsResponse(
-            workflows=fit([workflow_message(s, include_tasks=False) for s in states if s]),
-            next_page_token=page.next_cursor or "")
+        return pb.SearchWorkflowsResponse(workflows=fit(found), next_page_token=token)
 
     @grpc_errors
     async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
@@ -214,6 +238,14 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if state is None:
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return state
+
+
+class _Filters(TypedDict):
+    name: str
+    status: str
+    correlation_id: str
+    created_from_ms: int
+    created_to_ms: int
 
 
 def checked_id(workflow_id: str) -> str:

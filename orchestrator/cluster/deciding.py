@@ -69,6 +69,7 @@ class Decider:
         self.hand_over = hand_over
         self.on_applied = on_applied
         self.decisions = 0   # decisions applied that changed something
+        self.conflicts = 0   # decisions not applied because the workflow changed meanwhile (decided again)
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
         self._draining: asyncio.Task[None] | None = None
 
@@ -124,6 +125,7 @@ class Decider:
                     self._applied(state, decision, result)
                 elif outcome.result is ApplyResult.CONFLICT:
                     pending.append(state.workflow_id)
+                    self.conflicts += 1
                 elif outcome.result is ApplyResult.REFUSED:
                     await self._give_up(state, f"the decision could not be stored: {outcome.error}", epoch, result)
         result.conflicts = pending

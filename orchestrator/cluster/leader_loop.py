@@ -23,10 +23,12 @@ from ..core.clock import now_ms
 from ..core.errors import StaleEpoch
 from ..store import Store, StoreUnavailable, Topic
 from .deciding import Decider
+from .retention import Retention
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+RETENTION_EVERY_S = 1.0    # how often the retention sweep looks at the head of the audit stream
 MAX_IDLE_S = 0.25         # the longest sleep: bounds the sweep's delay and covers a lost broadcast
 STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
@@ -38,14 +40,16 @@ class LeadershipLost(Exception):
 
 class LeaderLoop:
     def __init__(self, store: Store, decider: Decider, epoch: int, still_leader: Callable[[], bool], *,
-                 batch: int = 256) -> None:
+                 batch: int = 256, retention: Retention | None = None) -> None:
         self.store = store
         self.decider = decider
+        self.retention = retention
         self.epoch = epoch
         self.still_leader = still_leader
         self.batch = batch
         self.first_decision_ms: int | None = None
         self.decisions = 0
+        self.expired = 0   # leases this term timed out
         self._wake = asyncio.Event()
         self._next_at_ms: float | None = None
 
@@ -54,6 +58,7 @@ class LeaderLoop:
         await self._until_store_answers(self._take_office)
         log.info("clocks started with epoch %d", self.epoch)
         listener = asyncio.create_task(self.store.listen(Topic.TIMER, self._on_timer, self._wake.set))
+        retaining = asyncio.create_task(self._retain()) if self.retention is not None else None
         try:
             while True:
                 self._check_leadership()
@@ -62,8 +67,10 @@ class LeaderLoop:
                 if not busy:
                     await self._sleep_until_due()
         finally:
-            listener.cancel()
-            await asyncio.gather(listener, return_exceptions=True)
+            for task in (listener, retaining):
+                if task is not None:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (listener, retaining) if t is not None), return_exceptions=True)
 
     async def _take_office(self) -> bool:
         self._check_leadership()
@@ -91,6 +98,7 @@ class LeaderLoop:
             expired = await self._fenced(self.store.expire_lease(self.epoch, workflow_id, task_id, now_ms()))
             if expired:
                 log.info("lease of task %s in workflow %s expired; it will be retried", task_id, workflow_id)
+                self.expired += 1
         if due.workflows:
             self._check_leadership()
             done = await self._fenced(self.decider.decide(due.workflows, epoch=self.epoch))
@@ -103,6 +111,18 @@ class LeaderLoop:
             log.info("clocks running as leader (epoch %d)", self.epoch)
         return (len(due.workflows) >= self.batch or len(due.expired_leases) >= self.batch
                 or bool(due.expired_leases))
+
+    async def _retain(self) -> None:
+        """Archive and forget finished workflows past their retention, a batch at a time, in the
+        background of the clocks (a stale epoch ends only this; the loop notices on its own)."""
+        assert self.retention is not None
+        while True:
+            try:
+                busy = self.still_leader() and await self.retention.sweep(self.epoch, now_ms())
+            except (StoreUnavailable, StaleEpoch, OSError) as exc:
+                log.warning("retention sweep: %s; trying again shortly", exc)
+                busy = False
+            await asyncio.sleep(0 if busy else RETENTION_EVERY_S)
 
     def _on_timer(self, at: str) -> None:
         try:

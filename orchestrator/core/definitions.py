@@ -9,6 +9,18 @@ Normalised definitions carry all defaults explicitly: what is stored is what run
 Nothing here recurses into a document before its depth and size have been checked without
 recursion (`limits.MAX_DOCUMENT_DEPTH`, `MAX_DOCUMENT_NODES`), so a hostile document gets a
 problem, never a RecursionError or minutes of work. The other limits are in `limits.py`.
+
+Conductor's definitions are accepted as exported (`check_workflow_def` returns warnings
+besides problems). Conductor's fields with behaviour here are checked and used (embedded
+`taskDefinition`, `inputTemplate`, `pollTimeoutSeconds`, `failureWorkflowVersion`, parameters
+written inside `inputParameters`, JavaScript evaluators, jq, expressions for sub-workflow and
+failure-workflow names, inline sub-workflows); its other fields are kept and shown back
+(ownerEmail, createTime, ...) or, when set to something without effect here, reported in a
+warning with the reason; fields of other task types left at their defaults (exports write them
+all) are dropped with one warning. A definition that declares `schemaVersion` (every Conductor
+export does) is read as Conductor reads it: a `${...}` naming a task that has not run resolves
+to null (a warning), and a DO_WHILE condition without `evaluatorType` is JavaScript. Conductor's
+task types that need I/O (HTTP, EVENT, ... `DELEGATED_KINDS`) run on workers of that task type.
 """
 
 from __future__ import annotations
@@ -18,7 +30,7 @@ import math
 import re
 from collections import deque
 from itertools import accumulate, chain
-from typing import Any, cast
+from typing import Any, NamedTuple, TypeGuard, cast
 from collections.abc import Iterable, Iterator, Mapping
 
 import yaml
@@ -26,13 +38,17 @@ import yaml
 from .errors import InvalidArgument
 from .limits import (MAX_BACKOFF_SCALE_FACTOR, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_DURATION_SECONDS,
                      MAX_EPOCH_MS, MAX_FORK_BRANCHES, MAX_LOOP_ITERATIONS, MAX_NESTING_DEPTH)
+from . import javascript, jqtransform
 from .schema import TaskDef, WorkflowDef, WorkflowTask
 from .safe_expr import SafeExpressionError, compile_expression
-from .templates import TemplateError, references_in
+from .templates import TASK_ID, TemplateError, references_in
+from .timetext import parse_duration_seconds, parse_until_ms
 
-__all__ = ["MAX_LOOP_ITERATIONS", "document_problems", "iter_nodes", "iter_tasks", "needs_every_task_def",
+__all__ = ["MAX_LOOP_ITERATIONS", "WorkflowCheck", "check_task_def", "check_workflow_def", "document_problems",
+           "iter_nodes", "iter_tasks", "needs_every_task_def", "needs_every_workflow_def", "normalise_dynamic_task",
            "normalise_task_def", "normalise_workflow_def", "parse_document", "referenced_task_names",
-           "referenced_workflow_names", "validate_workflow_def", "workflow_cycle", "workflows_to_fetch"]
+           "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings", "validate_workflow_def",
+           "wait_literal", "workflow_cycle", "workflows_to_fetch"]
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 RETRY_LOGICS = ("FIXED", "LINEAR_BACKOFF", "EXPONENTIAL_BACKOFF")
@@ -43,24 +59,87 @@ TEN_YEARS = f"{MAX_DURATION_SECONDS} (10 years)"
 MAX_VERSION = 2**31 - 1
 
 # Task kinds: which run on workers, which the decider completes itself, which hold other tasks.
-WORKER_KINDS = ("SIMPLE",)
-SYSTEM_KINDS = ("NOOP", "SET_VARIABLE", "INLINE", "TERMINATE", "WAIT", "HUMAN", "SUB_WORKFLOW", "JOIN")
-CONTAINER_KINDS = ("FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DO_WHILE")
+DELEGATED_KINDS = (
+    "HTTP", "HTTP_POLL", "EVENT", "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
+    "LLM_TEXT_COMPLETE", "LLM_CHAT_COMPLETE", "LLM_GENERATE_EMBEDDINGS", "LLM_GET_EMBEDDINGS",
+    "LLM_STORE_EMBEDDINGS", "LLM_SEARCH_INDEX", "LLM_INDEX_DOCUMENT", "LLM_INDEX_TEXT", "GET_DOCUMENT",
+    "GENERATE_IMAGE", "GENERATE_AUDIO", "GENERATE_VIDEO", "GENERATE_PDF", "LIST_MCP_TOOLS", "CALL_MCP_TOOL",
+    "GET_AGENT_CARD")
+"""Conductor's task types that need I/O (HTTP calls, message brokers, databases, model
+providers): this version runs none of them itself. Each is a worker task whose task type is
+the type's name: a worker that serves "HTTP" runs every HTTP task (its input is the task's
+inputParameters, as Conductor's HTTP task would read them; its output becomes the task's)."""
+WORKER_KINDS = ("SIMPLE", "DYNAMIC") + DELEGATED_KINDS
+SYSTEM_KINDS = ("NOOP", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "TERMINATE", "WAIT", "HUMAN",
+                "SUB_WORKFLOW", "START_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN")
+CONTAINER_KINDS = ("FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE")
 TASK_KINDS = WORKER_KINDS + SYSTEM_KINDS + CONTAINER_KINDS
+WORKER_TASK_KINDS = frozenset(WORKER_KINDS)
+
+JAVASCRIPT = ("javascript", "graaljs")
+INLINE_EVALUATORS = ("expression", "javascript", "graaljs", "value-param")
 
 COMMON_TASK_FIELDS = {"name", "taskReferenceName", "type", "inputParameters", "description", "optional",
-                      "startDelay", "retryCount", "compensation"}
+                      "startDelay", "retryCount", "compensation", "taskDefinition"}
 KIND_FIELDS: dict[str, set[str]] = {
     "SIMPLE": set(), "NOOP": set(), "SET_VARIABLE": set(), "HUMAN": set(), "JOIN": {"joinOn"},
-    "INLINE": {"expression"},
+    "DYNAMIC": {"dynamicTaskNameParam"},
+    "INLINE": {"expression", "evaluatorType"},
+    "LAMBDA": {"scriptExpression"},
+    "JSON_JQ_TRANSFORM": set(),
     "TERMINATE": {"terminationStatus", "terminationReason", "workflowOutput"},
     "WAIT": {"duration", "until"},
     "SUB_WORKFLOW": {"subWorkflowParam"},
+    "START_WORKFLOW": set(),
+    "EXCLUSIVE_JOIN": {"joinOn", "defaultExclusiveJoinTask"},
     "FORK_JOIN": {"forkTasks"},
     "FORK_JOIN_DYNAMIC": {"dynamicForkTasksParam", "dynamicForkTasksInputParamName", "forkTaskName",
                           "forkTaskInputs"},
     "SWITCH": {"evaluatorType", "expression", "decisionCases", "defaultCase"},
-    "DO_WHILE": {"loopCondition", "loopOver", "items", "maxIterations"},
+    "DECISION": {"caseValueParam", "caseExpression", "decisionCases", "defaultCase"},
+    "DO_WHILE": {"loopCondition", "loopOver", "items", "maxIterations", "evaluatorType"},
+}
+KIND_FIELDS.update({kind: {"sink"} for kind in DELEGATED_KINDS})
+
+# Fields of Conductor's WorkflowTask that a task of another type may carry (exports write all
+# of them, at their defaults). Left at its default such a field means nothing and is dropped
+# (one warning per definition lists them); set to something else it is reported with the
+# reason it has no effect here.
+CONDUCTOR_TASK_FIELDS: dict[str, str] = {
+    "decisionCases": "", "defaultCase": "", "forkTasks": "", "joinOn": "", "loopOver": "",
+    "defaultExclusiveJoinTask": "", "loopCondition": "", "evaluatorType": "", "expression": "",
+    "caseValueParam": "", "caseExpression": "", "scriptExpression": "", "dynamicTaskNameParam": "",
+    "dynamicForkTasksParam": "", "dynamicForkTasksInputParamName": "", "dynamicForkJoinTasksParam": "",
+    "sink": "", "subWorkflowParam": "", "items": "", "maxIterations": "", "duration": "", "until": "",
+    "terminationStatus": "", "terminationReason": "", "workflowOutput": "", "forkTaskName": "",
+    "forkTaskInputs": "",
+    "asyncComplete": "asyncComplete is not supported: a system task completes when its work is done, and a worker "
+                     "task (HTTP and the other I/O types included) when its worker reports",
+    "onStateChange": "task state-change events are not published by this version",
+    "permissive": "a permissive task's failure fails the workflow at once here (Conductor lets the other "
+                  "branches finish first)",
+    "joinMode": "a JOIN is evaluated at once whenever its branches change",
+    "joinStatus": "it has no effect here",
+    "cacheConfig": "task results are not cached by this version",
+    "rateLimited": "", "callbackFromWorker": "", "workflowTaskType": "",
+}
+_SILENT_TASK_FIELDS = {"rateLimited", "callbackFromWorker", "workflowTaskType"}
+
+# Workflow definition fields Conductor has besides ours: kept and shown back as written. The
+# ones in WORKFLOW_UNENFORCED have no effect here; a value other than the default is reported.
+WORKFLOW_KEPT_FIELDS = {"ownerEmail", "createTime", "updateTime", "createdBy", "updatedBy", "metadata", "ownerApp",
+                        "tags", "accessPolicy", "enforceSchema", "schemaVersion", "restartable", "inputTemplate",
+                        "failureWorkflowVersion"}
+WORKFLOW_UNENFORCED: dict[str, str] = {
+    "workflowStatusListenerEnabled": "the workflow status listener is not supported (no callback is made)",
+    "workflowStatusListenerSink": "the workflow status listener is not supported (no callback is made)",
+    "rateLimitConfig": "workflow rate limits are not enforced (task definitions' concurrentExecLimit and "
+                       "rateLimitPerFrequency are)",
+    "inputSchema": "input schemas are not checked",
+    "outputSchema": "output schemas are not checked",
+    "maskedFields": "fields are not masked in what the API shows",
+    "cacheConfig": "workflow results are not cached",
+    "onStateChange": "state-change events are not published by this version",
 }
 
 TASK_DEF_DEFAULTS: dict[str, Any] = {
@@ -259,17 +338,42 @@ def _finite_number(value: Any) -> bool:
     return True
 
 
-def normalise_task_def(raw: Mapping[str, Any]) -> TaskDef:
-    """Validate a task definition and fill in its defaults."""
+# Task definition fields Conductor has besides ours. The first group has behaviour here; the
+# second is kept and shown back as written, with no behaviour (bookkeeping, documentation);
+# the third is kept but has no effect here, and a value other than its default is reported in
+# a warning.
+TASK_DEF_BEHAVIOUR_FIELDS = {"inputTemplate", "pollTimeoutSeconds"}
+TASK_DEF_KEPT_FIELDS = {"ownerEmail", "createTime", "updateTime", "createdBy", "updatedBy", "inputKeys",
+                        "outputKeys", "ownerApp", "tags", "executionNameSpace", "isolationGroupId", "baseType",
+                        "enforceSchema"}
+TASK_DEF_UNENFORCED_FIELDS = {
+    "totalTimeoutSeconds": "a bound on all attempts together is not enforced (each attempt's timeoutSeconds is)",
+    "inputSchema": "input schemas are not checked",
+    "outputSchema": "output schemas are not checked",
+}
+MAX_RETRY_COUNT = 100
+_JAVA_INT = 2**31 - 1
+
+
+def check_task_def(raw: Mapping[str, Any]) -> tuple[TaskDef, list[str], list[str]]:
+    """Validate a task definition and fill in its defaults: (definition, problems, warnings).
+    The definition has the TaskDef shape only when there are no problems."""
     problems, verdict = document_problems(raw, "task definition")
-    _raise_if(problems if verdict else [], "invalid task definition")
+    if verdict:
+        return cast(TaskDef, dict(raw)), problems, []
+    warnings: list[str] = []
     name = raw.get("name")
     if not isinstance(name, str) or not NAME.match(name):
         problems.append("task definition: 'name' is required: letters, digits, '_', '.', '-' (max 128)")
         name = "?"
     out = {**TASK_DEF_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
     where = f"task definition '{name}'"
-    _check_int(out, "retryCount", where, problems, low=0, high=100)
+    retries = out.get("retryCount")
+    if isinstance(retries, int) and not isinstance(retries, bool) and MAX_RETRY_COUNT < retries <= _JAVA_INT:
+        warnings.append(f"{where}: 'retryCount' {retries} is above the limit of {MAX_RETRY_COUNT}; "
+                        f"{MAX_RETRY_COUNT} is used")
+        out["retryCount"] = MAX_RETRY_COUNT
+    _check_int(out, "retryCount", where, problems, low=0, high=MAX_RETRY_COUNT)
     _check_choice(out, "retryLogic", RETRY_LOGICS, where, problems)
     _check_choice(out, "timeoutPolicy", TASK_TIMEOUT_POLICIES, where, problems)
     for field in ("retryDelaySeconds", "maxRetryDelaySeconds", "timeoutSeconds"):
@@ -279,24 +383,99 @@ def normalise_task_def(raw: Mapping[str, Any]) -> TaskDef:
     _check_number(out, "rateLimitFrequencyInSeconds", where, problems, low=0.001, high=MAX_DURATION_SECONDS)
     _check_int(out, "rateLimitPerFrequency", where, problems, low=0, high=10**9)
     _check_int(out, "concurrentExecLimit", where, problems, low=0, high=10**9)
+    if "pollTimeoutSeconds" in out:
+        _check_number(out, "pollTimeoutSeconds", where, problems, low=0.0, high=MAX_DURATION_SECONDS)
+    if "inputTemplate" in out:
+        if not isinstance(out["inputTemplate"], dict):
+            problems.append(f"{where}: 'inputTemplate' must be an object (default input values)")
+        elif (bad := _non_finite(out["inputTemplate"])):
+            problems.append(f"{where}: 'inputTemplate': {bad}")
+        elif not out["inputTemplate"]:
+            del out["inputTemplate"]
     if not isinstance(out["description"], str):
         problems.append(f"{where}: 'description' must be a string")
-    unknown = sorted(set(out) - set(TASK_DEF_DEFAULTS) - {"name"})
+    for field, reason in TASK_DEF_UNENFORCED_FIELDS.items():
+        if out.get(field) not in (None, 0, 0.0, {}, [], ""):
+            warnings.append(f"{where}: '{field}' is kept but has no effect here: {reason}")
+    known = set(TASK_DEF_DEFAULTS) | TASK_DEF_BEHAVIOUR_FIELDS | TASK_DEF_KEPT_FIELDS | set(TASK_DEF_UNENFORCED_FIELDS)
+    unknown = sorted(set(out) - known - {"name"})
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+    return cast(TaskDef, out), problems, warnings
+
+
+def normalise_task_def(raw: Mapping[str, Any]) -> TaskDef:
+    """Validate a task definition and fill in its defaults."""
+    out, problems, _ = check_task_def(raw)
     _raise_if(problems, "invalid task definition")
-    return cast(TaskDef, out)   # every field checked above
+    return out   # every field checked
+
+
+def task_def_warnings(raw: Mapping[str, Any]) -> list[str]:
+    """What a (valid) task definition holds that has no effect here, one line each."""
+    return check_task_def(raw)[2]
+
+
+class WorkflowCheck(NamedTuple):
+    """What checking a workflow definition found: the normalised definition (of the WorkflowDef
+    shape only when `problems` is empty), the problems (each makes it invalid) and the
+    warnings (fields kept or ignored without effect here, Conductor semantics that differ)."""
+
+    definition: WorkflowDef
+    problems: list[str]
+    warnings: list[str]
+
+
+def _is_template(value: Any) -> bool:
+    """Whether a text holds a `${...}` (resolved at run time)."""
+    return isinstance(value, str) and "${" in value.replace("$${", "")
+
+
+def _is_default(value: Any) -> bool:
+    """A value an export writes for a field it does not use."""
+    return value is None or value is False or value == 0 or value in ("", {}, [])
+
+
+_STYLE_PATH = re.compile(r"\$\s*(?:\.\s*([A-Za-z_][\w\-]*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])"
+                         r"\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])?")
+
+
+def _our_loop_style(condition: str, refs: set[str]) -> bool:
+    """Whether a loop condition reads its scope our way: every `$.x` is `$.workflow...` or
+    `$.<task>.output...`/`.input...` (Conductor's way is `$.<task>.<key>` and `$.<input>`)."""
+    for match in _STYLE_PATH.finditer(condition):
+        root = match.group(1) or match.group(2) or match.group(3)
+        field = match.group(4) or match.group(5) or match.group(6)
+        if root == "workflow":
+            continue
+        if root not in refs or field not in ("output", "input"):
+            return False
+    return True
 
 
 class _Validator:
-    """Walks a workflow definition once, collecting problems and normalising each task."""
+    """Walks a workflow definition once, collecting problems and normalising each task.
 
-    def __init__(self, task_defs: Mapping[str, Any], workflow_defs: Mapping[str, Any]) -> None:
+    `conductor` (the definition declares `schemaVersion`, as every Conductor export does) reads
+    it as Conductor would: a `${...}` naming a task that has not run resolves to null (a
+    warning, not a problem), and a DO_WHILE condition without `evaluatorType` is JavaScript."""
+
+    def __init__(self, task_defs: Mapping[str, Any], workflow_defs: Mapping[str, Any], *,
+                 conductor: bool = False) -> None:
         self.task_defs = task_defs
         self.workflow_defs = workflow_defs
         self.problems: list[str] = []
+        self.warnings: list[str] = []
         self.refs: set[str] = set()
+        self.all_refs: set[str] = set()
         self.counter = 0
+        self.conductor = conductor
+        self.defaulted: set[str] = set()      # Conductor fields left at their defaults, dropped
+        self.delegated: set[str] = set()      # I/O task types met (run by workers)
+
+    def warn(self, text: str) -> None:
+        if text not in self.warnings:
+            self.warnings.append(text)
 
     def sequence(self, tasks: Any, where: str, known: set[str]) -> list[dict[str, Any]]:
         """Validate a list of tasks run in order; `known` grows with each reference."""
@@ -317,22 +496,50 @@ class _Validator:
         where = _where(ref, path)
         self._check_ref(ref, where)
         kind = task.get("type", "SIMPLE")
-        if kind not in TASK_KINDS:
-            self.problems.append(f"{where}: 'type' {kind!r} is not supported; use one of {', '.join(TASK_KINDS)}")
-            kind = "NOOP"
-        out: dict[str, Any] = {"name": task.get("name") or ref, "taskReferenceName": ref, "type": kind,
+        custom = isinstance(kind, str) and kind not in TASK_KINDS and kind in self.task_defs
+        if custom:   # a type that is not Conductor's, with a task definition named after it
+            self.warn(f"{where}: type '{kind}' is not one of Conductor's; it runs on workers that serve task "
+                      f"type '{kind}' (a task definition of that name is registered)")
+        elif kind not in TASK_KINDS:
+            self.problems.append(f"{where}: 'type' {_show(kind)} is not supported; use one of "
+                                 f"{', '.join(TASK_KINDS)} (or register a task definition named after the type, "
+                                 "and workers that serve it run these tasks)")
+        out: dict[str, Any] = {"name": task.get("name") or ref, "taskReferenceName": ref,
+                               "type": kind if isinstance(kind, str) else "?",
                                "inputParameters": task.get("inputParameters", {}),
                                "description": task.get("description", ""),
-                               "optional": task.get("optional", False),
-                               "startDelay": task.get("startDelay", 0)}
-        self._common_fields(task, out, where, kind, known)
-        unknown = sorted(set(task) - COMMON_TASK_FIELDS - KIND_FIELDS[kind])
-        if unknown:
-            self.problems.append(f"{where}: unknown field(s) {', '.join(unknown)} for type {kind}")
-        getattr(self, f"_kind_{kind.lower()}")(task, out, where, known, previous)
+                               "optional": False if task.get("optional") is None else task["optional"],
+                               "startDelay": task.get("startDelay") or 0}
+        if out["inputParameters"] is None:
+            out["inputParameters"] = {}
+        if out["description"] is None:
+            out["description"] = ""
+        handler_kind = kind if kind in TASK_KINDS else "CUSTOM" if custom else None
+        fields = KIND_FIELDS.get(kind, set()) if isinstance(kind, str) else set()
+        self._common_fields(task, out, where, kind if isinstance(kind, str) else "?", known)
+        self._other_fields(task, out, where, kind if isinstance(kind, str) else "?", fields)
+        if handler_kind is not None:
+            getattr(self, f"_kind_{handler_kind.lower()}")(task, out, where, known, previous)
         if isinstance(ref, str):
             known.add(ref)
         return out
+
+    def _other_fields(self, task: dict[str, Any], out: dict[str, Any], where: str, kind: str,
+                      fields: set[str]) -> None:
+        """Fields that do not belong to this kind: Conductor's left at defaults are dropped,
+        Conductor's with a value are dropped with a warning saying why, others are problems."""
+        unknown = []
+        for field in sorted(set(task) - COMMON_TASK_FIELDS - fields):
+            value = task[field]
+            if field not in CONDUCTOR_TASK_FIELDS:
+                unknown.append(field)
+            elif field in _SILENT_TASK_FIELDS or _is_default(value):
+                self.defaulted.add(field)
+            else:
+                reason = CONDUCTOR_TASK_FIELDS[field] or f"it has no meaning for a {kind} task"
+                self.warn(f"{where}: '{field}' is ignored: {reason}")
+        if unknown:
+            self.problems.append(f"{where}: unknown field(s) {', '.join(unknown)} for type {kind}")
 
     def _check_ref(self, ref: Any, where: str) -> None:
         if not isinstance(ref, str) or not NAME.match(ref) or "__" in ref:
@@ -350,7 +557,10 @@ class _Validator:
         if not isinstance(out["inputParameters"], dict):
             self.problems.append(f"{where}: 'inputParameters' must be an object")
             out["inputParameters"] = {}
-        self.template(out["inputParameters"], f"{where}: 'inputParameters'", known)
+        own = out["taskReferenceName"]
+        # A DO_WHILE's inputs are resolved again for each condition, when the loop itself exists.
+        visible = known | {own} if kind == "DO_WHILE" and isinstance(own, str) else known
+        self.template(out["inputParameters"], f"{where}: 'inputParameters'", visible)
         if not isinstance(out["optional"], bool):
             self.problems.append(f"{where}: 'optional' must be true or false")
         problem = _number_problem(out["startDelay"], "startDelay", low=0, high=MAX_DURATION_SECONDS,
@@ -359,13 +569,37 @@ class _Validator:
             self.problems.append(f"{where}: {problem}")
         if not isinstance(out["description"], str):
             self.problems.append(f"{where}: 'description' must be a string")
-        if "retryCount" in task:
+        if "retryCount" in task and task["retryCount"] is not None:
             value = task["retryCount"]
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 100:
-                self.problems.append(f"{where}: 'retryCount' must be an integer from 0 to 100")
+            if isinstance(value, int) and not isinstance(value, bool) and MAX_RETRY_COUNT < value <= _JAVA_INT:
+                self.warn(f"{where}: 'retryCount' {value} is above the limit of {MAX_RETRY_COUNT}; "
+                          f"{MAX_RETRY_COUNT} is used")
+                value = MAX_RETRY_COUNT
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RETRY_COUNT:
+                self.problems.append(f"{where}: 'retryCount' must be an integer from 0 to {MAX_RETRY_COUNT}")
             out["retryCount"] = value
         if "compensation" in task:
             out["compensation"] = self._compensation(task["compensation"], where, known | {out["taskReferenceName"]})
+        embedded = task.get("taskDefinition")
+        if embedded is not None and (kind in WORKER_KINDS or kind not in TASK_KINDS):
+            self._embedded_task_def(embedded, out, where)
+        elif not _is_default(embedded):
+            self.warn(f"{where}: 'taskDefinition' is ignored: retries and timeouts of a {kind} task are not "
+                      "taken from a task definition here")
+
+    def _embedded_task_def(self, embedded: Any, out: dict[str, Any], where: str) -> None:
+        """A task definition inside the workflow task (Conductor's `taskDefinition`): it wins over
+        a registered one of the same name, as in Conductor."""
+        if not isinstance(embedded, dict):
+            self.problems.append(f"{where}: 'taskDefinition' must be an object (a task definition)")
+            return
+        name = out["name"] if isinstance(out["name"], str) else "?"
+        definition, problems, warnings = check_task_def({**embedded, "name": embedded.get("name") or name})
+        self.problems.extend(f"{where}: 'taskDefinition': {p}" for p in problems)
+        for warning in warnings:
+            self.warn(f"{where}: 'taskDefinition': {warning}")
+        if not problems:
+            out["taskDefinition"] = definition
 
     def _compensation(self, spec: Any, where: str, known: set[str]) -> dict[str, Any]:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
@@ -388,8 +622,27 @@ class _Validator:
         name = task.get("name")
         if not isinstance(name, str) or not name:
             self.problems.append(f"{where}: 'name' (the task definition to run) is required")
-        else:
+        elif "taskDefinition" not in out:
             self._task_def_exists(name, where)
+
+    def _kind_custom(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        out["taskType"] = task["type"]
+
+    def _delegated(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        kind = out["type"]
+        if kind not in self.delegated:
+            self.delegated.add(kind)
+            self.warn(f"{kind} tasks are not run by this version: each runs on a worker that serves task type "
+                      f"'{kind}' (its input is the task's inputParameters, its output the worker's result)")
+        if "sink" in task:
+            out["sink"] = task["sink"]
+
+    def _kind_dynamic(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        param = task.get("dynamicTaskNameParam")
+        if not isinstance(param, str) or param not in out["inputParameters"]:
+            self.problems.append(f"{where}: 'dynamicTaskNameParam' must name a key of 'inputParameters' (the input "
+                                 "that holds the name of the task definition to run)")
+        out["dynamicTaskNameParam"] = param
 
     def _kind_noop(self, *_: Any) -> None:
         pass
@@ -397,21 +650,104 @@ class _Validator:
     _kind_set_variable = _kind_noop
     _kind_human = _kind_noop
 
+    def _script(self, source: Any, where: str, *, wrap_lambda: bool = False) -> None:
+        """Check that a literal JavaScript source compiles (one with `${...}` is resolved first)."""
+        if not isinstance(source, str) or not source.strip():
+            self.problems.append(f"{where}: a script (text) is required")
+            return
+        if _is_template(source):
+            return
+        problem = javascript.check_syntax(javascript.lambda_script(source) if wrap_lambda else source)
+        if problem:
+            self.problems.append(f"{where}: {problem}")
+
+    def _evaluated(self, evaluator: Any, source: Any, where: str, inputs: dict[str, Any], *,
+                   field: str = "expression") -> None:
+        """Check an expression for its evaluator: a safe expression, JavaScript, or the name of
+        an input parameter (value-param)."""
+        if evaluator == "expression":
+            if not _is_template(source):
+                self._safe_expression(source, f"{where}: '{field}'")
+        elif evaluator in JAVASCRIPT:
+            self._script(source, f"{where}: '{field}'")
+        elif evaluator == "value-param":
+            if not isinstance(source, str):
+                self.problems.append(f"{where}: with evaluatorType 'value-param', '{field}' must name a key "
+                                     "of 'inputParameters'")
+        elif not _is_template(evaluator):
+            self.problems.append(f"{where}: 'evaluatorType' must be one of {', '.join(INLINE_EVALUATORS)}, got "
+                                 f"{_show(evaluator)}")
+
     def _kind_inline(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        out["expression"] = self._safe_expression(task.get("expression"), f"{where}: 'expression'")
+        inputs = out["inputParameters"]
+        if "expression" in task:   # ours: the expression and its evaluator on the task
+            evaluator = task.get("evaluatorType") or "expression"
+            self._evaluated(evaluator, task["expression"], where, inputs)
+            if evaluator == "value-param" and task["expression"] not in inputs:
+                self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
+                                     "of 'inputParameters'")
+            out["expression"], out["evaluatorType"] = task["expression"], evaluator
+        elif "expression" in inputs:   # Conductor's: both in inputParameters, resolved like any input
+            evaluator = task.get("evaluatorType") or inputs.get("evaluatorType")
+            if evaluator is None:
+                self.problems.append(f"{where}: 'inputParameters.evaluatorType' is required with "
+                                     f"'inputParameters.expression' ({', '.join(INLINE_EVALUATORS)})")
+            else:
+                self._evaluated(evaluator, inputs["expression"], where, inputs, field="inputParameters.expression")
+                if evaluator == "value-param" and inputs["expression"] not in inputs:
+                    self.problems.append(f"{where}: with evaluatorType 'value-param', 'inputParameters.expression' "
+                                         "must name a key of 'inputParameters'")
+            if "evaluatorType" in task:
+                out["evaluatorType"] = evaluator
+        else:
+            self.problems.append(f"{where}: 'expression' is required (on the task, or in 'inputParameters' with "
+                                 "'evaluatorType', as Conductor writes it)")
+
+    def _kind_lambda(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        inputs = out["inputParameters"]
+        if "scriptExpression" in task and task["scriptExpression"] is not None:
+            self._script(task["scriptExpression"], f"{where}: 'scriptExpression'", wrap_lambda=True)
+            out["scriptExpression"] = task["scriptExpression"]
+        elif "scriptExpression" in inputs:
+            self._script(inputs["scriptExpression"], f"{where}: 'inputParameters.scriptExpression'",
+                         wrap_lambda=True)
+        else:
+            self.problems.append(f"{where}: 'inputParameters.scriptExpression' (the body of a JavaScript "
+                                 "function) is required")
+
+    def _kind_json_jq_transform(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        query = out["inputParameters"].get("queryExpression")
+        if _is_template(query):
+            return
+        problem = jqtransform.check_query(query)
+        if problem:
+            self.problems.append(f"{where}: 'inputParameters.{problem[1:]}" if problem.startswith("'") else
+                                 f"{where}: {problem}")
 
     def _kind_terminate(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                         _: Any) -> None:
-        status = task.get("terminationStatus", "COMPLETED")
-        if status not in TERMINATION_STATUSES:
-            self.problems.append(f"{where}: 'terminationStatus' must be one of {', '.join(TERMINATION_STATUSES)}")
-        out["terminationStatus"] = status
-        out["terminationReason"] = task.get("terminationReason", "")
-        out["workflowOutput"] = task.get("workflowOutput", {})
-        if not isinstance(out["workflowOutput"], dict):
-            self.problems.append(f"{where}: 'workflowOutput' must be an object (it becomes the workflow's output)")
-        self.template(out["workflowOutput"], f"{where}: 'workflowOutput'", known)
-        self.template(out["terminationReason"], f"{where}: 'terminationReason'", known)
+        inputs = out["inputParameters"]
+        if any(f in task for f in ("terminationStatus", "terminationReason", "workflowOutput")) \
+                or "terminationStatus" not in inputs:   # ours: on the task
+            status = task.get("terminationStatus", "COMPLETED")
+            if status not in TERMINATION_STATUSES:
+                self.problems.append(f"{where}: 'terminationStatus' must be one of "
+                                     f"{', '.join(TERMINATION_STATUSES)}")
+            out["terminationStatus"] = status
+            out["terminationReason"] = task.get("terminationReason", "")
+            out["workflowOutput"] = task.get("workflowOutput", {})
+            if not isinstance(out["workflowOutput"], dict):
+                self.problems.append(f"{where}: 'workflowOutput' must be an object (it becomes the workflow's "
+                                     "output)")
+            self.template(out["workflowOutput"], f"{where}: 'workflowOutput'", known)
+            self.template(out["terminationReason"], f"{where}: 'terminationReason'", known)
+            return
+        status = inputs["terminationStatus"]   # Conductor's: in inputParameters, resolved at run time
+        if not _is_template(status) and status not in TERMINATION_STATUSES:
+            self.problems.append(f"{where}: 'inputParameters.terminationStatus' must be one of "
+                                 f"{', '.join(TERMINATION_STATUSES)}, got {_show(status)}")
+        if out["optional"]:
+            self.problems.append(f"{where}: a TERMINATE task cannot be optional")
 
     def _kind_wait(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str], _: Any) -> None:
         duration, until = task.get("duration"), task.get("until")
@@ -429,18 +765,76 @@ class _Validator:
                 self.problems.append(f"{where}: 'until' must be epoch milliseconds from 0 to {MAX_EPOCH_MS} "
                                      f"(year 9999) or a ${{...}} expression, got {_show(until)}")
         out["duration"], out["until"] = duration, until
+        if duration is not None or until is not None:
+            return
+        inputs = out["inputParameters"]   # Conductor's: "10s" / "2024-01-01 10:00 UTC" in inputParameters
+        in_duration, in_until = inputs.get("duration"), inputs.get("until")
+        if in_duration is not None and in_until is not None:
+            self.problems.append(f"{where}: give 'inputParameters.duration' or 'inputParameters.until', not both")
+        for field, value in (("duration", in_duration), ("until", in_until)):
+            if value is None or _is_template(value):
+                continue
+            try:
+                wait_literal(field, value)
+            except ValueError as exc:
+                self.problems.append(f"{where}: 'inputParameters.{field}': {exc}")
 
-    def _kind_sub_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+    def _kind_sub_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
+                           _: Any) -> None:
         param = task.get("subWorkflowParam")
         if not isinstance(param, dict) or not isinstance(param.get("name"), str):
             self.problems.append(f"{where}: 'subWorkflowParam' must be an object with 'name' (and 'version')")
             return
-        version = param.get("version", 0)
-        if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
+        name, version = param["name"], param.get("version", 0)
+        version = 0 if version is None else version
+        if isinstance(version, str) and version.strip().isdigit():
+            version = int(version)
+        dynamic = _is_template(name) or _is_template(version)
+        inline = param.get("workflowDefinition")
+        if dynamic:
+            self.template({"name": name, "version": version}, f"{where}: 'subWorkflowParam'", known)
+        if not dynamic and (not isinstance(version, int) or isinstance(version, bool)
+                            or not 0 <= version <= MAX_VERSION):
             self.problems.append(f"{where}: 'subWorkflowParam.version' must be 0 (latest) or a version number")
-        elif self.workflow_defs.get(param["name"]) is None:
-            self.problems.append(f"{where}: no workflow definition named '{param['name']}' is registered")
-        out["subWorkflowParam"] = {"name": param["name"], "version": version}
+        elif inline is not None:
+            out["subWorkflowParam"] = {"name": name, "version": version,
+                                       "workflowDefinition": self._inline_definition(inline, where)}
+        elif not dynamic and self.workflow_defs.get(name) is None:
+            self.problems.append(f"{where}: no workflow definition named '{name}' is registered")
+        out.setdefault("subWorkflowParam", {"name": name, "version": version})
+        extras = sorted(k for k, v in param.items()
+                        if k not in ("name", "version", "workflowDefinition") and not _is_default(v))
+        if extras:
+            self.warn(f"{where}: 'subWorkflowParam' field(s) {', '.join(extras)} are ignored (task-to-domain "
+                      "mapping, priorities and idempotency settings of children are not supported)")
+
+    def _inline_definition(self, inline: Any, where: str) -> Any:
+        """A sub-workflow defined inside the task (Conductor's `subWorkflowParam.workflowDefinition`):
+        checked as a definition of its own and stored normalised in the task."""
+        if not isinstance(inline, dict):
+            self.problems.append(f"{where}: 'subWorkflowParam.workflowDefinition' must be a workflow definition")
+            return inline
+        check = check_workflow_def(inline, self.task_defs, self.workflow_defs)
+        self.problems.extend(f"{where}: 'subWorkflowParam.workflowDefinition': {p}" for p in check.problems)
+        for warning in check.warnings:
+            self.warn(f"{where}: 'subWorkflowParam.workflowDefinition': {warning}")
+        return check.definition
+
+    def _kind_start_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        spec = out["inputParameters"].get("startWorkflow")
+        if _is_template(spec):
+            return
+        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+            self.problems.append(f"{where}: 'inputParameters.startWorkflow' must be an object with 'name' (and "
+                                 "'version', 'input', 'correlationId')")
+            return
+        version = spec.get("version")
+        if version is not None and not _is_template(version) and (
+                not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION):
+            self.problems.append(f"{where}: 'inputParameters.startWorkflow.version' must be 0 (latest) or a "
+                                 "version number")
+        if not _is_template(spec["name"]) and self.workflow_defs.get(spec["name"]) is None:
+            self.problems.append(f"{where}: no workflow definition named '{spec['name']}' is registered")
 
     def _kind_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                    previous: dict[str, Any] | None) -> None:
@@ -449,13 +843,33 @@ class _Validator:
             out["joinOn"] = []
             return
         join_on = task.get("joinOn", [])
+        if join_on is None:
+            join_on = []
         if not isinstance(join_on, list) or not all(isinstance(r, str) for r in join_on):
             self.problems.append(f"{where}: 'joinOn' must be a list of task references")
             join_on = []
         missing = [r for r in join_on if r not in known]
-        if missing:
+        if missing and previous.get("type") == "FORK_JOIN_DYNAMIC" and self.conductor:
+            self.warn(f"{where}: 'joinOn' names reference(s) {', '.join(missing)} that no task of this definition "
+                      "has; the JOIN waits for every dynamic branch")
+            join_on = []
+        elif missing:
             self.problems.append(f"{where}: 'joinOn' names unknown reference(s) {', '.join(missing)}")
         out["joinOn"] = join_on
+
+    def _kind_exclusive_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
+                             _: Any) -> None:
+        for field in ("joinOn", "defaultExclusiveJoinTask"):
+            refs = task.get(field) or []
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                self.problems.append(f"{where}: '{field}' must be a list of task references")
+                refs = []
+            missing = [r for r in refs if r not in known]
+            if missing:
+                self.problems.append(f"{where}: '{field}' names unknown reference(s) {', '.join(missing)}")
+            out[field] = refs
+        if not out["joinOn"]:
+            self.problems.append(f"{where}: 'joinOn' must name the last task of each branch it joins")
 
     def _kind_fork_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                         _: Any) -> None:
@@ -477,14 +891,26 @@ class _Validator:
             known |= branch_known
 
     def _kind_fork_join_dynamic(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        inputs = out["inputParameters"]
         by_param = task.get("dynamicForkTasksParam")
         by_name = task.get("forkTaskName")
+        simple = "forkTaskInputs" in inputs and any(k in inputs for k in ("forkTaskName", "forkTaskWorkflow",
+                                                                           "forkTaskType"))
+        if task.get("dynamicForkJoinTasksParam"):
+            self.problems.append(f"{where}: 'dynamicForkJoinTasksParam' (Conductor's deprecated form) is not "
+                                 "supported; use 'dynamicForkTasksParam' + 'dynamicForkTasksInputParamName'")
+        if simple and not by_name:   # Conductor's: one task (or sub-workflow) per item of forkTaskInputs
+            self._conductor_fork_inputs(inputs, where)
+            if by_param:
+                out["dynamicForkTasksParam"] = by_param
+                out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
+            return
         if bool(by_param) == bool(by_name):
             self.problems.append(f"{where}: give either 'dynamicForkTasksParam' (+ 'dynamicForkTasksInputParamName')"
                                  " or 'forkTaskName' + 'forkTaskInputs'")
         if by_param:
             for field in ("dynamicForkTasksParam", "dynamicForkTasksInputParamName"):
-                if task.get(field) not in out["inputParameters"]:
+                if task.get(field) not in inputs:
                     self.problems.append(f"{where}: '{field}' must name a key of 'inputParameters'")
             out["dynamicForkTasksParam"] = by_param
             out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
@@ -500,20 +926,58 @@ class _Validator:
             out["forkTaskName"] = by_name
             out["forkTaskInputs"] = task.get("forkTaskInputs")
 
+    def _conductor_fork_inputs(self, inputs: dict[str, Any], where: str) -> None:
+        name, workflow, kind = inputs.get("forkTaskName"), inputs.get("forkTaskWorkflow"), inputs.get("forkTaskType")
+        items = inputs.get("forkTaskInputs")
+        if isinstance(items, list) and len(items) > MAX_FORK_BRANCHES:
+            self.problems.append(f"{where}: 'inputParameters.forkTaskInputs' has {len(items)} items, more than the "
+                                 f"limit of {MAX_FORK_BRANCHES} branches")
+        if workflow is not None:
+            if isinstance(workflow, str) and not _is_template(workflow) and self.workflow_defs.get(workflow) is None:
+                self.problems.append(f"{where}: no workflow definition named '{workflow}' is registered "
+                                     "('inputParameters.forkTaskWorkflow')")
+        elif kind in (None, "SIMPLE") and isinstance(name, str) and not _is_template(name):
+            self._task_def_exists(name, f"{where}: 'inputParameters.forkTaskName'")
+        elif kind is not None and not _is_template(kind) and kind not in TASK_KINDS:
+            self.problems.append(f"{where}: 'inputParameters.forkTaskType' {_show(kind)} is not supported")
+
     def _kind_switch(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                      _: Any) -> None:
-        evaluator = task.get("evaluatorType", "value-param")
+        evaluator = task.get("evaluatorType") or "value-param"
         expression = task.get("expression")
         if evaluator == "value-param":
             if expression not in out["inputParameters"]:
                 self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
                                      "of 'inputParameters'")
-        elif evaluator in ("expression", "javascript"):
-            evaluator = "expression"
+        elif evaluator == "expression":
             self._safe_expression(expression, f"{where}: 'expression'")
+        elif evaluator in JAVASCRIPT:
+            self._script(expression, f"{where}: 'expression'")
         else:
-            self.problems.append(f"{where}: 'evaluatorType' must be 'value-param' or 'expression'")
+            self.problems.append(f"{where}: 'evaluatorType' must be 'value-param', 'expression', 'javascript' or "
+                                 "'graaljs'")
+        self._cases(task, out, where, known)
+        out["evaluatorType"], out["expression"] = evaluator, expression
+
+    def _kind_decision(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
+                       _: Any) -> None:
+        param, expression = task.get("caseValueParam"), task.get("caseExpression")
+        if param:
+            if param not in out["inputParameters"]:
+                self.problems.append(f"{where}: 'caseValueParam' must name a key of 'inputParameters'")
+            out["caseValueParam"] = param
+        elif expression:
+            self._script(expression, f"{where}: 'caseExpression'")
+            out["caseExpression"] = expression
+        else:
+            self.problems.append(f"{where}: a DECISION needs 'caseValueParam' (an input parameter) or "
+                                 "'caseExpression' (JavaScript)")
+        self._cases(task, out, where, known)
+
+    def _cases(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str]) -> None:
         cases = task.get("decisionCases", {})
+        if cases is None:
+            cases = {}
         if not isinstance(cases, dict):
             self.problems.append(f"{where}: 'decisionCases' must be an object of case -> task list")
             cases = {}
@@ -527,27 +991,78 @@ class _Validator:
         branch_known = set(before)
         out["defaultCase"] = self.sequence(default, f"{where}.defaultCase", branch_known) if default else []
         known |= branch_known
-        out["evaluatorType"], out["expression"] = evaluator, expression
 
     def _kind_do_while(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                        _: Any) -> None:
         condition, items = task.get("loopCondition"), task.get("items")
-        if (condition is None) == (items is None):
+        evaluator = task.get("evaluatorType")
+        inputs = out["inputParameters"]
+        if condition is not None and not isinstance(condition, str):
+            self.problems.append(f"{where}: 'loopCondition' must be text")
+            condition = None
+        if condition is not None and not condition.strip():
+            condition = None
+        engine = None
+        if items is None and condition is None and "items" in inputs:
+            items, engine = inputs["items"], "items"   # Conductor's: loop over inputParameters.items
+        if (condition is None) == (items is None) and engine is None:
             self.problems.append(f"{where}: give 'loopCondition' (loop while true) or 'items' (loop over a list)")
-        if condition is not None:
-            self._safe_expression(condition, f"{where}: 'loopCondition'")
         if items is not None:
+            engine = engine or "items"
             self.template(items, f"{where}: 'items'", known)
-        cap = task.get("maxIterations", 100)
+            if condition is not None:
+                self.warn(f"{where}: 'loopCondition' is ignored: the loop runs once per element of 'items'")
+                condition = None
+        elif condition is not None:
+            engine = self._loop_engine(condition, evaluator, where, inputs)
+        conductor_style = engine != "expression"
+        cap = task.get("maxIterations")
+        if cap is None:
+            cap = MAX_LOOP_ITERATIONS if conductor_style else 100
+            if conductor_style and engine != "items":
+                self.warn(f"{where}: this DO_WHILE stops after {cap} iterations (limits.MAX_LOOP_ITERATIONS) even "
+                          "if its condition still holds; Conductor has no such cap")
         if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_LOOP_ITERATIONS:
             self.problems.append(f"{where}: 'maxIterations' must be an integer from 1 to {MAX_LOOP_ITERATIONS}")
         elif isinstance(items, list) and len(items) > cap:
             self.problems.append(f"{where}: 'items' has {len(items)} elements, more than 'maxIterations' ({cap})")
+        keep = inputs.get("keepLastN")
+        if keep is not None and not _is_template(keep) and (not isinstance(keep, int) or isinstance(keep, bool)
+                                                            or keep < 1):
+            self.problems.append(f"{where}: 'inputParameters.keepLastN' must be a whole number of iterations >= 1")
         ref = out["taskReferenceName"]
         inner_known = known | ({ref} if isinstance(ref, str) else set())
         out["loopOver"] = self.sequence(task.get("loopOver"), f"{where}.loopOver", inner_known)
         known |= inner_known
         out["loopCondition"], out["items"], out["maxIterations"] = condition, items, cap
+        if engine is not None and engine != "items":
+            out["evaluatorType"] = engine
+
+    def _loop_engine(self, condition: str, evaluator: Any, where: str, inputs: dict[str, Any]) -> str:
+        """How a loop condition is evaluated: 'expression' (a safe expression over the workflow's
+        scope, `$.<ref>.output...`), 'javascript' (Conductor's: `$` = the loop's inputs and each
+        loop task's output by reference) or 'value-param' (an input parameter's value)."""
+        if evaluator == "expression":
+            self._safe_expression(condition, f"{where}: 'loopCondition'")
+            return "expression"
+        if evaluator == "value-param":
+            if condition not in inputs:
+                self.problems.append(f"{where}: with evaluatorType 'value-param', 'loopCondition' must name a key of "
+                                     "'inputParameters'")
+            return "value-param"
+        if evaluator is not None and evaluator not in JAVASCRIPT:
+            self.problems.append(f"{where}: 'evaluatorType' must be 'javascript', 'graaljs', 'value-param' or "
+                                 f"'expression', got {_show(evaluator)}")
+            return "javascript"
+        if evaluator is None and not self.conductor:
+            try:
+                compile_expression(condition)
+                if _our_loop_style(condition, self.all_refs):
+                    return "expression"
+            except SafeExpressionError:
+                pass
+        self._script(condition, f"{where}: 'loopCondition'")
+        return str(evaluator or "javascript")
 
     # ---------------------------------------------------------------- helpers
 
@@ -566,17 +1081,141 @@ class _Validator:
         return source
 
     def template(self, template: Any, where: str, known: set[str]) -> None:
-        """Every `${...}` must parse and may only name tasks that run before this point;
+        """Every `${...}` must parse and may only name tasks that run before this point (in a
+        Conductor definition such a reference resolves to null, as in Conductor: a warning);
         every number must be finite."""
         bad = _non_finite(template)
         if bad:
             self.problems.append(f"{where}: {bad}")
         try:
             for reference in references_in(template):
-                if reference.root != "workflow" and reference.root not in known:
+                if reference.root in ("workflow", TASK_ID) or reference.root in known:
+                    continue
+                if self.conductor:
+                    later = "runs later" if reference.root in self.all_refs else "is no task of this workflow"
+                    self.warn(f"{where}: '${{{reference.root}...}}' {later}; it resolves to null here (as in "
+                              "Conductor)")
+                else:
                     self.problems.append(f"{where}: '${{{reference.root}...}}' names no earlier task reference")
         except TemplateError as exc:
             self.problems.append(f"{where}: {exc}")
+
+
+for _kind in DELEGATED_KINDS:
+    setattr(_Validator, f"_kind_{_kind.lower()}", _Validator._delegated)
+
+
+def wait_literal(field: str, value: Any) -> int:
+    """A WAIT input written as Conductor writes it: seconds for 'duration', epoch ms for 'until'."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{_show(value)} is neither a number nor text")
+    if field == "duration":
+        seconds = float(value) if not isinstance(value, str) else parse_duration_seconds(value)
+        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION_SECONDS:
+            raise ValueError(f"{_show(value)} is not a duration from 0 to {TEN_YEARS}")
+        return int(seconds * 1000)
+    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+        return parse_until_ms(value)
+    number = float(value)
+    if not math.isfinite(number) or not 0 <= number <= MAX_EPOCH_MS:
+        raise ValueError(f"{_show(value)} is not a time in epoch milliseconds from 0 to {MAX_EPOCH_MS}")
+    return int(number)
+
+
+def _all_refs(tasks: Any) -> set[str]:
+    return {t["taskReferenceName"] for t in iter_tasks(tasks) if isinstance(t.get("taskReferenceName"), str)}
+
+
+def check_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[str, Any]],
+                       workflow_defs: Mapping[str, Any] | None = None) -> WorkflowCheck:
+    """`validate_workflow_def` with the warnings too: fields kept without effect here, fields
+    ignored and why, and Conductor semantics this version does not have."""
+    problems, verdict = document_problems(raw, "workflow definition")
+    if verdict != TOO_BIG:   # every task above the nesting limit lies within the depth measured
+        problems[:0] = _nesting_problems(raw.get("tasks"))
+    if verdict:
+        return WorkflowCheck(cast(WorkflowDef, dict(raw)), problems, [])
+    validator = _Validator(task_defs, workflow_defs or {}, conductor="schemaVersion" in raw)
+    validator.problems = problems
+    validator.all_refs = _all_refs(raw.get("tasks"))
+    warnings = validator.warnings
+    name = raw.get("name")
+    if not isinstance(name, str) or not NAME.match(name):
+        problems.append("workflow definition: 'name' is required: letters, digits, '_', '.', '-' (max 128)")
+        name = "?"
+    out: dict[str, Any] = {**WORKFLOW_DEF_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
+    where = f"workflow '{name}'"
+    _check_int(out, "version", where, problems, low=1, high=MAX_VERSION)
+    _check_number(out, "timeoutSeconds", where, problems, low=0.0, high=MAX_DURATION_SECONDS)
+    _check_choice(out, "timeoutPolicy", WORKFLOW_TIMEOUT_POLICIES, where, problems)
+    if out.get("timeoutSeconds") and "timeoutPolicy" not in raw:
+        validator.warn(f"{where}: no 'timeoutPolicy' with 'timeoutSeconds': TIME_OUT_WF is used (Conductor's "
+                       "default is ALERT_ONLY)")
+    for field in ("outputParameters", "variables"):
+        if not isinstance(out[field], dict):
+            problems.append(f"{where}: '{field}' must be an object")
+    bad = _non_finite(out["variables"])
+    if bad:
+        problems.append(f"{where}: 'variables': {bad}")
+    if not isinstance(out["description"], str):
+        problems.append(f"{where}: 'description' must be a string")
+    _conductor_workflow_fields(raw, out, where, validator)
+    failure = out["failureWorkflow"]
+    if failure and (not isinstance(failure, str) or (not _failure_expression(failure)
+                                                     and validator.workflow_defs.get(failure) is None)):
+        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({_show(failure)})")
+    known: set[str] = set()
+    out["tasks"] = validator.sequence(out.get("tasks"), "tasks", known)
+    validator.template(out["outputParameters"], f"{where}: 'outputParameters'", known)
+    if isinstance(failure, str) and failure.startswith("${"):
+        validator.template(failure, f"{where}: 'failureWorkflow'", set())
+    unknown = sorted(set(out) - set(WORKFLOW_DEF_DEFAULTS) - WORKFLOW_KEPT_FIELDS - set(WORKFLOW_UNENFORCED)
+                     - {"name", "tasks"})
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+    cycle = workflow_cycle(name, out, validator.workflow_defs) if name != "?" else None
+    if cycle:
+        problems.append(f"{where}: workflow '{name}' would run itself: {' -> '.join(cycle)} (through sub-workflows "
+                        "and failureWorkflow); a workflow must not start itself, directly or through others")
+    if validator.defaulted:
+        warnings.append(f"{where}: fields of other task types left at their defaults were dropped: "
+                        f"{', '.join(sorted(validator.defaulted))}")
+    return WorkflowCheck(cast(WorkflowDef, out), problems, warnings)
+
+
+def _failure_expression(failure: str) -> bool:
+    """`$workflow.input.name` (Conductor's form) or `${workflow.input.name}`: the failure
+    workflow's name is read from the workflow's input when it fails."""
+    return failure.startswith("$workflow.input.") or failure.startswith("${")
+
+
+def _conductor_workflow_fields(raw: Mapping[str, Any], out: dict[str, Any], where: str,
+                               validator: _Validator) -> None:
+    """Conductor's workflow fields: checked when they have behaviour here, kept either way,
+    reported when they are set but have no effect here."""
+    problems = validator.problems
+    if "schemaVersion" in raw and raw["schemaVersion"] != 2:
+        problems.append(f"{where}: 'schemaVersion' must be 2 (schemaVersion 1, with paths written without "
+                        f"${{...}}, is not supported; Conductor refuses it too), got {_show(raw['schemaVersion'])}")
+    template = out.get("inputTemplate")
+    if template is not None:
+        if not isinstance(template, dict):
+            problems.append(f"{where}: 'inputTemplate' must be an object (default input values)")
+        elif (bad := _non_finite(template)):
+            problems.append(f"{where}: 'inputTemplate': {bad}")
+        elif not template:
+            del out["inputTemplate"]
+    if "restartable" in out and not isinstance(out["restartable"], bool):
+        problems.append(f"{where}: 'restartable' must be true or false")
+    elif out.get("restartable") is False:
+        validator.warn(f"{where}: 'restartable: false' is kept but not enforced: a restart is still accepted")
+    version = out.get("failureWorkflowVersion")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)
+                                or not 0 <= version <= MAX_VERSION):
+        problems.append(f"{where}: 'failureWorkflowVersion' must be 0 (latest) or a version number")
+    for field, reason in WORKFLOW_UNENFORCED.items():
+        if field in out and not _is_default(out[field]):
+            validator.warn(f"{where}: '{field}' is kept but has no effect here: {reason}")
 
 
 def validate_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[str, Any]],
@@ -590,46 +1229,11 @@ def validate_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mappin
     refused either way.
 
     Returns the normalised definition (of the WorkflowDef shape only when there are no
-    problems) and the list of problems (empty when valid).
+    problems) and the list of problems (empty when valid). `check_workflow_def` also returns
+    the warnings.
     """
-    problems, verdict = document_problems(raw, "workflow definition")
-    if verdict != TOO_BIG:   # every task above the nesting limit lies within the depth measured
-        problems[:0] = _nesting_problems(raw.get("tasks"))
-    if verdict:
-        return cast(WorkflowDef, dict(raw)), problems
-    validator = _Validator(task_defs, workflow_defs or {})
-    validator.problems = problems
-    name = raw.get("name")
-    if not isinstance(name, str) or not NAME.match(name):
-        problems.append("workflow definition: 'name' is required: letters, digits, '_', '.', '-' (max 128)")
-        name = "?"
-    out: dict[str, Any] = {**WORKFLOW_DEF_DEFAULTS, **{k: v for k, v in raw.items() if v is not None}}
-    where = f"workflow '{name}'"
-    _check_int(out, "version", where, problems, low=1, high=MAX_VERSION)
-    _check_number(out, "timeoutSeconds", where, problems, low=0.0, high=MAX_DURATION_SECONDS)
-    _check_choice(out, "timeoutPolicy", WORKFLOW_TIMEOUT_POLICIES, where, problems)
-    for field in ("outputParameters", "variables"):
-        if not isinstance(out[field], dict):
-            problems.append(f"{where}: '{field}' must be an object")
-    bad = _non_finite(out["variables"])
-    if bad:
-        problems.append(f"{where}: 'variables': {bad}")
-    if not isinstance(out["description"], str):
-        problems.append(f"{where}: 'description' must be a string")
-    failure = out["failureWorkflow"]
-    if failure and (not isinstance(failure, str) or validator.workflow_defs.get(failure) is None):
-        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({_show(failure)})")
-    known: set[str] = set()
-    out["tasks"] = validator.sequence(out.get("tasks"), "tasks", known)
-    validator.template(out["outputParameters"], f"{where}: 'outputParameters'", known)
-    unknown = sorted(set(out) - set(WORKFLOW_DEF_DEFAULTS) - {"name", "tasks"})
-    if unknown:
-        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
-    cycle = workflow_cycle(name, out, validator.workflow_defs) if name != "?" else None
-    if cycle:
-        problems.append(f"{where}: workflow '{name}' would run itself: {' -> '.join(cycle)} (through sub-workflows "
-                        "and failureWorkflow); a workflow must not start itself, directly or through others")
-    return cast(WorkflowDef, out), problems
+    check = check_workflow_def(raw, task_defs, workflow_defs)
+    return check.definition, check.problems
 
 
 def normalise_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[str, Any]],
@@ -637,6 +1241,15 @@ def normalise_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mappi
     out, problems = validate_workflow_def(raw, task_defs, workflow_defs)
     _raise_if(problems, "invalid workflow definition")
     return out
+
+
+def normalise_dynamic_task(raw: Any, task_defs: Mapping[str, Any], workflow_names: set[str],
+                           known: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """A task that only exists at run time (a branch of a dynamic fork, given as data), checked
+    and normalised as a task of a Conductor definition: (task, problems)."""
+    validator = _Validator(task_defs, {name: True for name in workflow_names}, conductor=True)
+    node = validator.task(raw, "dynamic task", set(known), None)
+    return node, validator.problems
 
 
 def _nesting_problems(tasks: Any) -> list[str]:
@@ -713,36 +1326,122 @@ def iter_tasks(tasks: Any) -> Iterator[dict[str, Any]]:
     return _depth_first(tasks)
 
 
+def _definitions(raw: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """`raw` and every sub-workflow defined inside it (`subWorkflowParam.workflowDefinition`),
+    however deep, without recursion."""
+    stack: list[Mapping[str, Any]] = [raw]
+    while stack:
+        current = stack.pop()
+        yield current
+        for task in iter_tasks(current.get("tasks")):
+            param = task.get("subWorkflowParam") if task.get("type") == "SUB_WORKFLOW" else None
+            if isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict):
+                stack.append(param["workflowDefinition"])
+
+
+def _literal(value: Any) -> TypeGuard[str]:
+    """A name written as text (not a `${...}` or `$workflow.input...` expression)."""
+    return isinstance(value, str) and bool(value) and not value.startswith("$")
+
+
 def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
-    """Names of the task definitions a (possibly invalid) workflow definition uses."""
+    """Names of the task definitions a (possibly invalid) workflow definition uses: those of
+    SIMPLE tasks without an embedded `taskDefinition`, of literal dynamic fork task names, of
+    compensations and of task types that are not Conductor's (served by workers, they need a
+    task definition named after them); in sub-workflows defined inline too."""
     names: set[str] = set()
-    for task in iter_tasks(raw.get("tasks")):
-        kind = task.get("type", "SIMPLE")
-        if kind == "SIMPLE" and isinstance(task.get("name"), str):
-            names.add(task["name"])
-        if kind == "FORK_JOIN_DYNAMIC" and isinstance(task.get("forkTaskName"), str):
-            names.add(task["forkTaskName"])
-        compensation = task.get("compensation")
-        if isinstance(compensation, dict) and isinstance(compensation.get("name"), str):
-            names.add(compensation["name"])
+    for definition in _definitions(raw):
+        for task in iter_tasks(definition.get("tasks")):
+            kind = task.get("type", "SIMPLE")
+            if kind == "SIMPLE" and isinstance(task.get("name"), str) and not isinstance(task.get("taskDefinition"),
+                                                                                          dict):
+                names.add(task["name"])
+            if isinstance(kind, str) and kind not in TASK_KINDS:
+                names.add(kind)
+            if kind == "FORK_JOIN_DYNAMIC":
+                if isinstance(task.get("forkTaskName"), str):
+                    names.add(task["forkTaskName"])
+                inputs = task.get("inputParameters")
+                if isinstance(inputs, dict) and _literal(inputs.get("forkTaskName")) and "forkTaskWorkflow" not in \
+                        inputs and inputs.get("forkTaskType") in (None, "SIMPLE"):
+                    names.add(inputs["forkTaskName"])
+            compensation = task.get("compensation")
+            if isinstance(compensation, dict) and isinstance(compensation.get("name"), str):
+                names.add(compensation["name"])
     return names
 
 
 def needs_every_task_def(raw: Mapping[str, Any]) -> bool:
-    """Whether the definition names task types only at run time (a dynamic fork of task specs),
-    so a run must be able to see every registered task definition."""
-    return any(task.get("type") == "FORK_JOIN_DYNAMIC" and task.get("dynamicForkTasksParam")
-               for task in iter_tasks(raw.get("tasks")))
+    """Whether the definition names task types only at run time (a dynamic fork of task specs,
+    a DYNAMIC task), so a run must be able to see every registered task definition."""
+    return any((task.get("type") == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName"))
+               or task.get("type") == "DYNAMIC"
+               for definition in _definitions(raw) for task in iter_tasks(definition.get("tasks")))
+
+
+def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """(name, version) of every registered workflow definition a run of `definition` may start
+    by a name written in it (sub-workflows, START_WORKFLOW, dynamic forks of sub-workflows, the
+    failure workflow; version 0 = the latest), in sub-workflows defined inline too. Names given
+    as `${...}` expressions are not known before the run: see `needs_every_workflow_def`."""
+    refs: list[tuple[str, int]] = []
+
+    def version_of(value: Any) -> int:
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+    for current in _definitions(definition):
+        for task in iter_tasks(current.get("tasks")):
+            kind, inputs = task.get("type"), task.get("inputParameters")
+            inputs = inputs if isinstance(inputs, dict) else {}
+            param = task.get("subWorkflowParam")
+            inline = isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict)
+            if kind == "SUB_WORKFLOW" and isinstance(param, dict) and _literal(param.get("name")) and not inline \
+                    and not _is_template(param.get("version")):
+                refs.append((param["name"], version_of(param.get("version"))))
+            start = inputs.get("startWorkflow")
+            if kind == "START_WORKFLOW" and isinstance(start, dict) and _literal(start.get("name")):
+                refs.append((start["name"], version_of(start.get("version"))))
+            if kind == "FORK_JOIN_DYNAMIC" and _literal(inputs.get("forkTaskWorkflow")):
+                refs.append((inputs["forkTaskWorkflow"], version_of(inputs.get("forkTaskWorkflowVersion"))))
+        failure = current.get("failureWorkflow")
+        if _literal(failure):
+            refs.append((failure, version_of(current.get("failureWorkflowVersion"))))
+    return list(dict.fromkeys(refs))
+
+
+def needs_every_workflow_def(definition: Mapping[str, Any]) -> bool:
+    """Whether a run of `definition` may start a workflow whose name (or version) is only known
+    at run time (a `${...}` sub-workflow name, START_WORKFLOW of one, a failure workflow named
+    by the input, a dynamic fork of task specs that may hold SUB_WORKFLOW tasks), so the run
+    must see every registered workflow definition."""
+    for current in _definitions(definition):
+        failure = current.get("failureWorkflow")
+        if isinstance(failure, str) and failure.startswith("$"):
+            return True
+        for task in iter_tasks(current.get("tasks")):
+            kind, inputs = task.get("type"), task.get("inputParameters")
+            inputs = inputs if isinstance(inputs, dict) else {}
+            param = task.get("subWorkflowParam")
+            if kind == "SUB_WORKFLOW" and isinstance(param, dict) and not isinstance(param.get("workflowDefinition"),
+                                                                                    dict) \
+                    and (_is_template(param.get("name")) or _is_template(param.get("version"))):
+                return True
+            if kind == "START_WORKFLOW" and not (isinstance(inputs.get("startWorkflow"), dict)
+                                                 and _literal(inputs["startWorkflow"].get("name"))):
+                return True
+            if kind == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName") and not (
+                    "forkTaskName" in inputs and "forkTaskWorkflow" not in inputs) \
+                    and not _literal(inputs.get("forkTaskWorkflow")):
+                return True
+    return False
 
 
 def referenced_workflow_names(raw: Mapping[str, Any]) -> set[str]:
-    """Sub-workflows and the failure workflow a (possibly invalid) definition starts."""
-    names = {t["subWorkflowParam"]["name"] for t in iter_tasks(raw.get("tasks"))
-             if t.get("type") == "SUB_WORKFLOW" and isinstance(t.get("subWorkflowParam"), dict)
-             and isinstance(t["subWorkflowParam"].get("name"), str)}
-    if isinstance(raw.get("failureWorkflow"), str) and raw["failureWorkflow"]:
-        names.add(raw["failureWorkflow"])
-    return names
+    """Registered workflow definitions a (possibly invalid) definition starts by name:
+    sub-workflows, START_WORKFLOW, dynamic forks of sub-workflows, the failure workflow."""
+    return {name for name, _ in snapshot_workflow_refs(raw)}
 
 
 def workflow_cycle(name: str, raw: Mapping[str, Any], workflow_defs: Mapping[str, Any]) -> list[str] | None:

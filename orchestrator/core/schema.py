@@ -8,7 +8,7 @@ key the decider reads. Keys keep Conductor's spelling: it is the language users 
 
 from __future__ import annotations
 
-from typing import Any, Required, TypedDict
+from typing import Any, NotRequired, Required, TypedDict
 
 
 class TaskDef(TypedDict):
@@ -27,6 +27,8 @@ class TaskDef(TypedDict):
     rateLimitPerFrequency: int
     rateLimitFrequencyInSeconds: float
     concurrentExecLimit: int
+    inputTemplate: NotRequired[dict[str, Any]]   # default input values, under the task's inputParameters
+    pollTimeoutSeconds: NotRequired[float]       # a queued attempt not taken by a worker this long times out
 
 
 class Compensation(TypedDict):
@@ -35,8 +37,9 @@ class Compensation(TypedDict):
 
 
 class SubWorkflowParam(TypedDict):
-    name: str
-    version: int                        # 0 = the latest at start
+    name: str                           # or a ${...} template resolved at run time
+    version: Any                        # 0 = the latest at start; or a ${...} template
+    workflowDefinition: NotRequired[WorkflowDef]   # a sub-workflow defined inline (normalised)
 
 
 class WorkflowTask(TypedDict, total=False):
@@ -51,9 +54,16 @@ class WorkflowTask(TypedDict, total=False):
     startDelay: Required[float]
     retryCount: int
     compensation: Compensation
-    # INLINE and SWITCH
+    taskDefinition: TaskDef             # an embedded task definition (Conductor's); wins over a registered one
+    taskType: str                       # a type that is not Conductor's, run by workers of that task type
+    sink: Any                           # EVENT (run by workers)
+    dynamicTaskNameParam: str           # DYNAMIC: the input that names the task definition to run
+    scriptExpression: str               # LAMBDA (else in inputParameters)
+    # INLINE, SWITCH, DECISION (and DO_WHILE's evaluatorType)
     expression: str
-    evaluatorType: str                  # SWITCH: value-param | expression
+    evaluatorType: str                  # value-param | expression | javascript | graaljs
+    caseValueParam: str
+    caseExpression: str
     decisionCases: dict[str, list[WorkflowTask]]
     defaultCase: list[WorkflowTask]
     # TERMINATE
@@ -72,6 +82,7 @@ class WorkflowTask(TypedDict, total=False):
     forkTaskName: str
     forkTaskInputs: Any                 # a template resolving to a list
     joinOn: list[str]
+    defaultExclusiveJoinTask: list[str]   # EXCLUSIVE_JOIN
     # DO_WHILE
     loopCondition: str | None
     loopOver: list[WorkflowTask]
@@ -85,11 +96,15 @@ class WorkflowDef(TypedDict):
     description: str
     tasks: list[WorkflowTask]
     inputParameters: list[str]
-    outputParameters: dict[str, Any]
+    outputParameters: dict[str, Any]    # empty: the workflow's output is its last task's (as in Conductor)
     timeoutSeconds: float
     timeoutPolicy: str                  # TIME_OUT_WF | ALERT_ONLY
-    failureWorkflow: str
+    failureWorkflow: str                # a name, or `$workflow.input.x` / `${...}` read when it fails
     variables: dict[str, Any]
+    # Conductor's fields with behaviour here (the others it has are kept as written, see definitions.py)
+    inputTemplate: NotRequired[dict[str, Any]]   # default values of the workflow's input
+    failureWorkflowVersion: NotRequired[int]
+    schemaVersion: NotRequired[int]
 
 
 class Snapshot(TypedDict):

@@ -1,5 +1,10 @@
 """Input-mapping expressions: `${workflow.input.x}`, `${ref.output.a[0].b}` and friends.
 
+Definitions are read with Conductor's vocabulary (`parse_conductor_reference`): besides the
+documented `input`/`output`/`variables`/`workflowId`/`correlationId`, the other fields
+Conductor resolves (`${workflow.createTime}`, `${ref.status}`, `${CPEWF_TASK_ID}`) and JSONPath
+keys in dot or bracket notation, with a final `.length()`.
+
 A string that is exactly one expression resolves to the referenced value with its
 type (a number stays a number). An expression inside a longer string is
 interpolated as text. `$${` writes a literal `${`. Nothing here evaluates code.
@@ -10,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from collections.abc import Iterator
 
@@ -19,6 +25,27 @@ _INDEX = re.compile(r"\[(\d+)\]")
 
 WORKFLOW_FIELDS = ("input", "variables", "workflowId", "correlationId")
 TASK_FIELDS = ("input", "output")
+
+# What Conductor's parameter resolution also offers (`${workflow.createTime}`, `${ref.status}`, ...);
+# definitions may use them. `parse_reference` keeps to the fields above, the documented core.
+CONDUCTOR_WORKFLOW_FIELDS = WORKFLOW_FIELDS + (
+    "output", "status", "workflowType", "version", "createTime", "updateTime", "parentWorkflowId",
+    "parentWorkflowTaskId", "reasonForIncompletion", "schemaVersion", "taskToDomain")
+CONDUCTOR_TASK_FIELDS = TASK_FIELDS + (
+    "taskId", "status", "referenceTaskName", "retryCount", "taskType", "taskDefName", "scheduledTime",
+    "startTime", "endTime", "updateTime", "reasonForIncompletion", "workerId", "iteration", "seq",
+    "callbackAfterSeconds", "pollCount", "workflowInstanceId", "correlationId")
+TASK_ID = "CPEWF_TASK_ID"
+"""`${CPEWF_TASK_ID}`: the id of the task whose input is being resolved (Conductor's name)."""
+
+LENGTH = "length()"
+"""A path may end in `.length()`: the length of the list, object or text it names (JSONPath's)."""
+
+# Conductor's paths are JSONPath in dot notation: keys may start with a digit or hold '-' and
+# other characters (`${loop.output.3.task}`), `['key']` is a key, `[n]` an index.
+_CONDUCTOR_STEP = re.compile(r"""\s*(?:\.\s*([^.\[\]'"\s][^.\[\]]*?)\s*(?=[.\[]|$)"""
+                             r"""|\[\s*(\d+)\s*\]|\[\s*'([^']*)'\s*\]|\[\s*"([^"]*)"\s*\])""")
+_CONDUCTOR_ROOT = re.compile(r"\s*([A-Za-z0-9_][A-Za-z0-9_\-]*)")
 
 
 class TemplateError(ValueError):
@@ -56,12 +83,51 @@ def parse_reference(text: str) -> Reference:
     return Reference(root, rest)
 
 
+@lru_cache(maxsize=4096)
+def parse_conductor_reference(text: str) -> Reference:
+    """Parse the inside of `${...}` as Conductor does: everything `parse_reference` reads, and
+    the other workflow and task fields Conductor resolves (`${workflow.createTime}`,
+    `${ref.status}`), `${CPEWF_TASK_ID}`, JSONPath keys (`output.3.x`, `['a b']`) and a final
+    `.length()`. Wildcards, filters and deep scans are not supported (TemplateError)."""
+    stripped = text.strip()
+    if not stripped:
+        raise TemplateError("empty expression '${}'")
+    if stripped == TASK_ID:
+        return Reference(TASK_ID, ())
+    match = _CONDUCTOR_ROOT.match(stripped)
+    if not match:
+        raise TemplateError(f"'${{{stripped}}}': begin with 'workflow.', a task reference or CPEWF_TASK_ID")
+    root, position = match.group(1), match.end()
+    path: list[str | int] = []
+    while position < len(stripped):
+        step = _CONDUCTOR_STEP.match(stripped, position)
+        if not step or step.end() == position:
+            raise TemplateError(f"'${{{stripped}}}': cannot read the path from '{stripped[position:]}' (use "
+                                "'.key', '[index]' or \"['key']\"; wildcards and filters are not supported)")
+        name, index, quoted, double = step.groups()
+        if index is not None:
+            path.append(int(index))
+        else:
+            path.append(name if name is not None else quoted if quoted is not None else double)
+        position = step.end()
+    if LENGTH in path[:-1] or any(p == "" for p in path):
+        raise TemplateError(f"'${{{stripped}}}': an empty key or a 'length()' before the end of the path")
+    if root == "workflow":
+        if not path or path[0] not in CONDUCTOR_WORKFLOW_FIELDS:
+            raise TemplateError(f"'${{{stripped}}}': after 'workflow.' use one of "
+                                f"{', '.join(CONDUCTOR_WORKFLOW_FIELDS)}")
+    elif not path or path[0] not in CONDUCTOR_TASK_FIELDS:
+        raise TemplateError(f"'${{{stripped}}}': after a task reference use .input, .output or one of "
+                            f"{', '.join(CONDUCTOR_TASK_FIELDS[2:])}")
+    return Reference(root, tuple(path))
+
+
 def references_in(value: Any) -> Iterator[Reference]:
     """Every reference inside a template (strings, lists and objects, nested)."""
     if isinstance(value, str):
         for match in _EXPRESSION.finditer(value):
             if not match.group(1):
-                yield parse_reference(match.group(2))
+                yield parse_conductor_reference(match.group(2))
     elif isinstance(value, dict):
         for item in value.values():
             yield from references_in(item)
@@ -88,16 +154,18 @@ def resolve(template: Any, scope: dict[str, Any]) -> Any:
 def _resolve_string(text: str, scope: dict[str, Any]) -> Any:
     whole = _EXPRESSION.fullmatch(text)
     if whole and not whole.group(1):
-        return _lookup(parse_reference(whole.group(2)), scope)
+        return _lookup(parse_conductor_reference(whole.group(2)), scope)
 
     def substitute(match: re.Match[str]) -> str:
         if match.group(1):
             return "${" + match.group(2) + "}"
-        value = _lookup(parse_reference(match.group(2)), scope)
+        value = _lookup(parse_conductor_reference(match.group(2)), scope)
         if value is None:
             return ""
         if isinstance(value, (dict, list)):
             return json.dumps(value, separators=(",", ":"))
+        if isinstance(value, bool):
+            return "true" if value else "false"
         return str(value)
 
     return _EXPRESSION.sub(substitute, text)
@@ -105,7 +173,10 @@ def _resolve_string(text: str, scope: dict[str, Any]) -> Any:
 
 def _lookup(reference: Reference, scope: dict[str, Any]) -> Any:
     node: Any = scope.get(reference.root)
-    for step in reference.path:
+    last = len(reference.path) - 1
+    for position, step in enumerate(reference.path):
+        if step == LENGTH and position == last and not (isinstance(node, dict) and LENGTH in node):
+            return len(node) if isinstance(node, (list, dict, str)) else None
         if isinstance(step, int):
             node = node[step] if isinstance(node, list) and -len(node) <= step < len(node) else None
         else:

@@ -198,6 +198,15 @@ class Store(Protocol):
         worker of the caller's, leased in the same atomic step, when their type's limits allow
         (`ApplyOutcome.handed`); every other queued task is broadcast to all nodes as usual."""
 
+    async def ended_before(self, cutoff_ms: int, limit: int) -> list[tuple[str, str]]:
+        """The oldest entries of the audit stream of terminal transitions that happened before
+        `cutoff_ms`: (entry id, workflow id), oldest first. A read."""
+
+    async def forget_ended(self, epoch: int, entries: list[tuple[str, str]], cutoff_ms: int) -> int:
+        """Delete the workflows of these entries that are still finished, and ended before the
+        cutoff, with their index entries; drop the entries. Fenced, atomic; returns how many
+        workflows went (the caller archived them first)."""
+
     async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:
         """Decide `workflow_id` again at `at_ms`. Fenced when `epoch` is given."""
 

@@ -12,6 +12,7 @@ COMPENSATING one runs its compensations; a RUNNING one is walked from its first 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from collections.abc import Callable
 
@@ -65,7 +66,18 @@ def _run(walk: Walk) -> None:
     elif outcome.kind == "TERMINATE":
         finish(walk, outcome.status, outcome.output or {}, outcome.reason)
     elif outcome.done and not walk.active():
-        finish(walk, st.COMPLETED, walk.resolve(walk.definition["outputParameters"]), "")
+        finish(walk, st.COMPLETED, _workflow_output(walk), "")
+
+
+def _workflow_output(walk: Walk) -> dict[str, Any]:
+    """The `outputParameters` template resolved; without one, as in Conductor, the output of
+    the last task that ran."""
+    template = walk.definition["outputParameters"]
+    if template:
+        output: dict[str, Any] = walk.resolve(template)
+        return output
+    last = max(walk.latest.values(), key=lambda t: t.spec.seq, default=None)
+    return dict(last.output or {}) if last is not None else {}
 
 
 def _timed_out(walk: Walk) -> bool:
@@ -123,21 +135,70 @@ def cancel_active(walk: Walk, reason: str) -> None:
         walk.stop(task, st.CANCELED, reason)
 
 
-def _start_failure_workflow(walk: Walk, name: str, status: str, reason: str) -> None:
+def _failure_workflow_name(walk: Walk, name: str) -> Any:
+    """A failure workflow's name: as written, or read from the input (Conductor's
+    `$workflow.input.name`, or a `${...}` expression)."""
+    if name.startswith("$workflow.input."):
+        return walk.wf.input.get(name[len("$workflow.input."):])
+    if name.startswith("${"):
+        return walk.resolve(name)
+    return name
+
+
+MAX_FAILED_WORKFLOW_CHARS = 256 * 1024
+"""How much of the failed workflow's task outputs its failure workflow gets in `failedWorkflow`."""
+
+
+def _start_failure_workflow(walk: Walk, written: str, status: str, reason: str) -> None:
     wf = walk.wf
-    definition = walk.sub_workflows.get(f"{name}:0")
+    name = _failure_workflow_name(walk, written)
+    if not isinstance(name, str) or not name:
+        walk.decision.log.append(f"failure workflow not started: '{written}' resolved to {name!r}")
+        return
+    version = walk.definition.get("failureWorkflowVersion") or 0
+    definition = walk.find_workflow(name, int(version))
     if definition is None or wf.depth >= MAX_SUBWORKFLOW_DEPTH:
         why = (f"this workflow is already {wf.depth} workflows deep, the limit is {MAX_SUBWORKFLOW_DEPTH}"
                if definition is not None else "it is not in this run's snapshot of definitions")
         walk.decision.reason = f"{reason} (failure workflow '{name}' not started: {why})"
         walk.decision.log.append(f"failure workflow '{name}' not started: {why}")
         return
-    failed_tasks = [t.spec.key for t in walk.instances() if t.runtime.status in st.UNSUCCESSFUL_TASK]
+    instances = walk.instances()
+    failed_tasks = [t.spec.key for t in instances if t.runtime.status in st.UNSUCCESSFUL_TASK]
+    failed = next((t for t in reversed(instances) if t.runtime.status in st.UNSUCCESSFUL_TASK), None)
     walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
         workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", name=definition["name"],
         version=definition["version"],
         input={"workflowId": wf.workflow_id, "workflowName": wf.name, "status": status, "reason": reason,
-               "input": wf.input, "failedTasks": failed_tasks},
+               "input": wf.input, "failedTasks": failed_tasks,
+               # Conductor's names for the same facts, and the failed execution itself
+               "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
+               "failedWorkflow": _failed_workflow(walk, status, reason, instances)},
         correlation_id=wf.correlation_id, parent="",
         snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
         depth=wf.depth + 1))
+
+
+def _failed_workflow(walk: Walk, status: str, reason: str, instances: list[Any]) -> dict[str, Any]:
+    """The failed execution as Conductor hands it to a failure workflow (`failedWorkflow`): its
+    id, name, input, status, reason and tasks; task outputs only while they fit in
+    MAX_FAILED_WORKFLOW_CHARS."""
+    wf = walk.wf
+    tasks = [{"taskId": t.task_id, "referenceTaskName": t.spec.key, "taskType": t.spec.task_type,
+              "status": str(t.runtime.status), "reasonForIncompletion": t.runtime.reason,
+              "retryCount": t.spec.attempt, "outputData": t.output or {}} for t in instances]
+    failed = {"workflowId": wf.workflow_id, "workflowName": wf.name, "workflowType": wf.name, "version": wf.version,
+              "input": wf.input, "status": status, "reasonForIncompletion": reason,
+              "correlationId": wf.correlation_id, "tasks": tasks}
+    if _size(failed) > MAX_FAILED_WORKFLOW_CHARS:
+        failed["tasks"] = [{k: v for k, v in task.items() if k != "outputData"} for task in tasks]
+    if _size(failed) > MAX_FAILED_WORKFLOW_CHARS:   # the input is also in the failure workflow's `input`
+        failed["input"] = {}
+    return failed
+
+
+def _size(value: Any) -> int:
+    try:
+        return len(json.dumps(value, default=str))
+    except (TypeError, ValueError, RecursionError):
+        return MAX_FAILED_WORKFLOW_CHARS + 1

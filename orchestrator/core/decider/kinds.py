@@ -6,7 +6,13 @@ FORK_JOIN_DYNAMIC, SWITCH, DO_WHILE) walk their nested task lists with `sequence
 
 Nothing here raises out of `decide` on account of data: a value that only shows up at run
 time (a WAIT `until`, dynamic fork inputs, loop items, an expression's result) and cannot be
-used fails its own task, FAILED_WITH_TERMINAL_ERROR, with a reason naming the value.
+used fails its own task, FAILED_WITH_TERMINAL_ERROR, with a reason naming the value. So does a
+script (JavaScript, jq) that fails, runs too long or uses too much memory.
+
+Conductor's ways of writing a task are read here as Conductor runs them: INLINE's and
+TERMINATE's and WAIT's parameters inside `inputParameters`, JavaScript evaluators, DECISION,
+LAMBDA, JSON_JQ_TRANSFORM, DYNAMIC, START_WORKFLOW, EXCLUSIVE_JOIN, sub-workflows named by
+expressions or defined inline, and the DO_WHILE condition's scope and output.
 """
 
 from __future__ import annotations
@@ -14,13 +20,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
+from .. import javascript, jqtransform
 from .. import state as m
 from .. import statuses as st
+from ..definitions import JAVASCRIPT, TERMINATION_STATUSES, iter_nodes, normalise_dynamic_task, wait_literal
 from ..limits import MAX_DURATION_SECONDS, MAX_DYNAMIC_FORK, MAX_LOOP_ITERATIONS, MAX_SUBWORKFLOW_DEPTH
-from ..schema import WorkflowTask
+from ..schema import WorkflowDef, WorkflowTask
 from ..safe_expr import SafeExpressionError, evaluate
 from .decision import NewWorkflow
 from .walk import BLOCKED, DONE, Outcome, Walk, seconds_ms
@@ -44,7 +52,12 @@ def sequence(walk: Walk, nodes: list[WorkflowTask], suffix: str) -> Outcome:
 
 
 def visit(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
-    return VISITORS[node["type"]](walk, node, suffix)
+    return VISITORS.get(node["type"], simple)(walk, node, suffix)   # other types: workers of that type
+
+
+# Failures of data and scripts at run time: each fails its own task with the message.
+_RUN_TIME_ERRORS = (SafeExpressionError, javascript.JavaScriptError, jqtransform.JqError, ValueError, TypeError,
+                    RecursionError)
 
 
 def _key(node: WorkflowTask, suffix: str) -> str:
@@ -62,13 +75,39 @@ def _failed_system_task(walk: Walk, node: WorkflowTask, task: m.TaskState) -> Ou
 
 # ---------------------------------------------------------------- worker task
 
+def _worker_type(node: WorkflowTask) -> str:
+    """The task type a worker serves to run this node: the task definition's name for SIMPLE,
+    the type itself for HTTP and the other I/O types, and for types that are not Conductor's."""
+    return node["name"] if node["type"] == "SIMPLE" else node.get("taskType") or node["type"]
+
+
 def simple(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
     task = walk.latest.get(key)
+    name = _worker_type(node)
     if task is None:
-        walk.schedule_worker_task(node, key, node["name"], attempt=0, delay_ms=seconds_ms(node["startDelay"]))
+        walk.schedule_worker_task(node, key, name, attempt=0, delay_ms=seconds_ms(node["startDelay"]))
         return BLOCKED
-    return walk.follow_worker_task(node, task, node["name"])
+    return walk.follow_worker_task(node, task, name)
+
+
+def dynamic(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """DYNAMIC: a worker task whose task definition is named by an input parameter."""
+    key = _key(node, suffix)
+    task = walk.latest.get(key)
+    if task is None:
+        task_id = walk.new_id()
+        inputs = walk.input_for(node, key, task_id)
+        param = node["dynamicTaskNameParam"]
+        name = inputs.get(param)
+        if not isinstance(name, str) or name not in walk.task_defs:
+            task = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, input=inputs, task_id=task_id,
+                            reason=f"'{param}' resolved to {_show(name)}, which names no task definition in this "
+                                   "run's snapshot of definitions")
+            return walk.unsuccessful(node, task)
+        walk.schedule_worker_task(node, key, name, attempt=0, delay_ms=seconds_ms(node["startDelay"]), input=inputs)
+        return BLOCKED
+    return walk.follow_worker_task(node, task, task.spec.task_type)
 
 
 # ---------------------------------------------------------------- tasks the decider completes at once
@@ -79,13 +118,15 @@ def _instant(walk: Walk, node: WorkflowTask, suffix: str,
     key = _key(node, suffix)
     task = walk.latest.get(key)
     if task is None:
-        inputs = walk.input_for(node, key)
+        task_id = walk.new_id()
+        inputs = walk.input_for(node, key, task_id)
         try:
             output = compute(inputs)
-        except (SafeExpressionError, ValueError, TypeError, RecursionError) as exc:
-            task = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, input=inputs, reason=str(exc))
+        except _RUN_TIME_ERRORS as exc:
+            task = walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, input=inputs, reason=str(exc),
+                            task_id=task_id)
             return walk.unsuccessful(node, task), task
-        task = walk.add(node, key, status=st.TASK_COMPLETED, input=inputs, output=output)
+        task = walk.add(node, key, status=st.TASK_COMPLETED, input=inputs, output=output, task_id=task_id)
     if task.runtime.status in st.DONE_TASK:
         return DONE, task
     return _failed_system_task(walk, node, task), task
@@ -102,16 +143,79 @@ def set_variable(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return _instant(walk, node, suffix, apply)[0]
 
 
+def _evaluate(evaluator: Any, source: Any, inputs: dict[str, Any]) -> Any:
+    """An expression's value for its evaluator: a safe expression, JavaScript (Conductor's
+    `$` = the inputs) or the value of the input it names (value-param)."""
+    if evaluator == "expression":
+        return evaluate(source, inputs)
+    if evaluator in JAVASCRIPT:
+        return javascript.evaluate(source, inputs)
+    if evaluator == "value-param":
+        return inputs.get(source) if isinstance(source, str) else None
+    if evaluator is None:
+        raise ValueError("'evaluatorType' is required (javascript, graaljs, value-param or expression)")
+    raise ValueError(f"'evaluatorType' {_show(evaluator)} is not supported (javascript, graaljs, value-param or "
+                     "expression)")
+
+
 def inline(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
-    return _instant(walk, node, suffix, lambda inputs: {"result": evaluate(node["expression"], inputs)})[0]
+    """INLINE: `{"result": value}`. Ours: `expression` (and `evaluatorType`, default the safe
+    expression language) on the task; Conductor's: both in inputParameters."""
+    def compute(inputs: dict[str, Any]) -> dict[str, Any]:
+        if "expression" in node:
+            return {"result": _evaluate(node.get("evaluatorType") or "expression", node["expression"], inputs)}
+        evaluator = node.get("evaluatorType") or inputs.get("evaluatorType")
+        return {"result": _evaluate(evaluator, inputs.get("expression"), inputs)}
+    return _instant(walk, node, suffix, compute)[0]
+
+
+def lambda_(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """LAMBDA: `scriptExpression` is the body of a JavaScript function; `{"result": its return}`."""
+    def compute(inputs: dict[str, Any]) -> dict[str, Any]:
+        script = node.get("scriptExpression") or inputs.get("scriptExpression")
+        if not isinstance(script, str) or not script.strip():
+            raise ValueError("'scriptExpression' resolved to no script")
+        return {"result": javascript.evaluate(javascript.lambda_script(script), inputs)}
+    return _instant(walk, node, suffix, compute)[0]
+
+
+def json_jq_transform(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """JSON_JQ_TRANSFORM: `{"result": first value, "resultList": values}` of the jq program
+    `queryExpression` over the task's input."""
+    return _instant(walk, node, suffix, jqtransform.transform)[0]
 
 
 def terminate(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    if "terminationStatus" not in node:   # Conductor's: everything in inputParameters
+        return _terminate_by_inputs(walk, node, suffix)
     outcome, task = _instant(walk, node, suffix, lambda inputs: {})
     if not outcome.done:
         return outcome
     reason = walk.resolve(node["terminationReason"]) or f"TERMINATE task '{task.spec.key}'"
     return Outcome("TERMINATE", str(reason), node["terminationStatus"], walk.resolve(node["workflowOutput"]))
+
+
+def _terminate_by_inputs(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """TERMINATE as Conductor writes it: `terminationStatus`, `terminationReason` and
+    `workflowOutput` in inputParameters. The task's output (and the workflow's) is
+    `workflowOutput` when it is an object, else `{"output": workflowOutput}`."""
+    def compute(inputs: dict[str, Any]) -> dict[str, Any]:
+        status = inputs.get("terminationStatus")
+        if status not in TERMINATION_STATUSES:
+            raise ValueError(f"'terminationStatus' resolved to {_show(status)}, not one of "
+                             f"{', '.join(TERMINATION_STATUSES)}")
+        value = inputs.get("workflowOutput")
+        if value is None:
+            return {}
+        return dict(value) if isinstance(value, dict) else {"output": value}
+    outcome, task = _instant(walk, node, suffix, compute)
+    if not outcome.done:
+        return outcome
+    if task.runtime.status != st.TASK_COMPLETED:   # optional and failed, or skipped: nothing to end
+        return DONE
+    inputs = task.spec.input
+    reason = inputs.get("terminationReason") or f"TERMINATE task '{task.spec.key}'"
+    return Outcome("TERMINATE", str(reason), str(inputs["terminationStatus"]), dict(task.output or {}))
 
 
 # ---------------------------------------------------------------- tasks that wait
@@ -130,22 +234,44 @@ def wait(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
 
 
 def _start_wait(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.TaskState:
+    task_id = walk.new_id()
+    inputs = walk.input_for(node, key, task_id)
     try:
-        until = _wait_until(walk, node)
+        until = _wait_until(walk, node, inputs)
     except ValueError as exc:
-        return walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, attempt=attempt, reason=str(exc))
-    return walk.add(node, key, status=st.IN_PROGRESS, attempt=attempt, extra={"until": until} if until else {})
+        return walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, attempt=attempt, reason=str(exc),
+                        input=inputs, task_id=task_id)
+    return walk.add(node, key, status=st.IN_PROGRESS, attempt=attempt, extra={"until": until} if until else {},
+                    input=inputs, task_id=task_id)
 
 
 _EPOCH_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
-def _wait_until(walk: Walk, node: WorkflowTask) -> int:
-    """When the WAIT ends (epoch ms), 0 for a signal; ValueError naming a bad `until`."""
+def _wait_until(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) -> int:
+    """When the WAIT ends (epoch ms), 0 for a signal; ValueError naming a bad `until`.
+    Ours: `duration` (seconds) or `until` (epoch ms) on the task. Conductor's: `duration`
+    ("10s", "1 minute") or `until` ("2024-01-01 10:00 UTC") in inputParameters."""
     duration = node.get("duration")
     if duration is not None:
         return walk.now + seconds_ms(duration)
     if node.get("until") is None:
+        in_duration, in_until = inputs.get("duration"), inputs.get("until")
+        if in_duration is not None and in_until is not None:
+            raise ValueError("both 'duration' and 'until' are given; give one")
+        if in_duration is not None:
+            try:
+                return walk.now + wait_literal("duration", in_duration)
+            except ValueError as exc:
+                raise ValueError(f"'duration' resolved to {_show(in_duration)}: {exc}") from None
+        if in_until is not None:
+            try:
+                until = wait_literal("until", in_until)
+            except ValueError as exc:
+                raise ValueError(f"'until' resolved to {_show(in_until)}: {exc}") from None
+            if until > walk.now + MAX_DURATION_SECONDS * 1000:
+                raise ValueError(f"'until' resolved to {_show(in_until)}, more than 10 years ahead")
+            return max(until, 1)
         return 0
     value = walk.resolve(node["until"])
     if value is None or (isinstance(value, str) and not value.strip()):
@@ -216,17 +342,34 @@ def sub_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return walk.unsuccessful(node, task)
 
 
+def _child_definition(walk: Walk, param: dict[str, Any]) -> tuple[WorkflowDef | None, str]:
+    """The definition a SUB_WORKFLOW starts: defined inline, or named (by text or by a `${...}`
+    resolved now) in this run's snapshot. (definition, problem)."""
+    inline = param.get("workflowDefinition")
+    if isinstance(inline, dict):
+        return cast(WorkflowDef, inline), ""   # normalised at registration
+    name, version = walk.resolve(param["name"]), walk.resolve(param.get("version", 0))
+    if isinstance(version, str) and version.strip().isdigit():
+        version = int(version)
+    version = 0 if version is None else version
+    if not isinstance(name, str) or not name:
+        return None, f"the sub-workflow's name resolved to {_show(name)}, not a workflow name"
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        return None, f"the sub-workflow's version resolved to {_show(version)}, not 0 (latest) or a version number"
+    definition = walk.find_workflow(name, version)
+    if definition is None:
+        return None, (f"sub-workflow '{name}' version {version or 'latest'} is not in this run's snapshot of "
+                      "definitions; register it and restart the workflow")
+    return definition, ""
+
+
 def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.TaskState:
-    param = node["subWorkflowParam"]
-    definition = walk.sub_workflows.get(f"{param['name']}:{param['version']}")
-    problem = ""
+    definition, problem = _child_definition(walk, dict(node["subWorkflowParam"]))
     if walk.wf.depth >= MAX_SUBWORKFLOW_DEPTH:
-        problem = (f"sub-workflow '{param['name']}' not started: this workflow is already {walk.wf.depth} workflows "
+        name = definition["name"] if definition is not None else node["subWorkflowParam"]["name"]
+        problem = (f"sub-workflow '{name}' not started: this workflow is already {walk.wf.depth} workflows "
                    f"deep, the limit is {MAX_SUBWORKFLOW_DEPTH} (limits.MAX_SUBWORKFLOW_DEPTH); a definition that "
                    "starts itself through its sub-workflows never ends: break the cycle")
-    elif definition is None:
-        problem = (f"sub-workflow '{param['name']}' version {param['version'] or 'latest'} is not in this run's "
-                   "snapshot of definitions; register it and restart the workflow")
     if problem:
         return walk.add(node, key, status=st.FAILED_WITH_TERMINAL_ERROR, attempt=attempt, reason=problem)
     assert definition is not None
@@ -245,6 +388,39 @@ def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.Ta
     return task
 
 
+def start_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """START_WORKFLOW: start another workflow and go on at once (fire and forget: the new one
+    has no parent); output `{"workflowId": ...}`."""
+    started: list[NewWorkflow] = []
+
+    def compute(inputs: dict[str, Any]) -> dict[str, Any]:
+        spec = inputs.get("startWorkflow")
+        if not isinstance(spec, dict):
+            raise ValueError(f"'startWorkflow' resolved to {_show(spec)}, not an object with 'name'")
+        definition, problem = _child_definition(walk, {"name": spec.get("name"), "version": spec.get("version")})
+        if problem:
+            raise ValueError(problem.replace("sub-workflow", "workflow"))
+        assert definition is not None
+        if walk.wf.depth >= MAX_SUBWORKFLOW_DEPTH:
+            raise ValueError(f"workflow '{definition['name']}' not started: this workflow is already "
+                             f"{walk.wf.depth} workflows deep, the limit is {MAX_SUBWORKFLOW_DEPTH}")
+        workflow_input = spec.get("input") or {}
+        if not isinstance(workflow_input, dict):
+            raise ValueError(f"'startWorkflow.input' resolved to {_show(workflow_input)}, not an object")
+        correlation = spec.get("correlationId")
+        workflow_id = walk.new_id()
+        started.append(NewWorkflow(
+            workflow_id=workflow_id, name=definition["name"], version=definition["version"], input=workflow_input,
+            correlation_id=correlation if isinstance(correlation, str) else walk.wf.correlation_id, parent="",
+            snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
+            depth=walk.wf.depth + 1))
+        return {"workflowId": workflow_id}
+
+    outcome, _ = _instant(walk, node, suffix, compute)
+    walk.decision.start_workflows.extend(started)
+    return outcome
+
+
 # ---------------------------------------------------------------- containers
 
 def fork_join(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
@@ -256,52 +432,96 @@ def fork_join(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
 
 def fork_join_dynamic(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     key = _key(node, suffix)
-    outcome, task = _instant(walk, node, suffix, lambda inputs: _dynamic_branches(walk, node, inputs))
+    outcome, task = _instant(walk, node, suffix, lambda inputs: _dynamic_branches(walk, node, inputs, suffix))
     if not outcome.done:
         return outcome
     if task.runtime.status != st.TASK_COMPLETED:   # optional and failed, or skipped: no branches to run
         walk.fork_done[key] = True
         return DONE
-    branches: list[WorkflowTask] = (task.output or {})["branches"]
+    output = task.output or {}
+    branches: list[WorkflowTask] = output["branches"]
+    if "branchInputs" not in output:   # stored before specs' own inputs were resolved: the input was data
+        data = {b["taskReferenceName"]: b["inputParameters"] for b in branches}
+        branches = [{**b, "inputParameters": {}} for b in branches]
+    else:
+        data = output["branchInputs"]
     for branch in branches:   # dynamic inputs are data: never resolved again as templates
-        walk.input_overrides.setdefault(_key(branch, suffix), branch["inputParameters"])
-    return _run_branches(walk, key, [[{**branch, "inputParameters": {}}] for branch in branches], suffix)
+        branch_key = _key(branch, suffix)
+        if branch_key not in walk.latest:
+            walk.input_extras.setdefault(branch_key, data.get(branch["taskReferenceName"], {}))
+    return _run_branches(walk, key, [[branch] for branch in branches], suffix)
 
 
-def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any]) -> dict[str, Any]:
-    """Branches from the input: a list of task specs (Conductor's form) or one input per branch."""
+def _dynamic_branches(walk: Walk, node: WorkflowTask, inputs: dict[str, Any], suffix: str) -> dict[str, Any]:
+    """Branches from the input, as `{"forkedTasks": refs, "branches": tasks, "branchInputs": data}`:
+    ours (`forkTaskName` + `forkTaskInputs` on the task: one `<ref>_<i>` per input), Conductor's
+    (`forkTaskName` or `forkTaskWorkflow` + `forkTaskInputs` in the input: one `_<name>_<i>` task
+    or sub-workflow per input), or a list of task specs (`dynamicForkTasksParam`) whose own
+    inputParameters are resolved and then overlaid with `dynamicForkTasksInputParamName`'s
+    entry for them (data, not resolved)."""
     ref = node["taskReferenceName"]
     if node.get("forkTaskName"):
         items = walk.resolve(node["forkTaskInputs"])
         if not isinstance(items, list):
             raise ValueError(f"'forkTaskInputs' of '{ref}' resolved to {type(items).__name__}, not a list")
         _check_fan_out(ref, len(items))
-        specs: Any = [{"name": node["forkTaskName"], "taskReferenceName": f"{ref}_{i}"}
-                            for i in range(len(items))]
+        specs: Any = [{"name": node["forkTaskName"], "taskReferenceName": f"{ref}_{i}"} for i in range(len(items))]
         per_ref = {spec["taskReferenceName"]: item for spec, item in zip(specs, items)}
+    elif isinstance(inputs.get("forkTaskInputs"), list) and any(
+            inputs.get(k) is not None for k in ("forkTaskName", "forkTaskWorkflow", "forkTaskType")):
+        specs, per_ref = _conductor_simple_fork(node, inputs)
     else:
-        specs = inputs.get(node["dynamicForkTasksParam"])
-        per_ref = inputs.get(node["dynamicForkTasksInputParamName"]) or {}
+        specs = inputs.get(node.get("dynamicForkTasksParam") or "")
+        per_ref = inputs.get(node.get("dynamicForkTasksInputParamName") or "") or {}
         if not isinstance(specs, list) or not isinstance(per_ref, dict):
-            raise ValueError(f"'{ref}': '{node['dynamicForkTasksParam']}' must resolve to a list of tasks and "
-                             f"'{node['dynamicForkTasksInputParamName']}' to an object of inputs by reference")
+            raise ValueError(f"'{ref}': '{node.get('dynamicForkTasksParam')}' must resolve to a list of tasks and "
+                             f"'{node.get('dynamicForkTasksInputParamName')}' to an object of inputs by reference")
         _check_fan_out(ref, len(specs))
+    static_refs = {n["taskReferenceName"] for n in iter_nodes(walk.definition["tasks"])}
+    workflow_names = {key.rsplit(":", 1)[0] for key in walk.sub_workflows}
     branches: list[WorkflowTask] = []
+    data: dict[str, Any] = {}
     taken: set[str] = set()   # a set, not a scan of `branches`: a wide fork stays linear
     for spec in specs:
         if not isinstance(spec, dict) or not isinstance(spec.get("taskReferenceName"), str):
             raise ValueError(f"'{ref}': each dynamic task needs a 'name' and a 'taskReferenceName'")
-        branch_ref, name = spec["taskReferenceName"], spec.get("name")
-        if name not in walk.task_defs:
-            raise ValueError(f"'{ref}': dynamic task '{branch_ref}' names no task definition ('{name}')")
-        if branch_ref in walk.scope or branch_ref in taken:
+        branch_ref, kind = spec["taskReferenceName"], spec.get("type") or "SIMPLE"
+        if kind == "SIMPLE" and spec.get("name") not in walk.task_defs and not isinstance(
+                spec.get("taskDefinition"), dict):
+            raise ValueError(f"'{ref}': dynamic task '{branch_ref}' names no task definition ('{spec.get('name')}')")
+        if branch_ref in static_refs or branch_ref in taken or branch_ref + suffix in walk.latest:
             raise ValueError(f"'{ref}': dynamic task reference '{branch_ref}' is already in use")
         taken.add(branch_ref)
+        branch, problems = normalise_dynamic_task(spec, walk.task_defs, workflow_names, set(walk.scope))
+        if problems:
+            raise ValueError(f"'{ref}': dynamic task '{branch_ref}': {'; '.join(problems)[:500]}")
         item = per_ref.get(branch_ref, {})
-        branches.append(WorkflowTask(name=name, taskReferenceName=branch_ref, type="SIMPLE", description="",
-                                     optional=False, startDelay=0,
-                                     inputParameters=item if isinstance(item, dict) else {"item": item}))
-    return {"forkedTasks": [b["taskReferenceName"] for b in branches], "branches": branches}
+        data[branch_ref] = item if isinstance(item, dict) else {"item": item}
+        branches.append(branch)   # type: ignore[arg-type]  # normalised by the validator
+    return {"forkedTasks": [b["taskReferenceName"] for b in branches], "branches": branches, "branchInputs": data}
+
+
+def _conductor_simple_fork(node: WorkflowTask, inputs: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Conductor's dynamic fork by `forkTaskName`/`forkTaskType`/`forkTaskWorkflow` and a list
+    `forkTaskInputs`: task `_<name>_<i>` gets the item (an object, or `{"input": item}`) plus
+    `__index`; with `forkTaskWorkflow` each branch is that sub-workflow."""
+    items: list[Any] = inputs["forkTaskInputs"]
+    _check_fan_out(node["taskReferenceName"], len(items))
+    workflow, kind = inputs.get("forkTaskWorkflow"), inputs.get("forkTaskType")
+    name = inputs.get("forkTaskName") or (kind if kind not in (None, "SIMPLE") else None) or node["taskReferenceName"]
+    version = inputs.get("forkTaskWorkflowVersion")
+    specs, per_ref = [], {}
+    for index, item in enumerate(items):
+        branch_ref = f"_{name}_{index}"
+        spec: dict[str, Any] = {"name": workflow or name, "taskReferenceName": branch_ref,
+                                "type": "SUB_WORKFLOW" if workflow else kind or "SIMPLE",
+                                "optional": bool(node.get("optional"))}
+        if workflow:
+            spec["subWorkflowParam"] = {"name": workflow, "version": int(version) if isinstance(version, (int, str))
+                                        and str(version).strip().isdigit() else 0}
+        specs.append(spec)
+        per_ref[branch_ref] = {**(item if isinstance(item, dict) else {"input": item}), "__index": index}
+    return specs, per_ref
 
 
 def _check_fan_out(ref: str, branches: int) -> None:
@@ -343,6 +563,7 @@ def join(walk: Walk, node: WorkflowTask, suffix: str, *, fork_ref: str) -> Outco
 
 
 def switch(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """SWITCH (and DECISION): run the case the expression selects, or the default case."""
     outcome, task = _instant(walk, node, suffix, lambda inputs: _select_case(node, inputs))
     if not outcome.done:
         return outcome
@@ -354,12 +575,49 @@ def switch(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
 
 
 def _select_case(node: WorkflowTask, inputs: dict[str, Any]) -> dict[str, Any]:
-    if node["evaluatorType"] == "value-param":
+    if node["type"] == "DECISION":   # Conductor's older SWITCH
+        if node.get("caseValueParam"):
+            value = inputs.get(node["caseValueParam"])
+            case = value if isinstance(value, str) else json.dumps(value)
+        else:
+            case = javascript.to_case(javascript.evaluate(node["caseExpression"], inputs))
+        return {"caseOutput": [case], "selectedCase": case}
+    evaluator = node["evaluatorType"]
+    if evaluator == "value-param":
         value = inputs.get(node["expression"])
+    elif evaluator in JAVASCRIPT:
+        return _selected(javascript.to_case(javascript.evaluate(node["expression"], inputs)))
     else:
         value = evaluate(node["expression"], inputs)
-    case = value if isinstance(value, str) else json.dumps(value)
+    return _selected(value if isinstance(value, str) else json.dumps(value))
+
+
+def _selected(case: str) -> dict[str, Any]:
     return {"evaluationResult": [case], "selectedCase": case}
+
+
+def exclusive_join(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """EXCLUSIVE_JOIN (after a SWITCH/DECISION): the output of whichever `joinOn` task ran (else
+    of `defaultExclusiveJoinTask`'s), once it is done."""
+    key = _key(node, suffix)
+    task = walk.latest.get(key) or walk.add(node, key, status=st.IN_PROGRESS)
+    if task.runtime.status in st.DONE_TASK:
+        return DONE
+    if task.runtime.status != st.IN_PROGRESS:
+        return _failed_system_task(walk, node, task)
+    for refs in (node.get("joinOn") or [], node.get("defaultExclusiveJoinTask") or []):
+        ran = [t for t in (walk.latest.get(ref + suffix) for ref in refs) if t is not None]
+        if ran:
+            joined = ran[-1]
+            if joined.runtime.status in st.ACTIVE_TASK:
+                return BLOCKED
+            if joined.runtime.status not in st.DONE_TASK:
+                walk.change(task, status=st.FAILED, reason=f"'{joined.spec.key}' ended {joined.runtime.status}")
+                return walk.unsuccessful(node, task)
+            walk.complete(task, dict(joined.output or {}))
+            return DONE
+    walk.complete(task, {})
+    return DONE
 
 
 def do_while(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
@@ -386,27 +644,61 @@ def do_while(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
         return DONE
     if loop.runtime.status != st.IN_PROGRESS:
         return _failed_system_task(walk, node, loop)
+    conductor = _conductor_loop(node)
     while True:
         output = loop.output or {}
         iteration = int(output["iteration"])
         outcome = sequence(walk, node["loopOver"], f"{suffix}__{iteration}")
         if not outcome.done:
             return outcome
+        if conductor:   # Conductor's loop output keeps each iteration's outputs: {"1": {ref: output}, ...}
+            output = _keep_iterations(walk, node, {**output, str(iteration): _iteration_outputs(walk, node, suffix,
+                                                                                               iteration)}, iteration)
+            walk.set_output(loop, output)
         try:
             again = _loop_again(walk, node, loop, iteration)
-        except SafeExpressionError as exc:
+        except _RUN_TIME_ERRORS as exc:
             walk.change(loop, status=st.FAILED_WITH_TERMINAL_ERROR, reason=f"loopCondition: {exc}")
             return walk.unsuccessful(node, loop)
         if not again or iteration >= node["maxIterations"]:
             walk.complete(loop, {**output, "stoppedByCap": again})
             return DONE
-        walk.set_output(loop, _iteration_output(iteration + 1, loop.spec.extra.get("items")))
+        kept = {k: v for k, v in output.items() if k.isdigit()}
+        walk.set_output(loop, {**kept, **_iteration_output(iteration + 1, loop.spec.extra.get("items"))})
+
+
+def _conductor_loop(node: WorkflowTask) -> bool:
+    """A loop written for Conductor (a JavaScript or value-param condition, or `items` in its
+    inputParameters) has Conductor's output: each iteration's task outputs under its number."""
+    inputs = node["inputParameters"]
+    return node.get("evaluatorType") in (*JAVASCRIPT, "value-param") or (
+        node.get("items") is not None and "items" in inputs and node["items"] == inputs["items"])
+
+
+def _iteration_outputs(walk: Walk, node: WorkflowTask, suffix: str, iteration: int) -> dict[str, Any]:
+    tail = f"{suffix}__{iteration}"
+    outputs: dict[str, Any] = {}
+    for inner in iter_nodes(node["loopOver"]):
+        task = walk.latest.get(inner["taskReferenceName"] + tail)
+        if task is not None:
+            outputs[inner["taskReferenceName"]] = task.output or {}
+    return outputs
+
+
+def _keep_iterations(walk: Walk, node: WorkflowTask, output: dict[str, Any], iteration: int) -> dict[str, Any]:
+    """Conductor's `keepLastN` (an input of the loop): only the last N iterations' outputs stay."""
+    keep = walk.resolve(node["inputParameters"].get("keepLastN"))
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        return output
+    return {k: v for k, v in output.items() if not k.isdigit() or int(k) > iteration - keep}
 
 
 def _iteration_output(iteration: int, items: list[Any] | None) -> dict[str, Any]:
     if items is None:
         return {"iteration": iteration}
-    return {"iteration": iteration, "index": iteration - 1, "item": items[iteration - 1]}
+    item = items[iteration - 1]
+    return {"iteration": iteration, "index": iteration - 1, "item": item, "loopIndex": iteration - 1,
+            "loopItem": item}
 
 
 def _loop_again(walk: Walk, node: WorkflowTask, loop: m.TaskState, iteration: int) -> bool:
@@ -415,11 +707,32 @@ def _loop_again(walk: Walk, node: WorkflowTask, loop: m.TaskState, iteration: in
         return iteration < len(items)
     condition = node.get("loopCondition")
     assert condition is not None, "validation requires 'loopCondition' or 'items'"
+    evaluator = node.get("evaluatorType")
+    if evaluator in JAVASCRIPT:
+        return javascript.to_boolean(javascript.evaluate(condition, _conductor_scope(walk, node, loop)))
+    if evaluator == "value-param":
+        value = walk.resolve(node["inputParameters"]).get(condition)
+        return value is True or javascript.to_boolean(value) or (isinstance(value, str) and value.lower() == "true")
     return bool(evaluate(condition, walk.scope))
 
 
+def _conductor_scope(walk: Walk, node: WorkflowTask, loop: m.TaskState) -> dict[str, Any]:
+    """What Conductor's loop condition sees as `$`: the loop's inputParameters (resolved now),
+    the loop's own output under its reference (`$.loop['iteration']`) and the latest output of
+    each task inside the loop under its reference (`$.task.field`)."""
+    scope: dict[str, Any] = dict(walk.resolve(node["inputParameters"]))
+    for inner in iter_nodes(node["loopOver"]):
+        entry = walk.scope.get(inner["taskReferenceName"])
+        if entry is not None:
+            scope[inner["taskReferenceName"]] = entry["output"]
+    scope[node["taskReferenceName"]] = loop.output or {}
+    return scope
+
+
 VISITORS: dict[str, Visitor] = {
-    "SIMPLE": simple, "NOOP": noop, "SET_VARIABLE": set_variable, "INLINE": inline, "TERMINATE": terminate,
-    "WAIT": wait, "HUMAN": human, "SUB_WORKFLOW": sub_workflow, "FORK_JOIN": fork_join,
-    "FORK_JOIN_DYNAMIC": fork_join_dynamic, "SWITCH": switch, "DO_WHILE": do_while,
+    "SIMPLE": simple, "DYNAMIC": dynamic, "NOOP": noop, "SET_VARIABLE": set_variable, "INLINE": inline,
+    "LAMBDA": lambda_, "JSON_JQ_TRANSFORM": json_jq_transform, "TERMINATE": terminate, "WAIT": wait,
+    "HUMAN": human, "SUB_WORKFLOW": sub_workflow, "START_WORKFLOW": start_workflow, "FORK_JOIN": fork_join,
+    "FORK_JOIN_DYNAMIC": fork_join_dynamic, "SWITCH": switch, "DECISION": switch, "DO_WHILE": do_while,
+    "EXCLUSIVE_JOIN": exclusive_join,
 }

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 from collections.abc import Callable
 
 from .. import state as m
 from .. import statuses as st
+from ..definitions import TASK_DEF_DEFAULTS, TASK_KINDS, WORKER_TASK_KINDS
 from ..limits import MAX_DURATION_SECONDS
-from ..schema import TaskDef, WorkflowTask
-from ..templates import resolve
+from ..schema import TaskDef, WorkflowDef, WorkflowTask
+from ..templates import TASK_ID, resolve
 from .decision import Decision
 
 
@@ -58,6 +59,12 @@ def seconds_ms(seconds: Any) -> int:
     return int(min(max(value, 0.0), float(MAX_DURATION_SECONDS)) * 1000)
 
 
+def is_worker_kind(kind: str) -> bool:
+    """Whether tasks of this kind run on workers (SIMPLE, DYNAMIC, the I/O types such as HTTP,
+    and types that are not Conductor's but have a task definition named after them)."""
+    return kind in WORKER_TASK_KINDS or kind not in TASK_KINDS
+
+
 def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     """Delay before the retry of attempt number `failed_attempt` (0 = the first run)."""
     base = float(task_def["retryDelaySeconds"])
@@ -70,6 +77,62 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     else:
         delay = base
     return seconds_ms(min(delay, float(task_def["maxRetryDelaySeconds"])))
+
+
+def _iteration(task: m.TaskState) -> int:
+    if task.spec.kind == "DO_WHILE":   # `${loop['iteration']}` reads the loop's current iteration
+        return int((task.output or {}).get("iteration", 0))
+    tail = task.spec.key.rsplit("__", 1)[1] if "__" in task.spec.key else "0"
+    return int(tail) if tail.isdigit() else 0
+
+
+_TASK_FIELDS: dict[str, Callable[[m.TaskState, m.WorkflowState], Any]] = {
+    "taskId": lambda t, w: t.spec.task_id,
+    "status": lambda t, w: str(t.runtime.status),
+    "referenceTaskName": lambda t, w: t.spec.key,
+    "retryCount": lambda t, w: t.spec.attempt,
+    "taskType": lambda t, w: t.spec.task_type,
+    "taskDefName": lambda t, w: t.spec.task_type,
+    "scheduledTime": lambda t, w: t.spec.scheduled_at_ms,
+    "startTime": lambda t, w: t.runtime.started_at_ms,
+    "endTime": lambda t, w: t.runtime.ended_at_ms,
+    "updateTime": lambda t, w: max(t.runtime.ended_at_ms, t.runtime.started_at_ms, t.spec.scheduled_at_ms),
+    "reasonForIncompletion": lambda t, w: t.runtime.reason,
+    "workerId": lambda t, w: t.runtime.worker_id or None,
+    "iteration": lambda t, w: _iteration(t),
+    "seq": lambda t, w: t.spec.seq,
+    "callbackAfterSeconds": lambda t, w: 0,
+    "pollCount": lambda t, w: 1 if t.runtime.started_at_ms else 0,
+    "workflowInstanceId": lambda t, w: w.workflow_id,
+    "correlationId": lambda t, w: w.correlation_id,
+}
+
+
+class _Entry(dict[str, Any]):
+    """What `${<ref>.…}` sees of an instance: its input and output, and (computed when read, so
+    always current) the other fields of a task Conductor's expressions can read: `${ref.status}`,
+    `${ref.endTime}`, `${loop['iteration']}`, ... Only input and output are listed as keys."""
+
+    __slots__ = ("task", "workflow")
+
+    def __init__(self, task: m.TaskState, workflow: m.WorkflowState) -> None:
+        super().__init__(input=task.spec.input, output=task.output or {})
+        self.task, self.workflow = task, workflow
+
+    def __missing__(self, key: str) -> Any:
+        field = _TASK_FIELDS.get(key)
+        if field is None:
+            raise KeyError(key)
+        return field(self.task, self.workflow)
+
+    def __contains__(self, key: object) -> bool:
+        return dict.__contains__(self, key) or key in _TASK_FIELDS
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
 
 
 class Walk:
@@ -86,6 +149,7 @@ class Walk:
         self.next_seq = 0
         self.fork_done: dict[str, bool] = {}
         self.input_overrides: dict[str, dict[str, Any]] = {}
+        self.input_extras: dict[str, dict[str, Any]] = {}   # data laid over the resolved input (dynamic forks)
         self.retrying: set[str] = set()        # keys whose failed instance gets a fresh attempt
         self.scope: dict[str, Any] = {}
         self.reset(wf.tasks)
@@ -97,13 +161,23 @@ class Walk:
         for task in sorted(tasks, key=lambda t: t.spec.seq):
             self.latest[task.spec.key] = m.TaskState(task.spec, task.runtime, task.output)
         self.next_seq = max((t.spec.seq for t in tasks), default=-1) + 1
-        self.scope = {"workflow": {"input": self.wf.input, "variables": self.variables,
-                                   "workflowId": self.wf.workflow_id, "correlationId": self.wf.correlation_id}}
+        wf = self.wf
+        workflow_input = wf.input
+        defaults = self.definition.get("inputTemplate")
+        if defaults:   # Conductor's inputTemplate: default values of the input
+            workflow_input = {**defaults, **wf.input}
+        parent_id, _, parent_task = wf.parent.partition("|")
+        self.scope = {"workflow": {
+            "input": workflow_input, "variables": self.variables, "workflowId": wf.workflow_id,
+            "correlationId": wf.correlation_id, "output": {}, "status": str(wf.status), "workflowType": wf.name,
+            "version": wf.version, "createTime": wf.created_at_ms, "updateTime": wf.updated_at_ms,
+            "parentWorkflowId": parent_id or None, "parentWorkflowTaskId": parent_task or None,
+            "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}}
         for task in sorted(self.latest.values(), key=lambda t: t.spec.seq):
             self._expose(task)
 
     def _expose(self, task: m.TaskState) -> None:
-        entry = {"input": task.spec.input, "output": task.output or {}}
+        entry = _Entry(task, self.wf)
         self.scope[task.spec.ref] = entry      # the latest iteration answers to the bare reference
         self.scope[task.spec.key] = entry
 
@@ -132,7 +206,7 @@ class Walk:
         task_id = task_id or self.new_id()
         spec = m.TaskSpec(task_id=task_id, ref=node["taskReferenceName"], kind=kind,
                           task_type=task_type or kind, attempt=attempt, seq=self.next_seq,
-                          input=self.input_for(node, key) if input is None else input,
+                          input=self.input_for(node, key, task_id) if input is None else input,
                           scheduled_at_ms=self.now, key=key, extra=extra or {})
         self.next_seq += 1
         started = self.now if status == st.IN_PROGRESS else 0
@@ -150,11 +224,46 @@ class Walk:
         self._expose(task)
         return task
 
-    def input_for(self, node: WorkflowTask, key: str) -> dict[str, Any]:
+    def input_for(self, node: WorkflowTask, key: str, task_id: str = "") -> dict[str, Any]:
+        """The input of a new instance: its inputParameters resolved (over the task definition's
+        inputTemplate, for a worker task), `${CPEWF_TASK_ID}` being `task_id`."""
         if key in self.input_overrides:
             return self.input_overrides.pop(key)
-        resolved: dict[str, Any] = self.resolve(node["inputParameters"])
-        return resolved
+        template: Any = node["inputParameters"]
+        if is_worker_kind(node["type"]):
+            task_def: dict[str, Any] = dict(node.get("taskDefinition") or self.task_defs.get(node["name"]) or {})
+            defaults = task_def.get("inputTemplate")
+            if defaults:
+                template = {**defaults, **template}
+        self.scope[TASK_ID] = task_id or None
+        try:
+            resolved: dict[str, Any] = self.resolve(template)
+        finally:
+            self.scope.pop(TASK_ID, None)
+        extra = self.input_extras.pop(key, None)
+        return {**resolved, **extra} if extra else resolved
+
+    def task_def(self, node: WorkflowTask, name: str) -> TaskDef:
+        """The task definition an instance of `node` runs under: the one embedded in the task
+        (Conductor's `taskDefinition`), else the registered one named `name`, else (for the I/O
+        types such as HTTP and names chosen at run time) the defaults."""
+        embedded = node.get("taskDefinition")
+        if embedded:
+            return embedded
+        registered = self.task_defs.get(name)
+        if registered is not None:
+            return registered
+        return cast(TaskDef, {**TASK_DEF_DEFAULTS, "name": name})
+
+    def find_workflow(self, name: str, version: int) -> WorkflowDef | None:
+        """The definition `name` (version 0 = the latest) in this run's snapshot."""
+        found = self.sub_workflows.get(f"{name}:{version}")
+        if found is not None:
+            return found
+        candidates = [d for key, d in self.sub_workflows.items() if key.rsplit(":", 1)[0] == name]
+        if version:
+            return next((d for d in candidates if d.get("version") == version), None)
+        return max(candidates, key=lambda d: int(d.get("version", 0)), default=None)
 
     def change(self, task: m.TaskState, **changes: Any) -> None:
         """Change an instance's runtime state (status, reason, ...) in this decision."""
@@ -197,7 +306,7 @@ class Walk:
     def stop(self, task: m.TaskState, status: str, reason: str) -> None:
         """End an active instance: take it off its queue or lease, end a child workflow."""
         runtime = task.runtime
-        if task.spec.kind == "SIMPLE":
+        if is_worker_kind(task.spec.kind):
             if runtime.status == st.SCHEDULED and runtime.queued:
                 self.decision.dequeue.append((task.spec.task_type, task.task_id))
             elif runtime.status == st.IN_PROGRESS:
@@ -212,7 +321,7 @@ class Walk:
     def schedule_worker_task(self, node: WorkflowTask, key: str, task_name: str, *, attempt: int,
                              delay_ms: int = 0, extra: dict[str, Any] | None = None,
                              input: dict[str, Any] | None = None) -> m.TaskState:
-        task_def = self.task_defs[task_name]
+        task_def = self.task_def(node, task_name)
         task_id = self.new_id()
         extra = dict(extra or {})
         # One idempotency key per logical execution: a retry inherits it (it copies `extra`); a
@@ -229,22 +338,39 @@ class Walk:
         if status in st.DONE_TASK:
             return DONE
         if status == st.SCHEDULED:
+            if self._poll_timed_out(node, task, task_name):
+                return BLOCKED
             self.enqueue_when_ready(task)
             return BLOCKED
         if status == st.IN_PROGRESS:
-            return self._check_task_timeout(task, self.task_defs[task_name])
+            return self._check_task_timeout(task, self.task_def(node, task_name))
         if (status in st.RETRYABLE_TASK and self.retries_left(node, task, task_name)) or task.spec.key in self.retrying:
             self.retry(node, task, task_name)
             return BLOCKED
         return self.unsuccessful(node, task)
 
+    def _poll_timed_out(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
+        """Conductor's `pollTimeoutSeconds`: an attempt queued this long without a worker taking
+        it times out (and is retried under the task's policy)."""
+        limit_ms = seconds_ms(self.task_def(node, task_name).get("pollTimeoutSeconds") or 0)
+        if not limit_ms or task.runtime.ready_at_ms > self.now:
+            return False
+        deadline = task.runtime.ready_at_ms + limit_ms
+        if self.now < deadline:
+            self.decision.wake(deadline)
+            return False
+        self.stop(task, st.TASK_TIMED_OUT, f"no worker took the task within pollTimeoutSeconds "
+                                           f"({limit_ms / 1000:g} s)")
+        self.decision.wake(self.now)   # decide the retry at once
+        return True
+
     def retries_left(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
-        allowed = int(node.get("retryCount", self.task_defs[task_name]["retryCount"]))
+        allowed = int(node.get("retryCount", self.task_def(node, task_name)["retryCount"]))
         return task.spec.attempt - int(task.spec.extra.get("retryBase", 0)) < allowed
 
     def retry(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> None:
         extra = dict(task.spec.extra)
-        delay = retry_delay_ms(self.task_defs[task_name], task.spec.attempt)
+        delay = retry_delay_ms(self.task_def(node, task_name), task.spec.attempt)
         if task.spec.key in self.retrying:          # an operator's retry: a fresh budget, no back-off
             self.retrying.discard(task.spec.key)
             extra["retryBase"] = task.spec.attempt + 1

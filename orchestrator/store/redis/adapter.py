@@ -81,20 +81,22 @@ class RedisStore:
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
 
     @classmethod
-    def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024) -> RedisStore:
+    def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
+                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> RedisStore:
         client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
                                          socket_keepalive=True, retry_on_timeout=True)
-        return cls(client, prefix, max_value_bytes=max_value_bytes)
+        return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
-                       password: str | None = None, *, max_value_bytes: int = 1024 * 1024) -> RedisStore:
+                       password: str | None = None, *, max_value_bytes: int = 1024 * 1024,
+                       idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> RedisStore:
         """Follow the master that Sentinel names; after a failover, reconnect to the new one."""
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         sentinel = Sentinel(addresses, socket_timeout=1.0)  # type: ignore[no-untyped-call]
         client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
                                      health_check_interval=5, socket_keepalive=True, retry_on_timeout=True)
-        return cls(client, prefix, max_value_bytes=max_value_bytes)
+        return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
 
     @property
     def prefix(self) -> str:
@@ -461,6 +463,24 @@ class RedisStore:
         if result == "STALE_EPOCH":
             raise StaleEpoch("lease expiry refused: a newer leader holds the epoch")
         return result == "EXPIRED"
+
+    @_unavailable_as_store_error
+    async def ended_before(self, cutoff_ms: int, limit: int) -> list[tuple[str, str]]:
+        entries = await self._redis.xrange(self.keys.ended, min="-", max="+", count=limit)
+        found = []
+        for entry_id, fields in entries:
+            if int(fields["at"]) > cutoff_ms:
+                break
+            found.append((entry_id, fields["wf"]))
+        return found
+
+    @_unavailable_as_store_error
+    async def forget_ended(self, epoch: int, entries: list[tuple[str, str]], cutoff_ms: int) -> int:
+        result = await self._run(scripts.FORGET_ENDED, {"epoch": epoch, "cutoff": cutoff_ms,
+                                                        "entries": [list(e) for e in entries]})
+        if result == "STALE_EPOCH":
+            raise StaleEpoch("retention refused: a newer leader holds the epoch")
+        return int(result)
 
     @_unavailable_as_store_error
     async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:

@@ -487,3 +487,32 @@ end
 redis.call('ZADD', P .. ':decide', A.at, A.id)
 return 'OK'
 """
+
+# Retention: forget workflows that ended before A.cutoff and were archived, with their index
+# entries and their entries in the `ended` stream; a workflow that was restarted since (no longer
+# terminal, or ended later) keeps its record and only loses the old stream entry. Fenced.
+# A: epoch, cutoff, entries [[stream entry id, workflow id], ...].  -> number of workflows forgotten
+FORGET_ENDED = COMMON + r"""
+if not fenced(A.epoch) then return 'STALE_EPOCH' end
+local forgotten = 0
+for _, pair in ipairs(A.entries) do
+  local entry, id = pair[1], pair[2]
+  local key = wf_key(id)
+  local st = redis.call('HGET', key, 'st')
+  local ended = tonumber(redis.call('HGET', key, 'end') or '0')
+  if st and TERMINAL[st] and ended > 0 and ended <= A.cutoff then
+    local meta = cjson.decode(redis.call('HGET', key, 'm'))
+    redis.call('ZREM', P .. ':idx:all', id)
+    redis.call('ZREM', P .. ':idx:st:' .. st, id)
+    redis.call('ZREM', P .. ':idx:name:' .. meta.name, id)
+    if meta.correlationId and meta.correlationId ~= '' then
+      redis.call('ZREM', P .. ':idx:corr:' .. meta.correlationId, id)
+    end
+    redis.call('ZREM', P .. ':decide', id)
+    redis.call('DEL', key)
+    forgotten = forgotten + 1
+  end
+  redis.call('XDEL', P .. ':ended', entry)
+end
+return forgotten
+"""

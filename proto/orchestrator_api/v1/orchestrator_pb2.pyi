@@ -63,14 +63,16 @@ class RegisterWorkflowDefRequest(_message.Message):
     def __init__(self, source: _Optional[_Union[DefinitionSource, _Mapping]] = ...) -> None: ...
 
 class ValidateWorkflowDefResponse(_message.Message):
-    __slots__ = ("valid", "errors", "normalised")
+    __slots__ = ("valid", "errors", "normalised", "warnings")
     VALID_FIELD_NUMBER: _ClassVar[int]
     ERRORS_FIELD_NUMBER: _ClassVar[int]
     NORMALISED_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     errors: _containers.RepeatedScalarFieldContainer[str]
     normalised: WorkflowDef
-    def __init__(self, valid: _Optional[bool] = ..., errors: _Optional[_Iterable[str]] = ..., normalised: _Optional[_Union[WorkflowDef, _Mapping]] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, valid: _Optional[bool] = ..., errors: _Optional[_Iterable[str]] = ..., normalised: _Optional[_Union[WorkflowDef, _Mapping]] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetWorkflowDefRequest(_message.Message):
     __slots__ = ("name", "version")

@@ -1,0 +1,309 @@
+"""The console's Starlette app: server-rendered pages, their live fragments, the operations, /metrics.
+
+Every page is plain HTML from a Jinja template (autoescaped); a few lines of JavaScript
+(static/console.js) poll each page's live fragment and swap it in. Forms POST with a token
+only this node's pages carry, and every operation asks for confirmation on a page of its own.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode
+
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from ..core import state as m
+from ..core import statuses as st
+from ..core.clock import now_ms
+from ..core.definitions import iter_nodes
+from ..store import StoreUnavailable
+from . import operations
+from .graph import Graph, layout
+from .metrics import CONTENT_TYPE, NodeMetrics
+from .observe import bounded, cluster_snapshot, seconds, why_waiting
+from .operations import OPERATIONS, Refused
+from .parts import ConsoleParts
+from .timeline import timeline
+
+MAX_FORM_BYTES = 2 * 1024 * 1024
+MAX_SHOWN_JSON = 20_000
+PAGE_SIZES = (20, 50, 100, 200)
+SIGNALLED_KINDS = ("WAIT", "HUMAN")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _ts(ms: int | float | None) -> str:
+    if not ms:
+        return "-"
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S.") + f"{int(ms) % 1000:03d}"
+
+
+def _pretty(value: Any) -> str:
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    if len(text) > MAX_SHOWN_JSON:
+        return text[:MAX_SHOWN_JSON] + f"\n... ({len(text)} characters; the rest is not shown)"
+    return text
+
+
+def _parse_time(text: str, field: str) -> int:
+    """A form's time: epoch ms, or an ISO date/time read as UTC."""
+    text = text.strip()
+    if not text:
+        return 0
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused("INVALID_ARGUMENT", f"{field}: '{text}' is neither epoch ms nor a date and time "
+                                          "(YYYY-MM-DDTHH:MM, UTC)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def statuses_by_ref(state: m.WorkflowState) -> tuple[dict[str, str], dict[str, int]]:
+    """The status of each reference's latest attempt, and how many instances (loop iterations) ran."""
+    latest: dict[str, m.TaskState] = {}
+    keys: dict[str, set[str]] = {}
+    for task in state.tasks:
+        ref = task.spec.ref
+        if ref not in latest or task.spec.seq > latest[ref].spec.seq:
+            latest[ref] = task
+        keys.setdefault(ref, set()).add(task.spec.key)
+    return ({ref: str(t.runtime.status) for ref, t in latest.items()}, {ref: len(k) for ref, k in keys.items()})
+
+
+class Console:
+    def __init__(self, parts: ConsoleParts) -> None:
+        self.parts = parts
+        self.metrics = NodeMetrics(parts)
+        self.token = secrets.token_urlsafe(24)
+        self.env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
+                               autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+                               trim_blocks=True, lstrip_blocks=True)
+        self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""))
+        self.env.globals.update(node=parts, csrf=self.token, statuses=st.WORKFLOW_STATUSES,
+                                terminal=st.TERMINAL_WORKFLOW, operations=OPERATIONS)
+
+    # ------------------------------------------------------------- helpers
+
+    def render(self, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
+        values.setdefault("now", now_ms())
+        return HTMLResponse(self.env.get_template(template).render(**values), status_code=status_code)
+
+    def problem(self, status_code: int, title: str, message: str) -> HTMLResponse:
+        return self.render("problem.html", status_code, title=title, message=message, page="")
+
+    async def form(self, request: Request) -> dict[str, str]:
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_FORM_BYTES:
+            raise Refused("RESOURCE_EXHAUSTED", f"the form is {size} bytes; at most {MAX_FORM_BYTES} are read")
+        body = (await request.body())[:MAX_FORM_BYTES]
+        fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
+        if not secrets.compare_digest(fields.get("csrf", ""), self.token):
+            raise Refused("PERMISSION_DENIED", "this form did not come from this node's console (or the node "
+                                               "restarted since it was shown): reload the page and try again")
+        return fields
+
+    async def store_down(self, request: Request, exc: Exception) -> Response:
+        return self.problem(503, "Redis unavailable", f"The state store did not answer: {exc}. Pages come back "
+                                                      "when it does; nothing was changed.")
+
+    # ------------------------------------------------------------- cluster
+
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/cluster", status_code=302)
+
+    async def cluster(self, request: Request) -> Response:
+        return self.render("cluster.html", page="cluster", snap=await cluster_snapshot(self.parts))
+
+    async def cluster_live(self, request: Request) -> Response:
+        return self.render("cluster_live.html", snap=await cluster_snapshot(self.parts))
+
+    # ------------------------------------------------------------- executions
+
+    async def executions(self, request: Request) -> Response:
+        q = request.query_params
+        filters = {key: q.get(key, "").strip() for key in ("name", "status", "correlation_id", "from", "to", "cursor")}
+        limit = int(q["limit"]) if q.get("limit", "").isdigit() else PAGE_SIZES[0]
+        error, page, counts = "", None, {}
+        names = sorted(d["name"] for d in await self.parts.store.workflow_defs())
+        try:
+            created_from = _parse_time(filters["from"], "from")
+            created_to = _parse_time(filters["to"], "to")
+            page = await operations.search(
+                self.parts.workflows, name=filters["name"], status=filters["status"],
+                correlation_id=filters["correlation_id"], cursor=filters["cursor"], limit=limit,
+                created_from_ms=created_from, created_to_ms=created_to)
+            counts = await bounded(self.parts.store.status_counts(
+                name=filters["name"], correlation_id=filters["correlation_id"],
+                created_from_ms=created_from, created_to_ms=created_to))
+        except Refused as exc:
+            error = exc.message
+        query = {k: v for k, v in filters.items() if v and k != "cursor"}
+        query["limit"] = str(limit)
+        next_link = ""
+        if page is not None and page.next_page_token:
+            next_link = "/executions?" + urlencode({**query, "cursor": page.next_page_token})
+        return self.render("executions.html", page="executions", filters=filters, limit=limit, sizes=PAGE_SIZES,
+                           names=names, error=error, results=page.workflows if page else [], counts=counts,
+                           next_link=next_link, first_link="/executions?" + urlencode(query),
+                           counts_note=bool(filters["name"] or filters["correlation_id"]),
+                           paged=bool(filters["cursor"]),
+                           status_links={status: "/executions?" + urlencode({**query, "status": status})
+                                         for status in st.WORKFLOW_STATUSES})
+
+    async def _execution_values(self, workflow_id: str) -> dict[str, Any] | None:
+        state = await self.parts.store.load(workflow_id)
+        if state is None:
+            return None
+        now = now_ms()
+        statuses, iterations = statuses_by_ref(state)
+        graph: Graph = layout(state.definition["tasks"], statuses, iterations,
+                              ended=str(state.status) if state.status in st.TERMINAL_WORKFLOW else "")
+        signallable = [t for t in state.tasks if t.spec.kind in SIGNALLED_KINDS and t.runtime.status == st.IN_PROGRESS]
+        return {"state": state, "graph": graph, "timeline": timeline(state, now), "now": now,
+                "waiting": await why_waiting(self.parts, state), "signallable": signallable,
+                "allowed": allowed_operations(state), "parent": state.parent.split("|", 1)[0],
+                "children": [(t.spec.key, t.spec.extra["child"]) for t in state.tasks if t.spec.extra.get("child")],
+                "final": state.status in st.TERMINAL_WORKFLOW}
+
+    async def execution(self, request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        values = await self._execution_values(workflow_id)
+        if values is None:
+            return self.problem(404, "No such execution", f"No workflow with id '{workflow_id}' is stored.")
+        return self.render("execution.html", page="executions", done=request.query_params.get("done", ""),
+                           **values)
+
+    async def execution_live(self, request: Request) -> Response:
+        values = await self._execution_values(request.path_params["workflow_id"])
+        if values is None:
+            return PlainTextResponse("gone", status_code=404)
+        return self.render("execution_live.html", **values)
+
+    async def confirm(self, request: Request) -> Response:
+        workflow_id, op = request.path_params["workflow_id"], request.path_params["op"]
+        state = await self.parts.store.load(workflow_id)
+        if state is None:
+            return self.problem(404, "No such execution", f"No workflow with id '{workflow_id}' is stored.")
+        if op not in OPERATIONS:
+            return self.problem(404, "No such operation", f"The console has no operation '{op}'.")
+        task = request.query_params.get("task", "")
+        return self.render("confirm.html", page="executions", state=state, op=OPERATIONS[op], task=task, error="",
+                           values={})
+
+    async def operate(self, request: Request) -> Response:
+        workflow_id, op = request.path_params["workflow_id"], request.path_params["op"]
+        try:
+            fields = await self.form(request)
+            done = await operations.run(self.parts.workflows, op, workflow_id, fields)
+        except Refused as exc:
+            state = await self.parts.store.load(workflow_id)
+            if state is None or op not in OPERATIONS:
+                return self.problem(exc.http_status if exc.code != "PERMISSION_DENIED" else 403,
+                                    "Refused", exc.message)
+            return self.render("confirm.html", 403 if exc.code == "PERMISSION_DENIED" else exc.http_status,
+                               page="executions", state=state, op=OPERATIONS[op],
+                               task=request.query_params.get("task", ""), error=exc.message, values={})
+        return RedirectResponse(f"/executions/{quote(workflow_id, safe='')}?" + urlencode({"done": done}),
+                                status_code=303)
+
+    # ------------------------------------------------------------- definitions
+
+    async def definitions(self, request: Request) -> Response:
+        workflows = sorted(await self.parts.store.workflow_defs(), key=lambda d: d["name"])
+        task_defs = await self.parts.store.task_defs()
+        served: dict[str, int] = {}
+        for session in self.parts.dispatcher.sessions:
+            for task_type in session.task_types:
+                served[task_type] = served.get(task_type, 0) + 1
+        return self.render("definitions.html", page="definitions", workflows=workflows,
+                           task_defs=[task_defs[n] for n in sorted(task_defs)], served=served,
+                           sizes={d["name"]: sum(1 for _ in iter_nodes(d["tasks"])) for d in workflows})
+
+    async def definition(self, request: Request, error: str = "", values: dict[str, str] | None = None,
+                         status_code: int = 200) -> Response:
+        name = request.path_params["name"]
+        versions = sorted(await self.parts.store.workflow_defs(name), key=lambda d: d["version"])
+        if not versions:
+            return self.problem(404, "No such definition", f"No workflow definition named '{name}' is registered.")
+        wanted = request.query_params.get("version", "")
+        chosen = next((d for d in versions if str(d["version"]) == wanted), versions[-1])
+        example = {key: "" for key in chosen.get("inputParameters", [])}
+        values = values or {"input": json.dumps(example, indent=2), "correlation_id": ""}
+        return self.render("definition.html", status_code, page="definitions", definition=chosen, versions=versions,
+                           graph=layout(chosen["tasks"]), error=error, values=values,
+                           idempotency_key=uuid.uuid4().hex)
+
+    async def start(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        fields: dict[str, str] = {}
+        try:
+            fields = await self.form(request)
+            fields["name"] = name
+            workflow_id, created = await operations.start(self.parts.workflows, fields)
+        except Refused as exc:
+            return await self.definition(request, exc.message, fields or None,
+                                         403 if exc.code == "PERMISSION_DENIED" else exc.http_status)
+        done = "started" if created else "already started (same form submitted twice)"
+        return RedirectResponse(f"/executions/{quote(workflow_id, safe='')}?" + urlencode({"done": done}),
+                                status_code=303)
+
+    # ------------------------------------------------------------- machine endpoints
+
+    async def metrics_page(self, request: Request) -> Response:
+        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
+
+    async def healthz(self, request: Request) -> Response:
+        return PlainTextResponse("ok\n")
+
+
+def allowed_operations(state: m.WorkflowState) -> list[str]:
+    """What the console offers for a workflow in its current status (the API checks again)."""
+    status = state.status
+    if status == st.RUNNING:
+        return ["pause", "terminate", "compensate"]
+    if status == st.PAUSED:
+        return ["resume", "terminate", "compensate"]
+    if status == st.COMPENSATING:
+        return ["terminate"]
+    if status in (st.FAILED, st.TIMED_OUT):
+        return ["retry", "restart"]
+    return ["restart"]
+
+
+def build_app(parts: ConsoleParts) -> Starlette:
+    console = Console(parts)
+    static = Path(__file__).resolve().parent / "static"
+    routes = [
+        Route("/", console.home),
+        Route("/cluster", console.cluster),
+        Route("/cluster/live", console.cluster_live),
+        Route("/executions", console.executions),
+        Route("/executions/{workflow_id}", console.execution),
+        Route("/executions/{workflow_id}/live", console.execution_live),
+        Route("/executions/{workflow_id}/confirm/{op}", console.confirm),
+        Route("/executions/{workflow_id}/{op}", console.operate, methods=["POST"]),
+        Route("/definitions", console.definitions),
+        Route("/definitions/{name}", console.definition),
+        Route("/definitions/{name}/start", console.start, methods=["POST"]),
+        Route("/metrics", console.metrics_page),
+        Route("/healthz", console.healthz),
+        Mount("/static", StaticFiles(directory=static), name="static"),
+    ]
+    return Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})

@@ -1,0 +1,131 @@
+"""The console's writes: the gRPC WorkflowService's own handlers, called in-process.
+
+Each operation builds the request message the API would receive and awaits the handler, so a
+start, a pause or a signal from the console is validated, stored and decided exactly as it is
+from the CLI or grpcurl. A refusal (the handler aborts its context) comes back as `Refused`
+with the API's status and message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from orchestrator_api.structs import to_struct
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+from .parts import WorkflowHandlers
+
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "FAILED_PRECONDITION": 409,
+               "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503}
+
+
+class Refused(Exception):
+    """The API refused the request; `code` is its gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+
+class _Context:
+    """The one thing the handlers use of a gRPC servicer context: `abort`."""
+
+    async def abort(self, code: Any, details: str = "") -> NoReturn:
+        raise Refused(getattr(code, "name", str(code)), details)
+
+
+def parse_object(text: str, what: str) -> dict[str, Any]:
+    """A JSON object typed into a form; Refused(INVALID_ARGUMENT) with the parser's words otherwise."""
+    text = text.strip() or "{}"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise Refused("INVALID_ARGUMENT", f"{what} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Refused("INVALID_ARGUMENT", f"{what} must be a JSON object ({{...}}), not {type(value).__name__}")
+    return value
+
+
+def _struct(value: dict[str, Any], what: str) -> Any:
+    try:
+        return to_struct(value)
+    except (TypeError, ValueError) as exc:
+        raise Refused("INVALID_ARGUMENT", f"{what}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Operation:
+    name: str
+    label: str
+    explain: str
+    danger: bool = False
+
+
+OPERATIONS = {op.name: op for op in (
+    Operation("pause", "Pause", "No new task starts until it is resumed; tasks already running finish."),
+    Operation("resume", "Resume", "Queued tasks are offered to workers again at once."),
+    Operation("terminate", "Terminate", "Ends the workflow TERMINATED now; running tasks are cancelled "
+                                        "(their results will be refused).", danger=True),
+    Operation("compensate", "Terminate and compensate", "Undoes the completed steps that name a compensation, "
+                                                         "newest first, then ends COMPENSATED.", danger=True),
+    Operation("retry", "Retry", "Runs the failed tasks again (and what follows), keeping what completed."),
+    Operation("restart", "Restart", "Runs the whole workflow again from its first task, with the same input."),
+    Operation("signal", "Signal", "Completes the waiting WAIT or HUMAN task with the output given."),
+)}
+
+
+async def run(handlers: WorkflowHandlers, op: str, workflow_id: str, form: dict[str, str]) -> str:
+    """Run operation `op` on `workflow_id`; returns what happened, in words. Raises Refused."""
+    context = _Context()
+    if op == "pause":
+        await handlers.PauseWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+        return "paused"
+    if op == "resume":
+        await handlers.ResumeWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+        return "resumed"
+    if op in ("terminate", "compensate"):
+        reason = form.get("reason", "").strip() or "terminated from the console"
+        await handlers.TerminateWorkflow(pb.TerminateWorkflowRequest(
+            workflow_id=workflow_id, reason=reason, compensate=op == "compensate"), context)
+        return "terminated" if op == "terminate" else "compensating"
+    if op == "retry":
+        await handlers.RetryWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+        return "retried"
+    if op == "restart":
+        await handlers.RestartWorkflow(pb.RestartWorkflowRequest(
+            workflow_id=workflow_id, use_latest_definition=form.get("latest") == "1"), context)
+        return "restarted"
+    if op == "signal":
+        output = _struct(parse_object(form.get("output", ""), "output"), "output")
+        await handlers.SignalTask(pb.SignalTaskRequest(
+            workflow_id=workflow_id, task_reference_name=form.get("task", ""), task_id=form.get("task_id", ""),
+            failed=form.get("failed") == "1", output=output, reason=form.get("reason", "")), context)
+        return f"signalled {form.get('task', '')}".strip()
+    raise Refused("NOT_FOUND", f"no operation '{op}'")
+
+
+async def start(handlers: WorkflowHandlers, form: dict[str, str]) -> tuple[str, bool]:
+    """Start a workflow from the definition page's form: (workflow id, created)."""
+    workflow_input = _struct(parse_object(form.get("input", ""), "input"), "input")
+    version = form.get("version", "0").strip() or "0"
+    if not version.isdigit():
+        raise Refused("INVALID_ARGUMENT", "version must be a number (0 = the latest)")
+    answer = await handlers.StartWorkflow(pb.StartWorkflowRequest(
+        name=form.get("name", ""), version=int(version), input=workflow_input,
+        correlation_id=form.get("correlation_id", "").strip(), idempotency_key=form.get("idempotency_key", "")),
+        _Context())
+    return answer.workflow_id, answer.created
+
+
+async def search(handlers: WorkflowHandlers, *, name: str, status: str, correlation_id: str, cursor: str,
+                 limit: int, created_from_ms: int, created_to_ms: int) -> pb.SearchWorkflowsResponse:
+    return await handlers.SearchWorkflows(pb.SearchWorkflowsRequest(
+        name=name, status=status, correlation_id=correlation_id, page_token=cursor, limit=limit,
+        created_from_ms=created_from_ms, created_to_ms=created_to_ms), _Context())

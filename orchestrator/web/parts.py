@@ -1,0 +1,93 @@
+"""What the console is built from: the node's parts, handed over by `orchestrator.node`.
+
+The web layer sits beside `orchestrator.api` and imports neither it nor the node: the node
+passes its WorkflowService in as `WorkflowHandlers` (the console's operations run through the
+very handlers the gRPC API runs, validation and errors included) and the counters its parts keep.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+from ..cluster.deciding import Decider
+from ..cluster.dispatch import Dispatcher
+from ..cluster.election import Candidacy
+from ..cluster.leader_loop import LeaderLoop
+from ..core import state as m
+from ..core import statuses as st
+from ..core.decider import Decision
+from ..store import Store
+
+
+class WorkflowHandlers(Protocol):
+    """The gRPC WorkflowService handlers the console calls (`context` needs only `abort`)."""
+
+    async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse: ...
+
+    async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
+                              context: Any) -> pb.SearchWorkflowsResponse: ...
+
+    async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
+                                context: Any) -> pb.TerminateWorkflowResponse: ...
+
+    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+
+    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+
+    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+
+    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow: ...
+
+    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow: ...
+
+
+@dataclass
+class NodeCounters:
+    """What the node counts for /metrics that no part counts itself (fed by `Node`)."""
+
+    started: Counter[str] = field(default_factory=Counter)            # by decisions: children, failure workflows
+    ended: Counter[tuple[str, str]] = field(default_factory=Counter)  # (workflow name, terminal status)
+    elections: int = 0             # terms this node won
+    expired_earlier: int = 0       # leases expired in this node's earlier terms (or clock restarts) as leader
+    _epoch: int = 0
+
+    def on_decision(self, state: m.WorkflowState, decision: Decision) -> None:
+        for started in decision.start_workflows:
+            self.started[started.name] += 1
+        if decision.status in st.TERMINAL_WORKFLOW:
+            self.ended[(state.name, str(decision.status))] += 1
+
+    def on_elected(self, epoch: int, previous: LeaderLoop | None) -> None:
+        """A term starts (or its clocks restart after a crash: the same epoch, not a new term)."""
+        if epoch != self._epoch:
+            self.elections += 1
+            self._epoch = epoch
+        if previous is not None:
+            self.expired_earlier += previous.expired
+
+
+@dataclass
+class ConsoleParts:
+    node_id: str
+    cluster: str
+    grpc_address: str
+    etcd_endpoints: list[str]
+    store: Store
+    dispatcher: Dispatcher
+    decider: Decider
+    workflows: WorkflowHandlers
+    started_by_api: Counter[str]                  # WorkflowService.started: workflows the API created, by name
+    tasks_sent: Counter[str]                      # TaskService.sent: tasks written to workers' streams, by type
+    task_results: Counter[tuple[str, str]]        # TaskService.results: (task type, outcome)
+    counters: NodeCounters
+    election: Callable[[], Candidacy | None]
+    engine: Callable[[], LeaderLoop | None]
+    revoked: Callable[[], int]                    # dead leaders' leases this node revoked (LeaderWatch)
+    console_address: str = ""
+    # (epoch, leader id, elected at ms, first seen at ms): the leaders this console saw, newest last
+    leaders_seen: deque[tuple[int, str, int, int]] = field(default_factory=lambda: deque(maxlen=10))

@@ -1,0 +1,85 @@
+"""Retention: finished workflows leave Redis after their retention, archived first, and are still
+found by GetWorkflow and search. A real node (the leader runs the sweep), real Redis, a real
+archive directory."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import free_port
+from helpers import BackgroundWorker, wait_for_status
+from orchestrator.store.redis import RedisStore
+from worker import Worker, WorkflowClient, task
+
+RETENTION_S = 1.0
+
+
+def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path: Path, etcd: Any,
+                                                                          redis_server: Any) -> None:
+    cluster, port = f"r{uuid.uuid4().hex[:8]}", free_port()
+    archive = tmp_path / "archive"
+    process = start_node(tmp_path, node_id="keeper", port=port, redis_url=redis_server.url,
+                         etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0,
+                         extra=["--retention", str(RETENTION_S), "--archive-dir", str(archive)])
+    client = WorkflowClient([f"127.0.0.1:{port}"])
+    try:
+        wait_for_leader(client, 20.0)
+        client.register_task_def({"name": "kept"})
+        client.register_workflow_def({"name": "kept_flow", "tasks": [{"name": "kept", "taskReferenceName": "k",
+                                                                "inputParameters": {"n": "${workflow.input.n}"}}]})
+
+        @task("kept")
+        def kept(data: dict[str, Any]) -> dict[str, Any]:
+            return {"seen": data}
+
+        background = BackgroundWorker(Worker(endpoints=[f"127.0.0.1:{port}"], handlers=[kept]))
+        try:
+            done = [client.start_workflow("kept_flow", {"n": i}, correlation_id="batch-1") for i in range(30)]
+            for workflow_id in done:
+                wait_for_status(client, workflow_id, "COMPLETED")
+        finally:
+            background.stop()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and asyncio.run(_stored(redis_server.url, cluster, done)):
+            time.sleep(0.2)
+        assert asyncio.run(_stored(redis_server.url, cluster, done)) == 0, "still in Redis after retention"
+        assert list(archive.rglob("*.jsonl.gz")), "nothing archived"
+        # still found: one by one, and by search (paging across the archive)
+        again = client.get_workflow(done[0])
+        assert again["status"] == "COMPLETED" and again["input"] == {"n": 0}
+        assert again["tasks"][0]["output"] == {"seen": {"n": 0}}
+        found: list[str] = []
+        token = ""
+        while True:
+            page, token = client.search_workflows(correlation_id="batch-1", limit=7, page_token=token)
+            found += [w["workflow_id"] for w in page]
+            if not token:
+                break
+        assert sorted(found) == sorted(done)
+        # the audit stream and the indexes were trimmed with them
+        assert asyncio.run(_leftovers(redis_server.url, cluster)) == (0, 0)
+    finally:
+        client.close()
+        process.stop()
+
+
+async def _stored(url: str, cluster: str, ids: list[str]) -> int:
+    store = RedisStore.from_url(url, f"wfo:{cluster}")
+    try:
+        return int(sum([await store._redis.exists(store.keys.workflow(i)) for i in ids]))
+    finally:
+        await store.close()
+
+
+async def _leftovers(url: str, cluster: str) -> tuple[int, int]:
+    store = RedisStore.from_url(url, f"wfo:{cluster}")
+    try:
+        return (int(await store._redis.xlen(store.keys.ended)),
+                int(await store._redis.zcard(store.keys.index("corr", "batch-1"))))
+    finally:
+        await store.close()
