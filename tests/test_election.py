@@ -472,3 +472,28 @@ def test_session_and_election_used_directly(etcd1: EtcdCluster) -> None:
                 await s1.until_done(asyncio.sleep(1))
 
     run(scenario())
+
+
+def test_a_key_planted_without_a_lease_never_leads_nor_blocks(etcd1: EtcdCluster) -> None:
+    """Anyone who can write to etcd could plant `<prefix>/election/<anything>` without a lease:
+    it would be the oldest key for ever. The nodes ignore every key not held by the lease its
+    name says, or not in their format; a planted member key is not a member either."""
+    async def scenario() -> None:
+        async with Nodes(etcd1.endpoints) as nodes, EtcdClient(etcd1.endpoints) as intruder:
+            election = f"{nodes.prefix}/election/"
+            await intruder.put(f"{election}0", json.dumps({"node_id": "fake", "address": "evil:1"}).encode())
+            await intruder.put(f"{election}garbage", b"not json")
+            await intruder.put(f"{nodes.prefix}/members/fake",
+                               json.dumps({"node_id": "fake", "address": "evil:1"}).encode())
+            real = nodes.add("real")
+            leader = await nodes.one_leader()
+            assert leader is real
+            info = await real.c.leader()
+            assert info is not None and info.node_id == "real"
+            assert [m.node_id for m in await real.c.members()] == ["real"]
+            second = nodes.add("second")
+            await asyncio.sleep(0.5)
+            assert second.c.predecessor is not None and second.c.predecessor.node_id == "real"
+            await real.c.resign(rejoin=False)
+            assert await nodes.one_leader(among=[second]) is second   # the queue was not blocked
+    asyncio.run(scenario())

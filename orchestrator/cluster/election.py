@@ -55,7 +55,7 @@ from typing import Any, TypeVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 from .etcd import (CreateRevisionIs, Delete, EtcdClient, EtcdError, EtcdUnavailable, EventKind, Get,
-                   Lease, LeaseNotFound, Put)
+                   KeyValue, Lease, LeaseNotFound, Put)
 
 __all__ = ["Session", "Election", "Candidacy", "State", "LeaderInfo", "MemberInfo", "Candidate",
            "ElectionError", "SessionExpired", "read_leader", "read_members", "default_margin",
@@ -324,12 +324,13 @@ async def read_leader(client: EtcdClient, prefix: str) -> LeaderInfo | None:
 
 async def _read_leader(client: EtcdClient, prefix: str) -> tuple[LeaderInfo | None, int]:
     election_prefix, leader_key, _ = _keys(prefix)
-    result = await client.txn([], [Get(election_prefix, prefix=True, sort_by_create=True, limit=1),
+    result = await client.txn([], [Get(election_prefix, prefix=True, sort_by_create=True),
                                    Get(leader_key)])
-    first, proclaimed = result.results
-    if not first:
+    keys, proclaimed = result.results
+    candidates = [c for kv in keys if (c := _genuine(kv)) is not None]
+    if not candidates:
         return None, result.revision
-    head = _candidate(first[0].key, first[0].create_revision, first[0].value)
+    head = candidates[0]
     elected_at = head.created_at_ms
     if proclaimed:
         doc = json.loads(proclaimed[0].value)
@@ -342,14 +343,43 @@ async def read_members(client: EtcdClient, prefix: str) -> list[MemberInfo]:
     """Every registered node under ``prefix``, sorted by node_id. Blocks one round trip; EtcdError."""
     _, _, members_prefix = _keys(prefix)
     found = await client.get(Get(members_prefix, prefix=True))
-    docs = [json.loads(kv.value) for kv in found.kvs]
-    return sorted((MemberInfo(d["node_id"], d.get("address", "")) for d in docs), key=lambda m: m.node_id)
+    members = []
+    for kv in found.kvs:   # like candidates: only keys a live node's lease holds, in our format
+        doc = _document(kv.value) if kv.lease else None
+        if doc is not None and kv.key == f"{members_prefix}{doc['node_id']}":
+            members.append(MemberInfo(doc["node_id"], doc["address"]))
+    return sorted(members, key=lambda m: m.node_id)
 
 
 def _candidate(key: str, create_revision: int, value: bytes) -> Candidate:
     doc = json.loads(value)
     return Candidate(key, create_revision, doc.get("node_id", "?"), doc.get("address", ""),
                      int(doc.get("created_at_ms", 0)))
+
+
+def _document(value: bytes) -> dict[str, Any] | None:
+    """A node's own JSON (node_id and address as text, a node id without '/'), or None."""
+    try:
+        doc = json.loads(value)
+    except ValueError:
+        return None
+    if (not isinstance(doc, dict) or not isinstance(doc.get("node_id"), str) or not doc["node_id"]
+            or "/" in doc["node_id"] or not isinstance(doc.get("address", ""), str)):
+        return None
+    doc.setdefault("address", "")
+    return doc
+
+
+def _genuine(kv: KeyValue) -> Candidate | None:
+    """A candidate key as nodes write it: `<prefix>/election/<lease hex>`, held by that very lease
+    (so it disappears with its node), with a node's JSON. Anything else under the prefix (a key
+    planted by hand, without a lease, say) is ignored: it must not lead, nor block the queue."""
+    if not kv.lease or kv.key.rsplit("/", 1)[-1] != f"{kv.lease:x}" or _document(kv.value) is None:
+        return None
+    try:
+        return _candidate(kv.key, kv.create_revision, kv.value)
+    except (ValueError, TypeError):
+        return None
 
 
 # ====================================================================== Election
@@ -484,7 +514,7 @@ class Election:
     async def _queue(self) -> tuple[list[Candidate], int]:
         """Every candidate, oldest first, and the revision of the read."""
         found = await self._client.get(Get(self._election_prefix, prefix=True, sort_by_create=True))
-        return [_candidate(kv.key, kv.create_revision, kv.value) for kv in found.kvs], found.revision
+        return [c for kv in found.kvs if (c := _genuine(kv)) is not None], found.revision
 
     async def _proclaim(self) -> bool:
         """Write ``leader``, only if our key still has our create_revision (else: False)."""
