@@ -140,6 +140,17 @@ def test_a_custom_type_with_a_task_definition_runs_on_its_workers() -> None:
     assert sim.run().status == st.COMPLETED and sim.task("u").spec.task_type == "USER_TASK"
 
 
+def test_in_a_conductor_definition_a_custom_type_runs_under_the_tasks_own_definition() -> None:
+    definition = conductor({"name": "a", "taskReferenceName": "u", "type": "MY_TYPE"})   # "a" is registered
+    problems, warnings = check(definition)
+    assert problems == [] and any("under the task definition 'a'" in w for w in warnings)
+    assert needs_every_task_def(definition)   # the node finds 'a' among all task definitions
+    sim = run(definition)
+    assert sim.workflows["wf"].status == st.COMPLETED and sim.task("u").spec.task_type == "MY_TYPE"
+    problems, _ = check({"name": "ours", "tasks": [{"name": "a", "taskReferenceName": "u", "type": "MY_TYPE"}]})
+    assert problems and "'type' 'MY_TYPE' is not supported" in problems[0]
+
+
 def test_a_reference_to_a_task_that_has_not_run_is_null_for_conductor_and_an_error_otherwise() -> None:
     problems, warnings = check(conductor(simple("t1", inputParameters={"x": "${ghost.output.y}"})))
     assert problems == [] and any("'${ghost...}' is no task of this workflow; it resolves to null" in w
@@ -466,6 +477,21 @@ def test_json_jq_transform() -> None:
                          "inputParameters": {"big": "${workflow.input.big}", "queryExpression": "."}}),
               {"big": "x" * (1024 * 1024 + 1)})
     assert "more than the limit" in sim.task("j").runtime.reason   # bounded input
+
+
+@pytest.mark.parametrize("query,used", [("$ENV.REDIS_PASSWORD", "$ENV"), ("env | keys", "env"),
+                                        ("last(range(1e9))", "range"), ("def f: f; f", "def"),
+                                        ("repeat(1)", "repeat"), ("input", "input")])
+def test_jq_that_would_hold_the_node_or_read_its_environment_is_refused(query: str, used: str) -> None:
+    problems, _ = check(conductor({"name": "j", "taskReferenceName": "j", "type": "JSON_JQ_TRANSFORM",
+                                   "inputParameters": {"queryExpression": query}}))
+    assert problems and f"'inputParameters.queryExpression' uses {used}" in problems[0]
+    sim = run(conductor({"name": "j", "taskReferenceName": "j", "type": "JSON_JQ_TRANSFORM",
+                         "inputParameters": {"queryExpression": "${workflow.input.q}"}}), {"q": query})
+    assert sim.workflows["wf"].status == st.FAILED and f"uses {used}" in sim.task("j").runtime.reason
+    problems, _ = check(conductor({"name": "j", "taskReferenceName": "j", "type": "JSON_JQ_TRANSFORM",
+                                   "inputParameters": {"queryExpression": ".env.x // .input // {range: 1}"}}))
+    assert problems == []   # keys that look like them are fine
 
 
 def test_dynamic_runs_the_task_its_input_names() -> None:

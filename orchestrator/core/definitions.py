@@ -496,14 +496,15 @@ class _Validator:
         where = _where(ref, path)
         self._check_ref(ref, where)
         kind = task.get("type", "SIMPLE")
-        custom = isinstance(kind, str) and kind not in TASK_KINDS and kind in self.task_defs
-        if custom:   # a type that is not Conductor's, with a task definition named after it
+        custom = self._custom_type(task, kind)
+        if custom:
             self.warn(f"{where}: type '{kind}' is not one of Conductor's; it runs on workers that serve task "
-                      f"type '{kind}' (a task definition of that name is registered)")
+                      f"type '{kind}', under the task definition '{custom}'")
         elif kind not in TASK_KINDS:
             self.problems.append(f"{where}: 'type' {_show(kind)} is not supported; use one of "
-                                 f"{', '.join(TASK_KINDS)} (or register a task definition named after the type, "
-                                 "and workers that serve it run these tasks)")
+                                 f"{', '.join(TASK_KINDS)} (a type of your own runs on workers that serve it once "
+                                 "a task definition named after the type is registered, or, in a Conductor "
+                                 "definition, one named after the task, as Conductor requires)")
         out: dict[str, Any] = {"name": task.get("name") or ref, "taskReferenceName": ref,
                                "type": kind if isinstance(kind, str) else "?",
                                "inputParameters": task.get("inputParameters", {}),
@@ -523,6 +524,20 @@ class _Validator:
         if isinstance(ref, str):
             known.add(ref)
         return out
+
+    def _custom_type(self, task: dict[str, Any], kind: Any) -> str:
+        """The task definition a task of a type that is not Conductor's runs under ('' when
+        none): one named after the type, or in a Conductor definition (as Conductor's
+        user-defined tasks) one named after the task, or the task's embedded one."""
+        if not isinstance(kind, str) or kind in TASK_KINDS or not NAME.match(kind):
+            return ""
+        if kind in self.task_defs:
+            return kind
+        name = task.get("name")
+        if self.conductor and isinstance(name, str) and (name in self.task_defs
+                                                         or isinstance(task.get("taskDefinition"), dict)):
+            return name
+        return ""
 
     def _other_fields(self, task: dict[str, Any], out: dict[str, Any], where: str, kind: str,
                       fields: set[str]) -> None:
@@ -1346,9 +1361,10 @@ def _literal(value: Any) -> TypeGuard[str]:
 
 def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
     """Names of the task definitions a (possibly invalid) workflow definition uses: those of
-    SIMPLE tasks without an embedded `taskDefinition`, of literal dynamic fork task names, of
-    compensations and of task types that are not Conductor's (served by workers, they need a
-    task definition named after them); in sub-workflows defined inline too."""
+    SIMPLE tasks without an embedded `taskDefinition`, of literal dynamic fork task names and of
+    compensations, in sub-workflows defined inline too; and, in a definition not yet validated,
+    the names that may hold the task definition of a type that is not Conductor's (a validated
+    one finds it among all task definitions: `needs_every_task_def`)."""
     names: set[str] = set()
     for definition in _definitions(raw):
         for task in iter_tasks(definition.get("tasks")):
@@ -1356,8 +1372,10 @@ def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
             if kind == "SIMPLE" and isinstance(task.get("name"), str) and not isinstance(task.get("taskDefinition"),
                                                                                           dict):
                 names.add(task["name"])
-            if isinstance(kind, str) and kind not in TASK_KINDS:
-                names.add(kind)
+            if isinstance(kind, str) and kind not in TASK_KINDS and "taskType" not in task:
+                names.add(kind)   # a type of the user's own, before validation: its task definition may be
+                if isinstance(task.get("name"), str):   # named after the type or after the task
+                    names.add(task["name"])
             if kind == "FORK_JOIN_DYNAMIC":
                 if isinstance(task.get("forkTaskName"), str):
                     names.add(task["forkTaskName"])
@@ -1372,10 +1390,13 @@ def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
 
 
 def needs_every_task_def(raw: Mapping[str, Any]) -> bool:
-    """Whether the definition names task types only at run time (a dynamic fork of task specs,
-    a DYNAMIC task), so a run must be able to see every registered task definition."""
+    """Whether a run must be able to see every registered task definition: the definition names
+    task types only at run time (a dynamic fork of task specs, a DYNAMIC task), or has tasks
+    whose task definition is optional or found by another name (HTTP and the other I/O types,
+    types that are not Conductor's)."""
     return any((task.get("type") == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName"))
-               or task.get("type") == "DYNAMIC"
+               or task.get("type") == "DYNAMIC" or task.get("type") in DELEGATED_KINDS
+               or (isinstance(task.get("type"), str) and task["type"] not in TASK_KINDS)
                for definition in _definitions(raw) for task in iter_tasks(definition.get("tasks")))
 
 

@@ -245,12 +245,13 @@ class Walk:
 
     def task_def(self, node: WorkflowTask, name: str) -> TaskDef:
         """The task definition an instance of `node` runs under: the one embedded in the task
-        (Conductor's `taskDefinition`), else the registered one named `name`, else (for the I/O
-        types such as HTTP and names chosen at run time) the defaults."""
+        (Conductor's `taskDefinition`), else the registered one named `name` (the task type),
+        else the one named after the task (an HTTP task named 'charge' runs under 'charge', as
+        in Conductor), else the defaults."""
         embedded = node.get("taskDefinition")
         if embedded:
             return embedded
-        registered = self.task_defs.get(name)
+        registered = self.task_defs.get(name) or self.task_defs.get(node["name"])
         if registered is not None:
             return registered
         return cast(TaskDef, {**TASK_DEF_DEFAULTS, "name": name})

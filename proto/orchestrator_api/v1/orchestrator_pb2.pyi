@@ -359,7 +359,7 @@ class WorkerMessage(_message.Message):
     def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("workflow_id", "task_id", "task_type", "reference_name", "attempt", "input_json", "lease_ms", "idempotency_key")
+    __slots__ = ("workflow_id", "task_id", "task_type", "reference_name", "attempt", "input_json", "lease_ms", "idempotency_key", "traceparent")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -368,6 +368,7 @@ class TaskAssignment(_message.Message):
     INPUT_JSON_FIELD_NUMBER: _ClassVar[int]
     LEASE_MS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     workflow_id: str
     task_id: str
     task_type: str
@@ -376,7 +377,8 @@ class TaskAssignment(_message.Message):
     input_json: bytes
     lease_ms: int
     idempotency_key: str
-    def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., reference_name: _Optional[str] = ..., attempt: _Optional[int] = ..., input_json: _Optional[bytes] = ..., lease_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., reference_name: _Optional[str] = ..., attempt: _Optional[int] = ..., input_json: _Optional[bytes] = ..., lease_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ResultAck(_message.Message):
     __slots__ = ("task_id", "accepted", "detail")
