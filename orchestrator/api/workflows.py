@@ -172,8 +172,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     @grpc_errors
     async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow:
         command: dict[str, Any] = {"op": "restart"}
+        state = await self._load(request.workflow_id)
+        if state.definition.get("restartable") is False:
+            raise FailedPrecondition(f"workflow '{state.workflow_id}' cannot be restarted: its definition "
+                                     f"'{state.name}' says restartable: false")
         if request.use_latest_definition:
-            state = await self._load(request.workflow_id)
             latest = await self.store.get_workflow_def(state.name)
             if latest is None:
                 raise FailedPrecondition(f"workflow definition '{state.name}' is no longer registered")

@@ -22,7 +22,8 @@ from redis.exceptions import NoScriptError
 
 from ...core import state as m
 from ...core.decider import Decision
-from ...core.definitions import iter_nodes, needs_every_task_def, referenced_task_names
+from ...core.definitions import (needs_every_task_def, needs_every_workflow_def, referenced_task_names,
+                                 snapshot_workflow_refs)
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
@@ -180,14 +181,21 @@ class RedisStore:
         """Sub-workflows and the failure workflow are resolved now ("name:version", version 0 =
         the latest at start), so a run never changes because a definition was re-registered.
         A definition that picks task types at run time (a dynamic fork of task specs) gets
-        every registered task definition, since any of them may be named."""
+        every registered task definition, since any of them may be named; one that names a
+        workflow to start only at run time (`${...}`) gets the latest version of every
+        registered workflow definition."""
         workflows: dict[str, WorkflowDef] = {}
         task_names = set(referenced_task_names(definition))
         every_task_def = needs_every_task_def(definition)
         pending = [definition]
+        if needs_every_workflow_def(definition):
+            for found in await self.workflow_defs():
+                workflows.setdefault(f"{found['name']}:0", found)
+                task_names |= referenced_task_names(found)
+                every_task_def = every_task_def or needs_every_task_def(found)
         while pending:
             current = pending.pop()
-            for node_ref, version in _workflow_refs(current):
+            for node_ref, version in snapshot_workflow_refs(current):
                 key = f"{node_ref}:{version}"
                 if key in workflows:
                     continue
@@ -658,13 +666,4 @@ def _parse_cursor(cursor: str) -> tuple[float, str] | None:
     if not sep or not workflow_id or not score.isdigit() or len(score) > 15:
         raise ValueError("not a page token this API returned")
     return float(score), workflow_id
-
-
-def _workflow_refs(definition: WorkflowDef) -> list[tuple[str, int]]:
-    """(name, version) of the sub-workflows and failure workflow a definition starts."""
-    refs = [(t["subWorkflowParam"]["name"], t["subWorkflowParam"].get("version", 0))
-            for t in iter_nodes(definition["tasks"]) if t["type"] == "SUB_WORKFLOW"]
-    if definition["failureWorkflow"]:
-        refs.append((definition["failureWorkflow"], 0))
-    return refs
 
