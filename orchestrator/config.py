@@ -35,6 +35,8 @@ class NodeConfig:
     retention_s: float = 7 * 86400.0          # how long a finished workflow stays in Redis before it is archived
     archive_dir: str = "archive"              # where archived workflows go (every node must see the same place)
     log_level: str = "INFO"
+    log_format: str = "text"                  # or "json": one JSON object per line (see cluster/logs.py)
+    trace_file: str = ""                      # also write the node's spans to this file, as JSON lines (development)
     # host:port of the web console and /metrics; default: the gRPC port + 1000 on the same host; "" = off
     http_listen: str | None = None
 
@@ -47,6 +49,8 @@ class NodeConfig:
             self.etcd_endpoints = split_list(self.etcd_endpoints)
         if isinstance(self.redis_sentinels, str):
             self.redis_sentinels = split_list(self.redis_sentinels)
+        if self.log_format not in ("text", "json"):
+            raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
         if self.max_payload_bytes >= self.max_message_bytes:

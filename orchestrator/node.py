@@ -32,10 +32,13 @@ from .cluster.deciding import Decider
 from .cluster.retention import Retention
 from .cluster.dispatch import Dispatcher
 from .cluster.election import Candidacy
+from .cluster.events import EventConsumers
 from .cluster.etcd import EtcdClient, EtcdError
 from .cluster.leader_loop import LeaderLoop, LeadershipLost
 from .cluster.leader_watch import LeaderWatch
+from .cluster.logs import log_fields
 from .cluster.notify import Notifier
+from .cluster.tracing import Tracing
 from .config import NodeConfig
 from .core import state as m
 from .core import statuses as st
@@ -48,7 +51,8 @@ from .store.redis.adapter import IDEMPOTENCY_TTL_S
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
-                 for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService")]
+                 for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService",
+                              "EventService")]
 
 
 class Backoff:
@@ -89,9 +93,12 @@ class Node:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix,
                                              max_value_bytes=config.max_payload_bytes,
                                              idempotency_ttl_s=idempotency_ttl_s)
-        self.dispatcher = Dispatcher(self.store)
+        self.tracing = Tracing.from_settings(config.node_id, config.cluster, config.trace_file)
+        self.dispatcher = Dispatcher(self.store, tracing=self.tracing)
         self.notifier = Notifier(self.store)
         self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision)
+        self.event_consumers = EventConsumers(self.store, config.node_id, on_workflows=self.decider.soon,
+                                              max_payload_bytes=config.max_payload_bytes)
         self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)
         self.retention = Retention(self.store, self.archive, config.retention_s)
         self.server: grpc.aio.Server | None = None
@@ -112,6 +119,7 @@ class Node:
         await self.notifier.start()
         self.server = self._build_server()
         await self.server.start()
+        await self.event_consumers.start()
         log.info("node %s serving gRPC on %s", self.config.node_id, self.config.listen)
         self.election = Candidacy(
             self.etcd, node_id=self.config.node_id, address=self.config.advertise,
@@ -143,7 +151,8 @@ class Node:
             (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.store)),
             (pb_grpc.add_WorkflowServiceServicer_to_server, workflows),
             (pb_grpc.add_TaskServiceServicer_to_server, tasks),
-            (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self))]
+            (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self)),
+            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(self.store, limit))]
         for add_to_server, servicer in services:
             add_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
@@ -193,6 +202,7 @@ class Node:
         """Right after a decision is stored: decide the workflows it started, ended or woke.
         (What it queued went to this node's workers in the same step, or was broadcast.)"""
         self.counters.on_decision(state, decision)
+        self.tracing.on_decision(state, decision)
         others = [w.workflow_id for w in decision.start_workflows]
         others += [workflow_id for workflow_id, _ in decision.terminate_workflows]
         if decision.status in st.TERMINAL_WORKFLOW and state.parent:
@@ -208,8 +218,9 @@ class Node:
         self.counters.on_elected(epoch, self.engine)
         self.engine = LeaderLoop(self.store, self.decider, epoch, self.election.leadership_valid,
                                  retention=self.retention)
-        self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
-        log.info("node %s leads with epoch %d", self.config.node_id, epoch)
+        with log_fields(epoch=epoch):   # the clocks' log lines carry their epoch
+            self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
+        log.info("node %s leads with epoch %d", self.config.node_id, epoch, extra={"epoch": epoch})
 
     def _on_deposed(self, reason: str) -> None:
         log.warning("node %s stopped leading: %s", self.config.node_id, reason)
@@ -309,10 +320,12 @@ class Node:
             await self.console.stop()
         if self.server is not None:
             await self.server.stop(grace_s)
+        await self.event_consumers.stop()
         await self.decider.stop()
         await self.dispatcher.stop()
         await self.notifier.stop()
         await self.store.close()
+        self.tracing.shutdown()
 
     async def run_until_signalled(self) -> None:
         """Run until SIGTERM or SIGINT; a node that cannot start logs why and exits with status 2."""

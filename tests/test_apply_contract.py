@@ -48,6 +48,7 @@ class Contract:
         self.ids = (f"t{n}" for n in itertools.count())
         self.now = NOW
         self.checked = 0
+        self.published: list[tuple[str, str]] = []
 
     async def check_one(self, workflow_id: str) -> Decision | None:
         before = await self.store.load(workflow_id)
@@ -87,6 +88,10 @@ class Contract:
             assert wake is not None and wake <= effects.wake_at_ms
         if effects.ended:
             assert (await self.store.ended_counts([workflow_id]))[workflow_id] == 1
+        for topic, payload in effects.publish:   # appended in the same step: the newest entry of its topic
+            [(_, fields)] = await redis.xrevrange(keys.events(topic), count=1)
+            assert fields["p"] == payload
+            self.published.append((topic, payload))
 
     async def run(self, root: str, max_rounds: int = 60) -> m.WorkflowState:
         for _ in range(max_rounds):
@@ -156,6 +161,14 @@ SCENARIOS: dict[str, tuple[dict[str, Any], WorkerOutcome]] = {
         ],
         "outputParameters": {"child": "${sub.output.got}", "seen": "${workflow.variables.seen}"},
     }, {"child": CHILD}), all_complete),
+    "an EVENT task publishes in the decision that completes it": (definition({
+        "tasks": [
+            {"name": "fetch", "taskReferenceName": "a"},
+            {"name": "announce", "taskReferenceName": "announce", "type": "EVENT", "sink": "conductor:orders.paid",
+             "inputParameters": {"order": "A-1", "amount": "${a.output.n}"}},
+            {"name": "fetch", "taskReferenceName": "b"},
+        ],
+    }), all_complete),
     "retry after a failure, then a saga compensates": (definition({
         "tasks": [
             {"name": "flaky", "taskReferenceName": "book",
@@ -178,8 +191,12 @@ def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: A
             snapshot = {"workflow": definition_doc, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
             await store.start_workflow("root", snapshot, {"n": 2}, "", "", NOW)
             final = await contract.run("root")
-            assert contract.checked >= 5
-            if name.startswith("sequence"):
+            assert contract.checked >= (3 if name.startswith("an EVENT task") else 5)
+            if name.startswith("an EVENT task"):
+                assert final.status == st.COMPLETED
+                assert contract.published == [("orders.paid", '{"order":"A-1","amount":2}')]
+                assert await store._redis.xlen(store.keys.events("orders.paid")) == 1   # once, not per decision
+            elif name.startswith("sequence"):
                 assert final.status == st.COMPLETED and final.output == {"child": True, "seen": 2}
             else:
                 assert final.status == st.COMPENSATED and "card declined" in final.reason

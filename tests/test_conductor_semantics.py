@@ -534,7 +534,7 @@ def test_exclusive_join_takes_the_output_of_the_branch_that_ran() -> None:
     assert sim.task("j").output == {"echo": {"v": "z"}}
 
 
-@pytest.mark.parametrize("kind", ["HTTP", "EVENT", "HTTP_POLL", "KAFKA_PUBLISH", "GENERATE_IMAGE"])
+@pytest.mark.parametrize("kind", ["HTTP", "HTTP_POLL", "KAFKA_PUBLISH", "GENERATE_IMAGE"])
 def test_io_task_types_run_on_workers_of_that_type(kind: str) -> None:
     definition = conductor({"name": "call", "taskReferenceName": "call", "type": kind,
                             "inputParameters": {"http_request": {"uri": "${workflow.input.uri}", "method": "GET"}}})

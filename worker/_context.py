@@ -36,6 +36,11 @@ class TaskContext:
             idempotent, since delivery is at-least-once.
         lease_ms: the lease the node granted; the SDK heartbeats well within it.
         worker_id: the id of the worker running the attempt.
+        traceparent: the W3C trace context of the attempt's span on the node
+            ("00-<trace id>-<span id>-<flags>"; the trace id is the workflow's),
+            or "" from a node that sends none. With OpenTelemetry installed the
+            handler already runs in a span that is its child; without it, pass
+            it on to your own tracing.
     """
 
     workflow_id: str
@@ -46,6 +51,7 @@ class TaskContext:
     idempotency_key: str = ""
     lease_ms: int = 0
     worker_id: str = ""
+    traceparent: str = ""
     _cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
     _heartbeat_hook: Callable[[], None] | None = field(default=None, repr=False)
 
@@ -67,6 +73,7 @@ class TaskContext:
             idempotency_key=assignment.idempotency_key,
             lease_ms=assignment.lease_ms,
             worker_id=worker_id,
+            traceparent=assignment.traceparent,
             _heartbeat_hook=heartbeat_hook,
         )
 

@@ -28,6 +28,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from ._codec import PayloadError, decode_object, encode_object
 from ._context import TaskContext, _enter, _leave
 from ._task import Handler
+from ._tracing import end_span, handler_span
 from .errors import TaskError, TerminalTaskError
 
 __all__ = ["execute_assignment", "describe_exception"]
@@ -48,6 +49,7 @@ class _Outcome:
     status: pb.TaskResult.Status
     output_json: bytes = _EMPTY_OBJECT
     reason: str = ""
+    error: BaseException | None = None   # what the handler raised (recorded on its span)
 
 
 async def execute_assignment(
@@ -71,7 +73,9 @@ async def execute_assignment(
         executor: where sync handlers run; the loop's default executor if None.
     """
     ctx = context if context is not None else TaskContext.from_assignment(assignment)
-    outcome = await _outcome(assignment, handler, ctx, executor)
+    with handler_span(ctx) as span:   # a span only with a traceparent and OpenTelemetry installed
+        outcome = await _outcome(assignment, handler, ctx, executor)
+        end_span(span, pb.TaskResult.Status.Name(outcome.status), outcome.reason, outcome.error)
     return pb.TaskResult(
         workflow_id=assignment.workflow_id,
         task_id=assignment.task_id,
@@ -93,16 +97,16 @@ async def _outcome(
     try:
         value = await _call_handler(handler, data, ctx, executor)
     except TerminalTaskError as err:
-        return _failure(FAILED_TERMINAL, err.reason, err.output)
+        return _failure(FAILED_TERMINAL, err.reason, err.output, err)
     except TaskError as err:
-        return _failure(FAILED, describe_exception(err), err.output)
+        return _failure(FAILED, describe_exception(err), err.output, err)
     except asyncio.CancelledError as err:
         if _being_cancelled():
             raise
-        return _failure(FAILED, describe_exception(err))
+        return _failure(FAILED, describe_exception(err), error=err)
     except Exception as err:
         log.warning("task %s (%s) raised", assignment.task_id, assignment.task_type, exc_info=True)
-        return _failure(FAILED, describe_exception(err))
+        return _failure(FAILED, describe_exception(err), error=err)
     return _completion(value)
 
 
@@ -135,13 +139,14 @@ def _completion(value: Any) -> _Outcome:
         return _Outcome(FAILED_TERMINAL, reason=f"the handler's output cannot be encoded as JSON: {err}")
 
 
-def _failure(status: pb.TaskResult.Status, reason: str, output: dict[str, Any] | None = None) -> _Outcome:
+def _failure(status: pb.TaskResult.Status, reason: str, output: dict[str, Any] | None = None,
+             error: BaseException | None = None) -> _Outcome:
     if not output:
-        return _Outcome(status, reason=reason)
+        return _Outcome(status, reason=reason, error=error)
     try:
-        return _Outcome(status, output_json=encode_object(output), reason=reason)
+        return _Outcome(status, output_json=encode_object(output), reason=reason, error=error)
     except PayloadError as err:
-        return _Outcome(status, reason=f"{reason} (error output dropped: not encodable as JSON: {err})")
+        return _Outcome(status, reason=f"{reason} (error output dropped: not encodable as JSON: {err})", error=error)
 
 
 def describe_exception(err: BaseException) -> str:

@@ -4,9 +4,11 @@ first, so a bad request is refused with a message that says what to fix before a
 is written."""
 
 from .cluster import ClusterService, ClusterView
+from .events import EventService
 from .messages import PayloadLimit
 from .metadata import MetadataService
 from .tasks import TaskService
 from .workflows import WorkflowService
 
-__all__ = ["ClusterService", "ClusterView", "MetadataService", "PayloadLimit", "TaskService", "WorkflowService"]
+__all__ = ["ClusterService", "ClusterView", "EventService", "MetadataService", "PayloadLimit", "TaskService",
+           "WorkflowService"]

@@ -25,6 +25,7 @@ from ..core import state as m
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..store import ApplyOutcome, ApplyResult, ClaimedTask, Store
+from .logs import log_fields
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,10 @@ class Decider:
                 await self.store.forget_due(workflow_id, epoch)
                 continue
             try:
-                batch.append((state, decide(state, now, new_task_id)))
+                with log_fields(workflow_id=workflow_id):
+                    batch.append((state, decide(state, now, new_task_id)))
             except Exception as exc:
-                log.exception("the decider failed on workflow %s", workflow_id)
+                log.exception("the decider failed on workflow %s", workflow_id, extra={"workflow_id": workflow_id})
                 await self._give_up(state, f"the engine could not decide it: {type(exc).__name__}: {exc}", epoch,
                                     result)
         return batch
@@ -183,11 +185,15 @@ class Decider:
             self.on_applied(state, decision)
         if log.isEnabledFor(logging.DEBUG):
             for line in decision.log:
-                log.debug("workflow %s: %s", state.workflow_id, line)
+                log.debug("workflow %s: %s", state.workflow_id, line, extra={"workflow_id": state.workflow_id})
 
     async def _give_up(self, state: m.WorkflowState, why: str, epoch: int | None, result: Round) -> None:
         """End the workflow FAILED with `why` (its failure workflow, if any, starts); if even
         that cannot be stored, park it where an operator sees it in the log."""
+        with log_fields(workflow_id=state.workflow_id):
+            await self._fail(state, why, epoch, result)
+
+    async def _fail(self, state: m.WorkflowState, why: str, epoch: int | None, result: Round) -> None:
         reason = (f"{why[:2000]}. This workflow was stopped so that it cannot hold up the others; "
                   "fix its definition or input and start it again (or retry it)")
         try:

@@ -23,6 +23,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.clock import now_ms
 from ..store import ClaimedTask, Store, StoreUnavailable, Topic
+from .tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,9 @@ class WorkerSession:
 
 
 class Dispatcher:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, tracing: Tracing | None = None) -> None:
         self.store = store
+        self.tracing = tracing or Tracing()   # traceparents for workers; spans when enabled
         self.sessions: set[WorkerSession] = set()
         self._pumping: dict[str, asyncio.Task[None]] = {}
         self._again: set[str] = set()
@@ -140,7 +142,7 @@ class Dispatcher:
         if session is None or session.closed or session not in self.sessions:
             self._background_release(task, worker_id)
             return
-        session.outbox.put_nowait(assignment(task))
+        session.outbox.put_nowait(assignment(task, self.tracing.dispatched(task, worker_id)))
         session.holding(task.lease_ms)
         self.pushed += 1
 
@@ -154,7 +156,8 @@ class Dispatcher:
             try:
                 await self.store.release_task(task.workflow_id, task.spec.task_id, worker_id, now_ms())
             except StoreUnavailable as exc:   # its lease expires and the reaper re-queues it
-                log.warning("could not give back task %s (%s); its lease will expire", task.spec.task_id, exc)
+                log.warning("could not give back task %s (%s); its lease will expire", task.spec.task_id, exc,
+                            extra={"workflow_id": task.workflow_id, "task_id": task.spec.task_id})
         release_task = asyncio.create_task(release())
         self._releases.add(release_task)
         release_task.add_done_callback(self._releases.discard)
@@ -197,7 +200,7 @@ class Dispatcher:
                 await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
             return True
         for task in claimed:
-            session.outbox.put_nowait(assignment(task))
+            session.outbox.put_nowait(assignment(task, self.tracing.dispatched(task, session.worker_id)))
             session.holding(task.lease_ms)
         session.credits -= len(claimed)
         self.pushed += len(claimed)
@@ -215,10 +218,12 @@ class Dispatcher:
             self._pump_types(waiting)
 
 
-def assignment(task: ClaimedTask) -> pb.ServerMessage:
+def assignment(task: ClaimedTask, traceparent: str = "") -> pb.ServerMessage:
+    """The message that pushes `task` to a worker; `traceparent`: its attempt's span (see tracing)."""
     spec = task.spec
     return pb.ServerMessage(task=pb.TaskAssignment(
         workflow_id=task.workflow_id, task_id=spec.task_id, task_type=spec.task_type,
         reference_name=spec.ref, attempt=spec.attempt,
         input_json=json.dumps(spec.input, separators=(",", ":")).encode(),
-        lease_ms=task.lease_ms, idempotency_key=spec.idempotency_key(task.workflow_id)))
+        lease_ms=task.lease_ms, idempotency_key=spec.idempotency_key(task.workflow_id),
+        traceparent=traceparent))

@@ -30,6 +30,7 @@ class Effects:
     enqueue: list[tuple[str, str]] = field(default_factory=list)     # (task type, task id)
     dequeue: list[tuple[str, str]] = field(default_factory=list)
     drop_leases: list[tuple[str, str]] = field(default_factory=list)
+    publish: list[tuple[str, str]] = field(default_factory=list)     # (topic, payload json) appended to the bus
     ended: bool = False             # reached a terminal status: audit entry, parent's task, waiters
     wake_at_ms: int | None = None   # when to decide again without an event (None: only on an event)
 
@@ -73,7 +74,8 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
             new.ended_at_ms, ended = now_ms, True
     return new, Effects(start=list(decision.start_workflows), terminate=list(decision.terminate_workflows),
                         enqueue=list(decision.enqueue), dequeue=list(decision.dequeue),
-                        drop_leases=list(decision.drop_leases), ended=ended, wake_at_ms=decision.wake_at_ms)
+                        drop_leases=list(decision.drop_leases), publish=list(decision.publish), ended=ended,
+                        wake_at_ms=decision.wake_at_ms)
 
 
 def new_child(start: NewWorkflow, now_ms: int) -> WorkflowState:

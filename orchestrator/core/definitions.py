@@ -20,7 +20,8 @@ warning with the reason; fields of other task types left at their defaults (expo
 all) are dropped with one warning. A definition that declares `schemaVersion` (every Conductor
 export does) is read as Conductor reads it: a `${...}` naming a task that has not run resolves
 to null (a warning), and a DO_WHILE condition without `evaluatorType` is JavaScript. Conductor's
-task types that need I/O (HTTP, EVENT, ... `DELEGATED_KINDS`) run on workers of that task type.
+task types that need I/O (HTTP, ... `DELEGATED_KINDS`) run on workers of that task type; EVENT publishes
+to the cluster's own event bus (`sink`: a topic), in the decision that completes it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from collections.abc import Iterable, Iterator, Mapping
 import yaml
 
 from .errors import InvalidArgument
+from .events import is_foreign_sink, topic_name
 from .limits import (MAX_BACKOFF_SCALE_FACTOR, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_DURATION_SECONDS,
                      MAX_EPOCH_MS, MAX_FORK_BRANCHES, MAX_LOOP_ITERATIONS, MAX_NESTING_DEPTH)
 from . import javascript, jqtransform
@@ -60,7 +62,7 @@ MAX_VERSION = 2**31 - 1
 
 # Task kinds: which run on workers, which the decider completes itself, which hold other tasks.
 DELEGATED_KINDS = (
-    "HTTP", "HTTP_POLL", "EVENT", "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
+    "HTTP", "HTTP_POLL", "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
     "LLM_TEXT_COMPLETE", "LLM_CHAT_COMPLETE", "LLM_GENERATE_EMBEDDINGS", "LLM_GET_EMBEDDINGS",
     "LLM_STORE_EMBEDDINGS", "LLM_SEARCH_INDEX", "LLM_INDEX_DOCUMENT", "LLM_INDEX_TEXT", "GET_DOCUMENT",
     "GENERATE_IMAGE", "GENERATE_AUDIO", "GENERATE_VIDEO", "GENERATE_PDF", "LIST_MCP_TOOLS", "CALL_MCP_TOOL",
@@ -71,10 +73,10 @@ the type's name: a worker that serves "HTTP" runs every HTTP task (its input is 
 inputParameters, as Conductor's HTTP task would read them; its output becomes the task's)."""
 WORKER_KINDS = ("SIMPLE", "DYNAMIC") + DELEGATED_KINDS
 SYSTEM_KINDS = ("NOOP", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "TERMINATE", "WAIT", "HUMAN",
-                "SUB_WORKFLOW", "START_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN")
+                "SUB_WORKFLOW", "START_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "EVENT")
 CONTAINER_KINDS = ("FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE")
 TASK_KINDS = WORKER_KINDS + SYSTEM_KINDS + CONTAINER_KINDS
-WORKER_TASK_KINDS = frozenset(WORKER_KINDS)
+WORKER_TASK_KINDS = frozenset((*WORKER_KINDS, "EVENT"))   # an EVENT to another broker's sink runs on workers
 
 JAVASCRIPT = ("javascript", "graaljs")
 INLINE_EVALUATORS = ("expression", "javascript", "graaljs", "value-param")
@@ -91,6 +93,7 @@ KIND_FIELDS: dict[str, set[str]] = {
     "WAIT": {"duration", "until"},
     "SUB_WORKFLOW": {"subWorkflowParam"},
     "START_WORKFLOW": set(),
+    "EVENT": {"sink"},
     "EXCLUSIVE_JOIN": {"joinOn", "defaultExclusiveJoinTask"},
     "FORK_JOIN": {"forkTasks"},
     "FORK_JOIN_DYNAMIC": {"dynamicForkTasksParam", "dynamicForkTasksInputParamName", "forkTaskName",
@@ -658,6 +661,21 @@ class _Validator:
             self.problems.append(f"{where}: 'dynamicTaskNameParam' must name a key of 'inputParameters' (the input "
                                  "that holds the name of the task definition to run)")
         out["dynamicTaskNameParam"] = param
+
+    def _kind_event(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
+        """EVENT: `sink` names a topic of the cluster's event bus (`orders` or `conductor:orders`);
+        the payload is the task's resolved inputParameters. A sink of another broker (`sqs:...`,
+        `kafka:...`) is left to workers that serve task type EVENT, as before."""
+        sink = task.get("sink")
+        if isinstance(sink, str) and is_foreign_sink(sink):
+            self.warn(f"{where}: sink '{sink[:80]}' is not this cluster's event bus: the task runs on a worker that "
+                      "serves task type 'EVENT'")
+            out["sink"] = sink
+            return
+        try:
+            out["sink"] = topic_name(sink, f"{where}: 'sink'")
+        except InvalidArgument as exc:
+            self.problems.append(str(exc))
 
     def _kind_noop(self, *_: Any) -> None:
         pass

@@ -1,8 +1,8 @@
 """The state store: the protocol the node codes against (`protocol`) and its Redis
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
-from .protocol import (ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome, SearchPage, Store,
-                       StoreUnavailable, Topic)
+from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome,
+                       SearchPage, Store, StoreUnavailable, Topic)
 
-__all__ = ["ApplyOutcome", "ApplyResult", "ClaimedTask", "Due", "ResultAck", "ResultOutcome", "SearchPage", "Store",
-           "StoreUnavailable", "Topic"]
+__all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "Due", "ResultAck", "ResultOutcome",
+           "SearchPage", "Store", "StoreUnavailable", "Topic"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.decider import Decision
+from ..core.events import BusEvent
 from ..core.schema import Snapshot, TaskDef, WorkflowDef
 from ..core.state import TaskSpec, WorkflowState
 from ..core.statuses import TaskStatus
@@ -39,6 +40,16 @@ class Topic(enum.Enum):
     READY = "ready"   # a task type has queued work (payload: the task type)
     TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
     DONE = "done"     # a workflow reached a terminal status (payload: the workflow id)
+
+
+class ActionOutcome(enum.Enum):
+    """What one action of an event handler did (`Store.event_action`)."""
+
+    OK = "OK"
+    DUPLICATE = "DUPLICATE"   # done before for this event: nothing changed
+    UNKNOWN = "UNKNOWN"       # no such workflow or task
+    ENDED = "ENDED"           # the workflow already ended
+    STALE = "STALE"           # the task already ended
 
 
 class ApplyResult(enum.Enum):
@@ -231,6 +242,54 @@ class Store(Protocol):
 
     async def ended_entries(self) -> list[tuple[str, int]]:
         """(workflow id, end time in ms) of every terminal transition in the audit stream."""
+
+    # ------------------------------------------------------------- the event bus (any node)
+    # A topic is a Redis stream kept to its retention (approximately, MAXLEN ~). A handler is
+    # consumed through one consumer group named after it, shared by every node: each event goes to
+    # one node; what a node received and did not acknowledge is taken over by another after the
+    # handler's `redeliverAfterSeconds`, and after `maxDeliveries` goes to the dead-letter topic.
+
+    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
+        """Append an event to `topic` (trimmed to its retention); its id. Atomic."""
+
+    async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:
+        """Events of `topic` after the id `after` ('' = the oldest kept), oldest first. A read."""
+
+    async def configure_topic(self, topic: str, max_len: int) -> tuple[int, int]:
+        """Set the retention of `topic` (0 = the default) and trim it; (retention, length)."""
+
+    async def topic_info(self, topic: str) -> tuple[int, int]:
+        """(retention, length) of `topic`."""
+
+    async def put_event_handler(self, handler: dict[str, Any]) -> None:
+        """Store a normalised handler and create its consumer group (at the topic's end). Atomic."""
+
+    async def event_handlers(self) -> list[dict[str, Any]]:
+        """Every stored handler, by name."""
+
+    async def remove_event_handler(self, name: str) -> bool:
+        """Remove a handler and its consumer group; False if there was none. Atomic."""
+
+    async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
+                             block_ms: int) -> list[BusEvent]:
+        """New events for the handler's group, delivered to `consumer` (waits up to `block_ms`)."""
+
+    async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,
+                           max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:
+        """Take over events not acknowledged for `idle_ms`; those delivered `max_deliveries` times
+        go to the dead-letter topic (acknowledged, with the reason) instead. (next cursor, events)."""
+
+    async def ack_events(self, handler: str, topic: str, event_ids: list[str]) -> None: ...
+
+    async def dead_letter(self, handler: str, event: BusEvent, reason: str, now_ms: int) -> bool:
+        """Put the event on the dead-letter topic with `reason` and acknowledge it, in one step;
+        False (nothing done) when it was acknowledged already."""
+
+    async def event_action(self, handler: str, event_id: str, action: int, kind: str, now_ms: int, *,
+                           workflow_id: str = "", task_id: str = "", status: str = "", reason: str = "",
+                           topic: str = "", key: str = "", data_json: str = "{}") -> tuple[ActionOutcome, str]:
+        """One action of a handler (`complete`, `fail`, `terminate`, `publish`) and the record that
+        it was done for this event, in one atomic step: a repeat is DUPLICATE and changes nothing."""
 
     # ------------------------------------------------------------- reads for the console and metrics
 

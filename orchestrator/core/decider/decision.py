@@ -45,6 +45,7 @@ class Decision:
     drop_leases: list[tuple[str, str]] = field(default_factory=list)  # (task type, task id)
     start_workflows: list[NewWorkflow] = field(default_factory=list)
     terminate_workflows: list[tuple[str, str]] = field(default_factory=list)  # (workflow id, reason)
+    publish: list[tuple[str, str]] = field(default_factory=list)   # (topic, payload json): EVENT tasks
     wake_at_ms: int | None = None             # when to decide again without an event
     log: list[str] = field(default_factory=list)
 
@@ -56,4 +57,4 @@ class Decision:
         return not (self.status or self.new_tasks or self.changed_runtimes or self.outputs
                     or self.variables is not None or self.delete_tasks or self.consumed_commands
                     or self.enqueue or self.dequeue or self.drop_leases or self.start_workflows
-                    or self.terminate_workflows or self.reset_result or self.snapshot)
+                    or self.terminate_workflows or self.reset_result or self.snapshot or self.publish)

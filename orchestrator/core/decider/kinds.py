@@ -26,6 +26,9 @@ from collections.abc import Callable
 from .. import javascript, jqtransform
 from .. import state as m
 from .. import statuses as st
+from ..errors import InvalidArgument
+from ..events import is_foreign_sink, topic_name
+from ..payloads import encode
 from ..definitions import JAVASCRIPT, TERMINATION_STATUSES, iter_nodes, normalise_dynamic_task, wait_literal
 from ..limits import MAX_DURATION_SECONDS, MAX_DYNAMIC_FORK, MAX_LOOP_ITERATIONS, MAX_SUBWORKFLOW_DEPTH
 from ..schema import WorkflowDef, WorkflowTask
@@ -421,6 +424,31 @@ def start_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
     return outcome
 
 
+def event(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
+    """EVENT: publish the resolved inputParameters to the topic `sink` names, in the same atomic
+    write that completes the task (so it is published exactly once per completed attempt).
+    Output `{"topic": ..., "published": true}`."""
+    sink = node.get("sink")
+    if isinstance(sink, str) and is_foreign_sink(sink):
+        return simple(walk, node, suffix)   # another broker's sink: a worker of type EVENT publishes it
+    published: list[tuple[str, str]] = []
+
+    def compute(inputs: dict[str, Any]) -> dict[str, Any]:
+        try:
+            topic = topic_name(node.get("sink"), "'sink'")
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        try:
+            published.append((topic, encode(inputs, "the event payload")))
+        except InvalidArgument as exc:
+            raise ValueError(str(exc)) from None
+        return {"topic": topic, "published": True}
+
+    outcome, _ = _instant(walk, node, suffix, compute)
+    walk.decision.publish.extend(published)
+    return outcome
+
+
 # ---------------------------------------------------------------- containers
 
 def fork_join(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
@@ -734,5 +762,5 @@ VISITORS: dict[str, Visitor] = {
     "LAMBDA": lambda_, "JSON_JQ_TRANSFORM": json_jq_transform, "TERMINATE": terminate, "WAIT": wait,
     "HUMAN": human, "SUB_WORKFLOW": sub_workflow, "START_WORKFLOW": start_workflow, "FORK_JOIN": fork_join,
     "FORK_JOIN_DYNAMIC": fork_join_dynamic, "SWITCH": switch, "DECISION": switch, "DO_WHILE": do_while,
-    "EXCLUSIVE_JOIN": exclusive_join,
+    "EXCLUSIVE_JOIN": exclusive_join, "EVENT": event,
 }

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from ...core import state as m
 from ...core.decider import Decision
@@ -27,8 +27,9 @@ from ...core.definitions import (needs_every_task_def, needs_every_workflow_def,
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
-from ..protocol import (ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, ResultAck, ResultOutcome,
-                        SearchPage, StoreHealth, StoreUnavailable, Topic)
+from ...core.events import DEAD_LETTER_TOPIC, BusEvent
+from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, ResultAck,
+                        ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE
@@ -38,6 +39,7 @@ T = TypeVar("T")
 CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]])
 
 IDEMPOTENCY_TTL_S = 7 * 86400
+DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scripts.COMMON says the same)
 SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
 
 
@@ -199,14 +201,14 @@ class RedisStore:
                 key = f"{node_ref}:{version}"
                 if key in workflows:
                     continue
-                found = await self.get_workflow_def(node_ref, version)
-                if found is None:
+                needed = await self.get_workflow_def(node_ref, version)
+                if needed is None:
                     raise FailedPrecondition(f"workflow '{current['name']}' needs workflow definition "
                                              f"'{node_ref}' (version {version or 'latest'}), which is not registered")
-                workflows[key] = found
-                task_names |= referenced_task_names(found)
-                every_task_def = every_task_def or needs_every_task_def(found)
-                pending.append(found)
+                workflows[key] = needed
+                task_names |= referenced_task_names(needed)
+                every_task_def = every_task_def or needs_every_task_def(needed)
+                pending.append(needed)
         task_defs = await self.task_defs(None if every_task_def else task_names)
         missing = task_names - set(task_defs)
         if missing:
@@ -547,6 +549,10 @@ class RedisStore:
                 what = {"t": "the input of a task", "o": "the output of a task", "v": "the variables"}[name[0]]
                 return (f"{what} would be {len(value)} bytes, over the limit of {self.max_value_bytes}; pass "
                         "references to large data rather than the data")
+        for topic, payload in envelope.get("publish", []):
+            if len(payload) > self.max_value_bytes:
+                return (f"the event for topic '{topic}' would be {len(payload)} bytes, over the limit of "
+                        f"{self.max_value_bytes}; pass references to large data rather than the data")
         grows = sum(len(value) for value in fields[1::2]) + len(envelope.get("out") or "")
         if workflow.stored_bytes + grows > self.max_workflow_bytes:
             return (f"the workflow's record would grow to {workflow.stored_bytes + grows} bytes, over the limit of "
@@ -612,6 +618,107 @@ class RedisStore:
                 return found
             found += [(fields["wf"], int(fields["at"])) for _, fields in entries]
             last = entries[-1][0]
+
+    # ------------------------------------------------------------- the event bus
+
+    @_unavailable_as_store_error
+    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
+        return str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms}, payload_json))
+
+    @staticmethod
+    def _bus_event(topic: str, entry_id: str, fields: dict[str, str], deliveries: int = 1) -> BusEvent:
+        return BusEvent(entry_id, topic, fields.get("p", "{}"), fields.get("k", ""), int(fields.get("at", 0) or 0),
+                        deliveries)
+
+    @_unavailable_as_store_error
+    async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:
+        entries = await self._redis.xrange(self.keys.events(topic), min=f"({after}" if after else "-", max="+",
+                                           count=limit)
+        return [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries]
+
+    @_unavailable_as_store_error
+    async def configure_topic(self, topic: str, max_len: int) -> tuple[int, int]:
+        if max_len:
+            await self._redis.hset(self.keys.topic_settings, topic, max_len)
+        else:
+            await self._redis.hdel(self.keys.topic_settings, topic)
+        await self._redis.xtrim(self.keys.events(topic), maxlen=max_len or DEFAULT_TOPIC_MAX_LEN, approximate=True)
+        return await self.topic_info(topic)
+
+    @_unavailable_as_store_error
+    async def topic_info(self, topic: str) -> tuple[int, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hget(self.keys.topic_settings, topic)
+            pipe.xlen(self.keys.events(topic))
+            max_len, length = await pipe.execute()
+        return int(max_len or DEFAULT_TOPIC_MAX_LEN), int(length)
+
+    @_unavailable_as_store_error
+    async def put_event_handler(self, handler: dict[str, Any]) -> None:
+        await self._run(scripts.PUT_HANDLER, {"name": handler["name"], "topic": handler["event"]}, dumps(handler))
+
+    @_unavailable_as_store_error
+    async def event_handlers(self) -> list[dict[str, Any]]:
+        stored = await self._redis.hgetall(self.keys.event_handlers)
+        return [json.loads(stored[name]) for name in sorted(stored)]
+
+    @_unavailable_as_store_error
+    async def remove_event_handler(self, name: str) -> bool:
+        return bool(await self._run(scripts.REMOVE_HANDLER, {"name": name}))
+
+    @_unavailable_as_store_error
+    async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
+                             block_ms: int) -> list[BusEvent]:
+        stream = self.keys.events(topic)
+        try:
+            reply = await self._redis.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # the group is gone (Redis lost it, or the handler was just removed): recreate it if the handler exists
+            if await self._redis.hexists(self.keys.event_handlers, handler):
+                try:
+                    await self._redis.xgroup_create(stream, handler, id="$", mkstream=True)
+                except ResponseError:
+                    pass
+            return []
+        found: list[BusEvent] = []
+        for _, entries in reply or []:
+            found += [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries if fields]
+        return found
+
+    @_unavailable_as_store_error
+    async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,
+                           max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:
+        reply = await self._run(scripts.CLAIM_EVENTS, {
+            "topic": topic, "handler": handler, "consumer": consumer, "idle": idle_ms, "count": count,
+            "max": max_deliveries, "cursor": cursor or "0-0", "dead": DEAD_LETTER_TOPIC, "now": now_ms})
+        events = [BusEvent(str(e[0]), topic, str(e[1]), str(e[2]), int(e[3]), int(e[4])) for e in reply[1:]]
+        return str(reply[0]), events
+
+    @_unavailable_as_store_error
+    async def ack_events(self, handler: str, topic: str, event_ids: list[str]) -> None:
+        if event_ids:
+            await self._redis.xack(self.keys.events(topic), handler, *event_ids)
+
+    @_unavailable_as_store_error
+    async def dead_letter(self, handler: str, event: BusEvent, reason: str, now_ms: int) -> bool:
+        letter = (f'{{"handler":{dumps(handler)},"topic":{dumps(event.topic)},"eventId":{dumps(event.event_id)},'
+                  f'"key":{dumps(event.key)},"deliveries":{event.deliveries},"reason":{dumps(reason)},'
+                  f'"payload":{event.payload_json}}}')
+        return bool(await self._run(scripts.DEAD_LETTER, {
+            "topic": event.topic, "handler": handler, "event": event.event_id, "key": event.key,
+            "dead": DEAD_LETTER_TOPIC, "now": now_ms}, letter))
+
+    @_unavailable_as_store_error
+    async def event_action(self, handler: str, event_id: str, action: int, kind: str, now_ms: int, *,
+                           workflow_id: str = "", task_id: str = "", status: str = "", reason: str = "",
+                           topic: str = "", key: str = "", data_json: str = "{}") -> tuple[ActionOutcome, str]:
+        answer = json.loads(await self._run(scripts.EVENT_ACTION, {
+            "handler": handler, "event": event_id, "action": action, "kind": kind, "ttl": self.idempotency_ttl_s,
+            "now": now_ms, "id": workflow_id, "task": task_id, "status": status, "reason": reason, "topic": topic,
+            "key": key}, data_json))
+        return ActionOutcome(answer["outcome"]), str(answer["detail"])
 
     # ------------------------------------------------------------- reads for the console and metrics
 

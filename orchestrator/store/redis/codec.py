@@ -51,7 +51,7 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
                         reason=d.reason)
     for name, value in (("delete", d.delete_tasks), ("consumed", d.consumed_commands), ("enqueue", d.enqueue),
                         ("dequeue", d.dequeue), ("drop", d.drop_leases),
-                        ("terminate", d.terminate_workflows)):
+                        ("terminate", d.terminate_workflows), ("publish", d.publish)):
         if value:
             envelope[name] = [list(v) if isinstance(v, tuple) else v for v in value]
     if d.start_workflows:

@@ -56,6 +56,21 @@ class Keys:
     def ended(self) -> str:
         return self("ended")
 
+    def events(self, topic: str) -> str:
+        """A topic of the event bus: one stream."""
+        return self("ev", topic)
+
+    @property
+    def topic_settings(self) -> str:
+        return self("evcfg")
+
+    @property
+    def event_handlers(self) -> str:
+        return self("handlers")
+
+    def handled(self, handler: str, event_id: str, action: int) -> str:
+        return self("handled", handler, f"{event_id}#{action}")
+
     def index(self, *parts: str) -> str:
         return self("idx", *parts)
 

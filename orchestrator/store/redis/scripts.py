@@ -165,6 +165,12 @@ local function create_workflow(id, meta, digest, name, corr, parent, vars, now, 
   event(id, now)
   return true
 end
+-- The event bus: a stream per topic, trimmed (MAXLEN ~) to the topic's retention or the default.
+local DEFAULT_TOPIC_MAXLEN = 100000
+local function publish_event(topic, payload, ekey, now)
+  local maxlen = tonumber(redis.call('HGET', P .. ':evcfg', topic) or DEFAULT_TOPIC_MAXLEN)
+  return redis.call('XADD', P .. ':ev:' .. topic, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'k', ekey, 'at', now)
+end
 local function terminate_workflow(id, reason, now)
   local key = wf_key(id)
   local st = redis.call('HGET', key, 'st')
@@ -206,7 +212,8 @@ return result({outcome = 'CREATED', id = A.id})
 # delete [task id], consumed [field], enqueue [[type, task id]], dequeue [[type, task id]],
 # drop [[type, task id]], start [{id, m, snap (digest), name, corr, parent, vars, depth}],
 # keep [[digest, snapshot json]] (snapshots the decision refers to), terminate [[workflow id, reason]],
-# wake, serve {task id: worker id: hand it to this worker of the caller's now, if its limits allow}}
+# wake, serve {task id: worker id: hand it to this worker of the caller's now, if its limits allow},
+# publish [[topic, payload json]] (events of EVENT tasks, appended to their topics' streams)}
 # Returns 'OK', or {'OK', task id, spec json, lease ms, ...} for the tasks handed over.
 APPLY_DECISION = COMMON + r"""
 if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
@@ -273,6 +280,7 @@ if d.status then
   if d.reason then redis.call('HSET', key, 'reason', d.reason) end
   if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
 end
+for _, e in ipairs(d.publish or {}) do publish_event(e[1], e[2], '', now) end
 bump(id, key, now)
 if #handed > 1 then return handed end
 return 'OK'
@@ -515,4 +523,118 @@ for _, pair in ipairs(A.entries) do
   redis.call('XDEL', P .. ':ended', entry)
 end
 return forgotten
+"""
+
+
+# ---------------------------------------------------------------- the event bus
+
+# A: topic, key, now.  ARGV[2]: payload json.  -> the event id
+PUBLISH_EVENT = COMMON + r"""
+return publish_event(A.topic, ARGV[2], A.key, A.now)
+"""
+
+# Register or replace a handler: its consumer group (named after it) reads its topic from the
+# events published after the group was first created. A: name, topic.  ARGV[2]: handler json.
+PUT_HANDLER = COMMON + r"""
+local hkey = P .. ':handlers'
+local old = redis.call('HGET', hkey, A.name)
+if old then
+  local was = cjson.decode(old).event
+  if was ~= A.topic then pcall(redis.call, 'XGROUP', 'DESTROY', P .. ':ev:' .. was, A.name) end
+end
+redis.call('HSET', hkey, A.name, ARGV[2])
+pcall(redis.call, 'XGROUP', 'CREATE', P .. ':ev:' .. A.topic, A.name, '$', 'MKSTREAM')
+return 'OK'
+"""
+
+# A: name.  -> 1 removed, 0 unknown
+REMOVE_HANDLER = COMMON + r"""
+local hkey = P .. ':handlers'
+local old = redis.call('HGET', hkey, A.name)
+if not old then return 0 end
+pcall(redis.call, 'XGROUP', 'DESTROY', P .. ':ev:' .. cjson.decode(old).event, A.name)
+redis.call('HDEL', hkey, A.name)
+return 1
+"""
+
+
+# One action of a handler for one event, and the record that it was done, in one step: a
+# redelivered event finds the record and changes nothing (DUPLICATE). The record
+# `handled:<handler>:<event id>#<action index>` lives A.ttl seconds.
+# A: handler, event, action (index), kind (complete | fail | terminate | publish), ttl, now;
+#    complete/fail: id, task, status, reason; terminate: id, reason; publish: topic, key.
+# ARGV[2]: the task's output json, or the published payload json.
+# -> {outcome: OK | DUPLICATE | UNKNOWN | ENDED (workflow ended) | STALE (task ended), detail}
+EVENT_ACTION = COMMON + r"""
+local hkey = P .. ':handled:' .. A.handler .. ':' .. A.event .. '#' .. A.action
+if redis.call('EXISTS', hkey) == 1 then return result({outcome = 'DUPLICATE', detail = ''}) end
+local detail = ''
+if A.kind == 'publish' then
+  detail = publish_event(A.topic, ARGV[2], A.key, A.now)
+elseif A.kind == 'terminate' then
+  local st = terminate_workflow(A.id, A.reason, A.now)
+  if not st then return result({outcome = 'UNKNOWN', detail = ''}) end
+  if st ~= 'OK' then return result({outcome = 'ENDED', detail = st}) end
+else
+  local key = wf_key(A.id)
+  local st = redis.call('HGET', key, 'st')
+  if not st then return result({outcome = 'UNKNOWN', detail = ''}) end
+  if TERMINAL[st] then return result({outcome = 'ENDED', detail = st}) end
+  local s = task_state(key, A.task)
+  if not s then return result({outcome = 'UNKNOWN', detail = ''}) end
+  if s.status == 'SCHEDULED' then
+    redis.call('ZREM', P .. ':q:' .. s.type, A.id .. '|' .. A.task)
+  elseif s.status == 'IN_PROGRESS' then
+    drop_lease(A.id, A.task, s.type)
+  else
+    return result({outcome = 'STALE', detail = s.status})
+  end
+  finish_task(A.id, key, A.task, s, A.status, ARGV[2], A.reason, A.now)
+end
+redis.call('SET', hkey, '1', 'EX', A.ttl)
+return result({outcome = 'OK', detail = detail})
+"""
+
+# Move an event a handler could not handle to the dead-letter topic and acknowledge it, in one
+# step; nothing when it was acknowledged already (another node handled or dead-lettered it).
+# A: topic, handler, event, key, dead (the dead-letter topic), now.  ARGV[2]: the dead letter json.
+# -> 1 dead-lettered, 0 already acknowledged
+DEAD_LETTER = COMMON + r"""
+local stream = P .. ':ev:' .. A.topic
+local pending = redis.call('XPENDING', stream, A.handler, A.event, A.event, 1)
+if #pending == 0 then return 0 end
+publish_event(A.dead, ARGV[2], A.key, A.now)
+redis.call('XACK', stream, A.handler, A.event)
+return 1
+"""
+
+# Take over a handler's events that some consumer (a dead node, or this one before a restart)
+# received but did not acknowledge for A.idle ms; one delivered more than A.max times goes to the
+# dead-letter topic instead, with the reason, and is acknowledged.
+# A: topic, handler, consumer, idle, count, max, cursor, dead, now.
+# -> {next cursor, {event id, payload json, key, published ms, deliveries}, ...}
+CLAIM_EVENTS = COMMON + r"""
+local stream = P .. ':ev:' .. A.topic
+local ok, r = pcall(redis.call, 'XAUTOCLAIM', stream, A.handler, A.consumer, A.idle, A.cursor, 'COUNT', A.count)
+if not ok then return {'0-0'} end
+local out = {r[1]}
+for _, e in ipairs(r[2]) do
+  local id, flat = e[1], e[2]
+  local f = {}
+  for i = 1, #flat, 2 do f[flat[i]] = flat[i + 1] end
+  local p = redis.call('XPENDING', stream, A.handler, id, id, 1)
+  local n = (p[1] and tonumber(p[1][4])) or 1
+  if n > A.max then
+    local letter = '{"handler":' .. cjson.encode(A.handler) .. ',"topic":' .. cjson.encode(A.topic) ..
+      ',"eventId":' .. cjson.encode(id) .. ',"key":' .. cjson.encode(f.k or '') ..
+      ',"deliveries":' .. (n - 1) .. ',"reason":' ..
+      cjson.encode('not acknowledged after ' .. (n - 1) .. ' deliveries (the consumers failed or died)') ..
+      ',"payload":' .. (f.p or 'null') .. '}'
+    publish_event(A.dead, letter, f.k or '', A.now)
+    redis.call('XACK', stream, A.handler, id)
+  else
+    out[#out + 1] = {id, f.p or '{}', f.k or '', f.at or '0', n}
+  end
+end
+return out
 """

@@ -1137,3 +1137,335 @@ class ClusterService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class EventServiceStub:
+    """Missing associated documentation comment in .proto file."""
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.PublishEvent = channel.unary_unary(
+                '/orchestrator.v1.EventService/PublishEvent',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.FromString,
+                _registered_method=True)
+        self.ReadEvents = channel.unary_unary(
+                '/orchestrator.v1.EventService/ReadEvents',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsResponse.FromString,
+                _registered_method=True)
+        self.ConfigureTopic = channel.unary_unary(
+                '/orchestrator.v1.EventService/ConfigureTopic',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ConfigureTopicRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.FromString,
+                _registered_method=True)
+        self.GetTopic = channel.unary_unary(
+                '/orchestrator.v1.EventService/GetTopic',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.GetTopicRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.FromString,
+                _registered_method=True)
+        self.RegisterEventHandler = channel.unary_unary(
+                '/orchestrator.v1.EventService/RegisterEventHandler',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RegisterEventHandlerRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.EventHandler.FromString,
+                _registered_method=True)
+        self.ListEventHandlers = channel.unary_unary(
+                '/orchestrator.v1.EventService/ListEventHandlers',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersResponse.FromString,
+                _registered_method=True)
+        self.RemoveEventHandler = channel.unary_unary(
+                '/orchestrator.v1.EventService/RemoveEventHandler',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.FromString,
+                _registered_method=True)
+
+
+class EventServiceServicer:
+    """Missing associated documentation comment in .proto file."""
+
+    def PublishEvent(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ConfigureTopic(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTopic(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterEventHandler(self, request, context):
+        """Register (or replace) a handler; every node consumes for it through one
+        consumer group, from the events published after its first registration.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEventHandlers(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveEventHandler(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_EventServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'PublishEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishEvent,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.SerializeToString,
+            ),
+            'ReadEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadEvents,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsResponse.SerializeToString,
+            ),
+            'ConfigureTopic': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfigureTopic,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ConfigureTopicRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.SerializeToString,
+            ),
+            'GetTopic': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopic,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.GetTopicRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.SerializeToString,
+            ),
+            'RegisterEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterEventHandler,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RegisterEventHandlerRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.EventHandler.SerializeToString,
+            ),
+            'ListEventHandlers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEventHandlers,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersResponse.SerializeToString,
+            ),
+            'RemoveEventHandler': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveEventHandler,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'orchestrator.v1.EventService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('orchestrator.v1.EventService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class EventService:
+    """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PublishEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/PublishEvent',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/ReadEvents',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfigureTopic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/ConfigureTopic',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ConfigureTopicRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTopic(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/GetTopic',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.GetTopicRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.TopicInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/RegisterEventHandler',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.RegisterEventHandlerRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.EventHandler.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEventHandlers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/ListEventHandlers',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ListEventHandlersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveEventHandler(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/RemoveEventHandler',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -1,0 +1,99 @@
+"""EventService: the event bus (publish, read, retention) and the event handlers that consume it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from orchestrator_api.structs import from_struct, to_struct
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+
+from ..core.clock import now_ms
+from ..core.errors import InvalidArgument
+from ..core.events import BusEvent, normalise_handler, topic_name
+from ..core.payloads import encode, require_text_keys
+from ..store import Store
+from .errors import grpc_errors
+from .messages import PayloadLimit
+
+MAX_KEY_LENGTH = 256
+MAX_READ = 1000
+MAX_TOPIC_LEN = 100_000_000
+
+
+def event_message(event: BusEvent) -> pb.Event:
+    message = pb.Event(event_id=event.event_id, topic=event.topic, key=event.key,
+                       published_at_ms=event.published_at_ms)
+    payload = json.loads(event.payload_json)
+    if isinstance(payload, dict):
+        message.payload.CopyFrom(to_struct(payload))
+    return message
+
+
+def handler_message(handler: dict[str, Any]) -> pb.EventHandler:
+    return pb.EventHandler(name=handler["name"], definition=to_struct(handler))
+
+
+class EventService(pb_grpc.EventServiceServicer):
+    def __init__(self, store: Store, limit: PayloadLimit) -> None:
+        self.store = store
+        self.limit = limit
+        self.published = 0
+
+    @grpc_errors
+    async def PublishEvent(self, request: pb.PublishEventRequest, context: Any) -> pb.PublishEventResponse:
+        topic = topic_name(request.topic)
+        if len(request.key) > MAX_KEY_LENGTH:
+            raise InvalidArgument(f"key is longer than {MAX_KEY_LENGTH} characters")
+        payload = encode(from_struct(request.payload), "event payload")
+        self.limit.check("event payload", payload)
+        event_id = await self.store.publish_event(topic, payload, request.key, now_ms())
+        self.published += 1
+        return pb.PublishEventResponse(event_id=event_id)
+
+    @grpc_errors
+    async def ReadEvents(self, request: pb.ReadEventsRequest, context: Any) -> pb.ReadEventsResponse:
+        topic = topic_name(request.topic)
+        if not 0 <= request.limit <= MAX_READ:
+            raise InvalidArgument(f"limit must be 0 (100) to {MAX_READ}")
+        if request.after and not all(part.isdigit() for part in request.after.split("-", 1)):
+            raise InvalidArgument("after must be an event id ('<ms>-<n>') or empty")
+        events = await self.store.read_events(topic, request.after, request.limit or 100)
+        return pb.ReadEventsResponse(events=[event_message(e) for e in events])
+
+    @grpc_errors
+    async def ConfigureTopic(self, request: pb.ConfigureTopicRequest, context: Any) -> pb.TopicInfo:
+        topic = topic_name(request.topic)
+        if not 0 <= request.max_len <= MAX_TOPIC_LEN:
+            raise InvalidArgument(f"max_len must be 0 (the default) to {MAX_TOPIC_LEN}")
+        max_len, length = await self.store.configure_topic(topic, request.max_len)
+        return pb.TopicInfo(topic=topic, max_len=max_len, length=length)
+
+    @grpc_errors
+    async def GetTopic(self, request: pb.GetTopicRequest, context: Any) -> pb.TopicInfo:
+        topic = topic_name(request.topic)
+        max_len, length = await self.store.topic_info(topic)
+        return pb.TopicInfo(topic=topic, max_len=max_len, length=length)
+
+    @grpc_errors
+    async def RegisterEventHandler(self, request: pb.RegisterEventHandlerRequest, context: Any) -> pb.EventHandler:
+        raw = from_struct(request.definition)
+        require_text_keys(raw, "definition")
+        handler = normalise_handler(raw)
+        self.limit.check("event handler", encode(handler, "event handler"))
+        await self.store.put_event_handler(handler)
+        return handler_message(handler)
+
+    @grpc_errors
+    async def ListEventHandlers(self, request: pb.ListEventHandlersRequest,
+                                context: Any) -> pb.ListEventHandlersResponse:
+        handlers = [h for h in await self.store.event_handlers() if not request.topic or h["event"] == request.topic]
+        return pb.ListEventHandlersResponse(handlers=[handler_message(h) for h in handlers])
+
+    @grpc_errors
+    async def RemoveEventHandler(self, request: pb.RemoveEventHandlerRequest,
+                                 context: Any) -> pb.RemoveEventHandlerResponse:
+        if not request.name:
+            raise InvalidArgument("name is required")
+        return pb.RemoveEventHandlerResponse(removed=await self.store.remove_event_handler(request.name))

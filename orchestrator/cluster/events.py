@@ -1,0 +1,263 @@
+"""Consuming the event bus: every node runs the active event handlers (choreography).
+
+Each handler has one consumer group (named after it) on its topic's stream, and every node
+reads it as a consumer named after itself, so a handler's events spread over the cluster and
+each goes to one node at a time. Delivery is at-least-once, handling is exactly-once in effect:
+
+- an event is acknowledged only after all its handler's actions are done;
+- each action is done together with its record (`handled:<handler>:<event id>#<i>`), or for
+  `start_workflow` through the start script's idempotency key `event:<handler>:<event id>`
+  (`#<i>` added for the second action on), in one atomic step; so a redelivered event
+  (a node died after acting and before acknowledging) changes nothing;
+- what a node received and did not acknowledge for the handler's `redeliverAfterSeconds` (it
+  died, or the store failed under it) is taken over by whichever node looks first (XAUTOCLAIM);
+- an event a handler cannot handle (its workflow definition is not registered, the task ended,
+  a condition fails at run time, a payload is too large) goes to the dead-letter topic with the
+  reason at once; one delivered `maxDeliveries` times without being acknowledged goes there too.
+
+Events of one handler are handled concurrently, so their order is not kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..core import events as ev
+from ..core import statuses as st
+from ..core.clock import now_ms
+from ..core.errors import InvalidArgument, OrchestratorError, TooLarge
+from ..core.payloads import encode
+from ..core.safe_expr import SafeExpressionError
+from ..store import ActionOutcome, Store, StoreUnavailable
+from .deciding import new_task_id
+
+log = logging.getLogger(__name__)
+
+BATCH = 128
+BLOCK_MS = 500
+REFRESH_S = 1.0
+
+
+class Unhandleable(Exception):
+    """This event cannot be handled by this handler, ever: it goes to the dead-letter topic."""
+
+
+@dataclass
+class _Running:
+    handler: dict[str, Any]
+    task: asyncio.Task[None]
+
+
+class EventConsumers:
+    def __init__(self, store: Store, consumer: str, *, on_workflows: Callable[[list[str]], None],
+                 max_payload_bytes: int, refresh_s: float = REFRESH_S) -> None:
+        """`consumer`: this node's name in every group; `on_workflows`: decide these workflows
+        soon (ones an action started, completed a task of or terminated)."""
+        self.store = store
+        self.consumer = consumer
+        self.on_workflows = on_workflows
+        self.max_payload_bytes = max_payload_bytes
+        self.refresh_s = refresh_s
+        self._running: dict[str, _Running] = {}
+        self._supervisor: asyncio.Task[None] | None = None
+        self.handled = 0        # events this node handled (actions done or condition false)
+        self.dead_lettered = 0  # events this node sent to the dead-letter topic
+        self.duplicates = 0     # actions found done already (redeliveries)
+
+    async def start(self) -> None:
+        self._supervisor = asyncio.create_task(self._supervise())
+
+    async def stop(self) -> None:
+        tasks = [r.task for r in self._running.values()]
+        if self._supervisor is not None:
+            tasks.append(self._supervisor)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._running.clear()
+
+    async def _supervise(self) -> None:
+        """Follow the stored handlers: start a consumer for each active one, stop removed ones."""
+        while True:
+            try:
+                handlers = {h["name"]: h for h in await self.store.event_handlers() if h.get("active", True)}
+            except StoreUnavailable:
+                await asyncio.sleep(self.refresh_s)
+                continue
+            except Exception:
+                log.exception("reading the event handlers failed (a bug)")
+                await asyncio.sleep(self.refresh_s)
+                continue
+            for name, running in list(self._running.items()):
+                if handlers.get(name) != running.handler or running.task.done():
+                    running.task.cancel()
+                    del self._running[name]
+            for name, handler in handlers.items():
+                if name not in self._running:
+                    self._running[name] = _Running(handler, asyncio.create_task(self._consume(handler)))
+            await asyncio.sleep(self.refresh_s)
+
+    async def _consume(self, handler: dict[str, Any]) -> None:
+        name, topic = handler["name"], handler["event"]
+        idle_ms = int(handler["redeliverAfterSeconds"] * 1000)
+        claim_every_s = min(handler["redeliverAfterSeconds"] / 2, 1.0)
+        cursor, next_claim = "0-0", 0.0
+        while True:
+            try:
+                if time.monotonic() >= next_claim:
+                    cursor, claimed = await self.store.claim_events(
+                        name, topic, self.consumer, idle_ms, BATCH, handler["maxDeliveries"], cursor, now_ms())
+                    if claimed:
+                        await self._handle_batch(handler, claimed)
+                    if cursor == "0-0":   # went through every pending event: look again later
+                        next_claim = time.monotonic() + claim_every_s
+                received = await self.store.receive_events(name, topic, self.consumer, BATCH, BLOCK_MS)
+                if received:
+                    await self._handle_batch(handler, received)
+            except asyncio.CancelledError:
+                raise
+            except StoreUnavailable as exc:
+                log.warning("event handler %s: the store is unavailable (%s); retrying", name, exc)
+                await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("event handler %s: consuming failed (a bug); retrying", name)
+                await asyncio.sleep(1.0)
+
+    async def _handle_batch(self, handler: dict[str, Any], events: list[ev.BusEvent]) -> None:
+        done = await asyncio.gather(*(self._handle(handler, event) for event in events), return_exceptions=True)
+        acked = [event.event_id for event, ok in zip(events, done) if ok is True]
+        await self.store.ack_events(handler["name"], handler["event"], acked)
+        for result in done:
+            if isinstance(result, StoreUnavailable):
+                raise result
+
+    async def _handle(self, handler: dict[str, Any], event: ev.BusEvent) -> bool:
+        """True: handled, acknowledge it. False: dead-lettered (acknowledged there). Raises for a
+        transient failure: left unacknowledged, redelivered after the handler's timeout."""
+        try:
+            try:
+                payload = json.loads(event.payload_json)
+            except ValueError as exc:
+                raise Unhandleable(f"the payload is not JSON: {exc}") from None
+            root = ev.scope(event.event_id, event.topic, payload, event.key)
+            try:
+                if not ev.matches(handler, root):
+                    self.handled += 1
+                    return True
+            except SafeExpressionError as exc:
+                raise Unhandleable(f"condition: {exc}") from None
+            for index, action in enumerate(handler["actions"]):
+                await self._act(handler["name"], event, index, action, root)
+            self.handled += 1
+            return True
+        except Unhandleable as exc:
+            if await self.store.dead_letter(handler["name"], event, str(exc), now_ms()):
+                self.dead_lettered += 1
+                log.warning("event %s of %s dead-lettered by handler %s: %s", event.event_id, event.topic,
+                            handler["name"], exc)
+            return False
+
+    async def _act(self, handler: str, event: ev.BusEvent, index: int, action: dict[str, Any],
+                   root: dict[str, Any]) -> None:
+        kind = action["action"]
+        where = f"action {index} ({kind})"
+        try:
+            params = ev.resolve(action[kind], root)
+        except (SafeExpressionError, ValueError, TypeError) as exc:
+            raise Unhandleable(f"{where}: {exc}") from None
+        try:
+            if kind == "start_workflow":
+                await self._start(handler, event, index, params)
+                return
+            if kind == "publish":
+                topic = ev.topic_name(params.get("topic"), "publish.topic")
+                data = encode(params.get("payload", {}), "publish.payload")
+                if len(data.encode()) > self.max_payload_bytes:
+                    raise TooLarge(f"the payload is {len(data.encode())} bytes, over the limit of "
+                                   f"{self.max_payload_bytes}")
+                outcome, detail = await self.store.event_action(
+                    handler, event.event_id, index, "publish", now_ms(), topic=topic,
+                    key=str(params.get("key", "")), data_json=data)
+                self._check(outcome, detail, where, "")
+                return
+            workflow_id = _text(params, "workflowId")
+            if kind == "terminate_workflow":
+                reason = str(params.get("terminationReason") or f"event {event.event_id} on {event.topic}")
+                outcome, detail = await self.store.event_action(
+                    handler, event.event_id, index, "terminate", now_ms(), workflow_id=workflow_id, reason=reason)
+            else:
+                outcome, detail = await self._finish_task(handler, event, index, kind, workflow_id, params)
+            self._check(outcome, detail, where, workflow_id)
+        except (OrchestratorError, ValueError, TypeError) as exc:
+            raise Unhandleable(f"{where}: {exc}") from None
+
+    def _check(self, outcome: ActionOutcome, detail: str, where: str, workflow_id: str) -> None:
+        if outcome is ActionOutcome.DUPLICATE:
+            self.duplicates += 1
+            return
+        if outcome is ActionOutcome.OK:
+            if workflow_id:
+                self.on_workflows([workflow_id])
+            return
+        what = {ActionOutcome.UNKNOWN: "no such workflow or task", ActionOutcome.ENDED: f"the workflow already "
+                f"ended as {detail}", ActionOutcome.STALE: f"the task is already {detail}"}[outcome]
+        raise Unhandleable(f"{where}: {what} (workflow '{workflow_id}')")
+
+    async def _start(self, handler: str, event: ev.BusEvent, index: int, params: dict[str, Any]) -> None:
+        name = params.get("name")
+        version = params.get("version", 0) or 0
+        workflow_input = params.get("input", {}) or {}
+        correlation = params.get("correlationId", "") or ""
+        if not isinstance(name, str) or not name:
+            raise InvalidArgument("'name' must be the name of a workflow definition")
+        if isinstance(version, bool) or not isinstance(version, int | float) or version < 0:
+            raise InvalidArgument("'version' must be 0 (the latest) or a version number")
+        if not isinstance(workflow_input, dict):
+            raise InvalidArgument("'input' must be an object")
+        data = encode(workflow_input, "the workflow input")
+        if len(data.encode()) > self.max_payload_bytes:
+            raise TooLarge(f"the workflow input is {len(data.encode())} bytes, over the limit of "
+                           f"{self.max_payload_bytes}")
+        idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
+        workflow_id, created = await self.store.start_by_name(
+            name, int(version), new_task_id(), workflow_input, str(correlation), idempotency_key, now_ms())
+        if created:
+            self.on_workflows([workflow_id])
+        else:
+            self.duplicates += 1
+
+    async def _finish_task(self, handler: str, event: ev.BusEvent, index: int, kind: str, workflow_id: str,
+                           params: dict[str, Any]) -> tuple[ActionOutcome, str]:
+        ref = _text(params, "taskRefName")
+        workflow = await self.store.load(workflow_id)
+        if workflow is None:
+            return ActionOutcome.UNKNOWN, ""
+        tasks = [t for t in workflow.tasks if ref in (t.spec.ref, t.spec.key)]
+        if not tasks:
+            raise InvalidArgument(f"workflow '{workflow_id}' has no task '{ref}' (yet)")
+        task = max(tasks, key=lambda t: t.spec.seq)
+        output = params.get("output", {}) or {}
+        if not isinstance(output, dict):
+            raise InvalidArgument("'output' must be an object")
+        data = encode(output, "the task output")
+        if len(data.encode()) > self.max_payload_bytes:
+            raise TooLarge(f"the task output is {len(data.encode())} bytes, over the limit of "
+                           f"{self.max_payload_bytes}")
+        status = st.TASK_COMPLETED if kind == "complete_task" else st.TASK_FAILED
+        reason = "" if kind == "complete_task" else str(params.get("reason") or f"failed by event {event.event_id}")
+        return await self.store.event_action(handler, event.event_id, index, "complete" if kind == "complete_task"
+                                             else "fail", now_ms(), workflow_id=workflow_id, task_id=task.task_id,
+                                             status=status, reason=reason, data_json=data)
+
+
+def _text(params: dict[str, Any], name: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value:
+        raise InvalidArgument(f"'{name}' resolved to {value!r:.80}, not a non-empty text")
+    return value

@@ -1,0 +1,380 @@
+"""The CLI for people and the operations by search: tables and a tree of attempts, human times,
+`--json` for scripts, watch (JSON lines, and redrawn in place on a terminal), `--all` with its
+confirmation, and the shell completion scripts. Run as a user runs it (a subprocess; a pseudo
+terminal where a terminal matters) against a real node and worker; the pure parts directly."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from helpers import BackgroundWorker, unique, wait_for_status
+from orchestrator.cli import ago, bash_completion, build_parser, command_specs, duration, when_ms, zsh_completion
+from orchestrator.cli import _workflow_view
+from worker import TaskError, TerminalTaskError, Worker, context, task
+
+ANSI = "\x1b["
+
+
+@task("flaky_once")
+def flaky_once(data: dict[str, Any]) -> dict[str, Any]:
+    if context().attempt == 0:
+        raise TaskError("the first try always fails")
+    return {"tries": context().attempt + 1}
+
+
+@task("refuse")
+def refuse(data: dict[str, Any]) -> dict[str, Any]:
+    raise TerminalTaskError("no, never")
+
+
+def cli(node: Any, *args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """The CLI with no terminal: stdin, stdout and stderr are not one."""
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--endpoints", node.endpoint, *args],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "COLUMNS": "200"})
+    if ok:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def cli_json(node: Any, *args: str) -> Any:
+    return json.loads(cli(node, *args, "--json").stdout)
+
+
+def on_terminal(node: Any, *args: str, answer: str = "", timeout_s: float = 60.0) -> tuple[int, str]:
+    """Run the CLI with stdin, stdout and stderr on a pseudo terminal; type `answer` at its first
+    question. Returns (exit code, everything it wrote)."""
+    main, child_end = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--endpoints", node.endpoint, *args],
+                               stdin=child_end, stdout=child_end, stderr=child_end, start_new_session=True,
+                               env={**os.environ, "COLUMNS": "160"})
+    os.close(child_end)
+    written, answered, deadline = b"", False, time.monotonic() + timeout_s
+    try:
+        while True:
+            assert time.monotonic() < deadline, written.decode(errors="replace")
+            ready, _, _ = select.select([main], [], [], 0.1)
+            if ready:
+                try:
+                    chunk = os.read(main, 65536)
+                except OSError:   # EIO: the CLI ended and the terminal is closed
+                    chunk = b""
+                if not chunk:
+                    break
+                written += chunk
+            if answer and not answered and b"workflows?" in written:
+                os.write(main, answer.encode() + b"\n")
+                answered = True
+        return process.wait(timeout_s), written.decode(errors="replace")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        os.close(main)
+
+
+@pytest.fixture(scope="module")
+def served(node: Any) -> Iterator[Any]:
+    client = node.client
+    client.register_task_def({"name": "flaky_once", "retryCount": 2, "retryDelaySeconds": 0})
+    client.register_task_def({"name": "refuse", "retryCount": 0})
+    client.register_workflow_def({"name": "twice", "tasks": [{"name": "flaky_once", "taskReferenceName": "again"}]})
+    client.register_workflow_def({"name": "refused", "tasks": [{"name": "refuse", "taskReferenceName": "no"}]})
+    background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[flaky_once, refuse]))
+    yield node
+    background.stop()
+
+
+def gated(node: Any, name: str, count: int) -> list[str]:
+    """`count` workflows of a new definition `name` that wait on a HUMAN task."""
+    node.client.register_workflow_def({"name": name, "tasks": [{"name": "gate", "taskReferenceName": "gate",
+                                                                "type": "HUMAN"}]})
+    started = [node.client.start_workflow(name) for _ in range(count)]
+    deadline = time.monotonic() + 10
+    for workflow_id in started:   # each waits on its gate
+        while not any(t["status"] == "IN_PROGRESS" for t in node.client.get_workflow(workflow_id)["tasks"]):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    return started
+
+
+# ------------------------------------------------------------ output for people and for scripts
+
+def test_json_off_a_terminal_by_default_and_with_json_anywhere(served):
+    workflow_id = cli_json(served, "workflow", "start", "twice", "--wait", "20")["workflow_id"]
+    plain = json.loads(cli(served, "workflow", "get", workflow_id).stdout)
+    after = json.loads(cli(served, "workflow", "get", workflow_id, "--json").stdout)
+    before = subprocess.run([sys.executable, "-m", "orchestrator.cli", "--json", "--endpoints", served.endpoint,
+                             "workflow", "get", workflow_id], capture_output=True, text=True, timeout=60)
+    assert plain == after == json.loads(before.stdout)
+    assert plain["status"] == "COMPLETED" and [t["attempt"] for t in plain["tasks"]] == [0, 1]
+
+
+def test_get_draws_the_tasks_as_a_tree_with_their_attempts(served):
+    workflow_id = cli_json(served, "workflow", "start", "twice", "--wait", "20")["workflow_id"]
+    shown = cli(served, "workflow", "get", workflow_id, "--table").stdout
+    assert ANSI not in shown, "no colour codes when stdout is not a terminal"
+    assert f"twice v1  COMPLETED  {workflow_id}" in shown, shown
+    assert ("ago)" in shown or "(just now)" in shown) and "took" in shown, shown
+    lines = shown.splitlines()
+    task_line = next(line for line in lines if "again" in line)
+    assert "flaky_once" in task_line and "COMPLETED" in task_line and "2 attempts" in task_line, shown
+    first = next(line for line in lines if "#0" in line)
+    assert "FAILED" in first and "TaskError: the first try always fails" in first and "on " in first, shown
+    assert any("#1" in line and "COMPLETED" in line for line in lines), shown
+    assert lines.index(first) > lines.index(task_line), "the attempts are drawn below their task"
+
+
+def test_search_takes_lower_case_statuses_and_times_ago(served):
+    finished = cli_json(served, "workflow", "start", "refused", "--wait", "20")
+    assert finished["status"] == "FAILED"
+    found = cli_json(served, "workflow", "search", "--name", "refused", "--status", "failed", "--since", "1h")
+    assert finished["workflow_id"] in [w["workflow_id"] for w in found["workflows"]]
+    assert set(found) == {"workflows", "next_page_token"}
+    assert set(found["workflows"][0]) == {"workflow_id", "name", "status", "correlation_id"}   # as it always was
+    assert cli_json(served, "workflow", "search", "--name", "refused", "--until", "1h")["workflows"] == []
+    table = cli(served, "workflow", "search", "--name", "refused", "--status", "FAILED", "--table").stdout
+    row = next(line for line in table.splitlines() if finished["workflow_id"] in line)
+    assert "refused v1" in row and "FAILED" in row and "ago" in row, table
+    for bad, fragment in ((("--status", "sleeping"), "not a workflow status"),
+                          (("--since", "yesterday"), "neither a time ago"),
+                          (("--since", "1h", "--from-ms", "5"), "not both")):
+        refused = cli(served, "workflow", "search", *bad, ok=False)
+        assert refused.returncode == 2 and fragment in refused.stderr, refused.stderr
+    later = cli(served, "workflow", "search", "--since", "1h", "--until", "2h", ok=False)
+    assert later.returncode == 2 and "--since is after --until" in later.stderr, later.stderr
+
+
+def test_cluster_status_as_a_table(served):
+    shown = cli(served, "cluster", "status", "--table").stdout
+    assert "leader" in shown and "solo at" in shown and "epoch" in shown and "leading for" in shown, shown
+    member = next(line for line in shown.splitlines() if line.split()[-1:] == ["LEADER"])
+    assert served.endpoint in member, shown
+    assert cli_json(served, "cluster", "status")["role"] == "LEADER"
+
+
+def test_definitions_as_tables(served):
+    listed = cli(served, "taskdef", "list", "--table").stdout
+    row = next(line for line in listed.splitlines() if line.strip().startswith("flaky_once"))
+    assert "2 × fixed" in row, listed
+    assert "twice" in cli(served, "workflowdef", "list", "--table").stdout
+    assert "flaky_once" in cli(served, "taskdef", "get", "flaky_once", "--table").stdout
+
+
+# ------------------------------------------------------------ watch
+
+def test_watch_with_json_prints_each_change_as_a_json_line(served):
+    [workflow_id] = gated(served, unique("watched"), 1)
+    watch = subprocess.Popen([sys.executable, "-m", "orchestrator.cli", "--endpoints", served.endpoint, "workflow",
+                              "watch", workflow_id, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        time.sleep(0.5)
+        served.client.signal_task(workflow_id, "gate", output={"by": "ann"})
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait(10)
+    assert watch.returncode == 0, err
+    states = [json.loads(line) for line in out.splitlines()]
+    assert states[-1]["status"] == "COMPLETED" and states[-1]["tasks"][0]["output"] == {"by": "ann"}, states
+    assert all(state["workflow_id"] == workflow_id for state in states)
+
+
+def test_watch_on_a_terminal_redraws_in_place(served):
+    [workflow_id] = gated(served, unique("live"), 1)
+    served.client.signal_task(workflow_id, "gate", output={"by": "bo"})
+    wait_for_status(served.client, workflow_id, "COMPLETED")
+    code, written = on_terminal(served, "workflow", "watch", workflow_id)
+    assert code == 0, written
+    assert "\x1b[?25l" in written, "a live display (the cursor hidden while it redraws)"
+    assert "COMPLETED" in written and "gate" in written and workflow_id in written, written
+
+
+# ------------------------------------------------------------ operations on every match
+
+def test_terminate_all_by_search(served):
+    name = unique("bulk")
+    started = set(gated(served, name, 3))
+    asked = cli(served, "workflow", "terminate", "--all", "--name", name, ok=False)
+    assert asked.returncode == 2 and "3 workflows match; add --yes" in asked.stderr, asked.stderr
+    listed = cli_json(served, "workflow", "terminate", "--all", "--name", name, "--dry-run")
+    assert listed["matched"] == 3 and set(listed["workflows"]) == started
+    assert {w["status"] for w in cli_json(served, "workflow", "search", "--name", name)["workflows"]} == {"RUNNING"}
+    done = cli_json(served, "workflow", "terminate", "--all", "--name", name, "--status", "running", "--yes",
+                    "--reason", "bulk test")
+    assert done["matched"] == 3 and set(done["done"]) == started and done["failed"] == {}, done
+    for workflow_id in started:
+        workflow = served.client.get_workflow(workflow_id)
+        assert workflow["status"] == "TERMINATED" and workflow["reason"] == "bulk test", workflow
+    again = cli(served, "workflow", "terminate", "--all", "--name", name, "--yes", "--table")
+    assert again.returncode == 0 and "no workflow matches" in again.stderr, again.stderr
+
+
+def test_retry_all_reports_each_refusal_and_exits_1(served):
+    name = unique("redo")
+    terminated = gated(served, name, 2)
+    for workflow_id in terminated:
+        served.client.terminate_workflow(workflow_id, "to retry")
+    refused = cli(served, "workflow", "retry", "--all", "--name", name, "--status", "terminated", "--yes", "--json",
+                  ok=False)
+    summary = json.loads(refused.stdout)
+    assert refused.returncode == 1 and summary["matched"] == 2 and summary["done"] == [], refused
+    assert set(summary["failed"]) == set(terminated)
+    assert all("FAILED_PRECONDITION" in why for why in summary["failed"].values()), summary
+    assert "2 of 2 workflows could not be retried" in refused.stderr
+    failed = [cli_json(served, "workflow", "start", "refused", "--wait", "20")["workflow_id"] for _ in range(2)]
+    retried = cli(served, "workflow", "retry", "--all", "--name", "refused", "--since", "1h", "--yes", "--table")
+    assert f"retried {len(failed)}" in retried.stdout or "retried" in retried.stdout, retried.stdout
+    for workflow_id in failed:   # retried, and failed again: the handler always refuses
+        assert wait_for_status(served.client, workflow_id, "FAILED")["tasks"][-1]["attempt"] >= 0
+
+
+def test_operations_by_search_refuse_ambiguous_usage(served):
+    for args, fragment in ((("--all",), "--all needs a filter"),
+                           (("some-id", "--all", "--name", "x"), "not both"),
+                           ((), "give the id of the workflow"),
+                           (("some-id", "--status", "running"), "--status goes with --all")):
+        done = cli(served, "workflow", "terminate", *args, ok=False)
+        assert done.returncode == 2 and fragment in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_all_asks_on_a_terminal_and_does_nothing_unless_told_yes(served):
+    name = unique("ask")
+    started = gated(served, name, 2)
+    code, written = on_terminal(served, "workflow", "pause", "--all", "--name", name, answer="n")
+    assert code == 1 and "Pause these 2 workflows?" in written and "not confirmed" in written, written
+    assert all(served.client.get_workflow(w)["status"] == "RUNNING" for w in started)
+    code, written = on_terminal(served, "workflow", "pause", "--all", "--name", name, answer="y")
+    assert code == 0 and "paused 2 of 2 workflows" in written, written
+    assert all(served.client.get_workflow(w)["status"] == "PAUSED" for w in started)
+    assert cli_json(served, "workflow", "resume", "--all", "--name", name, "--yes")["matched"] == 2
+    assert all(served.client.get_workflow(w)["status"] == "RUNNING" for w in started)
+
+
+# ------------------------------------------------------------ shell completion
+
+def bash_complete(script: Path, *words: str) -> list[str]:
+    """What TAB offers after `words` (the last one is being typed), from the generated script."""
+    quoted = " ".join(f"'{w}'" for w in words)
+    program = (f"source {script}\nCOMP_WORDS=({quoted})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
+               "_orchestrator\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0, done.stderr
+    return [line for line in done.stdout.splitlines() if line]
+
+
+def test_bash_completion_follows_the_command_tree(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "completion", "bash"], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0 and "complete -F _orchestrator orchestrator" in done.stdout, done.stderr
+    script = tmp_path / "orchestrator.bash"
+    script.write_text(done.stdout)
+    assert bash_complete(script, "orchestrator", "") == ["node", "taskdef", "workflowdef", "workflow", "cluster",
+                                                        "completion"]
+    assert bash_complete(script, "orchestrator", "--endpoints", "127.0.0.1:1", "workflow", "se") == ["search"]
+    assert "--since" in bash_complete(script, "orchestrator", "workflow", "terminate", "--all", "--")
+    assert bash_complete(script, "orchestrator", "workflow", "search", "--status", "ti") == ["timed_out"]
+    assert bash_complete(script, "orchestrator", "node", "--log-format", "") == ["text", "json"]
+    assert bash_complete(script, "orchestrator", "completion", "") == ["bash", "zsh"]
+    assert bash_complete(script, "orchestrator", "taskdef", "register", "examples/task_d") == [
+        "examples/task_defs.json"]
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completion_follows_the_command_tree(tmp_path: Path):
+    script = tmp_path / "_orchestrator"
+    script.write_text(zsh_completion(build_parser()))
+    assert subprocess.run(["zsh", "-n", str(script)], capture_output=True, timeout=30).returncode == 0
+    # zsh's completion system replaced by stubs that print what would be offered
+    program = f"""
+compdef() {{ :; }}
+_describe() {{ local -a items; items=("${{(@P)4}}"); print -r -- "${{(j: :)${{(@)items%%:*}}}}"; }}
+compadd() {{ shift; print -r -- "${{(@P)1}}"; }}
+_files() {{ print -r -- FILES; }}
+source {script}
+c() {{ words=("$@"); CURRENT=${{#words}}; PREFIX=${{words[CURRENT]}}; _orchestrator; }}
+c orchestrator ''
+c orchestrator --endpoints x workflow ''
+c orchestrator workflow search --status ''
+c orchestrator cluster --
+c orchestrator workflowdef register ''
+"""
+    done = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "node taskdef workflowdef workflow cluster completion",
+        "start get search terminate pause resume retry restart rerun skip signal watch",
+        "compensated compensating compensation_failed completed failed paused running terminated timed_out",
+        "-h --help",
+        "FILES"], done.stdout
+
+
+def test_completion_knows_every_command_and_option():
+    parser = build_parser()
+    specs = command_specs(parser)
+    assert {"workflow terminate", "workflow search", "cluster status", "node", "completion"} <= set(specs)
+    script = bash_completion(parser)
+    for path, spec in specs.items():
+        assert f'"{path}")' in script
+        for flag, _ in spec.options:
+            assert flag in script
+
+
+# ------------------------------------------------------------ the pure parts
+
+def test_times_for_people():
+    now = 1_700_000_000_000
+    assert when_ms("", now) == 0
+    assert when_ms("90", now) == now - 90_000
+    assert when_ms("10m", now) == now - 600_000
+    assert when_ms("2h30m", now) == now - 9_000_000
+    assert when_ms("7d", now) == now - 7 * 86_400_000
+    assert when_ms("2024-05-01T10:00:00+00:00") == 1_714_557_600_000
+    with pytest.raises(ValueError, match="neither a time ago"):
+        when_ms("soon")
+    assert [ago(now - ms, now) for ms in (0, 400, 3_000, 300_000, 7_200_000, 3 * 86_400_000)] == [
+        "just now", "just now", "3 s ago", "5 min ago", "2 h ago", "3 d ago"]
+    assert ago(0, now) == "-" and ago(now + 5_000, now) == "in 5 s"
+    assert [duration(ms) for ms in (850, 1_240, 42_000, 185_000, 7_380_000, 93_600_000, 3_600_000)] == [
+        "850 ms", "1.2 s", "42 s", "3 min 5 s", "2 h 3 min", "1 d 2 h", "1 h"]
+
+
+def test_a_workflow_view_shows_attempts_sub_workflows_and_reasons():
+    now = int(time.time() * 1000)
+    workflow = {
+        "workflow_id": "w1", "name": "trip", "version": 2, "status": "RUNNING", "correlation_id": "order-7",
+        "created_at_ms": now - 65_000, "input": {"to": "Nice"},
+        "tasks": [
+            {"key": "pay", "reference_name": "pay", "task_type": "charge", "kind": "SIMPLE", "status": "FAILED",
+             "attempt": 0, "scheduled_at_ms": now - 60_000, "started_at_ms": now - 60_000,
+             "ended_at_ms": now - 59_500, "worker_id": "w-a", "reason": "TaskError: declined"},
+            {"key": "pay", "reference_name": "pay", "task_type": "charge", "kind": "SIMPLE", "status": "IN_PROGRESS",
+             "attempt": 1, "scheduled_at_ms": now - 50_000, "started_at_ms": now - 4_000, "worker_id": "w-b"},
+            {"key": "book", "reference_name": "book", "task_type": "SUB_WORKFLOW", "kind": "SUB_WORKFLOW",
+             "status": "SCHEDULED", "attempt": 0, "scheduled_at_ms": now - 1_000, "sub_workflow_id": "w1.book.0"}]}
+    console = Console(width=160, record=True, color_system=None)
+    console.print(_workflow_view(workflow))
+    text = console.export_text()
+    assert "trip v2  RUNNING  w1" in text and "order-7" in text and "running for" in text, text
+    assert "(1 min ago)" in text and "2 tasks, 3 attempts" in text and '{"to": "Nice"}' in text, text
+    pay = next(line for line in text.splitlines() if "pay" in line and "attempts" in line)
+    assert "charge" in pay and "IN_PROGRESS" in pay and "2 attempts" in pay, text
+    assert any("#0 FAILED" in line and "500 ms" in line and "on w-a" in line and "declined" in line
+               for line in text.splitlines()), text
+    assert any("#1 IN_PROGRESS" in line and "running 4.0 s" in line for line in text.splitlines()), text
+    assert any("book" in line and "waiting" in line and "→ w1.book.0" in line for line in text.splitlines()), text
