@@ -83,3 +83,30 @@ async def _leftovers(url: str, cluster: str) -> tuple[int, int]:
                 int(await store._redis.zcard(store.keys.index("corr", "batch-1"))))
     finally:
         await store.close()
+
+
+def test_the_directory_archive_finds_one_record_by_reading_one_member(tmp_path: Path) -> None:
+    """Many batches in one hour's file: a lookup reads only the batch (gzip member) that holds it."""
+    from orchestrator.archive import DirectoryArchive
+
+    archive = DirectoryArchive(tmp_path, writer="node-1")
+    ended = 1_800_000_000_000
+    batches = [[{"workflow_id": f"wf-{b}-{i}", "name": "n", "status": "COMPLETED", "correlation_id": "",
+                 "created_at_ms": ended, "ended_at_ms": ended, "input": {"blob": "x" * 200}}
+                for i in range(1000)] for b in range(20)]
+
+    async def scenario() -> None:
+        for batch in batches:
+            await archive.put(batch)
+        assert len(list(tmp_path.rglob("*.jsonl.gz"))) == 1
+        started = time.monotonic()
+        for b in range(0, 20, 2):
+            found = await archive.get(f"wf-{b}-{b * 37}")
+            assert found is not None and found["workflow_id"] == f"wf-{b}-{b * 37}"
+        assert time.monotonic() - started < 1.0
+        assert await archive.get("wf-absent") is None
+        page = await archive.search(name="n", status="", correlation_id="", created_from_ms=0, created_to_ms=0,
+                                    cursor="", limit=5)
+        assert [w["workflow_id"] for w in page.workflows] == [f"wf-19-{i}" for i in range(999, 994, -1)]
+
+    asyncio.run(scenario())

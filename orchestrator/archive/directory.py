@@ -1,7 +1,8 @@
 """The default archive: compressed JSON lines in a directory, one file per hour and per writer.
 
     <root>/<YYYY-MM-DD>/<HH>-<writer>.jsonl.gz    the records, by the hour they ended (UTC)
-    <root>/index/<2 hex>.tsv                      workflow id -> file, to find one record fast
+    <root>/index/<2 hex>.tsv                      workflow id -> file and offset of its gzip member,
+                                                  so finding one record reads one member
 
 Each `put` appends one gzip member per file it touches (a gzip file may hold many) and fsyncs,
 so a crash loses at most the batch being written, which the retention sweep writes again (it
@@ -18,6 +19,7 @@ import hashlib
 import json
 import os
 import time
+import zlib
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -39,20 +41,22 @@ class DirectoryArchive:
             await asyncio.to_thread(self._put, records)
 
     def _put(self, records: list[dict[str, Any]]) -> None:
-        by_file: dict[Path, list[str]] = defaultdict(list)
-        index: dict[Path, list[str]] = defaultdict(list)
+        by_file: dict[Path, list[dict[str, Any]]] = defaultdict(list)
         for record in records:
-            path = self._file_for(int(record.get("ended_at_ms") or 0))
-            by_file[path].append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
-            index[self._index_for(record["workflow_id"])].append(
-                f"{record['workflow_id']}\t{path.relative_to(self.root)}\n")
-        for path, lines in by_file.items():
+            by_file[self._file_for(int(record.get("ended_at_ms") or 0))].append(record)
+        index: dict[Path, list[str]] = defaultdict(list)
+        for path, group in by_file.items():
             path.parent.mkdir(parents=True, exist_ok=True)
+            lines = [json.dumps(record, separators=(",", ":"), ensure_ascii=False) for record in group]
             with open(path, "ab") as raw:
+                offset = raw.tell()
                 with gzip.GzipFile(fileobj=raw, mode="wb") as member:
                     member.write(("\n".join(lines) + "\n").encode())
                 raw.flush()
                 os.fsync(raw.fileno())
+            for record in group:
+                index[self._index_for(record["workflow_id"])].append(
+                    f"{record['workflow_id']}\t{path.relative_to(self.root)}\t{offset}\n")
         for path, entries in index.items():
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as out:
@@ -76,10 +80,12 @@ class DirectoryArchive:
         index = self._index_for(workflow_id)
         if not index.exists():
             return None
-        files = [line.split("\t", 1)[1].strip() for line in index.read_text(encoding="utf-8").splitlines()
-                 if line.startswith(f"{workflow_id}\t")]
-        for relative in reversed(files):   # the latest copy wins
-            for record in reversed(_records(self.root / relative)):
+        places = [line.split("\t")[1:] for line in index.read_text(encoding="utf-8").splitlines()
+                  if line.startswith(f"{workflow_id}\t")]
+        for place in reversed(places):   # the latest copy wins
+            path = self.root / place[0]
+            records = _member(path, int(place[1])) if len(place) > 1 else _records(path)
+            for record in reversed(records):
                 if record.get("workflow_id") == workflow_id:
                     found: dict[str, Any] = record
                     return found
@@ -117,6 +123,23 @@ def _records(path: Path) -> list[dict[str, Any]]:
         with gzip.open(path, "rt", encoding="utf-8") as lines:
             return [json.loads(line) for line in lines if line.strip()]
     except (OSError, EOFError, ValueError):   # a member cut short by a crash: what was whole stays readable
+        return []
+
+
+def _member(path: Path, offset: int) -> list[dict[str, Any]]:
+    """The records of the one gzip member that starts at `offset` (one `put` of one file)."""
+    try:
+        with open(path, "rb") as raw:
+            raw.seek(offset)
+            inflate = zlib.decompressobj(wbits=31)   # gzip framing; stops at the member's end
+            text = b""
+            while not inflate.eof:
+                chunk = raw.read(65536)
+                if not chunk:
+                    break
+                text += inflate.decompress(chunk)
+        return [json.loads(line) for line in text.decode("utf-8").splitlines() if line.strip()]
+    except (OSError, ValueError, zlib.error):
         return []
 
 
