@@ -2,7 +2,8 @@
 
 - a restart or rerun of a workflow with a SUB_WORKFLOW hung for ever (the child id was reused);
 - the idempotency key was `workflow:ref`, shared by loop iterations and by a rerun;
-- FORK_JOIN_DYNAMIC with task specs failed when the forked type was not named elsewhere.
+- FORK_JOIN_DYNAMIC with task specs failed when the forked type was not named elsewhere;
+- search paging used an offset, so a workflow started between two pages repeated an item.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from helpers import BackgroundWorker, unique, wait_for_status
+from helpers import BackgroundWorker, register_sequence, unique, wait_for_status
 from worker import Worker, context, task
 
 
@@ -101,3 +102,18 @@ def test_dynamic_fork_of_task_specs_runs_a_type_the_definition_does_not_name(nod
     assert done["status"] == "COMPLETED", done
     assert done["tasks"][-1]["output"] == {f"ship_{i}": {"seen": {"n": i}} for i in range(3)}
     assert sorted(c["input"]["n"] for c in calls) == [0, 1, 2]
+
+
+def test_a_workflow_started_between_two_pages_repeats_nothing_and_skips_nothing(node: Any) -> None:
+    flow = unique("paged")
+    register_sequence(node.client, flow, [unique("unserved")])   # no worker: every workflow stays RUNNING
+    first = [node.client.start_workflow(flow, {"n": i}) for i in range(5)]
+    page_one, token = node.client.search_workflows(name=flow, limit=2)
+    late = node.client.start_workflow(flow, {"n": 5})             # newest first: would shift an offset by one
+    rest: list[dict[str, Any]] = []
+    while token:
+        page, token = node.client.search_workflows(name=flow, limit=2, page_token=token)
+        rest += page
+    seen = [w["workflow_id"] for w in page_one + rest]
+    assert seen == first[::-1], seen                              # each once, newest first
+    assert late not in seen
