@@ -5,7 +5,7 @@ is written."""
 
 from .cluster import ClusterService, ClusterView
 from .events import EventService
-from .messages import PayloadLimit
+from ..core.payloads import PayloadLimit
 from .metadata import MetadataService
 from .tasks import TaskService
 from .workflows import WorkflowService

@@ -12,10 +12,9 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from ..core.clock import now_ms
 from ..core.errors import InvalidArgument
 from ..core.events import BusEvent, normalise_handler, topic_name
-from ..core.payloads import encode, require_text_keys
+from ..core.payloads import PayloadLimit, encode, require_text_keys
 from ..store import Store
 from .errors import grpc_errors
-from .messages import PayloadLimit
 
 MAX_KEY_LENGTH = 256
 MAX_READ = 1000

@@ -12,7 +12,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from ..core import state as m
 from ..core.definitions import parse_document
 from ..core.schema import TaskDef, WorkflowDef
-from ..core.errors import InvalidArgument, TooLarge
+from ..core.errors import InvalidArgument
 from ..core.payloads import require_text_keys
 
 
@@ -25,18 +25,6 @@ def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
         require_text_keys(document, "definition")
         return document
     raise InvalidArgument("source: give either 'definition' (a JSON object) or 'document' (JSON/YAML text)")
-
-
-class PayloadLimit:
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-
-    def check(self, what: str, encoded: str | bytes) -> None:
-        """Bytes, not characters: a 1 MiB limit is 1 MiB of UTF-8 on the wire and in Redis."""
-        size = len(encoded.encode()) if isinstance(encoded, str) else len(encoded)
-        if size > self.max_bytes:
-            raise TooLarge(f"{what} is {size} bytes encoded as JSON; the limit is {self.max_bytes} "
-                           "bytes: pass a reference (a URL or an object-store key) instead of the data")
 
 
 # What one answer may carry: below the default 4 MiB gRPC message limit with room to spare.

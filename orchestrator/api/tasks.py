@@ -19,9 +19,8 @@ from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.errors import InvalidArgument, TooLarge
-from ..core.payloads import encode
+from ..core.payloads import PayloadLimit, encode
 from ..store import ResultOutcome, Store, StoreUnavailable
-from .messages import PayloadLimit
 
 log = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
 from ..core.schema import WorkflowDef
-from ..core.payloads import encode
+from ..core.payloads import PayloadLimit, encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
 from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
-from .messages import PayloadLimit, archived_message, fit, shown, workflow_message
+from .messages import archived_message, fit, shown, workflow_message
 
 MAX_ID_LENGTH = 256
 ARCHIVE_CURSOR = "archive:"   # a page token that goes on in the archive

@@ -31,8 +31,8 @@ from typing import Any
 from ..core import events as ev
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.errors import InvalidArgument, OrchestratorError, TooLarge
-from ..core.payloads import encode
+from ..core.errors import InvalidArgument, OrchestratorError
+from ..core.payloads import PayloadLimit, encode
 from ..core.safe_expr import SafeExpressionError
 from ..store import ActionOutcome, Store, StoreUnavailable
 from .deciding import new_task_id
@@ -62,7 +62,7 @@ class EventConsumers:
         self.store = store
         self.consumer = consumer
         self.on_workflows = on_workflows
-        self.max_payload_bytes = max_payload_bytes
+        self.payload_limit = PayloadLimit(max_payload_bytes)
         self.refresh_s = refresh_s
         self._running: dict[str, _Running] = {}
         self._supervisor: asyncio.Task[None] | None = None
@@ -178,9 +178,7 @@ class EventConsumers:
             if kind == "publish":
                 topic = ev.topic_name(params.get("topic"), "publish.topic")
                 data = encode(params.get("payload", {}), "publish.payload")
-                if len(data.encode()) > self.max_payload_bytes:
-                    raise TooLarge(f"the payload is {len(data.encode())} bytes, over the limit of "
-                                   f"{self.max_payload_bytes}")
+                self.payload_limit.check("publish.payload", data)
                 outcome, detail = await self.store.event_action(
                     handler, event.event_id, index, "publish", now_ms(), topic=topic,
                     key=str(params.get("key", "")), data_json=data)
@@ -221,9 +219,7 @@ class EventConsumers:
         if not isinstance(workflow_input, dict):
             raise InvalidArgument("'input' must be an object")
         data = encode(workflow_input, "the workflow input")
-        if len(data.encode()) > self.max_payload_bytes:
-            raise TooLarge(f"the workflow input is {len(data.encode())} bytes, over the limit of "
-                           f"{self.max_payload_bytes}")
+        self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
         workflow_id, created = await self.store.start_by_name(
             name, int(version), new_task_id(), workflow_input, str(correlation), idempotency_key, now_ms())
@@ -246,9 +242,7 @@ class EventConsumers:
         if not isinstance(output, dict):
             raise InvalidArgument("'output' must be an object")
         data = encode(output, "the task output")
-        if len(data.encode()) > self.max_payload_bytes:
-            raise TooLarge(f"the task output is {len(data.encode())} bytes, over the limit of "
-                           f"{self.max_payload_bytes}")
+        self.payload_limit.check("the task output", data)
         status = st.TASK_COMPLETED if kind == "complete_task" else st.TASK_FAILED
         reason = "" if kind == "complete_task" else str(params.get("reason") or f"failed by event {event.event_id}")
         return await self.store.event_action(handler, event.event_id, index, "complete" if kind == "complete_task"

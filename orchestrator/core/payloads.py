@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, TooLarge
 
 MAX_SAFE_INTEGER = 2**53
 """The API carries numbers as doubles (protobuf Struct, like JSON in JavaScript): a larger
@@ -73,3 +73,17 @@ def require_text_keys(value: Any, what: str) -> None:
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)
+
+
+class PayloadLimit:
+    """The byte limit on one payload, checked wherever user data enters (API or event handler)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+
+    def check(self, what: str, encoded: str | bytes) -> None:
+        """Bytes, not characters: a 1 MiB limit is 1 MiB of UTF-8 on the wire and in Redis."""
+        size = len(encoded.encode()) if isinstance(encoded, str) else len(encoded)
+        if size > self.max_bytes:
+            raise TooLarge(f"{what} is {size} bytes encoded as JSON; the limit is {self.max_bytes} "
+                           "bytes: pass a reference (a URL or an object-store key) instead of the data")
