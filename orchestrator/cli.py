@@ -144,6 +144,9 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--log-format", choices=("text", "json"),
                       help="text (default) or json: one JSON object per line with time, level, logger, message, "
                            "node and, when known, workflow_id, task_id, epoch")
+    node.add_argument("--http-tasks", dest="http_task_concurrency", type=int,
+                      help="HTTP and HTTP_POLL tasks this node calls at once (default 32); 0: the node runs none "
+                           "and workers that serve task type HTTP do")
     node.add_argument("--trace-file", help="also write this node's trace spans to this file, one JSON object per "
                                            "line (OTLP export is set with the OTEL_EXPORTER_OTLP_* variables)")
     node.set_defaults(handler=run_node)
@@ -1155,7 +1158,8 @@ def run_node(args: argparse.Namespace) -> int:
                              redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
                              cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
                              retention_s=args.retention_s, archive_dir=args.archive_dir,
-                             log_format=args.log_format, trace_file=args.trace_file)
+                             log_format=args.log_format, trace_file=args.trace_file,
+                             http_task_concurrency=args.http_task_concurrency)
     setup_logging(config.node_id, config.log_level, config.log_format)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Node(config).run_until_signalled())

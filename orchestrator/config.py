@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -39,6 +40,8 @@ class NodeConfig:
     trace_file: str = ""                      # also write the node's spans to this file, as JSON lines (development)
     # host:port of the web console and /metrics; default: the gRPC port + 1000 on the same host; "" = off
     http_listen: str | None = None
+    # HTTP and HTTP_POLL tasks this node calls at once; 0 = none (workers serving "HTTP" run them)
+    http_task_concurrency: int = 32
 
     def __post_init__(self) -> None:
         if not self.advertise:
@@ -53,8 +56,17 @@ class NodeConfig:
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
+        if not 0 <= self.http_task_concurrency <= 10_000:
+            raise ValueError("http_task_concurrency must be from 0 (the node runs no HTTP tasks) to 10000")
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
+
+    @property
+    def infrastructure(self) -> list[str]:
+        """host:port of the etcd and Redis servers the cluster depends on (HTTP tasks may not call them)."""
+        redis = urlsplit(self.redis_url)
+        own = [f"{redis.hostname or '127.0.0.1'}:{redis.port or 6379}"] if not self.redis_sentinels else []
+        return [*self.etcd_endpoints, *self.redis_sentinels, *own]
 
     @property
     def election_prefix(self) -> str:

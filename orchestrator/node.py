@@ -31,6 +31,7 @@ from .archive import DirectoryArchive
 from .cluster.deciding import Decider
 from .cluster.retention import Retention
 from .cluster.dispatch import Dispatcher
+from .cluster.http_tasks import HttpTaskRunner
 from .cluster.election import Candidacy
 from .cluster.events import EventConsumers
 from .cluster.etcd import EtcdClient, EtcdError
@@ -100,6 +101,10 @@ class Node:
         self.event_consumers = EventConsumers(self.store, config.node_id, on_workflows=self.decider.soon,
                                               max_payload_bytes=config.max_payload_bytes)
         self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)
+        self.http_tasks = HttpTaskRunner(self.store, self.dispatcher, config.node_id,
+                                         api.PayloadLimit(config.max_payload_bytes),
+                                         concurrency=config.http_task_concurrency,
+                                         protected=config.infrastructure, on_result=self.decider.soon)
         self.retention = Retention(self.store, self.archive, config.retention_s)
         self.server: grpc.aio.Server | None = None
         self.etcd = EtcdClient(config.etcd_endpoints)
@@ -116,6 +121,7 @@ class Node:
     async def start(self) -> None:
         self.console = self._bind_console()
         await self.dispatcher.start()
+        await self.http_tasks.start()
         await self.notifier.start()
         self.server = self._build_server()
         await self.server.start()
@@ -322,6 +328,7 @@ class Node:
             await self.server.stop(grace_s)
         await self.event_consumers.stop()
         await self.decider.stop()
+        await self.http_tasks.stop()
         await self.dispatcher.stop()
         await self.notifier.stop()
         await self.store.close()

@@ -36,7 +36,7 @@ import pytest
 
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
-from orchestrator.core.definitions import (DELEGATED_KINDS, check_workflow_def, normalise_task_def,
+from orchestrator.core.definitions import (DELEGATED_KINDS, HTTP_KINDS, check_workflow_def, normalise_task_def,
                                            referenced_task_names, referenced_workflow_names)
 from sim import Sim
 
@@ -218,7 +218,7 @@ def snapshot(stem: str) -> dict[str, Any]:
 def worker(task: m.TaskState) -> tuple[str, Any]:
     """Completes every worker task: an HTTP-like response for the I/O types, an echo of the
     input for the others."""
-    if task.spec.kind in DELEGATED_KINDS:
+    if task.spec.kind in HTTP_KINDS + DELEGATED_KINDS:   # the simulator has no network: a response stands in
         return st.TASK_COMPLETED, {"response": {"statusCode": 200, "reasonPhrase": "OK", "headers": {},
                                                 "body": {"echo": task.spec.input}}}
     return st.TASK_COMPLETED, {"echo": task.spec.input}

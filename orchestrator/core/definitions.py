@@ -20,7 +20,8 @@ warning with the reason; fields of other task types left at their defaults (expo
 all) are dropped with one warning. A definition that declares `schemaVersion` (every Conductor
 export does) is read as Conductor reads it: a `${...}` naming a task that has not run resolves
 to null (a warning), and a DO_WHILE condition without `evaluatorType` is JavaScript. Conductor's
-task types that need I/O (HTTP, ... `DELEGATED_KINDS`) run on workers of that task type; EVENT publishes
+HTTP and HTTP_POLL tasks are run by the nodes (`cluster/http_tasks.py`); its other task types that
+need I/O (Kafka, JDBC, model providers, ... `DELEGATED_KINDS`) run on workers of that task type; EVENT publishes
 to the cluster's own event bus (`sink`: a topic), in the decision that completes it.
 """
 
@@ -61,17 +62,20 @@ TEN_YEARS = f"{MAX_DURATION_SECONDS} (10 years)"
 MAX_VERSION = 2**31 - 1
 
 # Task kinds: which run on workers, which the decider completes itself, which hold other tasks.
+HTTP_KINDS = ("HTTP", "HTTP_POLL")
+"""Queued like worker tasks under their own type, and served by every node's HTTP executor
+(`orchestrator.cluster.http_tasks`), or by workers of that type when the nodes run none."""
 DELEGATED_KINDS = (
-    "HTTP", "HTTP_POLL", "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
+    "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
     "LLM_TEXT_COMPLETE", "LLM_CHAT_COMPLETE", "LLM_GENERATE_EMBEDDINGS", "LLM_GET_EMBEDDINGS",
     "LLM_STORE_EMBEDDINGS", "LLM_SEARCH_INDEX", "LLM_INDEX_DOCUMENT", "LLM_INDEX_TEXT", "GET_DOCUMENT",
     "GENERATE_IMAGE", "GENERATE_AUDIO", "GENERATE_VIDEO", "GENERATE_PDF", "LIST_MCP_TOOLS", "CALL_MCP_TOOL",
     "GET_AGENT_CARD")
-"""Conductor's task types that need I/O (HTTP calls, message brokers, databases, model
-providers): this version runs none of them itself. Each is a worker task whose task type is
-the type's name: a worker that serves "HTTP" runs every HTTP task (its input is the task's
-inputParameters, as Conductor's HTTP task would read them; its output becomes the task's)."""
-WORKER_KINDS = ("SIMPLE", "DYNAMIC") + DELEGATED_KINDS
+"""Conductor's other task types that need I/O (message brokers, databases, model providers):
+this version runs none of them itself. Each is a worker task whose task type is the type's
+name: a worker that serves "KAFKA_PUBLISH" runs every KAFKA_PUBLISH task (its input is the task's
+inputParameters, as Conductor would read them; its output becomes the task's)."""
+WORKER_KINDS = ("SIMPLE", "DYNAMIC") + HTTP_KINDS + DELEGATED_KINDS
 SYSTEM_KINDS = ("NOOP", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "TERMINATE", "WAIT", "HUMAN",
                 "SUB_WORKFLOW", "START_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "EVENT")
 CONTAINER_KINDS = ("FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE")
@@ -102,7 +106,7 @@ KIND_FIELDS: dict[str, set[str]] = {
     "DECISION": {"caseValueParam", "caseExpression", "decisionCases", "defaultCase"},
     "DO_WHILE": {"loopCondition", "loopOver", "items", "maxIterations", "evaluatorType"},
 }
-KIND_FIELDS.update({kind: {"sink"} for kind in DELEGATED_KINDS})
+KIND_FIELDS.update({kind: {"sink"} for kind in HTTP_KINDS + DELEGATED_KINDS})
 
 # Fields of Conductor's WorkflowTask that a task of another type may carry (exports write all
 # of them, at their defaults). Left at its default such a field means nothing and is dropped
@@ -648,7 +652,7 @@ class _Validator:
 
     def _delegated(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
         kind = out["type"]
-        if kind not in self.delegated:
+        if kind not in self.delegated and kind not in HTTP_KINDS:
             self.delegated.add(kind)
             self.warn(f"{kind} tasks are not run by this version: each runs on a worker that serves task type "
                       f"'{kind}' (its input is the task's inputParameters, its output the worker's result)")
@@ -1134,7 +1138,7 @@ class _Validator:
             self.problems.append(f"{where}: {exc}")
 
 
-for _kind in DELEGATED_KINDS:
+for _kind in HTTP_KINDS + DELEGATED_KINDS:
     setattr(_Validator, f"_kind_{_kind.lower()}", _Validator._delegated)
 
 
@@ -1413,7 +1417,7 @@ def needs_every_task_def(raw: Mapping[str, Any]) -> bool:
     whose task definition is optional or found by another name (HTTP and the other I/O types,
     types that are not Conductor's)."""
     return any((task.get("type") == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName"))
-               or task.get("type") == "DYNAMIC" or task.get("type") in DELEGATED_KINDS
+               or task.get("type") == "DYNAMIC" or task.get("type") in HTTP_KINDS + DELEGATED_KINDS
                or (isinstance(task.get("type"), str) and task["type"] not in TASK_KINDS)
                for definition in _definitions(raw) for task in iter_tasks(definition.get("tasks")))
 
