@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from . import api, web
+from . import api, rest, web
 from .archive import DirectoryArchive
 from .cluster.deciding import Decider
 from .cluster.retention import Retention
@@ -135,7 +135,10 @@ class Node:
         self.leader_watch = LeaderWatch(self.election, self.etcd)
         self._leader_watch = asyncio.create_task(self.leader_watch.run())
         if self.console is not None:
-            await self.console.start(web.build_app(self._console_parts(self.console.bound)))
+            conductor = rest.conductor_api(rest.RestParts(
+                store=self.store, dispatcher=self.dispatcher, decider=self.decider, workflows=self.workflow_service,
+                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes)))
+            await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor))
             log.info("node %s serving the console and /metrics on http://%s/", self.config.node_id,
                      self.console.bound)
 
@@ -152,9 +155,10 @@ class Node:
         server = grpc.aio.server(options=options)
         workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
                                                                        self.archive)
+        self.metadata_service = api.MetadataService(self.store)
         tasks = self.task_service = api.TaskService(self.store, self.dispatcher, limit, self.decider)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
-            (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.store)),
+            (pb_grpc.add_MetadataServiceServicer_to_server, self.metadata_service),
             (pb_grpc.add_WorkflowServiceServicer_to_server, workflows),
             (pb_grpc.add_TaskServiceServicer_to_server, tasks),
             (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self)),

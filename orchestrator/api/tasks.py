@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
@@ -18,8 +17,7 @@ from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.errors import InvalidArgument, TooLarge
-from ..core.payloads import PayloadLimit, encode
+from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -77,6 +75,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
         if not hello.worker_id or not hello.task_types or hello.capacity < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "hello needs a worker_id, at least one task type and a capacity >= 0")
+        if hello.worker_id == "*":   # the store reads "*" as "whoever holds the attempt"
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker_id '*' is reserved")
         if (len(hello.worker_id) > MAX_NAME_LENGTH or len(hello.task_types) > MAX_TASK_TYPES
                 or any(len(t) > MAX_NAME_LENGTH for t in hello.task_types)):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
@@ -165,19 +165,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
         status = RESULT_STATUS.get(result.status)
         if status is None:
             return st.FAILED_WITH_TERMINAL_ERROR, "{}", "worker sent a result without a status"
-        raw = result.output_json or b"{}"
-        try:
-            self.limit.check("task output", raw)
-            output = json.loads(raw)
-            if not isinstance(output, dict):
-                raise InvalidArgument("task output must be a JSON object")
-            text = encode(output, "task output")   # no NaN, no unpaired surrogates: what later steps can read
-        except TooLarge as exc:
-            return st.FAILED_WITH_TERMINAL_ERROR, "{}", str(exc)
-        except RecursionError:
-            return st.FAILED_WITH_TERMINAL_ERROR, "{}", "task output is nested too deeply"
-        except ValueError as exc:
-            return st.FAILED_WITH_TERMINAL_ERROR, "{}", f"task output is not valid JSON: {exc}"
-        except InvalidArgument as exc:
-            return st.FAILED_WITH_TERMINAL_ERROR, "{}", str(exc)
+        text, problem = checked_output(self.limit, result.output_json)
+        if text is None:
+            return st.FAILED_WITH_TERMINAL_ERROR, "{}", problem
         return status, text, result.reason

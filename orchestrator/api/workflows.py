@@ -16,6 +16,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from ..archive import Archive
 from ..cluster.deciding import Decider
 from ..cluster.notify import Notifier
+from ..core import free_text
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
@@ -122,8 +123,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if request.created_from_ms < 0 or request.created_to_ms < 0 or (
                 request.created_to_ms and request.created_from_ms > request.created_to_ms):
             raise InvalidArgument("created_from_ms and created_to_ms must be epoch milliseconds, from <= to")
+        try:
+            free_text.words(request.text)
+        except ValueError as exc:
+            raise InvalidArgument(f"text: {exc}") from None
         filters = _Filters(name=request.name, status=request.status, correlation_id=request.correlation_id,
-                           created_from_ms=request.created_from_ms, created_to_ms=request.created_to_ms)
+                           created_from_ms=request.created_from_ms, created_to_ms=request.created_to_ms,
+                           text=request.text)
         token = request.page_token
         try:
             found: list[pb.Workflow] = []
@@ -249,6 +255,7 @@ class _Filters(TypedDict):
     correlation_id: str
     created_from_ms: int
     created_to_ms: int
+    text: str
 
 
 def checked_id(workflow_id: str) -> str:

@@ -24,6 +24,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from ..core import free_text
 from .protocol import ArchivedPage
 
 MAX_FILES_PER_SEARCH = 48      # hour files one search call reads before it returns a cursor
@@ -92,12 +93,12 @@ class DirectoryArchive:
         return None
 
     async def search(self, *, name: str, status: str, correlation_id: str, created_from_ms: int,
-                     created_to_ms: int, cursor: str, limit: int) -> ArchivedPage:
+                     created_to_ms: int, cursor: str, limit: int, text: str = "") -> ArchivedPage:
         return await asyncio.to_thread(self._search, name, status, correlation_id, created_from_ms, created_to_ms,
-                                       cursor, limit)
+                                       cursor, limit, free_text.words(text))
 
     def _search(self, name: str, status: str, correlation_id: str, created_from_ms: int, created_to_ms: int,
-                cursor: str, limit: int) -> ArchivedPage:
+                cursor: str, limit: int, query_words: list[str]) -> ArchivedPage:
         files = sorted((p for p in self.root.glob("*/*.jsonl.gz") if p.parent.name != "index"), reverse=True)
         start_file, skip = _parse_cursor(cursor)
         if start_file:
@@ -109,7 +110,10 @@ class DirectoryArchive:
             offset = skip if relative == start_file else 0
             for position in range(offset, len(records)):
                 record = records[position]
-                if _matches(record, name, status, correlation_id, created_from_ms, created_to_ms):
+                if _matches(record, name, status, correlation_id, created_from_ms, created_to_ms) and (
+                        not query_words or free_text.matches(query_words, json.dumps(
+                            [record.get(k) for k in ("workflow_id", "correlation_id", "input", "output", "variables",
+                                                     "reason")], ensure_ascii=False))):
                     found.append(record)
                     if len(found) == limit:
                         return ArchivedPage(found, f"{relative}|{position + 1}")

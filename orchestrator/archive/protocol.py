@@ -22,5 +22,5 @@ class Archive(Protocol):
         """The archived record of `workflow_id`, or None."""
 
     async def search(self, *, name: str, status: str, correlation_id: str, created_from_ms: int,
-                     created_to_ms: int, cursor: str, limit: int) -> ArchivedPage:
+                     created_to_ms: int, cursor: str, limit: int, text: str = "") -> ArchivedPage:
         """Archived workflows matching every filter given, newest first, paged by an opaque cursor."""

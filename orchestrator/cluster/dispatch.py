@@ -12,10 +12,12 @@ safety net, not the delivery path.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -76,6 +78,7 @@ class Dispatcher:
         self._background: list[asyncio.Task[None]] = []
         self._by_worker: dict[str, WorkerSession] = {}
         self._releases: set[asyncio.Task[None]] = set()
+        self._waiting: dict[str, tuple[asyncio.Event, int]] = {}   # task type -> (its next `ready`, pollers)
         self.pushed = 0
 
     async def start(self) -> None:
@@ -162,7 +165,27 @@ class Dispatcher:
         self._releases.add(release_task)
         release_task.add_done_callback(self._releases.discard)
 
+    @contextlib.contextmanager
+    def ready_signal(self, task_type: str) -> Iterator[asyncio.Event]:
+        """An event set by the next `ready` broadcast for `task_type`, for a poller that claims
+        and, finding nothing, waits on it: taken before the claim, so nothing queued in between
+        is missed. Entries live only while someone waits (pollers choose the type names)."""
+        event, count = self._waiting.get(task_type) or (asyncio.Event(), 0)
+        self._waiting[task_type] = (event, count + 1)
+        try:
+            yield event
+        finally:
+            current = self._waiting.get(task_type)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._waiting[task_type]
+                else:
+                    self._waiting[task_type] = (current[0], current[1] - 1)
+
     def on_ready(self, task_type: str) -> None:
+        waiting = self._waiting.pop(task_type, None)
+        if waiting is not None:   # its pollers claim again; a later one registers a new event
+            waiting[0].set()
         if any(task_type in s.task_types and s.credits > 0 for s in self.sessions):
             self._pump_types({task_type})
 

@@ -29,8 +29,7 @@ from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.http_request import (MAX_RESPONSE_BYTES, HttpRequest, HttpRequestError, blocked_target,
                                  failure_reason, parse_poll, parse_request, response_output)
-from ..core.payloads import PayloadLimit, encode
-from ..core.errors import InvalidArgument
+from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
 from .dispatch import Dispatcher, WorkerSession
 
@@ -116,11 +115,10 @@ class HttpTaskRunner:
 
     async def _report(self, workflow_id: str, task_id: str, task_type: str, status: st.TaskStatus,
                       output: dict[str, Any], reason: str) -> None:
-        try:
-            text = encode(output, "HTTP task output")
-            self.limit.check("task output", text)
-        except InvalidArgument as exc:   # TooLarge is one
-            status, text, reason = st.TASK_FAILED, "{}", str(exc)
+        checked, problem = checked_output(self.limit, json.dumps(output, ensure_ascii=False))
+        if checked is None:
+            status, checked, reason = st.TASK_FAILED, "{}", problem
+        text = checked
         try:
             ack = await self.store.complete_task(workflow_id, task_id, self.session.worker_id, status, text,
                                                  reason, now_ms())

@@ -87,3 +87,20 @@ class PayloadLimit:
         if size > self.max_bytes:
             raise TooLarge(f"{what} is {size} bytes encoded as JSON; the limit is {self.max_bytes} "
                            "bytes: pass a reference (a URL or an object-store key) instead of the data")
+
+
+def checked_output(limit: PayloadLimit, raw: bytes | str, what: str = "task output") -> tuple[str | None, str]:
+    """A worker's output as it may be stored: (JSON text, "") or (None, why not). An output that
+    is too big, not JSON, not an object or not storable fails its attempt for good, with the reason."""
+    try:
+        limit.check(what, raw or b"{}")
+        output = json.loads(raw or b"{}")
+        if not isinstance(output, dict):
+            raise InvalidArgument(f"{what} must be a JSON object")
+        return encode(output, what), ""   # no NaN, no unpaired surrogates: what later steps can read
+    except RecursionError:
+        return None, f"{what} is nested too deeply"
+    except (InvalidArgument, TooLarge) as exc:
+        return None, str(exc)
+    except ValueError as exc:
+        return None, f"{what} is not valid JSON: {exc}"

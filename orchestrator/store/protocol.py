@@ -86,6 +86,7 @@ class ResultOutcome(enum.Enum):
 class ResultAck:
     outcome: ResultOutcome
     detail: str = ""          # for STALE: the attempt's status or who holds it
+    task_type: str = ""       # the attempt's task type (for a worker that asks for its next task at once)
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,9 @@ class Store(Protocol):
         """Complete a waiting WAIT or HUMAN task. Atomic; refused once the task or workflow ended."""
 
     async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
-                     created_from_ms: int = 0, created_to_ms: int = 0) -> SearchPage:
-        """Workflow ids, newest first; the cursor is stable when workflows start meanwhile."""
+                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "") -> SearchPage:
+        """Workflow ids, newest first; the cursor is stable when workflows start meanwhile.
+        `text`: free-text words (`core.free_text`); such a page may be short, with a cursor."""
 
     # ------------------------------------------------------------- tasks (any node)
 
@@ -186,8 +188,16 @@ class Store(Protocol):
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
         """Store a worker's result for one attempt. Atomic and idempotent (see ResultOutcome)."""
 
-    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> bool:
-        """Put an attempt this worker holds back in its queue without counting a failure. Atomic."""
+    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int, *,
+                           delay_ms: int = 0, output_json: str = "") -> bool:
+        """Put an attempt this worker holds back in its queue without counting a failure, to be
+        claimed again after `delay_ms`, keeping `output_json` as its output so far when given. Atomic."""
+
+    async def add_task_logs(self, task_id: str, lines: list[tuple[int, str]]) -> None:
+        """Append (epoch ms, text) log lines of a task attempt; the newest few hundred are kept."""
+
+    async def task_logs(self, task_id: str) -> list[tuple[int, str]]:
+        """The log lines kept for a task attempt, oldest first."""
 
     # ------------------------------------------------------------- engine (leader only, fenced)
 

@@ -20,7 +20,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from ..core import state as m
@@ -287,7 +287,8 @@ def allowed_operations(state: m.WorkflowState) -> list[str]:
     return ["restart"]
 
 
-def build_app(parts: ConsoleParts) -> Starlette:
+def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None) -> Starlette:
+    """The console's routes, and `more` beside them on the same port (the node adds Conductor's API)."""
     console = Console(parts)
     static = Path(__file__).resolve().parent / "static"
     routes = [
@@ -305,5 +306,6 @@ def build_app(parts: ConsoleParts) -> Starlette:
         Route("/metrics", console.metrics_page),
         Route("/healthz", console.healthz),
         Mount("/static", StaticFiles(directory=static), name="static"),
+        *(more or []),
     ]
     return Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})

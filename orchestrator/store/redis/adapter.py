@@ -20,6 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, ResponseError
 
+from ...core import free_text
 from ...core import state as m
 from ...core.decider import Decision
 from ...core.definitions import (needs_every_task_def, needs_every_workflow_def, referenced_task_names,
@@ -40,6 +41,8 @@ CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]]
 
 IDEMPOTENCY_TTL_S = 7 * 86400
 DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scripts.COMMON says the same)
+MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
+MAX_LOG_CHARS = 4096         # characters kept of one log line
 SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
 
 
@@ -340,13 +343,16 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
-                     created_from_ms: int = 0, created_to_ms: int = 0) -> SearchPage:
+                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "") -> SearchPage:
         """Workflow ids, newest first, matching every filter given.
 
         Every index is scored by creation time, so the time range narrows the scan itself.
-        The cursor is the (creation time, id) of the last id returned: the next page starts
+        The cursor is the (creation time, id) of the last id read: the next page starts
         strictly after it in the index order (time descending, then id descending), so
-        workflows started meanwhile (newer, so before it) never shift a page."""
+        workflows started meanwhile (newer, so before it) never shift a page. A free-text
+        query reads at most `free_text.MAX_SCANNED` workflows per page and may answer a short
+        page with a cursor that goes on from there."""
+        query_words = free_text.words(text)
         index = self._search_index(name, status, correlation_id)
         after = _parse_cursor(cursor)
         top: float | str = created_to_ms or "+inf"
@@ -355,16 +361,23 @@ class RedisStore:
         bottom: float | str = created_from_ms or "-inf"
         found: list[tuple[str, float]] = []
         chunk = max(limit * 2, 100)
-        offset = 0
+        offset = scanned = 0
+        last: tuple[str, float] | None = None
         exhausted = False
         while len(found) < limit:
+            if query_words and scanned >= free_text.MAX_SCANNED and last is not None:
+                return SearchPage([i for i, _ in found], f"{int(last[1])}:{last[0]}")
             rows = await self._redis.zrevrangebyscore(index, top, bottom, start=offset, num=chunk, withscores=True)
             if not rows:
                 exhausted = True
                 break
             offset += len(rows)
             rows = [(i, float(s)) for i, s in rows if after is None or s < after[0] or (s == after[0] and i < after[1])]
-            found += await self._matching(rows, name, status, correlation_id, limit - len(found))
+            matched, read = await self._matching(rows, name, status, correlation_id, query_words, limit - len(found))
+            found += matched
+            scanned += read
+            if read:
+                last = rows[read - 1]
             if offset % chunk:   # a short read: the range is exhausted
                 exhausted = True
                 break
@@ -384,22 +397,26 @@ class RedisStore:
         return self.keys.index("all")
 
     async def _matching(self, rows: list[tuple[str, float]], name: str, status: str, correlation_id: str,
-                        wanted: int) -> list[tuple[str, float]]:
+                        query_words: list[str], wanted: int) -> tuple[list[tuple[str, float]], int]:
+        """The rows that match, up to `wanted`, and how many rows were read to find them."""
+        fields = ("st", "m", "out", "vars", "reason") if query_words else ("st", "m")
         async with self._redis.pipeline(transaction=False) as pipe:
             for workflow_id, _ in rows:
-                pipe.hmget(self.keys.workflow(workflow_id), "st", "m")
+                pipe.hmget(self.keys.workflow(workflow_id), *fields)
             stored = await pipe.execute()
         found = []
-        for (workflow_id, score), (st, meta_raw) in zip(rows, stored):
+        for read, ((workflow_id, score), values) in enumerate(zip(rows, stored), start=1):
+            st, meta_raw = values[0], values[1]
             if st is None:
                 continue
             meta = json.loads(meta_raw)
             if ((not status or st == status) and (not name or meta["name"] == name)
-                    and (not correlation_id or meta["correlationId"] == correlation_id)):
+                    and (not correlation_id or meta["correlationId"] == correlation_id)
+                    and free_text.matches(query_words, workflow_id, *(v or "" for v in values[1:]))):
                 found.append((workflow_id, score))
                 if len(found) == wanted:
-                    break
-        return found
+                    return found, read
+        return found, len(rows)
 
     async def _any_before(self, index: str, score: float, workflow_id: str, bottom: float | str) -> bool:
         """Whether the index holds anything after (score, id) in the search order."""
@@ -431,12 +448,28 @@ class RedisStore:
         answer = json.loads(await self._run(
             scripts.COMPLETE_TASK, {"id": workflow_id, "task": task_id, "status": status, "reason": reason,
                                     "now": now_ms, "worker": worker_id}, output_json))
-        return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"])
+        return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"], answer.get("type", ""))
 
     @_unavailable_as_store_error
-    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> bool:
+    async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int, *,
+                           delay_ms: int = 0, output_json: str = "") -> bool:
         return bool(await self._run(scripts.RELEASE_TASK, {"id": workflow_id, "task": task_id, "now": now_ms,
-                                                           "worker": worker_id}))
+                                                           "worker": worker_id, "at": now_ms + max(0, delay_ms)},
+                                    output_json))
+
+    @_unavailable_as_store_error
+    async def add_task_logs(self, task_id: str, lines: list[tuple[int, str]]) -> None:
+        key = self.keys.task_log(task_id)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *(json.dumps({"at": at, "log": text[:MAX_LOG_CHARS]}) for at, text in lines))
+            pipe.ltrim(key, -MAX_TASK_LOGS, -1)
+            pipe.expire(key, self.idempotency_ttl_s)
+            await pipe.execute()
+
+    @_unavailable_as_store_error
+    async def task_logs(self, task_id: str) -> list[tuple[int, str]]:
+        rows = await self._redis.lrange(self.keys.task_log(task_id), 0, -1)
+        return [(int(entry["at"]), str(entry["log"])) for entry in map(json.loads, rows)]
 
     # ------------------------------------------------------------- engine (leader only, fenced)
 

@@ -71,6 +71,10 @@ class Keys:
     def handled(self, handler: str, event_id: str, action: int) -> str:
         return self("handled", handler, f"{event_id}#{action}")
 
+    def task_log(self, task_id: str) -> str:
+        """The log lines a worker sent for one task attempt (a capped list with the retention's TTL)."""
+        return self("tasklog", task_id)
+
     def index(self, *parts: str) -> str:
         return self("idx", *parts)
 

@@ -61,6 +61,8 @@ local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
   return epoch >= stored
 end
+-- Whether `worker` holds the attempt `s`; '*' (a Conductor REST update naming no worker) holds any.
+local function holds(s, worker) return worker == '*' or s.worker == worker end
 local function task_state(key, tid)
   local raw = redis.call('HGET', key, 's:' .. tid)
   return raw and cjson.decode(raw)
@@ -298,7 +300,7 @@ local wanted = math.min(A.count, room)
 local out = {}
 local claimed, offset = 0, 0
 while claimed < wanted do
-  local members = redis.call('ZRANGE', qkey, offset, offset + wanted - claimed - 1)
+  local members = redis.call('ZRANGEBYSCORE', qkey, '-inf', now, 'LIMIT', offset, wanted - claimed)
   if #members == 0 then break end
   for _, member in ipairs(members) do
     local id, tid = split(member)
@@ -329,7 +331,7 @@ HEARTBEAT = COMMON + r"""
 local key = wf_key(A.id)
 local s = task_state(key, A.task)
 if not s then return 0 end
-if s.status ~= 'IN_PROGRESS' or s.worker ~= A.worker then return 0 end
+if s.status ~= 'IN_PROGRESS' or not holds(s, A.worker) then return 0 end
 redis.call('ZADD', P .. ':leases', 'XX', A.now + s.lease_ms, A.id .. '|' .. A.task)
 return s.lease_ms
 """
@@ -346,13 +348,15 @@ local key = wf_key(id)
 local s = task_state(key, tid)
 if not s then return result({outcome = 'UNKNOWN', detail = ''}) end
 if s.status ~= 'IN_PROGRESS' then
-  if s.status == A.status and s.worker == A.worker then return result({outcome = 'DUPLICATE', detail = ''}) end
-  return result({outcome = 'STALE', detail = s.status})
+  if s.status == A.status and holds(s, A.worker) then
+    return result({outcome = 'DUPLICATE', detail = '', type = s.type})
+  end
+  return result({outcome = 'STALE', detail = s.status, type = s.type})
 end
-if s.worker ~= A.worker then return result({outcome = 'STALE', detail = 'held by another worker'}) end
+if not holds(s, A.worker) then return result({outcome = 'STALE', detail = 'held by another worker', type = s.type}) end
 drop_lease(id, tid, s.type)
 finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
-return result({outcome = 'OK', detail = ''})
+return result({outcome = 'OK', detail = '', type = s.type})
 """
 
 # Completes a WAIT or HUMAN task from outside (an operator, a person, another system).
@@ -372,22 +376,27 @@ finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
 return result({outcome = 'OK', detail = ''})
 """
 
-# Puts an unfinished attempt back in its queue without counting a failure.
-# A: id, task, now, worker.  Returns 1 when released, 0 when the attempt is not this worker's.
+# Puts an unfinished attempt back in its queue without counting a failure, to be claimed again
+# from A.at on (a worker's "call me back later"; the claim takes only entries due by now).
+# A: id, task, now, worker, at.  ARGV[2]: the output so far ('' = keep what is stored).
+# Returns 1 when released, 0 when the attempt is not this worker's.
 RELEASE_TASK = COMMON + r"""
 local id, tid = A.id, A.task
 local key = wf_key(id)
 local s = task_state(key, tid)
 if not s then return 0 end
-if s.status ~= 'IN_PROGRESS' or s.worker ~= A.worker then return 0 end
+if s.status ~= 'IN_PROGRESS' or not holds(s, A.worker) then return 0 end
 s.status = 'SCHEDULED'
 s.queued = true
 s.worker = ''
 s.started = 0
 redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+if ARGV[2] and ARGV[2] ~= '' then redis.call('HSET', key, 'o:' .. tid, ARGV[2]) end
 drop_lease(id, tid, s.type)
 bump(id, key, A.now)
-redis.call('ZADD', P .. ':q:' .. s.type, A.now, id .. '|' .. tid)
+local at = tonumber(A.at) or 0
+if at < tonumber(A.now) then at = A.now end
+redis.call('ZADD', P .. ':q:' .. s.type, at, id .. '|' .. tid)
 redis.call('PUBLISH', P .. ':ready', s.type)
 return 1
 """

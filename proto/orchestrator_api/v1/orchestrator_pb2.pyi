@@ -191,7 +191,7 @@ class GetWorkflowRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., include_tasks: _Optional[bool] = ...) -> None: ...
 
 class SearchWorkflowsRequest(_message.Message):
-    __slots__ = ("name", "status", "correlation_id", "limit", "page_token", "created_from_ms", "created_to_ms")
+    __slots__ = ("name", "status", "correlation_id", "limit", "page_token", "created_from_ms", "created_to_ms", "text")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
@@ -199,6 +199,7 @@ class SearchWorkflowsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     CREATED_FROM_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_TO_MS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
     name: str
     status: str
     correlation_id: str
@@ -206,7 +207,8 @@ class SearchWorkflowsRequest(_message.Message):
     page_token: str
     created_from_ms: int
     created_to_ms: int
-    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., created_from_ms: _Optional[int] = ..., created_to_ms: _Optional[int] = ...) -> None: ...
+    text: str
+    def __init__(self, name: _Optional[str] = ..., status: _Optional[str] = ..., correlation_id: _Optional[str] = ..., limit: _Optional[int] = ..., page_token: _Optional[str] = ..., created_from_ms: _Optional[int] = ..., created_to_ms: _Optional[int] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SearchWorkflowsResponse(_message.Message):
     __slots__ = ("workflows", "next_page_token")

@@ -1,0 +1,271 @@
+"""Conductor's workflow routes (`/api/workflow/...`): start, execute, read, search, operate."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from orchestrator_api.structs import to_struct
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+from .common import (Context, Refused, RestParts, answering_errors, flag, json_body, number, object_body, plain,
+                     text)
+from .shapes import workflow_json, workflow_status_json, workflow_summary
+
+MAX_SEARCH_WINDOW = 5000       # start + size of one search
+MAX_EXECUTE_WAIT_S = 300
+# One clause of Conductor's search query: field = 'value', field IN (a, b), startTime > n.
+CLAUSE = re.compile(r"^\s*(\w+)\s*(=|IN|>|<|>=|<=)\s*(.+?)\s*$", re.IGNORECASE)
+QUERY_FIELDS = {"workflowType": "name", "status": "status", "correlationId": "correlation_id",
+                "startTime": "created", "workflowId": "workflow_id"}
+
+
+def _struct(value: Any, what: str) -> Any:
+    try:
+        return to_struct(object_body(value, what))
+    except (TypeError, ValueError) as exc:
+        raise Refused("INVALID_ARGUMENT", f"{what}: {exc}") from None
+
+
+def _unquote(value: str) -> str:
+    value = value.strip()
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        return value[1:-1]
+    return value
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
+    """Conductor's search query, the part people write: clauses joined by AND, each
+    `field = value`, `field IN (v1, v2)` or `startTime > ms` / `< ms`."""
+    found: dict[str, list[str]] = {}
+    if not query.strip():
+        return found
+    for clause in re.split(r"\s+AND\s+", query.strip(), flags=re.IGNORECASE):
+        match = CLAUSE.match(clause)
+        if match is None or match.group(1) not in QUERY_FIELDS:
+            raise Refused("INVALID_ARGUMENT", f"query clause {clause[:100]!r} is not one this API reads: use "
+                                              f"{', '.join(QUERY_FIELDS)} with =, IN (...), or startTime > / < ms")
+        name, op, value = match.group(1), match.group(2).upper(), match.group(3)
+        if name == "startTime":
+            if op not in (">", "<", ">=", "<=") or not _unquote(value).isdigit():
+                raise Refused("INVALID_ARGUMENT", "startTime takes > or < and epoch milliseconds")
+            found.setdefault("startTime" + op[0], []).append(_unquote(value))
+        elif op == "IN":
+            inner = value.strip()
+            if not (inner.startswith("(") and inner.endswith(")")):
+                raise Refused("INVALID_ARGUMENT", f"{name} IN needs a list in parentheses")
+            found[name] = [_unquote(v) for v in inner[1:-1].split(",") if v.strip()]
+        elif op == "=":
+            found[name] = [_unquote(value)]
+        else:
+            raise Refused("INVALID_ARGUMENT", f"{name} takes = or IN")
+    return found
+
+
+def routes(parts: RestParts) -> list[Route]:
+    context = Context()
+    handlers = parts.workflows
+    max_body = parts.limit.max_bytes + 64 * 1024
+
+    async def start(name: str, version: int, workflow_input: Any, correlation_id: str, key: str) -> tuple[str, bool]:
+        answer = await handlers.StartWorkflow(pb.StartWorkflowRequest(
+            name=name, version=version, input=_struct(workflow_input or {}, "input"),
+            correlation_id=correlation_id, idempotency_key=key), context)
+        return answer.workflow_id, answer.created
+
+    async def register_inline(definition: Any, name: str) -> int:
+        """A start that carries its definition (conductor-python's ConductorWorkflow does):
+        registered as that version first, since every run here keeps a registered snapshot."""
+        definition = object_body(definition, "workflowDef")
+        if definition.get("name", name) != name:
+            raise Refused("INVALID_ARGUMENT", "workflowDef.name must be the name being started")
+        registered = await parts.metadata.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(
+            source=pb.DefinitionSource(document=json.dumps({**definition, "name": name}))), context)
+        return int(registered.version)
+
+    async def start_request(body: dict[str, Any]) -> tuple[str, bool]:
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            raise Refused("INVALID_ARGUMENT", "name (the workflow definition to start) is required")
+        version = body.get("version") or 0
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise Refused("INVALID_ARGUMENT", "version must be a whole number")
+        if body.get("workflowDef"):
+            version = await register_inline(body["workflowDef"], name)
+        key = body.get("idempotencyKey") or ""
+        workflow_id, created = await start(name, version, body.get("input"), str(body.get("correlationId") or ""),
+                                           str(key))
+        if not created and key and str(body.get("idempotencyStrategy") or "FAIL").upper() == "FAIL":
+            raise Refused("ALREADY_EXISTS", f"idempotency key '{str(key)[:256]}' already started workflow "
+                                            f"{workflow_id} (idempotencyStrategy RETURN_EXISTING returns its id)")
+        return workflow_id, created
+
+    @answering_errors
+    async def start_workflow(request: Request) -> Response:
+        body = object_body(await json_body(request, max_body, "a StartWorkflowRequest"), "StartWorkflowRequest")
+        workflow_id, _ = await start_request(body)
+        return plain(workflow_id)
+
+    @answering_errors
+    async def start_by_name(request: Request) -> Response:
+        workflow_input = await json_body(request, max_body, "the workflow input", empty={})
+        workflow_id, _ = await start(request.path_params["name"], number(request, "version", 0, 0, 2**31 - 1),
+                                     workflow_input, text(request, "correlationId"), "")
+        return plain(workflow_id)
+
+    @answering_errors
+    async def execute(request: Request) -> Response:
+        body = object_body(await json_body(request, max_body, "a StartWorkflowRequest", empty={}),
+                           "StartWorkflowRequest")
+        name = request.path_params["name"]
+        version = int(request.path_params["version"])
+        if body.get("workflowDef"):
+            version = await register_inline(body["workflowDef"], name)
+        wait_s = number(request, "waitForSeconds", 10, 1, MAX_EXECUTE_WAIT_S)
+        workflow = await handlers.ExecuteWorkflow(pb.ExecuteWorkflowRequest(
+            start=pb.StartWorkflowRequest(name=name, version=version, input=_struct(body.get("input") or {}, "input"),
+                                          correlation_id=str(body.get("correlationId") or ""),
+                                          idempotency_key=text(request, "requestId")),
+            wait_seconds=wait_s), context)
+        shown = workflow_json(workflow)
+        shown["requestId"] = text(request, "requestId")
+        return JSONResponse(shown)
+
+    async def load(workflow_id: str, include_tasks: bool) -> pb.Workflow:
+        return await handlers.GetWorkflow(pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks),
+                                          context)
+
+    @answering_errors
+    async def get_workflow(request: Request) -> Response:
+        include_tasks = flag(request, "includeTasks", True)
+        return JSONResponse(workflow_json(await load(request.path_params["workflow_id"], include_tasks),
+                                          include_tasks=include_tasks))
+
+    @answering_errors
+    async def get_status(request: Request) -> Response:
+        workflow = await load(request.path_params["workflow_id"], False)
+        return JSONResponse(workflow_status_json(workflow, output=flag(request, "includeOutput", False),
+                                                 variables=flag(request, "includeVariables", False)))
+
+    @answering_errors
+    async def search(request: Request) -> Response:
+        start_at = number(request, "start", 0, 0, MAX_SEARCH_WINDOW)
+        size = number(request, "size", 100, 1, 1000)
+        if start_at + size > MAX_SEARCH_WINDOW:
+            raise Refused("INVALID_ARGUMENT", f"start + size may be at most {MAX_SEARCH_WINDOW}; narrow the query")
+        free_text = text(request, "freeText", "*").strip()
+        found = await _search(parse_query(text(request, "query")), "" if free_text == "*" else free_text,
+                              start_at + size + 1)
+        page = found[start_at:start_at + size]
+        total = len(found) if len(found) <= start_at + size else start_at + size + 1
+        return JSONResponse({"totalHits": total, "results": [workflow_summary(w) for w in page]})
+
+    async def _search(query: dict[str, list[str]], free_text: str, wanted: int) -> list[pb.Workflow]:
+        if "workflowId" in query:
+            found = []
+            for workflow_id in query["workflowId"][:wanted]:
+                try:
+                    found.append(await load(workflow_id, False))
+                except Refused:
+                    pass
+            return found
+        created_from = max((int(v) + 1 for v in query.get("startTime>", [])), default=0)
+        created_to = min((int(v) - 1 for v in query.get("startTime<", [])), default=0)
+        combos = [(n, s, c) for n in query.get("workflowType", [""]) for s in query.get("status", [""])
+                  for c in query.get("correlationId", [""])]
+        if len(combos) > 50:
+            raise Refused("INVALID_ARGUMENT", "the query's IN lists make more than 50 combinations; narrow it")
+        merged: dict[str, pb.Workflow] = {}
+        for name, status, correlation_id in combos:   # each newest first; merged below
+            token, got = "", 0
+            while got < wanted:
+                page = await handlers.SearchWorkflows(pb.SearchWorkflowsRequest(
+                    name=name, status=status, correlation_id=correlation_id, limit=min(wanted - got, 1000),
+                    page_token=token, created_from_ms=created_from, created_to_ms=created_to, text=free_text),
+                    context)
+                for workflow in page.workflows:
+                    merged.setdefault(workflow.workflow_id, workflow)
+                got += len(page.workflows)
+                token = page.next_page_token
+                if not token:
+                    break
+        return sorted(merged.values(), key=lambda w: (-w.created_at_ms, w.workflow_id))[:wanted]
+
+    @answering_errors
+    async def terminate(request: Request) -> Response:
+        await handlers.TerminateWorkflow(pb.TerminateWorkflowRequest(
+            workflow_id=request.path_params["workflow_id"],
+            reason=text(request, "reason") or "terminated through the Conductor API"), context)
+        return Response(status_code=200)
+
+    def operation(name: str) -> Any:
+        @answering_errors
+        async def operate(request: Request) -> Response:
+            workflow_id = request.path_params["workflow_id"]
+            if name == "pause":
+                await handlers.PauseWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+            elif name == "resume":
+                await handlers.ResumeWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+            elif name == "retry":
+                await handlers.RetryWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
+            else:
+                await handlers.RestartWorkflow(pb.RestartWorkflowRequest(
+                    workflow_id=workflow_id, use_latest_definition=flag(request, "useLatestDefinitions", False)),
+                    context)
+            return Response(status_code=204)
+        operate.__name__ = name
+        return operate
+
+    @answering_errors
+    async def rerun(request: Request) -> Response:
+        workflow_id = request.path_params["workflow_id"]
+        body = object_body(await json_body(request, max_body, "a RerunWorkflowRequest", empty={}),
+                           "RerunWorkflowRequest")
+        task_id = body.get("reRunFromTaskId") or ""
+        if not task_id:   # Conductor reruns the whole workflow when no task is named
+            await handlers.RestartWorkflow(pb.RestartWorkflowRequest(workflow_id=workflow_id), context)
+            return plain(workflow_id)
+        workflow = await load(workflow_id, True)
+        keys = [t.key or t.reference_name for t in workflow.tasks if t.task_id == task_id]
+        if not keys:
+            raise Refused("INVALID_ARGUMENT", f"reRunFromTaskId '{str(task_id)[:256]}' is no task of workflow "
+                                              f"{workflow_id}")
+        rerun_request = pb.RerunWorkflowRequest(workflow_id=workflow_id, task_reference_name=keys[0])
+        if body.get("taskInput"):
+            rerun_request.task_input.CopyFrom(_struct(body["taskInput"], "taskInput"))
+        await handlers.RerunWorkflow(rerun_request, context)
+        return plain(workflow_id)
+
+    @answering_errors
+    async def skip(request: Request) -> Response:
+        raw = text(request, "skipTaskRequest")
+        if raw:   # conductor-python sends a Python dict's repr here; anything else that parses is read too
+            try:
+                ast.literal_eval(raw) if raw.lstrip().startswith("{'") else json.loads(raw)
+            except (ValueError, SyntaxError):
+                raise Refused("INVALID_ARGUMENT", "skipTaskRequest is not an object") from None
+        await handlers.SkipTask(pb.SkipTaskRequest(workflow_id=request.path_params["workflow_id"],
+                                                   task_reference_name=request.path_params["ref"]), context)
+        return Response(status_code=204)
+
+    return [
+        Route("/workflow", start_workflow, methods=["POST"]),
+        Route("/workflow/search", search, methods=["GET"]),
+        Route("/workflow/execute/{name}/{version:int}", execute, methods=["POST"]),
+        Route("/workflow/{workflow_id}", get_workflow, methods=["GET"]),
+        Route("/workflow/{workflow_id}", terminate, methods=["DELETE"]),
+        Route("/workflow/{workflow_id}/status", get_status, methods=["GET"]),
+        Route("/workflow/{workflow_id}/pause", operation("pause"), methods=["PUT"]),
+        Route("/workflow/{workflow_id}/resume", operation("resume"), methods=["PUT"]),
+        Route("/workflow/{workflow_id}/retry", operation("retry"), methods=["POST"]),
+        Route("/workflow/{workflow_id}/restart", operation("restart"), methods=["POST"]),
+        Route("/workflow/{workflow_id}/rerun", rerun, methods=["POST"]),
+        Route("/workflow/{workflow_id}/skiptask/{ref}", skip, methods=["PUT"]),
+        Route("/workflow/{name}", start_by_name, methods=["POST"]),
+    ]
