@@ -215,6 +215,8 @@ def _add_search(workflow: Any) -> None:
     search.add_argument("--page-token", default="", help="the next_page_token of the previous page")
     search.add_argument("--from-ms", type=int, default=0, help="created at or after (epoch ms); see also --since")
     search.add_argument("--to-ms", type=int, default=0, help="created at or before (epoch ms); see also --until")
+    search.add_argument("--text", default="", help="free text: words found (any case) in the id, correlation id, "
+                                                   "input, output, variables or reason")
 
 
 def _filter_flags(parser: argparse.ArgumentParser, status_help: str) -> None:
@@ -582,7 +584,8 @@ def _search(client: Any, args: argparse.Namespace) -> Reply:
     since, until = _created(args)
     found, token = client.search_workflows(name=args.name, status=args.status,
                                            correlation_id=args.correlation_id, limit=args.limit,
-                                           page_token=args.page_token, created_from_ms=since, created_to_ms=until)
+                                           page_token=args.page_token, created_from_ms=since, created_to_ms=until,
+                                           text=args.text)
     output = {"workflows": [{k: w.get(k) for k in ("workflow_id", "name", "status", "correlation_id")}
                             for w in found], "next_page_token": token}
     return Reply(output, view={"workflows": found, "next_page_token": token})

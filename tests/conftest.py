@@ -43,9 +43,11 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 class NodeHandle:
     """One node process and a client bound to it."""
 
-    def __init__(self, process: ManagedProcess, endpoint: str, cluster: str, redis_url: str) -> None:
+    def __init__(self, process: ManagedProcess, endpoint: str, cluster: str, redis_url: str,
+                 http_address: str = "") -> None:
         self.process = process
         self.endpoint = endpoint
+        self.http_address = http_address   # host:port of its console, /metrics and Conductor API
         self.cluster = cluster
         self.redis_url = redis_url
         self.client = WorkflowClient([endpoint])
@@ -56,11 +58,11 @@ def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
          redis_server: RedisServer) -> Iterator[NodeHandle]:
     """A single leader node of its own cluster (fresh key prefix) for this test module."""
     cluster = f"t{uuid.uuid4().hex[:8]}"
-    port = free_port()
+    port, http_port = free_port(), free_port()
     process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,
                          redis_url=redis_server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
-                         lease_ttl_s=TEST_TTL_S)
-    handle = NodeHandle(process, f"127.0.0.1:{port}", cluster, redis_server.url)
+                         lease_ttl_s=TEST_TTL_S, http_port=http_port)
+    handle = NodeHandle(process, f"127.0.0.1:{port}", cluster, redis_server.url, f"127.0.0.1:{http_port}")
     try:
         wait_for_leader(handle.client, 20.0)
         yield handle

@@ -61,6 +61,9 @@ def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path
             if not token:
                 break
         assert sorted(found) == sorted(done)
+        # free text reaches into the archive too (as stored: compact JSON)
+        page, _ = client.search_workflows(text='{"n":17}', limit=50)
+        assert [w["workflow_id"] for w in page] == [done[17]]
         # the audit stream and the indexes were trimmed with them
         assert asyncio.run(_leftovers(redis_server.url, cluster)) == (0, 0)
     finally:

@@ -173,14 +173,17 @@ class WorkflowClient:
         page_token: str = "",
         created_from_ms: int = 0,
         created_to_ms: int = 0,
+        text: str = "",
     ) -> tuple[list[dict[str, Any]], str]:
         """Search workflows (newest first; filters combine with AND; times in epoch ms).
 
-        Returns ``(workflows, next_page_token)``; the token is empty on the last page.
+        ``text``: free-text words, each found (ignoring case) in the id, correlation id, input,
+        output, variables or reason. Returns ``(workflows, next_page_token)``; the token is empty
+        on the last page (a free-text page may be short and still have a token: go on with it).
         """
         request = pb.SearchWorkflowsRequest(
             name=name, status=status, correlation_id=correlation_id, limit=limit, page_token=page_token,
-            created_from_ms=created_from_ms, created_to_ms=created_to_ms,
+            created_from_ms=created_from_ms, created_to_ms=created_to_ms, text=text,
         )
         response = self._call(pb_grpc.WorkflowServiceStub, "SearchWorkflows", request, repeatable=True)
         return [message_to_dict(item) for item in response.workflows], response.next_page_token

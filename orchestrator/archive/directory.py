@@ -113,7 +113,7 @@ class DirectoryArchive:
                 if _matches(record, name, status, correlation_id, created_from_ms, created_to_ms) and (
                         not query_words or free_text.matches(query_words, json.dumps(
                             [record.get(k) for k in ("workflow_id", "correlation_id", "input", "output", "variables",
-                                                     "reason")], ensure_ascii=False))):
+                                                     "reason")], ensure_ascii=False, separators=(",", ":")))):
                     found.append(record)
                     if len(found) == limit:
                         return ArchivedPage(found, f"{relative}|{position + 1}")

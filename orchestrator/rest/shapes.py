@@ -27,8 +27,20 @@ TASK_DEF_ENUMS = {"timeoutPolicy": ("RETRY", "TIME_OUT_WF", "ALERT_ONLY"),
                   "retryLogic": ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")}
 
 
+def _whole(value: Any) -> Any:
+    """Numbers travel as doubles inside our messages; show 1.0 as 1, as it was given (Conductor's
+    clients read a task's declared int parameters from this)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole(v) for v in value]
+    return value
+
+
 def _dict(message: Any) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return _whole(json_format.MessageToDict(message, preserving_proto_field_name=True))  # type: ignore[no-any-return]
 
 
 def _iso(ms: int) -> str | None:

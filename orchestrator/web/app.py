@@ -138,7 +138,8 @@ class Console:
 
     async def executions(self, request: Request) -> Response:
         q = request.query_params
-        filters = {key: q.get(key, "").strip() for key in ("name", "status", "correlation_id", "from", "to", "cursor")}
+        filters = {key: q.get(key, "").strip() for key in ("name", "status", "correlation_id", "text", "from", "to",
+                                                                "cursor")}
         limit = int(q["limit"]) if q.get("limit", "").isdigit() else PAGE_SIZES[0]
         error, page, counts = "", None, {}
         names = sorted(d["name"] for d in await self.parts.store.workflow_defs())
@@ -148,7 +149,7 @@ class Console:
             page = await operations.search(
                 self.parts.workflows, name=filters["name"], status=filters["status"],
                 correlation_id=filters["correlation_id"], cursor=filters["cursor"], limit=limit,
-                created_from_ms=created_from, created_to_ms=created_to)
+                created_from_ms=created_from, created_to_ms=created_to, text=filters["text"])
             counts = await bounded(self.parts.store.status_counts(
                 name=filters["name"], correlation_id=filters["correlation_id"],
                 created_from_ms=created_from, created_to_ms=created_to))

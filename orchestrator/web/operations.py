@@ -125,7 +125,7 @@ async def start(handlers: WorkflowHandlers, form: dict[str, str]) -> tuple[str, 
 
 
 async def search(handlers: WorkflowHandlers, *, name: str, status: str, correlation_id: str, cursor: str,
-                 limit: int, created_from_ms: int, created_to_ms: int) -> pb.SearchWorkflowsResponse:
+                 limit: int, created_from_ms: int, created_to_ms: int, text: str = "") -> pb.SearchWorkflowsResponse:
     return await handlers.SearchWorkflows(pb.SearchWorkflowsRequest(
         name=name, status=status, correlation_id=correlation_id, page_token=cursor, limit=limit,
-        created_from_ms=created_from_ms, created_to_ms=created_to_ms), _Context())
+        created_from_ms=created_from_ms, created_to_ms=created_to_ms, text=text), _Context())
