@@ -52,7 +52,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _table(["scenario", "target", "measured", "goal", "verdict", "note"],
                         [[name, t["name"], _f(t["value"], 2), t["target"], f"**{t['verdict']}**", t["note"]]
                          for name, t in targets])
-    for name, renderer in (("throughput", _throughput), ("latency", _latency), ("failover", _failover),
+    for name, renderer in (("throughput", _throughput), ("latency", _latency), ("conductor", _conductor),
+                           ("failover", _failover),
                            ("scale", _scale), ("profile", _profile)):
         if name in scenarios:
             lines += renderer(scenarios[name])
@@ -134,6 +135,21 @@ def _latency(s: dict[str, Any]) -> list[str]:
                           _f(e2e["client_ms"]["p50"], 2), _f(e2e["client_ms"]["p99"], 2)],
                          ["server: ended_at_ms - created_at_ms", _f(e2e["server_ms"]["p50"], 2),
                           _f(e2e["server_ms"]["p99"], 2)]])
+    return lines
+
+
+def _conductor(s: dict[str, Any]) -> list[str]:
+    lines = ["## Conductor's Python SDK through the REST API (medians of runs)", ""]
+    throughput = s.get("throughput", {})
+    rows = [["throughput, 64 workflows of 5 tasks in flight", f"{_f(throughput.get('median_tasks_per_s'))} tasks/s",
+             ", ".join(_f(r["tasks_per_s"]) for r in throughput.get("runs", []))]]
+    for name, d in s.get("dispatch", {}).items():
+        rows.append([f"dispatch p50 / p99, {name}", f"{_f(d['median']['p50'], 2)} / {_f(d['median']['p99'], 2)} ms",
+                     ", ".join(f"{_f(r['dispatch_ms']['p50'], 2)} / {_f(r['dispatch_ms']['p99'], 2)}"
+                               for r in d["runs"])])
+    lines += _table(["figure", "median", "runs"], rows)
+    lines += ["conductor-python's TaskHandler, unchanged (bench/conductor_worker.py), one worker program per node; "
+              "dispatch = the handler's first statement - scheduled_at_ms, at 10 workflows/s (50 tasks/s).", ""]
     return lines
 
 

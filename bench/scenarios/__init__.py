@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import failover, latency, poison, profile, scale, soak, throughput
+from . import conductor, failover, latency, poison, profile, scale, soak, throughput
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -15,6 +15,7 @@ SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
     "profile": profile.run,
     "latency": latency.run,
+    "conductor": conductor.run,
     "poison": poison.run,
     "failover": failover.run,
     "scale": scale.run,

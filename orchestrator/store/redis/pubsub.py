@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 
 RESUBSCRIBE_MIN_S = 0.2
 RESUBSCRIBE_MAX_S = 5.0
+CLOSE_TIMEOUT_S = 1.0
+CHECK_S = 1.0              # how often a quiet subscription looks whether it was cancelled
 
 
 async def listen(client: Any, channel: str, on_message: Callable[[str], None],
@@ -35,14 +37,17 @@ async def listen(client: Any, channel: str, on_message: Callable[[str], None],
             backoff = RESUBSCRIBE_MIN_S
             if on_subscribed is not None:
                 on_subscribed()
-            async for message in pubsub.listen():
-                on_message(message["data"])
+            while True:
+                _raise_if_cancelled()
+                message = await pubsub.get_message(timeout=CHECK_S)
+                if message is not None:
+                    on_message(message["data"])
         except REDIS_UNAVAILABLE as exc:
             log.warning("subscription to %s lost (%s); subscribing again in %.1f s", channel, exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
         finally:
-            await pubsub.aclose()
+            await _close(pubsub)
 
 
 async def changes(client: Any, channel: str, recheck_s: float) -> AsyncIterator[None]:
@@ -52,10 +57,30 @@ async def changes(client: Any, channel: str, recheck_s: float) -> AsyncIterator[
         await pubsub.subscribe(channel)
         yield None
         while True:
-            message = await pubsub.get_message(timeout=recheck_s)
+            _raise_if_cancelled()
+            message = await pubsub.get_message(timeout=min(recheck_s, CHECK_S))
             if message is not None:
                 while await pubsub.get_message(timeout=0.0) is not None:
                     pass
             yield None
     finally:
-        await pubsub.aclose()
+        await _close(pubsub)
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py (8.1 at least) can swallow a cancellation that arrives while it sets up the
+    connection of a subscribe; the task then reads on for ever and a stopping node waits for
+    it. So the loops read with a timeout and check whether their task was asked to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _close(pubsub: Any) -> None:
+    """Close a subscription, within CLOSE_TIMEOUT_S. Cancelled while it was still subscribing
+    (a node that stops right after it started), redis-py's close can wait for ever on the
+    connection the cancelled subscribe left half set up; the connection is dropped instead."""
+    try:
+        await asyncio.wait_for(pubsub.aclose(), CLOSE_TIMEOUT_S)
+    except (TimeoutError, *REDIS_UNAVAILABLE):
+        log.debug("closing a subscription took too long or failed; its connection is dropped")
