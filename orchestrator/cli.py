@@ -27,6 +27,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from . import __version__
+from .cli_events import add_event_commands
 from .core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW, WORKFLOW_STATUSES
 from .core.timetext import parse_duration_seconds
 
@@ -105,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
          view=_cluster_view)
     _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down,
          view=lambda out: Text(out["detail"]))
+    add_event_commands(commands, _group, _add, _json_arg, _all_documents)
     _add_completion(commands)
     return parser
 

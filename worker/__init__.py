@@ -20,6 +20,7 @@ Delivery is at-least-once: make handlers idempotent with
 
 from ._client import WorkflowClient
 from ._context import TaskContext, context
+from ._subscriber import Event, Subscriber, SubscriberStats, Subscription, subscribe
 from ._task import TaskDefinition, task
 from ._worker import Worker, WorkerStats
 from .errors import ClientError, SDKError, TaskError, TerminalTaskError
@@ -36,4 +37,9 @@ __all__ = [
     "TaskError",
     "TerminalTaskError",
     "ClientError",
+    "subscribe",
+    "Subscriber",
+    "SubscriberStats",
+    "Subscription",
+    "Event",
 ]

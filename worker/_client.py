@@ -130,6 +130,65 @@ class WorkflowClient:
         response = self._call(pb_grpc.MetadataServiceStub, "ListWorkflowDefs", request, repeatable=True)
         return [message_to_dict(item) for item in response.workflow_defs]
 
+    # ------------------------------------------------------------ the event bus
+
+    def publish_event(self, topic: str, payload: Mapping[str, Any] | None = None, *, key: str = "") -> str:
+        """Publish an event on ``topic``; returns its id ("<ms>-<n>", ordered per topic).
+
+        Not repeated after a timeout (that could publish it twice); delivery to
+        subscribers and handlers is at-least-once anyway, so they dedupe by id."""
+        request = pb.PublishEventRequest(topic=topic, payload=to_struct(payload), key=key)
+        return str(self._call(pb_grpc.EventServiceStub, "PublishEvent", request).event_id)
+
+    def read_events(self, topic: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
+        """The events of ``topic`` after the id ``after`` ("" = the oldest kept), oldest first."""
+        request = pb.ReadEventsRequest(topic=topic, after=after, limit=limit)
+        response = self._call(pb_grpc.EventServiceStub, "ReadEvents", request, repeatable=True)
+        return [message_to_dict(event) for event in response.events]
+
+    def configure_topic(self, topic: str, *, max_len: int = 0, max_age_s: int = 0) -> dict[str, Any]:
+        """Set a topic's retention: at most ``max_len`` events (0 = the default, 100,000) and
+        none older than ``max_age_s`` seconds (0 = no age limit). Returns the topic's info."""
+        request = pb.ConfigureTopicRequest(topic=topic, max_len=max_len, max_age_s=max_age_s)
+        return message_to_dict(self._call(pb_grpc.EventServiceStub, "ConfigureTopic", request, repeatable=True))
+
+    def get_topic(self, topic: str) -> dict[str, Any]:
+        """A topic's retention and length."""
+        request = pb.GetTopicRequest(topic=topic)
+        return message_to_dict(self._call(pb_grpc.EventServiceStub, "GetTopic", request, repeatable=True))
+
+    def register_event_handler(self, definition: Mapping[str, Any]) -> dict[str, Any]:
+        """Register (or replace) an event handler (Conductor's shape: name, event, condition, actions)."""
+        request = pb.RegisterEventHandlerRequest(definition=to_struct(definition))
+        return message_to_dict(self._call(pb_grpc.EventServiceStub, "RegisterEventHandler", request,
+                                          repeatable=True))
+
+    def list_event_handlers(self, topic: str = "") -> list[dict[str, Any]]:
+        request = pb.ListEventHandlersRequest(topic=topic)
+        response = self._call(pb_grpc.EventServiceStub, "ListEventHandlers", request, repeatable=True)
+        return [message_to_dict(handler) for handler in response.handlers]
+
+    def remove_event_handler(self, name: str) -> bool:
+        request = pb.RemoveEventHandlerRequest(name=name)
+        return bool(self._call(pb_grpc.EventServiceStub, "RemoveEventHandler", request, repeatable=True).removed)
+
+    def receive_events(self, topic: str, group: str, *, consumer: str, max_events: int = 16, wait_ms: int = 0,
+                       redeliver_after_ms: int = 0, max_deliveries: int = 0) -> list[dict[str, Any]]:
+        """Events for consumer group ``group`` (a subscription; see ``Subscriber``): first those
+        other consumers received and did not acknowledge within ``redeliver_after_ms``, else new
+        ones, waiting up to ``wait_ms``. Acknowledge each with ``ack_events`` once handled."""
+        request = pb.ReceiveEventsRequest(topic=topic, group=group, consumer=consumer, max_events=max_events,
+                                          wait_ms=wait_ms, redeliver_after_ms=redeliver_after_ms,
+                                          max_deliveries=max_deliveries)
+        response = self._call(pb_grpc.EventServiceStub, "ReceiveEvents", request, repeatable=True,
+                              timeout_s=self._timeout_s + wait_ms / 1000)
+        return [message_to_dict(event) for event in response.events]
+
+    def ack_events(self, topic: str, group: str, event_ids: Sequence[str]) -> int:
+        """Acknowledge handled events of a subscription; they are not delivered again."""
+        request = pb.AckEventsRequest(topic=topic, group=group, event_ids=list(event_ids))
+        return int(self._call(pb_grpc.EventServiceStub, "AckEvents", request, repeatable=True).acknowledged)
+
     # ------------------------------------------------------------ workflows
 
     def start_workflow(

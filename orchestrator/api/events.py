@@ -11,7 +11,8 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..core.clock import now_ms
 from ..core.errors import InvalidArgument
-from ..core.events import BusEvent, normalise_handler, topic_name
+from ..core.events import DEFAULT_MAX_DELIVERIES, HANDLER_NAME, BusEvent, normalise_handler, topic_name
+from ..core.limits import MAX_DURATION_SECONDS
 from ..core.payloads import PayloadLimit, encode, require_text_keys
 from ..store import Store
 from .errors import grpc_errors
@@ -19,15 +20,29 @@ from .errors import grpc_errors
 MAX_KEY_LENGTH = 256
 MAX_READ = 1000
 MAX_TOPIC_LEN = 100_000_000
+MAX_RECEIVE = 256
+MAX_WAIT_MS = 30_000
+SUBSCRIPTION_PREFIX = "sub:"
 
 
 def event_message(event: BusEvent) -> pb.Event:
     message = pb.Event(event_id=event.event_id, topic=event.topic, key=event.key,
-                       published_at_ms=event.published_at_ms)
+                       published_at_ms=event.published_at_ms, deliveries=event.deliveries)
     payload = json.loads(event.payload_json)
     if isinstance(payload, dict):
         message.payload.CopyFrom(to_struct(payload))
     return message
+
+
+def _is_event_id(text: str) -> bool:
+    return 0 < len(text) <= 64 and all(part.isdigit() for part in text.split("-", 1))
+
+
+def subscription_group(name: str) -> str:
+    """The consumer group of a subscription: prefixed, so it never meets a handler's group."""
+    if not HANDLER_NAME.match(name or ""):
+        raise InvalidArgument("group must match [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+    return SUBSCRIPTION_PREFIX + name
 
 
 def handler_message(handler: dict[str, Any]) -> pb.EventHandler:
@@ -56,7 +71,7 @@ class EventService(pb_grpc.EventServiceServicer):
         topic = topic_name(request.topic)
         if not 0 <= request.limit <= MAX_READ:
             raise InvalidArgument(f"limit must be 0 (100) to {MAX_READ}")
-        if request.after and not all(part.isdigit() for part in request.after.split("-", 1)):
+        if request.after and not _is_event_id(request.after):
             raise InvalidArgument("after must be an event id ('<ms>-<n>') or empty")
         events = await self.store.read_events(topic, request.after, request.limit or 100)
         return pb.ReadEventsResponse(events=[event_message(e) for e in events])
@@ -66,14 +81,47 @@ class EventService(pb_grpc.EventServiceServicer):
         topic = topic_name(request.topic)
         if not 0 <= request.max_len <= MAX_TOPIC_LEN:
             raise InvalidArgument(f"max_len must be 0 (the default) to {MAX_TOPIC_LEN}")
-        max_len, length = await self.store.configure_topic(topic, request.max_len)
-        return pb.TopicInfo(topic=topic, max_len=max_len, length=length)
+        if not 0 <= request.max_age_s <= MAX_DURATION_SECONDS:
+            raise InvalidArgument(f"max_age_s must be 0 (no age limit) to {MAX_DURATION_SECONDS} seconds")
+        info = await self.store.configure_topic(topic, request.max_len, request.max_age_s)
+        return pb.TopicInfo(topic=topic, max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
 
     @grpc_errors
     async def GetTopic(self, request: pb.GetTopicRequest, context: Any) -> pb.TopicInfo:
         topic = topic_name(request.topic)
-        max_len, length = await self.store.topic_info(topic)
-        return pb.TopicInfo(topic=topic, max_len=max_len, length=length)
+        info = await self.store.topic_info(topic)
+        return pb.TopicInfo(topic=topic, max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
+
+    @grpc_errors
+    async def ReceiveEvents(self, request: pb.ReceiveEventsRequest, context: Any) -> pb.ReceiveEventsResponse:
+        """Events taken over from consumers that did not acknowledge them in time first (those
+        delivered `max_deliveries` times go to the dead-letter topic instead), else new ones,
+        waiting up to `wait_ms` for them."""
+        topic, group = topic_name(request.topic), subscription_group(request.group)
+        consumer = request.consumer or "consumer"
+        if len(consumer) > MAX_KEY_LENGTH:
+            raise InvalidArgument(f"consumer is longer than {MAX_KEY_LENGTH} characters")
+        count = request.max_events or 16
+        for name, value, high in (("max_events", count, MAX_RECEIVE), ("wait_ms", request.wait_ms, MAX_WAIT_MS),
+                                  ("redeliver_after_ms", request.redeliver_after_ms, 86_400_000),
+                                  ("max_deliveries", request.max_deliveries, 1000)):
+            if not 0 <= value <= high:
+                raise InvalidArgument(f"{name} must be from 0 to {high}")
+        await self.store.ensure_group(topic, group)
+        _, events = await self.store.claim_events(
+            group, topic, consumer, request.redeliver_after_ms or 30_000, count,
+            request.max_deliveries or DEFAULT_MAX_DELIVERIES, "0-0", now_ms())
+        if not events:
+            events = await self.store.receive_events(group, topic, consumer, count, request.wait_ms)
+        return pb.ReceiveEventsResponse(events=[event_message(e) for e in events])
+
+    @grpc_errors
+    async def AckEvents(self, request: pb.AckEventsRequest, context: Any) -> pb.AckEventsResponse:
+        topic, group = topic_name(request.topic), subscription_group(request.group)
+        if len(request.event_ids) > MAX_RECEIVE * 4 or not all(_is_event_id(e) for e in request.event_ids):
+            raise InvalidArgument(f"event_ids: at most {MAX_RECEIVE * 4} ids of the form '<ms>-<n>'")
+        await self.store.ack_events(group, topic, list(request.event_ids))
+        return pb.AckEventsResponse(acknowledged=len(request.event_ids))
 
     @grpc_errors
     async def RegisterEventHandler(self, request: pb.RegisterEventHandlerRequest, context: Any) -> pb.EventHandler:

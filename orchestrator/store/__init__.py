@@ -2,7 +2,7 @@
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
 from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome,
-                       SearchPage, Store, StoreUnavailable, Topic)
+                       SearchPage, Store, StoreUnavailable, Topic, TopicInfo)
 
 __all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "Due", "ResultAck", "ResultOutcome",
-           "SearchPage", "Store", "StoreUnavailable", "Topic"]
+           "SearchPage", "Store", "StoreUnavailable", "Topic", "TopicInfo"]

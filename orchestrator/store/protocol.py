@@ -105,6 +105,13 @@ class SearchPage:
 
 
 @dataclass(frozen=True)
+class TopicInfo:
+    max_len: int              # events kept (approximately)
+    length: int               # events held now
+    max_age_s: int            # events older than this are dropped when the next one is published; 0 = none
+
+
+@dataclass(frozen=True)
 class QueueStats:
     """One task type's ready queue: how many tasks wait and since when (for the console and metrics)."""
 
@@ -265,11 +272,13 @@ class Store(Protocol):
     async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:
         """Events of `topic` after the id `after` ('' = the oldest kept), oldest first. A read."""
 
-    async def configure_topic(self, topic: str, max_len: int) -> tuple[int, int]:
-        """Set the retention of `topic` (0 = the default) and trim it; (retention, length)."""
+    async def configure_topic(self, topic: str, max_len: int, max_age_s: int = 0) -> TopicInfo:
+        """Set the retention of `topic` (0 = the default length; 0 = no age limit) and trim it."""
 
-    async def topic_info(self, topic: str) -> tuple[int, int]:
-        """(retention, length) of `topic`."""
+    async def topic_info(self, topic: str) -> TopicInfo: ...
+
+    async def ensure_group(self, topic: str, group: str) -> None:
+        """Create the consumer group `group` on `topic` at its end, unless it exists (a subscription)."""
 
     async def put_event_handler(self, handler: dict[str, Any]) -> None:
         """Store a normalised handler and create its consumer group (at the topic's end). Atomic."""

@@ -30,7 +30,7 @@ from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, ResultAck,
-                        ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic)
+                        ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic, TopicInfo)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE
@@ -670,21 +670,40 @@ class RedisStore:
         return [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries]
 
     @_unavailable_as_store_error
-    async def configure_topic(self, topic: str, max_len: int) -> tuple[int, int]:
-        if max_len:
-            await self._redis.hset(self.keys.topic_settings, topic, max_len)
-        else:
-            await self._redis.hdel(self.keys.topic_settings, topic)
-        await self._redis.xtrim(self.keys.events(topic), maxlen=max_len or DEFAULT_TOPIC_MAX_LEN, approximate=True)
+    async def configure_topic(self, topic: str, max_len: int, max_age_s: int = 0) -> TopicInfo:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            if max_len:
+                pipe.hset(self.keys.topic_settings, topic, max_len)
+            else:
+                pipe.hdel(self.keys.topic_settings, topic)
+            if max_age_s:
+                pipe.hset(self.keys.topic_ages, topic, max_age_s)
+            else:
+                pipe.hdel(self.keys.topic_ages, topic)
+            await pipe.execute()
+        stream = self.keys.events(topic)
+        await self._redis.xtrim(stream, maxlen=max_len or DEFAULT_TOPIC_MAX_LEN, approximate=True)
+        if max_age_s:
+            await self._redis.xtrim(stream, minid=max(0, int(time.time() * 1000) - max_age_s * 1000),
+                                    approximate=False)
         return await self.topic_info(topic)
 
     @_unavailable_as_store_error
-    async def topic_info(self, topic: str) -> tuple[int, int]:
+    async def topic_info(self, topic: str) -> TopicInfo:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.hget(self.keys.topic_settings, topic)
             pipe.xlen(self.keys.events(topic))
-            max_len, length = await pipe.execute()
-        return int(max_len or DEFAULT_TOPIC_MAX_LEN), int(length)
+            pipe.hget(self.keys.topic_ages, topic)
+            max_len, length, max_age = await pipe.execute()
+        return TopicInfo(int(max_len or DEFAULT_TOPIC_MAX_LEN), int(length), int(max_age or 0))
+
+    @_unavailable_as_store_error
+    async def ensure_group(self, topic: str, group: str) -> None:
+        try:
+            await self._redis.xgroup_create(self.keys.events(topic), group, id="$", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
 
     @_unavailable_as_store_error
     async def put_event_handler(self, handler: dict[str, Any]) -> None:

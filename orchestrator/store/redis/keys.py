@@ -65,6 +65,11 @@ class Keys:
         return self("evcfg")
 
     @property
+    def topic_ages(self) -> str:
+        """topic -> the age in seconds past which its events are dropped (retention by age)."""
+        return self("evage")
+
+    @property
     def event_handlers(self) -> str:
         return self("handlers")
 

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 RESUBSCRIBE_MIN_S = 0.2
 RESUBSCRIBE_MAX_S = 5.0
 CLOSE_TIMEOUT_S = 1.0
+_CLOSE_ERRORS: tuple[type[BaseException], ...] = (TimeoutError, *REDIS_UNAVAILABLE)
 CHECK_S = 1.0              # how often a quiet subscription looks whether it was cancelled
 
 
@@ -82,5 +83,5 @@ async def _close(pubsub: Any) -> None:
     connection the cancelled subscribe left half set up; the connection is dropped instead."""
     try:
         await asyncio.wait_for(pubsub.aclose(), CLOSE_TIMEOUT_S)
-    except (TimeoutError, *REDIS_UNAVAILABLE):
+    except _CLOSE_ERRORS:
         log.debug("closing a subscription took too long or failed; its connection is dropped")

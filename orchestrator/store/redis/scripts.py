@@ -171,7 +171,11 @@ end
 local DEFAULT_TOPIC_MAXLEN = 100000
 local function publish_event(topic, payload, ekey, now)
   local maxlen = tonumber(redis.call('HGET', P .. ':evcfg', topic) or DEFAULT_TOPIC_MAXLEN)
-  return redis.call('XADD', P .. ':ev:' .. topic, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'k', ekey, 'at', now)
+  local stream = P .. ':ev:' .. topic
+  local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'k', ekey, 'at', now)
+  local age = tonumber(redis.call('HGET', P .. ':evage', topic) or 0)
+  if age > 0 then redis.call('XTRIM', stream, 'MINID', math.max(0, tonumber(now) - age * 1000)) end
+  return id
 end
 local function terminate_workflow(id, reason, now)
   local key = wf_key(id)

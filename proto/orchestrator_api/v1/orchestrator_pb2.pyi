@@ -457,18 +457,20 @@ class StepDownResponse(_message.Message):
     def __init__(self, detail: _Optional[str] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("event_id", "topic", "payload", "key", "published_at_ms")
+    __slots__ = ("event_id", "topic", "payload", "key", "published_at_ms", "deliveries")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     PUBLISHED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERIES_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     topic: str
     payload: _struct_pb2.Struct
     key: str
     published_at_ms: int
-    def __init__(self, event_id: _Optional[str] = ..., topic: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., key: _Optional[str] = ..., published_at_ms: _Optional[int] = ...) -> None: ...
+    deliveries: int
+    def __init__(self, event_id: _Optional[str] = ..., topic: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., key: _Optional[str] = ..., published_at_ms: _Optional[int] = ..., deliveries: _Optional[int] = ...) -> None: ...
 
 class PublishEventRequest(_message.Message):
     __slots__ = ("topic", "payload", "key")
@@ -503,22 +505,66 @@ class ReadEventsResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
 
 class ConfigureTopicRequest(_message.Message):
-    __slots__ = ("topic", "max_len")
+    __slots__ = ("topic", "max_len", "max_age_s")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     MAX_LEN_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
     topic: str
     max_len: int
-    def __init__(self, topic: _Optional[str] = ..., max_len: _Optional[int] = ...) -> None: ...
+    max_age_s: int
+    def __init__(self, topic: _Optional[str] = ..., max_len: _Optional[int] = ..., max_age_s: _Optional[int] = ...) -> None: ...
 
 class TopicInfo(_message.Message):
-    __slots__ = ("topic", "max_len", "length")
+    __slots__ = ("topic", "max_len", "length", "max_age_s")
     TOPIC_FIELD_NUMBER: _ClassVar[int]
     MAX_LEN_FIELD_NUMBER: _ClassVar[int]
     LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
     topic: str
     max_len: int
     length: int
-    def __init__(self, topic: _Optional[str] = ..., max_len: _Optional[int] = ..., length: _Optional[int] = ...) -> None: ...
+    max_age_s: int
+    def __init__(self, topic: _Optional[str] = ..., max_len: _Optional[int] = ..., length: _Optional[int] = ..., max_age_s: _Optional[int] = ...) -> None: ...
+
+class ReceiveEventsRequest(_message.Message):
+    __slots__ = ("topic", "group", "consumer", "max_events", "wait_ms", "redeliver_after_ms", "max_deliveries")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    CONSUMER_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    REDELIVER_AFTER_MS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELIVERIES_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    group: str
+    consumer: str
+    max_events: int
+    wait_ms: int
+    redeliver_after_ms: int
+    max_deliveries: int
+    def __init__(self, topic: _Optional[str] = ..., group: _Optional[str] = ..., consumer: _Optional[str] = ..., max_events: _Optional[int] = ..., wait_ms: _Optional[int] = ..., redeliver_after_ms: _Optional[int] = ..., max_deliveries: _Optional[int] = ...) -> None: ...
+
+class ReceiveEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
+class AckEventsRequest(_message.Message):
+    __slots__ = ("topic", "group", "event_ids")
+    TOPIC_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    topic: str
+    group: str
+    event_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, topic: _Optional[str] = ..., group: _Optional[str] = ..., event_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AckEventsResponse(_message.Message):
+    __slots__ = ("acknowledged",)
+    ACKNOWLEDGED_FIELD_NUMBER: _ClassVar[int]
+    acknowledged: int
+    def __init__(self, acknowledged: _Optional[int] = ...) -> None: ...
 
 class GetTopicRequest(_message.Message):
     __slots__ = ("topic",)

@@ -1183,6 +1183,16 @@ class EventServiceStub:
                 request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.SerializeToString,
                 response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.FromString,
                 _registered_method=True)
+        self.ReceiveEvents = channel.unary_unary(
+                '/orchestrator.v1.EventService/ReceiveEvents',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsResponse.FromString,
+                _registered_method=True)
+        self.AckEvents = channel.unary_unary(
+                '/orchestrator.v1.EventService/AckEvents',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsResponse.FromString,
+                _registered_method=True)
 
 
 class EventServiceServicer:
@@ -1232,6 +1242,19 @@ class EventServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReceiveEvents(self, request, context):
+        """Subscriptions (the worker SDK's @subscribe): at-least-once delivery to a consumer group.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AckEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1269,6 +1292,16 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.RemoveEventHandler,
                     request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.FromString,
                     response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.SerializeToString,
+            ),
+            'ReceiveEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReceiveEvents,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsResponse.SerializeToString,
+            ),
+            'AckEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.AckEvents,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1460,6 +1493,60 @@ class EventService:
             '/orchestrator.v1.EventService/RemoveEventHandler',
             orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerRequest.SerializeToString,
             orchestrator__api_dot_v1_dot_orchestrator__pb2.RemoveEventHandlerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReceiveEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/ReceiveEvents',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.ReceiveEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AckEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/orchestrator.v1.EventService/AckEvents',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.AckEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
