@@ -8,7 +8,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..core.definitions import (check_workflow_def, normalise_task_def, normalise_workflow_def,
-                                referenced_task_names, workflows_to_fetch)
+                                referenced_task_names, waited_topics, workflows_to_fetch)
 from ..core.errors import InvalidArgument, NotFound
 from ..store import Store
 from .errors import grpc_errors
@@ -60,6 +60,7 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
     async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef:
         raw = source_to_dict(request.source)
         definition = normalise_workflow_def(raw, *await self._known(raw))
+        await self.store.watch_topics(waited_topics(definition))   # first: no event is missed once it is stored
         await self.store.put_workflow_def(definition)
         return workflow_def_message(definition)
 

@@ -40,6 +40,8 @@ from .deciding import new_task_id
 log = logging.getLogger(__name__)
 
 BATCH = 128
+WAITS = "waits"          # the kind of the consumers of topics WAIT tasks wait on
+MAX_CORRELATED = 20      # running workflows one event may reach through its key as a correlation id
 BLOCK_MS = 500
 REFRESH_S = 1.0
 
@@ -87,6 +89,7 @@ class EventConsumers:
         while True:
             try:
                 handlers = {h["name"]: h for h in await self.store.event_handlers() if h.get("active", True)}
+                handlers.update((w["name"], w) for w in map(_wait_consumer, await self.store.watched_topics()))
             except StoreUnavailable:
                 await asyncio.sleep(self.refresh_s)
                 continue
@@ -145,6 +148,10 @@ class EventConsumers:
                 payload = json.loads(event.payload_json)
             except ValueError as exc:
                 raise Unhandleable(f"the payload is not JSON: {exc}") from None
+            if handler.get("kind") == WAITS:
+                await self._complete_waits(event, payload)
+                self.handled += 1
+                return True
             root = ev.scope(event.event_id, event.topic, payload, event.key)
             try:
                 if not ev.matches(handler, root):
@@ -194,6 +201,34 @@ class EventConsumers:
             self._check(outcome, detail, where, workflow_id)
         except (OrchestratorError, ValueError, TypeError) as exc:
             raise Unhandleable(f"{where}: {exc}") from None
+
+    async def _complete_waits(self, event: ev.BusEvent, payload: Any) -> None:
+        """Complete the WAIT tasks waiting on this event's topic in the workflow the event names:
+        its key, or `payload.workflowId`, as a workflow id, else its key as a correlation id
+        (running workflows only). The WAIT's output is the event. An event nobody waits for is
+        dropped; a repeat finds the task completed and changes nothing."""
+        named = [event.key] if event.key else []
+        if isinstance(payload, dict) and isinstance(payload.get("workflowId"), str):
+            named.append(payload["workflowId"])
+        states = [s for s in await self.store.load_many(named) if s is not None] if named else []
+        if not states and event.key:
+            page = await self.store.search(name="", status=st.RUNNING, correlation_id=event.key, cursor="",
+                                           limit=MAX_CORRELATED)
+            states = [s for s in await self.store.load_many(page.workflow_ids) if s is not None]
+        output = encode({"eventId": event.event_id, "topic": event.topic, "key": event.key, "payload": payload},
+                        "the event")
+        for state in states:
+            for task in state.tasks:
+                if task.spec.kind != "WAIT" or task.runtime.status != st.IN_PROGRESS:
+                    continue
+                try:
+                    if ev.topic_name(task.spec.input.get("event")) != event.topic:
+                        continue
+                    await self.store.signal_task(state.workflow_id, task.task_id, st.TASK_COMPLETED, output, "",
+                                                 now_ms())
+                except OrchestratorError:   # not an event wait, or completed meanwhile (a redelivery)
+                    continue
+                self.on_workflows([state.workflow_id])
 
     def _check(self, outcome: ActionOutcome, detail: str, where: str, workflow_id: str) -> None:
         if outcome is ActionOutcome.DUPLICATE:
@@ -248,6 +283,12 @@ class EventConsumers:
         return await self.store.event_action(handler, event.event_id, index, "complete" if kind == "complete_task"
                                              else "fail", now_ms(), workflow_id=workflow_id, task_id=task.task_id,
                                              status=status, reason=reason, data_json=data)
+
+
+def _wait_consumer(topic: str) -> dict[str, Any]:
+    """The consumer of a topic WAIT tasks wait on, run like a handler (group `wait:<topic>`)."""
+    return {"name": f"wait:{topic}", "event": topic, "kind": WAITS, "redeliverAfterSeconds": 30.0,
+            "maxDeliveries": ev.DEFAULT_MAX_DELIVERIES, "actions": []}
 
 
 def _text(params: dict[str, Any], name: str) -> str:

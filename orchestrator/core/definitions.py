@@ -51,7 +51,7 @@ __all__ = ["MAX_LOOP_ITERATIONS", "WorkflowCheck", "check_task_def", "check_work
            "iter_nodes", "iter_tasks", "needs_every_task_def", "needs_every_workflow_def", "normalise_dynamic_task",
            "normalise_task_def", "normalise_workflow_def", "parse_document", "referenced_task_names",
            "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings", "validate_workflow_def",
-           "wait_literal", "workflow_cycle", "workflows_to_fetch"]
+           "wait_literal", "waited_topics", "workflow_cycle", "workflows_to_fetch"]
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
 RETRY_LOGICS = ("FIXED", "LINEAR_BACKOFF", "EXPONENTIAL_BACKOFF")
@@ -788,6 +788,15 @@ class _Validator:
 
     def _kind_wait(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str], _: Any) -> None:
         duration, until = task.get("duration"), task.get("until")
+        event = out["inputParameters"].get("event")
+        if event is not None:   # waits for an event on this topic (see cluster/events.py)
+            if duration is not None or until is not None or any(
+                    out["inputParameters"].get(k) is not None for k in ("duration", "until")):
+                self.problems.append(f"{where}: a WAIT waits for an event or for a time, not both")
+            try:
+                topic_name(event, "inputParameters.event")
+            except InvalidArgument as exc:
+                self.problems.append(f"{where}: {exc} (a literal topic: the nodes consume it from registration on)")
         if duration is not None and until is not None:
             self.problems.append(f"{where}: give 'duration' or 'until', not both (neither = wait for a signal)")
         if duration is not None:
@@ -1140,6 +1149,12 @@ class _Validator:
 
 for _kind in HTTP_KINDS + DELEGATED_KINDS:
     setattr(_Validator, f"_kind_{_kind.lower()}", _Validator._delegated)
+
+
+def waited_topics(definition: Mapping[str, Any]) -> set[str]:
+    """The topics this definition's WAIT tasks wait on (`inputParameters.event`)."""
+    return {topic_name(task["inputParameters"]["event"]) for task in iter_nodes(definition.get("tasks") or [])
+            if task.get("type") == "WAIT" and isinstance((task.get("inputParameters") or {}).get("event"), str)}
 
 
 def wait_literal(field: str, value: Any) -> int:

@@ -277,6 +277,12 @@ class Store(Protocol):
 
     async def topic_info(self, topic: str) -> TopicInfo: ...
 
+    async def watch_topics(self, topics: Iterable[str]) -> None:
+        """Topics that WAIT tasks wait on: each gets the consumer group `wait:<topic>` (from now
+        on) and every node consumes it (`cluster.events`). Idempotent."""
+
+    async def watched_topics(self) -> list[str]: ...
+
     async def ensure_group(self, topic: str, group: str) -> None:
         """Create the consumer group `group` on `topic` at its end, unless it exists (a subscription)."""
 

@@ -41,6 +41,7 @@ CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]]
 
 IDEMPOTENCY_TTL_S = 7 * 86400
 DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scripts.COMMON says the same)
+WAIT_GROUP_PREFIX = "wait:"   # the consumer group of a topic WAIT tasks wait on
 MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
 MAX_LOG_CHARS = 4096         # characters kept of one log line
 SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
@@ -698,6 +699,16 @@ class RedisStore:
         return TopicInfo(int(max_len or DEFAULT_TOPIC_MAX_LEN), int(length), int(max_age or 0))
 
     @_unavailable_as_store_error
+    async def watch_topics(self, topics: Iterable[str]) -> None:
+        for topic in sorted(set(topics)):
+            await self.ensure_group(topic, WAIT_GROUP_PREFIX + topic)
+            await self._redis.sadd(self.keys.watched_topics, topic)
+
+    @_unavailable_as_store_error
+    async def watched_topics(self) -> list[str]:
+        return sorted(await self._redis.smembers(self.keys.watched_topics))
+
+    @_unavailable_as_store_error
     async def ensure_group(self, topic: str, group: str) -> None:
         try:
             await self._redis.xgroup_create(self.keys.events(topic), group, id="$", mkstream=True)
@@ -728,7 +739,9 @@ class RedisStore:
             if "NOGROUP" not in str(exc):
                 raise
             # the group is gone (Redis lost it, or the handler was just removed): recreate it if the handler exists
-            if await self._redis.hexists(self.keys.event_handlers, handler):
+            waited = handler.startswith(WAIT_GROUP_PREFIX) and await self._redis.sismember(
+                self.keys.watched_topics, topic)
+            if waited or await self._redis.hexists(self.keys.event_handlers, handler):
                 try:
                     await self._redis.xgroup_create(stream, handler, id="$", mkstream=True)
                 except ResponseError:

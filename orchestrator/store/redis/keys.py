@@ -65,6 +65,11 @@ class Keys:
         return self("evcfg")
 
     @property
+    def watched_topics(self) -> str:
+        """The topics WAIT tasks wait on (a set)."""
+        return self("evwaits")
+
+    @property
     def topic_ages(self) -> str:
         """topic -> the age in seconds past which its events are dropped (retention by age)."""
         return self("evage")
