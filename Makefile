@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers browser proto lint test cluster drill bench clean
+.PHONY: all venv servers browser proto lint test cluster drill bench clean order-flow
 
 all: test
 
@@ -34,7 +34,7 @@ proto: $(STAMP)
 
 # Static checks of the product packages: ruff, then mypy --strict (settings in pyproject.toml).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check orchestrator worker proto devtools tests bench
+	$(VENV)/bin/ruff check orchestrator worker proto devtools tests bench examples
 	$(PY) -m mypy orchestrator worker proto/orchestrator_api
 
 test: lint $(STAMP) servers browser
@@ -42,6 +42,10 @@ test: lint $(STAMP) servers browser
 
 cluster: $(STAMP) servers
 	$(PY) -m devtools cluster --config deploy/local-cluster.yaml
+
+# The order flow built both ways (examples/order_flow), side by side on a throwaway local cluster.
+order-flow: $(STAMP) servers
+	$(PY) -m examples.order_flow
 
 drill: $(STAMP) servers
 	$(PY) -m devtools drill --config deploy/local-cluster.yaml

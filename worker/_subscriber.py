@@ -186,9 +186,10 @@ class Subscriber:
             result = loop.handler(event)
             if inspect.isawaitable(result):
                 asyncio.run(_awaited(result))
-        except Exception:
-            log.exception("handler of %s (group %s) failed on event %s (delivery %d); it will be delivered again",
-                          event.topic, loop.subscription.group, event.event_id, event.deliveries)
+        except Exception as exc:
+            log.warning("handler of %s (group %s) failed on event %s (delivery %d): %s: %s; it will be delivered "
+                        "again", event.topic, loop.subscription.group, event.event_id, event.deliveries,
+                        type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
             with loop.lock:
                 self.stats.failed += 1
             return False
