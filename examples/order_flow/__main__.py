@@ -132,6 +132,7 @@ def main() -> None:
     parser.add_argument("--endpoints", default="", help="a running cluster's gRPC endpoints (default: start one)")
     parser.add_argument("--orders", type=int, default=200, help="orders per style (default 200)")
     parser.add_argument("--rate", type=float, default=20.0, help="orders per second (default 20)")
+    parser.add_argument("--output", type=Path, default=RESULTS, help=f"where the table goes (default {RESULTS})")
     args = parser.parse_args()
     orders = _orders(args.orders)
     cluster = None
@@ -155,9 +156,9 @@ def main() -> None:
             cluster.stop()
     text = report([first, second], args.rate)
     print(text)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text + "\n")
-    print(f"written to {RESULTS}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
+    print(f"written to {args.output}")
 
 
 if __name__ == "__main__":
