@@ -47,12 +47,12 @@ def add_event_commands(commands: Any, group: Callable[[Any, str, str], Any], add
     publish.add_argument("--payload", default="{}", help="the event as a JSON object, or @file.json")
     publish.add_argument("--key", default="", help="a key handlers and waiting tasks can match on")
     read = add(events, "read", "the events a topic keeps, oldest first", _read, view=_events_view)
-    read.add_argument("topic")
+    read.add_argument("topic", help="the topic to read")
     read.add_argument("--after", default="", help="only events after this event id")
     read.add_argument("--limit", type=int, default=100, help="at most this many (1 to 1000)")
     topic = add(events, "topic", "a topic's retention and length; with --max-len or --max-age, set the retention",
                 _topic)
-    topic.add_argument("topic")
+    topic.add_argument("topic", help="the topic")
     topic.add_argument("--max-len", type=int, default=None, help="keep at most this many events (0: the default)")
     topic.add_argument("--max-age", type=int, default=None, metavar="SECONDS",
                        help="drop events older than this many seconds (0: no age limit)")
@@ -63,4 +63,4 @@ def add_event_commands(commands: Any, group: Callable[[Any, str, str], Any], add
     listed.add_argument("--topic", default="", help="only the handlers of this topic")
     removed = add(handlers, "remove", "remove a handler (its consumer group goes with it)",
                   lambda c, a: {"removed": c.remove_event_handler(a.handler_name)})
-    removed.add_argument("handler_name", metavar="name")
+    removed.add_argument("handler_name", metavar="name", help="the handler's name")

@@ -108,11 +108,11 @@ def test_results_are_idempotent_per_attempt_and_worker(store):
             task_id = claimed.spec.task_id
             assert await store.heartbeat(workflow_id, task_id, "worker-b", NOW) == 0   # not its task
             assert await store.complete_task(workflow_id, task_id, "worker-b", st.TASK_COMPLETED, "{}", "", NOW) \
-                == ResultAck(ResultOutcome.STALE, "held by another worker")
+                == ResultAck(ResultOutcome.STALE, "held by another worker", "fetch")
             assert await store.complete_task(workflow_id, task_id, "worker-a", st.TASK_COMPLETED, '{"v": 1}', "",
-                                             NOW) == ResultAck(ResultOutcome.STORED)
+                                             NOW) == ResultAck(ResultOutcome.STORED, "", "fetch")
             assert await store.complete_task(workflow_id, task_id, "worker-a", st.TASK_COMPLETED, '{"v": 2}', "",
-                                             NOW) == ResultAck(ResultOutcome.DUPLICATE)
+                                             NOW) == ResultAck(ResultOutcome.DUPLICATE, "", "fetch")
             assert await store.complete_task(workflow_id, "nope", "worker-a", st.TASK_COMPLETED, "{}", "",
                                              NOW) == ResultAck(ResultOutcome.UNKNOWN)
             state = await store.load(workflow_id)
