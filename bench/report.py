@@ -53,6 +53,7 @@ def markdown(results: dict[str, Any]) -> str:
                         [[name, t["name"], _f(t["value"], 2), t["target"], f"**{t['verdict']}**", t["note"]]
                          for name, t in targets])
     for name, renderer in (("throughput", _throughput), ("latency", _latency), ("conductor", _conductor),
+                           ("events", _events),
                            ("failover", _failover),
                            ("scale", _scale), ("profile", _profile)):
         if name in scenarios:
@@ -150,6 +151,25 @@ def _conductor(s: dict[str, Any]) -> list[str]:
     lines += _table(["figure", "median", "runs"], rows)
     lines += ["conductor-python's TaskHandler, unchanged (bench/conductor_worker.py), one worker program per node; "
               "dispatch = the handler's first statement - scheduled_at_ms, at 10 workflows/s (50 tasks/s).", ""]
+    return lines
+
+
+def _events(s: dict[str, Any]) -> list[str]:
+    lines = ["## The event bus (medians of runs)", ""]
+    handled, latency, cpu = s.get("handled", {}), s.get("latency", {}), s.get("cpu", {})
+    rows = [["events handled per second (start_workflow action)", _f(handled.get("median_per_s")),
+             ", ".join(_f(r["handled_per_s"]) for r in handled.get("runs", []))],
+            ["publish -> first task running, p50 / p99 ms",
+             f"{_f(latency.get('median_p50_ms'), 2)} / {_f(latency.get('median_p99_ms'), 2)}",
+             ", ".join(f"{_f(r['publish_to_first_task_ms']['p50'], 2)} / {_f(r['publish_to_first_task_ms']['p99'], 2)}"
+                       for r in latency.get("runs", []))],
+            ["CPU ms per workflow: StartWorkflow vs event", "",
+             ", ".join(f"{_f(r['api']['cpu_ms_per_workflow'], 2)} vs {_f(r['events']['cpu_ms_per_workflow'], 2)} "
+                       f"(+{_f(100 * r['overhead'])} %)" for r in cpu.get("runs", []))]]
+    lines += _table(["figure", "median", "runs"], rows)
+    lines += ["Handled: a burst appended to the topic's stream, handled into `bench_parked` workflows (created, "
+              "task queued); publish -> first task: API publishes at 20/s, one-step `bench_stamp` workflows; "
+              "CPU: one-step no-op workflows at 60/s each way, nodes + workers + Redis + etcd.", ""]
     return lines
 
 

@@ -38,11 +38,30 @@ def start(http: httpx.Client, name: str, n: Any = 1, **extra: Any) -> str:
     return answer.text
 
 
-def poll(http: httpx.Client, task_type: str, count: int = 1, timeout_ms: int = 0, worker: str = "w1") -> list[Any]:
+def poll(http: httpx.Client, task_type: str, count: int = 1, timeout_ms: int = 5000, worker: str = "w1") -> list[Any]:
+    """Up to `count` tasks, waiting up to `timeout_ms` for the first (a start is decided just after
+    it answers, so its first task is queued a moment later)."""
     answer = http.get(f"/tasks/poll/batch/{task_type}", params={"workerid": worker, "count": count,
                                                                 "timeout": timeout_ms})
     assert answer.status_code == 200, answer.text
     return list(answer.json())
+
+
+def wait_queued(http: httpx.Client, task_type: str, count: int) -> None:
+    deadline = time.monotonic() + 10   # a start answers at once; its first task is queued right after
+    while http.get("/tasks/queue/sizes", params={"taskType": task_type}).json() != {task_type: count}:
+        assert time.monotonic() < deadline, f"{count} queued tasks never showed"
+        time.sleep(0.05)
+
+
+def poll_all(http: httpx.Client, task_type: str, count: int) -> list[Any]:
+    """Exactly `count` tasks, polled until they are all there."""
+    got: list[Any] = []
+    deadline = time.monotonic() + 10
+    while len(got) < count and time.monotonic() < deadline:
+        got += poll(http, task_type, count=count - len(got))
+    assert len(got) == count, got
+    return got
 
 
 def result(task: dict[str, Any], status: str = "COMPLETED", **extra: Any) -> dict[str, Any]:
@@ -77,6 +96,7 @@ def test_a_waiting_batch_poll_gets_a_task_queued_meanwhile_at_once(http: httpx.C
 def test_update_v2_answers_with_the_workers_next_task(http: httpx.Client, node: Any) -> None:
     name, task_type = one_task_workflow(http, "v2")
     first, second = start(http, name, 1), start(http, name, 2)
+    wait_queued(http, task_type, 2)
     task = poll(http, task_type)[0]
     following = http.post("/tasks/update-v2", json=result(task, outputData={"n": task["inputData"]["n"]}))
     assert following.status_code == 200
@@ -94,7 +114,7 @@ def test_in_progress_with_a_callback_comes_back_later_with_its_output_so_far(htt
     task = poll(http, task_type)[0]
     assert http.post("/tasks", json=result(task, "IN_PROGRESS", callbackAfterSeconds=1,
                                            outputData={"step": 1})).status_code == 200
-    assert poll(http, task_type) == []            # not before its callback time
+    assert poll(http, task_type, timeout_ms=0) == []   # not before its callback time
     time.sleep(1.2)
     again = poll(http, task_type, timeout_ms=2000)
     assert [t["taskId"] for t in again] == [task["taskId"]]
@@ -108,7 +128,7 @@ def test_in_progress_with_a_callback_comes_back_later_with_its_output_so_far(htt
 def test_updates_by_reference_and_without_a_worker_id(http: httpx.Client, node: Any) -> None:
     name, task_type = one_task_workflow(http, "byref")
     by_ref, anonymous = start(http, name), start(http, name)
-    polled = {t["workflowInstanceId"]: t for t in poll(http, task_type, count=2)}
+    polled = {t["workflowInstanceId"]: t for t in poll_all(http, task_type, 2)}
     answer = http.post(f"/tasks/{by_ref}/work/COMPLETED", json={"via": "reference"})
     assert answer.status_code == 200 and answer.text == polled[by_ref]["taskId"]
     unnamed = result(polled[anonymous], outputData={"via": "no worker id"})
@@ -122,10 +142,7 @@ def test_task_logs_and_queue_sizes(http: httpx.Client) -> None:
     name, task_type = one_task_workflow(http, "logs")
     start(http, name)
     start(http, name)
-    deadline = time.monotonic() + 10   # a start answers at once; its first task is queued right after
-    while http.get("/tasks/queue/sizes", params={"taskType": task_type}).json() != {task_type: 2}:
-        assert time.monotonic() < deadline, "two queued tasks never showed"
-        time.sleep(0.05)
+    wait_queued(http, task_type, 2)
     task = poll(http, task_type)[0]
     assert http.post(f"/tasks/{task['taskId']}/log", content=b'said \\"hi\\"\\nthen left',
                      headers={"Content-Type": "application/json"}).status_code == 200
@@ -157,7 +174,7 @@ def test_search_queries(http: httpx.Client, node: Any) -> None:
     name, task_type = one_task_workflow(http, "search")
     before = int(time.time() * 1000) - 1
     done, waiting = start(http, name, correlationId="c-done"), start(http, name, correlationId="c-wait")
-    task = next(t for t in poll(http, task_type, count=2) if t["workflowInstanceId"] == done)
+    task = next(t for t in poll_all(http, task_type, 2) if t["workflowInstanceId"] == done)
     http.post("/tasks", json=result(task))
     wait_for_status(node.client, done, "COMPLETED")
 

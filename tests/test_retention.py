@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
 from helpers import BackgroundWorker, wait_for_status
@@ -21,10 +23,10 @@ RETENTION_S = 1.0
 
 def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path: Path, etcd: Any,
                                                                           redis_server: Any) -> None:
-    cluster, port = f"r{uuid.uuid4().hex[:8]}", free_port()
+    cluster, port, http_port = f"r{uuid.uuid4().hex[:8]}", free_port(), free_port()
     archive = tmp_path / "archive"
     process = start_node(tmp_path, node_id="keeper", port=port, redis_url=redis_server.url,
-                         etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0,
+                         etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0, http_port=http_port,
                          extra=["--retention", str(RETENTION_S), "--archive-dir", str(archive)])
     client = WorkflowClient([f"127.0.0.1:{port}"])
     try:
@@ -61,6 +63,10 @@ def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path
             if not token:
                 break
         assert sorted(found) == sorted(done)
+        # the console opens it too, from the archive
+        page_html = httpx.get(f"http://127.0.0.1:{http_port}/executions/{done[3]}", timeout=10).text
+        assert 'id="archived"' in page_html and "kept_flow" in page_html and "&#34;n&#34;: 3\n" in page_html
+        assert "COMPLETED" in page_html and "<td>k</td>" in page_html
         # free text reaches into the archive too (as stored: compact JSON)
         page, _ = client.search_workflows(text='{"n":17}', limit=50)
         assert [w["workflow_id"] for w in page] == [done[17]]

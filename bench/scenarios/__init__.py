@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import conductor, failover, latency, poison, profile, scale, soak, throughput
+from . import conductor, events, failover, latency, poison, profile, scale, soak, throughput
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -16,6 +16,7 @@ SCENARIOS: dict[str, Scenario] = {
     "profile": profile.run,
     "latency": latency.run,
     "conductor": conductor.run,
+    "events": events.run,
     "poison": poison.run,
     "failover": failover.run,
     "scale": scale.run,

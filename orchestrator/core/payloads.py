@@ -89,6 +89,18 @@ class PayloadLimit:
                            "bytes: pass a reference (a URL or an object-store key) instead of the data")
 
 
+def whole_numbers(value: Any) -> Any:
+    """Payloads travel as protobuf Structs, whose numbers are doubles: show 1.0 as 1, as it was
+    given (integers past 2^53 never get this far, see `encode`)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(v) for v in value]
+    return value
+
+
 def checked_output(limit: PayloadLimit, raw: bytes | str, what: str = "task output") -> tuple[str | None, str]:
     """A worker's output as it may be stored: (JSON text, "") or (None, why not). An output that
     is too big, not JSON, not an object or not storable fails its attempt for good, with the reason."""

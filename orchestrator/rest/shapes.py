@@ -16,6 +16,7 @@ from google.protobuf import json_format
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.payloads import whole_numbers
 from ..core.schema import TaskDef, WorkflowDef
 from ..store import ClaimedTask
 
@@ -27,20 +28,8 @@ TASK_DEF_ENUMS = {"timeoutPolicy": ("RETRY", "TIME_OUT_WF", "ALERT_ONLY"),
                   "retryLogic": ("FIXED", "EXPONENTIAL_BACKOFF", "LINEAR_BACKOFF")}
 
 
-def _whole(value: Any) -> Any:
-    """Numbers travel as doubles inside our messages; show 1.0 as 1, as it was given (Conductor's
-    clients read a task's declared int parameters from this)."""
-    if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
-        return int(value)
-    if isinstance(value, dict):
-        return {k: _whole(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_whole(v) for v in value]
-    return value
-
-
 def _dict(message: Any) -> dict[str, Any]:
-    return _whole(json_format.MessageToDict(message, preserving_proto_field_name=True))  # type: ignore[no-any-return]
+    return whole_numbers(json_format.MessageToDict(message, preserving_proto_field_name=True))  # type: ignore[no-any-return]
 
 
 def _iso(ms: int) -> str | None:

@@ -187,7 +187,11 @@ class Console:
         workflow_id = request.path_params["workflow_id"]
         values = await self._execution_values(workflow_id)
         if values is None:
-            return self.problem(404, "No such execution", f"No workflow with id '{workflow_id}' is stored.")
+            archived = await operations.archived(self.parts.workflows, workflow_id)
+            if archived is not None:
+                return self.render("archived.html", page="executions", wf=archived)
+            return self.problem(404, "No such execution", f"No workflow with id '{workflow_id}' is stored "
+                                                         "or archived.")
         return self.render("execution.html", page="executions", done=request.query_params.get("done", ""),
                            **values)
 

@@ -12,9 +12,12 @@ import json
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from google.protobuf import json_format
+
 from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.payloads import whole_numbers
 from .parts import WorkflowHandlers
 
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "FAILED_PRECONDITION": 409,
@@ -122,6 +125,21 @@ async def start(handlers: WorkflowHandlers, form: dict[str, str]) -> tuple[str, 
         correlation_id=form.get("correlation_id", "").strip(), idempotency_key=form.get("idempotency_key", "")),
         _Context())
     return answer.workflow_id, answer.created
+
+
+async def archived(handlers: WorkflowHandlers, workflow_id: str) -> dict[str, Any] | None:
+    """A workflow that left Redis after its retention, read back from the archive (GetWorkflow
+    falls back to it), as plain data for the page; None when it is not archived either."""
+    try:
+        message = await handlers.GetWorkflow(pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=True),
+                                             _Context())
+    except Refused:
+        return None
+    shown: dict[str, Any] = whole_numbers(json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True))
+    for record in (shown, *shown.get("tasks", [])):   # int64 comes as text in JSON mapping
+        record.update({k: int(v) for k, v in record.items() if k.endswith("_ms")})
+    return shown
 
 
 async def search(handlers: WorkflowHandlers, *, name: str, status: str, correlation_id: str, cursor: str,

@@ -1,0 +1,181 @@
+"""Scenario: the event bus end to end (choreography beside orchestration).
+
+Handlers (Conductor's shape) start a workflow per event; every node consumes through one
+consumer group.
+
+- Handled per second: events appended straight to the topic's stream in one pipelined burst
+  (the bench's own Redis connection writes them as PublishEvent would, so the publishers'
+  speed is not what is measured), handled by a handler that starts `bench_parked` (one task
+  nobody serves: the workflow is created and its task queued, then nothing more runs); the
+  rate is events / (last workflow created - first event appended), read from the name index.
+- Latency: events published through the API at a light rate to a handler that starts a
+  one-step `bench_stamp` workflow with the event id as its correlation id; publish -> the
+  handler of its first task running = the task's `entered_ms` - the event id's time.
+- CPU per workflow: the same number of one-step no-op workflows, at the same rate, started once
+  by StartWorkflow and once by events through a handler, each run to completion; CPU of the
+  nodes, workers, Redis and etcd per workflow, side by side. The difference is what the bus adds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from worker import WorkflowClient
+
+from ..cluster import CpuMeter
+from ..context import Bench
+from ..definitions import ONE_NOOP, PARKED, STAMP_TASK
+from ..load import EndedStreamWatcher, open_loop, wait_all
+from ..stats import distribution, median
+from ..targets import check
+
+ONE_STAMP = "bench_one_stamp"
+TARGET_HANDLED_PER_S = 1000.0
+TARGET_P50_MS = 5.0
+TARGET_CPU_OVERHEAD = 0.10
+LIGHT_RATE = 20.0
+CPU_RATE = 60.0
+
+
+def _handler(name: str, topic: str, workflow: str) -> dict[str, Any]:
+    return {"name": name, "event": topic, "actions": [{"action": "start_workflow", "start_workflow": {
+        "name": workflow, "input": {"n": "${$.payload.n}"}, "correlationId": "${$.eventId}"}}]}
+
+
+def _setup(client: WorkflowClient, run: str) -> dict[str, str]:
+    client.register_workflow_def({"name": ONE_STAMP, "description": "One step that stamps its start time",
+                                  "tasks": [{"name": STAMP_TASK, "taskReferenceName": "one",
+                                             "inputParameters": {"n": "${workflow.input.n}"}}]})
+    topics = {kind: f"bench.{kind}.{run}" for kind in ("parked", "stamp", "noop")}
+    for kind, workflow in (("parked", PARKED), ("stamp", ONE_STAMP), ("noop", ONE_NOOP)):
+        client.register_event_handler(_handler(f"bench_{kind}_{run}", topics[kind], workflow))
+    time.sleep(2.5)   # every node picks up new handlers within a second
+    return topics
+
+
+def _workflow_ids(bench: Bench, event_ids: list[str], timeout_s: float) -> list[str]:
+    """The workflows the events started (correlation id = event id), as they appear."""
+    redis = bench.cluster().redis
+    prefix = bench.cluster().prefix
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(found) < len(event_ids) and time.monotonic() < deadline:
+        missing = [e for e in event_ids if e not in found]
+        with redis.pipeline(transaction=False) as pipe:
+            for event_id in missing:
+                pipe.zrange(f"{prefix}:idx:corr:{event_id}", 0, 0)
+            for event_id, ids in zip(missing, pipe.execute()):
+                if ids:
+                    found[event_id] = ids[0]
+        time.sleep(0.05)
+    return [found[e] for e in event_ids if e in found]
+
+
+def _handled_rate(bench: Bench, topic: str, count: int) -> dict[str, Any]:
+    cluster = bench.cluster()
+    redis, index = cluster.redis, f"{cluster.prefix}:idx:name:{PARKED}"
+    before = redis.zcard(index)
+    stream = f"{cluster.prefix}:ev:{topic}"
+    began = time.time()
+    with redis.pipeline(transaction=False) as pipe:
+        for n in range(count):
+            pipe.xadd(stream, {"p": f'{{"n":{n}}}', "k": "", "at": int(time.time() * 1000)})
+        pipe.execute()
+    appended = time.time()
+    deadline = time.monotonic() + 120
+    while redis.zcard(index) - before < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    created = redis.zcard(index) - before
+    took = time.time() - began
+    return {"events": count, "workflows_created": created, "append_s": round(appended - began, 3),
+            "seconds": round(took, 3), "handled_per_s": round(created / took, 1)}
+
+
+def _latency(bench: Bench, topic: str, count: int) -> dict[str, Any]:
+    cluster = bench.cluster()
+    client = cluster.client
+    assert client is not None
+    event_ids: list[str] = []
+    for n in range(count):
+        event_ids.append(client.publish_event(topic, {"n": n}))
+        time.sleep(1 / LIGHT_RATE)
+    ids = _workflow_ids(bench, event_ids, 60)
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+        wait_all(watcher, ids, 60)
+    with ThreadPoolExecutor(4) as pool:
+        workflows = list(pool.map(client.get_workflow, ids))
+    latency = []
+    for workflow in workflows:
+        published_ms = int(str(workflow.get("correlation_id", "0-0")).split("-")[0])
+        for task in workflow.get("tasks", []):
+            entered = (task.get("output") or {}).get("entered_ms")
+            if entered:
+                latency.append(entered - published_ms)
+    return {"events": count, "workflows": len(ids), "publish_to_first_task_ms": distribution(latency)}
+
+
+def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
+    """One-step no-op workflows at CPU_RATE/s: started by the API, then by events."""
+    cluster = bench.cluster()
+    results: dict[str, Any] = {}
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+        with cluster.starter(ONE_NOOP) as start, CpuMeter(cluster.pids()) as meter:
+            launched = open_loop(start, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
+            done = wait_all(watcher, launched.ids, 60)
+        results["api"] = {"workflows": len(done), "cpu_ms_per_workflow": round(meter.cpu_ms() / max(1, len(done)), 3),
+                          "shares": meter.share}
+        publisher = cluster.new_client()
+        event_ids: list[str] = []
+        lock = threading.Lock()
+
+        def publish(n: int) -> str:
+            event_id = publisher.publish_event(topic, {"n": n})
+            with lock:
+                event_ids.append(event_id)
+            return event_id
+
+        with CpuMeter(cluster.pids()) as meter:
+            open_loop(publish, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
+            ids = _workflow_ids(bench, event_ids, 60)
+            done = wait_all(watcher, ids, 60)
+        publisher.close()
+        results["events"] = {"workflows": len(done),
+                             "cpu_ms_per_workflow": round(meter.cpu_ms() / max(1, len(done)), 3),
+                             "shares": meter.share}
+    results["overhead"] = round(results["events"]["cpu_ms_per_workflow"] / results["api"]["cpu_ms_per_workflow"]
+                                - 1, 3)
+    return results
+
+
+def run(bench: Bench) -> dict[str, Any]:
+    cluster = bench.cluster()
+    assert cluster.client is not None
+    topics = _setup(cluster.client, uuid.uuid4().hex[:6])
+    runs = bench.options.runs
+    handled = [_handled_rate(bench, topics["parked"], bench.options.pick(3000, 1000)) for _ in range(runs)]
+    for one in handled:
+        print(f"  events handled: {one['handled_per_s']:.0f}/s ({one['workflows_created']} workflows from "
+              f"{one['events']} events in {one['seconds']} s)", flush=True)
+    latency = [_latency(bench, topics["stamp"], bench.options.pick(150, 50)) for _ in range(runs)]
+    for one in latency:
+        d = one["publish_to_first_task_ms"]
+        print(f"  publish -> first task running: p50 {d['p50']:.2f} ms, p99 {d['p99']:.2f} ms", flush=True)
+    cpu = [_cpu_per_workflow(bench, topics["noop"], bench.options.pick(900, 300)) for _ in range(runs)]
+    for one in cpu:
+        print(f"  CPU per workflow: API {one['api']['cpu_ms_per_workflow']:.2f} ms, events "
+              f"{one['events']['cpu_ms_per_workflow']:.2f} ms (+{100 * one['overhead']:.0f} %)", flush=True)
+    handled_per_s = median(r["handled_per_s"] for r in handled)
+    p50 = median(r["publish_to_first_task_ms"]["p50"] for r in latency)
+    p99 = median(r["publish_to_first_task_ms"]["p99"] for r in latency)
+    overhead = median(r["overhead"] for r in cpu)
+    return {"settings": {"light_rate": LIGHT_RATE, "cpu_rate": CPU_RATE},
+            "handled": {"runs": handled, "median_per_s": handled_per_s},
+            "latency": {"runs": latency, "median_p50_ms": p50, "median_p99_ms": p99},
+            "cpu": {"runs": cpu, "median_overhead": overhead},
+            "targets": [check("events handled per second", handled_per_s, ">=", TARGET_HANDLED_PER_S, "events/s"),
+                        check("publish -> first task running, p50", p50, "<=", TARGET_P50_MS, "ms"),
+                        check("CPU the bus adds per workflow", 100 * overhead, "<=", 100 * TARGET_CPU_OVERHEAD, "%")]}
