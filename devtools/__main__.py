@@ -63,7 +63,7 @@ def cluster_command(args: argparse.Namespace) -> int:
         print()
         for node_id in cluster.nodes:
             console = cluster.console_of(node_id)
-            print(f"console {node_id}: {console}/  (Prometheus metrics: {console}/metrics)")
+            print(f"console {node_id}: {console}/  (metrics: {console}/metrics, Conductor API: {console}/api)")
         if not args.no_demo:
             _run_demo(client)
         endpoints = ",".join(cluster.endpoints)

@@ -214,3 +214,20 @@ def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, 
             await store.close()
             await other_node.close()
     run(scenario())
+
+
+def test_more_concurrent_commands_than_redis_py_pools_by_default_wait_instead_of_failing(store):
+    """redis-py 8 caps a pool at 100 connections and fails the 101st concurrent command with
+    "Too many connections"; a node's bursts (an event handler's batch, a burst of results) went
+    past it, and each failed command cost a redelivery 30 s later. Found by the events bench."""
+    async def scenario():
+        try:
+            stream = f"burst-{uuid.uuid4().hex[:6]}"
+            # blocking reads hold their connections for a while, like subscriptions do
+            readers = [store._redis.xread({stream: "$"}, block=300) for _ in range(150)]
+            writes = [store.publish_event(stream, "{}", "", NOW) for _ in range(150)]
+            results = await asyncio.gather(*readers, *writes, return_exceptions=True)
+            return [r for r in results if isinstance(r, BaseException)]
+        finally:
+            await store.close()
+    assert run(scenario()) == []

@@ -40,6 +40,7 @@ from .deciding import new_task_id
 log = logging.getLogger(__name__)
 
 BATCH = 128
+MAX_IN_FLIGHT = 32       # events this node handles at once (each is a few store calls)
 WAITS = "waits"          # the kind of the consumers of topics WAIT tasks wait on
 MAX_CORRELATED = 20      # running workflows one event may reach through its key as a correlation id
 BLOCK_MS = 500
@@ -67,6 +68,7 @@ class EventConsumers:
         self.payload_limit = PayloadLimit(max_payload_bytes)
         self.refresh_s = refresh_s
         self._running: dict[str, _Running] = {}
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)   # events being handled at once, all handlers
         self._supervisor: asyncio.Task[None] | None = None
         self.handled = 0        # events this node handled (actions done or condition false)
         self.dead_lettered = 0  # events this node sent to the dead-letter topic
@@ -133,7 +135,10 @@ class EventConsumers:
                 await asyncio.sleep(1.0)
 
     async def _handle_batch(self, handler: dict[str, Any], events: list[ev.BusEvent]) -> None:
-        done = await asyncio.gather(*(self._handle(handler, event) for event in events), return_exceptions=True)
+        async def one(event: ev.BusEvent) -> bool:
+            async with self._in_flight:
+                return await self._handle(handler, event)
+        done = await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
         acked = [event.event_id for event, ok in zip(events, done) if ok is True]
         await self.store.ack_events(handler["name"], handler["event"], acked)
         for result in done:

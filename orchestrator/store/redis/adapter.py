@@ -41,6 +41,12 @@ CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]]
 
 IDEMPOTENCY_TTL_S = 7 * 86400
 DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scripts.COMMON says the same)
+# Connections one node keeps to Redis. redis-py 8 caps a pool at 100 and then fails commands
+# ("Too many connections"); a busy node (blocking stream reads of subscriptions and handlers,
+# concurrent results) can want more, so the pool is larger and a command waits for a free
+# connection (up to POOL_WAIT_S) instead of failing.
+MAX_CONNECTIONS = 512
+POOL_WAIT_S = 5.0
 WAIT_GROUP_PREFIX = "wait:"   # the consumer group of a topic WAIT tasks wait on
 MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
 MAX_LOG_CHARS = 4096         # characters kept of one log line
@@ -90,9 +96,10 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> RedisStore:
-        client = aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=5,
-                                         socket_keepalive=True, retry_on_timeout=True)
-        return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S, decode_responses=True, health_check_interval=5,
+            socket_keepalive=True, retry_on_timeout=True)
+        return cls(aioredis.Redis(connection_pool=pool), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
@@ -102,7 +109,8 @@ class RedisStore:
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         sentinel = Sentinel(addresses, socket_timeout=1.0)  # type: ignore[no-untyped-call]
         client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
-                                     health_check_interval=5, socket_keepalive=True, retry_on_timeout=True)
+                                     health_check_interval=5, socket_keepalive=True, retry_on_timeout=True,
+                                     max_connections=MAX_CONNECTIONS)
         return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
 
     @property
