@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     parser.add_argument("--endpoints", default=os.environ.get("ORCHESTRATOR_ENDPOINTS", DEFAULT_ENDPOINTS),
                         help=ENDPOINTS_HELP)
+    parser.add_argument("--token", default=None,
+                        help="the bearer token a cluster with a tokens file asks for (default: $ORCHESTRATOR_TOKEN)")
     _output_flags(parser, default="auto")
     commands = parser.add_subparsers(metavar="COMMAND", help="what to do")
     _add_node(commands)
@@ -146,6 +148,8 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--log-format", choices=("text", "json"),
                       help="text (default) or json: one JSON object per line with time, level, logger, message, "
                            "node and, when known, workflow_id, task_id, epoch")
+    node.add_argument("--tokens-file", help="YAML/JSON file of tokens and their roles (admin, operator, worker, "
+                                            "reader); every call then needs one (default: none, open)")
     node.add_argument("--http-tasks", dest="http_task_concurrency", type=int,
                       help="HTTP and HTTP_POLL tasks this node calls at once (default 32); 0: the node runs none "
                            "and workers that serve task type HTTP do")
@@ -306,7 +310,7 @@ def _call(args: argparse.Namespace, action: Action, view: View | None = None) ->
 
     from .config import split_list
 
-    client = WorkflowClient(split_list(args.endpoints))
+    client = WorkflowClient(split_list(args.endpoints), token=getattr(args, "token", None))
     try:
         result = action(client, args)
     except ClientError as exc:
@@ -608,7 +612,7 @@ def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
         return {"detail": "no leader right now"}
     from worker import WorkflowClient
 
-    with_leader = WorkflowClient([leader])
+    with_leader = WorkflowClient([leader], token=getattr(args, "token", None))
     try:
         return {"detail": with_leader.step_down()}
     finally:
@@ -1164,7 +1168,7 @@ def run_node(args: argparse.Namespace) -> int:
                              cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
                              retention_s=args.retention_s, archive_dir=args.archive_dir,
                              log_format=args.log_format, trace_file=args.trace_file,
-                             http_task_concurrency=args.http_task_concurrency)
+                             http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file)
     setup_logging(config.node_id, config.log_level, config.log_format)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Node(config).run_until_signalled())

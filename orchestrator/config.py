@@ -42,6 +42,8 @@ class NodeConfig:
     http_listen: str | None = None
     # HTTP and HTTP_POLL tasks this node calls at once; 0 = none (workers serving "HTTP" run them)
     http_task_concurrency: int = 32
+    # tokens and their roles (YAML or JSON, see core/auth.py); "" = no authentication (development)
+    tokens_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.advertise:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -43,6 +44,7 @@ from .cluster.tracing import Tracing
 from .config import NodeConfig
 from .core import state as m
 from .core import statuses as st
+from .core.auth import Tokens, TokensError
 from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
@@ -117,8 +119,10 @@ class Node:
         self.counters = web.NodeCounters()
         self.console: web.ConsoleServer | None = None
         self.leader_watch: LeaderWatch | None = None
+        self.tokens: Tokens | None = None
 
     async def start(self) -> None:
+        self.tokens = self._load_tokens()
         self.console = self._bind_console()
         await self.dispatcher.start()
         await self.http_tasks.start()
@@ -137,8 +141,10 @@ class Node:
         if self.console is not None:
             conductor = rest.conductor_api(rest.RestParts(
                 store=self.store, dispatcher=self.dispatcher, decider=self.decider, workflows=self.workflow_service,
-                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes)))
-            await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor))
+                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes),
+                tokens=self.tokens))
+            await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor,
+                                                   tokens=self.tokens))
             log.info("node %s serving the console and /metrics on http://%s/", self.config.node_id,
                      self.console.bound)
 
@@ -152,7 +158,8 @@ class Node:
                    # gRPC shares a port with SO_REUSEPORT by default: two nodes (even of two
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
-        server = grpc.aio.server(options=options)
+        interceptors = [api.TokenInterceptor(self.tokens)] if self.tokens is not None else None
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
                                                                        self.archive)
         self.metadata_service = api.MetadataService(self.store)
@@ -181,6 +188,17 @@ class Node:
             raise NodeStartError(f"cannot listen on {self.config.listen}: the address is in use (another node or "
                                  "program serves it) or not an address of this host; choose another `listen`")
         return server
+
+    def _load_tokens(self) -> Tokens | None:
+        """The tokens every call must carry one of, when a tokens file is configured."""
+        if not self.config.tokens_file:
+            return None
+        try:
+            tokens = Tokens.from_document(yaml.safe_load(Path(self.config.tokens_file).read_text()))
+        except (OSError, yaml.YAMLError, TokensError) as exc:
+            raise NodeStartError(f"cannot use the tokens file {self.config.tokens_file}: {exc}") from None
+        log.info("node %s requires a token on every call (%d tokens known)", self.config.node_id, len(tokens))
+        return tokens
 
     def _bind_console(self) -> web.ConsoleServer | None:
         """The port of the web console and /metrics (`http_listen`), bound before anything starts so

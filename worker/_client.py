@@ -23,6 +23,7 @@ integral (see ``_codec``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from ._codec import message_to_dict, to_struct
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
 from .errors import ClientError
 
-__all__ = ["WorkflowClient"]
+__all__ = ["WorkflowClient", "auth_metadata"]
 
 log = logging.getLogger("worker.client")
 
@@ -49,12 +50,20 @@ _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 1.0
 
 
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries a token (`ORCHESTRATOR_TOKEN` when none is given)."""
+    token = token if token is not None else os.environ.get("ORCHESTRATOR_TOKEN", "")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class WorkflowClient:
     """A blocking client of the orchestrator's unary API with failover.
 
     Args:
         endpoints: the nodes' "host:port" addresses; any node serves any call.
         timeout_s: the overall deadline of one call, failover included.
+        token: the bearer token a cluster with a tokens file asks for (default: the
+            ORCHESTRATOR_TOKEN environment variable; none on an open cluster).
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -64,10 +73,11 @@ class WorkflowClient:
     or call ``close()``.
     """
 
-    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0, token: str | None = None) -> None:
         self._ring = EndpointRing(endpoints)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self._metadata = auth_metadata(token)
         self._timeout_s = float(timeout_s)
         self._attempt_timeout_s = self._timeout_s / len(self._ring)
         self._channels: dict[str, grpc.Channel] = {}
@@ -376,7 +386,8 @@ class WorkflowClient:
             attempt_s = min(remaining, self._attempt_timeout_s + total_s - self._timeout_s) if repeatable \
                 else remaining
             try:
-                return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s)
+                return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s,
+                                                                        metadata=self._metadata)
             except grpc.RpcError as err:
                 code: grpc.StatusCode = err.code()
                 details: str = err.details() or ""

@@ -37,6 +37,7 @@ import grpc.aio
 from ._event_loop import loop_factory
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ._client import auth_metadata
 from ._context import TaskContext
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
 from ._execution import execute_assignment
@@ -147,8 +148,10 @@ class Worker:
         handlers: Sequence[Callable[..., Any]],
         concurrency: int = 8,
         worker_id: str | None = None,
+        token: str | None = None,
     ) -> None:
         self._ring = EndpointRing(endpoints)
+        self._metadata = auth_metadata(token)   # its token: a worker role, for these task types
         self._handlers: dict[str, Handler] = build_registry(handlers)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
@@ -381,6 +384,7 @@ class Worker:
             [hello, *resent],
             on_message=self._on_server_message,
             on_established=self._on_established,
+            metadata=self._metadata,
         )
         self._stream = stream
         self._resending = len(resent)
