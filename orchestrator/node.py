@@ -40,6 +40,7 @@ from .cluster.leader_loop import LeaderLoop, LeadershipLost
 from .cluster.leader_watch import LeaderWatch
 from .cluster.logs import log_fields
 from .cluster.notify import Notifier
+from .cluster.tls import TlsError, TlsFiles, is_loopback
 from .cluster.tracing import Tracing
 from .config import NodeConfig
 from .core import state as m
@@ -120,9 +121,11 @@ class Node:
         self.console: web.ConsoleServer | None = None
         self.leader_watch: LeaderWatch | None = None
         self.tokens: Tokens | None = None
+        self.tls: TlsFiles | None = None
 
     async def start(self) -> None:
         self.tokens = self._load_tokens()
+        self.tls = self._load_tls()
         self.console = self._bind_console()
         await self.dispatcher.start()
         await self.http_tasks.start()
@@ -136,7 +139,8 @@ class Node:
             prefix=self.config.election_prefix, ttl=self.config.lease_ttl_s,
             on_elected=self._on_elected, on_deposed=self._on_deposed)
         self.election.start()
-        self.leader_watch = LeaderWatch(self.election, self.etcd)
+        self.leader_watch = LeaderWatch(self.election, self.etcd,
+                                        self.tls.channel_credentials() if self.tls is not None else None)
         self._leader_watch = asyncio.create_task(self.leader_watch.run())
         if self.console is not None:
             conductor = rest.conductor_api(rest.RestParts(
@@ -181,7 +185,8 @@ class Node:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         try:
-            bound = server.add_insecure_port(self.config.listen)
+            bound = (server.add_secure_port(self.config.listen, self.tls.server_credentials()) if self.tls is not None
+                     else server.add_insecure_port(self.config.listen))
         except RuntimeError:
             bound = 0
         if not bound:
@@ -200,6 +205,23 @@ class Node:
         log.info("node %s requires a token on every call (%d tokens known)", self.config.node_id, len(tokens))
         return tokens
 
+    def _load_tls(self) -> TlsFiles | None:
+        """The node's certificate, or None; refuses plaintext beyond loopback unless allowed."""
+        config = self.config
+        if config.tls_cert_file:
+            try:
+                return TlsFiles.load(config.tls_cert_file, config.tls_key_file, config.tls_ca_file)
+            except TlsError as exc:
+                raise NodeStartError(str(exc)) from None
+        exposed = [a for a in (config.listen, config.http_listen or "127.0.0.1:0") if not is_loopback(a)]
+        if exposed and not config.allow_plaintext:
+            raise NodeStartError(f"{', '.join(exposed)} is reachable beyond this host and no TLS is configured: give "
+                                 "tls_cert_file and tls_key_file (--tls-cert, --tls-key), or allow_plaintext: true "
+                                 "(--allow-plaintext) if something else encrypts the traffic")
+        if exposed:
+            log.warning("node %s serves plaintext on %s (allow_plaintext is set)", config.node_id, ", ".join(exposed))
+        return None
+
     def _bind_console(self) -> web.ConsoleServer | None:
         """The port of the web console and /metrics (`http_listen`), bound before anything starts so
         that a taken port stops the node at once, with what to change."""
@@ -207,7 +229,7 @@ class Node:
         if not address:
             log.info("node %s serves no console (http_listen is empty)", self.config.node_id)
             return None
-        console = web.ConsoleServer(address)
+        console = web.ConsoleServer(address, tls=self.tls)
         try:
             console.bind()
         except (OSError, ValueError) as exc:
