@@ -149,8 +149,8 @@ class Node:
                 tokens=self.tokens))
             await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor,
                                                    tokens=self.tokens))
-            log.info("node %s serving the console and /metrics on http://%s/", self.config.node_id,
-                     self.console.bound)
+            log.info("node %s serving the console and /metrics on %s://%s/", self.config.node_id,
+                     "https" if self.tls is not None else "http", self.console.bound)
 
     def _build_server(self) -> grpc.aio.Server:
         limit = api.PayloadLimit(self.config.max_payload_bytes)
