@@ -40,8 +40,9 @@ lint: $(STAMP)
 test: lint $(STAMP) servers browser
 	$(PY) -m pytest -q
 
+# SECURE=1: mutual TLS on every port, with a throwaway CA made for the run (it prints how to use it).
 cluster: $(STAMP) servers
-	$(PY) -m devtools cluster --config deploy/local-cluster.yaml
+	$(PY) -m devtools cluster --config deploy/local-cluster.yaml $(if $(SECURE),--secure)
 
 # The order flow built both ways (examples/order_flow), side by side on a throwaway local cluster.
 order-flow: $(STAMP) servers

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 from worker import WorkflowClient
 
+from .certs import make_dev_certs
 from .drill import register_demo, run_drill, write_report
 from .local_cluster import ClusterSettings, LocalCluster, wait_for_leader
 
@@ -28,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("--config", default="deploy/local-cluster.yaml", help="cluster settings (YAML)")
     local.add_argument("--dir", default="run/local-cluster", help="data and logs")
     local.add_argument("--no-demo", action="store_true", help="do not run the demo workflow")
+    local.add_argument("--secure", action="store_true",
+                       help="mutual TLS on every port, with a throwaway CA and client certificate made here")
     local.set_defaults(handler=cluster_command)
 
     drill = commands.add_parser("drill", help="kill the leader repeatedly under load and check nothing was lost")
@@ -53,7 +57,11 @@ def cluster_command(args: argparse.Namespace) -> int:
           f"nodes on ports {', '.join(map(str, settings.node_ports))} and {settings.workers} demo worker(s)")
     stop = {"now": False}
     signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
-    with LocalCluster(base, settings, fresh_election=True).start() as cluster:
+    certs = make_dev_certs(base / "certs") if args.secure else None
+    if certs is not None:   # this process, its demo worker and the CLI lines below use the client certificate
+        os.environ.update(certs.client_env())
+        print(f"mutual TLS: a throwaway CA and certificates in {base / 'certs'}/")
+    with LocalCluster(base, settings, fresh_election=True, certs=certs).start() as cluster:
         client = WorkflowClient(cluster.endpoints)
         status = wait_for_leader(client, 30.0, members=len(cluster.nodes))
         register_demo(client)
@@ -67,11 +75,16 @@ def cluster_command(args: argparse.Namespace) -> int:
         if not args.no_demo:
             _run_demo(client)
         endpoints = ",".join(cluster.endpoints)
+        grpcurl = "-plaintext"
+        env = ""
+        if certs is not None:
+            grpcurl = f"-cacert {certs.ca} -cert {certs.client_cert} -key {certs.client_key}"
+            env = "".join(f"export {k}={v}\n  " for k, v in certs.client_env().items())
         print(f"""
 logs and data: {base}/ (nodes: {base}/logs/node-N.log)
 try:
-  .venv/bin/grpcurl -plaintext {cluster.endpoints[0]} list
-  .venv/bin/grpcurl -plaintext -d '{{"name": "order_fulfilment", "input": {{"order_id": "A-2"}}}}' \\
+  {env}.venv/bin/grpcurl {grpcurl} {cluster.endpoints[0]} list
+  .venv/bin/grpcurl {grpcurl} -d '{{"name": "order_fulfilment", "input": {{"order_id": "A-2"}}}}' \\
       {cluster.endpoints[0]} orchestrator.v1.WorkflowService/StartWorkflow
   .venv/bin/orchestrator --endpoints {endpoints} cluster status
   .venv/bin/orchestrator workflow start order_fulfilment --input '{{"order_id": "A-3"}}' --wait 10

@@ -18,6 +18,7 @@ import yaml
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import cluster_prefix
 
+from .certs import DevCerts
 from .procs import (EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis,
                     stop_all, wait_for_port)
 
@@ -79,9 +80,12 @@ def start_worker(log_dir: Path, *, name: str, endpoints: list[str], module: str 
 class LocalCluster:
     """etcd (N members), Redis with AOF, M orchestrator nodes and demo workers, on loopback."""
 
-    def __init__(self, base_dir: Path, settings: ClusterSettings, *, fresh_election: bool = False) -> None:
+    def __init__(self, base_dir: Path, settings: ClusterSettings, *, fresh_election: bool = False,
+                 certs: DevCerts | None = None) -> None:
         """`fresh_election`: etcd starts empty although Redis may keep data of an earlier run,
-        so the fencing epoch stored in Redis is forgotten before any node starts."""
+        so the fencing epoch stored in Redis is forgotten before any node starts. `certs`: the
+        nodes serve mutual TLS with them (clients need `certs.client_env()`)."""
+        self.certs = certs
         self.base_dir = Path(base_dir)
         self.settings = settings
         self.fresh_election = fresh_election
@@ -129,7 +133,8 @@ class LocalCluster:
             etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
             lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
             http_port=self.console_ports[node_id],
-            extra=["--archive-dir", str(self.base_dir / "archive"),
+            extra=[*(self.certs.node_flags() if self.certs is not None else []),
+                   "--archive-dir", str(self.base_dir / "archive"),
                    *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
         return self.nodes[node_id]
 
@@ -137,8 +142,9 @@ class LocalCluster:
         return f"{LOOPBACK}:{self.node_ports[node_id]}"
 
     def console_of(self, node_id: str) -> str:
-        """The node's web console (and /metrics) as a URL."""
-        return f"http://{LOOPBACK}:{self.console_ports[node_id]}"
+        """The node's web console (and /metrics) as a URL (https when the nodes serve TLS)."""
+        scheme = "https" if self.certs is not None else "http"
+        return f"{scheme}://{LOOPBACK}:{self.console_ports[node_id]}"
 
     def stop(self) -> None:
         """Stop everything this cluster started, workers first, by PID."""

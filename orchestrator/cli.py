@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="print the version and exit")
     parser.add_argument("--endpoints", default=os.environ.get("ORCHESTRATOR_ENDPOINTS", DEFAULT_ENDPOINTS),
                         help=ENDPOINTS_HELP)
+    parser.add_argument("--token", default=None,
+                        help="the bearer token a cluster with a tokens file asks for (default: $ORCHESTRATOR_TOKEN)")
+    parser.add_argument("--tls-ca", default=None, help="CA of the nodes' TLS certificates (default: "
+                                                       "$ORCHESTRATOR_TLS_CA; none: plaintext)")
+    parser.add_argument("--tls-cert", default=None, help="this client's certificate, for mutual TLS "
+                                                         "(default: $ORCHESTRATOR_TLS_CERT)")
+    parser.add_argument("--tls-key", default=None, help="its private key (default: $ORCHESTRATOR_TLS_KEY)")
     _output_flags(parser, default="auto")
     commands = parser.add_subparsers(metavar="COMMAND", help="what to do")
     _add_node(commands)
@@ -146,6 +153,14 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--log-format", choices=("text", "json"),
                       help="text (default) or json: one JSON object per line with time, level, logger, message, "
                            "node and, when known, workflow_id, task_id, epoch")
+    node.add_argument("--tokens-file", help="YAML/JSON file of tokens and their roles (admin, operator, worker, "
+                                            "reader); every call then needs one (default: none, open)")
+    node.add_argument("--tls-cert", dest="tls_cert_file", help="PEM certificate of the gRPC and HTTP ports (TLS)")
+    node.add_argument("--tls-key", dest="tls_key_file", help="its PEM private key")
+    node.add_argument("--tls-ca", dest="tls_ca_file",
+                      help="PEM CA whose certificates clients must present (mutual TLS; nodes present theirs too)")
+    node.add_argument("--allow-plaintext", action="store_true", default=None,
+                      help="serve plaintext beyond loopback (refused otherwise): only behind something that encrypts")
     node.add_argument("--http-tasks", dest="http_task_concurrency", type=int,
                       help="HTTP and HTTP_POLL tasks this node calls at once (default 32); 0: the node runs none "
                            "and workers that serve task type HTTP do")
@@ -302,11 +317,11 @@ def _bulk_flags(parser: argparse.ArgumentParser, statuses: tuple[str, ...]) -> N
 
 
 def _call(args: argparse.Namespace, action: Action, view: View | None = None) -> int:
-    from worker import ClientError, WorkflowClient
+    from worker import ClientError
 
     from .config import split_list
 
-    client = WorkflowClient(split_list(args.endpoints))
+    client = _client(split_list(args.endpoints), args)
     try:
         result = action(client, args)
     except ClientError as exc:
@@ -318,6 +333,15 @@ def _call(args: argparse.Namespace, action: Action, view: View | None = None) ->
     finally:
         client.close()
     return _print(result if isinstance(result, Reply) else Reply(result), args, view)
+
+
+def _client(endpoints: list[str], args: argparse.Namespace) -> Any:
+    """A WorkflowClient with the token and TLS files given before the command (each falls back
+    to its environment variable)."""
+    from worker import WorkflowClient
+
+    return WorkflowClient(endpoints, token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None),
+                          tls_cert=getattr(args, "tls_cert", None), tls_key=getattr(args, "tls_key", None))
 
 
 def _for_people(args: argparse.Namespace) -> bool:
@@ -606,9 +630,8 @@ def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     leader = client.cluster_status().get("leader_address")
     if not leader:
         return {"detail": "no leader right now"}
-    from worker import WorkflowClient
 
-    with_leader = WorkflowClient([leader])
+    with_leader = _client([leader], args)
     try:
         return {"detail": with_leader.step_down()}
     finally:
@@ -1164,7 +1187,9 @@ def run_node(args: argparse.Namespace) -> int:
                              cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
                              retention_s=args.retention_s, archive_dir=args.archive_dir,
                              log_format=args.log_format, trace_file=args.trace_file,
-                             http_task_concurrency=args.http_task_concurrency)
+                             http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file,
+                             tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
+                             tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext)
     setup_logging(config.node_id, config.log_level, config.log_format)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(Node(config).run_until_signalled())

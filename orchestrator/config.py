@@ -42,6 +42,13 @@ class NodeConfig:
     http_listen: str | None = None
     # HTTP and HTTP_POLL tasks this node calls at once; 0 = none (workers serving "HTTP" run them)
     http_task_concurrency: int = 32
+    # tokens and their roles (YAML or JSON, see core/auth.py); "" = no authentication (development)
+    tokens_file: str = ""
+    # TLS on the gRPC and HTTP ports (cluster/tls.py); with a CA, clients must present certificates it signed
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    allow_plaintext: bool = False             # serve plaintext beyond loopback (only behind something that encrypts)
 
     def __post_init__(self) -> None:
         if not self.advertise:
@@ -56,6 +63,10 @@ class NodeConfig:
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_ca_file (client certificates) needs tls_cert_file and tls_key_file")
         if not 0 <= self.http_task_concurrency <= 10_000:
             raise ValueError("http_task_concurrency must be from 0 (the node runs no HTTP tasks) to 10000")
         if self.max_payload_bytes >= self.max_message_bytes:

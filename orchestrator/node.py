@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+import yaml
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -39,10 +40,12 @@ from .cluster.leader_loop import LeaderLoop, LeadershipLost
 from .cluster.leader_watch import LeaderWatch
 from .cluster.logs import log_fields
 from .cluster.notify import Notifier
+from .cluster.tls import TlsError, TlsFiles, is_loopback
 from .cluster.tracing import Tracing
 from .config import NodeConfig
 from .core import state as m
 from .core import statuses as st
+from .core.auth import Tokens, TokensError
 from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
@@ -117,8 +120,12 @@ class Node:
         self.counters = web.NodeCounters()
         self.console: web.ConsoleServer | None = None
         self.leader_watch: LeaderWatch | None = None
+        self.tokens: Tokens | None = None
+        self.tls: TlsFiles | None = None
 
     async def start(self) -> None:
+        self.tokens = self._load_tokens()
+        self.tls = self._load_tls()
         self.console = self._bind_console()
         await self.dispatcher.start()
         await self.http_tasks.start()
@@ -132,15 +139,18 @@ class Node:
             prefix=self.config.election_prefix, ttl=self.config.lease_ttl_s,
             on_elected=self._on_elected, on_deposed=self._on_deposed)
         self.election.start()
-        self.leader_watch = LeaderWatch(self.election, self.etcd)
+        self.leader_watch = LeaderWatch(self.election, self.etcd,
+                                        self.tls.channel_credentials() if self.tls is not None else None)
         self._leader_watch = asyncio.create_task(self.leader_watch.run())
         if self.console is not None:
             conductor = rest.conductor_api(rest.RestParts(
                 store=self.store, dispatcher=self.dispatcher, decider=self.decider, workflows=self.workflow_service,
-                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes)))
-            await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor))
-            log.info("node %s serving the console and /metrics on http://%s/", self.config.node_id,
-                     self.console.bound)
+                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes),
+                tokens=self.tokens))
+            await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor,
+                                                   tokens=self.tokens))
+            log.info("node %s serving the console and /metrics on %s://%s/", self.config.node_id,
+                     "https" if self.tls is not None else "http", self.console.bound)
 
     def _build_server(self) -> grpc.aio.Server:
         limit = api.PayloadLimit(self.config.max_payload_bytes)
@@ -152,7 +162,8 @@ class Node:
                    # gRPC shares a port with SO_REUSEPORT by default: two nodes (even of two
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
-        server = grpc.aio.server(options=options)
+        interceptors = [api.TokenInterceptor(self.tokens)] if self.tokens is not None else None
+        server = grpc.aio.server(options=options, interceptors=interceptors)
         workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
                                                                        self.archive)
         self.metadata_service = api.MetadataService(self.store)
@@ -174,13 +185,42 @@ class Node:
             (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME), server)
         try:
-            bound = server.add_insecure_port(self.config.listen)
+            bound = (server.add_secure_port(self.config.listen, self.tls.server_credentials()) if self.tls is not None
+                     else server.add_insecure_port(self.config.listen))
         except RuntimeError:
             bound = 0
         if not bound:
             raise NodeStartError(f"cannot listen on {self.config.listen}: the address is in use (another node or "
                                  "program serves it) or not an address of this host; choose another `listen`")
         return server
+
+    def _load_tokens(self) -> Tokens | None:
+        """The tokens every call must carry one of, when a tokens file is configured."""
+        if not self.config.tokens_file:
+            return None
+        try:
+            tokens = Tokens.from_document(yaml.safe_load(Path(self.config.tokens_file).read_text()))
+        except (OSError, yaml.YAMLError, TokensError) as exc:
+            raise NodeStartError(f"cannot use the tokens file {self.config.tokens_file}: {exc}") from None
+        log.info("node %s requires a token on every call (%d tokens known)", self.config.node_id, len(tokens))
+        return tokens
+
+    def _load_tls(self) -> TlsFiles | None:
+        """The node's certificate, or None; refuses plaintext beyond loopback unless allowed."""
+        config = self.config
+        if config.tls_cert_file:
+            try:
+                return TlsFiles.load(config.tls_cert_file, config.tls_key_file, config.tls_ca_file)
+            except TlsError as exc:
+                raise NodeStartError(str(exc)) from None
+        exposed = [a for a in (config.listen, config.http_listen or "127.0.0.1:0") if not is_loopback(a)]
+        if exposed and not config.allow_plaintext:
+            raise NodeStartError(f"{', '.join(exposed)} is reachable beyond this host and no TLS is configured: give "
+                                 "tls_cert_file and tls_key_file (--tls-cert, --tls-key), or allow_plaintext: true "
+                                 "(--allow-plaintext) if something else encrypts the traffic")
+        if exposed:
+            log.warning("node %s serves plaintext on %s (allow_plaintext is set)", config.node_id, ", ".join(exposed))
+        return None
 
     def _bind_console(self) -> web.ConsoleServer | None:
         """The port of the web console and /metrics (`http_listen`), bound before anything starts so
@@ -189,7 +229,7 @@ class Node:
         if not address:
             log.info("node %s serves no console (http_listen is empty)", self.config.node_id)
             return None
-        console = web.ConsoleServer(address)
+        console = web.ConsoleServer(address, tls=self.tls)
         try:
             console.bind()
         except (OSError, ValueError) as exc:

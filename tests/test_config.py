@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
+from orchestrator.core.auth import Tokens
 from orchestrator.config import NodeConfig
 from devtools.local_cluster import ClusterSettings
 
@@ -17,6 +19,9 @@ def test_deploy_files_load():
     assert single.advertise == "127.0.0.1:50051" and single.redis_sentinels == []
     production = NodeConfig.load(DEPLOY / "production/node.yaml")
     assert len(production.redis_sentinels) == 3 and len(production.etcd_endpoints) == 3
+    assert production.tokens_file.endswith("tokens.yaml")
+    example = Tokens.from_document(yaml.safe_load((DEPLOY / "production/tokens.yaml").read_text()))
+    assert len(example) == 4
     local = ClusterSettings.load(DEPLOY / "local-cluster.yaml")
     assert local.node_ports == [50051, 50052, 50053] and local.etcd_members == 3
 

@@ -231,3 +231,25 @@ def test_more_concurrent_commands_than_redis_py_pools_by_default_wait_instead_of
         finally:
             await store.close()
     assert run(scenario()) == []
+
+
+def test_a_task_queued_by_a_node_whose_clock_runs_ahead_is_claimed_at_once(store):
+    """Queue scores are the queueing node's clock; a claim by a node whose clock is behind must
+    not wait for it (a delayed call-back is held apart instead)."""
+    async def scenario():
+        try:
+            workflow_id = await started_workflow(store)
+            await decide_once(store, None, workflow_id, now=NOW + 5_000)   # this node's clock is 5 s ahead
+            claimed = await store.claim("fetch", 5, "worker-a", NOW)
+            assert [c.workflow_id for c in claimed] == [workflow_id]
+            task_id = claimed[0].spec.task_id
+            assert await store.release_task(workflow_id, task_id, "worker-a", NOW, delay_ms=2_000,
+                                            output_json='{"so_far": 1}')
+            assert await store.claim("fetch", 5, "worker-a", NOW + 1_000) == []          # not yet
+            again = await store.claim("fetch", 5, "worker-b", NOW + 2_000)
+            assert [c.spec.task_id for c in again] == [task_id]
+            state = await store.load(workflow_id)
+            assert next(t for t in state.tasks if t.task_id == task_id).output == {"so_far": 1}
+        finally:
+            await store.close()
+    run(scenario())

@@ -23,6 +23,7 @@ integral (see ``_codec``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,7 @@ from ._codec import message_to_dict, to_struct
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
 from .errors import ClientError
 
-__all__ = ["WorkflowClient"]
+__all__ = ["WorkflowClient", "auth_metadata", "channel_credentials"]
 
 log = logging.getLogger("worker.client")
 
@@ -49,12 +50,44 @@ _RETRY_INITIAL_S = 0.05
 _RETRY_MAX_S = 1.0
 
 
+def channel_credentials(ca_file: str | None = None, cert_file: str | None = None,
+                        key_file: str | None = None) -> grpc.ChannelCredentials | None:
+    """TLS for a cluster that serves it: the CA that signed the nodes' certificates, and this
+    client's own certificate and key when the cluster asks for them (mutual TLS). Defaults:
+    $ORCHESTRATOR_TLS_CA, $ORCHESTRATOR_TLS_CERT, $ORCHESTRATOR_TLS_KEY; None = plaintext."""
+    ca = ca_file or os.environ.get("ORCHESTRATOR_TLS_CA", "")
+    cert = cert_file or os.environ.get("ORCHESTRATOR_TLS_CERT", "")
+    key = key_file or os.environ.get("ORCHESTRATOR_TLS_KEY", "")
+    if not (ca or cert or key):
+        return None
+    if bool(cert) != bool(key):
+        raise ValueError("give both a TLS certificate and its key, or neither")
+
+    def read(path: str) -> bytes | None:
+        if not path:
+            return None
+        with open(path, "rb") as handle:
+            return handle.read()
+    return grpc.ssl_channel_credentials(root_certificates=read(ca), private_key=read(key),
+                                        certificate_chain=read(cert))
+
+
+def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries a token (`ORCHESTRATOR_TOKEN` when none is given)."""
+    token = token if token is not None else os.environ.get("ORCHESTRATOR_TOKEN", "")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
 class WorkflowClient:
     """A blocking client of the orchestrator's unary API with failover.
 
     Args:
         endpoints: the nodes' "host:port" addresses; any node serves any call.
         timeout_s: the overall deadline of one call, failover included.
+        token: the bearer token a cluster with a tokens file asks for (default: the
+            ORCHESTRATOR_TOKEN environment variable; none on an open cluster).
+        tls_ca, tls_cert, tls_key: files for a cluster that serves TLS (see
+            ``channel_credentials``); default: the ORCHESTRATOR_TLS_* variables, else plaintext.
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -64,10 +97,13 @@ class WorkflowClient:
     or call ``close()``.
     """
 
-    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0) -> None:
+    def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0, token: str | None = None,
+                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
         self._ring = EndpointRing(endpoints)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
+        self._metadata = auth_metadata(token)
+        self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
         self._timeout_s = float(timeout_s)
         self._attempt_timeout_s = self._timeout_s / len(self._ring)
         self._channels: dict[str, grpc.Channel] = {}
@@ -376,7 +412,8 @@ class WorkflowClient:
             attempt_s = min(remaining, self._attempt_timeout_s + total_s - self._timeout_s) if repeatable \
                 else remaining
             try:
-                return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s)
+                return getattr(self._stub(endpoint, stub_type), method)(request, timeout=attempt_s,
+                                                                        metadata=self._metadata)
             except grpc.RpcError as err:
                 code: grpc.StatusCode = err.code()
                 details: str = err.details() or ""
@@ -397,7 +434,10 @@ class WorkflowClient:
         if stub is None:
             channel = self._channels.get(endpoint)
             if channel is None:
-                channel = self._channels[endpoint] = grpc.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS))
+                options = list(CHANNEL_OPTIONS)
+                channel = self._channels[endpoint] = (
+                    grpc.secure_channel(endpoint, self._credentials, options=options)
+                    if self._credentials is not None else grpc.insecure_channel(endpoint, options=options))
             stub = self._stubs[key] = stub_type(channel)
         return stub
 

@@ -45,8 +45,10 @@ class TaskStream:
         *,
         on_message: Callable[[TaskStream, pb.ServerMessage], None],
         on_established: Callable[[TaskStream], None],
+        metadata: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.endpoint = endpoint
+        self._metadata = metadata
         self._channel = channel
         self._on_message = on_message
         self._on_established = on_established
@@ -97,7 +99,8 @@ class TaskStream:
 
     async def run(self, connect_timeout_s: float) -> str:
         """Run the stream until it ends; return why it ended (a log sentence)."""
-        call = pb_grpc.TaskServiceStub(self._channel).Connect()  # type: ignore[no-untyped-call]
+        call = pb_grpc.TaskServiceStub(self._channel).Connect(  # type: ignore[no-untyped-call]
+            metadata=self._metadata or None)
         workers = [
             asyncio.create_task(self._write_loop(call)),
             asyncio.create_task(self._read_loop(call)),

@@ -37,6 +37,7 @@ import grpc.aio
 from ._event_loop import loop_factory
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ._client import auth_metadata, channel_credentials
 from ._context import TaskContext
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
 from ._execution import execute_assignment
@@ -147,8 +148,14 @@ class Worker:
         handlers: Sequence[Callable[..., Any]],
         concurrency: int = 8,
         worker_id: str | None = None,
+        token: str | None = None,
+        tls_ca: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> None:
         self._ring = EndpointRing(endpoints)
+        self._metadata = auth_metadata(token)   # its token: a worker role, for these task types
+        self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
         self._handlers: dict[str, Handler] = build_registry(handlers)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
@@ -381,6 +388,7 @@ class Worker:
             [hello, *resent],
             on_message=self._on_server_message,
             on_established=self._on_established,
+            metadata=self._metadata,
         )
         self._stream = stream
         self._resending = len(resent)
@@ -406,7 +414,9 @@ class Worker:
     def _channel(self, endpoint: str) -> grpc.aio.Channel:
         channel = self._channels.get(endpoint)
         if channel is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS))
+            channel = (grpc.aio.secure_channel(endpoint, self._credentials, options=list(CHANNEL_OPTIONS))
+                       if self._credentials is not None
+                       else grpc.aio.insecure_channel(endpoint, options=list(CHANNEL_OPTIONS)))
             self._channels[endpoint] = channel
         return channel
 

@@ -100,11 +100,11 @@ def _latency(bench: Bench, topic: str, count: int) -> dict[str, Any]:
     client = cluster.client
     assert client is not None
     event_ids: list[str] = []
-    for n in range(count):
-        event_ids.append(client.publish_event(topic, {"n": n}))
-        time.sleep(1 / LIGHT_RATE)
-    ids = _workflow_ids(bench, event_ids, 60)
-    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:   # before: it sees new ends only
+        for n in range(count):
+            event_ids.append(client.publish_event(topic, {"n": n}))
+            time.sleep(1 / LIGHT_RATE)
+        ids = _workflow_ids(bench, event_ids, 60)
         wait_all(watcher, ids, 60)
     with ThreadPoolExecutor(4) as pool:
         workflows = list(pool.map(client.get_workflow, ids))

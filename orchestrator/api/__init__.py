@@ -3,6 +3,7 @@ errors into status codes. No workflow logic lives here; each handler validates i
 first, so a bad request is refused with a message that says what to fix before anything
 is written."""
 
+from .auth import TokenInterceptor
 from .cluster import ClusterService, ClusterView
 from .events import EventService
 from ..core.payloads import PayloadLimit
@@ -11,4 +12,4 @@ from .tasks import TaskService
 from .workflows import WorkflowService
 
 __all__ = ["ClusterService", "ClusterView", "EventService", "MetadataService", "PayloadLimit", "TaskService",
-           "WorkflowService"]
+           "TokenInterceptor", "WorkflowService"]

@@ -14,6 +14,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..cluster.deciding import Decider
+from .auth import current_principal
 from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
@@ -75,6 +76,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
         if not hello.worker_id or not hello.task_types or hello.capacity < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "hello needs a worker_id, at least one task type and a capacity >= 0")
+        principal = current_principal()
+        if principal is not None and not principal.may_serve(list(hello.task_types)):
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{principal.name} may not serve task types {', '.join(sorted(hello.task_types))}"
+                                + (f"; its token names {', '.join(sorted(principal.task_types))}"
+                                   if principal.task_types is not None else ""))
         if hello.worker_id == "*":   # the store reads "*" as "whoever holds the attempt"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker_id '*' is reserved")
         if (len(hello.worker_id) > MAX_NAME_LENGTH or len(hello.task_types) > MAX_TASK_TYPES

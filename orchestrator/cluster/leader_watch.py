@@ -52,9 +52,11 @@ async def connection_refused(address: str, timeout_s: float = PROBE_TIMEOUT_S) -
 
 
 class LeaderWatch:
-    def __init__(self, candidacy: Candidacy, etcd: EtcdClient) -> None:
+    def __init__(self, candidacy: Candidacy, etcd: EtcdClient,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.candidacy = candidacy
         self.etcd = etcd
+        self.credentials = credentials   # this node's certificate, when the cluster runs mutual TLS
         self.revoked = 0
 
     async def run(self) -> None:
@@ -97,9 +99,10 @@ class LeaderWatch:
         else:
             await asyncio.sleep(CHECK_EVERY_S)   # alive, or unreachable: the lease decides
 
-    @staticmethod
-    async def _stream_until_broken(address: str) -> None:
-        async with grpc.aio.insecure_channel(address) as channel:
+    async def _stream_until_broken(self, address: str) -> None:
+        channel = (grpc.aio.secure_channel(address, self.credentials) if self.credentials is not None
+                   else grpc.aio.insecure_channel(address))
+        async with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             try:
                 async for _ in stub.Watch(health_pb2.HealthCheckRequest(service="")):

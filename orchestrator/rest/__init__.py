@@ -9,8 +9,10 @@ answers for the whole cluster. What differs from Conductor, and why, is in the R
 
 from __future__ import annotations
 
+import json
+
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from . import metadata, tasks, workflows
@@ -19,12 +21,22 @@ from .common import RestParts, refuse
 __all__ = ["RestParts", "conductor_api"]
 
 
-async def _token(request: Request) -> Response:
-    """conductor-python asks for a token when given a key and secret; a 404 here is how a
-    Conductor server says it runs without authentication, and the SDK then sends none."""
-    return refuse(404, "this cluster issues no tokens: its Conductor API runs without authentication")
-
-
 def conductor_api(parts: RestParts) -> list[BaseRoute]:
-    return [Mount("/api", routes=[Route("/token", _token, methods=["POST"]), *metadata.routes(parts),
+    async def token(request: Request) -> Response:
+        """conductor-python exchanges a key id and secret for the token it then sends as
+        X-Authorization: here the key id is a token's name and the secret the token itself. Without
+        tokens, a 404 is how a Conductor server says it runs open, and the SDK then sends none."""
+        if parts.tokens is None:
+            return refuse(404, "this cluster issues no tokens: its Conductor API runs without authentication")
+        try:
+            body = json.loads(await request.body() or b"{}")
+        except ValueError:
+            body = {}
+        key, secret = (str(body.get(k) or "") if isinstance(body, dict) else "" for k in ("keyId", "keySecret"))
+        if parts.tokens.named(key, secret) is None:
+            return JSONResponse({"status": 401, "message": "unknown key id or secret", "error": "INVALID_TOKEN"},
+                                status_code=401)
+        return JSONResponse({"token": secret})
+
+    return [Mount("/api", routes=[Route("/token", token, methods=["POST"]), *metadata.routes(parts),
                                   *workflows.routes(parts), *tasks.routes(parts)])]

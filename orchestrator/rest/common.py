@@ -21,6 +21,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
+from ..core.auth import Tokens
 from ..core.payloads import PayloadLimit
 from ..store import Store, StoreUnavailable
 
@@ -64,6 +65,7 @@ class RestParts:
     workflows: WorkflowHandlers
     metadata: MetadataHandlers
     limit: PayloadLimit
+    tokens: Tokens | None = None      # None: the node runs without authentication
 
 
 class Refused(Exception):

@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core import statuses as st
+from ..core.auth import principal_in
 from ..core.clock import now_ms
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
@@ -62,6 +63,11 @@ def routes(parts: RestParts) -> list[Route]:
                 except TimeoutError:
                     return await store.claim(task_type, count, worker_id, now_ms())
 
+    def check_serves(request: Request, task_type: str) -> None:
+        principal = principal_in(request.scope)
+        if parts.tokens is not None and (principal is None or not principal.may_serve([task_type])):
+            raise Refused("PERMISSION_DENIED", f"this token may not poll task type '{task_type}'")
+
     def worker_of(request: Request) -> str:
         worker_id = text(request, "workerid") or (request.client.host if request.client else "")
         if worker_id == ANY_WORKER:
@@ -71,6 +77,7 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def batch_poll(request: Request) -> Response:
         task_type = _name(request.path_params["task_type"], "the task type")
+        check_serves(request, task_type)
         worker_id = worker_of(request)
         count = number(request, "count", 1, 1, MAX_POLL_COUNT)
         wait_ms = number(request, "timeout", 100, 0, MAX_POLL_WAIT_MS)
@@ -81,6 +88,7 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def poll(request: Request) -> Response:
         task_type = _name(request.path_params["task_type"], "the task type")
+        check_serves(request, task_type)
         worker_id = worker_of(request)
         claimed = await store.claim(task_type, 1, worker_id, now_ms())
         if not claimed:

@@ -21,14 +21,17 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp
 from starlette.staticfiles import StaticFiles
 
+from ..core.auth import Tokens
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
 from ..store import StoreUnavailable
 from . import operations
+from .auth import COOKIE, TokenGate
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
@@ -292,9 +295,12 @@ def allowed_operations(state: m.WorkflowState) -> list[str]:
     return ["restart"]
 
 
-def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None) -> Starlette:
-    """The console's routes, and `more` beside them on the same port (the node adds Conductor's API)."""
+def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
+              tokens: Tokens | None = None) -> ASGIApp:
+    """The console's routes, and `more` beside them on the same port (the node adds Conductor's API);
+    behind the token gate when the node has tokens."""
     console = Console(parts)
+    login = Login(console, tokens)
     static = Path(__file__).resolve().parent / "static"
     routes = [
         Route("/", console.home),
@@ -310,7 +316,41 @@ def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None) -> Starl
         Route("/definitions/{name}/start", console.start, methods=["POST"]),
         Route("/metrics", console.metrics_page),
         Route("/healthz", console.healthz),
+        Route("/login", login.page, methods=["GET"]),
+        Route("/login", login.sign_in, methods=["POST"]),
         Mount("/static", StaticFiles(directory=static), name="static"),
         *(more or []),
     ]
-    return Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})
+    app = Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})
+    return TokenGate(app, tokens) if tokens is not None else app
+
+
+class Login:
+    """/login: a token typed into a form becomes an HttpOnly cookie the token gate reads."""
+
+    def __init__(self, console: Console, tokens: Tokens | None) -> None:
+        self.console = console
+        self.tokens = tokens
+
+    async def page(self, request: Request) -> Response:
+        return self.console.render("login.html", page="", error="", next=_local(request.query_params.get("next")))
+
+    async def sign_in(self, request: Request) -> Response:
+        try:
+            fields = await self.console.form(request)
+        except Refused as exc:
+            return self.console.render("login.html", exc.http_status, page="", error=exc.message, next="/cluster")
+        target = _local(fields.get("next"))
+        token = fields.get("token", "").strip()
+        if self.tokens is None:
+            return RedirectResponse(target, status_code=303)
+        if self.tokens.find(token) is None:
+            return self.console.render("login.html", 401, page="", error="unknown token", next=target)
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        return response
+
+
+def _local(target: str | None) -> str:
+    """Only a path on this site (never another host) to go back to after signing in."""
+    return target if target and target.startswith("/") and not target.startswith("//") else "/cluster"

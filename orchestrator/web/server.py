@@ -11,10 +11,14 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Generator
+from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from ..cluster.tls import TlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +55,9 @@ def bind(address: str) -> socket.socket:
 class ConsoleServer:
     """Bind first (`bind`: a taken port is known before anything else starts), serve later (`start`)."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tls: TlsFiles | None = None) -> None:
         self.address = address
+        self.tls = tls
         self._socket: socket.socket | None = None
         self._server: _NodeOwnedServer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -72,9 +77,14 @@ class ConsoleServer:
     async def start(self, app: ASGIApp) -> None:
         if self._socket is None:
             self.bind()
+        tls: dict[str, Any] = {}
+        if self.tls is not None:   # the node's certificate; under mutual TLS, browsers and clients present theirs
+            tls = {"ssl_certfile": self.tls.cert_file, "ssl_keyfile": self.tls.key_file,
+                   "ssl_ca_certs": self.tls.ca_file or None,
+                   "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.mutual else ssl.CERT_NONE}
         config = uvicorn.Config(app, lifespan="off", http="h11", ws="none", log_config=None,
                                 log_level="warning", access_log=False, timeout_graceful_shutdown=1,
-                                server_header=False)
+                                server_header=False, **tls)
         self._server = _NodeOwnedServer(config)
         assert self._socket is not None
         self._task = asyncio.create_task(self._server.serve(sockets=[self._socket]), name="console")

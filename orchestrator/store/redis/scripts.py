@@ -303,8 +303,14 @@ local room, conc, rate = room_for(ttype, now)
 local wanted = math.min(A.count, room)
 local out = {}
 local claimed, offset = 0, 0
+-- attempts a worker asked to be called back for, whose time has come, join the queue first
+local dkey = P .. ':qd:' .. ttype
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, 256)) do
+  redis.call('ZREM', dkey, member)
+  redis.call('ZADD', qkey, now, member)
+end
 while claimed < wanted do
-  local members = redis.call('ZRANGEBYSCORE', qkey, '-inf', now, 'LIMIT', offset, wanted - claimed)
+  local members = redis.call('ZRANGE', qkey, offset, offset + wanted - claimed - 1)
   if #members == 0 then break end
   for _, member in ipairs(members) do
     local id, tid = split(member)
@@ -381,7 +387,8 @@ return result({outcome = 'OK', detail = ''})
 """
 
 # Puts an unfinished attempt back in its queue without counting a failure, to be claimed again
-# from A.at on (a worker's "call me back later"; the claim takes only entries due by now).
+# from A.at on (a worker's "call me back later": held in `qd:<type>` until a claim at or after
+# that time moves it to the queue; the queue itself is claimed in order, whatever the clocks).
 # A: id, task, now, worker, at.  ARGV[2]: the output so far ('' = keep what is stored).
 # Returns 1 when released, 0 when the attempt is not this worker's.
 RELEASE_TASK = COMMON + r"""
@@ -399,8 +406,11 @@ if ARGV[2] and ARGV[2] ~= '' then redis.call('HSET', key, 'o:' .. tid, ARGV[2]) 
 drop_lease(id, tid, s.type)
 bump(id, key, A.now)
 local at = tonumber(A.at) or 0
-if at < tonumber(A.now) then at = A.now end
-redis.call('ZADD', P .. ':q:' .. s.type, at, id .. '|' .. tid)
+if at > tonumber(A.now) then   -- called back later: held apart, so the queue itself needs no clock
+  redis.call('ZADD', P .. ':qd:' .. s.type, at, id .. '|' .. tid)
+  return 1
+end
+redis.call('ZADD', P .. ':q:' .. s.type, A.now, id .. '|' .. tid)
 redis.call('PUBLISH', P .. ':ready', s.type)
 return 1
 """

@@ -1,0 +1,129 @@
+"""Who may do what: bearer tokens, the roles they carry, and what each role may call.
+
+A node given a tokens file (`tokens_file`) refuses every call without a known token
+(UNAUTHENTICATED / HTTP 401) and every call its token's roles do not cover (PERMISSION_DENIED /
+HTTP 403), before anything is read or written. Without one it runs open, as a development
+cluster on loopback does.
+
+Roles:
+- reader: read definitions, workflows, events, the cluster's state;
+- operator: a reader who also starts, operates and signals workflows and publishes events;
+- worker: connects for tasks (only the task types its token names, if it names any), reads
+  and acknowledges events of its subscriptions, reports task results;
+- admin: everything, including definitions, event handlers, topics and stepping the leader down.
+
+The tokens file (YAML or JSON) lists `tokens:`, each with a `name`, `roles` and either `token`
+(the secret itself) or `sha256` (its hex digest, so the file need not hold secrets), and for
+workers optionally `task_types`. Tokens are compared by digest in constant time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["ROLES", "Principal", "Tokens", "TokensError", "allows", "principal_in"]
+
+ROLES = ("reader", "operator", "worker", "admin")
+_IMPLIES = {"admin": {"admin", "operator", "worker", "reader"}, "operator": {"operator", "reader"},
+            "worker": {"worker"}, "reader": {"reader"}}
+MAX_TOKENS = 10_000
+
+
+class TokensError(ValueError):
+    """The tokens file cannot be used; the node does not start."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    roles: frozenset[str]
+    task_types: frozenset[str] | None = None   # a worker's task types; None = any
+
+    def may(self, role: str) -> bool:
+        return any(role in _IMPLIES[held] for held in self.roles)
+
+    def may_serve(self, task_types: list[str] | frozenset[str]) -> bool:
+        """Whether this principal may take tasks of all these types."""
+        if not self.may("worker"):
+            return False
+        return self.task_types is None or "admin" in self.roles or set(task_types) <= self.task_types
+
+
+def allows(principal: Principal | None, role: str) -> bool:
+    return principal is not None and principal.may(role)
+
+
+def principal_in(scope: Mapping[str, Any]) -> Principal | None:
+    """The principal an HTTP request was admitted as (left in its ASGI scope by the token gate)."""
+    found = scope.get("principal")
+    return found if isinstance(found, Principal) else None
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+class Tokens:
+    """The known tokens; `find(token)` is the principal a presented token belongs to, or None."""
+
+    def __init__(self, principals: dict[bytes, Principal]) -> None:
+        self._by_digest = principals
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def find(self, token: str) -> Principal | None:
+        if not token or len(token) > 4096:
+            return None
+        presented = _digest(token)
+        found = None
+        for digest, principal in self._by_digest.items():   # constant time per entry, whichever matches
+            if hmac.compare_digest(digest, presented):
+                found = principal
+        return found
+
+    def named(self, name: str, token: str) -> Principal | None:
+        """The principal called `name` if `token` is its token (a key id and secret exchange)."""
+        principal = self.find(token)
+        return principal if principal is not None and principal.name == name else None
+
+    @classmethod
+    def from_document(cls, document: Any) -> Tokens:
+        entries = document.get("tokens") if isinstance(document, dict) else None
+        if not isinstance(entries, list) or not entries:
+            raise TokensError("the tokens file must hold `tokens:`, a non-empty list")
+        if len(entries) > MAX_TOKENS:
+            raise TokensError(f"at most {MAX_TOKENS} tokens")
+        principals: dict[bytes, Principal] = {}
+        for index, entry in enumerate(entries):
+            where = f"tokens[{index}]"
+            if not isinstance(entry, dict):
+                raise TokensError(f"{where} must be an object")
+            name, roles = entry.get("name"), entry.get("roles")
+            if not isinstance(name, str) or not name.strip():
+                raise TokensError(f"{where}: `name` is required")
+            if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
+                raise TokensError(f"{where} ({name}): `roles` must list some of {', '.join(ROLES)}")
+            secret, hashed = entry.get("token"), entry.get("sha256")
+            if isinstance(secret, str) and len(secret) >= 16:
+                digest = _digest(secret)
+            elif isinstance(hashed, str) and len(hashed) == 64:
+                try:
+                    digest = bytes.fromhex(hashed)
+                except ValueError:
+                    raise TokensError(f"{where} ({name}): `sha256` is not hex") from None
+            else:
+                raise TokensError(f"{where} ({name}): give `token` (at least 16 characters) or `sha256` "
+                                  "(the token's hex SHA-256)")
+            types = entry.get("task_types")
+            if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
+                raise TokensError(f"{where} ({name}): `task_types` must be a list of task type names")
+            if digest in principals:
+                raise TokensError(f"{where} ({name}): the same token is listed twice")
+            principals[digest] = Principal(name.strip(), frozenset(roles),
+                                           frozenset(types) if types is not None else None)
+        return cls(principals)
