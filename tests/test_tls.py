@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import uuid
@@ -79,12 +80,16 @@ def test_clients_with_the_client_certificate_get_in_and_others_do_not(secure: Se
 
 def test_https_needs_the_client_certificate_too(secure: Secure) -> None:
     certs = secure.certs
-    with httpx.Client(verify=str(certs.ca), cert=(str(certs.client_cert), str(certs.client_key)),
-                      timeout=10.0) as https:
+    with_certificate = ssl.create_default_context(cafile=str(certs.ca))
+    with_certificate.load_cert_chain(str(certs.client_cert), str(certs.client_key))
+    with httpx.Client(verify=with_certificate, timeout=10.0) as https:
         assert https.get(f"{secure.http}/healthz").status_code == 200
         assert https.get(f"{secure.http}/api/metadata/taskdefs").status_code == 200
-    with httpx.Client(verify=str(certs.ca), timeout=10.0) as without, pytest.raises(httpx.HTTPError):
+    without_certificate = ssl.create_default_context(cafile=str(certs.ca))
+    with httpx.Client(verify=without_certificate, timeout=10.0) as without, pytest.raises(httpx.HTTPError):
         without.get(f"{secure.http}/healthz")
+    with httpx.Client(timeout=10.0) as plaintext, pytest.raises(httpx.HTTPError):
+        plaintext.get(secure.http.replace("https://", "http://") + "/healthz")
 
 
 def test_grpcurl_and_the_cli_with_the_printed_settings(secure: Secure) -> None:
