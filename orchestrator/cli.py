@@ -89,6 +89,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+# How a node reaches etcd and Redis securely: setting -> help (flags --etcd-tls-ca, --redis-username, ...).
+INFRASTRUCTURE_SECURITY = {
+    "etcd_tls_ca_file": "PEM CA of etcd's certificate (TLS to etcd)",
+    "etcd_tls_cert_file": "this node's client certificate for etcd (etcd --client-cert-auth)",
+    "etcd_tls_key_file": "its private key",
+    "redis_username": "the Redis ACL user this node connects as",
+    "redis_password_file": "a file holding that user's password",
+    "redis_tls_ca_file": "PEM CA of Redis's certificate (with a rediss:// URL)",
+    "redis_tls_cert_file": "this node's client certificate for Redis (tls-auth-clients yes)",
+    "redis_tls_key_file": "its private key",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="orchestrator", description=__doc__, epilog=EXIT_CODES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +174,9 @@ def _add_node(commands: Any) -> None:
                       help="PEM CA whose certificates clients must present (mutual TLS; nodes present theirs too)")
     node.add_argument("--allow-plaintext", action="store_true", default=None,
                       help="serve plaintext beyond loopback (refused otherwise): only behind something that encrypts")
+    for name, text in INFRASTRUCTURE_SECURITY.items():
+        flag = name if name == "redis_password_file" else name.removesuffix("_file")
+        node.add_argument("--" + flag.replace("_", "-"), dest=name, help=text)
     node.add_argument("--http-tasks", dest="http_task_concurrency", type=int,
                       help="HTTP and HTTP_POLL tasks this node calls at once (default 32); 0: the node runs none "
                            "and workers that serve task type HTTP do")
@@ -1180,19 +1196,25 @@ def run_node(args: argparse.Namespace) -> int:
     from .cluster.logs import setup_logging
     from .node import Node
 
-    config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
-                             http_listen=args.http_listen,
-                             redis_url=args.redis_url, redis_sentinels=args.redis_sentinels,
-                             redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
-                             cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
-                             retention_s=args.retention_s, archive_dir=args.archive_dir,
-                             log_format=args.log_format, trace_file=args.trace_file,
-                             http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file,
-                             tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
-                             tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext)
-    setup_logging(config.node_id, config.log_level, config.log_format)
+    try:
+        config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
+                                 http_listen=args.http_listen,
+                                 redis_url=args.redis_url, redis_sentinels=args.redis_sentinels,
+                                 redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
+                                 cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
+                                 retention_s=args.retention_s, archive_dir=args.archive_dir,
+                                 log_format=args.log_format, trace_file=args.trace_file,
+                                 http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file,
+                                 tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
+                                 tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext,
+                                 **{name: getattr(args, name) for name in INFRASTRUCTURE_SECURITY})
+        setup_logging(config.node_id, config.log_level, config.log_format)
+        node = Node(config)
+    except (ValueError, OSError) as exc:   # a setting, or a file it names, that cannot be used
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(Node(config).run_until_signalled())
+        runner.run(node.run_until_signalled())
     return 0
 
 

@@ -49,6 +49,16 @@ class NodeConfig:
     tls_key_file: str = ""
     tls_ca_file: str = ""
     allow_plaintext: bool = False             # serve plaintext beyond loopback (only behind something that encrypts)
+    # etcd over TLS: its CA, and this node's client certificate when etcd asks for one (--client-cert-auth)
+    etcd_tls_ca_file: str = ""
+    etcd_tls_cert_file: str = ""
+    etcd_tls_key_file: str = ""
+    # Redis as an ACL user, over TLS (rediss:// in redis_url, or the files below); the password from a file
+    redis_username: str = ""
+    redis_password_file: str = ""
+    redis_tls_ca_file: str = ""
+    redis_tls_cert_file: str = ""
+    redis_tls_key_file: str = ""
 
     def __post_init__(self) -> None:
         if not self.advertise:
@@ -67,10 +77,20 @@ class NodeConfig:
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_ca_file and not self.tls_cert_file:
             raise ValueError("tls_ca_file (client certificates) needs tls_cert_file and tls_key_file")
+        if bool(self.etcd_tls_cert_file) != bool(self.etcd_tls_key_file):
+            raise ValueError("etcd_tls_cert_file and etcd_tls_key_file go together")
+        if bool(self.redis_tls_cert_file) != bool(self.redis_tls_key_file):
+            raise ValueError("redis_tls_cert_file and redis_tls_key_file go together")
         if not 0 <= self.http_task_concurrency <= 10_000:
             raise ValueError("http_task_concurrency must be from 0 (the node runs no HTTP tasks) to 10000")
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
+
+    def redis_password(self) -> str | None:
+        """The Redis ACL user's password, read from its file (never given on a command line)."""
+        if not self.redis_password_file:
+            return None
+        return Path(self.redis_password_file).read_text().strip()
 
     @property
     def infrastructure(self) -> list[str]:

@@ -49,7 +49,7 @@ from .core.auth import Tokens, TokensError
 from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
-from .store.redis import RedisStore
+from .store.redis import RedisAccess, RedisStore
 from .store.redis.adapter import IDEMPOTENCY_TTL_S
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,17 @@ class Backoff:
         return float(min(self.then_s * 2.0 ** (self._count - 2), self.max_s))
 
 
+def etcd_credentials(config: NodeConfig) -> grpc.ChannelCredentials | None:
+    """TLS to etcd when its CA (and this node's client certificate) are configured."""
+    if not (config.etcd_tls_ca_file or config.etcd_tls_cert_file):
+        return None
+    def read(path: str) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+    return grpc.ssl_channel_credentials(root_certificates=read(config.etcd_tls_ca_file),
+                                        private_key=read(config.etcd_tls_key_file),
+                                        certificate_chain=read(config.etcd_tls_cert_file))
+
+
 class NodeStartError(Exception):
     """The node cannot start (its port is taken, ...); the message says what to change."""
 
@@ -89,14 +100,17 @@ class Node:
         self.store: Store
         # A start's idempotency key is kept as long as its workflow (its retention), at most 7 days.
         idempotency_ttl_s = max(1, int(min(IDEMPOTENCY_TTL_S, config.retention_s)))
+        access = RedisAccess(username=config.redis_username or None, password=config.redis_password(),
+                             ca_file=config.redis_tls_ca_file, cert_file=config.redis_tls_cert_file,
+                             key_file=config.redis_tls_key_file)
         if config.redis_sentinels:
             self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
                                                    prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes,
-                                                   idempotency_ttl_s=idempotency_ttl_s)
+                                                   idempotency_ttl_s=idempotency_ttl_s, access=access)
         else:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix,
                                              max_value_bytes=config.max_payload_bytes,
-                                             idempotency_ttl_s=idempotency_ttl_s)
+                                             idempotency_ttl_s=idempotency_ttl_s, access=access)
         self.tracing = Tracing.from_settings(config.node_id, config.cluster, config.trace_file)
         self.dispatcher = Dispatcher(self.store, tracing=self.tracing)
         self.notifier = Notifier(self.store)
@@ -110,7 +124,7 @@ class Node:
                                          protected=config.infrastructure, on_result=self.decider.soon)
         self.retention = Retention(self.store, self.archive, config.retention_s)
         self.server: grpc.aio.Server | None = None
-        self.etcd = EtcdClient(config.etcd_endpoints)
+        self.etcd = EtcdClient(config.etcd_endpoints, credentials=etcd_credentials(config))
         self.election: Candidacy | None = None
         self._resigning: asyncio.Task[None] | None = None
         self._leader_watch: asyncio.Task[None] | None = None

@@ -320,8 +320,11 @@ class EtcdClient:
     ``attempts`` counts RPC attempts (one per endpoint tried), for tests and metrics.
     """
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = 0.5) -> None:
-        """Validate only; nothing is connected before the first call."""
+    def __init__(self, endpoints: Sequence[str], *, timeout: float = 0.5,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        """Validate only; nothing is connected before the first call. `credentials`: TLS to etcd
+        (its CA, and this node's client certificate when etcd asks for one)."""
+        self.credentials = credentials
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         if timeout <= 0:
@@ -336,7 +339,9 @@ class EtcdClient:
 
     def _stub(self, index: int) -> _Stubs:
         if index not in self._stubs:
-            channel = grpc.aio.insecure_channel(self.endpoints[index], options=_CHANNEL_OPTIONS)
+            channel = (grpc.aio.secure_channel(self.endpoints[index], self.credentials, options=_CHANNEL_OPTIONS)
+                       if self.credentials is not None
+                       else grpc.aio.insecure_channel(self.endpoints[index], options=_CHANNEL_OPTIONS))
             self._stubs[index] = _Stubs(channel, rpc_pb2_grpc.KVStub(channel),
                                         rpc_pb2_grpc.LeaseStub(channel), rpc_pb2_grpc.WatchStub(channel))
         return self._stubs[index]

@@ -1,5 +1,5 @@
 """The Redis implementation of the store: `RedisStore`."""
 
-from .adapter import RedisStore
+from .adapter import RedisAccess, RedisStore
 
-__all__ = ["RedisStore"]
+__all__ = ["RedisAccess", "RedisStore"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+from dataclasses import dataclass
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -75,6 +76,41 @@ class _CachedSnapshot:
         self.variables = dumps(snapshot["workflow"].get("variables", {}))
 
 
+@dataclass(frozen=True)
+class RedisAccess:
+    """How a node proves itself to Redis: an ACL user and password, and TLS (the CA that signed
+    Redis's certificate; this node's certificate when Redis asks for one)."""
+
+    username: str | None = None
+    password: str | None = None
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca_file or self.cert_file)
+
+    def connection_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if self.username:
+            options["username"] = self.username
+        if self.password is not None:
+            options["password"] = self.password
+        if self.tls:
+            options.update(ssl=True, ssl_ca_certs=self.ca_file or None, ssl_certfile=self.cert_file or None,
+                           ssl_keyfile=self.key_file or None, ssl_cert_reqs="required")
+        return options
+
+    def url_options(self, url: str) -> dict[str, Any]:
+        """For a pool built from a URL: TLS is the URL's scheme (rediss://), so `ssl` is left out."""
+        options = self.connection_options()
+        options.pop("ssl", None)
+        if self.tls and not url.startswith("rediss://"):
+            raise ValueError("Redis TLS files are given but redis_url is not rediss://")
+        return options
+
+
 class RedisStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, *, max_value_bytes: int = 1024 * 1024,
@@ -95,20 +131,23 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
-                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> RedisStore:
+                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, access: RedisAccess | None = None) -> RedisStore:
         pool = aioredis.BlockingConnectionPool.from_url(
             url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S, decode_responses=True, health_check_interval=5,
-            socket_keepalive=True, retry_on_timeout=True)
+            socket_keepalive=True, retry_on_timeout=True, **(access.url_options(url) if access else {}))
         return cls(aioredis.Redis(connection_pool=pool), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
-                       password: str | None = None, *, max_value_bytes: int = 1024 * 1024,
-                       idempotency_ttl_s: int = IDEMPOTENCY_TTL_S) -> RedisStore:
-        """Follow the master that Sentinel names; after a failover, reconnect to the new one."""
+                       *, max_value_bytes: int = 1024 * 1024, idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
+                       access: RedisAccess | None = None) -> RedisStore:
+        """Follow the master that Sentinel names; after a failover, reconnect to the new one.
+        `access` (the ACL user and TLS) applies to the Sentinels and to the master alike."""
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
-        sentinel = Sentinel(addresses, socket_timeout=1.0)  # type: ignore[no-untyped-call]
-        client = sentinel.master_for(master, decode_responses=True, db=db, password=password,
+        options = access.connection_options() if access else {}
+        sentinel = Sentinel(addresses, socket_timeout=1.0, sentinel_kwargs=dict(options),  # type: ignore[no-untyped-call]
+                            **options)
+        client = sentinel.master_for(master, decode_responses=True, db=db,
                                      health_check_interval=5, socket_keepalive=True, retry_on_timeout=True,
                                      max_connections=MAX_CONNECTIONS)
         return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
