@@ -26,7 +26,8 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient, task
 
 TOKENS = {"admin": "admin-token-0123456789", "operator": "operator-token-0123456789",
-          "reader": "reader-token-0123456789", "worker": "worker-token-0123456789"}
+          "reader": "reader-token-0123456789", "worker": "worker-token-0123456789",
+          "other_worker": "other-worker-token-0123456789"}
 
 
 class Secured:
@@ -49,7 +50,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: A
         {"name": "ada", "roles": ["admin"], "token": TOKENS["admin"]},
         {"name": "ops", "roles": ["operator"], "token": TOKENS["operator"]},
         {"name": "audit", "roles": ["reader"], "token": TOKENS["reader"]},
-        {"name": "billing-worker", "roles": ["worker"], "task_types": ["auth_charge"], "token": TOKENS["worker"]}]}))
+        {"name": "billing-worker", "roles": ["worker"], "task_types": ["auth_charge"], "token": TOKENS["worker"]},
+        {"name": "other-worker", "roles": ["worker"], "token": TOKENS["other_worker"]}]}))
     port, http_port = free_port(), free_port()
     process = start_node(folder, node_id="guarded", port=port, redis_url=redis_server.url,
                          etcd_endpoints=etcd.endpoints, cluster=f"a{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
@@ -142,6 +144,29 @@ def test_http_routes_need_tokens_and_the_console_signs_in(secured: Secured) -> N
         assert signed.status_code == 303 and signed.headers["location"] == "/executions"
         assert "HttpOnly" in signed.headers["set-cookie"]
         assert http.get("/executions").status_code == 200   # the client keeps the cookie
+
+
+def test_a_worker_token_reports_only_what_it_polled_itself(secured: Secured) -> None:
+    workflow_id = secured.clients["operator"].start_workflow("auth_flow", {})
+    with httpx.Client(base_url=f"{secured.http}/api", timeout=10.0) as http:
+        polled = http.get("/tasks/poll/batch/auth_charge", params={"workerid": "w1", "timeout": 5000},
+                          headers={"X-Authorization": TOKENS["worker"]}).json()
+        task = next(t for t in polled if t["workflowInstanceId"] == workflow_id)
+        result = {"taskId": task["taskId"], "workflowInstanceId": workflow_id, "workerId": "w1",
+                  "status": "COMPLETED", "outputData": {"by": "a thief"}}
+        stolen = http.post("/tasks", json=result, headers={"X-Authorization": TOKENS["other_worker"]})
+        assert stolen.status_code == 409 and "held by another worker" in stolen.json()["message"]
+        anonymous = {k: v for k, v in result.items() if k != "workerId"}
+        unnamed = http.post("/tasks", json=anonymous, headers={"X-Authorization": TOKENS["other_worker"]})
+        assert unnamed.status_code == 400
+        by_reference = http.post(f"/tasks/{workflow_id}/charge/COMPLETED", json={},
+                                 headers={"X-Authorization": TOKENS["other_worker"]})
+        assert by_reference.status_code == 403 and "operator" in by_reference.json()["message"]
+        own = http.post("/tasks", json={**result, "outputData": {"by": "its worker"}},
+                        headers={"X-Authorization": TOKENS["worker"]})
+        assert own.status_code == 200
+    done = wait_for_status(secured.clients["reader"], workflow_id, "COMPLETED")
+    assert done["output"] == {"by": "its worker"}
 
 
 def test_conductor_python_signs_in_with_a_key_and_secret(secured: Secured) -> None:

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core import statuses as st
-from ..core.auth import principal_in
+from ..core.auth import Principal, principal_in
 from ..core.clock import now_ms
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
@@ -81,7 +81,7 @@ def routes(parts: RestParts) -> list[Route]:
         worker_id = worker_of(request)
         count = number(request, "count", 1, 1, MAX_POLL_COUNT)
         wait_ms = number(request, "timeout", 100, 0, MAX_POLL_WAIT_MS)
-        claimed = await claim(task_type, count, worker_id, wait_ms)
+        claimed = await claim(task_type, count, claimant(principal_in(request.scope), worker_id), wait_ms)
         now = now_ms()
         return JSONResponse([polled_task(t, worker_id, now) for t in claimed])
 
@@ -90,29 +90,40 @@ def routes(parts: RestParts) -> list[Route]:
         task_type = _name(request.path_params["task_type"], "the task type")
         check_serves(request, task_type)
         worker_id = worker_of(request)
-        claimed = await store.claim(task_type, 1, worker_id, now_ms())
+        claimed = await store.claim(task_type, 1, claimant(principal_in(request.scope), worker_id), now_ms())
         if not claimed:
             return Response(status_code=204)
         return JSONResponse(polled_task(claimed[0], worker_id, now_ms()))
 
-    async def update(result: dict[str, Any]) -> tuple[str, str, str]:
+    def claimant(principal: Principal | None, worker_id: str) -> str:
+        """The worker id a poll claims under and an update must match: with tokens, qualified by the
+        token's name, so a token reports only what it polled (whatever `workerId` it sends)."""
+        if parts.tokens is None or principal is None:
+            return worker_id
+        return f"{principal.name}/{worker_id}"
+
+    async def update(result: dict[str, Any], principal: Principal | None) -> tuple[str, str, str]:
         """Store a TaskResult; (task id, outcome word, task type). Refused when it cannot apply."""
         task_id, workflow_id = result.get("taskId"), result.get("workflowInstanceId")
         if not isinstance(task_id, str) or not isinstance(workflow_id, str):
             raise Refused("INVALID_ARGUMENT", "taskId and workflowInstanceId are required")
         _name(task_id, "taskId")
         _name(workflow_id, "workflowInstanceId")
-        worker_id = result.get("workerId") or ANY_WORKER
-        if not isinstance(worker_id, str) or len(worker_id) > MAX_NAME_LENGTH:
+        named = result.get("workerId")
+        if named is not None and (not isinstance(named, str) or len(named) > MAX_NAME_LENGTH):
             raise Refused("INVALID_ARGUMENT", f"workerId must be text of at most {MAX_NAME_LENGTH} characters")
-        await keep_logs(task_id, result.get("logs"))
+        worker_id = claimant(principal, named) if named else ANY_WORKER
+        if worker_id == ANY_WORKER and parts.tokens is not None:
+            raise Refused("INVALID_ARGUMENT", "workerId is required: with tokens, a worker reports only the tasks "
+                                              "it polled itself")
         status = result.get("status")
+        if status != "IN_PROGRESS" and status not in FINAL:
+            raise Refused("INVALID_ARGUMENT", f"status must be one of IN_PROGRESS, {', '.join(FINAL)}; got "
+                                              f"{str(status)[:40]!r}")
+        await keep_logs(task_id, result.get("logs"))
         output = result.get("outputData") or {}
         if status == "IN_PROGRESS":
             return task_id, await in_progress(workflow_id, task_id, worker_id, result, output), ""
-        if status not in FINAL:
-            raise Refused("INVALID_ARGUMENT", f"status must be one of IN_PROGRESS, {', '.join(FINAL)}; got "
-                                              f"{str(status)[:40]!r}")
         final = FINAL[status]
         reason = str(result.get("reasonForIncompletion") or "")[:4096]
         output_text, problem = checked_output(parts.limit, json.dumps(output, ensure_ascii=False))
@@ -165,7 +176,7 @@ def routes(parts: RestParts) -> list[Route]:
     async def update_task(request: Request) -> Response:
         result = object_body(await json_body(request, parts.limit.max_bytes + 64 * 1024, "a TaskResult"),
                              "TaskResult")
-        task_id, _, _ = await update(result)
+        task_id, _, _ = await update(result, principal_in(request.scope))
         return plain(task_id)
 
     @answering_errors
@@ -173,11 +184,14 @@ def routes(parts: RestParts) -> list[Route]:
         """Store the result, then hand the same worker its next task of that type, if one waits."""
         result = object_body(await json_body(request, parts.limit.max_bytes + 64 * 1024, "a TaskResult"),
                              "TaskResult")
-        _, outcome, task_type = await update(result)
+        principal = principal_in(request.scope)
+        _, outcome, task_type = await update(result, principal)
         worker_id = result.get("workerId")
         if outcome not in ("STORED", "DUPLICATE") or not task_type or not isinstance(worker_id, str) or not worker_id:
             return Response(status_code=204)
-        claimed = await store.claim(task_type, 1, worker_id, now_ms())
+        if parts.tokens is not None and (principal is None or not principal.may_serve([task_type])):
+            return Response(status_code=204)
+        claimed = await store.claim(task_type, 1, claimant(principal, worker_id), now_ms())
         if not claimed:
             return Response(status_code=204)
         return JSONResponse(polled_task(claimed[0], worker_id, now_ms()))
