@@ -109,6 +109,8 @@ class Tokens:
             if not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles):
                 raise TokensError(f"{where} ({name}): `roles` must list some of {', '.join(ROLES)}")
             secret, hashed = entry.get("token"), entry.get("sha256")
+            if isinstance(hashed, int) or isinstance(secret, int):
+                raise TokensError(f"{where} ({name}): quote the token or digest (YAML read it as a number)")
             if isinstance(secret, str) and len(secret) >= 16:
                 digest = _digest(secret)
             elif isinstance(hashed, str) and len(hashed) == 64:
