@@ -72,7 +72,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         follower = next(n for n in cluster.nodes if n != leader)
         running = Setup(cluster, client, prefix, follower)
         metadata = running.clients.get_metadata_client()
-        for name in ("charge", "pack", "ship", "echo"):
+        for name in ("charge", "pack", "ship", "echo", "async_double"):
             metadata.register_task_def(TaskDef(name=f"{prefix}_{name}", retry_count=0, response_timeout_seconds=10))
         metadata.register_task_def(TaskDef(name=f"{prefix}_flaky", retry_count=2, retry_logic="FIXED",
                                            retry_delay_seconds=0, response_timeout_seconds=10))
@@ -130,6 +130,20 @@ def test_sdk_workers_and_ours_complete_workflows_the_sdk_started_across_a_leader
     report = DrillReport(signal="SIGKILL")
     audit(setup.cluster, setup.client, report, before + after)   # the audit stream: each ended exactly once
     assert report.lost == [] and report.completed_twice == [] and report.completed == 40, report.summary()
+
+
+def test_the_sdks_async_workers_run_too(setup: Setup) -> None:
+    name = unique("sdk_async_wf")
+    setup.clients.get_metadata_client().register_workflow_def(WorkflowDef(
+        name=name, version=1, schema_version=2, tasks=[WorkflowTask(
+            name=f"{setup.prefix}_async_double", task_reference_name="double", type="SIMPLE",
+            input_parameters={"n": "${workflow.input.n}"})],
+        output_parameters={"doubled": "${double.output.doubled}"}), overwrite=True)
+    workflows = setup.clients.get_workflow_client()
+    ids = [str(workflows.start_workflow(StartWorkflowRequest(name=name, version=1, input={"n": n})))
+           for n in range(5)]
+    ended = wait_all(setup, ids)
+    assert sorted(w.output["doubled"] for w in ended.values()) == [0, 2, 4, 6, 8]
 
 
 def test_task_logs_sent_with_results_are_kept(setup: Setup) -> None:

@@ -8,6 +8,7 @@ It stops its worker processes on SIGTERM. (No `from __future__ import annotation
 reads the functions' parameter types at run time to convert their inputs.)
 """
 
+import asyncio
 import os
 import signal
 import sys
@@ -47,6 +48,12 @@ def flaky(order: str) -> dict[str, Any]:
 @worker_task(task_definition_name=f"{PREFIX}_echo", poll_interval_millis=POLL_MS, thread_count=THREADS)
 def echo(n: int) -> dict[str, Any]:
     return {"n": n}
+
+
+@worker_task(task_definition_name=f"{PREFIX}_async_double", poll_interval_millis=POLL_MS, thread_count=THREADS)
+async def async_double(n: int) -> dict[str, Any]:   # the SDK runs async def workers on its asyncio runner
+    await asyncio.sleep(0.01)
+    return {"doubled": 2 * n}
 
 
 def main() -> None:
