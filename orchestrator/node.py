@@ -45,7 +45,7 @@ from .cluster.tracing import Tracing
 from .config import NodeConfig
 from .core import state as m
 from .core import statuses as st
-from .core.auth import Tokens, TokensError
+from .core.auth import Tokens, TokensError, jwt_key_file
 from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
 from .store import Store
@@ -212,11 +212,16 @@ class Node:
         """The tokens every call must carry one of, when a tokens file is configured."""
         if not self.config.tokens_file:
             return None
+        path = Path(self.config.tokens_file)
         try:
-            tokens = Tokens.from_document(yaml.safe_load(Path(self.config.tokens_file).read_text()))
+            document = yaml.safe_load(path.read_text())
+            key_file = jwt_key_file(document)
+            key = (path.parent / key_file).read_bytes() if key_file else None   # relative to the tokens file
+            tokens = Tokens.from_document(document, key)
         except (OSError, yaml.YAMLError, TokensError) as exc:
             raise NodeStartError(f"cannot use the tokens file {self.config.tokens_file}: {exc}") from None
-        log.info("node %s requires a token on every call (%d tokens known)", self.config.node_id, len(tokens))
+        log.info("node %s requires a token on every call (%d tokens known%s)", self.config.node_id, len(tokens),
+                 ", and JWTs" if tokens.jwt_rules is not None else "")
         return tokens
 
     def _load_tls(self) -> TlsFiles | None:

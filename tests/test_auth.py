@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 import pytest
 import yaml
 
@@ -21,10 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
 from helpers import BackgroundWorker, unique, wait_for_status
+from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient, task
 
+JWT_SECRET = "a-shared-secret-of-at-least-32-bytes-" + uuid.uuid4().hex
 TOKENS = {"admin": "admin-token-0123456789", "operator": "operator-token-0123456789",
           "reader": "reader-token-0123456789", "worker": "worker-token-0123456789",
           "other_worker": "other-worker-token-0123456789"}
@@ -46,7 +50,9 @@ class Secured:
 def secured(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any) -> Iterator[Secured]:
     folder = tmp_path_factory.mktemp("auth")
     tokens_file = folder / "tokens.yaml"
-    tokens_file.write_text(yaml.safe_dump({"tokens": [
+    (folder / "jwt.secret").write_text(JWT_SECRET)
+    tokens_file.write_text(yaml.safe_dump({"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret",
+                                                   "issuer": "https://id.example"}, "tokens": [
         {"name": "ada", "roles": ["admin"], "token": TOKENS["admin"]},
         {"name": "ops", "roles": ["operator"], "token": TOKENS["operator"]},
         {"name": "audit", "roles": ["reader"], "token": TOKENS["reader"]},
@@ -169,6 +175,36 @@ def test_a_worker_token_reports_only_what_it_polled_itself(secured: Secured) -> 
     assert done["output"] == {"by": "its worker"}
 
 
+def signed(claims: dict[str, Any], secret: str = JWT_SECRET) -> str:
+    now = int(time.time())
+    return jwt.encode({"iss": "https://id.example", "iat": now, "exp": now + 300, **claims}, secret,
+                      algorithm="HS256")
+
+
+def test_jwts_from_an_identity_provider_carry_their_roles(secured: Secured) -> None:
+    def client(token: str) -> WorkflowClient:
+        return WorkflowClient([secured.endpoint], token=token, timeout_s=5.0)
+
+    with client(signed({"sub": "ci-bot", "roles": ["operator"]})) as bot:
+        workflow_id = bot.start_workflow("auth_flow", {})
+        assert code_of(lambda: bot.register_task_def({"name": unique("jwt")})) == "PERMISSION_DENIED"
+        bot.terminate_workflow(workflow_id, reason="jwt test")
+    refused = {
+        "expired": signed({"sub": "late", "roles": ["admin"], "exp": int(time.time()) - 10}),
+        "forged": signed({"sub": "mallory", "roles": ["admin"]}, secret="another-secret-of-at-least-32-bytes!!"),
+        "unknown role": signed({"sub": "odd", "roles": ["superuser"]}),
+        "another issuer": jwt.encode({"iss": "https://evil.example", "sub": "x", "roles": ["admin"],
+                                      "exp": int(time.time()) + 300}, JWT_SECRET, algorithm="HS256"),
+        "no expiry": jwt.encode({"iss": "https://id.example", "sub": "x", "roles": ["admin"]}, JWT_SECRET,
+                                algorithm="HS256")}
+    for why, token in refused.items():
+        with client(token) as stranger:
+            assert code_of(stranger.list_task_defs) == "UNAUTHENTICATED", why
+    with httpx.Client(base_url=secured.http, timeout=10.0) as http:   # the HTTP port takes them too
+        reader_jwt = signed({"sub": "dash", "roles": ["reader"]})
+        assert http.get("/api/metadata/taskdefs", headers={"Authorization": f"Bearer {reader_jwt}"}).status_code == 200
+
+
 def test_conductor_python_signs_in_with_a_key_and_secret(secured: Secured) -> None:
     from conductor.client.configuration.configuration import Configuration
     from conductor.client.configuration.settings.authentication_settings import AuthenticationSettings
@@ -191,3 +227,20 @@ def test_a_node_refuses_to_start_with_a_tokens_file_it_cannot_use(tmp_path: Path
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 2
     assert "cannot use the tokens file" in done.stderr and "`roles` must list some of" in done.stderr
+
+
+@pytest.mark.parametrize("document,key,words", [
+    ({"jwt": {"algorithm": "none"}}, b"k" * 40, "jwt.algorithm must be one of"),
+    ({"jwt": {"algorithm": "HS256"}}, b"short", "at least 32 bytes"),
+    ({"jwt": {"algorithm": "HS256"}}, None, "give `secret_file`"),
+    ({"tokens": [{"name": "n", "roles": ["admin"], "sha256": 1111}]}, None, "quote the token"),
+    ({"tokens": [{"name": "n", "roles": ["admin"], "token": "short"}]}, None, "at least 16 characters"),
+    ({"tokens": [{"name": "n", "roles": ["admin"], "token": "same-token-twice-0000"},
+                 {"name": "m", "roles": ["reader"], "token": "same-token-twice-0000"}]}, None, "listed twice"),
+    ([], None, "must be a mapping"),
+])
+def test_a_tokens_file_that_cannot_be_trusted_is_refused_with_the_reason(document: Any, key: bytes | None,
+                                                                         words: str) -> None:
+    with pytest.raises(TokensError) as refused:
+        Tokens.from_document(document, key)
+    assert words in str(refused.value)

@@ -15,6 +15,12 @@ Roles:
 The tokens file (YAML or JSON) lists `tokens:`, each with a `name`, `roles` and either `token`
 (the secret itself) or `sha256` (its hex digest, so the file need not hold secrets), and for
 workers optionally `task_types`. Tokens are compared by digest in constant time.
+
+It may also (or instead) accept JSON Web Tokens signed by an identity provider: `jwt:` with the
+`algorithm` (HS256/384/512 with a shared `secret_file`, RS*/ES* with a `public_key_file`),
+optionally `issuer` and `audience`. A JWT must carry `sub` (the principal's name), `exp`, and
+its roles in `roles` (or the claim named by `roles_claim`), optionally `task_types`; one that
+names a role we do not know is refused rather than half-trusted. Verified with PyJWT.
 """
 
 from __future__ import annotations
@@ -25,7 +31,9 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["ROLES", "Principal", "Tokens", "TokensError", "allows", "principal_in"]
+import jwt
+
+__all__ = ["ROLES", "JwtRules", "Principal", "Tokens", "TokensError", "allows", "jwt_key_file", "principal_in"]
 
 ROLES = ("reader", "operator", "worker", "admin")
 _IMPLIES = {"admin": {"admin", "operator", "worker", "reader"}, "operator": {"operator", "reader"},
@@ -67,23 +75,54 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512")
+
+
+@dataclass(frozen=True)
+class JwtRules:
+    """How JWTs are verified; `key`: the shared secret (HS*) or the PEM public key (RS*, ES*)."""
+
+    algorithm: str
+    key: bytes
+    issuer: str | None = None
+    audience: str | None = None
+    roles_claim: str = "roles"
+
+    def principal(self, token: str) -> Principal | None:
+        try:
+            claims = jwt.decode(token, self.key, algorithms=[self.algorithm], issuer=self.issuer,
+                                audience=self.audience, options={"require": ["exp", "sub"]})
+        except jwt.PyJWTError:
+            return None
+        roles, types = claims.get(self.roles_claim), claims.get("task_types")
+        if (not isinstance(roles, list) or not roles or any(r not in ROLES for r in roles)
+                or not isinstance(claims.get("sub"), str)):
+            return None
+        if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
+            return None
+        return Principal(claims["sub"], frozenset(roles), frozenset(types) if types is not None else None)
+
+
 class Tokens:
     """The known tokens; `find(token)` is the principal a presented token belongs to, or None."""
 
-    def __init__(self, principals: dict[bytes, Principal]) -> None:
+    def __init__(self, principals: dict[bytes, Principal], jwt_rules: JwtRules | None = None) -> None:
         self._by_digest = principals
+        self.jwt_rules = jwt_rules
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
     def find(self, token: str) -> Principal | None:
-        if not token or len(token) > 4096:
+        if not token or len(token) > 8192:
             return None
         presented = _digest(token)
         found = None
         for digest, principal in self._by_digest.items():   # constant time per entry, whichever matches
             if hmac.compare_digest(digest, presented):
                 found = principal
+        if found is None and self.jwt_rules is not None and token.count(".") == 2:
+            found = self.jwt_rules.principal(token)
         return found
 
     def named(self, name: str, token: str) -> Principal | None:
@@ -92,10 +131,16 @@ class Tokens:
         return principal if principal is not None and principal.name == name else None
 
     @classmethod
-    def from_document(cls, document: Any) -> Tokens:
-        entries = document.get("tokens") if isinstance(document, dict) else None
+    def from_document(cls, document: Any, jwt_key: bytes | None = None) -> Tokens:
+        """`jwt_key`: the contents of `jwt.secret_file` or `jwt.public_key_file` (read by the caller)."""
+        if not isinstance(document, dict):
+            raise TokensError("the tokens file must be a mapping with `tokens:` and/or `jwt:`")
+        rules = _jwt_rules(document.get("jwt"), jwt_key)
+        entries = document.get("tokens")
+        if entries is None and rules is not None:
+            return cls({}, rules)
         if not isinstance(entries, list) or not entries:
-            raise TokensError("the tokens file must hold `tokens:`, a non-empty list")
+            raise TokensError("the tokens file must hold `tokens:`, a non-empty list (or `jwt:`)")
         if len(entries) > MAX_TOKENS:
             raise TokensError(f"at most {MAX_TOKENS} tokens")
         principals: dict[bytes, Principal] = {}
@@ -128,4 +173,33 @@ class Tokens:
                 raise TokensError(f"{where} ({name}): the same token is listed twice")
             principals[digest] = Principal(name.strip(), frozenset(roles),
                                            frozenset(types) if types is not None else None)
-        return cls(principals)
+        return cls(principals, rules)
+
+
+def jwt_key_file(document: Any) -> str | None:
+    """The file the `jwt:` section names for its key, for the caller to read."""
+    section = document.get("jwt") if isinstance(document, dict) else None
+    if not isinstance(section, dict):
+        return None
+    name = section.get("secret_file") or section.get("public_key_file")
+    return name if isinstance(name, str) and name else None
+
+
+def _jwt_rules(section: Any, key: bytes | None) -> JwtRules | None:
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise TokensError("`jwt:` must be a mapping (algorithm, secret_file or public_key_file, issuer, audience)")
+    algorithm = section.get("algorithm")
+    if algorithm not in JWT_ALGORITHMS:
+        raise TokensError(f"jwt.algorithm must be one of {', '.join(JWT_ALGORITHMS)}")
+    if not key:
+        raise TokensError("jwt: give `secret_file` (HS*) or `public_key_file` (RS*, ES*), a file with the key")
+    if algorithm.startswith("HS") and len(key.strip()) < 32:
+        raise TokensError("jwt: an HS* secret must have at least 32 bytes")
+    claim = section.get("roles_claim", "roles")
+    for name in ("issuer", "audience"):
+        if section.get(name) is not None and not isinstance(section[name], str):
+            raise TokensError(f"jwt.{name} must be text")
+    return JwtRules(algorithm, key.strip() if algorithm.startswith("HS") else key, section.get("issuer"),
+                    section.get("audience"), claim if isinstance(claim, str) and claim else "roles")
