@@ -203,6 +203,8 @@ def test_search_queries(http: httpx.Client, node: Any) -> None:
     ("get", "/tasks/poll/batch/any", {"params": {"timeout": "soon"}}, 400, "whole number"),
     ("post", "/workflow", {"json": {"name": "x", "input": [1]}}, 400, "input must be a JSON object"),
     ("post", "/workflow", {"content": b"{"}, 400, "not valid JSON"),
+    ("post", "/workflow", {"json": {"name": "x", "version": 2**40}}, 400, "version must be a whole number"),
+    ("post", "/workflow/execute/x/99999999999", {"json": {}}, 400, "version must be a whole number"),
     ("get", "/workflow/search", {"params": {"query": "owner = 'me'"}}, 400, "not one this API reads"),
     ("get", "/workflow/search", {"params": {"start": 4999, "size": 10}}, 400, "start + size"),
     ("get", "/workflow/" + "x" * 300, {}, 400, "ids have at most"),

@@ -19,6 +19,7 @@ from .common import (Context, Refused, RestParts, answering_errors, flag, json_b
 from .shapes import workflow_json, workflow_status_json, workflow_summary
 
 MAX_SEARCH_WINDOW = 5000       # start + size of one search
+MAX_VERSION = 2**31 - 1
 MAX_EXECUTE_WAIT_S = 300
 # One clause of Conductor's search query: field = 'value', field IN (a, b), startTime > n.
 CLAUSE = re.compile(r"^\s*(\w+)\s*(=|IN|>|<|>=|<=)\s*(.+?)\s*$", re.IGNORECASE)
@@ -38,6 +39,12 @@ def _unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
     return value
+
+
+def checked_version(version: Any) -> int:
+    if not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION:
+        raise Refused("INVALID_ARGUMENT", f"version must be a whole number from 0 (the latest) to {MAX_VERSION}")
+    return version
 
 
 def parse_query(query: str) -> dict[str, list[str]]:
@@ -93,9 +100,7 @@ def routes(parts: RestParts) -> list[Route]:
         name = body.get("name")
         if not isinstance(name, str) or not name:
             raise Refused("INVALID_ARGUMENT", "name (the workflow definition to start) is required")
-        version = body.get("version") or 0
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise Refused("INVALID_ARGUMENT", "version must be a whole number")
+        version = checked_version(body.get("version") or 0)
         if body.get("workflowDef"):
             version = await register_inline(body["workflowDef"], name)
         key = body.get("idempotencyKey") or ""
@@ -124,7 +129,7 @@ def routes(parts: RestParts) -> list[Route]:
         body = object_body(await json_body(request, max_body, "a StartWorkflowRequest", empty={}),
                            "StartWorkflowRequest")
         name = request.path_params["name"]
-        version = int(request.path_params["version"])
+        version = checked_version(request.path_params["version"])
         if body.get("workflowDef"):
             version = await register_inline(body["workflowDef"], name)
         wait_s = number(request, "waitForSeconds", 10, 1, MAX_EXECUTE_WAIT_S)
