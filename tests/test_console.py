@@ -269,6 +269,14 @@ def test_a_form_from_elsewhere_is_refused(console_node: ConsoleNode, page: Any) 
     console_node.client.terminate_workflow(workflow_id, "done")
 
 
+def test_a_version_past_int32_in_the_start_form_is_refused_not_a_crash(console_node: ConsoleNode, page: Any) -> None:
+    html = page.request.get(console_node.url + f"/definitions/{STUCK}").text()
+    csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+    response = page.request.post(console_node.url + f"/definitions/{STUCK}/start",
+                                 form={"csrf": csrf, "name": STUCK, "version": "99999999999", "input": "{}"})
+    assert response.status == 400 and "version must be a number" in response.text()
+
+
 def test_the_cluster_page_of_a_survivor_shows_the_new_leader_after_a_sigkill(tmp_path: Path, page: Any) -> None:
     settings = ClusterSettings(name=f"consolefo{SUFFIX}", etcd_members=1, node_ports=[0, 0, 0], lease_ttl_s=2.0,
                                workers=0)
