@@ -97,7 +97,7 @@ class NodeConfig:
         """host:port of the etcd and Redis servers the cluster depends on (HTTP tasks may not call them)."""
         redis = urlsplit(self.redis_url)
         own = [f"{redis.hostname or '127.0.0.1'}:{redis.port or 6379}"] if not self.redis_sentinels else []
-        return [*self.etcd_endpoints, *self.redis_sentinels, *own]
+        return [endpoint.split("://")[-1] for endpoint in (*self.etcd_endpoints, *self.redis_sentinels, *own)]
 
     @property
     def election_prefix(self) -> str:

@@ -34,3 +34,8 @@ def test_flags_override_the_file_and_unknown_settings_are_refused(tmp_path: Path
         NodeConfig.load(bad)
     with pytest.raises(ValueError, match="max_payload_bytes"):
         NodeConfig(max_payload_bytes=10, max_message_bytes=5)
+
+
+def test_the_infrastructure_http_tasks_may_not_call_is_named_without_schemes() -> None:
+    config = NodeConfig(etcd_endpoints=["http://10.0.0.1:2379", "10.0.0.2:2379"], redis_url="rediss://10.0.0.3:6380/0")
+    assert config.infrastructure == ["10.0.0.1:2379", "10.0.0.2:2379", "10.0.0.3:6380"]
