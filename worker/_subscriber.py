@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ._client import WorkflowClient
@@ -103,7 +103,6 @@ class _Loop:
     subscription: Subscription
     handler: Callable[[Event], Any]
     thread: threading.Thread | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class Subscriber:
@@ -133,6 +132,7 @@ class Subscriber:
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="event-handler")
         self._wait_ms = int(wait_s * 1000)
         self._stopping = threading.Event()
+        self._lock = threading.Lock()   # guards `stats`, updated from every loop and handler thread
 
     def start(self) -> None:
         """Start the receiving loops in background threads."""
@@ -172,7 +172,7 @@ class Subscriber:
                 self._stopping.wait(_RETRY_S)
                 continue
             events = [_event(item) for item in raw]
-            with loop.lock:
+            with self._lock:
                 self.stats.received += len(events)
                 self.stats.redelivered += sum(1 for e in events if e.deliveries > 1)
             futures: list[Future[bool]] = [self._pool.submit(self._handle, loop, event) for event in events]
@@ -192,10 +192,10 @@ class Subscriber:
             log.warning("handler of %s (group %s) failed on event %s (delivery %d): %s: %s; it will be delivered "
                         "again", event.topic, loop.subscription.group, event.event_id, event.deliveries,
                         type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
-            with loop.lock:
+            with self._lock:
                 self.stats.failed += 1
             return False
-        with loop.lock:
+        with self._lock:
             self.stats.handled += 1
         return True
 
