@@ -144,6 +144,8 @@ def test_http_routes_need_tokens_and_the_console_signs_in(secured: Secured) -> N
         assert page.status_code == 303 and page.headers["location"].startswith("/login?next=")
         login = http.get("/login")
         csrf = login.text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
+        forged = http.post("/login", data={"token": TOKENS["reader"], "csrf": "forged", "next": "/executions"})
+        assert forged.status_code == 403 and "set-cookie" not in forged.headers
         wrong = http.post("/login", data={"token": "guess-guess-guess", "csrf": csrf, "next": "/executions"})
         assert wrong.status_code == 401 and "unknown token" in wrong.text
         signed = http.post("/login", data={"token": TOKENS["reader"], "csrf": csrf, "next": "/executions"})

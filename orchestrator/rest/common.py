@@ -12,50 +12,21 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any
 
-import grpc
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-
-from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
 from ..core.payloads import PayloadLimit
+from ..handlers import MetadataHandlers, Refused, WorkflowHandlers
 from ..store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "FAILED_PRECONDITION": 409,
-               "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-               "UNIMPLEMENTED": 501}
 ABSENT = ("", "None", "null")   # conductor-python writes a missing query value as "None" on POST, "" on GET
-
-
-class WorkflowHandlers(Protocol):
-    """The gRPC WorkflowService handlers these routes call (`context` needs only `abort`)."""
-
-    async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse: ...
-    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
-                              context: Any) -> pb.SearchWorkflowsResponse: ...
-    async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
-                                context: Any) -> pb.TerminateWorkflowResponse: ...
-    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def RerunWorkflow(self, request: pb.RerunWorkflowRequest, context: Any) -> pb.Workflow: ...
-    async def SkipTask(self, request: pb.SkipTaskRequest, context: Any) -> pb.Workflow: ...
-    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow: ...
-
-
-class MetadataHandlers(Protocol):
-    async def RegisterTaskDef(self, request: pb.RegisterTaskDefRequest, context: Any) -> pb.TaskDef: ...
-    async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef: ...
 
 
 @dataclass
@@ -71,20 +42,6 @@ class RestParts:
     tokens: Tokens | None = None      # None: the node runs without authentication
 
 
-class Refused(Exception):
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-class Context:
-    """The one thing the gRPC handlers use of their context: `abort`."""
-
-    async def abort(self, code: Any, details: str = "") -> NoReturn:
-        raise Refused(code.name if isinstance(code, grpc.StatusCode) else str(code), details)
-
-
 def refuse(status: int, message: str) -> JSONResponse:
     return JSONResponse({"status": status, "message": message, "retryable": status >= 500}, status_code=status)
 
@@ -98,7 +55,7 @@ def answering_errors(route: Route) -> Route:
         try:
             return await route(request)
         except Refused as exc:
-            return refuse(HTTP_STATUS.get(exc.code, 500), exc.message)
+            return refuse(exc.http_status, exc.message)
         except StoreUnavailable as exc:
             return refuse(503, f"the state store is unavailable ({exc}); retry")
         except Exception:   # a bug: logged with its trace, answered in Conductor's shape, nothing else hurt

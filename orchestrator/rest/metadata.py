@@ -11,7 +11,8 @@ from starlette.routing import Route
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-from .common import Context, Refused, RestParts, answering_errors, json_body, number, refuse
+from ..handlers import Context, Refused
+from .common import RestParts, answering_errors, json_body, number, refuse
 from .shapes import task_def_json, workflow_def_json
 
 MAX_DEFINITION_BYTES = 4 * 1024 * 1024

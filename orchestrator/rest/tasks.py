@@ -27,7 +27,8 @@ from ..core.auth import Principal, principal_in
 from ..core.clock import now_ms
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
-from .common import (Refused, RestParts, answering_errors, body_bytes, json_body, number, object_body, plain,
+from ..handlers import Refused
+from .common import (RestParts, answering_errors, body_bytes, json_body, number, object_body, plain,
                      refuse, text)
 from .shapes import polled_task
 

@@ -14,7 +14,8 @@ from starlette.routing import Route
 from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-from .common import (Context, Refused, RestParts, answering_errors, flag, json_body, number, object_body, plain,
+from ..handlers import Context, Refused
+from .common import (RestParts, answering_errors, flag, json_body, number, object_body, plain,
                      text)
 from .shapes import workflow_json, workflow_status_json, workflow_summary
 

@@ -1,13 +1,13 @@
 """The web console and /metrics, served by every node on an HTTP port of its own.
 
 At the same level as `orchestrator.api`: it reads the cluster, store and core, and writes only
-through the gRPC WorkflowService's handlers, which the node hands to it (`parts.WorkflowHandlers`).
+through the gRPC WorkflowService's handlers, which the node hands to it (`handlers.WorkflowHandlers`).
 `app.build_app` makes the Starlette app; `server.ConsoleServer` runs it with uvicorn on the
 node's own event loop.
 """
 
 from .app import build_app
-from .parts import ConsoleParts, NodeCounters, WorkflowHandlers
+from .parts import ConsoleParts, NodeCounters
 from .server import ConsoleServer
 
-__all__ = ["ConsoleParts", "ConsoleServer", "NodeCounters", "WorkflowHandlers", "build_app"]
+__all__ = ["ConsoleParts", "ConsoleServer", "NodeCounters", "build_app"]

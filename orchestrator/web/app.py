@@ -35,7 +35,8 @@ from .auth import COOKIE, TokenGate
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from .operations import OPERATIONS, Refused
+from ..handlers import Refused
+from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
 
@@ -223,9 +224,8 @@ class Console:
         except Refused as exc:
             state = await self.parts.store.load(workflow_id)
             if state is None or op not in OPERATIONS:
-                return self.problem(exc.http_status if exc.code != "PERMISSION_DENIED" else 403,
-                                    "Refused", exc.message)
-            return self.render("confirm.html", 403 if exc.code == "PERMISSION_DENIED" else exc.http_status,
+                return self.problem(exc.http_status, "Refused", exc.message)
+            return self.render("confirm.html", exc.http_status,
                                page="executions", state=state, op=OPERATIONS[op],
                                task=request.query_params.get("task", ""), error=exc.message, values={})
         return RedirectResponse(f"/executions/{quote(workflow_id, safe='')}?" + urlencode({"done": done}),
@@ -266,8 +266,7 @@ class Console:
             fields["name"] = name
             workflow_id, created = await operations.start(self.parts.workflows, fields)
         except Refused as exc:
-            return await self.definition(request, exc.message, fields or None,
-                                         403 if exc.code == "PERMISSION_DENIED" else exc.http_status)
+            return await self.definition(request, exc.message, fields or None, exc.http_status)
         done = "started" if created else "already started (same form submitted twice)"
         return RedirectResponse(f"/executions/{quote(workflow_id, safe='')}?" + urlencode({"done": done}),
                                 status_code=303)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from google.protobuf import json_format
 
@@ -18,31 +18,7 @@ from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.payloads import whole_numbers
-from .parts import WorkflowHandlers
-
-HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "FAILED_PRECONDITION": 409,
-               "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503}
-
-
-class Refused(Exception):
-    """The API refused the request; `code` is its gRPC status name."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-    @property
-    def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
-
-
-class _Context:
-    """The one thing the handlers use of a gRPC servicer context: `abort`."""
-
-    async def abort(self, code: Any, details: str = "") -> NoReturn:
-        raise Refused(getattr(code, "name", str(code)), details)
-
+from ..handlers import Context, Refused, WorkflowHandlers
 
 def parse_object(text: str, what: str) -> dict[str, Any]:
     """A JSON object typed into a form; Refused(INVALID_ARGUMENT) with the parser's words otherwise."""
@@ -86,7 +62,7 @@ OPERATIONS = {op.name: op for op in (
 
 async def run(handlers: WorkflowHandlers, op: str, workflow_id: str, form: dict[str, str]) -> str:
     """Run operation `op` on `workflow_id`; returns what happened, in words. Raises Refused."""
-    context = _Context()
+    context = Context()
     if op == "pause":
         await handlers.PauseWorkflow(pb.WorkflowRequest(workflow_id=workflow_id), context)
         return "paused"
@@ -123,7 +99,7 @@ async def start(handlers: WorkflowHandlers, form: dict[str, str]) -> tuple[str, 
     answer = await handlers.StartWorkflow(pb.StartWorkflowRequest(
         name=form.get("name", ""), version=int(version), input=workflow_input,
         correlation_id=form.get("correlation_id", "").strip(), idempotency_key=form.get("idempotency_key", "")),
-        _Context())
+        Context())
     return answer.workflow_id, answer.created
 
 
@@ -132,7 +108,7 @@ async def archived(handlers: WorkflowHandlers, workflow_id: str) -> dict[str, An
     falls back to it), as plain data for the page; None when it is not archived either."""
     try:
         message = await handlers.GetWorkflow(pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=True),
-                                             _Context())
+                                             Context())
     except Refused:
         return None
     shown: dict[str, Any] = whole_numbers(json_format.MessageToDict(
@@ -146,4 +122,4 @@ async def search(handlers: WorkflowHandlers, *, name: str, status: str, correlat
                  limit: int, created_from_ms: int, created_to_ms: int, text: str = "") -> pb.SearchWorkflowsResponse:
     return await handlers.SearchWorkflows(pb.SearchWorkflowsRequest(
         name=name, status=status, correlation_id=correlation_id, page_token=cursor, limit=limit,
-        created_from_ms=created_from_ms, created_to_ms=created_to_ms, text=text), _Context())
+        created_from_ms=created_from_ms, created_to_ms=created_to_ms, text=text), Context())

@@ -1,7 +1,7 @@
 """What the console is built from: the node's parts, handed over by `orchestrator.node`.
 
 The web layer sits beside `orchestrator.api` and imports neither it nor the node: the node
-passes its WorkflowService in as `WorkflowHandlers` (the console's operations run through the
+passes its WorkflowService in as `handlers.WorkflowHandlers` (the console's operations run through the
 very handlers the gRPC API runs, validation and errors included) and the counters its parts keep.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
 
-from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
@@ -21,31 +19,8 @@ from ..cluster.leader_loop import LeaderLoop
 from ..core import state as m
 from ..core import statuses as st
 from ..core.decider import Decision
+from ..handlers import WorkflowHandlers
 from ..store import Store
-
-
-class WorkflowHandlers(Protocol):
-    """The gRPC WorkflowService handlers the console calls (`context` needs only `abort`)."""
-
-    async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse: ...
-
-    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow: ...
-
-    async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
-                              context: Any) -> pb.SearchWorkflowsResponse: ...
-
-    async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
-                                context: Any) -> pb.TerminateWorkflowResponse: ...
-
-    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-
-    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-
-    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
-
-    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow: ...
-
-    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow: ...
 
 
 @dataclass

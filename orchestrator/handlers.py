@@ -1,0 +1,66 @@
+"""The gRPC services' own handlers, called in-process by the console and the Conductor API.
+
+Both build the request message the API would receive and await the handler, so what they do is
+validated, stored and decided exactly as it is through gRPC. The handlers use one thing of
+their servicer context, `abort`; here it raises `Refused` with the API's status name and
+message, which each caller turns into its own HTTP answer (`http_status`). The node hands its
+WorkflowService and MetadataService in; the protocols below are what the callers may use.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn, Protocol
+
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
+__all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers"]
+
+HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "FAILED_PRECONDITION": 409,
+               "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
+               "UNIMPLEMENTED": 501}
+
+
+class Refused(Exception):
+    """The API refused the request; `code` is its gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS.get(self.code, 500)
+
+
+class Context:
+    """The one thing the handlers use of a gRPC servicer context: `abort`."""
+
+    async def abort(self, code: Any, details: str = "") -> NoReturn:
+        raise Refused(getattr(code, "name", str(code)), details)
+
+
+class WorkflowHandlers(Protocol):
+    """The gRPC WorkflowService handlers (`context` needs only `abort`)."""
+
+    async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse: ...
+    async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def SearchWorkflows(self, request: pb.SearchWorkflowsRequest,
+                              context: Any) -> pb.SearchWorkflowsResponse: ...
+    async def TerminateWorkflow(self, request: pb.TerminateWorkflowRequest,
+                                context: Any) -> pb.TerminateWorkflowResponse: ...
+    async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def RerunWorkflow(self, request: pb.RerunWorkflowRequest, context: Any) -> pb.Workflow: ...
+    async def SkipTask(self, request: pb.SkipTaskRequest, context: Any) -> pb.Workflow: ...
+    async def SignalTask(self, request: pb.SignalTaskRequest, context: Any) -> pb.Workflow: ...
+
+
+class MetadataHandlers(Protocol):
+    """The gRPC MetadataService handlers the Conductor API registers definitions through."""
+
+    async def RegisterTaskDef(self, request: pb.RegisterTaskDefRequest, context: Any) -> pb.TaskDef: ...
+    async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef: ...
