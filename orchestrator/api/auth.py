@@ -80,53 +80,46 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):   # type: ignore[misc]
         return _as(handler, principal)
 
 
+# The four shapes of a method handler: its attribute, its constructor, whether it streams answers.
+_SHAPES = (("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+           ("unary_stream", grpc.unary_stream_rpc_method_handler, True),
+           ("stream_unary", grpc.stream_unary_rpc_method_handler, False),
+           ("stream_stream", grpc.stream_stream_rpc_method_handler, True))
+Behavior = Callable[..., Any]
+
+
+def _reshaped(handler: Any, behavior: Callable[[Behavior, bool], Behavior]) -> Any:
+    """A handler of the same shape and serializers whose behavior is `behavior(inner, streams)`."""
+    for attribute, make, streams in _SHAPES:
+        inner = getattr(handler, attribute)
+        if inner:
+            return make(behavior(inner, streams), handler.request_deserializer, handler.response_serializer)
+    raise ValueError(f"a method handler of no known shape: {handler!r}")   # fails closed: the call errs
+
+
 def _as(handler: Any, principal: Principal) -> Any:
     """The same handler, run with `principal` as the current one."""
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request: Any, context: Any) -> Any:
+    def behavior(inner: Behavior, streams: bool) -> Behavior:
+        async def answer(request: Any, context: Any) -> Any:
             _PRINCIPAL.set(principal)
-            return await inner_uu(request, context)
-        return grpc.unary_unary_rpc_method_handler(unary_unary, handler.request_deserializer,
-                                                   handler.response_serializer)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
+            return await inner(request, context)
 
-        async def unary_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+        async def answers(request: Any, context: Any) -> AsyncIterator[Any]:
             _PRINCIPAL.set(principal)
-            async for item in inner_us(request, context):
+            async for item in inner(request, context):
                 yield item
-        return grpc.unary_stream_rpc_method_handler(unary_stream, handler.request_deserializer,
-                                                    handler.response_serializer)
-    if handler.stream_stream:
-        inner_ss = handler.stream_stream
-
-        async def stream_stream(requests: Any, context: Any) -> AsyncIterator[Any]:
-            _PRINCIPAL.set(principal)
-            async for item in inner_ss(requests, context):
-                yield item
-        return grpc.stream_stream_rpc_method_handler(stream_stream, handler.request_deserializer,
-                                                     handler.response_serializer)
-    return handler
+        return answers if streams else answer
+    return _reshaped(handler, behavior)
 
 
 def _refusal(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     """A handler of the same shape that refuses before reading anything."""
-    async def refuse(request: Any, context: Any) -> Any:
-        await context.abort(code, message)
+    def behavior(inner: Behavior, streams: bool) -> Behavior:
+        async def refuse(request: Any, context: Any) -> Any:
+            await context.abort(code, message)
 
-    async def refuse_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-        await context.abort(code, message)
-        yield None   # never reached: abort raises
-
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(refuse, handler.request_deserializer, handler.response_serializer)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(refuse_stream, handler.request_deserializer,
-                                                    handler.response_serializer)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(refuse, handler.request_deserializer,
-                                                    handler.response_serializer)
-    return grpc.stream_stream_rpc_method_handler(refuse_stream, handler.request_deserializer,
-                                                 handler.response_serializer)
+        async def refuse_stream(request: Any, context: Any) -> AsyncIterator[Any]:
+            await context.abort(code, message)
+            yield None   # never reached: abort raises
+        return refuse_stream if streams else refuse
+    return _reshaped(handler, behavior)
