@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.definitions import MAX_VERSION
 from ..handlers import Context, Refused
 from .common import RestParts, answering_errors, json_body, number, refuse
 from .shapes import task_def_json, workflow_def_json
@@ -53,7 +54,7 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def get_workflow_def(request: Request) -> Response:
         name = request.path_params["name"]
-        version = number(request, "version", 0, 0, 2**31 - 1)
+        version = number(request, "version", 0, 0, MAX_VERSION)
         definition = await parts.store.get_workflow_def(name, version)
         if definition is None:
             which = f"version {version} of " if version else ""

@@ -14,13 +14,13 @@ from starlette.routing import Route
 from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.definitions import MAX_VERSION
 from ..handlers import Context, Refused
 from .common import (RestParts, answering_errors, flag, json_body, number, object_body, plain,
                      text)
 from .shapes import workflow_json, workflow_status_json, workflow_summary
 
 MAX_SEARCH_WINDOW = 5000       # start + size of one search
-MAX_VERSION = 2**31 - 1
 MAX_EXECUTE_WAIT_S = 300
 # One clause of Conductor's search query: field = 'value', field IN (a, b), startTime > n.
 CLAUSE = re.compile(r"^\s*(\w+)\s*(=|IN|>|<|>=|<=)\s*(.+?)\s*$", re.IGNORECASE)
@@ -121,7 +121,7 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def start_by_name(request: Request) -> Response:
         workflow_input = await json_body(request, max_body, "the workflow input", empty={})
-        workflow_id, _ = await start(request.path_params["name"], number(request, "version", 0, 0, 2**31 - 1),
+        workflow_id, _ = await start(request.path_params["name"], number(request, "version", 0, 0, MAX_VERSION),
                                      workflow_input, text(request, "correlationId"), "")
         return plain(workflow_id)
 

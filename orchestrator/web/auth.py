@@ -34,9 +34,7 @@ def needed_role(method: str, path: str) -> str:
         if method == "POST" and len(path.rstrip("/").split("/")) == 6:   # /api/tasks/{workflow}/{ref}/{status}
             return "operator"   # completes whichever attempt runs: an operator's act, as a signal is
         return "reader" if method == "GET" and not path.startswith("/api/tasks/poll") else "worker"
-    if path.startswith("/api/"):
-        return "operator" if method in _WRITE else "reader"
-    return "operator" if method in _WRITE else "reader"   # console pages read; its forms operate
+    return "operator" if method in _WRITE else "reader"   # workflows and console pages: read, or operate
 
 
 def presented_token(scope: Scope) -> str:

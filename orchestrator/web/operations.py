@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.definitions import MAX_VERSION
 from ..core.payloads import whole_numbers
 from ..handlers import Context, Refused, WorkflowHandlers
 
@@ -94,8 +95,8 @@ async def start(handlers: WorkflowHandlers, form: dict[str, str]) -> tuple[str, 
     """Start a workflow from the definition page's form: (workflow id, created)."""
     workflow_input = _struct(parse_object(form.get("input", ""), "input"), "input")
     version = form.get("version", "0").strip() or "0"
-    if not version.isdigit() or int(version) > 2**31 - 1:
-        raise Refused("INVALID_ARGUMENT", "version must be a number from 0 (the latest) to 2147483647")
+    if not version.isdigit() or int(version) > MAX_VERSION:
+        raise Refused("INVALID_ARGUMENT", f"version must be a number from 0 (the latest) to {MAX_VERSION}")
     answer = await handlers.StartWorkflow(pb.StartWorkflowRequest(
         name=form.get("name", ""), version=int(version), input=workflow_input,
         correlation_id=form.get("correlation_id", "").strip(), idempotency_key=form.get("idempotency_key", "")),
