@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=ENDPOINTS_HELP)
     parser.add_argument("--token", default=None,
                         help="the bearer token a cluster with a tokens file asks for (default: $ORCHESTRATOR_TOKEN)")
+    parser.add_argument("--namespace", default=None,
+                        help="the namespace whose definitions, workflows and topics to address (default: "
+                             "$ORCHESTRATOR_NAMESPACE, else the token's, else the default one)")
     parser.add_argument("--tls-ca", default=None, help="CA of the nodes' TLS certificates (default: "
                                                        "$ORCHESTRATOR_TLS_CA; none: plaintext)")
     parser.add_argument("--tls-cert", default=None, help="this client's certificate, for mutual TLS "
@@ -356,8 +359,9 @@ def _client(endpoints: list[str], args: argparse.Namespace) -> Any:
     to its environment variable)."""
     from worker import WorkflowClient
 
-    return WorkflowClient(endpoints, token=getattr(args, "token", None), tls_ca=getattr(args, "tls_ca", None),
-                          tls_cert=getattr(args, "tls_cert", None), tls_key=getattr(args, "tls_key", None))
+    return WorkflowClient(endpoints, token=getattr(args, "token", None), namespace=getattr(args, "namespace", None),
+                          tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
+                          tls_key=getattr(args, "tls_key", None))
 
 
 def _for_people(args: argparse.Namespace) -> bool:

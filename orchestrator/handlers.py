@@ -5,15 +5,45 @@ validated, stored and decided exactly as it is through gRPC. The handlers use on
 their servicer context, `abort`; here it raises `Refused` with the API's status name and
 message, which each caller turns into its own HTTP answer (`http_status`). The node hands its
 WorkflowService and MetadataService in; the protocols below are what the callers may use.
+
+The namespace a request acts in (core/namespaces.py) reaches the handlers the same way from
+every door: the gRPC interceptor, the console's and the Conductor API's gate set it for the
+request (`acting_in`), and the handlers read it (`request_namespace`).
 """
 
 from __future__ import annotations
 
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NoReturn, Protocol
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-__all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers"]
+__all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers", "acting_in",
+           "request_namespace", "task_acts_in"]
+
+_NAMESPACE: contextvars.ContextVar[str] = contextvars.ContextVar("namespace", default="")
+
+
+def request_namespace() -> str:
+    """The namespace the request being handled acts in ("" = the default one)."""
+    return _NAMESPACE.get()
+
+
+def task_acts_in(namespace: str) -> None:
+    """The rest of the running task (one call's or one request's own) acts in `namespace`."""
+    _NAMESPACE.set(namespace)
+
+
+@contextmanager
+def acting_in(namespace: str) -> Iterator[None]:
+    """Handle what runs inside as a request of `namespace`."""
+    token = _NAMESPACE.set(namespace)
+    try:
+        yield
+    finally:
+        _NAMESPACE.reset(token)
 
 HTTP_STATUS = {"INVALID_ARGUMENT": 400, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "FAILED_PRECONDITION": 409,
                "RESOURCE_EXHAUSTED": 413, "UNAVAILABLE": 503, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,

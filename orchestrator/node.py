@@ -176,8 +176,7 @@ class Node:
                    # gRPC shares a port with SO_REUSEPORT by default: two nodes (even of two
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
-        interceptors = [api.TokenInterceptor(self.tokens)] if self.tokens is not None else None
-        server = grpc.aio.server(options=options, interceptors=interceptors)
+        server = grpc.aio.server(options=options, interceptors=[api.TokenInterceptor(self.tokens)])
         workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
                                                                        self.archive)
         self.metadata_service = api.MetadataService(self.store)

@@ -72,10 +72,15 @@ def channel_credentials(ca_file: str | None = None, cert_file: str | None = None
                                         certificate_chain=read(cert))
 
 
-def auth_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
-    """The call metadata that carries a token (`ORCHESTRATOR_TOKEN` when none is given)."""
+def auth_metadata(token: str | None, namespace: str | None = None) -> tuple[tuple[str, str], ...]:
+    """The call metadata that carries a token and the namespace to act in (`ORCHESTRATOR_TOKEN`
+    and `ORCHESTRATOR_NAMESPACE` when none is given)."""
     token = token if token is not None else os.environ.get("ORCHESTRATOR_TOKEN", "")
-    return (("authorization", f"Bearer {token}"),) if token else ()
+    namespace = namespace if namespace is not None else os.environ.get("ORCHESTRATOR_NAMESPACE", "")
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    if namespace:
+        metadata.append(("namespace", namespace))
+    return tuple(metadata)
 
 
 class WorkflowClient:
@@ -86,6 +91,8 @@ class WorkflowClient:
         timeout_s: the overall deadline of one call, failover included.
         token: the bearer token a cluster with a tokens file asks for (default: the
             ORCHESTRATOR_TOKEN environment variable; none on an open cluster).
+        namespace: the namespace whose definitions, workflows and topics the calls address
+            (default: ORCHESTRATOR_NAMESPACE, else the token's, else the default one).
         tls_ca, tls_cert, tls_key: files for a cluster that serves TLS (see
             ``channel_credentials``); default: the ORCHESTRATOR_TLS_* variables, else plaintext.
 
@@ -98,11 +105,12 @@ class WorkflowClient:
     """
 
     def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0, token: str | None = None,
-                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+                 namespace: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self._ring = EndpointRing(endpoints)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
-        self._metadata = auth_metadata(token)
+        self._metadata = auth_metadata(token, namespace)
         self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
         self._timeout_s = float(timeout_s)
         self._attempt_timeout_s = self._timeout_s / len(self._ring)

@@ -110,7 +110,8 @@ class Subscriber:
 
     def __init__(self, *, endpoints: Sequence[str], handlers: Sequence[Callable[..., Any]], concurrency: int = 8,
                  consumer: str | None = None, wait_s: float = 2.0, token: str | None = None,
-                 tls_ca: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+                 namespace: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None) -> None:
         self._loops = []
         seen: set[tuple[str, str]] = set()
         for handler in handlers:
@@ -127,8 +128,8 @@ class Subscriber:
             raise ValueError("wait_s must be in (0, 30]")
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.stats = SubscriberStats()
-        self._client = WorkflowClient(list(endpoints), token=token, tls_ca=tls_ca, tls_cert=tls_cert,
-                                      tls_key=tls_key)
+        self._client = WorkflowClient(list(endpoints), token=token, namespace=namespace, tls_ca=tls_ca,
+                                      tls_cert=tls_cert, tls_key=tls_key)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="event-handler")
         self._wait_ms = int(wait_s * 1000)
         self._stopping = threading.Event()

@@ -127,6 +127,10 @@ class Worker:
             run in a thread pool of this size.
         worker_id: unique per process; generated from host, pid and a random
             suffix when omitted.
+        token: its bearer token (default: ORCHESTRATOR_TOKEN); ``tls_*`` as
+            for ``WorkflowClient``.
+        namespace: the namespace whose tasks it serves (default:
+            ORCHESTRATOR_NAMESPACE, else its token's, else the default one).
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -149,12 +153,14 @@ class Worker:
         concurrency: int = 8,
         worker_id: str | None = None,
         token: str | None = None,
+        namespace: str | None = None,
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
     ) -> None:
         self._ring = EndpointRing(endpoints)
-        self._metadata = auth_metadata(token)   # its token: a worker role, for these task types
+        # its token (a worker role, for these task types) and the namespace whose tasks it serves
+        self._metadata = auth_metadata(token, namespace)
         self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
         self._handlers: dict[str, Handler] = build_registry(handlers)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:

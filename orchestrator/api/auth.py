@@ -6,6 +6,10 @@ a method missing from the list is refused to everyone but admins, so a new RPC i
 someone decides who may call it. Health checks and reflection stay open: they reveal no data.
 The principal is handed to the handler (`current_principal()`), which checks what only it can
 see (a worker's task types are in its hello).
+
+The same interceptor settles the namespace a call acts in (metadata `namespace`, limited by a
+confined token: `core.auth.namespace_for`) and hands it on (`handlers.acting_in`). Without a
+tokens file it does only that, and a call that names no namespace passes untouched.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from ..core.auth import Principal, Tokens
+from ..core.auth import Principal, Tokens, namespace_for
+from ..handlers import acting_in, task_acts_in
 
 _PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
 
@@ -59,7 +64,9 @@ def bearer(value: str) -> str:
 
 
 class TokenInterceptor(grpc.aio.ServerInterceptor):   # type: ignore[misc]
-    def __init__(self, tokens: Tokens) -> None:
+    """`tokens` None: a node without authentication (only the namespace is settled)."""
+
+    def __init__(self, tokens: Tokens | None) -> None:
         self.tokens = tokens
 
     async def intercept_service(self, continuation: Callable[[Any], Awaitable[Any]],
@@ -69,15 +76,27 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):   # type: ignore[misc]
         if handler is None or role is None:
             return handler
         metadata = dict(details.invocation_metadata or ())
-        principal = self.tokens.find(bearer(str(metadata.get("authorization", ""))))
-        if principal is None:
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
-                            "a token is required: send `authorization: Bearer <token>`")
-        if not principal.may(role):
-            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
-                            f"{principal.name} ({', '.join(sorted(principal.roles))}) may not call "
-                            f"{details.method.rsplit('/', 1)[-1]}: it needs the {role} role")
-        return _as(handler, principal)
+        asked = str(metadata.get("namespace", ""))
+        if self.tokens is None:
+            if not asked:
+                return handler
+            principal = None
+        else:
+            principal = self.tokens.find(bearer(str(metadata.get("authorization", ""))))
+            if principal is None:
+                return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
+                                "a token is required: send `authorization: Bearer <token>`")
+            if not principal.may(role):
+                return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
+                                f"{principal.name} ({', '.join(sorted(principal.roles))}) may not call "
+                                f"{details.method.rsplit('/', 1)[-1]}: it needs the {role} role")
+        try:
+            namespace = namespace_for(principal, asked)
+        except ValueError as exc:
+            return _refusal(handler, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except PermissionError as exc:
+            return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+        return _as(handler, principal, namespace)
 
 
 # The four shapes of a method handler: its attribute, its constructor, whether it streams answers.
@@ -97,15 +116,17 @@ def _reshaped(handler: Any, behavior: Callable[[Behavior, bool], Behavior]) -> A
     raise ValueError(f"a method handler of no known shape: {handler!r}")   # fails closed: the call errs
 
 
-def _as(handler: Any, principal: Principal) -> Any:
-    """The same handler, run with `principal` as the current one."""
+def _as(handler: Any, principal: Principal | None, namespace: str) -> Any:
+    """The same handler, run with `principal` as the current one, in `namespace`."""
     def behavior(inner: Behavior, streams: bool) -> Behavior:
         async def answer(request: Any, context: Any) -> Any:
             _PRINCIPAL.set(principal)
-            return await inner(request, context)
+            with acting_in(namespace):
+                return await inner(request, context)
 
         async def answers(request: Any, context: Any) -> AsyncIterator[Any]:
-            _PRINCIPAL.set(principal)
+            _PRINCIPAL.set(principal)   # a stream's handler runs in a task of its own
+            task_acts_in(namespace)
             async for item in inner(request, context):
                 yield item
         return answers if streams else answer

@@ -1,4 +1,8 @@
-"""EventService: the event bus (publish, read, retention) and the event handlers that consume it."""
+"""EventService: the event bus (publish, read, retention) and the event handlers that consume it.
+
+Topics belong to namespaces as names do (core/namespaces.py): a caller publishes to, reads and
+subscribes to its own namespace's `orders`. Event handlers are the cluster's: they are
+registered in the default namespace only, and act on its topics and workflows."""
 
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..core.clock import now_ms
-from ..core.errors import InvalidArgument
+from ..core.errors import FailedPrecondition, InvalidArgument
+from ..core.namespaces import relative, topic_in
 from ..core.events import DEFAULT_MAX_DELIVERIES, HANDLER_NAME, BusEvent, normalise_handler, topic_name
 from ..core.limits import MAX_DURATION_SECONDS
 from ..core.payloads import PayloadLimit, encode, require_text_keys
+from ..handlers import request_namespace
 from ..store import Store
 from .errors import grpc_errors
 
@@ -26,12 +32,23 @@ SUBSCRIPTION_PREFIX = "sub:"
 
 
 def event_message(event: BusEvent) -> pb.Event:
-    message = pb.Event(event_id=event.event_id, topic=event.topic, key=event.key,
+    message = pb.Event(event_id=event.event_id, topic=relative(event.topic), key=event.key,
                        published_at_ms=event.published_at_ms, deliveries=event.deliveries)
     payload = json.loads(event.payload_json)
     if isinstance(payload, dict):
         message.payload.CopyFrom(to_struct(payload))
     return message
+
+
+def _topic(text: str) -> str:
+    """The topic `text` names in the caller's namespace, as stored."""
+    return topic_in(request_namespace(), topic_name(text))
+
+
+def _cluster_wide(what: str) -> None:
+    if request_namespace():
+        raise FailedPrecondition(f"{what}: event handlers are the cluster's, in the default namespace; "
+                                 f"this call acts in namespace '{request_namespace()}'")
 
 
 def _is_event_id(text: str) -> bool:
@@ -57,7 +74,7 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def PublishEvent(self, request: pb.PublishEventRequest, context: Any) -> pb.PublishEventResponse:
-        topic = topic_name(request.topic)
+        topic = _topic(request.topic)
         if len(request.key) > MAX_KEY_LENGTH:
             raise InvalidArgument(f"key is longer than {MAX_KEY_LENGTH} characters")
         payload = encode(from_struct(request.payload), "event payload")
@@ -68,7 +85,7 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def ReadEvents(self, request: pb.ReadEventsRequest, context: Any) -> pb.ReadEventsResponse:
-        topic = topic_name(request.topic)
+        topic = _topic(request.topic)
         if not 0 <= request.limit <= MAX_READ:
             raise InvalidArgument(f"limit must be 0 (100) to {MAX_READ}")
         if request.after and not _is_event_id(request.after):
@@ -78,26 +95,26 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def ConfigureTopic(self, request: pb.ConfigureTopicRequest, context: Any) -> pb.TopicInfo:
-        topic = topic_name(request.topic)
+        topic = _topic(request.topic)
         if not 0 <= request.max_len <= MAX_TOPIC_LEN:
             raise InvalidArgument(f"max_len must be 0 (the default) to {MAX_TOPIC_LEN}")
         if not 0 <= request.max_age_s <= MAX_DURATION_SECONDS:
             raise InvalidArgument(f"max_age_s must be 0 (no age limit) to {MAX_DURATION_SECONDS} seconds")
         info = await self.store.configure_topic(topic, request.max_len, request.max_age_s)
-        return pb.TopicInfo(topic=topic, max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
+        return pb.TopicInfo(topic=relative(topic), max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
 
     @grpc_errors
     async def GetTopic(self, request: pb.GetTopicRequest, context: Any) -> pb.TopicInfo:
-        topic = topic_name(request.topic)
+        topic = _topic(request.topic)
         info = await self.store.topic_info(topic)
-        return pb.TopicInfo(topic=topic, max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
+        return pb.TopicInfo(topic=relative(topic), max_len=info.max_len, length=info.length, max_age_s=info.max_age_s)
 
     @grpc_errors
     async def ReceiveEvents(self, request: pb.ReceiveEventsRequest, context: Any) -> pb.ReceiveEventsResponse:
         """Events taken over from consumers that did not acknowledge them in time first (those
         delivered `max_deliveries` times go to the dead-letter topic instead), else new ones,
         waiting up to `wait_ms` for them."""
-        topic, group = topic_name(request.topic), subscription_group(request.group)
+        topic, group = _topic(request.topic), subscription_group(request.group)
         consumer = request.consumer or "consumer"
         if len(consumer) > MAX_KEY_LENGTH:
             raise InvalidArgument(f"consumer is longer than {MAX_KEY_LENGTH} characters")
@@ -117,7 +134,7 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def AckEvents(self, request: pb.AckEventsRequest, context: Any) -> pb.AckEventsResponse:
-        topic, group = topic_name(request.topic), subscription_group(request.group)
+        topic, group = _topic(request.topic), subscription_group(request.group)
         if len(request.event_ids) > MAX_RECEIVE * 4 or not all(_is_event_id(e) for e in request.event_ids):
             raise InvalidArgument(f"event_ids: at most {MAX_RECEIVE * 4} ids of the form '<ms>-<n>'")
         await self.store.ack_events(group, topic, list(request.event_ids))
@@ -125,6 +142,7 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def RegisterEventHandler(self, request: pb.RegisterEventHandlerRequest, context: Any) -> pb.EventHandler:
+        _cluster_wide("RegisterEventHandler")
         raw = from_struct(request.definition)
         require_text_keys(raw, "definition")
         handler = normalise_handler(raw)
@@ -135,12 +153,14 @@ class EventService(pb_grpc.EventServiceServicer):
     @grpc_errors
     async def ListEventHandlers(self, request: pb.ListEventHandlersRequest,
                                 context: Any) -> pb.ListEventHandlersResponse:
+        _cluster_wide("ListEventHandlers")
         handlers = [h for h in await self.store.event_handlers() if not request.topic or h["event"] == request.topic]
         return pb.ListEventHandlersResponse(handlers=[handler_message(h) for h in handlers])
 
     @grpc_errors
     async def RemoveEventHandler(self, request: pb.RemoveEventHandlerRequest,
                                  context: Any) -> pb.RemoveEventHandlerResponse:
+        _cluster_wide("RemoveEventHandler")
         if not request.name:
             raise InvalidArgument("name is required")
         return pb.RemoveEventHandlerResponse(removed=await self.store.remove_event_handler(request.name))

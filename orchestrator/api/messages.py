@@ -9,6 +9,7 @@ from google.protobuf import json_format
 from orchestrator_api.structs import from_struct, to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.namespaces import relative
 from ..core import state as m
 from ..core.definitions import parse_document
 from ..core.schema import TaskDef, WorkflowDef
@@ -71,7 +72,7 @@ def workflow_def_message(definition: WorkflowDef) -> pb.WorkflowDef:
 
 def workflow_message(state: m.WorkflowState, *, include_tasks: bool) -> pb.Workflow:
     message = pb.Workflow(
-        workflow_id=state.workflow_id, name=state.name, version=state.version, status=state.status,
+        workflow_id=state.workflow_id, name=relative(state.name), version=state.version, status=state.status,
         correlation_id=state.correlation_id, input=to_struct(state.input), reason=state.reason,
         created_at_ms=state.created_at_ms, updated_at_ms=state.updated_at_ms, ended_at_ms=state.ended_at_ms,
         variables=to_struct(state.variables), parent_workflow_id=state.parent.split("|", 1)[0])
@@ -85,7 +86,7 @@ def workflow_message(state: m.WorkflowState, *, include_tasks: bool) -> pb.Workf
 def task_message(task: m.TaskState) -> pb.Task:
     spec, runtime = task.spec, task.runtime
     message = pb.Task(
-        task_id=spec.task_id, reference_name=spec.ref, task_type=spec.task_type, kind=spec.kind,
+        task_id=spec.task_id, reference_name=spec.ref, task_type=relative(spec.task_type), kind=spec.kind,
         status=runtime.status, attempt=spec.attempt, input=to_struct(spec.input), reason=runtime.reason,
         worker_id=runtime.worker_id, scheduled_at_ms=spec.scheduled_at_ms,
         started_at_ms=runtime.started_at_ms, ended_at_ms=runtime.ended_at_ms, key=spec.key,
@@ -98,4 +99,8 @@ def task_message(task: m.TaskState) -> pb.Task:
 def archived_message(record: dict[str, Any], *, include_tasks: bool) -> pb.Workflow:
     """An archived workflow record (`core.records`: the Workflow message's own field names)."""
     fields = dict(record) if include_tasks else {k: v for k, v in record.items() if k != "tasks"}
+    fields["name"] = relative(str(fields.get("name", "")))
+    if include_tasks and isinstance(fields.get("tasks"), list):
+        fields["tasks"] = [{**t, "task_type": relative(str(t.get("task_type", "")))} if isinstance(t, dict) else t
+                           for t in fields["tasks"]]
     return json_format.ParseDict(fields, pb.Workflow(), ignore_unknown_fields=True)

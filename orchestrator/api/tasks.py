@@ -18,6 +18,8 @@ from .auth import current_principal
 from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
+from ..core.namespaces import SYSTEM_TYPES, qualified, queue_of
+from ..handlers import request_namespace
 from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
 
@@ -90,8 +92,18 @@ class TaskService(pb_grpc.TaskServiceServicer):
                                 f"hello: worker_id and task types have at most {MAX_NAME_LENGTH} characters, "
                                 f"and a stream serves at most {MAX_TASK_TYPES} task types")
         # A stream holds at most MAX_CREDITS tasks it has not finished: a worker that announces a
-        # huge capacity and never reads cannot hoard a task type.
-        return WorkerSession(hello.worker_id, frozenset(hello.task_types), min(hello.capacity, MAX_CREDITS))
+        # huge capacity and never reads cannot hoard a task type. Task types and the worker's id
+        # are its namespace's: it takes that namespace's tasks only, and results are checked
+        # against the qualified id, so a worker of another team with the same id is not it.
+        namespace = request_namespace()
+        system = sorted(SYSTEM_TYPES.intersection(hello.task_types))
+        if system and principal is not None and principal.namespace is not None:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"{', '.join(system)}: Conductor's system task types are queued for every "
+                                "namespace at once; only a token without a namespace may serve them")
+        return WorkerSession(qualified(namespace, hello.worker_id),
+                             frozenset(queue_of(namespace, t) for t in hello.task_types),
+                             min(hello.capacity, MAX_CREDITS))
 
     async def _read(self, requests: AsyncIterator[pb.WorkerMessage], session: WorkerSession) -> None:
         """Handle the worker's messages. Results, heartbeats and releases run concurrently

@@ -24,6 +24,8 @@ from ..core.definitions import iter_nodes
 from ..core.schema import WorkflowDef
 from ..core.payloads import PayloadLimit, encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
+from ..core.namespaces import namespace_of, qualified, relative
+from ..handlers import request_namespace
 from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
 from .messages import archived_message, fit, shown, workflow_message
@@ -38,7 +40,10 @@ RESTARTABLE = sorted(st.TERMINAL_WORKFLOW)
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
     """Every change is an event this node decides at once: starts in the background (the
-    caller has its id), operations and signals before answering (the answer shows their effect)."""
+    caller has its id), operations and signals before answering (the answer shows their effect).
+
+    A caller sees only the workflows of its namespace: another namespace's workflow is NOT_FOUND
+    by id and absent from searches (core/namespaces.py)."""
 
     def __init__(self, store: Store, limit: PayloadLimit, notifier: Notifier, decider: Decider,
                  archive: Archive | None = None) -> None:
@@ -65,8 +70,8 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         workflow_input = from_struct(request.input)
         self.limit.check("workflow input", encode(workflow_input, "workflow input"))
         workflow_id, created = await self.store.start_by_name(
-            request.name, request.version, uuid.uuid4().hex, workflow_input, request.correlation_id,
-            request.idempotency_key, now_ms())
+            qualified(request_namespace(), request.name), request.version, uuid.uuid4().hex, workflow_input,
+            request.correlation_id, request.idempotency_key, now_ms())
         if created:
             self.decider.soon([workflow_id])
             self.started[request.name] += 1
@@ -89,11 +94,12 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     @grpc_errors
     async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
         workflow_id = checked_id(request.workflow_id)
+        namespace = request_namespace()
         state = await self.store.load(workflow_id)
-        if state is not None:
+        if state is not None and namespace_of(state.name) == namespace:
             return workflow_message(state, include_tasks=request.include_tasks)
-        record = await self.archive.get(workflow_id) if self.archive is not None else None
-        if record is None:
+        record = await self.archive.get(workflow_id) if self.archive is not None and state is None else None
+        if record is None or namespace_of(str(record.get("name", ""))) != namespace:
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return fit([archived_message(record, include_tasks=request.include_tasks)])[0]
 
@@ -127,9 +133,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             free_text.words(request.text)
         except ValueError as exc:
             raise InvalidArgument(f"text: {exc}") from None
-        filters = _Filters(name=request.name, status=request.status, correlation_id=request.correlation_id,
-                           created_from_ms=request.created_from_ms, created_to_ms=request.created_to_ms,
-                           text=request.text)
+        namespace = request_namespace()
+        filters = _Filters(name=qualified(namespace, request.name) if request.name else "", status=request.status,
+                           correlation_id=request.correlation_id, created_from_ms=request.created_from_ms,
+                           created_to_ms=request.created_to_ms, text=request.text, namespace=namespace)
         token = request.page_token
         try:
             found: list[pb.Workflow] = []
@@ -156,6 +163,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                                 context: Any) -> pb.TerminateWorkflowResponse:
         if len(request.reason) > MAX_REASON_LENGTH:
             raise InvalidArgument(f"reason is longer than {MAX_REASON_LENGTH} characters")
+        await self._load(request.workflow_id)   # one of the caller's namespace
         await self.store.terminate(checked_id(request.workflow_id), request.reason or "terminated by request", now_ms(),
                                    compensate=request.compensate)
         await self._decide(request.workflow_id)
@@ -181,11 +189,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         state = await self._load(request.workflow_id)
         if state.definition.get("restartable") is False:
             raise FailedPrecondition(f"workflow '{state.workflow_id}' cannot be restarted: its definition "
-                                     f"'{state.name}' says restartable: false")
+                                     f"'{relative(state.name)}' says restartable: false")
         if request.use_latest_definition:
             latest = await self.store.get_workflow_def(state.name)
             if latest is None:
-                raise FailedPrecondition(f"workflow definition '{state.name}' is no longer registered")
+                raise FailedPrecondition(f"workflow definition '{relative(state.name)}' is no longer registered")
             command["snapshot"] = await self.store.snapshot(latest)
         return await self._operate(request.workflow_id, allowed=RESTARTABLE, new_status=st.RUNNING, command=command)
 
@@ -208,7 +216,8 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         state = await self._load(request.workflow_id)
         key = request.task_reference_name
         if not key or key.split("__", 1)[0] not in _references(state.definition):
-            raise InvalidArgument(f"task_reference_name '{shown(key)}' is not a task of workflow '{state.name}'")
+            raise InvalidArgument(f"task_reference_name '{shown(key)}' is not a task of workflow "
+                                  f"'{relative(state.name)}'")
         return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED],
                                    command={"op": "skip", "key": key})
 
@@ -231,6 +240,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         return workflow_message(await self._load(request.workflow_id), include_tasks=True)
 
     async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
+        await self._load(workflow_id)   # one of the caller's namespace
         await self.store.operate(checked_id(workflow_id), now_ms=now_ms(), **kwargs)
         await self._decide(workflow_id)
         return workflow_message(await self._load(workflow_id), include_tasks=False)
@@ -243,8 +253,9 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             pass
 
     async def _load(self, workflow_id: str) -> m.WorkflowState:
+        """The workflow, if it is one of the caller's namespace; NotFound otherwise."""
         state = await self.store.load(checked_id(workflow_id))
-        if state is None:
+        if state is None or namespace_of(state.name) != request_namespace():
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return state
 
@@ -256,6 +267,7 @@ class _Filters(TypedDict):
     created_from_ms: int
     created_to_ms: int
     text: str
+    namespace: str
 
 
 def checked_id(workflow_id: str) -> str:

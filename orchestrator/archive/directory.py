@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core import free_text
+from ..core.namespaces import namespace_of
 from .protocol import ArchivedPage
 
 MAX_FILES_PER_SEARCH = 48      # hour files one search call reads before it returns a cursor
@@ -93,12 +94,12 @@ class DirectoryArchive:
         return None
 
     async def search(self, *, name: str, status: str, correlation_id: str, created_from_ms: int,
-                     created_to_ms: int, cursor: str, limit: int, text: str = "") -> ArchivedPage:
+                     created_to_ms: int, cursor: str, limit: int, text: str = "", namespace: str = "") -> ArchivedPage:
         return await asyncio.to_thread(self._search, name, status, correlation_id, created_from_ms, created_to_ms,
-                                       cursor, limit, free_text.words(text))
+                                       cursor, limit, free_text.words(text), namespace)
 
     def _search(self, name: str, status: str, correlation_id: str, created_from_ms: int, created_to_ms: int,
-                cursor: str, limit: int, query_words: list[str]) -> ArchivedPage:
+                cursor: str, limit: int, query_words: list[str], namespace: str) -> ArchivedPage:
         files = sorted((p for p in self.root.glob("*/*.jsonl.gz") if p.parent.name != "index"), reverse=True)
         start_file, skip = _parse_cursor(cursor)
         if start_file:
@@ -110,7 +111,7 @@ class DirectoryArchive:
             offset = skip if relative == start_file else 0
             for position in range(offset, len(records)):
                 record = records[position]
-                if _matches(record, name, status, correlation_id, created_from_ms, created_to_ms) and (
+                if _matches(record, name, status, correlation_id, created_from_ms, created_to_ms, namespace) and (
                         not query_words or free_text.matches(query_words, json.dumps(
                             [record.get(k) for k in ("workflow_id", "correlation_id", "input", "output", "variables",
                                                      "reason")], ensure_ascii=False, separators=(",", ":")))):
@@ -148,9 +149,10 @@ def _member(path: Path, offset: int) -> list[dict[str, Any]]:
 
 
 def _matches(record: dict[str, Any], name: str, status: str, correlation_id: str, created_from_ms: int,
-             created_to_ms: int) -> bool:
+             created_to_ms: int, namespace: str) -> bool:
     created = int(record.get("created_at_ms") or 0)
-    return ((not name or record.get("name") == name) and (not status or record.get("status") == status)
+    return ((not name or record.get("name") == name) and namespace_of(str(record.get("name", ""))) == namespace
+            and (not status or record.get("status") == status)
             and (not correlation_id or record.get("correlation_id") == correlation_id)
             and (not created_from_ms or created >= created_from_ms)
             and (not created_to_ms or created <= created_to_ms))

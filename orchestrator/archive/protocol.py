@@ -22,5 +22,6 @@ class Archive(Protocol):
         """The archived record of `workflow_id`, or None."""
 
     async def search(self, *, name: str, status: str, correlation_id: str, created_from_ms: int,
-                     created_to_ms: int, cursor: str, limit: int, text: str = "") -> ArchivedPage:
-        """Archived workflows matching every filter given, newest first, paged by an opaque cursor."""
+                     created_to_ms: int, cursor: str, limit: int, text: str = "", namespace: str = "") -> ArchivedPage:
+        """Archived workflows of `namespace` matching every filter given (`name` qualified, as
+        stored), newest first, paged by an opaque cursor."""

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.namespaces import relative
 from ..core.clock import now_ms
 from ..store import ClaimedTask, Store, StoreUnavailable, Topic
 from .tracing import Tracing
@@ -245,7 +246,7 @@ def assignment(task: ClaimedTask, traceparent: str = "") -> pb.ServerMessage:
     """The message that pushes `task` to a worker; `traceparent`: its attempt's span (see tracing)."""
     spec = task.spec
     return pb.ServerMessage(task=pb.TaskAssignment(
-        workflow_id=task.workflow_id, task_id=spec.task_id, task_type=spec.task_type,
+        workflow_id=task.workflow_id, task_id=spec.task_id, task_type=relative(spec.task_type),
         reference_name=spec.ref, attempt=spec.attempt,
         input_json=json.dumps(spec.input, separators=(",", ":")).encode(),
         lease_ms=task.lease_ms, idempotency_key=spec.idempotency_key(task.workflow_id),

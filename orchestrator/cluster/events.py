@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.namespaces import namespace_of, relative, topic_in
 from ..core import events as ev
 from ..core import statuses as st
 from ..core.clock import now_ms
@@ -218,16 +219,17 @@ class EventConsumers:
         states = [s for s in await self.store.load_many(named) if s is not None] if named else []
         if not states and event.key:
             page = await self.store.search(name="", status=st.RUNNING, correlation_id=event.key, cursor="",
-                                           limit=MAX_CORRELATED)
+                                           limit=MAX_CORRELATED, namespace=namespace_of(event.topic))
             states = [s for s in await self.store.load_many(page.workflow_ids) if s is not None]
-        output = encode({"eventId": event.event_id, "topic": event.topic, "key": event.key, "payload": payload},
-                        "the event")
+        output = encode({"eventId": event.event_id, "topic": relative(event.topic), "key": event.key,
+                         "payload": payload}, "the event")
         for state in states:
             for task in state.tasks:
                 if task.spec.kind != "WAIT" or task.runtime.status != st.IN_PROGRESS:
                     continue
                 try:
-                    if ev.topic_name(task.spec.input.get("event")) != event.topic:
+                    # a topic in a WAIT is one of its workflow's namespace (core/namespaces.py)
+                    if topic_in(namespace_of(state.name), ev.topic_name(task.spec.input.get("event"))) != event.topic:
                         continue
                     await self.store.signal_task(state.workflow_id, task.task_id, st.TASK_COMPLETED, output, "",
                                                  now_ms())

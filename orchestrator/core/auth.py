@@ -14,12 +14,15 @@ Roles:
 
 The tokens file (YAML or JSON) lists `tokens:`, each with a `name`, `roles` and either `token`
 (the secret itself) or `sha256` (its hex digest, so the file need not hold secrets), and for
-workers optionally `task_types`. Presented tokens are looked up by their SHA-256 digest.
+workers optionally `task_types`, and optionally a `namespace` that confines the token to that
+namespace (see core/namespaces.py; a token without one may act in any namespace it names).
+Presented tokens are looked up by their SHA-256 digest.
 
 It may also (or instead) accept JSON Web Tokens signed by an identity provider: `jwt:` with the
 `algorithm` (HS256/384/512 with a shared `secret_file`, RS*/ES* with a `public_key_file`),
 optionally `issuer` and `audience`. A JWT must carry `sub` (the principal's name), `exp`, and
-its roles in `roles` (or the claim named by `roles_claim`), optionally `task_types`; one that
+its roles in `roles` (or the claim named by `roles_claim`), optionally `task_types` and its
+namespace in `ns`; one that
 names a role we do not know is refused rather than half-trusted. Verified with PyJWT.
 """
 
@@ -32,7 +35,10 @@ from typing import Any
 
 import jwt
 
-__all__ = ["ROLES", "JwtRules", "Principal", "Tokens", "TokensError", "allows", "jwt_key_file", "principal_in"]
+from . import namespaces
+
+__all__ = ["ROLES", "JwtRules", "Principal", "Tokens", "TokensError", "allows", "jwt_key_file", "namespace_for",
+           "principal_in"]
 
 ROLES = ("reader", "operator", "worker", "admin")
 _IMPLIES = {"admin": {"admin", "operator", "worker", "reader"}, "operator": {"operator", "reader"},
@@ -49,6 +55,7 @@ class Principal:
     name: str
     roles: frozenset[str]
     task_types: frozenset[str] | None = None   # a worker's task types; None = any
+    namespace: str | None = None               # the one namespace it may act in; None = any
 
     def may(self, role: str) -> bool:
         return any(role in _IMPLIES[held] for held in self.roles)
@@ -62,6 +69,19 @@ class Principal:
 
 def allows(principal: Principal | None, role: str) -> bool:
     return principal is not None and principal.may(role)
+
+
+def namespace_for(principal: Principal | None, asked: str) -> str:
+    """The namespace a request acts in: the one it asks for (header `namespace` on gRPC,
+    `X-Namespace` on HTTP), which a confined token may only leave out or repeat.
+    ValueError: not a namespace name; PermissionError: outside the token's namespace."""
+    namespaces.checked(asked)
+    if principal is None or principal.namespace is None:
+        return asked
+    if asked and asked != principal.namespace:
+        raise PermissionError(f"{principal.name} may act only in namespace '{principal.namespace or '(default)'}', "
+                              f"not in '{asked}'")
+    return principal.namespace
 
 
 def principal_in(scope: Mapping[str, Any]) -> Principal | None:
@@ -99,7 +119,10 @@ class JwtRules:
             return None
         if types is not None and (not isinstance(types, list) or not all(isinstance(t, str) for t in types)):
             return None
-        return Principal(claims["sub"], frozenset(roles), frozenset(types) if types is not None else None)
+        namespace = claims.get("ns")
+        if namespace is not None and (not isinstance(namespace, str) or not namespaces.NAMESPACE.match(namespace)):
+            return None
+        return Principal(claims["sub"], frozenset(roles), frozenset(types) if types is not None else None, namespace)
 
 
 class Tokens:
@@ -168,8 +191,12 @@ class Tokens:
                 raise TokensError(f"{where} ({name}): `task_types` must be a list of task type names")
             if digest in principals:
                 raise TokensError(f"{where} ({name}): the same token is listed twice")
+            namespace = entry.get("namespace")
+            if namespace is not None and (not isinstance(namespace, str) or not namespaces.NAMESPACE.match(namespace)):
+                raise TokensError(f"{where} ({name}): `namespace` must be a namespace name (lower-case letters, "
+                                  "digits, '-' and '_', starting with a letter or digit)")
             principals[digest] = Principal(name.strip(), frozenset(roles),
-                                           frozenset(types) if types is not None else None)
+                                           frozenset(types) if types is not None else None, namespace)
         return cls(principals, rules)
 
 

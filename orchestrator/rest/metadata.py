@@ -12,7 +12,8 @@ from starlette.routing import Route
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.definitions import MAX_VERSION
-from ..handlers import Context, Refused
+from ..core.namespaces import as_seen, namespace_of, qualified
+from ..handlers import Context, Refused, request_namespace
 from .common import RestParts, answering_errors, json_body, number, refuse
 from .shapes import task_def_json, workflow_def_json
 
@@ -55,15 +56,17 @@ def routes(parts: RestParts) -> list[Route]:
     async def get_workflow_def(request: Request) -> Response:
         name = request.path_params["name"]
         version = number(request, "version", 0, 0, MAX_VERSION)
-        definition = await parts.store.get_workflow_def(name, version)
+        definition = await parts.store.get_workflow_def(qualified(request_namespace(), name), version)
         if definition is None:
             which = f"version {version} of " if version else ""
             return refuse(404, f"no {which}workflow definition named '{name[:256]}'")
-        return JSONResponse(workflow_def_json(definition))
+        return JSONResponse(workflow_def_json(as_seen(definition)))
 
     @answering_errors
     async def list_workflow_defs(request: Request) -> Response:
-        return JSONResponse([workflow_def_json(d) for d in await parts.store.workflow_defs()])
+        namespace = request_namespace()
+        return JSONResponse([workflow_def_json(as_seen(d)) for d in await parts.store.workflow_defs()
+                             if namespace_of(d["name"]) == namespace])
 
     @answering_errors
     async def register_task_defs(request: Request) -> Response:
@@ -75,15 +78,17 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def get_task_def(request: Request) -> Response:
         name = request.path_params["name"]
-        definition = await parts.store.get_task_def(name)
+        definition = await parts.store.get_task_def(qualified(request_namespace(), name))
         if definition is None:
             return refuse(404, f"no task definition named '{name[:256]}'")
-        return JSONResponse(task_def_json(definition))
+        return JSONResponse(task_def_json(as_seen(definition)))
 
     @answering_errors
     async def list_task_defs(request: Request) -> Response:
+        namespace = request_namespace()
         defs = await parts.store.task_defs()
-        return JSONResponse([task_def_json(defs[name]) for name in sorted(defs)])
+        return JSONResponse([task_def_json(as_seen(defs[name])) for name in sorted(defs)
+                             if namespace_of(name) == namespace])
 
     async def not_kept(request: Request) -> Response:
         return refuse(405, "definitions are never removed here: running and archived workflows keep the version "

@@ -16,6 +16,7 @@ from google.protobuf import json_format
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core.namespaces import relative
 from ..core.payloads import whole_numbers
 from ..core.schema import TaskDef, WorkflowDef
 from ..store import ClaimedTask
@@ -104,13 +105,13 @@ def polled_task(task: ClaimedTask, worker_id: str, now_ms: int) -> dict[str, Any
     """A task handed to a polling worker: IN_PROGRESS, with its input and its lease."""
     spec = task.spec
     return {
-        "taskId": spec.task_id, "workflowInstanceId": task.workflow_id, "taskType": spec.task_type,
-        "taskDefName": spec.task_type, "referenceTaskName": spec.key, "status": "IN_PROGRESS",
+        "taskId": spec.task_id, "workflowInstanceId": task.workflow_id, "taskType": relative(spec.task_type),
+        "taskDefName": relative(spec.task_type), "referenceTaskName": spec.key, "status": "IN_PROGRESS",
         "inputData": spec.input, "retryCount": spec.attempt, "seq": 0, "pollCount": 1,
         "scheduledTime": spec.scheduled_at_ms, "startTime": now_ms, "updateTime": now_ms,
         "workerId": worker_id, "responseTimeoutSeconds": max(1, task.lease_ms // 1000),
         "callbackAfterSeconds": 0, "outputData": {},
-        "workflowTask": {"name": spec.task_type, "taskReferenceName": spec.ref, "type": spec.kind}}
+        "workflowTask": {"name": relative(spec.task_type), "taskReferenceName": spec.ref, "type": spec.kind}}
 
 
 def task_def_json(definition: TaskDef) -> dict[str, Any]:

@@ -25,9 +25,10 @@ from starlette.routing import Route
 from ..core import statuses as st
 from ..core.auth import Principal, principal_in
 from ..core.clock import now_ms
+from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
-from ..handlers import Refused
+from ..handlers import Refused, request_namespace
 from .common import (RestParts, answering_errors, body_bytes, json_body, number, object_body, plain,
                      refuse, text)
 from .shapes import polled_task
@@ -64,10 +65,16 @@ def routes(parts: RestParts) -> list[Route]:
                 except TimeoutError:
                     return await store.claim(task_type, count, worker_id, now_ms())
 
-    def check_serves(request: Request, task_type: str) -> None:
+    def served_queue(request: Request, task_type: str) -> str:
+        """The queue a poll of `task_type` takes from (core/namespaces.py); refused when the token
+        may not serve it."""
         principal = principal_in(request.scope)
-        if parts.tokens is not None and (principal is None or not principal.may_serve([task_type])):
-            raise Refused("PERMISSION_DENIED", f"this token may not poll task type '{task_type}'")
+        if parts.tokens is not None and (principal is None or not principal.may_serve([relative(task_type)])):
+            raise Refused("PERMISSION_DENIED", f"this token may not poll task type '{relative(task_type)}'")
+        if task_type in SYSTEM_TYPES and principal is not None and principal.namespace is not None:
+            raise Refused("PERMISSION_DENIED", f"{task_type} is one of Conductor's system task types, queued for "
+                                               "every namespace at once; only a token without a namespace serves it")
+        return queue_of(request_namespace(), task_type)
 
     def worker_of(request: Request) -> str:
         worker_id = text(request, "workerid") or (request.client.host if request.client else "")
@@ -77,8 +84,7 @@ def routes(parts: RestParts) -> list[Route]:
 
     @answering_errors
     async def batch_poll(request: Request) -> Response:
-        task_type = _name(request.path_params["task_type"], "the task type")
-        check_serves(request, task_type)
+        task_type = served_queue(request, _name(request.path_params["task_type"], "the task type"))
         worker_id = worker_of(request)
         count = number(request, "count", 1, 1, MAX_POLL_COUNT)
         wait_ms = number(request, "timeout", 100, 0, MAX_POLL_WAIT_MS)
@@ -88,8 +94,7 @@ def routes(parts: RestParts) -> list[Route]:
 
     @answering_errors
     async def poll(request: Request) -> Response:
-        task_type = _name(request.path_params["task_type"], "the task type")
-        check_serves(request, task_type)
+        task_type = served_queue(request, _name(request.path_params["task_type"], "the task type"))
         worker_id = worker_of(request)
         claimed = await store.claim(task_type, 1, claimant(principal_in(request.scope), worker_id), now_ms())
         if not claimed:
@@ -98,10 +103,11 @@ def routes(parts: RestParts) -> list[Route]:
 
     def claimant(principal: Principal | None, worker_id: str) -> str:
         """The worker id a poll claims under and an update must match: with tokens, qualified by the
-        token's name, so a token reports only what it polled (whatever `workerId` it sends)."""
-        if parts.tokens is None or principal is None:
-            return worker_id
-        return f"{principal.name}/{worker_id}"
+        token's name, so a token reports only what it polled (whatever `workerId` it sends); and
+        by the namespace, as a worker on the gRPC stream is."""
+        if parts.tokens is not None and principal is not None:
+            worker_id = f"{principal.name}/{worker_id}"
+        return qualified(request_namespace(), worker_id)
 
     async def update(result: dict[str, Any], principal: Principal | None) -> tuple[str, str, str]:
         """Store a TaskResult; (task id, outcome word, task type). Refused when it cannot apply."""
@@ -190,7 +196,7 @@ def routes(parts: RestParts) -> list[Route]:
         worker_id = result.get("workerId")
         if outcome not in ("STORED", "DUPLICATE") or not task_type or not isinstance(worker_id, str) or not worker_id:
             return Response(status_code=204)
-        if parts.tokens is not None and (principal is None or not principal.may_serve([task_type])):
+        if parts.tokens is not None and (principal is None or not principal.may_serve([relative(task_type)])):
             return Response(status_code=204)
         claimed = await store.claim(task_type, 1, claimant(principal, worker_id), now_ms())
         if not claimed:
@@ -207,7 +213,7 @@ def routes(parts: RestParts) -> list[Route]:
         output = object_body(await json_body(request, parts.limit.max_bytes + 64 * 1024, "the task output",
                                              empty={}), "the task output")
         state = await store.load(_name(workflow_id, "workflowId"))
-        if state is None:
+        if state is None or namespace_of(state.name) != request_namespace():
             raise Refused("NOT_FOUND", f"no workflow with id '{workflow_id[:256]}'")
         matching = [t for t in state.tasks if ref in (t.spec.key, t.spec.ref)]
         if not matching:
@@ -245,9 +251,11 @@ def routes(parts: RestParts) -> list[Route]:
 
     @answering_errors
     async def queue_sizes(request: Request) -> Response:
-        types = [_name(t, "taskType") for t in request.query_params.getlist("taskType")][:1000]
+        namespace = request_namespace()
+        types = [queue_of(namespace, _name(t, "taskType")) for t in request.query_params.getlist("taskType")][:1000]
         stats = await store.queue_stats(types or None)
-        return JSONResponse({s.task_type: s.depth for s in stats})
+        return JSONResponse({relative(s.task_type): s.depth for s in stats if namespace_of(s.task_type) == namespace
+                             or s.task_type in SYSTEM_TYPES})
 
     async def no_lookup_by_id(request: Request) -> Response:
         return refuse(501, "tasks are looked up through their workflow here: GET /api/workflow/{workflowId} lists "

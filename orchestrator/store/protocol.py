@@ -177,9 +177,11 @@ class Store(Protocol):
         """Complete a waiting WAIT or HUMAN task. Atomic; refused once the task or workflow ended."""
 
     async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
-                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "") -> SearchPage:
-        """Workflow ids, newest first; the cursor is stable when workflows start meanwhile.
-        `text`: free-text words (`core.free_text`); such a page may be short, with a cursor."""
+                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "",
+                     namespace: str = "") -> SearchPage:
+        """Workflow ids of `namespace`, newest first; the cursor is stable when workflows start
+        meanwhile. `name` is qualified (as stored). `text`: free-text words (`core.free_text`);
+        such a page may be short, with a cursor."""
 
     # ------------------------------------------------------------- tasks (any node)
 
@@ -323,9 +325,10 @@ class Store(Protocol):
         definition's when `task_types` is None). A read; includes the tasks of paused workflows."""
 
     async def status_counts(self, *, name: str = "", correlation_id: str = "", created_from_ms: int = 0,
-                            created_to_ms: int = 0) -> dict[str, int]:
+                            created_to_ms: int = 0, namespace: str = "") -> dict[str, int]:
         """How many stored workflows have each status (every status, zeros included). A read.
-        The creation-time range applies only without `name` and `correlation_id`."""
+        The creation-time range applies only without `name`, `correlation_id` and `namespace`;
+        `namespace` "" counts every namespace's workflows."""
 
     async def health(self) -> StoreHealth:
         """Ask the store how it is (one round trip); never raises: `ok` is False with the error."""

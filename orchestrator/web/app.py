@@ -29,13 +29,14 @@ from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
+from ..core.namespaces import as_seen, namespace_of, qualified, relative
 from ..store import StoreUnavailable
 from . import operations
 from .auth import COOKIE, TokenGate
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from ..handlers import Refused
+from ..handlers import Refused, request_namespace
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
@@ -99,7 +100,8 @@ class Console:
         self.env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""))
+        self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""),
+                                rel=relative)
         self.env.globals.update(node=parts, csrf=self.token, statuses=st.WORKFLOW_STATUSES,
                                 terminal=st.TERMINAL_WORKFLOW, operations=OPERATIONS)
 
@@ -146,7 +148,9 @@ class Console:
                                                                 "cursor")}
         limit = int(q["limit"]) if q.get("limit", "").isdigit() else PAGE_SIZES[0]
         error, page, counts = "", None, {}
-        names = sorted(d["name"] for d in await self.parts.store.workflow_defs())
+        namespace = request_namespace()
+        names = sorted(relative(d["name"]) for d in await self.parts.store.workflow_defs()
+                       if namespace_of(d["name"]) == namespace)
         try:
             created_from = _parse_time(filters["from"], "from")
             created_to = _parse_time(filters["to"], "to")
@@ -155,8 +159,9 @@ class Console:
                 correlation_id=filters["correlation_id"], cursor=filters["cursor"], limit=limit,
                 created_from_ms=created_from, created_to_ms=created_to, text=filters["text"])
             counts = await bounded(self.parts.store.status_counts(
-                name=filters["name"], correlation_id=filters["correlation_id"],
-                created_from_ms=created_from, created_to_ms=created_to))
+                name=qualified(namespace, filters["name"]) if filters["name"] else "",
+                correlation_id=filters["correlation_id"], created_from_ms=created_from, created_to_ms=created_to,
+                namespace=namespace))
         except Refused as exc:
             error = exc.message
         query = {k: v for k, v in filters.items() if v and k != "cursor"}
@@ -172,8 +177,13 @@ class Console:
                            status_links={status: "/executions?" + urlencode({**query, "status": status})
                                          for status in st.WORKFLOW_STATUSES})
 
-    async def _execution_values(self, workflow_id: str) -> dict[str, Any] | None:
+    async def _load(self, workflow_id: str) -> m.WorkflowState | None:
+        """The workflow, if it is one of the request's namespace."""
         state = await self.parts.store.load(workflow_id)
+        return state if state is not None and namespace_of(state.name) == request_namespace() else None
+
+    async def _execution_values(self, workflow_id: str) -> dict[str, Any] | None:
+        state = await self._load(workflow_id)
         if state is None:
             return None
         now = now_ms()
@@ -207,7 +217,7 @@ class Console:
 
     async def confirm(self, request: Request) -> Response:
         workflow_id, op = request.path_params["workflow_id"], request.path_params["op"]
-        state = await self.parts.store.load(workflow_id)
+        state = await self._load(workflow_id)
         if state is None:
             return self.problem(404, "No such execution", f"No workflow with id '{workflow_id}' is stored.")
         if op not in OPERATIONS:
@@ -222,7 +232,7 @@ class Console:
             fields = await self.form(request)
             done = await operations.run(self.parts.workflows, op, workflow_id, fields)
         except Refused as exc:
-            state = await self.parts.store.load(workflow_id)
+            state = await self._load(workflow_id)
             if state is None or op not in OPERATIONS:
                 return self.problem(exc.http_status, "Refused", exc.message)
             return self.render("confirm.html", exc.http_status,
@@ -234,12 +244,16 @@ class Console:
     # ------------------------------------------------------------- definitions
 
     async def definitions(self, request: Request) -> Response:
-        workflows = sorted(await self.parts.store.workflow_defs(), key=lambda d: d["name"])
-        task_defs = await self.parts.store.task_defs()
+        namespace = request_namespace()
+        workflows = sorted((as_seen(d) for d in await self.parts.store.workflow_defs()
+                            if namespace_of(d["name"]) == namespace), key=lambda d: d["name"])
+        task_defs = {relative(n): as_seen(d) for n, d in (await self.parts.store.task_defs()).items()
+                     if namespace_of(n) == namespace}
         served: dict[str, int] = {}
         for session in self.parts.dispatcher.sessions:
             for task_type in session.task_types:
-                served[task_type] = served.get(task_type, 0) + 1
+                if namespace_of(task_type) == namespace:
+                    served[relative(task_type)] = served.get(relative(task_type), 0) + 1
         return self.render("definitions.html", page="definitions", workflows=workflows,
                            task_defs=[task_defs[n] for n in sorted(task_defs)], served=served,
                            sizes={d["name"]: sum(1 for _ in iter_nodes(d["tasks"])) for d in workflows})
@@ -247,7 +261,8 @@ class Console:
     async def definition(self, request: Request, error: str = "", values: dict[str, str] | None = None,
                          status_code: int = 200) -> Response:
         name = request.path_params["name"]
-        versions = sorted(await self.parts.store.workflow_defs(name), key=lambda d: d["version"])
+        versions = sorted((as_seen(d) for d in await self.parts.store.workflow_defs(
+            qualified(request_namespace(), name))), key=lambda d: d["version"])
         if not versions:
             return self.problem(404, "No such definition", f"No workflow definition named '{name}' is registered.")
         wanted = request.query_params.get("version", "")
@@ -297,7 +312,7 @@ def allowed_operations(state: m.WorkflowState) -> list[str]:
 def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
               tokens: Tokens | None = None) -> ASGIApp:
     """The console's routes, and `more` beside them on the same port (the node adds Conductor's API);
-    behind the token gate when the node has tokens."""
+    behind the token gate (which only settles the namespace when the node has no tokens)."""
     console = Console(parts)
     login = Login(console, tokens)
     static = Path(__file__).resolve().parent / "static"
@@ -321,7 +336,7 @@ def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
         *(more or []),
     ]
     app = Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})
-    return TokenGate(app, tokens) if tokens is not None else app
+    return TokenGate(app, tokens)
 
 
 class Login:

@@ -6,6 +6,10 @@ request needs from its method and path, and refuses before the route runs: 401 (
 token; the console redirects a browser to /login instead) or 403. Open: /healthz, /static,
 /login and Conductor's /api/token exchange. The principal is left in the ASGI scope
 (`scope["principal"]`) for routes that check more (a polling worker's task type).
+
+The same gate settles the namespace the request acts in (header `X-Namespace`, limited by a
+confined token: `core.auth.namespace_for`; 400 / 403 otherwise) and runs the route in it
+(`handlers.acting_in`). Without a tokens file it does only that.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from urllib.parse import quote
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..core.auth import Tokens
+from ..core.auth import Principal, Tokens, namespace_for
+from ..handlers import acting_in
 
 COOKIE = "orchestrator_token"
 _WRITE = ("POST", "PUT", "PATCH", "DELETE")
@@ -37,8 +42,12 @@ def needed_role(method: str, path: str) -> str:
     return "operator" if method in _WRITE else "reader"   # workflows and console pages: read, or operate
 
 
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+
+
 def presented_token(scope: Scope) -> str:
-    headers: dict[str, str] = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    headers = _headers(scope)
     authorization = headers.get("authorization", "")
     if authorization.lower().startswith("bearer "):
         return authorization[7:].strip()
@@ -52,7 +61,9 @@ def presented_token(scope: Scope) -> str:
 
 
 class TokenGate:
-    def __init__(self, app: ASGIApp, tokens: Tokens) -> None:
+    """`tokens` None: a node without authentication (only the namespace is settled)."""
+
+    def __init__(self, app: ASGIApp, tokens: Tokens | None) -> None:
         self.app = app
         self.tokens = tokens
 
@@ -60,17 +71,28 @@ class TokenGate:
         if scope["type"] != "http" or _open(scope["path"]):
             await self.app(scope, receive, send)
             return
-        principal = self.tokens.find(presented_token(scope))
-        role = needed_role(scope["method"], scope["path"])
-        if principal is None:
-            await self._unauthenticated(scope, send)
+        principal: Principal | None = None
+        if self.tokens is not None:
+            principal = self.tokens.find(presented_token(scope))
+            role = needed_role(scope["method"], scope["path"])
+            if principal is None:
+                await self._unauthenticated(scope, send)
+                return
+            if not principal.may(role):
+                await _reply(send, 403, {"status": 403, "message": f"{principal.name} may not do this: it needs "
+                                                                    f"the {role} role", "error": "PERMISSION_DENIED"})
+                return
+            scope["principal"] = principal
+        try:
+            namespace = namespace_for(principal, _headers(scope).get("x-namespace", "").strip())
+        except ValueError as exc:
+            await _reply(send, 400, {"status": 400, "message": str(exc), "error": "INVALID_ARGUMENT"})
             return
-        if not principal.may(role):
-            await _reply(send, 403, {"status": 403, "message": f"{principal.name} may not do this: it needs the "
-                                                                f"{role} role", "error": "PERMISSION_DENIED"})
+        except PermissionError as exc:
+            await _reply(send, 403, {"status": 403, "message": str(exc), "error": "PERMISSION_DENIED"})
             return
-        scope["principal"] = principal
-        await self.app(scope, receive, send)
+        with acting_in(namespace):
+            await self.app(scope, receive, send)
 
     async def _unauthenticated(self, scope: Scope, send: Send) -> None:
         path = scope["path"]

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from .. import state as m
 from .. import statuses as st
 from ..limits import MAX_SUBWORKFLOW_DEPTH
+from ..namespaces import qualified, relative
 from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
 from .kinds import sequence
@@ -167,9 +168,10 @@ def _start_failure_workflow(walk: Walk, written: str, status: str, reason: str) 
     failed_tasks = [t.spec.key for t in instances if t.runtime.status in st.UNSUCCESSFUL_TASK]
     failed = next((t for t in reversed(instances) if t.runtime.status in st.UNSUCCESSFUL_TASK), None)
     walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
-        workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", name=definition["name"],
+        workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}",
+        name=qualified(walk.namespace, definition["name"]),
         version=definition["version"],
-        input={"workflowId": wf.workflow_id, "workflowName": wf.name, "status": status, "reason": reason,
+        input={"workflowId": wf.workflow_id, "workflowName": relative(wf.name), "status": status, "reason": reason,
                "input": wf.input, "failedTasks": failed_tasks,
                # Conductor's names for the same facts, and the failed execution itself
                "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
@@ -184,10 +186,11 @@ def _failed_workflow(walk: Walk, status: str, reason: str, instances: list[Any])
     id, name, input, status, reason and tasks; task outputs only while they fit in
     MAX_FAILED_WORKFLOW_CHARS."""
     wf = walk.wf
-    tasks = [{"taskId": t.task_id, "referenceTaskName": t.spec.key, "taskType": t.spec.task_type,
+    tasks = [{"taskId": t.task_id, "referenceTaskName": t.spec.key, "taskType": relative(t.spec.task_type),
               "status": str(t.runtime.status), "reasonForIncompletion": t.runtime.reason,
               "retryCount": t.spec.attempt, "outputData": t.output or {}} for t in instances]
-    failed = {"workflowId": wf.workflow_id, "workflowName": wf.name, "workflowType": wf.name, "version": wf.version,
+    name = relative(wf.name)
+    failed = {"workflowId": wf.workflow_id, "workflowName": name, "workflowType": name, "version": wf.version,
               "input": wf.input, "status": status, "reasonForIncompletion": reason,
               "correlationId": wf.correlation_id, "tasks": tasks}
     if _size(failed) > MAX_FAILED_WORKFLOW_CHARS:

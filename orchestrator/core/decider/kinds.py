@@ -27,6 +27,7 @@ from .. import javascript, jqtransform
 from .. import state as m
 from .. import statuses as st
 from ..errors import InvalidArgument
+from ..namespaces import qualified, topic_in
 from ..events import is_foreign_sink, topic_name
 from ..payloads import encode
 from ..definitions import JAVASCRIPT, TERMINATION_STATUSES, iter_nodes, normalise_dynamic_task, wait_literal
@@ -384,7 +385,8 @@ def _start_child(walk: Walk, node: WorkflowTask, key: str, attempt: int) -> m.Ta
     task = walk.add(node, key, status=st.IN_PROGRESS, attempt=attempt, extra={"child": child_id},
                     output={"subWorkflowId": child_id}, task_id=task_id)
     walk.decision.start_workflows.append(NewWorkflow(
-        workflow_id=child_id, name=definition["name"], version=definition["version"], input=task.spec.input,
+        workflow_id=child_id, name=qualified(walk.namespace, definition["name"]), version=definition["version"],
+        input=task.spec.input,
         correlation_id=walk.wf.correlation_id, parent=f"{walk.wf.workflow_id}|{task.task_id}",
         snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
         depth=walk.wf.depth + 1))
@@ -413,7 +415,8 @@ def start_workflow(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
         correlation = spec.get("correlationId")
         workflow_id = walk.new_id()
         started.append(NewWorkflow(
-            workflow_id=workflow_id, name=definition["name"], version=definition["version"], input=workflow_input,
+            workflow_id=workflow_id, name=qualified(walk.namespace, definition["name"]),
+            version=definition["version"], input=workflow_input,
             correlation_id=correlation if isinstance(correlation, str) else walk.wf.correlation_id, parent="",
             snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
             depth=walk.wf.depth + 1))
@@ -439,7 +442,7 @@ def event(walk: Walk, node: WorkflowTask, suffix: str) -> Outcome:
         except InvalidArgument as exc:
             raise ValueError(str(exc)) from None
         try:
-            published.append((topic, encode(inputs, "the event payload")))
+            published.append((topic_in(walk.namespace, topic), encode(inputs, "the event payload")))
         except InvalidArgument as exc:
             raise ValueError(str(exc)) from None
         return {"topic": topic, "published": True}

@@ -61,8 +61,8 @@ def _skip(walk: Walk, command: dict[str, Any]) -> None:
         return
     node = _node_for(walk.definition["tasks"], key.split("__", 1)[0])
     if node is not None:
-        walk.add(node, key, status=st.SKIPPED, task_type=node["name"] if node["type"] == "SIMPLE" else "",
-                 input={}, reason="skipped by an operator")
+        task_type = walk.queue_of(node["name"]) if node["type"] == "SIMPLE" else ""
+        walk.add(node, key, status=st.SKIPPED, task_type=task_type, input={}, reason="skipped by an operator")
 
 
 def _restart(walk: Walk, command: dict[str, Any]) -> None:

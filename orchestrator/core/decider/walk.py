@@ -17,6 +17,7 @@ from .. import state as m
 from .. import statuses as st
 from ..definitions import TASK_DEF_DEFAULTS, TASK_KINDS, WORKER_TASK_KINDS
 from ..limits import MAX_DURATION_SECONDS
+from ..namespaces import namespace_of, queue_of, relative
 from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
 from .decision import Decision
@@ -91,8 +92,8 @@ _TASK_FIELDS: dict[str, Callable[[m.TaskState, m.WorkflowState], Any]] = {
     "status": lambda t, w: str(t.runtime.status),
     "referenceTaskName": lambda t, w: t.spec.key,
     "retryCount": lambda t, w: t.spec.attempt,
-    "taskType": lambda t, w: t.spec.task_type,
-    "taskDefName": lambda t, w: t.spec.task_type,
+    "taskType": lambda t, w: relative(t.spec.task_type),
+    "taskDefName": lambda t, w: relative(t.spec.task_type),
     "scheduledTime": lambda t, w: t.spec.scheduled_at_ms,
     "startTime": lambda t, w: t.runtime.started_at_ms,
     "endTime": lambda t, w: t.runtime.ended_at_ms,
@@ -138,6 +139,7 @@ class _Entry(dict[str, Any]):
 class Walk:
     def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
         self.wf = wf
+        self.namespace = namespace_of(wf.name)   # names in the definition are relative to it
         self.now = now_ms
         self.new_id = new_id
         self.decision = decision
@@ -169,7 +171,8 @@ class Walk:
         parent_id, _, parent_task = wf.parent.partition("|")
         self.scope = {"workflow": {
             "input": workflow_input, "variables": self.variables, "workflowId": wf.workflow_id,
-            "correlationId": wf.correlation_id, "output": {}, "status": str(wf.status), "workflowType": wf.name,
+            "correlationId": wf.correlation_id, "output": {}, "status": str(wf.status),
+            "workflowType": relative(wf.name),
             "version": wf.version, "createTime": wf.created_at_ms, "updateTime": wf.updated_at_ms,
             "parentWorkflowId": parent_id or None, "parentWorkflowTaskId": parent_task or None,
             "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}}
@@ -251,7 +254,7 @@ class Walk:
         embedded = node.get("taskDefinition")
         if embedded:
             return embedded
-        registered = self.task_defs.get(name) or self.task_defs.get(node["name"])
+        registered = self.task_defs.get(relative(name)) or self.task_defs.get(node["name"])
         if registered is not None:
             return registered
         return cast(TaskDef, {**TASK_DEF_DEFAULTS, "name": name})
@@ -319,6 +322,10 @@ class Walk:
 
     # ---------------------------------------------------------------- worker tasks
 
+    def queue_of(self, task_name: str) -> str:
+        """The task type workers serve `task_name` of this workflow as (core/namespaces.py)."""
+        return queue_of(self.namespace, task_name)
+
     def schedule_worker_task(self, node: WorkflowTask, key: str, task_name: str, *, attempt: int,
                              delay_ms: int = 0, extra: dict[str, Any] | None = None,
                              input: dict[str, Any] | None = None) -> m.TaskState:
@@ -328,7 +335,8 @@ class Walk:
         # One idempotency key per logical execution: a retry inherits it (it copies `extra`); a
         # new iteration, branch, compensation, restart or rerun is a new task, so a new key.
         extra.setdefault("execution", task_id)
-        return self.add(node, key, status=st.SCHEDULED, task_type=task_name, attempt=attempt, input=input,
+        return self.add(node, key, status=st.SCHEDULED, task_type=self.queue_of(task_name), attempt=attempt,
+                        input=input,
                         ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
                         lease_ms=seconds_ms(task_def["responseTimeoutSeconds"]),
                         timeout_ms=seconds_ms(task_def["timeoutSeconds"]))

@@ -22,6 +22,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...core import free_text
+from ...core.namespaces import namespace_of, qualified, relative, topic_in
 from ...core import state as m
 from ...core.decider import Decision
 from ...core.definitions import (needs_every_task_def, needs_every_workflow_def, referenced_task_names,
@@ -236,14 +237,20 @@ class RedisStore:
         A definition that picks task types at run time (a dynamic fork of task specs) gets
         every registered task definition, since any of them may be named; one that names a
         workflow to start only at run time (`${...}`) gets the latest version of every
-        registered workflow definition."""
+        registered workflow definition.
+
+        Only definitions of `definition`'s own namespace are looked up, and the snapshot keys
+        them by the names the definition uses (relative, see core/namespaces.py)."""
+        namespace = namespace_of(definition["name"])
         workflows: dict[str, WorkflowDef] = {}
         task_names = set(referenced_task_names(definition))
         every_task_def = needs_every_task_def(definition)
         pending = [definition]
         if needs_every_workflow_def(definition):
             for found in await self.workflow_defs():
-                workflows.setdefault(f"{found['name']}:0", found)
+                if namespace_of(found["name"]) != namespace:
+                    continue
+                workflows.setdefault(f"{relative(found['name'])}:0", found)
                 task_names |= referenced_task_names(found)
                 every_task_def = every_task_def or needs_every_task_def(found)
         while pending:
@@ -252,19 +259,20 @@ class RedisStore:
                 key = f"{node_ref}:{version}"
                 if key in workflows:
                     continue
-                needed = await self.get_workflow_def(node_ref, version)
+                needed = await self.get_workflow_def(qualified(namespace, node_ref), version)
                 if needed is None:
-                    raise FailedPrecondition(f"workflow '{current['name']}' needs workflow definition "
+                    raise FailedPrecondition(f"workflow '{relative(current['name'])}' needs workflow definition "
                                              f"'{node_ref}' (version {version or 'latest'}), which is not registered")
                 workflows[key] = needed
                 task_names |= referenced_task_names(needed)
                 every_task_def = every_task_def or needs_every_task_def(needed)
                 pending.append(needed)
-        task_defs = await self.task_defs(None if every_task_def else task_names)
+        stored_defs = await self.task_defs(None if every_task_def else (qualified(namespace, n) for n in task_names))
+        task_defs = {relative(n): d for n, d in stored_defs.items() if namespace_of(n) == namespace}
         missing = task_names - set(task_defs)
         if missing:
             raise FailedPrecondition(f"task definition(s) {', '.join(sorted(missing))} used by "
-                                     f"'{definition['name']}' are no longer registered")
+                                     f"'{relative(definition['name'])}' are no longer registered")
         return {"workflow": definition, "taskDefs": task_defs, "subWorkflows": workflows}
 
     @_unavailable_as_store_error
@@ -391,8 +399,10 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def search(self, *, name: str, status: str, correlation_id: str, cursor: str, limit: int,
-                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "") -> SearchPage:
-        """Workflow ids, newest first, matching every filter given.
+                     created_from_ms: int = 0, created_to_ms: int = 0, text: str = "",
+                     namespace: str = "") -> SearchPage:
+        """Workflow ids of `namespace`, newest first, matching every filter given (`name`
+        qualified, as stored).
 
         Every index is scored by creation time, so the time range narrows the scan itself.
         The cursor is the (creation time, id) of the last id read: the next page starts
@@ -401,7 +411,7 @@ class RedisStore:
         query reads at most `free_text.MAX_SCANNED` workflows per page and may answer a short
         page with a cursor that goes on from there."""
         query_words = free_text.words(text)
-        index = self._search_index(name, status, correlation_id)
+        index = self._search_index(name, status, correlation_id, namespace)
         after = _parse_cursor(cursor)
         top: float | str = created_to_ms or "+inf"
         if after is not None:
@@ -421,7 +431,8 @@ class RedisStore:
                 break
             offset += len(rows)
             rows = [(i, float(s)) for i, s in rows if after is None or s < after[0] or (s == after[0] and i < after[1])]
-            matched, read = await self._matching(rows, name, status, correlation_id, query_words, limit - len(found))
+            matched, read = await self._matching(rows, name, status, correlation_id, namespace, query_words,
+                                                 limit - len(found))
             found += matched
             scanned += read
             if read:
@@ -435,17 +446,19 @@ class RedisStore:
         more = await self._any_before(index, last_score, last_id, bottom)
         return SearchPage([i for i, _ in found], f"{int(last_score)}:{last_id}" if more else None)
 
-    def _search_index(self, name: str, status: str, correlation_id: str) -> str:
+    def _search_index(self, name: str, status: str, correlation_id: str, namespace: str) -> str:
         if correlation_id:
             return self.keys.index("corr", correlation_id)
         if name:
             return self.keys.index("name", name)
+        if namespace:   # the default namespace has none: its workflows are in "all" since before namespaces
+            return self.keys.index("ns", namespace)
         if status:
             return self.keys.index("st", status)
         return self.keys.index("all")
 
     async def _matching(self, rows: list[tuple[str, float]], name: str, status: str, correlation_id: str,
-                        query_words: list[str], wanted: int) -> tuple[list[tuple[str, float]], int]:
+                        namespace: str, query_words: list[str], wanted: int) -> tuple[list[tuple[str, float]], int]:
         """The rows that match, up to `wanted`, and how many rows were read to find them."""
         fields = ("st", "m", "out", "vars", "reason") if query_words else ("st", "m")
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -459,6 +472,7 @@ class RedisStore:
                 continue
             meta = json.loads(meta_raw)
             if ((not status or st == status) and (not name or meta["name"] == name)
+                    and namespace_of(meta["name"]) == namespace
                     and (not correlation_id or meta["correlationId"] == correlation_id)
                     and free_text.matches(query_words, workflow_id, *(v or "" for v in values[1:]))):
                 found.append((workflow_id, score))
@@ -804,7 +818,7 @@ class RedisStore:
                            max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:
         reply = await self._run(scripts.CLAIM_EVENTS, {
             "topic": topic, "handler": handler, "consumer": consumer, "idle": idle_ms, "count": count,
-            "max": max_deliveries, "cursor": cursor or "0-0", "dead": DEAD_LETTER_TOPIC, "now": now_ms})
+            "max": max_deliveries, "cursor": cursor or "0-0", "dead": _dead_letters_of(topic), "now": now_ms})
         events = [BusEvent(str(e[0]), topic, str(e[1]), str(e[2]), int(e[3]), int(e[4])) for e in reply[1:]]
         return str(reply[0]), events
 
@@ -815,12 +829,12 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def dead_letter(self, handler: str, event: BusEvent, reason: str, now_ms: int) -> bool:
-        letter = (f'{{"handler":{dumps(handler)},"topic":{dumps(event.topic)},"eventId":{dumps(event.event_id)},'
-                  f'"key":{dumps(event.key)},"deliveries":{event.deliveries},"reason":{dumps(reason)},'
+        letter = (f'{{"handler":{dumps(handler)},"topic":{dumps(relative(event.topic))},'
+                  f'"eventId":{dumps(event.event_id)},"key":{dumps(event.key)},"deliveries":{event.deliveries},"reason":{dumps(reason)},'
                   f'"payload":{event.payload_json}}}')
         return bool(await self._run(scripts.DEAD_LETTER, {
             "topic": event.topic, "handler": handler, "event": event.event_id, "key": event.key,
-            "dead": DEAD_LETTER_TOPIC, "now": now_ms}, letter))
+            "dead": _dead_letters_of(event.topic), "now": now_ms}, letter))
 
     @_unavailable_as_store_error
     async def event_action(self, handler: str, event_id: str, action: int, kind: str, now_ms: int, *,
@@ -852,9 +866,10 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def status_counts(self, *, name: str = "", correlation_id: str = "", created_from_ms: int = 0,
-                            created_to_ms: int = 0) -> dict[str, int]:
+                            created_to_ms: int = 0, namespace: str = "") -> dict[str, int]:
         narrower = (self.keys.index("corr", correlation_id) if correlation_id
-                    else self.keys.index("name", name) if name else "")
+                    else self.keys.index("name", name) if name
+                    else self.keys.index("ns", namespace) if namespace else "")
         async with self._redis.pipeline(transaction=False) as pipe:
             for status in WORKFLOW_STATUSES:
                 if narrower:
@@ -886,3 +901,7 @@ def _parse_cursor(cursor: str) -> tuple[float, str] | None:
         raise ValueError("not a page token this API returned")
     return float(score), workflow_id
 
+
+def _dead_letters_of(topic: str) -> str:
+    """The dead-letter topic of `topic`'s namespace: one team's failures stay its own."""
+    return topic_in(namespace_of(topic), DEAD_LETTER_TOPIC)

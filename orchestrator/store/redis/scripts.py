@@ -163,6 +163,8 @@ local function create_workflow(id, meta, digest, name, corr, parent, vars, now, 
   set_status(id, key, 'RUNNING')
   redis.call('ZADD', P .. ':idx:all', now, id)
   redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
+  local ns = string.match(name, '^([^:]+):')   -- a namespace's workflow (core/namespaces.py)
+  if ns then redis.call('ZADD', P .. ':idx:ns:' .. ns, now, id) end
   if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
   event(id, now)
   return true
@@ -536,6 +538,8 @@ for _, pair in ipairs(A.entries) do
     redis.call('ZREM', P .. ':idx:all', id)
     redis.call('ZREM', P .. ':idx:st:' .. st, id)
     redis.call('ZREM', P .. ':idx:name:' .. meta.name, id)
+    local ns = string.match(meta.name, '^([^:]+):')
+    if ns then redis.call('ZREM', P .. ':idx:ns:' .. ns, id) end
     if meta.correlationId and meta.correlationId ~= '' then
       redis.call('ZREM', P .. ':idx:corr:' .. meta.correlationId, id)
     end

@@ -1,0 +1,271 @@
+"""Namespaces on a real node: two teams register the same names (`charge_card`, `checkout`,
+`child`, topic `orders`) and run side by side; each sees, runs and reaches only its own, through
+gRPC, workers, events, Conductor's REST API and the console. A confined token cannot leave its
+namespace; an open node takes the namespace the client names."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import httpx
+import jwt
+import pytest
+import yaml
+
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import free_port
+from helpers import BackgroundWorker, wait_for_status
+from orchestrator.core.auth import Tokens, TokensError
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+from worker import ClientError, Worker, WorkflowClient, task
+
+JWT_SECRET = "namespaces-test-secret-of-32-bytes-" + uuid.uuid4().hex
+TOKENS = {
+    "root": "root-token-0123456789",                     # admin of the cluster: any namespace it names
+    "a_admin": "team-a-admin-token-0123456789", "a_ops": "team-a-ops-token-0123456789",
+    "a_worker": "team-a-worker-token-0123456789",
+    "b_admin": "team-b-admin-token-0123456789", "b_ops": "team-b-ops-token-0123456789",
+    "b_worker": "team-b-worker-token-0123456789",
+}
+TEAM = {"a": "team-a", "b": "team-b"}
+
+
+class Teams:
+    def __init__(self, endpoint: str, http: str) -> None:
+        self.endpoint = endpoint
+        self.http = http
+        self.clients = {role: WorkflowClient([endpoint], token=token) for role, token in TOKENS.items()}
+
+    def close(self) -> None:
+        for client in self.clients.values():
+            client.close()
+
+
+def _register(admin: WorkflowClient, team: str, retries: int) -> None:
+    """The same names in each team, with different contents: what each team gets shows whose it is."""
+    admin.register_task_def({"name": "charge_card", "retryCount": retries, "description": f"team {team}"})
+    admin.register_task_def({"name": "pack", "description": f"team {team}"})
+    admin.register_workflow_def({"name": "child", "tasks": [
+        {"name": "note", "taskReferenceName": "note", "type": "SET_VARIABLE", "inputParameters": {"team": team}}],
+        "outputParameters": {"team": team}})
+    admin.register_workflow_def({"name": "checkout", "tasks": [
+        {"name": "charge_card", "taskReferenceName": "charge", "inputParameters": {"n": "${workflow.input.n}"}},
+        {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW", "subWorkflowParam": {"name": "child"}},
+        {"name": "dyn", "taskReferenceName": "dyn", "type": "DYNAMIC", "dynamicTaskNameParam": "which",
+         "inputParameters": {"which": "${workflow.input.which}"}}],
+        "outputParameters": {"charged_by": "${charge.output.team}", "child_team": "${sub.output.team}",
+                             "dynamic_by": "${dyn.output.team}", "type": "${charge.taskType}"}})
+
+
+@pytest.fixture(scope="module")
+def teams(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any) -> Iterator[Teams]:
+    folder = tmp_path_factory.mktemp("namespaces")
+    (folder / "jwt.secret").write_text(JWT_SECRET)
+    tokens_file = folder / "tokens.yaml"
+    tokens_file.write_text(yaml.safe_dump({"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret"}, "tokens": [
+        {"name": "root", "roles": ["admin"], "token": TOKENS["root"]},
+        {"name": "a-admin", "roles": ["admin"], "namespace": "team-a", "token": TOKENS["a_admin"]},
+        {"name": "a-ops", "roles": ["operator"], "namespace": "team-a", "token": TOKENS["a_ops"]},
+        {"name": "a-worker", "roles": ["worker"], "namespace": "team-a", "token": TOKENS["a_worker"]},
+        {"name": "b-admin", "roles": ["admin"], "namespace": "team-b", "token": TOKENS["b_admin"]},
+        {"name": "b-ops", "roles": ["operator"], "namespace": "team-b", "token": TOKENS["b_ops"]},
+        {"name": "b-worker", "roles": ["worker"], "namespace": "team-b", "token": TOKENS["b_worker"]}]}))
+    port, http_port = free_port(), free_port()
+    process = start_node(folder, node_id="shared", port=port, redis_url=redis_server.url,
+                         etcd_endpoints=etcd.endpoints, cluster=f"n{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
+                         http_port=http_port, extra=["--tokens-file", str(tokens_file)])
+    running = Teams(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
+    try:
+        wait_for_leader(running.clients["root"], 20.0)
+        _register(running.clients["a_admin"], "a", retries=1)
+        _register(running.clients["b_admin"], "b", retries=4)
+        yield running
+    finally:
+        running.close()
+        process.stop()
+
+
+def code_of(call: Any) -> str:
+    with pytest.raises(ClientError) as refused:
+        call()
+    return refused.value.code
+
+
+def team_worker(teams: Teams, team: str) -> BackgroundWorker:
+    @task("charge_card")
+    def charge(data: dict[str, Any]) -> dict[str, Any]:
+        return {"team": team}
+
+    @task("pack")
+    def pack(data: dict[str, Any]) -> dict[str, Any]:
+        return {"team": team}
+
+    return BackgroundWorker(Worker(endpoints=[teams.endpoint], handlers=[charge, pack], worker_id="same-id",
+                                   token=TOKENS[f"{team}_worker"]))
+
+
+def test_two_teams_run_the_same_names_side_by_side_and_each_reaches_only_its_own(teams: Teams) -> None:
+    a_ops, b_ops = teams.clients["a_ops"], teams.clients["b_ops"]
+    a_worker, b_worker = team_worker(teams, "a"), team_worker(teams, "b")   # the same worker id, too
+    try:
+        started = {team: [ops.start_workflow("checkout", {"n": i, "which": "pack"}) for i in range(8)]
+                   for team, ops in (("a", a_ops), ("b", b_ops))}
+        for team, ops in (("a", a_ops), ("b", b_ops)):
+            for workflow_id in started[team]:
+                done = wait_for_status(ops, workflow_id, "COMPLETED")
+                assert done["name"] == "checkout"
+                assert done["output"] == {"charged_by": team, "child_team": team, "dynamic_by": team,
+                                          "type": "charge_card"}
+                assert {t["task_type"] for t in done["tasks"] if t["kind"] == "SIMPLE"} == {"charge_card"}
+    finally:
+        a_worker.stop()
+        b_worker.stop()
+    # definitions: each team lists and reads its own
+    for team, retries in (("a", 1), ("b", 4)):
+        ops = teams.clients[f"{team}_ops"]
+        assert sorted(d["name"] for d in ops.list_task_defs()) == ["charge_card", "pack"]
+        assert ops.get_task_def("charge_card")["definition"]["retryCount"] == retries
+        assert sorted(d["name"] for d in ops.list_workflow_defs()) == ["checkout", "child"]
+        found, _ = ops.search_workflows(name="checkout", limit=100)
+        assert {w["workflow_id"] for w in found} >= set(started[team])
+        assert not {w["workflow_id"] for w in found} & set(started["a" if team == "b" else "b"])
+        everything, _ = ops.search_workflows(limit=1000)   # no name: still only its own namespace
+        assert all(w["name"] in ("checkout", "child") for w in everything)
+        assert not {w["workflow_id"] for w in everything} & set(started["a" if team == "b" else "b"])
+    # another team's workflow is not found, by any operation, and stays as it was
+    theirs = started["b"][0]
+    assert code_of(lambda: a_ops.get_workflow(theirs)) == "NOT_FOUND"
+    assert code_of(lambda: a_ops.terminate_workflow(theirs, reason="not mine")) == "NOT_FOUND"
+    assert code_of(lambda: a_ops.restart_workflow(theirs)) == "NOT_FOUND"
+    assert b_ops.get_workflow(theirs)["status"] == "COMPLETED"
+    # the cluster's admin sees the default namespace unless it names one
+    root = teams.clients["root"]
+    assert not [d for d in root.list_task_defs() if d["name"] in ("charge_card", "pack")]
+    with WorkflowClient([teams.endpoint], token=TOKENS["root"], namespace="team-b") as root_in_b:
+        assert root_in_b.get_task_def("charge_card")["definition"]["retryCount"] == 4
+        assert root_in_b.get_workflow(theirs)["status"] == "COMPLETED"
+
+
+def test_a_confined_token_cannot_leave_its_namespace(teams: Teams) -> None:
+    with WorkflowClient([teams.endpoint], token=TOKENS["a_admin"], namespace="team-b") as escaping:
+        assert code_of(escaping.list_task_defs) == "PERMISSION_DENIED"
+        assert code_of(lambda: escaping.register_task_def({"name": "planted"})) == "PERMISSION_DENIED"
+    with WorkflowClient([teams.endpoint], token=TOKENS["a_admin"], namespace="team-a") as same:
+        assert "charge_card" in {d["name"] for d in same.list_task_defs()}   # naming its own is fine
+    with WorkflowClient([teams.endpoint], token=TOKENS["root"], namespace="Not A Name") as odd:
+        assert code_of(odd.list_task_defs) == "INVALID_ARGUMENT"
+    with WorkflowClient([teams.endpoint], token=TOKENS["root"], namespace="team-b") as root_in_b:
+        assert "planted" not in {d["name"] for d in root_in_b.list_task_defs()}   # refused wrote nothing
+    # a name with ':' cannot reach another namespace's definition either
+    a_ops = teams.clients["a_ops"]
+    assert code_of(lambda: a_ops.start_workflow("team-b:checkout", {})) in ("NOT_FOUND", "INVALID_ARGUMENT")
+    assert code_of(lambda: teams.clients["a_admin"].register_task_def({"name": "team-b:charge_card"})) \
+        == "INVALID_ARGUMENT"
+    # a team's worker may not take the system types every namespace shares
+    channel = grpc.insecure_channel(teams.endpoint)
+    hello = pb.WorkerMessage(hello=pb.WorkerHello(worker_id="w", task_types=["HTTP"], capacity=1))
+    stream = pb_grpc.TaskServiceStub(channel).Connect(
+        iter([hello]), timeout=5, metadata=(("authorization", f"Bearer {TOKENS['a_worker']}"),))
+    with pytest.raises(grpc.RpcError) as refused:
+        next(stream)
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    channel.close()
+
+
+def test_a_runtime_name_cannot_reach_into_another_namespace(teams: Teams) -> None:
+    a_ops = teams.clients["a_ops"]
+    workflow_id = a_ops.start_workflow("checkout", {"n": 1, "which": "team-b:pack"})
+    worker = team_worker(teams, "a")
+    try:
+        failed = wait_for_status(a_ops, workflow_id, "FAILED")
+    finally:
+        worker.stop()
+    dynamic = next(t for t in failed["tasks"] if t["reference_name"] == "dyn")
+    assert "names no task definition" in dynamic["reason"]
+
+
+def test_topics_and_event_waits_belong_to_a_namespace(teams: Teams) -> None:
+    a_admin, b_admin = teams.clients["a_admin"], teams.clients["b_admin"]
+    a_admin.register_workflow_def({"name": "await_order", "tasks": [
+        {"name": "wait", "taskReferenceName": "wait", "type": "WAIT", "inputParameters": {"event": "orders"}}],
+        "outputParameters": {"got": "${wait.output.payload.item}"}})
+    a_ops, b_ops = teams.clients["a_ops"], teams.clients["b_ops"]
+    workflow_id = a_ops.start_workflow("await_order", {})
+    wait_for_status(a_ops, workflow_id, "RUNNING")
+    b_ops.publish_event("orders", {"item": "from team b"}, key=workflow_id)   # team b's own `orders`
+    time.sleep(1.0)
+    assert a_ops.get_workflow(workflow_id)["status"] == "RUNNING"
+    assert [e["payload"] for e in b_admin.read_events("orders")] == [{"item": "from team b"}]
+    a_ops.publish_event("orders", {"item": "from team a"}, key=workflow_id)
+    assert wait_for_status(a_ops, workflow_id, "COMPLETED")["output"] == {"got": "from team a"}
+    events = a_admin.read_events("orders")
+    assert [e["payload"] for e in events] == [{"item": "from team a"}] and events[0]["topic"] == "orders"
+    assert code_of(lambda: a_admin.list_event_handlers()) == "FAILED_PRECONDITION"
+
+
+def test_conductor_rest_and_the_console_scope_by_namespace(teams: Teams) -> None:
+    b_ops = teams.clients["b_ops"]
+    workflow_id = b_ops.start_workflow("checkout", {"n": 1, "which": "pack"})
+    a_worker, b_worker = ({"X-Authorization": TOKENS[f"{t}_worker"]} for t in ("a", "b"))
+    with httpx.Client(base_url=teams.http, timeout=10.0) as http:
+        assert http.get("/api/tasks/poll/batch/charge_card", params={"timeout": 300, "workerid": "rest"},
+                        headers=a_worker).json() == []   # team a's queue is empty
+        polled = http.get("/api/tasks/poll/batch/charge_card", params={"timeout": 5000, "workerid": "rest"},
+                          headers=b_worker).json()
+        mine = next(t for t in polled if t["workflowInstanceId"] == workflow_id)
+        assert mine["taskType"] == "charge_card" and mine["taskDefName"] == "charge_card"
+        result = {"taskId": mine["taskId"], "workflowInstanceId": workflow_id, "workerId": "rest",
+                  "status": "COMPLETED", "outputData": {"team": "b"}}
+        assert http.post("/api/tasks", json=result, headers=a_worker).status_code == 409   # not its attempt
+        assert http.post("/api/tasks", json=result, headers=b_worker).status_code == 200
+        as_a = {"X-Authorization": TOKENS["a_ops"]}
+        assert http.get(f"/api/workflow/{workflow_id}", headers=as_a).status_code == 404
+        assert http.get(f"/api/workflow/{workflow_id}", headers={"X-Authorization": TOKENS["b_ops"]}).json()[
+            "workflowName"] == "checkout"
+        assert http.get("/api/metadata/taskdefs", headers={**as_a, "X-Namespace": "team-b"}).status_code == 403
+        defs = http.get("/api/metadata/taskdefs", headers=as_a).json()
+        assert sorted(d["name"] for d in defs) == ["charge_card", "pack"] and defs[0]["description"] == "team a"
+        # the console, signed in as team a, lists team a's definitions and not team b's workflow
+        page = http.get("/definitions", headers=as_a)
+        assert page.status_code == 200 and "checkout" in page.text and "team-b" not in page.text
+        assert http.get(f"/executions/{workflow_id}", headers=as_a).status_code == 404
+
+
+def test_an_open_node_takes_the_namespace_the_client_names(node: Any) -> None:
+    space = f"ns-{uuid.uuid4().hex[:6]}"
+    with WorkflowClient([node.endpoint], namespace=space) as scoped:
+        scoped.register_task_def({"name": "greet"})
+        scoped.register_workflow_def({"name": "hello", "tasks": [{"name": "greet", "taskReferenceName": "g"}],
+                                      "outputParameters": {"said": "${g.output.said}"}})
+        assert code_of(lambda: node.client.start_workflow("hello", {})) == "NOT_FOUND"   # not in the default one
+
+        @task("greet")
+        def greet(data: dict[str, Any]) -> dict[str, Any]:
+            return {"said": "hi"}
+
+        run_worker_in = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[greet], namespace=space))
+        try:
+            workflow_id = scoped.start_workflow("hello", {})
+            assert wait_for_status(scoped, workflow_id, "COMPLETED")["output"] == {"said": "hi"}
+        finally:
+            run_worker_in.stop()
+        assert code_of(lambda: node.client.get_workflow(workflow_id)) == "NOT_FOUND"
+
+
+def test_namespaces_in_tokens_files_and_jwts_are_checked() -> None:
+    with pytest.raises(TokensError, match="`namespace` must be a namespace name"):
+        Tokens.from_document({"tokens": [{"name": "x", "roles": ["admin"], "namespace": "Team A",
+                                          "token": "t" * 20}]})
+    rules = Tokens.from_document({"jwt": {"algorithm": "HS256"}}, JWT_SECRET.encode())
+    now = int(time.time())
+    claims = {"sub": "svc", "roles": ["operator"], "exp": now + 60}
+    confined = rules.find(jwt.encode({**claims, "ns": "team-a"}, JWT_SECRET, algorithm="HS256"))
+    assert confined is not None and confined.namespace == "team-a"
+    unconfined = rules.find(jwt.encode(claims, JWT_SECRET, algorithm="HS256"))
+    assert unconfined is not None and unconfined.namespace is None
+    assert rules.find(jwt.encode({**claims, "ns": "../etc"}, JWT_SECRET, algorithm="HS256")) is None
