@@ -269,3 +269,15 @@ def test_namespaces_in_tokens_files_and_jwts_are_checked() -> None:
     unconfined = rules.find(jwt.encode(claims, JWT_SECRET, algorithm="HS256"))
     assert unconfined is not None and unconfined.namespace is None
     assert rules.find(jwt.encode({**claims, "ns": "../etc"}, JWT_SECRET, algorithm="HS256")) is None
+
+
+def test_the_same_idempotency_key_in_two_namespaces_starts_two_workflows(teams: Teams) -> None:
+    """A key is the caller's: team b reusing team a's key must neither get team a's workflow id
+    nor be told its start already happened."""
+    key = f"order-{uuid.uuid4().hex[:6]}"
+    a_ops, b_ops = teams.clients["a_ops"], teams.clients["b_ops"]
+    first_a = a_ops.start_workflow("child", {}, idempotency_key=key)
+    first_b = b_ops.start_workflow("child", {}, idempotency_key=key)
+    assert first_a != first_b
+    assert a_ops.start_workflow("child", {}, idempotency_key=key) == first_a   # still idempotent per team
+    assert b_ops.get_workflow(first_b)["name"] == "child"

@@ -69,12 +69,15 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
                 raise InvalidArgument(f"{field} is longer than {MAX_ID_LENGTH} characters")
         workflow_input = from_struct(request.input)
         self.limit.check("workflow input", encode(workflow_input, "workflow input"))
+        namespace = request_namespace()
+        name = qualified(namespace, request.name)
+        # an idempotency key is its namespace's: another team's same key is another start
+        idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
         workflow_id, created = await self.store.start_by_name(
-            qualified(request_namespace(), request.name), request.version, uuid.uuid4().hex, workflow_input,
-            request.correlation_id, request.idempotency_key, now_ms())
+            name, request.version, uuid.uuid4().hex, workflow_input, request.correlation_id, idempotency_key, now_ms())
         if created:
             self.decider.soon([workflow_id])
-            self.started[request.name] += 1
+            self.started[name] += 1
         return workflow_id, created
 
     @grpc_errors
