@@ -16,10 +16,10 @@ $(STAMP): pyproject.toml proto/pyproject.toml worker/pyproject.toml
 
 venv: $(STAMP)
 
-# The etcd and Redis server binaries, from Debian when they are missing.
+# The etcd server and etcdctl, and the Redis server, from Debian when they are missing.
 servers:
-	@command -v etcd >/dev/null && command -v redis-server >/dev/null || { \
-	  echo "installing etcd-server and redis-server from Debian"; \
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing etcd-server, etcd-client and redis-server from Debian"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server; }
 
 # Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).

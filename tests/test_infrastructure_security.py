@@ -1,9 +1,13 @@
 """A node that reaches Redis as an ACL user over TLS and etcd over mutual TLS (real servers, a
-throwaway CA), runs workflows, and what is refused to anyone without the credentials."""
+throwaway CA), runs workflows, and what is refused to anyone without the credentials; etcd's
+own users and roles (deploy/production/etcd-auth.sh) limit the nodes to their prefix and refuse
+every other certificate."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +17,7 @@ import grpc
 import pytest
 import redis
 
-from devtools.certs import DevCerts, make_dev_certs
+from devtools.certs import DevCerts, issue_cert, make_dev_certs
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import ManagedProcess, free_port, wait_for_port
 from helpers import BackgroundWorker, wait_for_status
@@ -21,6 +25,7 @@ from orchestrator.cluster.etcd import EtcdClient, EtcdUnavailable
 from worker import Worker, WorkflowClient, task
 
 PASSWORD = "acl-password-" + uuid.uuid4().hex
+ETCD_AUTH_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "production" / "etcd-auth.sh"
 
 
 class Infrastructure:
@@ -129,3 +134,63 @@ def test_without_the_credentials_redis_and_etcd_refuse(infrastructure: Infrastru
     assert asyncio.run(probe(grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=certs.client_key.read_bytes(),
         certificate_chain=certs.client_cert.read_bytes()))) > 0
+
+
+def _etcd_with_client_certs(folder: Path, certs: DevCerts) -> tuple[ManagedProcess, str]:
+    port, peer_port = free_port(), free_port()
+    server = ManagedProcess("etcd-rbac", [
+        "etcd", "--name", "r0", "--data-dir", str(folder / "etcd-rbac"),
+        "--listen-client-urls", f"https://127.0.0.1:{port}", "--advertise-client-urls", f"https://127.0.0.1:{port}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_port}",
+        "--initial-cluster", f"r0=http://127.0.0.1:{peer_port}",
+        "--cert-file", str(certs.node_cert), "--key-file", str(certs.node_key),
+        "--trusted-ca-file", str(certs.ca), "--client-cert-auth", "--log-level", "warn"], folder)
+    wait_for_port("127.0.0.1", port, 20.0, server)
+    return server, f"https://127.0.0.1:{port}"
+
+
+def _etcdctl(endpoint: str, ca: Path, cert: Path, key: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "ETCDCTL_API": "3", "ETCDCTL_ENDPOINTS": endpoint, "ETCDCTL_CACERT": str(ca),
+           "ETCDCTL_CERT": str(cert), "ETCDCTL_KEY": str(key), "ETCDCTL_DIAL_TIMEOUT": "5s"}
+    return subprocess.run(list(args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_etcd_users_and_roles_limit_the_nodes_to_their_prefix(tmp_path: Path, redis_server: Any) -> None:
+    """After deploy/production/etcd-auth.sh, etcd takes a certificate's CN as its user: the nodes'
+    user elects a leader under `/orchestrator/<cluster>/` and can write nothing else; a certificate
+    the same CA signed for anyone else (who could plant election keys before) is refused."""
+    certs = make_dev_certs(tmp_path / "certs")
+    root_cert, root_key = issue_cert(tmp_path / "certs", "root", "root")
+    intruder_cert, intruder_key = issue_cert(tmp_path / "certs", "intruder", "someone else")
+    server, endpoint = _etcd_with_client_certs(tmp_path, certs)
+    cluster = f"r{uuid.uuid4().hex[:8]}"
+    node: ManagedProcess | None = None
+    try:
+        as_root = _etcdctl(endpoint, certs.ca, root_cert, root_key, "bash", str(ETCD_AUTH_SCRIPT), cluster,
+                           "orchestrator client")
+        assert as_root.returncode == 0, as_root.stderr
+        assert "etcd auth is on" in as_root.stdout
+        again = _etcdctl(endpoint, certs.ca, root_cert, root_key, "bash", str(ETCD_AUTH_SCRIPT), cluster,
+                         "orchestrator client")
+        assert again.returncode == 0, again.stderr   # running it twice is harmless
+        port = free_port()
+        node = start_node(tmp_path, node_id="rbac-node", port=port, redis_url=redis_server.url,
+                          etcd_endpoints=[endpoint.removeprefix("https://")], cluster=cluster, lease_ttl_s=2.0,
+                          extra=["--etcd-tls-ca", str(certs.ca), "--etcd-tls-cert", str(certs.client_cert),
+                                 "--etcd-tls-key", str(certs.client_key)])
+        with WorkflowClient([f"127.0.0.1:{port}"]) as client:
+            assert wait_for_leader(client, 30.0)["leader_id"] == "rbac-node"   # every RPC it needs is allowed
+        planted = f"/orchestrator/{cluster}/election/planted"
+        intruder = _etcdctl(endpoint, certs.ca, intruder_cert, intruder_key, "etcdctl", "put", planted, "x")
+        assert intruder.returncode != 0 and "permission denied" in intruder.stderr
+        outside = _etcdctl(endpoint, certs.ca, certs.client_cert, certs.client_key, "etcdctl", "put", "/other", "x")
+        assert outside.returncode != 0 and "permission denied" in outside.stderr
+        listed = _etcdctl(endpoint, certs.ca, root_cert, root_key, "etcdctl", "get", "--prefix", "--keys-only",
+                          f"/orchestrator/{cluster}/")
+        assert planted not in listed.stdout and "/other" not in listed.stdout
+        assert f"/orchestrator/{cluster}/" in listed.stdout   # the node's own keys are there
+    finally:
+        if node is not None:
+            node.stop()
+        server.stop()
