@@ -5,9 +5,12 @@ namespace; an open node takes the namespace the client names."""
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -17,7 +20,7 @@ import pytest
 import yaml
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import free_port
+from devtools.procs import ManagedProcess, free_port
 from helpers import BackgroundWorker, wait_for_status
 from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
@@ -32,7 +35,7 @@ TOKENS = {
     "b_admin": "team-b-admin-token-0123456789", "b_ops": "team-b-ops-token-0123456789",
     "b_worker": "team-b-worker-token-0123456789",
 }
-TEAM = {"a": "team-a", "b": "team-b"}
+SDK_WORKER = Path(__file__).parent / "conductor_sdk" / "sdk_worker.py"
 
 
 class Teams:
@@ -281,3 +284,35 @@ def test_the_same_idempotency_key_in_two_namespaces_starts_two_workflows(teams: 
     assert first_a != first_b
     assert a_ops.start_workflow("child", {}, idempotency_key=key) == first_a   # still idempotent per team
     assert b_ops.get_workflow(first_b)["name"] == "child"
+
+
+def test_conductor_workers_reach_a_namespace_through_their_task_domain(node: Any, teams: Teams,
+                                                                      tmp_path: Path) -> None:
+    """conductor-python's workers, given a task domain, send it as `domain` on every poll: they
+    serve that namespace's tasks and no other. A confined token may name only its own."""
+    space, prefix = f"dom-{uuid.uuid4().hex[:6]}", f"d{uuid.uuid4().hex[:6]}"
+    with WorkflowClient([node.endpoint], namespace=space) as scoped, \
+            WorkflowClient([node.endpoint]) as default:
+        for client in (scoped, default):   # the same names in the default namespace: left alone
+            client.register_task_def({"name": f"{prefix}_echo"})
+            client.register_workflow_def({"name": f"{prefix}_flow", "tasks": [
+                {"name": f"{prefix}_echo", "taskReferenceName": "e", "inputParameters": {"n": 7}}],
+                "outputParameters": {"n": "${e.output.n}"}})
+        sdk = ManagedProcess("sdk-domain-worker", [sys.executable, str(SDK_WORKER)], tmp_path, env={
+            **os.environ, "CONDUCTOR_SERVER_URL": f"http://{node.http_address}/api", "SDK_TASK_PREFIX": prefix,
+            "SDK_DOMAIN": space})
+        try:
+            theirs = default.start_workflow(f"{prefix}_flow", {})
+            mine = scoped.start_workflow(f"{prefix}_flow", {})
+            assert wait_for_status(scoped, mine, "COMPLETED", timeout_s=60)["output"] == {"n": 7}
+            time.sleep(1.0)   # several polls later, the default namespace's task is still waiting
+            assert default.get_workflow(theirs)["status"] == "RUNNING"
+        finally:
+            sdk.stop(timeout=10.0)
+        default.terminate_workflow(theirs, reason="test over")
+    with httpx.Client(base_url=f"http://{node.http_address}/api", timeout=10.0) as http:
+        assert http.get(f"/tasks/poll/batch/{prefix}_echo", params={"domain": "Bad Domain"}).status_code == 400
+    with httpx.Client(base_url=teams.http, timeout=10.0) as http:
+        escaping = http.get("/api/tasks/poll/batch/charge_card", params={"domain": "team-b", "timeout": 0},
+                            headers={"X-Authorization": TOKENS["a_worker"]})
+        assert escaping.status_code == 403

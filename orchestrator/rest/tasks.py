@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..core import statuses as st
-from ..core.auth import Principal, principal_in
+from ..core.auth import Principal, namespace_for, principal_in
 from ..core.clock import now_ms
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import checked_output
@@ -65,6 +65,22 @@ def routes(parts: RestParts) -> list[Route]:
                 except TimeoutError:
                     return await store.claim(task_type, count, worker_id, now_ms())
 
+    def poll_namespace(request: Request) -> str:
+        """The namespace a poll serves: Conductor's `domain` (a worker configured with a task
+        domain polls that namespace's tasks) or, without one, the request's."""
+        domain = text(request, "domain")
+        if not domain:
+            return request_namespace()
+        try:
+            namespace = namespace_for(principal_in(request.scope), domain)
+        except ValueError as exc:
+            raise Refused("INVALID_ARGUMENT", f"domain: {exc}") from None
+        except PermissionError as exc:
+            raise Refused("PERMISSION_DENIED", str(exc)) from None
+        if request_namespace() not in ("", namespace):
+            raise Refused("INVALID_ARGUMENT", f"domain '{domain}' and X-Namespace '{request_namespace()}' differ")
+        return namespace
+
     def served_queue(request: Request, task_type: str) -> str:
         """The queue a poll of `task_type` takes from (core/namespaces.py); refused when the token
         may not serve it."""
@@ -74,7 +90,7 @@ def routes(parts: RestParts) -> list[Route]:
         if task_type in SYSTEM_TYPES and principal is not None and principal.namespace is not None:
             raise Refused("PERMISSION_DENIED", f"{task_type} is one of Conductor's system task types, queued for "
                                                "every namespace at once; only a token without a namespace serves it")
-        return queue_of(request_namespace(), task_type)
+        return queue_of(poll_namespace(request), task_type)
 
     def worker_of(request: Request) -> str:
         worker_id = text(request, "workerid") or (request.client.host if request.client else "")
@@ -103,11 +119,11 @@ def routes(parts: RestParts) -> list[Route]:
 
     def claimant(principal: Principal | None, worker_id: str) -> str:
         """The worker id a poll claims under and an update must match: with tokens, qualified by the
-        token's name, so a token reports only what it polled (whatever `workerId` it sends); and
-        by the namespace, as a worker on the gRPC stream is."""
-        if parts.tokens is not None and principal is not None:
-            worker_id = f"{principal.name}/{worker_id}"
-        return qualified(request_namespace(), worker_id)
+        token's name (and its namespace, as token names may repeat across teams), so a token
+        reports only what it polled, whatever `workerId` it sends."""
+        if parts.tokens is None or principal is None:
+            return worker_id
+        return qualified(principal.namespace or "", f"{principal.name}/{worker_id}")
 
     async def update(result: dict[str, Any], principal: Principal | None) -> tuple[str, str, str]:
         """Store a TaskResult; (task id, outcome word, task type). Refused when it cannot apply."""
