@@ -60,9 +60,13 @@ def _register(admin: WorkflowClient, team: str, retries: int) -> None:
         {"name": "charge_card", "taskReferenceName": "charge", "inputParameters": {"n": "${workflow.input.n}"}},
         {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW", "subWorkflowParam": {"name": "child"}},
         {"name": "dyn", "taskReferenceName": "dyn", "type": "DYNAMIC", "dynamicTaskNameParam": "which",
-         "inputParameters": {"which": "${workflow.input.which}"}}],
+         "inputParameters": {"which": "${workflow.input.which}"}},
+        {"name": "spawn", "taskReferenceName": "spawn", "type": "START_WORKFLOW",
+         "inputParameters": {"startWorkflow": {"name": "child", "input": {}}}}],
+        "failureWorkflow": "child",
         "outputParameters": {"charged_by": "${charge.output.team}", "child_team": "${sub.output.team}",
-                             "dynamic_by": "${dyn.output.team}", "type": "${charge.taskType}"}})
+                             "dynamic_by": "${dyn.output.team}", "type": "${charge.taskType}",
+                             "spawned": "${spawn.output.workflowId}"}})
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +126,10 @@ def test_two_teams_run_the_same_names_side_by_side_and_each_reaches_only_its_own
             for workflow_id in started[team]:
                 done = wait_for_status(ops, workflow_id, "COMPLETED")
                 assert done["name"] == "checkout"
+                spawned = done["output"].pop("spawned")   # START_WORKFLOW: a workflow of the same team
                 assert done["output"] == {"charged_by": team, "child_team": team, "dynamic_by": team,
                                           "type": "charge_card"}
+                assert wait_for_status(ops, spawned, "COMPLETED")["output"] == {"team": team}
                 assert {t["task_type"] for t in done["tasks"] if t["kind"] == "SIMPLE"} == {"charge_card"}
     finally:
         a_worker.stop()
@@ -190,6 +196,11 @@ def test_a_runtime_name_cannot_reach_into_another_namespace(teams: Teams) -> Non
         worker.stop()
     dynamic = next(t for t in failed["tasks"] if t["reference_name"] == "dyn")
     assert "names no task definition" in dynamic["reason"]
+    # its failure workflow is its own team's `child`, started in its namespace
+    children, _ = a_ops.search_workflows(name="child", limit=200)
+    failure = [w for w in children if w["input"].get("workflowId") == workflow_id]
+    assert len(failure) == 1 and wait_for_status(a_ops, failure[0]["workflow_id"], "COMPLETED")["output"] == {
+        "team": "a"}
 
 
 def test_topics_and_event_waits_belong_to_a_namespace(teams: Teams) -> None:
