@@ -699,7 +699,7 @@ def _every_match(client: Any, args: argparse.Namespace, statuses: list[str]) -> 
                                                   limit=PAGE, page_token=token, created_from_ms=since,
                                                   created_to_ms=until)
             found.update((w["workflow_id"], w) for w in page)
-            if not token or not page:
+            if not token:   # a page may be short, even empty, with a token that goes on (a bounded scan)
                 break
     return sorted(found.values(), key=lambda w: -int(w.get("created_at_ms") or 0))
 

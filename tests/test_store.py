@@ -253,3 +253,45 @@ def test_a_task_queued_by_a_node_whose_clock_runs_ahead_is_claimed_at_once(store
         finally:
             await store.close()
     run(scenario())
+
+
+def test_search_keeps_namespaces_apart_and_never_scans_without_bound(store, monkeypatch):
+    """The default namespace has no index of its own (its workflows predate namespaces): a search
+    there reads the index of all workflows and skips the others, at most MAX_SCANNED of them
+    per page, answering a short page with a cursor that goes on; a team's search reads its own
+    index. Before the bound, one page of a quiet default namespace read every team workflow."""
+    from orchestrator.core import free_text
+
+    async def start(name: str, count: int, at: int) -> list[str]:
+        definition = normalise_workflow_def({"name": name.rpartition(":")[2], "tasks": [
+            {"name": "x", "taskReferenceName": "x", "type": "NOOP"}]}, {})
+        definition["name"] = name
+        ids = []
+        for i in range(count):
+            ids.append(uuid.uuid4().hex)
+            await store.start_workflow(ids[-1], {"workflow": definition, "taskDefs": {}, "subWorkflows": {}},
+                                       {}, "", "", at + i)
+        return ids
+
+    async def every_page(namespace: str) -> tuple[list[str], int]:
+        found, cursor, pages = [], "", 0
+        while True:
+            page = await store.search(name="", status="", correlation_id="", cursor=cursor, limit=10,
+                                      namespace=namespace)
+            found += page.workflow_ids
+            pages += 1
+            if not page.next_cursor:
+                return found, pages
+            cursor = page.next_cursor
+
+    async def scenario() -> None:
+        ours = await start("w", 2, NOW)
+        theirs = await start("team-a:w", 250, NOW + 10)
+        monkeypatch.setattr(free_text, "MAX_SCANNED", 100)
+        found, pages = await every_page("")
+        assert sorted(found) == sorted(ours) and pages >= 2   # bounded pages, none of team a's
+        found, _ = await every_page("team-a")
+        assert sorted(found) == sorted(theirs)
+        assert (await store.search(name="team-a:w", status="", correlation_id="", cursor="", limit=5,
+                                   namespace="")).workflow_ids == []   # a name of another namespace: nothing
+    run(scenario())

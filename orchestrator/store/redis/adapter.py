@@ -407,9 +407,11 @@ class RedisStore:
         Every index is scored by creation time, so the time range narrows the scan itself.
         The cursor is the (creation time, id) of the last id read: the next page starts
         strictly after it in the index order (time descending, then id descending), so
-        workflows started meanwhile (newer, so before it) never shift a page. A free-text
-        query reads at most `free_text.MAX_SCANNED` workflows per page and may answer a short
-        page with a cursor that goes on from there."""
+        workflows started meanwhile (newer, so before it) never shift a page. A page reads at
+        most `free_text.MAX_SCANNED` workflows (past the first chunk) and may then answer short,
+        with a cursor that goes on from there: a free-text query, or a filter its index does not
+        answer exactly (the default namespace reads the index of all namespaces), costs one
+        bounded scan per page."""
         query_words = free_text.words(text)
         index = self._search_index(name, status, correlation_id, namespace)
         after = _parse_cursor(cursor)
@@ -423,7 +425,7 @@ class RedisStore:
         last: tuple[str, float] | None = None
         exhausted = False
         while len(found) < limit:
-            if query_words and scanned >= free_text.MAX_SCANNED and last is not None:
+            if scanned >= free_text.MAX_SCANNED and last is not None:
                 return SearchPage([i for i, _ in found], f"{int(last[1])}:{last[0]}")
             rows = await self._redis.zrevrangebyscore(index, top, bottom, start=offset, num=chunk, withscores=True)
             if not rows:
