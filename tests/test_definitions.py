@@ -83,3 +83,34 @@ def test_resolve_keeps_types_interpolates_strings_and_escapes():
 def test_bad_references(text):
     with pytest.raises(TemplateError):
         parse_reference(text)
+
+
+@pytest.mark.parametrize("name", ["charge\n", "charge\r\n", "team-a:charge"])
+def test_a_name_with_a_trailing_newline_or_a_namespace_separator_is_refused(name):
+    """`$` in a pattern also matches before a final newline: `charge\\n` was registered as a task,
+    a workflow and a task reference, a key no one could type again."""
+    with pytest.raises(InvalidArgument):
+        normalise_task_def({"name": name})
+    with pytest.raises(InvalidArgument):
+        normalise_workflow_def({"name": name, "tasks": [{"name": "x", "taskReferenceName": "x", "type": "NOOP"}]},
+                               {})
+    with pytest.raises(InvalidArgument):
+        normalise_workflow_def({"name": "w", "tasks": [{"name": "x", "taskReferenceName": name, "type": "NOOP"}]},
+                               {})
+
+
+def test_namespaces_topics_and_subscription_groups_refuse_a_trailing_newline():
+    from orchestrator.api.events import subscription_group
+    from orchestrator.core.auth import Tokens, TokensError
+    from orchestrator.core.events import topic_name
+    from orchestrator.core.namespaces import checked
+
+    with pytest.raises(ValueError):
+        checked("team-a\n")
+    with pytest.raises(TokensError):
+        Tokens.from_document({"tokens": [{"name": "n", "roles": ["admin"], "namespace": "team-a\n",
+                                          "token": "t" * 20}]})
+    with pytest.raises(InvalidArgument):
+        topic_name("orders\n")
+    with pytest.raises(InvalidArgument):
+        subscription_group("billing\n")

@@ -41,7 +41,7 @@ log = logging.getLogger("worker.subscriber")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _ATTRIBUTE = "__orchestrator_subscription__"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
 _RETRY_S = 0.5
 
 

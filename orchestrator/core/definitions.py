@@ -53,7 +53,7 @@ __all__ = ["MAX_LOOP_ITERATIONS", "WorkflowCheck", "check_task_def", "check_work
            "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings", "validate_workflow_def",
            "wait_literal", "waited_topics", "workflow_cycle", "workflows_to_fetch"]
 
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")   # \Z: `$` would also match before a final newline
 RETRY_LOGICS = ("FIXED", "LINEAR_BACKOFF", "EXPONENTIAL_BACKOFF")
 TASK_TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")
 WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")

@@ -25,8 +25,8 @@ from typing import Any
 from .errors import InvalidArgument
 from .safe_expr import SafeExpressionError, compile_expression, evaluate
 
-TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
-HANDLER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}$")
+TOPIC = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
+HANDLER_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")
 DEAD_LETTER_TOPIC = "deadletter"
 """Where an event goes that a handler could not handle: its payload is
 `{handler, topic, eventId, payload, key, reason, deliveries}`."""

@@ -27,7 +27,7 @@ __all__ = ["DEFAULT", "NAMESPACE", "SYSTEM_TYPES", "as_seen", "as_stored", "chec
 
 DEFAULT = ""
 SEPARATOR = ":"
-NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
 SYSTEM_TYPES = frozenset(TASK_KINDS)
 
 
