@@ -21,7 +21,8 @@ def test_deploy_files_load():
     assert len(production.redis_sentinels) == 3 and len(production.etcd_endpoints) == 3
     assert production.tokens_file.endswith("tokens.yaml")
     example = Tokens.from_document(yaml.safe_load((DEPLOY / "production/tokens.yaml").read_text()))
-    assert len(example) == 4
+    assert len(example) == 6
+    assert {p.namespace for p in example._by_digest.values()} == {None, "shop"}   # two of them confined
     local = ClusterSettings.load(DEPLOY / "local-cluster.yaml")
     assert local.node_ports == [50051, 50052, 50053] and local.etcd_members == 3
 
