@@ -237,6 +237,14 @@ def test_conductor_rest_and_the_console_scope_by_namespace(teams: Teams) -> None
                   "status": "COMPLETED", "outputData": {"team": "b"}}
         assert http.post("/api/tasks", json=result, headers=a_worker).status_code == 409   # not its attempt
         assert http.post("/api/tasks", json=result, headers=b_worker).status_code == 200
+        # task logs are the namespace's too: team a cannot read (nor add to) team b's by task id
+        log_path = f"/api/tasks/{mine['taskId']}/log"
+        assert http.post(log_path, content='"charged card 4242"', headers=b_worker).status_code == 200
+        assert http.post(log_path, content='"planted by a"', headers=a_worker).status_code == 200
+        as_b_ops = {"X-Authorization": TOKENS["b_ops"]}
+        assert [e["log"] for e in http.get(log_path, headers=as_b_ops).json()] == ["charged card 4242"]
+        assert [e["log"] for e in http.get(log_path, headers={"X-Authorization": TOKENS["a_ops"]}).json()] == [
+            "planted by a"]
         as_a = {"X-Authorization": TOKENS["a_ops"]}
         assert http.get(f"/api/workflow/{workflow_id}", headers=as_a).status_code == 404
         assert http.get(f"/api/workflow/{workflow_id}", headers={"X-Authorization": TOKENS["b_ops"]}).json()[

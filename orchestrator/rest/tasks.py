@@ -92,6 +92,11 @@ def routes(parts: RestParts) -> list[Route]:
                                                "every namespace at once; only a token without a namespace serves it")
         return queue_of(poll_namespace(request), task_type)
 
+    def logs_of(task_id: str) -> str:
+        """Where a task's logs are kept: under the request's namespace, so that another team who
+        learns a task id can neither read its logs nor add to them."""
+        return qualified(request_namespace(), task_id)
+
     def worker_of(request: Request) -> str:
         worker_id = text(request, "workerid") or (request.client.host if request.client else "")
         if worker_id == ANY_WORKER:
@@ -193,7 +198,7 @@ def routes(parts: RestParts) -> list[Route]:
                 at = int(created) if isinstance(created, int | float) and created > 0 else now
                 lines.append((at * 1000 if at < 10**11 else at, entry["log"]))   # seconds or ms, as SDKs send
         if lines:
-            await store.add_task_logs(task_id, lines)
+            await store.add_task_logs(logs_of(task_id), lines)
 
     @answering_errors
     async def update_task(request: Request) -> Response:
@@ -256,14 +261,14 @@ def routes(parts: RestParts) -> list[Route]:
             message = json.loads(raw if raw.startswith('"') else '"' + raw + '"')
         except ValueError:
             message = raw
-        await store.add_task_logs(task_id, [(now_ms(), str(message))])
+        await store.add_task_logs(logs_of(task_id), [(now_ms(), str(message))])
         return Response(status_code=200)
 
     @answering_errors
     async def get_logs(request: Request) -> Response:
         task_id = _name(request.path_params["task_id"], "taskId")
         return JSONResponse([{"log": line, "taskId": task_id, "createdTime": at}
-                             for at, line in await store.task_logs(task_id)])
+                             for at, line in await store.task_logs(logs_of(task_id))])
 
     @answering_errors
     async def queue_sizes(request: Request) -> Response:
