@@ -256,6 +256,11 @@ def test_conductor_rest_and_the_console_scope_by_namespace(teams: Teams) -> None
         page = http.get("/definitions", headers=as_a)
         assert page.status_code == 200 and "checkout" in page.text and "team-b" not in page.text
         assert http.get(f"/executions/{workflow_id}", headers=as_a).status_code == 404
+        # the cluster page shows a team its own queues and workers only; /metrics is the cluster's
+        cluster_page = http.get("/cluster", headers=as_a)
+        assert cluster_page.status_code == 200 and "team-b" not in cluster_page.text
+        assert http.get("/metrics", headers=as_a).status_code == 403
+        assert "team-b:charge_card" in http.get("/metrics", headers={"X-Authorization": TOKENS["root"]}).text
 
 
 def test_an_open_node_takes_the_namespace_the_client_names(node: Any) -> None:

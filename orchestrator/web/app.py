@@ -135,10 +135,12 @@ class Console:
         return RedirectResponse("/cluster", status_code=302)
 
     async def cluster(self, request: Request) -> Response:
-        return self.render("cluster.html", page="cluster", snap=await cluster_snapshot(self.parts))
+        return self.render("cluster.html", page="cluster",
+                           snap=await cluster_snapshot(self.parts, namespace=request_namespace() or None))
 
     async def cluster_live(self, request: Request) -> Response:
-        return self.render("cluster_live.html", snap=await cluster_snapshot(self.parts))
+        return self.render("cluster_live.html",
+                           snap=await cluster_snapshot(self.parts, namespace=request_namespace() or None))
 
     # ------------------------------------------------------------- executions
 

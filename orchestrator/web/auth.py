@@ -82,6 +82,11 @@ class TokenGate:
                 await _reply(send, 403, {"status": 403, "message": f"{principal.name} may not do this: it needs "
                                                                     f"the {role} role", "error": "PERMISSION_DENIED"})
                 return
+            if principal.namespace is not None and scope["path"] == "/metrics":
+                await _reply(send, 403, {"status": 403, "message": "/metrics is the cluster's (every namespace's "
+                                                                    "task types); a token confined to a namespace "
+                                                                    "may not read it", "error": "PERMISSION_DENIED"})
+                return
             scope["principal"] = principal
         try:
             namespace = namespace_for(principal, _headers(scope).get("x-namespace", "").strip())

@@ -14,6 +14,7 @@ from ..cluster.election import LeaderInfo, MemberInfo
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
+from ..core.namespaces import SYSTEM_TYPES, namespace_of, relative
 from ..store.protocol import QueueStats, StoreHealth
 from .parts import ConsoleParts
 
@@ -78,14 +79,21 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def local_workers(parts: ConsoleParts) -> tuple[list[WorkerRow], dict[str, TypeWorkers]]:
+def local_workers(parts: ConsoleParts, namespace: str | None = None) -> tuple[list[WorkerRow],
+                                                                               dict[str, TypeWorkers]]:
+    """This node's worker streams (only those of `namespace`, named as it sees them, unless None)
+    and, by task type, how many serve it with what credit."""
     rows: list[WorkerRow] = []
     by_type: dict[str, TypeWorkers] = {}
     for session in sorted(parts.dispatcher.sessions, key=lambda s: s.worker_id):
         if session.closed:
             continue
         held = int(getattr(session, "held", 0))
-        rows.append(WorkerRow(session.worker_id, sorted(session.task_types), session.credits, held))
+        if namespace is None:
+            rows.append(WorkerRow(session.worker_id, sorted(session.task_types), session.credits, held))
+        elif namespace_of(session.worker_id) == namespace:
+            rows.append(WorkerRow(relative(session.worker_id), sorted(relative(t) for t in session.task_types),
+                                  session.credits, held))
         for task_type in session.task_types:
             entry = by_type.setdefault(task_type, TypeWorkers(task_type))
             entry.workers += 1
@@ -114,7 +122,14 @@ def queue_problem(row: QueueRow, node_id: str, now: int) -> str:
     return ""
 
 
-async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True) -> ClusterSnapshot:
+def _shown(task_type: str, namespace: str | None) -> bool:
+    return namespace is None or task_type in SYSTEM_TYPES or namespace_of(task_type) == namespace
+
+
+async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True,
+                           namespace: str | None = None) -> ClusterSnapshot:
+    """The cluster as this node sees it; its queues and workers only those of `namespace` (and the
+    system types every namespace shares), unless None: all of them."""
     snap = ClusterSnapshot(now_ms=now_ms())
     election = parts.election()
     if election is not None:
@@ -131,7 +146,7 @@ async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True) -> 
     engine = parts.engine()
     if engine is not None and snap.is_leader:
         snap.first_decision_ms = engine.first_decision_ms or 0
-    snap.workers, by_type = local_workers(parts)
+    snap.workers, by_type = local_workers(parts, namespace)
     if with_health:
         try:
             snap.store = await bounded(parts.store.health())
@@ -144,8 +159,10 @@ async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True) -> 
         snap.queues_error = describe(exc)
         stats = []
     for stat in stats:
-        row = QueueRow(stat.task_type, stat.depth, stat.oldest_ms, by_type.get(stat.task_type,
-                                                                                TypeWorkers(stat.task_type)))
+        if not _shown(stat.task_type, namespace):
+            continue
+        name = stat.task_type if namespace is None else relative(stat.task_type)
+        row = QueueRow(name, stat.depth, stat.oldest_ms, by_type.get(stat.task_type, TypeWorkers(name)))
         row.problem = queue_problem(row, parts.node_id, snap.now_ms)
         snap.queues.append(row)
     return snap
@@ -199,7 +216,7 @@ async def why_waiting(parts: ConsoleParts, state: m.WorkflowState) -> list[Waiti
                                f"that serves '{task_type}'")
         elif local.credits == 0:
             reasons.append(f"{local.workers} worker(s) for {task_type} are connected here, all busy (no credit)")
-        limits = state.task_defs.get(task_type)
+        limits = state.task_defs.get(relative(task_type))   # the snapshot names them as the definition does
         if limits and (limits["concurrentExecLimit"] or limits["rateLimitPerFrequency"]):
             reasons.append(f"limits of {task_type}: at most {limits['concurrentExecLimit'] or 'any'} in progress, "
                            f"{limits['rateLimitPerFrequency'] or 'any'} started per "
