@@ -10,6 +10,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from devtools.local_cluster import start_node
+from devtools.procs import ManagedProcess, free_port
 from worker import Worker, WorkflowClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -84,3 +88,18 @@ def wait_for_status(client: WorkflowClient, workflow_id: str, statuses: set[str]
             return workflow
         time.sleep(0.05)
     raise AssertionError(f"workflow {workflow_id} is {workflow.get('status')}, not {wanted}: {workflow}")
+
+
+def start_node_with_tokens(folder: Path, tokens: dict[str, Any], *, node_id: str, etcd: Any, redis_server: Any,
+                           jwt_secret: str = "") -> tuple[ManagedProcess, str, str]:
+    """A node of its own cluster whose tokens file is `tokens` (with `jwt_secret` in the file its
+    `jwt.secret_file` names); returns the process, its gRPC address and its HTTP base URL."""
+    if jwt_secret:
+        (folder / "jwt.secret").write_text(jwt_secret)
+    tokens_file = folder / "tokens.yaml"
+    tokens_file.write_text(yaml.safe_dump(tokens))
+    port, http_port = free_port(), free_port()
+    process = start_node(folder, node_id=node_id, port=port, redis_url=redis_server.url,
+                         etcd_endpoints=etcd.endpoints, cluster=f"t{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
+                         http_port=http_port, extra=["--tokens-file", str(tokens_file)])
+    return process, f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}"

@@ -20,9 +20,9 @@ import yaml
 
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from devtools.local_cluster import start_node, wait_for_leader
+from devtools.local_cluster import wait_for_leader
 from devtools.procs import free_port
-from helpers import BackgroundWorker, unique, wait_for_status
+from helpers import BackgroundWorker, start_node_with_tokens, unique, wait_for_status
 from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -48,21 +48,15 @@ class Secured:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any) -> Iterator[Secured]:
-    folder = tmp_path_factory.mktemp("auth")
-    tokens_file = folder / "tokens.yaml"
-    (folder / "jwt.secret").write_text(JWT_SECRET)
-    tokens_file.write_text(yaml.safe_dump({"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret",
-                                                   "issuer": "https://id.example"}, "tokens": [
+    tokens = {"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret", "issuer": "https://id.example"}, "tokens": [
         {"name": "ada", "roles": ["admin"], "token": TOKENS["admin"]},
         {"name": "ops", "roles": ["operator"], "token": TOKENS["operator"]},
         {"name": "audit", "roles": ["reader"], "token": TOKENS["reader"]},
         {"name": "billing-worker", "roles": ["worker"], "task_types": ["auth_charge"], "token": TOKENS["worker"]},
-        {"name": "other-worker", "roles": ["worker"], "token": TOKENS["other_worker"]}]}))
-    port, http_port = free_port(), free_port()
-    process = start_node(folder, node_id="guarded", port=port, redis_url=redis_server.url,
-                         etcd_endpoints=etcd.endpoints, cluster=f"a{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
-                         http_port=http_port, extra=["--tokens-file", str(tokens_file)])
-    running = Secured(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
+        {"name": "other-worker", "roles": ["worker"], "token": TOKENS["other_worker"]}]}
+    process, endpoint, http = start_node_with_tokens(tmp_path_factory.mktemp("auth"), tokens, node_id="guarded",
+                                                     etcd=etcd, redis_server=redis_server, jwt_secret=JWT_SECRET)
+    running = Secured(endpoint, http)
     try:
         wait_for_leader(running.clients["reader"], 20.0)
         running.clients["admin"].register_task_def({"name": "auth_charge"})

@@ -17,11 +17,10 @@ import grpc
 import httpx
 import jwt
 import pytest
-import yaml
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import ManagedProcess, free_port
-from helpers import BackgroundWorker, wait_for_status
+from devtools.local_cluster import wait_for_leader
+from devtools.procs import ManagedProcess
+from helpers import BackgroundWorker, start_node_with_tokens, wait_for_status
 from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -71,22 +70,13 @@ def _register(admin: WorkflowClient, team: str, retries: int) -> None:
 
 @pytest.fixture(scope="module")
 def teams(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any) -> Iterator[Teams]:
-    folder = tmp_path_factory.mktemp("namespaces")
-    (folder / "jwt.secret").write_text(JWT_SECRET)
-    tokens_file = folder / "tokens.yaml"
-    tokens_file.write_text(yaml.safe_dump({"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret"}, "tokens": [
+    tokens = {"jwt": {"algorithm": "HS256", "secret_file": "jwt.secret"}, "tokens": [
         {"name": "root", "roles": ["admin"], "token": TOKENS["root"]},
-        {"name": "a-admin", "roles": ["admin"], "namespace": "team-a", "token": TOKENS["a_admin"]},
-        {"name": "a-ops", "roles": ["operator"], "namespace": "team-a", "token": TOKENS["a_ops"]},
-        {"name": "a-worker", "roles": ["worker"], "namespace": "team-a", "token": TOKENS["a_worker"]},
-        {"name": "b-admin", "roles": ["admin"], "namespace": "team-b", "token": TOKENS["b_admin"]},
-        {"name": "b-ops", "roles": ["operator"], "namespace": "team-b", "token": TOKENS["b_ops"]},
-        {"name": "b-worker", "roles": ["worker"], "namespace": "team-b", "token": TOKENS["b_worker"]}]}))
-    port, http_port = free_port(), free_port()
-    process = start_node(folder, node_id="shared", port=port, redis_url=redis_server.url,
-                         etcd_endpoints=etcd.endpoints, cluster=f"n{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
-                         http_port=http_port, extra=["--tokens-file", str(tokens_file)])
-    running = Teams(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}")
+        *({"name": f"{team}-{role}", "roles": [role], "namespace": f"team-{team}", "token": TOKENS[f"{team}_{key}"]}
+          for team in ("a", "b") for key, role in (("admin", "admin"), ("ops", "operator"), ("worker", "worker")))]}
+    process, endpoint, http = start_node_with_tokens(tmp_path_factory.mktemp("namespaces"), tokens, node_id="shared",
+                                                     etcd=etcd, redis_server=redis_server, jwt_secret=JWT_SECRET)
+    running = Teams(endpoint, http)
     try:
         wait_for_leader(running.clients["root"], 20.0)
         _register(running.clients["a_admin"], "a", retries=1)
