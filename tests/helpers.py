@@ -14,7 +14,7 @@ import yaml
 
 from devtools.local_cluster import start_node
 from devtools.procs import ManagedProcess, free_port
-from worker import Worker, WorkflowClient
+from worker import ClientError, Worker, WorkflowClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -103,3 +103,12 @@ def start_node_with_tokens(folder: Path, tokens: dict[str, Any], *, node_id: str
                          etcd_endpoints=etcd.endpoints, cluster=f"t{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
                          http_port=http_port, extra=["--tokens-file", str(tokens_file)])
     return process, f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}"
+
+
+def code_of(call: Any) -> str:
+    """The status code name of the ClientError `call()` raises (it must raise one)."""
+    try:
+        call()
+    except ClientError as refused:
+        return refused.code
+    raise AssertionError(f"{call!r} was not refused")

@@ -22,11 +22,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devtools.local_cluster import wait_for_leader
 from devtools.procs import free_port
-from helpers import BackgroundWorker, start_node_with_tokens, unique, wait_for_status
+from helpers import BackgroundWorker, code_of, start_node_with_tokens, unique, wait_for_status
 from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
-from worker import ClientError, Worker, WorkflowClient, task
+from worker import Worker, WorkflowClient, task
 
 JWT_SECRET = "a-shared-secret-of-at-least-32-bytes-" + uuid.uuid4().hex
 TOKENS = {"admin": "admin-token-0123456789", "operator": "operator-token-0123456789",
@@ -66,12 +66,6 @@ def secured(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: A
     finally:
         running.close()
         process.stop()
-
-
-def code_of(call: Any) -> str:
-    with pytest.raises(ClientError) as refused:
-        call()
-    return refused.value.code
 
 
 def test_grpc_calls_need_a_known_token_and_the_right_role(secured: Secured) -> None:

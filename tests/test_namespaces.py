@@ -20,11 +20,11 @@ import pytest
 
 from devtools.local_cluster import wait_for_leader
 from devtools.procs import ManagedProcess
-from helpers import BackgroundWorker, start_node_with_tokens, wait_for_status
+from helpers import BackgroundWorker, code_of, start_node_with_tokens, wait_for_status
 from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
-from worker import ClientError, Worker, WorkflowClient, task
+from worker import Worker, WorkflowClient, task
 
 JWT_SECRET = "namespaces-test-secret-of-32-bytes-" + uuid.uuid4().hex
 TOKENS = {
@@ -85,12 +85,6 @@ def teams(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any
     finally:
         running.close()
         process.stop()
-
-
-def code_of(call: Any) -> str:
-    with pytest.raises(ClientError) as refused:
-        call()
-    return refused.value.code
 
 
 def team_worker(teams: Teams, team: str) -> BackgroundWorker:
