@@ -203,7 +203,42 @@ def test_topics_and_event_waits_belong_to_a_namespace(teams: Teams) -> None:
     assert wait_for_status(a_ops, workflow_id, "COMPLETED")["output"] == {"got": "from team a"}
     events = a_admin.read_events("orders")
     assert [e["payload"] for e in events] == [{"item": "from team a"}] and events[0]["topic"] == "orders"
-    assert code_of(lambda: a_admin.list_event_handlers()) == "FAILED_PRECONDITION"
+
+
+def test_event_handlers_act_within_their_namespace(teams: Teams) -> None:
+    """Both teams register handler `on_order` on their topic `orders`, starting their own `child`;
+    team a's handler told to terminate team b's workflow cannot: the event is dead-lettered in
+    team a's own dead-letter topic, team b's workflow runs on."""
+    a_admin, b_admin, a_ops, b_ops = (teams.clients[k] for k in ("a_admin", "b_admin", "a_ops", "b_ops"))
+    topic = f"orders_{uuid.uuid4().hex[:6]}"
+    for admin in (a_admin, b_admin):
+        admin.register_event_handler({"name": "on_order", "event": topic, "actions": [
+            {"action": "start_workflow", "start_workflow": {"name": "child", "input": {"order": "${$.payload.order}"},
+                                                            "correlationId": "${$.payload.order}"}}]})
+        admin.register_event_handler({"name": "stopper", "event": f"{topic}_stop", "actions": [
+            {"action": "terminate_workflow", "terminate_workflow": {"workflowId": "${$.payload.workflowId}"}}]})
+    assert {h["name"] for h in a_admin.list_event_handlers()} == {"on_order", "stopper"}
+    order = f"o-{uuid.uuid4().hex[:6]}"
+    a_ops.publish_event(topic, {"order": order})
+    deadline = time.monotonic() + 20
+    started: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not started:
+        started, _ = a_ops.search_workflows(name="child", correlation_id=order, limit=5)
+        time.sleep(0.1)
+    assert len(started) == 1 and wait_for_status(a_ops, started[0]["workflow_id"], "COMPLETED")["output"] == {
+        "team": "a"}
+    assert b_ops.search_workflows(name="child", correlation_id=order, limit=5)[0] == []   # team b's did not run
+    victim = b_ops.start_workflow("checkout", {"which": "pack"})   # no worker: it waits on charge_card
+    a_ops.publish_event(f"{topic}_stop", {"workflowId": victim})
+    deadline = time.monotonic() + 20
+    letters: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and not letters:
+        letters = [e for e in a_admin.read_events("deadletter") if e["payload"].get("topic") == f"{topic}_stop"]
+        time.sleep(0.1)
+    assert letters and "no such workflow" in letters[0]["payload"]["reason"]
+    assert b_ops.get_workflow(victim)["status"] == "RUNNING"
+    assert not [e for e in b_admin.read_events("deadletter") if e["payload"].get("topic") == f"{topic}_stop"]
+    b_ops.terminate_workflow(victim, reason="test over")
 
 
 def test_conductor_rest_and_the_console_scope_by_namespace(teams: Teams) -> None:

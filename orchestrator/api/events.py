@@ -1,8 +1,8 @@
 """EventService: the event bus (publish, read, retention) and the event handlers that consume it.
 
 Topics belong to namespaces as names do (core/namespaces.py): a caller publishes to, reads and
-subscribes to its own namespace's `orders`. Event handlers are the cluster's: they are
-registered in the default namespace only, and act on its topics and workflows."""
+subscribes to its own namespace's `orders`. So do event handlers: one registered in a namespace
+consumes that namespace's topic and acts on its workflows and topics only."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..core.clock import now_ms
-from ..core.errors import FailedPrecondition, InvalidArgument
-from ..core.namespaces import relative, topic_in
+from ..core.errors import InvalidArgument
+from ..core.namespaces import namespace_of, qualified, relative, topic_in
 from ..core.events import DEFAULT_MAX_DELIVERIES, HANDLER_NAME, BusEvent, normalise_handler, topic_name
 from ..core.limits import MAX_DURATION_SECONDS
 from ..core.payloads import PayloadLimit, encode, require_text_keys
@@ -45,12 +45,6 @@ def _topic(text: str) -> str:
     return topic_in(request_namespace(), topic_name(text))
 
 
-def _cluster_wide(what: str) -> None:
-    if request_namespace():
-        raise FailedPrecondition(f"{what}: event handlers are the cluster's, in the default namespace; "
-                                 f"this call acts in namespace '{request_namespace()}'")
-
-
 def _is_event_id(text: str) -> bool:
     return 0 < len(text) <= 64 and all(part.isdigit() for part in text.split("-", 1))
 
@@ -63,7 +57,9 @@ def subscription_group(name: str) -> str:
 
 
 def handler_message(handler: dict[str, Any]) -> pb.EventHandler:
-    return pb.EventHandler(name=handler["name"], definition=to_struct(handler))
+    """A stored handler as its namespace sees it."""
+    shown = {**handler, "name": relative(handler["name"]), "event": relative(handler["event"])}
+    return pb.EventHandler(name=shown["name"], definition=to_struct(shown))
 
 
 class EventService(pb_grpc.EventServiceServicer):
@@ -142,25 +138,28 @@ class EventService(pb_grpc.EventServiceServicer):
 
     @grpc_errors
     async def RegisterEventHandler(self, request: pb.RegisterEventHandlerRequest, context: Any) -> pb.EventHandler:
-        _cluster_wide("RegisterEventHandler")
         raw = from_struct(request.definition)
         require_text_keys(raw, "definition")
         handler = normalise_handler(raw)
         self.limit.check("event handler", encode(handler, "event handler"))
-        await self.store.put_event_handler(handler)
-        return handler_message(handler)
+        namespace = request_namespace()   # its name and topic are its namespace's (cluster/events.py acts so)
+        stored = {**handler, "name": qualified(namespace, handler["name"]),
+                  "event": topic_in(namespace, handler["event"])}
+        await self.store.put_event_handler(stored)
+        return handler_message(stored)
 
     @grpc_errors
     async def ListEventHandlers(self, request: pb.ListEventHandlersRequest,
                                 context: Any) -> pb.ListEventHandlersResponse:
-        _cluster_wide("ListEventHandlers")
-        handlers = [h for h in await self.store.event_handlers() if not request.topic or h["event"] == request.topic]
+        namespace = request_namespace()
+        handlers = [h for h in await self.store.event_handlers() if namespace_of(h["name"]) == namespace
+                    and (not request.topic or relative(h["event"]) == request.topic)]
         return pb.ListEventHandlersResponse(handlers=[handler_message(h) for h in handlers])
 
     @grpc_errors
     async def RemoveEventHandler(self, request: pb.RemoveEventHandlerRequest,
                                  context: Any) -> pb.RemoveEventHandlerResponse:
-        _cluster_wide("RemoveEventHandler")
         if not request.name:
             raise InvalidArgument("name is required")
-        return pb.RemoveEventHandlerResponse(removed=await self.store.remove_event_handler(request.name))
+        removed = await self.store.remove_event_handler(qualified(request_namespace(), request.name))
+        return pb.RemoveEventHandlerResponse(removed=removed)

@@ -16,6 +16,10 @@ each goes to one node at a time. Delivery is at-least-once, handling is exactly-
   reason at once; one delivered `maxDeliveries` times without being acknowledged goes there too.
 
 Events of one handler are handled concurrently, so their order is not kept.
+
+A handler belongs to the namespace of its stored name (core/namespaces.py): it consumes that
+namespace's topic, starts that namespace's workflows, publishes to its topics, and completes,
+fails or terminates only its workflows (another's is "no such workflow").
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..core.namespaces import namespace_of, relative, topic_in
+from ..core.namespaces import namespace_of, qualified, relative, topic_in
 from ..core import events as ev
 from ..core import statuses as st
 from ..core.clock import now_ms
@@ -158,7 +162,7 @@ class EventConsumers:
                 await self._complete_waits(event, payload)
                 self.handled += 1
                 return True
-            root = ev.scope(event.event_id, event.topic, payload, event.key)
+            root = ev.scope(event.event_id, relative(event.topic), payload, event.key)
             try:
                 if not ev.matches(handler, root):
                     self.handled += 1
@@ -189,7 +193,7 @@ class EventConsumers:
                 await self._start(handler, event, index, params)
                 return
             if kind == "publish":
-                topic = ev.topic_name(params.get("topic"), "publish.topic")
+                topic = topic_in(namespace_of(handler), ev.topic_name(params.get("topic"), "publish.topic"))
                 data = encode(params.get("payload", {}), "publish.payload")
                 self.payload_limit.check("publish.payload", data)
                 outcome, detail = await self.store.event_action(
@@ -199,9 +203,12 @@ class EventConsumers:
                 return
             workflow_id = _text(params, "workflowId")
             if kind == "terminate_workflow":
-                reason = str(params.get("terminationReason") or f"event {event.event_id} on {event.topic}")
-                outcome, detail = await self.store.event_action(
-                    handler, event.event_id, index, "terminate", now_ms(), workflow_id=workflow_id, reason=reason)
+                reason = str(params.get("terminationReason") or f"event {event.event_id} on {relative(event.topic)}")
+                if not await self._ours(handler, workflow_id):
+                    outcome, detail = ActionOutcome.UNKNOWN, ""
+                else:
+                    outcome, detail = await self.store.event_action(handler, event.event_id, index, "terminate",
+                                                                    now_ms(), workflow_id=workflow_id, reason=reason)
             else:
                 outcome, detail = await self._finish_task(handler, event, index, kind, workflow_id, params)
             self._check(outcome, detail, where, workflow_id)
@@ -264,7 +271,8 @@ class EventConsumers:
         self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
         workflow_id, created = await self.store.start_by_name(
-            name, int(version), new_task_id(), workflow_input, str(correlation), idempotency_key, now_ms())
+            qualified(namespace_of(handler), name), int(version), new_task_id(), workflow_input, str(correlation),
+            idempotency_key, now_ms())
         if created:
             self.on_workflows([workflow_id])
         else:
@@ -274,7 +282,7 @@ class EventConsumers:
                            params: dict[str, Any]) -> tuple[ActionOutcome, str]:
         ref = _text(params, "taskRefName")
         workflow = await self.store.load(workflow_id)
-        if workflow is None:
+        if workflow is None or namespace_of(workflow.name) != namespace_of(handler):
             return ActionOutcome.UNKNOWN, ""
         tasks = [t for t in workflow.tasks if ref in (t.spec.ref, t.spec.key)]
         if not tasks:
@@ -290,6 +298,12 @@ class EventConsumers:
         return await self.store.event_action(handler, event.event_id, index, "complete" if kind == "complete_task"
                                              else "fail", now_ms(), workflow_id=workflow_id, task_id=task.task_id,
                                              status=status, reason=reason, data_json=data)
+
+
+    async def _ours(self, handler: str, workflow_id: str) -> bool:
+        """Whether the workflow exists in the handler's namespace."""
+        workflow = await self.store.load(workflow_id)
+        return workflow is not None and namespace_of(workflow.name) == namespace_of(handler)
 
 
 def _wait_consumer(topic: str) -> dict[str, Any]:

@@ -820,7 +820,8 @@ class RedisStore:
                            max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:
         reply = await self._run(scripts.CLAIM_EVENTS, {
             "topic": topic, "handler": handler, "consumer": consumer, "idle": idle_ms, "count": count,
-            "max": max_deliveries, "cursor": cursor or "0-0", "dead": _dead_letters_of(topic), "now": now_ms})
+            "max": max_deliveries, "cursor": cursor or "0-0", "dead": _dead_letters_of(topic), "now": now_ms,
+            "shown_topic": relative(topic)})
         events = [BusEvent(str(e[0]), topic, str(e[1]), str(e[2]), int(e[3]), int(e[4])) for e in reply[1:]]
         return str(reply[0]), events
 

@@ -638,7 +638,8 @@ return 1
 # Take over a handler's events that some consumer (a dead node, or this one before a restart)
 # received but did not acknowledge for A.idle ms; one delivered more than A.max times goes to the
 # dead-letter topic instead, with the reason, and is acknowledged.
-# A: topic, handler, consumer, idle, count, max, cursor, dead, now.
+# A: topic, handler, consumer, idle, count, max, cursor, dead, now, shown_topic (the topic as its
+# namespace names it, for the letter).
 # -> {next cursor, {event id, payload json, key, published ms, deliveries}, ...}
 CLAIM_EVENTS = COMMON + r"""
 local stream = P .. ':ev:' .. A.topic
@@ -652,7 +653,7 @@ for _, e in ipairs(r[2]) do
   local p = redis.call('XPENDING', stream, A.handler, id, id, 1)
   local n = (p[1] and tonumber(p[1][4])) or 1
   if n > A.max then
-    local letter = '{"handler":' .. cjson.encode(A.handler) .. ',"topic":' .. cjson.encode(A.topic) ..
+    local letter = '{"handler":' .. cjson.encode(A.handler) .. ',"topic":' .. cjson.encode(A.shown_topic) ..
       ',"eventId":' .. cjson.encode(id) .. ',"key":' .. cjson.encode(f.k or '') ..
       ',"deliveries":' .. (n - 1) .. ',"reason":' ..
       cjson.encode('not acknowledged after ' .. (n - 1) .. ' deliveries (the consumers failed or died)') ..
