@@ -20,8 +20,10 @@ from typing import Any, NoReturn, Protocol
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from .core.namespaces import namespace_of
+
 __all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers", "acting_in",
-           "request_namespace", "task_acts_in"]
+           "request_namespace", "seen_here", "task_acts_in"]
 
 _NAMESPACE: contextvars.ContextVar[str] = contextvars.ContextVar("namespace", default="")
 
@@ -29,6 +31,11 @@ _NAMESPACE: contextvars.ContextVar[str] = contextvars.ContextVar("namespace", de
 def request_namespace() -> str:
     """The namespace the request being handled acts in ("" = the default one)."""
     return _NAMESPACE.get()
+
+
+def seen_here(stored_name: str) -> bool:
+    """Whether what is stored under this (qualified) name belongs to the request's namespace."""
+    return namespace_of(stored_name) == _NAMESPACE.get()
 
 
 def task_acts_in(namespace: str) -> None:

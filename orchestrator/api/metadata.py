@@ -13,7 +13,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from ..core.definitions import (check_workflow_def, normalise_task_def, normalise_workflow_def,
                                 referenced_task_names, waited_topics, workflows_to_fetch)
 from ..core.errors import InvalidArgument, NotFound
-from ..core.namespaces import as_seen, as_stored, namespace_of, qualified, relative, topic_in
+from ..core.namespaces import as_seen, as_stored, own, qualified, relative, topic_in
 from ..handlers import request_namespace
 from ..store import Store
 from .errors import grpc_errors
@@ -44,10 +44,9 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
 
     @grpc_errors
     async def ListTaskDefs(self, request: pb.ListTaskDefsRequest, context: Any) -> pb.ListTaskDefsResponse:
-        namespace = request_namespace()
         defs = await self.store.task_defs()
-        return pb.ListTaskDefsResponse(task_defs=[task_def_message(as_seen(defs[n])) for n in sorted(defs)
-                                                  if namespace_of(n) == namespace])
+        return pb.ListTaskDefsResponse(task_defs=[task_def_message(d) for d in own(
+            request_namespace(), (defs[n] for n in sorted(defs)))])
 
     async def _known(self, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """The registered task definitions `raw` names, and every registered workflow definition
@@ -103,5 +102,4 @@ class MetadataService(pb_grpc.MetadataServiceServicer):
                                context: Any) -> pb.ListWorkflowDefsResponse:
         namespace = request_namespace()
         defs = await self.store.workflow_defs(qualified(namespace, request.name) if request.name else "")
-        return pb.ListWorkflowDefsResponse(workflow_defs=[workflow_def_message(as_seen(d)) for d in defs
-                                                          if namespace_of(d["name"]) == namespace])
+        return pb.ListWorkflowDefsResponse(workflow_defs=[workflow_def_message(d) for d in own(namespace, defs)])

@@ -18,7 +18,7 @@ from .auth import current_principal
 from ..cluster.dispatch import Dispatcher, WorkerSession
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.namespaces import SYSTEM_TYPES, qualified, queue_of
+from ..core.namespaces import qualified, queue_of
 from ..handlers import request_namespace
 from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
@@ -79,11 +79,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                                 "hello needs a worker_id, at least one task type and a capacity >= 0")
         principal = current_principal()
-        if principal is not None and not principal.may_serve(list(hello.task_types)):
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{principal.name} may not serve task types {', '.join(sorted(hello.task_types))}"
-                                + (f"; its token names {', '.join(sorted(principal.task_types))}"
-                                   if principal.task_types is not None else ""))
+        refusal = principal.serve_refusal(list(hello.task_types)) if principal is not None else ""
+        if refusal:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED, refusal)
         if hello.worker_id == "*":   # the store reads "*" as "whoever holds the attempt"
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "worker_id '*' is reserved")
         if (len(hello.worker_id) > MAX_NAME_LENGTH or len(hello.task_types) > MAX_TASK_TYPES
@@ -96,11 +94,6 @@ class TaskService(pb_grpc.TaskServiceServicer):
         # are its namespace's: it takes that namespace's tasks only, and results are checked
         # against the qualified id, so a worker of another team with the same id is not it.
         namespace = request_namespace()
-        system = sorted(SYSTEM_TYPES.intersection(hello.task_types))
-        if system and principal is not None and principal.namespace is not None:
-            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{', '.join(system)}: Conductor's system task types are queued for every "
-                                "namespace at once; only a token without a namespace may serve them")
         return WorkerSession(qualified(namespace, hello.worker_id),
                              frozenset(queue_of(namespace, t) for t in hello.task_types),
                              min(hello.capacity, MAX_CREDITS))

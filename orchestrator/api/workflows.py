@@ -24,8 +24,8 @@ from ..core.definitions import iter_nodes
 from ..core.schema import WorkflowDef
 from ..core.payloads import PayloadLimit, encode
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError
-from ..core.namespaces import namespace_of, qualified, relative
-from ..handlers import request_namespace
+from ..core.namespaces import qualified, relative
+from ..handlers import request_namespace, seen_here
 from ..store import Store, StoreUnavailable
 from .errors import grpc_errors, status_code
 from .messages import archived_message, fit, shown, workflow_message
@@ -97,12 +97,11 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     @grpc_errors
     async def GetWorkflow(self, request: pb.GetWorkflowRequest, context: Any) -> pb.Workflow:
         workflow_id = checked_id(request.workflow_id)
-        namespace = request_namespace()
         state = await self.store.load(workflow_id)
-        if state is not None and namespace_of(state.name) == namespace:
+        if state is not None and seen_here(state.name):
             return workflow_message(state, include_tasks=request.include_tasks)
         record = await self.archive.get(workflow_id) if self.archive is not None and state is None else None
-        if record is None or namespace_of(str(record.get("name", ""))) != namespace:
+        if record is None or not seen_here(str(record.get("name", ""))):
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return fit([archived_message(record, include_tasks=request.include_tasks)])[0]
 
@@ -258,7 +257,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def _load(self, workflow_id: str) -> m.WorkflowState:
         """The workflow, if it is one of the caller's namespace; NotFound otherwise."""
         state = await self.store.load(checked_id(workflow_id))
-        if state is None or namespace_of(state.name) != request_namespace():
+        if state is None or not seen_here(state.name):
             raise NotFound(f"no workflow with id '{workflow_id}'")
         return state
 

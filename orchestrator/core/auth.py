@@ -62,9 +62,21 @@ class Principal:
 
     def may_serve(self, task_types: list[str] | frozenset[str]) -> bool:
         """Whether this principal may take tasks of all these types."""
+        return not self.serve_refusal(task_types)
+
+    def serve_refusal(self, task_types: list[str] | frozenset[str]) -> str:
+        """Why this principal may not take tasks of these types; "" when it may. Conductor's
+        system types are queued for every namespace at once, so a confined token serves none."""
         if not self.may("worker"):
-            return False
-        return self.task_types is None or "admin" in self.roles or set(task_types) <= self.task_types
+            return f"{self.name} has no worker role"
+        system = sorted(namespaces.SYSTEM_TYPES.intersection(task_types))
+        if system and self.namespace is not None:
+            return (f"{', '.join(system)}: Conductor's system task types are queued for every namespace at once; "
+                    "only a token without a namespace may serve them")
+        if self.task_types is None or "admin" in self.roles or set(task_types) <= self.task_types:
+            return ""
+        return (f"{self.name} may not serve task types {', '.join(sorted(task_types))}; its token names "
+                f"{', '.join(sorted(self.task_types))}")
 
 
 def allows(principal: Principal | None, role: str) -> bool:

@@ -17,12 +17,13 @@ the operator's infrastructure serve (HTTP, EVENT, ...) keep one queue for every 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import TypeVar, cast
 
 from .definitions import TASK_KINDS
 from .schema import TaskDef, WorkflowDef
 
-__all__ = ["DEFAULT", "NAMESPACE", "SYSTEM_TYPES", "as_seen", "as_stored", "checked", "namespace_of",
+__all__ = ["DEFAULT", "NAMESPACE", "SYSTEM_TYPES", "as_seen", "as_stored", "checked", "namespace_of", "own",
            "qualified", "queue_of", "relative", "topic_in"]
 
 DEFAULT = ""
@@ -76,6 +77,11 @@ D = TypeVar("D", TaskDef, WorkflowDef)
 def as_seen(definition: D) -> D:
     """A stored definition as its namespace sees it (its name relative)."""
     return cast(D, {**definition, "name": relative(definition["name"])})
+
+
+def own(namespace: str, stored: Iterable[D]) -> list[D]:
+    """The stored definitions of `namespace`, as it sees them, in the order given."""
+    return [as_seen(d) for d in stored if namespace_of(d["name"]) == namespace]
 
 
 def as_stored(namespace: str, definition: D) -> D:

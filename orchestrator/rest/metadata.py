@@ -12,7 +12,7 @@ from starlette.routing import Route
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.definitions import MAX_VERSION
-from ..core.namespaces import as_seen, namespace_of, qualified
+from ..core.namespaces import as_seen, own, qualified
 from ..handlers import Context, Refused, request_namespace
 from .common import RestParts, answering_errors, json_body, number, refuse
 from .shapes import task_def_json, workflow_def_json
@@ -64,9 +64,7 @@ def routes(parts: RestParts) -> list[Route]:
 
     @answering_errors
     async def list_workflow_defs(request: Request) -> Response:
-        namespace = request_namespace()
-        return JSONResponse([workflow_def_json(as_seen(d)) for d in await parts.store.workflow_defs()
-                             if namespace_of(d["name"]) == namespace])
+        return JSONResponse([workflow_def_json(d) for d in own(request_namespace(), await parts.store.workflow_defs())])
 
     @answering_errors
     async def register_task_defs(request: Request) -> Response:
@@ -85,10 +83,8 @@ def routes(parts: RestParts) -> list[Route]:
 
     @answering_errors
     async def list_task_defs(request: Request) -> Response:
-        namespace = request_namespace()
         defs = await parts.store.task_defs()
-        return JSONResponse([task_def_json(as_seen(defs[name])) for name in sorted(defs)
-                             if namespace_of(name) == namespace])
+        return JSONResponse([task_def_json(d) for d in own(request_namespace(), (defs[n] for n in sorted(defs)))])
 
     async def not_kept(request: Request) -> Response:
         return refuse(405, "definitions are never removed here: running and archived workflows keep the version "

@@ -28,7 +28,7 @@ from ..core.clock import now_ms
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
-from ..handlers import Refused, request_namespace
+from ..handlers import Refused, request_namespace, seen_here
 from .common import (RestParts, answering_errors, body_bytes, json_body, number, object_body, plain,
                      refuse, text)
 from .shapes import polled_task
@@ -85,11 +85,10 @@ def routes(parts: RestParts) -> list[Route]:
         """The queue a poll of `task_type` takes from (core/namespaces.py); refused when the token
         may not serve it."""
         principal = principal_in(request.scope)
-        if parts.tokens is not None and (principal is None or not principal.may_serve([relative(task_type)])):
-            raise Refused("PERMISSION_DENIED", f"this token may not poll task type '{relative(task_type)}'")
-        if task_type in SYSTEM_TYPES and principal is not None and principal.namespace is not None:
-            raise Refused("PERMISSION_DENIED", f"{task_type} is one of Conductor's system task types, queued for "
-                                               "every namespace at once; only a token without a namespace serves it")
+        if parts.tokens is not None:
+            refusal = principal.serve_refusal([task_type]) if principal is not None else "a token is required"
+            if refusal:
+                raise Refused("PERMISSION_DENIED", refusal)
         return queue_of(poll_namespace(request), task_type)
 
     def logs_of(task_id: str) -> str:
@@ -234,7 +233,7 @@ def routes(parts: RestParts) -> list[Route]:
         output = object_body(await json_body(request, parts.limit.max_bytes + 64 * 1024, "the task output",
                                              empty={}), "the task output")
         state = await store.load(_name(workflow_id, "workflowId"))
-        if state is None or namespace_of(state.name) != request_namespace():
+        if state is None or not seen_here(state.name):
             raise Refused("NOT_FOUND", f"no workflow with id '{workflow_id[:256]}'")
         matching = [t for t in state.tasks if ref in (t.spec.key, t.spec.ref)]
         if not matching:

@@ -29,14 +29,14 @@ from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
-from ..core.namespaces import as_seen, namespace_of, qualified, relative
+from ..core.namespaces import as_seen, namespace_of, own, qualified, relative
 from ..store import StoreUnavailable
 from . import operations
 from .auth import COOKIE, TokenGate
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from ..handlers import Refused, request_namespace
+from ..handlers import Refused, request_namespace, seen_here
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
@@ -151,8 +151,7 @@ class Console:
         limit = int(q["limit"]) if q.get("limit", "").isdigit() else PAGE_SIZES[0]
         error, page, counts = "", None, {}
         namespace = request_namespace()
-        names = sorted(relative(d["name"]) for d in await self.parts.store.workflow_defs()
-                       if namespace_of(d["name"]) == namespace)
+        names = sorted(d["name"] for d in own(namespace, await self.parts.store.workflow_defs()))
         try:
             created_from = _parse_time(filters["from"], "from")
             created_to = _parse_time(filters["to"], "to")
@@ -182,7 +181,7 @@ class Console:
     async def _load(self, workflow_id: str) -> m.WorkflowState | None:
         """The workflow, if it is one of the request's namespace."""
         state = await self.parts.store.load(workflow_id)
-        return state if state is not None and namespace_of(state.name) == request_namespace() else None
+        return state if state is not None and seen_here(state.name) else None
 
     async def _execution_values(self, workflow_id: str) -> dict[str, Any] | None:
         state = await self._load(workflow_id)
@@ -247,10 +246,8 @@ class Console:
 
     async def definitions(self, request: Request) -> Response:
         namespace = request_namespace()
-        workflows = sorted((as_seen(d) for d in await self.parts.store.workflow_defs()
-                            if namespace_of(d["name"]) == namespace), key=lambda d: d["name"])
-        task_defs = {relative(n): as_seen(d) for n, d in (await self.parts.store.task_defs()).items()
-                     if namespace_of(n) == namespace}
+        workflows = sorted(own(namespace, await self.parts.store.workflow_defs()), key=lambda d: d["name"])
+        task_defs = {d["name"]: d for d in own(namespace, (await self.parts.store.task_defs()).values())}
         served: dict[str, int] = {}
         for session in self.parts.dispatcher.sessions:
             for task_type in session.task_types:
