@@ -174,16 +174,16 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     @grpc_errors
     async def PauseWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
-        return await self._operate(request.workflow_id, allowed=[st.RUNNING], new_status=st.PAUSED)
+        return await self._operate(await self._load(request.workflow_id), allowed=[st.RUNNING], new_status=st.PAUSED)
 
     @grpc_errors
     async def ResumeWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
-        return await self._operate(request.workflow_id, allowed=[st.PAUSED], new_status=st.RUNNING)
+        return await self._operate(await self._load(request.workflow_id), allowed=[st.PAUSED], new_status=st.RUNNING)
 
     @grpc_errors
     async def RetryWorkflow(self, request: pb.WorkflowRequest, context: Any) -> pb.Workflow:
-        return await self._operate(request.workflow_id, allowed=[st.FAILED, st.TIMED_OUT], new_status=st.RUNNING,
-                                   command={"op": "retry"})
+        return await self._operate(await self._load(request.workflow_id), allowed=[st.FAILED, st.TIMED_OUT],
+                                   new_status=st.RUNNING, command={"op": "retry"})
 
     @grpc_errors
     async def RestartWorkflow(self, request: pb.RestartWorkflowRequest, context: Any) -> pb.Workflow:
@@ -197,7 +197,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
             if latest is None:
                 raise FailedPrecondition(f"workflow definition '{relative(state.name)}' is no longer registered")
             command["snapshot"] = await self.store.snapshot(latest)
-        return await self._operate(request.workflow_id, allowed=RESTARTABLE, new_status=st.RUNNING, command=command)
+        return await self._operate(state, allowed=RESTARTABLE, new_status=st.RUNNING, command=command)
 
     @grpc_errors
     async def RerunWorkflow(self, request: pb.RerunWorkflowRequest, context: Any) -> pb.Workflow:
@@ -210,7 +210,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if request.HasField("task_input"):
             command["input"] = from_struct(request.task_input)
             self.limit.check("task input", encode(command["input"], "task input"))
-        return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED, *RESTARTABLE],
+        return await self._operate(state, allowed=[st.RUNNING, st.PAUSED, *RESTARTABLE],
                                    new_status=st.RUNNING, command=command)
 
     @grpc_errors
@@ -220,7 +220,7 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         if not key or key.split("__", 1)[0] not in _references(state.definition):
             raise InvalidArgument(f"task_reference_name '{shown(key)}' is not a task of workflow "
                                   f"'{relative(state.name)}'")
-        return await self._operate(request.workflow_id, allowed=[st.RUNNING, st.PAUSED],
+        return await self._operate(state, allowed=[st.RUNNING, st.PAUSED],
                                    command={"op": "skip", "key": key})
 
     @grpc_errors
@@ -241,9 +241,10 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
         await self._decide(request.workflow_id)
         return workflow_message(await self._load(request.workflow_id), include_tasks=True)
 
-    async def _operate(self, workflow_id: str, **kwargs: Any) -> pb.Workflow:
-        await self._load(workflow_id)   # one of the caller's namespace
-        await self.store.operate(checked_id(workflow_id), now_ms=now_ms(), **kwargs)
+    async def _operate(self, state: m.WorkflowState, **kwargs: Any) -> pb.Workflow:
+        """Store an operation on `state`'s workflow, read through `_load` (so the caller's)."""
+        workflow_id = state.workflow_id
+        await self.store.operate(workflow_id, now_ms=now_ms(), **kwargs)
         await self._decide(workflow_id)
         return workflow_message(await self._load(workflow_id), include_tasks=False)
 
