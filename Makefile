@@ -1,20 +1,32 @@
 # Every target installs what it needs first, so a fresh machine only needs `make test`.
 PYTHON ?= python3
 VENV   ?= .venv
+TOOLS  ?= .tools
 PY     := $(VENV)/bin/python
+UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers browser proto lint test cluster drill bench clean order-flow
+.PHONY: all venv servers browser proto lint test test-fast test-latest lock cluster drill bench clean order-flow
 
 all: test
 
-$(STAMP): pyproject.toml proto/pyproject.toml worker/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ./proto -e ./worker -e '.[dev]'
+# uv itself, pinned by hash, in a venv of its own (`uv sync` keeps .venv exactly as the lock says).
+$(UV): devtools/requirements-uv.txt
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --require-hashes -r devtools/requirements-uv.txt
+	touch $(UV)
+
+# Exactly what uv.lock says, every extra included; --locked refuses a lock that pyproject.toml outgrew.
+$(STAMP): uv.lock pyproject.toml proto/pyproject.toml worker/pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(VENV) $(UV) sync -q --locked --all-extras --python $(PYTHON)
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# After editing a range in a pyproject.toml: `make lock` (keeps every other pin);
+# `make lock UPGRADE=1` moves everything to its newest release (run `make test-latest` first).
+lock: $(UV)
+	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 # The etcd server and etcdctl, and the Redis server, from Debian when they are missing.
 servers:
@@ -40,6 +52,16 @@ lint: $(STAMP)
 test: lint $(STAMP) servers browser
 	$(PY) -m pytest -q
 
+# The whole suite against the newest release of every dependency, resolved without the lock, in a
+# venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.
+test-latest: servers browser | $(UV)
+	rm -rf .venv-latest
+	$(UV) venv -q --python $(PYTHON) .venv-latest
+	VIRTUAL_ENV=.venv-latest $(UV) pip install -q --upgrade -e ./proto -e ./worker -e '.[dev,bench,otlp]'
+	.venv-latest/bin/python -m devtools.lock_drift .venv-latest
+	$(MAKE) lint VENV=.venv-latest STAMP=.venv-latest/bin/python
+	.venv-latest/bin/python -m pytest -q
+
 # SECURE=1: mutual TLS on every port, with a throwaway CA made for the run (it prints how to use it).
 cluster: $(STAMP) servers
 	$(PY) -m devtools cluster --config deploy/local-cluster.yaml $(if $(SECURE),--secure)
@@ -54,8 +76,7 @@ drill: $(STAMP) servers
 # Benchmarks on a local three-node cluster vs Celery (~10 min); results in bench/results/.
 # `make bench ARGS=--quick` is a ~2 min smoke run; `ARGS="--scenario throughput"` runs one scenario.
 bench: $(STAMP) servers
-	@$(PY) -c "import celery, pyinstrument" 2>/dev/null && test -x $(VENV)/bin/py-spy || $(PY) -m pip install -q -e ./proto -e ./worker -e '.[bench]'
 	$(PY) -m bench $(ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .venv-latest .pytest_cache

@@ -228,7 +228,7 @@ class _Engine:
             if self.context is None or self.uses >= REUSE_LIMIT:
                 self._discard()
                 self._bury()
-                self.context = MiniRacer()
+                self.context = _new_context()
                 self.context.eval(_PRELUDE)
                 self.uses = 0
             self.uses += 1
@@ -250,6 +250,31 @@ class _Engine:
         """Drop the context (a script left something behind that could not be cleaned)."""
         with self.lock:
             self._discard()
+
+
+def _new_context() -> MiniRacer:
+    """A MiniRacer made on a thread of its own, where no asyncio loop runs.
+
+    mini-racer (0.14 and later) binds a context to the event loop running where it is made;
+    made inside the node's loop, every `eval` with a time limit then fails an assertion
+    ("to apply a timeout in an async context..."). Made here, it starts its own loop thread,
+    and `eval` from any thread, the node's loop included, waits on that thread with the limit.
+    """
+    made: list[MiniRacer] = []
+    failed: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            made.append(MiniRacer())
+        except BaseException as exc:   # handed to the caller's thread below
+            failed.append(exc)
+
+    thread = threading.Thread(target=make, name="javascript-context", daemon=True)
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
 
 
 _ENGINE = _Engine()

@@ -146,7 +146,7 @@ class RedisStore:
         `access` (the ACL user and TLS) applies to the Sentinels and to the master alike."""
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         options = access.connection_options() if access else {}
-        sentinel = Sentinel(addresses, socket_timeout=1.0, sentinel_kwargs=dict(options),  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(addresses, socket_timeout=1.0, sentinel_kwargs=dict(options),
                             **options)
         client = sentinel.master_for(master, decode_responses=True, db=db,
                                      health_check_interval=5, socket_keepalive=True, retry_on_timeout=True,
