@@ -383,16 +383,22 @@ def _deepest(wrap: Callable[[str], str]) -> str:
         source = wrap(source)
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda x: f"[{x} * 1 + 1 < 2 == true && 1 || 0][0]",
-    lambda x: f"max({x} * 1 + 1 < 2 == true && 1 || 0, 0)",
-    lambda x: f"{{a: {x} * 1 + 1 < 2 == true && 1 || 0}}.a",
-    lambda x: f"1 || 1 && 1 == 1 < 1 + 1 * -[{x}][0]",
-    lambda x: f"true ? {x} : 0",
-    lambda x: f"$[{x}]",
+@pytest.mark.parametrize("wrap,outcome", [
+    (lambda x: f"[{x} * 1 + 1 < 2 == true && 1 || 0][0]",
+     "error at column 99: '*' needs two numbers, got boolean and number"),
+    (lambda x: f"max({x} * 1 + 1 < 2 == true && 1 || 0, 0)",
+     "error at column 245: max() needs one or more numbers, or one or more strings"),
+    (lambda x: f"{{a: {x} * 1 + 1 < 2 == true && 1 || 0}}.a",
+     "error at column 284: '*' needs two numbers, got boolean and number"),
+    (lambda x: f"1 || 1 && 1 == 1 < 1 + 1 * -[{x}][0]", "value True"),
+    (lambda x: f"true ? {x} : 0", "value 1"),
+    (lambda x: f"$[{x}]", "value None"),
 ])
-def test_deepest_allowed_expressions_need_little_stack(wrap: Callable[[str], str]) -> None:
-    """The nesting limit keeps parsing and evaluation within 500 Python frames (of 1000 by default)."""
+def test_deepest_allowed_expressions_need_little_stack(wrap: Callable[[str], str], outcome: str) -> None:
+    """The nesting limit keeps parsing and evaluation within 500 Python frames (of 1000 by default):
+    with only that much stack left, the deepest expression of each shape still compiles and
+    evaluates to its own value or type error, which is found at the bottom of the nesting
+    (not 'nested too deeply for the stack left', which running out of stack would give)."""
     source = _deepest(wrap)
     frames_in_use = len(inspect.stack(0))
     limit = sys.getrecursionlimit()
@@ -400,11 +406,12 @@ def test_deepest_allowed_expressions_need_little_stack(wrap: Callable[[str], str
     try:
         compiled = Compiled(source)
         try:
-            compiled.evaluate(ROOT)
-        except SafeExpressionError:
-            pass  # a type error at the bottom still means evaluation went all the way down
+            got = f"value {compiled.evaluate(ROOT)!r}"
+        except SafeExpressionError as error:
+            got = f"error {error}"
     finally:
         sys.setrecursionlimit(limit)
+    assert got == outcome
 
 
 def test_source_length_limit() -> None:
