@@ -1198,6 +1198,7 @@ def run_node(args: argparse.Namespace) -> int:
     from .config import NodeConfig
     from .cluster.event_loop import loop_factory
     from .cluster.logs import setup_logging
+    from .handlers import serving_as
     from .node import Node
 
     try:
@@ -1213,6 +1214,7 @@ def run_node(args: argparse.Namespace) -> int:
                                  tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext,
                                  **{name: getattr(args, name) for name in INFRASTRUCTURE_SECURITY})
         setup_logging(config.node_id, config.log_level, config.log_format)
+        serving_as(config.node_id)
         node = Node(config)
     except (ValueError, OSError) as exc:   # a setting, or a file it names, that cannot be used
         print(f"error: {exc}", file=sys.stderr)

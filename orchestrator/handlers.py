@@ -23,9 +23,24 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from .core.namespaces import namespace_of
 
 __all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers", "acting_in",
-           "request_namespace", "seen_here", "task_acts_in"]
+           "internal_error", "request_namespace", "seen_here", "serving_as", "task_acts_in"]
 
 _NAMESPACE: contextvars.ContextVar[str] = contextvars.ContextVar("namespace", default="")
+_SERVING_AS = [""]   # the node this process runs (`orchestrator node` sets it), as its log names it
+
+
+def serving_as(node_id: str) -> None:
+    """Name the node this process runs in the answers to requests it failed to handle."""
+    _SERVING_AS[0] = node_id
+
+
+def internal_error(what: str) -> str:
+    """What a caller is told when a request failed inside the node (a bug): that the fault is the
+    node's and not the request's, so that nobody edits a good definition over it, and which node's
+    log holds the trace, since any node may have answered."""
+    node = f"node {_SERVING_AS[0]}" if _SERVING_AS[0] else "the node that answered"
+    return (f"internal error ({what}) on {node}: a fault in the orchestrator, not in the request; "
+            f"its trace is in the log of {node}")
 
 
 def request_namespace() -> str:

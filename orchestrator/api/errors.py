@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import grpc
 
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge, Unavailable
+from ..handlers import internal_error
 from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,7 @@ def grpc_errors(handler: Handler) -> Handler:
             if isinstance(exc, grpc.aio.AbortError):
                 raise
             log.exception("%s failed (a bug)", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); it is logged "
-                                                          "on the node that answered")
+            await context.abort(grpc.StatusCode.INTERNAL, internal_error(type(exc).__name__))
 
     return wrapper  # type: ignore[return-value]
 

@@ -21,7 +21,7 @@ from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
 from ..core.payloads import PayloadLimit
-from ..handlers import MetadataHandlers, Refused, WorkflowHandlers
+from ..handlers import MetadataHandlers, Refused, WorkflowHandlers, internal_error
 from ..store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,20 @@ class RestParts:
     tokens: Tokens | None = None      # None: the node runs without authentication
 
 
-def refuse(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"status": status, "message": message, "retryable": status >= 500}, status_code=status)
+# What a retry of the same request can fix: the node or what it needs was busy or away for a moment
+# (the store or etcd did not answer: 503; a gateway's 502 and 504), a timeout (408), a rate limit
+# (429), a conflict with a concurrent change (ABORTED). Not: a refusal (4xx: the request or the
+# target's state does not allow it, and the same request gets the same answer), what is not served
+# (501) or a fault of the node (500), which Conductor's SDKs would otherwise repeat for as long as
+# they retry.
+RETRYABLE_STATUSES = frozenset({408, 429, 502, 503, 504})
+RETRYABLE_CODES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED"})
+
+
+def refuse(status: int, message: str, *, retryable: bool | None = None) -> JSONResponse:
+    """Conductor's error body; `retryable` follows from the status unless given."""
+    retry = status in RETRYABLE_STATUSES if retryable is None else retryable
+    return JSONResponse({"status": status, "message": message, "retryable": retry}, status_code=status)
 
 
 Route = Callable[[Request], Awaitable[Response]]
@@ -55,12 +67,12 @@ def answering_errors(route: Route) -> Route:
         try:
             return await route(request)
         except Refused as exc:
-            return refuse(exc.http_status, exc.message)
+            return refuse(exc.http_status, exc.message, retryable=exc.code in RETRYABLE_CODES)
         except StoreUnavailable as exc:
             return refuse(503, f"the state store is unavailable ({exc}); retry")
-        except Exception:   # a bug: logged with its trace, answered in Conductor's shape, nothing else hurt
+        except Exception as exc:   # a bug: logged with its trace, answered in Conductor's shape, nothing else hurt
             log.exception("%s %s failed", request.method, request.url.path)
-            return refuse(500, "the node failed to handle this request; the failure is logged on the node")
+            return refuse(500, internal_error(type(exc).__name__))
     wrapped.__name__ = route.__name__
     return wrapped
 

@@ -4,6 +4,12 @@ Conductor's clients validate a few fields against fixed lists and drop a whole a
 value is outside them (conductor-python's models raise in their setters), so statuses that
 Conductor has no name for are shown as the nearest one it has, and the exact one travels beside
 it in a field of our own (`orchestratorStatus`), which those clients ignore.
+
+Numbers: Conductor's models type their counts and durations as integers (`timeoutSeconds` is a
+long), and its SDKs and tools print or compare them as such. We keep definitions' durations as
+floats (a retry delay may be 0.5 s) and carry workflows and tasks in protobuf Structs, whose
+numbers are doubles; so every whole number is shown as an integer here (`0`, not `0.0`), the
+way the gRPC client restores them, and only a true fraction stays a float.
 """
 
 from __future__ import annotations
@@ -115,7 +121,7 @@ def polled_task(task: ClaimedTask, worker_id: str, now_ms: int) -> dict[str, Any
 
 
 def task_def_json(definition: TaskDef) -> dict[str, Any]:
-    shown: dict[str, Any] = dict(definition)
+    shown: dict[str, Any] = whole_numbers(dict(definition))
     for name, allowed in TASK_DEF_ENUMS.items():
         if shown.get(name) not in allowed:
             shown.pop(name, None)
@@ -123,7 +129,7 @@ def task_def_json(definition: TaskDef) -> dict[str, Any]:
 
 
 def workflow_def_json(definition: WorkflowDef) -> dict[str, Any]:
-    shown: dict[str, Any] = dict(definition)
+    shown: dict[str, Any] = whole_numbers(dict(definition))
     if shown.get("timeoutPolicy") not in ("TIME_OUT_WF", "ALERT_ONLY"):
         shown.pop("timeoutPolicy", None)
     return shown
