@@ -4,12 +4,15 @@ Each page loads; a workflow started from its definition's page completes before 
 a resume, a signal and a termination each go through their confirmation page; a task whose type no
 worker serves says so; and on a three-node cluster the cluster page of a survivor shows the new
 leader after the leader is SIGKILLed by PID. Every page is saved as a screenshot in the test's
-tmp dir and copied to docs/screenshots/ (the README shows them).
+tmp dir; only with UPDATE_SCREENSHOTS=1 in the environment are they also copied to the
+repository's docs/screenshots/ (the README shows them), so a plain run leaves the checkout alone:
+`UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_console.py` refreshes them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -130,11 +133,14 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def shot(page: Any, tmp_path: Path, name: str) -> None:
-    """A screenshot in the test's tmp dir, copied to docs/screenshots/ for the README."""
+    """A screenshot in the test's tmp dir; copied to docs/screenshots/ for the README only when
+    UPDATE_SCREENSHOTS=1 asks for it."""
     path = tmp_path / f"{name}.png"
     page.screenshot(path=str(path))   # the viewport: small PNGs
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOTS / path.name)
+    assert path.stat().st_size > 0
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, SCREENSHOTS / path.name)
 
 
 def confirm(page: Any, op: str, **fields: str) -> None:
