@@ -14,10 +14,14 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import TerminalTaskError, context, task
 
 
-def test_failed_attempts_are_retried_until_success(node, run_worker):
+def test_failed_attempts_are_retried_until_success_after_their_back_off(node, run_worker):
+    """EXPONENTIAL_BACKOFF with retryDelaySeconds 0.5: attempt 1 waits 0.5 s after attempt 0
+    failed, attempt 2 waits 1 s after attempt 1 failed; the worker cannot get a retry earlier
+    and gets it promptly once it is due (the node wakes up for it)."""
     client = node.client
     name, task_name = unique("wf"), unique("flaky")
-    register_sequence(client, name, [task_name], retryCount=3, retryDelaySeconds=0.1)
+    register_sequence(client, name, [task_name], retryCount=3, retryDelaySeconds=0.5,
+                      retryLogic="EXPONENTIAL_BACKOFF")
     attempts: list[int] = []
 
     @task(task_name)
@@ -31,11 +35,15 @@ def test_failed_attempts_are_retried_until_success(node, run_worker):
     workflow_id = client.start_workflow(name, {"n": 1})
     done = wait_for_status(client, workflow_id, "COMPLETED")
     assert attempts == [0, 1, 2]
-    statuses = [(t.get("attempt", 0), t["status"]) for t in done["tasks"]]
+    tasks = done["tasks"]
+    statuses = [(t.get("attempt", 0), t["status"]) for t in tasks]
     assert statuses == [(0, "FAILED"), (1, "FAILED"), (2, "COMPLETED")]
-    assert "RuntimeError: transient failure 1" in done["tasks"][0]["reason"]
-    # the back-off was respected between attempts
-    assert done["tasks"][1]["scheduled_at_ms"] >= int(done["tasks"][0]["ended_at_ms"])
+    assert "RuntimeError: transient failure 1" in tasks[0]["reason"]
+    # the back-off: from the end of a failed attempt to the start of its retry, 0.5 s then 1 s
+    # (never less; a little more for the worker to be handed the task on a loaded machine)
+    gaps_ms = [int(tasks[i + 1]["started_at_ms"]) - int(tasks[i]["ended_at_ms"]) for i in (0, 1)]
+    for gap_ms, back_off_ms in zip(gaps_ms, (500, 1000), strict=True):
+        assert back_off_ms <= gap_ms <= back_off_ms + 400, f"gaps {gaps_ms} ms, back-offs 500 and 1000 ms"
 
 
 def test_terminal_failure_is_not_retried(node, run_worker):
