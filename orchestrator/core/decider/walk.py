@@ -335,11 +335,15 @@ class Walk:
         # One idempotency key per logical execution: a retry inherits it (it copies `extra`); a
         # new iteration, branch, compensation, restart or rerun is a new task, so a new key.
         extra.setdefault("execution", task_id)
-        return self.add(node, key, status=st.SCHEDULED, task_type=self.queue_of(task_name), attempt=attempt,
+        task = self.add(node, key, status=st.SCHEDULED, task_type=self.queue_of(task_name), attempt=attempt,
                         input=input,
                         ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
                         lease_ms=seconds_ms(task_def["responseTimeoutSeconds"]),
                         timeout_ms=seconds_ms(task_def["timeoutSeconds"]))
+        deadline = self._poll_deadline_ms(node, task, task_name)
+        if deadline is not None:   # nothing else would decide the workflow again if no worker takes it
+            self.decision.wake(deadline)
+        return task
 
     def follow_worker_task(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> Outcome:
         """Advance one worker-run instance: wait, time out, retry or give up."""
@@ -361,17 +365,25 @@ class Walk:
     def _poll_timed_out(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
         """Conductor's `pollTimeoutSeconds`: an attempt queued this long without a worker taking
         it times out (and is retried under the task's policy)."""
-        limit_ms = seconds_ms(self.task_def(node, task_name).get("pollTimeoutSeconds") or 0)
-        if not limit_ms or task.runtime.ready_at_ms > self.now:
+        deadline = self._poll_deadline_ms(node, task, task_name)
+        if deadline is None:
             return False
-        deadline = task.runtime.ready_at_ms + limit_ms
         if self.now < deadline:
             self.decision.wake(deadline)
             return False
+        limit_ms = deadline - task.runtime.ready_at_ms
         self.stop(task, st.TASK_TIMED_OUT, f"no worker took the task within pollTimeoutSeconds "
                                            f"({limit_ms / 1000:g} s)")
         self.decision.wake(self.now)   # decide the retry at once
         return True
+
+    def _poll_deadline_ms(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> int | None:
+        """When a queued attempt times out for want of a worker (None: no `pollTimeoutSeconds`, or
+        the attempt is not yet offered to workers, e.g. during its startDelay or retry back-off)."""
+        limit_ms = seconds_ms(self.task_def(node, task_name).get("pollTimeoutSeconds") or 0)
+        if not limit_ms or task.runtime.ready_at_ms > self.now:
+            return None
+        return task.runtime.ready_at_ms + limit_ms
 
     def retries_left(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
         allowed = int(node.get("retryCount", self.task_def(node, task_name)["retryCount"]))
