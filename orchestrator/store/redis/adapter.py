@@ -236,8 +236,8 @@ class RedisStore:
         the latest at start), so a run never changes because a definition was re-registered.
         A definition that picks task types at run time (a dynamic fork of task specs) gets
         every registered task definition, since any of them may be named; one that names a
-        workflow to start only at run time (`${...}`) gets the latest version of every
-        registered workflow definition.
+        workflow (or its version) to start only at run time (`${...}`) gets every version of
+        every registered workflow definition.
 
         Only definitions of `definition`'s own namespace are looked up, and the snapshot keys
         them by the names the definition uses (relative, see core/namespaces.py)."""
@@ -247,12 +247,14 @@ class RedisStore:
         every_task_def = needs_every_task_def(definition)
         pending = [definition]
         if needs_every_workflow_def(definition):
-            for found in await self.workflow_defs():
-                if namespace_of(found["name"]) != namespace:
+            for latest in await self.workflow_defs():
+                if namespace_of(latest["name"]) != namespace:
                     continue
-                workflows.setdefault(f"{relative(found['name'])}:0", found)
-                task_names |= referenced_task_names(found)
-                every_task_def = every_task_def or needs_every_task_def(found)
+                workflows.setdefault(f"{relative(latest['name'])}:0", latest)
+                for found in await self.workflow_defs(latest["name"]):   # a version may be an expression too
+                    workflows.setdefault(f"{relative(found['name'])}:{found['version']}", found)
+                    task_names |= referenced_task_names(found)
+                    every_task_def = every_task_def or needs_every_task_def(found)
         while pending:
             current = pending.pop()
             for node_ref, version in snapshot_workflow_refs(current):
