@@ -54,6 +54,7 @@ class Ran:
     attempts: list[Attempt]
     created_at_ms: int
     ended_at_ms: int
+    parent_workflow_id: str
 
     @property
     def tasks(self) -> dict[str, Attempt]:
@@ -88,6 +89,21 @@ class NodePath:
 
     def signal(self, workflow_id: str, ref: str, output: dict[str, Any], *, failed: bool = False) -> None:
         raise NotImplementedError
+
+    def find(self, name: str) -> list[str]:
+        """The ids of the workflows of definition `name`, newest first (through the API's search)."""
+        raise NotImplementedError
+
+    def wait_for_one(self, name: str, timeout_s: float = 20.0) -> str:
+        """The id of the only workflow of definition `name`, once it exists."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            found = self.find(name)
+            if found:
+                assert len(found) == 1, f"{self.name}: {len(found)} workflows of {name}: {found}"
+                return found[0]
+            assert time.monotonic() < deadline, f"{self.name}: no workflow of {name} started"
+            time.sleep(0.05)
 
     def run(self, name: str, workflow_input: dict[str, Any], timeout_s: float = 20.0) -> Ran:
         """Start and wait for the workflow's end."""
@@ -146,6 +162,10 @@ class GrpcPath(NodePath):
         self.client.signal_task(workflow_id, ref, output=output, failed=failed,
                                 reason="signalled as failed" if failed else "")
 
+    def find(self, name: str) -> list[str]:
+        found, _ = self.client.search_workflows(name=name)
+        return [w["workflow_id"] for w in found]
+
     def run(self, name: str, workflow_input: dict[str, Any], timeout_s: float = 20.0) -> Ran:
         if not self.execute:
             return super().run(name, workflow_input, timeout_s)
@@ -160,6 +180,7 @@ def grpc_ran(workflow: dict[str, Any]) -> Ran:
         status=workflow["status"], reason=workflow["reason"], input=workflow.get("input") or {},
         output=workflow.get("output") or {}, variables=workflow.get("variables") or {},
         created_at_ms=int(workflow["created_at_ms"]), ended_at_ms=int(workflow["ended_at_ms"]),
+        parent_workflow_id=workflow["parent_workflow_id"],
         attempts=[Attempt(task_id=t["task_id"], key=t["key"] or t["reference_name"], kind=t["kind"],
                           task_type=t["task_type"], status=t["status"], attempt=int(t["attempt"]),
                           input=t.get("input") or {}, output=t.get("output") or {}, reason=t["reason"],
@@ -202,6 +223,11 @@ class RestPath(NodePath):
         answer = self.http.post(f"/tasks/{workflow_id}/{ref}/{'FAILED' if failed else 'COMPLETED'}", json=output)
         assert answer.status_code == 200, answer.text
 
+    def find(self, name: str) -> list[str]:
+        answer = self.http.get("/workflow/search", params={"query": f"workflowType = '{name}'"})
+        assert answer.status_code == 200, answer.text
+        return [summary["workflowId"] for summary in answer.json()["results"]]
+
 
 def rest_ran(workflow: dict[str, Any]) -> Ran:
     return Ran(
@@ -209,6 +235,7 @@ def rest_ran(workflow: dict[str, Any]) -> Ran:
         status=workflow["orchestratorStatus"], reason=workflow["reasonForIncompletion"] or "",
         input=workflow["input"], output=workflow["output"], variables=workflow["variables"],
         created_at_ms=workflow["createTime"], ended_at_ms=workflow["endTime"],
+        parent_workflow_id=workflow["parentWorkflowId"] or "",
         attempts=[Attempt(task_id=t["taskId"], key=t["referenceTaskName"], kind=t["workflowTask"]["type"],
                           task_type=t["taskDefName"], status=t["status"], attempt=t["retryCount"],
                           input=t["inputData"], output=t["outputData"], reason=t["reasonForIncompletion"] or "",
