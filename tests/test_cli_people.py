@@ -237,10 +237,20 @@ def test_retry_all_reports_each_refusal_and_exits_1(served):
     assert all("FAILED_PRECONDITION" in why for why in summary["failed"].values()), summary
     assert "2 of 2 workflows could not be retried" in refused.stderr
     failed = [cli_json(served, "workflow", "start", "refused", "--wait", "20")["workflow_id"] for _ in range(2)]
+    # every failed `refused` of the last hour: these two and any an earlier test of this module left
+    matching = cli_json(served, "workflow", "retry", "--all", "--name", "refused", "--since", "1h", "--dry-run")
+    assert set(failed) <= set(matching["workflows"]) and matching["matched"] == len(matching["workflows"])
     retried = cli(served, "workflow", "retry", "--all", "--name", "refused", "--since", "1h", "--yes", "--table")
-    assert f"retried {len(failed)}" in retried.stdout or "retried" in retried.stdout, retried.stdout
+    count = matching["matched"]
+    assert retried.stdout.strip() == f"retried {count} of {count} workflows", retried.stdout
     for workflow_id in failed:   # retried, and failed again: the handler always refuses
-        assert wait_for_status(served.client, workflow_id, "FAILED")["tasks"][-1]["attempt"] >= 0
+        deadline = time.monotonic() + 20
+        while len((workflow := served.client.get_workflow(workflow_id))["tasks"]) < 2 or \
+                workflow["status"] != "FAILED":
+            assert time.monotonic() < deadline, workflow
+            time.sleep(0.05)
+        assert [(t["attempt"], t["status"]) for t in workflow["tasks"]] == \
+            [(0, "FAILED_WITH_TERMINAL_ERROR"), (1, "FAILED_WITH_TERMINAL_ERROR")], workflow
 
 
 def test_operations_by_search_refuse_ambiguous_usage(served):
