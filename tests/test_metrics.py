@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from assertions import Samples, absent, moved, scrape, series
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import ManagedProcess, ProcessError, free_port
 from helpers import BackgroundWorker, wait_for_status
@@ -27,9 +28,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SUFFIX = uuid.uuid4().hex[:6]
 OK_TYPE, FAIL_TYPE, IDLE_TYPE = f"m_ok_{SUFFIX}", f"m_fail_{SUFFIX}", f"m_idle_{SUFFIX}"
 OK_FLOW, FAIL_FLOW, IDLE_FLOW = f"metrics_ok_{SUFFIX}", f"metrics_fail_{SUFFIX}", f"metrics_idle_{SUFFIX}"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
 
 @dataclass
 class MetricsNode:
@@ -43,12 +41,12 @@ class MetricsNode:
             return str(response.read().decode())
 
     def scrape(self) -> Samples:
-        return {(sample.name, frozenset(sample.labels.items())): sample.value
-                for family in text_string_to_metric_families(self.text()) for sample in family.samples}
+        return scrape(self.url)
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
+def connected(samples: Samples, task_type: str) -> float:
+    """Workers connected for `task_type`: no series while there is none."""
+    return samples.get(("orchestrator_workers_connected", frozenset({("task_type", task_type)})), 0.0)
 
 
 def ok(data: dict[str, Any]) -> dict[str, Any]:
@@ -88,16 +86,19 @@ def metrics_node(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_serv
 
 
 def test_counters_move_with_a_run(metrics_node: MetricsNode) -> None:
+    """Every series read here must exist (a missing one is not a zero), and each counter moves by
+    exactly what the run did: one node, so no decision conflicts with another."""
     node = metrics_node
     deadline = time.monotonic() + 10
-    while value(before := node.scrape(), "orchestrator_workers_connected", task_type=OK_TYPE) < 1:
+    while connected(before := node.scrape(), OK_TYPE) < 1:
         assert time.monotonic() < deadline, "the worker never connected"
         time.sleep(0.05)
-    assert value(before, "orchestrator_is_leader") == 1
-    assert value(before, "orchestrator_leader_epoch") > 0
-    assert value(before, "orchestrator_leader_elections_total") == 1
-    assert value(before, "orchestrator_worker_credits", task_type=OK_TYPE) == 16
-    assert value(before, "orchestrator_store_up") == 1 and value(before, "orchestrator_etcd_up") == 1
+    assert series(before, "orchestrator_workers_connected", task_type=OK_TYPE) == 1
+    assert series(before, "orchestrator_is_leader") == 1
+    assert series(before, "orchestrator_leader_epoch") > 0
+    assert series(before, "orchestrator_leader_elections_total") == 1
+    assert series(before, "orchestrator_worker_credits", task_type=OK_TYPE) == 16
+    assert series(before, "orchestrator_store_up") == 1 and series(before, "orchestrator_etcd_up") == 1
     info = [dict(labels) for (name, labels), v in before.items() if name == "orchestrator_node_info" and v == 1]
     assert [(i["node_id"], i["cluster"]) for i in info] == [("metrics-1", f"metrics{SUFFIX}")]
 
@@ -105,10 +106,14 @@ def test_counters_move_with_a_run(metrics_node: MetricsNode) -> None:
     fail_ids = [node.client.start_workflow(FAIL_FLOW, {"n": i}) for i in range(2)]
 
     during = node.scrape()   # every start is counted at once; the slow steps are still running
-    assert value(during, "orchestrator_workflows_started_total", workflow=OK_FLOW) == 5
-    assert value(during, "orchestrator_workflows_started_total", workflow=FAIL_FLOW) == 2
-    assert value(during, "orchestrator_workflows_ended_total", workflow=OK_FLOW, status="COMPLETED") < 5
-    assert value(during, "orchestrator_workflows", status="RUNNING") >= 1
+    assert moved(before, during, "orchestrator_workflows_started_total", workflow=OK_FLOW) == 5
+    assert moved(before, during, "orchestrator_workflows_started_total", workflow=FAIL_FLOW) == 2
+    ended_ok = ("orchestrator_workflows_ended_total", frozenset({("workflow", OK_FLOW), ("status", "COMPLETED")}))
+    assert during.get(ended_ok, 0.0) < 5   # no series until the first one ends
+    assert series(during, "orchestrator_workflows", status="RUNNING") >= 1
+    statuses = {dict(labels)["status"] for name, labels in during if name == "orchestrator_workflows"}
+    assert {"RUNNING", "COMPLETED", "FAILED"} <= statuses   # every status, zeros included
+    assert sum(moved(before, during, "orchestrator_workflows", status=s) for s in statuses) == 7
 
     for workflow_id in ok_ids:
         wait_for_status(node.client, workflow_id, "COMPLETED")
@@ -116,46 +121,51 @@ def test_counters_move_with_a_run(metrics_node: MetricsNode) -> None:
         wait_for_status(node.client, workflow_id, "FAILED")
     after = node.scrape()
 
-    def moved(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+    def grew(name: str, **labels: str) -> float:
+        return moved(before, after, name, **labels)
 
-    assert moved("orchestrator_workflows_ended_total", workflow=OK_FLOW, status="COMPLETED") == 5
-    assert moved("orchestrator_workflows_ended_total", workflow=FAIL_FLOW, status="FAILED") == 2
-    assert moved("orchestrator_task_attempts_total", task_type=OK_TYPE, outcome="COMPLETED") == 10   # two steps each
-    assert moved("orchestrator_task_attempts_total", task_type=FAIL_TYPE, outcome="FAILED") == 4   # a, retried once
-    assert moved("orchestrator_tasks_dispatched_total", task_type=OK_TYPE) == 10
-    assert moved("orchestrator_tasks_dispatched_total", task_type=FAIL_TYPE) == 4
-    assert moved("orchestrator_decisions_total") >= 5 * 3 + 2 * 2   # at least: each step scheduled, and each end
-    assert value(after, "orchestrator_decision_conflicts_total") >= 0
-    assert value(after, "orchestrator_workflows", status="COMPLETED") >= 5   # cluster-wide, from the status index
-    assert value(after, "orchestrator_workflows", status="FAILED") >= 2
-    assert value(after, "orchestrator_queue_depth", task_type=OK_TYPE) == 0
-    assert value(after, "orchestrator_worker_credits", task_type=OK_TYPE) == 16   # every credit back
-    assert moved("orchestrator_leader_elections_total") == 0
-    assert value(after, "orchestrator_leader_term_seconds") > value(before, "orchestrator_leader_term_seconds")
-    assert value(after, "process_resident_memory_bytes") > 0
+    assert grew("orchestrator_workflows_ended_total", workflow=OK_FLOW, status="COMPLETED") == 5
+    assert grew("orchestrator_workflows_ended_total", workflow=FAIL_FLOW, status="FAILED") == 2
+    assert grew("orchestrator_task_attempts_total", task_type=OK_TYPE, outcome="COMPLETED") == 10   # two steps each
+    assert grew("orchestrator_task_attempts_total", task_type=FAIL_TYPE, outcome="FAILED") == 4   # a, retried once
+    assert grew("orchestrator_tasks_dispatched_total", task_type=OK_TYPE) == 10
+    assert grew("orchestrator_tasks_dispatched_total", task_type=FAIL_TYPE) == 4
+    # three decisions that change each workflow: OK: queue a, queue b, complete; FAIL: queue a,
+    # queue its retry, fail; none conflicts (nothing else decides these workflows meanwhile)
+    assert grew("orchestrator_decisions_total") == 5 * 3 + 2 * 3
+    assert grew("orchestrator_decision_conflicts_total") == 0
+    # cluster-wide, from the status index: the seven moved from RUNNING to their end
+    assert grew("orchestrator_workflows", status="COMPLETED") == 5
+    assert grew("orchestrator_workflows", status="FAILED") == 2
+    assert grew("orchestrator_workflows", status="RUNNING") == 0
+    assert series(after, "orchestrator_queue_depth", task_type=OK_TYPE) == 0
+    assert series(after, "orchestrator_queue_depth", task_type=FAIL_TYPE) == 0
+    assert series(after, "orchestrator_worker_credits", task_type=OK_TYPE) == 16   # every credit back
+    assert grew("orchestrator_leader_elections_total") == 0
+    assert series(after, "orchestrator_leader_term_seconds") > series(before, "orchestrator_leader_term_seconds")
+    assert series(after, "process_resident_memory_bytes") > 0
 
 
 def test_the_queue_of_a_type_no_worker_serves_grows_and_empties(metrics_node: MetricsNode) -> None:
     node = metrics_node
-    assert value(node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) == 0
+    assert series(node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) == 0   # registered: shown, empty
     idle = [node.client.start_workflow(IDLE_FLOW, {"n": i}) for i in range(3)]
     deadline = time.monotonic() + 10
-    while value(samples := node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) < 3:
+    while series(samples := node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) < 3:
         assert time.monotonic() < deadline, "the tasks were never queued"
         time.sleep(0.05)
     time.sleep(0.3)
     samples = node.scrape()
-    assert value(samples, "orchestrator_queue_depth", task_type=IDLE_TYPE) == 3
-    assert value(samples, "orchestrator_queue_oldest_seconds", task_type=IDLE_TYPE) >= 0.3
-    assert value(samples, "orchestrator_workers_connected", task_type=IDLE_TYPE) == 0
+    assert series(samples, "orchestrator_queue_depth", task_type=IDLE_TYPE) == 3
+    assert series(samples, "orchestrator_queue_oldest_seconds", task_type=IDLE_TYPE) >= 0.3
+    absent(samples, "orchestrator_workers_connected", task_type=IDLE_TYPE)   # no worker serves it
     for workflow_id in idle:
         node.client.terminate_workflow(workflow_id, "metrics test done")
     deadline = time.monotonic() + 10
-    while value(samples := node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) > 0:
+    while series(samples := node.scrape(), "orchestrator_queue_depth", task_type=IDLE_TYPE) > 0:
         assert time.monotonic() < deadline, "terminated workflows left their tasks queued"
         time.sleep(0.05)
-    assert value(samples, "orchestrator_queue_oldest_seconds", task_type=IDLE_TYPE) == 0
+    assert series(samples, "orchestrator_queue_oldest_seconds", task_type=IDLE_TYPE) == 0
 
 
 def test_the_grafana_dashboard_uses_exactly_these_metric_names(metrics_node: MetricsNode) -> None:
