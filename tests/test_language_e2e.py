@@ -357,10 +357,13 @@ def test_a_paused_workflow_keeps_its_queued_task_until_resumed(examples):
 
     background = BackgroundWorker(Worker(endpoints=[examples.endpoint], handlers=[held]))
     try:
-        time.sleep(1.5)   # longer than the dispatcher's safety sweep: a paused task is never claimed
-        assert ran == [] and client.get_workflow(workflow_id)["tasks"][0]["status"] == "SCHEDULED"
+        # a workflow started now queues its task behind the paused one's: once the worker has run
+        # it, the claim went past the paused task, which kept its place
+        later = client.start_workflow(name, {"n": 2})
+        assert wait_for_status(client, later, "COMPLETED")["output"]["step0"] == {"ran": True}
+        assert ran == [{"n": 2}] and client.get_workflow(workflow_id)["tasks"][0]["status"] == "SCHEDULED"
         client.resume_workflow(workflow_id)
         assert wait_for_status(client, workflow_id, "COMPLETED")["output"]["step0"] == {"ran": True}
-        assert len(ran) == 1
+        assert ran == [{"n": 2}, {"n": 1}]
     finally:
         background.stop()
