@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from rich import box
@@ -253,6 +253,8 @@ def _add_search(workflow: Any) -> None:
     search.add_argument("--to-ms", type=int, default=0, help="created at or before (epoch ms); see also --until")
     search.add_argument("--text", default="", help="free text: words found (any case) in the id, correlation id, "
                                                    "input, output, variables or reason")
+    search.add_argument("--wide", action="store_true",
+                        help="ids in full in the table, however wide it gets (cut to fit the terminal otherwise)")
 
 
 def _filter_flags(parser: argparse.ArgumentParser, status_help: str) -> None:
@@ -336,11 +338,11 @@ def _bulk_flags(parser: argparse.ArgumentParser, statuses: tuple[str, ...]) -> N
 
 
 def _call(args: argparse.Namespace, action: Action, view: View | None = None) -> int:
+    # gRPC's own log lines (a failed TLS handshake at INFO) would land beside the one-line error
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     from worker import ClientError
 
-    from .config import split_list
-
-    client = _client(split_list(args.endpoints), args)
+    client = _client(_endpoints(args.endpoints), args)
     try:
         result = action(client, args)
     except ClientError as exc:
@@ -354,14 +356,21 @@ def _call(args: argparse.Namespace, action: Action, view: View | None = None) ->
     return _print(result if isinstance(result, Reply) else Reply(result), args, view)
 
 
+def _endpoints(text: str) -> list[str]:
+    """'a, b,,c' -> ['a', 'b', 'c'] (as `config.split_list`, without loading the node's settings
+    and Redis client: a command that fails should fail at once)."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def _client(endpoints: list[str], args: argparse.Namespace) -> Any:
     """A WorkflowClient with the token and TLS files given before the command (each falls back
-    to its environment variable)."""
+    to its environment variable). It fails fast: when nothing listens at any endpoint a person
+    is told at once, not after the client's 10 s of retries."""
     from worker import WorkflowClient
 
     return WorkflowClient(endpoints, token=getattr(args, "token", None), namespace=getattr(args, "namespace", None),
                           tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
-                          tls_key=getattr(args, "tls_key", None))
+                          tls_key=getattr(args, "tls_key", None), fail_fast=True)
 
 
 def _for_people(args: argparse.Namespace) -> bool:
@@ -378,7 +387,10 @@ def _print(reply: Reply, args: argparse.Namespace | None = None, view: View | No
     if reply.output is not None:
         if args is not None and _for_people(args):
             data = reply.view if reply.view is not None else reply.output
-            _console().print(view(data) if view is not None else JSON.from_data(data))
+            shown = view(data) if view is not None else JSON.from_data(data)
+            console = _console()
+            console.width = max(console.width, getattr(shown, "wanted_width", 0))   # --wide: lines as long as it takes
+            console.print(shown)
         else:
             print(json.dumps(reply.output, indent=2, sort_keys=False), flush=True)
     if reply.note:
@@ -634,7 +646,7 @@ def _search(client: Any, args: argparse.Namespace) -> Reply:
                                            text=args.text)
     output = {"workflows": [{k: w.get(k) for k in ("workflow_id", "name", "status", "correlation_id")}
                             for w in found], "next_page_token": token}
-    return Reply(output, view={"workflows": found, "next_page_token": token})
+    return Reply(output, view={"workflows": found, "next_page_token": token, "wide": args.wide})
 
 
 def _cluster_status(client: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -674,6 +686,9 @@ def _bulk(client: Any, args: argparse.Namespace, verb: str, past: str,
         note = "" if matches else f"no workflow matches: nothing to {verb}"
         return Reply({"matched": len(matches), "workflows": [w["workflow_id"] for w in matches]}, note=note,
                      view={"matched": len(matches), "workflows": matches})
+    if not args.yes and not sys.stdin.isatty():   # no terminal to ask on: --yes is how a script says yes
+        return Reply(None, EXIT_REFUSED, f"error: {len(matches)} workflows match; add --yes to {verb} them without "
+                                         "being asked (or --dry-run to list them); nothing was done")
     if not args.yes and not _confirmed(verb, matches):
         return Reply(None, EXIT_REFUSED, f"nothing was done: {verb} of {len(matches)} workflows not confirmed")
     done: list[str] = []
@@ -705,10 +720,7 @@ def _every_match(client: Any, args: argparse.Namespace, statuses: list[str]) -> 
 
 
 def _confirmed(verb: str, matches: list[dict[str, Any]]) -> bool:
-    """Ask on the terminal (stderr, stdin); without one, refuse: --yes is how a script says yes."""
-    if not sys.stdin.isatty():
-        raise UsageError(f"{len(matches)} workflows match; add --yes to {verb} them without being asked "
-                         "(or --dry-run to list them)")
+    """Ask on the terminal (stderr, stdin)."""
     from rich.prompt import Confirm
 
     err = _console(stderr=True)
@@ -799,6 +811,27 @@ def _compact(value: Any) -> str:
     return text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS - 1] + "…"
 
 
+# How the engine records a workflow it failed because it could not decide it (an exception in the
+# decider: a bug, not the workflow's fault); the stored reason went on to send the user to fix the
+# definition or input (cluster/deciding.py), which is wrong for a fault of ours.
+ENGINE_FAULT = "the engine could not decide it"
+STOPPED = ". This workflow was stopped"
+
+
+def reason_for_people(workflow: dict[str, Any]) -> str:
+    """A workflow's reason as a person reads it: when the engine could not decide it, said to be
+    the orchestrator's fault, with what to do about it (scripts get the stored reason: --json)."""
+    reason = str(workflow.get("reason") or "")
+    if not reason.startswith(ENGINE_FAULT) or "fault in the orchestrator" in reason:
+        return reason
+    cause = reason.split(STOPPED, 1)[0].rstrip(". ")
+    workflow_id = workflow.get("workflow_id") or "<id>"
+    return (f"{cause}. This is a fault in the orchestrator, not in the workflow's definition or input: the "
+            "workflow was stopped so that it cannot hold up the others. Report it with the workflow id (the trace "
+            "is in the log of the node that decided it, under that id); once the fault is fixed, "
+            f"`orchestrator workflow retry {workflow_id}` runs it on.")
+
+
 def _workflow_view(workflow: dict[str, Any]) -> RenderableType:
     """The workflow: what it is, where it stands, when; and, when given, its tasks as a tree."""
     now = _now_ms()
@@ -819,7 +852,7 @@ def _workflow_view(workflow: dict[str, Any]) -> RenderableType:
         elif status in ACTIVE_WORKFLOW:
             head.add_row("running for", duration(now - created))
     if workflow.get("reason"):
-        head.add_row("reason", Text(workflow["reason"], style="red" if status != "COMPLETED" else ""))
+        head.add_row("reason", Text(reason_for_people(workflow), style="red" if status != "COMPLETED" else ""))
     for label, key in (("input", "input"), ("output", "output")):
         if workflow.get(key):
             head.add_row(label, Text(_compact(workflow[key]), style="cyan"))
@@ -889,21 +922,82 @@ def _search_view(view: dict[str, Any]) -> RenderableType:
     workflows = view.get("workflows") or []
     if not workflows:
         return Text("no workflow matches", style="dim")
-    now = _now_ms()
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("WORKFLOW ID", "NAME", "STATUS", "CORRELATION", "CREATED", "DURATION"):
-        table.add_column(column, no_wrap=column in ("WORKFLOW ID", "STATUS", "CREATED"))
-    for workflow in workflows:
-        created, ended = int(workflow.get("created_at_ms") or 0), int(workflow.get("ended_at_ms") or 0)
-        status = workflow.get("status", "")
-        took = duration(ended - created) if ended and created else (
-            f"running {duration(now - created)}" if created and status in ACTIVE_WORKFLOW else "-")
-        name = workflow.get("name", "") + (f" v{workflow['version']}" if workflow.get("version") else "")
-        table.add_row(workflow.get("workflow_id", ""), name, _status(status), workflow.get("correlation_id") or "",
-                      ago(created, now), took)
-    if view.get("next_page_token"):
-        table.caption = f"more: --page-token {view['next_page_token']}"
-    return table
+    return _WorkflowTable(workflows, view.get("next_page_token") or "", bool(view.get("wide")))
+
+
+class _WorkflowTable:
+    """Workflows as a table that fits the terminal: every column but the id keeps what it needs
+    (the name, the whole status, when, how long), and the id gets what is left, cut with "…"
+    when that is less than all of it (--wide shows ids in full; --json always does). When even
+    the shortest id leaves too little, the correlation id and then the name wrap, and then the
+    correlation column goes."""
+
+    COLUMNS = ("WORKFLOW ID", "NAME", "STATUS", "CORRELATION", "CREATED", "DURATION")
+    ID, NAME, CORRELATION = 0, 1, 3
+    SHORTEST_ID = 9        # 8 characters and "…": as many as it takes to tell a page of ids apart
+    NARROWEST: ClassVar[dict[int, int]] = {NAME: 10, CORRELATION: len("CORRELATION")}   # they wrap down to this
+    GAP = 2                # spaces between columns
+
+    def __init__(self, workflows: list[dict[str, Any]], next_page_token: str, wide: bool) -> None:
+        now = _now_ms()
+        self.rows: list[tuple[str, str, str, str, str, str]] = []
+        for workflow in workflows:
+            created, ended = int(workflow.get("created_at_ms") or 0), int(workflow.get("ended_at_ms") or 0)
+            status = workflow.get("status", "")
+            took = duration(ended - created) if ended and created else (
+                f"running {duration(now - created)}" if created and status in ACTIVE_WORKFLOW else "-")
+            name = workflow.get("name", "") + (f" v{workflow['version']}" if workflow.get("version") else "")
+            self.rows.append((workflow.get("workflow_id", ""), name, status, workflow.get("correlation_id") or "",
+                              ago(created, now), took))
+        self.next_page_token = next_page_token
+        self.wide = wide
+        self.widths = [max([len(column) if i else 0, *(len(row[i]) for row in self.rows)])
+                       for i, column in enumerate(self.COLUMNS)]   # a cut id is headed "ID"
+        self.shown = [i for i in range(len(self.COLUMNS))
+                      if i != self.CORRELATION or any(row[self.CORRELATION] for row in self.rows)]
+
+    @property
+    def wanted_width(self) -> int:
+        """With --wide, the width the table takes with everything in full (0: it fits what it gets)."""
+        return sum(self.widths[i] for i in self.shown) + self.GAP * (len(self.shown) - 1) if self.wide else 0
+
+    def _fit(self, max_width: int) -> tuple[list[int], dict[int, int]]:
+        """The columns shown and their widths within `max_width`."""
+        shown, widths = list(self.shown), dict(enumerate(self.widths))
+
+        def over() -> int:
+            return sum(widths[i] for i in shown) + self.GAP * (len(shown) - 1) - max_width
+
+        if not self.wide:
+            widths[self.ID] = max(min(self.SHORTEST_ID, widths[self.ID]), widths[self.ID] - max(0, over()))
+        for column in (self.CORRELATION, self.NAME):
+            if column in shown and over() > 0:
+                widths[column] -= min(over(), max(0, widths[column] - self.NARROWEST[column]))
+        if self.CORRELATION in shown and over() > 0:
+            shown.remove(self.CORRELATION)
+        return shown, widths
+
+    def __rich_console__(self, console: Console, options: Any) -> Iterable[RenderableType]:
+        shown, widths = self._fit(options.max_width)
+        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0, 0, self.GAP - 1))
+        for i in shown:
+            header = "ID" if i == self.ID and widths[i] < len(self.COLUMNS[i]) else self.COLUMNS[i]
+            table.add_column(header, width=widths[i], no_wrap=i not in (self.NAME, self.CORRELATION),
+                             overflow="fold")
+        cut = False
+        for row in self.rows:
+            workflow_id = row[self.ID]
+            if len(workflow_id) > widths[self.ID]:
+                workflow_id, cut = workflow_id[:widths[self.ID] - 1] + "…", True
+            cells: list[RenderableType] = [workflow_id, row[1], _status(row[2]), row[3], row[4], row[5]]
+            table.add_row(*(cells[i] for i in shown))
+        captions = ["ids cut to fit: --wide shows them in full"] if cut else []
+        if self.CORRELATION in self.shown and self.CORRELATION not in shown:
+            captions.append("no room for correlation ids")
+        if self.next_page_token:
+            captions.append(f"more: --page-token {self.next_page_token}")
+        table.caption = "; ".join(captions) or None
+        yield table
 
 
 def _cluster_view(status: dict[str, Any]) -> RenderableType:

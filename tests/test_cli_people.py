@@ -210,7 +210,7 @@ def test_terminate_all_by_search(served):
     name = unique("bulk")
     started = set(gated(served, name, 3))
     asked = cli(served, "workflow", "terminate", "--all", "--name", name, ok=False)
-    assert asked.returncode == 2 and "3 workflows match; add --yes" in asked.stderr, asked.stderr
+    assert asked.returncode == 1 and "3 workflows match; add --yes" in asked.stderr, asked.stderr
     listed = cli_json(served, "workflow", "terminate", "--all", "--name", name, "--dry-run")
     assert listed["matched"] == 3 and set(listed["workflows"]) == started
     assert {w["status"] for w in cli_json(served, "workflow", "search", "--name", name)["workflows"]} == {"RUNNING"}

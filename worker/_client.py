@@ -12,6 +12,12 @@ Failover policy, per call, within one overall deadline (``timeout_s``):
 * StartWorkflow always carries an idempotency key - the caller's, or a
   fresh uuid4 - so that a retried start cannot create a second workflow.
 * Any other status raises :class:`ClientError` at once.
+* After UNAVAILABLE the endpoint is looked at (a TCP connect and a TLS hello, at most half a
+  second): a client without TLS that reaches a node serving TLS (or the other way round) can
+  never get an answer there, and nothing listening (connection refused) is no transient
+  hiccup either. When every endpoint is such a case the call fails at once with what was found
+  (for refused connections only with ``fail_fast``, as the CLI asks: a program's client may
+  rather wait out a restart), instead of retrying for ``timeout_s`` to say "Socket closed".
 
 Every round through all the endpoints is followed by a short back-off (50 ms
 doubling to 1 s). The watch stream fails over the same way: broken with
@@ -24,6 +30,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -95,6 +103,9 @@ class WorkflowClient:
             (default: ORCHESTRATOR_NAMESPACE, else the token's, else the default one).
         tls_ca, tls_cert, tls_key: files for a cluster that serves TLS (see
             ``channel_credentials``); default: the ORCHESTRATOR_TLS_* variables, else plaintext.
+        fail_fast: raise at once when nothing listens at any endpoint (every connection refused)
+            instead of retrying for ``timeout_s`` in case a node comes back (what a person at a
+            terminal wants; a service waiting out a restart does not).
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -106,12 +117,13 @@ class WorkflowClient:
 
     def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0, token: str | None = None,
                  namespace: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None) -> None:
+                 tls_key: str | None = None, fail_fast: bool = False) -> None:
         self._ring = EndpointRing(endpoints)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
         self._metadata = auth_metadata(token, namespace)
         self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
+        self._fail_fast = fail_fast
         self._timeout_s = float(timeout_s)
         self._attempt_timeout_s = self._timeout_s / len(self._ring)
         self._channels: dict[str, grpc.Channel] = {}
@@ -265,7 +277,7 @@ class WorkflowClient:
     def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> dict[str, Any]:
         """Return a workflow (with its task attempts when ``include_tasks``)."""
         request = pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks)
-        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, "GetWorkflow", request, repeatable=True))
+        return _workflow(self._call(pb_grpc.WorkflowServiceStub, "GetWorkflow", request, repeatable=True))
 
     def search_workflows(
         self,
@@ -289,7 +301,7 @@ class WorkflowClient:
             created_from_ms=created_from_ms, created_to_ms=created_to_ms, text=text,
         )
         response = self._call(pb_grpc.WorkflowServiceStub, "SearchWorkflows", request, repeatable=True)
-        return [message_to_dict(item) for item in response.workflows], response.next_page_token
+        return [_workflow(item) for item in response.workflows], response.next_page_token
 
     def terminate_workflow(self, workflow_id: str, reason: str = "", *, compensate: bool = False) -> dict[str, Any]:
         """Terminate a running workflow; return it as it is afterwards.
@@ -298,7 +310,7 @@ class WorkflowClient:
         (the workflow is COMPENSATING, then COMPENSATED or COMPENSATION_FAILED)."""
         request = pb.TerminateWorkflowRequest(workflow_id=workflow_id, reason=reason, compensate=compensate)
         response = self._call(pb_grpc.WorkflowServiceStub, "TerminateWorkflow", request)
-        return message_to_dict(response.workflow)
+        return _workflow(response.workflow)
 
     def execute_workflow(
         self,
@@ -317,8 +329,8 @@ class WorkflowClient:
                                         correlation_id=correlation_id,
                                         idempotency_key=idempotency_key or uuid.uuid4().hex)
         request = pb.ExecuteWorkflowRequest(start=start, wait_seconds=wait_s)
-        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, "ExecuteWorkflow", request,
-                                          repeatable=True, timeout_s=wait_s + self._timeout_s))
+        return _workflow(self._call(pb_grpc.WorkflowServiceStub, "ExecuteWorkflow", request,
+                                    repeatable=True, timeout_s=wait_s + self._timeout_s))
 
     def watch_workflow(self, workflow_id: str, include_tasks: bool = False) -> Iterator[dict[str, Any]]:
         """Yield the workflow each time it changes, until it ends (a server stream, with failover).
@@ -332,7 +344,7 @@ class WorkflowClient:
         workflow for ``timeout_s``.
         """
         request = pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks)
-        reconnects = _Reconnects(self._ring, self._timeout_s, "WatchWorkflow")
+        reconnects = _Reconnects(self._ring, self._timeout_s, "WatchWorkflow", self._judge)
         last: dict[str, Any] | None = None
         while True:
             endpoint = self._ring.current
@@ -340,7 +352,7 @@ class WorkflowClient:
             try:
                 for message in call:
                     reconnects.reset()
-                    state = message_to_dict(message)
+                    state = _workflow(message)
                     if not _same_state(state, last):
                         last = state
                         yield state
@@ -387,7 +399,7 @@ class WorkflowClient:
         return self._workflow_call("SignalTask", request)
 
     def _workflow_call(self, method: str, request: Message) -> dict[str, Any]:
-        return message_to_dict(self._call(pb_grpc.WorkflowServiceStub, method, request))
+        return _workflow(self._call(pb_grpc.WorkflowServiceStub, method, request))
 
     # ------------------------------------------------------------ cluster
 
@@ -413,6 +425,7 @@ class WorkflowClient:
         deadline = time.monotonic() + total_s
         backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
         failures = 0
+        hopeless: dict[str, str] = {}   # endpoint -> why no retry there can succeed
         while True:
             endpoint = self._ring.current
             remaining = deadline - time.monotonic()
@@ -428,6 +441,12 @@ class WorkflowClient:
                 if not _retryable(code, repeatable):
                     raise ClientError(code.name, details, endpoint) from None
             log.debug("%s on %s failed with %s: %s; failing over", method, endpoint, code.name, details)
+            if code == grpc.StatusCode.UNAVAILABLE:
+                found = self._judge(endpoint, details, deadline, hopeless)
+                if len(hopeless) == len(self._ring):
+                    raise ClientError(code.name, _hopeless_message(hopeless), endpoint)
+                if found:
+                    details = f"{details} ({found})"
             self._ring.advance()
             failures += 1
             pause = backoff.next() if failures % len(self._ring) == 0 else 0.0
@@ -435,6 +454,18 @@ class WorkflowClient:
                 message = f"no endpoint answered {method} within {total_s:g} s; last, {endpoint}: {details}"
                 raise ClientError(code.name, message, endpoint)
             time.sleep(pause)
+
+    def _judge(self, endpoint: str, details: str, deadline: float, hopeless: dict[str, str]) -> str | None:
+        """After UNAVAILABLE from `endpoint`: what a look at it finds (see `_look_at`), noted in
+        `hopeless` when no retry there can succeed (a TLS mismatch; nothing listening, with
+        fail_fast), and forgotten there when it may."""
+        found = _look_at(endpoint, self._credentials is not None, details,
+                         max(0.05, min(_PROBE_S, deadline - time.monotonic())))
+        if found is None or (found.startswith(_NOTHING_LISTENS) and not self._fail_fast):
+            hopeless.pop(endpoint, None)
+        else:
+            hopeless[endpoint] = found
+        return found
 
     def _stub(self, endpoint: str, stub_type: Callable[[grpc.Channel], Any]) -> Any:
         key = (endpoint, stub_type)
@@ -454,18 +485,22 @@ class _Reconnects:
     """When a server stream broke: the next endpoint after UNAVAILABLE, a back-off after each
     round through them all, and :class:`ClientError` once none has delivered for ``limit_s``."""
 
-    def __init__(self, ring: EndpointRing, limit_s: float, method: str) -> None:
+    def __init__(self, ring: EndpointRing, limit_s: float, method: str,
+                 judge: Callable[[str, str, float, dict[str, str]], str | None]) -> None:
         self._ring = ring
         self._limit_s = limit_s
         self._method = method
+        self._judge = judge
         self._backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
         self._failures = 0
         self._failing_since = 0.0
+        self._hopeless: dict[str, str] = {}
 
     def reset(self) -> None:
         """A message arrived: the stream works."""
         self._failures = 0
         self._backoff.reset()
+        self._hopeless.clear()
 
     def after(self, err: grpc.RpcError, endpoint: str) -> None:
         """Move on to the next endpoint (pausing as due), or raise :class:`ClientError`."""
@@ -475,6 +510,9 @@ class _Reconnects:
             raise ClientError(code.name, details, endpoint) from None
         if self._failures == 0:
             self._failing_since = time.monotonic()
+        self._judge(endpoint, details, self._failing_since + self._limit_s, self._hopeless)
+        if len(self._hopeless) == len(self._ring):
+            raise ClientError(code.name, _hopeless_message(self._hopeless), endpoint) from None
         self._failures += 1
         pause = self._backoff.next() if self._failures % len(self._ring) == 0 else 0.0
         if time.monotonic() + pause - self._failing_since >= self._limit_s:
@@ -484,6 +522,78 @@ class _Reconnects:
         log.info("%s on %s broke with %s: %s; reopening it on %s", self._method, endpoint, code.name, details,
                  following)
         time.sleep(pause)
+
+
+_PROBE_S = 0.5   # the longest a look at an endpoint that failed may take
+_HANDSHAKE_TROUBLE = frozenset({"closed", "handshake", "reset"})   # words of gRPC's details that send a hello
+_NOTHING_LISTENS = "nothing listens at"
+_TLS_FLAGS = ("--tls-ca, or $ORCHESTRATOR_TLS_CA; tls_ca= in WorkflowClient and Worker), and with mutual TLS "
+              "a client certificate and its key (--tls-cert, --tls-key)")
+
+
+def _look_at(endpoint: str, with_tls: bool, details: str, timeout_s: float) -> str | None:
+    """Why no call to `endpoint` can succeed, as far as a TCP connect and a TLS hello tell, or
+    None: nothing listens there, or it speaks TLS and the client does not (or the other way
+    round). The hello is sent only when gRPC's `details` say the connection was closed or its
+    handshake failed (not to a node that answered, nor to one that hangs). None also when the
+    look itself failed (no answer in time, an address we cannot parse): the usual retries go on
+    then."""
+    host, _, port = endpoint.rpartition(":")
+    host = host.removeprefix("dns:///").strip("[]")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s) as raw:
+            tls = _speaks_tls(raw, host) if _HANDSHAKE_TROUBLE.intersection(details.lower().split()) else None
+    except ConnectionRefusedError:
+        return f"{_NOTHING_LISTENS} {endpoint} (connection refused)"
+    except OSError:
+        return None
+    if tls and not with_tls:
+        return f"{endpoint} speaks TLS and this client does not: give the CA of the nodes' certificates ({_TLS_FLAGS}"
+    if tls is False and with_tls:
+        return f"{endpoint} does not speak TLS and this client does: leave out the TLS files (--tls-ca, --tls-cert, " \
+               "--tls-key and $ORCHESTRATOR_TLS_*), or serve TLS on the node"
+    return None
+
+
+def _speaks_tls(raw: socket.socket, host: str) -> bool | None:
+    """Whether the peer on `raw` answers a TLS hello in TLS (None: it did not say either way).
+    Nothing is verified: the question is only which language the port speaks."""
+    hello = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    hello.check_hostname = False
+    hello.verify_mode = ssl.CERT_NONE
+    hello.set_alpn_protocols(["h2"])
+    try:
+        with hello.wrap_socket(raw, server_hostname=host):
+            return True
+    except (ConnectionError, ssl.SSLEOFError):   # it hung up on the hello
+        return False
+    except ssl.SSLError as exc:   # an alert (e.g. "certificate required") is TLS; garbage in reply is not
+        return "ALERT" in str(exc.reason or "").upper()
+    except OSError:   # no answer in time
+        return None
+
+
+def _hopeless_message(hopeless: dict[str, str]) -> str:
+    """One line for every endpoint found hopeless (the refused ones named together)."""
+    refused = [endpoint for endpoint, why in hopeless.items() if why.startswith(_NOTHING_LISTENS)]
+    lines = [why for why in hopeless.values() if not why.startswith(_NOTHING_LISTENS)]
+    if refused:
+        lines.append(f"{_NOTHING_LISTENS} {', '.join(refused)} (connection refused): is the cluster running, "
+                     "and are these its nodes' addresses? (--endpoints or $ORCHESTRATOR_ENDPOINTS)")
+    return "; ".join(lines)
+
+
+def _workflow(message: Message) -> dict[str, Any]:
+    """A workflow as a dict, with an `output` (and each task with one) whatever its status: the
+    API leaves the field out while there is none (FAILED, RUNNING), and `workflow["output"]` should
+    not work for a COMPLETED workflow only."""
+    workflow = message_to_dict(message)
+    workflow.setdefault("output", {})
+    for task in workflow.get("tasks") or []:
+        task.setdefault("output", {})
+    return workflow
 
 
 def _same_state(state: dict[str, Any], last: dict[str, Any] | None) -> bool:
