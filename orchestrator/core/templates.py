@@ -3,7 +3,10 @@
 Definitions are read with Conductor's vocabulary (`parse_conductor_reference`): besides the
 documented `input`/`output`/`variables`/`workflowId`/`correlationId`, the other fields
 Conductor resolves (`${workflow.createTime}`, `${ref.status}`, `${CPEWF_TASK_ID}`) and JSONPath
-keys in dot or bracket notation, with a final `.length()`.
+keys in dot or bracket notation, with a final `.length()`: such plain paths are read and
+looked up here, the fast path. The rest of Conductor's JSONPath (`${ref.output..status}`,
+`[*]`, `[?(@.x == 'y')]`, `[0:2]`, `[-1]`, `$.` in front) is compiled and evaluated by
+`jsonpaths.py`, which says what it reads and the bounds that keep a hostile path cheap.
 
 A string that is exactly one expression resolves to the referenced value with its
 type (a number stays a number). An expression inside a longer string is
@@ -14,10 +17,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 from collections.abc import Iterator
+
+from .jsonpaths import CompiledPath, PathError, compile_path, evaluate
 
 _EXPRESSION = re.compile(r"\$(\$?)\{([^}]*)\}")
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_\-]*)((?:\[\d+\])*)")
@@ -54,10 +59,12 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Reference:
-    """A parsed `${...}`: a root (`workflow` or a task reference) and a path below it."""
+    """A parsed `${...}`: a root (`workflow` or a task reference) and a path below it. A
+    JSONPath beyond plain keys and indexes has `jsonpath` (its `path` is then the first key)."""
 
     root: str
     path: tuple[str | int, ...]
+    jsonpath: CompiledPath | None = field(default=None, compare=False)
 
 
 def parse_reference(text: str) -> Reference:
@@ -88,38 +95,66 @@ def parse_conductor_reference(text: str) -> Reference:
     """Parse the inside of `${...}` as Conductor does: everything `parse_reference` reads, and
     the other workflow and task fields Conductor resolves (`${workflow.createTime}`,
     `${ref.status}`), `${CPEWF_TASK_ID}`, JSONPath keys (`output.3.x`, `['a b']`) and a final
-    `.length()`. Wildcards, filters and deep scans are not supported (TemplateError)."""
+    `.length()`; any other JSONPath (deep scans, wildcards, filters, slices: `jsonpaths.py`)
+    is compiled. Cached: a decision resolves the same few texts again and again."""
     stripped = text.strip()
     if not stripped:
         raise TemplateError("empty expression '${}'")
     if stripped == TASK_ID:
         return Reference(TASK_ID, ())
-    match = _CONDUCTOR_ROOT.match(stripped)
+    plain = _plain_path(stripped[2:] if stripped.startswith("$.") else stripped)
+    if plain is None:
+        try:
+            compiled = compile_path(stripped)
+        except PathError as exc:
+            shown = stripped if len(stripped) <= 100 else stripped[:97] + "..."
+            raise TemplateError(f"'${{{shown}}}': {exc}") from None
+        for root, key in ((compiled.root, compiled.key), *compiled.filter_roots):
+            _check_fields(stripped, root, [key] if key is not None else [])
+        return Reference(compiled.root, (compiled.key,) if compiled.key is not None else (), compiled)
+    root, path = plain
+    _check_fields(stripped, root, path)
+    return Reference(root, tuple(path))
+
+
+def _plain_path(text: str) -> tuple[str, list[str | int]] | None:
+    """A root and the keys and indexes below it, or None when the text is not only keys in dot
+    or bracket notation and non-negative indexes, with a final `.length()` (a JSONPath then)."""
+    match = _CONDUCTOR_ROOT.match(text)
     if not match:
-        raise TemplateError(f"'${{{stripped}}}': begin with 'workflow.', a task reference or CPEWF_TASK_ID")
+        return None
     root, position = match.group(1), match.end()
     path: list[str | int] = []
-    while position < len(stripped):
-        step = _CONDUCTOR_STEP.match(stripped, position)
+    while position < len(text):
+        step = _CONDUCTOR_STEP.match(text, position)
         if not step or step.end() == position:
-            raise TemplateError(f"'${{{stripped}}}': cannot read the path from '{stripped[position:]}' (use "
-                                "'.key', '[index]' or \"['key']\"; wildcards and filters are not supported)")
+            return None
         name, index, quoted, double = step.groups()
         if index is not None:
             path.append(int(index))
+        elif name is not None:
+            if name == "*" or ("(" in name and name != LENGTH):   # a wildcard, a function: not keys
+                return None
+            path.append(name)
         else:
-            path.append(name if name is not None else quoted if quoted is not None else double)
+            path.append(quoted if quoted is not None else double)
         position = step.end()
     if LENGTH in path[:-1] or any(p == "" for p in path):
-        raise TemplateError(f"'${{{stripped}}}': an empty key or a 'length()' before the end of the path")
+        return None
+    return root, path
+
+
+def _check_fields(text: str, root: str, path: list[str | int] | list[str]) -> None:
+    """The first key below `workflow` or a task reference is one Conductor gives it."""
     if root == "workflow":
         if not path or path[0] not in CONDUCTOR_WORKFLOW_FIELDS:
-            raise TemplateError(f"'${{{stripped}}}': after 'workflow.' use one of "
+            raise TemplateError(f"'${{{text}}}': after 'workflow.' use one of "
                                 f"{', '.join(CONDUCTOR_WORKFLOW_FIELDS)}")
+    elif root == TASK_ID:
+        raise TemplateError(f"'${{{text}}}': {TASK_ID} has no keys below it")
     elif not path or path[0] not in CONDUCTOR_TASK_FIELDS:
-        raise TemplateError(f"'${{{stripped}}}': after a task reference use .input, .output or one of "
+        raise TemplateError(f"'${{{text}}}': after a task reference use .input, .output or one of "
                             f"{', '.join(CONDUCTOR_TASK_FIELDS[2:])}")
-    return Reference(root, tuple(path))
 
 
 def references_in(value: Any) -> Iterator[Reference]:
@@ -127,7 +162,11 @@ def references_in(value: Any) -> Iterator[Reference]:
     if isinstance(value, str):
         for match in _EXPRESSION.finditer(value):
             if not match.group(1):
-                yield parse_conductor_reference(match.group(2))
+                reference = parse_conductor_reference(match.group(2))
+                yield reference
+                if reference.jsonpath is not None:   # what `$...` inside its filters reads
+                    for root, key in reference.jsonpath.filter_roots:
+                        yield Reference(root, (key,) if key is not None else ())
     elif isinstance(value, dict):
         for item in value.values():
             yield from references_in(item)
@@ -172,6 +211,8 @@ def _resolve_string(text: str, scope: dict[str, Any]) -> Any:
 
 
 def _lookup(reference: Reference, scope: dict[str, Any]) -> Any:
+    if reference.jsonpath is not None:
+        return evaluate(reference.jsonpath, scope)
     node: Any = scope.get(reference.root)
     last = len(reference.path) - 1
     for position, step in enumerate(reference.path):
