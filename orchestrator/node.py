@@ -383,6 +383,9 @@ class Node:
         if self.election is not None:
             await self.election.close()
             log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
+        # before the server cuts the workers' streams: each worker reads every task sent to it,
+        # then moves to another node, which keeps the leases of what it runs (cluster/dispatch.py)
+        await self.dispatcher.drain(local=[self.http_tasks.session])
         await self.etcd.close()
         if self.console is not None:
             await self.console.stop()

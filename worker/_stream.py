@@ -61,6 +61,7 @@ class TaskStream:
         self._accepting = True
         self.established_at: float | None = None
         self.messages_received = 0
+        self.drained = False  # the node asked us to leave (it is stopping)
 
     @property
     def established(self) -> bool:

@@ -372,7 +372,9 @@ class Worker:
                 backoff.reset()
             delay = backoff.next()
             next_endpoint = self._ring.advance()
-            if stream.established:
+            if stream.drained:
+                log.info("left %s (%s); trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+            elif stream.established:
                 log.warning("stream to %s broke (%s); trying %s in %.0f ms",
                             stream.endpoint, reason, next_endpoint, delay * 1000)
             else:
@@ -442,8 +444,20 @@ class Worker:
             self._on_result_ack(message.result_ack)
         elif kind == "heartbeat_ack":
             self._on_heartbeat_ack(stream, message.heartbeat_ack)
+        elif kind == "drain":
+            self._on_drain(stream, message.drain)
         else:
             log.debug("ignoring an unknown message from %s: %s", stream.endpoint, message)
+
+    def _on_drain(self, stream: TaskStream, drain: pb.Drain) -> None:
+        """The node is stopping and sent every task it had for us before this: close the stream
+        (its queued results go first) and move on. Results that finish meanwhile are kept and
+        re-sent on the next stream, and the tasks in flight heartbeat there at once, so their
+        leases never lapse. Writing on after this would make the node's end of the call fail
+        the reads still to come, and lose the tasks in them."""
+        log.info("node %s is stopping (%s); moving to another node", stream.endpoint, drain.detail or "drain")
+        stream.drained = True
+        stream.close()
 
     def _on_task(self, assignment: pb.TaskAssignment) -> None:
         self._stats.received += 1

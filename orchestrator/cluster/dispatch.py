@@ -7,6 +7,15 @@ type's queue (claim and lease in one script) and pushes them. Several nodes may
 race for one queue: the claim script hands each task to exactly one of them.
 A one-second sweep catches messages lost while Redis was unreachable; it is a
 safety net, not the delivery path.
+
+A graceful stop drains first (`drain`): the node claims nothing more, gives back what it
+queued for a stream and never sent, and sends each worker a `Drain` after the tasks already
+written; the worker reads up to it, half-closes the stream and connects to another node, whose
+heartbeats keep the leases of the tasks it is still running. Why not just end the streams:
+a stream cut by the server's shutdown drops the tasks the worker has not read yet (a worker
+reads late whenever its handlers hold its event loop), and so does a stream the node ends while
+the worker is still writing to it; each such task came back only when its lease expired, as a
+second attempt.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ import itertools
 import time
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 
 
@@ -34,6 +43,8 @@ MAX_CLAIM = 64
 MAX_UNSENT = 64            # messages queued for a stream and not yet taken by its writer
 MIN_QUIET_S = 0.5
 SWEEP_S = 1.0
+DRAIN_S = 2.0              # how long a graceful stop waits for its workers to leave
+DRAIN_DETAIL = "this node is stopping: connect to another one"
 
 
 @dataclass(eq=False)
@@ -81,6 +92,7 @@ class Dispatcher:
         self._releases: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, tuple[asyncio.Event, int]] = {}   # task type -> (its next `ready`, pollers)
         self.pushed = 0
+        self.draining = False      # a graceful stop began: nothing more is claimed or handed over
 
     async def start(self) -> None:
         self._background = [asyncio.create_task(self._listen_for_ready()),
@@ -90,9 +102,50 @@ class Dispatcher:
         for task in [*self._background, *self._pumping.values()]:
             task.cancel()
         await asyncio.gather(*self._background, *self._pumping.values(), return_exceptions=True)
+        await asyncio.gather(*self._releases, return_exceptions=True)
+
+    async def drain(self, local: Collection[WorkerSession] = (), timeout_s: float = DRAIN_S) -> None:
+        """The first step of a graceful stop (see the module's docstring): claim nothing more, give
+        back every task queued for a session and not sent, and ask each worker stream (all but the
+        `local` sessions, this node's own executors) to leave. Blocks until those streams ended,
+        or `timeout_s`: a worker that ignored the request (an older SDK) then has its stream
+        ended by the node, and anything still unsent goes back to its queue too. Idempotent."""
+        self.draining = True
+        pumps = [task for task in self._pumping.values() if not task.done()]
+        if pumps:   # a claim in flight lands in a closed session, which gives it back
+            await asyncio.wait(pumps, timeout=timeout_s)
+        streams = [s for s in self.sessions if s not in local]
+        released = 0
+        for session in list(self.sessions):
+            released += await self._give_back(session)
+        for session in streams:   # after every task already written to it
+            session.outbox.put_nowait(pb.ServerMessage(drain=pb.Drain(detail=DRAIN_DETAIL)))
+        deadline = time.monotonic() + timeout_s
+        while any(s in self.sessions for s in streams) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        stayed = [s for s in streams if s in self.sessions]
+        for session in stayed:
+            released += await self._give_back(session)
+            session.outbox.put_nowait(None)
+        if self._releases:
+            await asyncio.gather(*self._releases, return_exceptions=True)
+        log.info("dispatch drained: %d worker stream(s) asked to move to another node (%d stayed and were "
+                 "ended), %d unsent task(s) given back", len(streams), len(stayed), released)
+
+    async def _give_back(self, session: WorkerSession) -> int:
+        try:
+            return await self.release_unsent(session)
+        except StoreUnavailable as exc:   # their leases expire and the reaper re-queues them
+            log.warning("could not give back the unsent tasks of %s (%s)", session.worker_id, exc)
+            return 0
 
     def attach(self, session: WorkerSession) -> None:
         self.sessions.add(session)
+        if self.draining:   # this node is stopping: the worker goes to another one at once
+            session.closed = True
+            session.outbox.put_nowait(pb.ServerMessage(drain=pb.Drain(detail=DRAIN_DETAIL)))
+            log.info("worker %s connected while this node stops: asked to go to another one", session.worker_id)
+            return
         log.info("worker %s connected for %s with %d credits",
                  session.worker_id, ", ".join(sorted(session.task_types)), session.credits)
         self._pump_types(session.task_types)
@@ -132,6 +185,8 @@ class Dispatcher:
 
     def reserve(self, task_type: str) -> str | None:
         """Take one credit of a connected worker serving `task_type` (round robin); its id."""
+        if self.draining:
+            return None
         candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
         if not candidates:
             return None
@@ -211,6 +266,8 @@ class Dispatcher:
             log.warning("dispatch of %s paused: state store unavailable (%s)", task_type, exc)
 
     async def _pump_once(self, task_type: str) -> bool:
+        if self.draining:
+            return False
         candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
         if not candidates:
             return False

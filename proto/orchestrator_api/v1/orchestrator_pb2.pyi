@@ -402,28 +402,42 @@ class HeartbeatAck(_message.Message):
     lease_ms: int
     def __init__(self, task_id: _Optional[str] = ..., alive: _Optional[bool] = ..., lease_ms: _Optional[int] = ...) -> None: ...
 
+class Drain(_message.Message):
+    __slots__ = ("detail",)
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    detail: str
+    def __init__(self, detail: _Optional[str] = ...) -> None: ...
+
 class ServerMessage(_message.Message):
-    __slots__ = ("task", "result_ack", "heartbeat_ack")
+    __slots__ = ("task", "result_ack", "heartbeat_ack", "drain")
     TASK_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
+    DRAIN_FIELD_NUMBER: _ClassVar[int]
     task: TaskAssignment
     result_ack: ResultAck
     heartbeat_ack: HeartbeatAck
-    def __init__(self, task: _Optional[_Union[TaskAssignment, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ...) -> None: ...
+    drain: Drain
+    def __init__(self, task: _Optional[_Union[TaskAssignment, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ...) -> None: ...
 
 class Member(_message.Message):
-    __slots__ = ("node_id", "address", "role")
+    __slots__ = ("node_id", "address", "role", "state", "since_ms", "detail")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    SINCE_MS_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     address: str
     role: str
-    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
+    state: str
+    since_ms: int
+    detail: str
+    def __init__(self, node_id: _Optional[str] = ..., address: _Optional[str] = ..., role: _Optional[str] = ..., state: _Optional[str] = ..., since_ms: _Optional[int] = ..., detail: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("node_id", "role", "leader_id", "leader_address", "epoch", "elected_at_ms", "members", "first_decision_at_ms")
+    __slots__ = ("node_id", "role", "leader_id", "leader_address", "epoch", "elected_at_ms", "members", "first_decision_at_ms", "gone")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LEADER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -432,6 +446,7 @@ class ClusterStatus(_message.Message):
     ELECTED_AT_MS_FIELD_NUMBER: _ClassVar[int]
     MEMBERS_FIELD_NUMBER: _ClassVar[int]
     FIRST_DECISION_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    GONE_FIELD_NUMBER: _ClassVar[int]
     node_id: str
     role: str
     leader_id: str
@@ -440,7 +455,8 @@ class ClusterStatus(_message.Message):
     elected_at_ms: int
     members: _containers.RepeatedCompositeFieldContainer[Member]
     first_decision_at_ms: int
-    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., elected_at_ms: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_decision_at_ms: _Optional[int] = ...) -> None: ...
+    gone: _containers.RepeatedCompositeFieldContainer[Member]
+    def __init__(self, node_id: _Optional[str] = ..., role: _Optional[str] = ..., leader_id: _Optional[str] = ..., leader_address: _Optional[str] = ..., epoch: _Optional[int] = ..., elected_at_ms: _Optional[int] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., first_decision_at_ms: _Optional[int] = ..., gone: _Optional[_Iterable[_Union[Member, _Mapping]]] = ...) -> None: ...
 
 class GetClusterStatusRequest(_message.Message):
     __slots__ = ()
