@@ -215,13 +215,17 @@ def snapshot(stem: str) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- the generic worker and signaller
 
+def generic_output(kind: str, task_input: Any) -> dict[str, Any]:
+    """What the generic worker answers a task of this kind with (the node test's worker too): an
+    HTTP-like response for the I/O types, an echo of the input for the others."""
+    if kind in HTTP_KINDS + DELEGATED_KINDS:   # the simulator has no network: a response stands in
+        return {"response": {"statusCode": 200, "reasonPhrase": "OK", "headers": {}, "body": {"echo": task_input}}}
+    return {"echo": task_input}
+
+
 def worker(task: m.TaskState) -> tuple[str, Any]:
-    """Completes every worker task: an HTTP-like response for the I/O types, an echo of the
-    input for the others."""
-    if task.spec.kind in HTTP_KINDS + DELEGATED_KINDS:   # the simulator has no network: a response stands in
-        return st.TASK_COMPLETED, {"response": {"statusCode": 200, "reasonPhrase": "OK", "headers": {},
-                                                "body": {"echo": task.spec.input}}}
-    return st.TASK_COMPLETED, {"echo": task.spec.input}
+    """Completes every worker task with its generic output."""
+    return st.TASK_COMPLETED, generic_output(task.spec.kind, task.spec.input)
 
 
 def waiting_for_signals(sim: Sim) -> list[tuple[str, m.TaskState]]:
