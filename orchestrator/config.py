@@ -63,6 +63,8 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if not self.advertise:
             self.advertise = self.listen
+        for name in ("listen", "advertise", "http_listen"):
+            check_port(name, getattr(self, name))
         if self.http_listen is None:
             self.http_listen = console_address(self.listen)
         if isinstance(self.etcd_endpoints, str):
@@ -120,10 +122,23 @@ class NodeConfig:
         return cls(**values)
 
 
+MAX_PORT = 65535
+
+
+def check_port(setting: str, address: str | None) -> None:
+    """Refuses (ValueError) a host:port whose port is beyond 65535: bound, it would silently wrap
+    round to 16 bits (66051 is port 515, a privileged port no one asked for)."""
+    if not address:
+        return
+    port = address.rpartition(":")[2]
+    if port.isdigit() and int(port) > MAX_PORT:
+        raise ValueError(f"{setting} {address}: port {int(port)} is beyond {MAX_PORT}, the highest TCP port")
+
+
 def console_address(grpc_listen: str) -> str:
     """The console's default address: the gRPC port + 1000 on the same host (port 0 stays 0: any free
     port); "" (no console) when `grpc_listen` is not host:port or the port leaves no room."""
     host, sep, port = grpc_listen.rpartition(":")
-    if not sep or not port.isdigit() or int(port) + 1000 > 65535:
+    if not sep or not port.isdigit() or int(port) + 1000 > MAX_PORT:
         return ""
     return f"{host}:{int(port) + 1000 if int(port) else 0}"

@@ -42,7 +42,7 @@ from .cluster.logs import log_fields
 from .cluster.notify import Notifier
 from .cluster.tls import TlsError, TlsFiles, is_loopback
 from .cluster.tracing import Tracing
-from .config import NodeConfig
+from .config import MAX_PORT, NodeConfig
 from .core import state as m
 from .core import statuses as st
 from .core.auth import Tokens, TokensError, jwt_key_file
@@ -245,7 +245,10 @@ class Node:
         that a taken port stops the node at once, with what to change."""
         address = self.config.http_listen
         if not address:
-            log.info("node %s serves no console (http_listen is empty)", self.config.node_id)
+            port = self.config.listen.rpartition(":")[2]
+            why = (f"; its default, the gRPC port + 1000, would be beyond {MAX_PORT}: set http_listen to serve one"
+                   if port.isdigit() and int(port) + 1000 > MAX_PORT else "")
+            log.info("node %s serves no console (http_listen is empty%s)", self.config.node_id, why)
             return None
         console = web.ConsoleServer(address, tls=self.tls)
         try:
