@@ -9,10 +9,14 @@ alive when the interpreter exits is stopped by an ``atexit`` hook as a last reso
 from __future__ import annotations
 
 import atexit
+import os
+import random
 import shutil
 import signal
 import socket
+import struct
 import subprocess
+import threading
 import time
 import uuid
 from collections import deque
@@ -24,8 +28,20 @@ from collections.abc import Iterable, Sequence
 __all__ = [
     "ProcessError",
     "ManagedProcess",
+    "PORT_RANGE_ENV",
+    "port_range",
     "free_port",
+    "port_taken",
+    "port_owners",
+    "listens_on",
+    "describe_process",
+    "command_line",
+    "all_pids",
+    "listening_inodes",
+    "socket_inodes",
+    "parent_of",
     "wait_for_port",
+    "lost_its_port",
     "stop_all",
     "RedisServer",
     "start_redis",
@@ -42,11 +58,222 @@ class ProcessError(RuntimeError):
     """A server process died, never opened its port, or its binary is missing."""
 
 
+PORT_RANGE_ENV = "ORCHESTRATOR_PORT_RANGE"
+_pick_lock = threading.Lock()
+_handed_out: deque[int] = deque(maxlen=2048)   # ports given by free_port, most recent last
+_range_cursor: dict[tuple[int, int], int] = {}  # per range: the offset the next search starts at
+
+
+def port_range() -> tuple[int, int] | None:
+    """(low, high) from ``ORCHESTRATOR_PORT_RANGE`` ("20000-29999", both included), or None when unset."""
+    text = os.environ.get(PORT_RANGE_ENV, "").strip()
+    if not text:
+        return None
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high))
+    except ValueError:
+        bounds = (0, 0)
+    if not sep or not 1024 <= bounds[0] <= bounds[1] <= 65535:
+        raise ProcessError(f"{PORT_RANGE_ENV}={text!r} is not a range of ports LOW-HIGH within 1024-65535 "
+                           "(for example 20000-29999)")
+    return bounds
+
+
 def free_port(host: str = _LOOPBACK) -> int:
-    """Return a TCP port that is free on ``host`` right now (the OS picks it)."""
+    """Return a TCP port that is free on ``host`` right now.
+
+    With ``ORCHESTRATOR_PORT_RANGE=LOW-HIGH`` set, the port is in that range: each process walks
+    the range from a random offset, so two test sessions rarely try the same ports, and no port
+    is handed out twice before the walk has gone round. Without it the OS picks one (anywhere
+    in its ephemeral range), and a port this process was given recently is not given again.
+    Nothing holds the port afterwards: start the server that binds it soon, and expect to lose it
+    now and then (``wait_for_port`` with its process tells a lost port from a started server).
+    """
+    bounds = port_range()
+    with _pick_lock:
+        port = _port_in_range(host, bounds) if bounds else _port_from_os(host)
+        _handed_out.append(port)
+        return port
+
+
+def _port_from_os(host: str) -> int:
+    for _ in range(64):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((host, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            break
+    return port
+
+
+def _port_in_range(host: str, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    size = high - low + 1
+    start = _range_cursor.setdefault(bounds, random.SystemRandom().randrange(size))
+    recent = set(_handed_out)
+    for avoid_recent in (True, False):   # a second round may give back a port handed out long ago
+        for step in range(size):
+            port = low + (start + step) % size
+            if avoid_recent and port in recent:
+                continue
+            if _bindable(host, port) and not _listeners(port):
+                _range_cursor[bounds] = (start + step + 1) % size
+                return port
+    raise ProcessError(f"no free port left in {PORT_RANGE_ENV}={low}-{high} on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    """True when nothing holds ``host:port`` (no listener, no socket bound to it, none in TIME_WAIT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+# --------------------------------------------------------------------------- who listens on a port
+
+_PROC_NET = ("/proc/net/tcp", "/proc/net/tcp6")
+
+
+def _can_see_listeners() -> bool:
+    return os.path.exists(_PROC_NET[0])
+
+
+def _address(hex_address: str) -> str:
+    """An address of /proc/net/tcp{,6} ("0100007F", 32 hex digits for IPv6) as text."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(struct.pack("=I", struct.unpack(">I", raw[i:i + 4])[0]) for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET6 if len(raw) == 16 else socket.AF_INET, words)
+
+
+def _listeners(port: int) -> dict[int, str]:
+    """{socket inode: local address} of every TCP socket listening on ``port`` (Linux; {} elsewhere)."""
+    found: dict[int, str] = {}
+    for table in _PROC_NET:
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                for row in rows:
+                    fields = row.split()
+                    if len(fields) < 10 or fields[3] != "0A":   # 0A: LISTEN
+                        continue
+                    address, _, hex_port = fields[1].rpartition(":")
+                    if int(hex_port, 16) == port:
+                        found[int(fields[9])] = _address(address)
+        except OSError:
+            continue
+    return found
+
+
+def socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets process ``pid`` holds open (empty when it is gone or not ours to read)."""
+    inodes = set()
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for name in names:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def all_pids() -> list[int]:
+    """Every process this machine shows in /proc."""
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def listening_inodes() -> set[int]:
+    """The inodes of every listening TCP socket (Linux; empty elsewhere)."""
+    found: set[int] = set()
+    for table in _PROC_NET:
+        try:
+            with open(table) as rows:
+                next(rows, None)
+                found.update(int(f[9]) for f in (row.split() for row in rows) if len(f) >= 10 and f[3] == "0A")
+        except OSError:
+            continue
+    return found
+
+
+def parent_of(pid: int) -> int:
+    """The parent's PID of ``pid`` (0 when it is gone or unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def port_owners(port: int) -> list[int]:
+    """The PIDs of the processes that hold a socket listening on ``port`` (those this user may see)."""
+    inodes = set(_listeners(port))
+    if not inodes:
+        return []
+    return sorted(pid for pid in all_pids() if socket_inodes(pid) & inodes)
+
+
+def listens_on(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` (or a process it started) listens on ``port``; None where /proc cannot tell."""
+    if not _can_see_listeners():
+        return None
+    inodes = set(_listeners(port))
+    if not inodes:
+        return False
+    if socket_inodes(pid) & inodes:
+        return True
+    return any(_descends_from(owner, pid) for owner in port_owners(port))
+
+
+def _descends_from(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        pid = parent_of(pid)
+        if pid <= 1:
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+def port_taken(port: int, host: str = _LOOPBACK) -> bool:
+    """True when a server could not listen on ``host:port`` now: something listens on it (on that
+    address or on every address), or holds it bound. A port left in TIME_WAIT by a server that
+    stopped counts as free, as servers bind with SO_REUSEADDR."""
+    conflicting = {host, "0.0.0.0", "::", f"::ffff:{host}"}
+    if any(address in conflicting for address in _listeners(port).values()):
+        return True
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def command_line(pid: int) -> list[str]:
+    """The argv of process ``pid`` ([] when it is gone or not ours to read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return [part.decode("utf-8", "replace") for part in cmdline.read().split(b"\0") if part]
+    except OSError:
+        return []
+
+
+def describe_process(pid: int, width: int = 100) -> str:
+    """'pid 123 (redis-server --port 6390 ...)': a process for a message of one line."""
+    argv = command_line(pid)
+    if not argv:
+        return f"pid {pid}"
+    text = " ".join(" ".join([os.path.basename(argv[0]), *argv[1:]]).split())
+    return f"pid {pid} ({text if len(text) <= width else text[:width - 3] + '...'})"
 
 
 def _binary(name: str) -> str:
@@ -174,21 +401,33 @@ def _died(proc: ManagedProcess) -> ProcessError:
 
 
 def wait_for_port(host: str, port: int, timeout: float, proc: ManagedProcess | None = None) -> None:
-    """Block until ``host:port`` accepts a TCP connection.
+    """Block until ``host:port`` accepts a TCP connection; with ``proc``, until that process
+    itself (or a process it started) listens on it: a port someone else took in the meantime
+    does not pass for the server we started.
 
-    Raises ProcessError (with the log tail) if ``proc`` exits first or the port stays closed.
+    Raises ProcessError (with the log tail) if ``proc`` exits first or the port stays closed (or
+    stays another process's).
     """
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and not proc.alive():
             raise _died(proc)
-        try:
-            with socket.create_connection((host, port), timeout=0.25):
+        if proc is not None and _can_see_listeners():
+            if listens_on(proc.pid, port):
                 return
-        except OSError:
-            pass
+        else:
+            try:
+                with socket.create_connection((host, port), timeout=0.25):
+                    return
+            except OSError:
+                pass
         if time.monotonic() >= deadline:
             tail = f"; log {proc.log_path} ends with:\n{proc.tail()}" if proc else ""
+            others = [owner for owner in port_owners(port) if proc is None or owner != proc.pid]
+            if proc is not None and others:
+                raise ProcessError(f"{host}:{port} is served by another process, "
+                                   f"{', '.join(map(describe_process, others))}, not by {proc.name} "
+                                   f"(pid {proc.pid}): the port was taken before it could bind it{tail}")
             raise ProcessError(f"{host}:{port} did not open within {timeout:.1f}s{tail}")
         time.sleep(0.05)
 
@@ -299,16 +538,20 @@ class RedisServer:
 
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
-                appendfsync: str = "everysec", replica_of: int | None = None) -> RedisServer:
+                appendfsync: str = "everysec", replica_of: int | None = None, *,
+                first_port: int | None = None) -> RedisServer:
     """Start redis-server on a free (or the given) loopback port; blocks until it answers.
-    A free port taken by someone else before Redis bound it is replaced by another (twice)."""
+    A free port taken by someone else before Redis bound it is replaced by another (twice);
+    `first_port`: the free port to try first (one chosen earlier, e.g. checked with others)."""
     for attempt in range(3):
-        server = RedisServer(Path(data_dir), port or free_port(), appendonly, appendfsync, replica_of)
+        chosen = port or (first_port if attempt == 0 and first_port else free_port())
+        server = RedisServer(Path(data_dir), chosen, appendonly, appendfsync, replica_of)
         try:
             server.start()
             return server
         except ProcessError as exc:
-            if port is not None or attempt == 2 or ("already in use" not in str(exc) and "not the one" not in str(exc)):
+            if port is not None or attempt == 2 or not (lost_its_port(str(exc)) or "already in use" in str(exc)
+                                                        or "not the one" in str(exc)):
                 raise
     raise AssertionError("unreachable")
 
@@ -452,30 +695,41 @@ class EtcdCluster:
 
 
 def start_etcd_cluster(base_dir: Path, size: int = 1, election_timeout_ms: int = 1000,
-                       heartbeat_ms: int = 100) -> EtcdCluster:
+                       heartbeat_ms: int = 100, *, ports: Sequence[tuple[int, int]] | None = None) -> EtcdCluster:
     """Start ``size`` etcd members on free loopback ports; block until the cluster serves reads.
 
     Logs go to ``base_dir/<member>.log``, data to ``base_dir/<member>.etcd``. Note that etcd
     rounds a lease TTL up to ceil(1.5 * election timeout), so 1000 ms allows 2 s leases.
 
     A free port can be taken by another process between choosing it and binding it; a start
-    that fails on a taken port is tried again on new ports (up to three times).
+    that fails on a taken port is tried again on new ports (up to three times). `ports`: the
+    (client, peer) port of each member to try first (free ports chosen earlier).
     """
+    if ports is not None and len(ports) != size:
+        raise ValueError(f"{len(ports)} pairs of ports for {size} etcd members")
     for attempt in range(3):
         try:
             return _start_etcd_cluster(Path(base_dir) / (f"retry{attempt}" if attempt else ""), size,
-                                       election_timeout_ms, heartbeat_ms)
+                                       election_timeout_ms, heartbeat_ms, ports if attempt == 0 else None)
         except ProcessError as exc:
-            if "address already in use" not in str(exc) or attempt == 2:
+            if not lost_its_port(str(exc)) or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_etcd_cluster(base_dir: Path, size: int, election_timeout_ms: int, heartbeat_ms: int) -> EtcdCluster:
+def lost_its_port(error: str) -> bool:
+    """Whether a start failed because another process holds the port (the start may try another)."""
+    return any(sign in error for sign in ("address already in use", "Address already in use", "address is in use",
+                                          "is served by another process"))
+
+
+def _start_etcd_cluster(base_dir: Path, size: int, election_timeout_ms: int, heartbeat_ms: int,
+                        chosen: Sequence[tuple[int, int]] | None = None) -> EtcdCluster:
     base_dir.mkdir(parents=True, exist_ok=True)
     binary = _binary("etcd")
     token = f"procs-{uuid.uuid4().hex[:12]}"
-    ports = [(f"m{i}", free_port(), free_port()) for i in range(size)]
+    pairs = list(chosen) if chosen is not None else [(free_port(), free_port()) for _ in range(size)]
+    ports = [(f"m{i}", client, peer) for i, (client, peer) in enumerate(pairs)]
     initial = ",".join(f"{name}=http://{_LOOPBACK}:{peer}" for name, _, peer in ports)
     members = []
     for name, client_port, peer_port in ports:
