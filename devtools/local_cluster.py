@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,14 @@ from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import cluster_prefix
 
 from .certs import DevCerts
-from .procs import (EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis,
-                    stop_all, wait_for_port)
+from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, free_port, lost_its_port,
+                    start_etcd_cluster, start_redis, stop_all, wait_for_port)
 
 LOOPBACK = "127.0.0.1"
+
+
+MAX_PORT = 65535
+CONSOLE_OFFSET = 1000   # a fixed node port's console: gRPC port + 1000, as the node's own default
 
 
 @dataclass
@@ -35,15 +39,68 @@ class ClusterSettings:
     redis_port: int = 0
     redis_appendfsync: str = "everysec"
     node_ports: list[int] = field(default_factory=lambda: [0, 0, 0])
+    # each node's console and /metrics; default: its gRPC port + 1000 when that port is fixed, else a free one
+    console_ports: list[int] = field(default_factory=list)
     lease_ttl_s: float = 2.0
     workers: int = 1
     worker_concurrency: int = 16
     log_level: str = "INFO"
     retention_s: float = 0.0   # 0: the nodes' default (7 days)
 
+    def __post_init__(self) -> None:
+        """Refuses (ValueError, one line) a port that is no port, and a console port it would have to
+        derive beyond 65535 (a port wraps round to 16 bits when bound: 66051 would be port 515)."""
+        for name, ports in (("redis_port", [self.redis_port]), ("node_ports", self.node_ports),
+                            ("console_ports", self.console_ports)):
+            for port in ports:
+                if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= MAX_PORT:
+                    raise ValueError(f"{name}: {port!r} is not a port (0 to {MAX_PORT}; 0 picks a free one)")
+        if self.console_ports and len(self.console_ports) != len(self.node_ports):
+            raise ValueError(f"console_ports: {len(self.console_ports)} ports for {len(self.node_ports)} node_ports")
+        if not self.console_ports:
+            for port in self.node_ports:
+                if port and port + CONSOLE_OFFSET > MAX_PORT:
+                    raise ValueError(f"node_ports: {port} leaves no room for its console at gRPC port + "
+                                     f"{CONSOLE_OFFSET} ({port + CONSOLE_OFFSET} is above {MAX_PORT}); choose node "
+                                     f"ports up to {MAX_PORT - CONSOLE_OFFSET}, give console_ports, or use 0")
+        fixed = [p for p in [self.redis_port, *self.node_ports, *self.console_ports] if p]
+        twice = sorted({p for p in fixed if fixed.count(p) > 1})
+        if twice:
+            raise ValueError(f"port {', '.join(map(str, twice))} is given twice "
+                             "(among redis_port, node_ports and console_ports)")
+
     @classmethod
     def load(cls, path: str | Path) -> ClusterSettings:
-        return cls(**(yaml.safe_load(Path(path).read_text()) or {}))
+        """The settings of a YAML file; ValueError (one line) for a setting that cannot be used."""
+        values = yaml.safe_load(Path(path).read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: not a mapping of settings")
+        unknown = set(values) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+@dataclass
+class PortPlan:
+    """Every port a local cluster listens on, chosen before anything starts (so that all of them
+    can be checked first): etcd (client, peer) per member, Redis, each node's gRPC and console."""
+
+    etcd: list[tuple[int, int]]
+    redis: int
+    nodes: dict[str, int]
+    consoles: dict[str, int]
+    fixed: set[int] = field(default_factory=set)   # the ones the settings give (not picked here)
+
+    def roles(self) -> list[tuple[int, str]]:
+        """(port, what listens on it), in the order the cluster starts them."""
+        rows = []
+        for index, (client, peer) in enumerate(self.etcd):
+            rows += [(client, f"etcd m{index} client"), (peer, f"etcd m{index} peer")]
+        rows.append((self.redis, "Redis"))
+        for node_id, port in self.nodes.items():
+            rows += [(port, f"{node_id} gRPC"), (self.consoles[node_id], f"{node_id} console")]
+        return rows
 
 
 def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_endpoints: list[str],
@@ -95,21 +152,57 @@ class LocalCluster:
         self.node_ports: dict[str, int] = {}
         self.console_ports: dict[str, int] = {}
         self.workers: list[ManagedProcess] = []
+        self.ports: PortPlan | None = None
 
     @property
     def endpoints(self) -> list[str]:
         return [f"{LOOPBACK}:{port}" for port in self.node_ports.values()]
 
+    def plan(self) -> PortPlan:
+        """Choose every port now (free ones where the settings say 0); `start` then uses them."""
+        s = self.settings
+        picked: set[int] = set()
+
+        def pick() -> int:
+            port = free_port()
+            while port in picked:
+                port = free_port()
+            picked.add(port)
+            return port
+
+        fixed = {p for p in [s.redis_port, *s.node_ports, *s.console_ports] if p}
+        picked |= fixed
+        nodes = {f"node-{i + 1}": port or pick() for i, port in enumerate(s.node_ports)}
+        consoles = {}
+        for index, (node_id, port) in enumerate(nodes.items()):
+            if s.console_ports:
+                consoles[node_id] = s.console_ports[index]
+            else:
+                consoles[node_id] = port + CONSOLE_OFFSET if s.node_ports[index] else pick()
+                if s.node_ports[index]:
+                    fixed.add(consoles[node_id])
+        self.ports = PortPlan(etcd=[(pick(), pick()) for _ in range(s.etcd_members)], redis=s.redis_port or pick(),
+                              nodes=nodes, consoles=consoles, fixed=fixed)
+        return self.ports
+
     def start(self, *, workers: bool = True) -> LocalCluster:
         s = self.settings
+        plan = self.ports or self.plan()
         try:
-            self.etcd = start_etcd_cluster(self.base_dir / "etcd", s.etcd_members, s.etcd_election_timeout_ms)
-            self.redis = start_redis(self.base_dir / "redis", s.redis_port or None,
-                                     appendonly=True, appendfsync=s.redis_appendfsync)
+            self.etcd = start_etcd_cluster(self.base_dir / "etcd", s.etcd_members, s.etcd_election_timeout_ms,
+                                           ports=plan.etcd)
+            if s.redis_port:
+                self.redis = start_redis(self.base_dir / "redis", s.redis_port,
+                                         appendonly=True, appendfsync=s.redis_appendfsync)
+            else:
+                self.redis = start_redis(self.base_dir / "redis", appendonly=True, appendfsync=s.redis_appendfsync,
+                                         first_port=plan.redis)
             if self.fresh_election:
                 asyncio.run(_forget_epoch(self.redis.url, cluster_prefix(s.name)))
-            for index, port in enumerate(s.node_ports):
-                self.start_node(f"node-{index + 1}", port or free_port())
+            for node_id, port in plan.nodes.items():
+                self.node_ports[node_id] = port
+                self.console_ports[node_id] = plan.consoles[node_id]
+                self.start_node(node_id, may_move=port not in plan.fixed)
             if workers:
                 for index in range(s.workers):
                     self.workers.append(start_worker(self.base_dir / "logs", name=f"worker-{index + 1}",
@@ -120,22 +213,40 @@ class LocalCluster:
             raise
         return self
 
-    def start_node(self, node_id: str, port: int | None = None) -> ManagedProcess:
-        """Start (or restart) one node; a restarted node keeps its id and ports. Its console listens
-        on its gRPC port + 1000 when the settings fix that port (the node's default), else on a free one."""
+    def start_node(self, node_id: str, port: int | None = None, *, may_move: bool | None = None) -> ManagedProcess:
+        """Start (or restart) one node; a restarted node keeps its id, ports and command line (its
+        earlier process, if it still runs, is stopped first). A new node without a `port` gets free
+        ones. `may_move`: when its port was picked here and another process takes it before the node
+        binds it, the node is started again on other free ports (twice at most); by default only a
+        node that never ran and was given no port may move."""
         assert self.etcd is not None and self.redis is not None
-        fixed = bool(port) and port in self.settings.node_ports   # from the settings, not chosen here
-        port = port or self.node_ports.get(node_id) or free_port()
-        self.node_ports[node_id] = port
-        self.console_ports[node_id] = self.console_ports.get(node_id) or (port + 1000 if fixed else free_port())
-        self.nodes[node_id] = start_node(
-            self.base_dir / "logs", node_id=node_id, port=port, redis_url=self.redis.url,
-            etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
-            lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
-            http_port=self.console_ports[node_id],
-            extra=[*(self.certs.node_flags() if self.certs is not None else []),
-                   "--archive-dir", str(self.base_dir / "archive"),
-                   *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
+        earlier = self.nodes.get(node_id)
+        if earlier is not None:
+            earlier.stop()   # reaps an exited one, closes its log
+        if may_move is None:
+            may_move = port is None and node_id not in self.node_ports
+        if port:
+            self.node_ports[node_id] = port
+        self.node_ports.setdefault(node_id, 0)
+        self.console_ports.setdefault(node_id, 0)
+        for attempt in range(3 if may_move else 1):
+            if attempt or not self.node_ports[node_id]:
+                self.node_ports[node_id] = free_port()
+            if attempt or not self.console_ports[node_id]:
+                self.console_ports[node_id] = free_port()
+            try:
+                self.nodes[node_id] = start_node(
+                    self.base_dir / "logs", node_id=node_id, port=self.node_ports[node_id],
+                    redis_url=self.redis.url, etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
+                    lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
+                    http_port=self.console_ports[node_id],
+                    extra=[*(self.certs.node_flags() if self.certs is not None else []),
+                           "--archive-dir", str(self.base_dir / "archive"),
+                           *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
+                break
+            except ProcessError as exc:
+                if not may_move or attempt == 2 or not lost_its_port(str(exc)):
+                    raise
         return self.nodes[node_id]
 
     def endpoint_of(self, node_id: str) -> str:
