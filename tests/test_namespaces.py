@@ -18,6 +18,7 @@ import httpx
 import jwt
 import pytest
 
+from assertions import wait_until_topic_handled, wait_until_waiting
 from devtools.local_cluster import wait_for_leader
 from devtools.procs import ManagedProcess
 from helpers import BackgroundWorker, code_of, start_node_with_tokens, wait_for_status
@@ -188,20 +189,28 @@ def test_a_runtime_name_cannot_reach_into_another_namespace(teams: Teams) -> Non
 
 
 def test_topics_and_event_waits_belong_to_a_namespace(teams: Teams) -> None:
+    """Both teams wait on their own topic `orders`. Team b's event keyed by team a's workflow is
+    handled by team b's consumer, which must not complete it; team a's event does."""
     a_admin, b_admin = teams.clients["a_admin"], teams.clients["b_admin"]
-    a_admin.register_workflow_def({"name": "await_order", "tasks": [
-        {"name": "wait", "taskReferenceName": "wait", "type": "WAIT", "inputParameters": {"event": "orders"}}],
-        "outputParameters": {"got": "${wait.output.payload.item}"}})
+    for admin in (a_admin, b_admin):
+        admin.register_workflow_def({"name": "await_order", "tasks": [
+            {"name": "wait", "taskReferenceName": "wait", "type": "WAIT", "inputParameters": {"event": "orders"}}],
+            "outputParameters": {"got": "${wait.output.payload.item}"}})
     a_ops, b_ops = teams.clients["a_ops"], teams.clients["b_ops"]
     workflow_id = a_ops.start_workflow("await_order", {})
-    wait_for_status(a_ops, workflow_id, "RUNNING")
+    wait_until_waiting(a_ops, workflow_id)
     b_ops.publish_event("orders", {"item": "from team b"}, key=workflow_id)   # team b's own `orders`
-    time.sleep(1.0)
+    wait_until_topic_handled(b_ops, "orders", "await_order")   # handled by team b's consumer ...
+    wait_until_topic_handled(a_ops, "orders", "await_order")   # ... and by team a's, had it gone there
     assert a_ops.get_workflow(workflow_id)["status"] == "RUNNING"
-    assert [e["payload"] for e in b_admin.read_events("orders")] == [{"item": "from team b"}]
+
+    def published(admin: WorkflowClient) -> list[dict[str, Any]]:
+        return [e for e in admin.read_events("orders") if not e["payload"].get("marker")]
+    assert [e["payload"] for e in published(b_admin)] == [{"item": "from team b"}]
+    assert published(a_admin) == []
     a_ops.publish_event("orders", {"item": "from team a"}, key=workflow_id)
     assert wait_for_status(a_ops, workflow_id, "COMPLETED")["output"] == {"got": "from team a"}
-    events = a_admin.read_events("orders")
+    events = published(a_admin)
     assert [e["payload"] for e in events] == [{"item": "from team a"}] and events[0]["topic"] == "orders"
 
 
@@ -346,10 +355,23 @@ def test_conductor_workers_reach_a_namespace_through_their_task_domain(node: Any
             "SDK_DOMAIN": space})
         try:
             theirs = default.start_workflow(f"{prefix}_flow", {})
+            deadline = time.monotonic() + 10
+            while not default.get_workflow(theirs)["tasks"]:   # queued before any of the namespace's
+                assert time.monotonic() < deadline, "the default namespace's task was never queued"
+                time.sleep(0.02)
+            # the namespace's workflows run by the SDK's workers, before and after half a second of
+            # polls on the namespace's empty queue: all made after the default namespace's task was
+            # queued, and none took it; a poll naming the domain, made here, waits and gets nothing
             mine = scoped.start_workflow(f"{prefix}_flow", {})
             assert wait_for_status(scoped, mine, "COMPLETED", timeout_s=60)["output"] == {"n": 7}
-            time.sleep(1.0)   # several polls later, the default namespace's task is still waiting
-            assert default.get_workflow(theirs)["status"] == "RUNNING"
+            with httpx.Client(base_url=f"http://{node.http_address}/api", timeout=10.0) as http:
+                empty = http.get(f"/tasks/poll/batch/{prefix}_echo", params={
+                    "domain": space, "workerid": "probe", "timeout": 500})
+            assert empty.status_code == 200 and empty.json() == [], empty.text
+            mine = scoped.start_workflow(f"{prefix}_flow", {})
+            assert wait_for_status(scoped, mine, "COMPLETED", timeout_s=60)["output"] == {"n": 7}
+            waiting = default.get_workflow(theirs)
+            assert waiting["status"] == "RUNNING" and [t["status"] for t in waiting["tasks"]] == ["SCHEDULED"]
         finally:
             sdk.stop(timeout=10.0)
         default.terminate_workflow(theirs, reason="test over")
