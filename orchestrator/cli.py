@@ -43,8 +43,8 @@ EXIT_CODES = """output:
 
 exit codes:
   0    done
-  1    the cluster refused the call, (workflowdef validate) a definition is invalid, (--all) an operation
-       failed on some workflow or was not confirmed
+  1    the cluster refused the call or could not be reached, (workflowdef validate) a definition is invalid,
+       (--all) an operation failed on some workflow or was not confirmed (without a terminal: no --yes)
   2    bad usage: an unknown flag, unreadable file, or invalid JSON/YAML in a flag or file
   3    workflow start --wait: the wait ran out before the workflow ended (it is printed as it is)
   130  interrupted (Ctrl-C)"""
