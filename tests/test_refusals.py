@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
+from assertions import scrape, series
 from helpers import BackgroundWorker, unique, wait_for_status
 from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
@@ -134,7 +135,15 @@ def test_a_worker_that_never_reads_cannot_hoard_a_task_type(node: Any) -> None:
         time.sleep(3600)
 
     stream = pb_grpc.TaskServiceStub(channel).Connect(hoarder_requests())   # never iterated: never reads
-    time.sleep(0.5)
+    url = f"http://{node.http_address}"
+
+    def workers_connected() -> float:
+        return scrape(url).get(("orchestrator_workers_connected", frozenset({("task_type", task_name)})), 0.0)
+
+    deadline = time.monotonic() + 10
+    while workers_connected() < 1:   # the hoarder is in place before any task is queued
+        assert time.monotonic() < deadline, "the hoarding stream never connected"
+        time.sleep(0.05)
 
     @task(task_name)
     def healthy(data: dict[str, Any]) -> dict[str, Any]:
@@ -142,13 +151,22 @@ def test_a_worker_that_never_reads_cannot_hoard_a_task_type(node: Any) -> None:
 
     background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[healthy], concurrency=8))
     try:
+        deadline = time.monotonic() + 10
+        while workers_connected() < 2:
+            assert time.monotonic() < deadline, "the healthy worker never connected"
+            time.sleep(0.05)
+        assert series(scrape(url), "orchestrator_worker_credits", task_type=task_name) == 256 + 8   # 256 at most
         started = [node.client.start_workflow(name, {}) for _ in range(40)]
-        for workflow_id in started:
-            assert wait_for_status(node.client, workflow_id, "COMPLETED", timeout_s=30)["status"] == "COMPLETED"
+        done = [wait_for_status(node.client, workflow_id, "COMPLETED", timeout_s=30) for workflow_id in started]
     finally:
         background.stop()
         stream.cancel()
         channel.close()
+    attempts = [t for workflow in done for t in workflow["tasks"]]
+    hoarded = [t for t in attempts if t["worker_id"] == "hoarder"]
+    # the hoarder was sent tasks (it was in play), not all of them, and lost each to its lease
+    assert 0 < len(hoarded) < 40 and {t["status"] for t in hoarded} == {"TIMED_OUT"}, hoarded
+    assert all(workflow["tasks"][-1]["worker_id"] != "hoarder" for workflow in done)
 
 
 def test_json_and_yaml_tricks_are_invalid_arguments_that_write_nothing(node: Any) -> None:
