@@ -222,8 +222,6 @@ def test_workflow_definitions_are_listed_and_created_or_updated_by_put(http: htt
 
 
 
-@pytest.mark.xfail(strict=True, reason="orchestrator/rest/metadata.py registers a PUT's definitions one by one: the "
-                                       "valid ones before an invalid one are stored although the request is refused")
 def test_a_put_with_an_invalid_definition_writes_none_of_them(http: httpx.Client) -> None:
     fine = unique("put_fine")
     refused = http.put("/metadata/workflow", json=[
@@ -232,3 +230,12 @@ def test_a_put_with_an_invalid_definition_writes_none_of_them(http: httpx.Client
         {"name": unique("put_broken"), "tasks": []}])
     assert refused.status_code == 400 and "tasks" in refused.json()["message"]
     assert http.get(f"/metadata/workflow/{fine}").status_code == 404
+    assert "nothing was registered" in refused.json()["message"]
+
+
+def test_a_task_definition_list_with_an_invalid_one_writes_none_of_them(http: httpx.Client) -> None:
+    fine = unique("put_task_fine")
+    refused = http.post("/metadata/taskdefs", json=[{"name": fine}, {"name": unique("bad"), "retryCount": -4}])
+    assert refused.status_code == 400 and "nothing was registered" in refused.json()["message"]
+    assert "retryCount" in refused.json()["message"]
+    assert http.get(f"/metadata/taskdefs/{fine}").status_code == 404

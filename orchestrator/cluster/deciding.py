@@ -60,15 +60,20 @@ class HandOver(Protocol):
         """Return credits reserved but not used."""
 
 
+ENGINE_FAULT = "the engine could not decide it"
+"""How the reason of a workflow the decider raised on begins (the CLI and the console recognise it)."""
+
+
 class Decider:
     def __init__(self, store: Store, *, hand_over: HandOver | None = None,
-                 on_applied: Callable[[m.WorkflowState, Decision], None] | None = None) -> None:
+                 on_applied: Callable[[m.WorkflowState, Decision], None] | None = None, node_id: str = "") -> None:
         """`hand_over`: this node's workers; a task a decision queues for a type one of them
         serves goes to it in the same atomic step (no broadcast, no separate claim).
         `on_applied` is called for every decision applied."""
         self.store = store
         self.hand_over = hand_over
         self.on_applied = on_applied
+        self.node_id = node_id   # named in the reason of a workflow this node gives up on: its log has the trace
         self.decisions = 0   # decisions applied that changed something
         self.conflicts = 0   # decisions not applied because the workflow changed meanwhile (decided again)
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
@@ -173,7 +178,7 @@ class Decider:
                     batch.append((state, decide(state, now, new_task_id)))
             except Exception as exc:
                 log.exception("the decider failed on workflow %s", workflow_id, extra={"workflow_id": workflow_id})
-                await self._give_up(state, f"the engine could not decide it: {type(exc).__name__}: {exc}", epoch,
+                await self._give_up(state, f"{ENGINE_FAULT}: {type(exc).__name__}: {exc}", epoch,
                                     result)
         return batch
 
@@ -194,8 +199,13 @@ class Decider:
             await self._fail(state, why, epoch, result)
 
     async def _fail(self, state: m.WorkflowState, why: str, epoch: int | None, result: Round) -> None:
-        reason = (f"{why[:2000]}. This workflow was stopped so that it cannot hold up the others; "
-                  "fix its definition or input and start it again (or retry it)")
+        where = f"node {self.node_id}" if self.node_id else "the node that decided it"
+        if why.startswith(ENGINE_FAULT):   # an exception in the decider: the server's fault, not the user's
+            advice = (f"the fault is in the orchestrator, not in the workflow's definition or input; the trace is "
+                      f"in the log of {where}. Retry the workflow once the fault is fixed")
+        else:   # the store refused the decision (a size limit, most often): what the workflow asked for
+            advice = f"see the log of {where}; fix its definition or input and start it again (or retry it)"
+        reason = f"{why[:2000]}. This workflow was stopped so that it cannot hold up the others; {advice}"
         try:
             decision = give_up(state, now_ms(), new_task_id, reason)
             [outcome] = await self.store.apply_decisions(epoch, now_ms(), [(state, decision)])

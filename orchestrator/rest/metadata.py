@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-from ..core.definitions import MAX_VERSION
+from ..core.definitions import MAX_VERSION, check_task_def
 from ..core.namespaces import as_seen, own, qualified
 from ..handlers import Context, Refused, request_namespace
 from .common import RestParts, answering_errors, json_body, number, refuse
@@ -32,11 +32,34 @@ def _listed(body: Any, what: str) -> list[Any]:
     return items
 
 
+def _name_of(definition: Any) -> str:
+    name = definition.get("name") if isinstance(definition, dict) else None
+    return repr(name[:256]) if isinstance(name, str) else "no name"
+
+
+def _none_registered(problems: list[str]) -> str:
+    text = " | ".join(problems)
+    return "nothing was registered: " + (text if len(text) <= 4000 else text[:3997] + "...")
+
+
 def routes(parts: RestParts) -> list[Route]:
     context = Context()
 
+    async def workflow_def_problems(items: list[Any]) -> list[str]:
+        problems = []
+        for index, definition in enumerate(items):
+            checked = await parts.metadata.ValidateWorkflowDef(
+                pb.RegisterWorkflowDefRequest(source=_source(definition)), context)
+            if not checked.valid:
+                problems.append(f"definition {index} ({_name_of(definition)}): {'; '.join(checked.errors)}")
+        return problems
+
     async def register_workflow_defs(body: Any) -> None:
-        for definition in _listed(body, "workflow definition"):
+        """All or nothing: every definition of a list is checked before the first is stored."""
+        items = _listed(body, "workflow definition")
+        if len(items) > 1 and (problems := await workflow_def_problems(items)):
+            raise Refused("INVALID_ARGUMENT", _none_registered(problems))
+        for definition in items:
             await parts.metadata.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(source=_source(definition)),
                                                      context)
 
@@ -69,7 +92,12 @@ def routes(parts: RestParts) -> list[Route]:
     @answering_errors
     async def register_task_defs(request: Request) -> Response:
         body = await json_body(request, MAX_DEFINITION_BYTES, "a task definition or a list of them")
-        for definition in _listed(body, "task definition"):
+        items = _listed(body, "task definition")
+        problems = [f"definition {index} ({_name_of(item)}): {'; '.join(check_task_def(item)[1])}"
+                    for index, item in enumerate(items) if isinstance(item, dict) and check_task_def(item)[1]]
+        if len(items) > 1 and problems:
+            raise Refused("INVALID_ARGUMENT", _none_registered(problems))
+        for definition in items:
             await parts.metadata.RegisterTaskDef(pb.RegisterTaskDefRequest(source=_source(definition)), context)
         return Response(status_code=200)
 
