@@ -1015,11 +1015,19 @@ def _cluster_view(status: dict[str, Any]) -> RenderableType:
         head.add_row("leader", Text("none right now", style="bold red"))
     head.add_row("answered by", Text.assemble(status.get("node_id", ""), " (", _status(status.get("role", "")), ")"))
     members = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("NODE", "ADDRESS", "ROLE"):
+    for column in ("NODE", "ADDRESS", "ROLE", "STATE", "SINCE"):
         members.add_column(column)
-    for member in status.get("members") or []:
+    for member in status.get("members") or []:   # registered now; then the ones seen and gone
+        since = int(member.get("since_ms") or 0)
         members.add_row(Text(member.get("node_id", ""), style="bold" if member.get("node_id") == leader else ""),
-                        member.get("address", ""), _status(member.get("role", "")))
+                        member.get("address", ""), _status(member.get("role", "")), Text("UP", style="green"),
+                        f"{_clock(since)} ({ago(since)})" if since else "-")
+    for member in status.get("gone") or []:
+        since = int(member.get("since_ms") or 0)
+        members.add_row(Text(member.get("node_id", ""), style="dim"), member.get("address", ""), "",
+                        Text("DOWN", style="bold red"),
+                        Text.assemble(f"{_clock(since)} ({ago(since)})" if since else "not noted yet",
+                                      (f": {member['detail']}" if member.get("detail") else "", "dim")))
     return Group(head, Text(""), members)
 
 
