@@ -341,18 +341,20 @@ class Node:
         assert self.election is not None
         try:
             leader = await self.election.leader()
-            found = await self.election.members()
+            roster = await self.election.roster()
         except EtcdError as exc:
             raise Unavailable(f"etcd did not answer: {exc}") from exc
         leader_id = leader.node_id if leader else ""
-        members = [pb.Member(node_id=m.node_id, address=m.address,
+        members = [pb.Member(node_id=m.node_id, address=m.address, state="UP", since_ms=m.since_ms,
                              role="LEADER" if m.node_id == leader_id else "FOLLOWER")
-                   for m in sorted(found, key=lambda m: m.node_id)]
+                   for m in sorted(roster.members, key=lambda m: m.node_id)]
+        gone = [pb.Member(node_id=g.node_id, address=g.address, role="DOWN", state="DOWN", since_ms=g.since_ms,
+                          detail=g.detail) for g in roster.gone]
         return pb.ClusterStatus(
             node_id=self.config.node_id, role="LEADER" if leader_id == self.config.node_id else "FOLLOWER",
             leader_id=leader_id, leader_address=leader.address if leader else "",
             epoch=leader.epoch if leader else 0, elected_at_ms=leader.elected_at_ms if leader else 0,
-            members=members, first_decision_at_ms=self._first_decision_ms())
+            members=members, gone=gone, first_decision_at_ms=self._first_decision_ms())
 
     def _first_decision_ms(self) -> int:
         engine = self.engine

@@ -3,8 +3,8 @@
 Each page loads; a workflow started from its definition's page completes before our eyes; a pause,
 a resume, a signal and a termination each go through their confirmation page; a task whose type no
 worker serves says so; and on a three-node cluster the cluster page of a survivor shows the new
-leader after the leader is SIGKILLed by PID. Every page is saved as a screenshot in the test's
-tmp dir; only with UPDATE_SCREENSHOTS=1 in the environment are they also copied to the
+leader after the leader is SIGKILLed by PID, and the old one DOWN. Every page is saved as a
+screenshot in the test's tmp dir; only with UPDATE_SCREENSHOTS=1 in the environment are they also copied to the
 repository's docs/screenshots/ (the README shows them), so a plain run leaves the checkout alone:
 `UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_console.py` refreshes them.
 """
@@ -298,11 +298,12 @@ def test_the_cluster_page_of_a_survivor_shows_the_new_leader_after_a_sigkill(tmp
 
             cluster.nodes[old["leader_id"]].signal(signal.SIGKILL)   # by PID
             expect(page.locator("#leader-id")).not_to_have_text(old["leader_id"], timeout=15_000)
-            expect(page.locator("#members tbody tr")).to_have_count(2, timeout=15_000)
+            expect(page.locator("#members tbody tr.up")).to_have_count(2, timeout=15_000)
+            expect(page.locator(f'#members tr.down[data-node="{old["leader_id"]}"]')).to_contain_text("DOWN")
             new = wait_for_leader(client, 15.0, not_id=old["leader_id"])
             expect(page.locator("#leader-id")).to_have_text(new["leader_id"])
             assert int(page.inner_text("#leader-epoch")) > old["epoch"]
-            history = page.locator("#leaders-seen tbody tr")
+            history = page.locator("#elections tbody tr")
             expect(history).to_have_count(2)
             expect(history.first).to_contain_text(new["leader_id"])
             expect(history.last).to_contain_text(old["leader_id"])

@@ -190,7 +190,8 @@ def test_one_leader_among_three_reads_and_no_herd(etcd1: EtcdCluster) -> None:
                 assert follower.c.state is State.FOLLOWING and "is ahead" in follower.c.status
                 assert follower.c.predecessor is not None and follower.c.predecessor.key == queue[i - 1].key
                 assert set(follower.client.watched) == {(queue[i - 1].key, False)}
-            assert set(leader.client.watched) == {(queue[0].key, False)}  # the leader watches its own key
+            # the leader watches its own key, and the members (to note when one goes)
+            assert set(leader.client.watched) == {(queue[0].key, False), (f"{nodes.prefix}/members/", True)}
             assert not leader.of("deposed")
 
     run(scenario())

@@ -11,6 +11,17 @@ Keys (``P`` is the prefix, default ``/orchestrator``), all attached to the node'
   winner in a transaction guarded by "my election key still has my create_revision"
   (proclaim), so a candidate whose key vanished can never proclaim.
 
+Two records outlive the leases (no lease: they are the cluster's memory, not its state):
+
+- ``P/seen/<node_id>``       json {node_id, address, up_since_ms, down_since_ms, detail}: every
+  node seen. Written UP with its member key (one transaction); DOWN with when and how it went,
+  by the node itself on a graceful stop ("stopped") or else by the leader, which notes every
+  member key that goes without one ("its lease ended"). The leader forgets a member gone for
+  ``GONE_KEPT_S`` and keeps at most ``GONE_KEPT_MAX`` gone ones; ``Candidacy.forget`` drops one.
+- ``P/elections/<epoch>``    json {node_id, address, epoch, elected_at_ms}: every term, written
+  by its winner in the proclaim transaction itself (so a term is recorded exactly when it
+  begins, whoever watches); the leader keeps the newest ``ELECTIONS_KEPT``.
+
 Safety rules, and why:
 
 - *Safe deadline = keep-alive SEND time + ttl - margin.* etcd restarts a lease's TTL when it
@@ -55,11 +66,12 @@ from typing import Any, TypeVar
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 from .etcd import (CreateRevisionIs, Delete, EtcdClient, EtcdError, EtcdUnavailable, EventKind, Get,
-                   KeyValue, Lease, LeaseNotFound, Put)
+                   KeyValue, Lease, LeaseNotFound, ModRevisionIs, Put)
 
-__all__ = ["Session", "Election", "Candidacy", "State", "LeaderInfo", "MemberInfo", "Candidate",
-           "ElectionError", "SessionExpired", "read_leader", "read_members", "default_margin",
-           "DEPOSED_LEASE", "DEPOSED_RESIGNED", "DEPOSED_CLOSING", "DEPOSED_KEY_LOST"]
+__all__ = ["Session", "Election", "Candidacy", "State", "LeaderInfo", "MemberInfo", "GoneMember", "Roster",
+           "ElectionRecord", "Candidate", "ElectionError", "SessionExpired", "read_leader", "read_members",
+           "read_roster", "read_elections", "default_margin", "DEPOSED_LEASE", "DEPOSED_RESIGNED",
+           "DEPOSED_CLOSING", "DEPOSED_KEY_LOST", "GONE_STOPPED", "GONE_LEASE_ENDED"]
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +83,13 @@ DEPOSED_CLOSING = "closing"
 DEPOSED_KEY_LOST = "election key deleted"
 
 _FIRST_BACKOFF = 0.05
+
+GONE_STOPPED = "stopped"
+GONE_LEASE_ENDED = "its lease ended: killed, frozen or cut off from etcd"
+GONE_KEPT_S = 24 * 3600      # a member gone this long is forgotten
+GONE_KEPT_MAX = 100          # at most this many gone members are remembered (the latest losses)
+ELECTIONS_KEPT = 50          # terms recorded under elections/ (the newest)
+ROSTER_RECHECK_S = 5.0       # the leader re-reads the members at least this often (a watch can miss)
 
 
 class ElectionError(Exception):
@@ -103,10 +122,41 @@ class LeaderInfo:
 
 @dataclass(frozen=True)
 class MemberInfo:
-    """A running node (registered under ``prefix/members/``)."""
+    """A running node (registered under ``prefix/members/``); ``since_ms``: when it joined (its
+    first registration since its process started; 0 when no record says)."""
 
     node_id: str
     address: str
+    since_ms: int = 0
+
+
+@dataclass(frozen=True)
+class GoneMember:
+    """A node seen before and not registered now. ``since_ms``: when it went, as far as the
+    cluster knows (0: not noted yet, e.g. while there is no leader); ``detail``: how."""
+
+    node_id: str
+    address: str
+    since_ms: int
+    detail: str
+
+
+@dataclass(frozen=True)
+class Roster:
+    """The members registered now, by node_id, and the ones gone, latest loss first."""
+
+    members: list[MemberInfo]
+    gone: list[GoneMember]
+
+
+@dataclass(frozen=True)
+class ElectionRecord:
+    """One term as its winner recorded it when it began."""
+
+    epoch: int
+    node_id: str
+    address: str
+    elected_at_ms: int
 
 
 @dataclass(frozen=True)
@@ -142,6 +192,17 @@ def _keys(prefix: str) -> tuple[str, str, str]:
     """(election prefix, leader key, members prefix) under ``prefix``."""
     root = prefix.rstrip("/")
     return f"{root}/election/", f"{root}/leader", f"{root}/members/"
+
+
+def _record_keys(prefix: str) -> tuple[str, str]:
+    """(seen prefix, elections prefix) under ``prefix``: the records without a lease."""
+    root = prefix.rstrip("/")
+    return f"{root}/seen/", f"{root}/elections/"
+
+
+def _seen(node_id: str, address: str, *, up_since_ms: int, down_since_ms: int = 0, detail: str = "") -> bytes:
+    return _json(node_id=node_id, address=address, up_since_ms=up_since_ms, down_since_ms=down_since_ms,
+                 detail=detail)
 
 
 # ====================================================================== Session
@@ -341,14 +402,64 @@ async def _read_leader(client: EtcdClient, prefix: str) -> tuple[LeaderInfo | No
 
 async def read_members(client: EtcdClient, prefix: str) -> list[MemberInfo]:
     """Every registered node under ``prefix``, sorted by node_id. Blocks one round trip; EtcdError."""
+    return (await read_roster(client, prefix)).members
+
+
+async def read_roster(client: EtcdClient, prefix: str) -> Roster:
+    """The registered nodes and the ones seen before and gone (see the module docstring), in one
+    consistent read. Blocks one round trip; raises EtcdError."""
+    live, seen, _ = await _read_roster(client, prefix)
+    members, gone = [], []
+    for node_id in sorted(set(live) | set(seen)):
+        record = seen.get(node_id, (None, {}))[1]
+        if node_id in live:
+            members.append(MemberInfo(node_id, live[node_id]["address"], int(record.get("up_since_ms", 0))))
+        else:
+            gone.append(GoneMember(node_id, record["address"], int(record.get("down_since_ms", 0)),
+                                   str(record.get("detail", ""))))
+    gone.sort(key=lambda g: g.since_ms or _now_ms(), reverse=True)   # not noted yet: just now
+    return Roster(members, gone)
+
+
+async def _read_roster(client: EtcdClient, prefix: str) -> tuple[dict[str, dict[str, Any]],
+                                                                  dict[str, tuple[KeyValue, dict[str, Any]]], int]:
+    """({node_id: member document} of the registered nodes, {node_id: (key, record)} of the seen
+    ones, the revision read)."""
     _, _, members_prefix = _keys(prefix)
-    found = await client.get(Get(members_prefix, prefix=True))
-    members = []
-    for kv in found.kvs:   # like candidates: only keys a live node's lease holds, in our format
+    seen_prefix, _ = _record_keys(prefix)
+    result = await client.txn([], [Get(members_prefix, prefix=True), Get(seen_prefix, prefix=True)])
+    member_kvs, seen_kvs = result.results
+    live = {}
+    for kv in member_kvs:   # like candidates: only keys a live node's lease holds, in our format
         doc = _document(kv.value) if kv.lease else None
         if doc is not None and kv.key == f"{members_prefix}{doc['node_id']}":
-            members.append(MemberInfo(doc["node_id"], doc["address"]))
-    return sorted(members, key=lambda m: m.node_id)
+            live[doc["node_id"]] = doc
+    seen = {}
+    for kv in seen_kvs:     # and only records in our format, under their node's own name
+        doc = _document(kv.value)
+        if doc is not None and kv.key == f"{seen_prefix}{doc['node_id']}" and _times_ok(doc):
+            seen[doc["node_id"]] = (kv, doc)
+    return live, seen, result.revision
+
+
+def _times_ok(doc: dict[str, Any]) -> bool:
+    return all(isinstance(doc.get(name, 0), int) and doc.get(name, 0) >= 0
+               for name in ("up_since_ms", "down_since_ms")) and isinstance(doc.get("detail", ""), str)
+
+
+async def read_elections(client: EtcdClient, prefix: str) -> list[ElectionRecord]:
+    """The terms recorded by their winners, newest first (at most ``ELECTIONS_KEPT``, a few more
+    until the leader prunes). Blocks one round trip; raises EtcdError."""
+    _, elections_prefix = _record_keys(prefix)
+    found = await client.get(Get(elections_prefix, prefix=True))
+    records = []
+    for kv in found.kvs:
+        doc = _document(kv.value)
+        epoch = doc.get("epoch") if doc is not None else None
+        if (doc is not None and isinstance(epoch, int) and kv.key == f"{elections_prefix}{epoch:020d}"
+                and isinstance(doc.get("elected_at_ms"), int)):
+            records.append(ElectionRecord(epoch, doc["node_id"], doc["address"], doc["elected_at_ms"]))
+    return sorted(records, key=lambda r: r.epoch, reverse=True)
 
 
 def _candidate(key: str, create_revision: int, value: bytes) -> Candidate:
@@ -517,10 +628,12 @@ class Election:
         return [c for kv in found.kvs if (c := _genuine(kv)) is not None], found.revision
 
     async def _proclaim(self) -> bool:
-        """Write ``leader``, only if our key still has our create_revision (else: False)."""
+        """Write ``leader``, and record the term under ``elections/`` (without a lease: it stays),
+        only if our key still has our create_revision (else: False)."""
         doc = _json(node_id=self.node_id, address=self.address, epoch=self._rev, elected_at_ms=_now_ms())
+        record = f"{_record_keys(self.prefix)[1]}{self._rev:020d}"
         result = await self._client.txn([CreateRevisionIs(self._key or "", self._rev)],
-                                        [Put(self._leader_key, doc, self.session.lease_id)])
+                                        [Put(self._leader_key, doc, self.session.lease_id), Put(record, doc)])
         self._proclaimed = result.succeeded
         return result.succeeded
 
@@ -574,6 +687,9 @@ class Candidacy:
         self._client, self._margin = client, safety_margin
         self._on_elected, self._on_deposed = on_elected, on_deposed
         self._member_key = f"{_keys(prefix)[2]}{node_id}"
+        self._seen_key = f"{_record_keys(prefix)[0]}{node_id}"
+        self._joined_ms = 0                  # the first registration of this process
+        self._recorder: asyncio.Task[None] | None = None   # the leader's note of members gone
         self._session: Session | None = None
         self._election: Election | None = None
         self._member_lease: int | None = None
@@ -678,6 +794,28 @@ class Candidacy:
         """Every registered node, sorted by node_id. Blocks one round trip; EtcdError."""
         return await read_members(self._client, self.prefix)
 
+    async def roster(self) -> Roster:
+        """The registered nodes and those seen and gone (see ``read_roster``). One round trip; EtcdError."""
+        return await read_roster(self._client, self.prefix)
+
+    async def elections(self) -> list[ElectionRecord]:
+        """The terms recorded by their winners, newest first. One round trip; EtcdError."""
+        return await read_elections(self._client, self.prefix)
+
+    async def forget(self, node_id: str) -> bool:
+        """Drop the record of a gone member (an operator removed it for good): True if there was
+        one. Refused (ElectionError) while the node is registered: it would only be written again.
+        One round trip; EtcdError."""
+        members_prefix, (seen_prefix, _) = _keys(self.prefix)[2], _record_keys(self.prefix)
+        seen_key = f"{seen_prefix}{node_id}"
+        result = await self._client.txn([CreateRevisionIs(f"{members_prefix}{node_id}", 0)],
+                                        [Get(seen_key), Delete(seen_key)])
+        if not result.succeeded:
+            raise ElectionError(f"node {node_id} is registered now: only a member that is gone can be forgotten")
+        if result.results[0]:
+            log.info("%s: forgot member %s", self.node_id, node_id)
+        return bool(result.results[0])
+
     # ---------------------------------------------------------------- the loop
 
     async def _run(self) -> None:
@@ -753,9 +891,13 @@ class Candidacy:
             await self._become_leader(session, epoch)
 
     async def _register(self, session: Session) -> None:
-        """Put ``members/<node_id>`` on this lease (gone with it)."""
+        """Put ``members/<node_id>`` on this lease (gone with it) and, in the same transaction,
+        ``seen/<node_id>`` UP (it stays: the cluster remembers the node once its lease is gone)."""
+        self._joined_ms = self._joined_ms or _now_ms()
         doc = _json(node_id=self.node_id, address=self.address)
-        await self._client.put(self._member_key, doc, lease=session.lease_id)
+        await self._client.txn([], [Put(self._member_key, doc, session.lease_id),
+                                    Put(self._seen_key, _seen(self.node_id, self.address,
+                                                              up_since_ms=self._joined_ms))])
         self._member_lease = session.lease_id
 
     async def _stand_by(self, session: Session) -> None:
@@ -774,6 +916,7 @@ class Candidacy:
             return
         self._leading, self._epoch = True, epoch
         self._set_state(State.LEADING, f"acquired leadership, epoch {epoch}")
+        self._recorder = asyncio.create_task(self._record_roster(), name=f"roster {self.node_id}")
         await self._call(self._on_elected, epoch)
 
     async def _lead(self, session: Session, election: Election) -> None:
@@ -792,6 +935,10 @@ class Candidacy:
         why = reason if detail in (None, reason, "closed") else f"{reason} ({detail})"
         self._set_state(State.STEPPING_DOWN, f"lost leadership of epoch {epoch}: {why}")
         await self._call(self._on_deposed, reason)
+        recorder, self._recorder = self._recorder, None
+        if recorder is not None:
+            recorder.cancel()
+            await asyncio.gather(recorder, return_exceptions=True)
 
     async def _retire(self, session: Session) -> None:
         """Forget the session and revoke its lease; if etcd does not answer, revoke it later."""
@@ -841,7 +988,9 @@ class Candidacy:
                     self.start()
 
     async def _close(self) -> None:
-        """Stop the loop, depose, revoke the lease and any stale ones; the loop stays stopped."""
+        """Stop the loop, depose, revoke the lease and any stale ones, then note in ``seen/`` that
+        this node stopped (after the revoke: the next leader is not kept waiting for it); the loop
+        stays stopped."""
         async with self._control:
             await self._stop_runner()
             await self._depose(DEPOSED_CLOSING)
@@ -850,7 +999,83 @@ class Candidacy:
             with contextlib.suppress(EtcdError):
                 while self._stale:
                     await self._client.revoke(self._stale.pop(0))
+            if self._joined_ms:
+                try:
+                    stopped = _seen(self.node_id, self.address, up_since_ms=self._joined_ms,
+                                    down_since_ms=_now_ms(), detail=GONE_STOPPED)
+                    await self._client.put(self._seen_key, stopped)
+                except EtcdError as exc:   # the leader notes it instead, as a lease that ended
+                    log.info("%s: could not note the stop in etcd: %s", self.node_id, exc)
             self._set_state(State.STEPPING_DOWN, "closed")
+
+    # ---------------------------------------------------------------- the leader's records
+
+    async def _record_roster(self) -> None:
+        """While leading: note when each member goes (its member key vanished without a graceful
+        stop), forget members gone too long or too many, and prune the recorded elections. Runs
+        until the term ends (cancelled by ``_depose``); an etcd error is retried with back-off."""
+        failures, pruned = 0, False
+        while True:
+            try:
+                revision = await self._note_roster()
+                if not pruned:
+                    await self._prune_elections()
+                    pruned = True
+                failures = 0
+                await self._members_changed(revision)
+            except EtcdError as exc:
+                failures += 1
+                (log.warning if failures == 1 else log.debug)("%s: noting the members failed: %s", self.node_id, exc)
+                await asyncio.sleep(_backoff(failures, self.ttl))
+            except Exception:
+                failures += 1
+                log.exception("%s: unexpected error noting the members (a bug)", self.node_id)
+                await asyncio.sleep(_backoff(failures, self.ttl))
+
+    async def _note_roster(self) -> int:
+        """One pass: returns the revision read. Every write is guarded by the record's mod
+        revision, so a node registering (or noting its own stop) meanwhile always wins."""
+        live, seen, revision = await _read_roster(self._client, self.prefix)
+        now = _now_ms()
+        gone: list[tuple[int, KeyValue]] = []
+        for node_id, (kv, doc) in seen.items():
+            if node_id in live:
+                continue
+            since = int(doc.get("down_since_ms", 0))
+            if not since:
+                noted = _seen(node_id, doc["address"], up_since_ms=int(doc.get("up_since_ms", 0)),
+                              down_since_ms=now, detail=GONE_LEASE_ENDED)
+                done = await self._client.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Put(kv.key, noted)])
+                if done.succeeded:
+                    log.warning("%s: member %s (%s) is gone: %s", self.node_id, node_id, doc["address"],
+                                GONE_LEASE_ENDED)
+                continue
+            gone.append((since, kv))
+        gone.sort(key=lambda item: item[0], reverse=True)
+        old = [kv for index, (since, kv) in enumerate(gone)
+               if now - since > GONE_KEPT_S * 1000 or index >= GONE_KEPT_MAX]
+        for kv in old:
+            await self._client.txn([ModRevisionIs(kv.key, kv.mod_revision)], [Delete(kv.key)])
+        if old:
+            log.info("%s: forgot %d member(s) gone for long", self.node_id, len(old))
+        return revision
+
+    async def _prune_elections(self) -> None:
+        """Keep the newest ``ELECTIONS_KEPT`` records (keys sort by epoch: zero-padded)."""
+        _, elections_prefix = _record_keys(self.prefix)
+        found = await self._client.get(Get(elections_prefix, prefix=True))
+        keys = sorted(kv.key for kv in found.kvs)
+        for start in range(0, max(0, len(keys) - ELECTIONS_KEPT), 64):   # small transactions
+            await self._client.txn([], [Delete(key) for key in keys[start:min(start + 64, len(keys) - ELECTIONS_KEPT)]])
+
+    async def _members_changed(self, revision: int) -> None:
+        """Block until a member key changes after ``revision``, or ``ROSTER_RECHECK_S`` at most."""
+        members_prefix = _keys(self.prefix)[2]
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ROSTER_RECHECK_S):
+                async with await self._client.watch(members_prefix, start_revision=revision + 1,
+                                                    prefix=True) as watch:
+                    await anext(watch)
 
     async def _stop_runner(self) -> None:
         """Cancel the loop and wait for it, and for a callback it was running (which goes on:

@@ -5,7 +5,7 @@ synchronous only, and its helpers carry quirks we do not want (a failed endpoint
 minutes, ``min_create_revision`` sent as ``min_mod_revision``, watch threads left open). Its
 generated protobuf stubs are fine, so this module drives them over ``grpc.aio`` channels and
 offers only what the election needs: lease grant / keep-alive / revoke, range (with prefix and
-sort by create revision), put, a transaction guarded by create revisions, and a watch of one
+sort by create revision), put, a transaction guarded by create or mod revisions, and a watch of one
 key (or prefix) from a revision. Nothing else in ``orchestrator`` imports pyetcd or its etcd
 grpc stubs (the thread-based module this replaces does, until it is deleted).
 
@@ -41,7 +41,7 @@ import grpc.aio
 from pyetcd.etcdrpc import kv_pb2, rpc_pb2, rpc_pb2_grpc
 
 __all__ = ["EtcdClient", "EtcdError", "EtcdUnavailable", "LeaseNotFound", "WatchCanceled",
-           "Lease", "KeyValue", "Range", "TxnResult", "Get", "Put", "Delete", "CreateRevisionIs",
+           "Lease", "KeyValue", "Range", "TxnResult", "Get", "Put", "Delete", "CreateRevisionIs", "ModRevisionIs",
            "EventKind", "WatchEvent", "Watch"]
 
 T = TypeVar("T")
@@ -140,7 +140,16 @@ class CreateRevisionIs:
     revision: int
 
 
+@dataclass(frozen=True)
+class ModRevisionIs:
+    """Comparison: ``key`` was last written at ``revision`` (0: the key does not exist)."""
+
+    key: str
+    revision: int
+
+
 Op = Get | Put | Delete
+Compare = CreateRevisionIs | ModRevisionIs
 
 
 class EventKind(enum.Enum):
@@ -191,7 +200,10 @@ def _request_op(op: Op) -> Any:
     return rpc_pb2.RequestOp(request_delete_range=rpc_pb2.DeleteRangeRequest(key=op.key.encode()))
 
 
-def _compare(cmp: CreateRevisionIs) -> Any:
+def _compare(cmp: Compare) -> Any:
+    if isinstance(cmp, ModRevisionIs):
+        return rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.MOD,
+                               key=cmp.key.encode(), mod_revision=cmp.revision)
     return rpc_pb2.Compare(result=rpc_pb2.Compare.EQUAL, target=rpc_pb2.Compare.CREATE,
                            key=cmp.key.encode(), create_revision=cmp.revision)
 
@@ -429,7 +441,7 @@ class EtcdClient:
         request = rpc_pb2.PutRequest(key=key.encode(), value=value, lease=lease)
         return int((await self._unary("kv", "Put", request)).header.revision)
 
-    async def txn(self, compare: Sequence[CreateRevisionIs], success: Sequence[Op],
+    async def txn(self, compare: Sequence[Compare], success: Sequence[Op],
                   failure: Sequence[Op] = ()) -> TxnResult:
         """Atomically: if every comparison holds run ``success``, else ``failure``.
 

@@ -24,6 +24,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp
 from starlette.staticfiles import StaticFiles
 
+from ..cluster.election import ElectionError
+from ..cluster.etcd import EtcdError
 from ..core.auth import Tokens
 from ..core import state as m
 from ..core import statuses as st
@@ -141,6 +143,30 @@ class Console:
     async def cluster_live(self, request: Request) -> Response:
         return self.render("cluster_live.html",
                            snap=await cluster_snapshot(self.parts, namespace=request_namespace() or None))
+
+    async def forget_member(self, request: Request) -> Response:
+        """Drop a gone member from the Members table (an operator removed the node for good).
+        Cluster-wide, so an admin's act (the token gate asks for the role) by a token that is
+        not confined to a namespace."""
+        node_id = request.path_params["node_id"]
+        principal = request.scope.get("principal")
+        if principal is not None and principal.namespace is not None:
+            return self.problem(403, "Refused", "Members are the cluster's, not a namespace's: a token confined to "
+                                                "a namespace cannot forget one.")
+        election = self.parts.election()
+        try:
+            await self.form(request)
+            if election is None:
+                raise Refused("UNAVAILABLE", "this node has not joined the election yet")
+            await bounded(election.forget(node_id))
+        except Refused as exc:
+            return self.problem(exc.http_status, "Refused", exc.message)
+        except ElectionError as exc:
+            return self.problem(409, "Refused", str(exc))
+        except (EtcdError, TimeoutError) as exc:
+            return self.problem(503, "etcd unavailable", f"etcd did not answer ({exc}); nothing was changed.")
+        return RedirectResponse("/cluster", status_code=303)
+
 
     # ------------------------------------------------------------- executions
 
@@ -329,6 +355,7 @@ def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
         Route("/definitions/{name}/start", console.start, methods=["POST"]),
         Route("/metrics", console.metrics_page),
         Route("/healthz", console.healthz),
+        Route("/cluster/members/{node_id}/forget", console.forget_member, methods=["POST"]),
         Route("/login", login.page, methods=["GET"]),
         Route("/login", login.sign_in, methods=["POST"]),
         Mount("/static", StaticFiles(directory=static), name="static"),

@@ -35,6 +35,8 @@ def needed_role(method: str, path: str) -> str:
     """The role a request needs (see core/auth.py for what each role is)."""
     if path.startswith("/api/metadata"):
         return "admin" if method in _WRITE else "reader"
+    if path.startswith("/cluster/") and method in _WRITE:
+        return "admin"   # the cluster's membership, as stepping the leader down
     if path.startswith("/api/tasks"):
         if method == "POST" and len(path.rstrip("/").split("/")) == 6:   # /api/tasks/{workflow}/{ref}/{status}
             return "operator"   # completes whichever attempt runs: an operator's act, as a signal is

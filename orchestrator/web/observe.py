@@ -10,7 +10,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..cluster.election import LeaderInfo, MemberInfo
+from ..cluster.election import ElectionRecord, GoneMember, LeaderInfo, MemberInfo
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
@@ -56,6 +56,8 @@ class ClusterSnapshot:
     now_ms: int
     leader: LeaderInfo | None = None
     members: list[MemberInfo] = field(default_factory=list)
+    gone: list[GoneMember] = field(default_factory=list)          # seen before, not registered now
+    elections: list[ElectionRecord] = field(default_factory=list)  # recorded by each winner, newest first
     etcd_ok: bool = False
     etcd_ms: float = 0.0
     etcd_error: str = ""
@@ -136,9 +138,9 @@ async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True,
         snap.is_leader, snap.state, snap.status = election.is_leader, election.state.value, election.status
         started = time.perf_counter()
         try:
-            snap.leader = await bounded(election.leader())
-            remember(parts, snap.leader, snap.now_ms)
-            snap.members = await bounded(election.members())
+            snap.leader, roster, snap.elections = await bounded(asyncio.gather(
+                election.leader(), election.roster(), election.elections()))
+            snap.members, snap.gone = roster.members, roster.gone
             snap.etcd_ok = True
         except Exception as exc:
             snap.etcd_error = describe(exc)
@@ -166,12 +168,6 @@ async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True,
         row.problem = queue_problem(row, parts.node_id, snap.now_ms)
         snap.queues.append(row)
     return snap
-
-
-def remember(parts: ConsoleParts, leader: LeaderInfo | None, now: int) -> None:
-    seen = parts.leaders_seen
-    if leader is not None and (not seen or seen[-1][0] != leader.epoch):
-        seen.append((leader.epoch, leader.node_id, leader.elected_at_ms, now))
 
 
 @dataclass

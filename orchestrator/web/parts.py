@@ -7,7 +7,7 @@ very handlers the gRPC API runs, validation and errors included) and the counter
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -66,5 +66,3 @@ class ConsoleParts:
     engine: Callable[[], LeaderLoop | None]
     revoked: Callable[[], int]                    # dead leaders' leases this node revoked (LeaderWatch)
     console_address: str = ""
-    # (epoch, leader id, elected at ms, first seen at ms): the leaders this console saw, newest last
-    leaders_seen: deque[tuple[int, str, int, int]] = field(default_factory=lambda: deque(maxlen=10))
