@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -108,11 +109,15 @@ def test_without_the_credentials_redis_and_etcd_refuse(infrastructure: Infrastru
     certs = infrastructure.certs
     tls = {"ssl": True, "ssl_ca_certs": str(certs.ca), "ssl_certfile": str(certs.client_cert),
            "ssl_keyfile": str(certs.client_key)}
-    with pytest.raises(redis.exceptions.RedisError):   # no password: the default user is off
+    # no password: TLS is fine and Redis answers, refusing the default user (it is off)
+    with pytest.raises(redis.exceptions.AuthenticationError, match=r"(?i)authenticated|authentication required"):
         redis.Redis(host="127.0.0.1", port=infrastructure.redis_port, **tls).ping()
-    with pytest.raises(redis.exceptions.RedisError):   # no TLS at all
+    # no TLS at all: connected, then dropped at the handshake (not refused, not an answer of Redis)
+    with pytest.raises(redis.exceptions.ConnectionError) as plaintext:
         redis.Redis(host="127.0.0.1", port=infrastructure.redis_port, username="orchestrator",
                     password=PASSWORD, socket_timeout=3).ping()
+    assert type(plaintext.value) is redis.exceptions.ConnectionError, repr(plaintext.value)
+    assert re.search(r"Error while reading from|Connection closed by server", str(plaintext.value)), plaintext.value
     acl_user = redis.Redis(host="127.0.0.1", port=infrastructure.redis_port, username="orchestrator",
                            password=PASSWORD, **tls)
     assert acl_user.ping()
@@ -129,8 +134,10 @@ def test_without_the_credentials_redis_and_etcd_refuse(infrastructure: Infrastru
         finally:
             await etcd.close()
     ca = certs.ca.read_bytes()
-    with pytest.raises(EtcdUnavailable):   # etcd asks for a client certificate: none, no answer
+    with pytest.raises(EtcdUnavailable) as no_certificate:   # etcd asks for a client certificate: none, no answer
         asyncio.run(probe(grpc.ssl_channel_credentials(root_certificates=ca)))
+    # refused in the TLS handshake (its message varies), not a connection refused: etcd is there
+    assert "Connection refused" not in str(no_certificate.value), no_certificate.value
     assert asyncio.run(probe(grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=certs.client_key.read_bytes(),
         certificate_chain=certs.client_cert.read_bytes()))) > 0
