@@ -33,8 +33,9 @@ from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
 from ..core.namespaces import as_seen, namespace_of, own, qualified, relative
 from ..store import StoreUnavailable
-from . import operations
+from . import operations, reasons
 from .auth import COOKIE, TokenGate
+from .favicon import FAVICON
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
@@ -103,7 +104,7 @@ class Console:
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""),
-                                rel=relative)
+                                rel=relative, for_people=reasons.for_people, engine_fault=reasons.is_engine_fault)
         self.env.globals.update(node=parts, csrf=self.token, statuses=st.WORKFLOW_STATUSES,
                                 terminal=st.TERMINAL_WORKFLOW, operations=OPERATIONS)
 
@@ -166,7 +167,6 @@ class Console:
         except (EtcdError, TimeoutError) as exc:
             return self.problem(503, "etcd unavailable", f"etcd did not answer ({exc}); nothing was changed.")
         return RedirectResponse("/cluster", status_code=303)
-
 
     # ------------------------------------------------------------- executions
 
@@ -319,6 +319,9 @@ class Console:
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
 
+    async def favicon(self, request: Request) -> Response:
+        return Response(FAVICON, media_type="image/x-icon", headers={"Cache-Control": "public, max-age=86400"})
+
 
 def allowed_operations(state: m.WorkflowState) -> list[str]:
     """What the console offers for a workflow in its current status (the API checks again)."""
@@ -355,6 +358,7 @@ def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
         Route("/definitions/{name}/start", console.start, methods=["POST"]),
         Route("/metrics", console.metrics_page),
         Route("/healthz", console.healthz),
+        Route("/favicon.ico", console.favicon),
         Route("/cluster/members/{node_id}/forget", console.forget_member, methods=["POST"]),
         Route("/login", login.page, methods=["GET"]),
         Route("/login", login.sign_in, methods=["POST"]),

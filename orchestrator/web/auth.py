@@ -4,7 +4,7 @@ An ASGI middleware in front of the whole app: it finds the token (`Authorization
 Conductor's `X-Authorization`, or the console's cookie set by /login), decides the role the
 request needs from its method and path, and refuses before the route runs: 401 (no or unknown
 token; the console redirects a browser to /login instead) or 403. Open: /healthz, /static,
-/login and Conductor's /api/token exchange. The principal is left in the ASGI scope
+/favicon.ico, /login and Conductor's /api/token exchange. The principal is left in the ASGI scope
 (`scope["principal"]`) for routes that check more (a polling worker's task type).
 
 The same gate settles the namespace the request acts in (header `X-Namespace`, limited by a
@@ -28,7 +28,7 @@ _WRITE = ("POST", "PUT", "PATCH", "DELETE")
 
 
 def _open(path: str) -> bool:
-    return path in ("/healthz", "/login", "/api/token") or path.startswith("/static/")
+    return path in ("/healthz", "/login", "/api/token", "/favicon.ico") or path.startswith("/static/")
 
 
 def needed_role(method: str, path: str) -> str:
