@@ -72,10 +72,18 @@ def test_clients_with_the_client_certificate_get_in_and_others_do_not(secure: Se
             assert wait_for_status(client, workflow_id, "COMPLETED")["output"] == {"sealed": True}
         finally:
             background.stop()
-    with secure.client(tls_cert=None, tls_key=None) as no_certificate, pytest.raises(ClientError):
+    # the same call without the client certificate: the connection is made and dropped in the
+    # handshake, so no channel ever gets ready (not a refused connection, not an error of the call)
+    with secure.client(tls_cert=None, tls_key=None) as no_certificate, pytest.raises(ClientError) as refused:
         no_certificate.list_task_defs()
-    with WorkflowClient([secure.endpoint], timeout_s=3.0) as plaintext, pytest.raises(ClientError):
+    assert refused.value.code == "UNAVAILABLE", refused.value
+    assert "failed to connect to all addresses" in str(refused.value), refused.value
+    assert "Connection refused" not in str(refused.value) and "nothing listens" not in str(refused.value)
+    # without TLS at all: the client finds out the node speaks TLS and says so
+    with WorkflowClient([secure.endpoint], timeout_s=3.0) as plaintext, pytest.raises(ClientError) as refused:
         plaintext.list_task_defs()
+    assert refused.value.code == "UNAVAILABLE", refused.value
+    assert f"{secure.endpoint} speaks TLS and this client does not" in str(refused.value), refused.value
 
 
 def test_https_needs_the_client_certificate_too(secure: Secure) -> None:
@@ -85,10 +93,15 @@ def test_https_needs_the_client_certificate_too(secure: Secure) -> None:
     with httpx.Client(verify=with_certificate, timeout=10.0) as https:
         assert https.get(f"{secure.http}/healthz").status_code == 200
         assert https.get(f"{secure.http}/api/metadata/taskdefs").status_code == 200
+    # without the certificate, or in plain HTTP: the server hangs up without an answer (a refused
+    # connection or a timeout would not show that)
     without_certificate = ssl.create_default_context(cafile=str(certs.ca))
-    with httpx.Client(verify=without_certificate, timeout=10.0) as without, pytest.raises(httpx.HTTPError):
+    with httpx.Client(verify=without_certificate, timeout=10.0) as without, \
+            pytest.raises((httpx.RemoteProtocolError, httpx.ReadError, httpx.ConnectError)) as refused:
         without.get(f"{secure.http}/healthz")
-    with httpx.Client(timeout=10.0) as plaintext, pytest.raises(httpx.HTTPError):
+    assert "refused" not in str(refused.value).lower(), refused.value
+    with httpx.Client(timeout=10.0) as plaintext, pytest.raises(httpx.RemoteProtocolError,
+                                                                 match="disconnected without sending a response"):
         plaintext.get(secure.http.replace("https://", "http://") + "/healthz")
 
 
