@@ -41,6 +41,8 @@ class Shop:
     done: set[tuple[str, str]] = field(default_factory=set)     # (order, operation) applied
     duplicates: int = 0                                          # repeated deliveries ignored
     calls: Counter[str] = field(default_factory=Counter)         # operations applied, by name
+    refused: int = 0                                             # calls refused while the stock service was down
+    declined: int = 0                                            # charges declined (over the card limit)
     stock_down: threading.Event = field(default_factory=threading.Event)   # the stock service "crashed"
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -59,9 +61,14 @@ class Shop:
             if self._once(order_id, "create"):
                 self.orders[order_id] = Order(order_id, amount, items, "CREATED")
 
-    def reserve_stock(self, order_id: str) -> None:
+    def _stock_service_up(self) -> None:
         if self.stock_down.is_set():
+            with self.lock:
+                self.refused += 1
             raise Unavailable("the stock service is down")
+
+    def reserve_stock(self, order_id: str) -> None:
+        self._stock_service_up()
         with self.lock:
             if self._once(order_id, "reserve"):
                 order = self.orders[order_id]
@@ -73,6 +80,7 @@ class Shop:
         with self.lock:
             order = self.orders[order_id]
             if order.amount > CARD_LIMIT:
+                self.declined += 1
                 raise Declined(f"card declined: {order.amount} is over the limit of {CARD_LIMIT}")
             if self._once(order_id, "charge"):
                 self.charged[order_id] += order.amount
@@ -84,8 +92,7 @@ class Shop:
                 self.orders[order_id].status = "SHIPPED"
 
     def release_stock(self, order_id: str) -> None:
-        if self.stock_down.is_set():
-            raise Unavailable("the stock service is down")
+        self._stock_service_up()
         with self.lock:
             if self._once(order_id, "release"):
                 self.stock += self.reserved.pop(order_id, 0)
