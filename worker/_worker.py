@@ -14,6 +14,9 @@ How the pieces fit (each step is one small method below):
   current. A heartbeat left unanswered for a whole interval means the node
   is stuck (frozen, partitioned): the stream is dropped so that the next
   node extends the lease before it expires.
+* A node that stops gracefully sends a ``Drain`` after the last task it
+  pushed: the worker half-closes that stream and moves to the next node at
+  once, where its tasks in flight heartbeat and its results are re-sent.
 """
 
 from __future__ import annotations
