@@ -10,11 +10,14 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 
 from helpers import unique
+from orchestrator.api.events import SUBSCRIPTION_PREFIX
 from worker import ClientError, Event, Subscriber, subscribe
 
 
@@ -25,8 +28,39 @@ def wait_until(check: Any, timeout_s: float = 15.0) -> None:
         time.sleep(0.05)
 
 
-def test_each_group_gets_every_event_once_and_members_of_a_group_share_them(node: Any) -> None:
+@pytest.fixture(scope="module")
+def raw(node: Any) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(node.redis_url, decode_responses=True)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+class Topic:
+    """A topic's stream and its subscriptions' consumer groups, read from Redis."""
+
+    def __init__(self, raw: redis.Redis, node: Any, topic: str) -> None:
+        self.raw = raw
+        self.stream = f"wfo:{node.cluster}:ev:{topic}"
+
+    def group(self, name: str) -> dict[str, Any] | None:
+        try:
+            groups = self.raw.xinfo_groups(self.stream)
+        except redis.ResponseError:   # no stream yet
+            return None
+        return next((g for g in groups if g["name"] == SUBSCRIPTION_PREFIX + name), None)
+
+    def settled(self, name: str) -> bool:
+        """Every event of the topic was delivered to the group and acknowledged (or dead-lettered):
+        none can be delivered again."""
+        group, last = self.group(name), self.raw.xrevrange(self.stream, count=1)
+        return bool(group and last and group["pending"] == 0 and group["last-delivered-id"] == last[0][0])
+
+
+def test_each_group_gets_every_event_once_and_members_of_a_group_share_them(node: Any, raw: redis.Redis) -> None:
     topic = unique("orders.created")
+    stream = Topic(raw, node, topic)
     seen: dict[str, Counter[str]] = {"billing": Counter(), "shipping": Counter()}
     lock = threading.Lock()
 
@@ -43,12 +77,12 @@ def test_each_group_gets_every_event_once_and_members_of_a_group_share_them(node
     for member in members:
         member.start()
     try:
-        time.sleep(1.0)   # the groups exist once each member asked (they start at the topic's end)
+        # the groups exist once a member asked (they start at the topic's end)
+        wait_until(lambda: stream.group("billing") and stream.group("shipping"))
         orders = [f"o{i}" for i in range(40)]
         for order in orders:
             node.client.publish_event(topic, {"order": order}, key=order)
-        wait_until(lambda: sum(seen["billing"].values()) >= 40 and sum(seen["shipping"].values()) >= 40)
-        time.sleep(0.5)
+        wait_until(lambda: stream.settled("billing") and stream.settled("shipping"))   # nothing more comes
     finally:
         for member in members:
             member.stop()
@@ -57,8 +91,10 @@ def test_each_group_gets_every_event_once_and_members_of_a_group_share_them(node
     assert members[0].stats.handled + members[1].stats.handled == 40
 
 
-def test_an_event_whose_handler_failed_is_delivered_again_and_dead_lettered_after_max_deliveries(node: Any) -> None:
+def test_an_event_whose_handler_failed_is_delivered_again_and_dead_lettered_after_max_deliveries(
+        node: Any, raw: redis.Redis) -> None:
     topic = unique("payments")
+    stream = Topic(raw, node, topic)
     attempts: Counter[str] = Counter()
 
     @subscribe(topic, group="flaky", redeliver_after_s=0.5, max_deliveries=3)
@@ -70,13 +106,16 @@ def test_an_event_whose_handler_failed_is_delivered_again_and_dead_lettered_afte
     subscriber = Subscriber(endpoints=[node.endpoint], handlers=[handle], wait_s=0.3)
     subscriber.start()
     try:
-        time.sleep(0.8)
+        wait_until(lambda: stream.group("flaky"))   # it starts at the topic's end: publish after
         node.client.publish_event(topic, {"id": "good"})
         poison_id = node.client.publish_event(topic, {"id": "poison"})
-        wait_until(lambda: attempts["good"] >= 2 and attempts["poison"] >= 3)
-        time.sleep(1.5)   # past another redelivery time: the poison event is not delivered a 4th time
-        letters = [e for e in node.client.read_events("deadletter", limit=1000)
-                   if e["payload"].get("eventId") == poison_id]
+
+        def dead_letters() -> list[dict[str, Any]]:
+            return [e for e in node.client.read_events("deadletter", limit=1000)
+                    if e["payload"].get("eventId") == poison_id]
+        # the poison event dead-lettered and both acknowledged: neither can be delivered again
+        wait_until(lambda: dead_letters() and stream.settled("flaky"))
+        letters = dead_letters()
     finally:
         subscriber.stop()
     assert attempts == Counter({"good": 2, "poison": 3})
