@@ -124,7 +124,8 @@ def test_handlers_start_complete_fail_and_terminate_workflows(node: Any, bus: Bu
     bus.register({"name": "on_cancelled", "event": "cancelled", "actions": [
         {"action": "terminate_workflow", "terminate_workflow": {"workflowId": "${$.payload.workflowId}",
                                                                 "terminationReason": "customer cancelled"}}]})
-    time.sleep(1.2)   # the nodes pick up new handlers within a second; events before that wait in the group
+    # no pause: registering a handler makes its consumer group, so events published before a node
+    # picks the handler up (within a second) wait in the group for it
     run = uuid.uuid4().hex[:6]
     orders = {f"{run}-A": 50, f"{run}-B": 500, f"{run}-C": 20}
     for order, amount in orders.items():
@@ -168,7 +169,14 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             assert consumers.duplicates == 2
             workflow_id = raw.get(f"wfo:{node.cluster}:idem:event:replay_start:{event.event_id}")
             assert workflow_id
-            await asyncio.sleep(0.5)   # the node decides it: its WAIT task is in progress
+            deadline = time.monotonic() + 20   # the node decides it: its WAIT task goes in progress
+            while True:
+                state = await store.load(workflow_id)
+                if state is not None and any(t.spec.ref == "w" and t.runtime.status == "IN_PROGRESS"
+                                             for t in state.tasks):
+                    break
+                assert time.monotonic() < deadline, f"the started workflow was never decided: {state}"
+                await asyncio.sleep(0.05)
             finish = normalise_handler({"name": "replay_done", "event": "replay", "actions": [
                 {"action": "complete_task", "complete_task": {"workflowId": workflow_id, "taskRefName": "w"}},
                 {"action": "publish", "publish": {"topic": "replayed", "payload": {"n": 1}}}]})
@@ -243,7 +251,6 @@ def test_bad_input_is_refused_and_a_failing_action_is_dead_lettered_alone(node: 
         {"action": "start_workflow", "start_workflow": {"name": "nope"}}]})
     bus.register({"name": "fine", "event": "mixed", "actions": [
         {"action": "start_workflow", "start_workflow": {"name": "ingest", "correlationId": "${$.payload.tag}"}}]})
-    time.sleep(1.2)
     tag = f"mixed-{uuid.uuid4().hex[:6]}"
     event_id = bus.publish("mixed", {"tag": tag})
     wait_until(lambda: by_correlation(raw, node.cluster, tag), what="the good handler's start")
@@ -274,8 +281,7 @@ def test_sigkill_of_leader_and_follower_during_a_burst_starts_each_workflow_once
         bus.register({"name": "ingest_all", "event": "burst", "redeliverAfterSeconds": 1, "maxDeliveries": 20,
                       "actions": [{"action": "start_workflow", "start_workflow": {
                           "name": "ingest", "input": {"n": "${$.payload.n}"}}}]})
-        time.sleep(1.5)
-        total = 2000
+        total = 2000   # published at once: the handler's group exists from its registration
         published: list[str] = []
         failed: list[int] = []
 
