@@ -236,6 +236,16 @@ def test_event_handlers_act_within_their_namespace(teams: Teams) -> None:
         time.sleep(0.1)
     assert len(started) == 1 and wait_for_status(a_ops, started[0]["workflow_id"], "COMPLETED")["output"] == {
         "team": "a"}
+    # team b's handler has handled whatever its topic held before: two events of its own, published
+    # after team a's, one after the other, each started team b's child (a batch of events is
+    # handled at once, so the second one is read only after the first's batch is done)
+    for _ in range(2):
+        mark = f"mark-{uuid.uuid4().hex[:6]}"
+        b_ops.publish_event(topic, {"order": mark})
+        deadline = time.monotonic() + 20
+        while not b_ops.search_workflows(name="child", correlation_id=mark, limit=5)[0]:
+            assert time.monotonic() < deadline, "team b's handler never started its child"
+            time.sleep(0.05)
     assert b_ops.search_workflows(name="child", correlation_id=order, limit=5)[0] == []   # team b's did not run
     victim = b_ops.start_workflow("checkout", {"which": "pack"})   # no worker: it waits on charge_card
     a_ops.publish_event(f"{topic}_stop", {"workflowId": victim})
