@@ -28,11 +28,13 @@ venv: $(STAMP)
 lock: $(UV)
 	$(UV) lock $(if $(UPGRADE),--upgrade)
 
-# The etcd server and etcdctl, and the Redis server, from Debian when they are missing.
+# The etcd server and etcdctl, the Redis server, and faketime (a node with a wrong clock in
+# tests/test_clock_skew.py), from Debian when they are missing.
 servers:
-	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null || { \
-	  echo "installing etcd-server, etcd-client and redis-server from Debian"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server; }
+	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null \
+	  && command -v faketime >/dev/null || { \
+	  echo "installing etcd-server, etcd-client, redis-server and faketime from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server faketime; }
 
 # Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).
 browser:

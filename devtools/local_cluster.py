@@ -106,15 +106,16 @@ class PortPlan:
 def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_endpoints: list[str],
                cluster: str, lease_ttl_s: float, log_level: str = "INFO",
                redis_sentinels: list[str] | None = None, extra: list[str] | None = None,
-               http_port: int | None = None) -> ManagedProcess:
+               http_port: int | None = None, prefix: list[str] | None = None) -> ManagedProcess:
     """Start `orchestrator node` as a child process; returns once its gRPC port is open.
     `extra`: more `orchestrator node` flags (e.g. --retention, --archive-dir). Its console and
-    /metrics listen on `http_port` (a free port when None; 0: no console)."""
+    /metrics listen on `http_port` (a free port when None; 0: no console). `prefix`: a command
+    the node runs under (e.g. `faketime -f -30s` for a node whose clock is off)."""
     redis = ["--redis-sentinels", ",".join(redis_sentinels)] if redis_sentinels else ["--redis-url", redis_url]
     if http_port is None:
         http_port = free_port()
     console = f"{LOOPBACK}:{http_port}" if http_port else ""
-    argv = [sys.executable, "-m", "orchestrator.cli", "node", "--node-id", node_id,
+    argv = [*(prefix or []), sys.executable, "-m", "orchestrator.cli", "node", "--node-id", node_id,
             "--listen", f"{LOOPBACK}:{port}", "--http-listen", console, *redis,
             "--etcd", ",".join(etcd_endpoints), "--cluster", cluster,
             "--lease-ttl", str(lease_ttl_s), "--log-level", log_level, *(extra or [])]

@@ -29,6 +29,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from . import api, rest, web
 from .archive import DirectoryArchive
+from .cluster.clock_sync import ClockSync
 from .cluster.deciding import Decider
 from .cluster.retention import Retention
 from .cluster.dispatch import Dispatcher
@@ -114,7 +115,9 @@ class Node:
         self.tracing = Tracing.from_settings(config.node_id, config.cluster, config.trace_file)
         self.dispatcher = Dispatcher(self.store, tracing=self.tracing)
         self.notifier = Notifier(self.store)
-        self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision)
+        self.clock_sync = ClockSync(self.store)
+        self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision,
+                               node_id=config.node_id)
         self.event_consumers = EventConsumers(self.store, config.node_id, on_workflows=self.decider.soon,
                                               max_payload_bytes=config.max_payload_bytes)
         self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)
@@ -141,6 +144,7 @@ class Node:
         self.tokens = self._load_tokens()
         self.tls = self._load_tls()
         self.console = self._bind_console()
+        await self.clock_sync.start()   # on Redis's clock before any time is stored or compared
         await self.dispatcher.start()
         await self.http_tasks.start()
         await self.notifier.start()
@@ -401,6 +405,7 @@ class Node:
         await self.http_tasks.stop()
         await self.dispatcher.stop()
         await self.notifier.stop()
+        await self.clock_sync.stop()
         await self.store.close()
         self.tracing.shutdown()
 

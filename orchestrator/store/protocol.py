@@ -333,5 +333,9 @@ class Store(Protocol):
     async def health(self) -> StoreHealth:
         """Ask the store how it is (one round trip); never raises: `ok` is False with the error."""
 
+    async def server_time_ms(self) -> float:
+        """The store server's own clock, in milliseconds since the epoch: the cluster's time base
+        (core/clock.py). Raises StoreUnavailable."""
+
     async def close(self) -> None: ...
 

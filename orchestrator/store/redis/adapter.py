@@ -884,6 +884,11 @@ class RedisStore:
             counts = await pipe.execute()
         return {status: int(count) for status, count in zip(WORKFLOW_STATUSES, counts)}
 
+    @_unavailable_as_store_error
+    async def server_time_ms(self) -> float:
+        seconds, microseconds = await self._redis.time()
+        return int(seconds) * 1000 + int(microseconds) / 1000
+
     async def health(self) -> StoreHealth:
         started = time.perf_counter()
         try:
