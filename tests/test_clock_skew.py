@@ -13,10 +13,13 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
@@ -37,32 +40,41 @@ def skew_step(data: dict[str, Any]) -> dict[str, Any]:
     return {"n": data.get("n")}
 
 
+@dataclass
+class Skewed:
+    endpoint: str        # the skewed node's gRPC address
+    plain: str           # the other node's
+    metrics_url: str     # the skewed node's /metrics
+    skew_s: float        # how far its clock is off (negative: behind)
+
+
 def _node(tmp: Path, name: str, etcd: EtcdCluster, redis_server: RedisServer, cluster: str,
-          skew: str | None) -> tuple[ManagedProcess, str]:
-    port = free_port()
+          skew: str | None) -> tuple[ManagedProcess, str, str]:
+    port, http_port = free_port(), free_port()
     process = start_node(tmp / name, node_id=name, port=port, redis_url=redis_server.url,
-                         etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=TTL_S, http_port=0,
+                         etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=TTL_S, http_port=http_port,
                          prefix=["faketime", "-f", skew] if skew else None)
-    return process, f"127.0.0.1:{port}"
+    return process, f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/metrics"
 
 
 @pytest.fixture
 def two_nodes(request: pytest.FixtureRequest, tmp_path: Path, etcd: EtcdCluster,
-              redis_server: RedisServer) -> Iterator[tuple[str, str]]:
-    """(endpoint of the skewed node, endpoint of the other); `request.param` = (skew, skewed node leads)."""
+              redis_server: RedisServer) -> Iterator[Skewed]:
+    """`request.param` = (skew, whether the skewed node leads)."""
     skew, skewed_leads = request.param
     cluster = f"skew{uuid.uuid4().hex[:8]}"
     started: list[ManagedProcess] = []
     try:
         order = [("skewed", skew), ("plain", None)] if skewed_leads else [("plain", None), ("skewed", skew)]
         endpoints: dict[str, str] = {}
+        metrics: dict[str, str] = {}
         for name, node_skew in order:
-            process, endpoints[name] = _node(tmp_path, name, etcd, redis_server, cluster, node_skew)
+            process, endpoints[name], metrics[name] = _node(tmp_path, name, etcd, redis_server, cluster, node_skew)
             started.append(process)
             if not endpoints.keys() - {name}:   # the first one: let it lead before the second starts
                 with WorkflowClient([endpoints[name]]) as first:
                     assert wait_for_leader(first, 20.0)["leader_id"] == name
-        yield endpoints["skewed"], endpoints["plain"]
+        yield Skewed(endpoints["skewed"], endpoints["plain"], metrics["skewed"], float(skew.rstrip("s")))
     finally:
         for process in started:
             process.stop()
@@ -71,8 +83,8 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path, etcd: EtcdCluster,
 @pytest.mark.parametrize("two_nodes", [("-30s", False), ("+30s", False), ("-30s", True), ("-6s", False)],
                          ids=["follower-30s-behind", "follower-30s-ahead", "leader-30s-behind",
                               "follower-6s-behind"], indirect=True)
-def test_a_skewed_node_fails_nothing_and_timers_keep_their_time(two_nodes: tuple[str, str]) -> None:
-    skewed, plain = two_nodes
+def test_a_skewed_node_fails_nothing_and_timers_keep_their_time(two_nodes: Skewed) -> None:
+    skewed, plain = two_nodes.endpoint, two_nodes.plain
     name = f"skew_{uuid.uuid4().hex[:6]}"
     with WorkflowClient([plain]) as client:
         client.register_task_def({"name": "skew_step", "retryCount": 2, "responseTimeoutSeconds": 5})
@@ -100,3 +112,9 @@ def test_a_skewed_node_fails_nothing_and_timers_keep_their_time(two_nodes: tuple
         pause = next(t for t in tasks if t["reference_name"] == "pause")
         waited = pause["ended_at_ms"] - pause["started_at_ms"]
         assert WAIT_MS <= waited <= WAIT_MS + LATE_MS, f"the WAIT of {workflow['workflow_id']} lasted {waited} ms"
+
+    # the node knows how far off it is: Redis's clock is ahead of it by minus its skew
+    families = text_string_to_metric_families(httpx.get(two_nodes.metrics_url, timeout=10).text)
+    [offset] = [sample.value for family in families if family.name == "orchestrator_clock_offset_seconds"
+                for sample in family.samples]
+    assert abs(offset + two_nodes.skew_s) < 1.0, offset

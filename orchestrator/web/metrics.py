@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
+from ..core import clock
 from .observe import ClusterSnapshot, bounded, cluster_snapshot
 from .parts import ConsoleParts
 
@@ -47,6 +48,8 @@ METRICS = {
                                        "(decided again)",
     "orchestrator_store_up": "1 when Redis answered this scrape's ping",
     "orchestrator_etcd_up": "1 when etcd answered this scrape's read",
+    "orchestrator_clock_offset_seconds": "How far Redis's clock, which every node works on, is ahead of this "
+                                         "node's own wall clock (negative: behind); large means broken NTP",
 }
 
 
@@ -145,6 +148,8 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("orchestrator_store_up", METRICS["orchestrator_store_up"],
                                 value=1 if snap.store.ok else 0)
         yield GaugeMetricFamily("orchestrator_etcd_up", METRICS["orchestrator_etcd_up"], value=1 if snap.etcd_ok else 0)
+        yield GaugeMetricFamily("orchestrator_clock_offset_seconds", METRICS["orchestrator_clock_offset_seconds"],
+                                value=clock.offset_ms() / 1000)
 
 
 class NodeMetrics:
