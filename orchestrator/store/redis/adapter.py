@@ -5,6 +5,11 @@ commands are used only to read and to store definitions. Any node may start,
 terminate, claim, heartbeat and report results; only the leader's engine calls the
 fenced `apply_decisions`, `expire_lease`, `defer` and `raise_epoch`.
 Redis errors leave this module as `StoreUnavailable` only.
+
+With `min_replicas` N > 0, every write a caller is told about (marked `_acknowledged` below:
+starts, results, signals, operations, published events, definitions) returns only once N
+replicas hold it, through one `ReplicationBarrier` round shared by every write completed
+meanwhile (`replication.py`, which also says why the node's own writes need no wait).
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, D
                         ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic, TopicInfo)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
-from .errors import REDIS_UNAVAILABLE
+from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys
+from .replication import ReplicationBarrier
 
 T = TypeVar("T")
 CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]])
@@ -53,6 +59,7 @@ WAIT_GROUP_PREFIX = "wait:"   # the consumer group of a topic WAIT tasks wait on
 MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
 MAX_LOG_CHARS = 4096         # characters kept of one log line
 SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
+REPLICA_TIMEOUT_MS = 1000   # how long an acknowledged write waits for `min_replicas` replicas by default
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -62,6 +69,30 @@ def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
             return await method(*args, **kwargs)
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        except ResponseError as exc:
+            if refuses_writes(exc):   # too few replicas, a demoted master: nothing was written
+                raise StoreUnavailable(refusal_text(exc)) from exc
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
+    """A write whose answer a caller is given: with `min_replicas`, the answer waits until that
+    many replicas hold what the call wrote or read (a refusal such as "already completed" too,
+    as it may describe a write not yet replicated). Raises StoreUnavailable when they do not
+    confirm in time: the write is then stored on the master, not acknowledged."""
+    @functools.wraps(method)
+    async def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
+        barrier = self.replication
+        if barrier is None:
+            return await method(self, *args, **kwargs)
+        try:
+            answer = await method(self, *args, **kwargs)
+        except (NotFound, FailedPrecondition):
+            await barrier.confirmed()
+            raise
+        await barrier.confirmed()
+        return answer
     return wrapper  # type: ignore[return-value]
 
 
@@ -115,10 +146,14 @@ class RedisAccess:
 class RedisStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, *, max_value_bytes: int = 1024 * 1024,
-                 max_workflow_bytes: int = 16 * 1024 * 1024) -> None:
+                 max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
+                 replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
-        `max_workflow_bytes`: the largest a workflow's record may grow to."""
+        `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
+        replicas that must hold an acknowledged write before its answer (0: the master alone),
+        within `replica_timeout_ms` (else StoreUnavailable), asked on `barrier_client` (a client
+        of the same Redis with a pool of its own; by default `client`)."""
         # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
@@ -129,35 +164,55 @@ class RedisStore:
         self._scripts: dict[str, Any] = {}   # Lua source -> its registered script
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
+        self._barrier_client: Any = barrier_client
+        self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
+                                               replica_timeout_ms) if min_replicas > 0 else None)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
-                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, access: RedisAccess | None = None) -> RedisStore:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url, max_connections=MAX_CONNECTIONS, timeout=POOL_WAIT_S, decode_responses=True, health_check_interval=5,
-            socket_keepalive=True, retry_on_timeout=True, **(access.url_options(url) if access else {}))
-        return cls(aioredis.Redis(connection_pool=pool), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
+                 idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, access: RedisAccess | None = None,
+                 min_replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS) -> RedisStore:
+
+        def client(connections: int) -> aioredis.Redis:
+            pool = aioredis.BlockingConnectionPool.from_url(
+                url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=True, health_check_interval=5,
+                socket_keepalive=True, retry_on_timeout=True, **(access.url_options(url) if access else {}))
+            return aioredis.Redis(connection_pool=pool)
+        return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
+                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms,
+                   barrier_client=client(1) if min_replicas > 0 else None)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
                        *, max_value_bytes: int = 1024 * 1024, idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
-                       access: RedisAccess | None = None) -> RedisStore:
+                       access: RedisAccess | None = None, min_replicas: int = 0,
+                       replica_timeout_ms: int = REPLICA_TIMEOUT_MS) -> RedisStore:
         """Follow the master that Sentinel names; after a failover, reconnect to the new one.
         `access` (the ACL user and TLS) applies to the Sentinels and to the master alike."""
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         options = access.connection_options() if access else {}
         sentinel = Sentinel(addresses, socket_timeout=1.0, sentinel_kwargs=dict(options),
                             **options)
-        client = sentinel.master_for(master, decode_responses=True, db=db,
-                                     health_check_interval=5, socket_keepalive=True, retry_on_timeout=True,
-                                     max_connections=MAX_CONNECTIONS)
-        return cls(client, prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes)
+
+        def client(connections: int, **more: Any) -> aioredis.Redis:
+            found: aioredis.Redis = sentinel.master_for(
+                master, decode_responses=True, db=db, health_check_interval=5, socket_keepalive=True,
+                retry_on_timeout=True, max_connections=connections, **more)
+            return found
+        # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
+        barrier = client(1, socket_timeout=replica_timeout_ms / 1000 + 1) if min_replicas > 0 else None
+        return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
+                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier)
 
     @property
     def prefix(self) -> str:
         return self.keys.prefix
 
     async def close(self) -> None:
+        if self.replication is not None:
+            await self.replication.close()
+        if self._barrier_client is not None:
+            await self._barrier_client.aclose()
         await self._redis.aclose()
 
     async def _run(self, source: str, named: dict[str, Any], *blobs: str) -> Any:
@@ -170,6 +225,7 @@ class RedisStore:
     # ------------------------------------------------------------- definitions
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def put_task_def(self, definition: TaskDef) -> None:
         name = definition["name"]
         concurrency, rate = definition["concurrentExecLimit"], definition["rateLimitPerFrequency"]
@@ -200,6 +256,7 @@ class RedisStore:
         return {n: json.loads(v) for n, v in zip(wanted, values) if v}
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def put_workflow_def(self, definition: WorkflowDef) -> None:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.workflow_def(definition["name"]), str(definition["version"]), dumps(definition))
@@ -278,6 +335,7 @@ class RedisStore:
         return {"workflow": definition, "taskDefs": task_defs, "subWorkflows": workflows}
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def start_workflow(self, workflow_id: str, snapshot: Snapshot, workflow_input: dict[str, Any],
                              correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
         """Start from a snapshot as given (no check that it is still the latest)."""
@@ -287,6 +345,7 @@ class RedisStore:
         return outcome
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
                             correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
         """Start the definition `name` (version 0 = latest) from this node's snapshot cache.
@@ -360,6 +419,7 @@ class RedisStore:
         return found
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
         answer = json.loads(await self._run(
             scripts.TERMINATE, {"id": workflow_id, "reason": reason, "now": now_ms, "compensate": compensate}))
@@ -370,6 +430,7 @@ class RedisStore:
                                      "only a running, paused or compensating workflow can be terminated")
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def operate(self, workflow_id: str, *, allowed: Iterable[str], new_status: str = "",
                       command: dict[str, Any] | None = None, now_ms: int) -> None:
         allowed = list(allowed)
@@ -383,6 +444,7 @@ class RedisStore:
                                      f"needs one of {', '.join(allowed)}")
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def signal_task(self, workflow_id: str, task_id: str, status: TaskStatus, output_json: str,
                           reason: str, now_ms: int) -> None:
         answer = json.loads(await self._run(
@@ -509,6 +571,7 @@ class RedisStore:
                                                        "worker": worker_id}))
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
         answer = json.loads(await self._run(
@@ -517,6 +580,7 @@ class RedisStore:
         return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"], answer.get("type", ""))
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int, *,
                            delay_ms: int = 0, output_json: str = "") -> bool:
         return bool(await self._run(scripts.RELEASE_TASK, {"id": workflow_id, "task": task_id, "now": now_ms,
@@ -524,6 +588,7 @@ class RedisStore:
                                     output_json))
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def add_task_logs(self, task_id: str, lines: list[tuple[int, str]]) -> None:
         key = self.keys.task_log(task_id)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -672,6 +737,8 @@ class RedisStore:
         for reply in replies:
             if isinstance(reply, REDIS_UNAVAILABLE):
                 raise reply
+            if refuses_writes(reply):   # not this decision's fault: nothing applied, decide again later
+                raise StoreUnavailable(refusal_text(reply))
         return replies
 
     async def _evalsha_pipelined(self, argument_lists: list[list[str]]) -> list[Any]:
@@ -721,6 +788,7 @@ class RedisStore:
     # ------------------------------------------------------------- the event bus
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
         return str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms}, payload_json))
 
@@ -736,6 +804,7 @@ class RedisStore:
         return [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries]
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def configure_topic(self, topic: str, max_len: int, max_age_s: int = 0) -> TopicInfo:
         async with self._redis.pipeline(transaction=True) as pipe:
             if max_len:
@@ -764,6 +833,7 @@ class RedisStore:
         return TopicInfo(int(max_len or DEFAULT_TOPIC_MAX_LEN), int(length), int(max_age or 0))
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def watch_topics(self, topics: Iterable[str]) -> None:
         for topic in sorted(set(topics)):
             await self.ensure_group(topic, WAIT_GROUP_PREFIX + topic)
@@ -782,6 +852,7 @@ class RedisStore:
                 raise
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def put_event_handler(self, handler: dict[str, Any]) -> None:
         await self._run(scripts.PUT_HANDLER, {"name": handler["name"], "topic": handler["event"]}, dumps(handler))
 
@@ -791,6 +862,7 @@ class RedisStore:
         return [json.loads(stored[name]) for name in sorted(stored)]
 
     @_unavailable_as_store_error
+    @_acknowledged
     async def remove_event_handler(self, name: str) -> bool:
         return bool(await self._run(scripts.REMOVE_HANDLER, {"name": name}))
 

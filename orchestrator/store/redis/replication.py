@@ -1,0 +1,170 @@
+"""Acknowledge only what N Redis replicas hold: one WAIT per round of writes, however many callers.
+
+Redis replicates asynchronously: what the master acknowledged but had not yet sent to a replica
+dies with it when that replica is promoted. With `min_replicas` N > 0 the store therefore waits,
+before a write it acknowledges leaves the node (a start, a worker's result, a signal, an
+operation, a published event, a definition), until N replicas hold it.
+
+`WAIT numreplicas timeout` waits for the replication offset of the *calling connection's* last
+write: on a pooled connection that wrote nothing it returns at once and proves nothing. But
+replication is one ordered stream: a replica that acknowledged offset X holds everything the
+master executed before X, whichever connection wrote it. So a round writes a tiny barrier key
+(INCR) and WAITs on the same connection, in one pipeline; when WAIT answers >= N, every write
+any connection completed before the INCR was sent is on N replicas.
+
+Rounds are coalesced: a caller whose write has completed joins the round that has not been sent
+yet (when a round is in flight, its INCR may have been sent before this caller's write completed,
+so the caller waits for the next one); one round then serves every caller that joined it. Under
+load that is one WAIT per batch of writes, not per call; with N = 0 there is no barrier at all.
+
+What the barrier does not cover, on purpose: a node's own background writes (decisions, timers,
+the reaper, sweeps, claims, heartbeats, event deliveries and acknowledgements) are not waited
+for. Losing them in a failover is correct because the promoted replica holds a *prefix* of the
+master's history (the stream is ordered): a consistent earlier state, never one with a hole, and
+every confirmed event carries what redoes its consequences:
+- a decision: the event that caused it (start, result, signal, operation) was stored with a
+  reminder in the decide set in the same script, so the leader's sweep decides it again;
+- a timer, timeout or lease expiry the leader applied: its entry is still due and fires again;
+- a claim or heartbeat: the task is back in its queue (or its lease shorter); the worker's late
+  result is refused (UNKNOWN/STALE) and the attempt runs again: at-least-once, as after an
+  expired lease;
+- an event handler's action and its record: the event's acknowledgement (XACK) comes after them
+  in the stream, so it is lost too and the event is delivered again; the record keeps a repeat
+  from acting twice. A subscriber's lost acknowledgement redelivers the event (at-least-once);
+- the retention sweep: a lost deletion leaves the workflow to be archived again (same record);
+- a raised fencing epoch: the stored epoch goes back to an older term; the current leader's
+  writes still pass, and an older leader stops itself at its lease deadline (cluster/election).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from ..protocol import StoreUnavailable
+from .errors import REDIS_UNAVAILABLE
+
+log = logging.getLogger(__name__)
+
+ROUND_SLACK_S = 0.25      # on top of WAIT's own timeout, for the round trip of a round that hangs
+WARN_EVERY_S = 10.0       # at most one warning this often while rounds fail
+
+
+class ReplicationBarrier:
+    """`await barrier.confirmed()` after a write has completed: returns once `replicas` replicas
+    hold it, or raises StoreUnavailable after `timeout_ms` (the write is then stored on the
+    master but not acknowledged: a retry with the same idempotency key, task attempt or event
+    id changes nothing twice).
+
+    `redis`: a client whose pool is the barrier's own (one connection is enough: rounds run one
+    at a time), so a round never waits behind the node's other commands for a connection."""
+
+    def __init__(self, redis: Any, key: str, replicas: int, timeout_ms: int) -> None:
+        if replicas < 1:
+            raise ValueError("a replication barrier needs at least one replica (0: use none)")
+        if timeout_ms < 1:
+            raise ValueError("the replica timeout must be at least 1 ms")
+        self._redis = redis
+        self.key = key
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self._waiting: list[asyncio.Future[None]] = []   # callers of the next round (not sent yet)
+        self._driver: asyncio.Task[None] | None = None
+        self.rounds = 0                 # rounds sent
+        self.refusals = 0               # rounds that did not reach `replicas`
+        self._failing = False           # the last round failed: write first, WAIT only if that was taken
+        self._warned_at = 0.0
+
+    async def confirmed(self) -> None:
+        """Wait until `replicas` replicas hold every write this caller completed before calling."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting.append(waiter)
+        if self._driver is None:
+            self._driver = loop.create_task(self._drive())
+        try:
+            # the caller's own bound: a round in flight when it joined does not add to it
+            async with asyncio.timeout(self.timeout_ms / 1000):
+                await waiter
+        except TimeoutError:
+            raise StoreUnavailable(self._refusal("")) from None
+
+    async def close(self) -> None:
+        if self._driver is not None:
+            self._driver.cancel()
+            await asyncio.gather(self._driver, return_exceptions=True)
+        for waiter in self._waiting:
+            waiter.cancel()
+        self._waiting = []
+
+    async def _drive(self) -> None:
+        """Send rounds while callers wait; each round serves the callers that joined before it was sent."""
+        try:
+            while self._waiting:
+                served, self._waiting = self._waiting, []
+                error: StoreUnavailable | None = None
+                try:
+                    acked = await self._round()
+                    if acked < self.replicas:
+                        error = StoreUnavailable(self._refusal(f"{acked} did"))
+                except StoreUnavailable as exc:
+                    error = exc
+                if error is not None:
+                    self._refused(error)
+                for waiter in served:
+                    if waiter.done():   # its caller gave up (timed out, cancelled)
+                        continue
+                    if error is None:
+                        waiter.set_result(None)
+                    else:
+                        waiter.set_exception(StoreUnavailable(str(error)))
+        finally:
+            self._driver = None
+
+    async def _round(self) -> int:
+        """INCR the barrier key and WAIT for it on the same connection; how many replicas hold it.
+
+        Normally both in one pipeline (one round trip). After a failed round the INCR goes alone
+        first: a master that refuses writes (min-replicas-to-write) then answers at once, instead
+        of after the WAIT that a pipeline would still run."""
+        self.rounds += 1
+        self._failing, failing = True, self._failing   # until this round proves otherwise
+        try:
+            async with asyncio.timeout(self.timeout_ms / 1000 + ROUND_SLACK_S):
+                if failing:
+                    await self._redis.incr(self.key)
+                    acked = await self._redis.execute_command("WAIT", self.replicas, self.timeout_ms)
+                else:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        pipe.incr(self.key)
+                        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+                        _, acked = await pipe.execute()
+            self._failing = int(acked) < self.replicas
+            return int(acked)
+        except TimeoutError:
+            return 0
+        except ResponseError as exc:   # NOREPLICAS (min-replicas-to-write), READONLY (demoted master), ...
+            why = str(exc).split(" script: ")[0]
+            raise StoreUnavailable(self._refusal(f"the master now refuses writes: {why}")) from exc
+        except REDIS_UNAVAILABLE as exc:
+            why = str(exc) or type(exc).__name__
+            raise StoreUnavailable(self._refusal(f"Redis did not answer: {why}")) from exc
+
+    def _refused(self, error: StoreUnavailable) -> None:
+        self.refusals += 1
+        now = time.monotonic()
+        if now - self._warned_at >= WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("writes are not confirmed by %d Redis replica(s) (%s); callers get UNAVAILABLE until "
+                        "they are (%d round(s) refused so far)", self.replicas, error, self.refusals)
+
+    def _refusal(self, why: str) -> str:
+        many = "replica" if self.replicas == 1 else "replicas"
+        return (f"the write is stored on the Redis master but not confirmed by {self.replicas} {many} within "
+                f"{self.timeout_ms} ms{f' ({why})' if why else ''}, so it is not acknowledged: it may be lost if "
+                "the master fails now. Retry it: a start with the same idempotency key, a task result or a signal "
+                "changes nothing twice")
