@@ -158,6 +158,12 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--redis-url", help="the Redis to keep state in, as redis://host:port/db")
     node.add_argument("--redis-sentinels", help="comma-separated Sentinel host:port list (instead of --redis-url)")
     node.add_argument("--redis-master", help="the master name the Sentinels monitor")
+    node.add_argument("--redis-min-replicas", dest="redis_min_replicas", type=int,
+                      help="acknowledge nothing until this many Redis replicas hold it (default 0: the master "
+                           "alone; what it acknowledged but had not yet replicated is lost if it dies)")
+    node.add_argument("--redis-replica-timeout-ms", dest="redis_replica_timeout_ms", type=int,
+                      help="how long a write waits for those replicas before the caller gets UNAVAILABLE "
+                           "(default 1000)")
     node.add_argument("--etcd", dest="etcd_endpoints", help="comma-separated etcd endpoints host:port")
     node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
     node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float,
@@ -1308,6 +1314,8 @@ def run_node(args: argparse.Namespace) -> int:
                                  http_listen=args.http_listen,
                                  redis_url=args.redis_url, redis_sentinels=args.redis_sentinels,
                                  redis_master=args.redis_master, etcd_endpoints=args.etcd_endpoints,
+                                 redis_min_replicas=args.redis_min_replicas,
+                                 redis_replica_timeout_ms=args.redis_replica_timeout_ms,
                                  cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
                                  retention_s=args.retention_s, archive_dir=args.archive_dir,
                                  log_format=args.log_format, trace_file=args.trace_file,

@@ -13,6 +13,8 @@ import yaml
 from .store.redis.keys import cluster_prefix
 
 MIB = 1024 * 1024
+MAX_MIN_REPLICAS = 16
+MAX_REPLICA_TIMEOUT_MS = 60_000
 
 
 def split_list(text: str) -> list[str]:
@@ -28,6 +30,10 @@ class NodeConfig:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; overrides redis_url
     redis_master: str = "mymaster"            # the master name the Sentinels monitor
+    # nothing is acknowledged (to a client, a worker, a publisher) until this many Redis replicas hold
+    # it (WAIT, one round per batch of writes); 0: as soon as the master has it (lost if it dies first)
+    redis_min_replicas: int = 0
+    redis_replica_timeout_ms: int = 1000      # longer than this unconfirmed: the caller gets UNAVAILABLE
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     cluster: str = "default"                  # names the election prefix and the Redis key prefix
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
@@ -85,6 +91,10 @@ class NodeConfig:
             raise ValueError("redis_tls_cert_file and redis_tls_key_file go together")
         if not 0 <= self.http_task_concurrency <= 10_000:
             raise ValueError("http_task_concurrency must be from 0 (the node runs no HTTP tasks) to 10000")
+        if not 0 <= self.redis_min_replicas <= MAX_MIN_REPLICAS:
+            raise ValueError(f"redis_min_replicas must be from 0 (the master alone) to {MAX_MIN_REPLICAS}")
+        if not 1 <= self.redis_replica_timeout_ms <= MAX_REPLICA_TIMEOUT_MS:
+            raise ValueError(f"redis_replica_timeout_ms must be from 1 to {MAX_REPLICA_TIMEOUT_MS}")
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
 

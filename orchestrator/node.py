@@ -104,14 +104,17 @@ class Node:
         access = RedisAccess(username=config.redis_username or None, password=config.redis_password(),
                              ca_file=config.redis_tls_ca_file, cert_file=config.redis_tls_cert_file,
                              key_file=config.redis_tls_key_file)
+        # acknowledged writes wait for this many replicas (store/redis/replication.py)
+        durability = {"min_replicas": config.redis_min_replicas, "replica_timeout_ms": config.redis_replica_timeout_ms}
         if config.redis_sentinels:
             self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
                                                    prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes,
-                                                   idempotency_ttl_s=idempotency_ttl_s, access=access)
+                                                   idempotency_ttl_s=idempotency_ttl_s, access=access,
+                                                   **durability)
         else:
             self.store = RedisStore.from_url(config.redis_url, prefix=config.redis_prefix,
                                              max_value_bytes=config.max_payload_bytes,
-                                             idempotency_ttl_s=idempotency_ttl_s, access=access)
+                                             idempotency_ttl_s=idempotency_ttl_s, access=access, **durability)
         self.tracing = Tracing.from_settings(config.node_id, config.cluster, config.trace_file)
         self.dispatcher = Dispatcher(self.store, tracing=self.tracing)
         self.notifier = Notifier(self.store)
