@@ -7,6 +7,8 @@ clusters here, so what the tests kill is exactly what a user runs.
 from __future__ import annotations
 
 import asyncio
+import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -19,14 +21,19 @@ from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import cluster_prefix
 
 from .certs import DevCerts
-from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, free_port, lost_its_port,
-                    start_etcd_cluster, start_redis, stop_all, wait_for_port)
+from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, SentinelServer, free_port, lost_its_port,
+                    start_etcd_cluster, start_redis, start_sentinel, stop_all, wait_for_port, wait_for_replicas)
 
 LOOPBACK = "127.0.0.1"
 
 
 MAX_PORT = 65535
 CONSOLE_OFFSET = 1000   # a fixed node port's console: gRPC port + 1000, as the node's own default
+SENTINEL_OFFSET = 20000  # a fixed Redis port's Sentinels: its port + 20000, + 1, ... (6379 -> 26379, as Redis's own)
+MAX_REPLICAS = 5
+# `make cluster REPLICAS=N` sets this: it overrides `redis_replicas` of the YAML file
+REPLICAS_ENV = "ORCHESTRATOR_REDIS_REPLICAS"
+SENTINEL_DOWN_AFTER_MS = 1000   # a killed master is noticed within a second, then a replica promoted
 
 
 @dataclass
@@ -38,6 +45,14 @@ class ClusterSettings:
     etcd_election_timeout_ms: int = 1000
     redis_port: int = 0
     redis_appendfsync: str = "everysec"
+    # The production shape (deploy/production/): this many replicas of the Redis master, and
+    # `sentinels` Sentinels (quorum: a majority) that the nodes find the master through; 0: one Redis.
+    redis_replicas: int = 0
+    sentinels: int = 3
+    # The nodes acknowledge a write once this many replicas hold it (their redis_min_replicas), and
+    # every Redis refuses writes with fewer replicas connected (min-replicas-to-write); default: 1
+    # with replicas, 0 without.
+    redis_min_replicas: int | None = None
     node_ports: list[int] = field(default_factory=lambda: [0, 0, 0])
     # each node's console and /metrics; default: its gRPC port + 1000 when that port is fixed, else a free one
     console_ports: list[int] = field(default_factory=list)
@@ -63,6 +78,17 @@ class ClusterSettings:
                     raise ValueError(f"node_ports: {port} leaves no room for its console at gRPC port + "
                                      f"{CONSOLE_OFFSET} ({port + CONSOLE_OFFSET} is above {MAX_PORT}); choose node "
                                      f"ports up to {MAX_PORT - CONSOLE_OFFSET}, give console_ports, or use 0")
+        if isinstance(self.redis_replicas, bool) or not isinstance(self.redis_replicas, int) \
+                or not 0 <= self.redis_replicas <= MAX_REPLICAS:
+            raise ValueError(f"redis_replicas: {self.redis_replicas!r} is not a number of replicas from 0 to "
+                             f"{MAX_REPLICAS}")
+        if self.redis_replicas and not 1 <= self.sentinels <= 7:
+            raise ValueError(f"sentinels: {self.sentinels!r} is not a number of Sentinels from 1 to 7")
+        if self.redis_min_replicas is None:
+            self.redis_min_replicas = min(1, self.redis_replicas)
+        if not 0 <= self.redis_min_replicas <= self.redis_replicas:
+            raise ValueError(f"redis_min_replicas: {self.redis_min_replicas} must be from 0 to redis_replicas "
+                             f"({self.redis_replicas}): a write cannot wait for replicas that do not exist")
         fixed = [p for p in [self.redis_port, *self.node_ports, *self.console_ports] if p]
         twice = sorted({p for p in fixed if fixed.count(p) > 1})
         if twice:
@@ -78,7 +104,17 @@ class ClusterSettings:
         unknown = set(values) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        replicas = os.environ.get(REPLICAS_ENV, "").strip()
+        if replicas:
+            if not replicas.isdigit():
+                raise ValueError(f"{REPLICAS_ENV}={replicas!r} (make cluster REPLICAS=...) is not a number of "
+                                 "replicas")
+            values["redis_replicas"] = int(replicas)
         return cls(**values)
+
+    @property
+    def min_replicas(self) -> int:
+        return self.redis_min_replicas or 0
 
 
 @dataclass
@@ -91,13 +127,17 @@ class PortPlan:
     nodes: dict[str, int]
     consoles: dict[str, int]
     fixed: set[int] = field(default_factory=set)   # the ones the settings give (not picked here)
+    replicas: list[int] = field(default_factory=list)    # Redis replicas
+    sentinels: list[int] = field(default_factory=list)
 
     def roles(self) -> list[tuple[int, str]]:
         """(port, what listens on it), in the order the cluster starts them."""
         rows = []
         for index, (client, peer) in enumerate(self.etcd):
             rows += [(client, f"etcd m{index} client"), (peer, f"etcd m{index} peer")]
-        rows.append((self.redis, "Redis"))
+        rows.append((self.redis, "Redis master" if self.replicas else "Redis"))
+        rows += [(port, f"Redis replica {index + 1}") for index, port in enumerate(self.replicas)]
+        rows += [(port, f"Sentinel {index + 1}") for index, port in enumerate(self.sentinels)]
         for node_id, port in self.nodes.items():
             rows += [(port, f"{node_id} gRPC"), (self.consoles[node_id], f"{node_id} console")]
         return rows
@@ -139,16 +179,20 @@ class LocalCluster:
     """etcd (N members), Redis with AOF, M orchestrator nodes and demo workers, on loopback."""
 
     def __init__(self, base_dir: Path, settings: ClusterSettings, *, fresh_election: bool = False,
-                 certs: DevCerts | None = None) -> None:
+                 certs: DevCerts | None = None, announce: bool = True) -> None:
         """`fresh_election`: etcd starts empty although Redis may keep data of an earlier run,
         so the fencing epoch stored in Redis is forgotten before any node starts. `certs`: the
-        nodes serve mutual TLS with them (clients need `certs.client_env()`)."""
+        nodes serve mutual TLS with them (clients need `certs.client_env()`). `announce`: with
+        replicas, print where they and the Sentinels are and how to kill the master."""
         self.certs = certs
+        self.announce = announce
         self.base_dir = Path(base_dir)
         self.settings = settings
         self.fresh_election = fresh_election
         self.etcd: EtcdCluster | None = None
-        self.redis: RedisServer | None = None
+        self.redis: RedisServer | None = None           # the master (the one Redis without replicas)
+        self.replicas: list[RedisServer] = []
+        self.sentinels: list[SentinelServer] = []
         self.nodes: dict[str, ManagedProcess] = {}
         self.node_ports: dict[str, int] = {}
         self.console_ports: dict[str, int] = {}
@@ -182,8 +226,18 @@ class LocalCluster:
                 consoles[node_id] = port + CONSOLE_OFFSET if s.node_ports[index] else pick()
                 if s.node_ports[index]:
                     fixed.add(consoles[node_id])
+        def near_redis(offset: int) -> int:   # beside a fixed Redis port when there is room, else a free one
+            port = s.redis_port + offset if s.redis_port else 0
+            if port and port <= MAX_PORT and port not in picked:
+                picked.add(port)
+                fixed.add(port)
+                return port
+            return pick()
+
+        replicas = [near_redis(1 + index) for index in range(s.redis_replicas)]
+        sentinels = [near_redis(SENTINEL_OFFSET + index) for index in range(s.sentinels if s.redis_replicas else 0)]
         self.ports = PortPlan(etcd=[(pick(), pick()) for _ in range(s.etcd_members)], redis=s.redis_port or pick(),
-                              nodes=nodes, consoles=consoles, fixed=fixed)
+                              nodes=nodes, consoles=consoles, fixed=fixed, replicas=replicas, sentinels=sentinels)
         return self.ports
 
     def start(self, *, workers: bool = True) -> LocalCluster:
@@ -192,12 +246,17 @@ class LocalCluster:
         try:
             self.etcd = start_etcd_cluster(self.base_dir / "etcd", s.etcd_members, s.etcd_election_timeout_ms,
                                            ports=plan.etcd)
+            options = self._redis_options()
             if s.redis_port:
                 self.redis = start_redis(self.base_dir / "redis", s.redis_port,
-                                         appendonly=True, appendfsync=s.redis_appendfsync)
+                                         appendonly=True, appendfsync=s.redis_appendfsync, options=options)
             else:
                 self.redis = start_redis(self.base_dir / "redis", appendonly=True, appendfsync=s.redis_appendfsync,
-                                         first_port=plan.redis)
+                                         first_port=plan.redis, options=options)
+            if s.redis_replicas:
+                self._start_replicas(plan, options)
+                if self.announce:
+                    print(self.describe_redis(), flush=True)
             if self.fresh_election:
                 asyncio.run(_forget_epoch(self.redis.url, cluster_prefix(s.name)))
             for node_id, port in plan.nodes.items():
@@ -213,6 +272,51 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    def _redis_options(self) -> list[str]:
+        """What every Redis of the cluster runs with, master and replicas alike (as deploy/production/)."""
+        if not self.settings.redis_replicas:
+            return []
+        return ["--min-replicas-to-write", str(self.settings.min_replicas), "--min-replicas-max-lag", "10",
+                "--repl-diskless-sync-delay", "0"]   # a new replica syncs at once (default: after 5 s)
+
+    def _start_replicas(self, plan: PortPlan, options: list[str]) -> None:
+        """The replicas (each beside the master, caught up before anything writes), then the Sentinels."""
+        assert self.redis is not None
+        s = self.settings
+        for index, port in enumerate(plan.replicas):
+            folder = self.base_dir / f"redis-replica-{index + 1}"
+            self.replicas.append(start_redis(folder, port, appendonly=True, appendfsync=s.redis_appendfsync,
+                                             replica_of=self.redis.port, options=options) if port in plan.fixed
+                                 else start_redis(folder, appendonly=True, appendfsync=s.redis_appendfsync,
+                                                  replica_of=self.redis.port, options=options, first_port=port))
+        wait_for_replicas(self.redis.port, s.redis_replicas)
+        for port in plan.sentinels:
+            self.sentinels.append(start_sentinel(self.base_dir / "sentinels", self.redis.port, master_name=s.name,
+                                                 down_after_ms=SENTINEL_DOWN_AFTER_MS, port=port,
+                                                 quorum=len(plan.sentinels) // 2 + 1))
+
+    def redis_flags(self) -> list[str]:
+        """The `orchestrator node` flags that say how to reach Redis (beside --redis-url / --redis-sentinels)."""
+        if not self.settings.redis_replicas:
+            return []
+        return ["--redis-master", self.settings.name, "--redis-min-replicas", str(self.settings.min_replicas)]
+
+    def describe_redis(self) -> str:
+        """Where the master, its replicas and the Sentinels are, and how to try a failover (replicas only)."""
+        if self.redis is None or not self.replicas:
+            return ""
+        s = self.settings
+        replicas = ", ".join(f"{r.port} (pid {r.process.pid})" for r in self.replicas)
+        return (f"Redis master on port {self.redis.port} (pid {self.redis.process.pid}), replica(s) on {replicas}; "
+                f"Sentinels on {', '.join(str(x.port) for x in self.sentinels)} (master name '{s.name}', quorum "
+                f"{len(self.sentinels) // 2 + 1}). The nodes follow the master through them and acknowledge a write "
+                f"once {s.min_replicas} replica(s) hold it. Try `kill -9 {self.redis.process.pid}`: a Sentinel "
+                f"promotes a replica in about {SENTINEL_DOWN_AFTER_MS / 1000 + 1:g} s"
+                + (", and with no replica left behind it writes are refused (UNAVAILABLE) until one is back; "
+                   "start the old master again with\n  " + " ".join(map(shlex.quote, self.redis.process.argv))
+                   + "\nand a Sentinel turns it into the new master's replica"
+                   if s.redis_replicas <= s.min_replicas else ""))
 
     def start_node(self, node_id: str, port: int | None = None, *, may_move: bool | None = None) -> ManagedProcess:
         """Start (or restart) one node; a restarted node keeps its id, ports and command line (its
@@ -239,9 +343,10 @@ class LocalCluster:
                 self.nodes[node_id] = start_node(
                     self.base_dir / "logs", node_id=node_id, port=self.node_ports[node_id],
                     redis_url=self.redis.url, etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
+                    redis_sentinels=[x.address for x in self.sentinels] or None,
                     lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
                     http_port=self.console_ports[node_id],
-                    extra=[*(self.certs.node_flags() if self.certs is not None else []),
+                    extra=[*(self.certs.node_flags() if self.certs is not None else []), *self.redis_flags(),
                            "--archive-dir", str(self.base_dir / "archive"),
                            *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
                 break
@@ -262,6 +367,8 @@ class LocalCluster:
         """Stop everything this cluster started, workers first, by PID."""
         stop_all(self.workers)
         stop_all(self.nodes.values())
+        stop_all(x.process for x in self.sentinels)   # before the master goes: no failover on the way out
+        stop_all(r.process for r in self.replicas)
         if self.redis is not None and getattr(self.redis, "process", None) is not None:
             self.redis.stop()
         if self.etcd is not None:

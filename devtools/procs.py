@@ -45,6 +45,9 @@ __all__ = [
     "stop_all",
     "RedisServer",
     "start_redis",
+    "wait_for_replicas",
+    "SentinelServer",
+    "start_sentinel",
     "EtcdMember",
     "EtcdCluster",
     "start_etcd_cluster",
@@ -480,6 +483,7 @@ class RedisServer:
     appendonly: bool = True
     appendfsync: str = "everysec"
     replica_of: int | None = None        # the loopback port of the master this one replicates
+    options: tuple[str, ...] = ()        # more redis-server arguments ("--min-replicas-to-write", "1", ...)
     process: ManagedProcess = field(init=False)
 
     @property
@@ -493,7 +497,7 @@ class RedisServer:
                 "--save", "", "--dir", str(self.data_dir),
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.appendfsync,
-                *(["--replicaof", _LOOPBACK, str(self.replica_of)] if self.replica_of else [])]
+                *(["--replicaof", _LOOPBACK, str(self.replica_of)] if self.replica_of else []), *self.options]
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and block until it answers PING; on failure it is stopped again.
@@ -539,13 +543,14 @@ class RedisServer:
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
                 appendfsync: str = "everysec", replica_of: int | None = None, *,
-                first_port: int | None = None) -> RedisServer:
+                first_port: int | None = None, options: Sequence[str] = ()) -> RedisServer:
     """Start redis-server on a free (or the given) loopback port; blocks until it answers.
     A free port taken by someone else before Redis bound it is replaced by another (twice);
-    `first_port`: the free port to try first (one chosen earlier, e.g. checked with others)."""
+    `first_port`: the free port to try first (one chosen earlier, e.g. checked with others);
+    `options`: more redis-server arguments."""
     for attempt in range(3):
         chosen = port or (first_port if attempt == 0 and first_port else free_port())
-        server = RedisServer(Path(data_dir), chosen, appendonly, appendfsync, replica_of)
+        server = RedisServer(Path(data_dir), chosen, appendonly, appendfsync, replica_of, tuple(options))
         try:
             server.start()
             return server
@@ -556,9 +561,34 @@ def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True
     raise AssertionError("unreachable")
 
 
+def wait_for_replicas(master_port: int, count: int, timeout: float = 20.0) -> None:
+    """Block until the master on `master_port` has `count` replicas online (synced and streaming)."""
+    import redis  # lazily, as pyetcd below
+
+    client = redis.Redis(host=_LOOPBACK, port=master_port, socket_timeout=1.0, decode_responses=True)
+    deadline = time.monotonic() + timeout
+    online = 0
+    try:
+        while True:
+            try:
+                info = client.info("replication")
+                online = sum(1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)
+                             and value.get("state") == "online")
+            except redis.RedisError:
+                online = 0
+            if online >= count:
+                return
+            if time.monotonic() >= deadline:
+                raise ProcessError(f"the Redis master on port {master_port} has {online} replica(s) online, not "
+                                   f"{count}, after {timeout:.0f} s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
 @dataclass
 class SentinelServer:
-    """One Redis Sentinel watching a loopback master (quorum 1: a test or demo setting)."""
+    """One Redis Sentinel watching a loopback master (quorum 1 by default: a test or demo setting)."""
 
     port: int
     process: ManagedProcess
@@ -572,16 +602,20 @@ class SentinelServer:
 
 
 def start_sentinel(data_dir: Path, master_port: int, master_name: str = "mymaster",
-                   down_after_ms: int = 1000, port: int | None = None) -> SentinelServer:
-    """Start `redis-server --sentinel` with a config file of its own (Sentinel rewrites it)."""
+                   down_after_ms: int = 1000, port: int | None = None, quorum: int = 1,
+                   failover_timeout_ms: int = 5000) -> SentinelServer:
+    """Start `redis-server --sentinel` with a config file of its own (Sentinel rewrites it);
+    `quorum`: how many Sentinels must agree that the master is down; `failover_timeout_ms` also
+    bounds how soon a Sentinel points a replica that follows another address (a proxy, say)
+    back at the master."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     config = data_dir / f"sentinel-{port}.conf"
     config.write_text(f"port {port}\nbind {_LOOPBACK}\ndir {data_dir}\n"
-                      f"sentinel monitor {master_name} {_LOOPBACK} {master_port} 1\n"
+                      f"sentinel monitor {master_name} {_LOOPBACK} {master_port} {quorum}\n"
                       f"sentinel down-after-milliseconds {master_name} {down_after_ms}\n"
-                      f"sentinel failover-timeout {master_name} 5000\n")
+                      f"sentinel failover-timeout {master_name} {failover_timeout_ms}\n")
     process = ManagedProcess(f"sentinel-{port}", [_binary("redis-server"), str(config), "--sentinel"], data_dir)
     try:
         wait_for_port(_LOOPBACK, port, 10.0, process)
