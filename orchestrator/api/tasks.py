@@ -1,4 +1,5 @@
-"""TaskService: the worker stream (credits in, tasks out, heartbeats and results both ways)."""
+"""TaskService: the worker stream (credits in, tasks out, heartbeats and results both ways, pings
+answered at once so that a worker notices within seconds when this node stops answering)."""
 
 from __future__ import annotations
 
@@ -121,6 +122,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
                     spawn(self._result(message.result, session))
                 elif kind == "release":
                     spawn(self._release(message.release, session))
+                elif kind == "ping":   # at once, without the store: it says this node's loop and stream work
+                    session.outbox.put_nowait(pb.ServerMessage(pong=pb.Pong(seq=message.ping.seq)))
         except asyncio.CancelledError:
             raise
         except Exception:
