@@ -54,6 +54,8 @@ class WorkerSession:
     worker_id: str
     task_types: frozenset[str]
     credits: int               # how many more tasks it asked for
+    claiming: int = 0          # of those, how many a claim in flight may fill (the others cannot have them)
+    turned_away: set[str] = field(default_factory=set)   # types not pumped for it while a claim held its credits
     outbox: asyncio.Queue[pb.ServerMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
     held: int = 0              # tasks pushed to it that it has not reported on yet
@@ -74,7 +76,7 @@ class WorkerSession:
         """It asked for work, reads what it is sent, and answers for what it holds. A stream whose
         messages pile up unsent, or that holds tasks and went silent, gets nothing more,
         whatever credit it announced: a worker cannot hoard a task type."""
-        if self.credits <= 0 or self.closed or self.outbox.qsize() >= MAX_UNSENT:
+        if self.credits - self.claiming <= 0 or self.closed or self.outbox.qsize() >= MAX_UNSENT:
             return False
         return self.held == 0 or time.monotonic() - self.last_heard < self.quiet_limit_s
 
@@ -176,7 +178,7 @@ class Dispatcher:
         return released
 
     def grant(self, session: WorkerSession, count: int) -> None:
-        starved = session.credits <= 0
+        starved = session.credits - session.claiming <= 0
         session.credits += count
         if starved:   # with credit left, every `ready` since was already pumped for this session
             self._pump_types(session.task_types)
@@ -270,10 +272,24 @@ class Dispatcher:
             return False
         candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
         if not candidates:
+            for s in self.sessions:   # its turn comes when that claim returns the credits it did not fill
+                if task_type in s.task_types and s.claiming and s.credits > 0:
+                    s.turned_away.add(task_type)
             return False
         session = candidates[next(self._round_robin) % len(candidates)]
-        count = min(session.credits, MAX_CLAIM, MAX_UNSENT - session.outbox.qsize())
-        claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+        count = min(session.credits - session.claiming, MAX_CLAIM, MAX_UNSENT - session.outbox.qsize())
+        # The claim holds its credits for its round trip: a hand-over from this node's decisions
+        # (`reserve`) or the pump of another of the worker's task types meanwhile must not spend
+        # them too, or the worker is pushed more than it asked for (and hands the excess back).
+        session.claiming += count
+        claimed: list[ClaimedTask] = []
+        try:
+            claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+        finally:
+            session.claiming -= count
+        if session.turned_away and len(claimed) < count:
+            waiting, session.turned_away = session.turned_away, set()
+            self._pump_types(waiting)
         if not claimed:
             return False
         if session.closed:
