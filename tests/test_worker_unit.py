@@ -407,13 +407,14 @@ class FakeNode(pb_grpc.TaskServiceServicer):
         self.outbox.put_nowait(message)
 
     async def next(self, kind: str | None = None) -> pb.WorkerMessage:
-        """The next message from the worker, skipping heartbeats unless asked for."""
+        """The next message from the worker, skipping heartbeats and pings unless asked for
+        (this node answers no ping, like a node older than pings)."""
         while True:
             message = await asyncio.wait_for(self.inbox.get(), TIMEOUT_S)
             body = message.WhichOneof("body")
-            if kind == body or (kind is None and body != "heartbeat"):
+            if kind == body or (kind is None and body not in ("heartbeat", "ping")):
                 return message
-            if kind is not None and body != "heartbeat":
+            if kind is not None and body not in ("heartbeat", "ping"):
                 raise AssertionError(f"expected {kind}, got {message}")
 
 

@@ -1,9 +1,20 @@
 """One ``TaskService.Connect`` call: an outbox drained by a writer, a reader
-that hands each server message to a callback, and one reason why it ended.
+that hands each server message to a callback, a watchdog that pings the
+node, and one reason why it ended.
 
 A stream never reconnects by itself; the Worker opens a new one. Anything
 sent on a stream that has ended is dropped: the Worker keeps what must
 survive (unacknowledged results) and re-sends it on the next stream.
+
+A frozen node (SIGSTOP, a long GC or VM pause, a stalled disk) or a cut
+network ends nothing TCP can see: the socket stays open and writes are
+buffered. So the stream pings the node about every second (``Ping``, which
+a node answers at once with a ``Pong``) and ends itself when nothing at all
+has come from the node for ``node_timeout_s``. The deadline holds only for
+a node known to answer pings (it answered one on this stream, or on an
+earlier stream to the same endpoint): a node that predates ``Ping`` ignores
+it and is never left for that. Time this process's own event loop spent
+blocked is not held against the node.
 """
 
 from __future__ import annotations
@@ -24,6 +35,11 @@ log = logging.getLogger("worker.stream")
 
 # After a graceful close (done_writing), how long the node has to end the call.
 _CLOSE_TIMEOUT_S = 2.0
+# Pings go out this often (or every third of the deadline, if shorter).
+_PING_INTERVAL_S = 1.0
+# The watchdog woke this much later than it asked: this process's loop was blocked,
+# and what the node sent meanwhile may still be unread. The silence counts afresh.
+_LOOP_STALL_S = 0.5
 
 
 class TaskStream:
@@ -35,6 +51,10 @@ class TaskStream:
         first: messages to send before anything else (hello, then re-sent results).
         on_message: called for every message the node sends, in order.
         on_established: called once, when the first message (the hello) is written.
+        node_timeout_s: end the stream when the node sends nothing for this long
+            (None: never); only once the node is known to answer pings.
+        answers_pings: the node at this endpoint answered pings before, so the
+            deadline holds from the start of this stream.
     """
 
     def __init__(
@@ -46,6 +66,8 @@ class TaskStream:
         on_message: Callable[[TaskStream, pb.ServerMessage], None],
         on_established: Callable[[TaskStream], None],
         metadata: tuple[tuple[str, str], ...] = (),
+        node_timeout_s: float | None = None,
+        answers_pings: bool = False,
     ) -> None:
         self.endpoint = endpoint
         self._metadata = metadata
@@ -60,13 +82,25 @@ class TaskStream:
         self._reason: str | None = None
         self._accepting = True
         self.established_at: float | None = None
-        self.messages_received = 0
+        self._established = asyncio.Event()
+        self.messages_received = 0  # pongs aside
+        self.pongs = 0
         self.drained = False  # the node asked us to leave (it is stopping)
+        self.went_silent = False  # ended because the node sent nothing for node_timeout_s
+        self._node_timeout_s = node_timeout_s
+        self._answers_pings = answers_pings
+        self._heard_at = 0.0  # loop time of the node's last message (of any kind)
+        self._silence_from = 0.0  # the silence is counted from here at the earliest
 
     @property
     def established(self) -> bool:
         """True once the hello reached the transport (the node is reachable)."""
         return self.established_at is not None
+
+    @property
+    def answers_pings(self) -> bool:
+        """True once the node showed that it answers pings (on this stream or before)."""
+        return self._answers_pings or self.pongs > 0
 
     @property
     def ended(self) -> bool:
@@ -107,6 +141,8 @@ class TaskStream:
             asyncio.create_task(self._read_loop(call)),
             asyncio.create_task(self._connect_watchdog(connect_timeout_s)),
         ]
+        if self._node_timeout_s is not None:
+            workers.append(asyncio.create_task(self._silence_watchdog(self._node_timeout_s)))
         try:
             await self._ended.wait()
         finally:
@@ -134,6 +170,7 @@ class TaskStream:
                 await call.write(message)
                 if self.established_at is None:
                     self.established_at = self._loop.time()
+                    self._established.set()
                     self._on_established(self)
         except grpc.aio.AioRpcError as err:
             self._end(_describe_rpc_error(err))
@@ -150,6 +187,10 @@ class TaskStream:
                 if message is grpc.aio.EOF:
                     self._end("the node ended the stream")
                     return
+                self._heard_at = self._loop.time()
+                if message.WhichOneof("body") == "pong":
+                    self.pongs += 1  # it says the node is there, and nothing else
+                    continue
                 self.messages_received += 1
                 self._dispatch(message)
         except grpc.aio.AioRpcError as err:
@@ -163,6 +204,34 @@ class TaskStream:
             self._on_message(self, message)
         except Exception:  # a bug in the worker must not look like a network failure
             log.exception("bug: handling a server message from %s failed: %s", self.endpoint, message)
+
+    async def _silence_watchdog(self, timeout_s: float) -> None:
+        """Ping the node every interval; end the stream once a node known to answer pings has
+        sent nothing at all for ``timeout_s`` (counted from when the stream was up)."""
+        await self._established.wait()
+        interval = min(_PING_INTERVAL_S, timeout_s / 3)
+        seq = 0
+        now = self._loop.time()
+        self._silence_from = now
+        next_ping = now
+        while self._accepting:   # once closing (a Drain), the close has its own bound
+            if now >= next_ping:
+                seq += 1
+                self.send(pb.WorkerMessage(ping=pb.Ping(seq=seq)))
+                next_ping = now + interval
+            wake = next_ping
+            if self.answers_pings:
+                silent_s = now - max(self._heard_at, self._silence_from)
+                if silent_s >= timeout_s:
+                    self.went_silent = True
+                    self._end(f"the node sent nothing for {silent_s:.1f} s, pings unanswered "
+                              f"(frozen or unreachable; the deadline is {timeout_s:g} s)")
+                    return
+                wake = min(wake, now + timeout_s - silent_s)
+            await asyncio.sleep(max(0.0, wake - now))
+            now = self._loop.time()
+            if now - wake > _LOOP_STALL_S:
+                self._silence_from = now  # our loop was held, not the node: count afresh
 
     async def _connect_watchdog(self, timeout_s: float) -> None:
         # A frozen node completes TCP handshakes but never answers HTTP/2:

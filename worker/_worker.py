@@ -17,6 +17,13 @@ How the pieces fit (each step is one small method below):
 * A node that stops gracefully sends a ``Drain`` after the last task it
   pushed: the worker half-closes that stream and moves to the next node at
   once, where its tasks in flight heartbeat and its results are re-sent.
+* A node that stops answering without closing anything (frozen: SIGSTOP, a
+  long GC or VM pause, a stalled disk; or a cut network) is noticed by the
+  stream's pings: nothing at all from it for ``node_timeout_s`` (3 s) and
+  the worker drops that stream and its channel and moves to the next node,
+  as above. What the frozen node had leased and never delivered comes back
+  when its leases expire; when it wakes, its stream is gone, so nothing it
+  still held is run twice.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ log = logging.getLogger("worker")
 _BACKOFF_INITIAL_S = 0.05
 _BACKOFF_MAX_S = 2.0
 _CONNECT_TIMEOUT_S = 3.0
+# How long a node known to answer pings may send nothing before it is left (Worker(node_timeout_s=)).
+_NODE_TIMEOUT_S = 3.0
 # A stream that lived this long (or delivered a message) counts as a success.
 _HEALTHY_STREAM_S = 1.0
 # Used when a node grants no lease (lease_ms <= 0).
@@ -134,6 +143,14 @@ class Worker:
             for ``WorkflowClient``.
         namespace: the namespace whose tasks it serves (default:
             ORCHESTRATOR_NAMESPACE, else its token's, else the default one).
+        node_timeout_s: how long its node may send nothing at all (the
+            worker pings it every second, or every third of this if shorter,
+            and a node answers at once) before the worker takes it for frozen
+            or unreachable and moves to the next endpoint, where it re-sends
+            its unacknowledged results and heartbeats its tasks in flight
+            (default 3 s; None: never, which leaves it to gRPC's keepalive).
+            Only a node that has answered a ping is held to it: an older
+            node, which does not answer pings, is never left for that.
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -160,6 +177,7 @@ class Worker:
         tls_ca: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        node_timeout_s: float | None = _NODE_TIMEOUT_S,
     ) -> None:
         self._ring = EndpointRing(endpoints)
         # its token (a worker role, for these task types) and the namespace whose tasks it serves
@@ -170,6 +188,12 @@ class Worker:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         if worker_id is not None and (not isinstance(worker_id, str) or not worker_id.strip()):
             raise ValueError(f"worker_id must be a non-empty string, got {worker_id!r}")
+        if node_timeout_s is not None and (isinstance(node_timeout_s, bool)
+                                           or not isinstance(node_timeout_s, int | float) or not node_timeout_s > 0):
+            raise ValueError(f"node_timeout_s must be a number of seconds > 0, or None, got {node_timeout_s!r}")
+        self._node_timeout_s = None if node_timeout_s is None else float(node_timeout_s)
+        self._answering: set[str] = set()  # endpoints whose node answered a ping
+        self._closing_channels: set[asyncio.Task[None]] = set()
         self._concurrency = concurrency
         self._worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._stats = WorkerStats()
@@ -290,6 +314,8 @@ class Worker:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             for channel in self._channels.values():
                 await channel.close()
+            if self._closing_channels:
+                await asyncio.wait(self._closing_channels, timeout=1.0)
         finally:
             self._run_done.set()
         if self._unacked:
@@ -368,6 +394,7 @@ class Worker:
             stream = self._open_stream(self._ring.current)
             reason = await stream.run(_CONNECT_TIMEOUT_S)
             self._stream = None
+            self._remember_pings(stream)
             if self._closing.is_set():
                 log.info("stream to %s closed: %s", stream.endpoint, reason)
                 break
@@ -377,6 +404,8 @@ class Worker:
             next_endpoint = self._ring.advance()
             if stream.drained:
                 log.info("left %s (%s); trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+            elif stream.went_silent:
+                log.warning("left %s: %s; trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
             elif stream.established:
                 log.warning("stream to %s broke (%s); trying %s in %.0f ms",
                             stream.endpoint, reason, next_endpoint, delay * 1000)
@@ -400,6 +429,8 @@ class Worker:
             on_message=self._on_server_message,
             on_established=self._on_established,
             metadata=self._metadata,
+            node_timeout_s=self._node_timeout_s,
+            answers_pings=endpoint in self._answering,
         )
         self._stream = stream
         self._resending = len(resent)
@@ -407,6 +438,25 @@ class Worker:
             flight.wake.set()  # heartbeat at once: the lease may be close to expiry
         log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(resent))
         return stream
+
+    def _remember_pings(self, stream: TaskStream) -> None:
+        """Whether the node at this endpoint answers pings, for the next stream to it. A node that
+        went silent is reached again on a new channel: its connection may hold a frozen peer. One
+        that went silent without ever answering on this stream may have been replaced by an older
+        node at the same address: it is held to the deadline again only once it answers."""
+        if stream.pongs:
+            self._answering.add(stream.endpoint)
+        if stream.went_silent:
+            if not stream.pongs:
+                self._answering.discard(stream.endpoint)
+            self._drop_channel(stream.endpoint)
+
+    def _drop_channel(self, endpoint: str) -> None:
+        channel = self._channels.pop(endpoint, None)
+        if channel is not None:
+            closing = asyncio.create_task(channel.close())
+            self._closing_channels.add(closing)
+            closing.add_done_callback(self._closing_channels.discard)
 
     def _on_established(self, stream: TaskStream) -> None:
         if self._connected_once:

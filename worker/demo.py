@@ -89,6 +89,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delay-ms", type=int, default=0, help="sleep this long in every task (default 0)")
     parser.add_argument("--fail-rate", type=float, default=0.0, help="charge_card fails with this probability")
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period (default 10)")
+    parser.add_argument("--node-timeout-s", type=float, default=3.0,
+                        help="leave a node that sends nothing for this long, pings unanswered (default 3; 0: never)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
@@ -100,7 +102,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _SETTINGS["delay_s"] = max(args.delay_ms, 0) / 1000
     _SETTINGS["fail_rate"] = args.fail_rate
     endpoints = [endpoint.strip() for endpoint in args.endpoints.split(",") if endpoint.strip()]
-    worker = Worker(endpoints=endpoints, handlers=HANDLERS, concurrency=args.concurrency, worker_id=args.worker_id)
+    worker = Worker(endpoints=endpoints, handlers=HANDLERS, concurrency=args.concurrency, worker_id=args.worker_id,
+                    node_timeout_s=args.node_timeout_s if args.node_timeout_s > 0 else None)
     worker.run_sync(grace_s=args.grace_s)
 
 
