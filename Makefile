@@ -28,13 +28,14 @@ venv: $(STAMP)
 lock: $(UV)
 	$(UV) lock $(if $(UPGRADE),--upgrade)
 
-# The etcd server and etcdctl, the Redis server, and faketime (a node with a wrong clock in
-# tests/test_clock_skew.py), from Debian when they are missing.
+# The etcd server and etcdctl, the Redis server, faketime (a node with a wrong clock in
+# tests/test_clock_skew.py) and zsh (the CLI's zsh completion is tested), from Debian when missing.
 servers:
 	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null \
-	  && command -v faketime >/dev/null || { \
-	  echo "installing etcd-server, etcd-client, redis-server and faketime from Debian"; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client redis-server faketime; }
+	  && command -v faketime >/dev/null && command -v zsh >/dev/null || { \
+	  echo "installing etcd-server, etcd-client, redis-server, faketime and zsh from Debian"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server etcd-client \
+	    redis-server faketime zsh; }
 
 # Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).
 browser:
