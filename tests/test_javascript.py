@@ -35,3 +35,38 @@ def test_a_context_first_made_inside_a_loop_also_serves_code_outside_any_loop() 
 
 async def _evaluate_in_loop(source: str, bindings: dict[str, object]) -> object:
     return javascript.evaluate(source, bindings)
+
+
+SECRET = {"secret": "card=4111111111111111 cvv=123"}
+
+# What one evaluation could leave for the next in a shared context, and how the next would read it.
+CARRIERS = {
+    "RegExp statics": ("/card=(\\d+) cvv=(\\d+)/.exec($.secret); 1",
+                       "[RegExp.input, RegExp.$1, RegExp.$2, RegExp.lastMatch, RegExp.lastParen, RegExp.leftContext,"
+                       " RegExp.rightContext, RegExp['$_'], RegExp['$&'], RegExp['$+'], RegExp['$`'], RegExp[\"$'\"]]"
+                       ".filter(s => s.includes('4111') || s.includes('123')).length"),
+    "a global by assignment": ("leaked = $.secret; 1", "typeof leaked === 'undefined' ? 0 : 1"),
+    "a global property": ("globalThis.leaked2 = $.secret; 1", "'leaked2' in globalThis ? 1 : 0"),
+    "Object.prototype": ("try { Object.prototype.leaked3 = $.secret } catch (e) {} 1", "({}).leaked3 ? 1 : 0"),
+    "Array.prototype": ("try { Array.prototype.push = () => $.secret } catch (e) {} 1",
+                        "[].push(1) === 1 ? 0 : 1"),
+    "Error.stackTraceLimit": ("try { Error.stackTraceLimit = 4111 } catch (e) {} 1",
+                              "Error.stackTraceLimit === 4111 ? 1 : 0"),
+    "a String.prototype method": ("try { String.prototype.trim = function () { return $.secret } } catch (e) {} 1",
+                                  "' a '.trim() === 'a' ? 0 : 1"),
+    "JSON": ("try { JSON.stringify = () => $.secret } catch (e) {} 1", "JSON.stringify(1) === '1' ? 0 : 1"),
+}
+
+
+@pytest.mark.parametrize("carrier", sorted(CARRIERS))
+def test_nothing_of_one_evaluation_survives_into_the_next(carrier: str) -> None:
+    """The leak the security review found: evaluation 1 matched a regular expression over a
+    secret, evaluation 2 with no input read it back through RegExp.input. Every carrier known
+    is tried, in the loop, as the node runs scripts."""
+    write, read = CARRIERS[carrier]
+
+    async def two_evaluations() -> object:
+        javascript.evaluate(write, SECRET)
+        return javascript.evaluate(read, {})
+
+    assert asyncio.run(two_evaluations()) == 0

@@ -89,6 +89,23 @@ def test_a_script_that_throws_fails_its_task_with_the_error(path: NodePath) -> N
     assert path.run(name, {"n": 1}).tasks["js"].output == {"result": 1}
 
 
+def test_one_workflow_s_match_is_not_readable_by_the_next(path: NodePath) -> None:
+    """V8's legacy RegExp statics outlived an evaluation: a workflow whose script matched a
+    regular expression over a card number left it in RegExp.input for the next script on the node."""
+    matcher, reader = unique("js_match"), unique("js_read")
+    path.register(conductor(matcher, {"name": "js", "taskReferenceName": "js", "type": "INLINE", "inputParameters": {
+        "evaluatorType": "javascript", "expression": "/card=(\\d+)/.exec($.secret)[1].length",
+        "secret": "${workflow.input.secret}"}}, outputParameters={"digits": "${js.output.result}"}))
+    path.register(conductor(reader, {"name": "js", "taskReferenceName": "js", "type": "INLINE", "inputParameters": {
+        "evaluatorType": "javascript",
+        "expression": "[RegExp.input, RegExp.$1, RegExp.lastMatch, RegExp.rightContext].join('|')"}},
+        outputParameters={"seen": "${js.output.result}"}))
+    assert path.run(matcher, {"secret": "card=4111111111111111 cvv=123"}).output == {"digits": 16}
+    ran = path.run(reader, {})
+    assert ran.status == "COMPLETED", ran.reason
+    assert ran.output == {"seen": "|||"}
+
+
 @pytest.mark.parametrize("n,expected", [(8, {"parity": "even", "half": 4}), (7, {"parity": "odd", "half": None})])
 def test_lambda_runs_its_script_expression_as_a_function_body(path: NodePath, n: int,
                                                               expected: dict[str, Any]) -> None:

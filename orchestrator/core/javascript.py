@@ -97,6 +97,11 @@ _PRELUDE = r"""
       return 'Uncaught ' + String(error);
     } catch (e) { return 'the script threw something that cannot be shown'; }
   }
+  // V8 keeps the legacy RegExp statics (RegExp.input, $1-$9, lastMatch, leftContext, ...) per
+  // context, outside any object a freeze can reach: the last match of one evaluation would be
+  // readable by the next. A match of an empty pattern on an empty text resets them all to ''.
+  const blank = /(?:)/, exec = RegExp.prototype.exec;
+  function forgetMatches() { Reflect.apply(exec, blank, ['']); }
   function run(source, input) {
     let outcome;
     try {
@@ -105,6 +110,7 @@ _PRELUDE = r"""
     } catch (error) {
       outcome = ['error', message(error)];
     }
+    forgetMatches();
     outcome.push(clean());
     return stringify(outcome);
   }
