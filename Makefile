@@ -53,7 +53,12 @@ lint: $(STAMP)
 	$(PY) -m mypy orchestrator worker proto/orchestrator_api
 
 test: lint $(STAMP) servers browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
+
+# The pure tests (decider, language, validators, expressions, the corpus in the simulator, the SDK
+# against scripted nodes): no etcd, Redis, node or browser; tests/conftest.py says what is integration.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not integration"
 
 # The whole suite against the newest release of every dependency, resolved without the lock, in a
 # venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.

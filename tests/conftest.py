@@ -18,6 +18,33 @@ from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, 
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient
 
+# What makes a test an integration test (`make test-fast` runs the others, in seconds): a fixture
+# that starts etcd, Redis, nodes or workers, or a module below, whose tests start processes,
+# servers or sockets themselves.
+SERVER_FIXTURES = frozenset({"etcd", "redis_server", "node", "run_worker", "cluster", "client", "metrics_node",
+                             "http"})
+INTEGRATION_MODULES = frozenset({
+    "test_conductor_sdk", "test_infrastructure_security", "test_election", "test_frozen_node", "test_procs",
+    "test_procs_ports", "test_example_order_flow_hygiene", "test_netproxy", "test_devtools_cluster",
+    "test_architecture", "test_proto", "test_auth", "test_tls", "test_metrics", "test_retention", "test_sentinel",
+    "test_durability", "test_clock_skew", "test_membership", "test_graceful_stop", "test_leader_partition",
+    "test_stop_without_redis", "test_observability", "test_reported_bugs_newcomer", "test_cli_newcomer",
+    "test_console", "test_console_pages", "test_failover", "test_events", "test_rest_types", "test_config",
+})
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: starts real processes (etcd, Redis, nodes, workers, "
+                                       "browsers, builds); `make test-fast` leaves these out")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rpartition(".")[2] if isinstance(item, pytest.Function) else ""
+        if module in INTEGRATION_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 # Short leases keep lease-expiry tests quick; etcd rounds TTLs below 2 s up to 2 s.
 TEST_TTL_S = 2.0
 
