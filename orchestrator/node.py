@@ -6,17 +6,20 @@ the node when it leads; only then does it run the clocks (`LeaderLoop`). Safety
 decisions, each in one place:
 - on_deposed (lease not renewed in time, resigned, closing): cancel the clocks at once;
 - the clocks stop by themselves when a write is fenced off or the local deadline passed,
-  and the node then resigns so the election is settled by etcd, not by us.
+  and the node then resigns so the election is settled by etcd, not by us;
+- a stop ends within STOP_WITHIN_S whatever etcd and Redis do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 import time
 from pathlib import Path
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import grpc
@@ -32,7 +35,7 @@ from .archive import DirectoryArchive
 from .cluster.clock_sync import ClockSync
 from .cluster.deciding import Decider
 from .cluster.retention import Retention
-from .cluster.dispatch import Dispatcher
+from .cluster.dispatch import DRAIN_S, Dispatcher
 from .cluster.http_tasks import HttpTaskRunner
 from .cluster.election import Candidacy
 from .cluster.events import EventConsumers
@@ -49,11 +52,16 @@ from .core import statuses as st
 from .core.auth import Tokens, TokensError, jwt_key_file
 from .core.decider import Decision
 from .core.errors import FailedPrecondition, Unavailable
-from .store import Store
+from .store import Store, StoreUnavailable
 from .store.redis import RedisAccess, RedisStore
 from .store.redis.adapter import IDEMPOTENCY_TTL_S
 
 log = logging.getLogger(__name__)
+
+STOP_WITHIN_S = 4.0   # a stop ends within this, whatever etcd and Redis do (see Node.stop)
+STORE_PROBE_S = 0.5   # whether Redis answers, asked as a stop begins
+LEFTOVER_S = 0.5      # then what is left is cancelled and given this long to end
+HARD_EXIT_S = STOP_WITHIN_S + 3.0   # past this after SIGTERM the process exits anyway (status 1)
 
 SERVICE_NAMES = [pb.DESCRIPTOR.services_by_name[name].full_name
                  for name in ("MetadataService", "WorkflowService", "TaskService", "ClusterService",
@@ -142,6 +150,7 @@ class Node:
         self.leader_watch: LeaderWatch | None = None
         self.tokens: Tokens | None = None
         self.tls: TlsFiles | None = None
+        self.stop_left_behind: list[str] = []   # steps of the stop that did not finish in time
 
     async def start(self) -> None:
         self.tokens = self._load_tokens()
@@ -386,34 +395,87 @@ class Node:
     # ------------------------------------------------------------- lifecycle
 
     async def stop(self, grace_s: float = 2.0) -> None:
-        """Graceful stop (SIGTERM): engine first, then hand leadership over, then the API."""
+        """Graceful stop (SIGTERM): engine first, then hand leadership over, then drain the
+        workers, then the API, then the rest. Ends within STOP_WITHIN_S whatever etcd and Redis do
+        (gone, or frozen so that every call hangs): each step gets its share of that time and one
+        that has not finished by then is logged and left behind (a lease left in etcd expires by
+        itself; a task not given back is re-queued when its lease expires)."""
         started = time.monotonic()
+        deadline = started + STOP_WITHIN_S
         self._cancel_engine()
         for task in (self._resigning, self._leader_watch):
             if task is not None:
                 task.cancel()
-        if self.election is not None:
-            await self.election.close()
+        store_answers = asyncio.ensure_future(self._store_answers(STORE_PROBE_S))
+        if self.election is not None and await self._stop_step(
+                "handing over leadership (etcd)", self.election.close(), min(deadline - time.monotonic() - 2.0, 1.5)):
             log.info("leadership released in %.0f ms", (time.monotonic() - started) * 1000)
+        # Without Redis, waiting is pointless: a worker's stream and an API call end only once
+        # their Redis calls do, so the drain and the server's grace get only a moment.
+        redis_away = not await store_answers
+        if redis_away:
+            log.warning("stopping without Redis (it did not answer within %.1f s): workers and calls still waiting "
+                        "for it are cut off; their tasks come back when their leases expire", STORE_PROBE_S)
         # before the server cuts the workers' streams: each worker reads every task sent to it,
         # then moves to another node, which keeps the leases of what it runs (cluster/dispatch.py)
-        await self.dispatcher.drain(local=[self.http_tasks.session])
-        await self.etcd.close()
+        drain_s = max(0.1, min(deadline - time.monotonic() - 1.5, 0.5 if redis_away else 2 * DRAIN_S))
+        await self._stop_step("draining the workers", self.dispatcher.drain(local=[self.http_tasks.session],
+                                                                            timeout_s=drain_s / 2),
+                              drain_s)
+        serving = [("closing the etcd client", self.etcd.close())]
         if self.console is not None:
-            await self.console.stop()
+            serving.append(("stopping the console", self.console.stop()))
         if self.server is not None:
-            await self.server.stop(grace_s)
-        await self.event_consumers.stop()
-        await self.decider.stop()
-        await self.http_tasks.stop()
-        await self.dispatcher.stop()
-        await self.notifier.stop()
-        await self.clock_sync.stop()
-        await self.store.close()
+            grace = max(0.0, min(0.5 if redis_away else grace_s, deadline - time.monotonic() - 1.0))
+            serving.append(("stopping the gRPC server", self.server.stop(grace)))
+        await self._stop_steps(serving, deadline - time.monotonic() - 0.6)
+        await self._stop_steps([("stopping the event consumers", self.event_consumers.stop()),
+                                ("stopping the decider", self.decider.stop()),
+                                ("stopping the HTTP tasks", self.http_tasks.stop()),
+                                ("stopping the notifier", self.notifier.stop()),
+                                ("stopping the clock sync", self.clock_sync.stop())],
+                               deadline - time.monotonic() - 0.4)
+        await self._stop_step("stopping the dispatcher", self.dispatcher.stop(), deadline - time.monotonic() - 0.2)
+        await self._stop_step("closing the Redis connections", self.store.close(),
+                              max(0.2, deadline - time.monotonic()))
         self.tracing.shutdown()
+        if self.stop_left_behind:
+            log.warning("stopped in %.1f s; not finished: %s", time.monotonic() - started,
+                        "; ".join(self.stop_left_behind))
+
+    async def _store_answers(self, within_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self.store.server_time_ms(), within_s)
+        except (TimeoutError, StoreUnavailable):
+            return False
+        return True
+
+    async def _stop_steps(self, steps: list[tuple[str, Coroutine[Any, Any, Any]]], within_s: float) -> None:
+        """Run stop steps side by side, each bounded by `within_s`."""
+        await asyncio.gather(*(self._stop_step(what, step, within_s) for what, step in steps))
+
+    async def _stop_step(self, what: str, step: Coroutine[Any, Any, Any], within_s: float) -> bool:
+        """Run one step of the stop for at most `within_s` (at least 0.1 s): True if it finished. One
+        that did not is cancelled and named in the log; one that failed is logged; the stop goes on."""
+        task = asyncio.ensure_future(step)
+        within_s = max(0.1, within_s)
+        done, _ = await asyncio.wait({task}, timeout=within_s)
+        if not done:
+            task.cancel()
+            self.stop_left_behind.append(what)
+            log.warning("stopping: %s did not finish within %.1f s (etcd or Redis not answering?); left behind",
+                        what, within_s)
+            return False
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("stopping: %s failed: %r", what, task.exception())
+            return False
+        return True
 
     async def run_until_signalled(self) -> None:
-        """Run until SIGTERM or SIGINT; a node that cannot start logs why and exits with status 2."""
+        """Run until SIGTERM or SIGINT; a node that cannot start logs why and exits with status 2.
+        A stop ends within STOP_WITHIN_S (see `stop`); should anything still hold the process
+        after HARD_EXIT_S (a task that ignores cancellation, a thread stuck in a call), it logs
+        what and exits with status 1 instead of waiting for a SIGKILL."""
         try:
             await self.start()
         except NodeStartError as exc:
@@ -426,4 +488,44 @@ class Node:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("node %s stopping", self.config.node_id)
+        _exit_if_still_running_after(HARD_EXIT_S, loop)
         await self.stop()
+        await _end_leftover_tasks(LEFTOVER_S)
+
+
+async def _end_leftover_tasks(within_s: float) -> None:
+    """Cancel the tasks the stop left (asyncio.Runner would wait for them without a bound) and
+    wait `within_s` for them; if some ignore it, log which and exit now (status 0: the node did stop)."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in tasks:
+        task.cancel()
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=within_s)
+    if pending:
+        log.warning("exiting with %d task(s) that did not end when cancelled: %s", len(pending),
+                    ", ".join(sorted(_describe(t) for t in pending))[:2000])
+        logging.shutdown()
+        os._exit(0)
+
+
+def _describe(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", None) or repr(coro)
+    return f"{task.get_name()} ({name})"
+
+
+def _exit_if_still_running_after(seconds: float, loop: asyncio.AbstractEventLoop) -> None:
+    """A watchdog thread: if the process is still here `seconds` from now, log what the event loop
+    was still running and exit with status 1."""
+    def watch() -> None:
+        time.sleep(seconds)
+        try:
+            running = ", ".join(sorted(_describe(t) for t in asyncio.all_tasks(loop)))[:2000]
+        except RuntimeError:   # the set changed while we read it from this thread
+            running = "(could not be listed)"
+        log.error("the stop did not end within %.0f s; exiting now. Tasks still running: %s", seconds,
+                  running or "none (a thread or the interpreter's exit held it)")
+        logging.shutdown()
+        os._exit(1)
+    threading.Thread(target=watch, name="stop-watchdog", daemon=True).start()

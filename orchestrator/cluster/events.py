@@ -98,9 +98,11 @@ class EventConsumers:
                 handlers = {h["name"]: h for h in await self.store.event_handlers() if h.get("active", True)}
                 handlers.update((w["name"], w) for w in map(_wait_consumer, await self.store.watched_topics()))
             except StoreUnavailable:
+                _raise_if_cancelled()
                 await asyncio.sleep(self.refresh_s)
                 continue
             except Exception:
+                _raise_if_cancelled()
                 log.exception("reading the event handlers failed (a bug)")
                 await asyncio.sleep(self.refresh_s)
                 continue
@@ -133,9 +135,11 @@ class EventConsumers:
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:
+                _raise_if_cancelled()
                 log.warning("event handler %s: the store is unavailable (%s); retrying", name, exc)
                 await asyncio.sleep(0.5)
             except Exception:
+                _raise_if_cancelled()
                 log.exception("event handler %s: consuming failed (a bug); retrying", name)
                 await asyncio.sleep(1.0)
 
@@ -304,6 +308,15 @@ class EventConsumers:
         """Whether the workflow exists in the handler's namespace."""
         workflow = await self.store.load(workflow_id)
         return workflow is not None and namespace_of(workflow.name) == namespace_of(handler)
+
+
+def _raise_if_cancelled() -> None:
+    """End a consumer's retry loop once its task was asked to stop, even when the cancellation
+    surfaced as a store error: redis-py can turn one that arrives while it connects into a
+    connection error, and a loop that retried would keep a stopping node alive (issue 19)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _wait_consumer(topic: str) -> dict[str, Any]:
