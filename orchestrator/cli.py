@@ -168,6 +168,9 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
     node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float,
                       help="seconds the leader's etcd lease lives without renewal (failover detection time)")
+    node.add_argument("--leader-redis-timeout", dest="leader_redis_timeout_s", type=float,
+                      help="seconds a leader's clocks may go without completing a pass against Redis before it "
+                           "resigns so that another node leads; it stands again once Redis answers (default 2)")
     node.add_argument("--retention", dest="retention_s", type=float,
                       help="seconds a finished workflow stays in Redis before it is archived (default 7 days)")
     node.add_argument("--archive-dir", help="where archived workflows go; every node must see the same directory")
@@ -1317,6 +1320,7 @@ def run_node(args: argparse.Namespace) -> int:
                                  redis_min_replicas=args.redis_min_replicas,
                                  redis_replica_timeout_ms=args.redis_replica_timeout_ms,
                                  cluster=args.cluster, lease_ttl_s=args.lease_ttl_s, log_level=args.log_level,
+                                 leader_redis_timeout_s=args.leader_redis_timeout_s,
                                  retention_s=args.retention_s, archive_dir=args.archive_dir,
                                  log_format=args.log_format, trace_file=args.trace_file,
                                  http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file,

@@ -37,6 +37,9 @@ class NodeConfig:
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     cluster: str = "default"                  # names the election prefix and the Redis key prefix
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
+    # a leader whose clocks cannot complete a pass against Redis within this resigns (its link to Redis
+    # may be cut while etcd still renews its lease) and stands again once Redis answers it
+    leader_redis_timeout_s: float = 2.0
     max_payload_bytes: int = 1 * MIB          # a workflow input or task output, as JSON
     max_message_bytes: int = 4 * MIB          # any gRPC message
     retention_s: float = 7 * 86400.0          # how long a finished workflow stays in Redis before it is archived
@@ -81,6 +84,8 @@ class NodeConfig:
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.lease_ttl_s <= 0:
             raise ValueError("lease_ttl_s must be positive")
+        if not 0.1 <= self.leader_redis_timeout_s <= 3600:
+            raise ValueError("leader_redis_timeout_s must be from 0.1 to 3600 (seconds)")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file go together")
         if self.tls_ca_file and not self.tls_cert_file:

@@ -5,8 +5,9 @@ events it stores. The election (`cluster.election.Candidacy`, on this event loop
 the node when it leads; only then does it run the clocks (`LeaderLoop`). Safety
 decisions, each in one place:
 - on_deposed (lease not renewed in time, resigned, closing): cancel the clocks at once;
-- the clocks stop by themselves when a write is fenced off or the local deadline passed,
-  and the node then resigns so the election is settled by etcd, not by us;
+- the clocks stop by themselves when a write is fenced off, the local deadline passed or Redis
+  did not let a pass complete within `leader_redis_timeout_s`, and the node then resigns so the
+  election is settled by etcd, not by us (after the last, it stands again once Redis answers it);
 - a stop ends within STOP_WITHIN_S whatever etcd and Redis do.
 """
 
@@ -40,7 +41,7 @@ from .cluster.http_tasks import HttpTaskRunner
 from .cluster.election import Candidacy
 from .cluster.events import EventConsumers
 from .cluster.etcd import EtcdClient, EtcdError
-from .cluster.leader_loop import LeaderLoop, LeadershipLost
+from .cluster.leader_loop import LeaderLoop, LeadershipLost, StoreUnresponsive
 from .cluster.leader_watch import LeaderWatch
 from .cluster.logs import log_fields
 from .cluster.notify import Notifier
@@ -59,6 +60,7 @@ from .store.redis.adapter import IDEMPOTENCY_TTL_S
 log = logging.getLogger(__name__)
 
 STOP_WITHIN_S = 4.0   # a stop ends within this, whatever etcd and Redis do (see Node.stop)
+STORE_RECHECK_S = 0.5  # how often a node that resigned for want of Redis asks whether it answers again
 STORE_PROBE_S = 0.5   # whether Redis answers, asked as a stop begins
 LEFTOVER_S = 0.5      # then what is left is cancelled and given this long to end
 HARD_EXIT_S = STOP_WITHIN_S + 3.0   # past this after SIGTERM the process exits anyway (status 1)
@@ -304,7 +306,7 @@ class Node:
         assert self.election is not None
         self.counters.on_elected(epoch, self.engine)
         self.engine = LeaderLoop(self.store, self.decider, epoch, self.election.leadership_valid,
-                                 retention=self.retention)
+                                 retention=self.retention, store_timeout_s=self.config.leader_redis_timeout_s)
         with log_fields(epoch=epoch):   # the clocks' log lines carry their epoch
             self._engine_task = asyncio.get_running_loop().create_task(self._run_engine(self.engine))
         log.info("node %s leads with epoch %d", self.config.node_id, epoch, extra={"epoch": epoch})
@@ -321,6 +323,9 @@ class Node:
         """Run the clocks for this term. Safety decisions, each in one place:
         - fenced off (a newer term wrote to the store): resign, and wait longer before standing
           again each time it repeats, so a cluster that keeps being fenced cannot storm;
+        - Redis did not let a pass complete within `leader_redis_timeout_s` (this node's link to it
+          may be cut while its etcd lease lives on): resign so that the next node's clocks run, and
+          stand again only once Redis answers this node;
         - a crash (a bug): keep the term and restart the clocks after a growing pause; handing
           the same bug to the next leader would only move the crash around the cluster."""
         try:
@@ -329,6 +334,10 @@ class Node:
             log.warning("clocks stopped: %s; resigning so that etcd settles who leads", exc)
             # Not awaited here: resigning deposes, and deposing cancels this very task.
             self._resigning = asyncio.create_task(self._resign_and_rejoin(self._backoff.next_delay()))
+        except StoreUnresponsive as exc:
+            log.warning("clocks stopped: %s; resigning so that a node that reaches Redis leads (standing again once "
+                        "it answers this one)", exc)
+            self._resigning = asyncio.create_task(self._resign_until_store_answers())
         except asyncio.CancelledError:
             log.info("clocks stopped")
             raise
@@ -349,6 +358,22 @@ class Node:
             log.info("standing for election again in %.1f s", delay_s)
             await asyncio.sleep(delay_s)
             self.election.campaign()
+
+    async def _resign_until_store_answers(self) -> None:
+        """Give up this term now; stand again once Redis answers this node (after the back-off
+        shared with fenced terms, so that a Redis too slow for every node cannot make them take
+        turns forever)."""
+        if self.election is None:
+            return
+        await self.election.resign(rejoin=False)
+        away_since = time.monotonic()
+        while not await self._store_answers(self.config.leader_redis_timeout_s):
+            await asyncio.sleep(STORE_RECHECK_S)
+        delay = self._backoff.next_delay()
+        log.info("Redis answers this node again (after %.1f s); standing for election again%s",
+                 time.monotonic() - away_since, f" in {delay:.1f} s" if delay else "")
+        await asyncio.sleep(delay)
+        self.election.campaign()
 
     # ------------------------------------------------------------- cluster view (for ClusterService)
 

@@ -8,14 +8,19 @@ of, learns of earlier timers set by other nodes from a broadcast, and never slee
 than MAX_IDLE_S, which bounds how late an orphaned event is swept.
 
 Every write it makes carries the epoch; a refused write (`StaleEpoch`) or a lapsed local
-leadership deadline ends the loop at once (`LeadershipLost`). Losing the state store does
-not: the loop waits for it with a back-off, as leader, since another leader could do no better.
+leadership deadline ends the loop at once (`LeadershipLost`). So does a state store that does not
+let it complete a pass within `store_timeout_s` (`StoreUnresponsive`): errors are retried with a
+back-off until then, and a call that hangs (a link to Redis that black-holes: no error, no answer)
+is cut off at that bound. The node then resigns, so that the next node's clocks run if it reaches
+Redis, and stands again only once Redis answers it (node.py). When Redis is down for everyone
+each node resigns once and none stands again until Redis is back: no election storm.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -32,16 +37,24 @@ RETENTION_EVERY_S = 1.0    # how often the retention sweep looks at the head of 
 MAX_IDLE_S = 0.25         # the longest sleep: bounds the sweep's delay and covers a lost broadcast
 STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
+STORE_TIMEOUT_S = 2.0     # default bound on a pass (or a stretch of failing ones) before the leader resigns
 
 
 class LeadershipLost(Exception):
     """The loop stopped because this node may no longer act as leader."""
 
 
+class StoreUnresponsive(Exception):
+    """The loop stopped because the state store did not let it complete a pass within its bound:
+    another node may reach it (this one's link may be cut), so this one should not keep the clocks."""
+
+
 class LeaderLoop:
     def __init__(self, store: Store, decider: Decider, epoch: int, still_leader: Callable[[], bool], *,
-                 batch: int = 256, retention: Retention | None = None) -> None:
+                 batch: int = 256, retention: Retention | None = None,
+                 store_timeout_s: float = STORE_TIMEOUT_S) -> None:
         self.store = store
+        self.store_timeout_s = store_timeout_s
         self.decider = decider
         self.retention = retention
         self.epoch = epoch
@@ -67,10 +80,12 @@ class LeaderLoop:
                 if not busy:
                     await self._sleep_until_due()
         finally:
+            # Cancelled and not waited for: a subscription's close can wait up to a second on a link
+            # that went silent, and the node must resign at once.
             for task in (listener, retaining):
                 if task is not None:
                     task.cancel()
-            await asyncio.gather(*(t for t in (listener, retaining) if t is not None), return_exceptions=True)
+                    task.add_done_callback(_retrieve)
 
     async def _take_office(self) -> bool:
         self._check_leadership()
@@ -78,12 +93,21 @@ class LeaderLoop:
         return True
 
     async def _until_store_answers(self, step: Callable[[], Awaitable[bool]]) -> bool:
-        """Run `step`; while the store is away, retry with a back-off (still checking leadership)."""
+        """Run `step`; while the store fails, retry with a back-off (still checking leadership).
+        Raises StoreUnresponsive once `store_timeout_s` passed since the step was first tried
+        without it completing: a call still waiting then is cut off (a silent link never errs)."""
         pause = STORE_RETRY_MIN_S
+        give_up_at = time.monotonic() + self.store_timeout_s
         while True:
             try:
-                return await step()
+                async with asyncio.timeout(max(0.0, give_up_at - time.monotonic())):
+                    return await step()
+            except TimeoutError:
+                raise StoreUnresponsive(f"the state store did not answer within {self.store_timeout_s:g} s") from None
             except StoreUnavailable as exc:
+                if time.monotonic() + pause >= give_up_at:
+                    raise StoreUnresponsive(f"the state store kept failing for {self.store_timeout_s:g} s "
+                                            f"({exc})") from exc
                 log.warning("clocks: state store unavailable (%s); retrying in %.1f s", exc, pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, STORE_RETRY_MAX_S)
@@ -155,3 +179,9 @@ class LeaderLoop:
                 "This is expected right after another node took over. If it repeats on every node, "
                 "etcd was probably replaced by an empty one while Redis kept its data (the README's "
                 "'Replacing etcd' says what to do)") from exc
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """A background task of the clocks ended after they stopped: its error matters no more."""
+    if not task.cancelled():
+        task.exception()
