@@ -72,7 +72,11 @@ class ReplicationBarrier:
         self.key = key
         self.replicas = replicas
         self.timeout_ms = timeout_ms
+        # WAIT gives up a little before the caller does, so a caller that sent the round itself hears
+        # how many replicas confirmed rather than cutting the round off
+        self._wait_ms = max(1, timeout_ms - min(50, timeout_ms // 10))
         self._waiting: list[asyncio.Future[None]] = []   # callers of the next round (not sent yet)
+        self._busy = False              # a round is in flight (sent by a caller itself, or by the driver)
         self._driver: asyncio.Task[None] | None = None
         self.rounds = 0                 # rounds sent
         self.refusals = 0               # rounds that did not reach `replicas`
@@ -81,15 +85,15 @@ class ReplicationBarrier:
 
     async def confirmed(self) -> None:
         """Wait until `replicas` replicas hold every write this caller completed before calling."""
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[None] = loop.create_future()
-        self._waiting.append(waiter)
-        if self._driver is None:
-            self._driver = loop.create_task(self._drive())
         try:
             # the caller's own bound: a round in flight when it joined does not add to it
             async with asyncio.timeout(self.timeout_ms / 1000):
-                await waiter
+                if not self._busy:   # no round in flight: this caller sends one itself, at once
+                    await self._inline()
+                else:                # one is: its INCR may predate this caller's write, so the next round
+                    waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    self._waiting.append(waiter)
+                    await waiter
         except TimeoutError:
             raise StoreUnavailable(self._refusal("")) from None
 
@@ -101,20 +105,24 @@ class ReplicationBarrier:
             waiter.cancel()
         self._waiting = []
 
+    async def _inline(self) -> None:
+        self._busy = True
+        try:
+            error = await self._settled_round()
+        finally:
+            self._busy = False
+            if self._waiting:   # callers that joined meanwhile: the next round, driven apart
+                self._busy = True
+                self._driver = asyncio.get_running_loop().create_task(self._drive())
+        if error is not None:
+            raise error
+
     async def _drive(self) -> None:
         """Send rounds while callers wait; each round serves the callers that joined before it was sent."""
         try:
             while self._waiting:
                 served, self._waiting = self._waiting, []
-                error: StoreUnavailable | None = None
-                try:
-                    acked = await self._round()
-                    if acked < self.replicas:
-                        error = StoreUnavailable(self._refusal(f"{acked} did"))
-                except StoreUnavailable as exc:
-                    error = exc
-                if error is not None:
-                    self._refused(error)
+                error = await self._settled_round()
                 for waiter in served:
                     if waiter.done():   # its caller gave up (timed out, cancelled)
                         continue
@@ -123,7 +131,21 @@ class ReplicationBarrier:
                     else:
                         waiter.set_exception(StoreUnavailable(str(error)))
         finally:
+            self._busy = False
             self._driver = None
+
+    async def _settled_round(self) -> StoreUnavailable | None:
+        """One round: None when `replicas` replicas confirmed it, else why not (logged now and then)."""
+        error: StoreUnavailable | None = None
+        try:
+            acked = await self._round()
+            if acked < self.replicas:
+                error = StoreUnavailable(self._refusal(f"{acked} did"))
+        except StoreUnavailable as exc:
+            error = exc
+        if error is not None:
+            self._refused(error)
+        return error
 
     async def _round(self) -> int:
         """INCR the barrier key and WAIT for it on the same connection; how many replicas hold it.
@@ -137,11 +159,11 @@ class ReplicationBarrier:
             async with asyncio.timeout(self.timeout_ms / 1000 + ROUND_SLACK_S):
                 if failing:
                     await self._redis.incr(self.key)
-                    acked = await self._redis.execute_command("WAIT", self.replicas, self.timeout_ms)
+                    acked = await self._redis.execute_command("WAIT", self.replicas, self._wait_ms)
                 else:
                     async with self._redis.pipeline(transaction=False) as pipe:
                         pipe.incr(self.key)
-                        pipe.execute_command("WAIT", self.replicas, self.timeout_ms)
+                        pipe.execute_command("WAIT", self.replicas, self._wait_ms)
                         _, acked = await pipe.execute()
             self._failing = int(acked) < self.replicas
             return int(acked)
