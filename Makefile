@@ -47,10 +47,15 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
 	    proto/orchestrator_api/v1/orchestrator.proto
 
-# Static checks of the product packages: ruff, then mypy --strict (settings in pyproject.toml).
+# Static checks of the product packages: ruff, then mypy --strict (settings in pyproject.toml);
+# $(call static_checks,<venv>) runs them with that venv's tools.
+define static_checks
+	$(1)/bin/ruff check orchestrator worker proto devtools tests bench examples
+	$(1)/bin/python -m mypy orchestrator worker proto/orchestrator_api
+endef
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check orchestrator worker proto devtools tests bench examples
-	$(PY) -m mypy orchestrator worker proto/orchestrator_api
+	$(call static_checks,$(VENV))
 
 test: lint $(STAMP) servers browser
 	$(PY) -m pytest -q --durations=15
@@ -66,9 +71,9 @@ test-latest: servers browser | $(UV)
 	rm -rf .venv-latest
 	$(UV) venv -q --python $(PYTHON) .venv-latest
 	VIRTUAL_ENV=.venv-latest $(UV) pip install -q --upgrade -e ./proto -e ./worker -e '.[dev,bench,otlp]'
-	.venv-latest/bin/python -m devtools.lock_drift .venv-latest
-	$(MAKE) lint VENV=.venv-latest STAMP=.venv-latest/bin/python
-	.venv-latest/bin/python -m pytest -q
+	.venv-latest/bin/python -m devtools.lock_drift
+	$(call static_checks,.venv-latest)
+	.venv-latest/bin/python -m pytest -q --durations=15
 
 # SECURE=1: mutual TLS on every port, with a throwaway CA made for the run (it prints how to use it).
 # REPLICAS=N: the production shape, a Redis master with N replicas and 3 Sentinels (redis_replicas in the YAML).
