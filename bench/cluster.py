@@ -44,6 +44,9 @@ class BenchSettings:
     worker_concurrency: int = 32
     lease_ttl_s: float = 2.0
     retention_s: float = 0.0     # 0: the nodes' default
+    etcd_members: int = 3
+    redis_replicas: int = 0      # replicas of the master beside it, and Sentinels the nodes follow it through
+    redis_min_replicas: int | None = None   # replicas an acknowledged write waits for (default: 1 with replicas)
 
 
 class BenchCluster:
@@ -57,7 +60,9 @@ class BenchCluster:
         self.base_dir = Path(tempfile.mkdtemp(prefix=f"{self.settings.name}-"))
         self.local = LocalCluster(self.base_dir, ClusterSettings(
             name=self.settings.name, lease_ttl_s=self.settings.lease_ttl_s, workers=0, log_level="WARNING",
-            retention_s=self.settings.retention_s))
+            retention_s=self.settings.retention_s, etcd_members=self.settings.etcd_members,
+            redis_replicas=self.settings.redis_replicas, redis_min_replicas=self.settings.redis_min_replicas),
+            announce=False)
         self.client: WorkflowClient | None = None
         self._redis: redis.Redis | None = None
 
@@ -149,6 +154,8 @@ class BenchCluster:
         found.update({proc.name: proc.pid for proc in self.local.workers if proc.alive()})
         if self.local.redis is not None:
             found["redis"] = self.local.redis.process.pid
+        found.update({f"redis-replica-{i + 1}": r.process.pid for i, r in enumerate(self.local.replicas)
+                      if r.process.alive()})
         if self.local.etcd is not None:
             found.update({f"etcd-{m.name}": m.process.pid for m in self.local.etcd.members
                           if m.process is not None and m.process.alive()})

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import conductor, events, failover, latency, poison, profile, scale, soak, throughput
+from . import conductor, durability, events, failover, latency, poison, profile, scale, soak, throughput
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -19,6 +19,7 @@ SCENARIOS: dict[str, Scenario] = {
     "events": events.run,
     "poison": poison.run,
     "failover": failover.run,
+    "durability": durability.run,
     "scale": scale.run,
     "soak": soak.run,
 }
