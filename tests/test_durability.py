@@ -33,6 +33,8 @@ from devtools.netproxy import TO_CLIENT, NetProxy
 from devtools.procs import (EtcdCluster, ManagedProcess, RedisServer, SentinelServer, free_port, start_redis,
                             start_sentinel, stop_all, wait_for_replicas)
 from helpers import BackgroundWorker, unique, wait_for_status
+from orchestrator.cli import build_parser
+from orchestrator.config import NodeConfig
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient, task
@@ -44,6 +46,23 @@ STARTERS = 4                  # threads starting workflows, each STARTS_PER_S a 
 STARTS_PER_S = 10.0
 SLACK_S = 0.2                 # bytes the proxy had read before the hold began may be held with the rest
 FAST_SYNC = ("--repl-diskless-sync-delay", "0")   # a replica syncs at once (Redis waits 5 s by default)
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+
+
+# --------------------------------------------------------------------------- the setting
+
+def test_the_setting_its_flags_and_the_production_files() -> None:
+    assert (NodeConfig().redis_min_replicas, NodeConfig().redis_replica_timeout_ms) == (0, 1000)
+    production = NodeConfig.load(DEPLOY / "production/node.yaml")
+    assert (production.redis_min_replicas, production.redis_replica_timeout_ms) == (1, 1000)
+    redis_conf = (DEPLOY / "production/redis.conf").read_text()
+    assert "\nmin-replicas-to-write 1\n" in redis_conf and "\nmin-replicas-max-lag " in redis_conf
+    with pytest.raises(ValueError, match="redis_min_replicas"):
+        NodeConfig(redis_min_replicas=-1)
+    with pytest.raises(ValueError, match="redis_replica_timeout_ms"):
+        NodeConfig(redis_replica_timeout_ms=0)
+    args = build_parser().parse_args(["node", "--redis-min-replicas", "2", "--redis-replica-timeout-ms", "250"])
+    assert (args.redis_min_replicas, args.redis_replica_timeout_ms) == (2, 250)
 
 
 # --------------------------------------------------------------------------- the master kill under load
