@@ -33,7 +33,8 @@ class NodeConfig:
     # nothing is acknowledged (to a client, a worker, a publisher) until this many Redis replicas hold
     # it (WAIT, one round per batch of writes); 0: as soon as the master has it (lost if it dies first)
     redis_min_replicas: int = 0
-    redis_replica_timeout_ms: int = 1000      # longer than this unconfirmed: the caller gets UNAVAILABLE
+    # longer than this unconfirmed: the caller gets UNAVAILABLE; keep it below Sentinel's down-after-milliseconds
+    redis_replica_timeout_ms: int = 1000
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     cluster: str = "default"                  # names the election prefix and the Redis key prefix
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout

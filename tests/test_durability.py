@@ -204,7 +204,9 @@ class ReplicatedRedis:
         wait_for_replicas(self.master.port, 2)
         # failover-timeout also delays a Sentinel pointing replicas that follow another address (the proxy)
         # straight at the master: past this test's end
-        self.sentinel: SentinelServer = start_sentinel(folder / "sentinel", self.master.port, down_after_ms=500,
+        # down-after above the node's replica timeout: no write still waits for replicas by the time a
+        # replica can be promoted (ReplicationBarrier)
+        self.sentinel: SentinelServer = start_sentinel(folder / "sentinel", self.master.port, down_after_ms=1000,
                                                        failover_timeout_ms=120_000)
         self.sentinel_client = redis.Redis(port=self.sentinel.port, decode_responses=True)
         deadline = time.monotonic() + 15

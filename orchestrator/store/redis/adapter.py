@@ -166,7 +166,8 @@ class RedisStore:
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
         self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
-                                               replica_timeout_ms) if min_replicas > 0 else None)
+                                               replica_timeout_ms, on_new_master=self._drop_connections)
+                            if min_replicas > 0 else None)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
@@ -207,6 +208,10 @@ class RedisStore:
     @property
     def prefix(self) -> str:
         return self.keys.prefix
+
+    async def _drop_connections(self) -> None:
+        """After a failover: every connection is made again, to the master Sentinel names now."""
+        await self._redis.connection_pool.disconnect()
 
     async def close(self) -> None:
         if self.replication is not None:

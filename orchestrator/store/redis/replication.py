@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.exceptions import ResponseError
@@ -61,9 +62,17 @@ class ReplicationBarrier:
     id changes nothing twice).
 
     `redis`: a client whose pool is the barrier's own (one connection is enough: rounds run one
-    at a time), so a round never waits behind the node's other commands for a connection."""
+    at a time), so a round never waits behind the node's other commands for a connection.
 
-    def __init__(self, redis: Any, key: str, replicas: int, timeout_ms: int) -> None:
+    A round proves something only about the master it ran on. Two rules keep that the master
+    the callers wrote to: `timeout_ms` below Sentinel's down-after-milliseconds, so no caller
+    still waits when a replica can be promoted; and, with Sentinel, a round that finds another
+    master than the round before (`master_address` of its pool) confirms nothing and calls
+    `on_new_master` (the store drops its connections to the old one), as the callers' writes
+    may have gone to the master that was replaced."""
+
+    def __init__(self, redis: Any, key: str, replicas: int, timeout_ms: int,
+                 on_new_master: Callable[[], Awaitable[None]] | None = None) -> None:
         if replicas < 1:
             raise ValueError("a replication barrier needs at least one replica (0: use none)")
         if timeout_ms < 1:
@@ -72,6 +81,8 @@ class ReplicationBarrier:
         self.key = key
         self.replicas = replicas
         self.timeout_ms = timeout_ms
+        self.on_new_master = on_new_master
+        self._master: Any = None        # the master the last round ran on (Sentinel pools name it)
         # WAIT gives up a little before the caller does, so a caller that sent the round itself hears
         # how many replicas confirmed rather than cutting the round off
         self._wait_ms = max(1, timeout_ms - min(50, timeout_ms // 10))
@@ -150,21 +161,21 @@ class ReplicationBarrier:
     async def _round(self) -> int:
         """INCR the barrier key and WAIT for it on the same connection; how many replicas hold it.
 
-        Normally both in one pipeline (one round trip). After a failed round the INCR goes alone
-        first: a master that refuses writes (min-replicas-to-write) then answers at once, instead
-        of after the WAIT that a pipeline would still run."""
+        Both in one pipeline (one round trip; were the connection replaced in between, WAIT would
+        wait for nothing: a pipeline is sent again whole). After a failed round a lone INCR goes
+        first: a master that refuses writes (min-replicas-to-write) then says so at once, instead
+        of after the WAIT that the pipeline would still run."""
         self.rounds += 1
         self._failing, failing = True, self._failing   # until this round proves otherwise
         try:
             async with asyncio.timeout(self.timeout_ms / 1000 + ROUND_SLACK_S):
                 if failing:
                     await self._redis.incr(self.key)
-                    acked = await self._redis.execute_command("WAIT", self.replicas, self._wait_ms)
-                else:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        pipe.incr(self.key)
-                        pipe.execute_command("WAIT", self.replicas, self._wait_ms)
-                        _, acked = await pipe.execute()
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    pipe.incr(self.key)
+                    pipe.execute_command("WAIT", self.replicas, self._wait_ms)
+                    _, acked = await pipe.execute()
+            await self._same_master()
             self._failing = int(acked) < self.replicas
             return int(acked)
         except TimeoutError:
@@ -175,6 +186,19 @@ class ReplicationBarrier:
         except REDIS_UNAVAILABLE as exc:
             why = str(exc) or type(exc).__name__
             raise StoreUnavailable(self._refusal(f"Redis did not answer: {why}")) from exc
+
+    async def _same_master(self) -> None:
+        """StoreUnavailable when this round ran on another master than the one before (a failover)."""
+        master = getattr(self._redis.connection_pool, "master_address", None)
+        before, self._master = self._master, master
+        if before is None or master is None or master == before:
+            return
+        log.warning("the Redis master is now %s (was %s): writes waiting for replicas are refused once, and "
+                    "connections to the old master dropped", master, before)
+        if self.on_new_master is not None:
+            await self.on_new_master()
+        raise StoreUnavailable(self._refusal(f"the master changed from {before} to {master}: the write may have "
+                                             "gone to the old one"))
 
     def _refused(self, error: StoreUnavailable) -> None:
         self.refusals += 1
