@@ -45,6 +45,8 @@ from .parts import ConsoleParts
 from .timeline import timeline
 
 MAX_FORM_BYTES = 2 * 1024 * 1024
+MAX_COUNTED = 1000   # workflows counted per status for a correlation id (read one by one: see `_counts`)
+MAX_COUNT_PAGES = 10  # search pages read per status for them (each a bounded scan)
 MAX_SHOWN_JSON = 20_000
 PAGE_SIZES = (20, 50, 100, 200)
 SIGNALLED_KINDS = ("WAIT", "HUMAN")
@@ -175,7 +177,8 @@ class Console:
         filters = {key: q.get(key, "").strip() for key in ("name", "status", "correlation_id", "text", "from", "to",
                                                                 "cursor")}
         limit = int(q["limit"]) if q.get("limit", "").isdigit() else PAGE_SIZES[0]
-        error, page, counts = "", None, {}
+        error, page = "", None
+        counts: dict[str, int | str] = {}
         namespace = request_namespace()
         names = sorted(d["name"] for d in own(namespace, await self.parts.store.workflow_defs()))
         try:
@@ -185,10 +188,9 @@ class Console:
                 self.parts.workflows, name=filters["name"], status=filters["status"],
                 correlation_id=filters["correlation_id"], cursor=filters["cursor"], limit=limit,
                 created_from_ms=created_from, created_to_ms=created_to, text=filters["text"])
-            counts = await bounded(self.parts.store.status_counts(
-                name=qualified(namespace, filters["name"]) if filters["name"] else "",
-                correlation_id=filters["correlation_id"], created_from_ms=created_from, created_to_ms=created_to,
-                namespace=namespace))
+            counts = await bounded(self._counts(
+                namespace, qualified(namespace, filters["name"]) if filters["name"] else "", filters["correlation_id"],
+                created_from, created_to))
         except Refused as exc:
             error = exc.message
         query = {k: v for k, v in filters.items() if v and k != "cursor"}
@@ -203,6 +205,27 @@ class Console:
                            paged=bool(filters["cursor"]),
                            status_links={status: "/executions?" + urlencode({**query, "status": status})
                                          for status in st.WORKFLOW_STATUSES})
+
+    async def _counts(self, namespace: str, name: str, correlation_id: str, created_from: int,
+                      created_to: int) -> dict[str, int | str]:
+        """How many stored workflows of `namespace` have each status. A correlation id's index holds
+        every namespace's workflows of that id (and the store's counts read it whole), so those are
+        counted from the namespace's own search, up to MAX_COUNTED per status ("1000+" past it)."""
+        if not correlation_id:
+            return dict(await self.parts.store.status_counts(name=name, created_from_ms=created_from,
+                                                             created_to_ms=created_to, namespace=namespace))
+        counts: dict[str, int | str] = {}
+        for status in st.WORKFLOW_STATUSES:
+            found, cursor = 0, ""
+            for _ in range(MAX_COUNT_PAGES):
+                page = await self.parts.store.search(name=name, status=status, correlation_id=correlation_id,
+                                                     cursor=cursor, limit=MAX_COUNTED - found + 1, namespace=namespace)
+                found += len(page.workflow_ids)
+                cursor = page.next_cursor or ""
+                if not cursor or found > MAX_COUNTED:
+                    break
+            counts[status] = f"{min(found, MAX_COUNTED)}+" if found > MAX_COUNTED or cursor else found
+        return counts
 
     async def _load(self, workflow_id: str) -> m.WorkflowState | None:
         """The workflow, if it is one of the request's namespace."""
