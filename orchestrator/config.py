@@ -59,6 +59,8 @@ class NodeConfig:
     tls_key_file: str = ""
     tls_ca_file: str = ""
     allow_plaintext: bool = False             # serve plaintext beyond loopback (only behind something that encrypts)
+    # the console's cookies are Secure even when the node serves plain http: a TLS-terminating proxy is in front
+    console_secure_cookies: bool = False
     # etcd over TLS: its CA, and this node's client certificate when etcd asks for one (--client-cert-auth)
     etcd_tls_ca_file: str = ""
     etcd_tls_cert_file: str = ""
@@ -101,6 +103,8 @@ class NodeConfig:
             raise ValueError(f"redis_min_replicas must be from 0 (the master alone) to {MAX_MIN_REPLICAS}")
         if not 1 <= self.redis_replica_timeout_ms <= MAX_REPLICA_TIMEOUT_MS:
             raise ValueError(f"redis_replica_timeout_ms must be from 1 to {MAX_REPLICA_TIMEOUT_MS}")
+        if not isinstance(self.console_secure_cookies, bool):
+            raise ValueError("console_secure_cookies must be true or false")
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
 

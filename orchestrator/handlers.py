@@ -9,6 +9,14 @@ WorkflowService and MetadataService in; the protocols below are what the callers
 The namespace a request acts in (core/namespaces.py) reaches the handlers the same way from
 every door: the gRPC interceptor, the console's and the Conductor API's gate set it for the
 request (`acting_in`), and the handlers read it (`request_namespace`).
+
+So does who calls (`calling_as`), and the handlers themselves refuse what the caller may not do
+(`refusal`), by the one table of who may call what: `METHOD_ROLES` (the role each gRPC method
+needs; a method not listed needs admin) and `CLUSTER_WIDE` (methods that act on every namespace
+at once, which a token confined to one may not call, whatever its role). The doors check first
+where they can (the interceptor before a message is read, the HTTP routes before a body is),
+but no door is trusted to: a handler called with no caller at all refuses too. The HTTP routes
+that read the store without a handler follow the rule of the gRPC method they stand for (`Rule`).
 """
 
 from __future__ import annotations
@@ -16,14 +24,139 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from .core.auth import Principal
 from .core.namespaces import namespace_of
 
-__all__ = ["HTTP_STATUS", "Context", "MetadataHandlers", "Refused", "WorkflowHandlers", "acting_in",
-           "internal_error", "request_namespace", "seen_here", "serving_as", "task_acts_in"]
+__all__ = ["CLUSTER_WIDE", "HTTP_STATUS", "METHOD_ROLES", "OPEN", "Context", "MetadataHandlers", "Refused", "Rule",
+           "WorkflowHandlers", "acting_in", "authorize", "calling_as", "current_principal", "internal_error",
+           "refusal", "request_namespace", "rule_marked", "rule_of", "seen_here", "serving_as", "task_acts_in",
+           "task_calls_as", "with_rule"]
+
+_READ, _OPERATE, _WORK, _ADMIN = "reader", "operator", "worker", "admin"
+# Who may call what: the role each gRPC method needs (core/auth.py says what each role is). A method
+# missing here needs admin, so a new RPC is closed until someone decides who may call it.
+METHOD_ROLES: dict[str, dict[str, str]] = {
+    "MetadataService": {"RegisterTaskDef": _ADMIN, "RegisterWorkflowDef": _ADMIN, "GetTaskDef": _READ,
+                        "ListTaskDefs": _READ, "ValidateWorkflowDef": _READ, "GetWorkflowDef": _READ,
+                        "ListWorkflowDefs": _READ},
+    "WorkflowService": {"StartWorkflow": _OPERATE, "ExecuteWorkflow": _OPERATE, "GetWorkflow": _READ,
+                        "WatchWorkflow": _READ, "SearchWorkflows": _READ, "TerminateWorkflow": _OPERATE,
+                        "PauseWorkflow": _OPERATE, "ResumeWorkflow": _OPERATE, "RetryWorkflow": _OPERATE,
+                        "RestartWorkflow": _OPERATE, "RerunWorkflow": _OPERATE, "SkipTask": _OPERATE,
+                        "SignalTask": _OPERATE},
+    "TaskService": {"Connect": _WORK},
+    "ClusterService": {"GetClusterStatus": _READ, "StepDown": _ADMIN},
+    "EventService": {"PublishEvent": _OPERATE, "ReadEvents": _READ, "ConfigureTopic": _ADMIN, "GetTopic": _READ,
+                     "RegisterEventHandler": _ADMIN, "ListEventHandlers": _READ, "RemoveEventHandler": _ADMIN,
+                     "ReceiveEvents": _WORK, "AckEvents": _WORK},
+}
+# What acts on the whole cluster, every namespace at once: moving the leadership fails every team's
+# work over. A token confined to a namespace is its team's, admin or not, and may not.
+CLUSTER_WIDE = frozenset({"ClusterService/StepDown"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a use case needs: a role (None: open to anyone) and, when `cluster_wide`, a token
+    confined to no namespace. `what` names it in refusals."""
+
+    role: str | None
+    what: str
+    cluster_wide: bool = False
+
+
+OPEN = Rule(None, "open")
+
+
+def rule_of(method: str) -> Rule:
+    """The rule of gRPC method "Service/Method" (a method not in the table: admin)."""
+    service, _, name = method.partition("/")
+    return Rule(METHOD_ROLES.get(service, {}).get(name, _ADMIN), name or method, method in CLUSTER_WIDE)
+
+
+@dataclass(frozen=True)
+class _Caller:
+    principal: Principal | None
+    tokens: bool   # False: the node runs without tokens, and anyone may do anything
+
+
+_CALLER: contextvars.ContextVar[_Caller | None] = contextvars.ContextVar("caller", default=None)
+
+
+@contextmanager
+def calling_as(principal: Principal | None, *, tokens: bool) -> Iterator[None]:
+    """Handle what runs inside as a request of `principal` (None: nobody known) on a node that
+    requires tokens (`tokens`) or not. Every door says so before it calls a handler."""
+    token = _CALLER.set(_Caller(principal, tokens))
+    try:
+        yield
+    finally:
+        _CALLER.reset(token)
+
+
+def task_calls_as(principal: Principal | None, *, tokens: bool) -> None:
+    """The rest of the running task (a stream's own) is a request of `principal`."""
+    _CALLER.set(_Caller(principal, tokens))
+
+
+def current_principal() -> Principal | None:
+    """Who makes the request being handled (None on a node without tokens, or nobody known)."""
+    caller = _CALLER.get()
+    return caller.principal if caller is not None else None
+
+
+def refusal(rule: Rule) -> Refused | None:
+    """Why the request being handled may not do what `rule` guards; None when it may."""
+    if rule.role is None:
+        return None
+    caller = _CALLER.get()
+    if caller is None:   # a path into the handlers that did not say who calls: refused, not trusted
+        return Refused("UNAUTHENTICATED", f"{rule.what}: no caller was named for this request (an internal "
+                                          "path that skipped authentication)")
+    if not caller.tokens:
+        return None
+    principal = caller.principal
+    if principal is None:
+        return Refused("UNAUTHENTICATED", "a token is required: send `authorization: Bearer <token>` "
+                                          "(or X-Authorization on HTTP)")
+    if not principal.may(rule.role):
+        return Refused("PERMISSION_DENIED", f"{principal.name} ({', '.join(sorted(principal.roles))}) may not "
+                                            f"call {rule.what}: it needs the {rule.role} role")
+    if principal.namespace is not None:
+        if rule.cluster_wide:
+            return Refused("PERMISSION_DENIED", f"{rule.what} acts on the whole cluster, every namespace at once; "
+                                                f"{principal.name} is confined to namespace "
+                                                f"'{principal.namespace or '(default)'}' and may not")
+        if _NAMESPACE.get() != principal.namespace:
+            return Refused("PERMISSION_DENIED", f"{principal.name} may act only in namespace "
+                                                f"'{principal.namespace or '(default)'}', not in "
+                                                f"'{_NAMESPACE.get() or '(default)'}'")
+    return None
+
+
+def authorize(rule: Rule) -> None:
+    """Raise Refused unless the request being handled may do what `rule` guards."""
+    refused = refusal(rule)
+    if refused is not None:
+        raise refused
+
+
+def with_rule(endpoint: Any, rule: Rule) -> Any:
+    """Mark an HTTP route's endpoint with the rule it checks (the app refuses to be built with a
+    route that carries none: `rule_marked`)."""
+    endpoint._rule = rule
+    return endpoint
+
+
+def rule_marked(endpoint: Any) -> Rule | None:
+    """The rule an endpoint was marked with (`with_rule`); None for one that checks nothing."""
+    rule = getattr(endpoint, "_rule", None)
+    return rule if isinstance(rule, Rule) else None
 
 _NAMESPACE: contextvars.ContextVar[str] = contextvars.ContextVar("namespace", default="")
 _SERVING_AS = [""]   # the node this process runs (`orchestrator node` sets it), as its log names it

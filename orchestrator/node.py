@@ -180,7 +180,8 @@ class Node:
                 metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes),
                 tokens=self.tokens))
             await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor,
-                                                   tokens=self.tokens))
+                                                   tokens=self.tokens,
+                                                   secure_cookies=self.config.console_secure_cookies))
             log.info("node %s serving the console and /metrics on %s://%s/", self.config.node_id,
                      "https" if self.tls is not None else "http", self.console.bound)
 

@@ -11,6 +11,7 @@ console (not a member that is up).
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import re
 import signal
@@ -173,14 +174,19 @@ def seen_keys(cluster: LocalCluster) -> set[str]:
     return asyncio.run(read())
 
 
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+# a browser's: a console form is good for the session (cookie) it was shown to
+BROWSER = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect)
+
+
 def post_form(url: str, fields: dict[str, str]) -> tuple[int, str]:
     request = urllib.request.Request(url, data=urllib.parse.urlencode(fields).encode(), method="POST")
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
     try:
-        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as response:
+        with BROWSER.open(request, timeout=10) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
@@ -200,7 +206,7 @@ def test_gone_members_are_forgotten_after_a_day_or_by_an_operator(cluster: Local
     assert "long-gone" not in gone and "gone-an-hour" in gone, gone
 
     # an operator forgets one from the console (a form of the console's own page)
-    html = urllib.request.urlopen(cluster.console_of(leader) + "/cluster", timeout=10).read().decode()
+    html = BROWSER.open(cluster.console_of(leader) + "/cluster", timeout=10).read().decode()
     assert 'action="/cluster/members/gone-an-hour/forget"' in html
     csrf = html.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     code, _ = post_form(cluster.console_of(leader) + "/cluster/members/gone-an-hour/forget", {"csrf": csrf})

@@ -1,53 +1,42 @@
-"""Tokens on the gRPC API: an interceptor that checks every call before its handler runs.
+"""Tokens on the gRPC API: an interceptor that checks every call before its handler runs, and
+the handlers' own check of the same rules (`guarded`).
 
 The token travels as `authorization: Bearer <token>` metadata (the SDK's `token=`; grpcurl
-`-H 'authorization: Bearer ...'`). The role each method needs is listed here, method by method;
-a method missing from the list is refused to everyone but admins, so a new RPC is closed until
-someone decides who may call it. Health checks and reflection stay open: they reveal no data.
-The principal is handed to the handler (`current_principal()`), which checks what only it can
-see (a worker's task types are in its hello).
+`-H 'authorization: Bearer ...'`). The role each method needs is the table in
+`orchestrator.handlers` (`METHOD_ROLES`, and `CLUSTER_WIDE` for what a token confined to a
+namespace may not call), method by method; a method missing from it is refused to everyone but
+admins, so a new RPC is closed until someone decides who may call it. Health checks and reflection
+stay open: they reveal no data. The principal is handed to the handler (`current_principal()`),
+which checks what only it can see (a worker's task types are in its hello).
+
+The interceptor refuses before the request message is even read. The handlers check again
+themselves (`guarded`, on every servicer class): the console and the Conductor API call them
+in-process, without this interceptor, and no door is trusted to have checked.
 
 The same interceptor settles the namespace a call acts in (metadata `namespace`, limited by a
-confined token: `core.auth.namespace_for`) and hands it on (`handlers.acting_in`). Without a
-tokens file it does only that, and a call that names no namespace passes untouched.
+confined token: `core.auth.namespace_for`) and hands it on (`handlers.acting_in`), with the caller
+(`handlers.calling_as`). Without a tokens file it does only that.
 """
 
 from __future__ import annotations
 
-import contextvars
+import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
+from orchestrator_api.v1 import orchestrator_pb2 as pb
+
 from ..core.auth import Principal, Tokens, namespace_for
-from ..handlers import acting_in, task_acts_in
+from ..handlers import (CLUSTER_WIDE, METHOD_ROLES, acting_in, calling_as, current_principal, refusal, rule_of,
+                        task_acts_in, task_calls_as)
 
-_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)
+__all__ = ["CLUSTER_WIDE", "METHOD_ROLES", "OPEN_SERVICES", "TokenInterceptor", "current_principal", "guarded",
+           "needed_role"]
 
-_READ, _OPERATE, _WORK, _ADMIN = "reader", "operator", "worker", "admin"
-METHOD_ROLES: dict[str, dict[str, str]] = {
-    "MetadataService": {"RegisterTaskDef": _ADMIN, "RegisterWorkflowDef": _ADMIN, "GetTaskDef": _READ,
-                        "ListTaskDefs": _READ, "ValidateWorkflowDef": _READ, "GetWorkflowDef": _READ,
-                        "ListWorkflowDefs": _READ},
-    "WorkflowService": {"StartWorkflow": _OPERATE, "ExecuteWorkflow": _OPERATE, "GetWorkflow": _READ,
-                        "WatchWorkflow": _READ, "SearchWorkflows": _READ, "TerminateWorkflow": _OPERATE,
-                        "PauseWorkflow": _OPERATE, "ResumeWorkflow": _OPERATE, "RetryWorkflow": _OPERATE,
-                        "RestartWorkflow": _OPERATE, "RerunWorkflow": _OPERATE, "SkipTask": _OPERATE,
-                        "SignalTask": _OPERATE},
-    "TaskService": {"Connect": _WORK},
-    "ClusterService": {"GetClusterStatus": _READ, "StepDown": _ADMIN},
-    "EventService": {"PublishEvent": _OPERATE, "ReadEvents": _READ, "ConfigureTopic": _ADMIN, "GetTopic": _READ,
-                     "RegisterEventHandler": _ADMIN, "ListEventHandlers": _READ, "RemoveEventHandler": _ADMIN,
-                     "ReceiveEvents": _WORK, "AckEvents": _WORK},
-}
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                  "grpc.reflection.v1.ServerReflection")
-
-
-def current_principal() -> Principal | None:
-    """Who makes the call being handled (None on a node without tokens)."""
-    return _PRINCIPAL.get()
 
 
 def needed_role(method: str) -> str | None:
@@ -55,7 +44,43 @@ def needed_role(method: str) -> str | None:
     service, _, name = method.lstrip("/").partition("/")
     if service in OPEN_SERVICES:
         return None
-    return METHOD_ROLES.get(service.rsplit(".", 1)[-1], {}).get(name, _ADMIN)
+    return rule_of(f"{service.rsplit('.', 1)[-1]}/{name}").role
+
+
+Servicer = TypeVar("Servicer", bound=type)
+
+
+def guarded(service: str) -> Callable[[Servicer], Servicer]:
+    """A class decorator: every RPC of `service` (as the proto declares them, so none is missed)
+    first refuses a caller the table does not let call it, whoever called the handler: the
+    interceptor, the console, the Conductor API, or a path that named no caller at all."""
+    def decorate(cls: Servicer) -> Servicer:
+        for method in pb.DESCRIPTOR.services_by_name[service].methods:
+            setattr(cls, method.name, _checked(getattr(cls, method.name), rule_of(f"{service}/{method.name}")))
+        return cls
+    return decorate
+
+
+def _checked(handler: Callable[..., Any], rule: Any) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(handler):   # gRPC tells a streaming handler by its kind: it stays one
+        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
+            refused = refusal(rule)
+            if refused is not None:
+                await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
+            async for item in handler(self, request, context):
+                yield item
+        stream.__name__ = handler.__name__
+        stream.__doc__ = handler.__doc__
+        return stream
+
+    async def answer(self: Any, request: Any, context: Any) -> Any:
+        refused = refusal(rule)
+        if refused is not None:
+            await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
+        return await handler(self, request, context)
+    answer.__name__ = handler.__name__
+    answer.__doc__ = handler.__doc__
+    return answer
 
 
 def bearer(value: str) -> str:
@@ -77,26 +102,29 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):   # type: ignore[misc]
             return handler
         metadata = dict(details.invocation_metadata or ())
         asked = str(metadata.get("namespace", ""))
-        if self.tokens is None:
-            if not asked:
-                return handler
-            principal = None
-        else:
+        principal = None
+        if self.tokens is not None:
             principal = self.tokens.find(bearer(str(metadata.get("authorization", ""))))
             if principal is None:
                 return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED,
                                 "a token is required: send `authorization: Bearer <token>`")
+            name = details.method.rsplit("/", 1)[-1]
             if not principal.may(role):
                 return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
                                 f"{principal.name} ({', '.join(sorted(principal.roles))}) may not call "
-                                f"{details.method.rsplit('/', 1)[-1]}: it needs the {role} role")
+                                f"{name}: it needs the {role} role")
+            service = details.method.lstrip("/").partition("/")[0].rsplit(".", 1)[-1]
+            if principal.namespace is not None and f"{service}/{name}" in CLUSTER_WIDE:
+                return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED,
+                                f"{name} acts on the whole cluster, every namespace at once; {principal.name} is "
+                                f"confined to namespace '{principal.namespace or '(default)'}' and may not")
         try:
             namespace = namespace_for(principal, asked)
         except ValueError as exc:
             return _refusal(handler, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except PermissionError as exc:
             return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, str(exc))
-        return _as(handler, principal, namespace)
+        return _as(handler, principal, namespace, self.tokens is not None)
 
 
 # The four shapes of a method handler: its attribute, its constructor, whether it streams answers.
@@ -116,16 +144,15 @@ def _reshaped(handler: Any, behavior: Callable[[Behavior, bool], Behavior]) -> A
     raise ValueError(f"a method handler of no known shape: {handler!r}")   # fails closed: the call errs
 
 
-def _as(handler: Any, principal: Principal | None, namespace: str) -> Any:
-    """The same handler, run with `principal` as the current one, in `namespace`."""
+def _as(handler: Any, principal: Principal | None, namespace: str, tokens: bool) -> Any:
+    """The same handler, run with `principal` as the caller (on a node with `tokens` or not), in `namespace`."""
     def behavior(inner: Behavior, streams: bool) -> Behavior:
         async def answer(request: Any, context: Any) -> Any:
-            _PRINCIPAL.set(principal)
-            with acting_in(namespace):
+            with acting_in(namespace), calling_as(principal, tokens=tokens):
                 return await inner(request, context)
 
         async def answers(request: Any, context: Any) -> AsyncIterator[Any]:
-            _PRINCIPAL.set(principal)   # a stream's handler runs in a task of its own
+            task_calls_as(principal, tokens=tokens)   # a stream's handler runs in a task of its own
             task_acts_in(namespace)
             async for item in inner(request, context):
                 yield item

@@ -7,6 +7,7 @@ from typing import Any, Protocol
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
+from .auth import guarded
 from .errors import grpc_errors
 
 
@@ -16,6 +17,7 @@ class ClusterView(Protocol):
     async def step_down(self) -> str: ...
 
 
+@guarded("ClusterService")   # each method refuses whom the table does not let call it, whoever calls
 class ClusterService(pb_grpc.ClusterServiceServicer):
     def __init__(self, view: ClusterView) -> None:
         self.view = view

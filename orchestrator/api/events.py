@@ -21,6 +21,7 @@ from ..core.limits import MAX_DURATION_SECONDS
 from ..core.payloads import PayloadLimit, encode, require_text_keys
 from ..handlers import request_namespace
 from ..store import Store
+from .auth import guarded
 from .errors import grpc_errors
 
 MAX_KEY_LENGTH = 256
@@ -62,6 +63,7 @@ def handler_message(handler: dict[str, Any]) -> pb.EventHandler:
     return pb.EventHandler(name=shown["name"], definition=to_struct(shown))
 
 
+@guarded("EventService")   # each method refuses whom the table does not let call it, whoever calls
 class EventService(pb_grpc.EventServiceServicer):
     def __init__(self, store: Store, limit: PayloadLimit) -> None:
         self.store = store

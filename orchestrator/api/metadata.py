@@ -16,6 +16,7 @@ from ..core.errors import InvalidArgument, NotFound
 from ..core.namespaces import as_seen, as_stored, own, qualified, relative, topic_in
 from ..handlers import request_namespace
 from ..store import Store
+from .auth import guarded
 from .errors import grpc_errors
 from .messages import source_to_dict, task_def_message, workflow_def_message
 
@@ -23,6 +24,7 @@ from .messages import source_to_dict, task_def_message, workflow_def_message
 MAX_REACHABLE_WORKFLOWS = 1000   # what one registration may look up: bounds its work
 
 
+@guarded("MetadataService")   # each method refuses whom the table does not let call it, whoever calls
 class MetadataService(pb_grpc.MetadataServiceServicer):
     def __init__(self, store: Store) -> None:
         self.store = store

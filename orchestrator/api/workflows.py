@@ -27,6 +27,7 @@ from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, Orchest
 from ..core.namespaces import qualified, relative
 from ..handlers import request_namespace, seen_here
 from ..store import Store, StoreUnavailable
+from .auth import guarded
 from .errors import grpc_errors, status_code
 from .messages import archived_message, fit, shown, workflow_message
 
@@ -38,6 +39,7 @@ MAX_WAIT_S = 300.0
 RESTARTABLE = sorted(st.TERMINAL_WORKFLOW)
 
 
+@guarded("WorkflowService")   # each method refuses whom the table does not let call it, whoever calls
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
     """Every change is an event this node decides at once: starts in the background (the
     caller has its id), operations and signals before answering (the answer shows their effect).

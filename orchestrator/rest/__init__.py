@@ -15,21 +15,27 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from ..handlers import OPEN, Refused
 from . import metadata, tasks, workflows
-from .common import RestParts, refuse
+from .common import RestParts, body_bytes, guarded, refuse
 
 __all__ = ["RestParts", "conductor_api"]
 
+MAX_TOKEN_REQUEST_BYTES = 16 * 1024   # a key id and a secret
+
 
 def conductor_api(parts: RestParts) -> list[BaseRoute]:
+    @guarded(OPEN)
     async def token(request: Request) -> Response:
         """conductor-python exchanges a key id and secret for the token it then sends as
         X-Authorization: here the key id is a token's name and the secret the token itself. Without
         tokens, a 404 is how a Conductor server says it runs open, and the SDK then sends none."""
         if parts.tokens is None:
             return refuse(404, "this cluster issues no tokens: its Conductor API runs without authentication")
-        try:
-            body = json.loads(await request.body() or b"{}")
+        try:   # read before anyone is known: capped (the gate caps it too)
+            body = json.loads(await body_bytes(request, MAX_TOKEN_REQUEST_BYTES) or b"{}")
+        except Refused as exc:
+            return refuse(exc.http_status, exc.message)
         except ValueError:
             body = {}
         key, secret = (str(body.get(k) or "") if isinstance(body, dict) else "" for k in ("keyId", "keySecret"))

@@ -4,6 +4,10 @@ query strings and bodies the way Conductor's clients write them, and errors as J
 The routes call the gRPC services' own handlers in-process (the way the console does), so a
 request is validated, stored and decided exactly as it would be through gRPC; a refusal comes
 back with the API's status mapped to HTTP and Conductor's error body (`status`, `message`).
+
+Each route follows the rule of the gRPC method it stands for (`guarded`), checked before it reads
+its body; the handlers it calls check theirs again (a start that carries a definition registers
+it, which needs what RegisterWorkflowDef needs).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
 from ..core.payloads import PayloadLimit
-from ..handlers import MetadataHandlers, Refused, WorkflowHandlers, internal_error
+from ..handlers import MetadataHandlers, Refused, Rule, WorkflowHandlers, internal_error, refusal, rule_of, with_rule
 from ..store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,22 @@ def answering_errors(route: Route) -> Route:
             return refuse(500, internal_error(type(exc).__name__))
     wrapped.__name__ = route.__name__
     return wrapped
+
+
+def guarded(rule: Rule | str) -> Callable[[Route], Route]:
+    """A route that refuses, before it reads anything, a caller `rule` does not allow: a Rule, or
+    the gRPC method ("Service/Method") whose rule it follows."""
+    wanted = rule_of(rule) if isinstance(rule, str) else rule
+
+    def decorate(route: Route) -> Route:
+        async def checked(request: Request) -> Response:
+            refused = refusal(wanted)
+            if refused is not None:
+                return refuse(refused.http_status, refused.message, retryable=False)
+            return await route(request)
+        checked.__name__ = route.__name__
+        return with_rule(checked, wanted)  # type: ignore[no-any-return]
+    return decorate
 
 
 def flag(request: Request, name: str, default: bool) -> bool:

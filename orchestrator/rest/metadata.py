@@ -14,7 +14,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from ..core.definitions import MAX_VERSION, check_task_def
 from ..core.namespaces import as_seen, own, qualified
 from ..handlers import Context, Refused, request_namespace
-from .common import RestParts, answering_errors, json_body, number, refuse
+from .common import RestParts, answering_errors, guarded, json_body, number, refuse
 from .shapes import task_def_json, workflow_def_json
 
 MAX_DEFINITION_BYTES = 4 * 1024 * 1024
@@ -63,18 +63,21 @@ def routes(parts: RestParts) -> list[Route]:
             await parts.metadata.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(source=_source(definition)),
                                                      context)
 
+    @guarded("MetadataService/RegisterWorkflowDef")
     @answering_errors
     async def create_workflow_def(request: Request) -> Response:
         """POST one definition (Conductor's create)."""
         await register_workflow_defs(await json_body(request, MAX_DEFINITION_BYTES, "a workflow definition"))
         return Response(status_code=200)
 
+    @guarded("MetadataService/RegisterWorkflowDef")
     @answering_errors
     async def update_workflow_defs(request: Request) -> Response:
         """PUT a list of definitions (Conductor's create-or-update)."""
         await register_workflow_defs(await json_body(request, MAX_DEFINITION_BYTES, "a list of workflow definitions"))
         return Response(status_code=200)
 
+    @guarded("MetadataService/GetWorkflowDef")
     @answering_errors
     async def get_workflow_def(request: Request) -> Response:
         name = request.path_params["name"]
@@ -85,10 +88,12 @@ def routes(parts: RestParts) -> list[Route]:
             return refuse(404, f"no {which}workflow definition named '{name[:256]}'")
         return JSONResponse(workflow_def_json(as_seen(definition)))
 
+    @guarded("MetadataService/ListWorkflowDefs")
     @answering_errors
     async def list_workflow_defs(request: Request) -> Response:
         return JSONResponse([workflow_def_json(d) for d in own(request_namespace(), await parts.store.workflow_defs())])
 
+    @guarded("MetadataService/RegisterTaskDef")
     @answering_errors
     async def register_task_defs(request: Request) -> Response:
         body = await json_body(request, MAX_DEFINITION_BYTES, "a task definition or a list of them")
@@ -101,6 +106,7 @@ def routes(parts: RestParts) -> list[Route]:
             await parts.metadata.RegisterTaskDef(pb.RegisterTaskDefRequest(source=_source(definition)), context)
         return Response(status_code=200)
 
+    @guarded("MetadataService/GetTaskDef")
     @answering_errors
     async def get_task_def(request: Request) -> Response:
         name = request.path_params["name"]
@@ -109,23 +115,28 @@ def routes(parts: RestParts) -> list[Route]:
             return refuse(404, f"no task definition named '{name[:256]}'")
         return JSONResponse(task_def_json(as_seen(definition)))
 
+    @guarded("MetadataService/ListTaskDefs")
     @answering_errors
     async def list_task_defs(request: Request) -> Response:
         defs = await parts.store.task_defs()
         return JSONResponse([task_def_json(d) for d in own(request_namespace(), (defs[n] for n in sorted(defs)))])
 
-    async def not_kept(request: Request) -> Response:
-        return refuse(405, "definitions are never removed here: running and archived workflows keep the version "
-                           "they started with; register a new version instead")
+    def not_kept(changes: str) -> Any:   # a removal changes definitions: it needs what registering needs
+        @guarded(changes)
+        async def not_kept(request: Request) -> Response:
+            return refuse(405, "definitions are never removed here: running and archived workflows keep the version "
+                               "they started with; register a new version instead")
+        return not_kept
 
     return [
         Route("/metadata/workflow", create_workflow_def, methods=["POST"]),
         Route("/metadata/workflow", update_workflow_defs, methods=["PUT"]),
         Route("/metadata/workflow", list_workflow_defs, methods=["GET"]),
         Route("/metadata/workflow/{name}", get_workflow_def, methods=["GET"]),
-        Route("/metadata/workflow/{name}/{version}", not_kept, methods=["DELETE"]),
+        Route("/metadata/workflow/{name}/{version}", not_kept("MetadataService/RegisterWorkflowDef"),
+              methods=["DELETE"]),
         Route("/metadata/taskdefs", register_task_defs, methods=["POST", "PUT"]),
         Route("/metadata/taskdefs", list_task_defs, methods=["GET"]),
         Route("/metadata/taskdefs/{name}", get_task_def, methods=["GET"]),
-        Route("/metadata/taskdefs/{name}", not_kept, methods=["DELETE"]),
+        Route("/metadata/taskdefs/{name}", not_kept("MetadataService/RegisterTaskDef"), methods=["DELETE"]),
     ]

@@ -29,7 +29,7 @@ from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, r
 from ..core.payloads import checked_output
 from ..store import ClaimedTask, ResultOutcome
 from ..handlers import Refused, request_namespace, seen_here
-from .common import (RestParts, answering_errors, body_bytes, json_body, number, object_body, plain,
+from .common import (RestParts, answering_errors, body_bytes, guarded, json_body, number, object_body, plain,
                      refuse, text)
 from .shapes import polled_task
 
@@ -102,6 +102,7 @@ def routes(parts: RestParts) -> list[Route]:
             raise Refused("INVALID_ARGUMENT", f"workerid '{ANY_WORKER}' is reserved")
         return _name(worker_id, "workerid")
 
+    @guarded("TaskService/Connect")
     @answering_errors
     async def batch_poll(request: Request) -> Response:
         task_type = served_queue(request, _name(request.path_params["task_type"], "the task type"))
@@ -112,6 +113,7 @@ def routes(parts: RestParts) -> list[Route]:
         now = now_ms()
         return JSONResponse([polled_task(t, worker_id, now) for t in claimed])
 
+    @guarded("TaskService/Connect")
     @answering_errors
     async def poll(request: Request) -> Response:
         task_type = served_queue(request, _name(request.path_params["task_type"], "the task type"))
@@ -199,6 +201,7 @@ def routes(parts: RestParts) -> list[Route]:
         if lines:
             await store.add_task_logs(logs_of(task_id), lines)
 
+    @guarded("TaskService/Connect")
     @answering_errors
     async def update_task(request: Request) -> Response:
         result = object_body(await json_body(request, parts.limit.max_bytes + 64 * 1024, "a TaskResult"),
@@ -206,6 +209,7 @@ def routes(parts: RestParts) -> list[Route]:
         task_id, _, _ = await update(result, principal_in(request.scope))
         return plain(task_id)
 
+    @guarded("TaskService/Connect")
     @answering_errors
     async def update_task_v2(request: Request) -> Response:
         """Store the result, then hand the same worker its next task of that type, if one waits."""
@@ -223,6 +227,7 @@ def routes(parts: RestParts) -> list[Route]:
             return Response(status_code=204)
         return JSONResponse(polled_task(claimed[0], worker_id, now_ms()))
 
+    @guarded("WorkflowService/SignalTask")
     @answering_errors
     async def update_by_reference(request: Request) -> Response:
         """POST /tasks/{workflowId}/{taskRefName}/{status}: complete the task's latest instance,
@@ -252,6 +257,7 @@ def routes(parts: RestParts) -> list[Route]:
         parts.decider.soon([workflow_id])
         return plain(task.task_id)
 
+    @guarded("TaskService/Connect")
     @answering_errors
     async def add_log(request: Request) -> Response:
         task_id = _name(request.path_params["task_id"], "taskId")
@@ -263,12 +269,14 @@ def routes(parts: RestParts) -> list[Route]:
         await store.add_task_logs(logs_of(task_id), [(now_ms(), str(message))])
         return Response(status_code=200)
 
+    @guarded("WorkflowService/GetWorkflow")
     @answering_errors
     async def get_logs(request: Request) -> Response:
         task_id = _name(request.path_params["task_id"], "taskId")
         return JSONResponse([{"log": line, "taskId": task_id, "createdTime": at}
                              for at, line in await store.task_logs(logs_of(task_id))])
 
+    @guarded("ClusterService/GetClusterStatus")
     @answering_errors
     async def queue_sizes(request: Request) -> Response:
         namespace = request_namespace()
@@ -277,6 +285,7 @@ def routes(parts: RestParts) -> list[Route]:
         return JSONResponse({relative(s.task_type): s.depth for s in stats if namespace_of(s.task_type) == namespace
                              or s.task_type in SYSTEM_TYPES})
 
+    @guarded("WorkflowService/GetWorkflow")
     async def no_lookup_by_id(request: Request) -> Response:
         return refuse(501, "tasks are looked up through their workflow here: GET /api/workflow/{workflowId} lists "
                            "every task with its taskId")

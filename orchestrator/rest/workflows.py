@@ -15,7 +15,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.definitions import MAX_VERSION
 from ..handlers import Context, Refused
-from .common import (RestParts, answering_errors, flag, json_body, number, object_body, plain,
+from .common import (RestParts, answering_errors, flag, guarded, json_body, number, object_body, plain,
                      text)
 from .shapes import workflow_json, workflow_status_json, workflow_summary
 
@@ -145,12 +145,14 @@ def routes(parts: RestParts) -> list[Route]:
                                             f"{workflow_id} (idempotencyStrategy RETURN_EXISTING returns its id)")
         return workflow_id, created
 
+    @guarded("WorkflowService/StartWorkflow")
     @answering_errors
     async def start_workflow(request: Request) -> Response:
         body = object_body(await json_body(request, max_body, "a StartWorkflowRequest"), "StartWorkflowRequest")
         workflow_id, _ = await start_request(body)
         return plain(workflow_id)
 
+    @guarded("WorkflowService/StartWorkflow")
     @answering_errors
     async def start_by_name(request: Request) -> Response:
         workflow_input = await json_body(request, max_body, "the workflow input", empty={})
@@ -158,6 +160,7 @@ def routes(parts: RestParts) -> list[Route]:
                                      workflow_input, text(request, "correlationId"), "")
         return plain(workflow_id)
 
+    @guarded("WorkflowService/ExecuteWorkflow")
     @answering_errors
     async def execute(request: Request) -> Response:
         body = object_body(await json_body(request, max_body, "a StartWorkflowRequest", empty={}),
@@ -180,18 +183,21 @@ def routes(parts: RestParts) -> list[Route]:
         return await handlers.GetWorkflow(pb.GetWorkflowRequest(workflow_id=workflow_id, include_tasks=include_tasks),
                                           context)
 
+    @guarded("WorkflowService/GetWorkflow")
     @answering_errors
     async def get_workflow(request: Request) -> Response:
         include_tasks = flag(request, "includeTasks", True)
         return JSONResponse(workflow_json(await load(request.path_params["workflow_id"], include_tasks),
                                           include_tasks=include_tasks))
 
+    @guarded("WorkflowService/GetWorkflow")
     @answering_errors
     async def get_status(request: Request) -> Response:
         workflow = await load(request.path_params["workflow_id"], False)
         return JSONResponse(workflow_status_json(workflow, output=flag(request, "includeOutput", False),
                                                  variables=flag(request, "includeVariables", False)))
 
+    @guarded("WorkflowService/SearchWorkflows")
     @answering_errors
     async def search(request: Request) -> Response:
         start_at = number(request, "start", 0, 0, MAX_SEARCH_WINDOW)
@@ -236,6 +242,7 @@ def routes(parts: RestParts) -> list[Route]:
                     break
         return sorted(merged.values(), key=lambda w: (-w.created_at_ms, w.workflow_id))[:wanted]
 
+    @guarded("WorkflowService/TerminateWorkflow")
     @answering_errors
     async def terminate(request: Request) -> Response:
         await handlers.TerminateWorkflow(pb.TerminateWorkflowRequest(
@@ -244,6 +251,7 @@ def routes(parts: RestParts) -> list[Route]:
         return Response(status_code=200)
 
     def operation(name: str) -> Any:
+        @guarded(f"WorkflowService/{name.capitalize()}Workflow")
         @answering_errors
         async def operate(request: Request) -> Response:
             workflow_id = request.path_params["workflow_id"]
@@ -261,6 +269,7 @@ def routes(parts: RestParts) -> list[Route]:
         operate.__name__ = name
         return operate
 
+    @guarded("WorkflowService/RerunWorkflow")
     @answering_errors
     async def rerun(request: Request) -> Response:
         workflow_id = request.path_params["workflow_id"]
@@ -281,6 +290,7 @@ def routes(parts: RestParts) -> list[Route]:
         await handlers.RerunWorkflow(rerun_request, context)
         return plain(workflow_id)
 
+    @guarded("WorkflowService/SkipTask")
     @answering_errors
     async def skip(request: Request) -> Response:
         raw = text(request, "skipTaskRequest")

@@ -1,8 +1,11 @@
 """The console's Starlette app: server-rendered pages, their live fragments, the operations, /metrics.
 
 Every page is plain HTML from a Jinja template (autoescaped); a few lines of JavaScript
-(static/console.js) poll each page's live fragment and swap it in. Forms POST with a token
-only this node's pages carry, and every operation asks for confirmation on a page of its own.
+(static/console.js) poll each page's live fragment and swap it in. Forms POST with the form token
+of the browser's session (web/auth.py: `Sessions`), and every operation asks for confirmation on a
+page of its own. Each route checks the rule of the gRPC method it stands for before it reads
+anything (`guard`), and the app is not built with a route that checks none; what a route does
+through the gRPC handlers is checked by them again.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -20,7 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import BaseRoute, Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp
 from starlette.staticfiles import StaticFiles
 
@@ -34,12 +38,13 @@ from ..core.definitions import iter_nodes
 from ..core.namespaces import as_seen, namespace_of, own, qualified, relative
 from ..store import StoreUnavailable
 from . import operations, reasons
-from .auth import COOKIE, TokenGate
+from .auth import COOKIE, SESSION_COOKIE, Sessions, TokenGate, form_token
 from .favicon import FAVICON
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from ..handlers import Refused, request_namespace, seen_here
+from ..handlers import (OPEN, Refused, Rule, current_principal, refusal, request_namespace, rule_marked, rule_of,
+                        seen_here, with_rule)
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
@@ -98,35 +103,46 @@ def statuses_by_ref(state: m.WorkflowState) -> tuple[dict[str, str], dict[str, i
 
 
 class Console:
-    def __init__(self, parts: ConsoleParts) -> None:
+    def __init__(self, parts: ConsoleParts, sessions: Sessions | None = None) -> None:
         self.parts = parts
+        self.sessions = sessions or Sessions()
         self.metrics = NodeMetrics(parts)
-        self.token = secrets.token_urlsafe(24)
         self.env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""),
                                 rel=relative, for_people=reasons.for_people, engine_fault=reasons.is_engine_fault)
-        self.env.globals.update(node=parts, csrf=self.token, statuses=st.WORKFLOW_STATUSES,
-                                terminal=st.TERMINAL_WORKFLOW, operations=OPERATIONS)
+        self.env.globals.update(node=parts, statuses=st.WORKFLOW_STATUSES, terminal=st.TERMINAL_WORKFLOW,
+                                operations=OPERATIONS)
 
     # ------------------------------------------------------------- helpers
 
     def render(self, template: str, status_code: int = 200, **values: Any) -> HTMLResponse:
         values.setdefault("now", now_ms())
+        values.setdefault("csrf", form_token())   # the browser session's own (web/auth.py)
+        values.setdefault("signed_in", current_principal() is not None)
         return HTMLResponse(self.env.get_template(template).render(**values), status_code=status_code)
 
     def problem(self, status_code: int, title: str, message: str) -> HTMLResponse:
         return self.render("problem.html", status_code, title=title, message=message, page="")
 
     async def form(self, request: Request) -> dict[str, str]:
-        size = int(request.headers.get("content-length") or 0)
-        if size > MAX_FORM_BYTES:
-            raise Refused("RESOURCE_EXHAUSTED", f"the form is {size} bytes; at most {MAX_FORM_BYTES} are read")
-        body = (await request.body())[:MAX_FORM_BYTES]
+        """The fields of a form this browser session was shown; Refused otherwise, or past MAX_FORM_BYTES
+        (declared or not: a chunked body is read only that far)."""
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
+            raise Refused("RESOURCE_EXHAUSTED", f"the form is {declared} bytes; at most {MAX_FORM_BYTES} are read")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_FORM_BYTES:
+                raise Refused("RESOURCE_EXHAUSTED", f"the form is larger than {MAX_FORM_BYTES} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
-        if not secrets.compare_digest(fields.get("csrf", ""), self.token):
-            raise Refused("PERMISSION_DENIED", "this form did not come from this node's console (or the node "
+        expected = form_token()
+        if not expected or not secrets.compare_digest(fields.get("csrf", "").encode(), expected.encode()):
+            raise Refused("PERMISSION_DENIED", "this form was not shown to this browser session (or the node "
                                                "restarted since it was shown): reload the page and try again")
         return fields
 
@@ -149,13 +165,9 @@ class Console:
 
     async def forget_member(self, request: Request) -> Response:
         """Drop a gone member from the Members table (an operator removed the node for good).
-        Cluster-wide, so an admin's act (the token gate asks for the role) by a token that is
-        not confined to a namespace."""
+        Cluster-wide, as stepping the leader down is: an admin's act, by a token that is not
+        confined to a namespace (its route's rule, FORGET)."""
         node_id = request.path_params["node_id"]
-        principal = request.scope.get("principal")
-        if principal is not None and principal.namespace is not None:
-            return self.problem(403, "Refused", "Members are the cluster's, not a namespace's: a token confined to "
-                                                "a namespace cannot forget one.")
         election = self.parts.election()
         try:
             await self.form(request)
@@ -336,6 +348,18 @@ class Console:
 
     # ------------------------------------------------------------- machine endpoints
 
+    async def logout(self, request: Request) -> Response:
+        """Sign out: the token's cookie and the session's are removed (the next page starts a new
+        session); a form of this session only, so that no other site signs anyone out."""
+        try:
+            await self.form(request)
+        except Refused as exc:
+            return self.problem(exc.http_status, "Refused", exc.message)
+        response = RedirectResponse("/login", status_code=303)
+        for name in (COOKIE, SESSION_COOKIE):
+            response.raw_headers.append((b"set-cookie", self.sessions.cookie(request.scope, name, "", forget=True)))
+        return response
+
     async def metrics_page(self, request: Request) -> Response:
         return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
 
@@ -360,36 +384,86 @@ def allowed_operations(state: m.WorkflowState) -> list[str]:
     return ["restart"]
 
 
+# The rules of the console's routes that stand for no single gRPC method.
+METRICS = Rule("reader", "/metrics (every namespace's task types)", cluster_wide=True)
+FORGET = replace(rule_of("ClusterService/StepDown"), what="forgetting a cluster member")
+
+
+def guard(console: Console, rule: Rule | str | Callable[[Request], Rule], endpoint: Handler) -> Handler:
+    """`endpoint`, refusing (before it reads anything) a caller `rule` does not allow: a Rule, a gRPC
+    method ("Service/Method") whose rule it follows, or the rule of each request."""
+    fixed = rule_of(rule) if isinstance(rule, str) else rule
+
+    async def checked(request: Request) -> Response:
+        wanted = fixed if isinstance(fixed, Rule) else fixed(request)
+        refused = refusal(wanted)
+        if refused is not None:
+            return console.problem(refused.http_status, "Refused", refused.message)
+        return await endpoint(request)
+    checked.__name__ = endpoint.__name__
+    return with_rule(checked, fixed if isinstance(fixed, Rule) else Rule("operator", endpoint.__name__))  # type: ignore[no-any-return]
+
+
+def _operation_rule(request: Request) -> Rule:
+    op = OPERATIONS.get(request.path_params["op"])
+    return rule_of(op.method if op is not None else "WorkflowService/(no such operation)")
+
+
+def unguarded(routes: list[BaseRoute]) -> list[str]:
+    """The paths of routes whose endpoint checks no rule (none may be: `build_app` refuses them)."""
+    missing = []
+    for route in routes:
+        if isinstance(route, Mount):
+            if isinstance(route.app, Router):
+                missing += [route.path + path for path in unguarded(route.routes)]
+            elif route.path != "/static":   # the static files are the only app mounted as such, and open
+                missing.append(route.path)
+        elif isinstance(route, Route) and rule_marked(route.endpoint) is None:
+            missing.append(route.path)
+    return missing
+
+
 def build_app(parts: ConsoleParts, more: list[BaseRoute] | None = None,
-              tokens: Tokens | None = None) -> ASGIApp:
+              tokens: Tokens | None = None, secure_cookies: bool = False) -> ASGIApp:
     """The console's routes, and `more` beside them on the same port (the node adds Conductor's API);
-    behind the token gate (which only settles the namespace when the node has no tokens)."""
-    console = Console(parts)
+    behind the token gate (which only settles the namespace when the node has no tokens).
+    `secure_cookies`: the console's cookies are Secure even over http (a TLS-terminating proxy in front)."""
+    sessions = Sessions(secure_cookies)
+    console = Console(parts, sessions)
     login = Login(console, tokens)
     static = Path(__file__).resolve().parent / "static"
+
+    def route(path: str, rule: Rule | str | Callable[[Request], Rule], endpoint: Handler,
+              methods: list[str] | None = None) -> Route:
+        return Route(path, guard(console, rule, endpoint), methods=methods)
     routes = [
-        Route("/", console.home),
-        Route("/cluster", console.cluster),
-        Route("/cluster/live", console.cluster_live),
-        Route("/executions", console.executions),
-        Route("/executions/{workflow_id}", console.execution),
-        Route("/executions/{workflow_id}/live", console.execution_live),
-        Route("/executions/{workflow_id}/confirm/{op}", console.confirm),
-        Route("/executions/{workflow_id}/{op}", console.operate, methods=["POST"]),
-        Route("/definitions", console.definitions),
-        Route("/definitions/{name}", console.definition),
-        Route("/definitions/{name}/start", console.start, methods=["POST"]),
-        Route("/metrics", console.metrics_page),
-        Route("/healthz", console.healthz),
-        Route("/favicon.ico", console.favicon),
-        Route("/cluster/members/{node_id}/forget", console.forget_member, methods=["POST"]),
-        Route("/login", login.page, methods=["GET"]),
-        Route("/login", login.sign_in, methods=["POST"]),
+        route("/", "ClusterService/GetClusterStatus", console.home),
+        route("/cluster", "ClusterService/GetClusterStatus", console.cluster),
+        route("/cluster/live", "ClusterService/GetClusterStatus", console.cluster_live),
+        route("/executions", "WorkflowService/SearchWorkflows", console.executions),
+        route("/executions/{workflow_id}", "WorkflowService/GetWorkflow", console.execution),
+        route("/executions/{workflow_id}/live", "WorkflowService/GetWorkflow", console.execution_live),
+        route("/executions/{workflow_id}/confirm/{op}", "WorkflowService/GetWorkflow", console.confirm),
+        route("/executions/{workflow_id}/{op}", _operation_rule, console.operate, methods=["POST"]),
+        route("/definitions", "MetadataService/ListWorkflowDefs", console.definitions),
+        route("/definitions/{name}", "MetadataService/GetWorkflowDef", console.definition),
+        route("/definitions/{name}/start", "WorkflowService/StartWorkflow", console.start, methods=["POST"]),
+        route("/metrics", METRICS, console.metrics_page),
+        route("/healthz", OPEN, console.healthz),
+        route("/favicon.ico", OPEN, console.favicon),
+        route("/cluster/members/{node_id}/forget", FORGET, console.forget_member, methods=["POST"]),
+        route("/login", OPEN, login.page, methods=["GET"]),
+        route("/login", OPEN, login.sign_in, methods=["POST"]),
+        route("/logout", OPEN, console.logout, methods=["POST"]),
         Mount("/static", StaticFiles(directory=static), name="static"),
         *(more or []),
     ]
+    missing = unguarded(routes)
+    if missing:
+        raise RuntimeError(f"routes that check no rule: {', '.join(missing)} (give each the gRPC method it stands "
+                           "for, or OPEN)")
     app = Starlette(routes=routes, exception_handlers={StoreUnavailable: console.store_down})
-    return TokenGate(app, tokens)
+    return TokenGate(app, tokens, sessions)
 
 
 class Login:
@@ -414,7 +488,10 @@ class Login:
         if self.tokens.find(token) is None:
             return self.console.render("login.html", 401, page="", error="unknown token", next=target)
         response = RedirectResponse(target, status_code=303)
-        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https")
+        sessions = self.console.sessions
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=sessions.secure(request.scope))
+        # a new session on signing in: a form token seen before (by anyone) is good for nothing now
+        response.raw_headers.append((b"set-cookie", sessions.cookie(request.scope, SESSION_COOKIE, sessions.new_id())))
         return response
 
 

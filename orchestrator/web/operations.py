@@ -45,19 +45,27 @@ class Operation:
     name: str
     label: str
     explain: str
+    method: str            # the gRPC method it calls, whose rule its form follows
     danger: bool = False
 
 
 OPERATIONS = {op.name: op for op in (
-    Operation("pause", "Pause", "No new task starts until it is resumed; tasks already running finish."),
-    Operation("resume", "Resume", "Queued tasks are offered to workers again at once."),
+    Operation("pause", "Pause", "No new task starts until it is resumed; tasks already running finish.",
+              "WorkflowService/PauseWorkflow"),
+    Operation("resume", "Resume", "Queued tasks are offered to workers again at once.",
+              "WorkflowService/ResumeWorkflow"),
     Operation("terminate", "Terminate", "Ends the workflow TERMINATED now; running tasks are cancelled "
-                                        "(their results will be refused).", danger=True),
+                                        "(their results will be refused).", "WorkflowService/TerminateWorkflow",
+              danger=True),
     Operation("compensate", "Terminate and compensate", "Undoes the completed steps that name a compensation, "
-                                                         "newest first, then ends COMPENSATED.", danger=True),
-    Operation("retry", "Retry", "Runs the failed tasks again (and what follows), keeping what completed."),
-    Operation("restart", "Restart", "Runs the whole workflow again from its first task, with the same input."),
-    Operation("signal", "Signal", "Completes the waiting WAIT or HUMAN task with the output given."),
+                                                         "newest first, then ends COMPENSATED.",
+              "WorkflowService/TerminateWorkflow", danger=True),
+    Operation("retry", "Retry", "Runs the failed tasks again (and what follows), keeping what completed.",
+              "WorkflowService/RetryWorkflow"),
+    Operation("restart", "Restart", "Runs the whole workflow again from its first task, with the same input.",
+              "WorkflowService/RestartWorkflow"),
+    Operation("signal", "Signal", "Completes the waiting WAIT or HUMAN task with the output given.",
+              "WorkflowService/SignalTask"),
 )}
 
 
