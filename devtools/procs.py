@@ -9,6 +9,7 @@ alive when the interpreter exits is stopped by an ``atexit`` hook as a last reso
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import random
 import shutil
@@ -330,9 +331,14 @@ class ManagedProcess:
         return self._popen.poll() is None
 
     def signal(self, sig: int) -> None:
-        """Send ``sig`` to the child's PID; does nothing once it has exited and been reaped."""
+        """Send ``sig`` to the child and its process group (it leads a session of its own, so the
+        group is what it started: a wrapper such as `faketime` forks the real program, which a
+        signal to the wrapper's PID alone would leave running); nothing once it has been reaped."""
         if self.alive():
-            self._popen.send_signal(sig)
+            try:
+                os.killpg(self._popen.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                self._popen.send_signal(sig)
 
     def kill(self) -> None:
         """SIGKILL the child (does not wait; call ``wait`` or ``stop`` to reap it)."""
@@ -365,9 +371,15 @@ class ManagedProcess:
                 except subprocess.TimeoutExpired:
                     self.kill()
                     self._popen.wait()
+            self._end_group()
         finally:
             self._log.close()
             _live.discard(self)
+
+    def _end_group(self) -> None:
+        """SIGKILL whatever of the child's process group outlived it (a wrapper's child)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._popen.pid, signal.SIGKILL)
 
     def tail(self, n_lines: int = 20) -> str:
         """The last ``n_lines`` lines of the log file ("" if there is none yet)."""
