@@ -16,10 +16,10 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ..cluster.deciding import Decider
 from .auth import current_principal
-from ..cluster.dispatch import Dispatcher, WorkerSession
+from ..cluster.dispatch import Dispatcher, WorkerSession, worker_identity
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.namespaces import qualified, queue_of
+from ..core.namespaces import queue_of
 from ..handlers import request_namespace
 from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
@@ -92,10 +92,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
                                 f"and a stream serves at most {MAX_TASK_TYPES} task types")
         # A stream holds at most MAX_CREDITS tasks it has not finished: a worker that announces a
         # huge capacity and never reads cannot hoard a task type. Task types and the worker's id
-        # are its namespace's: it takes that namespace's tasks only, and results are checked
-        # against the qualified id, so a worker of another team with the same id is not it.
+        # are its namespace's: it takes that namespace's tasks only. Its leases are held by its
+        # identity (its token's name and its worker id, `worker_identity`), and every heartbeat,
+        # result and release is checked against it: another token that says hello with this
+        # worker's id is not it, the same worker reconnected to another node is.
         namespace = request_namespace()
-        return WorkerSession(qualified(namespace, hello.worker_id),
+        return WorkerSession(worker_identity(principal, namespace, hello.worker_id),
                              frozenset(queue_of(namespace, t) for t in hello.task_types),
                              min(hello.capacity, MAX_CREDITS))
 

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-from ..core.namespaces import relative
+from ..core.auth import Principal
+from ..core.namespaces import qualified, relative
 from ..core.clock import now_ms
 from ..store import ClaimedTask, Store, StoreUnavailable, Topic
 from .tracing import Tracing
@@ -45,6 +46,24 @@ MIN_QUIET_S = 0.5
 SWEEP_S = 1.0
 DRAIN_S = 2.0              # how long a graceful stop waits for its workers to leave
 DRAIN_DETAIL = "this node is stopping: connect to another one"
+
+
+def worker_identity(principal: Principal | None, namespace: str, worker_id: str) -> str:
+    """Who holds the tasks a worker takes, as the store records it with each lease: a heartbeat,
+    result or release is accepted only from the same identity (scripts.py `holds`).
+
+    On a node with tokens, the token's name (a JWT's subject) and the worker id the worker chose:
+    `billing/worker-1`. Another token naming the same worker id is another identity, so it can
+    neither complete, heartbeat nor release that worker's tasks, whichever node or stream it
+    uses; the worker itself, reconnecting to any node with its token, is the same identity and
+    its re-sent results are accepted (it is not bound to one stream, which a failover breaks).
+    The name is escaped (`%`, `/`, `:`) so that no token name and worker id can spell another
+    token's identity. Qualified by `namespace` (core/namespaces.py), so a team's worker is never
+    another team's. Without tokens there is no identity to bind to: the worker id alone."""
+    if principal is None:
+        return qualified(namespace, worker_id)
+    name = principal.name.replace("%", "%25").replace("/", "%2F").replace(":", "%3A")
+    return qualified(namespace, f"{name}/{worker_id}")
 
 
 @dataclass(eq=False)

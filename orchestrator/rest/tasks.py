@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from ..core import statuses as st
 from ..core.auth import Principal, namespace_for, principal_in
+from ..cluster.dispatch import worker_identity
 from ..core.clock import now_ms
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import checked_output
@@ -129,7 +130,7 @@ def routes(parts: RestParts) -> list[Route]:
         reports only what it polled, whatever `workerId` it sends."""
         if parts.tokens is None or principal is None:
             return worker_id
-        return qualified(principal.namespace or "", f"{principal.name}/{worker_id}")
+        return worker_identity(principal, principal.namespace or "", worker_id)
 
     async def update(result: dict[str, Any], principal: Principal | None) -> tuple[str, str, str]:
         """Store a TaskResult; (task id, outcome word, task type). Refused when it cannot apply."""
