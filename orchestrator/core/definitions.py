@@ -204,7 +204,7 @@ def parse_document(text: str) -> dict[str, Any]:
         raise InvalidArgument("a definition document must be a JSON/YAML object, "
                               f"got {type(value).__name__}")
     problems, verdict = document_problems(value, "document")
-    if verdict:
+    if verdict in (TOO_DEEP, TOO_BIG):   # a text that is not Unicode is the validator's to report
         _raise_if(problems, "invalid document")
     return value
 
@@ -245,15 +245,24 @@ _SCALARS = (str, int, float, bool, type(None))
 _NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _printable(text: str) -> str:
+    """`text` as a message may quote it: a lone surrogate (which no UTF-8 answer can carry) escaped."""
+    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
 def _where(ref: Any, path: str) -> str:
     """How a problem names a task: by its reference when it has a sensible one, and its path."""
-    return f"task '{ref}' ({path})" if isinstance(ref, str) and len(ref) <= 200 else path
+    return f"task '{_printable(ref)}' ({path})" if isinstance(ref, str) and len(ref) <= 200 else path
 
 
 def _path_text(keys: Iterable[Any]) -> str:
     """tasks[0].inputParameters.x, from the keys on the way down."""
     text = ""
     for key in keys:
+        key = _printable(key) if isinstance(key, str) else key
         text += f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else (
             f".{key}" if text else str(key))
     return text or "(the top)"
@@ -265,22 +274,23 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-TOO_DEEP, TOO_BIG = "too deep", "too big"
+TOO_DEEP, TOO_BIG, NOT_JSON = "too deep", "too big", "not JSON"
 
 
 def document_problems(document: Any, where: str) -> tuple[list[str], str]:
     """Depth, size and value types of a document, measured without recursion.
 
     Returns (problems, verdict): verdict is TOO_DEEP or TOO_BIG when nothing may walk the
-    document recursively, else "". Values that are not JSON (a YAML date, say) are problems
-    but not fatal.
+    document recursively, NOT_JSON when it holds what JSON cannot (a YAML date, a key that is not
+    text) or a text with a lone surrogate (JSON's `"\\ud800"` spells one; it is no Unicode text,
+    so it can be neither stored nor answered): nothing should read on, else "".
     """
     problems: list[str] = []
     trail: list[tuple[int, Any]] = [(-1, None)]        # node -> (its parent node, its key there)
     stack: list[tuple[Any, int, int]] = [(document, 1, 0)]  # (value, depth, node)
     too_deep: int | None = None
-    odd = 0
     count = 0
+    not_json = 0
 
     def path(node: int) -> str:
         keys = []
@@ -303,18 +313,32 @@ def document_problems(document: Any, where: str) -> tuple[list[str], str]:
             for key, item in reversed(items):   # reversed: popped in document order
                 trail.append((node, key))
                 stack.append((item, depth + 1, len(trail) - 1))
-                if isinstance(value, dict) and not isinstance(key, _SCALARS) and odd < 5:
-                    odd += 1
-                    problems.append(f"{where}: {path(node)}: the key {_show(key)} is not text; quote it")
-        elif not isinstance(value, _SCALARS) and odd < 5:
-            odd += 1
-            problems.append(f"{where}: {path(node)}: {_show(value)} ({type(value).__name__}) is not a JSON value; "
-                            "quote it to make it text")
+                if not isinstance(value, dict):
+                    continue
+                if not isinstance(key, str):   # YAML's `1:`, `true:`, `~:`; JSON and the API have none
+                    not_json += 1
+                    if not_json <= 5:
+                        problems.append(f"{where}: {path(node)}: the key {_show(key)} is not text; quote it")
+                elif _SURROGATE.search(key):
+                    not_json += 1
+                    if not_json <= 5:
+                        problems.append(f"{where}: {path(node)}: the key {_show(key)} holds a lone surrogate "
+                                        "(half of a UTF-16 pair), which is not Unicode text")
+        elif isinstance(value, str) and _SURROGATE.search(value):
+            not_json += 1
+            if not_json <= 5:
+                problems.append(f"{where}: {path(node)}: {_show(value)} holds a lone surrogate (half of a UTF-16 "
+                                "pair), which is not Unicode text")
+        elif not isinstance(value, _SCALARS):
+            not_json += 1
+            if not_json <= 5:
+                problems.append(f"{where}: {path(node)}: {_show(value)} ({type(value).__name__}) is not a JSON "
+                                "value; quote it to make it text")
     if too_deep is not None:
         problems.insert(0, f"{where}: lists and objects nest deeper than the limit of {MAX_DOCUMENT_DEPTH} levels "
                            f"(at {path(too_deep)})")
         return problems, TOO_DEEP
-    return problems, ""
+    return problems, NOT_JSON if not_json else ""
 
 
 def _non_finite(value: Any) -> str | None:
@@ -408,6 +432,8 @@ def check_task_def(raw: Mapping[str, Any]) -> tuple[TaskDef, list[str], list[str
     unknown = sorted(set(out) - known - {"name"})
     if unknown:
         problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+    if not problems and (bad := _non_finite(out)):   # in a field kept as written (ownerEmail, tags, ...)
+        problems.append(f"{where}: {bad}")
     return cast(TaskDef, out), problems, warnings
 
 
@@ -436,6 +462,12 @@ class WorkflowCheck(NamedTuple):
 def _is_template(value: Any) -> bool:
     """Whether a text holds a `${...}` (resolved at run time)."""
     return isinstance(value, str) and "${" in value.replace("$${", "")
+
+
+def _names_key(value: Any, inputs: Mapping[str, Any]) -> bool:
+    """Whether `value` names a key of `inputs` (a list or an object names none: `in` would need
+    it hashable)."""
+    return isinstance(value, str) and value in inputs
 
 
 def _is_default(value: Any) -> bool:
@@ -601,7 +633,8 @@ class _Validator:
                 self.problems.append(f"{where}: 'retryCount' must be an integer from 0 to {MAX_RETRY_COUNT}")
             out["retryCount"] = value
         if "compensation" in task:
-            out["compensation"] = self._compensation(task["compensation"], where, known | {out["taskReferenceName"]})
+            own_ref = {out["taskReferenceName"]} if isinstance(out["taskReferenceName"], str) else set()
+            out["compensation"] = self._compensation(task["compensation"], where, known | own_ref)
         embedded = task.get("taskDefinition")
         if embedded is not None and (kind in WORKER_KINDS or kind not in TASK_KINDS):
             self._embedded_task_def(embedded, out, where)
@@ -720,7 +753,7 @@ class _Validator:
         if "expression" in task:   # ours: the expression and its evaluator on the task
             evaluator = task.get("evaluatorType") or "expression"
             self._evaluated(evaluator, task["expression"], where, inputs)
-            if evaluator == "value-param" and task["expression"] not in inputs:
+            if evaluator == "value-param" and not _names_key(task["expression"], inputs):
                 self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
                                      "of 'inputParameters'")
             out["expression"], out["evaluatorType"] = task["expression"], evaluator
@@ -731,7 +764,7 @@ class _Validator:
                                      f"'inputParameters.expression' ({', '.join(INLINE_EVALUATORS)})")
             else:
                 self._evaluated(evaluator, inputs["expression"], where, inputs, field="inputParameters.expression")
-                if evaluator == "value-param" and inputs["expression"] not in inputs:
+                if evaluator == "value-param" and not _names_key(inputs["expression"], inputs):
                     self.problems.append(f"{where}: with evaluatorType 'value-param', 'inputParameters.expression' "
                                          "must name a key of 'inputParameters'")
             if "evaluatorType" in task:
@@ -833,7 +866,7 @@ class _Validator:
             return
         name, version = param["name"], param.get("version", 0)
         version = 0 if version is None else version
-        if isinstance(version, str) and version.strip().isdigit():
+        if _digits(version):
             version = int(version)
         dynamic = _is_template(name) or _is_template(version)
         inline = param.get("workflowDefinition")
@@ -956,7 +989,7 @@ class _Validator:
                                  " or 'forkTaskName' + 'forkTaskInputs'")
         if by_param:
             for field in ("dynamicForkTasksParam", "dynamicForkTasksInputParamName"):
-                if task.get(field) not in inputs:
+                if not _names_key(task.get(field), inputs):
                     self.problems.append(f"{where}: '{field}' must name a key of 'inputParameters'")
             out["dynamicForkTasksParam"] = by_param
             out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
@@ -992,7 +1025,7 @@ class _Validator:
         evaluator = task.get("evaluatorType") or "value-param"
         expression = task.get("expression")
         if evaluator == "value-param":
-            if expression not in out["inputParameters"]:
+            if not _names_key(expression, out["inputParameters"]):
                 self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
                                      "of 'inputParameters'")
         elif evaluator == "expression":
@@ -1009,7 +1042,7 @@ class _Validator:
                        _: Any) -> None:
         param, expression = task.get("caseValueParam"), task.get("caseExpression")
         if param:
-            if param not in out["inputParameters"]:
+            if not _names_key(param, out["inputParameters"]):
                 self.problems.append(f"{where}: 'caseValueParam' must name a key of 'inputParameters'")
             out["caseValueParam"] = param
         elif expression:
@@ -1162,16 +1195,29 @@ def wait_literal(field: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ValueError(f"{_show(value)} is neither a number nor text")
     if field == "duration":
-        seconds = float(value) if not isinstance(value, str) else parse_duration_seconds(value)
+        seconds = _float(value) if not isinstance(value, str) else parse_duration_seconds(value)
         if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION_SECONDS:
             raise ValueError(f"{_show(value)} is not a duration from 0 to {TEN_YEARS}")
         return int(seconds * 1000)
     if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
         return parse_until_ms(value)
-    number = float(value)
+    number = _float(value)
     if not math.isfinite(number) or not 0 <= number <= MAX_EPOCH_MS:
         raise ValueError(f"{_show(value)} is not a time in epoch milliseconds from 0 to {MAX_EPOCH_MS}")
     return int(number)
+
+
+def _digits(value: Any) -> TypeGuard[str]:
+    """A version written as text, '3' (int() refuses '²', which isdigit() accepts, and 5,000 digits)."""
+    return isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 18
+
+
+def _float(value: int | float | str) -> float:
+    """float(value), infinite for an integer beyond a double (float() raises OverflowError)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 def _all_refs(tasks: Any) -> set[str]:
@@ -1232,6 +1278,8 @@ def check_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[s
     if validator.defaulted:
         warnings.append(f"{where}: fields of other task types left at their defaults were dropped: "
                         f"{', '.join(sorted(validator.defaulted))}")
+    if not problems and (bad := _non_finite(out)):   # in a field kept as written (metadata, sink, ...)
+        problems.append(f"{where}: {bad}")
     return WorkflowCheck(cast(WorkflowDef, out), problems, warnings)
 
 
@@ -1392,8 +1440,9 @@ def _definitions(raw: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 def _literal(value: Any) -> TypeGuard[str]:
-    """A name written as text (not a `${...}` or `$workflow.input...` expression)."""
-    return isinstance(value, str) and bool(value) and not value.startswith("$")
+    """A name written as text (not a `${...}` or `$workflow.input...` expression) that the store
+    can look up (a lone surrogate cannot be encoded: such a name is the validator's to refuse)."""
+    return isinstance(value, str) and bool(value) and not value.startswith("$") and not _SURROGATE.search(value)
 
 
 def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
@@ -1423,7 +1472,7 @@ def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
             compensation = task.get("compensation")
             if isinstance(compensation, dict) and isinstance(compensation.get("name"), str):
                 names.add(compensation["name"])
-    return names
+    return {name for name in names if not _SURROGATE.search(name)}   # looked up before the definition is checked
 
 
 def needs_every_task_def(raw: Mapping[str, Any]) -> bool:
@@ -1445,7 +1494,7 @@ def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int
     refs: list[tuple[str, int]] = []
 
     def version_of(value: Any) -> int:
-        if isinstance(value, str) and value.strip().isdigit():
+        if _digits(value):
             return int(value)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
