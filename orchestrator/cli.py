@@ -192,6 +192,10 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--http-tasks", dest="http_task_concurrency", type=int,
                       help="HTTP and HTTP_POLL tasks this node calls at once (default 32); 0: the node runs none "
                            "and workers that serve task type HTTP do")
+    node.add_argument("--http-task-allow-cidrs", dest="http_task_allow_cidrs",
+                      help="comma-separated address ranges HTTP tasks may call although they are loopback, "
+                           "link-local, private or reserved, e.g. 10.0.0.0/8 (default: public addresses only; the "
+                           "cluster's etcd and Redis never)")
     node.add_argument("--trace-file", help="also write this node's trace spans to this file, one JSON object per "
                                            "line (OTLP export is set with the OTEL_EXPORTER_OTLP_* variables)")
     node.set_defaults(handler=run_node)
@@ -1324,6 +1328,7 @@ def run_node(args: argparse.Namespace) -> int:
                                  retention_s=args.retention_s, archive_dir=args.archive_dir,
                                  log_format=args.log_format, trace_file=args.trace_file,
                                  http_task_concurrency=args.http_task_concurrency, tokens_file=args.tokens_file,
+                                 http_task_allow_cidrs=args.http_task_allow_cidrs,
                                  tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
                                  tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext,
                                  **{name: getattr(args, name) for name in INFRASTRUCTURE_SECURITY})

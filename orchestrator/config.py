@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .core.http_request import parse_cidrs
 from .store.redis.keys import cluster_prefix
 
 MIB = 1024 * 1024
@@ -52,6 +53,9 @@ class NodeConfig:
     http_listen: str | None = None
     # HTTP and HTTP_POLL tasks this node calls at once; 0 = none (workers serving "HTTP" run them)
     http_task_concurrency: int = 32
+    # address ranges (CIDR) HTTP tasks may call although they are loopback, link-local, private or
+    # reserved (by default only public addresses; etcd and Redis never): e.g. [10.0.0.0/8]
+    http_task_allow_cidrs: list[str] = field(default_factory=list)
     # tokens and their roles (YAML or JSON, see core/auth.py); "" = no authentication (development)
     tokens_file: str = ""
     # TLS on the gRPC and HTTP ports (cluster/tls.py); with a CA, clients must present certificates it signed
@@ -99,6 +103,9 @@ class NodeConfig:
             raise ValueError("redis_tls_cert_file and redis_tls_key_file go together")
         if not 0 <= self.http_task_concurrency <= 10_000:
             raise ValueError("http_task_concurrency must be from 0 (the node runs no HTTP tasks) to 10000")
+        if isinstance(self.http_task_allow_cidrs, str):
+            self.http_task_allow_cidrs = split_list(self.http_task_allow_cidrs)
+        parse_cidrs(self.http_task_allow_cidrs)   # ValueError names a range that is none
         if not 0 <= self.redis_min_replicas <= MAX_MIN_REPLICAS:
             raise ValueError(f"redis_min_replicas must be from 0 (the master alone) to {MAX_MIN_REPLICAS}")
         if not 1 <= self.redis_replica_timeout_ms <= MAX_REPLICA_TIMEOUT_MS:

@@ -137,7 +137,8 @@ class Node:
         self.http_tasks = HttpTaskRunner(self.store, self.dispatcher, config.node_id,
                                          api.PayloadLimit(config.max_payload_bytes),
                                          concurrency=config.http_task_concurrency,
-                                         protected=config.infrastructure, on_result=self.decider.soon)
+                                         protected=config.infrastructure, on_result=self.decider.soon,
+                                         allow_cidrs=config.http_task_allow_cidrs)
         self.retention = Retention(self.store, self.archive, config.retention_s)
         self.server: grpc.aio.Server | None = None
         self.etcd = EtcdClient(config.etcd_endpoints, credentials=etcd_credentials(config))

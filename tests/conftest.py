@@ -83,12 +83,15 @@ class NodeHandle:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
          redis_server: RedisServer) -> Iterator[NodeHandle]:
-    """A single leader node of its own cluster (fresh key prefix) for this test module."""
+    """A single leader node of its own cluster (fresh key prefix) for this test module. Its HTTP
+    tasks may call the tests' servers on loopback (a node's default allows public addresses only:
+    tests/test_ssrf.py); etcd and Redis stay out of their reach."""
     cluster = f"t{uuid.uuid4().hex[:8]}"
     port, http_port = free_port(), free_port()
     process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,
                          redis_url=redis_server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
-                         lease_ttl_s=TEST_TTL_S, http_port=http_port)
+                         lease_ttl_s=TEST_TTL_S, http_port=http_port,
+                         extra=["--http-task-allow-cidrs", "127.0.0.0/8,::1/128"])
     handle = NodeHandle(process, f"127.0.0.1:{port}", cluster, redis_server.url, f"127.0.0.1:{http_port}")
     try:
         wait_for_leader(handle.client, 20.0)

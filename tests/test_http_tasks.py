@@ -181,13 +181,22 @@ def test_a_request_that_cannot_be_sent_fails_for_good_with_the_reason(
     assert reason in attempts[0]["reason"]
 
 
-def test_an_http_task_may_not_call_the_clusters_own_etcd_or_redis(node: Any, etcd: Any) -> None:
+@pytest.mark.parametrize("host", ["{host}", "127.1", "2130706433", "0x7f000001", "[::ffff:127.0.0.1]", "localhost",
+                                  "0.0.0.0", "127.0.0.9"])
+@pytest.mark.parametrize("service", ["etcd", "redis"])
+def test_an_http_task_may_not_call_the_clusters_own_etcd_or_redis(node: Any, etcd: Any, service: str,
+                                                                  host: str) -> None:
+    """However the address is spelled: this node allows loopback (the tests' servers are there),
+    and etcd and Redis are refused by the address they are reached at, not by the URL's text."""
     name = unique("http_etcd")
-    endpoint = etcd.endpoints[0]
-    http_workflow(node.client, name, {"uri": f"http://{endpoint}/v3/kv/range", "method": "POST",
-                                      "body": {"key": "Lw=="}})
+    endpoint = etcd.endpoints[0] if service == "etcd" else node.redis_url.split("//")[1].split("/")[0]
+    endpoint_host, _, port = endpoint.rpartition(":")
+    http_workflow(node.client, name, {"uri": f"http://{host.format(host=endpoint_host)}:{port}/v3/kv/range",
+                                      "method": "POST", "body": {"key": "Lw=="}})
     workflow = wait_for_status(node.client, node.client.start_workflow(name, {}), "FAILED")
-    assert "is the cluster's own etcd or Redis" in call_task(workflow)[-1]["reason"]
+    attempt = call_task(workflow)[-1]
+    assert attempt["status"] == "FAILED_WITH_TERMINAL_ERROR"
+    assert "is the cluster's own etcd or Redis" in attempt["reason"], attempt["reason"]
 
 
 def test_a_body_too_large_to_keep_fails_the_attempt(node: Any, http_server: RecordingServer) -> None:

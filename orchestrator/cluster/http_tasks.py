@@ -8,27 +8,41 @@ node when this one dies (the lease expires). The calls are made with httpx's asy
 so a slow endpoint costs a coroutine, never the node's loop; at most `concurrency` calls run
 at once per node (the session's credits), the rest wait in the queue for any node.
 
-The request, the output and the reasons are Conductor's (see `core.http_request`). An HTTP
-task never reaches the cluster's own etcd or Redis (`blocked_target`), and a response body
-above MAX_RESPONSE_BYTES fails its attempt instead of filling the node's memory.
+The request, the output and the reasons are Conductor's (see `core.http_request`). A response
+body above MAX_RESPONSE_BYTES fails its attempt instead of filling the node's memory.
+
+Where a task may connect is decided by address, at connect time (`AddressGuard`): the host of
+every connection (the first and each redirect's) is resolved here, every address it resolves
+to is checked (`core.http_request.AddressPolicy`: no loopback, link-local, unspecified,
+multicast, private or reserved address unless the node's `http_task_allow_cidrs` lists its
+range, and never the cluster's own etcd or Redis), and the connection is made to the address
+that was checked, so a name that resolves elsewhere a moment later (DNS rebinding) changes
+nothing; the Host header and TLS's server name stay the name. However the URL spells the
+address (`127.1`, `2130706433`, `0x7f000001`, `[::ffff:127.0.0.1]`, a name), what is judged is
+what the connection would reach. Proxies from the environment are not used: the address a
+proxy connects to could not be checked.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import logging
+import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import httpcore
 import httpx
 
 from ..core import javascript
 from ..core import statuses as st
 from ..core.clock import now_ms
-from ..core.http_request import (MAX_RESPONSE_BYTES, HttpRequest, HttpRequestError, blocked_target,
-                                 failure_reason, parse_poll, parse_request, response_output)
+from ..core.http_request import (MAX_RESPONSE_BYTES, AddressDenied, AddressPolicy, HttpRequest, HttpRequestError,
+                                 IPAddress, denied_reason, failure_reason, parse_poll, parse_request, plain_address,
+                                 response_output, split_endpoint)
 from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
 from .dispatch import Dispatcher, WorkerSession
@@ -42,16 +56,139 @@ class _TooLarge(Exception):
     pass
 
 
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""host, port -> the addresses (text) a connection to them may use, in the order to try them."""
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The system's resolver (getaddrinfo, off the loop); an address literal in any spelling
+    getaddrinfo reads (`127.1`, `0x7f000001`) comes back as the address it means."""
+    found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+def _this_machine(address: IPAddress) -> bool:
+    """Whether `address` is one of this machine's own (a socket can be bound to it)."""
+    address = plain_address(address)
+    if address.is_loopback or address.is_unspecified:
+        return True
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((str(address), 0))
+        return True
+    except OSError:
+        return False
+
+
+class AddressGuard:
+    """Where HTTP tasks may connect: `checked` resolves a host and refuses (AddressDenied, one
+    line naming the address and its class) unless every address it resolves to may be called."""
+
+    def __init__(self, policy: AddressPolicy, protected: Iterable[str], resolver: Resolver = resolve) -> None:
+        self.policy = policy
+        self.protected = [(endpoint, parts) for endpoint in protected if (parts := split_endpoint(endpoint))]
+        self.resolver = resolver
+
+    async def checked(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to for host:port, every one of them allowed."""
+        addresses = []
+        for text in await self.resolver(host, port):
+            address = ipaddress.ip_address(text)
+            endpoint = await self._infrastructure(address, port)
+            if endpoint is not None:
+                raise AddressDenied(f"{host}:{port} is the cluster's own etcd or Redis ({endpoint}); HTTP tasks may "
+                                    "not call it")
+            kind = self.policy.denied(address)
+            if kind is not None:
+                raise AddressDenied(denied_reason(host, port, address, kind))
+            addresses.append(text)
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} resolves to no address")
+        return addresses
+
+    async def _infrastructure(self, address: IPAddress, port: int) -> str | None:
+        """The etcd or Redis endpoint `address`:`port` reaches, if it reaches one: the same address,
+        or both on this machine (a server bound to 0.0.0.0 or 127.0.0.1 answers on every local
+        address, and every loopback one)."""
+        for endpoint, (host, endpoint_port) in self.protected:
+            if endpoint_port != port:
+                continue
+            try:
+                theirs = {plain_address(ipaddress.ip_address(a)) for a in await resolve(host, port)}
+            except (OSError, ValueError):   # unresolvable now: nothing can reach it by that name either
+                continue
+            if plain_address(address) in theirs or (_this_machine(address) and any(map(_this_machine, theirs))):
+                return endpoint
+        return None
+
+
+class _GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to addresses the guard checked."""
+
+    def __init__(self, guard: AddressGuard) -> None:
+        self.guard = guard
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
+                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        try:
+            addresses = await asyncio.wait_for(self.guard.checked(host, port), timeout)
+        except TimeoutError:
+            raise httpcore.ConnectTimeout(f"resolving {host} took longer than the connection timeout") from None
+        except OSError as exc:   # socket.gaierror: no such name
+            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        error: Exception | None = None
+        for address in addresses:   # the checked address itself: never resolved again
+            try:
+                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
+                                                    socket_options=socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                error = exc
+        assert error is not None
+        raise error
+
+    async def connect_unix_socket(self, path: str, timeout: float | None = None,
+                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
+        raise AddressDenied("HTTP tasks connect over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport whose connection pool connects through `_GuardedBackend`: every
+    connection, a redirect's too, is checked by address (httpx takes no network backend, so its
+    pool is replaced by an equal one that has it)."""
+
+    def __init__(self, guard: AddressGuard, limits: httpx.Limits) -> None:
+        super().__init__(limits=limits, trust_env=False)
+        assert isinstance(self._pool, httpcore.AsyncConnectionPool)   # what is replaced: httpx's own pool
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_GuardedBackend(guard))
+
+
+def guarded_client(guard: AddressGuard, concurrency: int) -> httpx.AsyncClient:
+    """The client HTTP tasks are sent with: redirects followed (5 at most), each checked."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(transport=GuardedTransport(guard, limits), follow_redirects=True, max_redirects=5,
+                             trust_env=False)
+
+
 class HttpTaskRunner:
     """This node's executor of HTTP and HTTP_POLL tasks (see the module's docstring)."""
 
     def __init__(self, store: Store, dispatcher: Dispatcher, node_id: str, limit: PayloadLimit, *,
-                 concurrency: int, protected: list[str], on_result: Callable[[list[str]], None]) -> None:
+                 concurrency: int, protected: list[str], on_result: Callable[[list[str]], None],
+                 allow_cidrs: list[str] | tuple[str, ...] = ()) -> None:
         self.store = store
         self.dispatcher = dispatcher
         self.limit = limit
         self.concurrency = concurrency
-        self.protected = protected          # host:port of etcd and Redis: never an HTTP task's target
+        # host:port of etcd and Redis are never an HTTP task's target; other addresses by the policy
+        self.guard = AddressGuard(AddressPolicy.from_cidrs(allow_cidrs), protected)
         self.on_result = on_result          # decide the workflow now (its next step, here)
         self.session = WorkerSession(f"{node_id}/http", HTTP_TYPES, concurrency)
         self.outcomes: Counter[tuple[str, str]] = Counter()   # (task type, status) of attempts run here
@@ -62,10 +199,7 @@ class HttpTaskRunner:
     async def start(self) -> None:
         if self.concurrency <= 0:
             return
-        self._client = httpx.AsyncClient(
-            follow_redirects=True, max_redirects=5, trust_env=True,
-            limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
-            event_hooks={"request": [self._refuse_protected]})
+        self._client = guarded_client(self.guard, self.concurrency)
         self.dispatcher.attach(self.session)
         self._reader = asyncio.create_task(self._read(), name="http-tasks")
 
@@ -79,13 +213,6 @@ class HttpTaskRunner:
         await self.dispatcher.detach(self.session)   # what was pushed and not started goes back
         if self._client is not None:
             await self._client.aclose()
-
-    async def _refuse_protected(self, request: httpx.Request) -> None:
-        """Every request, redirects included, is checked: no task reaches etcd or Redis."""
-        endpoint = blocked_target(str(request.url), self.protected)
-        if endpoint is not None:
-            raise HttpRequestError(f"{request.url.host}:{request.url.port} is the cluster's own etcd or Redis "
-                                   f"({endpoint}); HTTP tasks may not call it")
 
     async def _read(self) -> None:
         while True:
@@ -178,6 +305,10 @@ class HttpTaskRunner:
             async with self._client.stream(request.method, request.uri, headers=request.headers,
                                            content=request.content, timeout=timeout) as response:
                 content = await self._body(response)
+        except AddressDenied as exc:   # never connected: the first address or a redirect's is out of bounds
+            return st.FAILED_WITH_TERMINAL_ERROR, {}, f"{request.method} {request.uri[:200]}: {exc}"
+        except httpx.InvalidURL as exc:   # e.g. '0177.0.0.1', which httpx will not read as an address
+            return st.FAILED_WITH_TERMINAL_ERROR, {}, f"{request.method} {request.uri[:200]}: not a URL to call: {exc}"
         except HttpRequestError as exc:
             return st.FAILED_WITH_TERMINAL_ERROR, {}, str(exc)
         except _TooLarge:

@@ -14,6 +14,11 @@ The output is Conductor's too: `{"response": {"statusCode", "reasonPhrase", "hea
 with headers as lists of values and a body parsed as JSON when it is JSON, else kept as text.
 A status outside 2xx fails the attempt (the task definition's retries apply) with a reason that
 names the status and the start of the body.
+
+Where a task may connect is decided here too, by address (`AddressPolicy`, `address_class`):
+public addresses, and loopback, link-local, private or reserved ones only inside a range the
+node's `http_task_allow_cidrs` lists; the unspecified address, multicast and broadcast never.
+The executor applies it to every address it is about to connect to (redirects included).
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from urllib.parse import urlsplit
 
 from .limits import MAX_DURATION_SECONDS
 
-__all__ = ["HttpRequestError", "HttpRequest", "PollSpec", "parse_request", "parse_poll", "response_output",
-           "failure_reason", "blocked_target", "MAX_RESPONSE_BYTES"]
+__all__ = ["HttpRequestError", "AddressDenied", "HttpRequest", "PollSpec", "AddressPolicy", "parse_request",
+           "parse_poll", "response_output", "failure_reason", "address_class", "denied_reason", "plain_address",
+           "parse_cidrs", "split_endpoint", "MAX_RESPONSE_BYTES"]
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS")
 DEFAULT_TIMEOUT_MS = 3000            # Conductor's HttpTask.Input defaults for both timeouts
@@ -43,6 +49,10 @@ MAX_REASON_BODY = 300
 
 class HttpRequestError(ValueError):
     """The task's input does not describe a request we can send; the attempt fails with this reason."""
+
+
+class AddressDenied(HttpRequestError):
+    """The request (or a redirect it was given) would reach an address HTTP tasks may not call."""
 
 
 @dataclass(frozen=True)
@@ -83,11 +93,16 @@ def _request_object(task_input: dict[str, Any]) -> dict[str, Any]:
     return request
 
 
+def _whole_number_text(value: Any) -> bool:
+    """'3000' (int() refuses '²', which isdigit() accepts, and 5,000 digits)."""
+    return isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 18
+
+
 def _timeout_ms(request: dict[str, Any], name: str) -> float:
     value = request.get(name)
     if value is None:
         return DEFAULT_TIMEOUT_MS
-    if isinstance(value, str) and value.strip().isdigit():
+    if _whole_number_text(value):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_TIMEOUT_MS:
         raise HttpRequestError(f"{name} must be milliseconds from 1 to {MAX_TIMEOUT_MS}, got {value!r}")
@@ -149,7 +164,7 @@ def parse_poll(task_input: dict[str, Any]) -> PollSpec:
                                "$.output.response that is true when polling is done")
     interval = setting("pollingInterval")
     interval = 60 if interval is None else interval
-    if isinstance(interval, str) and interval.strip().isdigit():
+    if _whole_number_text(interval):
         interval = int(interval)
     if isinstance(interval, bool) or not isinstance(interval, int | float) or not 0 <= interval <= MAX_DURATION_SECONDS:
         raise HttpRequestError(f"pollingInterval must be seconds from 0 to {MAX_DURATION_SECONDS}, got {interval!r}")
@@ -198,38 +213,109 @@ def failure_reason(request: HttpRequest, status: int, content: bytes) -> str:
             + (f": {body}" if body else ""))
 
 
-def _normal_host(host: str) -> str:
-    host = host.strip("[]").lower()
-    if host == "localhost":
-        return "127.0.0.1"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
+# ---------------------------------------------------------------- where an HTTP task may connect
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")   # "this host on this network": 0.0.0.0 reaches this machine
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+_PRIVATE = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",   # RFC 1918
+    "100.64.0.0/10",                                     # shared address space (carrier-grade NAT)
+    "fc00::/7", "fec0::/10"))                            # unique local, and the old site-local
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")           # an IPv4 address behind a NAT64 gateway
+
+ALWAYS_DENIED = ("unspecified", "multicast", "broadcast")
+"""Address classes no setting allows: none of them is a server (0.0.0.0 and :: reach this machine)."""
+_WHAT = {
+    "unspecified": "the unspecified address (it reaches this machine)",
+    "loopback": "loopback addresses (this machine)",
+    "link-local": "link-local addresses (cloud metadata services, such as 169.254.169.254, answer there)",
+    "multicast": "multicast addresses",
+    "broadcast": "the broadcast address",
+    "private": "private addresses",
+    "reserved": "reserved and special-purpose addresses",
+}
+
+
+def plain_address(address: IPAddress) -> IPAddress:
+    """An IPv4 address written as IPv6 (`::ffff:127.0.0.1`) as the IPv4 address it reaches."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def address_class(address: IPAddress) -> str | None:
+    """Why an HTTP task is kept from `address` by default ('loopback', 'link-local', 'private',
+    ...), or None for a public address. IPv4 inside IPv6 (mapped, 6to4, NAT64) is judged as the
+    IPv4 address it stands for."""
+    address = plain_address(address)
+    if address.is_unspecified or address in _THIS_NETWORK:
+        return "unspecified"
     if address.is_loopback:
-        return "127.0.0.1"
-    return str(address)
-
-
-def blocked_target(uri: str, protected: list[str]) -> str | None:
-    """Which of the cluster's own services (host:port of etcd and Redis) `uri` would reach, if any.
-
-    An HTTP task runs with the node's network position, so a workflow could otherwise talk to
-    the etcd or Redis the cluster itself depends on (etcd serves an HTTP gateway on its client
-    port). Loopback addresses are treated as one host. Names are compared as written: put
-    anything else that must stay out of reach behind the network's own rules."""
-    parts = urlsplit(uri)
-    if not parts.hostname:
-        return None
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        return None
-    target = (_normal_host(parts.hostname), port)
-    for endpoint in protected:
-        host, _, port_text = endpoint.rpartition(":")
-        if port_text.isdigit() and (_normal_host(host or "127.0.0.1"), int(port_text)) == target:
-            return endpoint
-        if target[0] == "127.0.0.1" and port_text.isdigit() and int(port_text) == port and host in ("", "0.0.0.0"):
-            return endpoint
+        return "loopback"
+    if address.is_link_local:
+        return "link-local"
+    if address.is_multicast:
+        return "multicast"
+    if address == _BROADCAST:
+        return "broadcast"
+    if any(address in network for network in _PRIVATE):
+        return "private"
+    if isinstance(address, ipaddress.IPv6Address):
+        inner = address.sixtofour or (ipaddress.IPv4Address(int(address) & 0xFFFFFFFF) if address in _NAT64 else None)
+        if inner is not None and (kind := address_class(inner)) is not None:
+            return kind
+    if not address.is_global or address.is_reserved:
+        return "reserved"
     return None
+
+
+def parse_cidrs(cidrs: list[str] | tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """The ranges of `http_task_allow_cidrs`; ValueError names one that is no range."""
+    networks = []
+    for text in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"http_task_allow_cidrs: {text!r} is not an address range (such as 10.0.0.0/8 or "
+                             "fd00::/8)") from None
+    return tuple(networks)
+
+
+@dataclass(frozen=True)
+class AddressPolicy:
+    """Which addresses HTTP tasks may connect to: public ones, and those of the classes that can
+    be allowed (loopback, link-local, private, reserved) inside a range the operator lists."""
+
+    allow: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def from_cidrs(cls, cidrs: list[str] | tuple[str, ...]) -> AddressPolicy:
+        return cls(parse_cidrs(cidrs))
+
+    def denied(self, address: IPAddress) -> str | None:
+        """The class of `address` if HTTP tasks may not connect to it, else None."""
+        kind = address_class(address)
+        if kind is None:
+            return None
+        if kind not in ALWAYS_DENIED and any(plain_address(address) in network or address in network
+                                             for network in self.allow):
+            return None
+        return kind
+
+
+def denied_reason(host: str, port: int, address: IPAddress, kind: str) -> str:
+    """The one line an attempt refused by the address policy fails with."""
+    at = host if host.strip("[]") == str(address) else f"{host} ({address})"
+    unless = "" if kind in ALWAYS_DENIED else "; the node's http_task_allow_cidrs may allow a range of them"
+    return f"{at}:{port} is a {kind} address: HTTP tasks may not call {_WHAT[kind]}{unless}"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int] | None:
+    """('etcd-1', 2379) of 'etcd-1:2379' or '[::1]:2379'; None when it names no port."""
+    host, _, port = endpoint.rpartition(":")
+    if not port.isascii() or not port.isdigit():
+        return None
+    return host.strip("[]") or "127.0.0.1", int(port)
