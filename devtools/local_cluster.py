@@ -61,6 +61,8 @@ class ClusterSettings:
     worker_concurrency: int = 16
     log_level: str = "INFO"
     retention_s: float = 0.0   # 0: the nodes' default (7 days)
+    # address ranges the nodes' HTTP tasks may call beyond public addresses (their --http-task-allow-cidrs)
+    http_task_allow_cidrs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         """Refuses (ValueError, one line) a port that is no port, and a console port it would have to
@@ -348,7 +350,9 @@ class LocalCluster:
                     http_port=self.console_ports[node_id],
                     extra=[*(self.certs.node_flags() if self.certs is not None else []), *self.redis_flags(),
                            "--archive-dir", str(self.base_dir / "archive"),
-                           *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else [])])
+                           *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else []),
+                           *(["--http-task-allow-cidrs", ",".join(self.settings.http_task_allow_cidrs)]
+                             if self.settings.http_task_allow_cidrs else [])])
                 break
             except ProcessError as exc:
                 if not may_move or attempt == 2 or not lost_its_port(str(exc)):
