@@ -1,7 +1,9 @@
 """JavaScript evaluated from where the node evaluates it: inside a running asyncio loop.
 
 mini-racer 0.14 binds a context to the loop running where it is made, and then refuses a time
-limit there (AssertionError); the simulator runs outside any loop and never saw it."""
+limit there (AssertionError); the simulator runs outside any loop and never saw it. Scripts now
+run in sandbox processes (orchestrator/core/sandbox.py, tests/test_sandbox.py), where no loop
+runs; these tests keep the node's view: called from inside a loop, and from outside one."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import asyncio
 
 import pytest
 
-from orchestrator.core import javascript
+from orchestrator.core import javascript, sandbox
 
 
 def test_scripts_run_inside_a_running_event_loop_with_their_time_limit() -> None:
@@ -27,8 +29,8 @@ def test_scripts_run_inside_a_running_event_loop_with_their_time_limit() -> None
     assert javascript.check_syntax("return (") is not None
 
 
-def test_a_context_first_made_inside_a_loop_also_serves_code_outside_any_loop() -> None:
-    javascript._ENGINE.forget()   # the next evaluation makes a new context, from inside the loop
+def test_a_sandbox_first_started_inside_a_loop_also_serves_code_outside_any_loop() -> None:
+    sandbox.shutdown()   # the next evaluation starts the sandbox processes, from inside the loop
     assert asyncio.run(_evaluate_in_loop("$.n * 3", {"n": 4})) == 12
     assert javascript.evaluate("$.n * 3", {"n": 5}) == 15
 
@@ -69,4 +71,17 @@ def test_nothing_of_one_evaluation_survives_into_the_next(carrier: str) -> None:
         javascript.evaluate(write, SECRET)
         return javascript.evaluate(read, {})
 
-    assert asyncio.run(two_evaluations()) == 0
+    sandbox.configure(processes=1)   # both in the same process, hence the same V8 context
+    try:
+        assert asyncio.run(two_evaluations()) == 0
+        assert len(sandbox.processes()) == 1
+    finally:
+        sandbox.configure(processes=sandbox.DEFAULT_PROCESSES)
+
+
+def test_the_node_s_process_never_runs_a_script() -> None:
+    """Every evaluation is answered by a sandbox process: this process makes no V8 context."""
+    javascript.evaluate("1", {})
+    javascript.check_syntax("1 +")
+    assert javascript._ENGINE.context is None
+    assert sandbox.processes()

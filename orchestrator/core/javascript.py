@@ -2,35 +2,46 @@
 graaljs, DECISION's `caseExpression`, a DO_WHILE `loopCondition` written for Conductor, and
 LAMBDA's `scriptExpression`.
 
-This is the only module that runs JavaScript. It embeds V8 (the `mini-racer` package) and
-gives a script nothing but `$` (a copy of its input, as JSON) and the language's own
-built-ins: no I/O, no timers, no modules, no host objects. Each evaluation is bounded:
+This is the only module that runs JavaScript, and it never runs it in the node's process: an
+evaluation is a request to a sandbox process (`orchestrator/core/sandbox.py`: a small pool of
+processes with time, CPU and memory limits, killed and replaced when a script overruns or
+crashes them). There, V8 (the `mini-racer` package) gives a script nothing but `$` (a copy of
+its input, as JSON) and the language's own built-ins: no I/O, no timers, no modules, no host
+objects. Each evaluation is bounded:
 
-- MAX_MILLISECONDS of run time (the decider runs inside the node's asyncio loop, so a
-  script must never hold it up): a longer run is stopped and fails its task;
-- MAX_HEAP_BYTES of V8 heap; more fails the task;
+- MAX_MILLISECONDS of run time, by V8 (the process answers at the limit and is then replaced);
+  should V8 not stop it (a built-in running in C++), the node kills the process sandbox.GRACE_MS
+  later. Either way only that evaluation fails, with the reason;
+- MAX_HEAP_BYTES of V8 heap (more fails the evaluation), and the sandbox process's memory
+  limit (sandbox.MEMORY_BYTES) for what V8 allocates outside its heap: a script that goes
+  beyond it ends its process, and only its evaluation fails;
 - MAX_SOURCE_CHARS of source, MAX_INPUT_CHARS of input and MAX_RESULT_CHARS of result
   (all measured as JSON text).
 
-One V8 context is reused for every evaluation, not one per evaluation. Measured on the 2-core
-development machine (`python -m orchestrator.core.javascript`): an evaluation in the shared
-context takes about 0.5 ms (mostly the hop to mini-racer's V8 thread); a fresh context per
-evaluation about 3 ms bare and 6 ms locked down as below (the first one in a process about
-40 ms, V8's start-up). The decider, inside the node's event loop, could not afford 3-6 ms per
-JavaScript step. What a fresh context would give for free is isolation, so the shared one is
-locked down once: every built-in object, prototype and constructor reachable from the global
-object is frozen and the global object's own properties are made read-only, so one script
-cannot change what the next one sees; a script runs inside a function (its `var`s and
-functions are local), and any global property it still manages to add (an assignment to an
-undeclared name) is deleted when it ends. A context that timed out, ran out of memory or
-could not be cleaned is thrown away and the next evaluation gets a new one.
+Inside a sandbox process one V8 context is reused for every evaluation, not one per evaluation:
+an evaluation in the shared context takes about 0.5 ms, a fresh context 3 ms bare and 6 ms
+locked down as below (the first one in a process about 40 ms, V8's start-up). What a fresh
+context would give for free is isolation, so the shared one is locked down once: every built-in
+object, prototype and constructor reachable from the global object is frozen and the global
+object's own properties are made read-only, so one script cannot change what the next one
+sees; a script runs inside a function (its `var`s and functions are local), and any global
+property it still manages to add (an assignment to an undeclared name) is deleted when it ends;
+the legacy RegExp statics are reset. A context that timed out, ran out of memory or could not be
+cleaned is not used again: its process answers and ends, and the next evaluation gets a new
+process.
 
-V8 runs in this process, and a few of its built-ins run over an array's whole length in C++,
-where the time limit cannot stop them; on a huge array some abort the process ("Fatal
-JavaScript out of memory", e.g. `new Array(1e9).fill(0)`). So the lock-down also makes every
-array method refuse a receiver longer than MAX_ARRAY_LENGTH and typed arrays and buffers
-larger than MAX_BUFFER_BYTES. V8 itself remains the trusted base: a crash in V8 would take the
-node down (and, the workflow being decided again elsewhere, the next node).
+A few of V8's built-ins run over an array's whole length in C++, where the time limit cannot
+stop them, and on a huge array some abort the process ("Fatal JavaScript out of memory", e.g.
+`new Array(1e9).fill(0)`). The sandbox contains both (the kill, the process's end), and the
+lock-down still makes every array method refuse a receiver longer than MAX_ARRAY_LENGTH and
+typed arrays and buffers larger than MAX_BUFFER_BYTES, so such scripts fail at once with a
+clear reason instead of costing a process.
+
+Cost of the sandbox, measured on the 2-core development machine (`python -m
+orchestrator.core.javascript`, `python -m bench --scenario sandbox`): a small evaluation takes
+0.25-0.34 ms in the process that owns the context and 0.41 ms through the sandbox (a round trip
+on a pipe and a JSON encoding more each way); `check_syntax` 0.34 ms. The carrying grows with the
+input: about +1 ms for 60 KiB of input, +10 ms for 750 KiB.
 
 Results are returned as JSON (`JSON.stringify` in V8): `undefined` becomes None, dates
 become ISO text, NaN and Infinity become None (JSON has no such numbers).
@@ -45,6 +56,8 @@ import time
 from typing import Any
 
 from py_mini_racer import JSEvalException, JSOOMException, JSTimeoutException, MiniRacer
+
+from . import sandbox
 
 __all__ = ["JavaScriptError", "MAX_HEAP_BYTES", "MAX_MILLISECONDS", "check_syntax", "evaluate", "lambda_script",
            "to_boolean", "to_case"]
@@ -214,7 +227,9 @@ class _Engine:
 
     def _discard(self) -> None:
         """Stop using the context. It is closed a little later: a script stopped by the time
-        limit may still report to it, and a closed context would complain (on stderr)."""
+        limit may still report to it, and a closed context would complain (on stderr). In a
+        sandbox process, the process ends after its answer instead (a fresh one for the next)."""
+        sandbox.retire()
         if self.context is not None:
             self.graveyard.append((time.monotonic(), self.context))
         self.context = None
@@ -242,12 +257,11 @@ class _Engine:
                 return self.context.eval(code, timeout_sec=timeout_ms / 1000, max_memory=MAX_HEAP_BYTES)
             except JSTimeoutException:
                 self._discard()
-                raise JavaScriptError(f"the script ran longer than the limit of {timeout_ms} ms "
-                                      "(javascript.MAX_MILLISECONDS); make it do less") from None
+                raise JavaScriptError(_too_long(timeout_ms)) from None
             except JSOOMException:
                 self._discard()
-                raise JavaScriptError(f"the script used more memory than the limit of "
-                                      f"{MAX_HEAP_BYTES // (1024 * 1024)} MiB (javascript.MAX_HEAP_BYTES)") from None
+                raise JavaScriptError(f"the script used more memory than the limit of {MAX_HEAP_BYTES >> 20} MiB "
+                                      "(javascript.MAX_HEAP_BYTES)") from None
             except JSEvalException as exc:   # not expected: the prelude catches what scripts throw
                 self._discard()
                 raise JavaScriptError(_one_line(str(exc))) from None
@@ -292,9 +306,15 @@ def _one_line(text: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
+def _too_long(timeout_ms: int) -> str:
+    return (f"the script ran longer than the limit of {timeout_ms} ms (javascript.MAX_MILLISECONDS) and was "
+            "stopped; make it do less")
+
+
 def evaluate(source: str, bindings: dict[str, Any], *, timeout_ms: int = MAX_MILLISECONDS) -> Any:
     """Run `source` as a script with `$` = `bindings` and return its completion value as JSON
-    data (None for undefined). Raises JavaScriptError with a one-line reason."""
+    data (None for undefined), in a sandbox process. Raises JavaScriptError with a one-line
+    reason. The caller waits at most `timeout_ms` + sandbox.GRACE_MS."""
     if not isinstance(source, str) or not source.strip():
         raise JavaScriptError("the script is empty")
     if len(source) > MAX_SOURCE_CHARS:
@@ -306,6 +326,27 @@ def evaluate(source: str, bindings: dict[str, Any], *, timeout_ms: int = MAX_MIL
     if len(data) > MAX_INPUT_CHARS:
         raise JavaScriptError(f"the script's input is {len(data)} characters of JSON, more than the limit of "
                               f"{MAX_INPUT_CHARS}")
+    return _in_sandbox("js", {"source": source, "input": data}, timeout_ms)
+
+
+def _in_sandbox(kind: str, request: dict[str, Any], timeout_ms: int) -> Any:
+    try:
+        return sandbox.run(kind, request, timeout_ms)
+    except sandbox.Refused as exc:
+        raise JavaScriptError(_one_line(str(exc))) from None
+    except sandbox.Overrun:
+        raise JavaScriptError(_too_long(timeout_ms)) from None
+    except sandbox.Crashed as exc:
+        raise JavaScriptError(f"the script ended the process that ran it ({exc}); most likely it used more "
+                              f"memory than the limit of {sandbox.MEMORY_BYTES >> 20} MiB "
+                              "(sandbox.MEMORY_BYTES)") from None
+    except sandbox.SandboxError as exc:
+        raise JavaScriptError(f"the script could not be run: {exc}") from None
+
+
+def _evaluate_here(source: str, data: str, timeout_ms: int) -> str:
+    """The JSON text of `source`'s value with `$` = the JSON text `data`, evaluated in this
+    process (a sandbox process's handler; the measurement compares it with the sandbox)."""
     answer = _ENGINE.call(f"__conductor.run({json.dumps(source)}, {json.dumps(data)})", timeout_ms)
     try:
         outcome, payload, clean = json.loads(answer)
@@ -317,11 +358,11 @@ def evaluate(source: str, bindings: dict[str, Any], *, timeout_ms: int = MAX_MIL
     if outcome != "ok":
         raise JavaScriptError(_one_line(str(payload)))
     if not isinstance(payload, str):   # JSON.stringify of a function or a symbol
-        return None
+        return "null"
     if len(payload) > MAX_RESULT_CHARS:
         raise JavaScriptError(f"the script's result is {len(payload)} characters of JSON, more than the limit of "
                               f"{MAX_RESULT_CHARS}")
-    return json.loads(payload)
+    return payload
 
 
 def check_syntax(source: str) -> str | None:
@@ -330,10 +371,25 @@ def check_syntax(source: str) -> str | None:
     if len(source) > MAX_SOURCE_CHARS:
         return f"the script has {len(source)} characters, more than the limit of {MAX_SOURCE_CHARS}"
     try:
-        problem = _ENGINE.call(f"__conductor.check({json.dumps(source)})", MAX_MILLISECONDS)
+        problem = _in_sandbox("js_check", {"source": source}, MAX_MILLISECONDS)
     except JavaScriptError as exc:
         return str(exc)
     return str(problem) if problem else None
+
+
+def _check_here(source: str) -> str:
+    return str(_ENGINE.call(f"__conductor.check({json.dumps(source)})", MAX_MILLISECONDS) or "")
+
+
+def _warm_up() -> None:
+    """Make the context (V8's start, the lock-down) before the sandbox process says it is ready."""
+    _evaluate_here("1", "{}", 10 * MAX_MILLISECONDS)
+
+
+# What a sandbox process answers (orchestrator/core/sandbox.py).
+sandbox.handle("js", lambda request: _evaluate_here(str(request["source"]), str(request["input"]),
+                                                    int(request["limit_ms"])), warm_up=_warm_up)
+sandbox.handle("js_check", lambda request: json.dumps(_check_here(str(request["source"]))))
 
 
 def lambda_script(script_expression: str) -> str:
@@ -368,30 +424,36 @@ def to_case(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _measure(rounds: int = 200) -> dict[str, float]:
-    """Milliseconds per evaluation: in the shared, locked-down context, and in a fresh
-    context each time (what the alternative design would cost)."""
-    evaluate("1", {})   # warm up: the first context pays V8's start-up
+def _measure(rounds: int = 400) -> dict[str, float]:
+    """Milliseconds per small evaluation: in this process's own shared context (how the node
+    evaluated before the sandbox), through the sandbox, and in a fresh context each time (what
+    a context per evaluation would cost)."""
     script = "(function(){ return $.a + $.b.length; })()"
-    started = time.perf_counter()
-    for _ in range(rounds):
-        evaluate(script, {"a": 1, "b": [1, 2, 3]})
-    reused = (time.perf_counter() - started) * 1000 / rounds
-    started = time.perf_counter()
-    for _ in range(max(1, rounds // 4)):
+    bindings = {"a": 1, "b": [1, 2, 3]}
+    evaluate(script, bindings)   # warm up: the sandbox process starts, V8 starts in both
+    _evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)
+
+    def per_call(call: Any, count: int) -> float:
+        started = time.perf_counter()
+        for _ in range(count):
+            call()
+        return round((time.perf_counter() - started) * 1000 / count, 3)
+
+    in_process = per_call(lambda: json.loads(_evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)),
+                          rounds)
+    sandboxed = per_call(lambda: evaluate(script, bindings), rounds)
+    check = per_call(lambda: check_syntax(script), rounds)
+
+    def fresh() -> None:
         context = MiniRacer()
         context.eval(_PRELUDE)
         context.eval(f"__conductor.run({json.dumps(script)}, '{{\"a\":1,\"b\":[1,2,3]}}')")
         context.close()
-    fresh = (time.perf_counter() - started) * 1000 / max(1, rounds // 4)
-    started = time.perf_counter()
-    for _ in range(max(1, rounds // 4)):
-        context = MiniRacer()
-        context.eval(f"(function($){{ return {script}; }})({{\"a\":1,\"b\":[1,2,3]}})")
-        context.close()
-    bare = (time.perf_counter() - started) * 1000 / max(1, rounds // 4)
-    return {"reused_context_ms": round(reused, 3), "fresh_locked_context_ms": round(fresh, 3),
-            "fresh_bare_context_ms": round(bare, 3)}
+
+    fresh_locked = per_call(fresh, max(1, rounds // 8))
+    sandbox.shutdown()
+    return {"in_process_ms": in_process, "sandbox_ms": sandboxed, "sandbox_check_syntax_ms": check,
+            "fresh_locked_context_ms": fresh_locked}
 
 
 if __name__ == "__main__":   # pragma: no cover - a measurement, not a test
