@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import conductor, durability, events, failover, latency, poison, profile, scale, soak, throughput
+from . import conductor, durability, events, failover, latency, poison, profile, sandbox, scale, soak, throughput
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -18,6 +18,7 @@ SCENARIOS: dict[str, Scenario] = {
     "conductor": conductor.run,
     "events": events.run,
     "poison": poison.run,
+    "sandbox": sandbox.run,   # no cluster: the cost of running user code in sandbox processes
     "failover": failover.run,
     "durability": durability.run,
     "scale": scale.run,
