@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..core import sandbox
 from ..core import state as m
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
+from ..core.definitions import runs_user_code
 from ..store import ApplyOutcome, ApplyResult, ClaimedTask, Store
 from .logs import log_fields
 
@@ -61,7 +64,15 @@ class HandOver(Protocol):
 
 
 ENGINE_FAULT = "the engine could not decide it"
+SLOW_DECISION_S = 0.05   # a decision this long (scripts, most likely) is followed by a turn of the event loop
 """How the reason of a workflow the decider raised on begins (the CLI and the console recognise it)."""
+
+
+def _decide_with_scripts(state: m.WorkflowState, now: int) -> Decision:
+    """decide() in a thread of its own, its scripts sharing one budget (core/sandbox.py): the node's
+    event loop, which keeps the etcd lease alive, never waits for the sandbox."""
+    with sandbox.decision_budget():
+        return decide(state, now, new_task_id)
 
 
 class Decider:
@@ -173,13 +184,19 @@ class Decider:
             if state is None:
                 await self.store.forget_due(workflow_id, epoch)
                 continue
+            started = time.monotonic()
             try:
                 with log_fields(workflow_id=workflow_id):
-                    batch.append((state, decide(state, now, new_task_id)))
+                    if runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
+                        batch.append((state, await asyncio.to_thread(_decide_with_scripts, state, now)))
+                    else:
+                        batch.append((state, decide(state, now, new_task_id)))
             except Exception as exc:
                 log.exception("the decider failed on workflow %s", workflow_id, extra={"workflow_id": workflow_id})
                 await self._give_up(state, f"{ENGINE_FAULT}: {type(exc).__name__}: {exc}", epoch,
                                     result)
+            if time.monotonic() - started > SLOW_DECISION_S:   # a long one: let the rest of the loop run
+                await asyncio.sleep(0)
         return batch
 
     def _applied(self, state: m.WorkflowState, decision: Decision, result: Round) -> None:

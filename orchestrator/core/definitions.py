@@ -1439,6 +1439,24 @@ def _definitions(raw: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
                 stack.append(param["workflowDefinition"])
 
 
+def runs_user_code(definition: Mapping[str, Any]) -> bool:
+    """Whether deciding a workflow of `definition` may run JavaScript or jq (in the sandbox
+    processes, core/sandbox.py): such workflows are decided off the node's event loop
+    (cluster/deciding.py), the others in it, where a decision costs no thread hop. Errs towards
+    True: a dynamic fork or task may bring script tasks known only at run time."""
+    for current in _definitions(definition):
+        for task in iter_tasks(current.get("tasks")):
+            kind = task.get("type")
+            if kind in ("JSON_JQ_TRANSFORM", "LAMBDA", "FORK_JOIN_DYNAMIC", "DYNAMIC") or task.get("caseExpression"):
+                return True
+            params = task.get("inputParameters")
+            for evaluator in (task.get("evaluatorType"), params.get("evaluatorType") if isinstance(params, dict)
+                              else None):
+                if isinstance(evaluator, str) and (evaluator in JAVASCRIPT or evaluator.startswith("$")):
+                    return True
+    return False
+
+
 def _literal(value: Any) -> TypeGuard[str]:
     """A name written as text (not a `${...}` or `$workflow.input...` expression) that the store
     can look up (a lone surrogate cannot be encoded: such a name is the validator's to refuse)."""

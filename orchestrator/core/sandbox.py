@@ -83,7 +83,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,10 @@ class Unavailable(SandboxError):
 
 
 # ---------------------------------------------------------------- the node's side
+
+
+class BudgetSpent(SandboxError):
+    """The evaluations of one decision used the time it may give them all (decision_budget)."""
 
 
 class _TimedOut(Exception):
@@ -486,13 +492,47 @@ def _pool() -> _Pool:
         return _POOL
 
 
+DECISION_BUDGET_MS = 1500
+"""What the evaluations of one decision may take together (one whole jq evaluation with its
+grace fits, with 200 ms to spare). The limit of each evaluation bounds one script; a decision can hold many (a fork of
+INLINE tasks, a loop), and the node's event loop waits for them all: past this budget the
+remaining scripts of the decision fail at once, each task saying why, instead of the node
+missing its etcd keep-alives."""
+
+_budget_deadline: ContextVar[float | None] = ContextVar("sandbox_budget_deadline", default=None)
+
+
+@contextmanager
+def decision_budget(budget_ms: int = DECISION_BUDGET_MS) -> Iterator[None]:
+    """The evaluations run inside share `budget_ms` of wall-clock time (cluster/deciding.py)."""
+    token = _budget_deadline.set(time.monotonic() + budget_ms / 1000)
+    try:
+        yield
+    finally:
+        _budget_deadline.reset(token)
+
+
 def run(kind: str, request: dict[str, Any], limit_ms: int) -> Any:
     """Evaluate `request` (a JSON object) with the handler of `kind` in a sandbox process and
     return its result (JSON data). The evaluation may take `limit_ms` (plus GRACE_MS for the
-    transfer): then its process is killed. Raises Refused (the engine's error), Overrun,
-    Crashed or Unavailable, each with a one-line message."""
-    payload = json.dumps({**request, "kind": kind, "limit_ms": int(limit_ms)}, separators=(",", ":"))
-    return _pool().run(payload.encode("ascii"), int(limit_ms))
+    transfer), less if the decision's budget has less left: then its process is killed. Raises
+    Refused (the engine's error), Overrun, BudgetSpent, Crashed or Unavailable, each with a
+    one-line message."""
+    allowed_ms = int(limit_ms)
+    deadline = _budget_deadline.get()
+    if deadline is not None:
+        allowed_ms = min(allowed_ms, int((deadline - time.monotonic()) * 1000) - GRACE_MS)
+        if allowed_ms <= 0:
+            raise BudgetSpent(f"the scripts of one decision may run {DECISION_BUDGET_MS} ms together "
+                              "(sandbox.DECISION_BUDGET_MS) and this decision's were spent before this one")
+    payload = json.dumps({**request, "kind": kind, "limit_ms": allowed_ms}, separators=(",", ":"))
+    try:
+        return _pool().run(payload.encode("ascii"), allowed_ms)
+    except Overrun:
+        if allowed_ms < int(limit_ms):
+            raise BudgetSpent(f"it was stopped after {allowed_ms} ms, when the scripts of its decision had "
+                              f"run {DECISION_BUDGET_MS} ms together (sandbox.DECISION_BUDGET_MS)") from None
+        raise
 
 
 def configure(*, processes: int) -> None:
