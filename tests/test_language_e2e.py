@@ -200,10 +200,28 @@ def test_retry_a_failed_workflow(examples, example_worker):
 
 
 def test_watch_streams_changes_until_the_end(examples, example_worker):
+    """The watch sees the workflow running, then each change, then its end. The workflow waits for
+    a signal that is sent only once the watch has seen it waiting (a quick workflow could end
+    before the watch began, and then the watch rightly shows its end alone)."""
     client = examples.client
-    workflow_id = client.start_workflow("parallel_quotes", {"item": "sofa"})
-    seen = [w["status"] for w in client.watch_workflow(workflow_id)]
-    assert seen[-1] == "COMPLETED" and len(seen) >= 2
+    workflow_id = client.start_workflow("approval", {"traveller": "gus", "to": "Oslo"})
+    seen: list[dict] = []
+
+    def follow() -> None:
+        seen.extend(client.watch_workflow(workflow_id, include_tasks=True))
+
+    watcher = threading.Thread(target=follow, daemon=True)
+    watcher.start()
+    deadline = time.monotonic() + 10
+    while not any(t["key"] == "approve" and t["status"] == "IN_PROGRESS" for w in list(seen) for t in w["tasks"]):
+        assert time.monotonic() < deadline, [w["status"] for w in seen]
+        time.sleep(0.05)
+    client.signal_task(workflow_id, "approve", output={"by": "watcher", "approved_amount": 10})
+    watcher.join(20)
+    assert not watcher.is_alive(), "the watch did not end with the workflow"
+    statuses = [w["status"] for w in seen]
+    assert statuses[0] == "RUNNING" and statuses[-1] == "COMPLETED", statuses
+    assert len(statuses) >= 3   # waiting for the signal, at least one change after it, the end
 
 
 def test_execute_returns_running_when_the_deadline_passes(examples, example_worker):
