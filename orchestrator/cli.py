@@ -100,6 +100,23 @@ INFRASTRUCTURE_SECURITY = {
     "redis_tls_cert_file": "this node's client certificate for Redis (tls-auth-clients yes)",
     "redis_tls_key_file": "its private key",
 }
+# A node's links to Redis and its namespaces' quotas: setting -> (flag, type, help).
+STORE_LIMIT_FLAGS: dict[str, tuple[str, type, str]] = {
+    "redis_socket_timeout_s": ("--redis-timeout", float, "seconds a Redis command may go unanswered before the "
+                               "caller gets UNAVAILABLE (default 5; a blocking read: its own wait on top)"),
+    "redis_connect_timeout_s": ("--redis-connect-timeout", float, "seconds a connection to Redis may take to "
+                                "open (default 2)"),
+    "redis_blocking_connections": ("--redis-blocking-connections", int, "connections blocking reads "
+                                   "(ReceiveEvents, event handlers, WAIT topics, WatchWorkflow) may hold at once "
+                                   "(default 64); past them a wait holds none"),
+    "quota_workflows_in_flight": ("--quota-workflows-in-flight", int, "workflows each namespace may have running, "
+                                  "paused or compensating; starts past it are refused (default 1000000; 0: no limit)"),
+    "quota_event_handlers": ("--quota-event-handlers", int, "event handlers each namespace may register "
+                             "(default 1000; 0: no limit)"),
+    "quota_topics": ("--quota-topics", int, "event topics each namespace may use (default 10000; 0: no limit)"),
+    "quota_consumer_groups": ("--quota-consumer-groups", int, "subscription groups each namespace may use "
+                              "(default 10000; 0: no limit)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +185,8 @@ def _add_node(commands: Any) -> None:
     node.add_argument("--cluster", help="cluster name (election prefix and Redis key prefix)")
     node.add_argument("--lease-ttl", dest="lease_ttl_s", type=float,
                       help="seconds the leader's etcd lease lives without renewal (failover detection time)")
+    for name, (flag, kind, text) in STORE_LIMIT_FLAGS.items():
+        node.add_argument(flag, dest=name, type=kind, help=text)
     node.add_argument("--leader-redis-timeout", dest="leader_redis_timeout_s", type=float,
                       help="seconds a leader's clocks may go without completing a pass against Redis before it "
                            "resigns so that another node leads; it stands again once Redis answers (default 2)")
@@ -1331,7 +1350,8 @@ def run_node(args: argparse.Namespace) -> int:
                                  http_task_allow_cidrs=args.http_task_allow_cidrs,
                                  tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_key_file,
                                  tls_ca_file=args.tls_ca_file, allow_plaintext=args.allow_plaintext,
-                                 **{name: getattr(args, name) for name in INFRASTRUCTURE_SECURITY})
+                                 **{name: getattr(args, name) for name in INFRASTRUCTURE_SECURITY},
+                                 **{name: getattr(args, name) for name in STORE_LIMIT_FLAGS})
         setup_logging(config.node_id, config.log_level, config.log_format)
         serving_as(config.node_id)
         node = Node(config)

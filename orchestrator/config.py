@@ -11,11 +11,19 @@ from urllib.parse import urlsplit
 import yaml
 
 from .core.http_request import parse_cidrs
+from .store.protocol import Quotas
+from .store.redis.adapter import RedisLinks
 from .store.redis.keys import cluster_prefix
 
 MIB = 1024 * 1024
 MAX_MIN_REPLICAS = 16
 MAX_REPLICA_TIMEOUT_MS = 60_000
+MAX_QUOTA = 1_000_000_000
+# the settings of a node's links to Redis and of its namespaces' quotas: (lowest, highest) of each
+STORE_LIMITS: dict[str, tuple[float, float]] = {
+    "redis_socket_timeout_s": (0.1, 300.0), "redis_connect_timeout_s": (0.1, 60.0),
+    "redis_blocking_connections": (1, 10_000), "quota_workflows_in_flight": (0, MAX_QUOTA),
+    "quota_event_handlers": (0, MAX_QUOTA), "quota_topics": (0, MAX_QUOTA), "quota_consumer_groups": (0, MAX_QUOTA)}
 
 
 def split_list(text: str) -> list[str]:
@@ -36,6 +44,20 @@ class NodeConfig:
     redis_min_replicas: int = 0
     # longer than this unconfirmed: the caller gets UNAVAILABLE; keep it below Sentinel's down-after-milliseconds
     redis_replica_timeout_ms: int = 1000
+    # how long a Redis command may go unanswered, and a connection take to open, before the caller gets
+    # UNAVAILABLE (a cut link is otherwise noticed when TCP gives up, about 15 minutes); a blocking read
+    # gets its own wait on top
+    redis_socket_timeout_s: float = 5.0
+    redis_connect_timeout_s: float = 2.0
+    # connections the node's blocking reads (subscriptions' ReceiveEvents, event handlers and WAIT topics,
+    # WatchWorkflow) may hold at once, apart from the others; past them a wait holds none and reads again
+    # when its topic is published to (a watch: every second)
+    redis_blocking_connections: int = 64
+    # what each namespace may hold at once (0: no limit); past one: RESOURCE_EXHAUSTED naming it
+    quota_workflows_in_flight: int = 1_000_000   # running, paused or compensating; starts are refused
+    quota_event_handlers: int = 1_000
+    quota_topics: int = 10_000                   # counted from a topic's first use
+    quota_consumer_groups: int = 10_000          # subscription groups, counted from their first ReceiveEvents
     etcd_endpoints: list[str] = field(default_factory=lambda: ["127.0.0.1:2379"])
     cluster: str = "default"                  # names the election prefix and the Redis key prefix
     lease_ttl_s: float = 2.0                  # etcd raises anything under 1.5 x its election timeout
@@ -110,10 +132,24 @@ class NodeConfig:
             raise ValueError(f"redis_min_replicas must be from 0 (the master alone) to {MAX_MIN_REPLICAS}")
         if not 1 <= self.redis_replica_timeout_ms <= MAX_REPLICA_TIMEOUT_MS:
             raise ValueError(f"redis_replica_timeout_ms must be from 1 to {MAX_REPLICA_TIMEOUT_MS}")
+        for name, (lowest, highest) in STORE_LIMITS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not lowest <= value <= highest:
+                raise ValueError(f"{name} must be a number from {lowest:g} to {highest:g}, not {value!r}")
         if not isinstance(self.console_secure_cookies, bool):
             raise ValueError("console_secure_cookies must be true or false")
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
+
+    def redis_links(self) -> RedisLinks:
+        """Timeouts of the node's Redis connections and the pool of its blocking reads."""
+        return RedisLinks(float(self.redis_socket_timeout_s), float(self.redis_connect_timeout_s),
+                          int(self.redis_blocking_connections))
+
+    def quotas(self) -> Quotas:
+        """What each namespace may hold at once."""
+        return Quotas(int(self.quota_workflows_in_flight), int(self.quota_event_handlers), int(self.quota_topics),
+                      int(self.quota_consumer_groups))
 
     def redis_password(self) -> str | None:
         """The Redis ACL user's password, read from its file (never given on a command line)."""

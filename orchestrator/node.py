@@ -114,8 +114,11 @@ class Node:
         access = RedisAccess(username=config.redis_username or None, password=config.redis_password(),
                              ca_file=config.redis_tls_ca_file, cert_file=config.redis_tls_cert_file,
                              key_file=config.redis_tls_key_file)
-        # acknowledged writes wait for this many replicas (store/redis/replication.py)
-        durability = {"min_replicas": config.redis_min_replicas, "replica_timeout_ms": config.redis_replica_timeout_ms}
+        # acknowledged writes wait for this many replicas (store/redis/replication.py); the connections'
+        # timeouts, the pool of blocking reads and the namespaces' quotas (store/redis/adapter.py)
+        durability: dict[str, Any] = {"min_replicas": config.redis_min_replicas,
+                                      "replica_timeout_ms": config.redis_replica_timeout_ms,
+                                      "links": config.redis_links(), "quotas": config.quotas()}
         if config.redis_sentinels:
             self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
                                                    prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes,

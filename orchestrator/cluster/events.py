@@ -13,7 +13,9 @@ each goes to one node at a time. Delivery is at-least-once, handling is exactly-
   died, or the store failed under it) is taken over by whichever node looks first (XAUTOCLAIM);
 - an event a handler cannot handle (its workflow definition is not registered, the task ended,
   a condition fails at run time, a payload is too large) goes to the dead-letter topic with the
-  reason at once; one delivered `maxDeliveries` times without being acknowledged goes there too.
+  reason at once; one delivered `maxDeliveries` times without being acknowledged goes there too;
+- a start refused by its namespace's quota of workflows in flight is not the event's fault and
+  passes: the event stays unacknowledged and is delivered again after `redeliverAfterSeconds`.
 
 Events of one handler are handled concurrently, so their order is not kept.
 
@@ -40,6 +42,7 @@ from ..core.errors import InvalidArgument, OrchestratorError
 from ..core.payloads import PayloadLimit, encode
 from ..core.safe_expr import SafeExpressionError
 from ..store import ActionOutcome, Store, StoreUnavailable
+from ..store.protocol import QuotaExceeded
 from .deciding import new_task_id
 
 log = logging.getLogger(__name__)
@@ -216,6 +219,10 @@ class EventConsumers:
             else:
                 outcome, detail = await self._finish_task(handler, event, index, kind, workflow_id, params)
             self._check(outcome, detail, where, workflow_id)
+        except QuotaExceeded as exc:   # not the event's fault, and it passes: delivered again later
+            log.warning("event %s of handler %s: %s: %s; delivered again after the handler's redeliverAfterSeconds",
+                        event.event_id, handler, where, exc)
+            raise
         except (OrchestratorError, ValueError, TypeError) as exc:
             raise Unhandleable(f"{where}: {exc}") from None
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..core.decider import Decision
+from ..core.errors import TooLarge
 from ..core.events import BusEvent
 from ..core.schema import Snapshot, TaskDef, WorkflowDef
 from ..core.state import TaskSpec, WorkflowState
@@ -34,12 +35,32 @@ class StoreUnavailable(Exception):
     """The store did not answer (down, restarting, failing over): retry later."""
 
 
+class QuotaExceeded(TooLarge):
+    """A namespace holds all that one of its quotas (`Quotas`) allows: nothing was written, and the
+    message names the quota and its setting. RESOURCE_EXHAUSTED."""
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """What each namespace may hold at once (the node settings `quota_*`; 0: no limit). Refused
+    beyond them, with QuotaExceeded: a start past `workflows_in_flight` (running, paused or
+    compensating; sub-workflows a running workflow starts are counted, never refused), a new
+    event handler past `event_handlers`, a new topic (published to, configured, subscribed to,
+    handled or waited on) past `topics`, a new subscription group past `consumer_groups`."""
+
+    workflows_in_flight: int = 1_000_000
+    event_handlers: int = 1_000
+    topics: int = 10_000
+    consumer_groups: int = 10_000
+
+
 class Topic(enum.Enum):
     """Broadcasts the transition scripts publish, for the nodes that wait on them."""
 
     READY = "ready"   # a task type has queued work (payload: the task type)
     TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
     DONE = "done"     # a workflow reached a terminal status (payload: the workflow id)
+    PUBLISHED = "published"   # an event was appended to a topic (payload: the topic), for waiting readers
 
 
 class ActionOutcome(enum.Enum):
@@ -159,7 +180,8 @@ class Store(Protocol):
                             correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
         """Create a workflow from the latest snapshot of `name`; returns (id, created).
 
-        Atomic and idempotent per idempotency key: a repeated key returns the first id."""
+        Atomic and idempotent per idempotency key: a repeated key returns the first id.
+        QuotaExceeded: its namespace has as many workflows in flight as its quota allows."""
 
     async def load(self, workflow_id: str) -> WorkflowState | None: ...
 
@@ -254,7 +276,8 @@ class Store(Protocol):
 
     def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         """Yield at once, then after each change of the workflow (bursts collapsed), or every
-        `recheck_s` seconds as a safety net."""
+        `recheck_s` seconds as a safety net. Its subscription holds one of the connections for
+        blocking reads; when none is free it holds none and yields every `recheck_s` only."""
 
     async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
         """How often each workflow reached a terminal status, from the audit stream."""
@@ -269,27 +292,32 @@ class Store(Protocol):
     # handler's `redeliverAfterSeconds`, and after `maxDeliveries` goes to the dead-letter topic.
 
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
-        """Append an event to `topic` (trimmed to its retention); its id. Atomic."""
+        """Append an event to `topic` (trimmed to its retention); its id. Atomic. QuotaExceeded:
+        a new topic past its namespace's quota."""
 
     async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:
         """Events of `topic` after the id `after` ('' = the oldest kept), oldest first. A read."""
 
     async def configure_topic(self, topic: str, max_len: int, max_age_s: int = 0) -> TopicInfo:
-        """Set the retention of `topic` (0 = the default length; 0 = no age limit) and trim it."""
+        """Set the retention of `topic` (0 = the default length; 0 = no age limit) and trim it.
+        QuotaExceeded: a new topic past its namespace's quota."""
 
     async def topic_info(self, topic: str) -> TopicInfo: ...
 
     async def watch_topics(self, topics: Iterable[str]) -> None:
         """Topics that WAIT tasks wait on: each gets the consumer group `wait:<topic>` (from now
-        on) and every node consumes it (`cluster.events`). Idempotent."""
+        on) and every node consumes it (`cluster.events`). Idempotent. QuotaExceeded: a new topic
+        past its namespace's quota (the topics before it may be watched already)."""
 
     async def watched_topics(self) -> list[str]: ...
 
     async def ensure_group(self, topic: str, group: str) -> None:
-        """Create the consumer group `group` on `topic` at its end, unless it exists (a subscription)."""
+        """Create the consumer group `group` on `topic` at its end, unless it exists (a subscription).
+        QuotaExceeded: a new group (or topic) past its namespace's quota."""
 
     async def put_event_handler(self, handler: dict[str, Any]) -> None:
-        """Store a normalised handler and create its consumer group (at the topic's end). Atomic."""
+        """Store a normalised handler and create its consumer group (at the topic's end). Atomic.
+        QuotaExceeded: a new handler, or a new topic, past its namespace's quota."""
 
     async def event_handlers(self) -> list[dict[str, Any]]:
         """Every stored handler, by name."""
@@ -299,7 +327,10 @@ class Store(Protocol):
 
     async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
                              block_ms: int) -> list[BusEvent]:
-        """New events for the handler's group, delivered to `consumer` (waits up to `block_ms`)."""
+        """New events for the handler's group, delivered to `consumer` (waits up to `block_ms`).
+        A wait holds one of the store's few connections for blocking reads while one is free;
+        past them it holds none, and reads again when the topic's broadcast says something was
+        published (and at least every second): the other calls never wait behind waiting reads."""
 
     async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,
                            max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:

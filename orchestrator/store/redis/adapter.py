@@ -6,6 +6,11 @@ terminate, claim, heartbeat and report results; only the leader's engine calls t
 fenced `apply_decisions`, `expire_lease`, `defer` and `raise_epoch`.
 Redis errors leave this module as `StoreUnavailable` only.
 
+Links to Redis (`RedisLinks`): every command has `socket_timeout_s` to answer and a connection
+`connect_timeout_s` to open, so a node cut from Redis answers UNAVAILABLE within them; blocking
+reads have a small pool of their own, and past it wait without a connection (`receive_events`).
+Quotas per namespace (`Quotas`) are counted and refused in the scripts (scripts.py).
+
 With `min_replicas` N > 0, every write a caller is told about (marked `_acknowledged` below:
 starts, results, signals, operations, published events, definitions) returns only once N
 replicas hold it, through one `ReplicationBarrier` round shared by every write completed
@@ -14,16 +19,21 @@ meanwhile (`replication.py`, which also says why the node's own writes need no w
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
 import time
 from dataclasses import dataclass
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
 from ...core import free_text
@@ -36,8 +46,8 @@ from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
-from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, ResultAck,
-                        ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic, TopicInfo)
+from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, QuotaExceeded, Quotas,
+                        ResultAck, ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic, TopicInfo)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
@@ -49,12 +59,15 @@ CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]]
 
 IDEMPOTENCY_TTL_S = 7 * 86400
 DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scripts.COMMON says the same)
-# Connections one node keeps to Redis. redis-py 8 caps a pool at 100 and then fails commands
-# ("Too many connections"); a busy node (blocking stream reads of subscriptions and handlers,
-# concurrent results) can want more, so the pool is larger and a command waits for a free
-# connection (up to POOL_WAIT_S) instead of failing.
+# Connections one node keeps to Redis for its commands. redis-py 8 caps a pool at 100 and then
+# fails commands ("Too many connections"); a busy node (concurrent starts and results) can want
+# more, so the pool is larger and a command waits for a free connection (up to POOL_WAIT_S)
+# instead of failing. Blocking reads never take these (`RedisLinks.blocking_connections`).
 MAX_CONNECTIONS = 512
 POOL_WAIT_S = 5.0
+MAX_BLOCK_MS = 60_000        # the longest blocking read the store makes (the API asks for at most 30 s)
+RECHECK_S = 1.0              # a wait without a blocking connection reads again at least this often
+SENTINEL_TIMEOUT_S = 1.0     # a Sentinel's answer (one that does not answer: the next is asked)
 WAIT_GROUP_PREFIX = "wait:"   # the consumer group of a topic WAIT tasks wait on
 MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
 MAX_LOG_CHARS = 4096         # characters kept of one log line
@@ -109,6 +122,60 @@ class _CachedSnapshot:
 
 
 @dataclass(frozen=True)
+class RedisLinks:
+    """How long a node waits for Redis, and how many connections its waiting reads may hold.
+
+    Every command has `socket_timeout_s` to be answered and a new connection `connect_timeout_s`
+    to open, so a node whose link to Redis is cut (a black hole, which TCP reports only after
+    about 15 minutes) answers UNAVAILABLE within them. A command that timed out is not sent
+    again (it may have been applied: the caller hears UNAVAILABLE and retries what is safe to
+    retry); one whose connection broke is, once, on a new connection.
+
+    Blocking reads (a subscription's ReceiveEvents, the node's own event consumers, a
+    WatchWorkflow's subscription) hold a connection for their whole wait, so they get a pool of
+    their own: at most `blocking_connections` at once, each with its own wait plus
+    `socket_timeout_s` to be answered. Past that a wait is not refused: it holds no connection
+    at all and reads without blocking whenever the topic's broadcast says something was
+    published (a watch: every second), so a client sees what it asked for, a little later at
+    worst, and the node's other calls never queue behind waiting readers."""
+
+    socket_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+    blocking_connections: int = 64
+
+    def options(self, socket_timeout_s: float | None = None) -> dict[str, Any]:
+        """A connection's timeouts and retry (see above), for a pool."""
+        return {"socket_timeout": socket_timeout_s or self.socket_timeout_s,
+                "socket_connect_timeout": self.connect_timeout_s, "socket_keepalive": True,
+                "health_check_interval": 5,
+                "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))}
+
+    @property
+    def blocking_timeout_s(self) -> float:
+        """The socket timeout of the pool for blocking reads: the longest wait and then some (each
+        read is also bounded by its own wait plus `socket_timeout_s`)."""
+        return MAX_BLOCK_MS / 1000 + self.socket_timeout_s
+
+
+class _WaitingReads:
+    """The connections blocking reads hold now, and how many waits found none free."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.in_use = 0
+        self.without_connection = 0   # waits that found every blocking connection taken (for metrics)
+
+    def take(self) -> bool:
+        if self.in_use >= self.limit:
+            return False
+        self.in_use += 1
+        return True
+
+    def give(self) -> None:
+        self.in_use = max(0, self.in_use - 1)
+
+
+@dataclass(frozen=True)
 class RedisAccess:
     """How a node proves itself to Redis: an ACL user and password, and TLS (the CA that signed
     Redis's certificate; this node's certificate when Redis asks for one)."""
@@ -147,13 +214,17 @@ class RedisStore:
     def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, *, max_value_bytes: int = 1024 * 1024,
                  max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
-                 replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None) -> None:
+                 replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None,
+                 blocking_client: aioredis.Redis | None = None, links: RedisLinks | None = None,
+                 quotas: Quotas | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
         `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
         replicas that must hold an acknowledged write before its answer (0: the master alone),
         within `replica_timeout_ms` (else StoreUnavailable), asked on `barrier_client` (a client
-        of the same Redis with a pool of its own; by default `client`)."""
+        of the same Redis with a pool of its own; by default `client`); `blocking_client`: the
+        client of the pool for blocking reads (by default `client`), at most
+        `links.blocking_connections` of them at once; `quotas`: what each namespace may hold."""
         # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
@@ -165,6 +236,12 @@ class RedisStore:
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
+        self._blocking: Any = blocking_client or client
+        self.links = links or RedisLinks()
+        self.waiting_reads = _WaitingReads(self.links.blocking_connections)
+        self.quotas = quotas or Quotas()
+        self._published: dict[str, tuple[asyncio.Event, int]] = {}   # topic -> (its next broadcast, waiters)
+        self._published_listener: asyncio.Task[None] | None = None
         self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
                                                replica_timeout_ms, on_new_master=self._drop_connections)
                             if min_replicas > 0 else None)
@@ -172,38 +249,51 @@ class RedisStore:
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, access: RedisAccess | None = None,
-                 min_replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS) -> RedisStore:
+                 min_replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS,
+                 links: RedisLinks | None = None, quotas: Quotas | None = None) -> RedisStore:
+        links = links or RedisLinks()
+        secured = access.url_options(url) if access else {}
 
-        def client(connections: int) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=True, health_check_interval=5,
-                socket_keepalive=True, retry_on_timeout=True, **(access.url_options(url) if access else {}))
+                url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=True,
+                **links.options(socket_timeout_s), **secured)
             return aioredis.Redis(connection_pool=pool)
+        # blocking reads: their own pool, unbounded by redis-py; `waiting_reads` bounds what it holds
+        blocking = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(
+            url, decode_responses=True, **links.options(links.blocking_timeout_s), **secured))
+        # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
+        barrier = (client(1, max(links.socket_timeout_s, replica_timeout_ms / 1000 + 1)) if min_replicas > 0
+                   else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
-                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms,
-                   barrier_client=client(1) if min_replicas > 0 else None)
+                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
+                   blocking_client=blocking, links=links, quotas=quotas)
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
                        *, max_value_bytes: int = 1024 * 1024, idempotency_ttl_s: int = IDEMPOTENCY_TTL_S,
                        access: RedisAccess | None = None, min_replicas: int = 0,
-                       replica_timeout_ms: int = REPLICA_TIMEOUT_MS) -> RedisStore:
+                       replica_timeout_ms: int = REPLICA_TIMEOUT_MS, links: RedisLinks | None = None,
+                       quotas: Quotas | None = None) -> RedisStore:
         """Follow the master that Sentinel names; after a failover, reconnect to the new one.
         `access` (the ACL user and TLS) applies to the Sentinels and to the master alike."""
+        links = links or RedisLinks()
         addresses = [(host, int(port)) for host, port in (s.rsplit(":", 1) for s in sentinels)]
         options = access.connection_options() if access else {}
-        sentinel = Sentinel(addresses, socket_timeout=1.0, sentinel_kwargs=dict(options),
+        sentinel = Sentinel(addresses, sentinel_kwargs={**options, "socket_timeout": SENTINEL_TIMEOUT_S,
+                                                        "socket_connect_timeout": links.connect_timeout_s},
                             **options)
 
-        def client(connections: int, **more: Any) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
             found: aioredis.Redis = sentinel.master_for(
-                master, decode_responses=True, db=db, health_check_interval=5, socket_keepalive=True,
-                retry_on_timeout=True, max_connections=connections, **more)
+                master, decode_responses=True, db=db, max_connections=connections, **links.options(socket_timeout_s))
             return found
         # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
-        barrier = client(1, socket_timeout=replica_timeout_ms / 1000 + 1) if min_replicas > 0 else None
+        barrier = (client(1, max(links.socket_timeout_s, replica_timeout_ms / 1000 + 1)) if min_replicas > 0
+                   else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
-                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier)
+                   min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
+                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas)
 
     @property
     def prefix(self) -> str:
@@ -212,13 +302,37 @@ class RedisStore:
     async def _drop_connections(self) -> None:
         """After a failover: every connection is made again, to the master Sentinel names now."""
         await self._redis.connection_pool.disconnect()
+        if self._blocking is not self._redis:
+            await self._blocking.connection_pool.disconnect()
 
     async def close(self) -> None:
+        if self._published_listener is not None:
+            self._published_listener.cancel()
+            await asyncio.gather(self._published_listener, return_exceptions=True)
         if self.replication is not None:
             await self.replication.close()
         if self._barrier_client is not None:
             await self._barrier_client.aclose()
+        if self._blocking is not self._redis:
+            await self._blocking.aclose()
         await self._redis.aclose()
+
+    def _refusal(self, reply: str, namespace: str) -> QuotaExceeded:
+        """The QuotaExceeded a script's 'TOPICS <n>' (GROUPS, HANDLERS, WORKFLOWS) stands for."""
+        what, _, count = reply.partition(" ")
+        setting, noun, limit, then = {
+            "WORKFLOWS": ("quota_workflows_in_flight", "workflows in flight (running, paused or compensating)",
+                          self.quotas.workflows_in_flight, "start it once some have ended"),
+            "HANDLERS": ("quota_event_handlers", "event handlers", self.quotas.event_handlers,
+                         "remove one first"),
+            "TOPICS": ("quota_topics", "topics", self.quotas.topics,
+                       "a topic counts from its first use (published to, configured, subscribed to, handled or "
+                       "waited on): use one of them"),
+            "GROUPS": ("quota_consumer_groups", "subscription groups", self.quotas.consumer_groups,
+                       "a group counts from its first ReceiveEvents: use one of them"),
+        }[what]
+        return QuotaExceeded(f"namespace '{namespace or '(default)'}' has {count} {noun}, all its quota allows "
+                             f"({setting}: {limit}); nothing was written: {then}, or raise the quota")
 
     async def _run(self, source: str, named: dict[str, Any], *blobs: str) -> Any:
         """Run a script with named scalar arguments (ARGV[1]) and pre-encoded blobs after them."""
@@ -383,7 +497,7 @@ class RedisStore:
                 "correlationId": correlation_id}
         named = {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
                  "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision,
-                 "snap": cached.digest}
+                 "snap": cached.digest, "quota": self.quotas.workflows_in_flight}
         answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta),
                                             "" if cached.stored else cached.text, cached.variables))
         if answer["outcome"] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
@@ -391,6 +505,8 @@ class RedisStore:
                                                 cached.variables))
         if answer["outcome"] == "STALE_SNAPSHOT":
             return None
+        if answer["outcome"] == "QUOTA":
+            raise self._refusal(f"WORKFLOWS {answer['count']}", namespace_of(definition["name"]))
         cached.stored = True
         return answer["id"], answer["outcome"] == "CREATED"
 
@@ -764,11 +880,18 @@ class RedisStore:
         await pubsub.listen(self._redis, self.keys.channel(topic.value), on_message, on_subscribed)
 
     async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
+        while not self.waiting_reads.take():   # no blocking connection free: look every recheck_s
+            self.waiting_reads.without_connection += 1
+            yield None
+            await asyncio.sleep(recheck_s)
         try:
-            async for _ in pubsub.changes(self._redis, self.keys.changed_channel(workflow_id), recheck_s):
+            async for _ in pubsub.changes(self._blocking, self.keys.changed_channel(workflow_id), recheck_s,
+                                          subscribe_timeout_s=self.links.socket_timeout_s):
                 yield None
         except REDIS_UNAVAILABLE as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
+        finally:
+            self.waiting_reads.give()
 
     @_unavailable_as_store_error
     async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
@@ -795,7 +918,18 @@ class RedisStore:
     @_unavailable_as_store_error
     @_acknowledged
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
-        return str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms}, payload_json))
+        reply = str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
+                                                            "topics": self.quotas.topics}, payload_json))
+        if reply.startswith("TOPICS "):
+            raise self._refusal(reply, namespace_of(topic))
+        return reply
+
+    async def _use_topic(self, topic: str, wait_group: str = "") -> None:
+        """Count a topic in its namespace's quota (QuotaExceeded past it); with `wait_group`, watch it."""
+        reply = str(await self._run(scripts.USE_TOPIC, {"topic": topic, "topics": self.quotas.topics,
+                                                        "group": wait_group}))
+        if reply != "OK":
+            raise self._refusal(reply, namespace_of(topic))
 
     @staticmethod
     def _bus_event(topic: str, entry_id: str, fields: dict[str, str], deliveries: int = 1) -> BusEvent:
@@ -811,6 +945,7 @@ class RedisStore:
     @_unavailable_as_store_error
     @_acknowledged
     async def configure_topic(self, topic: str, max_len: int, max_age_s: int = 0) -> TopicInfo:
+        await self._use_topic(topic)
         async with self._redis.pipeline(transaction=True) as pipe:
             if max_len:
                 pipe.hset(self.keys.topic_settings, topic, max_len)
@@ -841,8 +976,7 @@ class RedisStore:
     @_acknowledged
     async def watch_topics(self, topics: Iterable[str]) -> None:
         for topic in sorted(set(topics)):
-            await self.ensure_group(topic, WAIT_GROUP_PREFIX + topic)
-            await self._redis.sadd(self.keys.watched_topics, topic)
+            await self._use_topic(topic, WAIT_GROUP_PREFIX + topic)
 
     @_unavailable_as_store_error
     async def watched_topics(self) -> list[str]:
@@ -850,16 +984,20 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def ensure_group(self, topic: str, group: str) -> None:
-        try:
-            await self._redis.xgroup_create(self.keys.events(topic), group, id="$", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        reply = str(await self._run(scripts.ENSURE_GROUP, {"topic": topic, "group": group,
+                                                           "groups": self.quotas.consumer_groups,
+                                                           "topics": self.quotas.topics}))
+        if reply != "OK":
+            raise self._refusal(reply, namespace_of(topic))
 
     @_unavailable_as_store_error
     @_acknowledged
     async def put_event_handler(self, handler: dict[str, Any]) -> None:
-        await self._run(scripts.PUT_HANDLER, {"name": handler["name"], "topic": handler["event"]}, dumps(handler))
+        reply = str(await self._run(scripts.PUT_HANDLER, {"name": handler["name"], "topic": handler["event"],
+                                                          "quota": self.quotas.event_handlers,
+                                                          "topics": self.quotas.topics}, dumps(handler)))
+        if reply != "OK":
+            raise self._refusal(reply, namespace_of(handler["name"]))
 
     @_unavailable_as_store_error
     async def event_handlers(self) -> list[dict[str, Any]]:
@@ -874,9 +1012,68 @@ class RedisStore:
     @_unavailable_as_store_error
     async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
                              block_ms: int) -> list[BusEvent]:
+        """A blocking read while a connection of the pool for blocking reads is free; else reads
+        without blocking, again on each broadcast of the topic (and every RECHECK_S), until
+        something is found or `block_ms` passed (see `RedisLinks`)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(max(0, block_ms), MAX_BLOCK_MS) / 1000
+        waited = False
+        while True:
+            remaining_ms = int((deadline - loop.time()) * 1000)
+            if remaining_ms > 0 and self.waiting_reads.take():
+                try:
+                    async with asyncio.timeout(remaining_ms / 1000 + self.links.socket_timeout_s):
+                        return await self._read_group(self._blocking, handler, topic, consumer, count, remaining_ms)
+                except TimeoutError:
+                    raise StoreUnavailable(f"Redis did not answer a read blocking {remaining_ms} ms within "
+                                           f"{self.links.socket_timeout_s:g} s more") from None
+                finally:
+                    self.waiting_reads.give()
+            if remaining_ms > 0 and not waited:
+                self.waiting_reads.without_connection += 1
+                waited = True
+            with self._published_signal(topic) as published:   # taken before the read: nothing is missed
+                found = await self._read_group(self._redis, handler, topic, consumer, count, None)
+                if found or remaining_ms <= 0:
+                    return found
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(published.wait(), min(remaining_ms / 1000, RECHECK_S))
+
+    @contextlib.contextmanager
+    def _published_signal(self, topic: str) -> Iterator[asyncio.Event]:
+        """An event set by the next `published` broadcast of `topic` (one subscription per node,
+        made at the first wait without a connection); entries live while someone waits."""
+        if self._published_listener is None or self._published_listener.done():
+            self._published_listener = asyncio.create_task(self.listen(Topic.PUBLISHED, self._on_published,
+                                                                       self._wake_every_reader))
+        event, count = self._published.get(topic) or (asyncio.Event(), 0)
+        self._published[topic] = (event, count + 1)
+        try:
+            yield event
+        finally:
+            current = self._published.get(topic)
+            if current is not None and current[0] is event:
+                if current[1] <= 1:
+                    del self._published[topic]
+                else:
+                    self._published[topic] = (event, current[1] - 1)
+
+    def _wake_every_reader(self) -> None:
+        """(Re)subscribed: whatever was published meanwhile was not broadcast to us; read again."""
+        for topic in list(self._published):
+            self._on_published(topic)
+
+    def _on_published(self, topic: str) -> None:
+        waiting = self._published.pop(topic, None)
+        if waiting is not None:   # its readers read again; a later one registers a new event
+            waiting[0].set()
+
+    async def _read_group(self, client: Any, handler: str, topic: str, consumer: str, count: int,
+                          block_ms: int | None) -> list[BusEvent]:
+        """XREADGROUP on `client`, blocking `block_ms` (None: not at all)."""
         stream = self.keys.events(topic)
         try:
-            reply = await self._redis.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
+            reply = await client.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise

@@ -78,6 +78,18 @@ class Keys:
     def event_handlers(self) -> str:
         return self("handlers")
 
+    def in_flight(self, namespace: str) -> str:
+        """The workflows of a namespace that have not ended (a set; its quota counts them)."""
+        return self("inflight", namespace)
+
+    def namespace_topics(self, namespace: str) -> str:
+        """The topics a namespace has used (a set; its quota counts them)."""
+        return self("topics", namespace)
+
+    def namespace_groups(self, namespace: str) -> str:
+        """A namespace's subscription groups, '<group> <topic>' (a set; its quota counts them)."""
+        return self("groups", namespace)
+
     def handled(self, handler: str, event_id: str, action: int) -> str:
         return self("handled", handler, f"{event_id}#{action}")
 

@@ -51,11 +51,15 @@ async def listen(client: Any, channel: str, on_message: Callable[[str], None],
             await _close(pubsub)
 
 
-async def changes(client: Any, channel: str, recheck_s: float) -> AsyncIterator[None]:
-    """Yield once at once, then after each message (a burst counts once) or every `recheck_s`."""
+async def changes(client: Any, channel: str, recheck_s: float,
+                  subscribe_timeout_s: float | None = None) -> AsyncIterator[None]:
+    """Yield once at once, then after each message (a burst counts once) or every `recheck_s`.
+    `subscribe_timeout_s`: how long subscribing may take (TimeoutError) when `client`'s own
+    socket timeout is longer (the pool for blocking reads)."""
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     try:
-        await pubsub.subscribe(channel)
+        async with asyncio.timeout(subscribe_timeout_s):
+            await pubsub.subscribe(channel)
         yield None
         while True:
             _raise_if_cancelled()

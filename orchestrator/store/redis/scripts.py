@@ -28,12 +28,41 @@ local function result(t) return cjson.encode(t) end
 local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
                   COMPENSATED = true, COMPENSATION_FAILED = true}
 local function wf_key(id) return P .. ':wf:{' .. id .. '}' end
+-- The namespace of a stored name ('' = the default one; core/namespaces.py writes 'team-a:name').
+local function ns_of_name(name) return string.match(name, '^([^:]+):') or '' end
+-- A workflow's namespace: stored with it (`ns`) since the quotas; an older record says it in its name.
+local function ns_of(key)
+  local ns = redis.call('HGET', key, 'ns')
+  if ns then return ns end
+  local meta = redis.call('HGET', key, 'm')
+  if not meta then return '' end
+  return ns_of_name(cjson.decode(meta).name)
+end
+-- Every status change goes through here: the status index, and the set of the namespace's
+-- workflows in flight (every status but a terminal one), which its quota counts (a set, not a
+-- counter: a transition seen twice cannot make it drift).
 local function set_status(id, key, new_status)
   local old = redis.call('HGET', key, 'st')
   local created = redis.call('HGET', key, 'created') or '0'
   if old then redis.call('ZREM', P .. ':idx:st:' .. old, id) end
   redis.call('ZADD', P .. ':idx:st:' .. new_status, created, id)
   redis.call('HSET', key, 'st', new_status)
+  local flight = P .. ':inflight:' .. ns_of(key)
+  if TERMINAL[new_status] then redis.call('SREM', flight, id) else redis.call('SADD', flight, id) end
+end
+-- A namespace's topics, which its quota counts: a topic is counted from its first use (one made
+-- before the quotas, once it is used again). With `quota` > 0 a new one past it is refused:
+-- false and how many the namespace has. Dead-letter topics, EVENT tasks and handlers' publish
+-- actions are counted (quota 0) but never refused: a running workflow or a handler cannot be.
+local function topic_room(topic, quota)
+  local tkey = P .. ':topics:' .. ns_of_name(topic)
+  if redis.call('SISMEMBER', tkey, topic) == 1 then return true, 0 end
+  if quota and quota > 0 then
+    local n = redis.call('SCARD', tkey)
+    if n >= quota and redis.call('EXISTS', P .. ':ev:' .. topic) == 0 then return false, n end
+  end
+  redis.call('SADD', tkey, topic)
+  return true, 0
 end
 -- The decide set holds, per workflow, when it must be decided next without an event of its
 -- own: its earliest timer, or a safety net for an event. LT: an earlier time wins.
@@ -157,7 +186,8 @@ end
 local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth)
   local key = wf_key(id)
   if redis.call('EXISTS', key) == 1 then return false end
-  redis.call('HSET', key, 'm', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars)
+  redis.call('HSET', key, 'm', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars,
+             'ns', ns_of_name(name))
   if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
   if depth and depth > 0 then redis.call('HSET', key, 'depth', depth) end   -- workflows above it
   set_status(id, key, 'RUNNING')
@@ -171,12 +201,16 @@ local function create_workflow(id, meta, digest, name, corr, parent, vars, now, 
 end
 -- The event bus: a stream per topic, trimmed (MAXLEN ~) to the topic's retention or the default.
 local DEFAULT_TOPIC_MAXLEN = 100000
+-- Readers waiting without a blocking read (adapter.py: past the pool of blocking connections)
+-- are woken by the broadcast `published` (the topic).
 local function publish_event(topic, payload, ekey, now)
+  topic_room(topic, 0)
   local maxlen = tonumber(redis.call('HGET', P .. ':evcfg', topic) or DEFAULT_TOPIC_MAXLEN)
   local stream = P .. ':ev:' .. topic
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'k', ekey, 'at', now)
   local age = tonumber(redis.call('HGET', P .. ':evage', topic) or 0)
   if age > 0 then redis.call('XTRIM', stream, 'MINID', math.max(0, tonumber(now) - age * 1000)) end
+  redis.call('PUBLISH', P .. ':published', topic)
   return id
 end
 local function terminate_workflow(id, reason, now)
@@ -193,9 +227,10 @@ end
 """
 
 # A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age),
-#    snap (the snapshot's digest)
+#    snap (the snapshot's digest), quota (workflows in flight its namespace may have; 0 = no limit)
 # ARGV[2] meta json, ARGV[3] snapshot json ('' = stored already under its digest), ARGV[4] variables json
-# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT | NO_SNAPSHOT, id}
+# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT | NO_SNAPSHOT
+#     | QUOTA (count: the namespace's workflows in flight), id}
 START_WORKFLOW = COMMON + r"""
 local meta, snapshot, vars = ARGV[2], ARGV[3], ARGV[4]
 if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= A.defs_rev then
@@ -205,6 +240,12 @@ if not keep_snapshot(A.snap, snapshot) then return result({outcome = 'NO_SNAPSHO
 if A.idem ~= '' then
   local seen = redis.call('GET', P .. ':idem:' .. A.idem)
   if seen then return result({outcome = 'EXISTS', id = seen}) end
+end
+if A.quota and A.quota > 0 and redis.call('EXISTS', wf_key(A.id)) == 0 then
+  local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name))
+  if n >= A.quota then return result({outcome = 'QUOTA', id = '', count = n}) end
+end
+if A.idem ~= '' then
   redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
 end
 if not create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0) then
@@ -555,16 +596,71 @@ return forgotten
 
 # ---------------------------------------------------------------- the event bus
 
-# A: topic, key, now.  ARGV[2]: payload json.  -> the event id
+# A: topic, key, now, topics (the namespace's topic quota, 0 = none).  ARGV[2]: payload json.
+# -> the event id, or 'TOPICS <n>' (a new topic past the quota; nothing written)
 PUBLISH_EVENT = COMMON + r"""
+local room, n = topic_room(A.topic, A.topics)
+if not room then return 'TOPICS ' .. n end
 return publish_event(A.topic, ARGV[2], A.key, A.now)
 """
 
+# Count a topic about to be configured or waited on (`wait:<topic>`, A.group non-empty: its consumer
+# group is made and the topic watched). A: topic, topics (quota), group.  -> 'OK' | 'TOPICS <n>'
+USE_TOPIC = COMMON + r"""
+local room, n = topic_room(A.topic, A.topics)
+if not room then return 'TOPICS ' .. n end
+if A.group ~= '' then
+  pcall(redis.call, 'XGROUP', 'CREATE', P .. ':ev:' .. A.topic, A.group, '$', 'MKSTREAM')
+  redis.call('SADD', P .. ':evwaits', A.topic)
+end
+return 'OK'
+"""
+
+# A subscription's consumer group (ReceiveEvents), made at the topic's end unless it exists, and
+# counted in its namespace's groups (`groups:<ns>`: '<group> <topic>') from its first use. A new
+# one past A.groups (0 = no limit), or on a new topic past A.topics, is refused; one made before
+# the quotas is let through (and counted). A: topic, group, groups, topics.
+# -> 'OK' | 'GROUPS <n>' | 'TOPICS <n>'
+ENSURE_GROUP = COMMON + r"""
+local stream = P .. ':ev:' .. A.topic
+local gkey = P .. ':groups:' .. ns_of_name(A.topic)
+local member = A.group .. ' ' .. A.topic
+if redis.call('SISMEMBER', gkey, member) == 0 then
+  if A.groups > 0 then
+    local n = redis.call('SCARD', gkey)
+    if n >= A.groups then
+      local exists = false
+      local ok, groups = pcall(redis.call, 'XINFO', 'GROUPS', stream)
+      for _, g in ipairs(ok and groups or {}) do
+        for i = 1, #g, 2 do if g[i] == 'name' and g[i + 1] == A.group then exists = true end end
+      end
+      if not exists then return 'GROUPS ' .. n end
+    end
+  end
+  local room, n = topic_room(A.topic, A.topics)
+  if not room then return 'TOPICS ' .. n end
+  redis.call('SADD', gkey, member)
+end
+pcall(redis.call, 'XGROUP', 'CREATE', stream, A.group, '$', 'MKSTREAM')
+return 'OK'
+"""
+
 # Register or replace a handler: its consumer group (named after it) reads its topic from the
-# events published after the group was first created. A: name, topic.  ARGV[2]: handler json.
+# events published after the group was first created. A new one past its namespace's quota of
+# handlers (A.quota) or of topics (A.topics; 0 = no limit) is refused, writing nothing.
+# A: name, topic, quota, topics.  ARGV[2]: handler json.  -> 'OK' | 'HANDLERS <n>' | 'TOPICS <n>'
 PUT_HANDLER = COMMON + r"""
 local hkey = P .. ':handlers'
 local old = redis.call('HGET', hkey, A.name)
+if not old and A.quota > 0 then
+  local ns, n = ns_of_name(A.name), 0
+  for _, name in ipairs(redis.call('HKEYS', hkey)) do
+    if ns_of_name(name) == ns then n = n + 1 end
+  end
+  if n >= A.quota then return 'HANDLERS ' .. n end
+end
+local room, n = topic_room(A.topic, A.topics)
+if not room then return 'TOPICS ' .. n end
 if old then
   local was = cjson.decode(old).event
   if was ~= A.topic then pcall(redis.call, 'XGROUP', 'DESTROY', P .. ':ev:' .. was, A.name) end
