@@ -134,6 +134,9 @@ def test_waiting_subscribers_leave_ordinary_calls_their_connections(busy_node: N
             starts.append(time.monotonic() - began)
             wait_for_status(client, workflow_id, "COMPLETED", timeout_s=10)
             completions.append(time.monotonic() - began)
+        began = time.monotonic()   # a watch finds no blocking connection free: it looks every second
+        watched = [w["status"] for w in client.watch_workflow(client.start_workflow(flow, {"n": 99}))]
+        watched_s = time.monotonic() - began
         published = time.monotonic()
         client.publish_event(topic, {"hello": "waiters"}, key="k1")
         receiving.join(60)
@@ -144,6 +147,7 @@ def test_waiting_subscribers_leave_ordinary_calls_their_connections(busy_node: N
           f"{max(starts) * 1000:.0f} ms (median {sorted(starts)[10] * 1000:.0f} ms), start to COMPLETED max "
           f"{max(completions) * 1000:.0f} ms (median {sorted(completions)[10] * 1000:.0f} ms)")
     assert max(starts) < 1.0 and max(completions) < 2.0
+    assert watched[-1] == "COMPLETED" and watched_s < 3.0, (watched, watched_s)
     errors = [a for _, a in answers if not isinstance(a, list)]
     assert not errors, f"{len(errors)} subscribers failed: {errors[:3]}"
     delivered = [(at, events) for at, events in answers if events]
