@@ -22,7 +22,7 @@ that read the store without a handler follow the rule of the gRPC method they st
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, NoReturn, Protocol
@@ -251,3 +251,17 @@ class MetadataHandlers(Protocol):
     async def RegisterWorkflowDef(self, request: pb.RegisterWorkflowDefRequest, context: Any) -> pb.WorkflowDef: ...
     async def ValidateWorkflowDef(self, request: pb.RegisterWorkflowDefRequest,
                                   context: Any) -> pb.ValidateWorkflowDefResponse: ...
+
+
+async def bounded_body(declared_length: str, stream: AsyncIterable[bytes], max_bytes: int, what: str) -> bytes:
+    """An HTTP body (REST and console alike), refused (RESOURCE_EXHAUSTED) past `max_bytes`, declared
+    or not: a chunked body is read only that far, never whole."""
+    if declared_length.isdigit() and int(declared_length) > max_bytes:
+        raise Refused("RESOURCE_EXHAUSTED", f"{what} is {declared_length} bytes; the limit is {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > max_bytes:
+            raise Refused("RESOURCE_EXHAUSTED", f"{what} exceeds the limit of {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

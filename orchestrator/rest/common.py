@@ -25,7 +25,8 @@ from ..cluster.deciding import Decider
 from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
 from ..core.payloads import PayloadLimit
-from ..handlers import MetadataHandlers, Refused, Rule, WorkflowHandlers, internal_error, refusal, rule_of, with_rule
+from ..handlers import (MetadataHandlers, Refused, Rule, WorkflowHandlers, bounded_body, internal_error, refusal,
+                        rule_of, with_rule)
 from ..store import Store, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -129,16 +130,8 @@ def number(request: Request, name: str, default: int, low: int, high: int) -> in
 
 async def body_bytes(request: Request, max_bytes: int) -> bytes:
     """The request body, refused (413) past `max_bytes` without reading the rest."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise Refused("RESOURCE_EXHAUSTED", f"the request body is {declared} bytes; the limit is {max_bytes}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise Refused("RESOURCE_EXHAUSTED", f"the request body exceeds the limit of {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return await bounded_body(request.headers.get("content-length", ""), request.stream(), max_bytes,
+                              "the request body")
 
 
 async def json_body(request: Request, max_bytes: int, what: str, *, empty: Any = None) -> Any:

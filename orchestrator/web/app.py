@@ -43,8 +43,8 @@ from .favicon import FAVICON
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from ..handlers import (OPEN, Refused, Rule, current_principal, refusal, request_namespace, rule_marked, rule_of,
-                        seen_here, with_rule)
+from ..handlers import (OPEN, Refused, Rule, bounded_body, current_principal, refusal, request_namespace, rule_marked,
+                        rule_of, seen_here, with_rule)
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
@@ -129,16 +129,8 @@ class Console:
     async def form(self, request: Request) -> dict[str, str]:
         """The fields of a form this browser session was shown; Refused otherwise, or past MAX_FORM_BYTES
         (declared or not: a chunked body is read only that far)."""
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > MAX_FORM_BYTES:
-            raise Refused("RESOURCE_EXHAUSTED", f"the form is {declared} bytes; at most {MAX_FORM_BYTES} are read")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_FORM_BYTES:
-                raise Refused("RESOURCE_EXHAUSTED", f"the form is larger than {MAX_FORM_BYTES} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        body = await bounded_body(request.headers.get("content-length", ""), request.stream(), MAX_FORM_BYTES,
+                                  "the form")
         fields = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True).items()}
         expected = form_token()
         if not expected or not secrets.compare_digest(fields.get("csrf", "").encode(), expected.encode()):
