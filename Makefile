@@ -57,8 +57,10 @@ endef
 lint: $(STAMP)
 	$(call static_checks,$(VENV))
 
+# Two test files at a time (pytest-xdist, whole files per worker so module fixtures are shared):
+# the integration tests mostly wait on processes, so two cores carry two of them.
 test: lint $(STAMP) servers browser
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # The pure tests (decider, language, validators, expressions, the corpus in the simulator, the SDK
 # against scripted nodes): no etcd, Redis, node or browser; tests/conftest.py says what is integration.
@@ -73,7 +75,7 @@ test-latest: servers browser | $(UV)
 	VIRTUAL_ENV=.venv-latest $(UV) pip install -q --upgrade -e ./proto -e ./worker -e '.[dev,bench,otlp]'
 	.venv-latest/bin/python -m devtools.lock_drift
 	$(call static_checks,.venv-latest)
-	.venv-latest/bin/python -m pytest -q --durations=15
+	.venv-latest/bin/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 # SECURE=1: mutual TLS on every port, with a throwaway CA made for the run (it prints how to use it).
 # REPLICAS=N: the production shape, a Redis master with N replicas and 3 Sentinels (redis_replicas in the YAML).
