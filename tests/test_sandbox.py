@@ -351,16 +351,18 @@ def test_a_hostile_script_fails_its_task_alone_and_the_node_keeps_serving(setup:
 
 
 def test_the_scripts_of_one_decision_share_one_budget(setup: tuple[Any, str]) -> None:
-    """Four hostile jq programs in one fork are decided in one pass: each alone is bounded, but
-    together they held the node's loop 4 x 1.3 s, past its etcd lease. The decision's budget
-    stops the first and fails the others at once, each saying why; the node keeps leading."""
+    """Five hostile jq programs in one fork are decided in one pass: each alone is bounded, but
+    together they held the node's loop 5 x 1.3 s, past its etcd lease (four cost a TTL-2s leader
+    its lease). Such a decision now runs in a thread, and its scripts share one budget: the first
+    ones are stopped at their limit, the rest fail at once, each saying why; the node answers
+    throughout and keeps leading."""
     node, bystander = setup
     name = unique("fork_of_hostile")
     branch = lambda i: [{"name": "jq", "taskReferenceName": f"jq{i}", "type": "JSON_JQ_TRANSFORM",  # noqa: E731
                          "inputParameters": {"a": "${workflow.input.a}", "queryExpression": "${workflow.input.q}"}}]
     node.client.register_workflow_def({"name": name, "schemaVersion": 2, "tasks": [
-        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [branch(i) for i in range(4)]},
-        {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": [f"jq{i}" for i in range(4)]}]})
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [branch(i) for i in range(5)]},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": [f"jq{i}" for i in range(5)]}]})
     epoch = node.client.cluster_status()["epoch"]
     with Bystanders(node, bystander) as bystanders:
         time.sleep(0.3)
@@ -368,8 +370,9 @@ def test_the_scripts_of_one_decision_share_one_budget(setup: tuple[Any, str]) ->
             "five nested loops over 100 items (1e10 steps: hours)"][0]})
         ended = wait_for_status(node.client, hostile, {"FAILED", "COMPLETED"}, timeout_s=30)
     reasons = sorted(t["reason"] for t in ended["tasks"] if t["reference_name"].startswith("jq"))
-    assert ended["status"] == "FAILED" and len(reasons) == 4, ended
-    assert sum("ran longer than the limit of 1000 ms" in r for r in reasons) == 1, reasons
-    assert sum("DECISION_BUDGET_MS" in r for r in reasons) == 3, reasons
+    assert ended["status"] == "FAILED" and len(reasons) == 5, ended
+    stopped_at_limit = sum("ran longer than the limit of 1000 ms" in r for r in reasons)
+    stopped_by_budget = sum("DECISION_BUDGET_MS" in r for r in reasons)
+    assert stopped_at_limit >= 1 and stopped_by_budget >= 1 and stopped_at_limit + stopped_by_budget == 5, reasons
     assert bystanders.slowest_read_s < 2.5, bystanders.slowest_read_s
     assert node.client.cluster_status()["epoch"] == epoch   # no election: the leader kept its lease

@@ -65,6 +65,7 @@ class LeaderLoop:
         self.expired = 0   # leases this term timed out
         self._wake = asyncio.Event()
         self._next_at_ms: float | None = None
+        self._due_workflows: list[str] = []   # found due by the last pass, decided after it
 
     async def run(self) -> None:
         """Run until leadership is lost (raises LeadershipLost) or the task is cancelled."""
@@ -77,6 +78,7 @@ class LeaderLoop:
                 self._check_leadership()
                 self._wake.clear()   # before reading: a timer set during the pass triggers another one
                 busy = await self._until_store_answers(self._run_once)
+                busy = await self._decide_due() or busy
                 if not busy:
                     await self._sleep_until_due()
         finally:
@@ -123,9 +125,23 @@ class LeaderLoop:
             if expired:
                 log.info("lease of task %s in workflow %s expired; it will be retried", task_id, workflow_id)
                 self.expired += 1
-        if due.workflows:
+        self._due_workflows = due.workflows
+        return (len(due.workflows) >= self.batch or len(due.expired_leases) >= self.batch
+                or bool(due.expired_leases))
+
+    async def _decide_due(self) -> bool:
+        """Decide what the pass found due. Outside the pass's bound on the store: a decision may
+        rightly take seconds (scripts in the sandbox, core/sandbox.py), which says nothing about
+        Redis; a Redis that stops answering meanwhile fails it within its socket timeout, and the
+        next pass's bound then resigns the leadership."""
+        workflows, self._due_workflows = self._due_workflows, []
+        if workflows:
             self._check_leadership()
-            done = await self._fenced(self.decider.decide(due.workflows, epoch=self.epoch))
+            try:
+                done = await self._fenced(self.decider.decide(workflows, epoch=self.epoch))
+            except StoreUnavailable as exc:   # they stay due in the store: the next pass finds them
+                log.warning("clocks: state store unavailable while deciding (%s)", exc)
+                return True
             for _, decision in done.applied:
                 self.decisions += 1
                 if decision.wake_at_ms is not None:
@@ -133,8 +149,7 @@ class LeaderLoop:
         if self.first_decision_ms is None:   # the first full pass: every overdue timer is handled
             self.first_decision_ms = now_ms()
             log.info("clocks running as leader (epoch %d)", self.epoch)
-        return (len(due.workflows) >= self.batch or len(due.expired_leases) >= self.batch
-                or bool(due.expired_leases))
+        return False
 
     async def _retain(self) -> None:
         """Archive and forget finished workflows past their retention, a batch at a time, in the

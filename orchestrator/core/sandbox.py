@@ -100,7 +100,7 @@ MEMORY_BYTES = 512 * 1024 * 1024
 """What a sandbox process may allocate beyond its engines' own footprint (RLIMIT_DATA)."""
 GRACE_MS = 300
 """Time beyond an evaluation's limit for carrying its request and answer; then it is killed."""
-STARTUP_TIMEOUT_S = 20.0
+STARTUP_TIMEOUT_S = 10.0
 """A new sandbox process that is not ready in this time (imports, V8's start) is given up."""
 QUEUE_TIMEOUT_S = 30.0
 """How long a caller waits for a free sandbox process before its evaluation fails."""
@@ -431,11 +431,9 @@ class _Pool:
     # ------------------------------------------------------------ a request
 
     def run(self, payload: bytes, limit_ms: int) -> Any:
-        member = self._acquire()
+        member = self._ready_member()
         healthy = False
         try:
-            if not member.ready:
-                self._wait_ready(member)
             started = time.monotonic()
             try:
                 frame = member.exchange(payload, started + (limit_ms + GRACE_MS) / 1000)
@@ -458,6 +456,28 @@ class _Pool:
             return answer.get("result")
         finally:
             self._release(member, healthy)
+
+    def _ready_member(self) -> _Process:
+        """A process that has greeted; one that does not within STARTUP_TIMEOUT_S is ended (its last
+        words logged) and another is tried once, so a single stuck start fails no evaluation."""
+        for attempt in (1, 2):
+            member = self._acquire()
+            if member.ready:
+                return member
+            try:
+                self._wait_ready(member)
+            except Unavailable as exc:
+                self._release(member, healthy=False)
+                log.warning("sandbox process %d did not start (%s; %s)%s", member.pid, exc, member.how_it_ended(),
+                            "; trying another" if attempt == 1 else "")
+                if attempt == 2:
+                    raise
+                continue
+            except BaseException:
+                self._release(member, healthy=False)
+                raise
+            return member
+        raise AssertionError("unreachable")
 
     @staticmethod
     def _wait_ready(member: _Process) -> None:
@@ -492,12 +512,13 @@ def _pool() -> _Pool:
         return _POOL
 
 
-DECISION_BUDGET_MS = 1500
-"""What the evaluations of one decision may take together (one whole jq evaluation with its
-grace fits, with 200 ms to spare). The limit of each evaluation bounds one script; a decision can hold many (a fork of
-INLINE tasks, a loop), and the node's event loop waits for them all: past this budget the
-remaining scripts of the decision fail at once, each task saying why, instead of the node
-missing its etcd keep-alives."""
+DECISION_BUDGET_MS = 5000
+"""What the evaluations of one decision may take together. The limit of each evaluation bounds
+one script; a decision can hold many (a fork of INLINE tasks, a loop of LAMBDAs: a DO_WHILE of a
+few hundred small scripts is ordinary and takes well under this). Such decisions run in a thread
+(cluster/deciding.py), so the node's loop does not wait for them; the budget bounds how long one
+workflow may keep a thread and a sandbox process: past it the remaining scripts of the decision
+fail at once, each task saying why."""
 
 _budget_deadline: ContextVar[float | None] = ContextVar("sandbox_budget_deadline", default=None)
 
