@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import socketserver
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -17,6 +22,31 @@ from devtools.procs import ManagedProcess, free_port
 from worker import ClientError, Worker, WorkflowClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+ServerT = TypeVar("ServerT", bound=socketserver.BaseServer)
+
+
+@contextmanager
+def serving(server: ServerT, poll_interval: float = 0.5) -> Iterator[ServerT]:
+    """Run a test's HTTP (or other socketserver) server in a thread while the block lasts, then
+    shut it down and close its socket."""
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": poll_interval}, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def send_json(handler: BaseHTTPRequestHandler, payload: Any, status: int = 200) -> None:
+    """Answer a test server's request with `payload` as JSON."""
+    body = json.dumps(payload).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
 
 
 def load_example_handlers() -> list[Any]:

@@ -24,7 +24,6 @@ against an HTTP server of the test: its JavaScript termination condition is then
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ import pytest
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
-from helpers import BackgroundWorker, unique, wait_for_status
+from helpers import BackgroundWorker, send_json, serving, unique, wait_for_status
 from orchestrator.core.definitions import (DELEGATED_KINDS, HTTP_KINDS, check_workflow_def, needs_every_workflow_def,
                                            referenced_workflow_names)
 from orchestrator.core.timetext import parse_duration_seconds
@@ -317,27 +316,19 @@ class JobApi(ThreadingHTTPServer):
 class JobApiHandler(BaseHTTPRequestHandler):
     server: JobApi
 
-    def _send(self, body: dict[str, Any]) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
     def do_POST(self) -> None:
         dataset = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))["dataset"]
         job_id = f"job-{len(self.server.datasets) + 1}"
         self.server.datasets[job_id] = dataset
-        self._send({"jobId": job_id})
+        send_json(self, {"jobId": job_id})
 
     def do_GET(self) -> None:
         job_id = self.path.rsplit("/", 1)[-1]
         dataset = self.server.datasets[job_id]
         if dataset == "broken":
-            self._send({"jobId": job_id, "state": "FAILED", "error": "dataset is broken"})
+            send_json(self, {"jobId": job_id, "state": "FAILED", "error": "dataset is broken"})
         else:
-            self._send({"jobId": job_id, "state": "SUCCEEDED",
+            send_json(self, {"jobId": job_id, "state": "SUCCEEDED",
                         "result": {"rows": len(dataset), "artifact": f"s3://{dataset}"}})
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -346,14 +337,8 @@ class JobApiHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def job_api() -> Iterator[JobApi]:
-    server = JobApi()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(JobApi()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_the_http_poll_definition_with_the_node_calling_a_real_server(node: Any, job_api: JobApi) -> None:

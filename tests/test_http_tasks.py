@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from helpers import unique, wait_for_status
+from helpers import serving, unique, wait_for_status
 
 
 class Recorder(BaseHTTPRequestHandler):
@@ -68,14 +67,8 @@ class RecordingServer(ThreadingHTTPServer):
 
 @pytest.fixture(scope="module")
 def http_server() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(RecordingServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def http_workflow(client: Any, name: str, request: dict[str, Any], kind: str = "HTTP",

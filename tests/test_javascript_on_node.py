@@ -8,7 +8,6 @@ computed, read back from the node, so a script the node cannot run fails it."""
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from helpers import BackgroundWorker, unique
+from helpers import BackgroundWorker, send_json, serving, unique
 from node_paths import GrpcPath, NodePath, RestPath
 from worker import task
 
@@ -229,13 +228,8 @@ class JobHandler(BaseHTTPRequestHandler):
         job = self.path.rsplit("/", 1)[-1]
         with self.server.lock:
             polls = self.server.polls[job] = self.server.polls.get(job, 0) + 1
-        body = json.dumps({"job": job, "state": "DONE" if polls >= 3 else "RUNNING", "polls": polls,
-                           "items": [polls, polls * 2]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"job": job, "state": "DONE" if polls >= 3 else "RUNNING", "polls": polls,
+                         "items": [polls, polls * 2]})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -243,14 +237,8 @@ class JobHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def job_server() -> Iterator[JobServer]:
-    server = JobServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(JobServer()) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_http_poll_until_its_javascript_termination_condition_holds(path: NodePath, job_server: JobServer) -> None:

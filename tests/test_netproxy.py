@@ -16,6 +16,7 @@ import redis
 
 from devtools.netproxy import BOTH, TO_CLIENT, TO_UPSTREAM, NetProxy
 from devtools.procs import start_redis
+from helpers import serving
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -54,14 +55,8 @@ class EchoServer(socketserver.ThreadingTCPServer):
 
 @pytest.fixture
 def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(EchoServer(), poll_interval=0.05) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

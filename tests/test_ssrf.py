@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 import ssl
 import threading
@@ -35,7 +34,7 @@ import pytest
 from devtools.certs import make_dev_certs
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
-from helpers import unique, wait_for_status
+from helpers import send_json, unique, wait_for_status
 from orchestrator.cluster.http_tasks import AddressGuard, guarded_client
 from orchestrator.config import NodeConfig
 from orchestrator.core.http_request import AddressDenied, AddressPolicy, address_class
@@ -55,12 +54,7 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        body = json.dumps({"served_by": self.server.name, "path": self.path}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, {"served_by": self.server.name, "path": self.path})
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
