@@ -106,16 +106,25 @@ def _taken_ports(plan: PortPlan, run_dir: Path) -> str:
     return f"{'ports' if several else 'port'} {'; '.join(parts)}; {advice}; nothing was started or deleted"
 
 
-def cluster_command(args: argparse.Namespace) -> int:
+def _hold_run_folder(args: argparse.Namespace) -> tuple[Path, ClusterSettings, RunDir] | str:
+    """The settings and the run folder, held (its lock) until `run.release()`; or why not."""
     base = Path(args.dir)
     try:
         settings = _load_settings(args.config)
     except ValueError as exc:
-        return _refuse(str(exc))
+        return str(exc)
     run = RunDir(base)
     holder = run.acquire(config=args.config)
     if holder is not None:
-        return _refuse(_held_by(base, holder))
+        return _held_by(base, holder)
+    return base, settings, run
+
+
+def cluster_command(args: argparse.Namespace) -> int:
+    held = _hold_run_folder(args)
+    if isinstance(held, str):
+        return _refuse(held)
+    base, settings, run = held
     try:
         left = leftovers(base)
         if left:
@@ -302,15 +311,10 @@ def _run_demo(client: Any) -> None:
 
 
 def drill_command(args: argparse.Namespace) -> int:
-    base = Path(args.dir)
-    try:
-        settings = _load_settings(args.config)
-    except ValueError as exc:
-        return _refuse(str(exc))
-    run = RunDir(base)
-    holder = run.acquire(config=args.config)
-    if holder is not None:
-        return _refuse(_held_by(base, holder))
+    held = _hold_run_folder(args)
+    if isinstance(held, str):
+        return _refuse(held)
+    base, settings, run = held
     try:
         for old in base.iterdir():   # an earlier drill's data and logs; not the lock this one holds
             if old.is_dir():
