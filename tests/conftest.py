@@ -15,6 +15,7 @@ import pytest
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
+from browser import CHROMIUM, CHROMIUM_ARGS
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient
 
@@ -115,3 +116,28 @@ def run_worker() -> Iterator[Callable[..., BackgroundWorker]]:
     finally:
         for background in started:
             background.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium for one test module (the console tests)."""
+    from playwright.sync_api import sync_playwright   # only the browser tests need Playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context and page per test (no cookies carried over)."""
+    context = browser.new_context(viewport={"width": 1280, "height": 820})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        yield page
+    finally:
+        context.close()

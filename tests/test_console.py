@@ -27,21 +27,18 @@ import pytest
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_node, wait_for_leader
 from devtools.procs import ManagedProcess, free_port
+from browser import needs_chromium
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient, task
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--no-first-run", "--disable-sync"]
 SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
 SUFFIX = uuid.uuid4().hex[:6]
 STEP, NOBODY = f"c_step_{SUFFIX}", f"c_nobody_{SUFFIX}"
 DEMO, APPROVAL, STUCK = f"console_demo_{SUFFIX}", f"console_approval_{SUFFIX}", f"console_stuck_{SUFFIX}"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason=f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+pytestmark = needs_chromium
 expect = playwright_api.expect
 
 
@@ -109,27 +106,6 @@ def register(client: WorkflowClient) -> None:
         "outputParameters": {"by": "${approve.output.by}"},
     })
     client.register_workflow_def({"name": STUCK, "tasks": [{"name": NOBODY, "taskReferenceName": "lonely"}]})
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1280, "height": 820})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    try:
-        yield page
-    finally:
-        context.close()
 
 
 def shot(page: Any, tmp_path: Path, name: str) -> None:
