@@ -142,3 +142,20 @@ def code_of(call: Any) -> str:
     except ClientError as refused:
         return refused.code
     raise AssertionError(f"{call!r} was not refused")
+
+
+def make_undecidable(redis_url: str, cluster: str, workflow_id: str) -> None:
+    """Make the workflow's stored copy of its definition one the decider cannot walk (its second
+    task loses its reference name, which registration never lets through): what a bug in the
+    engine looks like from outside. The workflow must have a second task."""
+    import redis
+
+    from orchestrator.store.redis.keys import Keys, cluster_prefix
+
+    keys = Keys(cluster_prefix(cluster))
+    with redis.Redis.from_url(redis_url, decode_responses=True) as store:
+        row = store.hgetall(keys.workflow(workflow_id))
+        snapshot = json.loads(store.get(keys("snap", row["snap"])) if "snap" in row else row["def"])
+        del snapshot["workflow"]["tasks"][1]["taskReferenceName"]
+        store.hset(keys.workflow(workflow_id), "def", json.dumps(snapshot))
+        store.hdel(keys.workflow(workflow_id), "snap")

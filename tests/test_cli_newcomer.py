@@ -21,7 +21,7 @@ import redis
 from devtools.certs import make_dev_certs
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
-from helpers import BackgroundWorker, unique, wait_for_status
+from helpers import BackgroundWorker, make_undecidable, unique, wait_for_status
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import TerminalTaskError, Worker, WorkflowClient, task
 
@@ -70,25 +70,12 @@ def waiting_on_a_gate(node: Any, name: str) -> str:
 
 # ------------------------------------------------------------ 1. the engine's fault is not the user's
 
-def undecidable(node: Any, workflow_id: str) -> None:
-    """Make the workflow's stored copy of its definition one the decider cannot walk (a task
-    without its reference name, which registration never lets through): what a bug in the
-    engine looks like from outside."""
-    keys = Keys(cluster_prefix(node.cluster))
-    with redis.Redis.from_url(node.redis_url, decode_responses=True) as store:
-        row = store.hgetall(keys.workflow(workflow_id))
-        snapshot = json.loads(store.get(keys("snap", row["snap"])) if "snap" in row else row["def"])
-        del snapshot["workflow"]["tasks"][1]["taskReferenceName"]
-        store.hset(keys.workflow(workflow_id), "def", json.dumps(snapshot))
-        store.hdel(keys.workflow(workflow_id), "snap")
-
-
 def test_a_workflow_the_engine_could_not_decide_is_not_blamed_on_its_definition(served: Any) -> None:
     """A stored state the decider cannot work with fails the workflow with "the engine could not
     decide it"; the CLI says the fault is the orchestrator's, and does not send the user to fix
     a good definition."""
     workflow_id = waiting_on_a_gate(served, unique("undecidable"))
-    undecidable(served, workflow_id)
+    make_undecidable(served.redis_url, served.cluster, workflow_id)
     try:
         served.client.signal_task(workflow_id, "gate", output={"ok": True})
     except Exception:   # the answer may already be the failure; the stored workflow is what counts
