@@ -1,6 +1,6 @@
 """`orchestrator event ...`: the event bus from the command line (publish, read, topics, handlers).
 
-Kept apart from cli.py, which owns the parser and output conventions; these commands plug into
+Kept apart from the package module, which owns the parser and output conventions; these commands plug into
 it through the `add` and `group` helpers it passes in.
 """
 

@@ -26,10 +26,10 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from . import __version__
-from .cli_events import add_event_commands
-from .core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW, WORKFLOW_STATUSES
-from .core.timetext import parse_duration_seconds
+from .. import __version__
+from .events import add_event_commands
+from ..core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW, WORKFLOW_STATUSES
+from ..core.timetext import parse_duration_seconds
 
 DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
 ENDPOINTS_HELP = ("comma-separated node addresses, tried in turn (default: env ORCHESTRATOR_ENDPOINTS, "
@@ -527,7 +527,7 @@ def _dependencies_first(documents: list[dict[str, Any]]) -> list[dict[str, Any]]
     workflows it names from the same batch (`register examples/*.yaml` in any file order).
     Names outside the batch must be registered already; a cycle keeps the given order
     (the server then says what is missing)."""
-    from .core.definitions import referenced_workflow_names
+    from ..core.definitions import referenced_workflow_names
 
     by_name = {d.get("name"): d for d in documents}
     ordered: list[dict[str, Any]] = []
@@ -1329,11 +1329,11 @@ fi
 
 
 def run_node(args: argparse.Namespace) -> int:
-    from .config import NodeConfig
-    from .cluster.event_loop import loop_factory
-    from .cluster.logs import setup_logging
-    from .handlers import serving_as
-    from .node import Node
+    from ..config import NodeConfig
+    from ..cluster.event_loop import loop_factory
+    from ..cluster.logs import setup_logging
+    from ..handlers import serving_as
+    from ..node import Node
 
     try:
         config = NodeConfig.load(args.config, node_id=args.node_id, listen=args.listen, advertise=args.advertise,
@@ -1362,6 +1362,3 @@ def run_node(args: argparse.Namespace) -> int:
         runner.run(node.run_until_signalled())
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())
