@@ -14,11 +14,9 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-import yaml
 from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.json import JSON
@@ -27,9 +25,13 @@ from rich.text import Text
 from rich.tree import Tree
 
 from .. import __version__
+from .client import call, connect
+from .inputs import STATUS_CHOICES, UsageError, read_all_documents, read_documents, json_arg, status_arg, when_arg
+from .inputs import when_ms as when_ms
+from .output import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_STILL_RUNNING, EXIT_USAGE, Action, Reply, View
+from .output import console, for_people
 from .events import add_event_commands
-from ..core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW, WORKFLOW_STATUSES
-from ..core.timetext import parse_duration_seconds
+from ..core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW
 
 DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
 ENDPOINTS_HELP = ("comma-separated node addresses, tried in turn (default: env ORCHESTRATOR_ENDPOINTS, "
@@ -37,7 +39,6 @@ ENDPOINTS_HELP = ("comma-separated node addresses, tried in turn (default: env O
 JSON_HELP = "print JSON, for scripts (the default when stdout is not a terminal)"
 TABLE_HELP = "print tables and trees, for people (the default on a terminal)"
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_STILL_RUNNING, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 EXIT_CODES = """output:
   tables on a terminal, JSON otherwise (pipes, scripts); --json or --table choose, before or after the command
 
@@ -49,32 +50,11 @@ exit codes:
   3    workflow start --wait: the wait ran out before the workflow ended (it is printed as it is)
   130  interrupted (Ctrl-C)"""
 OPERATION_NOTE = "; prints the workflow without its tasks (see `workflow get`)"
-STATUS_CHOICES = tuple(status.lower() for status in WORKFLOW_STATUSES)
 SHELLS = ("bash", "zsh")
 PAGE = 1000   # workflows per search call when an operation runs on every match (--all)
 # The operations that take --all, and the statuses they consider when --status is not given.
 BULK_STATUSES = {"terminate": ("RUNNING", "PAUSED"), "pause": ("RUNNING",), "resume": ("PAUSED",),
                  "retry": ("FAILED", "TIMED_OUT")}
-
-
-class UsageError(Exception):
-    """Bad input from the command line (a flag or a file): one line on stderr, exit code 2."""
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What an action prints: `output` as JSON (or, for people, `view` drawn by the command's
-    renderer: `output` when None) on stdout and, when it fell short, a sentence on stderr and a
-    non-zero exit code."""
-
-    output: Any
-    exit_code: int = EXIT_OK
-    note: str = ""
-    view: Any = None
-
-
-Action = Callable[[Any, argparse.Namespace], Any]
-View = Callable[[Any], RenderableType]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
          view=_cluster_view)
     _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down,
          view=lambda out: Text(out["detail"]))
-    add_event_commands(commands, _group, _add, _json_arg, _all_documents)
+    add_event_commands(commands, _group, _add, json_arg, read_all_documents)
     _add_completion(commands)
     return parser
 
@@ -223,14 +203,14 @@ def _add_node(commands: Any) -> None:
 def _add_definitions(commands: Any) -> None:
     taskdef = _group(commands, "taskdef", "task definitions")
     _add(taskdef, "register", "register task definitions from JSON/YAML files (one object or a list)",
-         lambda c, a: [c.register_task_def(d) for d in _all_documents(a.files)], files=True, view=_taskdefs_view)
+         lambda c, a: [c.register_task_def(d) for d in read_all_documents(a.files)], files=True, view=_taskdefs_view)
     _add(taskdef, "get", "show one task definition", lambda c, a: c.get_task_def(a.name), with_name=True,
          view=_definition_view)
     _add(taskdef, "list", "list task definitions", lambda c, a: c.list_task_defs(), view=_taskdefs_view)
 
     wfdef = _group(commands, "workflowdef", "workflow definitions")
     _add(wfdef, "register", "register workflow definitions from JSON/YAML files",
-         lambda c, a: [c.register_workflow_def(d) for d in _dependencies_first(_all_documents(a.files))],
+         lambda c, a: [c.register_workflow_def(d) for d in _dependencies_first(read_all_documents(a.files))],
          files=True, view=_workflowdefs_view)
     _add(wfdef, "validate", "check workflow definitions without registering them; exits 1 if any is invalid",
          _validate, files=True, view=_validation_view)
@@ -252,7 +232,7 @@ def _add_workflows(commands: Any) -> None:
     terminate.add_argument("--compensate", action="store_true", help="undo the completed steps first (saga)")
     _add_operations(workflow)
     signal = _add(workflow, "signal", "complete a waiting WAIT or HUMAN task; prints the workflow with its tasks",
-                  lambda c, a: c.signal_task(a.id, a.task, output=_json_arg("--output", a.output), failed=a.failed,
+                  lambda c, a: c.signal_task(a.id, a.task, output=json_arg("--output", a.output), failed=a.failed,
                                              reason=a.reason), wid=True, view=_workflow_view)
     signal.add_argument("task", help="task reference")
     signal.add_argument("--output", default="{}", help="task output as a JSON object, or @file.json")
@@ -291,12 +271,12 @@ def _add_search(workflow: Any) -> None:
 
 def _filter_flags(parser: argparse.ArgumentParser, status_help: str) -> None:
     parser.add_argument("--name", default="", help="workflow definition name")
-    parser.add_argument("--status", default="", type=_status_arg, metavar="STATUS", help=status_help)
+    parser.add_argument("--status", default="", type=status_arg, metavar="STATUS", help=status_help)
     parser.add_argument("--correlation-id", default="", help="the correlation id given at start")
-    parser.add_argument("--since", default="", type=_when_arg("--since"), metavar="WHEN",
+    parser.add_argument("--since", default="", type=when_arg("--since"), metavar="WHEN",
                         help="created at or after: a time ago (30s, 10m, 1h, 2h30m, 7d) or a date "
                              "(2024-05-01, 2024-05-01T10:00, local time unless it names an offset)")
-    parser.add_argument("--until", default="", type=_when_arg("--until"), metavar="WHEN",
+    parser.add_argument("--until", default="", type=when_arg("--until"), metavar="WHEN",
                         help="created at or before: a time ago or a date, as --since")
 
 
@@ -317,7 +297,7 @@ def _add_operations(workflow: Any) -> None:
     restart.add_argument("--latest", action="store_true", help="with the latest version of its definition")
     rerun = _add(workflow, "rerun", "run again from a task (with new input)" + OPERATION_NOTE,
                  _operation("rerun", "rerun", lambda c, a, wid: c.rerun_workflow(
-                     wid, a.task, _json_arg("--input", a.input) if a.input else None)), wid=True, view=_workflow_view)
+                     wid, a.task, json_arg("--input", a.input) if a.input else None)), wid=True, view=_workflow_view)
     rerun.add_argument("task", help="task reference (with __<n> inside loops)")
     rerun.add_argument("--input", default="", help="new task input as a JSON object, or @file.json")
     skip = _add(workflow, "skip", "skip a task" + OPERATION_NOTE,
@@ -356,7 +336,7 @@ def _add(group: Any, name: str, help_text: str, action: Action, *, files: bool =
     # SUPPRESS: absent after the command, the value given before it (or the default) stands
     sub.add_argument("--endpoints", default=argparse.SUPPRESS, help=ENDPOINTS_HELP)
     _output_flags(sub, default=argparse.SUPPRESS)
-    sub.set_defaults(handler=lambda args: _call(args, action, view))
+    sub.set_defaults(handler=lambda args: call(args, action, view))
     return sub  # type: ignore[no-any-return]
 
 
@@ -367,67 +347,6 @@ def _bulk_flags(parser: argparse.ArgumentParser, statuses: tuple[str, ...]) -> N
     _filter_flags(parser, status_help=f"with --all: only this status (default: {default})")
     parser.add_argument("--yes", "-y", action="store_true", help="with --all: do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="with --all: list the matches, change nothing")
-
-
-def _call(args: argparse.Namespace, action: Action, view: View | None = None) -> int:
-    # gRPC's own log lines (a failed TLS handshake at INFO) would land beside the one-line error
-    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    from worker import ClientError
-
-    client = _client(_endpoints(args.endpoints), args)
-    try:
-        result = action(client, args)
-    except ClientError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    finally:
-        client.close()
-    return _print(result if isinstance(result, Reply) else Reply(result), args, view)
-
-
-def _endpoints(text: str) -> list[str]:
-    """'a, b,,c' -> ['a', 'b', 'c'] (as `config.split_list`, without loading the node's settings
-    and Redis client: a command that fails should fail at once)."""
-    return [item.strip() for item in text.split(",") if item.strip()]
-
-
-def _client(endpoints: list[str], args: argparse.Namespace) -> Any:
-    """A WorkflowClient with the token and TLS files given before the command (each falls back
-    to its environment variable). It fails fast: when nothing listens at any endpoint a person
-    is told at once, not after the client's 10 s of retries."""
-    from worker import WorkflowClient
-
-    return WorkflowClient(endpoints, token=getattr(args, "token", None), namespace=getattr(args, "namespace", None),
-                          tls_ca=getattr(args, "tls_ca", None), tls_cert=getattr(args, "tls_cert", None),
-                          tls_key=getattr(args, "tls_key", None), fail_fast=True)
-
-
-def _for_people(args: argparse.Namespace) -> bool:
-    """Tables (not JSON) on stdout: --table, or a terminal without --json."""
-    output = getattr(args, "output", "auto")
-    return output == "table" or (output == "auto" and sys.stdout.isatty())
-
-
-def _console(stderr: bool = False) -> Console:
-    return Console(stderr=stderr, highlight=False)
-
-
-def _print(reply: Reply, args: argparse.Namespace | None = None, view: View | None = None) -> int:
-    if reply.output is not None:
-        if args is not None and _for_people(args):
-            data = reply.view if reply.view is not None else reply.output
-            shown = view(data) if view is not None else JSON.from_data(data)
-            console = _console()
-            console.width = max(console.width, getattr(shown, "wanted_width", 0))   # --wide: lines as long as it takes
-            console.print(shown)
-        else:
-            print(json.dumps(reply.output, indent=2, sort_keys=False), flush=True)
-    if reply.note:
-        print(reply.note, file=sys.stderr)
-    return reply.exit_code
 
 
 def _operation(verb: str, past: str, call: Callable[[Any, argparse.Namespace, str], dict[str, Any]]) -> Action:
@@ -456,70 +375,6 @@ def _operation(verb: str, past: str, call: Callable[[Any, argparse.Namespace, st
 
 
 # ------------------------------------------------------------ reading flags and files
-
-def _read(path: Path, where: str) -> str:
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise UsageError(f"{where}: cannot read it: {exc.strerror or exc}") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{where}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-
-
-def _parse_json(text: str, where: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{where}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
-
-
-def _parse_yaml(text: str, where: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        raise UsageError(f"{where}: invalid YAML{at}: {problem}") from None
-
-
-def _json_arg(flag: str, value: str) -> dict[str, Any]:
-    """A flag's JSON object, given inline or as @file.json."""
-    if value.startswith("@"):
-        where = f"{flag} {value}"
-        parsed = _parse_json(_read(Path(value[1:]), where), where)
-    else:
-        where = flag
-        parsed = _parse_json(value, flag)
-    if not isinstance(parsed, dict):
-        raise UsageError(f"{where}: expected a JSON object {{...}}, got {type(parsed).__name__}")
-    return parsed
-
-
-def _documents(path: Path) -> list[dict[str, Any]]:
-    """The definitions in a JSON or YAML file: one object or a list of objects.
-
-    A .json file must be JSON; any other file is read as JSON, else as YAML."""
-    text = _read(path, str(path))
-    if path.suffix.lower() == ".json":
-        value = _parse_json(text, str(path))
-    else:
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = _parse_yaml(text, str(path))
-    documents = value if isinstance(value, list) else [value]
-    for index, document in enumerate(documents):
-        if not isinstance(document, dict):
-            item = f"item {index + 1} is" if isinstance(value, list) else "it holds"
-            raise UsageError(f"{path}: expected a definition object or a list of them; {item} "
-                             f"a {type(document).__name__}")
-    return documents
-
-
-def _all_documents(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every file's definitions, all read before anything is sent."""
-    return [document for path in paths for document in _documents(path)]
 
 
 def _dependencies_first(documents: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -554,45 +409,8 @@ def _dependencies_first(documents: list[dict[str, Any]]) -> list[dict[str, Any]]
 # ------------------------------------------------------------ actions
 
 
-def _status_arg(text: str) -> str:
-    """A workflow status in any case ("running", "timed_out"); "" for none."""
-    status = text.strip().upper().replace("-", "_")
-    if status and status not in WORKFLOW_STATUSES:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a workflow status; one of {', '.join(STATUS_CHOICES)}")
-    return status
-
-
-def _when_arg(flag: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            return when_ms(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-    parse.__name__ = flag   # argparse names the flag's type in its message
-    return parse
-
-
-def when_ms(text: str, now_ms: int | None = None) -> int:
-    """Epoch ms of a time given as how long ago ("30s", "10m", "1h", "2h30m", "7d", "90": seconds)
-    or as a date ("2024-05-01", "2024-05-01 10:00", ISO 8601; local time unless it has an offset).
-    "" is 0 (no bound)."""
-    text = text.strip()
-    if not text:
-        return 0
-    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    try:
-        return now_ms - int(parse_duration_seconds(text) * 1000)
-    except ValueError:
-        pass
-    try:
-        return int(datetime.fromisoformat(text).timestamp() * 1000)   # naive: local time
-    except ValueError:
-        raise ValueError(f"'{text}' is neither a time ago (30s, 10m, 1h, 2h30m, 7d) nor a date (2024-05-01, "
-                         "2024-05-01T10:00, 2024-05-01T10:00:00+02:00)") from None
-
-
 def _validate(client: Any, args: argparse.Namespace) -> Reply:
-    documents = [(path, document) for path in args.files for document in _documents(path)]
+    documents = [(path, document) for path in args.files for document in read_documents(path)]
     report: dict[str, Any] = {}
     invalid = 0
     for path, document in documents:
@@ -608,7 +426,7 @@ def _validate(client: Any, args: argparse.Namespace) -> Reply:
 def _start(client: Any, args: argparse.Namespace) -> Any:
     options = {"version": args.version, "correlation_id": args.correlation_id,
                "idempotency_key": args.idempotency_key}
-    workflow_input = _json_arg("--input", args.input)
+    workflow_input = json_arg("--input", args.input)
     if not args.wait:
         workflow_id = client.start_workflow(args.name, workflow_input, **options)
         return Reply({"workflow_id": workflow_id}, view={"workflow_id": workflow_id, "name": args.name})
@@ -627,9 +445,9 @@ def _watch(client: Any, args: argparse.Namespace) -> None:
         for workflow in states:   # JSON lines: every change, in full
             print(json.dumps(workflow, separators=(",", ":")), flush=True)
         return
-    console = _console()
-    if _for_people(args) and console.is_terminal:
-        _watch_live(console, states)
+    out = console()
+    if for_people(args) and out.is_terminal:
+        _watch_live(out, states)
         return
     shown = ""
     for workflow in states:
@@ -695,7 +513,7 @@ def _step_down(client: Any, args: argparse.Namespace) -> dict[str, Any]:
     if not leader:
         return {"detail": "no leader right now"}
 
-    with_leader = _client([leader], args)
+    with_leader = connect([leader], args)
     try:
         return {"detail": with_leader.step_down()}
     finally:
@@ -755,7 +573,7 @@ def _confirmed(verb: str, matches: list[dict[str, Any]]) -> bool:
     """Ask on the terminal (stderr, stdin)."""
     from rich.prompt import Confirm
 
-    err = _console(stderr=True)
+    err = console(stderr=True)
     err.print(_search_view({"workflows": matches[:10], "next_page_token": ""}))
     if len(matches) > 10:
         err.print(Text(f"... and {len(matches) - 10} more", style="dim"))
@@ -764,7 +582,7 @@ def _confirmed(verb: str, matches: list[dict[str, Any]]) -> bool:
 
 def _progress(label: str, items: list[str]) -> Iterable[str]:
     """`items`, with a progress bar on stderr when it is a terminal."""
-    err = _console(stderr=True)
+    err = console(stderr=True)
     if not err.is_terminal:
         yield from items
         return
