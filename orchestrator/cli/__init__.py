@@ -8,30 +8,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from rich import box
-from rich.console import Console, Group, RenderableType
-from rich.json import JSON
-from rich.table import Table
 from rich.text import Text
-from rich.tree import Tree
 
 from .. import __version__
+from .views.cluster import cluster_view
+from .views.definitions import definition_view, taskdefs_view, validation_view, workflowdefs_view
+from .views.search import operation_view, search_view
+from .views.watch import show_changes
+from .views.workflow import started_view, workflow_view
 from .client import call, connect
 from .inputs import STATUS_CHOICES, UsageError, read_all_documents, read_documents, json_arg, status_arg, when_arg
 from .inputs import when_ms as when_ms
 from .output import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_STILL_RUNNING, EXIT_USAGE, Action, Reply, View
-from .output import console, for_people
+from .output import console
 from .events import add_event_commands
-from ..core.statuses import ACTIVE_WORKFLOW, TERMINAL_WORKFLOW
+from ..core.statuses import TERMINAL_WORKFLOW
 
 DEFAULT_ENDPOINTS = "127.0.0.1:50051,127.0.0.1:50052,127.0.0.1:50053"
 ENDPOINTS_HELP = ("comma-separated node addresses, tried in turn (default: env ORCHESTRATOR_ENDPOINTS, "
@@ -123,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workflows(commands)
     cluster = _group(commands, "cluster", "the cluster")
     _add(cluster, "status", "who leads, since when, with which epoch; the members", _cluster_status,
-         view=_cluster_view)
+         view=cluster_view)
     _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down,
          view=lambda out: Text(out["detail"]))
     add_event_commands(commands, _group, _add, json_arg, read_all_documents)
@@ -203,37 +202,37 @@ def _add_node(commands: Any) -> None:
 def _add_definitions(commands: Any) -> None:
     taskdef = _group(commands, "taskdef", "task definitions")
     _add(taskdef, "register", "register task definitions from JSON/YAML files (one object or a list)",
-         lambda c, a: [c.register_task_def(d) for d in read_all_documents(a.files)], files=True, view=_taskdefs_view)
+         lambda c, a: [c.register_task_def(d) for d in read_all_documents(a.files)], files=True, view=taskdefs_view)
     _add(taskdef, "get", "show one task definition", lambda c, a: c.get_task_def(a.name), with_name=True,
-         view=_definition_view)
-    _add(taskdef, "list", "list task definitions", lambda c, a: c.list_task_defs(), view=_taskdefs_view)
+         view=definition_view)
+    _add(taskdef, "list", "list task definitions", lambda c, a: c.list_task_defs(), view=taskdefs_view)
 
     wfdef = _group(commands, "workflowdef", "workflow definitions")
     _add(wfdef, "register", "register workflow definitions from JSON/YAML files",
          lambda c, a: [c.register_workflow_def(d) for d in _dependencies_first(read_all_documents(a.files))],
-         files=True, view=_workflowdefs_view)
+         files=True, view=workflowdefs_view)
     _add(wfdef, "validate", "check workflow definitions without registering them; exits 1 if any is invalid",
-         _validate, files=True, view=_validation_view)
+         _validate, files=True, view=validation_view)
     _add(wfdef, "get", "show a workflow definition (latest version unless --version)",
-         lambda c, a: c.get_workflow_def(a.name, a.version), with_name=True, version=True, view=_definition_view)
-    _add(wfdef, "list", "list workflow definitions", lambda c, a: c.list_workflow_defs(), view=_workflowdefs_view)
+         lambda c, a: c.get_workflow_def(a.name, a.version), with_name=True, version=True, view=definition_view)
+    _add(wfdef, "list", "list workflow definitions", lambda c, a: c.list_workflow_defs(), view=workflowdefs_view)
 
 
 def _add_workflows(commands: Any) -> None:
     workflow = _group(commands, "workflow", "workflows")
     _add_start(workflow)
     _add(workflow, "get", "show a workflow with its tasks (a tree of tasks and their attempts)",
-         lambda c, a: c.get_workflow(a.id), wid=True, view=_workflow_view)
+         lambda c, a: c.get_workflow(a.id), wid=True, view=workflow_view)
     _add_search(workflow)
     terminate = _add(workflow, "terminate", "terminate a running workflow, or with --all every one that matches"
                      + OPERATION_NOTE, _operation("terminate", "terminated", lambda c, a, wid: c.terminate_workflow(
-                         wid, a.reason, compensate=a.compensate)), wid=True, bulk=True, view=_operation_view)
+                         wid, a.reason, compensate=a.compensate)), wid=True, bulk=True, view=operation_view)
     terminate.add_argument("--reason", default="terminated from the CLI", help="why, stored on the workflow")
     terminate.add_argument("--compensate", action="store_true", help="undo the completed steps first (saga)")
     _add_operations(workflow)
     signal = _add(workflow, "signal", "complete a waiting WAIT or HUMAN task; prints the workflow with its tasks",
                   lambda c, a: c.signal_task(a.id, a.task, output=json_arg("--output", a.output), failed=a.failed,
-                                             reason=a.reason), wid=True, view=_workflow_view)
+                                             reason=a.reason), wid=True, view=workflow_view)
     signal.add_argument("task", help="task reference")
     signal.add_argument("--output", default="{}", help="task output as a JSON object, or @file.json")
     signal.add_argument("--failed", action="store_true", help="complete it as FAILED")
@@ -246,7 +245,7 @@ def _add_workflows(commands: Any) -> None:
 
 def _add_start(workflow: Any) -> None:
     start = _add(workflow, "start", "start a workflow and print its id (with --wait: the workflow)", _start,
-                 with_name=True, version=True, view=_started_view)
+                 with_name=True, version=True, view=started_view)
     start.add_argument("--input", default="{}", help="workflow input as a JSON object, or @file.json")
     start.add_argument("--correlation-id", default="", help="your own id for the workflow, to search by")
     start.add_argument("--idempotency-key", default="",
@@ -257,7 +256,7 @@ def _add_start(workflow: Any) -> None:
 
 
 def _add_search(workflow: Any) -> None:
-    search = _add(workflow, "search", "search workflows, newest first", _search, view=_search_view)
+    search = _add(workflow, "search", "search workflows, newest first", _search, view=search_view)
     _filter_flags(search, status_help="workflow status, in any case: " + ", ".join(STATUS_CHOICES))
     search.add_argument("--limit", type=int, default=50, help="at most this many (1 to 1000)")
     search.add_argument("--page-token", default="", help="the next_page_token of the previous page")
@@ -283,26 +282,26 @@ def _filter_flags(parser: argparse.ArgumentParser, status_help: str) -> None:
 def _add_operations(workflow: Any) -> None:
     _add(workflow, "pause", "stop scheduling new tasks" + OPERATION_NOTE,
          _operation("pause", "paused", lambda c, a, wid: c.pause_workflow(wid)), wid=True, bulk=True,
-         view=_operation_view)
+         view=operation_view)
     _add(workflow, "resume", "resume a paused workflow" + OPERATION_NOTE,
          _operation("resume", "resumed", lambda c, a, wid: c.resume_workflow(wid)), wid=True, bulk=True,
-         view=_operation_view)
+         view=operation_view)
     _add(workflow, "retry", "retry a FAILED or TIMED_OUT workflow from its failed tasks, or with --all every one "
          "that matches" + OPERATION_NOTE,
          _operation("retry", "retried", lambda c, a, wid: c.retry_workflow(wid)), wid=True, bulk=True,
-         view=_operation_view)
+         view=operation_view)
     restart = _add(workflow, "restart", "run an ended workflow again from the start" + OPERATION_NOTE,
                    _operation("restart", "restarted", lambda c, a, wid: c.restart_workflow(
-                       wid, use_latest_definition=a.latest)), wid=True, view=_workflow_view)
+                       wid, use_latest_definition=a.latest)), wid=True, view=workflow_view)
     restart.add_argument("--latest", action="store_true", help="with the latest version of its definition")
     rerun = _add(workflow, "rerun", "run again from a task (with new input)" + OPERATION_NOTE,
                  _operation("rerun", "rerun", lambda c, a, wid: c.rerun_workflow(
-                     wid, a.task, json_arg("--input", a.input) if a.input else None)), wid=True, view=_workflow_view)
+                     wid, a.task, json_arg("--input", a.input) if a.input else None)), wid=True, view=workflow_view)
     rerun.add_argument("task", help="task reference (with __<n> inside loops)")
     rerun.add_argument("--input", default="", help="new task input as a JSON object, or @file.json")
     skip = _add(workflow, "skip", "skip a task" + OPERATION_NOTE,
                 _operation("skip", "skipped", lambda c, a, wid: c.skip_task(wid, a.task)), wid=True,
-                view=_workflow_view)
+                view=workflow_view)
     skip.add_argument("task", help="task reference")
 
 
@@ -440,41 +439,7 @@ def _start(client: Any, args: argparse.Namespace) -> Any:
 
 
 def _watch(client: Any, args: argparse.Namespace) -> None:
-    states = client.watch_workflow(args.id, include_tasks=True)
-    if getattr(args, "output", "auto") == "json":
-        for workflow in states:   # JSON lines: every change, in full
-            print(json.dumps(workflow, separators=(",", ":")), flush=True)
-        return
-    out = console()
-    if for_people(args) and out.is_terminal:
-        _watch_live(out, states)
-        return
-    shown = ""
-    for workflow in states:
-        tasks = ", ".join(f"{t['key']}={t['status']}" for t in workflow.get("tasks", []))
-        line = f"{workflow['status']}: {tasks}"
-        if line != shown:   # the stream also reports changes a line does not show (outputs, timestamps)
-            shown = line
-            print(f"{time.strftime('%H:%M:%S')} {line}", flush=True)
-
-
-class _LiveWorkflow:
-    """The live view's renderable: drawn again at each refresh, so that "running 3 s" ticks on."""
-
-    def __init__(self) -> None:
-        self.state: dict[str, Any] | None = None
-
-    def __rich__(self) -> RenderableType:
-        return Text("waiting for the workflow...", style="dim") if self.state is None else _workflow_view(self.state)
-
-
-def _watch_live(console: Console, states: Iterable[dict[str, Any]]) -> None:
-    from rich.live import Live
-
-    shown = _LiveWorkflow()
-    with Live(shown, console=console, refresh_per_second=2, redirect_stdout=False):
-        for workflow in states:
-            shown.state = workflow
+    show_changes(client.watch_workflow(args.id, include_tasks=True), args)
 
 
 def _created(args: argparse.Namespace) -> tuple[int, int]:
@@ -574,7 +539,7 @@ def _confirmed(verb: str, matches: list[dict[str, Any]]) -> bool:
     from rich.prompt import Confirm
 
     err = console(stderr=True)
-    err.print(_search_view({"workflows": matches[:10], "next_page_token": ""}))
+    err.print(search_view({"workflows": matches[:10], "next_page_token": ""}))
     if len(matches) > 10:
         err.print(Text(f"... and {len(matches) - 10} more", style="dim"))
     return Confirm.ask(f"{verb.capitalize()} these {len(matches)} workflows?", console=err, default=False)
@@ -596,357 +561,6 @@ def _progress(label: str, items: list[str]) -> Iterable[str]:
             progress.advance(task)
 
 
-# ------------------------------------------------------------ views (what people see; --json prints the data)
-
-STATUS_STYLES = {
-    "RUNNING": "bold blue", "IN_PROGRESS": "blue", "SCHEDULED": "cyan", "PAUSED": "yellow",
-    "COMPENSATING": "yellow", "COMPLETED": "green", "COMPLETED_WITH_ERRORS": "yellow", "COMPENSATED": "yellow",
-    "SKIPPED": "dim", "CANCELED": "dim", "FAILED": "bold red", "FAILED_WITH_TERMINAL_ERROR": "bold red",
-    "TIMED_OUT": "red", "TERMINATED": "magenta", "COMPENSATION_FAILED": "bold red",
-    "LEADER": "bold green", "FOLLOWER": "dim"}
-STATUS_ICONS = {"COMPLETED": "✓", "COMPLETED_WITH_ERRORS": "✓", "SKIPPED": "↷", "CANCELED": "-", "FAILED": "✗",
-                "FAILED_WITH_TERMINAL_ERROR": "✗", "TIMED_OUT": "✗", "IN_PROGRESS": "▶", "SCHEDULED": "○"}
-PAYLOAD_CHARS = 300   # inputs and outputs in a view: compact JSON cut to this
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-def _status(status: str) -> Text:
-    return Text(status, style=STATUS_STYLES.get(status, ""))
-
-
-def ago(ms: int, now_ms: int | None = None) -> str:
-    """"3 s ago", "5 min ago", "2 h ago", "4 d ago" ("-" for no time)."""
-    if not ms:
-        return "-"
-    seconds = ((now_ms if now_ms is not None else _now_ms()) - ms) / 1000
-    if seconds < 0:
-        return f"in {_coarse(-seconds)}"
-    return "just now" if seconds < 1 else f"{_coarse(seconds)} ago"
-
-
-def _coarse(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)} {unit}"
-    return f"{int(seconds)} s"
-
-
-def duration(ms: float) -> str:
-    """"850 ms", "1.2 s", "42 s", "3 min 5 s", "2 h 3 min", "1 d 2 h"."""
-    ms = max(ms, 0)
-    if ms < 1000:
-        return f"{int(ms)} ms"
-    seconds = ms / 1000
-    if seconds < 10:
-        return f"{seconds:.1f} s"
-    if seconds < 60:
-        return f"{int(seconds)} s"
-    for big, big_size, small, small_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60),
-                                             ("min", 60, "s", 1)):
-        if seconds >= big_size:
-            rest = int(seconds % big_size // small_size)
-            return f"{int(seconds // big_size)} {big}" + (f" {rest} {small}" if rest else "")
-    return f"{int(seconds)} s"   # pragma: no cover (60 s and more is caught above)
-
-
-def _clock(ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ms / 1000)) if ms else "-"
-
-
-def _compact(value: Any) -> str:
-    text = json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
-    return text if len(text) <= PAYLOAD_CHARS else text[:PAYLOAD_CHARS - 1] + "…"
-
-
-# How the engine records a workflow it failed because it could not decide it (an exception in the
-# decider: a bug, not the workflow's fault); the stored reason went on to send the user to fix the
-# definition or input (cluster/deciding.py), which is wrong for a fault of ours.
-ENGINE_FAULT = "the engine could not decide it"
-STOPPED = ". This workflow was stopped"
-
-
-def reason_for_people(workflow: dict[str, Any]) -> str:
-    """A workflow's reason as a person reads it: when the engine could not decide it, said to be
-    the orchestrator's fault, with what to do about it (scripts get the stored reason: --json)."""
-    reason = str(workflow.get("reason") or "")
-    if not reason.startswith(ENGINE_FAULT) or "fault in the orchestrator" in reason:
-        return reason
-    cause = reason.split(STOPPED, 1)[0].rstrip(". ")
-    workflow_id = workflow.get("workflow_id") or "<id>"
-    return (f"{cause}. This is a fault in the orchestrator, not in the workflow's definition or input: the "
-            "workflow was stopped so that it cannot hold up the others. Report it with the workflow id (the trace "
-            "is in the log of the node that decided it, under that id); once the fault is fixed, "
-            f"`orchestrator workflow retry {workflow_id}` runs it on.")
-
-
-def _workflow_view(workflow: dict[str, Any]) -> RenderableType:
-    """The workflow: what it is, where it stands, when; and, when given, its tasks as a tree."""
-    now = _now_ms()
-    status = workflow.get("status", "")
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="dim", no_wrap=True)
-    head.add_column()
-    head.add_row("workflow", Text.assemble((workflow.get("name", ""), "bold"), f" v{workflow.get('version', 0)}  ",
-                                           _status(status), "  ", workflow.get("workflow_id", "")))
-    for label, key in (("correlation", "correlation_id"), ("parent", "parent_workflow_id")):
-        if workflow.get(key):
-            head.add_row(label, workflow[key])
-    created, ended = int(workflow.get("created_at_ms") or 0), int(workflow.get("ended_at_ms") or 0)
-    if created:
-        head.add_row("created", f"{_clock(created)} ({ago(created, now)})")
-        if ended and status in TERMINAL_WORKFLOW:
-            head.add_row("took", f"{duration(ended - created)} (ended {ago(ended, now)})")
-        elif status in ACTIVE_WORKFLOW:
-            head.add_row("running for", duration(now - created))
-    if workflow.get("reason"):
-        head.add_row("reason", Text(reason_for_people(workflow), style="red" if status != "COMPLETED" else ""))
-    for label, key in (("input", "input"), ("output", "output")):
-        if workflow.get(key):
-            head.add_row(label, Text(_compact(workflow[key]), style="cyan"))
-    tasks = workflow.get("tasks") or []
-    return Group(head, Text(""), _task_tree(tasks, now)) if tasks else head
-
-
-def _task_tree(tasks: list[dict[str, Any]], now: int) -> Tree:
-    """One branch per task (by key, in the order they were first scheduled), its attempts below
-    it when it ran more than once."""
-    by_key: dict[str, list[dict[str, Any]]] = {}
-    for task in tasks:
-        by_key.setdefault(task.get("key") or task.get("reference_name", "?"), []).append(task)
-    counted = f"  {_many(len(by_key), 'task')}, {_many(len(tasks), 'attempt')}"
-    tree = Tree(Text.assemble(("tasks", "bold"), (counted, "dim")), guide_style="dim")
-    for key, attempts in by_key.items():
-        attempts.sort(key=lambda t: (int(t.get("attempt") or 0), int(t.get("scheduled_at_ms") or 0)))
-        latest = attempts[-1]
-        kind = latest.get("task_type") if latest.get("kind") == "SIMPLE" else latest.get("kind")
-        label = Text.assemble(STATUS_ICONS.get(latest.get("status", ""), "·"), " ", (key, "bold"),
-                              (f"  {kind}" if kind and kind != key else "", "dim"), "  ",
-                              _status(latest.get("status", "")))
-        if len(attempts) == 1:
-            label.append_text(_attempt_facts(latest, now))
-        else:
-            label.append(f"  {len(attempts)} attempts", style="dim")
-        branch = tree.add(label)
-        if len(attempts) > 1:
-            for attempt in attempts:
-                branch.add(Text.assemble((f"#{attempt.get('attempt', 0)} ", "dim"), _status(attempt.get("status", "")),
-                                         _attempt_facts(attempt, now)))
-    return tree
-
-
-def _many(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _attempt_facts(task: dict[str, Any], now: int) -> Text:
-    scheduled, started, ended = (int(task.get(k) or 0) for k in ("scheduled_at_ms", "started_at_ms", "ended_at_ms"))
-    facts = Text()
-    if started and ended:
-        facts.append(f"  {duration(ended - started)}")
-    elif started:
-        facts.append(f"  running {duration(now - started)}")
-    elif ended and scheduled:
-        facts.append(f"  {duration(ended - scheduled)}")
-    elif scheduled:
-        facts.append(f"  waiting {duration(now - scheduled)}", style="dim")
-    if task.get("worker_id"):
-        facts.append(f"  on {task['worker_id']}", style="dim")
-    if task.get("sub_workflow_id"):
-        facts.append(f"  → {task['sub_workflow_id']}", style="cyan")
-    if task.get("reason"):
-        reason = " ".join(str(task["reason"]).split())
-        facts.append(f"  {reason[:200]}", style="red" if task.get("status") != "COMPLETED" else "dim")
-    return facts
-
-
-def _started_view(out: dict[str, Any]) -> RenderableType:
-    if "status" in out:   # start --wait: the workflow
-        return _workflow_view(out)
-    return Text.assemble("started ", (out.get("name", "workflow"), "bold"), "  ", (out["workflow_id"], "cyan"))
-
-
-def _search_view(view: dict[str, Any]) -> RenderableType:
-    workflows = view.get("workflows") or []
-    if not workflows:
-        return Text("no workflow matches", style="dim")
-    return _WorkflowTable(workflows, view.get("next_page_token") or "", bool(view.get("wide")))
-
-
-class _WorkflowTable:
-    """Workflows as a table that fits the terminal: every column but the id keeps what it needs
-    (the name, the whole status, when, how long), and the id gets what is left, cut with "…"
-    when that is less than all of it (--wide shows ids in full; --json always does). When even
-    the shortest id leaves too little, the correlation id and then the name wrap, and then the
-    correlation column goes."""
-
-    COLUMNS = ("WORKFLOW ID", "NAME", "STATUS", "CORRELATION", "CREATED", "DURATION")
-    ID, NAME, CORRELATION = 0, 1, 3
-    SHORTEST_ID = 9        # 8 characters and "…": as many as it takes to tell a page of ids apart
-    NARROWEST: ClassVar[dict[int, int]] = {NAME: 10, CORRELATION: len("CORRELATION")}   # they wrap down to this
-    GAP = 2                # spaces between columns
-
-    def __init__(self, workflows: list[dict[str, Any]], next_page_token: str, wide: bool) -> None:
-        now = _now_ms()
-        self.rows: list[tuple[str, str, str, str, str, str]] = []
-        for workflow in workflows:
-            created, ended = int(workflow.get("created_at_ms") or 0), int(workflow.get("ended_at_ms") or 0)
-            status = workflow.get("status", "")
-            took = duration(ended - created) if ended and created else (
-                f"running {duration(now - created)}" if created and status in ACTIVE_WORKFLOW else "-")
-            name = workflow.get("name", "") + (f" v{workflow['version']}" if workflow.get("version") else "")
-            self.rows.append((workflow.get("workflow_id", ""), name, status, workflow.get("correlation_id") or "",
-                              ago(created, now), took))
-        self.next_page_token = next_page_token
-        self.wide = wide
-        self.widths = [max([len(column) if i else 0, *(len(row[i]) for row in self.rows)])
-                       for i, column in enumerate(self.COLUMNS)]   # a cut id is headed "ID"
-        self.shown = [i for i in range(len(self.COLUMNS))
-                      if i != self.CORRELATION or any(row[self.CORRELATION] for row in self.rows)]
-
-    @property
-    def wanted_width(self) -> int:
-        """With --wide, the width the table takes with everything in full (0: it fits what it gets)."""
-        return sum(self.widths[i] for i in self.shown) + self.GAP * (len(self.shown) - 1) if self.wide else 0
-
-    def _fit(self, max_width: int) -> tuple[list[int], dict[int, int]]:
-        """The columns shown and their widths within `max_width`."""
-        shown, widths = list(self.shown), dict(enumerate(self.widths))
-
-        def over() -> int:
-            return sum(widths[i] for i in shown) + self.GAP * (len(shown) - 1) - max_width
-
-        if not self.wide:
-            widths[self.ID] = max(min(self.SHORTEST_ID, widths[self.ID]), widths[self.ID] - max(0, over()))
-        for column in (self.CORRELATION, self.NAME):
-            if column in shown and over() > 0:
-                widths[column] -= min(over(), max(0, widths[column] - self.NARROWEST[column]))
-        if self.CORRELATION in shown and over() > 0:
-            shown.remove(self.CORRELATION)
-        return shown, widths
-
-    def __rich_console__(self, console: Console, options: Any) -> Iterable[RenderableType]:
-        shown, widths = self._fit(options.max_width)
-        table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 0, 0, self.GAP - 1))
-        for i in shown:
-            header = "ID" if i == self.ID and widths[i] < len(self.COLUMNS[i]) else self.COLUMNS[i]
-            table.add_column(header, width=widths[i], no_wrap=i not in (self.NAME, self.CORRELATION),
-                             overflow="fold")
-        cut = False
-        for row in self.rows:
-            workflow_id = row[self.ID]
-            if len(workflow_id) > widths[self.ID]:
-                workflow_id, cut = workflow_id[:widths[self.ID] - 1] + "…", True
-            cells: list[RenderableType] = [workflow_id, row[1], _status(row[2]), row[3], row[4], row[5]]
-            table.add_row(*(cells[i] for i in shown))
-        captions = ["ids cut to fit: --wide shows them in full"] if cut else []
-        if self.CORRELATION in self.shown and self.CORRELATION not in shown:
-            captions.append("no room for correlation ids")
-        if self.next_page_token:
-            captions.append(f"more: --page-token {self.next_page_token}")
-        table.caption = "; ".join(captions) or None
-        yield table
-
-
-def _cluster_view(status: dict[str, Any]) -> RenderableType:
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="dim", no_wrap=True)
-    head.add_column()
-    leader = status.get("leader_id")
-    if leader:
-        head.add_row("leader", Text.assemble((leader, "bold green"), f" at {status.get('leader_address', '')}"))
-        head.add_row("epoch", str(status.get("epoch", 0)))
-        elected = int(status.get("elected_at_ms") or 0)
-        if elected:
-            head.add_row("elected", f"{_clock(elected)} ({ago(elected)}), leading for {duration(_now_ms() - elected)}")
-    else:
-        head.add_row("leader", Text("none right now", style="bold red"))
-    head.add_row("answered by", Text.assemble(status.get("node_id", ""), " (", _status(status.get("role", "")), ")"))
-    members = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("NODE", "ADDRESS", "ROLE", "STATE", "SINCE"):
-        members.add_column(column)
-    for member in status.get("members") or []:   # registered now; then the ones seen and gone
-        since = int(member.get("since_ms") or 0)
-        members.add_row(Text(member.get("node_id", ""), style="bold" if member.get("node_id") == leader else ""),
-                        member.get("address", ""), _status(member.get("role", "")), Text("UP", style="green"),
-                        f"{_clock(since)} ({ago(since)})" if since else "-")
-    for member in status.get("gone") or []:
-        since = int(member.get("since_ms") or 0)
-        members.add_row(Text(member.get("node_id", ""), style="dim"), member.get("address", ""), "",
-                        Text("DOWN", style="bold red"),
-                        Text.assemble(f"{_clock(since)} ({ago(since)})" if since else "not noted yet",
-                                      (f": {member['detail']}" if member.get("detail") else "", "dim")))
-    return Group(head, Text(""), members)
-
-
-def _definition_view(found: dict[str, Any]) -> RenderableType:
-    title = found.get("name", "") + (f" v{found['version']}" if found.get("version") else "")
-    return Group(Text(title, style="bold"), JSON.from_data(found.get("definition") or {}))
-
-
-def _seconds(value: Any) -> str:
-    return "-" if not value else duration(float(value) * 1000)
-
-
-def _taskdefs_view(found: list[dict[str, Any]]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("NAME", "RETRIES", "LEASE", "TIMEOUT", "LIMITS", "DESCRIPTION"):
-        table.add_column(column, no_wrap=column == "NAME")
-    for item in found:
-        d = item.get("definition") or {}
-        retries = f"{d.get('retryCount', 0)} × {str(d.get('retryLogic', '')).lower().replace('_', ' ')} " \
-                  f"{_seconds(d.get('retryDelaySeconds'))}" if d.get("retryCount") else "none"
-        limits = ", ".join(part for part in (
-            f"{d['concurrentExecLimit']} at once" if d.get("concurrentExecLimit") else "",
-            f"{d['rateLimitPerFrequency']} per {_seconds(d.get('rateLimitFrequencyInSeconds'))}"
-            if d.get("rateLimitPerFrequency") else "") if part)
-        table.add_row(item.get("name", ""), retries, _seconds(d.get("responseTimeoutSeconds")),
-                      _seconds(d.get("timeoutSeconds")), limits or "-", d.get("description") or "")
-    return table
-
-
-def _workflowdefs_view(found: list[dict[str, Any]]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("NAME", "VERSION", "TASKS", "DESCRIPTION"):
-        table.add_column(column, no_wrap=column == "NAME")
-    for item in found:
-        d = item.get("definition") or {}
-        table.add_row(item.get("name", ""), str(item.get("version", "")), str(len(d.get("tasks") or [])),
-                      d.get("description") or "")
-    return table
-
-
-def _validation_view(report: dict[str, Any]) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("DEFINITION")
-    table.add_column("RESULT")
-    for where, result in report.items():
-        if result == "valid":
-            table.add_row(where, Text("✓ valid", style="green"))
-        else:
-            table.add_row(where, Text("\n".join(f"✗ {error}" for error in result), style="red"))
-    return table
-
-
-def _bulk_view(view: dict[str, Any]) -> RenderableType:
-    if "done" not in view:   # --dry-run: the matches
-        return _search_view(view)
-    done, failed = view["done"], view["failed"]
-    summary = Text(f"{view['verb']} {len(done)} of {view['matched']} workflows", style="bold" if not failed else "")
-    if not failed:
-        return summary
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("WORKFLOW ID", no_wrap=True)
-    table.add_column("ERROR", style="red")
-    for workflow_id, error in failed.items():
-        table.add_row(workflow_id, error)
-    return Group(summary, table)
-
-
-def _operation_view(data: dict[str, Any]) -> RenderableType:
-    return _bulk_view(data) if "matched" in data else _workflow_view(data)
 
 
 # ------------------------------------------------------------ shell completion

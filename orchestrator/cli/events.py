@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from rich.table import Table
+from .views.events import events_view
 
 Add = Callable[..., argparse.ArgumentParser]
 
@@ -22,13 +22,6 @@ def _publish(client: Any, args: argparse.Namespace, json_arg: Callable[[str, str
 
 def _read(client: Any, args: argparse.Namespace) -> list[dict[str, Any]]:
     return list(client.read_events(args.topic, after=args.after, limit=args.limit))
-
-
-def _events_view(events: list[dict[str, Any]]) -> Table:
-    table = Table("event id", "key", "payload", title=f"{len(events)} event(s)")
-    for event in events:
-        table.add_row(str(event.get("event_id")), str(event.get("key", "")), str(event.get("payload", {})))
-    return table
 
 
 def _topic(client: Any, args: argparse.Namespace) -> dict[str, Any]:
@@ -46,7 +39,7 @@ def add_event_commands(commands: Any, group: Callable[[Any, str, str], Any], add
     publish.add_argument("topic", help="the topic, e.g. orders.created")
     publish.add_argument("--payload", default="{}", help="the event as a JSON object, or @file.json")
     publish.add_argument("--key", default="", help="a key handlers and waiting tasks can match on")
-    read = add(events, "read", "the events a topic keeps, oldest first", _read, view=_events_view)
+    read = add(events, "read", "the events a topic keeps, oldest first", _read, view=events_view)
     read.add_argument("topic", help="the topic to read")
     read.add_argument("--after", default="", help="only events after this event id")
     read.add_argument("--limit", type=int, default=100, help="at most this many (1 to 1000)")
