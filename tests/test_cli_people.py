@@ -20,7 +20,9 @@ import pytest
 from rich.console import Console
 
 from helpers import BackgroundWorker, unique, wait_for_status
-from orchestrator.cli import bash_completion, build_parser, command_specs, when_ms, zsh_completion
+from orchestrator.cli import build_parser
+from orchestrator.cli.completion import bash_completion, command_specs, zsh_completion
+from orchestrator.cli.inputs import when_ms
 from orchestrator.cli.views.format import ago, duration
 from orchestrator.cli.views.workflow import workflow_view
 from worker import TaskError, TerminalTaskError, Worker, context, task

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from .views.watch import show_changes
 from .views.workflow import started_view, workflow_view
 from .client import call, connect
 from .inputs import STATUS_CHOICES, UsageError, read_all_documents, read_documents, json_arg, status_arg, when_arg
-from .inputs import when_ms as when_ms
 from .output import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_STILL_RUNNING, EXIT_USAGE, Action, Reply, View
 from .output import console
+from .completion import add_completion
 from .events import add_event_commands
 from ..core.statuses import TERMINAL_WORKFLOW
 
@@ -49,7 +48,6 @@ exit codes:
   3    workflow start --wait: the wait ran out before the workflow ended (it is printed as it is)
   130  interrupted (Ctrl-C)"""
 OPERATION_NOTE = "; prints the workflow without its tasks (see `workflow get`)"
-SHELLS = ("bash", "zsh")
 PAGE = 1000   # workflows per search call when an operation runs on every match (--all)
 # The operations that take --all, and the statuses they consider when --status is not given.
 BULK_STATUSES = {"terminate": ("RUNNING", "PAUSED"), "pause": ("RUNNING",), "resume": ("PAUSED",),
@@ -126,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add(cluster, "step-down", "ask the leader to resign; another member takes over", _step_down,
          view=lambda out: Text(out["detail"]))
     add_event_commands(commands, _group, _add, json_arg, read_all_documents)
-    _add_completion(commands)
+    add_completion(commands, parser)
     return parser
 
 
@@ -303,17 +301,6 @@ def _add_operations(workflow: Any) -> None:
                 _operation("skip", "skipped", lambda c, a, wid: c.skip_task(wid, a.task)), wid=True,
                 view=workflow_view)
     skip.add_argument("task", help="task reference")
-
-
-def _add_completion(commands: Any) -> None:
-    completion = commands.add_parser(
-        "completion", help="print a shell completion script (bash or zsh)",
-        description="Print a completion script for the shell. bash: `source <(orchestrator completion bash)` "
-                    "(in ~/.bashrc), or save it as ~/.local/share/bash-completion/completions/orchestrator. "
-                    "zsh: save it as _orchestrator in a directory of $fpath (before compinit), or "
-                    "`source <(orchestrator completion zsh)` after compinit.")
-    completion.add_argument("shell", choices=SHELLS, help="the shell: bash or zsh")
-    completion.set_defaults(handler=lambda args: _print_completion(args.shell))
 
 
 def _add(group: Any, name: str, help_text: str, action: Action, *, files: bool = False, with_name: bool = False,
@@ -561,203 +548,6 @@ def _progress(label: str, items: list[str]) -> Iterable[str]:
             progress.advance(task)
 
 
-
-
-# ------------------------------------------------------------ shell completion
-#
-# Generated from the argparse tree itself, so it cannot drift from the commands: a static script
-# (no Python started on TAB, no new dependency), completing commands, options, the choices of
-# options that have them (--status, --log-format, the shells) and file names where files go.
-# Workflow ids and definition names are not completed: that would mean calling the cluster.
-
-FILE_DESTS = {"files", "config", "trace_file", "archive_dir"}
-
-
-@dataclass
-class _Spec:
-    """What may follow one command path: sub-commands, options, and the values some options take."""
-
-    commands: list[tuple[str, str]]
-    options: list[tuple[str, str]]
-    valued: list[str]                   # options that take a value
-    file_options: list[str]             # ... which is a file name
-    choices: dict[str, list[str]]       # ... from a fixed list
-    files: bool                         # positional file names
-
-
-def command_specs(parser: argparse.ArgumentParser) -> dict[str, _Spec]:
-    """Every command path ("", "workflow", "workflow start", ...) and what may follow it."""
-    specs: dict[str, _Spec] = {}
-
-    def walk(current: argparse.ArgumentParser, path: str) -> None:
-        spec = specs[path] = _Spec([], [], [], [], {}, False)
-        for action in current._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                helps = {choice.dest: choice.help or "" for choice in action._choices_actions}
-                for name, sub in action.choices.items():
-                    spec.commands.append((name, helps.get(name, "")))
-                    walk(sub, f"{path} {name}".strip())
-            elif action.option_strings:
-                takes_value = action.nargs != 0
-                for flag in action.option_strings:
-                    spec.options.append((flag, action.help or ""))
-                    if takes_value:
-                        spec.valued.append(flag)
-                        if action.dest in FILE_DESTS:
-                            spec.file_options.append(flag)
-                        if action.choices:
-                            spec.choices[flag] = [str(c) for c in action.choices]
-                        elif action.dest == "status":
-                            spec.choices[flag] = list(STATUS_CHOICES)
-            elif action.dest in FILE_DESTS:
-                spec.files = True
-            elif action.choices:
-                spec.commands.extend((str(choice), "") for choice in action.choices)   # `completion bash|zsh`
-
-    walk(parser, "")
-    return specs
-
-
-def _words(items: Iterable[str]) -> str:
-    return " ".join(items)
-
-
-def bash_completion(parser: argparse.ArgumentParser) -> str:
-    specs = command_specs(parser)
-    cases, choices = [], []
-    for path, spec in specs.items():
-        cases.append(f'    "{path}") cmds="{_words(n for n, _ in spec.commands)}"; '
-                     f'opts="{_words(f for f, _ in spec.options)}"; valued=" {_words(spec.valued)} "; '
-                     f'fileopts=" {_words(spec.file_options)} "; files={int(spec.files)} ;;')
-        choices += [f'    "{path}|{flag}") echo "{_words(values)}" ;;' for flag, values in spec.choices.items()]
-    return BASH_TEMPLATE.replace("@CASES@", "\n".join(cases)).replace("@CHOICES@", "\n".join(choices))
-
-
-def _zsh_item(name: str, help_text: str) -> str:
-    description = " ".join(help_text.split()).replace("\\", "\\\\").replace(":", "\\:").replace("'", "'\\''")
-    return f"'{name}:{description[:100]}'"
-
-
-def zsh_completion(parser: argparse.ArgumentParser) -> str:
-    specs = command_specs(parser)
-    cases, choices = [], []
-    for path, spec in specs.items():
-        cases.append(f'    "{path}") cmds=({" ".join(_zsh_item(n, h) for n, h in spec.commands)}); '
-                     f'opts=({" ".join(_zsh_item(f, h) for f, h in spec.options)}); '
-                     f'valued=({_words(spec.valued)}); fileopts=({_words(spec.file_options)}); '
-                     f'files={int(spec.files)} ;;')
-        choices += [f'    "{path}|{flag}") echo "{_words(values)}" ;;' for flag, values in spec.choices.items()]
-    return ZSH_TEMPLATE.replace("@CASES@", "\n".join(cases)).replace("@CHOICES@", "\n".join(choices))
-
-
-def _print_completion(shell: str) -> int:
-    parser = build_parser()
-    print(bash_completion(parser) if shell == "bash" else zsh_completion(parser), end="")
-    return EXIT_OK
-
-
-BASH_TEMPLATE = r"""# bash completion for orchestrator (generated by `orchestrator completion bash`)
-_orchestrator_spec() {
-  case "$1" in
-@CASES@
-    *) cmds=""; opts=""; valued=" "; fileopts=" "; files=0 ;;
-  esac
-}
-
-_orchestrator_choices() {
-  case "$1|$2" in
-@CHOICES@
-  esac
-}
-
-_orchestrator() {
-  local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}"
-  local cmdpath="" word i cmds opts valued fileopts files
-  for ((i = 1; i < COMP_CWORD; i++)); do
-    word="${COMP_WORDS[i]}"
-    _orchestrator_spec "$cmdpath"
-    if [[ "$valued" == *" $word "* ]]; then
-      ((i++))
-    elif [[ "$word" != -* && " $cmds " == *" $word "* ]]; then
-      cmdpath="${cmdpath:+$cmdpath }$word"
-    fi
-  done
-  _orchestrator_spec "$cmdpath"
-  COMPREPLY=()
-  if [[ "$valued" == *" $prev "* ]]; then
-    local values
-    values="$(_orchestrator_choices "$cmdpath" "$prev")"
-    if [[ -n "$values" ]]; then
-      COMPREPLY=($(compgen -W "$values" -- "$cur"))
-    elif [[ "$fileopts" == *" $prev "* ]]; then
-      compopt -o filenames 2>/dev/null
-      COMPREPLY=($(compgen -f -- "$cur"))
-    fi
-  elif [[ "$cur" == -* ]]; then
-    COMPREPLY=($(compgen -W "$opts" -- "$cur"))
-  elif [[ -n "$cmds" ]]; then
-    COMPREPLY=($(compgen -W "$cmds" -- "$cur"))
-  elif ((files)); then
-    compopt -o filenames 2>/dev/null
-    COMPREPLY=($(compgen -f -- "$cur"))
-  fi
-}
-
-complete -F _orchestrator orchestrator
-"""
-
-ZSH_TEMPLATE = r"""#compdef orchestrator
-# zsh completion for orchestrator (generated by `orchestrator completion zsh`)
-_orchestrator_spec() {
-  case "$1" in
-@CASES@
-    *) cmds=(); opts=(); valued=(); fileopts=(); files=0 ;;
-  esac
-}
-
-_orchestrator_choices() {
-  case "$1|$2" in
-@CHOICES@
-  esac
-}
-
-_orchestrator() {
-  local cmdpath="" word i files=0
-  local -a cmds opts valued fileopts names values
-  for ((i = 2; i < CURRENT; i++)); do
-    word="${words[i]}"
-    _orchestrator_spec "$cmdpath"
-    names=(${cmds%%:*})
-    if (( ${valued[(Ie)$word]} )); then
-      ((i++))
-    elif [[ "$word" != -* ]] && (( ${names[(Ie)$word]} )); then
-      cmdpath="${cmdpath:+$cmdpath }$word"
-    fi
-  done
-  _orchestrator_spec "$cmdpath"
-  local prev="${words[CURRENT-1]}"
-  if (( ${valued[(Ie)$prev]} )); then
-    values=(${=$(_orchestrator_choices "$cmdpath" "$prev")})
-    if (( ${#values} )); then
-      compadd -a values
-    elif (( ${fileopts[(Ie)$prev]} )); then
-      _files
-    fi
-  elif [[ "$PREFIX" == -* ]]; then
-    _describe -t options 'option' opts
-  elif (( ${#cmds} )); then
-    _describe -t commands 'command' cmds
-  elif (( files )); then
-    _files
-  fi
-}
-
-if [[ "$funcstack[1]" == "_orchestrator" ]]; then
-  _orchestrator "$@"
-else
-  compdef _orchestrator orchestrator
-fi
-"""
 
 
 def run_node(args: argparse.Namespace) -> int:
