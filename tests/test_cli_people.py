@@ -20,8 +20,11 @@ import pytest
 from rich.console import Console
 
 from helpers import BackgroundWorker, unique, wait_for_status
-from orchestrator.cli import ago, bash_completion, build_parser, command_specs, duration, when_ms, zsh_completion
-from orchestrator.cli import _workflow_view
+from orchestrator.cli import build_parser
+from orchestrator.cli.completion import bash_completion, command_specs, zsh_completion
+from orchestrator.cli.inputs import when_ms
+from orchestrator.cli.views.format import ago, duration
+from orchestrator.cli.views.workflow import workflow_view
 from worker import TaskError, TerminalTaskError, Worker, context, task
 
 ANSI = "\x1b["
@@ -378,7 +381,7 @@ def test_a_workflow_view_shows_attempts_sub_workflows_and_reasons():
             {"key": "book", "reference_name": "book", "task_type": "SUB_WORKFLOW", "kind": "SUB_WORKFLOW",
              "status": "SCHEDULED", "attempt": 0, "scheduled_at_ms": now - 1_000, "sub_workflow_id": "w1.book.0"}]}
     console = Console(width=160, record=True, color_system=None)
-    console.print(_workflow_view(workflow))
+    console.print(workflow_view(workflow))
     text = console.export_text()
     assert "trip v2  RUNNING  w1" in text and "order-7" in text and "running for" in text, text
     assert "(1 min ago)" in text and "2 tasks, 3 attempts" in text and '{"to": "Nice"}' in text, text
