@@ -46,20 +46,20 @@ from .schema import TaskDef, WorkflowDef, WorkflowTask
 from .safe_expr import SafeExpressionError, compile_expression
 from .templates import TASK_ID, TemplateError, references_in
 from .timetext import parse_duration_seconds, parse_until_ms
+from .values import (MAX_VERSION, NUMBER, TEN_YEARS, digits, finite_number, is_default, is_template, names_key,
+                     number_problem, show, to_float)
 
-__all__ = ["MAX_LOOP_ITERATIONS", "WorkflowCheck", "check_task_def", "check_workflow_def", "document_problems",
-           "iter_nodes", "iter_tasks", "needs_every_task_def", "needs_every_workflow_def", "normalise_dynamic_task",
-           "normalise_task_def", "normalise_workflow_def", "parse_document", "referenced_task_names",
-           "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings", "validate_workflow_def",
-           "wait_literal", "waited_topics", "workflow_cycle", "workflows_to_fetch"]
+__all__ = ["MAX_LOOP_ITERATIONS", "MAX_VERSION", "WorkflowCheck", "check_task_def", "check_workflow_def",
+           "document_problems", "iter_nodes", "iter_tasks", "needs_every_task_def", "needs_every_workflow_def",
+           "normalise_dynamic_task", "normalise_task_def", "normalise_workflow_def", "parse_document",
+           "referenced_task_names", "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings",
+           "validate_workflow_def", "wait_literal", "waited_topics", "workflow_cycle", "workflows_to_fetch"]
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")   # \Z: `$` would also match before a final newline
 RETRY_LOGICS = ("FIXED", "LINEAR_BACKOFF", "EXPONENTIAL_BACKOFF")
 TASK_TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")
 WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")
 TERMINATION_STATUSES = ("COMPLETED", "FAILED", "TERMINATED")
-TEN_YEARS = f"{MAX_DURATION_SECONDS} (10 years)"
-MAX_VERSION = 2**31 - 1
 
 # Task kinds: which run on workers, which the decider completes itself, which hold other tasks.
 HTTP_KINDS = ("HTTP", "HTTP_POLL")
@@ -242,7 +242,6 @@ def _yaml_depth(text: str) -> int:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -266,12 +265,6 @@ def _path_text(keys: Iterable[Any]) -> str:
         text += f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else (
             f".{key}" if text else str(key))
     return text or "(the top)"
-
-
-def _show(value: Any) -> str:
-    """A value in a message, cut short: a problem must not quote a megabyte."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 TOO_DEEP, TOO_BIG, NOT_JSON = "too deep", "too big", "not JSON"
@@ -318,21 +311,21 @@ def document_problems(document: Any, where: str) -> tuple[list[str], str]:
                 if not isinstance(key, str):   # YAML's `1:`, `true:`, `~:`; JSON and the API have none
                     not_json += 1
                     if not_json <= 5:
-                        problems.append(f"{where}: {path(node)}: the key {_show(key)} is not text; quote it")
+                        problems.append(f"{where}: {path(node)}: the key {show(key)} is not text; quote it")
                 elif _SURROGATE.search(key):
                     not_json += 1
                     if not_json <= 5:
-                        problems.append(f"{where}: {path(node)}: the key {_show(key)} holds a lone surrogate "
+                        problems.append(f"{where}: {path(node)}: the key {show(key)} holds a lone surrogate "
                                         "(half of a UTF-16 pair), which is not Unicode text")
         elif isinstance(value, str) and _SURROGATE.search(value):
             not_json += 1
             if not_json <= 5:
-                problems.append(f"{where}: {path(node)}: {_show(value)} holds a lone surrogate (half of a UTF-16 "
+                problems.append(f"{where}: {path(node)}: {show(value)} holds a lone surrogate (half of a UTF-16 "
                                 "pair), which is not Unicode text")
         elif not isinstance(value, _SCALARS):
             not_json += 1
             if not_json <= 5:
-                problems.append(f"{where}: {path(node)}: {_show(value)} ({type(value).__name__}) is not a JSON "
+                problems.append(f"{where}: {path(node)}: {show(value)} ({type(value).__name__}) is not a JSON "
                                 "value; quote it to make it text")
     if too_deep is not None:
         problems.insert(0, f"{where}: lists and objects nest deeper than the limit of {MAX_DOCUMENT_DEPTH} levels "
@@ -351,22 +344,10 @@ def _non_finite(value: Any) -> str | None:
             stack.extend((v, (*keys, k)) for k, v in item.items())
         elif isinstance(item, list):
             stack.extend((v, (*keys, i)) for i, v in enumerate(item))
-        elif not _finite_number(item):
+        elif not finite_number(item):
             at = f"'{_path_text(keys)}' is " if keys else ""
-            return f"{at}{_show(item)}, not a finite number (NaN, Infinity and numbers beyond 1e308 cannot be stored)"
+            return f"{at}{show(item)}, not a finite number (NaN, Infinity and numbers beyond 1e308 cannot be stored)"
     return None
-
-
-def _finite_number(value: Any) -> bool:
-    """False only for a number that is not finite or does not fit a double."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            float(value)
-        except OverflowError:
-            return False
-    return True
 
 
 # Task definition fields Conductor has besides ours. The first group has behaviour here; the
@@ -459,22 +440,6 @@ class WorkflowCheck(NamedTuple):
     warnings: list[str]
 
 
-def _is_template(value: Any) -> bool:
-    """Whether a text holds a `${...}` (resolved at run time)."""
-    return isinstance(value, str) and "${" in value.replace("$${", "")
-
-
-def _names_key(value: Any, inputs: Mapping[str, Any]) -> bool:
-    """Whether `value` names a key of `inputs` (a list or an object names none: `in` would need
-    it hashable)."""
-    return isinstance(value, str) and value in inputs
-
-
-def _is_default(value: Any) -> bool:
-    """A value an export writes for a field it does not use."""
-    return value is None or value is False or value == 0 or value in ("", {}, [])
-
-
 _STYLE_PATH = re.compile(r"\$\s*(?:\.\s*([A-Za-z_][\w\-]*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])"
                          r"\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])?")
 
@@ -540,7 +505,7 @@ class _Validator:
             self.warn(f"{where}: type '{kind}' is not one of Conductor's; it runs on workers that serve task "
                       f"type '{kind}', under the task definition '{custom}'")
         elif kind not in TASK_KINDS:
-            self.problems.append(f"{where}: 'type' {_show(kind)} is not supported; use one of "
+            self.problems.append(f"{where}: 'type' {show(kind)} is not supported; use one of "
                                  f"{', '.join(TASK_KINDS)} (a type of your own runs on workers that serve it once "
                                  "a task definition named after the type is registered, or, in a Conductor "
                                  "definition, one named after the task, as Conductor requires)")
@@ -587,7 +552,7 @@ class _Validator:
             value = task[field]
             if field not in CONDUCTOR_TASK_FIELDS:
                 unknown.append(field)
-            elif field in _SILENT_TASK_FIELDS or _is_default(value):
+            elif field in _SILENT_TASK_FIELDS or is_default(value):
                 self.defaulted.add(field)
             else:
                 reason = CONDUCTOR_TASK_FIELDS[field] or f"it has no meaning for a {kind} task"
@@ -617,7 +582,7 @@ class _Validator:
         self.template(out["inputParameters"], f"{where}: 'inputParameters'", visible)
         if not isinstance(out["optional"], bool):
             self.problems.append(f"{where}: 'optional' must be true or false")
-        problem = _number_problem(out["startDelay"], "startDelay", low=0, high=MAX_DURATION_SECONDS,
+        problem = number_problem(out["startDelay"], "startDelay", low=0, high=MAX_DURATION_SECONDS,
                                   unit=" of seconds")
         if problem:
             self.problems.append(f"{where}: {problem}")
@@ -638,7 +603,7 @@ class _Validator:
         embedded = task.get("taskDefinition")
         if embedded is not None and (kind in WORKER_KINDS or kind not in TASK_KINDS):
             self._embedded_task_def(embedded, out, where)
-        elif not _is_default(embedded):
+        elif not is_default(embedded):
             self.warn(f"{where}: 'taskDefinition' is ignored: retries and timeouts of a {kind} task are not "
                       "taken from a task definition here")
 
@@ -725,7 +690,7 @@ class _Validator:
         if not isinstance(source, str) or not source.strip():
             self.problems.append(f"{where}: a script (text) is required")
             return
-        if _is_template(source):
+        if is_template(source):
             return
         problem = javascript.check_syntax(javascript.lambda_script(source) if wrap_lambda else source)
         if problem:
@@ -736,7 +701,7 @@ class _Validator:
         """Check an expression for its evaluator: a safe expression, JavaScript, or the name of
         an input parameter (value-param)."""
         if evaluator == "expression":
-            if not _is_template(source):
+            if not is_template(source):
                 self._safe_expression(source, f"{where}: '{field}'")
         elif evaluator in JAVASCRIPT:
             self._script(source, f"{where}: '{field}'")
@@ -744,16 +709,16 @@ class _Validator:
             if not isinstance(source, str):
                 self.problems.append(f"{where}: with evaluatorType 'value-param', '{field}' must name a key "
                                      "of 'inputParameters'")
-        elif not _is_template(evaluator):
+        elif not is_template(evaluator):
             self.problems.append(f"{where}: 'evaluatorType' must be one of {', '.join(INLINE_EVALUATORS)}, got "
-                                 f"{_show(evaluator)}")
+                                 f"{show(evaluator)}")
 
     def _kind_inline(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
         inputs = out["inputParameters"]
         if "expression" in task:   # ours: the expression and its evaluator on the task
             evaluator = task.get("evaluatorType") or "expression"
             self._evaluated(evaluator, task["expression"], where, inputs)
-            if evaluator == "value-param" and not _names_key(task["expression"], inputs):
+            if evaluator == "value-param" and not names_key(task["expression"], inputs):
                 self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
                                      "of 'inputParameters'")
             out["expression"], out["evaluatorType"] = task["expression"], evaluator
@@ -764,7 +729,7 @@ class _Validator:
                                      f"'inputParameters.expression' ({', '.join(INLINE_EVALUATORS)})")
             else:
                 self._evaluated(evaluator, inputs["expression"], where, inputs, field="inputParameters.expression")
-                if evaluator == "value-param" and not _names_key(inputs["expression"], inputs):
+                if evaluator == "value-param" and not names_key(inputs["expression"], inputs):
                     self.problems.append(f"{where}: with evaluatorType 'value-param', 'inputParameters.expression' "
                                          "must name a key of 'inputParameters'")
             if "evaluatorType" in task:
@@ -787,7 +752,7 @@ class _Validator:
 
     def _kind_json_jq_transform(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
         query = out["inputParameters"].get("queryExpression")
-        if _is_template(query):
+        if is_template(query):
             return
         problem = jqtransform.check_query(query)
         if problem:
@@ -813,9 +778,9 @@ class _Validator:
             self.template(out["terminationReason"], f"{where}: 'terminationReason'", known)
             return
         status = inputs["terminationStatus"]   # Conductor's: in inputParameters, resolved at run time
-        if not _is_template(status) and status not in TERMINATION_STATUSES:
+        if not is_template(status) and status not in TERMINATION_STATUSES:
             self.problems.append(f"{where}: 'inputParameters.terminationStatus' must be one of "
-                                 f"{', '.join(TERMINATION_STATUSES)}, got {_show(status)}")
+                                 f"{', '.join(TERMINATION_STATUSES)}, got {show(status)}")
         if out["optional"]:
             self.problems.append(f"{where}: a TERMINATE task cannot be optional")
 
@@ -833,16 +798,16 @@ class _Validator:
         if duration is not None and until is not None:
             self.problems.append(f"{where}: give 'duration' or 'until', not both (neither = wait for a signal)")
         if duration is not None:
-            problem = _number_problem(duration, "duration", low=0, high=MAX_DURATION_SECONDS, unit=" of seconds")
+            problem = number_problem(duration, "duration", low=0, high=MAX_DURATION_SECONDS, unit=" of seconds")
             if problem:
                 self.problems.append(f"{where}: {problem}")
         if isinstance(until, str) and "${" in until.replace("$${", ""):
             self.template(until, f"{where}: 'until'", known)
         elif until is not None:
-            literal = float(until) if isinstance(until, str) and _NUMBER.fullmatch(until.strip()) else until
-            if _number_problem(literal, "until", low=0, high=MAX_EPOCH_MS):
+            literal = float(until) if isinstance(until, str) and NUMBER.fullmatch(until.strip()) else until
+            if number_problem(literal, "until", low=0, high=MAX_EPOCH_MS):
                 self.problems.append(f"{where}: 'until' must be epoch milliseconds from 0 to {MAX_EPOCH_MS} "
-                                     f"(year 9999) or a ${{...}} expression, got {_show(until)}")
+                                     f"(year 9999) or a ${{...}} expression, got {show(until)}")
         out["duration"], out["until"] = duration, until
         if duration is not None or until is not None:
             return
@@ -851,7 +816,7 @@ class _Validator:
         if in_duration is not None and in_until is not None:
             self.problems.append(f"{where}: give 'inputParameters.duration' or 'inputParameters.until', not both")
         for field, value in (("duration", in_duration), ("until", in_until)):
-            if value is None or _is_template(value):
+            if value is None or is_template(value):
                 continue
             try:
                 wait_literal(field, value)
@@ -866,9 +831,9 @@ class _Validator:
             return
         name, version = param["name"], param.get("version", 0)
         version = 0 if version is None else version
-        if _digits(version):
+        if digits(version):
             version = int(version)
-        dynamic = _is_template(name) or _is_template(version)
+        dynamic = is_template(name) or is_template(version)
         inline = param.get("workflowDefinition")
         if dynamic:
             self.template({"name": name, "version": version}, f"{where}: 'subWorkflowParam'", known)
@@ -882,7 +847,7 @@ class _Validator:
             self.problems.append(f"{where}: no workflow definition named '{name}' is registered")
         out.setdefault("subWorkflowParam", {"name": name, "version": version})
         extras = sorted(k for k, v in param.items()
-                        if k not in ("name", "version", "workflowDefinition") and not _is_default(v))
+                        if k not in ("name", "version", "workflowDefinition") and not is_default(v))
         if extras:
             self.warn(f"{where}: 'subWorkflowParam' field(s) {', '.join(extras)} are ignored (task-to-domain "
                       "mapping, priorities and idempotency settings of children are not supported)")
@@ -901,18 +866,18 @@ class _Validator:
 
     def _kind_start_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
         spec = out["inputParameters"].get("startWorkflow")
-        if _is_template(spec):
+        if is_template(spec):
             return
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             self.problems.append(f"{where}: 'inputParameters.startWorkflow' must be an object with 'name' (and "
                                  "'version', 'input', 'correlationId')")
             return
         version = spec.get("version")
-        if version is not None and not _is_template(version) and (
+        if version is not None and not is_template(version) and (
                 not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION):
             self.problems.append(f"{where}: 'inputParameters.startWorkflow.version' must be 0 (latest) or a "
                                  "version number")
-        if not _is_template(spec["name"]) and self.workflow_defs.get(spec["name"]) is None:
+        if not is_template(spec["name"]) and self.workflow_defs.get(spec["name"]) is None:
             self.problems.append(f"{where}: no workflow definition named '{spec['name']}' is registered")
 
     def _kind_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
@@ -989,7 +954,7 @@ class _Validator:
                                  " or 'forkTaskName' + 'forkTaskInputs'")
         if by_param:
             for field in ("dynamicForkTasksParam", "dynamicForkTasksInputParamName"):
-                if not _names_key(task.get(field), inputs):
+                if not names_key(task.get(field), inputs):
                     self.problems.append(f"{where}: '{field}' must name a key of 'inputParameters'")
             out["dynamicForkTasksParam"] = by_param
             out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
@@ -1012,20 +977,20 @@ class _Validator:
             self.problems.append(f"{where}: 'inputParameters.forkTaskInputs' has {len(items)} items, more than the "
                                  f"limit of {MAX_FORK_BRANCHES} branches")
         if workflow is not None:
-            if isinstance(workflow, str) and not _is_template(workflow) and self.workflow_defs.get(workflow) is None:
+            if isinstance(workflow, str) and not is_template(workflow) and self.workflow_defs.get(workflow) is None:
                 self.problems.append(f"{where}: no workflow definition named '{workflow}' is registered "
                                      "('inputParameters.forkTaskWorkflow')")
-        elif kind in (None, "SIMPLE") and isinstance(name, str) and not _is_template(name):
+        elif kind in (None, "SIMPLE") and isinstance(name, str) and not is_template(name):
             self._task_def_exists(name, f"{where}: 'inputParameters.forkTaskName'")
-        elif kind is not None and not _is_template(kind) and kind not in TASK_KINDS:
-            self.problems.append(f"{where}: 'inputParameters.forkTaskType' {_show(kind)} is not supported")
+        elif kind is not None and not is_template(kind) and kind not in TASK_KINDS:
+            self.problems.append(f"{where}: 'inputParameters.forkTaskType' {show(kind)} is not supported")
 
     def _kind_switch(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
                      _: Any) -> None:
         evaluator = task.get("evaluatorType") or "value-param"
         expression = task.get("expression")
         if evaluator == "value-param":
-            if not _names_key(expression, out["inputParameters"]):
+            if not names_key(expression, out["inputParameters"]):
                 self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
                                      "of 'inputParameters'")
         elif evaluator == "expression":
@@ -1042,7 +1007,7 @@ class _Validator:
                        _: Any) -> None:
         param, expression = task.get("caseValueParam"), task.get("caseExpression")
         if param:
-            if not _names_key(param, out["inputParameters"]):
+            if not names_key(param, out["inputParameters"]):
                 self.problems.append(f"{where}: 'caseValueParam' must name a key of 'inputParameters'")
             out["caseValueParam"] = param
         elif expression:
@@ -1106,7 +1071,7 @@ class _Validator:
         elif isinstance(items, list) and len(items) > cap:
             self.problems.append(f"{where}: 'items' has {len(items)} elements, more than 'maxIterations' ({cap})")
         keep = inputs.get("keepLastN")
-        if keep is not None and not _is_template(keep) and (not isinstance(keep, int) or isinstance(keep, bool)
+        if keep is not None and not is_template(keep) and (not isinstance(keep, int) or isinstance(keep, bool)
                                                             or keep < 1):
             self.problems.append(f"{where}: 'inputParameters.keepLastN' must be a whole number of iterations >= 1")
         ref = out["taskReferenceName"]
@@ -1131,7 +1096,7 @@ class _Validator:
             return "value-param"
         if evaluator is not None and evaluator not in JAVASCRIPT:
             self.problems.append(f"{where}: 'evaluatorType' must be 'javascript', 'graaljs', 'value-param' or "
-                                 f"'expression', got {_show(evaluator)}")
+                                 f"'expression', got {show(evaluator)}")
             return "javascript"
         if evaluator is None and not self.conductor:
             try:
@@ -1193,31 +1158,18 @@ def waited_topics(definition: Mapping[str, Any]) -> set[str]:
 def wait_literal(field: str, value: Any) -> int:
     """A WAIT input written as Conductor writes it: seconds for 'duration', epoch ms for 'until'."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{_show(value)} is neither a number nor text")
+        raise ValueError(f"{show(value)} is neither a number nor text")
     if field == "duration":
-        seconds = _float(value) if not isinstance(value, str) else parse_duration_seconds(value)
+        seconds = to_float(value) if not isinstance(value, str) else parse_duration_seconds(value)
         if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION_SECONDS:
-            raise ValueError(f"{_show(value)} is not a duration from 0 to {TEN_YEARS}")
+            raise ValueError(f"{show(value)} is not a duration from 0 to {TEN_YEARS}")
         return int(seconds * 1000)
-    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
+    if isinstance(value, str) and not NUMBER.fullmatch(value.strip()):
         return parse_until_ms(value)
-    number = _float(value)
+    number = to_float(value)
     if not math.isfinite(number) or not 0 <= number <= MAX_EPOCH_MS:
-        raise ValueError(f"{_show(value)} is not a time in epoch milliseconds from 0 to {MAX_EPOCH_MS}")
+        raise ValueError(f"{show(value)} is not a time in epoch milliseconds from 0 to {MAX_EPOCH_MS}")
     return int(number)
-
-
-def _digits(value: Any) -> TypeGuard[str]:
-    """A version written as text, '3' (int() refuses '²', which isdigit() accepts, and 5,000 digits)."""
-    return isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 18
-
-
-def _float(value: int | float | str) -> float:
-    """float(value), infinite for an integer beyond a double (float() raises OverflowError)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
 
 
 def _all_refs(tasks: Any) -> set[str]:
@@ -1261,7 +1213,7 @@ def check_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[s
     failure = out["failureWorkflow"]
     if failure and (not isinstance(failure, str) or (not _failure_expression(failure)
                                                      and validator.workflow_defs.get(failure) is None)):
-        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({_show(failure)})")
+        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({show(failure)})")
     known: set[str] = set()
     out["tasks"] = validator.sequence(out.get("tasks"), "tasks", known)
     validator.template(out["outputParameters"], f"{where}: 'outputParameters'", known)
@@ -1296,7 +1248,7 @@ def _conductor_workflow_fields(raw: Mapping[str, Any], out: dict[str, Any], wher
     problems = validator.problems
     if "schemaVersion" in raw and raw["schemaVersion"] != 2:
         problems.append(f"{where}: 'schemaVersion' must be 2 (schemaVersion 1, with paths written without "
-                        f"${{...}}, is not supported; Conductor refuses it too), got {_show(raw['schemaVersion'])}")
+                        f"${{...}}, is not supported; Conductor refuses it too), got {show(raw['schemaVersion'])}")
     template = out.get("inputTemplate")
     if template is not None:
         if not isinstance(template, dict):
@@ -1314,7 +1266,7 @@ def _conductor_workflow_fields(raw: Mapping[str, Any], out: dict[str, Any], wher
                                 or not 0 <= version <= MAX_VERSION):
         problems.append(f"{where}: 'failureWorkflowVersion' must be 0 (latest) or a version number")
     for field, reason in WORKFLOW_UNENFORCED.items():
-        if field in out and not _is_default(out[field]):
+        if field in out and not is_default(out[field]):
             validator.warn(f"{where}: '{field}' is kept but has no effect here: {reason}")
 
 
@@ -1512,7 +1464,7 @@ def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int
     refs: list[tuple[str, int]] = []
 
     def version_of(value: Any) -> int:
-        if _digits(value):
+        if digits(value):
             return int(value)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -1523,7 +1475,7 @@ def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int
             param = task.get("subWorkflowParam")
             inline = isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict)
             if kind == "SUB_WORKFLOW" and isinstance(param, dict) and _literal(param.get("name")) and not inline \
-                    and not _is_template(param.get("version")):
+                    and not is_template(param.get("version")):
                 refs.append((param["name"], version_of(param.get("version"))))
             start = inputs.get("startWorkflow")
             if kind == "START_WORKFLOW" and isinstance(start, dict) and _literal(start.get("name")):
@@ -1551,7 +1503,7 @@ def needs_every_workflow_def(definition: Mapping[str, Any]) -> bool:
             param = task.get("subWorkflowParam")
             if kind == "SUB_WORKFLOW" and isinstance(param, dict) and not isinstance(param.get("workflowDefinition"),
                                                                                     dict) \
-                    and (_is_template(param.get("name")) or _is_template(param.get("version"))):
+                    and (is_template(param.get("name")) or is_template(param.get("version"))):
                 return True
             if kind == "START_WORKFLOW" and not (isinstance(inputs.get("startWorkflow"), dict)
                                                  and _literal(inputs["startWorkflow"].get("name"))):
@@ -1627,21 +1579,12 @@ def _check_int(out: dict[str, Any], field: str, where: str, problems: list[str],
     if isinstance(value, float) and value.is_integer():
         value = out[field] = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        problems.append(f"{where}: '{field}' must be an integer from {low} to {high}, got {_show(value)}")
-
-
-def _number_problem(value: Any, field: str, *, low: float, high: float, unit: str = "") -> str | None:
-    """Why `value` is not a finite number from `low` to `high`, if it is not."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite_number(value) \
-            and low <= value <= high:
-        return None
-    bound = TEN_YEARS if high == MAX_DURATION_SECONDS else f"{high:g}"
-    return f"'{field}' must be a number{unit} >= {low:g} and at most {bound}, got {_show(value)}"
+        problems.append(f"{where}: '{field}' must be an integer from {low} to {high}, got {show(value)}")
 
 
 def _check_number(out: dict[str, Any], field: str, where: str, problems: list[str], *, low: float,
                   high: float) -> None:
-    problem = _number_problem(out.get(field), field, low=low, high=high)
+    problem = number_problem(out.get(field), field, low=low, high=high)
     if problem:
         problems.append(f"{where}: {problem}")
     else:

@@ -24,7 +24,8 @@ from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
 from .kinds import sequence
 from .operations import apply_commands
-from .walk import Outcome, Walk, retry_delay_ms, seconds_ms
+from ..values import seconds_ms
+from .walk import Outcome, Walk, retry_delay_ms
 
 __all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
 

@@ -35,7 +35,8 @@ from ..limits import MAX_DURATION_SECONDS, MAX_DYNAMIC_FORK, MAX_LOOP_ITERATIONS
 from ..schema import WorkflowDef, WorkflowTask
 from ..safe_expr import SafeExpressionError, evaluate
 from .decision import NewWorkflow
-from .walk import BLOCKED, DONE, Outcome, Walk, seconds_ms
+from ..values import seconds_ms
+from .walk import BLOCKED, DONE, Outcome, Walk
 
 Visitor = Callable[[Walk, WorkflowTask, str], Outcome]
 

@@ -8,7 +8,6 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Any, cast
 from collections.abc import Callable
@@ -16,10 +15,10 @@ from collections.abc import Callable
 from .. import state as m
 from .. import statuses as st
 from ..definitions import TASK_DEF_DEFAULTS, TASK_KINDS, WORKER_TASK_KINDS
-from ..limits import MAX_DURATION_SECONDS
 from ..namespaces import namespace_of, queue_of, relative
 from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
+from ..values import seconds_ms
 from .decision import Decision
 
 
@@ -44,20 +43,6 @@ BLOCKED = Outcome("BLOCKED")
 
 def failure(reason: str, status: str = st.FAILED) -> Outcome:
     return Outcome("FAILED", reason, status)
-
-
-def seconds_ms(seconds: Any) -> int:
-    """A duration from a definition, in milliseconds, within 0 .. MAX_DURATION_SECONDS.
-
-    Registration refuses anything else; this only keeps a definition stored before a bound
-    existed (NaN, Infinity, 1e300) from raising out of `decide`: NaN counts as 0."""
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    if math.isnan(value):
-        return 0
-    return int(min(max(value, 0.0), float(MAX_DURATION_SECONDS)) * 1000)
 
 
 def is_worker_kind(kind: str) -> bool:
