@@ -19,10 +19,9 @@ from collections.abc import Callable
 from .. import state as m
 from .. import statuses as st
 from ..limits import MAX_SUBWORKFLOW_DEPTH
-from ..namespaces import qualified, relative
+from ..namespaces import relative
 from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
-from .kinds import sequence
 from .operations import apply_commands
 from ..values import seconds_ms
 from .walk import Outcome, Walk, retry_delay_ms
@@ -62,7 +61,7 @@ def give_up(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], reason:
 def _run(walk: Walk) -> None:
     if _timed_out(walk):
         return
-    outcome = sequence(walk, walk.definition["tasks"], "")
+    outcome = walk.run(walk.definition["tasks"], "")
     if outcome.kind == "FAILED":
         _fail(walk, outcome)
     elif outcome.kind == "TERMINATE":
@@ -168,18 +167,14 @@ def _start_failure_workflow(walk: Walk, written: str, status: str, reason: str) 
     instances = walk.instances()
     failed_tasks = [t.spec.key for t in instances if t.runtime.status in st.UNSUCCESSFUL_TASK]
     failed = next((t for t in reversed(instances) if t.runtime.status in st.UNSUCCESSFUL_TASK), None)
-    walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
-        workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}",
-        name=qualified(walk.namespace, definition["name"]),
-        version=definition["version"],
-        input={"workflowId": wf.workflow_id, "workflowName": relative(wf.name), "status": status, "reason": reason,
-               "input": wf.input, "failedTasks": failed_tasks,
-               # Conductor's names for the same facts, and the failed execution itself
-               "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
-               "failedWorkflow": _failed_workflow(walk, status, reason, instances)},
-        correlation_id=wf.correlation_id, parent="",
-        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
-        depth=wf.depth + 1))
+    walk.decision.start_workflows.append(walk.new_workflow(   # one per ending: a retried run may fail again
+        f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", definition,
+        {"workflowId": wf.workflow_id, "workflowName": relative(wf.name), "status": status, "reason": reason,
+         "input": wf.input, "failedTasks": failed_tasks,
+         # Conductor's names for the same facts, and the failed execution itself
+         "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
+         "failedWorkflow": _failed_workflow(walk, status, reason, instances)},
+        correlation_id=wf.correlation_id, parent=""))
 
 
 def _failed_workflow(walk: Walk, status: str, reason: str, instances: list[Any]) -> dict[str, Any]:
