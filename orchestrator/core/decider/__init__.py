@@ -1,13 +1,16 @@
 """The decider: a pure function from a workflow's stored state to the next transitions.
 
-`decide(workflow, now_ms, new_id)` reads nothing and writes nothing; the leader's
-engine loop (`orchestrator.leader_loop`) feeds it what it read from Redis and
-applies the returned `Decision` in one fenced, conditional Lua call. Keeping it
-pure is what lets every rule be tested without servers.
+`decide(workflow, now_ms, new_id)` reads nothing and writes nothing. Every node decides the
+workflows whose events it stored (`orchestrator.cluster.deciding`): it loads the workflow from
+Redis, calls `decide`, and applies the returned `Decision` in one Lua call that succeeds only
+if the workflow's revision is still the one it read (the leader, which also decides what
+needs a clock, fences its calls with its epoch too). Keeping it pure is what lets every rule
+be tested without servers.
 
 Order of one decision: apply operator commands (retry, rerun, skip, restart); then,
 by status: a finished workflow cancels what is still active; a PAUSED one waits; a
-COMPENSATING one runs its compensations; a RUNNING one is walked from its first task.
+COMPENSATING one runs its compensations; a RUNNING one is walked from its first task, each
+task advanced by its kind's step (`orchestrator.core.kinds`, run by `Walk.run`).
 """
 
 from __future__ import annotations
