@@ -28,7 +28,6 @@ to the cluster's own event bus (`sink`: a topic), in the decision that completes
 from __future__ import annotations
 
 import json
-import math
 import re
 from collections import deque
 from itertools import accumulate, chain
@@ -38,75 +37,41 @@ from collections.abc import Iterable, Iterator, Mapping
 import yaml
 
 from .errors import InvalidArgument
-from .events import is_foreign_sink, topic_name
+from .events import topic_name
+from .kinds import KINDS, OWN_TYPE, kind_for, kind_of, nested_task_fields, type_names
+from .kinds.checks import JAVASCRIPT
+from .kinds.delegated import DELEGATED_KINDS
+from .kinds.http import HTTP_KINDS
+from .kinds.wait import wait_literal
 from .limits import (MAX_BACKOFF_SCALE_FACTOR, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_DURATION_SECONDS,
-                     MAX_EPOCH_MS, MAX_FORK_BRANCHES, MAX_LOOP_ITERATIONS, MAX_NESTING_DEPTH)
-from . import javascript, jqtransform
+                     MAX_LOOP_ITERATIONS, MAX_NESTING_DEPTH)
 from .schema import TaskDef, WorkflowDef, WorkflowTask
-from .safe_expr import SafeExpressionError, compile_expression
 from .templates import TASK_ID, TemplateError, references_in
-from .timetext import parse_duration_seconds, parse_until_ms
+from .values import MAX_VERSION, digits, finite_number, is_default, is_template, number_problem, show
 
-__all__ = ["MAX_LOOP_ITERATIONS", "WorkflowCheck", "check_task_def", "check_workflow_def", "document_problems",
-           "iter_nodes", "iter_tasks", "needs_every_task_def", "needs_every_workflow_def", "normalise_dynamic_task",
-           "normalise_task_def", "normalise_workflow_def", "parse_document", "referenced_task_names",
-           "referenced_workflow_names", "snapshot_workflow_refs", "task_def_warnings", "validate_workflow_def",
-           "wait_literal", "waited_topics", "workflow_cycle", "workflows_to_fetch"]
+__all__ = ["DELEGATED_KINDS", "HTTP_KINDS", "MAX_LOOP_ITERATIONS", "MAX_VERSION", "WorkflowCheck", "check_task_def",
+           "check_workflow_def", "document_problems", "iter_nodes", "iter_tasks", "needs_every_task_def",
+           "needs_every_workflow_def", "normalise_dynamic_task", "normalise_task_def", "normalise_workflow_def",
+           "parse_document", "referenced_task_names", "referenced_workflow_names", "snapshot_workflow_refs",
+           "task_def_warnings", "validate_workflow_def", "wait_literal", "waited_topics", "workflow_cycle",
+           "workflows_to_fetch"]
 
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127}\Z")   # \Z: `$` would also match before a final newline
 RETRY_LOGICS = ("FIXED", "LINEAR_BACKOFF", "EXPONENTIAL_BACKOFF")
 TASK_TIMEOUT_POLICIES = ("RETRY", "TIME_OUT_WF", "ALERT_ONLY")
 WORKFLOW_TIMEOUT_POLICIES = ("TIME_OUT_WF", "ALERT_ONLY")
-TERMINATION_STATUSES = ("COMPLETED", "FAILED", "TERMINATED")
-TEN_YEARS = f"{MAX_DURATION_SECONDS} (10 years)"
-MAX_VERSION = 2**31 - 1
 
-# Task kinds: which run on workers, which the decider completes itself, which hold other tasks.
-HTTP_KINDS = ("HTTP", "HTTP_POLL")
-"""Queued like worker tasks under their own type, and served by every node's HTTP executor
-(`orchestrator.cluster.http_tasks`), or by workers of that type when the nodes run none."""
-DELEGATED_KINDS = (
-    "KAFKA_PUBLISH", "JDBC", "PULL_WORKFLOW_MESSAGES",
-    "LLM_TEXT_COMPLETE", "LLM_CHAT_COMPLETE", "LLM_GENERATE_EMBEDDINGS", "LLM_GET_EMBEDDINGS",
-    "LLM_STORE_EMBEDDINGS", "LLM_SEARCH_INDEX", "LLM_INDEX_DOCUMENT", "LLM_INDEX_TEXT", "GET_DOCUMENT",
-    "GENERATE_IMAGE", "GENERATE_AUDIO", "GENERATE_VIDEO", "GENERATE_PDF", "LIST_MCP_TOOLS", "CALL_MCP_TOOL",
-    "GET_AGENT_CARD")
-"""Conductor's other task types that need I/O (message brokers, databases, model providers):
-this version runs none of them itself. Each is a worker task whose task type is the type's
-name: a worker that serves "KAFKA_PUBLISH" runs every KAFKA_PUBLISH task (its input is the task's
-inputParameters, as Conductor would read them; its output becomes the task's)."""
-WORKER_KINDS = ("SIMPLE", "DYNAMIC") + HTTP_KINDS + DELEGATED_KINDS
-SYSTEM_KINDS = ("NOOP", "SET_VARIABLE", "INLINE", "LAMBDA", "JSON_JQ_TRANSFORM", "TERMINATE", "WAIT", "HUMAN",
-                "SUB_WORKFLOW", "START_WORKFLOW", "JOIN", "EXCLUSIVE_JOIN", "EVENT")
-CONTAINER_KINDS = ("FORK_JOIN", "FORK_JOIN_DYNAMIC", "SWITCH", "DECISION", "DO_WHILE")
-TASK_KINDS = WORKER_KINDS + SYSTEM_KINDS + CONTAINER_KINDS
-WORKER_TASK_KINDS = frozenset((*WORKER_KINDS, "EVENT"))   # an EVENT to another broker's sink runs on workers
-
-JAVASCRIPT = ("javascript", "graaljs")
-INLINE_EVALUATORS = ("expression", "javascript", "graaljs", "value-param")
+# Task kinds (one module each, kinds/): which run on workers, which the decider completes
+# itself, which hold other tasks, and the fields of each.
+TASK_KINDS = type_names()
+WORKER_KINDS = type_names("worker")
+SYSTEM_KINDS = type_names("system")
+CONTAINER_KINDS = type_names("container")
+WORKER_TASK_KINDS = frozenset(name for kind in KINDS if kind.runs_on_workers for name in kind.names)
 
 COMMON_TASK_FIELDS = {"name", "taskReferenceName", "type", "inputParameters", "description", "optional",
                       "startDelay", "retryCount", "compensation", "taskDefinition"}
-KIND_FIELDS: dict[str, set[str]] = {
-    "SIMPLE": set(), "NOOP": set(), "SET_VARIABLE": set(), "HUMAN": set(), "JOIN": {"joinOn"},
-    "DYNAMIC": {"dynamicTaskNameParam"},
-    "INLINE": {"expression", "evaluatorType"},
-    "LAMBDA": {"scriptExpression"},
-    "JSON_JQ_TRANSFORM": set(),
-    "TERMINATE": {"terminationStatus", "terminationReason", "workflowOutput"},
-    "WAIT": {"duration", "until"},
-    "SUB_WORKFLOW": {"subWorkflowParam"},
-    "START_WORKFLOW": set(),
-    "EVENT": {"sink"},
-    "EXCLUSIVE_JOIN": {"joinOn", "defaultExclusiveJoinTask"},
-    "FORK_JOIN": {"forkTasks"},
-    "FORK_JOIN_DYNAMIC": {"dynamicForkTasksParam", "dynamicForkTasksInputParamName", "forkTaskName",
-                          "forkTaskInputs"},
-    "SWITCH": {"evaluatorType", "expression", "decisionCases", "defaultCase"},
-    "DECISION": {"caseValueParam", "caseExpression", "decisionCases", "defaultCase"},
-    "DO_WHILE": {"loopCondition", "loopOver", "items", "maxIterations", "evaluatorType"},
-}
-KIND_FIELDS.update({kind: {"sink"} for kind in HTTP_KINDS + DELEGATED_KINDS})
+KIND_FIELDS: dict[str, set[str]] = {name: set(kind.fields) for kind in KINDS for name in kind.names}
 
 # Fields of Conductor's WorkflowTask that a task of another type may carry (exports write all
 # of them, at their defaults). Left at its default such a field means nothing and is dropped
@@ -242,7 +207,6 @@ def _yaml_depth(text: str) -> int:
 
 
 _SCALARS = (str, int, float, bool, type(None))
-_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -266,12 +230,6 @@ def _path_text(keys: Iterable[Any]) -> str:
         text += f"[{key}]" if isinstance(key, int) and not isinstance(key, bool) else (
             f".{key}" if text else str(key))
     return text or "(the top)"
-
-
-def _show(value: Any) -> str:
-    """A value in a message, cut short: a problem must not quote a megabyte."""
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 TOO_DEEP, TOO_BIG, NOT_JSON = "too deep", "too big", "not JSON"
@@ -318,21 +276,21 @@ def document_problems(document: Any, where: str) -> tuple[list[str], str]:
                 if not isinstance(key, str):   # YAML's `1:`, `true:`, `~:`; JSON and the API have none
                     not_json += 1
                     if not_json <= 5:
-                        problems.append(f"{where}: {path(node)}: the key {_show(key)} is not text; quote it")
+                        problems.append(f"{where}: {path(node)}: the key {show(key)} is not text; quote it")
                 elif _SURROGATE.search(key):
                     not_json += 1
                     if not_json <= 5:
-                        problems.append(f"{where}: {path(node)}: the key {_show(key)} holds a lone surrogate "
+                        problems.append(f"{where}: {path(node)}: the key {show(key)} holds a lone surrogate "
                                         "(half of a UTF-16 pair), which is not Unicode text")
         elif isinstance(value, str) and _SURROGATE.search(value):
             not_json += 1
             if not_json <= 5:
-                problems.append(f"{where}: {path(node)}: {_show(value)} holds a lone surrogate (half of a UTF-16 "
+                problems.append(f"{where}: {path(node)}: {show(value)} holds a lone surrogate (half of a UTF-16 "
                                 "pair), which is not Unicode text")
         elif not isinstance(value, _SCALARS):
             not_json += 1
             if not_json <= 5:
-                problems.append(f"{where}: {path(node)}: {_show(value)} ({type(value).__name__}) is not a JSON "
+                problems.append(f"{where}: {path(node)}: {show(value)} ({type(value).__name__}) is not a JSON "
                                 "value; quote it to make it text")
     if too_deep is not None:
         problems.insert(0, f"{where}: lists and objects nest deeper than the limit of {MAX_DOCUMENT_DEPTH} levels "
@@ -351,22 +309,10 @@ def _non_finite(value: Any) -> str | None:
             stack.extend((v, (*keys, k)) for k, v in item.items())
         elif isinstance(item, list):
             stack.extend((v, (*keys, i)) for i, v in enumerate(item))
-        elif not _finite_number(item):
+        elif not finite_number(item):
             at = f"'{_path_text(keys)}' is " if keys else ""
-            return f"{at}{_show(item)}, not a finite number (NaN, Infinity and numbers beyond 1e308 cannot be stored)"
+            return f"{at}{show(item)}, not a finite number (NaN, Infinity and numbers beyond 1e308 cannot be stored)"
     return None
-
-
-def _finite_number(value: Any) -> bool:
-    """False only for a number that is not finite or does not fit a double."""
-    if isinstance(value, float):
-        return math.isfinite(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        try:
-            float(value)
-        except OverflowError:
-            return False
-    return True
 
 
 # Task definition fields Conductor has besides ours. The first group has behaviour here; the
@@ -459,39 +405,6 @@ class WorkflowCheck(NamedTuple):
     warnings: list[str]
 
 
-def _is_template(value: Any) -> bool:
-    """Whether a text holds a `${...}` (resolved at run time)."""
-    return isinstance(value, str) and "${" in value.replace("$${", "")
-
-
-def _names_key(value: Any, inputs: Mapping[str, Any]) -> bool:
-    """Whether `value` names a key of `inputs` (a list or an object names none: `in` would need
-    it hashable)."""
-    return isinstance(value, str) and value in inputs
-
-
-def _is_default(value: Any) -> bool:
-    """A value an export writes for a field it does not use."""
-    return value is None or value is False or value == 0 or value in ("", {}, [])
-
-
-_STYLE_PATH = re.compile(r"\$\s*(?:\.\s*([A-Za-z_][\w\-]*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])"
-                         r"\s*(?:\.\s*([A-Za-z_]\w*)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\])?")
-
-
-def _our_loop_style(condition: str, refs: set[str]) -> bool:
-    """Whether a loop condition reads its scope our way: every `$.x` is `$.workflow...` or
-    `$.<task>.output...`/`.input...` (Conductor's way is `$.<task>.<key>` and `$.<input>`)."""
-    for match in _STYLE_PATH.finditer(condition):
-        root = match.group(1) or match.group(2) or match.group(3)
-        field = match.group(4) or match.group(5) or match.group(6)
-        if root == "workflow":
-            continue
-        if root not in refs or field not in ("output", "input"):
-            return False
-    return True
-
-
 class _Validator:
     """Walks a workflow definition once, collecting problems and normalising each task.
 
@@ -510,7 +423,6 @@ class _Validator:
         self.counter = 0
         self.conductor = conductor
         self.defaulted: set[str] = set()      # Conductor fields left at their defaults, dropped
-        self.delegated: set[str] = set()      # I/O task types met (run by workers)
 
     def warn(self, text: str) -> None:
         if text not in self.warnings:
@@ -535,12 +447,13 @@ class _Validator:
         where = _where(ref, path)
         self._check_ref(ref, where)
         kind = task.get("type", "SIMPLE")
+        registered = kind_of(kind)
         custom = self._custom_type(task, kind)
         if custom:
             self.warn(f"{where}: type '{kind}' is not one of Conductor's; it runs on workers that serve task "
                       f"type '{kind}', under the task definition '{custom}'")
-        elif kind not in TASK_KINDS:
-            self.problems.append(f"{where}: 'type' {_show(kind)} is not supported; use one of "
+        elif registered is None:
+            self.problems.append(f"{where}: 'type' {show(kind)} is not supported; use one of "
                                  f"{', '.join(TASK_KINDS)} (a type of your own runs on workers that serve it once "
                                  "a task definition named after the type is registered, or, in a Conductor "
                                  "definition, one named after the task, as Conductor requires)")
@@ -554,12 +467,11 @@ class _Validator:
             out["inputParameters"] = {}
         if out["description"] is None:
             out["description"] = ""
-        handler_kind = kind if kind in TASK_KINDS else "CUSTOM" if custom else None
-        fields = KIND_FIELDS.get(kind, set()) if isinstance(kind, str) else set()
-        self._common_fields(task, out, where, kind if isinstance(kind, str) else "?", known)
-        self._other_fields(task, out, where, kind if isinstance(kind, str) else "?", fields)
-        if handler_kind is not None:
-            getattr(self, f"_kind_{handler_kind.lower()}")(task, out, where, known, previous)
+        checked_as = registered or (OWN_TYPE if custom else None)
+        self._common_fields(task, out, where, out["type"], known)
+        self._other_fields(task, out, where, out["type"], checked_as.fields if checked_as else frozenset())
+        if checked_as is not None:
+            checked_as.validate(self, task, out, where, known, previous)
         if isinstance(ref, str):
             known.add(ref)
         return out
@@ -568,7 +480,7 @@ class _Validator:
         """The task definition a task of a type that is not Conductor's runs under ('' when
         none): one named after the type, or in a Conductor definition (as Conductor's
         user-defined tasks) one named after the task, or the task's embedded one."""
-        if not isinstance(kind, str) or kind in TASK_KINDS or not NAME.match(kind):
+        if not isinstance(kind, str) or kind_of(kind) is not None or not NAME.match(kind):
             return ""
         if kind in self.task_defs:
             return kind
@@ -579,7 +491,7 @@ class _Validator:
         return ""
 
     def _other_fields(self, task: dict[str, Any], out: dict[str, Any], where: str, kind: str,
-                      fields: set[str]) -> None:
+                      fields: frozenset[str]) -> None:
         """Fields that do not belong to this kind: Conductor's left at defaults are dropped,
         Conductor's with a value are dropped with a warning saying why, others are problems."""
         unknown = []
@@ -587,7 +499,7 @@ class _Validator:
             value = task[field]
             if field not in CONDUCTOR_TASK_FIELDS:
                 unknown.append(field)
-            elif field in _SILENT_TASK_FIELDS or _is_default(value):
+            elif field in _SILENT_TASK_FIELDS or is_default(value):
                 self.defaulted.add(field)
             else:
                 reason = CONDUCTOR_TASK_FIELDS[field] or f"it has no meaning for a {kind} task"
@@ -612,12 +524,12 @@ class _Validator:
             self.problems.append(f"{where}: 'inputParameters' must be an object")
             out["inputParameters"] = {}
         own = out["taskReferenceName"]
-        # A DO_WHILE's inputs are resolved again for each condition, when the loop itself exists.
-        visible = known | {own} if kind == "DO_WHILE" and isinstance(own, str) else known
+        # A loop's inputs are resolved again for each condition, when the loop itself exists.
+        visible = known | {own} if kind_for(kind).loops and isinstance(own, str) else known
         self.template(out["inputParameters"], f"{where}: 'inputParameters'", visible)
         if not isinstance(out["optional"], bool):
             self.problems.append(f"{where}: 'optional' must be true or false")
-        problem = _number_problem(out["startDelay"], "startDelay", low=0, high=MAX_DURATION_SECONDS,
+        problem = number_problem(out["startDelay"], "startDelay", low=0, high=MAX_DURATION_SECONDS,
                                   unit=" of seconds")
         if problem:
             self.problems.append(f"{where}: {problem}")
@@ -636,9 +548,9 @@ class _Validator:
             own_ref = {out["taskReferenceName"]} if isinstance(out["taskReferenceName"], str) else set()
             out["compensation"] = self._compensation(task["compensation"], where, known | own_ref)
         embedded = task.get("taskDefinition")
-        if embedded is not None and (kind in WORKER_KINDS or kind not in TASK_KINDS):
+        if embedded is not None and kind_for(kind).role == "worker":
             self._embedded_task_def(embedded, out, where)
-        elif not _is_default(embedded):
+        elif not is_default(embedded):
             self.warn(f"{where}: 'taskDefinition' is ignored: retries and timeouts of a {kind} task are not "
                       "taken from a task definition here")
 
@@ -660,7 +572,7 @@ class _Validator:
         if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
             self.problems.append(f"{where}: 'compensation' must be an object with 'name' (a task definition)")
             return {}
-        self._task_def_exists(spec["name"], f"{where}: 'compensation'")
+        self.task_def_exists(spec["name"], f"{where}: 'compensation'")
         inputs = spec.get("inputParameters", {})
         if not isinstance(inputs, dict):
             self.problems.append(f"{where}: 'compensation.inputParameters' must be an object")
@@ -671,493 +583,18 @@ class _Validator:
             self.problems.append(f"{where}: 'compensation' has unknown field(s) {', '.join(unknown)}")
         return {"name": spec["name"], "inputParameters": inputs}
 
-    # ---------------------------------------------------------------- one method per kind
+    # ---------------------------------------------------------------- what the kinds are offered (kinds.base.Checker)
 
-    def _kind_simple(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        name = task.get("name")
-        if not isinstance(name, str) or not name:
-            self.problems.append(f"{where}: 'name' (the task definition to run) is required")
-        elif "taskDefinition" not in out:
-            self._task_def_exists(name, where)
-
-    def _kind_custom(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        out["taskType"] = task["type"]
-
-    def _delegated(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        kind = out["type"]
-        if kind not in self.delegated and kind not in HTTP_KINDS:
-            self.delegated.add(kind)
-            self.warn(f"{kind} tasks are not run by this version: each runs on a worker that serves task type "
-                      f"'{kind}' (its input is the task's inputParameters, its output the worker's result)")
-        if "sink" in task:
-            out["sink"] = task["sink"]
-
-    def _kind_dynamic(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        param = task.get("dynamicTaskNameParam")
-        if not isinstance(param, str) or param not in out["inputParameters"]:
-            self.problems.append(f"{where}: 'dynamicTaskNameParam' must name a key of 'inputParameters' (the input "
-                                 "that holds the name of the task definition to run)")
-        out["dynamicTaskNameParam"] = param
-
-    def _kind_event(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        """EVENT: `sink` names a topic of the cluster's event bus (`orders` or `conductor:orders`);
-        the payload is the task's resolved inputParameters. A sink of another broker (`sqs:...`,
-        `kafka:...`) is left to workers that serve task type EVENT, as before."""
-        sink = task.get("sink")
-        if isinstance(sink, str) and is_foreign_sink(sink):
-            self.warn(f"{where}: sink '{sink[:80]}' is not this cluster's event bus: the task runs on a worker that "
-                      "serves task type 'EVENT'")
-            out["sink"] = sink
-            return
-        try:
-            out["sink"] = topic_name(sink, f"{where}: 'sink'")
-        except InvalidArgument as exc:
-            self.problems.append(str(exc))
-
-    def _kind_noop(self, *_: Any) -> None:
-        pass
-
-    _kind_set_variable = _kind_noop
-    _kind_human = _kind_noop
-
-    def _script(self, source: Any, where: str, *, wrap_lambda: bool = False) -> None:
-        """Check that a literal JavaScript source compiles (one with `${...}` is resolved first)."""
-        if not isinstance(source, str) or not source.strip():
-            self.problems.append(f"{where}: a script (text) is required")
-            return
-        if _is_template(source):
-            return
-        problem = javascript.check_syntax(javascript.lambda_script(source) if wrap_lambda else source)
-        if problem:
-            self.problems.append(f"{where}: {problem}")
-
-    def _evaluated(self, evaluator: Any, source: Any, where: str, inputs: dict[str, Any], *,
-                   field: str = "expression") -> None:
-        """Check an expression for its evaluator: a safe expression, JavaScript, or the name of
-        an input parameter (value-param)."""
-        if evaluator == "expression":
-            if not _is_template(source):
-                self._safe_expression(source, f"{where}: '{field}'")
-        elif evaluator in JAVASCRIPT:
-            self._script(source, f"{where}: '{field}'")
-        elif evaluator == "value-param":
-            if not isinstance(source, str):
-                self.problems.append(f"{where}: with evaluatorType 'value-param', '{field}' must name a key "
-                                     "of 'inputParameters'")
-        elif not _is_template(evaluator):
-            self.problems.append(f"{where}: 'evaluatorType' must be one of {', '.join(INLINE_EVALUATORS)}, got "
-                                 f"{_show(evaluator)}")
-
-    def _kind_inline(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        inputs = out["inputParameters"]
-        if "expression" in task:   # ours: the expression and its evaluator on the task
-            evaluator = task.get("evaluatorType") or "expression"
-            self._evaluated(evaluator, task["expression"], where, inputs)
-            if evaluator == "value-param" and not _names_key(task["expression"], inputs):
-                self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
-                                     "of 'inputParameters'")
-            out["expression"], out["evaluatorType"] = task["expression"], evaluator
-        elif "expression" in inputs:   # Conductor's: both in inputParameters, resolved like any input
-            evaluator = task.get("evaluatorType") or inputs.get("evaluatorType")
-            if evaluator is None:
-                self.problems.append(f"{where}: 'inputParameters.evaluatorType' is required with "
-                                     f"'inputParameters.expression' ({', '.join(INLINE_EVALUATORS)})")
-            else:
-                self._evaluated(evaluator, inputs["expression"], where, inputs, field="inputParameters.expression")
-                if evaluator == "value-param" and not _names_key(inputs["expression"], inputs):
-                    self.problems.append(f"{where}: with evaluatorType 'value-param', 'inputParameters.expression' "
-                                         "must name a key of 'inputParameters'")
-            if "evaluatorType" in task:
-                out["evaluatorType"] = evaluator
-        else:
-            self.problems.append(f"{where}: 'expression' is required (on the task, or in 'inputParameters' with "
-                                 "'evaluatorType', as Conductor writes it)")
-
-    def _kind_lambda(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        inputs = out["inputParameters"]
-        if "scriptExpression" in task and task["scriptExpression"] is not None:
-            self._script(task["scriptExpression"], f"{where}: 'scriptExpression'", wrap_lambda=True)
-            out["scriptExpression"] = task["scriptExpression"]
-        elif "scriptExpression" in inputs:
-            self._script(inputs["scriptExpression"], f"{where}: 'inputParameters.scriptExpression'",
-                         wrap_lambda=True)
-        else:
-            self.problems.append(f"{where}: 'inputParameters.scriptExpression' (the body of a JavaScript "
-                                 "function) is required")
-
-    def _kind_json_jq_transform(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        query = out["inputParameters"].get("queryExpression")
-        if _is_template(query):
-            return
-        problem = jqtransform.check_query(query)
-        if problem:
-            self.problems.append(f"{where}: 'inputParameters.{problem[1:]}" if problem.startswith("'") else
-                                 f"{where}: {problem}")
-
-    def _kind_terminate(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                        _: Any) -> None:
-        inputs = out["inputParameters"]
-        if any(f in task for f in ("terminationStatus", "terminationReason", "workflowOutput")) \
-                or "terminationStatus" not in inputs:   # ours: on the task
-            status = task.get("terminationStatus", "COMPLETED")
-            if status not in TERMINATION_STATUSES:
-                self.problems.append(f"{where}: 'terminationStatus' must be one of "
-                                     f"{', '.join(TERMINATION_STATUSES)}")
-            out["terminationStatus"] = status
-            out["terminationReason"] = task.get("terminationReason", "")
-            out["workflowOutput"] = task.get("workflowOutput", {})
-            if not isinstance(out["workflowOutput"], dict):
-                self.problems.append(f"{where}: 'workflowOutput' must be an object (it becomes the workflow's "
-                                     "output)")
-            self.template(out["workflowOutput"], f"{where}: 'workflowOutput'", known)
-            self.template(out["terminationReason"], f"{where}: 'terminationReason'", known)
-            return
-        status = inputs["terminationStatus"]   # Conductor's: in inputParameters, resolved at run time
-        if not _is_template(status) and status not in TERMINATION_STATUSES:
-            self.problems.append(f"{where}: 'inputParameters.terminationStatus' must be one of "
-                                 f"{', '.join(TERMINATION_STATUSES)}, got {_show(status)}")
-        if out["optional"]:
-            self.problems.append(f"{where}: a TERMINATE task cannot be optional")
-
-    def _kind_wait(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str], _: Any) -> None:
-        duration, until = task.get("duration"), task.get("until")
-        event = out["inputParameters"].get("event")
-        if event is not None:   # waits for an event on this topic (see cluster/events.py)
-            if duration is not None or until is not None or any(
-                    out["inputParameters"].get(k) is not None for k in ("duration", "until")):
-                self.problems.append(f"{where}: a WAIT waits for an event or for a time, not both")
-            try:
-                topic_name(event, "inputParameters.event")
-            except InvalidArgument as exc:
-                self.problems.append(f"{where}: {exc} (a literal topic: the nodes consume it from registration on)")
-        if duration is not None and until is not None:
-            self.problems.append(f"{where}: give 'duration' or 'until', not both (neither = wait for a signal)")
-        if duration is not None:
-            problem = _number_problem(duration, "duration", low=0, high=MAX_DURATION_SECONDS, unit=" of seconds")
-            if problem:
-                self.problems.append(f"{where}: {problem}")
-        if isinstance(until, str) and "${" in until.replace("$${", ""):
-            self.template(until, f"{where}: 'until'", known)
-        elif until is not None:
-            literal = float(until) if isinstance(until, str) and _NUMBER.fullmatch(until.strip()) else until
-            if _number_problem(literal, "until", low=0, high=MAX_EPOCH_MS):
-                self.problems.append(f"{where}: 'until' must be epoch milliseconds from 0 to {MAX_EPOCH_MS} "
-                                     f"(year 9999) or a ${{...}} expression, got {_show(until)}")
-        out["duration"], out["until"] = duration, until
-        if duration is not None or until is not None:
-            return
-        inputs = out["inputParameters"]   # Conductor's: "10s" / "2024-01-01 10:00 UTC" in inputParameters
-        in_duration, in_until = inputs.get("duration"), inputs.get("until")
-        if in_duration is not None and in_until is not None:
-            self.problems.append(f"{where}: give 'inputParameters.duration' or 'inputParameters.until', not both")
-        for field, value in (("duration", in_duration), ("until", in_until)):
-            if value is None or _is_template(value):
-                continue
-            try:
-                wait_literal(field, value)
-            except ValueError as exc:
-                self.problems.append(f"{where}: 'inputParameters.{field}': {exc}")
-
-    def _kind_sub_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                           _: Any) -> None:
-        param = task.get("subWorkflowParam")
-        if not isinstance(param, dict) or not isinstance(param.get("name"), str):
-            self.problems.append(f"{where}: 'subWorkflowParam' must be an object with 'name' (and 'version')")
-            return
-        name, version = param["name"], param.get("version", 0)
-        version = 0 if version is None else version
-        if _digits(version):
-            version = int(version)
-        dynamic = _is_template(name) or _is_template(version)
-        inline = param.get("workflowDefinition")
-        if dynamic:
-            self.template({"name": name, "version": version}, f"{where}: 'subWorkflowParam'", known)
-        if not dynamic and (not isinstance(version, int) or isinstance(version, bool)
-                            or not 0 <= version <= MAX_VERSION):
-            self.problems.append(f"{where}: 'subWorkflowParam.version' must be 0 (latest) or a version number")
-        elif inline is not None:
-            out["subWorkflowParam"] = {"name": name, "version": version,
-                                       "workflowDefinition": self._inline_definition(inline, where)}
-        elif not dynamic and self.workflow_defs.get(name) is None:
-            self.problems.append(f"{where}: no workflow definition named '{name}' is registered")
-        out.setdefault("subWorkflowParam", {"name": name, "version": version})
-        extras = sorted(k for k, v in param.items()
-                        if k not in ("name", "version", "workflowDefinition") and not _is_default(v))
-        if extras:
-            self.warn(f"{where}: 'subWorkflowParam' field(s) {', '.join(extras)} are ignored (task-to-domain "
-                      "mapping, priorities and idempotency settings of children are not supported)")
-
-    def _inline_definition(self, inline: Any, where: str) -> Any:
-        """A sub-workflow defined inside the task (Conductor's `subWorkflowParam.workflowDefinition`):
-        checked as a definition of its own and stored normalised in the task."""
-        if not isinstance(inline, dict):
-            self.problems.append(f"{where}: 'subWorkflowParam.workflowDefinition' must be a workflow definition")
-            return inline
-        check = check_workflow_def(inline, self.task_defs, self.workflow_defs)
-        self.problems.extend(f"{where}: 'subWorkflowParam.workflowDefinition': {p}" for p in check.problems)
-        for warning in check.warnings:
-            self.warn(f"{where}: 'subWorkflowParam.workflowDefinition': {warning}")
-        return check.definition
-
-    def _kind_start_workflow(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        spec = out["inputParameters"].get("startWorkflow")
-        if _is_template(spec):
-            return
-        if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-            self.problems.append(f"{where}: 'inputParameters.startWorkflow' must be an object with 'name' (and "
-                                 "'version', 'input', 'correlationId')")
-            return
-        version = spec.get("version")
-        if version is not None and not _is_template(version) and (
-                not isinstance(version, int) or isinstance(version, bool) or not 0 <= version <= MAX_VERSION):
-            self.problems.append(f"{where}: 'inputParameters.startWorkflow.version' must be 0 (latest) or a "
-                                 "version number")
-        if not _is_template(spec["name"]) and self.workflow_defs.get(spec["name"]) is None:
-            self.problems.append(f"{where}: no workflow definition named '{spec['name']}' is registered")
-
-    def _kind_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                   previous: dict[str, Any] | None) -> None:
-        if previous is None or previous.get("type") not in ("FORK_JOIN", "FORK_JOIN_DYNAMIC"):
-            self.problems.append(f"{where}: a JOIN must directly follow a FORK_JOIN or FORK_JOIN_DYNAMIC")
-            out["joinOn"] = []
-            return
-        join_on = task.get("joinOn", [])
-        if join_on is None:
-            join_on = []
-        if not isinstance(join_on, list) or not all(isinstance(r, str) for r in join_on):
-            self.problems.append(f"{where}: 'joinOn' must be a list of task references")
-            join_on = []
-        missing = [r for r in join_on if r not in known]
-        if missing and previous.get("type") == "FORK_JOIN_DYNAMIC" and self.conductor:
-            self.warn(f"{where}: 'joinOn' names reference(s) {', '.join(missing)} that no task of this definition "
-                      "has; the JOIN waits for every dynamic branch")
-            join_on = []
-        elif missing:
-            self.problems.append(f"{where}: 'joinOn' names unknown reference(s) {', '.join(missing)}")
-        out["joinOn"] = join_on
-
-    def _kind_exclusive_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                             _: Any) -> None:
-        for field in ("joinOn", "defaultExclusiveJoinTask"):
-            refs = task.get(field) or []
-            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-                self.problems.append(f"{where}: '{field}' must be a list of task references")
-                refs = []
-            missing = [r for r in refs if r not in known]
-            if missing:
-                self.problems.append(f"{where}: '{field}' names unknown reference(s) {', '.join(missing)}")
-            out[field] = refs
-        if not out["joinOn"]:
-            self.problems.append(f"{where}: 'joinOn' must name the last task of each branch it joins")
-
-    def _kind_fork_join(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                        _: Any) -> None:
-        branches = task.get("forkTasks")
-        if not isinstance(branches, list) or not branches:
-            self.problems.append(f"{where}: 'forkTasks' must be a non-empty list of task lists")
-            out["forkTasks"] = []
-            return
-        if len(branches) > MAX_FORK_BRANCHES:
-            self.problems.append(f"{where}: 'forkTasks' has {len(branches)} branches, more than the limit of "
-                                 f"{MAX_FORK_BRANCHES}; fork fewer branches or use a SUB_WORKFLOW per group")
-            out["forkTasks"] = []
-            return
-        before = set(known)
-        out["forkTasks"] = []
-        for index, branch in enumerate(branches):
-            branch_known = set(before)
-            out["forkTasks"].append(self.sequence(branch, f"{where}.forkTasks[{index}]", branch_known))
-            known |= branch_known
-
-    def _kind_fork_join_dynamic(self, task: dict[str, Any], out: dict[str, Any], where: str, *_: Any) -> None:
-        inputs = out["inputParameters"]
-        by_param = task.get("dynamicForkTasksParam")
-        by_name = task.get("forkTaskName")
-        simple = "forkTaskInputs" in inputs and any(k in inputs for k in ("forkTaskName", "forkTaskWorkflow",
-                                                                           "forkTaskType"))
-        if task.get("dynamicForkJoinTasksParam"):
-            self.problems.append(f"{where}: 'dynamicForkJoinTasksParam' (Conductor's deprecated form) is not "
-                                 "supported; use 'dynamicForkTasksParam' + 'dynamicForkTasksInputParamName'")
-        if simple and not by_name:   # Conductor's: one task (or sub-workflow) per item of forkTaskInputs
-            self._conductor_fork_inputs(inputs, where)
-            if by_param:
-                out["dynamicForkTasksParam"] = by_param
-                out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
-            return
-        if bool(by_param) == bool(by_name):
-            self.problems.append(f"{where}: give either 'dynamicForkTasksParam' (+ 'dynamicForkTasksInputParamName')"
-                                 " or 'forkTaskName' + 'forkTaskInputs'")
-        if by_param:
-            for field in ("dynamicForkTasksParam", "dynamicForkTasksInputParamName"):
-                if not _names_key(task.get(field), inputs):
-                    self.problems.append(f"{where}: '{field}' must name a key of 'inputParameters'")
-            out["dynamicForkTasksParam"] = by_param
-            out["dynamicForkTasksInputParamName"] = task.get("dynamicForkTasksInputParamName")
-        if by_name:
-            if isinstance(by_name, str):
-                self._task_def_exists(by_name, f"{where}: 'forkTaskName'")
-            if "forkTaskInputs" not in task:
-                self.problems.append(f"{where}: 'forkTaskInputs' (a list, one input per branch) is required")
-            self.template(task.get("forkTaskInputs"), f"{where}: 'forkTaskInputs'", set(self.refs))
-            if isinstance(task.get("forkTaskInputs"), list) and len(task["forkTaskInputs"]) > MAX_FORK_BRANCHES:
-                self.problems.append(f"{where}: 'forkTaskInputs' has {len(task['forkTaskInputs'])} items, more than "
-                                     f"the limit of {MAX_FORK_BRANCHES} branches")
-            out["forkTaskName"] = by_name
-            out["forkTaskInputs"] = task.get("forkTaskInputs")
-
-    def _conductor_fork_inputs(self, inputs: dict[str, Any], where: str) -> None:
-        name, workflow, kind = inputs.get("forkTaskName"), inputs.get("forkTaskWorkflow"), inputs.get("forkTaskType")
-        items = inputs.get("forkTaskInputs")
-        if isinstance(items, list) and len(items) > MAX_FORK_BRANCHES:
-            self.problems.append(f"{where}: 'inputParameters.forkTaskInputs' has {len(items)} items, more than the "
-                                 f"limit of {MAX_FORK_BRANCHES} branches")
-        if workflow is not None:
-            if isinstance(workflow, str) and not _is_template(workflow) and self.workflow_defs.get(workflow) is None:
-                self.problems.append(f"{where}: no workflow definition named '{workflow}' is registered "
-                                     "('inputParameters.forkTaskWorkflow')")
-        elif kind in (None, "SIMPLE") and isinstance(name, str) and not _is_template(name):
-            self._task_def_exists(name, f"{where}: 'inputParameters.forkTaskName'")
-        elif kind is not None and not _is_template(kind) and kind not in TASK_KINDS:
-            self.problems.append(f"{where}: 'inputParameters.forkTaskType' {_show(kind)} is not supported")
-
-    def _kind_switch(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                     _: Any) -> None:
-        evaluator = task.get("evaluatorType") or "value-param"
-        expression = task.get("expression")
-        if evaluator == "value-param":
-            if not _names_key(expression, out["inputParameters"]):
-                self.problems.append(f"{where}: with evaluatorType 'value-param', 'expression' must name a key "
-                                     "of 'inputParameters'")
-        elif evaluator == "expression":
-            self._safe_expression(expression, f"{where}: 'expression'")
-        elif evaluator in JAVASCRIPT:
-            self._script(expression, f"{where}: 'expression'")
-        else:
-            self.problems.append(f"{where}: 'evaluatorType' must be 'value-param', 'expression', 'javascript' or "
-                                 "'graaljs'")
-        self._cases(task, out, where, known)
-        out["evaluatorType"], out["expression"] = evaluator, expression
-
-    def _kind_decision(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                       _: Any) -> None:
-        param, expression = task.get("caseValueParam"), task.get("caseExpression")
-        if param:
-            if not _names_key(param, out["inputParameters"]):
-                self.problems.append(f"{where}: 'caseValueParam' must name a key of 'inputParameters'")
-            out["caseValueParam"] = param
-        elif expression:
-            self._script(expression, f"{where}: 'caseExpression'")
-            out["caseExpression"] = expression
-        else:
-            self.problems.append(f"{where}: a DECISION needs 'caseValueParam' (an input parameter) or "
-                                 "'caseExpression' (JavaScript)")
-        self._cases(task, out, where, known)
-
-    def _cases(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str]) -> None:
-        cases = task.get("decisionCases", {})
-        if cases is None:
-            cases = {}
-        if not isinstance(cases, dict):
-            self.problems.append(f"{where}: 'decisionCases' must be an object of case -> task list")
-            cases = {}
-        before = set(known)
-        out["decisionCases"] = {}
-        for case, tasks in cases.items():
-            branch_known = set(before)
-            out["decisionCases"][str(case)] = self.sequence(tasks, f"{where}.decisionCases[{case!r}]", branch_known)
-            known |= branch_known
-        default = task.get("defaultCase", [])
-        branch_known = set(before)
-        out["defaultCase"] = self.sequence(default, f"{where}.defaultCase", branch_known) if default else []
-        known |= branch_known
-
-    def _kind_do_while(self, task: dict[str, Any], out: dict[str, Any], where: str, known: set[str],
-                       _: Any) -> None:
-        condition, items = task.get("loopCondition"), task.get("items")
-        evaluator = task.get("evaluatorType")
-        inputs = out["inputParameters"]
-        if condition is not None and not isinstance(condition, str):
-            self.problems.append(f"{where}: 'loopCondition' must be text")
-            condition = None
-        if condition is not None and not condition.strip():
-            condition = None
-        engine = None
-        if items is None and condition is None and "items" in inputs:
-            items, engine = inputs["items"], "items"   # Conductor's: loop over inputParameters.items
-        if (condition is None) == (items is None) and engine is None:
-            self.problems.append(f"{where}: give 'loopCondition' (loop while true) or 'items' (loop over a list)")
-        if items is not None:
-            engine = engine or "items"
-            self.template(items, f"{where}: 'items'", known)
-            if condition is not None:
-                self.warn(f"{where}: 'loopCondition' is ignored: the loop runs once per element of 'items'")
-                condition = None
-        elif condition is not None:
-            engine = self._loop_engine(condition, evaluator, where, inputs)
-        conductor_style = engine != "expression"
-        cap = task.get("maxIterations")
-        if cap is None:
-            cap = MAX_LOOP_ITERATIONS if conductor_style else 100
-            if conductor_style and engine != "items":
-                self.warn(f"{where}: this DO_WHILE stops after {cap} iterations (limits.MAX_LOOP_ITERATIONS) even "
-                          "if its condition still holds; Conductor has no such cap")
-        if not isinstance(cap, int) or isinstance(cap, bool) or not 1 <= cap <= MAX_LOOP_ITERATIONS:
-            self.problems.append(f"{where}: 'maxIterations' must be an integer from 1 to {MAX_LOOP_ITERATIONS}")
-        elif isinstance(items, list) and len(items) > cap:
-            self.problems.append(f"{where}: 'items' has {len(items)} elements, more than 'maxIterations' ({cap})")
-        keep = inputs.get("keepLastN")
-        if keep is not None and not _is_template(keep) and (not isinstance(keep, int) or isinstance(keep, bool)
-                                                            or keep < 1):
-            self.problems.append(f"{where}: 'inputParameters.keepLastN' must be a whole number of iterations >= 1")
-        ref = out["taskReferenceName"]
-        inner_known = known | ({ref} if isinstance(ref, str) else set())
-        out["loopOver"] = self.sequence(task.get("loopOver"), f"{where}.loopOver", inner_known)
-        known |= inner_known
-        out["loopCondition"], out["items"], out["maxIterations"] = condition, items, cap
-        if engine is not None and engine != "items":
-            out["evaluatorType"] = engine
-
-    def _loop_engine(self, condition: str, evaluator: Any, where: str, inputs: dict[str, Any]) -> str:
-        """How a loop condition is evaluated: 'expression' (a safe expression over the workflow's
-        scope, `$.<ref>.output...`), 'javascript' (Conductor's: `$` = the loop's inputs and each
-        loop task's output by reference) or 'value-param' (an input parameter's value)."""
-        if evaluator == "expression":
-            self._safe_expression(condition, f"{where}: 'loopCondition'")
-            return "expression"
-        if evaluator == "value-param":
-            if condition not in inputs:
-                self.problems.append(f"{where}: with evaluatorType 'value-param', 'loopCondition' must name a key of "
-                                     "'inputParameters'")
-            return "value-param"
-        if evaluator is not None and evaluator not in JAVASCRIPT:
-            self.problems.append(f"{where}: 'evaluatorType' must be 'javascript', 'graaljs', 'value-param' or "
-                                 f"'expression', got {_show(evaluator)}")
-            return "javascript"
-        if evaluator is None and not self.conductor:
-            try:
-                compile_expression(condition)
-                if _our_loop_style(condition, self.all_refs):
-                    return "expression"
-            except SafeExpressionError:
-                pass
-        self._script(condition, f"{where}: 'loopCondition'")
-        return str(evaluator or "javascript")
-
-    # ---------------------------------------------------------------- helpers
-
-    def _task_def_exists(self, name: str, where: str) -> None:
+    def task_def_exists(self, name: str, where: str) -> None:
         if name not in self.task_defs:
             self.problems.append(f"{where}: no task definition named '{name}' is registered; register it first")
 
-    def _safe_expression(self, source: Any, where: str) -> str:
-        if not isinstance(source, str) or not source.strip():
-            self.problems.append(f"{where}: an expression (text) is required")
-            return ""
-        try:
-            compile_expression(source)
-        except SafeExpressionError as exc:
-            self.problems.append(f"{where}: {exc}")
-        return source
+    def check_definition(self, raw: Any) -> WorkflowCheck:
+        """A workflow definition written inside a task, checked as one of its own."""
+        return check_workflow_def(raw, self.task_defs, self.workflow_defs)
+
+    def is_task_type(self, name: Any) -> bool:
+        return kind_of(name) is not None
 
     def template(self, template: Any, where: str, known: set[str]) -> None:
         """Every `${...}` must parse and may only name tasks that run before this point (in a
@@ -1180,44 +617,10 @@ class _Validator:
             self.problems.append(f"{where}: {exc}")
 
 
-for _kind in HTTP_KINDS + DELEGATED_KINDS:
-    setattr(_Validator, f"_kind_{_kind.lower()}", _Validator._delegated)
-
-
 def waited_topics(definition: Mapping[str, Any]) -> set[str]:
     """The topics this definition's WAIT tasks wait on (`inputParameters.event`)."""
     return {topic_name(task["inputParameters"]["event"]) for task in iter_nodes(definition.get("tasks") or [])
             if task.get("type") == "WAIT" and isinstance((task.get("inputParameters") or {}).get("event"), str)}
-
-
-def wait_literal(field: str, value: Any) -> int:
-    """A WAIT input written as Conductor writes it: seconds for 'duration', epoch ms for 'until'."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise ValueError(f"{_show(value)} is neither a number nor text")
-    if field == "duration":
-        seconds = _float(value) if not isinstance(value, str) else parse_duration_seconds(value)
-        if not math.isfinite(seconds) or not 0 <= seconds <= MAX_DURATION_SECONDS:
-            raise ValueError(f"{_show(value)} is not a duration from 0 to {TEN_YEARS}")
-        return int(seconds * 1000)
-    if isinstance(value, str) and not _NUMBER.fullmatch(value.strip()):
-        return parse_until_ms(value)
-    number = _float(value)
-    if not math.isfinite(number) or not 0 <= number <= MAX_EPOCH_MS:
-        raise ValueError(f"{_show(value)} is not a time in epoch milliseconds from 0 to {MAX_EPOCH_MS}")
-    return int(number)
-
-
-def _digits(value: Any) -> TypeGuard[str]:
-    """A version written as text, '3' (int() refuses '²', which isdigit() accepts, and 5,000 digits)."""
-    return isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value) <= 18
-
-
-def _float(value: int | float | str) -> float:
-    """float(value), infinite for an integer beyond a double (float() raises OverflowError)."""
-    try:
-        return float(value)
-    except OverflowError:
-        return math.inf
 
 
 def _all_refs(tasks: Any) -> set[str]:
@@ -1261,7 +664,7 @@ def check_workflow_def(raw: Mapping[str, Any], task_defs: Mapping[str, Mapping[s
     failure = out["failureWorkflow"]
     if failure and (not isinstance(failure, str) or (not _failure_expression(failure)
                                                      and validator.workflow_defs.get(failure) is None)):
-        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({_show(failure)})")
+        problems.append(f"{where}: 'failureWorkflow' names no registered workflow definition ({show(failure)})")
     known: set[str] = set()
     out["tasks"] = validator.sequence(out.get("tasks"), "tasks", known)
     validator.template(out["outputParameters"], f"{where}: 'outputParameters'", known)
@@ -1296,7 +699,7 @@ def _conductor_workflow_fields(raw: Mapping[str, Any], out: dict[str, Any], wher
     problems = validator.problems
     if "schemaVersion" in raw and raw["schemaVersion"] != 2:
         problems.append(f"{where}: 'schemaVersion' must be 2 (schemaVersion 1, with paths written without "
-                        f"${{...}}, is not supported; Conductor refuses it too), got {_show(raw['schemaVersion'])}")
+                        f"${{...}}, is not supported; Conductor refuses it too), got {show(raw['schemaVersion'])}")
     template = out.get("inputTemplate")
     if template is not None:
         if not isinstance(template, dict):
@@ -1314,7 +717,7 @@ def _conductor_workflow_fields(raw: Mapping[str, Any], out: dict[str, Any], wher
                                 or not 0 <= version <= MAX_VERSION):
         problems.append(f"{where}: 'failureWorkflowVersion' must be 0 (latest) or a version number")
     for field, reason in WORKFLOW_UNENFORCED.items():
-        if field in out and not _is_default(out[field]):
+        if field in out and not is_default(out[field]):
             validator.warn(f"{where}: '{field}' is kept but has no effect here: {reason}")
 
 
@@ -1372,30 +775,18 @@ def _nesting_problems(tasks: Any) -> list[str]:
     return []
 
 
+_NESTED_TASKS = nested_task_fields()
+
+
 def _inner_lists(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
     """The task lists held by a (possibly invalid) task, each with its path suffix, in order."""
-    lists: list[tuple[str, Any]] = []
-    branches = task.get("forkTasks")
-    if isinstance(branches, list):
-        lists += [(f".forkTasks[{i}]", branch) for i, branch in enumerate(branches)]
-    cases = task.get("decisionCases")
-    if isinstance(cases, dict):
-        lists += [(f".decisionCases[{case!r}]", branch) for case, branch in cases.items()]
-    lists += [(".defaultCase", task.get("defaultCase")), (".loopOver", task.get("loopOver"))]
-    return [(suffix, inner) for suffix, inner in lists if isinstance(inner, list)]
+    return [(nested.path(position), inner) for nested in _NESTED_TASKS for position, inner in nested.lists(task)]
 
 
 def _inner_task_lists(task: Mapping[str, Any]) -> Iterator[list[Any]]:
     """`_inner_lists` without the paths."""
-    branches = task.get("forkTasks")
-    if isinstance(branches, list):
-        yield from (branch for branch in branches if isinstance(branch, list))
-    cases = task.get("decisionCases")
-    if isinstance(cases, dict):
-        yield from (branch for branch in cases.values() if isinstance(branch, list))
-    for field in ("defaultCase", "loopOver"):
-        inner = task.get(field)
-        if isinstance(inner, list):
+    for nested in _NESTED_TASKS:
+        for _, inner in nested.lists(task):
             yield inner
 
 
@@ -1512,7 +903,7 @@ def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int
     refs: list[tuple[str, int]] = []
 
     def version_of(value: Any) -> int:
-        if _digits(value):
+        if digits(value):
             return int(value)
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
@@ -1523,7 +914,7 @@ def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int
             param = task.get("subWorkflowParam")
             inline = isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict)
             if kind == "SUB_WORKFLOW" and isinstance(param, dict) and _literal(param.get("name")) and not inline \
-                    and not _is_template(param.get("version")):
+                    and not is_template(param.get("version")):
                 refs.append((param["name"], version_of(param.get("version"))))
             start = inputs.get("startWorkflow")
             if kind == "START_WORKFLOW" and isinstance(start, dict) and _literal(start.get("name")):
@@ -1551,7 +942,7 @@ def needs_every_workflow_def(definition: Mapping[str, Any]) -> bool:
             param = task.get("subWorkflowParam")
             if kind == "SUB_WORKFLOW" and isinstance(param, dict) and not isinstance(param.get("workflowDefinition"),
                                                                                     dict) \
-                    and (_is_template(param.get("name")) or _is_template(param.get("version"))):
+                    and (is_template(param.get("name")) or is_template(param.get("version"))):
                 return True
             if kind == "START_WORKFLOW" and not (isinstance(inputs.get("startWorkflow"), dict)
                                                  and _literal(inputs["startWorkflow"].get("name"))):
@@ -1627,21 +1018,12 @@ def _check_int(out: dict[str, Any], field: str, where: str, problems: list[str],
     if isinstance(value, float) and value.is_integer():
         value = out[field] = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        problems.append(f"{where}: '{field}' must be an integer from {low} to {high}, got {_show(value)}")
-
-
-def _number_problem(value: Any, field: str, *, low: float, high: float, unit: str = "") -> str | None:
-    """Why `value` is not a finite number from `low` to `high`, if it is not."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and _finite_number(value) \
-            and low <= value <= high:
-        return None
-    bound = TEN_YEARS if high == MAX_DURATION_SECONDS else f"{high:g}"
-    return f"'{field}' must be a number{unit} >= {low:g} and at most {bound}, got {_show(value)}"
+        problems.append(f"{where}: '{field}' must be an integer from {low} to {high}, got {show(value)}")
 
 
 def _check_number(out: dict[str, Any], field: str, where: str, problems: list[str], *, low: float,
                   high: float) -> None:
-    problem = _number_problem(out.get(field), field, low=low, high=high)
+    problem = number_problem(out.get(field), field, low=low, high=high)
     if problem:
         problems.append(f"{where}: {problem}")
     else:

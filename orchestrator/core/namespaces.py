@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from typing import TypeVar, cast
 
-from .definitions import TASK_KINDS
+from .kinds import type_names
 from .schema import TaskDef, WorkflowDef
 
 __all__ = ["DEFAULT", "NAMESPACE", "SYSTEM_TYPES", "as_seen", "as_stored", "checked", "namespace_of", "own",
@@ -29,7 +29,7 @@ __all__ = ["DEFAULT", "NAMESPACE", "SYSTEM_TYPES", "as_seen", "as_stored", "chec
 DEFAULT = ""
 SEPARATOR = ":"
 NAMESPACE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}\Z")
-SYSTEM_TYPES = frozenset(TASK_KINDS)
+SYSTEM_TYPES = frozenset(type_names())
 
 
 def checked(namespace: str) -> str:

@@ -1,7 +1,8 @@
 """A workflow definition drawn as a graph: boxes and edges laid out top to bottom, for inline SVG.
 
-Sequences stack; FORK_JOIN branches and SWITCH cases stand side by side and meet again at the
-next task; a DO_WHILE body has an edge back to its loop box. Each box carries the status of the
+Sequences stack; each task is drawn in the shape its kind gives (`core/kinds`: a box, lanes side
+by side that meet again at the next task, as FORK_JOIN's branches and SWITCH's cases, or a loop
+whose body has an edge back to its box, as DO_WHILE's). Each box carries the status of the
 latest attempt of its reference (when an execution is shown), which the page colours.
 """
 
@@ -11,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.kinds import kind_for
+from ..core.kinds.base import Lanes, Loop
 from ..core.schema import WorkflowTask
 
 BOX_W, BOX_H = 168.0, 40.0
@@ -107,14 +110,9 @@ class _Layout:
         self.statuses = statuses
         self.iterations = iterations
 
-    def box(self, task: WorkflowTask | dict[str, Any]) -> Box:
+    def box(self, task: WorkflowTask | dict[str, Any], title: str) -> Box:
         kind = str(task.get("type", "SIMPLE"))
         ref = str(task.get("taskReferenceName", "?"))
-        title = str(task.get("name", kind)) if kind == "SIMPLE" else kind
-        if kind == "SUB_WORKFLOW":
-            title = f"sub: {task.get('subWorkflowParam', {}).get('name', '?')}"
-        if kind == "FORK_JOIN_DYNAMIC":
-            title = f"dynamic fork: {task.get('forkTaskName') or 'tasks'}"
         count = self.iterations.get(ref, 0)
         return Box(0.0, 0.0, ref, title, kind, self.statuses.get(ref, ""), note=f"x{count}" if count > 1 else "")
 
@@ -164,28 +162,28 @@ class _Layout:
         return out
 
     def task(self, task: Any) -> Block:
-        head = self.box(task)
-        kind = head.kind
-        if kind == "FORK_JOIN":
-            return self.branches(head, [("", branch) for branch in task.get("forkTasks", [])])
-        if kind == "SWITCH":
-            cases = [(str(case), tasks) for case, tasks in sorted(task.get("decisionCases", {}).items())]
-            return self.branches(head, [*cases, ("default", task.get("defaultCase", []))])
-        if kind == "DO_WHILE":
-            body = self.sequence(task.get("loopOver", []))
-            width = max(head.w, body.width) + LANE
-            head.x = (width - LANE - head.w) / 2
-            top = head.h + V_GAP
-            body.moved((width - LANE - body.width) / 2, top)
-            out = Block(width, top + body.height + V_GAP / 2, (head.x + head.w / 2, 0.0), body.exits,
-                        [head, *body.boxes], [connect((head.x + head.w / 2, head.h), body.entry), *body.edges])
-            lane = width - LANE / 3
-            for ex, ey in body.exits[:1]:
-                below = ey + V_GAP / 3
-                out.edges.append(Edge([(ex, ey), (ex, below), (lane, below), (lane, head.h / 2),
-                                       (head.x + head.w, head.h / 2)], "repeat", back=True))
-            return out
+        shape = kind_for(task.get("type", "SIMPLE")).graph(task)
+        head = self.box(task, shape.title)
+        if isinstance(shape, Lanes):
+            return self.branches(head, shape.lanes)
+        if isinstance(shape, Loop):
+            return self.loop(head, shape.body)
         return self.single(head)
+
+    def loop(self, head: Box, tasks: list[Any]) -> Block:
+        body = self.sequence(tasks)
+        width = max(head.w, body.width) + LANE
+        head.x = (width - LANE - head.w) / 2
+        top = head.h + V_GAP
+        body.moved((width - LANE - body.width) / 2, top)
+        out = Block(width, top + body.height + V_GAP / 2, (head.x + head.w / 2, 0.0), body.exits,
+                    [head, *body.boxes], [connect((head.x + head.w / 2, head.h), body.entry), *body.edges])
+        lane = width - LANE / 3
+        for ex, ey in body.exits[:1]:
+            below = ey + V_GAP / 3
+            out.edges.append(Edge([(ex, ey), (ex, below), (lane, below), (lane, head.h / 2),
+                                   (head.x + head.w, head.h / 2)], "repeat", back=True))
+        return out
 
 
 def layout(tasks: list[Any], statuses: Mapping[str, str] | None = None,

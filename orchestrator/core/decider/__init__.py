@@ -1,13 +1,16 @@
 """The decider: a pure function from a workflow's stored state to the next transitions.
 
-`decide(workflow, now_ms, new_id)` reads nothing and writes nothing; the leader's
-engine loop (`orchestrator.leader_loop`) feeds it what it read from Redis and
-applies the returned `Decision` in one fenced, conditional Lua call. Keeping it
-pure is what lets every rule be tested without servers.
+`decide(workflow, now_ms, new_id)` reads nothing and writes nothing. Every node decides the
+workflows whose events it stored (`orchestrator.cluster.deciding`): it loads the workflow from
+Redis, calls `decide`, and applies the returned `Decision` in one Lua call that succeeds only
+if the workflow's revision is still the one it read (the leader, which also decides what
+needs a clock, fences its calls with its epoch too). Keeping it pure is what lets every rule
+be tested without servers.
 
 Order of one decision: apply operator commands (retry, rerun, skip, restart); then,
 by status: a finished workflow cancels what is still active; a PAUSED one waits; a
-COMPENSATING one runs its compensations; a RUNNING one is walked from its first task.
+COMPENSATING one runs its compensations; a RUNNING one is walked from its first task, each
+task advanced by its kind's step (`orchestrator.core.kinds`, run by `Walk.run`).
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from collections.abc import Callable
 from .. import state as m
 from .. import statuses as st
 from ..limits import MAX_SUBWORKFLOW_DEPTH
-from ..namespaces import qualified, relative
+from ..namespaces import relative
 from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
-from .kinds import sequence
 from .operations import apply_commands
-from .walk import Outcome, Walk, retry_delay_ms, seconds_ms
+from ..values import seconds_ms
+from .walk import Outcome, Walk, retry_delay_ms
 
 __all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
 
@@ -61,7 +64,7 @@ def give_up(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], reason:
 def _run(walk: Walk) -> None:
     if _timed_out(walk):
         return
-    outcome = sequence(walk, walk.definition["tasks"], "")
+    outcome = walk.run(walk.definition["tasks"], "")
     if outcome.kind == "FAILED":
         _fail(walk, outcome)
     elif outcome.kind == "TERMINATE":
@@ -167,18 +170,14 @@ def _start_failure_workflow(walk: Walk, written: str, status: str, reason: str) 
     instances = walk.instances()
     failed_tasks = [t.spec.key for t in instances if t.runtime.status in st.UNSUCCESSFUL_TASK]
     failed = next((t for t in reversed(instances) if t.runtime.status in st.UNSUCCESSFUL_TASK), None)
-    walk.decision.start_workflows.append(NewWorkflow(   # one per ending: a retried run may fail again
-        workflow_id=f"{wf.workflow_id}.failure.{walk.new_id()[:12]}",
-        name=qualified(walk.namespace, definition["name"]),
-        version=definition["version"],
-        input={"workflowId": wf.workflow_id, "workflowName": relative(wf.name), "status": status, "reason": reason,
-               "input": wf.input, "failedTasks": failed_tasks,
-               # Conductor's names for the same facts, and the failed execution itself
-               "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
-               "failedWorkflow": _failed_workflow(walk, status, reason, instances)},
-        correlation_id=wf.correlation_id, parent="",
-        snapshot={"workflow": definition, "taskDefs": walk.task_defs, "subWorkflows": walk.sub_workflows},
-        depth=wf.depth + 1))
+    walk.decision.start_workflows.append(walk.new_workflow(   # one per ending: a retried run may fail again
+        f"{wf.workflow_id}.failure.{walk.new_id()[:12]}", definition,
+        {"workflowId": wf.workflow_id, "workflowName": relative(wf.name), "status": status, "reason": reason,
+         "input": wf.input, "failedTasks": failed_tasks,
+         # Conductor's names for the same facts, and the failed execution itself
+         "failureStatus": status, "failureTaskId": failed.task_id if failed is not None else None,
+         "failedWorkflow": _failed_workflow(walk, status, reason, instances)},
+        correlation_id=wf.correlation_id, parent=""))
 
 
 def _failed_workflow(walk: Walk, status: str, reason: str, instances: list[Any]) -> dict[str, Any]:

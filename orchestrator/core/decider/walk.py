@@ -8,62 +8,31 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, cast
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from .. import state as m
 from .. import statuses as st
-from ..definitions import TASK_DEF_DEFAULTS, TASK_KINDS, WORKER_TASK_KINDS
-from ..limits import MAX_DURATION_SECONDS
-from ..namespaces import namespace_of, queue_of, relative
+from ..definitions import TASK_DEF_DEFAULTS, iter_nodes, normalise_dynamic_task
+from ..kinds import kind_for
+from ..kinds.base import BLOCKED, DONE, Outcome, failure
+from ..namespaces import namespace_of, qualified, queue_of, relative, topic_in
 from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
-from .decision import Decision
+from ..values import seconds_ms
+from .decision import Decision, NewWorkflow
 
-
-@dataclass(frozen=True)
-class Outcome:
-    """How far a node or a list of nodes got. DONE lets the walk go on."""
-
-    kind: str                                  # DONE, BLOCKED, FAILED or TERMINATE
-    reason: str = ""
-    status: str = st.FAILED                     # the workflow status a failure or TERMINATE asks for
-    output: dict[str, Any] | None = None
-
-    @property
-    def done(self) -> bool:
-        return self.kind == "DONE"
+__all__ = ["ALERT", "BLOCKED", "DONE", "Outcome", "Walk", "failure", "is_worker_kind", "retry_delay_ms"]
 
 
 ALERT = "alert: "
-DONE = Outcome("DONE")
-BLOCKED = Outcome("BLOCKED")
-
-
-def failure(reason: str, status: str = st.FAILED) -> Outcome:
-    return Outcome("FAILED", reason, status)
-
-
-def seconds_ms(seconds: Any) -> int:
-    """A duration from a definition, in milliseconds, within 0 .. MAX_DURATION_SECONDS.
-
-    Registration refuses anything else; this only keeps a definition stored before a bound
-    existed (NaN, Infinity, 1e300) from raising out of `decide`: NaN counts as 0."""
-    try:
-        value = float(seconds)
-    except (TypeError, ValueError, OverflowError):
-        return 0
-    if math.isnan(value):
-        return 0
-    return int(min(max(value, 0.0), float(MAX_DURATION_SECONDS)) * 1000)
 
 
 def is_worker_kind(kind: str) -> bool:
     """Whether tasks of this kind run on workers (SIMPLE, DYNAMIC, the I/O types such as HTTP,
     and types that are not Conductor's but have a task definition named after them)."""
-    return kind in WORKER_TASK_KINDS or kind not in TASK_KINDS
+    return kind_for(kind).runs_on_workers
 
 
 def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
@@ -81,7 +50,7 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
 
 
 def _iteration(task: m.TaskState) -> int:
-    if task.spec.kind == "DO_WHILE":   # `${loop['iteration']}` reads the loop's current iteration
+    if kind_for(task.spec.kind).loops:   # `${loop['iteration']}` reads the loop's current iteration
         return int((task.output or {}).get("iteration", 0))
     tail = task.spec.key.rsplit("__", 1)[1] if "__" in task.spec.key else "0"
     return int(tail) if tail.isdigit() else 0
@@ -197,6 +166,42 @@ class Walk:
         self.variables.update(updates)
         self.scope["workflow"]["variables"] = self.variables
         self.decision.variables = dict(self.variables)
+
+    # ---------------------------------------------------------------- running nodes (the kinds' decide steps)
+
+    def run(self, nodes: list[WorkflowTask], suffix: str) -> Outcome:
+        """Advance nodes in order, each by its kind's step; stop at the first that is not DONE."""
+        previous: WorkflowTask | None = None
+        for node in nodes:
+            outcome = kind_for(node["type"]).decide(self, node, suffix, previous)
+            if not outcome.done:
+                return outcome
+            previous = node
+        return DONE
+
+    def nodes(self, tasks: list[WorkflowTask]) -> Iterator[WorkflowTask]:
+        """Every node of a task list, nested ones included, depth first."""
+        return iter_nodes(tasks)
+
+    def dynamic_task(self, spec: Any) -> tuple[dict[str, Any], list[str]]:
+        """A task given as data at run time (a dynamic fork's branch), checked and normalised as a
+        task of a Conductor definition against this run's snapshot: (task, problems)."""
+        workflow_names = {key.rsplit(":", 1)[0] for key in self.sub_workflows}
+        return normalise_dynamic_task(spec, self.task_defs, workflow_names, set(self.scope))
+
+    def new_workflow(self, workflow_id: str, definition: WorkflowDef, input: dict[str, Any], *,
+                     correlation_id: str, parent: str) -> NewWorkflow:
+        """A workflow this one starts (a child, a started or a failure workflow), one level deeper,
+        with this run's snapshot of definitions."""
+        return NewWorkflow(
+            workflow_id=workflow_id, name=qualified(self.namespace, definition["name"]),
+            version=definition["version"], input=input, correlation_id=correlation_id, parent=parent,
+            snapshot={"workflow": definition, "taskDefs": self.task_defs, "subWorkflows": self.sub_workflows},
+            depth=self.wf.depth + 1)
+
+    def topic_in(self, topic: str) -> str:
+        """An event topic of this workflow's namespace, as the store knows it."""
+        return topic_in(self.namespace, topic)
 
     # ---------------------------------------------------------------- creating and changing instances
 
