@@ -3,7 +3,7 @@ the handlers' own check of the same rules (`guarded`).
 
 The token travels as `authorization: Bearer <token>` metadata (the SDK's `token=`; grpcurl
 `-H 'authorization: Bearer ...'`). The role each method needs is the table in
-`orchestrator.handlers` (`METHOD_ROLES`, and `CLUSTER_WIDE` for what a token confined to a
+`orchestrator.service.access` (`METHOD_ROLES`, and `CLUSTER_WIDE` for what a token confined to a
 namespace may not call), method by method; a method missing from it is refused to everyone but
 admins, so a new RPC is closed until someone decides who may call it. Health checks and reflection
 stay open: they reveal no data. The principal is handed to the handler (`current_principal()`),
@@ -14,8 +14,8 @@ themselves (`guarded`, on every servicer class): the console and the Conductor A
 in-process, without this interceptor, and no door is trusted to have checked.
 
 The same interceptor settles the namespace a call acts in (metadata `namespace`, limited by a
-confined token: `core.auth.namespace_for`) and hands it on (`handlers.acting_in`), with the caller
-(`handlers.calling_as`). Without a tokens file it does only that.
+confined token: `core.auth.namespace_for`) and hands it on (`service.access.acting_in`), with the
+caller (`service.access.calling_as`). Without a tokens file it does only that.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import grpc
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.auth import Principal, Tokens, namespace_for
-from ..handlers import (CLUSTER_WIDE, METHOD_ROLES, acting_in, calling_as, current_principal, refusal, rule_of,
-                        task_acts_in, task_calls_as)
+from ..service.access import (CLUSTER_WIDE, METHOD_ROLES, acting_in, calling_as, current_principal, refusal,
+                              rule_of, task_acts_in, task_calls_as)
 
 __all__ = ["CLUSTER_WIDE", "METHOD_ROLES", "OPEN_SERVICES", "TokenInterceptor", "current_principal", "guarded",
            "needed_role"]

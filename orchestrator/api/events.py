@@ -19,7 +19,7 @@ from ..core.namespaces import namespace_of, qualified, relative, topic_in
 from ..core.events import DEFAULT_MAX_DELIVERIES, HANDLER_NAME, BusEvent, normalise_handler, topic_name
 from ..core.limits import MAX_DURATION_SECONDS
 from ..core.payloads import PayloadLimit, encode, require_text_keys
-from ..handlers import request_namespace
+from ..service.access import request_namespace
 from ..store import Store
 from .auth import guarded
 from .errors import grpc_errors

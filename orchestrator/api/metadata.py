@@ -14,11 +14,11 @@ from ..core.definitions import (check_workflow_def, normalise_task_def, normalis
                                 referenced_task_names, waited_topics, workflows_to_fetch)
 from ..core.errors import InvalidArgument, NotFound
 from ..core.namespaces import as_seen, as_stored, own, qualified, relative, topic_in
-from ..handlers import request_namespace
+from ..service.access import request_namespace
 from ..store import Store
 from .auth import guarded
 from .errors import grpc_errors
-from .messages import source_to_dict, task_def_message, workflow_def_message
+from ..wire import source_to_dict, task_def_message, workflow_def_message
 
 
 MAX_REACHABLE_WORKFLOWS = 1000   # what one registration may look up: bounds its work
