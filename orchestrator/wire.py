@@ -9,26 +9,12 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from orchestrator_api.structs import from_struct, to_struct
+from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from .core.namespaces import relative
 from .core import state as m
-from .core.definitions import parse_document
 from .core.schema import TaskDef, WorkflowDef
-from .core.errors import InvalidArgument
-from .core.payloads import require_text_keys
-
-
-def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
-    kind = source.WhichOneof("source")
-    if kind == "definition":
-        return from_struct(source.definition)
-    if kind == "document":
-        document = parse_document(source.document)
-        require_text_keys(document, "definition")
-        return document
-    raise InvalidArgument("source: give either 'definition' (a JSON object) or 'document' (JSON/YAML text)")
 
 
 # What one answer may carry: below the default 4 MiB gRPC message limit with room to spare.

@@ -71,10 +71,11 @@ def may(who: str, methods: list[str] | str) -> bool:
 def _servicers() -> dict[str, Any]:
     from orchestrator import api, service
     limit = PayloadLimit(1024 * 1024)
-    return {"MetadataService": api.MetadataService(None), "ClusterService": api.ClusterService(None),
+    return {"MetadataService": api.MetadataService(service.Metadata(None)),
+            "ClusterService": api.ClusterService(service.Cluster(None)),
             "WorkflowService": api.WorkflowService(service.Workflows(None, limit, None, None)),
             "TaskService": api.TaskService(service.Tasks(None, None, limit, None), None),
-            "EventService": api.EventService(None, limit)}
+            "EventService": api.EventService(service.Events(None, limit))}
 
 
 class Context:
@@ -285,8 +286,8 @@ def app_routes() -> list[tuple[str, str]]:
 
     from orchestrator.rest import RestParts, conductor_api
     from orchestrator.web import build_app
-    rest = conductor_api(RestParts(store=None, dispatcher=None, decider=None, workflows=None,  # type: ignore[arg-type]
-                                   tasks=None, metadata=None, limit=PayloadLimit(1024 * 1024)))
+    rest = conductor_api(RestParts(workflows=None, tasks=None, metadata=None,  # type: ignore[arg-type]
+                                   limit=PayloadLimit(1024 * 1024)))
     gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]
     found: list[tuple[str, str]] = []
 

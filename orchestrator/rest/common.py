@@ -23,18 +23,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..cluster.deciding import Decider
-from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
 from ..core.errors import OrchestratorError
 from ..core.payloads import PayloadLimit
-from ..handlers import MetadataHandlers
 from ..service.access import Rule, refusal, rule_marked, rule_of, with_rule
 from ..service.errors import Refused, internal_error, refused
 from ..service.http import bounded_body
+from ..service.metadata import Metadata
 from ..service.tasks import Tasks
 from ..service.workflows import Workflows
-from ..store import Store, StoreUnavailable
+from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -45,12 +43,9 @@ ABSENT = ("", "None", "null")   # conductor-python writes a missing query value 
 class RestParts:
     """The node's parts the REST API runs on (handed over by `orchestrator.node`)."""
 
-    store: Store
-    dispatcher: Dispatcher
-    decider: Decider
     workflows: Workflows
     tasks: Tasks
-    metadata: MetadataHandlers
+    metadata: Metadata
     limit: PayloadLimit
     tokens: Tokens | None = None      # None: the node runs without authentication
 

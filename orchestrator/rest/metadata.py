@@ -9,13 +9,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from orchestrator_api.v1 import orchestrator_pb2 as pb
-
 from ..core.definitions import MAX_VERSION, check_task_def
-from ..core.namespaces import as_seen, own, qualified
-from ..handlers import Context
-from ..service.access import request_namespace
-from ..service.errors import Refused
+from ..service.errors import Refused, refusing
+from ..service.metadata import Source
 from .common import Handler, RestParts, answering_errors, guarded, json_body, number, refuse, route
 from .shapes import task_def_json, workflow_def_json
 
@@ -23,8 +19,9 @@ MAX_DEFINITION_BYTES = 4 * 1024 * 1024
 MAX_DEFINITIONS_PER_CALL = 1000
 
 
-def _source(definition: Any) -> pb.DefinitionSource:
-    return pb.DefinitionSource(document=json.dumps(definition))
+def _source(definition: Any) -> Source:
+    """A definition of the body as the API reads one (JSON text, so parsed as the API parses it)."""
+    return Source("document", document=json.dumps(definition))
 
 
 def _listed(body: Any, what: str) -> list[Any]:
@@ -47,10 +44,9 @@ def _none_registered(problems: list[str]) -> str:
 async def _workflow_def_problems(parts: RestParts, items: list[Any]) -> list[str]:
     problems = []
     for index, definition in enumerate(items):
-        checked = await parts.metadata.ValidateWorkflowDef(
-            pb.RegisterWorkflowDefRequest(source=_source(definition)), Context())
-        if not checked.valid:
-            problems.append(f"definition {index} ({_name_of(definition)}): {'; '.join(checked.errors)}")
+        checked = await refusing(parts.metadata.validate_workflow_def(_source(definition)))
+        if checked.problems:
+            problems.append(f"definition {index} ({_name_of(definition)}): {'; '.join(checked.problems)}")
     return problems
 
 
@@ -60,8 +56,7 @@ async def _register_workflow_defs(parts: RestParts, body: Any) -> None:
     if len(items) > 1 and (problems := await _workflow_def_problems(parts, items)):
         raise Refused("INVALID_ARGUMENT", _none_registered(problems))
     for definition in items:
-        await parts.metadata.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(source=_source(definition)),
-                                                 Context())
+        await refusing(parts.metadata.register_workflow_def(_source(definition)))
 
 
 @guarded("MetadataService/RegisterWorkflowDef")
@@ -86,17 +81,17 @@ async def update_workflow_defs(parts: RestParts, request: Request) -> Response:
 async def get_workflow_def(parts: RestParts, request: Request) -> Response:
     name = request.path_params["name"]
     version = number(request, "version", 0, 0, MAX_VERSION)
-    definition = await parts.store.get_workflow_def(qualified(request_namespace(), name), version)
+    definition = await parts.metadata.workflow_def(name, version)
     if definition is None:
         which = f"version {version} of " if version else ""
         return refuse(404, f"no {which}workflow definition named '{name[:256]}'")
-    return JSONResponse(workflow_def_json(as_seen(definition)))
+    return JSONResponse(workflow_def_json(definition))
 
 
 @guarded("MetadataService/ListWorkflowDefs")
 @answering_errors
 async def list_workflow_defs(parts: RestParts, request: Request) -> Response:
-    return JSONResponse([workflow_def_json(d) for d in own(request_namespace(), await parts.store.workflow_defs())])
+    return JSONResponse([workflow_def_json(d) for d in await parts.metadata.workflow_defs()])
 
 
 @guarded("MetadataService/RegisterTaskDef")
@@ -109,7 +104,7 @@ async def register_task_defs(parts: RestParts, request: Request) -> Response:
     if len(items) > 1 and problems:
         raise Refused("INVALID_ARGUMENT", _none_registered(problems))
     for definition in items:
-        await parts.metadata.RegisterTaskDef(pb.RegisterTaskDefRequest(source=_source(definition)), Context())
+        await refusing(parts.metadata.register_task_def(_source(definition)))
     return Response(status_code=200)
 
 
@@ -117,17 +112,16 @@ async def register_task_defs(parts: RestParts, request: Request) -> Response:
 @answering_errors
 async def get_task_def(parts: RestParts, request: Request) -> Response:
     name = request.path_params["name"]
-    definition = await parts.store.get_task_def(qualified(request_namespace(), name))
+    definition = await parts.metadata.task_def(name)
     if definition is None:
         return refuse(404, f"no task definition named '{name[:256]}'")
-    return JSONResponse(task_def_json(as_seen(definition)))
+    return JSONResponse(task_def_json(definition))
 
 
 @guarded("MetadataService/ListTaskDefs")
 @answering_errors
 async def list_task_defs(parts: RestParts, request: Request) -> Response:
-    defs = await parts.store.task_defs()
-    return JSONResponse([task_def_json(d) for d in own(request_namespace(), (defs[n] for n in sorted(defs)))])
+    return JSONResponse([task_def_json(d) for d in await parts.metadata.task_defs()])
 
 
 def _not_kept(changes: str) -> Handler:

@@ -14,8 +14,8 @@ from orchestrator_api.structs import from_struct, to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ..core.definitions import MAX_VERSION
-from ..handlers import Context
 from ..service.errors import Refused, refusing
+from ..service.metadata import Source
 from ..service.workflows import SearchQuery, StartRequest
 from ..wire import fit, found_message, search_response, workflow_message
 from .common import (RestParts, answering_errors, flag, guarded, json_body, number, object_body, plain, route,
@@ -131,9 +131,9 @@ async def _register_inline(parts: RestParts, definition: Any, name: str) -> int:
     definition = object_body(definition, "workflowDef")
     if definition.get("name", name) != name:
         raise Refused("INVALID_ARGUMENT", "workflowDef.name must be the name being started")
-    registered = await parts.metadata.RegisterWorkflowDef(pb.RegisterWorkflowDefRequest(
-        source=pb.DefinitionSource(document=json.dumps({**definition, "name": name}))), Context())
-    return int(registered.version)
+    registered = await refusing(parts.metadata.register_workflow_def(
+        Source("document", document=json.dumps({**definition, "name": name}))))
+    return int(registered["version"])
 
 
 async def _start_request(parts: RestParts, body: dict[str, Any]) -> tuple[str, bool]:

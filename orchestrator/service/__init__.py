@@ -8,8 +8,11 @@ table of which use case needs which role, and the caller's namespace), so no doo
 """
 
 from .access import Rule
+from .cluster import Cluster, ClusterView
 from .errors import Refused
+from .events import Events
+from .metadata import Metadata
 from .tasks import Tasks
 from .workflows import Workflows
 
-__all__ = ["Refused", "Rule", "Tasks", "Workflows"]
+__all__ = ["Cluster", "ClusterView", "Events", "Metadata", "Refused", "Rule", "Tasks", "Workflows"]

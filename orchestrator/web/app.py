@@ -35,7 +35,7 @@ from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
-from ..core.namespaces import as_seen, namespace_of, own, qualified, relative
+from ..core.namespaces import namespace_of, qualified, relative
 from ..store import StoreUnavailable
 from . import operations, reasons
 from .auth import COOKIE, SESSION_COOKIE, Sessions, TokenGate, form_token
@@ -184,7 +184,7 @@ class Console:
         error, page = "", None
         counts: dict[str, int | str] = {}
         namespace = request_namespace()
-        names = sorted(d["name"] for d in own(namespace, await self.parts.store.workflow_defs()))
+        names = sorted(d["name"] for d in await self.parts.metadata.workflow_defs())
         try:
             created_from = _parse_time(filters["from"], "from")
             created_to = _parse_time(filters["to"], "to")
@@ -277,8 +277,8 @@ class Console:
 
     async def definitions(self, request: Request) -> Response:
         namespace = request_namespace()
-        workflows = sorted(own(namespace, await self.parts.store.workflow_defs()), key=lambda d: d["name"])
-        task_defs = {d["name"]: d for d in own(namespace, (await self.parts.store.task_defs()).values())}
+        workflows = sorted(await self.parts.metadata.workflow_defs(), key=lambda d: d["name"])
+        task_defs = {d["name"]: d for d in await self.parts.metadata.task_defs()}
         served: dict[str, int] = {}
         for session in self.parts.dispatcher.sessions:
             for task_type in session.task_types:
@@ -291,8 +291,7 @@ class Console:
     async def definition(self, request: Request, error: str = "", values: dict[str, str] | None = None,
                          status_code: int = 200) -> Response:
         name = request.path_params["name"]
-        versions = sorted((as_seen(d) for d in await self.parts.store.workflow_defs(
-            qualified(request_namespace(), name))), key=lambda d: d["version"])
+        versions = sorted(await self.parts.metadata.workflow_defs(name), key=lambda d: d["version"])
         if not versions:
             return self.problem(404, "No such definition", f"No workflow definition named '{name}' is registered.")
         wanted = request.query_params.get("version", "")

@@ -19,6 +19,7 @@ from ..cluster.leader_loop import LeaderLoop
 from ..core import state as m
 from ..core import statuses as st
 from ..core.decider import Decision
+from ..service.metadata import Metadata
 from ..service.workflows import Workflows
 from ..store import Store
 
@@ -58,6 +59,7 @@ class ConsoleParts:
     dispatcher: Dispatcher
     decider: Decider
     workflows: Workflows
+    metadata: Metadata
     started_by_api: Counter[str]                  # Workflows.started: workflows the API created, by name
     tasks_sent: Counter[str]                      # TaskService.sent: tasks written to workers' streams, by type
     task_results: Counter[tuple[str, str]]        # TaskService.results: (task type, outcome)
