@@ -31,7 +31,7 @@ from grpc_reflection.v1alpha import reflection
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from . import api, rest, web
+from . import api, rest, service, web
 from .archive import DirectoryArchive
 from .cluster.clock_sync import ClockSync
 from .cluster.deciding import Decider
@@ -180,9 +180,8 @@ class Node:
         self._leader_watch = asyncio.create_task(self.leader_watch.run())
         if self.console is not None:
             conductor = rest.conductor_api(rest.RestParts(
-                store=self.store, dispatcher=self.dispatcher, decider=self.decider, workflows=self.workflow_service,
-                metadata=self.metadata_service, limit=api.PayloadLimit(self.config.max_payload_bytes),
-                tokens=self.tokens))
+                workflows=self.workflows, tasks=self.tasks, metadata=self.metadata,
+                limit=api.PayloadLimit(self.config.max_payload_bytes), tokens=self.tokens))
             await self.console.start(web.build_app(self._console_parts(self.console.bound), conductor,
                                                    tokens=self.tokens,
                                                    secure_cookies=self.config.console_secure_cookies))
@@ -200,16 +199,16 @@ class Node:
                    # clusters) would both "listen" on 50051 and split the clients between them.
                    ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=options, interceptors=[api.TokenInterceptor(self.tokens)])
-        workflows = self.workflow_service = api.WorkflowService(self.store, limit, self.notifier, self.decider,
-                                                                       self.archive)
-        self.metadata_service = api.MetadataService(self.store)
-        tasks = self.task_service = api.TaskService(self.store, self.dispatcher, limit, self.decider)
+        self.workflows = service.Workflows(self.store, limit, self.notifier, self.decider, self.archive)
+        self.metadata = service.Metadata(self.store)
+        self.tasks = service.Tasks(self.store, self.dispatcher, limit, self.decider)
+        tasks = self.task_service = api.TaskService(self.tasks, self.dispatcher)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
-            (pb_grpc.add_MetadataServiceServicer_to_server, self.metadata_service),
-            (pb_grpc.add_WorkflowServiceServicer_to_server, workflows),
+            (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.metadata)),
+            (pb_grpc.add_WorkflowServiceServicer_to_server, api.WorkflowService(self.workflows)),
             (pb_grpc.add_TaskServiceServicer_to_server, tasks),
-            (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(self)),
-            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(self.store, limit))]
+            (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(service.Cluster(self))),
+            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(service.Events(self.store, limit)))]
         for add_to_server, servicer in services:
             add_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
@@ -287,7 +286,8 @@ class Node:
         return web.ConsoleParts(
             node_id=self.config.node_id, cluster=self.config.cluster, grpc_address=self.config.advertise,
             etcd_endpoints=list(self.config.etcd_endpoints), store=self.store, dispatcher=self.dispatcher,
-            decider=self.decider, workflows=self.workflow_service, started_by_api=self.workflow_service.started,
+            decider=self.decider, workflows=self.workflows, metadata=self.metadata,
+            started_by_api=self.workflows.started,
             tasks_sent=self.task_service.sent, task_results=self.task_service.results, counters=self.counters,
             election=lambda: self.election, engine=lambda: self.engine,
             revoked=lambda: self.leader_watch.revoked if self.leader_watch else 0, console_address=console_address)

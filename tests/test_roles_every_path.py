@@ -1,6 +1,6 @@
 """Every door into a node asks what gRPC asks (issue 22, items 1 and 7).
 
-The gRPC method table (`orchestrator.handlers.METHOD_ROLES`: which role each method needs; a
+The gRPC method table (`orchestrator.service.access.METHOD_ROLES`: which role each method needs; a
 method not listed needs admin) is the one answer to "who may do this". Checked here:
 
 - in-process, with no door at all: each handler refuses a caller its method's role does not cover,
@@ -50,7 +50,7 @@ FLOW, TASK = "walk_flow", "walk_task"
 
 def expected_rule(method: str) -> tuple[str, bool]:
     """(role, cluster-wide) of "Service/Method", read from the gRPC table the interceptor uses."""
-    from orchestrator.handlers import CLUSTER_WIDE, METHOD_ROLES
+    from orchestrator.service.access import CLUSTER_WIDE, METHOD_ROLES
     service, _, name = method.partition("/")
     return METHOD_ROLES.get(service, {}).get(name, "admin"), method in CLUSTER_WIDE
 
@@ -69,16 +69,26 @@ def may(who: str, methods: list[str] | str) -> bool:
 # ---------------------------------------------------------------- in-process: the handlers themselves
 
 def _servicers() -> dict[str, Any]:
-    from orchestrator import api
+    from orchestrator import api, service
     limit = PayloadLimit(1024 * 1024)
-    return {"MetadataService": api.MetadataService(None), "ClusterService": api.ClusterService(None),
-            "WorkflowService": api.WorkflowService(None, limit, None, None),
-            "TaskService": api.TaskService(None, None, limit, None), "EventService": api.EventService(None, limit)}
+    return {"MetadataService": api.MetadataService(service.Metadata(None)),
+            "ClusterService": api.ClusterService(service.Cluster(None)),
+            "WorkflowService": api.WorkflowService(service.Workflows(None, limit, None, None)),
+            "TaskService": api.TaskService(service.Tasks(None, None, limit, None), None),
+            "EventService": api.EventService(service.Events(None, limit))}
+
+
+class Context:
+    """The one thing a servicer uses of its gRPC context: `abort`, which raises `Refused` here."""
+
+    async def abort(self, code: Any, details: str = "") -> None:
+        from orchestrator.service.errors import Refused
+        raise Refused(getattr(code, "name", str(code)), details)
 
 
 async def _answer(servicer: Any, method: Any, context: Any) -> str:
     """The status a handler answers an empty request with ("" when it ran and answered)."""
-    from orchestrator.handlers import Refused
+    from orchestrator.service.errors import Refused
     request_type = getattr(pb, method.input_type.name)
     call = getattr(servicer, method.name)
     try:
@@ -103,7 +113,7 @@ async def _answer(servicer: Any, method: Any, context: Any) -> str:
 def test_each_handler_enforces_the_table_whoever_calls_it() -> None:
     """No door at all: the handlers the console and the Conductor API call in-process refuse by
     the same table, so a path that forgets to check cannot skip it."""
-    from orchestrator.handlers import Context, acting_in, calling_as
+    from orchestrator.service.access import acting_in, calling_as
 
     async def walk() -> list[str]:
         wrong = []
@@ -276,8 +286,8 @@ def app_routes() -> list[tuple[str, str]]:
 
     from orchestrator.rest import RestParts, conductor_api
     from orchestrator.web import build_app
-    rest = conductor_api(RestParts(store=None, dispatcher=None, decider=None, workflows=None,  # type: ignore[arg-type]
-                                   metadata=None, limit=PayloadLimit(1024 * 1024)))
+    rest = conductor_api(RestParts(workflows=None, tasks=None, metadata=None,  # type: ignore[arg-type]
+                                   limit=PayloadLimit(1024 * 1024)))
     gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]
     found: list[tuple[str, str]] = []
 

@@ -285,7 +285,7 @@ HOSTILE = [
 
 
 def test_a_hostile_search_query_is_read_in_linear_time() -> None:
-    from orchestrator.handlers import Refused
+    from orchestrator.service.errors import Refused
     from orchestrator.rest.workflows import parse_query
     for query in HOSTILE:
         started = time.perf_counter()

@@ -3,17 +3,13 @@ errors into status codes. No workflow logic lives here; each handler validates i
 first, so a bad request is refused with a message that says what to fix before anything
 is written."""
 
-from .auth import TokenInterceptor, guarded
+from .auth import TokenInterceptor
 from .cluster import ClusterService, ClusterView
 from .events import EventService
 from ..core.payloads import PayloadLimit
 from .metadata import MetadataService
 from .tasks import TaskService
 from .workflows import WorkflowService
-
-# TaskService's handlers check the table themselves too, as the other services' do (decorated
-# where they are defined): the worker stream's module is guarded here, where the API is assembled.
-guarded("TaskService")(TaskService)
 
 __all__ = ["ClusterService", "ClusterView", "EventService", "MetadataService", "PayloadLimit", "TaskService",
            "TokenInterceptor", "WorkflowService"]

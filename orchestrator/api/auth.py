@@ -1,39 +1,34 @@
-"""Tokens on the gRPC API: an interceptor that checks every call before its handler runs, and
-the handlers' own check of the same rules (`guarded`).
+"""Tokens on the gRPC API: an interceptor that checks every call before its handler runs.
 
 The token travels as `authorization: Bearer <token>` metadata (the SDK's `token=`; grpcurl
 `-H 'authorization: Bearer ...'`). The role each method needs is the table in
-`orchestrator.handlers` (`METHOD_ROLES`, and `CLUSTER_WIDE` for what a token confined to a
+`orchestrator.service.access` (`METHOD_ROLES`, and `CLUSTER_WIDE` for what a token confined to a
 namespace may not call), method by method; a method missing from it is refused to everyone but
 admins, so a new RPC is closed until someone decides who may call it. Health checks and reflection
-stay open: they reveal no data. The principal is handed to the handler (`current_principal()`),
-which checks what only it can see (a worker's task types are in its hello).
+stay open: they reveal no data. The principal is handed on (`current_principal()`) to the service
+the handler calls, which checks what only it can see (a worker's task types are in its hello).
 
-The interceptor refuses before the request message is even read. The handlers check again
-themselves (`guarded`, on every servicer class): the console and the Conductor API call them
-in-process, without this interceptor, and no door is trusted to have checked.
+The interceptor refuses before the request message is even read. The services check again
+themselves (`service.access.allowed`, the first statement of each call): the console and the
+Conductor API call them too, without this interceptor, and no door is trusted to have checked.
 
 The same interceptor settles the namespace a call acts in (metadata `namespace`, limited by a
-confined token: `core.auth.namespace_for`) and hands it on (`handlers.acting_in`), with the caller
-(`handlers.calling_as`). Without a tokens file it does only that.
+confined token: `core.auth.namespace_for`) and hands it on (`service.access.acting_in`), with the
+caller (`service.access.calling_as`). Without a tokens file it does only that.
 """
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 
-from orchestrator_api.v1 import orchestrator_pb2 as pb
-
 from ..core.auth import Principal, Tokens, namespace_for
-from ..handlers import (CLUSTER_WIDE, METHOD_ROLES, acting_in, calling_as, current_principal, refusal, rule_of,
-                        task_acts_in, task_calls_as)
+from ..service.access import (CLUSTER_WIDE, METHOD_ROLES, acting_in, calling_as, current_principal, rule_of,
+                              task_acts_in, task_calls_as)
 
-__all__ = ["CLUSTER_WIDE", "METHOD_ROLES", "OPEN_SERVICES", "TokenInterceptor", "current_principal", "guarded",
-           "needed_role"]
+__all__ = ["CLUSTER_WIDE", "METHOD_ROLES", "OPEN_SERVICES", "TokenInterceptor", "current_principal", "needed_role"]
 
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                  "grpc.reflection.v1.ServerReflection")
@@ -45,42 +40,6 @@ def needed_role(method: str) -> str | None:
     if service in OPEN_SERVICES:
         return None
     return rule_of(f"{service.rsplit('.', 1)[-1]}/{name}").role
-
-
-Servicer = TypeVar("Servicer", bound=type)
-
-
-def guarded(service: str) -> Callable[[Servicer], Servicer]:
-    """A class decorator: every RPC of `service` (as the proto declares them, so none is missed)
-    first refuses a caller the table does not let call it, whoever called the handler: the
-    interceptor, the console, the Conductor API, or a path that named no caller at all."""
-    def decorate(cls: Servicer) -> Servicer:
-        for method in pb.DESCRIPTOR.services_by_name[service].methods:
-            setattr(cls, method.name, _checked(getattr(cls, method.name), rule_of(f"{service}/{method.name}")))
-        return cls
-    return decorate
-
-
-def _checked(handler: Callable[..., Any], rule: Any) -> Callable[..., Any]:
-    if inspect.isasyncgenfunction(handler):   # gRPC tells a streaming handler by its kind: it stays one
-        async def stream(self: Any, request: Any, context: Any) -> AsyncIterator[Any]:
-            refused = refusal(rule)
-            if refused is not None:
-                await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
-            async for item in handler(self, request, context):
-                yield item
-        stream.__name__ = handler.__name__
-        stream.__doc__ = handler.__doc__
-        return stream
-
-    async def answer(self: Any, request: Any, context: Any) -> Any:
-        refused = refusal(rule)
-        if refused is not None:
-            await context.abort(getattr(grpc.StatusCode, refused.code), refused.message)
-        return await handler(self, request, context)
-    answer.__name__ = handler.__name__
-    answer.__doc__ = handler.__doc__
-    return answer
 
 
 def bearer(value: str) -> str:

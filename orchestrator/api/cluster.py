@@ -1,31 +1,26 @@
-"""ClusterService: who leads, and an operator's step-down."""
+"""ClusterService: the gRPC door to the cluster service (service/cluster.py)."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
-from .auth import guarded
+from ..service.cluster import Cluster, ClusterView
 from .errors import grpc_errors
 
-
-class ClusterView(Protocol):
-    async def cluster_status(self) -> pb.ClusterStatus: ...
-
-    async def step_down(self) -> str: ...
+__all__ = ["ClusterService", "ClusterView"]
 
 
-@guarded("ClusterService")   # each method refuses whom the table does not let call it, whoever calls
 class ClusterService(pb_grpc.ClusterServiceServicer):
-    def __init__(self, view: ClusterView) -> None:
-        self.view = view
+    def __init__(self, cluster: Cluster[pb.ClusterStatus]) -> None:
+        self.cluster = cluster
 
     @grpc_errors
     async def GetClusterStatus(self, request: pb.GetClusterStatusRequest, context: Any) -> pb.ClusterStatus:
-        return await self.view.cluster_status()
+        return await self.cluster.status()
 
     @grpc_errors
     async def StepDown(self, request: pb.StepDownRequest, context: Any) -> pb.StepDownResponse:
-        return pb.StepDownResponse(detail=await self.view.step_down())
+        return pb.StepDownResponse(detail=await self.cluster.step_down())

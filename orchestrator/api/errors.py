@@ -1,48 +1,54 @@
-"""One place that turns the core's errors into gRPC status codes."""
+"""One place that turns what a service call failed with into a gRPC status: a core error or a
+refusal by its status name (service/errors.py), an unreachable store as UNAVAILABLE, anything
+else as the bug it is (INTERNAL, logged with its trace)."""
 
 from __future__ import annotations
 
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
-from ..core.errors import FailedPrecondition, InvalidArgument, NotFound, OrchestratorError, TooLarge, Unavailable
-from ..handlers import internal_error
+from ..core.errors import OrchestratorError
+from ..service.errors import Refused, internal_error, status_name
 from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
-STATUS_CODES: dict[type[OrchestratorError], grpc.StatusCode] = {
-    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
-    NotFound: grpc.StatusCode.NOT_FOUND,
-    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
-    TooLarge: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
 
 def status_code(exc: OrchestratorError) -> grpc.StatusCode:
-    for kind in type(exc).__mro__:
-        if kind in STATUS_CODES:
-            return STATUS_CODES[kind]
-    return grpc.StatusCode.INTERNAL
+    return code_named(status_name(exc))
+
+
+def code_named(name: str) -> grpc.StatusCode:
+    """The gRPC status code of a status name (INTERNAL for a name gRPC does not have)."""
+    code = getattr(grpc.StatusCode, name, None)
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.INTERNAL
+
+
+async def abort(context: Any, exc: OrchestratorError | Refused) -> NoReturn:
+    """End the call with the status `exc` (a core error or a refusal) means."""
+    if isinstance(exc, Refused):
+        await context.abort(code_named(exc.code), exc.message)
+    else:
+        await context.abort(status_code(exc), str(exc))
+    raise AssertionError("abort returned")   # it raises; said for the type checker
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
 def grpc_errors(handler: Handler) -> Handler:
-    """Turn OrchestratorError into its gRPC status; anything else is a bug and logged."""
+    """Turn a refusal and OrchestratorError into their gRPC status; anything else is a bug and logged."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await handler(self, request, context)
-        except OrchestratorError as exc:
-            await context.abort(status_code(exc), str(exc))
+        except (Refused, OrchestratorError) as exc:
+            await abort(context, exc)
         except StoreUnavailable as exc:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
         except Exception as exc:   # a bug: say so (INTERNAL, not gRPC's UNKNOWN) and keep the trace
@@ -52,5 +58,3 @@ def grpc_errors(handler: Handler) -> Handler:
             await context.abort(grpc.StatusCode.INTERNAL, internal_error(type(exc).__name__))
 
     return wrapper  # type: ignore[return-value]
-
-

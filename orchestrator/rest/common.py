@@ -1,13 +1,14 @@
 """What every route of the Conductor REST API shares: the node's parts it runs on, reading
 query strings and bodies the way Conductor's clients write them, and errors as JSON.
 
-The routes call the gRPC services' own handlers in-process (the way the console does), so a
+The routes call the services (orchestrator/service), as the gRPC API and the console do, so a
 request is validated, stored and decided exactly as it would be through gRPC; a refusal comes
 back with the API's status mapped to HTTP and Conductor's error body (`status`, `message`).
 
-Each route follows the rule of the gRPC method it stands for (`guarded`), checked before it reads
-its body; the handlers it calls check theirs again (a start that carries a definition registers
-it, which needs what RegisterWorkflowDef needs).
+Each route is a module-level handler of the node's parts and the request (`Handler`), bound to the
+parts when the routes are built (`route`). It follows the rule of the gRPC method it stands for
+(`guarded`), checked before it reads its body; the services it calls check theirs again (a start
+that carries a definition registers it, which needs what RegisterWorkflowDef needs).
 """
 
 from __future__ import annotations
@@ -20,14 +21,18 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
-from ..cluster.deciding import Decider
-from ..cluster.dispatch import Dispatcher
 from ..core.auth import Tokens
+from ..core.errors import OrchestratorError
 from ..core.payloads import PayloadLimit
-from ..handlers import (MetadataHandlers, Refused, Rule, WorkflowHandlers, bounded_body, internal_error, refusal,
-                        rule_of, with_rule)
-from ..store import Store, StoreUnavailable
+from ..service.access import Rule, refusal, rule_marked, rule_of, with_rule
+from ..service.errors import Refused, internal_error, refused
+from ..service.http import bounded_body
+from ..service.metadata import Metadata
+from ..service.tasks import Tasks
+from ..service.workflows import Workflows
+from ..store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +43,9 @@ ABSENT = ("", "None", "null")   # conductor-python writes a missing query value 
 class RestParts:
     """The node's parts the REST API runs on (handed over by `orchestrator.node`)."""
 
-    store: Store
-    dispatcher: Dispatcher
-    decider: Decider
-    workflows: WorkflowHandlers
-    metadata: MetadataHandlers
+    workflows: Workflows
+    tasks: Tasks
+    metadata: Metadata
     limit: PayloadLimit
     tokens: Tokens | None = None      # None: the node runs without authentication
 
@@ -63,39 +66,50 @@ def refuse(status: int, message: str, *, retryable: bool | None = None) -> JSONR
     return JSONResponse({"status": status, "message": message, "retryable": retry}, status_code=status)
 
 
-Route = Callable[[Request], Awaitable[Response]]
+Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[RestParts, Request], Awaitable[Response]]
 
 
-def answering_errors(route: Route) -> Route:
+def answering_errors(handler: Handler) -> Handler:
     """Refusals and an unreachable store as Conductor's error bodies; never a stack trace."""
-    async def wrapped(request: Request) -> Response:
+    async def wrapped(parts: RestParts, request: Request) -> Response:
         try:
-            return await route(request)
-        except Refused as exc:
-            return refuse(exc.http_status, exc.message, retryable=exc.code in RETRYABLE_CODES)
+            return await handler(parts, request)
+        except (Refused, OrchestratorError) as exc:   # a core error as the API names it
+            refusal = refused(exc)
+            return refuse(refusal.http_status, refusal.message, retryable=refusal.code in RETRYABLE_CODES)
         except StoreUnavailable as exc:
             return refuse(503, f"the state store is unavailable ({exc}); retry")
         except Exception as exc:   # a bug: logged with its trace, answered in Conductor's shape, nothing else hurt
             log.exception("%s %s failed", request.method, request.url.path)
             return refuse(500, internal_error(type(exc).__name__))
-    wrapped.__name__ = route.__name__
+    wrapped.__name__ = handler.__name__
     return wrapped
 
 
-def guarded(rule: Rule | str) -> Callable[[Route], Route]:
-    """A route that refuses, before it reads anything, a caller `rule` does not allow: a Rule, or
+def guarded(rule: Rule | str) -> Callable[[Handler], Handler]:
+    """A handler that refuses, before it reads anything, a caller `rule` does not allow: a Rule, or
     the gRPC method ("Service/Method") whose rule it follows."""
     wanted = rule_of(rule) if isinstance(rule, str) else rule
 
-    def decorate(route: Route) -> Route:
-        async def checked(request: Request) -> Response:
+    def decorate(handler: Handler) -> Handler:
+        async def checked(parts: RestParts, request: Request) -> Response:
             refused = refusal(wanted)
             if refused is not None:
                 return refuse(refused.http_status, refused.message, retryable=False)
-            return await route(request)
-        checked.__name__ = route.__name__
+            return await handler(parts, request)
+        checked.__name__ = handler.__name__
         return with_rule(checked, wanted)  # type: ignore[no-any-return]
     return decorate
+
+
+def route(parts: RestParts, path: str, handler: Handler, methods: list[str]) -> Route:
+    """A route serving `handler` with the node's `parts` (marked with the rule the handler checks)."""
+    async def endpoint(request: Request) -> Response:
+        return await handler(parts, request)
+    endpoint.__name__ = handler.__name__
+    rule = rule_marked(handler)
+    return Route(path, with_rule(endpoint, rule) if rule is not None else endpoint, methods=methods)
 
 
 def flag(request: Request, name: str, default: bool) -> bool:

@@ -1,7 +1,7 @@
 """The web console and /metrics, served by every node on an HTTP port of its own.
 
 At the same level as `orchestrator.api`: it reads the cluster, store and core, and writes only
-through the gRPC WorkflowService's handlers, which the node hands to it (`handlers.WorkflowHandlers`).
+through the services (orchestrator/service) the node hands to it, the ones the gRPC API runs on.
 `app.build_app` makes the Starlette app; `server.ConsoleServer` runs it with uvicorn on the
 node's own event loop.
 """

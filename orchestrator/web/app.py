@@ -5,7 +5,7 @@ Every page is plain HTML from a Jinja template (autoescaped); a few lines of Jav
 of the browser's session (web/auth.py: `Sessions`), and every operation asks for confirmation on a
 page of its own. Each route checks the rule of the gRPC method it stands for before it reads
 anything (`guard`), and the app is not built with a route that checks none; what a route does
-through the gRPC handlers is checked by them again.
+through the services is checked by them again.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
-from ..core.namespaces import as_seen, namespace_of, own, qualified, relative
+from ..core.namespaces import namespace_of, qualified, relative
 from ..store import StoreUnavailable
 from . import operations, reasons
 from .auth import COOKIE, SESSION_COOKIE, Sessions, TokenGate, form_token
@@ -43,15 +43,15 @@ from .favicon import FAVICON
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
 from .observe import bounded, cluster_snapshot, seconds, why_waiting
-from ..handlers import (OPEN, Refused, Rule, bounded_body, current_principal, refusal, request_namespace, rule_marked,
-                        rule_of, seen_here, with_rule)
+from ..service.access import (OPEN, Rule, current_principal, refusal, request_namespace, rule_marked, rule_of,
+                              with_rule)
+from ..service.errors import Refused
+from ..service.http import bounded_body
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
 
 MAX_FORM_BYTES = 2 * 1024 * 1024
-MAX_COUNTED = 1000   # workflows counted per status for a correlation id (read one by one: see `_counts`)
-MAX_COUNT_PAGES = 10  # search pages read per status for them (each a bounded scan)
 MAX_SHOWN_JSON = 20_000
 PAGE_SIZES = (20, 50, 100, 200)
 SIGNALLED_KINDS = ("WAIT", "HUMAN")
@@ -184,7 +184,7 @@ class Console:
         error, page = "", None
         counts: dict[str, int | str] = {}
         namespace = request_namespace()
-        names = sorted(d["name"] for d in own(namespace, await self.parts.store.workflow_defs()))
+        names = sorted(d["name"] for d in await self.parts.metadata.workflow_defs())
         try:
             created_from = _parse_time(filters["from"], "from")
             created_to = _parse_time(filters["to"], "to")
@@ -192,9 +192,9 @@ class Console:
                 self.parts.workflows, name=filters["name"], status=filters["status"],
                 correlation_id=filters["correlation_id"], cursor=filters["cursor"], limit=limit,
                 created_from_ms=created_from, created_to_ms=created_to, text=filters["text"])
-            counts = await bounded(self._counts(
-                namespace, qualified(namespace, filters["name"]) if filters["name"] else "", filters["correlation_id"],
-                created_from, created_to))
+            counts = await bounded(self.parts.workflows.counts(
+                name=qualified(namespace, filters["name"]) if filters["name"] else "",
+                correlation_id=filters["correlation_id"], created_from_ms=created_from, created_to_ms=created_to))
         except Refused as exc:
             error = exc.message
         query = {k: v for k, v in filters.items() if v and k != "cursor"}
@@ -210,31 +210,9 @@ class Console:
                            status_links={status: "/executions?" + urlencode({**query, "status": status})
                                          for status in st.WORKFLOW_STATUSES})
 
-    async def _counts(self, namespace: str, name: str, correlation_id: str, created_from: int,
-                      created_to: int) -> dict[str, int | str]:
-        """How many stored workflows of `namespace` have each status. A correlation id's index holds
-        every namespace's workflows of that id (and the store's counts read it whole), so those are
-        counted from the namespace's own search, up to MAX_COUNTED per status ("1000+" past it)."""
-        if not correlation_id:
-            return dict(await self.parts.store.status_counts(name=name, created_from_ms=created_from,
-                                                             created_to_ms=created_to, namespace=namespace))
-        counts: dict[str, int | str] = {}
-        for status in st.WORKFLOW_STATUSES:
-            found, cursor = 0, ""
-            for _ in range(MAX_COUNT_PAGES):
-                page = await self.parts.store.search(name=name, status=status, correlation_id=correlation_id,
-                                                     cursor=cursor, limit=MAX_COUNTED - found + 1, namespace=namespace)
-                found += len(page.workflow_ids)
-                cursor = page.next_cursor or ""
-                if not cursor or found > MAX_COUNTED:
-                    break
-            counts[status] = f"{min(found, MAX_COUNTED)}+" if found > MAX_COUNTED or cursor else found
-        return counts
-
     async def _load(self, workflow_id: str) -> m.WorkflowState | None:
         """The workflow, if it is one of the request's namespace."""
-        state = await self.parts.store.load(workflow_id)
-        return state if state is not None and seen_here(state.name) else None
+        return await self.parts.workflows.find(workflow_id)
 
     async def _execution_values(self, workflow_id: str) -> dict[str, Any] | None:
         state = await self._load(workflow_id)
@@ -299,8 +277,8 @@ class Console:
 
     async def definitions(self, request: Request) -> Response:
         namespace = request_namespace()
-        workflows = sorted(own(namespace, await self.parts.store.workflow_defs()), key=lambda d: d["name"])
-        task_defs = {d["name"]: d for d in own(namespace, (await self.parts.store.task_defs()).values())}
+        workflows = sorted(await self.parts.metadata.workflow_defs(), key=lambda d: d["name"])
+        task_defs = {d["name"]: d for d in await self.parts.metadata.task_defs()}
         served: dict[str, int] = {}
         for session in self.parts.dispatcher.sessions:
             for task_type in session.task_types:
@@ -313,8 +291,7 @@ class Console:
     async def definition(self, request: Request, error: str = "", values: dict[str, str] | None = None,
                          status_code: int = 200) -> Response:
         name = request.path_params["name"]
-        versions = sorted((as_seen(d) for d in await self.parts.store.workflow_defs(
-            qualified(request_namespace(), name))), key=lambda d: d["version"])
+        versions = sorted(await self.parts.metadata.workflow_defs(name), key=lambda d: d["version"])
         if not versions:
             return self.problem(404, "No such definition", f"No workflow definition named '{name}' is registered.")
         wanted = request.query_params.get("version", "")

@@ -5,14 +5,14 @@ Conductor's `X-Authorization`, or, outside /api, the console's cookie set by /lo
 a request without a known one before the route runs: 401 (a browser asking for a console page is
 sent to /login instead). Open: /healthz, /static, /favicon.ico, /login, /logout and Conductor's
 /api/token exchange. What a known caller may do is not decided here but by the rule of each
-route (the gRPC method it stands for, `handlers.Rule`), checked by the route before it reads
-anything, and again by the handler it calls (`handlers.refusal`); the caller is handed on for that
-(`handlers.calling_as`) and left in the ASGI scope (`scope["principal"]`) for routes that check
-more (a polling worker's task type).
+route (the gRPC method it stands for, `service.access.Rule`), checked by the route before it
+reads anything, and again by the service it calls (`service.access.allowed`); the caller is handed
+on for that (`service.access.calling_as`) and left in the ASGI scope (`scope["principal"]`) for
+routes that check more (a polling worker's task type).
 
 The same gate settles the namespace the request acts in (header `X-Namespace`, limited by a
 confined token: `core.auth.namespace_for`; 400 / 403 otherwise) and runs the route in it
-(`handlers.acting_in`). Without a tokens file it does only that (and what follows).
+(`service.access.acting_in`). Without a tokens file it does only that (and what follows).
 
 Before anyone is known, bodies are capped: the open routes' bodies are read here, at most
 OPEN_BODY_BYTES (413 past it, declared or not: a chunked upload has no Content-Length), and a
@@ -44,7 +44,7 @@ from urllib.parse import quote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..core.auth import Principal, Tokens, namespace_for
-from ..handlers import acting_in, calling_as
+from ..service.access import acting_in, calling_as
 
 COOKIE = "orchestrator_token"
 SESSION_COOKIE = "orchestrator_session"

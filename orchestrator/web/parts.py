@@ -1,8 +1,8 @@
 """What the console is built from: the node's parts, handed over by `orchestrator.node`.
 
 The web layer sits beside `orchestrator.api` and imports neither it nor the node: the node
-passes its WorkflowService in as `handlers.WorkflowHandlers` (the console's operations run through the
-very handlers the gRPC API runs, validation and errors included) and the counters its parts keep.
+passes in the services the gRPC API runs on (the console's operations run through the very same
+calls, validation and errors included) and the counters its parts keep.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from ..cluster.leader_loop import LeaderLoop
 from ..core import state as m
 from ..core import statuses as st
 from ..core.decider import Decision
-from ..handlers import WorkflowHandlers
+from ..service.metadata import Metadata
+from ..service.workflows import Workflows
 from ..store import Store
 
 
@@ -57,8 +58,9 @@ class ConsoleParts:
     store: Store
     dispatcher: Dispatcher
     decider: Decider
-    workflows: WorkflowHandlers
-    started_by_api: Counter[str]                  # WorkflowService.started: workflows the API created, by name
+    workflows: Workflows
+    metadata: Metadata
+    started_by_api: Counter[str]                  # Workflows.started: workflows the API created, by name
     tasks_sent: Counter[str]                      # TaskService.sent: tasks written to workers' streams, by type
     task_results: Counter[tuple[str, str]]        # TaskService.results: (task type, outcome)
     counters: NodeCounters

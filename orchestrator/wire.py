@@ -1,4 +1,7 @@
-"""Between stored state and the API's messages: definitions, workflows and tasks as protobuf."""
+"""The API's messages of what the services answer: definitions, workflows and tasks as protobuf.
+
+The gRPC API answers with them; the Conductor API and the console show workflows from them too
+(their JSON and pages read the very message gRPC would send), so all three show the same."""
 
 from __future__ import annotations
 
@@ -6,36 +9,17 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from orchestrator_api.structs import from_struct, to_struct
+from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-from ..core.namespaces import relative
-from ..core import state as m
-from ..core.definitions import parse_document
-from ..core.schema import TaskDef, WorkflowDef
-from ..core.errors import InvalidArgument
-from ..core.payloads import require_text_keys
-
-
-def source_to_dict(source: pb.DefinitionSource) -> dict[str, Any]:
-    kind = source.WhichOneof("source")
-    if kind == "definition":
-        return from_struct(source.definition)
-    if kind == "document":
-        document = parse_document(source.document)
-        require_text_keys(document, "definition")
-        return document
-    raise InvalidArgument("source: give either 'definition' (a JSON object) or 'document' (JSON/YAML text)")
+from .core.namespaces import relative
+from .core import state as m
+from .core.schema import TaskDef, WorkflowDef
 
 
 # What one answer may carry: below the default 4 MiB gRPC message limit with room to spare.
 MESSAGE_BUDGET = 4 * 1024 * 1024 - 128 * 1024
 TRUNCATED = "_truncated"
-
-
-def shown(text: str, limit: int = 120) -> str:
-    """An id or a name echoed in a message, cut so that an answer never grows with the input."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def fit(workflows: list[pb.Workflow], budget: int = MESSAGE_BUDGET) -> list[pb.Workflow]:
@@ -104,3 +88,16 @@ def archived_message(record: dict[str, Any], *, include_tasks: bool) -> pb.Workf
         fields["tasks"] = [{**t, "task_type": relative(str(t.get("task_type", "")))} if isinstance(t, dict) else t
                            for t in fields["tasks"]]
     return json_format.ParseDict(fields, pb.Workflow(), ignore_unknown_fields=True)
+
+
+def found_message(found: m.WorkflowState | dict[str, Any], *, include_tasks: bool) -> pb.Workflow:
+    """A workflow as a service found it: stored (a state) or archived (its record)."""
+    if isinstance(found, m.WorkflowState):
+        return workflow_message(found, include_tasks=include_tasks)
+    return archived_message(found, include_tasks=include_tasks)
+
+
+def search_response(found: list[m.WorkflowState | dict[str, Any]], next_page_token: str) -> pb.SearchWorkflowsResponse:
+    """A page of a search as the gRPC API answers it (workflows without their tasks, fit to a message)."""
+    return pb.SearchWorkflowsResponse(workflows=fit([found_message(w, include_tasks=False) for w in found]),
+                                      next_page_token=next_page_token)
