@@ -121,7 +121,7 @@ def _task_flags(node: argparse.ArgumentParser) -> None:
 def run_node(args: argparse.Namespace) -> int:
     from ...cluster.event_loop import loop_factory
     from ...cluster.logs import setup_logging
-    from ...handlers import serving_as
+    from ...service.errors import serving_as
     from ...node import Node
 
     try:
