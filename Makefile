@@ -29,7 +29,7 @@ lock: $(UV)
 	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 # The etcd server and etcdctl, the Redis server, faketime (a node with a wrong clock in
-# tests/test_clock_skew.py) and zsh (the CLI's zsh completion is tested), from Debian when missing.
+# tests/integration/cluster/test_clock_skew.py) and zsh (the CLI's zsh completion is tested), from Debian when missing.
 servers:
 	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null \
 	  && command -v faketime >/dev/null && command -v zsh >/dev/null || { \
@@ -40,7 +40,7 @@ servers:
 # Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).
 browser:
 	@test -x /usr/bin/chromium || { \
-	  echo "installing chromium from Debian (the browser of tests/test_console.py)"; \
+	  echo "installing chromium from Debian (the browser of tests/integration/web/test_console.py)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 proto: $(STAMP)

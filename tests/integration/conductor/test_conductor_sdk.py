@@ -31,7 +31,7 @@ from devtools.procs import ManagedProcess
 from helpers import BackgroundWorker, unique
 from worker import Worker, WorkflowClient, task
 
-SDK_WORKER = Path(__file__).parent / "conductor_sdk" / "sdk_worker.py"
+SDK_WORKER = Path(__file__).resolve().parents[2] / "conductor_sdk" / "sdk_worker.py"
 
 
 class Setup:

@@ -42,7 +42,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from worker import TaskError, Worker, WorkflowClient, context, task
 from worker._execution import execute_assignment
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")

@@ -217,7 +217,7 @@ def test_every_sandbox_process_ends_with_shutdown_and_none_outlives_its_node() -
               "print(' '.join(map(str, sandbox.processes())), flush=True)\n"
               "os.kill(os.getpid(), signal.SIGKILL)\n")
     node = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
-                          cwd=Path(__file__).resolve().parent.parent)
+                          cwd=Path(__file__).resolve().parents[3])
     orphans = [int(pid) for pid in node.stdout.split()]
     assert orphans, node.stderr
     deadline = time.monotonic() + 10

@@ -33,7 +33,7 @@ from worker import Worker, WorkflowClient, task
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-SCREENSHOTS = Path(__file__).resolve().parent.parent / "docs" / "screenshots"
+SCREENSHOTS = Path(__file__).resolve().parents[3] / "docs" / "screenshots"
 SUFFIX = uuid.uuid4().hex[:6]
 STEP, NOBODY = f"c_step_{SUFFIX}", f"c_nobody_{SUFFIX}"
 DEMO, APPROVAL, STUCK = f"console_demo_{SUFFIX}", f"console_approval_{SUFFIX}", f"console_stuck_{SUFFIX}"

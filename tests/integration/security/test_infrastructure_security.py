@@ -26,7 +26,7 @@ from orchestrator.cluster.etcd import EtcdClient, EtcdUnavailable
 from worker import Worker, WorkflowClient, task
 
 PASSWORD = "acl-password-" + uuid.uuid4().hex
-ETCD_AUTH_SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "production" / "etcd-auth.sh"
+ETCD_AUTH_SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "production" / "etcd-auth.sh"
 
 
 class Infrastructure:

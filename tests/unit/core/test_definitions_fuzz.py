@@ -46,7 +46,7 @@ from orchestrator_api.structs import to_struct
 from helpers import unique
 from worker import ClientError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CORPUS = next((p for p in (ROOT.parent / "shared" / "conductor-corpus", Path("/work/shared/conductor-corpus"))
                if p.is_dir()), None)
 

@@ -283,7 +283,7 @@ def bash_complete(script: Path, *words: str) -> list[str]:
     program = (f"source {script}\nCOMP_WORDS=({quoted})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
                "_orchestrator\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
     done = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent)
+                          timeout=30, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr
     return [line for line in done.stdout.splitlines() if line]
 

@@ -31,7 +31,7 @@ import yaml
 
 from devtools.procs import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 READY = "Ctrl-C stops everything"
 
 

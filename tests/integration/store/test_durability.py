@@ -46,7 +46,7 @@ STARTERS = 4                  # threads starting workflows, each STARTS_PER_S a 
 STARTS_PER_S = 10.0
 SLACK_S = 0.2                 # bytes the proxy had read before the hold began may be held with the rest
 FAST_SYNC = ("--repl-diskless-sync-delay", "0")   # a replica syncs at once (Redis waits 5 s by default)
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 # --------------------------------------------------------------------------- the setting

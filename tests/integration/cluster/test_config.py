@@ -11,7 +11,7 @@ from orchestrator.core.auth import Tokens
 from orchestrator.config import NodeConfig
 from devtools.local_cluster import ClusterSettings
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def test_deploy_files_load():

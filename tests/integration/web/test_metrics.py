@@ -24,7 +24,7 @@ from orchestrator.config import NodeConfig
 from orchestrator.web.metrics import METRICS
 from worker import Worker, WorkflowClient, task
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 SUFFIX = uuid.uuid4().hex[:6]
 OK_TYPE, FAIL_TYPE, IDLE_TYPE = f"m_ok_{SUFFIX}", f"m_fail_{SUFFIX}", f"m_idle_{SUFFIX}"
 OK_FLOW, FAIL_FLOW, IDLE_FLOW = f"metrics_ok_{SUFFIX}", f"metrics_fail_{SUFFIX}", f"metrics_idle_{SUFFIX}"

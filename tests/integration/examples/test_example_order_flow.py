@@ -13,7 +13,7 @@ def test_the_order_flow_runs_both_ways_and_nothing_is_left_behind(node: Any, tmp
     output = tmp_path / "order_flow.md"
     done = subprocess.run([sys.executable, "-m", "examples.order_flow", "--endpoints", node.endpoint,
                            "--orders", "30", "--rate", "30", "--output", str(output)],
-                          capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[1])
+                          capture_output=True, text=True, timeout=240, cwd=Path(__file__).resolve().parents[3])
     assert done.returncode == 0, done.stderr[-3000:]
     table = output.read_text()
     assert "| orders ended (shipped / undone) | 30 of 30 (27 / 3) | 30 of 30 (27 / 3) |" in table

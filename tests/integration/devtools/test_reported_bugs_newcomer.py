@@ -27,7 +27,7 @@ from devtools.local_cluster import start_node
 from devtools.procs import ProcessError, free_port, start_redis
 from helpers import EXAMPLES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_second_node_on_a_taken_port_refuses_to_start(tmp_path: Path, etcd: Any, redis_server: Any) -> None:

@@ -25,7 +25,7 @@ from devtools import procs
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_node
 from orchestrator.config import NodeConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _a_range(size: int) -> tuple[int, int]:

@@ -45,7 +45,7 @@ def _corpus_dir() -> Path:
     keeps it), else the workplace's own copy: a clone elsewhere (CI's) still finds it."""
     if os.environ.get("CONDUCTOR_CORPUS"):
         return Path(os.environ["CONDUCTOR_CORPUS"])
-    beside = Path(__file__).resolve().parents[2] / "shared" / "conductor-corpus"
+    beside = Path(__file__).resolve().parents[4] / "shared" / "conductor-corpus"
     return beside if beside.is_dir() else Path("/work/shared/conductor-corpus")
 
 

@@ -8,7 +8,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 PURE_MODULES = ["orchestrator.core.decider", "orchestrator.core.definitions", "orchestrator.core.apply",
                 "orchestrator.core.templates", "orchestrator.core.safe_expr", "orchestrator.core.statuses"]
 

@@ -35,7 +35,7 @@ TOKENS = {
     "b_admin": "team-b-admin-token-0123456789", "b_ops": "team-b-ops-token-0123456789",
     "b_worker": "team-b-worker-token-0123456789",
 }
-SDK_WORKER = Path(__file__).parent / "conductor_sdk" / "sdk_worker.py"
+SDK_WORKER = Path(__file__).resolve().parents[2] / "conductor_sdk" / "sdk_worker.py"
 
 
 class Teams:
