@@ -1,6 +1,7 @@
 """Conductor's JSONPath in `${...}` (orchestrator/core/jsonpaths.py): each syntax against what
 Jayway JsonPath answers, missing paths and odd types, the fast path for plain paths, the
-refusals and bounds, registration, and one workflow on a real node."""
+refusals and bounds, registration (one workflow on a real node:
+tests/integration/core/test_jsonpath_on_node.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from typing import Any
 
 import pytest
 
-from helpers import unique, wait_for_status
 from orchestrator.core import jsonpaths
 from orchestrator.core.definitions import normalise_task_def, validate_workflow_def
 from orchestrator.core.jsonpaths import MAX_NESTING, MAX_PATH_CHARS, WorkLimit
 from orchestrator.core.templates import TemplateError, parse_conductor_reference, resolve
 from sim import Sim, task_defs
-from worker import ClientError, task
 
 BOOKS = [
     {"category": "reference", "author": "Nigel Rees", "title": "Sayings of the Century", "price": 8.95},
@@ -232,53 +231,3 @@ def test_a_decision_over_the_work_limit_raises_out_of_the_decider(monkeypatch: p
     sim.start({"rows": [{"v": i} for i in range(600)]})
     with pytest.raises(WorkLimit):
         sim.run()
-
-
-def test_a_workflow_reads_deep_scans_filters_and_length_on_a_real_node(node: Any, run_worker: Any) -> None:
-    client = node.client
-    search, report, name = unique("es_search"), unique("report"), unique("jsonpath_wf")
-    for task_name in (search, report):
-        client.register_task_def({"name": task_name})
-    client.register_workflow_def({"name": name, "schemaVersion": 2, "tasks": [
-        {"name": search, "taskReferenceName": "get_es_1", "inputParameters": {"q": "${workflow.input.q}"}},
-        {"name": report, "taskReferenceName": "report", "inputParameters": {
-            "statuses": "${get_es_1.output..status}",
-            "books": "${get_es_1.output.hits[?(@.kind == 'book')].id}",
-            "cheap": "${get_es_1.output.hits[?(@.kind == 'book' && @.price < $.workflow.input.max)].id}",
-            "count": "${get_es_1.output.hits.length()}",
-            "last": "${get_es_1.output.hits[-1:].id}",
-            "line": "first ${get_es_1.output.hits[0].id} of ${get_es_1.output.hits.length()}"}}],
-        "outputParameters": {"report": "${report.output}", "statuses": "${get_es_1.output..status}",
-                             "books": "${get_es_1.output.hits[?(@.kind == 'book')].id}",
-                             "count": "${get_es_1.output.hits.length()}", "none": "${get_es_1.output..nothing}"}})
-
-    @task(search)
-    def search_handler(data: dict[str, Any]) -> dict[str, Any]:
-        return {"status": "done", "hits": [
-            {"id": "b1", "kind": "book", "price": 5, "shard": {"status": "green"}},
-            {"id": "m1", "kind": "movie", "price": 3, "shard": {"status": "yellow"}},
-            {"id": "b2", "kind": "book", "price": 50, "shard": {"status": "red"}}]}
-
-    @task(report)
-    def report_handler(data: dict[str, Any]) -> dict[str, Any]:
-        return dict(data)
-
-    run_worker([node.endpoint], [search_handler, report_handler])
-    workflow_id = client.start_workflow(name, {"q": "x", "max": 10})
-    done = wait_for_status(client, workflow_id, "COMPLETED")
-    assert done["output"]["report"] == {
-        "statuses": ["done", "green", "yellow", "red"], "books": ["b1", "b2"], "cheap": ["b1"], "count": 3,
-        "last": ["b2"], "line": "first b1 of 3"}
-    assert done["output"]["statuses"] == ["done", "green", "yellow", "red"]
-    assert done["output"]["books"] == ["b1", "b2"] and done["output"]["count"] == 3 and done["output"]["none"] == []
-
-    refused_name = unique("regex_wf")
-    with pytest.raises(ClientError) as refused:
-        client.register_workflow_def({"name": refused_name, "tasks": [
-            {"name": search, "taskReferenceName": "s"},
-            {"name": report, "taskReferenceName": "r",
-             "inputParameters": {"x": "${s.output.hits[?(@.kind =~ /bo.*/)].id}"}}]})
-    assert refused.value.code == "INVALID_ARGUMENT" and "=~" in str(refused.value), refused.value
-    with pytest.raises(ClientError) as missing:
-        client.get_workflow_def(refused_name)
-    assert missing.value.code == "NOT_FOUND"
