@@ -14,9 +14,8 @@ nesting up to the limits, keys of every field the validator reads), then
   helpers the API runs on a definition before and after checking it (`referenced_task_names`,
   `workflows_to_fetch`, `waited_topics`, ...) answer too.
 
-The same for task definitions. Last, on a real node: the issue's three cases through gRPC
-(RegisterWorkflowDef, as a Struct and as a document) and REST are INVALID_ARGUMENT / 400 and
-nothing is stored.
+The same for task definitions. On a real node, the issue's cases through gRPC and REST:
+tests/integration/core/test_definitions_fuzz_on_node.py.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
@@ -43,8 +41,6 @@ from orchestrator.core.errors import InvalidArgument
 from orchestrator.core.limits import MAX_DOCUMENT_DEPTH
 from orchestrator.core.payloads import require_text_keys
 from orchestrator_api.structs import to_struct
-from helpers import unique
-from worker import ClientError
 
 ROOT = Path(__file__).resolve().parents[3]
 CORPUS = next((p for p in (ROOT.parent / "shared" / "conductor-corpus", Path("/work/shared/conductor-corpus"))
@@ -402,54 +398,6 @@ def test_a_document_with_a_lone_surrogate_is_a_problem_naming_where() -> None:
     document = parse_document('{"name": "w", "description": "\\ud800", "tasks": []}')
     problems = check_workflow_def(document, TASK_DEFS).problems
     assert any("description" in p and "surrogate" in p for p in problems), problems
-
-
-# ---------------------------------------------------------------- on a node: gRPC and REST
-
-ISSUE_CASES = {
-    "switch-expression-list": lambda name: {"name": name, "tasks": [
-        t("s", "SWITCH", expression=["a"], decisionCases={"a": [t("n", "NOOP")]})]},
-    "fork-param-list": lambda name: {"name": name, "tasks": [
-        t("f", "FORK_JOIN_DYNAMIC", dynamicForkTasksParam=["a"], dynamicForkTasksInputParamName="b",
-          inputParameters={"b": 1}), t("j", "JOIN")]},
-    "description-surrogate": lambda name: {"name": name, "description": "\ud800", "tasks": [t("n", "NOOP")]},
-    # found by the property above: names the node looks up in Redis before the definition is checked
-    "sub-workflow-name-surrogate": lambda name: {"name": name, "tasks": [
-        t("s", "SUB_WORKFLOW", subWorkflowParam={"name": "a\udc00"})]},
-}
-
-
-def _nothing_stored(node: Any, name: str) -> None:
-    with pytest.raises(ClientError) as missing:
-        node.client.get_workflow_def(name)
-    assert missing.value.code == "NOT_FOUND"
-
-
-@pytest.mark.parametrize("case", sorted(ISSUE_CASES))
-def test_on_a_node_the_issues_cases_are_invalid_argument_and_nothing_is_stored(node: Any, case: str) -> None:
-    # gRPC, the definition as JSON text (a Struct cannot carry a lone surrogate: protobuf refuses it
-    # on the client), and as a Struct where it can be one
-    name = unique("fuzz_grpc")
-    document = json.dumps(ISSUE_CASES[case](name))
-    with pytest.raises(ClientError) as refused:
-        node.client.register_workflow_def(document)
-    assert refused.value.code == "INVALID_ARGUMENT", refused.value
-    if "surrogate" not in case:
-        with pytest.raises(ClientError) as refused:
-            node.client.register_workflow_def(ISSUE_CASES[case](name))
-        assert refused.value.code == "INVALID_ARGUMENT", refused.value
-    _nothing_stored(node, name)
-    # REST (Conductor's API): 400
-    name = unique("fuzz_rest")
-    with httpx.Client(base_url=f"http://{node.http_address}/api", timeout=15.0) as http:
-        for method in ("POST", "PUT"):
-            body = ISSUE_CASES[case](name)
-            answer = http.request(method, "/metadata/workflow", content=json.dumps(body if method == "POST"
-                                                                                   else [body]),
-                                  headers={"Content-Type": "application/json"})
-            assert answer.status_code == 400, (method, answer.status_code, answer.text)
-        assert http.get(f"/metadata/workflow/{name}").status_code == 404
-    _nothing_stored(node, name)
 
 
 def test_non_finite_numbers_stay_problems() -> None:
