@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -12,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-import orchestrator
 from helpers import EXAMPLES, BackgroundWorker, load_example_handlers, wait_for_status
-from orchestrator.cli import build_parser
 from worker import Worker
 
 
@@ -209,26 +206,6 @@ def test_endpoints_are_accepted_after_the_subcommand(registered):
     from_env = bare_cli("workflow", "get", workflow_id, endpoints_env=registered.endpoint)
     assert from_env.returncode == 0, from_env.stderr
     assert "ORCHESTRATOR_ENDPOINTS" in bare_cli("workflow", "get", "--help").stdout
-
-
-def test_version():
-    done = bare_cli("--version")
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"orchestrator {orchestrator.__version__}"
-
-
-def _actions(parser: argparse.ArgumentParser, path: str):
-    for action in parser._actions:
-        yield f"{path} {'/'.join(action.option_strings) or action.dest}", action
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _actions(sub, f"{path} {name}")
-
-
-def test_every_argument_and_option_has_help():
-    missing = [where for where, action in _actions(build_parser(), "orchestrator")
-               if not isinstance(action, argparse._HelpAction) and not action.help]
-    assert missing == []
 
 
 def test_operations_print_no_empty_task_list(registered):

@@ -1,27 +1,23 @@
 """The CLI for people and the operations by search: tables and a tree of attempts, human times,
 `--json` for scripts, watch (JSON lines, and redrawn in place on a terminal), `--all` with its
-confirmation, and the shell completion scripts. Run as a user runs it (a subprocess; a pseudo
-terminal where a terminal matters) against a real node and worker; the pure parts directly."""
+confirmation. Run as a user runs it (a subprocess; a pseudo terminal where a terminal matters)
+against a real node and worker. The shell completion scripts and the pure parts:
+tests/unit/cli/test_completion.py and tests/unit/cli/test_views.py."""
 
 from __future__ import annotations
 
 import json
 import os
 import select
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from rich.console import Console
 
 from helpers import BackgroundWorker, unique, wait_for_status
-from orchestrator.cli import ago, bash_completion, build_parser, command_specs, duration, when_ms, zsh_completion
-from orchestrator.cli import _workflow_view
 from worker import TaskError, TerminalTaskError, Worker, context, task
 
 ANSI = "\x1b["
@@ -273,118 +269,3 @@ def test_all_asks_on_a_terminal_and_does_nothing_unless_told_yes(served):
     assert all(served.client.get_workflow(w)["status"] == "PAUSED" for w in started)
     assert cli_json(served, "workflow", "resume", "--all", "--name", name, "--yes")["matched"] == 2
     assert all(served.client.get_workflow(w)["status"] == "RUNNING" for w in started)
-
-
-# ------------------------------------------------------------ shell completion
-
-def bash_complete(script: Path, *words: str) -> list[str]:
-    """What TAB offers after `words` (the last one is being typed), from the generated script."""
-    quoted = " ".join(f"'{w}'" for w in words)
-    program = (f"source {script}\nCOMP_WORDS=({quoted})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n"
-               "_orchestrator\nprintf '%s\\n' \"${COMPREPLY[@]}\"\n")
-    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", program], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parents[3])
-    assert done.returncode == 0, done.stderr
-    return [line for line in done.stdout.splitlines() if line]
-
-
-def test_bash_completion_follows_the_command_tree(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "orchestrator.cli", "completion", "bash"], capture_output=True,
-                          text=True, timeout=30)
-    assert done.returncode == 0 and "complete -F _orchestrator orchestrator" in done.stdout, done.stderr
-    script = tmp_path / "orchestrator.bash"
-    script.write_text(done.stdout)
-    assert bash_complete(script, "orchestrator", "") == ["node", "taskdef", "workflowdef", "workflow", "cluster",
-                                                        "event", "handler", "completion"]
-    assert bash_complete(script, "orchestrator", "--endpoints", "127.0.0.1:1", "workflow", "se") == ["search"]
-    assert "--since" in bash_complete(script, "orchestrator", "workflow", "terminate", "--all", "--")
-    assert bash_complete(script, "orchestrator", "workflow", "search", "--status", "ti") == ["timed_out"]
-    assert bash_complete(script, "orchestrator", "node", "--log-format", "") == ["text", "json"]
-    assert bash_complete(script, "orchestrator", "completion", "") == ["bash", "zsh"]
-    assert bash_complete(script, "orchestrator", "taskdef", "register", "examples/task_d") == [
-        "examples/task_defs.json"]
-
-
-@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
-def test_zsh_completion_follows_the_command_tree(tmp_path: Path):
-    script = tmp_path / "_orchestrator"
-    script.write_text(zsh_completion(build_parser()))
-    assert subprocess.run(["zsh", "-n", str(script)], capture_output=True, timeout=30).returncode == 0
-    # zsh's completion system replaced by stubs that print what would be offered
-    program = f"""
-compdef() {{ :; }}
-_describe() {{ local -a items; items=("${{(@P)4}}"); print -r -- "${{(j: :)${{(@)items%%:*}}}}"; }}
-compadd() {{ shift; print -r -- "${{(@P)1}}"; }}
-_files() {{ print -r -- FILES; }}
-source {script}
-c() {{ words=("$@"); CURRENT=${{#words}}; PREFIX=${{words[CURRENT]}}; _orchestrator; }}
-c orchestrator ''
-c orchestrator --endpoints x workflow ''
-c orchestrator workflow search --status ''
-c orchestrator cluster --
-c orchestrator workflowdef register ''
-"""
-    done = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=30)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        "node taskdef workflowdef workflow cluster event handler completion",
-        "start get search terminate pause resume retry restart rerun skip signal watch",
-        "compensated compensating compensation_failed completed failed paused running terminated timed_out",
-        "-h --help",
-        "FILES"], done.stdout
-
-
-def test_completion_knows_every_command_and_option():
-    parser = build_parser()
-    specs = command_specs(parser)
-    assert {"workflow terminate", "workflow search", "cluster status", "node", "completion"} <= set(specs)
-    script = bash_completion(parser)
-    for path, spec in specs.items():
-        assert f'"{path}")' in script
-        for flag, _ in spec.options:
-            assert flag in script
-
-
-# ------------------------------------------------------------ the pure parts
-
-def test_times_for_people():
-    now = 1_700_000_000_000
-    assert when_ms("", now) == 0
-    assert when_ms("90", now) == now - 90_000
-    assert when_ms("10m", now) == now - 600_000
-    assert when_ms("2h30m", now) == now - 9_000_000
-    assert when_ms("7d", now) == now - 7 * 86_400_000
-    assert when_ms("2024-05-01T10:00:00+00:00") == 1_714_557_600_000
-    with pytest.raises(ValueError, match="neither a time ago"):
-        when_ms("soon")
-    assert [ago(now - ms, now) for ms in (0, 400, 3_000, 300_000, 7_200_000, 3 * 86_400_000)] == [
-        "just now", "just now", "3 s ago", "5 min ago", "2 h ago", "3 d ago"]
-    assert ago(0, now) == "-" and ago(now + 5_000, now) == "in 5 s"
-    assert [duration(ms) for ms in (850, 1_240, 42_000, 185_000, 7_380_000, 93_600_000, 3_600_000)] == [
-        "850 ms", "1.2 s", "42 s", "3 min 5 s", "2 h 3 min", "1 d 2 h", "1 h"]
-
-
-def test_a_workflow_view_shows_attempts_sub_workflows_and_reasons():
-    now = int(time.time() * 1000)
-    workflow = {
-        "workflow_id": "w1", "name": "trip", "version": 2, "status": "RUNNING", "correlation_id": "order-7",
-        "created_at_ms": now - 65_000, "input": {"to": "Nice"},
-        "tasks": [
-            {"key": "pay", "reference_name": "pay", "task_type": "charge", "kind": "SIMPLE", "status": "FAILED",
-             "attempt": 0, "scheduled_at_ms": now - 60_000, "started_at_ms": now - 60_000,
-             "ended_at_ms": now - 59_500, "worker_id": "w-a", "reason": "TaskError: declined"},
-            {"key": "pay", "reference_name": "pay", "task_type": "charge", "kind": "SIMPLE", "status": "IN_PROGRESS",
-             "attempt": 1, "scheduled_at_ms": now - 50_000, "started_at_ms": now - 4_000, "worker_id": "w-b"},
-            {"key": "book", "reference_name": "book", "task_type": "SUB_WORKFLOW", "kind": "SUB_WORKFLOW",
-             "status": "SCHEDULED", "attempt": 0, "scheduled_at_ms": now - 1_000, "sub_workflow_id": "w1.book.0"}]}
-    console = Console(width=160, record=True, color_system=None)
-    console.print(_workflow_view(workflow))
-    text = console.export_text()
-    assert "trip v2  RUNNING  w1" in text and "order-7" in text and "running for" in text, text
-    assert "(1 min ago)" in text and "2 tasks, 3 attempts" in text and '{"to": "Nice"}' in text, text
-    pay = next(line for line in text.splitlines() if "pay" in line and "attempts" in line)
-    assert "charge" in pay and "IN_PROGRESS" in pay and "2 attempts" in pay, text
-    assert any("#0 FAILED" in line and "500 ms" in line and "on w-a" in line and "declined" in line
-               for line in text.splitlines()), text
-    assert any("#1 IN_PROGRESS" in line and "running 4.0 s" in line for line in text.splitlines()), text
-    assert any("book" in line and "waiting" in line and "→ w1.book.0" in line for line in text.splitlines()), text
