@@ -15,14 +15,12 @@ from typing import Any
 
 import grpc
 import httpx
-import jwt
 import pytest
 
 from assertions import wait_until_topic_handled, wait_until_waiting
 from devtools.local_cluster import wait_for_leader
 from devtools.procs import ManagedProcess
 from helpers import BackgroundWorker, code_of, start_node_with_tokens, wait_for_status
-from orchestrator.core.auth import Tokens, TokensError
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import Worker, WorkflowClient, task
@@ -320,20 +318,6 @@ def test_an_open_node_takes_the_namespace_the_client_names(node: Any) -> None:
         finally:
             run_worker_in.stop()
         assert code_of(lambda: node.client.get_workflow(workflow_id)) == "NOT_FOUND"
-
-
-def test_namespaces_in_tokens_files_and_jwts_are_checked() -> None:
-    with pytest.raises(TokensError, match="`namespace` must be a namespace name"):
-        Tokens.from_document({"tokens": [{"name": "x", "roles": ["admin"], "namespace": "Team A",
-                                          "token": "t" * 20}]})
-    rules = Tokens.from_document({"jwt": {"algorithm": "HS256"}}, JWT_SECRET.encode())
-    now = int(time.time())
-    claims = {"sub": "svc", "roles": ["operator"], "exp": now + 60}
-    confined = rules.find(jwt.encode({**claims, "ns": "team-a"}, JWT_SECRET, algorithm="HS256"))
-    assert confined is not None and confined.namespace == "team-a"
-    unconfined = rules.find(jwt.encode(claims, JWT_SECRET, algorithm="HS256"))
-    assert unconfined is not None and unconfined.namespace is None
-    assert rules.find(jwt.encode({**claims, "ns": "../etc"}, JWT_SECRET, algorithm="HS256")) is None
 
 
 def test_the_same_idempotency_key_in_two_namespaces_starts_two_workflows(teams: Teams) -> None:
