@@ -3,12 +3,11 @@
 The gRPC method table (`orchestrator.handlers.METHOD_ROLES`: which role each method needs; a
 method not listed needs admin) is the one answer to "who may do this". Checked here:
 
-- in-process, with no door at all: each handler refuses a caller its method's role does not cover,
-  a caller confined to another namespace, and a call that says nobody's name;
 - on a real node with tokens: every gRPC method with each role's token; every route of the HTTP
-  port (enumerated from the Starlette app, so a new route cannot be forgotten: one this file does
-  not know fails the test) and every console form, with each role, answer allowed or refused
-  exactly as the gRPC method they stand for;
+  port and every console form, with each role, answer allowed or refused exactly as the gRPC
+  method they stand for (tests/roles_table.py says what each stands for; in-process, each handler
+  refuses by the same table and every route of the app is in it:
+  tests/unit/api/test_roles_in_process.py);
 - the hole itself: an operator's Conductor start carrying a `workflowDef` registered it (a
   definition `payments` version 99 of the operator's choosing, run by every start of `payments`
   without a version);
@@ -18,13 +17,10 @@ method not listed needs admin) is the one answer to "who may do this". Checked h
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import uuid
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import grpc
@@ -34,107 +30,13 @@ import pytest
 from devtools.local_cluster import wait_for_leader
 from devtools.procs import ManagedProcess
 from helpers import code_of, start_node_with_tokens
-from orchestrator.core.auth import Principal
-from orchestrator.core.payloads import PayloadLimit
-from orchestrator_api.v1 import orchestrator_pb2 as pb
+from roles_table import CONSOLE, OPEN, REST, SERVICES, may
 from worker import WorkflowClient
 
 TOKENS = {"admin": "walk-admin-token-0123456789", "operator": "walk-operator-token-0123456789",
           "reader": "walk-reader-token-0123456789", "worker": "walk-worker-token-0123456789",
           "confined_admin": "walk-team-a-admin-token-0123456789"}
-ROLE_OF = {"admin": "admin", "operator": "operator", "reader": "reader", "worker": "worker",
-           "confined_admin": "admin"}
-SERVICES = {s.name: s for s in pb.DESCRIPTOR.services_by_name.values()}
 FLOW, TASK = "walk_flow", "walk_task"
-
-
-def expected_rule(method: str) -> tuple[str, bool]:
-    """(role, cluster-wide) of "Service/Method", read from the gRPC table the interceptor uses."""
-    from orchestrator.handlers import CLUSTER_WIDE, METHOD_ROLES
-    service, _, name = method.partition("/")
-    return METHOD_ROLES.get(service, {}).get(name, "admin"), method in CLUSTER_WIDE
-
-
-def may(who: str, methods: list[str] | str) -> bool:
-    """Whether `who` may do what every one of `methods` needs (a method, or a rule "role[,cluster]")."""
-    held = Principal(who, frozenset({ROLE_OF[who]}), namespace="team-a" if who == "confined_admin" else None)
-    for method in [methods] if isinstance(methods, str) else methods:
-        role, cluster_wide = (method.split(",")[0], method.endswith(",cluster")) if "/" not in method \
-            else expected_rule(method)
-        if not held.may(role) or (cluster_wide and held.namespace is not None):
-            return False
-    return True
-
-
-# ---------------------------------------------------------------- in-process: the handlers themselves
-
-def _servicers() -> dict[str, Any]:
-    from orchestrator import api
-    limit = PayloadLimit(1024 * 1024)
-    return {"MetadataService": api.MetadataService(None), "ClusterService": api.ClusterService(None),
-            "WorkflowService": api.WorkflowService(None, limit, None, None),
-            "TaskService": api.TaskService(None, None, limit, None), "EventService": api.EventService(None, limit)}
-
-
-async def _answer(servicer: Any, method: Any, context: Any) -> str:
-    """The status a handler answers an empty request with ("" when it ran and answered)."""
-    from orchestrator.handlers import Refused
-    request_type = getattr(pb, method.input_type.name)
-    call = getattr(servicer, method.name)
-    try:
-        if method.client_streaming:
-            async def requests() -> Any:
-                yield request_type()
-            answer = call(requests(), context)
-        else:
-            answer = call(request_type(), context)
-        if inspect.isasyncgen(answer):
-            async for _ in answer:
-                break
-        else:
-            await answer
-    except Refused as refused:
-        return refused.code
-    except Exception as exc:   # what a handler does with None for its store, once it was let through
-        return type(exc).__name__
-    return ""
-
-
-def test_each_handler_enforces_the_table_whoever_calls_it() -> None:
-    """No door at all: the handlers the console and the Conductor API call in-process refuse by
-    the same table, so a path that forgets to check cannot skip it."""
-    from orchestrator.handlers import Context, acting_in, calling_as
-
-    async def walk() -> list[str]:
-        wrong = []
-        servicers = _servicers()
-        for service_name, service in SERVICES.items():
-            for method in service.methods:
-                where = f"{service_name}/{method.name}"
-                nobody = await _answer(servicers[service_name], method, Context())
-                if nobody != "UNAUTHENTICATED":
-                    wrong.append(f"{where} with no caller: {nobody or 'answered'}")
-                for who in ROLE_OF:
-                    principal = Principal(who, frozenset({ROLE_OF[who]}),
-                                          namespace="team-a" if who == "confined_admin" else None)
-                    namespace = principal.namespace or ""
-                    with acting_in(namespace), calling_as(principal, tokens=True):
-                        got = await _answer(servicers[service_name], method, Context())
-                    refused = got in ("PERMISSION_DENIED", "UNAUTHENTICATED")
-                    if refused == may(who, where):
-                        wrong.append(f"{where} as {who}: {got or 'answered'}")
-                    if who == "confined_admin":   # the same token, acting in another namespace
-                        with acting_in("team-b"), calling_as(principal, tokens=True):
-                            got = await _answer(servicers[service_name], method, Context())
-                        if got != "PERMISSION_DENIED":
-                            wrong.append(f"{where} as {who} in team-b: {got or 'answered'}")
-                with calling_as(None, tokens=False):   # a node without tokens: anyone, anything
-                    got = await _answer(servicers[service_name], method, Context())
-                if got in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-                    wrong.append(f"{where} on an open node: {got}")
-        return wrong
-
-    assert asyncio.run(walk()) == []
 
 
 # ---------------------------------------------------------------- on a real node
@@ -205,107 +107,9 @@ def test_every_grpc_method_answers_each_role_as_the_table_says(walked: Walked) -
     assert wrong == []
 
 
-# What each route of the HTTP port stands for: the gRPC methods whose rules it must follow (a request
-# carrying a definition also registers it), or a rule of its own ("reader,cluster": a reader's read of
-# the whole cluster's), or None for the open ones. Path parameters are filled in by `_fill`.
-OPEN = None
-REST: dict[tuple[str, str], Any] = {
-    ("POST", "/api/token"): OPEN,
-    ("POST", "/api/metadata/workflow"): ["MetadataService/RegisterWorkflowDef"],
-    ("PUT", "/api/metadata/workflow"): ["MetadataService/RegisterWorkflowDef"],
-    ("GET", "/api/metadata/workflow"): ["MetadataService/ListWorkflowDefs"],
-    ("GET", "/api/metadata/workflow/{name}"): ["MetadataService/GetWorkflowDef"],
-    ("DELETE", "/api/metadata/workflow/{name}/{version}"): ["MetadataService/RegisterWorkflowDef"],
-    ("POST", "/api/metadata/taskdefs"): ["MetadataService/RegisterTaskDef"],
-    ("PUT", "/api/metadata/taskdefs"): ["MetadataService/RegisterTaskDef"],
-    ("GET", "/api/metadata/taskdefs"): ["MetadataService/ListTaskDefs"],
-    ("GET", "/api/metadata/taskdefs/{name}"): ["MetadataService/GetTaskDef"],
-    ("DELETE", "/api/metadata/taskdefs/{name}"): ["MetadataService/RegisterTaskDef"],
-    ("POST", "/api/workflow"): ["WorkflowService/StartWorkflow"],
-    ("GET", "/api/workflow/search"): ["WorkflowService/SearchWorkflows"],
-    ("POST", "/api/workflow/execute/{name}/{version:int}"): ["WorkflowService/ExecuteWorkflow"],
-    ("GET", "/api/workflow/{workflow_id}"): ["WorkflowService/GetWorkflow"],
-    ("DELETE", "/api/workflow/{workflow_id}"): ["WorkflowService/TerminateWorkflow"],
-    ("GET", "/api/workflow/{workflow_id}/status"): ["WorkflowService/GetWorkflow"],
-    ("PUT", "/api/workflow/{workflow_id}/pause"): ["WorkflowService/PauseWorkflow"],
-    ("PUT", "/api/workflow/{workflow_id}/resume"): ["WorkflowService/ResumeWorkflow"],
-    ("POST", "/api/workflow/{workflow_id}/retry"): ["WorkflowService/RetryWorkflow"],
-    ("POST", "/api/workflow/{workflow_id}/restart"): ["WorkflowService/RestartWorkflow"],
-    ("POST", "/api/workflow/{workflow_id}/rerun"): ["WorkflowService/RerunWorkflow"],
-    ("PUT", "/api/workflow/{workflow_id}/skiptask/{ref}"): ["WorkflowService/SkipTask"],
-    ("POST", "/api/workflow/{name}"): ["WorkflowService/StartWorkflow"],
-    ("GET", "/api/tasks/poll/batch/{task_type}"): ["TaskService/Connect"],
-    ("GET", "/api/tasks/poll/{task_type}"): ["TaskService/Connect"],
-    ("POST", "/api/tasks"): ["TaskService/Connect"],
-    ("POST", "/api/tasks/update-v2"): ["TaskService/Connect"],
-    ("GET", "/api/tasks/queue/sizes"): ["ClusterService/GetClusterStatus"],
-    ("POST", "/api/tasks/{task_id}/log"): ["TaskService/Connect"],
-    ("GET", "/api/tasks/{task_id}/log"): ["WorkflowService/GetWorkflow"],
-    ("GET", "/api/tasks/{task_id}"): ["WorkflowService/GetWorkflow"],
-    ("POST", "/api/tasks/{workflow_id}/{ref}/{status}"): ["WorkflowService/SignalTask"],
-}
 CONSOLE_OPERATIONS = {"pause": "PauseWorkflow", "resume": "ResumeWorkflow", "terminate": "TerminateWorkflow",
                       "compensate": "TerminateWorkflow", "retry": "RetryWorkflow", "restart": "RestartWorkflow",
                       "signal": "SignalTask"}
-CONSOLE: dict[tuple[str, str], Any] = {
-    ("GET", "/"): ["ClusterService/GetClusterStatus"],
-    ("GET", "/cluster"): ["ClusterService/GetClusterStatus"],
-    ("GET", "/cluster/live"): ["ClusterService/GetClusterStatus"],
-    ("GET", "/executions"): ["WorkflowService/SearchWorkflows"],
-    ("GET", "/executions/{workflow_id}"): ["WorkflowService/GetWorkflow"],
-    ("GET", "/executions/{workflow_id}/live"): ["WorkflowService/GetWorkflow"],
-    ("GET", "/executions/{workflow_id}/confirm/{op}"): ["WorkflowService/GetWorkflow"],
-    ("POST", "/executions/{workflow_id}/{op}"): "per operation",
-    ("GET", "/definitions"): ["MetadataService/ListWorkflowDefs"],
-    ("GET", "/definitions/{name}"): ["MetadataService/GetWorkflowDef"],
-    ("POST", "/definitions/{name}/start"): ["WorkflowService/StartWorkflow"],
-    ("GET", "/metrics"): "reader,cluster",
-    ("GET", "/healthz"): OPEN,
-    ("GET", "/favicon.ico"): OPEN,
-    ("POST", "/cluster/members/{node_id}/forget"): ["ClusterService/StepDown"],
-    ("GET", "/login"): OPEN,
-    ("POST", "/login"): OPEN,
-    ("POST", "/logout"): OPEN,
-    ("GET", "/static"): OPEN,
-}
-
-
-def app_routes() -> list[tuple[str, str]]:
-    """(method, path) of every route the node's HTTP port serves, read from the app it builds."""
-    from starlette.routing import Mount, Route
-
-    from orchestrator.rest import RestParts, conductor_api
-    from orchestrator.web import build_app
-    rest = conductor_api(RestParts(store=None, dispatcher=None, decider=None, workflows=None,  # type: ignore[arg-type]
-                                   metadata=None, limit=PayloadLimit(1024 * 1024)))
-    gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]
-    found: list[tuple[str, str]] = []
-
-    def walk(routes: list[Any], prefix: str) -> None:
-        for route in routes:
-            if isinstance(route, Mount) and route.routes:
-                walk(route.routes, prefix + route.path)
-            elif isinstance(route, Mount):
-                found.append(("GET", prefix + route.path))   # static files
-            elif isinstance(route, Route):
-                found.extend((method, prefix + route.path) for method in sorted(route.methods or {"GET"})
-                             if method != "HEAD")
-    app = gate
-    while not hasattr(app, "routes"):
-        app = app.app
-    walk(app.routes, "")
-    return found
-
-
-def test_every_route_of_the_http_port_is_walked() -> None:
-    """A route this file does not know is a route nobody checked: it fails here until it is added
-    to REST or CONSOLE with the gRPC methods it stands for."""
-    served = set(app_routes())
-    known = set(REST) | set(CONSOLE)
-    assert served - known == set(), "routes nobody walked"
-    assert known - served == set(), "walked routes the node does not serve"
-
-
 @dataclass
 class Variant:
     methods: Any                      # what it must follow (see REST)
