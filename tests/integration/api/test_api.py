@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -170,6 +171,22 @@ def test_search_filters_and_pages(node, run_worker):
     with pytest.raises(ClientError) as err:
         client.search_workflows(page_token="not-a-token")
     assert status_of(err) == "INVALID_ARGUMENT"
+
+
+def test_a_workflow_started_between_two_pages_repeats_nothing_and_skips_nothing(node: Any) -> None:
+    """Search paging used an offset, so a workflow started between two pages repeated an item (issue 8)."""
+    flow = unique("paged")
+    register_sequence(node.client, flow, [unique("unserved")])   # no worker: every workflow stays RUNNING
+    first = [node.client.start_workflow(flow, {"n": i}) for i in range(5)]
+    page_one, token = node.client.search_workflows(name=flow, limit=2)
+    late = node.client.start_workflow(flow, {"n": 5})             # newest first: would shift an offset by one
+    rest: list[dict[str, Any]] = []
+    while token:
+        page, token = node.client.search_workflows(name=flow, limit=2, page_token=token)
+        rest += page
+    seen = [w["workflow_id"] for w in page_one + rest]
+    assert seen == first[::-1], seen                              # each once, newest first
+    assert late not in seen
 
 
 def test_terminate_cancels_queued_task_and_refuses_twice(node, run_worker):

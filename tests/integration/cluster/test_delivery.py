@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from typing import Any
 
 import grpc
 
@@ -44,6 +45,28 @@ def test_failed_attempts_are_retried_until_success_after_their_back_off(node, ru
     gaps_ms = [int(tasks[i + 1]["started_at_ms"]) - int(tasks[i]["ended_at_ms"]) for i in (0, 1)]
     for gap_ms, back_off_ms in zip(gaps_ms, (500, 1000), strict=True):
         assert back_off_ms <= gap_ms <= back_off_ms + 400, f"gaps {gaps_ms} ms, back-offs 500 and 1000 ms"
+
+
+def test_idempotency_key_is_one_per_execution_and_kept_across_retries(node: Any, recorder: Any) -> None:
+    """The idempotency key was `workflow:ref`, shared by loop iterations and by a rerun (issue 8)."""
+    name, calls = recorder
+    flow = unique("keys")
+    node.client.register_workflow_def({"name": flow, "tasks": [
+        {"name": "loop", "taskReferenceName": "loop", "type": "DO_WHILE", "items": "${workflow.input.items}",
+         "loopOver": [{"name": name, "taskReferenceName": "charge",
+                       "inputParameters": {"flaky": "${loop.output.item}"}}]}]})
+    done = node.client.execute_workflow(flow, {"items": [False, True, False]}, wait_s=20)
+    assert done["status"] == "COMPLETED", done
+    keys = [c["key"] for c in calls]
+    assert len(calls) == 4                                   # iteration 2 failed once and was retried
+    assert len(set(keys)) == 3                               # one key per iteration...
+    retried = [c["key"] for c in calls if c["input"]["flaky"]]
+    assert len(retried) == 2 and retried[0] == retried[1]    # ...kept across the retry of one
+
+    node.client.rerun_workflow(done["workflow_id"], "loop")
+    wait_for_status(node.client, done["workflow_id"], "COMPLETED", timeout_s=20)
+    rerun_keys = {c["key"] for c in calls[4:]}
+    assert rerun_keys and not rerun_keys & set(keys)         # a rerun is a new execution
 
 
 def test_terminal_failure_is_not_retried(node, run_worker):

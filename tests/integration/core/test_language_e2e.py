@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -83,6 +84,23 @@ def test_dynamic_fork_and_loop_over_items(examples, example_worker):
     assert done["output"]["iterations"] == 3
     texts = [t["output"]["sent"] for t in done["tasks"] if t["reference_name"] == "tell"]
     assert texts == ["shipped A", "shipped B", "shipped C"]
+
+
+def test_dynamic_fork_of_task_specs_runs_a_type_the_definition_does_not_name(node: Any, recorder: Any) -> None:
+    """FORK_JOIN_DYNAMIC with task specs failed when the forked type was not named elsewhere (issue 8)."""
+    name, calls = recorder
+    flow = unique("dynamic")
+    node.client.register_workflow_def({"name": flow, "tasks": [
+        {"name": "fan", "taskReferenceName": "fan", "type": "FORK_JOIN_DYNAMIC",
+         "dynamicForkTasksParam": "tasks", "dynamicForkTasksInputParamName": "inputs",
+         "inputParameters": {"tasks": "${workflow.input.tasks}", "inputs": "${workflow.input.inputs}"}},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN"}]})
+    specs = [{"name": name, "taskReferenceName": f"ship_{i}"} for i in range(3)]
+    inputs = {f"ship_{i}": {"n": i} for i in range(3)}
+    done = node.client.execute_workflow(flow, {"tasks": specs, "inputs": inputs}, wait_s=20)
+    assert done["status"] == "COMPLETED", done
+    assert done["tasks"][-1]["output"] == {f"ship_{i}": {"seen": {"n": i}} for i in range(3)}
+    assert sorted(c["input"]["n"] for c in calls) == [0, 1, 2]
 
 
 def test_do_while_until_under_budget(examples, example_worker):
@@ -169,6 +187,34 @@ def test_retry_rerun_and_restart(examples, example_worker):
     assert restarted["status"] == "RUNNING"
     final = wait_for_status(client, workflow_id, "COMPLETED")
     assert final["output"]["total"] == 1
+
+
+def test_restart_and_rerun_of_a_workflow_with_a_sub_workflow_run_a_new_child(node: Any, recorder: Any) -> None:
+    """A restart or rerun of a workflow with a SUB_WORKFLOW hung for ever: the child id was reused
+    (issue 8)."""
+    name, calls = recorder
+    child, parent = unique("child"), unique("parent")
+    client = node.client
+    client.register_workflow_def({"name": child, "tasks": [{"name": name, "taskReferenceName": "inner"}]})
+    client.register_workflow_def({"name": parent, "tasks": [
+        {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW", "subWorkflowParam": {"name": child}},
+        {"name": name, "taskReferenceName": "after"}]})
+    first = client.execute_workflow(parent, {}, wait_s=20)
+    assert first["status"] == "COMPLETED", first
+    first_child = first["tasks"][0]["sub_workflow_id"]
+
+    client.restart_workflow(first["workflow_id"])
+    restarted = wait_for_status(client, first["workflow_id"], "COMPLETED", timeout_s=20)
+    second_child = restarted["tasks"][0]["sub_workflow_id"]
+    assert second_child != first_child
+    assert client.get_workflow(second_child)["status"] == "COMPLETED"
+
+    client.rerun_workflow(first["workflow_id"], "sub")
+    rerun = wait_for_status(client, first["workflow_id"], "COMPLETED", timeout_s=20)
+    third_child = rerun["tasks"][0]["sub_workflow_id"]
+    assert third_child not in (first_child, second_child)
+    assert client.get_workflow(third_child)["status"] == "COMPLETED"
+    assert sum(1 for c in calls if c["ref"] == "inner") == 3   # each child really ran
 
 
 def test_retry_a_failed_workflow(examples, example_worker):
