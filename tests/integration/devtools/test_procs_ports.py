@@ -23,6 +23,7 @@ import pytest
 
 from devtools import procs
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_node
+from devtools.procs import ProcessError, free_port, start_redis
 from orchestrator.config import NodeConfig
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -110,6 +111,17 @@ def test_wait_for_port_accepts_the_process_it_started(tmp_path: Path) -> None:
         server.stop()
 
 
+def test_the_local_cluster_refuses_a_redis_port_that_something_answers_on(tmp_path: Path) -> None:
+    """The local cluster shared a Redis port something else already answered on (issue 8)."""
+    existing = start_redis(tmp_path / "existing")
+    try:
+        with pytest.raises(ProcessError, match=f"port {existing.port} .* already in use"):
+            start_redis(tmp_path / "ours", port=existing.port)
+        assert existing.process.alive()
+    finally:
+        existing.stop()
+
+
 def test_a_node_started_on_a_taken_port_is_reported_failed_not_started(tmp_path: Path, etcd: Any,
                                                                          redis_server: Any) -> None:
     with socket.socket() as squatter:
@@ -119,6 +131,24 @@ def test_a_node_started_on_a_taken_port_is_reported_failed_not_started(tmp_path:
         with pytest.raises(procs.ProcessError, match=f"cannot listen on 127.0.0.1:{port}: the address is in use"):
             start_node(tmp_path, node_id="late", port=port, redis_url=redis_server.url,
                        etcd_endpoints=etcd.endpoints, cluster="latecomer", lease_ttl_s=2.0)
+
+
+def test_a_second_node_on_a_taken_port_refuses_to_start(tmp_path: Path, etcd: Any, redis_server: Any) -> None:
+    """A second node on a taken port shared it (gRPC's SO_REUSEPORT) instead of refusing to start
+    (issue 8)."""
+    port = free_port()
+    common = {"port": port, "redis_url": redis_server.url, "etcd_endpoints": etcd.endpoints,
+              "cluster": "porttest", "lease_ttl_s": 2.0}
+    first = start_node(tmp_path, node_id="first", **common)
+    try:
+        # start_node waits for the second node itself to listen (the first's port does not pass for it)
+        with pytest.raises(ProcessError, match=r"second \(pid \d+\) exited with status 2") as refused:
+            start_node(tmp_path, node_id="second", **common)
+        assert f"cannot listen on 127.0.0.1:{port}: the address is in use" in str(refused.value)
+        assert "Traceback" not in str(refused.value)
+        assert first.alive()
+    finally:
+        first.stop()
 
 
 def test_a_node_refuses_a_port_beyond_65535() -> None:
