@@ -1,5 +1,5 @@
 """The Conductor corpus on a real node: every accepted definition of `../shared/conductor-corpus/`
-(read in place, through tests/test_conductor_corpus.py's loader), registered over gRPC and run by
+(read in place, through tests/conductor_corpus.py's loader), registered over gRPC and run by
 one node with one generic worker of the SDK, must end in the status the simulator test expects
 (RUNS there, with its inputs and signals).
 
@@ -14,7 +14,7 @@ started with), then driven together: the 126 runs take about 20 s on one node (2
 How they run, as in the simulator:
 - the node is started with `--http-tasks 0`, so HTTP and HTTP_POLL tasks go to the generic
   worker like every other worker task (the corpus calls hosts this machine cannot reach); the
-  worker answers each task with `generic_output` of tests/test_conductor_corpus.py;
+  worker answers each task with `generic_output` of tests/conductor_corpus.py;
 - a WAIT or HUMAN task that waits for a signal (no duration or time) is signalled, with the run's
   `signal` output, in the workflow or any of its sub-workflows.
 The one HTTP_POLL definition also runs on a node that makes the calls itself (the `node` fixture),
@@ -33,14 +33,14 @@ from typing import Any
 
 import pytest
 
+from conductor_corpus import (CUSTOM_TYPES, NOT_ACCEPTED, RUNS, Run, accepted, corpus, generic_output, latest,
+                              registered)
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
 from helpers import BackgroundWorker, send_json, serving, unique, wait_for_status
 from orchestrator.core.definitions import (DELEGATED_KINDS, HTTP_KINDS, check_workflow_def, needs_every_workflow_def,
                                            referenced_workflow_names)
 from orchestrator.core.timetext import parse_duration_seconds
-from test_conductor_corpus import (CUSTOM_TYPES, NOT_ACCEPTED, RUNS, Run, accepted, corpus, generic_output, latest,
-                                   registered)
 from worker import ClientError, Worker, WorkflowClient, task
 
 MAX_REAL_WAIT_S = 5.0
