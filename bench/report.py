@@ -55,7 +55,7 @@ def markdown(results: dict[str, Any]) -> str:
     for name, renderer in (("throughput", _throughput), ("latency", _latency), ("conductor", _conductor),
                            ("events", _events),
                            ("failover", _failover), ("durability", _durability),
-                           ("scale", _scale), ("profile", _profile)):
+                           ("scale", _scale), ("size", _size), ("profile", _profile)):
         if name in scenarios:
             lines += renderer(scenarios[name])
     errors = {k: s["error"] for k, s in scenarios.items() if "error" in s}
@@ -216,6 +216,19 @@ def _failover(s: dict[str, Any]) -> list[str]:
         f"Audit: {a['started']} started, {a['completed']} completed, {a['lost']} lost, "
         f"{a['completed_twice']} completed twice, {a['repeated_attempts']} task attempts run more than once "
         f"({a['repeat_reasons']}).", ""]
+
+
+def _size(s: dict[str, Any]) -> list[str]:
+    rows = [[key.rpartition("_")[0], f"{f['steps']:,}", _f(f["ms_per_step"], 2), _f(f["cpu_ms_per_step"], 2)]
+            for key, f in s.items() if isinstance(f, dict) and "ms_per_step" in f]
+    if not rows:
+        return []
+    return ["## Size: the cost of a step against the size of its workflow (one at a time)", ""] + _table(
+        ["shape", "steps", "ms per step (median of runs)", "CPU ms per step, nodes + workers + Redis + etcd"],
+        rows) + [
+        "Ratios, large / small: " + ", ".join(f"{shape} {s[shape + '_ratio']} x"
+                                               for shape in ("sequence", "loop", "fork")
+                                               if f"{shape}_ratio" in s) + ".", ""]
 
 
 def _scale(s: dict[str, Any]) -> list[str]:

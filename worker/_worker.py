@@ -104,9 +104,11 @@ class _InFlight:
     assignment: pb.TaskAssignment
     context: TaskContext
     lease_ms: int
-    wake: asyncio.Event
     runner: asyncio.Task[None] | None = None
-    heartbeats: asyncio.Task[None] | None = None
+    # When it heartbeats next: a timer of the event loop, not a task of its own (a task costs a
+    # coroutine, a future and a timeout for every attempt; most attempts end before their first beat).
+    next_beat: asyncio.TimerHandle | None = None
+    beating: bool = True   # False once the lease is gone or the attempt ended
     # The stream the last heartbeat went to, and since when it is unanswered.
     heartbeat_stream: TaskStream | None = None
     unanswered_since: float | None = None
@@ -122,9 +124,15 @@ class _InFlight:
 
     def stop(self) -> None:
         """Cancel the handler (if still running) and the heartbeats."""
-        for job in (self.runner, self.heartbeats):
-            if job is not None and job is not asyncio.current_task():
-                job.cancel()
+        self.stop_beating()
+        if self.runner is not None and self.runner is not asyncio.current_task():
+            self.runner.cancel()
+
+    def stop_beating(self) -> None:
+        self.beating = False
+        if self.next_beat is not None:
+            self.next_beat.cancel()
+            self.next_beat = None
 
 
 class Worker:
@@ -434,8 +442,9 @@ class Worker:
         )
         self._stream = stream
         self._resending = len(resent)
+        loop = asyncio.get_running_loop()
         for flight in self._inflight.values():
-            flight.wake.set()  # heartbeat at once: the lease may be close to expiry
+            loop.call_soon(self._beat_now, flight)  # heartbeat at once: the lease may be close to expiry
         log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(resent))
         return stream
 
@@ -549,26 +558,25 @@ class Worker:
         self._stats.lease_lost += 1
         log.info("lease of task %s is gone; its handler keeps running, its result will be refused", flight.task_id)
         flight.context._cancel()
-        if flight.heartbeats is not None:
-            flight.heartbeats.cancel()
+        flight.stop_beating()
 
     # ------------------------------------------------------------ tasks
 
     def _start_task(self, assignment: pb.TaskAssignment) -> None:
-        wake = asyncio.Event()
         loop = asyncio.get_running_loop()
 
         def request_heartbeat() -> None:  # called by TaskContext.heartbeat(), from any thread
             with contextlib.suppress(RuntimeError):  # the loop is gone: the worker stopped
-                loop.call_soon_threadsafe(wake.set)
+                loop.call_soon_threadsafe(self._beat_now, flight)
 
         ctx = TaskContext.from_assignment(assignment, worker_id=self._worker_id, heartbeat_hook=request_heartbeat)
-        flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms, wake=wake)
+        flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms)
         self._inflight[flight.task_id] = flight
-        log.debug("task %s (%s, attempt %d) of workflow %s started",
-                  flight.task_id, assignment.task_type, assignment.attempt, assignment.workflow_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("task %s (%s, attempt %d) of workflow %s started",
+                      flight.task_id, assignment.task_type, assignment.attempt, assignment.workflow_id)
         flight.runner = asyncio.create_task(self._run_task(flight), name=f"task-{flight.task_id}")
-        flight.heartbeats = asyncio.create_task(self._heartbeat_loop(flight), name=f"heartbeat-{flight.task_id}")
+        self._schedule_beat(flight)
 
     async def _run_task(self, flight: _InFlight) -> None:
         handler = self._handlers.get(flight.assignment.task_type)
@@ -583,8 +591,9 @@ class Worker:
             self._stats.completed += 1
         else:
             self._stats.failed += 1
-        log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
-                 pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
+                      pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
         self._unacked[result.task_id] = result
         self._send(pb.WorkerMessage(result=result))
         if not self._stopping:
@@ -599,14 +608,21 @@ class Worker:
 
     # ------------------------------------------------------------ heartbeats
 
-    async def _heartbeat_loop(self, flight: _InFlight) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(flight.wake.wait(), flight.heartbeat_interval_s())
-            except TimeoutError:
-                pass
-            flight.wake.clear()
-            self._heartbeat(flight)
+    def _schedule_beat(self, flight: _InFlight) -> None:
+        """The flight's next heartbeat, one interval from now."""
+        if flight.next_beat is not None:
+            flight.next_beat.cancel()
+        flight.next_beat = asyncio.get_running_loop().call_later(flight.heartbeat_interval_s(), self._beat_now,
+                                                                  flight)
+
+    def _beat_now(self, flight: _InFlight) -> None:
+        """Heartbeat the flight (its interval came, a new stream opened, or the handler asked),
+        then again one interval later, for as long as it runs and holds its lease."""
+        if not flight.beating or self._inflight.get(flight.task_id) is not flight:
+            return
+        self._heartbeat(flight)
+        if flight.beating:   # the heartbeat may have found the stream silent and aborted it
+            self._schedule_beat(flight)
 
     def _heartbeat(self, flight: _InFlight) -> None:
         stream = self._stream

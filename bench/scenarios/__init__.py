@@ -6,7 +6,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import conductor, durability, events, failover, latency, poison, profile, sandbox, scale, soak, throughput
+from . import (conductor, durability, events, failover, latency, poison, profile, sandbox, scale, size, soak,
+               throughput)
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
@@ -22,5 +23,6 @@ SCENARIOS: dict[str, Scenario] = {
     "failover": failover.run,
     "durability": durability.run,
     "scale": scale.run,
+    "size": size.run,   # the cost of a step against the size of its workflow (issue 21)
     "soak": soak.run,
 }

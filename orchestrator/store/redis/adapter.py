@@ -2,8 +2,10 @@
 
 Every change goes through one Lua script of `scripts` (one atomic step each); plain
 commands are used only to read and to store definitions. Any node may start,
-terminate, claim, heartbeat and report results; only the leader's engine calls the
-fenced `apply_decisions`, `expire_lease`, `defer` and `raise_epoch`.
+terminate, claim, heartbeat, report results and apply the decisions of the events it stored
+(`apply_decisions` and `defer` without an epoch, guarded by the workflow's revision); the
+leader's clocks call them fenced by its epoch, and only they call `expire_lease`,
+`forget_ended` and `raise_epoch`.
 Redis errors leave this module as `StoreUnavailable` only.
 
 Links to Redis (`RedisLinks`): every command has `socket_timeout_s` to answer and a connection

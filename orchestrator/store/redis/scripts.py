@@ -1,11 +1,17 @@
 """The Lua scripts behind every state transition in Redis.
 
-Each script is one atomic step. Scripts that only the leader's engine runs
-(`APPLY_DECISION`, `EXPIRE_LEASE`, `DEFER`) first compare the caller's epoch with the
-stored one and refuse an older epoch: that is the fencing that keeps a paused or
+Each script is one atomic step. A script given an epoch first compares it with the
+stored one and refuses an older epoch: that is the fencing that keeps a paused or
 partitioned ex-leader from changing anything once a newer leader took over.
-Every script that changes a workflow bumps its `rev` field; the decider's write
-is conditional on the revision it read, so no event is ever overwritten.
+`EXPIRE_LEASE` and `FORGET_ENDED` are the leader's alone and always fenced. Every node
+decides: the node that stored an event (a start, a result, a signal, an operation, a
+child's end) runs `APPLY_DECISION` for that workflow at once, without an epoch (and
+`DEFER`, when the workflow is gone or must be parked), and the leader's engine runs the
+same scripts with its epoch, fenced, for what needs a clock (timers, and the sweep of
+events whose node died before deciding them).
+Every script that changes a workflow bumps its `rev` field; a decision's write is
+conditional on the revision it was computed from, so no event is ever overwritten and,
+of two nodes deciding the same workflow, only one wins (the other reloads and decides again).
 
 Arguments are named: ARGV[1] is a JSON object of the small scalar arguments (`A.id`,
 `A.now`, ...), always with `A.prefix`; large user data (inputs, outputs, snapshots) follows

@@ -272,7 +272,8 @@ def master_kill_under_load(folder: Path, etcd: EtcdCluster, min_replicas: int) -
                 f"{len(acked.results)} results acknowledged")
             outcome = audit(client, acked, hold_at)
             if min_replicas:   # the promoted replica has the other one behind it: work goes on
-                work_goes_on(client, endpoint, f"http://127.0.0.1:{http_port}/api", workflow, task_type)
+                work_goes_on(client, folder / "node" / "durable.log", f"http://127.0.0.1:{http_port}/api", workflow,
+                             task_type)
             return outcome
     finally:
         if node is not None:
@@ -309,7 +310,13 @@ def audit(client: WorkflowClient, acked: Acked, hold_at: float) -> Outcome:
     return outcome
 
 
-def work_goes_on(client: WorkflowClient, endpoint: str, http_base: str, workflow: str, task_type: str) -> None:
+def log_tail(log: Path, lines: int = 60) -> str:
+    """The node's last log lines above DEBUG: what a failure here needs to be understood."""
+    kept = [line for line in log.read_text(errors="replace").splitlines() if " DEBUG " not in line]
+    return "\n".join(kept[-lines:])
+
+
+def work_goes_on(client: WorkflowClient, node_log: Path, http_base: str, workflow: str, task_type: str) -> None:
     workflow_id = client.start_workflow(workflow, {"after": True}, idempotency_key=uuid.uuid4().hex)
     deadline = time.monotonic() + 20
     while True:
@@ -317,7 +324,9 @@ def work_goes_on(client: WorkflowClient, endpoint: str, http_base: str, workflow
             client.signal_task(workflow_id, "approve", output={"by": "after"})
             break
         except ClientError as refused:
-            assert "waiting for a signal" in refused.message and time.monotonic() < deadline, refused
+            assert "waiting for a signal" in refused.message, refused
+            assert time.monotonic() < deadline, (f"workflow {workflow_id}, started after the failover, was not "
+                                                 f"decided within 20 s; the node's log:\n{log_tail(node_log)}")
             time.sleep(0.05)
     with httpx.Client(base_url=http_base, timeout=5.0) as http:
         while True:
@@ -328,7 +337,8 @@ def work_goes_on(client: WorkflowClient, endpoint: str, http_base: str, workflow
                                           "taskId": found["taskId"], "status": "COMPLETED", "workerId": "rest"})
             if any(found["workflowInstanceId"] == workflow_id for found in polled):
                 break
-            assert time.monotonic() < deadline, "the task of the workflow started after the failover never came"
+            assert time.monotonic() < deadline, (f"the task of workflow {workflow_id}, started after the failover, "
+                                                 f"never came; the node's log:\n{log_tail(node_log)}")
     wait_for_status(client, workflow_id, "COMPLETED")
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import bash_completion, build_parser, command_specs, zsh_completion
+from orchestrator.cli import build_parser
+from orchestrator.cli.completion import bash_completion, command_specs, zsh_completion
 
 
 def bash_complete(script: Path, *words: str) -> list[str]:

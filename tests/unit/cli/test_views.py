@@ -8,7 +8,9 @@ import time
 import pytest
 from rich.console import Console
 
-from orchestrator.cli import _workflow_view, ago, duration, when_ms
+from orchestrator.cli.inputs import when_ms
+from orchestrator.cli.views.format import ago, duration
+from orchestrator.cli.views.workflow import workflow_view
 
 
 def test_times_for_people():
@@ -42,7 +44,7 @@ def test_a_workflow_view_shows_attempts_sub_workflows_and_reasons():
             {"key": "book", "reference_name": "book", "task_type": "SUB_WORKFLOW", "kind": "SUB_WORKFLOW",
              "status": "SCHEDULED", "attempt": 0, "scheduled_at_ms": now - 1_000, "sub_workflow_id": "w1.book.0"}]}
     console = Console(width=160, record=True, color_system=None)
-    console.print(_workflow_view(workflow))
+    console.print(workflow_view(workflow))
     text = console.export_text()
     assert "trip v2  RUNNING  w1" in text and "order-7" in text and "running for" in text, text
     assert "(1 min ago)" in text and "2 tasks, 3 attempts" in text and '{"to": "Nice"}' in text, text

@@ -1,0 +1,7 @@
+"""`python -m orchestrator.cli ...`: the `orchestrator` command without its console script."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
