@@ -29,7 +29,7 @@ lock: $(UV)
 	$(UV) lock $(if $(UPGRADE),--upgrade)
 
 # The etcd server and etcdctl, the Redis server, faketime (a node with a wrong clock in
-# tests/test_clock_skew.py) and zsh (the CLI's zsh completion is tested), from Debian when missing.
+# tests/integration/cluster/test_clock_skew.py) and zsh (the CLI's zsh completion is tested), from Debian when missing.
 servers:
 	@command -v etcd >/dev/null && command -v etcdctl >/dev/null && command -v redis-server >/dev/null \
 	  && command -v faketime >/dev/null && command -v zsh >/dev/null || { \
@@ -40,7 +40,7 @@ servers:
 # Debian's chromium for the console tests (Playwright drives it; it never downloads a browser).
 browser:
 	@test -x /usr/bin/chromium || { \
-	  echo "installing chromium from Debian (the browser of tests/test_console.py)"; \
+	  echo "installing chromium from Debian (the browser of tests/integration/web/test_console.py)"; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
 proto: $(STAMP)
@@ -62,10 +62,11 @@ lint: $(STAMP)
 test: lint $(STAMP) servers browser
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
-# The pure tests (decider, language, validators, expressions, the corpus in the simulator, the SDK
-# against scripted nodes): no etcd, Redis, node or browser; tests/conftest.py says what is integration.
+# tests/unit: the decider, language, validators, expressions, the corpus in the simulator, the SDK
+# against scripted nodes, the CLI's parser: no etcd, Redis, node or browser (tests/conftest.py refuses
+# a test there that asks for one). tests/integration holds the rest, each marked `integration`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not integration"
+	$(PY) -m pytest -q tests/unit
 
 # The whole suite against the newest release of every dependency, resolved without the lock, in a
 # venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.

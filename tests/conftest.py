@@ -8,6 +8,7 @@ each module gets its own cluster name, so keys and election prefixes never mix.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 from collections.abc import Callable, Iterator
 
@@ -19,31 +20,31 @@ from browser import CHROMIUM, CHROMIUM_ARGS
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient
 
-# What makes a test an integration test (`make test-fast` runs the others, in seconds): a fixture
-# that starts etcd, Redis, nodes or workers, or a module below, whose tests start processes,
-# servers or sockets themselves.
-SERVER_FIXTURES = frozenset({"etcd", "redis_server", "node", "run_worker", "cluster", "client", "metrics_node",
-                             "http"})
-INTEGRATION_MODULES = frozenset({
-    "test_conductor_sdk", "test_infrastructure_security", "test_election", "test_frozen_node", "test_procs",
-    "test_procs_ports", "test_example_order_flow_hygiene", "test_netproxy", "test_devtools_cluster",
-    "test_architecture", "test_proto", "test_auth", "test_tls", "test_metrics", "test_retention", "test_sentinel",
-    "test_durability", "test_clock_skew", "test_membership", "test_graceful_stop", "test_leader_partition",
-    "test_stop_without_redis", "test_observability", "test_reported_bugs_newcomer", "test_cli_newcomer",
-    "test_console", "test_console_pages", "test_failover", "test_events", "test_rest_types", "test_config",
-})
+TESTS = Path(__file__).resolve().parent
+UNIT, INTEGRATION = TESTS / "unit", TESTS / "integration"
+
+# The fixtures below that start etcd, Redis, a node, a worker or a browser. Everything under tests/integration
+# is an integration test (`make test-fast` runs tests/unit, in seconds); a test under tests/unit that asks for
+# one of these fails the collection, so a slow test cannot hide among the fast ones.
+SERVER_FIXTURES = frozenset({"etcd", "redis_server", "node", "run_worker", "browser", "page"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: starts real processes (etcd, Redis, nodes, workers, "
-                                       "browsers, builds); `make test-fast` leaves these out")
+                                       "browsers, builds): every test under tests/integration")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    misplaced = []
     for item in items:
-        module = item.module.__name__.rpartition(".")[2] if isinstance(item, pytest.Function) else ""
-        if module in INTEGRATION_MODULES or SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if item.path.is_relative_to(INTEGRATION):
             item.add_marker(pytest.mark.integration)
+        elif not item.path.is_relative_to(UNIT):
+            misplaced.append(f"{item.nodeid}: a test lives under tests/unit or tests/integration")
+        elif servers := sorted(SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            misplaced.append(f"{item.nodeid} asks for {', '.join(servers)}: it belongs under tests/integration")
+    if misplaced:
+        raise pytest.UsageError("tests in the wrong folder:\n  " + "\n  ".join(misplaced))
 
 
 # Short leases keep lease-expiry tests quick; etcd rounds TTLs below 2 s up to 2 s.

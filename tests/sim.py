@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from typing import Any
-from collections.abc import Callable
+from typing import Any, cast
+from collections.abc import Callable, Mapping
 
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
@@ -19,6 +19,7 @@ from orchestrator.core.definitions import normalise_task_def, normalise_workflow
 from orchestrator.core.apply import apply, finish_parent_task, new_child
 from orchestrator.core.decider import Decision, decide
 from orchestrator.core.decider.walk import is_worker_kind
+from orchestrator.core.schema import TaskDef
 
 START = 1_700_000_000_000
 # ("COMPLETED", output) | ("FAILED", reason) | ("FAILED_WITH_TERMINAL_ERROR", reason)
@@ -26,7 +27,7 @@ Outcome = tuple[str, Any]
 Handler = Callable[[m.TaskState], Outcome]
 
 
-def task_defs(*names: str, **fields: Any) -> dict[str, dict[str, Any]]:
+def task_defs(*names: str, **fields: Any) -> dict[str, TaskDef]:
     return {n: normalise_task_def({"name": n, "retryDelaySeconds": 0, **fields}) for n in names}
 
 
@@ -35,16 +36,16 @@ def echo(task: m.TaskState) -> Outcome:
 
 
 class Sim:
-    def __init__(self, definition: dict[str, Any], defs: dict[str, dict[str, Any]],
-                 workflows: dict[str, dict[str, Any]] | None = None, *,
-                 normalised_workflows: dict[str, dict[str, Any]] | None = None) -> None:
+    def __init__(self, definition: Mapping[str, Any], defs: Mapping[str, Mapping[str, Any]],
+                 workflows: Mapping[str, Mapping[str, Any]] | None = None, *,
+                 normalised_workflows: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         """`workflows` ("name:version" -> definition as written) are normalised here;
         `normalised_workflows` (the same, already normalised) are taken as they are."""
         self.defs = defs
         self.registered = {d["name"]: d for d in (workflows or {}).values()}
         self.registered.update({d["name"]: d for d in (normalised_workflows or {}).values()})
         self.definition = normalise_workflow_def(definition, defs, self.registered)
-        self.sub_workflows = {key: normalise_workflow_def(d, defs, self.registered)
+        self.sub_workflows: dict[str, Any] = {key: normalise_workflow_def(d, defs, self.registered)
                               for key, d in (workflows or {}).items()}
         self.sub_workflows.update(normalised_workflows or {})
         self.now = START
@@ -109,7 +110,7 @@ class Sim:
                 if is_worker_kind(task.spec.kind) and task.runtime.status == st.SCHEDULED and task.runtime.queued:
                     self.executions.append((wf.workflow_id, task.spec.key, task.spec.attempt))
                     status, value = handler(task)
-                    task.runtime = replace(task.runtime, status=status, ended_at_ms=self.now,
+                    task.runtime = replace(task.runtime, status=cast(st.TaskStatus, status), ended_at_ms=self.now,
                                            started_at_ms=self.now, queued=False,
                                            reason="" if status == st.TASK_COMPLETED else str(value))
                     task.output = value if status == st.TASK_COMPLETED else None
@@ -121,7 +122,7 @@ class Sim:
                status: str = st.TASK_COMPLETED) -> None:
         task = self.workflows[workflow_id].latest_attempt(key)
         assert task is not None and task.runtime.status == st.IN_PROGRESS and task.spec.kind in ("WAIT", "HUMAN")
-        task.runtime = replace(task.runtime, status=status, ended_at_ms=self.now)
+        task.runtime = replace(task.runtime, status=cast(st.TaskStatus, status), ended_at_ms=self.now)
         task.output = output
         self.wakes[workflow_id] = self.now
 
@@ -130,7 +131,7 @@ class Sim:
         wf = self.workflows[workflow_id]
         wf.commands.append({"op": op, "field": f"c:{len(wf.commands):08d}", **fields})
         if status:
-            wf.status = status
+            wf.status = cast(st.WorkflowStatus, status)
         self.wakes[workflow_id] = self.now
 
     # ---------------------------------------------------------------- applying decisions
