@@ -87,7 +87,7 @@ def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
          redis_server: RedisServer) -> Iterator[NodeHandle]:
     """A single leader node of its own cluster (fresh key prefix) for this test module. Its HTTP
     tasks may call the tests' servers on loopback (a node's default allows public addresses only:
-    tests/test_ssrf.py); etcd and Redis stay out of their reach."""
+    tests/integration/security/test_ssrf.py); etcd and Redis stay out of their reach."""
     cluster = f"t{uuid.uuid4().hex[:8]}"
     port, http_port = free_port(), free_port()
     process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,

@@ -1,7 +1,7 @@
 """An in-memory run of the pure decider, for language tests without servers.
 
 It applies each Decision with the core's pure `apply` (the semantics the Lua script is held
-to by tests/test_apply_contract.py), carries out its effects on child and parent workflows,
+to by tests/integration/store/test_apply_contract.py), carries out its effects on child and parent workflows,
 and plays the workers with a handler function. Time only moves when nothing else can happen, to the next wake-up.
 The real scripts are exercised by the end-to-end tests; this is the decider's bench.
 """

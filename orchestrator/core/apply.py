@@ -3,7 +3,7 @@
 `apply(state, decision, now_ms)` returns the workflow as it is after the decision and the
 effects the decision has beyond it (queues, leases, other workflows, the next wake-up).
 The store's `APPLY_DECISION` Lua script does the same in one atomic, fenced and
-revision-checked step, and `tests/test_apply_contract.py` holds the script to this function
+revision-checked step, and `tests/integration/store/test_apply_contract.py` holds the script to this function
 on a real Redis. The in-memory simulator (`tests/sim.py`) runs the decider through it.
 
 Two transitions of other workflows happen in the same step and are stated here as well:

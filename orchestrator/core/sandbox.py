@@ -48,7 +48,7 @@ less in practice: a JavaScript timeout is V8's own (the process answers at the l
 replaced), only what V8 or libjq cannot interrupt costs a kill. The bound is per evaluation,
 not per decision: a definition with many script tasks that each run to the limit (a wide fork,
 optional tasks one after the other) holds the loop for the sum of them. Measured on a node
-(tests/test_sandbox.py): while a jq program that would run for hours was evaluated, the
+(tests/unit/core/test_sandbox.py): while a jq program that would run for hours was evaluated, the
 slowest read the node answered took 1.3 s (before: no answer within 10 s, the node frozen).
 
 What this does not protect: the sandbox processes run as the node's user, on its machine,
@@ -607,7 +607,7 @@ def retire() -> None:
     _RETIRE = True
 
 
-def _serve() -> None:   # pragma: no cover - runs in the sandbox process (tests/test_sandbox.py drives it)
+def _serve() -> None:   # pragma: no cover - runs in the sandbox process (tests/unit/core/test_sandbox.py drives it)
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C is for the node, which ends us
     channel_in, channel_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)

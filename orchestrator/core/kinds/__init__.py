@@ -4,7 +4,7 @@ ask: `kind_of("DO_WHILE")` is the kind of that type (None for a type that is not
 type: `own_type`). What a kind is: `base.py`.
 
 Adding a kind is adding its module (a `Kind` value: its names, fields, validation, decision
-step, children and graph) and listing it in KINDS below; tests/test_kinds.py checks that every
+step, children and graph) and listing it in KINDS below; tests/unit/core/test_kinds.py checks that every
 module of this package is listed and that the registry knows every type the validator accepts.
 """
 

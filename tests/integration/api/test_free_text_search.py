@@ -1,6 +1,6 @@
 """Free-text search: words found in a workflow's id, correlation id, input, output, variables
 or reason, through the gRPC API and the CLI (one real node; the Conductor API's freeText in
-tests/test_conductor_sdk.py, the archive's in tests/test_retention.py)."""
+tests/integration/conductor/test_conductor_sdk.py, the archive's in tests/integration/store/test_retention.py)."""
 
 from __future__ import annotations
 

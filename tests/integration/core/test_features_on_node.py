@@ -1,4 +1,5 @@
-"""Features the simulator alone exercised (tests/test_language.py, tests/test_conductor_semantics.py),
+"""Features the simulator alone exercised (tests/unit/core/test_language.py,
+tests/unit/conductor/test_conductor_semantics.py),
 run on a real node: one definition per feature, registered and started through gRPC and through
 Conductor's REST API, its worker tasks served by one generic worker of the SDK (or, for a task no
 worker serves, polled over REST). Each feature asserts what it does (outputs, attempts, times,

@@ -1,7 +1,7 @@
 """devtools/netproxy.py: a TCP proxy that holds, black-holes, drops and releases a link on purpose.
 
 Against an echo server (which records what reached it), then between a Redis replica and its
-master, which is what tests/test_durability.py builds on."""
+master, which is what tests/integration/store/test_durability.py builds on."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Conductor's REST API route by route, spoken as raw HTTP to one real node (the SDK's own run
-is tests/test_conductor_sdk.py): long polls, update-v2's next task, IN_PROGRESS callbacks and
+is tests/integration/conductor/test_conductor_sdk.py): long polls, update-v2's next task, IN_PROGRESS callbacks and
 lease extension, task logs, idempotent starts, inline definitions, search queries, refusals."""
 
 from __future__ import annotations

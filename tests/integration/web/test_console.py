@@ -6,7 +6,7 @@ worker serves says so; and on a three-node cluster the cluster page of a survivo
 leader after the leader is SIGKILLed by PID, and the old one DOWN. Every page is saved as a
 screenshot in the test's tmp dir; only with UPDATE_SCREENSHOTS=1 in the environment are they also copied to the
 repository's docs/screenshots/ (the README shows them), so a plain run leaves the checkout alone:
-`UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/test_console.py` refreshes them.
+`UPDATE_SCREENSHOTS=1 .venv/bin/python -m pytest -q tests/integration/web/test_console.py` refreshes them.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@
   the user to fix a definition that was fine).
 - /favicon.ico is an icon the browser decodes (it was a 404).
 
-Debian's chromium is driven by Playwright as in tests/test_console.py; no screenshot is written.
+Debian's chromium is driven by Playwright as in tests/integration/web/test_console.py; no screenshot is written.
 """
 
 from __future__ import annotations

@@ -536,7 +536,7 @@ def test_exclusive_join_takes_the_output_of_the_branch_that_ran() -> None:
 
 @pytest.mark.parametrize("kind", ["HTTP", "HTTP_POLL", "KAFKA_PUBLISH", "GENERATE_IMAGE"])
 def test_io_task_types_are_queued_under_their_own_type(kind: str) -> None:
-    """HTTP and HTTP_POLL are served by the nodes' executor (tests/test_http_tasks.py) through
+    """HTTP and HTTP_POLL are served by the nodes' executor (tests/integration/cluster/test_http_tasks.py) through
     the same queue a worker of that type would serve; the other I/O types need such a worker."""
     definition = conductor({"name": "call", "taskReferenceName": "call", "type": kind,
                             "inputParameters": {"http_request": {"uri": "${workflow.input.uri}", "method": "GET"}}})

@@ -2,7 +2,7 @@
 
 mini-racer 0.14 binds a context to the loop running where it is made, and then refuses a time
 limit there (AssertionError); the simulator runs outside any loop and never saw it. Scripts now
-run in sandbox processes (orchestrator/core/sandbox.py, tests/test_sandbox.py), where no loop
+run in sandbox processes (orchestrator/core/sandbox.py, tests/unit/core/test_sandbox.py), where no loop
 runs; these tests keep the node's view: called from inside a loop, and from outside one."""
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ NO_SERVICE = {
     ("DELETE", "/api/metadata/taskdefs/{name}"): "405: definitions are never removed",
 }
 # Console routes on the node's own parts (election, dispatcher, counters), not on a service yet:
-# their door's check is the only one (tests/test_roles_every_path.py walks it).
+# their door's check is the only one (tests/integration/security/test_roles_every_path.py walks it).
 DOOR_ONLY = {("GET", "/cluster"), ("GET", "/cluster/live"), ("GET", "/metrics"),
              ("POST", "/cluster/members/{node_id}/forget")}
 
