@@ -8,56 +8,21 @@ tests/integration/security/test_roles_every_path.py."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from types import SimpleNamespace
 from typing import Any
 
 from orchestrator.core.auth import Principal
-from orchestrator.core.payloads import PayloadLimit
-from orchestrator_api.v1 import orchestrator_pb2 as pb
+import unwired
 from roles_table import CONSOLE, REST, ROLE_OF, SERVICES, may
+from unwired import refusal_of
 
 
-def _servicers() -> dict[str, Any]:
-    from orchestrator import api, service
-    limit = PayloadLimit(1024 * 1024)
-    return {"MetadataService": api.MetadataService(service.Metadata(None)),
-            "ClusterService": api.ClusterService(service.Cluster(None)),
-            "WorkflowService": api.WorkflowService(service.Workflows(None, limit, None, None)),
-            "TaskService": api.TaskService(service.Tasks(None, None, limit, None), None),
-            "EventService": api.EventService(service.Events(None, limit))}
-
-
-class Context:
-    """The one thing a servicer uses of its gRPC context: `abort`, which raises `Refused` here."""
-
-    async def abort(self, code: Any, details: str = "") -> None:
-        from orchestrator.service.errors import Refused
-        raise Refused(getattr(code, "name", str(code)), details)
-
-
-async def _answer(servicer: Any, method: Any, context: Any) -> str:
+async def _answer(servicer: Any, method: Any) -> str:
     """The status a handler answers an empty request with ("" when it ran and answered)."""
-    from orchestrator.service.errors import Refused
-    request_type = getattr(pb, method.input_type.name)
-    call = getattr(servicer, method.name)
     try:
-        if method.client_streaming:
-            async def requests() -> Any:
-                yield request_type()
-            answer = call(requests(), context)
-        else:
-            answer = call(request_type(), context)
-        if inspect.isasyncgen(answer):
-            async for _ in answer:
-                break
-        else:
-            await answer
-    except Refused as refused:
-        return refused.code
+        return await refusal_of(servicer, method)
     except Exception as exc:   # what a handler does with None for its store, once it was let through
         return type(exc).__name__
-    return ""
 
 
 def test_each_handler_enforces_the_table_whoever_calls_it() -> None:
@@ -67,11 +32,11 @@ def test_each_handler_enforces_the_table_whoever_calls_it() -> None:
 
     async def walk() -> list[str]:
         wrong = []
-        servicers = _servicers()
+        servicers = unwired.servicers()
         for service_name, service in SERVICES.items():
             for method in service.methods:
                 where = f"{service_name}/{method.name}"
-                nobody = await _answer(servicers[service_name], method, Context())
+                nobody = await _answer(servicers[service_name], method)
                 if nobody != "UNAUTHENTICATED":
                     wrong.append(f"{where} with no caller: {nobody or 'answered'}")
                 for who in ROLE_OF:
@@ -79,17 +44,17 @@ def test_each_handler_enforces_the_table_whoever_calls_it() -> None:
                                           namespace="team-a" if who == "confined_admin" else None)
                     namespace = principal.namespace or ""
                     with acting_in(namespace), calling_as(principal, tokens=True):
-                        got = await _answer(servicers[service_name], method, Context())
+                        got = await _answer(servicers[service_name], method)
                     refused = got in ("PERMISSION_DENIED", "UNAUTHENTICATED")
                     if refused == may(who, where):
                         wrong.append(f"{where} as {who}: {got or 'answered'}")
                     if who == "confined_admin":   # the same token, acting in another namespace
                         with acting_in("team-b"), calling_as(principal, tokens=True):
-                            got = await _answer(servicers[service_name], method, Context())
+                            got = await _answer(servicers[service_name], method)
                         if got != "PERMISSION_DENIED":
                             wrong.append(f"{where} as {who} in team-b: {got or 'answered'}")
                 with calling_as(None, tokens=False):   # a node without tokens: anyone, anything
-                    got = await _answer(servicers[service_name], method, Context())
+                    got = await _answer(servicers[service_name], method)
                 if got in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
                     wrong.append(f"{where} on an open node: {got}")
         return wrong
@@ -104,7 +69,7 @@ def app_routes() -> list[tuple[str, str]]:
     from orchestrator.rest import RestParts, conductor_api
     from orchestrator.web import build_app
     rest = conductor_api(RestParts(workflows=None, tasks=None, metadata=None,  # type: ignore[arg-type]
-                                   limit=PayloadLimit(1024 * 1024)))
+                                   limit=unwired.LIMIT))
     gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]
     found: list[tuple[str, str]] = []
 

@@ -15,7 +15,6 @@ the few that call no service are listed below with why (each answers the same to
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -24,15 +23,15 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator import api, service
 from orchestrator.core.auth import Principal, Tokens
-from orchestrator.core.payloads import PayloadLimit
 from orchestrator.service import access
 from orchestrator.service.access import METHOD_ROLES, Rule, acting_in, rule_of
 from orchestrator.service.errors import Refused
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
-LIMIT = PayloadLimit(1024 * 1024)
+import unwired
+from unwired import LIMIT, refusal_of
+
 WEAKEST = {"admin": "operator", "operator": "reader", "reader": "worker", "worker": "reader"}
 TOKENS = {role: f"checks-{role}-token-0123456789" for role in ("admin", "operator", "reader", "worker")}
 # Routes that call no service, and why that is right: each answers the same to everyone who passes
@@ -80,62 +79,17 @@ def checks(monkeypatch: pytest.MonkeyPatch) -> Iterator[Checks]:
     yield record
 
 
-def _services() -> dict[str, Any]:
-    """The node's services over nothing at all: a call let through fails on its first store call."""
-    return {"workflows": service.Workflows(None, LIMIT, None, None),  # type: ignore[arg-type]
-            "tasks": service.Tasks(None, None, LIMIT, None),  # type: ignore[arg-type]
-            "metadata": service.Metadata(None),  # type: ignore[arg-type]
-            "events": service.Events(None, LIMIT),  # type: ignore[arg-type]
-            "cluster": service.Cluster(None)}  # type: ignore[arg-type]
-
-
 # ---------------------------------------------------------------- gRPC
-
-class Context:
-    """What a servicer uses of its gRPC context: `abort`, which raises `Refused` here."""
-
-    async def abort(self, code: Any, details: str = "") -> None:
-        raise Refused(getattr(code, "name", str(code)), details)
-
-
-def _servicers() -> dict[str, Any]:
-    services = _services()
-    return {"WorkflowService": api.WorkflowService(services["workflows"]),
-            "TaskService": api.TaskService(services["tasks"], None),  # type: ignore[arg-type]
-            "MetadataService": api.MetadataService(services["metadata"]),
-            "EventService": api.EventService(services["events"]),
-            "ClusterService": api.ClusterService(services["cluster"])}
-
-
-async def _call(servicer: Any, method: Any) -> str:
-    request_type = getattr(pb, method.input_type.name)
-    call = getattr(servicer, method.name)
-    try:
-        if method.client_streaming:
-            async def requests() -> Any:
-                yield request_type()
-            answer = call(requests(), Context())
-        else:
-            answer = call(request_type(), Context())
-        if inspect.isasyncgen(answer):
-            async for _ in answer:
-                break
-        else:
-            await answer
-    except Refused as refused:
-        return refused.code
-    return ""
-
 
 def test_every_grpc_method_is_refused_by_the_service_it_calls(checks: Checks) -> None:
     """No interceptor at all, no caller named: each method is refused by its own use case's check."""
     async def walk() -> list[str]:
         wrong = []
-        servicers = _servicers()
+        servicers = unwired.servicers()
         for service_descriptor in pb.DESCRIPTOR.services_by_name.values():
             for method in service_descriptor.methods:
                 checks.made.clear()
-                got = await _call(servicers[service_descriptor.name], method)
+                got = await refusal_of(servicers[service_descriptor.name], method)
                 if got != "UNAUTHENTICATED" or checks.refused() != [method.name]:
                     wrong.append(f"{service_descriptor.name}/{method.name}: {got or 'answered'}, "
                                  f"services refused {checks.refused()}")
@@ -154,7 +108,7 @@ def test_the_table_names_every_grpc_method() -> None:
 def _app() -> Any:
     from orchestrator.rest import RestParts, conductor_api
     from orchestrator.web import build_app
-    services = _services()
+    services = unwired.services()
     rest = conductor_api(RestParts(workflows=services["workflows"], tasks=services["tasks"],
                                    metadata=services["metadata"], limit=LIMIT))
     parts = SimpleNamespace(node_id="n", cluster="c", grpc_address="", workflows=services["workflows"],
@@ -260,7 +214,7 @@ def test_the_routes_left_out_of_the_walk_are_still_served() -> None:
 
 def test_a_service_call_with_no_caller_named_is_refused() -> None:
     """A path into the services that said nobody's name (no door at all) is refused, not trusted."""
-    workflows = _services()["workflows"]
+    workflows = unwired.services()["workflows"]
     with pytest.raises(Refused) as refused:
         asyncio.run(workflows.pause("wf-1"))
     assert refused.value.code == "UNAUTHENTICATED"
