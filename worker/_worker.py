@@ -212,6 +212,8 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._connected_once = False
         self._resending = 0  # results re-sent behind the hello of the stream being opened
+        self._credit_stream: TaskStream | None = None  # the stream `_pending_credits` are for
+        self._pending_credits = 0
         self._started = False
         self._stopping = False  # shutdown began: no credits, new tasks are released
         self._closing: asyncio.Event | None = None  # set: end the stream and run()
@@ -600,7 +602,25 @@ class Worker:
             self._grant_credit()
 
     def _grant_credit(self) -> None:
-        self._send(pb.WorkerMessage(credit=pb.Credit(count=1)))
+        """One credit more for the current stream. The credits of one turn of the event loop go in
+        one message, after that turn's results: a burst of finished tasks costs the node one read,
+        not one per task. Credits meant for a stream that has ended are dropped: the next stream's
+        hello counts the free room anew."""
+        stream = self._stream
+        if stream is None:
+            return
+        if self._credit_stream is not stream:
+            self._credit_stream, self._pending_credits = stream, 0
+        self._pending_credits += 1
+        if self._pending_credits == 1:
+            asyncio.get_running_loop().call_soon(self._send_credits, stream)
+
+    def _send_credits(self, stream: TaskStream) -> None:
+        if self._credit_stream is not stream:
+            return   # a newer stream's credits are pending now, with their own call
+        count, self._pending_credits = self._pending_credits, 0
+        if count and self._stream is stream:
+            stream.send(pb.WorkerMessage(credit=pb.Credit(count=count)))
 
     def _release(self, assignment: pb.TaskAssignment) -> None:
         self._stats.released += 1

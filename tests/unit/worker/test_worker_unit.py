@@ -481,6 +481,30 @@ def test_worker_says_hello_runs_a_task_and_grants_a_credit() -> None:
     asyncio.run(scenario())
 
 
+def test_tasks_ending_in_one_turn_of_the_loop_grant_their_credits_in_one_message() -> None:
+    """Three handlers released together: three results, then one credit of 3 (not three of 1)."""
+    gate = asyncio.Event()
+
+    @task("gated")
+    async def gated(data: dict) -> dict:
+        await gate.wait()
+        return {}
+
+    async def scenario() -> None:
+        async with fake_node() as (node, endpoint, _):
+            async with Worker(endpoints=[endpoint], handlers=[gated], concurrency=3) as w:
+                await node.next()  # hello
+                for n in range(3):
+                    node.push(task_message(f"t-{n}", "gated"))
+                await wait_until(lambda: w.in_flight == 3)
+                gate.set()
+                results = {(await node.next("result")).result.task_id for _ in range(3)}
+                assert results == {"t-0", "t-1", "t-2"}
+                assert (await node.next("credit")).credit.count == 3
+
+    asyncio.run(scenario())
+
+
 def test_heartbeats_flow_and_a_lost_lease_cancels_the_context() -> None:
     release = asyncio.Event()
     seen: dict[str, bool] = {}
