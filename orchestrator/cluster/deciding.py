@@ -15,6 +15,7 @@ parked and logged), and the others go on.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -24,10 +25,13 @@ from typing import Protocol
 
 from ..core import sandbox
 from ..core import state as m
+from ..core import statuses as st
+from ..core.apply import with_result
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
-from ..store import ApplyOutcome, ApplyResult, ClaimedTask, Store
+from ..store import (ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome, Store,
+                     WorkerResult)
 from .logs import log_fields
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ class HandOver(Protocol):
         """Return credits reserved but not used."""
 
 
+ANY_WORKER = "*"   # a result naming no worker (Conductor's REST update): whoever holds the attempt
 ENGINE_FAULT = "the engine could not decide it"
 SLOW_DECISION_S = 0.05   # a decision this long (scripts, most likely) is followed by a turn of the event loop
 """How the reason of a workflow the decider raised on begins (the CLI and the console recognise it)."""
@@ -112,6 +117,52 @@ class Decider:
             except Exception as exc:   # the store is away, say: the sweep decides them later
                 log.warning("deciding %d workflow(s) after their events failed (%s); the leader's sweep will",
                             len(batch), exc)
+
+    async def step(self, result: WorkerResult) -> ResultAck:
+        """Store a worker's result and decide its workflow in the same step: one load, then one script
+        that stores the result and applies the decision made from the workflow with the result in it
+        (`Store.step`). Where that cannot be (the attempt is not this worker's to end, the decision
+        fails or cannot be stored, another event came first), the result is stored on its own and
+        the workflow decided as after any event: `soon`, where a failure is that workflow's."""
+        state = await self.store.load(result.workflow_id)
+        task = _held_attempt(state, result) if state is not None else None
+        if state is None or task is None:
+            return await self._complete_then_decide(result)
+        now = now_ms()
+        try:
+            decided = with_result(state, result.task_id, result.status, json.loads(result.output_json), result.reason,
+                                  now, grows_by=_growth(task, result))
+            decision = await self._decision(decided, now)
+        except Exception:   # the event path below decides it again and fails it with the reason
+            return await self._complete_then_decide(result)
+        reserved = self._reserve([(decided, decision)])
+        applied: list[ApplyOutcome] = []
+        try:
+            stepped = await self.store.step(result, decided, decision, now, hand_over=reserved)
+            applied = [stepped.applied] if stepped.applied is not None else []
+        except DecisionRefused:
+            return await self._complete_then_decide(result)
+        finally:   # whatever happened, every reserved credit is used or returned
+            self._deliver_or_return(reserved, applied)
+        if applied and applied[0].result is ApplyResult.OK:
+            self._applied(decided, decision, Round())
+        elif stepped.ack.outcome is ResultOutcome.STORED:   # another event came first: decide what is stored
+            self.conflicts += 1
+            self.soon([result.workflow_id])
+        return stepped.ack
+
+    async def _complete_then_decide(self, result: WorkerResult) -> ResultAck:
+        ack = await self.store.complete_task(result.workflow_id, result.task_id, result.worker_id, result.status,
+                                             result.output_json, result.reason, now_ms())
+        if ack.outcome is ResultOutcome.STORED:
+            self.soon([result.workflow_id])
+        return ack
+
+    async def _decision(self, state: m.WorkflowState, now: int) -> Decision:
+        with log_fields(workflow_id=state.workflow_id):
+            if runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
+                return await asyncio.to_thread(_decide_with_scripts, state, now)
+            return decide(state, now, new_task_id)
 
     async def stop(self) -> None:
         if self._draining is not None:
@@ -186,11 +237,7 @@ class Decider:
                 continue
             started = time.monotonic()
             try:
-                with log_fields(workflow_id=workflow_id):
-                    if runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
-                        batch.append((state, await asyncio.to_thread(_decide_with_scripts, state, now)))
-                    else:
-                        batch.append((state, decide(state, now, new_task_id)))
+                batch.append((state, await self._decision(state, now)))
             except Exception as exc:
                 log.exception("the decider failed on workflow %s", workflow_id, extra={"workflow_id": workflow_id})
                 await self._give_up(state, f"{ENGINE_FAULT}: {type(exc).__name__}: {exc}", epoch,
@@ -239,3 +286,19 @@ class Decider:
             log.error("workflow %s cannot be decided (%s) nor failed (%s); parked for %d s", state.workflow_id,
                       why, outcome.error, PARKED_RETRY_MS // 1000)
             await self.store.defer(epoch, state.workflow_id, now_ms() + PARKED_RETRY_MS)
+
+
+def _held_attempt(state: m.WorkflowState, result: WorkerResult) -> m.TaskState | None:
+    """The attempt the result ends, if it is in progress and held by the result's worker: only then
+    can the result be stored (the store checks it again)."""
+    task = next((t for t in state.tasks if t.task_id == result.task_id), None)
+    if task is None or task.runtime.status != st.IN_PROGRESS:
+        return None
+    return task if result.worker_id in (ANY_WORKER, task.runtime.worker_id) else None
+
+
+def _growth(task: m.TaskState, result: WorkerResult) -> int:
+    """What storing the result adds to the workflow's record (its output and reason; an output kept
+    so far is replaced)."""
+    kept = len(json.dumps(task.output)) if task.output is not None else 0
+    return len(result.output_json) + len(result.reason) - kept

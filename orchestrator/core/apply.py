@@ -78,6 +78,18 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
                         wake_at_ms=decision.wake_at_ms)
 
 
+def with_result(state: WorkflowState, task_id: str, status: st.TaskStatus, output: dict[str, Any] | None,
+                reason: str, now_ms: int, *, grows_by: int = 0) -> WorkflowState:
+    """The workflow once a result (a worker's, or a signal's) for attempt `task_id` is stored: the
+    attempt ends with `status`, `reason` and `output`, and the revision moves on. What the store's
+    `finish_task` does; `grows_by` is what the record grows by (its size bounds later decisions).
+    `state` is not changed."""
+    tasks = [TaskState(t.spec, replace(t.runtime, status=status, ended_at_ms=now_ms, reason=reason), output)
+             if t.task_id == task_id else t for t in state.tasks]
+    return replace(state, tasks=tasks, revision=state.revision + 1, updated_at_ms=now_ms,
+                   stored_bytes=state.stored_bytes + grows_by)
+
+
 def new_child(start: NewWorkflow, now_ms: int) -> WorkflowState:
     """A workflow a decision starts (unless one with its id exists: ids are deterministic)."""
     definition = start.snapshot["workflow"]

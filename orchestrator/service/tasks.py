@@ -22,7 +22,7 @@ from ..core.clock import now_ms
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import PayloadLimit, checked_output
-from ..store import ClaimedTask, ResultAck, ResultOutcome, Store
+from ..store import ClaimedTask, ResultAck, ResultOutcome, Store, WorkerResult
 from .access import allowed, current_principal, request_namespace, seen_here
 from .errors import Refused
 
@@ -121,16 +121,14 @@ class Tasks:
                     return await self.store.claim(queue, count, worker_id, now_ms())
 
     async def complete(self, result: Result) -> Completed:
-        """Store a worker's result, then decide its workflow soon (here and now, not at the next sweep)."""
+        """Store a worker's result and decide its workflow, in one step where it can be (`Decider.step`)."""
         allowed("TaskService/Connect")
         status, reason = result.status, result.reason
         output_json, problem = checked_output(self.limit, result.output_json)
         if output_json is None:   # an output that cannot be kept fails the attempt for good
             status, output_json, reason = st.FAILED_WITH_TERMINAL_ERROR, "{}", problem
-        ack = await self.store.complete_task(result.workflow_id, result.task_id, result.worker_id, status,
-                                             output_json, reason, now_ms())
-        if ack.outcome is ResultOutcome.STORED:
-            self.decider.soon([result.workflow_id])
+        ack = await self.decider.step(WorkerResult(result.workflow_id, result.task_id, result.worker_id, status,
+                                                   output_json, reason))
         return Completed(ack, status, reason)
 
     async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str) -> int:

@@ -1,8 +1,9 @@
 """The state store: the protocol the node codes against (`protocol`) and its Redis
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
-from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, ResultAck, ResultOutcome,
-                       SearchPage, Store, StoreUnavailable, Topic, TopicInfo)
+from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, ResultAck,
+                       ResultOutcome, SearchPage, Stepped, Store, StoreUnavailable, Topic, TopicInfo, WorkerResult)
 
-__all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "Due", "ResultAck", "ResultOutcome",
-           "SearchPage", "Store", "StoreUnavailable", "Topic", "TopicInfo"]
+__all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "DecisionRefused", "Due", "ResultAck",
+           "ResultOutcome", "SearchPage", "Stepped", "Store", "StoreUnavailable", "Topic", "TopicInfo",
+           "WorkerResult"]

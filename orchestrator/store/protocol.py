@@ -111,6 +111,32 @@ class ResultAck:
 
 
 @dataclass(frozen=True)
+class WorkerResult:
+    """A worker's result for one attempt, as the store keeps it."""
+
+    workflow_id: str
+    task_id: str
+    worker_id: str
+    status: TaskStatus
+    output_json: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Stepped:
+    """What `Store.step` did: the result's outcome, and the decision's when the result was stored
+    (CONFLICT: the workflow had moved on; the result is stored and must be decided again)."""
+
+    ack: ResultAck
+    applied: ApplyOutcome | None = None
+
+
+class DecisionRefused(Exception):
+    """A decision the store will not take (it cannot be encoded, or it outgrows a limit); nothing was
+    sent. The message says why."""
+
+
+@dataclass(frozen=True)
 class Due:
     """What the engine must look at now, and when it next needs to wake up."""
 
@@ -218,6 +244,14 @@ class Store(Protocol):
     async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
         """Store a worker's result for one attempt. Atomic and idempotent (see ResultOutcome)."""
+
+    async def step(self, result: WorkerResult, decided: WorkflowState, decision: Decision, now_ms: int, *,
+                   hand_over: Mapping[str, str] | None = None) -> Stepped:
+        """Store a worker's result and apply the decision computed from the workflow with that result in
+        it (`decided`: the workflow as `complete_task` would leave it, revision included), in one atomic
+        step. The decision applies only if nothing else changed the workflow since it was read
+        (otherwise: applied CONFLICT, and the result is stored exactly as by `complete_task`). Raises
+        DecisionRefused, sending nothing, for a decision `apply_decisions` would refuse."""
 
     async def release_task(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int, *,
                            delay_ms: int = 0, output_json: str = "") -> bool:

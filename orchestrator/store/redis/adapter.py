@@ -48,8 +48,9 @@ from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
-from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, Due, QueueStats, QuotaExceeded, Quotas,
-                        ResultAck, ResultOutcome, SearchPage, StoreHealth, StoreUnavailable, Topic, TopicInfo)
+from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
+                        QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Stepped, StoreHealth,
+                        StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
@@ -799,15 +800,7 @@ class RedisStore:
                               *, hand_over: Mapping[str, str] | None = None) -> list[ApplyOutcome]:
         # Each decision is encoded on its own: one that cannot be (a value that refers to itself,
         # text that is not Unicode) is refused alone, before anything is sent.
-        prepared: list[list[str] | str] = []
-        for workflow, decision in decisions:
-            try:
-                args = decision_args(self.prefix, epoch, workflow, decision, now_ms, hand_over)
-                for arg in args:
-                    arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
-                prepared.append(self._within_limits(workflow, args[1]) or args)
-            except (ValueError, TypeError, RecursionError) as exc:
-                prepared.append(f"{type(exc).__name__}: {exc}")
+        prepared = [self._prepared(epoch, workflow, decision, now_ms, hand_over) for workflow, decision in decisions]
         replies = iter(await self._apply_all([p for p in prepared if isinstance(p, list)]))
         outcomes = []
         for (workflow, _), item in zip(decisions, prepared):
@@ -825,6 +818,36 @@ class RedisStore:
             else:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply))))
         return outcomes
+
+    def _prepared(self, epoch: int | None, workflow: m.WorkflowState, decision: Decision, now_ms: int,
+                  hand_over: Mapping[str, str] | None) -> list[str] | str:
+        """APPLY_DECISION's arguments, or why the decision cannot be stored (nothing is sent then)."""
+        try:
+            args = decision_args(self.prefix, epoch, workflow, decision, now_ms, hand_over)
+            for arg in args:
+                arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
+            return self._within_limits(workflow, args[1]) or args
+        except (ValueError, TypeError, RecursionError) as exc:
+            return f"{type(exc).__name__}: {exc}"
+
+    @_unavailable_as_store_error
+    @_acknowledged
+    async def step(self, result: WorkerResult, decided: m.WorkflowState, decision: Decision, now_ms: int, *,
+                   hand_over: Mapping[str, str] | None = None) -> Stepped:
+        prepared = self._prepared(None, decided, decision, now_ms, hand_over)
+        if isinstance(prepared, str):
+            raise DecisionRefused(prepared)
+        reply = await self._run(scripts.STEP, {
+            "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
+            "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
+            result.output_json, prepared[1])
+        outcome, detail, task_type = (str(part) for part in [*reply[:3], ""][:3])
+        ack = ResultAck(ResultOutcome(outcome), detail, task_type)
+        if ack.outcome is not ResultOutcome.STORED:
+            return Stepped(ack)
+        handed = [ClaimedTask(result.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])), int(reply[i + 2]))
+                  for i in range(4, len(reply), 3)]
+        return Stepped(ack, ApplyOutcome(ApplyResult(str(reply[3])), handed=handed))
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
         """'' when the decision may be stored, else why not: a value over max_value_bytes (a task

@@ -9,6 +9,9 @@ child's end) runs `APPLY_DECISION` for that workflow at once, without an epoch (
 `DEFER`, when the workflow is gone or must be parked), and the leader's engine runs the
 same scripts with its epoch, fenced, for what needs a clock (timers, and the sweep of
 events whose node died before deciding them).
+A worker's result usually comes with its decision: `STEP` stores the result and applies the
+decision the node made from the workflow with that result in it, in one call (falling back to
+storing the result alone when the workflow moved on meanwhile).
 Every script that changes a workflow bumps its `rev` field; a decision's write is
 conditional on the revision it was computed from, so no event is ever overwritten and,
 of two nodes deciding the same workflow, only one wins (the other reloads and decides again).
@@ -230,6 +233,77 @@ local function terminate_workflow(id, reason, now)
   event(id, now)
   return 'OK'
 end
+-- Apply a decision computed from revision `expected` of workflow `id` (`decision()` gives its
+-- envelope, decoded): 'STALE_EPOCH', 'GONE', 'CONFLICT', 'OK', or the tasks handed over
+-- ({'OK', task id, spec, lease, ...}). The checks come before the first write.
+local function apply_decision(epoch, id, expected, now, decision)
+  if epoch and not fenced(epoch) then return 'STALE_EPOCH' end
+  local key = wf_key(id)
+  local rev = redis.call('HGET', key, 'rev')
+  if not rev then
+    redis.call('ZREM', P .. ':decide', id)
+    return 'GONE'
+  end
+  if tonumber(rev) ~= expected then return 'CONFLICT' end
+  local d = decision()
+  for _, pair in ipairs(d.keep or {}) do keep_snapshot(pair[1], pair[2]) end
+  redis.call('ZREM', P .. ':decide', id)
+  if d.wake then timer(id, d.wake) end
+  if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
+  for _, w in ipairs(d.start or {}) do
+    create_workflow(w.id, w.m, w.snap, w.name, w.corr, w.parent, w.vars, now, w.depth)
+  end
+  for _, tid in ipairs(d.delete or {}) do
+    redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
+  end
+  for _, field in ipairs(d.consumed or {}) do redis.call('HDEL', key, field) end
+  if d.reset then redis.call('HDEL', key, 'out', 'reason', 'end') end
+  local fields = d.fields or {}
+  for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
+  -- after the fields: the parent's task is already CANCELED, so a child ended here does not
+  -- complete it again (finish_parent only touches a task still IN_PROGRESS)
+  for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
+  -- A task queued for a worker of the deciding node is handed to it here (the same round trip),
+  -- within its type's limits; any other is queued and its type broadcast to every node.
+  local handed = {'OK'}
+  local published = {}
+  local serve = d.serve or {}
+  for _, pair in ipairs(d.enqueue or {}) do
+    local ttype, tid = pair[1], pair[2]
+    local worker = serve[tid]
+    local taken = false
+    if worker and (d.status == nil or not TERMINAL[d.status]) then
+      local room, conc, rate = room_for(ttype, now)
+      local s = task_state(key, tid)
+      if room > 0 and s and s.status == 'SCHEDULED' then
+        local spec, lease = take(id, key, tid, s, ttype, worker, now, conc, rate)
+        handed[#handed + 1] = tid
+        handed[#handed + 1] = spec
+        handed[#handed + 1] = lease
+        taken = true
+      end
+    end
+    if not taken then
+      redis.call('ZADD', P .. ':q:' .. ttype, now, id .. '|' .. tid)
+      if not published[ttype] then
+        redis.call('PUBLISH', P .. ':ready', ttype)
+        published[ttype] = true
+      end
+    end
+  end
+  for _, pair in ipairs(d.dequeue or {}) do redis.call('ZREM', P .. ':q:' .. pair[1], id .. '|' .. pair[2]) end
+  for _, pair in ipairs(d.drop or {}) do drop_lease(id, pair[2], pair[1]) end
+  if d.status then
+    set_status(id, key, d.status)
+    if d.out then redis.call('HSET', key, 'out', d.out) end
+    if d.reason then redis.call('HSET', key, 'reason', d.reason) end
+    if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
+  end
+  for _, e in ipairs(d.publish or {}) do publish_event(e[1], e[2], '', now) end
+  bump(id, key, now)
+  if #handed > 1 then return handed end
+  return 'OK'
+end
 """
 
 # A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age),
@@ -271,74 +345,7 @@ return result({outcome = 'CREATED', id = A.id})
 # publish [[topic, payload json]] (events of EVENT tasks, appended to their topics' streams)}
 # Returns 'OK', or {'OK', task id, spec json, lease ms, ...} for the tasks handed over.
 APPLY_DECISION = COMMON + r"""
-if A.epoch and not fenced(A.epoch) then return 'STALE_EPOCH' end
-local id = A.id
-local key = wf_key(id)
-local rev = redis.call('HGET', key, 'rev')
-if not rev then
-  redis.call('ZREM', P .. ':decide', id)
-  return 'GONE'
-end
-if tonumber(rev) ~= A.rev then return 'CONFLICT' end
-local now = A.now
-local d = cjson.decode(ARGV[2])
-for _, pair in ipairs(d.keep or {}) do keep_snapshot(pair[1], pair[2]) end
-redis.call('ZREM', P .. ':decide', id)
-if d.wake then timer(id, d.wake) end
-if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
-for _, w in ipairs(d.start or {}) do
-  create_workflow(w.id, w.m, w.snap, w.name, w.corr, w.parent, w.vars, now, w.depth)
-end
-for _, tid in ipairs(d.delete or {}) do
-  redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
-end
-for _, field in ipairs(d.consumed or {}) do redis.call('HDEL', key, field) end
-if d.reset then redis.call('HDEL', key, 'out', 'reason', 'end') end
-local fields = d.fields or {}
-for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
--- after the fields: the parent's task is already CANCELED, so a child ended here does not
--- complete it again (finish_parent only touches a task still IN_PROGRESS)
-for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
--- A task queued for a worker of the deciding node is handed to it here (the same round trip),
--- within its type's limits; any other is queued and its type broadcast to every node.
-local handed = {'OK'}
-local published = {}
-local serve = d.serve or {}
-for _, pair in ipairs(d.enqueue or {}) do
-  local ttype, tid = pair[1], pair[2]
-  local worker = serve[tid]
-  local taken = false
-  if worker and (d.status == nil or not TERMINAL[d.status]) then
-    local room, conc, rate = room_for(ttype, now)
-    local s = task_state(key, tid)
-    if room > 0 and s and s.status == 'SCHEDULED' then
-      local spec, lease = take(id, key, tid, s, ttype, worker, now, conc, rate)
-      handed[#handed + 1] = tid
-      handed[#handed + 1] = spec
-      handed[#handed + 1] = lease
-      taken = true
-    end
-  end
-  if not taken then
-    redis.call('ZADD', P .. ':q:' .. ttype, now, id .. '|' .. tid)
-    if not published[ttype] then
-      redis.call('PUBLISH', P .. ':ready', ttype)
-      published[ttype] = true
-    end
-  end
-end
-for _, pair in ipairs(d.dequeue or {}) do redis.call('ZREM', P .. ':q:' .. pair[1], id .. '|' .. pair[2]) end
-for _, pair in ipairs(d.drop or {}) do drop_lease(id, pair[2], pair[1]) end
-if d.status then
-  set_status(id, key, d.status)
-  if d.out then redis.call('HSET', key, 'out', d.out) end
-  if d.reason then redis.call('HSET', key, 'reason', d.reason) end
-  if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
-end
-for _, e in ipairs(d.publish or {}) do publish_event(e[1], e[2], '', now) end
-bump(id, key, now)
-if #handed > 1 then return handed end
-return 'OK'
+return apply_decision(A.epoch, A.id, A.rev, A.now, function() return cjson.decode(ARGV[2]) end)
 """
 
 # Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
@@ -416,6 +423,42 @@ if not holds(s, A.worker) then return result({outcome = 'STALE', detail = 'held 
 drop_lease(id, tid, s.type)
 finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
 return result({outcome = 'OK', detail = '', type = s.type})
+"""
+
+# A worker's result and the decision it leads to, in one step: COMPLETE_TASK, then, if the workflow
+# was still at revision A.rev when the result came, APPLY_DECISION of the decision the node computed
+# from that revision with the result in it (so at A.rev + 1). If it was not (another event came
+# first), the result is stored as COMPLETE_TASK stores it, its decide reminder included, and the
+# node decides again from what is stored. Everything is checked before the first write.
+# A: id, task, status, reason, now, worker, rev.  ARGV[2]: output json.  ARGV[3]: the decision's
+# envelope, as for APPLY_DECISION.
+# -> {outcome, detail, type} when the result is not stored (DUPLICATE | STALE | UNKNOWN), else
+#    {'OK', '', type, applied ('OK' | 'CONFLICT' | 'GONE'), task id, spec json, lease ms, ...}
+#    (the tasks the decision handed to the node's workers).
+STEP = COMMON + r"""
+local output = ARGV[2]
+local id, tid = A.id, A.task
+local key = wf_key(id)
+local s = task_state(key, tid)
+if not s then return {'UNKNOWN', ''} end
+if s.status ~= 'IN_PROGRESS' then
+  if s.status == A.status and holds(s, A.worker) then return {'DUPLICATE', '', s.type} end
+  return {'STALE', s.status, s.type}
+end
+if not holds(s, A.worker) then return {'STALE', 'held by another worker', s.type} end
+local d = cjson.decode(ARGV[3])
+local ttype = s.type
+drop_lease(id, tid, ttype)
+finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
+local applied = apply_decision(nil, id, A.rev + 1, A.now, function() return d end)
+local answer = {'OK', '', ttype}
+if type(applied) == 'table' then
+  answer[4] = 'OK'
+  for i = 2, #applied do answer[#answer + 1] = applied[i] end
+else
+  answer[4] = applied
+end
+return answer
 """
 
 # Completes a WAIT or HUMAN task from outside (an operator, a person, another system).

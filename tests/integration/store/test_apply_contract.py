@@ -1,16 +1,20 @@
-"""The Lua APPLY_DECISION script is held to the core's pure `apply`, on a real Redis.
+"""The Lua APPLY_DECISION and STEP scripts are held to the core's pure `apply`, on a real Redis.
 
 Each scenario runs real workflows: the decider decides from what Redis holds, the
 decision is applied by the script, and the result must equal what `apply` says of the
 same state and decision, field by field, along with the effects on queues, leases,
 child workflows and the decide set. Worker results and operator commands go through
 their own scripts in between, so the states compared are the ones production sees.
+Each scenario runs twice: with each result stored by COMPLETE_TASK (held to the pure
+`with_result`) and decided afterwards, and with each result stored and decided in one STEP
+(held to `apply(with_result(...))`), as the nodes do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,10 +23,10 @@ import pytest
 
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
-from orchestrator.core.apply import Effects, apply
+from orchestrator.core.apply import Effects, apply, with_result
 from orchestrator.core.decider import Decision, decide
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
-from orchestrator.store import ApplyResult
+from orchestrator.store import ApplyResult, ResultOutcome, WorkerResult
 from orchestrator.store.redis import RedisStore
 
 NOW = 1_800_000_000_000
@@ -42,9 +46,10 @@ def comparable(state: m.WorkflowState) -> dict[str, Any]:
 class Contract:
     """Drives workflows through the store and checks every applied decision against `apply`."""
 
-    def __init__(self, store: RedisStore, worker: WorkerOutcome) -> None:
+    def __init__(self, store: RedisStore, worker: WorkerOutcome, *, stepping: bool = False) -> None:
         self.store = store
         self.worker = worker
+        self.stepping = stepping   # each result stored and decided in one STEP, not COMPLETE_TASK then a decision
         self.ids = (f"t{n}" for n in itertools.count())
         self.now = NOW
         self.checked = 0
@@ -111,11 +116,32 @@ class Contract:
         worked = False
         for task_type in ("fetch", "charge", "refund", "flaky"):
             for claimed in await self.store.claim(task_type, 10, "w1", self.now):
-                status, output, reason = self.worker(claimed.spec)
-                await self.store.complete_task(claimed.workflow_id, claimed.spec.task_id, "w1", status, output,
-                                               reason, self.now)
+                await self.finish(claimed.workflow_id, claimed.spec)
                 worked = True
         return worked
+
+    async def finish(self, workflow_id: str, spec: m.TaskSpec) -> None:
+        """The worker's result for `spec`, stored the way this contract runs (and checked)."""
+        status, output, reason = self.worker(spec)
+        before = await self.store.load(workflow_id)
+        assert before is not None
+        stored = with_result(before, spec.task_id, status, json.loads(output), reason, self.now)
+        if not self.stepping:
+            ack = await self.store.complete_task(workflow_id, spec.task_id, "w1", status, output, reason, self.now)
+            assert ack.outcome is ResultOutcome.STORED
+            after = await self.store.load(workflow_id)
+            assert after is not None and comparable(after) == comparable(stored)
+            return
+        decision = decide(stored, self.now, lambda: next(self.ids))
+        expected, effects = apply(stored, decision, self.now)
+        stepped = await self.store.step(WorkerResult(workflow_id, spec.task_id, "w1", status, output, reason),
+                                        stored, decision, self.now)
+        assert stepped.ack.outcome is ResultOutcome.STORED
+        assert stepped.applied is not None and stepped.applied.result is ApplyResult.OK
+        after = await self.store.load(workflow_id)
+        assert after is not None and comparable(after) == comparable(expected)
+        await self.check_effects(workflow_id, effects)
+        self.checked += 1
 
 
 TASK_DEFS = {name: normalise_task_def({"name": name, "retryCount": 1, "retryDelaySeconds": 1})
@@ -179,15 +205,17 @@ SCENARIOS: dict[str, tuple[dict[str, Any], WorkerOutcome]] = {
 }
 
 
+@pytest.mark.parametrize("stepping", [False, True], ids=["complete-then-decide", "step"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: Any, name: str) -> None:
+def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: Any, name: str,
+                                                                  stepping: bool) -> None:
     definition_doc, worker = SCENARIOS[name]
 
     async def scenario() -> None:
         store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
         try:
             await store.raise_epoch(EPOCH)
-            contract = Contract(store, worker)
+            contract = Contract(store, worker, stepping=stepping)
             snapshot = {"workflow": definition_doc, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
             await store.start_workflow("root", snapshot, {"n": 2}, "", "", NOW)
             final = await contract.run("root")
@@ -231,6 +259,50 @@ def test_operator_commands_and_termination_apply_as_the_pure_apply_says(redis_se
             await store.terminate("root", "enough", contract.now)
             terminated = await contract.check_one("root")
             assert terminated is not None and terminated.terminate_workflows
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_step_after_another_event_stores_the_result_and_leaves_the_decision_to_be_made_again(
+        redis_server: Any) -> None:
+    """Two branches end at once: the step of the second, decided from the workflow before the first's
+    result, is a conflict. Its result is stored as COMPLETE_TASK stores it (with its decide reminder),
+    its decision is not applied; the same step again is a duplicate and changes nothing."""
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        try:
+            contract = Contract(store, all_complete, stepping=True)
+            flow = definition({"tasks": [
+                {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+                 "forkTasks": [[{"name": "fetch", "taskReferenceName": "b1"}],
+                               [{"name": "fetch", "taskReferenceName": "b2"}]]},
+                {"name": "join", "taskReferenceName": "join", "type": "JOIN"}]})
+            await store.start_workflow("root", {"workflow": flow, "taskDefs": TASK_DEFS, "subWorkflows": {}}, {},
+                                       "", "", NOW)
+            await contract.check_one("root")
+            first, second = await store.claim("fetch", 10, "w1", NOW)
+            before = await store.load("root")
+            assert before is not None
+            stored = with_result(before, second.spec.task_id, st.TASK_COMPLETED, {"ok": True}, "", NOW)
+            decision = decide(stored, NOW, lambda: next(contract.ids))
+            await contract.finish("root", first.spec)   # the other branch's result comes first
+            meanwhile = await store.load("root")
+            assert meanwhile is not None
+            result = WorkerResult("root", second.spec.task_id, "w1", st.TASK_COMPLETED, '{"ok": true}')
+            stepped = await store.step(result, stored, decision, NOW)
+            assert stepped.ack.outcome is ResultOutcome.STORED
+            assert stepped.applied is not None and stepped.applied.result is ApplyResult.CONFLICT
+            after = await store.load("root")
+            assert after is not None   # the result as COMPLETE_TASK stores it, and nothing of the decision
+            assert comparable(after) == comparable(with_result(meanwhile, second.spec.task_id, st.TASK_COMPLETED,
+                                                               {"ok": True}, "", NOW))
+            assert await store._redis.zscore(store.keys.decide, "root") is not None, "no reminder left"
+            again = await store.step(result, stored, decision, NOW)
+            assert again.ack.outcome is ResultOutcome.DUPLICATE and again.applied is None
+            assert (await store.load("root")).revision == after.revision   # type: ignore[union-attr]
         finally:
             await store.close()
 
