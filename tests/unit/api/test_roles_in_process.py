@@ -82,7 +82,7 @@ def app_routes() -> list[tuple[str, str]]:
             elif isinstance(route, Route):
                 found.extend((method, prefix + route.path) for method in sorted(route.methods or {"GET"})
                              if method != "HEAD")
-    app = gate
+    app: Any = gate   # each middleware holds the next in .app, down to the Starlette app's routes
     while not hasattr(app, "routes"):
         app = app.app
     walk(app.routes, "")
