@@ -387,7 +387,7 @@ def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_aske
     async def scenario() -> None:
         store = SlowClaims()
         store.queued = {"a": [f"a{i}" for i in range(3)], "b": ["b0", "b1"]}
-        dispatcher = Dispatcher(store)   # type: ignore[arg-type]
+        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the claims a Dispatcher makes
         session = WorkerSession("w", frozenset({"a", "b"}), credits=4)
         dispatcher.attach(session)   # pumps both types: the first claim takes all 4 credits
         await wait_until(lambda: store.claims)

@@ -355,7 +355,7 @@ def test_struct_round_trip_keeps_ints_and_nesting() -> None:
 
 def test_struct_conversion_refuses_non_dicts() -> None:
     with pytest.raises(TypeError):
-        to_struct([1, 2])  # type: ignore[arg-type]
+        to_struct([1, 2])  # type: ignore[arg-type]  # not a dict, on purpose
 
 
 def test_message_to_dict_restores_int64_fields_and_struct_ints() -> None:
