@@ -194,9 +194,10 @@ def _reason_kind(reason: str) -> str:
 def ended_counts(cluster: LocalCluster) -> Counter[str]:
     """How often each workflow ended, from the store's audit stream."""
     assert cluster.redis is not None
+    redis_url = cluster.redis.url
 
     async def read() -> Counter[str]:
-        store = RedisStore.from_url(cluster.redis.url, cluster_prefix(cluster.settings.name))
+        store = RedisStore.from_url(redis_url, cluster_prefix(cluster.settings.name))
         try:
             return await store.ended_counts()
         finally:

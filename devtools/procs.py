@@ -174,7 +174,7 @@ def _listeners(port: int) -> dict[int, str]:
 
 def socket_inodes(pid: int) -> set[int]:
     """The inodes of the sockets process ``pid`` holds open (empty when it is gone or not ours to read)."""
-    inodes = set()
+    inodes: set[int] = set()
     try:
         names = os.listdir(f"/proc/{pid}/fd")
     except OSError:

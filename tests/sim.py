@@ -174,6 +174,12 @@ class Sim:
         assert task is not None, f"no task {key}"
         return task
 
+    def output(self, key: str, workflow_id: str = "wf") -> dict[str, Any]:
+        """The output of the latest attempt of `key`, which must have one (it ended with an output)."""
+        output = self.task(key, workflow_id).output
+        assert output is not None, f"task {key} has no output"
+        return output
+
     def statuses(self, workflow_id: str = "wf") -> dict[str, str]:
         return {t.spec.key: t.runtime.status for t in sorted(self.workflows[workflow_id].tasks,
                                                              key=lambda t: t.spec.seq)}

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.skipif(GRPCURL is None, reason="grpcurl is installed by
 
 
 def grpcurl(endpoint: str, method: str = "list", data: str | None = None) -> subprocess.CompletedProcess[str]:
+    assert GRPCURL is not None   # the module is skipped without it
     options = ["-d", data] if data is not None else []
     return subprocess.run([GRPCURL, "-plaintext", *options, endpoint, method],
                           capture_output=True, text=True, timeout=30)

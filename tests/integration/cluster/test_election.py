@@ -20,7 +20,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import AsyncGenerator, Callable, Coroutine, Iterator
 
 import pytest
 
@@ -430,7 +430,9 @@ def test_hung_leader_is_replaced_and_knows_it_at_once(etcd1: EtcdCluster) -> Non
             assert await wait_until(lambda: hung.of("deposed"), 1.0)
             assert hung.of("deposed")[0][1] == DEPOSED_LEASE
             assert await wait_until(lambda: hung.c.state is State.FOLLOWING, TTL)
-            assert follower[0].is_leader and (await hung.c.leader()).node_id == "follower"  # type: ignore[union-attr]
+            assert follower[0].is_leader
+            leader = await hung.c.leader()
+            assert leader is not None and leader.node_id == "follower"
 
     try:
         run(scenario())
@@ -455,10 +457,14 @@ def test_session_and_election_used_directly(etcd1: EtcdCluster) -> None:
                 await asyncio.sleep(0.2)
                 assert not second.done() and seen == ["one"]
                 observed = e2.observe()
-                assert (await anext(observed)).node_id == "one"  # type: ignore[union-attr]
+                assert isinstance(observed, AsyncGenerator)   # an async generator: it can be closed
+                leader = await anext(observed)
+                assert leader is not None and leader.node_id == "one"
                 await e1.resign()
                 epoch2 = await asyncio.wait_for(second, 1.0)
-                assert epoch2 > epoch1 and (await anext(observed)).node_id == "two"  # type: ignore[union-attr]
+                assert epoch2 > epoch1
+                leader = await anext(observed)
+                assert leader is not None and leader.node_id == "two"
                 await observed.aclose()
                 assert s1.valid() and s1.deadline > time.monotonic()
 

@@ -13,8 +13,9 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -34,6 +35,8 @@ WAITER = {"name": "waiter", "version": 1, "tasks": [
     {"name": "announce", "taskReferenceName": "announce", "type": "EVENT", "sink": "conductor:order.done",
      "inputParameters": {"order": "${workflow.input.order}", "paid": "${w.output.paid}"}}]}
 INGEST = {"name": "ingest", "version": 1, "tasks": [{"name": "n", "taskReferenceName": "n", "type": "NOOP"}]}
+# A stream's entries as a client with decode_responses=True reads them (redis' types also allow bytes and None).
+DecodedEntries = list[tuple[str, dict[str, str]]]
 
 
 class Bus:
@@ -105,7 +108,8 @@ def raw(node: Any) -> Iterator[redis.Redis]:
 
 
 def by_correlation(raw: redis.Redis, cluster: str, correlation: str) -> list[str]:
-    return list(raw.zrange(f"wfo:{cluster}:idx:corr:{correlation}", 0, -1))
+    # decode_responses=True: the members come back as str (redis' types also allow bytes)
+    return list(cast("list[str]", raw.zrange(f"wfo:{cluster}:idx:corr:{correlation}", 0, -1)))
 
 
 def test_handlers_start_complete_fail_and_terminate_workflows(node: Any, bus: Bus, raw: redis.Redis) -> None:
@@ -130,7 +134,7 @@ def test_handlers_start_complete_fail_and_terminate_workflows(node: Any, bus: Bu
     orders = {f"{run}-A": 50, f"{run}-B": 500, f"{run}-C": 20}
     for order, amount in orders.items():
         bus.publish("orders", {"order": order, "amount": amount}, key=order)
-    ids = {order: wait_until(lambda o=order: by_correlation(raw, node.cluster, o), what=f"start of {order}")[0]
+    ids = {order: wait_until(partial(by_correlation, raw, node.cluster, order), what=f"start of {order}")[0]
            for order in orders}
     bus.publish("paid", {"workflowId": ids[f"{run}-A"]})
     bus.publish("declined", {"workflowId": ids[f"{run}-B"]})
@@ -169,6 +173,7 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             assert consumers.duplicates == 2
             workflow_id = raw.get(f"wfo:{node.cluster}:idem:event:replay_start:{event.event_id}")
             assert workflow_id
+            assert isinstance(workflow_id, str)   # decode_responses=True
             deadline = time.monotonic() + 20   # the node decides it: its WAIT task goes in progress
             while True:
                 state = await store.load(workflow_id)
@@ -203,6 +208,7 @@ def test_unacknowledged_events_are_redelivered_then_dead_lettered(node: Any, bus
     # a consumer that dies: it receives every event for both handlers and never acknowledges
     for group in ("ghost_start", "ghost_dead"):
         got = raw.xreadgroup(group, "dead-node", {stream: ">"}, count=100)
+        assert isinstance(got, list)   # RESP2's reply: [[stream, entries]]
         assert [entry_id for entry_id, _ in got[0][1]] == sent
     bus.register({**redeliver, "active": True})
     bus.register({**deadline, "active": True})
@@ -308,10 +314,11 @@ def test_sigkill_of_leader_and_follower_during_a_burst_starts_each_workflow_once
         def settled() -> bool:
             groups = {g["name"]: g for g in raw.xinfo_groups(stream)}
             group = groups["ingest_all"]
-            return bool(group["pending"] == 0 and group["last-delivered-id"] == raw.xrevrange(stream, count=1)[0][0])
+            return bool(group["pending"] == 0 and group["last-delivered-id"]
+                        == cast(DecodedEntries, raw.xrevrange(stream, count=1))[0][0])
         wait_until(settled, 40.0, "every event handled")
         elapsed = time.monotonic() - started
-        events = [entry_id for entry_id, _ in raw.xrange(stream)]
+        events = [entry_id for entry_id, _ in cast(DecodedEntries, raw.xrange(stream))]
         # Publishing is at-least-once: a publish whose answer was lost with its node is sent again,
         # so the topic may hold a few more events than were acknowledged, never fewer.
         assert failed == [] and len(published) == total and set(published) <= set(events)

@@ -113,7 +113,9 @@ def test_sigstop_leader_past_its_ttl_is_fenced_and_steps_down(cluster, client):
     assert "stopped leading" in log_text
     # the stored fencing epoch belongs to the new term: any write of the old one is refused
     import redis
-    stored = int(redis.Redis.from_url(cluster.redis.url).get("wfo:failover:epoch"))
+    epoch = redis.Redis.from_url(cluster.redis.url).get("wfo:failover:epoch")
+    assert epoch is not None
+    stored = int(epoch)
     assert stored >= int(new_status["epoch"])
     assert_nothing_lost(cluster, client, load.started)
 

@@ -387,7 +387,7 @@ def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_aske
     async def scenario() -> None:
         store = SlowClaims()
         store.queued = {"a": [f"a{i}" for i in range(3)], "b": ["b0", "b1"]}
-        dispatcher = Dispatcher(store)   # type: ignore[arg-type]
+        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the claims a Dispatcher makes
         session = WorkerSession("w", frozenset({"a", "b"}), credits=4)
         dispatcher.attach(session)   # pumps both types: the first claim takes all 4 credits
         await wait_until(lambda: store.claims)
@@ -399,7 +399,11 @@ def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_aske
         store.go.set()
         await wait_until(lambda: session.outbox.qsize() == 4)
         assert asyncio.get_running_loop().time() - let_go < 0.5   # not left to the 1 s sweep
-        pushed_ids = [session.outbox.get_nowait().task.task_id for _ in range(4)]
+        pushed_ids: list[str] = []
+        for _ in range(4):
+            pushed = session.outbox.get_nowait()
+            assert pushed is not None   # a task, not the end of the stream
+            pushed_ids.append(pushed.task.task_id)
         first, second = store.claims[0][0], store.claims[1][0]
         assert {first, second} == {"a", "b"} and len(store.claims) == 2
         # the first claim got what its queue held, the other type the credits left: 4 pushed, as asked

@@ -154,21 +154,23 @@ def test_killed_and_stopped_members_show_down_and_come_back_up(cluster: LocalClu
 def put_seen(cluster: LocalCluster, node_id: str, down_ago_s: float) -> None:
     """A record of a member gone `down_ago_s` ago, as the nodes write them."""
     assert cluster.etcd is not None
+    endpoints = cluster.etcd.endpoints
     now = int(time.time() * 1000)
     record = {"node_id": node_id, "address": "127.0.0.1:1", "up_since_ms": now - int(down_ago_s * 1000) - 60_000,
               "down_since_ms": now - int(down_ago_s * 1000), "detail": "stopped"}
 
     async def put() -> None:
-        async with EtcdClient(cluster.etcd.endpoints) as etcd:
+        async with EtcdClient(endpoints) as etcd:
             await etcd.put(f"/orchestrator/{cluster.settings.name}/seen/{node_id}", json.dumps(record).encode())
     asyncio.run(put())
 
 
 def seen_keys(cluster: LocalCluster) -> set[str]:
     assert cluster.etcd is not None
+    endpoints = cluster.etcd.endpoints
 
     async def read() -> set[str]:
-        async with EtcdClient(cluster.etcd.endpoints) as etcd:
+        async with EtcdClient(endpoints) as etcd:
             found = await etcd.get(Get(f"/orchestrator/{cluster.settings.name}/seen/", prefix=True))
             return {kv.key.rsplit("/", 1)[1] for kv in found.kvs}
     return asyncio.run(read())

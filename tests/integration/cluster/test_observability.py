@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from opentelemetry import trace
@@ -36,6 +36,7 @@ from orchestrator.cluster.logs import ContextFields, JsonFormatter, log_fields
 from orchestrator.config import NodeConfig
 from orchestrator.core import state as m
 from orchestrator.core.decider import Decision
+from orchestrator.core.schema import WorkflowDef
 from orchestrator.core.statuses import TaskStatus, WorkflowStatus
 from orchestrator.store import ClaimedTask
 from orchestrator_api.v1 import orchestrator_pb2 as pb
@@ -157,7 +158,8 @@ def test_a_workflow_is_one_trace_across_nodes_and_workers(two_nodes, worker_span
 
     attempts = wait_for_spans(spans_b, "task traced_flaky", 4)   # written by the node that dispatched them
     assert len(attempts) == 4 and not wait_for_spans(spans_a, "task traced_flaky", 1, timeout_s=0)
-    by_workflow = {span["attributes"]["orchestrator.workflow_id"]: [] for span in attempts}
+    by_workflow: dict[str, list[dict[str, Any]]] = {span["attributes"]["orchestrator.workflow_id"]: []
+                                                    for span in attempts}
     for span in attempts:
         assert span["trace_id"] == trace_hex and span["kind"] == "PRODUCER"
         assert span["start_time_unix_nano"] <= span["end_time_unix_nano"]
@@ -233,7 +235,8 @@ def test_ids_are_derived_from_the_workflow_and_task_ids():
 
 def spec_state(workflow_id: str, *tasks: m.TaskState, parent: str = "") -> m.WorkflowState:
     return m.WorkflowState(workflow_id=workflow_id, name="wf", version=1, status=WorkflowStatus.RUNNING, input={},
-                           correlation_id="", created_at_ms=1_000, updated_at_ms=1_000, definition={},
+                           correlation_id="", created_at_ms=1_000, updated_at_ms=1_000,
+                           definition=cast(WorkflowDef, {}),   # the spans read no definition
                            task_defs={}, tasks=list(tasks), parent=parent)
 
 

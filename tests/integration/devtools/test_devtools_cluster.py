@@ -214,7 +214,9 @@ def test_servers_left_running_by_a_killed_make_cluster_are_not_deleted_from_unde
         output = (again.stdout + again.stderr).strip()
         assert again.returncode == 1 and len(output.splitlines()) == 1, output
         assert f"processes of an earlier `make cluster` in {run_dir}/ still run without it" in output
-        named = {int(pid) for pid in re.search(r"\(kill ([\d ]+)\)", output).group(1).split()}
+        kill = re.search(r"\(kill ([\d ]+)\)", output)
+        assert kill, output
+        named = {int(pid) for pid in kill.group(1).split()}
         assert named == set(orphans), (named, orphans)
         after = _files(run_dir / "etcd")
         assert {name: after.get(name) for name in before} == before

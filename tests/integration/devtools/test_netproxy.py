@@ -21,7 +21,8 @@ from helpers import serving
 
 class _Echo(socketserver.BaseRequestHandler):
     def handle(self) -> None:
-        server: EchoServer = self.server  # type: ignore[assignment]
+        server = self.server
+        assert isinstance(server, EchoServer)   # the one server this handler serves
         while True:
             try:
                 data = self.request.recv(65536)

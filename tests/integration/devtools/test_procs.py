@@ -91,6 +91,7 @@ def test_etcd_member_restart_keeps_its_data(tmp_path: Path):
         client.put("/procs/test", "kept")
         client.close()
         cluster.stop_member(0)
+        assert cluster.members[0].process is not None   # stopped, not forgotten
         assert not cluster.members[0].process.alive()
         cluster.start_member(0)
         client = pyetcd.client(host, int(port), timeout=2.0)

@@ -12,7 +12,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import grpc
 import pytest
@@ -27,6 +27,14 @@ from worker import Worker, WorkflowClient, task
 
 PASSWORD = "acl-password-" + uuid.uuid4().hex
 ETCD_AUTH_SCRIPT = Path(__file__).resolve().parents[3] / "deploy" / "production" / "etcd-auth.sh"
+
+
+class RedisTls(TypedDict):
+    """The TLS keywords of redis.Redis: typed, so spreading them is checked against its signature."""
+    ssl: bool
+    ssl_ca_certs: str
+    ssl_certfile: str
+    ssl_keyfile: str
 
 
 class Infrastructure:
@@ -107,7 +115,7 @@ def test_a_node_runs_on_redis_acl_and_tls_and_etcd_mutual_tls(infrastructure: In
 
 def test_without_the_credentials_redis_and_etcd_refuse(infrastructure: Infrastructure) -> None:
     certs = infrastructure.certs
-    tls = {"ssl": True, "ssl_ca_certs": str(certs.ca), "ssl_certfile": str(certs.client_cert),
+    tls: RedisTls = {"ssl": True, "ssl_ca_certs": str(certs.ca), "ssl_certfile": str(certs.client_cert),
            "ssl_keyfile": str(certs.client_key)}
     # no password: TLS is fine and Redis answers, refusing the default user (it is off)
     with pytest.raises(redis.exceptions.AuthenticationError, match=r"(?i)authenticated|authentication required"):

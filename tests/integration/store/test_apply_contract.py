@@ -26,6 +26,7 @@ from orchestrator.core import statuses as st
 from orchestrator.core.apply import Effects, apply, with_result
 from orchestrator.core.decider import Decision, decide
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.core.schema import Snapshot, WorkflowDef
 from orchestrator.store import ApplyResult, ResultOutcome, WorkerResult
 from orchestrator.store.redis import RedisStore
 
@@ -148,7 +149,7 @@ TASK_DEFS = {name: normalise_task_def({"name": name, "retryCount": 1, "retryDela
              for name in ("fetch", "charge", "refund", "flaky")}
 
 
-def definition(raw: dict[str, Any], others: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+def definition(raw: dict[str, Any], others: dict[str, WorkflowDef] | None = None) -> WorkflowDef:
     return normalise_workflow_def({"name": "flow", **raw}, TASK_DEFS, others or {})
 
 
@@ -167,7 +168,7 @@ def flaky_first_then_charge_fails(spec: m.TaskSpec) -> tuple[st.TaskStatus, str,
 CHILD = definition({"name": "child", "tasks": [{"name": "fetch", "taskReferenceName": "c1"}],
                     "outputParameters": {"got": "${c1.output.ok}"}})
 
-SCENARIOS: dict[str, tuple[dict[str, Any], WorkerOutcome]] = {
+SCENARIOS: dict[str, tuple[WorkflowDef, WorkerOutcome]] = {
     "sequence, fork/join, switch, loop, variables, sub-workflow": (definition({
         "tasks": [
             {"name": "fetch", "taskReferenceName": "a"},
@@ -216,7 +217,7 @@ def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: A
         try:
             await store.raise_epoch(EPOCH)
             contract = Contract(store, worker, stepping=stepping)
-            snapshot = {"workflow": definition_doc, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
+            snapshot: Snapshot = {"workflow": definition_doc, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
             await store.start_workflow("root", snapshot, {"n": 2}, "", "", NOW)
             final = await contract.run("root")
             assert contract.checked >= (3 if name.startswith("an EVENT task") else 5)
@@ -247,7 +248,7 @@ def test_operator_commands_and_termination_apply_as_the_pure_apply_says(redis_se
                                          {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW",
                                           "subWorkflowParam": {"name": "child", "version": 1}}]},
                               {"child": CHILD})
-            snapshot = {"workflow": flow, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
+            snapshot: Snapshot = {"workflow": flow, "taskDefs": TASK_DEFS, "subWorkflows": {"child:1": CHILD}}
             await store.start_workflow("root", snapshot, {}, "", "", NOW)
             assert (await contract.run("root")).status == st.COMPLETED
             await store.operate("root", allowed=[st.COMPLETED], new_status=st.RUNNING, command={"op": "restart"},

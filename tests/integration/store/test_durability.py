@@ -215,7 +215,9 @@ class ReplicatedRedis:
             time.sleep(0.05)
 
     def master_port(self) -> int:
-        return int(self.sentinel_client.sentinel_get_master_addr_by_name("mymaster")[1])
+        address = self.sentinel_client.sentinel_get_master_addr_by_name("mymaster")
+        assert isinstance(address, tuple), address   # (host, port) of the master it names
+        return int(address[1])
 
     def wait_for_promotion(self, timeout_s: float = 20.0) -> None:
         deadline = time.monotonic() + timeout_s
@@ -473,7 +475,8 @@ def test_local_cluster_with_replicas_survives_a_master_kill(tmp_path: Path, monk
     plan = cluster.plan()
     assert [role for _, role in plan.roles()].count("Sentinel 2") == 1 and len(plan.replicas) == 2
     with cluster.start(workers=False), WorkflowClient(cluster.endpoints, timeout_s=30.0) as client:
-        master = redis.Redis(port=cluster.redis.port, decode_responses=True)   # type: ignore[union-attr]
+        assert cluster.redis is not None
+        master = redis.Redis(port=cluster.redis.port, decode_responses=True)
         assert master.config_get("min-replicas-to-write") == {"min-replicas-to-write": "1"}
         master.close()
         wait_for_leader(client, 20.0, members=2)

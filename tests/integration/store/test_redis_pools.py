@@ -36,6 +36,7 @@ from devtools.procs import ManagedProcess, free_port
 from helpers import BackgroundWorker, code_of, unique, wait_for_status
 from orchestrator.core.definitions import normalise_workflow_def
 from orchestrator.core.namespaces import as_stored
+from orchestrator.core.schema import Snapshot
 from orchestrator.store.protocol import QuotaExceeded, Quotas
 from orchestrator.store.redis import RedisStore
 from orchestrator_api.structs import to_struct
@@ -340,7 +341,7 @@ def test_what_was_made_before_the_quotas_is_counted_and_let_through(redis_server
 
             definition = as_stored("old", normalise_workflow_def({"name": "w", "tasks": [
                 {"name": "h", "taskReferenceName": "h", "type": "HUMAN"}]}, {}))
-            snapshot = {"workflow": definition, "taskDefs": {}, "subWorkflows": {}}
+            snapshot: Snapshot = {"workflow": definition, "taskDefs": {}, "subWorkflows": {}}
             workflow_id, _ = await store.start_workflow(uuid.uuid4().hex, snapshot, {}, "", "", 1)
             flight = store.keys.in_flight("old")
             assert await store._redis.sismember(flight, workflow_id)

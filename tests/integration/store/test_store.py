@@ -12,6 +12,7 @@ from orchestrator.core import statuses as st
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.decider import decide
 from orchestrator.core.errors import StaleEpoch
+from orchestrator.core.schema import Snapshot
 from orchestrator.cluster.deciding import Decider, new_task_id
 from orchestrator.cluster.leader_loop import LeaderLoop, LeadershipLost
 from orchestrator.store import ApplyResult, ResultAck, ResultOutcome
@@ -34,13 +35,14 @@ async def started_workflow(store: Store, task_name: str = "fetch", **task_fields
     definition = normalise_workflow_def({"name": "w", "tasks": [
         {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
     workflow_id = uuid.uuid4().hex
-    snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
+    snapshot: Snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
     await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
     return workflow_id
 
 
 async def decide_once(store: Store, epoch: int | None, workflow_id: str, now: int = NOW) -> list[ApplyResult]:
     state = await store.load(workflow_id)
+    assert state is not None
     outcomes = await store.apply_decisions(epoch, now, [(state, decide(state, now, new_task_id))])
     return [o.result for o in outcomes]
 

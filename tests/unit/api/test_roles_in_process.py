@@ -68,9 +68,9 @@ def app_routes() -> list[tuple[str, str]]:
 
     from orchestrator.rest import RestParts, conductor_api
     from orchestrator.web import build_app
-    rest = conductor_api(RestParts(workflows=None, tasks=None, metadata=None,  # type: ignore[arg-type]
+    rest = conductor_api(RestParts(workflows=None, tasks=None, metadata=None,  # type: ignore[arg-type]  # routes only
                                    limit=unwired.LIMIT))
-    gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]
+    gate = build_app(SimpleNamespace(node_id="n"), rest, tokens=None)  # type: ignore[arg-type]  # a stand-in node
     found: list[tuple[str, str]] = []
 
     def walk(routes: list[Any], prefix: str) -> None:
@@ -82,7 +82,7 @@ def app_routes() -> list[tuple[str, str]]:
             elif isinstance(route, Route):
                 found.extend((method, prefix + route.path) for method in sorted(route.methods or {"GET"})
                              if method != "HEAD")
-    app = gate
+    app: Any = gate   # each middleware holds the next in .app, down to the Starlette app's routes
     while not hasattr(app, "routes"):
         app = app.app
     walk(app.routes, "")

@@ -9,6 +9,7 @@ than a registration error, and a DO_WHILE condition without `evaluatorType` Java
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -34,7 +35,7 @@ def simple(ref: str, name: str = "a", **extra: Any) -> dict[str, Any]:
     return {"name": name, "taskReferenceName": ref, "type": "SIMPLE", **extra}
 
 
-def run(definition: dict[str, Any], workflow_input: dict[str, Any] | None = None, handler: Any = echo,
+def run(definition: Mapping[str, Any], workflow_input: dict[str, Any] | None = None, handler: Any = echo,
         workflows: dict[str, Any] | None = None) -> Sim:
     sim = Sim(definition, DEFS, workflows)
     sim.start(workflow_input or {})
@@ -77,8 +78,8 @@ def test_an_exported_definition_with_all_metadata_is_accepted_with_warnings_only
                      "callbackFromWorker, decisionCases, defaultCase, defaultExclusiveJoinTask, forkTasks, joinOn, "
                      "loopOver, onStateChange, permissive, rateLimited"):
         assert fragment in text, text
-    normalised = check_workflow_def(definition, DEFS, {}).definition
-    # kept and shown back as written
+    # kept and shown back as written (read as a mapping: WorkflowDef does not list the fields kept as written)
+    normalised: Mapping[str, Any] = check_workflow_def(definition, DEFS, {}).definition
     assert normalised["ownerEmail"] == "team@example.com" and normalised["metadata"] == {"team": "x"}
     assert normalised["createTime"] == 1 and normalised["maskedFields"] == ["secret"]
     embedded = normalised["tasks"][0]["taskDefinition"]
@@ -514,7 +515,7 @@ def test_start_workflow_is_fire_and_forget() -> None:
     sim = Sim(definition, DEFS, {"other:0": other})
     sim.start({"k": 9})
     sim.decide("wf")
-    started_id = sim.task("s").output["workflowId"]   # type: ignore[index]
+    started_id = sim.output("s")["workflowId"]
     started = sim.workflows[started_id]
     assert started.parent == "" and started.input == {"k": 9} and started.correlation_id == "c-1"
     assert sim.run(every_workflow=True).status == st.COMPLETED and started_id in sim.workflows

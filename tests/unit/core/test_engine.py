@@ -46,7 +46,7 @@ def apply(wf: m.WorkflowState, decision) -> None:
     wf.__dict__.update(new.__dict__)
 
 
-def finish(wf: m.WorkflowState, task_id: str, status: str, output=None, reason="", at=NOW) -> None:
+def finish(wf: m.WorkflowState, task_id: str, status: st.TaskStatus, output=None, reason="", at=NOW) -> None:
     task = next(t for t in wf.tasks if t.task_id == task_id)
     task.runtime.status = status
     task.runtime.ended_at_ms = at

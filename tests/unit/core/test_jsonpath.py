@@ -34,7 +34,7 @@ SCOPE: dict[str, Any] = {
 }
 
 
-def value(expression: str) -> Any:
+def value(expression: Any) -> Any:
     return resolve(expression, SCOPE)
 
 

@@ -214,7 +214,7 @@ def test_dynamic_fork_from_task_specs():
     sim.start()
     assert sim.run(handler).status == st.COMPLETED
     assert sim.task("d1").spec.task_type == "b" and sim.task("d2").spec.input == {"x": "${not resolved}"}
-    assert set(sim.task("join").output) == {"d1", "d2"}
+    assert set(sim.output("join")) == {"d1", "d2"}
 
 
 def test_dynamic_fork_over_an_input_list():
@@ -253,7 +253,7 @@ def test_switch_by_value():
                   "decisionCases": {"card": [simple("card")], "true": [simple("yes")]}}), DEFS)
     sim.start({"kind": "card"})
     sim.run()
-    assert "card" in sim.statuses() and sim.task("sw").output["selectedCase"] == "card"
+    assert "card" in sim.statuses() and sim.output("sw")["selectedCase"] == "card"
 
 
 def test_do_while_with_condition_and_iteration_keys():
@@ -263,7 +263,7 @@ def test_do_while_with_condition_and_iteration_keys():
     sim.start()
     assert sim.run().status == st.COMPLETED
     assert [k for k in sim.statuses() if k.startswith("step")] == ["step__1", "step__2", "step__3"]
-    assert sim.task("loop").output["iteration"] == 3
+    assert sim.output("loop")["iteration"] == 3
 
 
 def test_do_while_over_items_exposes_item_and_index():
@@ -345,7 +345,7 @@ def test_saga_compensates_completed_steps_in_reverse_order():
     assert done.status == st.COMPENSATED and "payment" in done.reason
     ran = [key for _, key, _ in sim.executions]
     assert ran == ["flight", "hotel", "payment", "hotel__compensation", "flight__compensation"]
-    assert sim.task("hotel__compensation").spec.input == {"id": sim.task("hotel").output["echo"]}
+    assert sim.task("hotel__compensation").spec.input == {"id": sim.output("hotel")["echo"]}
 
 
 def test_compensation_that_fails_ends_compensation_failed():

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_task_definition_numbers_must_be_finite_and_sane_in_json_and_yaml(field:
     if as_yaml == "1e999":
         as_yaml = "1.0e+999"   # YAML 1.1 reads a float only with a dot and a signed exponent
     for text in (f'{{"name": "charge", "{field}": {as_json}}}', f"name: charge\n{field}: {as_yaml}\n"):
-        error = refused(lambda document=parse_document(text): normalise_task_def(document))
+        error = refused(partial(normalise_task_def, parse_document(text)))
         assert len(error.problems) == 1, error.problems
         assert error.problems[0].startswith(f"task definition 'charge': '{field}' must be a number >= ")
         assert error.problems[0].endswith(f"got {shown}"), error.problems
@@ -86,7 +87,7 @@ def test_task_definition_numbers_must_be_finite_and_sane_in_json_and_yaml(field:
 @pytest.mark.parametrize("value", [math.nan, math.inf, 1e300, 10 ** 400])
 def test_integer_fields_refuse_non_finite_and_absurd_values(value: Any) -> None:
     for field in ("retryCount", "rateLimitPerFrequency", "concurrentExecLimit"):
-        error = refused(lambda field=field: normalise_task_def({"name": "x", field: value}))
+        error = refused(partial(normalise_task_def, {"name": "x", field: value}))
         assert error.problems[0].startswith(f"task definition 'x': '{field}' must be an integer from 0 to ")
     problems = problems_of(wf(simple("r", retryCount=value),
                               {"type": "DO_WHILE", "taskReferenceName": "l", "loopCondition": "false",
@@ -128,7 +129,7 @@ def test_workflow_numbers_are_refused_naming_the_task_and_field(as_json: str, as
                  "  - {type: WAIT, taskReferenceName: nap, duration: @}\n"
                  "  - {name: a, taskReferenceName: data, inputParameters: {x: {y: [@]}}}\n").replace("@", as_yaml)
     for text in (json_text, yaml_text):
-        error = refused(lambda text=text: normalise_workflow_def(parse_document(text), DEFS, {}))
+        error = refused(lambda: normalise_workflow_def(parse_document(text), DEFS, {}))  # noqa: B023 (called at once)
         text_of = "\n".join(error.problems)
         assert f"workflow 't': 'timeoutSeconds' must be a number >= 0 and at most {TEN_YEARS} (10 years), got {shown}" \
             in text_of
@@ -234,8 +235,8 @@ def test_failed_optional_containers_do_not_raise_out_of_the_decider() -> None:
 def test_a_definition_stored_before_the_bounds_existed_does_not_raise() -> None:
     """A snapshot written before registration checked numbers: the decider clamps, not raises."""
     defs = task_defs("a", retryCount=1, retryLogic="EXPONENTIAL_BACKOFF")
-    defs["a"].update(responseTimeoutSeconds=math.inf, timeoutSeconds=math.nan, retryDelaySeconds=math.nan,
-                     maxRetryDelaySeconds=math.inf)
+    defs["a"].update({"responseTimeoutSeconds": math.inf, "timeoutSeconds": math.nan, "retryDelaySeconds": math.nan,
+                      "maxRetryDelaySeconds": math.inf})
     sim = Sim(wf(simple("x"), {"type": "WAIT", "taskReferenceName": "w", "duration": 1}), defs)
     sim.definition["tasks"][0]["startDelay"] = math.nan
     sim.definition["tasks"][1]["duration"] = math.inf
@@ -376,6 +377,7 @@ BY_SPECS = {"dynamicForkTasksParam": "tasks", "dynamicForkTasksInputParamName": 
 @pytest.mark.parametrize("form", ["by name", "by specs"])
 def test_a_dynamic_fork_over_the_limit_fails_its_task_quickly(form: str) -> None:
     count = 100_000
+    run_input: dict[str, Any]
     if form == "by name":
         sim, run_input = Sim(dynamic_fork(**BY_NAME), DEFS), {"items": list(range(count))}
     else:

@@ -341,8 +341,8 @@ def test_evaluation_errors_name_the_column(source: str, column: int, message: st
 
 def test_expression_error_is_a_value_error() -> None:
     assert issubclass(SafeExpressionError, ValueError)
-    assert "must be text" in str(error_of(lambda: compile_expression(42)))  # type: ignore[arg-type]
-    assert "must be text" in str(error_of(lambda: evaluate(["$"], ROOT)))  # type: ignore[arg-type]
+    assert "must be text" in str(error_of(lambda: compile_expression(42)))  # type: ignore[arg-type]  # on purpose
+    assert "must be text" in str(error_of(lambda: evaluate(["$"], ROOT)))  # type: ignore[arg-type]  # on purpose
 
 
 # ------------------------------------------------------------------ limits

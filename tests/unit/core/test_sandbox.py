@@ -217,5 +217,6 @@ def test_results_and_errors_come_back_as_in_process() -> None:
     assert javascript.check_syntax("return (") is not None and javascript.check_syntax("return 1") is None
     assert jqtransform.transform({"s": "\u00e9\U0001f600", "queryExpression": ".s, (.s | length)"}) == \
         {"result": "\u00e9\U0001f600", "resultList": ["\u00e9\U0001f600", 2]}
-    assert jqtransform.check_query("{ a: ").startswith("'queryExpression' does not compile")   # type: ignore[union-attr]
+    problem = jqtransform.check_query("{ a: ")
+    assert problem is not None and problem.startswith("'queryExpression' does not compile")
     assert jqtransform.check_query(".a") is None

@@ -16,9 +16,13 @@ ROOT = Path(__file__).resolve().parents[3]
 def _served_types(path: Path) -> set[str]:
     """The task types a Python file serves with `@task("...")`."""
     tree = ast.parse(path.read_text())
-    return {node.args[0].value for node in ast.walk(tree)
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "task"
-            and node.args and isinstance(node.args[0], ast.Constant)}
+    served: set[str] = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and getattr(node.func, "id", "") == "task"
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            assert isinstance(node.args[0].value, str), ast.dump(node)   # a task type is text
+            served.add(node.args[0].value)
+    return served
 
 
 def _readme_snippet_types() -> set[str]:

@@ -115,7 +115,7 @@ def _app() -> Any:
                             metadata=services["metadata"])
     tokens = Tokens.from_document({"tokens": [{"name": role, "roles": [role], "token": token}
                                               for role, token in TOKENS.items()]})
-    return build_app(parts, rest, tokens=tokens)  # type: ignore[arg-type]
+    return build_app(parts, rest, tokens=tokens)  # type: ignore[arg-type]  # parts: a stand-in, what the app reads
 
 
 def _routes(app: Any) -> list[tuple[str, str, Rule]]:
