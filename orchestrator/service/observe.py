@@ -107,7 +107,7 @@ def describe(exc: BaseException) -> str:
 
 
 def local_workers(parts: NodeParts, namespace: str | None = None) -> tuple[list[WorkerRow],
-                                                                               dict[str, TypeWorkers]]:
+                                                                            dict[str, TypeWorkers]]:
     """This node's worker streams (only those of `namespace`, named as it sees them, unless None)
     and, by task type, how many serve it with what credit."""
     rows: list[WorkerRow] = []
