@@ -151,7 +151,7 @@ class Node:
         self.engine: LeaderLoop | None = None
         self._engine_task: asyncio.Task[None] | None = None
         self._backoff = Backoff(first_s=0.0, then_s=0.5, max_s=30.0)
-        self.counters = web.NodeCounters()
+        self.counters = service.NodeCounters()
         self.console: web.ConsoleServer | None = None
         self.leader_watch: LeaderWatch | None = None
         self.tokens: Tokens | None = None
@@ -285,12 +285,18 @@ class Node:
     def _console_parts(self, console_address: str) -> web.ConsoleParts:
         return web.ConsoleParts(
             node_id=self.config.node_id, cluster=self.config.cluster, grpc_address=self.config.advertise,
-            etcd_endpoints=list(self.config.etcd_endpoints), store=self.store, dispatcher=self.dispatcher,
-            decider=self.decider, workflows=self.workflows, metadata=self.metadata,
+            etcd_endpoints=list(self.config.etcd_endpoints), workflows=self.workflows, metadata=self.metadata,
+            overview=service.NodeOverview(self._node_parts()), console_address=console_address)
+
+    def _node_parts(self) -> service.NodeParts:
+        """What the console's overview and /metrics read of this node."""
+        return service.NodeParts(
+            node_id=self.config.node_id, cluster=self.config.cluster, grpc_address=self.config.advertise,
+            store=self.store, dispatcher=self.dispatcher, decider=self.decider,
             started_by_api=self.workflows.started,
             tasks_sent=self.task_service.sent, task_results=self.task_service.results, counters=self.counters,
             election=lambda: self.election, engine=lambda: self.engine,
-            revoked=lambda: self.leader_watch.revoked if self.leader_watch else 0, console_address=console_address)
+            revoked=lambda: self.leader_watch.revoked if self.leader_watch else 0)
 
     def _after_decision(self, state: m.WorkflowState, decision: Decision) -> None:
         """Right after a decision is stored: decide the workflows it started, ended or woke.

@@ -8,11 +8,14 @@ table of which use case needs which role, and the caller's namespace), so no doo
 """
 
 from .access import Rule
-from .cluster import Cluster, ClusterView
+from .cluster import Cluster, ClusterView, NodeOverview
+from .counters import NodeCounters
 from .errors import Refused
 from .events import Events
 from .metadata import Metadata
+from .observe import NodeParts
 from .tasks import Tasks
 from .workflows import Workflows
 
-__all__ = ["Cluster", "ClusterView", "Events", "Metadata", "Refused", "Rule", "Tasks", "Workflows"]
+__all__ = ["Cluster", "ClusterView", "Events", "Metadata", "NodeCounters", "NodeOverview", "NodeParts", "Refused",
+           "Rule", "Tasks", "Workflows"]

@@ -15,7 +15,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode
@@ -28,25 +27,25 @@ from starlette.routing import BaseRoute, Mount, Route, Router
 from starlette.types import ASGIApp
 from starlette.staticfiles import StaticFiles
 
-from ..cluster.election import ElectionError
-from ..cluster.etcd import EtcdError
 from ..core.auth import Tokens
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.definitions import iter_nodes
-from ..core.namespaces import namespace_of, qualified, relative
+from ..core.errors import FailedPrecondition, Unavailable
+from ..core.namespaces import qualified, relative
 from ..store import StoreUnavailable
 from . import operations, reasons
 from .auth import COOKIE, SESSION_COOKIE, Sessions, TokenGate, form_token
 from .favicon import FAVICON
 from .graph import Graph, layout
 from .metrics import CONTENT_TYPE, NodeMetrics
-from .observe import bounded, cluster_snapshot, seconds, why_waiting
 from ..service.access import (OPEN, Rule, current_principal, refusal, request_namespace, rule_marked, rule_of,
                               with_rule)
+from ..service.cluster import FORGET, METRICS
 from ..service.errors import Refused
 from ..service.http import bounded_body
+from ..service.observe import bounded, seconds
 from .operations import OPERATIONS
 from .parts import ConsoleParts
 from .timeline import timeline
@@ -106,7 +105,7 @@ class Console:
     def __init__(self, parts: ConsoleParts, sessions: Sessions | None = None) -> None:
         self.parts = parts
         self.sessions = sessions or Sessions()
-        self.metrics = NodeMetrics(parts)
+        self.metrics = NodeMetrics()
         self.env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
                                autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
                                trim_blocks=True, lstrip_blocks=True)
@@ -148,30 +147,31 @@ class Console:
         return RedirectResponse("/cluster", status_code=302)
 
     async def cluster(self, request: Request) -> Response:
-        return self.render("cluster.html", page="cluster",
-                           snap=await cluster_snapshot(self.parts, namespace=request_namespace() or None))
+        return await self._cluster_page("cluster.html", page="cluster")
 
     async def cluster_live(self, request: Request) -> Response:
-        return self.render("cluster_live.html",
-                           snap=await cluster_snapshot(self.parts, namespace=request_namespace() or None))
+        return await self._cluster_page("cluster_live.html")
+
+    async def _cluster_page(self, template: str, **values: Any) -> Response:
+        try:
+            snap = await self.parts.overview.cluster()
+        except Refused as exc:
+            return self.problem(exc.http_status, "Refused", exc.message)
+        return self.render(template, snap=snap, **values)
 
     async def forget_member(self, request: Request) -> Response:
         """Drop a gone member from the Members table (an operator removed the node for good).
         Cluster-wide, as stepping the leader down is: an admin's act, by a token that is not
-        confined to a namespace (its route's rule, FORGET)."""
-        node_id = request.path_params["node_id"]
-        election = self.parts.election()
+        confined to a namespace (its route's rule, FORGET, which the service checks again)."""
         try:
             await self.form(request)
-            if election is None:
-                raise Refused("UNAVAILABLE", "this node has not joined the election yet")
-            await bounded(election.forget(node_id))
+            await self.parts.overview.forget_member(request.path_params["node_id"])
         except Refused as exc:
             return self.problem(exc.http_status, "Refused", exc.message)
-        except ElectionError as exc:
+        except FailedPrecondition as exc:
             return self.problem(409, "Refused", str(exc))
-        except (EtcdError, TimeoutError) as exc:
-            return self.problem(503, "etcd unavailable", f"etcd did not answer ({exc}); nothing was changed.")
+        except Unavailable as exc:
+            return self.problem(503, "etcd unavailable", str(exc))
         return RedirectResponse("/cluster", status_code=303)
 
     # ------------------------------------------------------------- executions
@@ -224,7 +224,7 @@ class Console:
                               ended=str(state.status) if state.status in st.TERMINAL_WORKFLOW else "")
         signallable = [t for t in state.tasks if t.spec.kind in SIGNALLED_KINDS and t.runtime.status == st.IN_PROGRESS]
         return {"state": state, "graph": graph, "timeline": timeline(state, now), "now": now,
-                "waiting": await why_waiting(self.parts, state), "signallable": signallable,
+                "waiting": await self.parts.overview.waiting(state), "signallable": signallable,
                 "allowed": allowed_operations(state), "parent": state.parent.split("|", 1)[0],
                 "children": [(t.spec.key, t.spec.extra["child"]) for t in state.tasks if t.spec.extra.get("child")],
                 "final": state.status in st.TERMINAL_WORKFLOW}
@@ -276,14 +276,9 @@ class Console:
     # ------------------------------------------------------------- definitions
 
     async def definitions(self, request: Request) -> Response:
-        namespace = request_namespace()
         workflows = sorted(await self.parts.metadata.workflow_defs(), key=lambda d: d["name"])
         task_defs = {d["name"]: d for d in await self.parts.metadata.task_defs()}
-        served: dict[str, int] = {}
-        for session in self.parts.dispatcher.sessions:
-            for task_type in session.task_types:
-                if namespace_of(task_type) == namespace:
-                    served[relative(task_type)] = served.get(relative(task_type), 0) + 1
+        served = self.parts.overview.served()
         return self.render("definitions.html", page="definitions", workflows=workflows,
                            task_defs=[task_defs[n] for n in sorted(task_defs)], served=served,
                            sizes={d["name"]: sum(1 for _ in iter_nodes(d["tasks"])) for d in workflows})
@@ -330,7 +325,11 @@ class Console:
         return response
 
     async def metrics_page(self, request: Request) -> Response:
-        return Response(await self.metrics.render(), media_type=CONTENT_TYPE)
+        try:
+            text = await self.metrics.render(self.parts.overview.metrics)
+        except Refused as exc:
+            return self.problem(exc.http_status, "Refused", exc.message)
+        return Response(text, media_type=CONTENT_TYPE)
 
     async def healthz(self, request: Request) -> Response:
         return PlainTextResponse("ok\n")
@@ -351,11 +350,6 @@ def allowed_operations(state: m.WorkflowState) -> list[str]:
     if status in (st.FAILED, st.TIMED_OUT):
         return ["retry", "restart"]
     return ["restart"]
-
-
-# The rules of the console's routes that stand for no single gRPC method.
-METRICS = Rule("reader", "/metrics (every namespace's task types)", cluster_wide=True)
-FORGET = replace(rule_of("ClusterService/StepDown"), what="forgetting a cluster member")
 
 
 def guard(console: Console, rule: Rule | str | Callable[[Request], Rule], endpoint: Handler) -> Handler:

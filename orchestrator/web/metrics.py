@@ -1,8 +1,9 @@
-"""/metrics: a Prometheus registry per node, read from the counters the parts already keep.
+"""/metrics: a Prometheus registry per node, rendering what the service layer read of it.
 
-Nothing here counts on the hot path: a scrape reads the parts' own counters (the decider's
-decisions and conflicts, the task service's results, ...) and, for the cluster-wide gauges
-(queues, workflows per status, the leader), asks Redis and etcd once, just before rendering.
+Nothing here counts on the hot path: a scrape asks `NodeOverview.metrics` (service/metrics.py)
+for the parts' own counters (the decider's decisions and conflicts, the task service's results,
+...) and, for the cluster-wide gauges (queues, workflows per status, the leader), one read of
+Redis and etcd, and renders that reading.
 
 Counters (`_total`) are this node's since it started: sum them over the nodes. Gauges marked
 cluster-wide say the same on every node: take `max` over the nodes, not `sum`.
@@ -11,16 +12,14 @@ cluster-wide say the same on every node: take `max` over the nodes, not `sum`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
-from ..core import clock
-from .observe import ClusterSnapshot, bounded, cluster_snapshot
-from .parts import ConsoleParts
+from ..service.metrics import NodeReading
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -54,21 +53,20 @@ METRICS = {
 
 
 class _NodeCollector(Collector):
-    def __init__(self, parts: ConsoleParts) -> None:
-        self.parts = parts
-        self.snapshot: ClusterSnapshot | None = None
-        self.status_counts: dict[str, int] = {}
+    def __init__(self) -> None:
+        self.reading: NodeReading | None = None
 
     def describe(self) -> Iterable[Metric]:
         return []
 
     def collect(self) -> Iterable[Metric]:
-        parts, snap = self.parts, self.snapshot
-        if snap is None:
+        reading = self.reading
+        if reading is None:
             return
+        snap = reading.snapshot
         info = GaugeMetricFamily("orchestrator_node_info", METRICS["orchestrator_node_info"],
                                  labels=["node_id", "cluster", "grpc_address"])
-        info.add_metric([parts.node_id, parts.cluster, parts.grpc_address], 1)
+        info.add_metric([reading.node_id, reading.cluster, reading.grpc_address], 1)
         yield info
         yield GaugeMetricFamily("orchestrator_is_leader", METRICS["orchestrator_is_leader"],
                                 value=1 if snap.is_leader else 0)
@@ -78,41 +76,39 @@ class _NodeCollector(Collector):
         yield GaugeMetricFamily("orchestrator_leader_term_seconds", METRICS["orchestrator_leader_term_seconds"],
                                 value=term)
         yield CounterMetricFamily("orchestrator_leader_elections", METRICS["orchestrator_leader_elections"],
-                                  value=parts.counters.elections)
+                                  value=reading.elections)
         yield CounterMetricFamily("orchestrator_leader_revocations", METRICS["orchestrator_leader_revocations"],
-                                  value=parts.revoked())
+                                  value=reading.revocations)
 
         started = CounterMetricFamily("orchestrator_workflows_started", METRICS["orchestrator_workflows_started"],
                                       labels=["workflow"])
-        for name, count in sorted((parts.started_by_api + parts.counters.started).items()):
+        for name, count in sorted(reading.started.items()):
             started.add_metric([name], count)
         yield started
         ended = CounterMetricFamily("orchestrator_workflows_ended", METRICS["orchestrator_workflows_ended"],
                                     labels=["workflow", "status"])
-        for (name, status), count in sorted(parts.counters.ended.items()):
+        for (name, status), count in sorted(reading.ended.items()):
             ended.add_metric([name, status], count)
         yield ended
-        if self.status_counts:
+        if reading.status_counts:
             stored = GaugeMetricFamily("orchestrator_workflows", METRICS["orchestrator_workflows"],
                                        labels=["status"])
-            for status, count in sorted(self.status_counts.items()):
+            for status, count in sorted(reading.status_counts.items()):
                 stored.add_metric([status], count)
             yield stored
 
         dispatched = CounterMetricFamily("orchestrator_tasks_dispatched", METRICS["orchestrator_tasks_dispatched"],
                                          labels=["task_type"])
-        for task_type, count in sorted(parts.tasks_sent.items()):
+        for task_type, count in sorted(reading.dispatched.items()):
             dispatched.add_metric([task_type], count)
         yield dispatched
         attempts = CounterMetricFamily("orchestrator_task_attempts", METRICS["orchestrator_task_attempts"],
                                        labels=["task_type", "outcome"])
-        for (task_type, outcome), count in sorted(parts.task_results.items()):
+        for (task_type, outcome), count in sorted(reading.attempts.items()):
             attempts.add_metric([task_type, outcome], count)
         yield attempts
-        engine = parts.engine()
-        expired = parts.counters.expired_earlier + (engine.expired if engine is not None else 0)
         yield CounterMetricFamily("orchestrator_task_leases_expired", METRICS["orchestrator_task_leases_expired"],
-                                  value=expired)
+                                  value=reading.leases_expired)
 
         if not snap.queues_error:
             depth = GaugeMetricFamily("orchestrator_queue_depth", METRICS["orchestrator_queue_depth"],
@@ -142,34 +138,28 @@ class _NodeCollector(Collector):
         yield credits
 
         yield CounterMetricFamily("orchestrator_decisions", METRICS["orchestrator_decisions"],
-                                  value=parts.decider.decisions)
+                                  value=reading.decisions)
         yield CounterMetricFamily("orchestrator_decision_conflicts", METRICS["orchestrator_decision_conflicts"],
-                                  value=parts.decider.conflicts)
+                                  value=reading.conflicts)
         yield GaugeMetricFamily("orchestrator_store_up", METRICS["orchestrator_store_up"],
                                 value=1 if snap.store.ok else 0)
         yield GaugeMetricFamily("orchestrator_etcd_up", METRICS["orchestrator_etcd_up"], value=1 if snap.etcd_ok else 0)
         yield GaugeMetricFamily("orchestrator_clock_offset_seconds", METRICS["orchestrator_clock_offset_seconds"],
-                                value=clock.offset_ms() / 1000)
+                                value=reading.clock_offset_ms / 1000)
 
 
 class NodeMetrics:
     """The node's registry: its own collector and the process' (CPU, memory, open files)."""
 
-    def __init__(self, parts: ConsoleParts) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self._collector = _NodeCollector(parts)
+        self._collector = _NodeCollector()
         self.registry.register(self._collector)
         ProcessCollector(registry=self.registry)
         self._lock = asyncio.Lock()
 
-    async def render(self) -> bytes:
-        """Read what needs a round trip, then render (one scrape at a time)."""
-        parts = self._collector.parts
+    async def render(self, read: Callable[[], Awaitable[NodeReading]]) -> bytes:
+        """Read (`read`: a service call, which checks its caller), then render; one scrape at a time."""
         async with self._lock:
-            snap = await cluster_snapshot(parts, with_health=True)
-            try:
-                counts = await bounded(parts.store.status_counts())
-            except Exception:
-                counts = {}
-            self._collector.snapshot, self._collector.status_counts = snap, counts
+            self._collector.reading = await read()
             return generate_latest(self.registry)

@@ -3,8 +3,8 @@
 The doors check first (the gRPC interceptor, each HTTP route's `guarded`/`guard`), but no door is
 trusted to: each service call checks the caller by the one table (`service.access.allowed`). Here
 the doors' own checks are switched off, every gRPC method, every Conductor route and every console
-route that acts on workflows or definitions is called by a caller too weak for it (or by nobody),
-and each must be refused by a service's check: one records every check a service makes, and the
+route (the cluster page, /metrics and forgetting a member too) is called by a caller too weak for
+it (or by nobody), and each must be refused by a service's check: one records every check a service makes, and the
 request must have been refused by one of them, for the use case the route stands for. A route that
 reaches no checking service call, or one that checks another use case, fails here.
 
@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from orchestrator.core.auth import Principal, Tokens
-from orchestrator.service import access
+from orchestrator.service import NodeOverview, access
 from orchestrator.service.access import METHOD_ROLES, Rule, acting_in, rule_of
 from orchestrator.service.errors import Refused
 from orchestrator_api.v1 import orchestrator_pb2 as pb
@@ -42,10 +42,6 @@ NO_SERVICE = {
     ("DELETE", "/api/metadata/workflow/{name}/{version}"): "405: definitions are never removed",
     ("DELETE", "/api/metadata/taskdefs/{name}"): "405: definitions are never removed",
 }
-# Console routes on the node's own parts (election, dispatcher, counters), not on a service yet:
-# their door's check is the only one (tests/integration/security/test_roles_every_path.py walks it).
-DOOR_ONLY = {("GET", "/cluster"), ("GET", "/cluster/live"), ("GET", "/metrics"),
-             ("POST", "/cluster/members/{node_id}/forget")}
 
 
 @dataclass
@@ -112,7 +108,7 @@ def _app() -> Any:
     rest = conductor_api(RestParts(workflows=services["workflows"], tasks=services["tasks"],
                                    metadata=services["metadata"], limit=LIMIT))
     parts = SimpleNamespace(node_id="n", cluster="c", grpc_address="", workflows=services["workflows"],
-                            metadata=services["metadata"])
+                            metadata=services["metadata"], overview=NodeOverview(None))  # type: ignore[arg-type]
     tokens = Tokens.from_document({"tokens": [{"name": role, "roles": [role], "token": token}
                                               for role, token in TOKENS.items()]})
     return build_app(parts, rest, tokens=tokens)  # type: ignore[arg-type]  # parts: a stand-in, what the app reads
@@ -185,7 +181,7 @@ def test_every_http_route_is_refused_by_the_service_it_calls(checks: Checks) -> 
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)   # a bug answers 500
         async with httpx.AsyncClient(transport=transport, base_url="http://node") as client:
             for method, template, rule in _routes(app):
-                if rule.role is None or (method, template) in NO_SERVICE or (method, template) in DOOR_ONLY:
+                if rule.role is None or (method, template) in NO_SERVICE:
                     continue
                 token = TOKENS[_weaker_than(rule)]
                 for path, arguments in _requests(method, template):
@@ -206,10 +202,10 @@ def test_every_http_route_is_refused_by_the_service_it_calls(checks: Checks) -> 
 
 
 def test_the_routes_left_out_of_the_walk_are_still_served() -> None:
-    """NO_SERVICE and DOOR_ONLY name routes the node serves (a renamed route is walked, not skipped)."""
+    """NO_SERVICE names routes the node serves (a renamed route is walked, not skipped)."""
     app = _app()
     served = {(method, path) for method, path, _ in _routes(app)}
-    assert served >= set(NO_SERVICE) | DOOR_ONLY
+    assert served >= set(NO_SERVICE)
 
 
 def test_a_service_call_with_no_caller_named_is_refused() -> None:

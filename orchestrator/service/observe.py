@@ -1,27 +1,52 @@
 """Reading the cluster for the console and /metrics: who leads, the queues, this node's workers,
 the health of Redis and etcd, and why a task waits. Reads only; every read is bounded in time
-and a failed one is shown as such, never raised to the page."""
+and a failed one is told as such in what is read, never raised. The node hands in what is read
+(`NodeParts`); the checked use cases over these reads are `service.cluster.NodeOverview`'s."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..cluster.election import ElectionRecord, GoneMember, LeaderInfo, MemberInfo
+from ..cluster.deciding import Decider
+from ..cluster.dispatch import Dispatcher
+from ..cluster.election import Candidacy, ElectionRecord, GoneMember, LeaderInfo, MemberInfo
+from ..cluster.leader_loop import LeaderLoop
 from ..core import state as m
 from ..core import statuses as st
 from ..core.clock import now_ms
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, relative
+from ..store import Store
 from ..store.protocol import QueueStats, StoreHealth
-from .parts import ConsoleParts
+from .counters import NodeCounters
 
 T = TypeVar("T")
 
 READ_TIMEOUT_S = 2.0
 STUCK_AFTER_MS = 3000   # queued this long with no claim: no node has a worker with credit for it
+
+
+@dataclass
+class NodeParts:
+    """What is read of the node: its parts and their counters, handed over by `orchestrator.node`."""
+
+    node_id: str
+    cluster: str
+    grpc_address: str
+    store: Store
+    dispatcher: Dispatcher
+    decider: Decider
+    started_by_api: Counter[str]                  # Workflows.started: workflows the API created, by name
+    tasks_sent: Counter[str]                      # TaskService.sent: tasks written to workers' streams, by type
+    task_results: Counter[tuple[str, str]]        # TaskService.results: (task type, outcome)
+    counters: NodeCounters
+    election: Callable[[], Candidacy | None]
+    engine: Callable[[], LeaderLoop | None]
+    revoked: Callable[[], int]                    # dead leaders' leases this node revoked (LeaderWatch)
 
 
 @dataclass
@@ -81,8 +106,8 @@ def describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
-def local_workers(parts: ConsoleParts, namespace: str | None = None) -> tuple[list[WorkerRow],
-                                                                               dict[str, TypeWorkers]]:
+def local_workers(parts: NodeParts, namespace: str | None = None) -> tuple[list[WorkerRow],
+                                                                            dict[str, TypeWorkers]]:
     """This node's worker streams (only those of `namespace`, named as it sees them, unless None)
     and, by task type, how many serve it with what credit."""
     rows: list[WorkerRow] = []
@@ -102,6 +127,16 @@ def local_workers(parts: ConsoleParts, namespace: str | None = None) -> tuple[li
             entry.credits += max(0, session.credits)
             entry.held += held
     return rows, by_type
+
+
+def served_here(parts: NodeParts, namespace: str) -> dict[str, int]:
+    """How many of this node's worker streams serve each task type of `namespace` (named as it sees them)."""
+    served: dict[str, int] = {}
+    for session in parts.dispatcher.sessions:
+        for task_type in session.task_types:
+            if namespace_of(task_type) == namespace:
+                served[relative(task_type)] = served.get(relative(task_type), 0) + 1
+    return served
 
 
 def queue_problem(row: QueueRow, node_id: str, now: int) -> str:
@@ -128,7 +163,7 @@ def _shown(task_type: str, namespace: str | None) -> bool:
     return namespace is None or task_type in SYSTEM_TYPES or namespace_of(task_type) == namespace
 
 
-async def cluster_snapshot(parts: ConsoleParts, *, with_health: bool = True,
+async def cluster_snapshot(parts: NodeParts, *, with_health: bool = True,
                            namespace: str | None = None) -> ClusterSnapshot:
     """The cluster as this node sees it; its queues and workers only those of `namespace` (and the
     system types every namespace shares), unless None: all of them."""
@@ -181,7 +216,7 @@ class Waiting:
     reasons: list[str]
 
 
-async def why_waiting(parts: ConsoleParts, state: m.WorkflowState) -> list[Waiting]:
+async def why_waiting(parts: NodeParts, state: m.WorkflowState) -> list[Waiting]:
     """For each task waiting for a worker: its queue, this node's workers for it, and why."""
     scheduled = [t for t in state.tasks if t.runtime.status == st.SCHEDULED and t.spec.kind == "SIMPLE"]
     if not scheduled:
