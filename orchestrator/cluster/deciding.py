@@ -7,6 +7,11 @@ workflow cannot both win; the loser sees a conflict, reloads and decides again. 
 uses the same code, fenced by its epoch, for what needs a clock (timers, and the sweep of
 events whose node died before deciding them).
 
+A worker's result is decided on the spot (`step`): the node puts it into the workflow as its own
+last write left it (`state_cache.py`), or as a load finds it, decides, and sends the result and
+the decision in one script; the revision check makes a stale memory cost a conflict, not a wrong
+write.
+
 A failure while deciding, serialising or applying one workflow is that workflow's failure:
 it ends FAILED with a reason a person can act on (or, if even that cannot be written, it is
 parked and logged), and the others go on.
@@ -33,6 +38,7 @@ from ..core.definitions import runs_user_code
 from ..store import (ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome, Store,
                      WorkerResult)
 from .logs import log_fields
+from .state_cache import StateCache
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +99,7 @@ class Decider:
         self.decisions = 0   # decisions applied that changed something
         self.conflicts = 0   # decisions not applied because the workflow changed meanwhile (decided again)
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
+        self.cache = StateCache()   # the workflows as this node's last writes left them (for `step`)
         self._draining: asyncio.Task[None] | None = None
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -119,14 +126,16 @@ class Decider:
                             len(batch), exc)
 
     async def step(self, result: WorkerResult) -> ResultAck:
-        """Store a worker's result and decide its workflow in the same step: one load, then one script
-        that stores the result and applies the decision made from the workflow with the result in it
-        (`Store.step`). Where that cannot be (the attempt is not this worker's to end, the decision
-        fails or cannot be stored, another event came first), the result is stored on its own and
-        the workflow decided as after any event: `soon`, where a failure is that workflow's."""
-        state = await self.store.load(result.workflow_id)
+        """Store a worker's result and decide its workflow in the same step: one script that stores
+        the result and applies the decision made from the workflow with the result in it
+        (`Store.step`), the workflow as this node last wrote it (else one load). Where that cannot
+        be (the attempt is not this worker's to end, the decision fails or cannot be stored, another
+        event came first), the result is stored on its own and the workflow decided as after any
+        event: `soon`, where a failure is that workflow's."""
+        state = self.cache.get(result.workflow_id) or await self.store.load(result.workflow_id)
         task = _held_attempt(state, result) if state is not None else None
         if state is None or task is None:
+            self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
         now = now_ms()
         try:
@@ -134,22 +143,36 @@ class Decider:
                                   now, grows_by=_growth(task, result))
             decision = await self._decision(decided, now)
         except Exception:   # the event path below decides it again and fails it with the reason
+            self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
         reserved = self._reserve([(decided, decision)])
+        handed_to = dict(reserved)
         applied: list[ApplyOutcome] = []
         try:
             stepped = await self.store.step(result, decided, decision, now, hand_over=reserved)
             applied = [stepped.applied] if stepped.applied is not None else []
-        except DecisionRefused:
+        except DecisionRefused:   # perhaps only by what this node remembers of the record's size
+            self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
         finally:   # whatever happened, every reserved credit is used or returned
             self._deliver_or_return(reserved, applied)
+            if not applied:
+                self.cache.drop(result.workflow_id)
+        if applied:
+            self._remember(decided, decision, applied[0], now, handed_to)
         if applied and applied[0].result is ApplyResult.OK:
             self._applied(decided, decision, Round())
         elif stepped.ack.outcome is ResultOutcome.STORED:   # another event came first: decide what is stored
             self.conflicts += 1
             self.soon([result.workflow_id])
         return stepped.ack
+
+    def _remember(self, state: m.WorkflowState, decision: Decision, outcome: ApplyOutcome, now: int,
+                  handed_to: dict[str, str]) -> None:
+        if outcome.result is ApplyResult.OK:
+            self.cache.applied(state, decision, outcome, now, handed_to)
+        else:
+            self.cache.drop(state.workflow_id)
 
     async def _complete_then_decide(self, result: WorkerResult) -> ResultAck:
         ack = await self.store.complete_task(result.workflow_id, result.task_id, result.worker_id, result.status,
@@ -163,6 +186,11 @@ class Decider:
             if runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
                 return await asyncio.to_thread(_decide_with_scripts, state, now)
             return decide(state, now, new_task_id)
+
+    async def settled(self) -> None:
+        """Return once every workflow given to `soon` so far has been decided (or left to the sweep)."""
+        while self._draining is not None and not self._draining.done():
+            await asyncio.shield(self._draining)
 
     async def stop(self) -> None:
         if self._draining is not None:
@@ -182,13 +210,18 @@ class Decider:
             if not batch:
                 return result
             reserved = self._reserve(batch)
+            handed_to, now = dict(reserved), now_ms()
             outcomes: list[ApplyOutcome] = []
             try:
-                outcomes = await self.store.apply_decisions(epoch, now_ms(), batch, hand_over=reserved)
+                outcomes = await self.store.apply_decisions(epoch, now, batch, hand_over=reserved)
             finally:   # whatever happened, every reserved credit is used or returned
                 self._deliver_or_return(reserved, outcomes)
+                if not outcomes:   # the writes' outcome is unknown: what this node remembers may be wrong
+                    for state, _ in batch:
+                        self.cache.drop(state.workflow_id)
             pending = []
             for (state, decision), outcome in zip(batch, outcomes):
+                self._remember(state, decision, outcome, now, handed_to)
                 if outcome.result is ApplyResult.OK:
                     self._applied(state, decision, result)
                 elif outcome.result is ApplyResult.CONFLICT:

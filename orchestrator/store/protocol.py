@@ -92,6 +92,7 @@ class ApplyOutcome:
     result: ApplyResult
     error: str = ""          # why, for REFUSED
     handed: list[ClaimedTask] = field(default_factory=list)   # given to the caller's workers at once
+    grew_by: int = 0         # at most what the workflow's record grew by (OK): its size as its cache counts it
 
 
 class ResultOutcome(enum.Enum):

@@ -814,9 +814,9 @@ class RedisStore:
             elif isinstance(reply, list):   # ['OK', task id, spec json, lease ms, ...]: handed over
                 handed = [ClaimedTask(workflow.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])),
                                       int(reply[i + 2])) for i in range(1, len(reply), 3)]
-                outcomes.append(ApplyOutcome(ApplyResult(str(reply[0])), handed=handed))
+                outcomes.append(ApplyOutcome(ApplyResult(str(reply[0])), handed=handed, grew_by=len(item[1])))
             else:
-                outcomes.append(ApplyOutcome(ApplyResult(str(reply))))
+                outcomes.append(ApplyOutcome(ApplyResult(str(reply)), grew_by=len(item[1])))
         return outcomes
 
     def _prepared(self, epoch: int | None, workflow: m.WorkflowState, decision: Decision, now_ms: int,
@@ -847,7 +847,7 @@ class RedisStore:
             return Stepped(ack)
         handed = [ClaimedTask(result.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])), int(reply[i + 2]))
                   for i in range(4, len(reply), 3)]
-        return Stepped(ack, ApplyOutcome(ApplyResult(str(reply[3])), handed=handed))
+        return Stepped(ack, ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1])))
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
         """'' when the decision may be stored, else why not: a value over max_value_bytes (a task

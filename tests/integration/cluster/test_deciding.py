@@ -11,6 +11,7 @@ from typing import Any
 from orchestrator.cluster.deciding import Decider
 from orchestrator.core import statuses as st
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.store import ClaimedTask, ResultOutcome, WorkerResult
 from orchestrator.store.redis import RedisStore
 
 NOW_TASKS = ("a", "b", "c")
@@ -95,3 +96,82 @@ def test_an_event_whose_node_never_decided_it_is_swept_by_the_leader(node: Any) 
         time.sleep(0.05)
     else:
         raise AssertionError(f"the sweep never decided the stored result: {tasks}")
+
+
+class Handed:
+    """This test's worker "w", as the deciders see their node's workers: every task a decision queues is
+    handed to it in the same write (as the dispatcher does for a worker with credit)."""
+
+    def __init__(self) -> None:
+        self.tasks: list[ClaimedTask] = []
+
+    def reserve(self, task_type: str) -> str | None:
+        return "w"
+
+    def deliver(self, worker_id: str, task: ClaimedTask) -> None:
+        self.tasks.append(task)
+
+    def unreserve(self, worker_id: str, count: int) -> None:
+        pass
+
+    def take(self, ref: str) -> list[ClaimedTask]:
+        taken = [task for task in self.tasks if task.spec.ref == ref]
+        self.tasks = [task for task in self.tasks if task.spec.ref != ref]
+        return taken
+
+
+def fork_snapshot() -> Any:
+    task_def = normalise_task_def({"name": "step", "retryDelaySeconds": 0})
+    definition = normalise_workflow_def({"name": "fork", "tasks": [
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+         "forkTasks": [[{"name": "step", "taskReferenceName": "b1"}], [{"name": "step", "taskReferenceName": "b2"}]]},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN"},
+        {"name": "step", "taskReferenceName": "c"}]}, {"step": task_def})
+    return {"workflow": definition, "taskDefs": {"step": task_def}, "subWorkflows": {}}
+
+
+def test_results_decided_from_memory_and_from_a_stale_memory_end_the_same(redis_server: Any) -> None:
+    """A result is stored and decided in one step from what the deciding node remembers of the
+    workflow (its own last write), without reloading it. Here the branches of a fork end on two
+    nodes: the second branch's result comes to a node whose memory the other branch's result made
+    stale, which costs a conflict and a reload, never a wrong write; the step after the join is
+    decided from memory again. Every workflow completes, each task scheduled once, ended once."""
+    prefix = f"memo{uuid.uuid4().hex[:8]}"
+    ids = [f"wf{i}" for i in range(50)]
+
+    def done(task: ClaimedTask) -> WorkerResult:
+        return WorkerResult(task.workflow_id, task.spec.task_id, "w", st.TASK_COMPLETED, '{"ok": true}')
+
+    async def scenario() -> tuple[Decider, Decider]:
+        one, two = RedisStore.from_url(redis_server.url, prefix), RedisStore.from_url(redis_server.url, prefix)
+        handed = Handed()
+        first, second = Decider(one, hand_over=handed), Decider(two, hand_over=handed)
+        try:
+            for workflow_id in ids:
+                await one.start_workflow(workflow_id, fork_snapshot(), {}, "", "", int(time.time() * 1000))
+            await first.decide(ids)   # both branches handed over; the first remembers its writes
+            for task in handed.take("b1"):   # the other node ends the first branches
+                assert (await second.step(done(task))).outcome is ResultOutcome.STORED
+            for task in handed.take("b2"):   # this node's memory of each is stale now
+                assert (await first.step(done(task))).outcome is ResultOutcome.STORED
+            await first.settled()   # the conflicts' decisions ran (the join, then `c` handed over)
+            assert first.conflicts == len(ids)
+            for task in handed.take("c"):
+                assert (await first.step(done(task))).outcome is ResultOutcome.STORED
+            assert first.conflicts == len(ids), "a decision from a fresh memory was refused"
+            states = await one.load_many(ids)
+            for state in states:
+                assert state is not None and state.status == st.COMPLETED, state
+                assert sorted(t.spec.ref for t in state.tasks) == ["b1", "b2", "c", "fork", "join"]
+            ended = await one.ended_counts(ids)
+            assert set(ended.values()) == {1} and len(ended) == len(ids)
+            return first, second
+        finally:
+            await first.stop()
+            await second.stop()
+            await one.close()
+            await two.close()
+
+    first, second = asyncio.run(scenario())
+    assert first.cache.hits >= 2 * len(ids), "the deciding node reloaded workflows it had just written"
+    assert second.cache.hits == 0 and second.conflicts == 0

@@ -1,0 +1,70 @@
+"""The workflows this node decided last, as its own writes left them: a worker's result for one of
+them is decided from memory instead of a reload of the whole workflow (issue 21).
+
+An entry is the state the node's last applied write produced: the pure `apply` of the decision
+(core/apply.py, the function the Lua scripts are held to), with the tasks that same write handed
+to this node's workers marked as theirs. It is only ever a guess: the write it feeds is checked
+against the workflow's revision in Redis, so an entry that another node's write made stale costs
+one conflict and one reload, never a wrong write. Only workflows whose last write handed a task to
+this node's workers are kept; whatever went wrong or is unknown drops the entry; an ended workflow
+leaves at once; past `capacity`, the least recently used goes.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import replace
+
+from ..core import state as m
+from ..core import statuses as st
+from ..core.apply import apply
+from ..core.decider import Decision
+from ..store import ApplyOutcome
+
+# Workflows. Only a workflow whose last write handed a task to this node's workers is kept (its next
+# event is most likely that task's result, here): as many as those workers hold tasks, a few hundred.
+CAPACITY = 4096
+
+
+class StateCache:
+    def __init__(self, capacity: int = CAPACITY) -> None:
+        self.capacity = capacity
+        self._states: OrderedDict[str, m.WorkflowState] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def get(self, workflow_id: str) -> m.WorkflowState | None:
+        state = self._states.get(workflow_id)
+        if state is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._states.move_to_end(workflow_id)
+        return state
+
+    def drop(self, workflow_id: str) -> None:
+        self._states.pop(workflow_id, None)
+
+    def applied(self, state: m.WorkflowState, decision: Decision, outcome: ApplyOutcome, now_ms: int,
+                handed_to: dict[str, str]) -> None:
+        """Keep the workflow as the write of `decision` on `state` left it (`outcome` OK); `handed_to`:
+        task id -> the worker of this node it was handed to in that write."""
+        if not outcome.handed:   # its next event will likely come through another node, or a claim
+            self.drop(state.workflow_id)   # (which moves its revision on): not worth the memory
+            return
+        after, _ = apply(state, decision, now_ms)
+        if after.status in st.TERMINAL_WORKFLOW:
+            self.drop(state.workflow_id)
+            return
+        handed = {task.spec.task_id for task in outcome.handed}
+        after = replace(after, tasks=[
+            m.TaskState(t.spec, replace(t.runtime, status=st.IN_PROGRESS, worker_id=handed_to[t.task_id],
+                                        started_at_ms=now_ms, queued=False), t.output)
+            if t.task_id in handed else t for t in after.tasks])
+        self._states[state.workflow_id] = replace(after, stored_bytes=state.stored_bytes + outcome.grew_by)
+        self._states.move_to_end(state.workflow_id)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
