@@ -100,6 +100,7 @@ class Decider:
         self.conflicts = 0   # decisions not applied because the workflow changed meanwhile (decided again)
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
         self.cache = StateCache()   # the workflows as this node's last writes left them (for `step`)
+        self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
         self._draining: asyncio.Task[None] | None = None
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -110,6 +111,15 @@ class Decider:
         the reminders the events left in the decide set are swept by the leader: nothing is
         lost, it only waits longer."""
         self._pending.update(dict.fromkeys(workflow_ids))
+        self._drain_soon()
+
+    def started(self, state: m.WorkflowState) -> None:
+        """Decide a workflow this node just created, from `state` (as created): no need to read it
+        back. If another event changed it first, the decision is a conflict and it is read."""
+        self._fresh[state.workflow_id] = state
+        self.soon([state.workflow_id])
+
+    def _drain_soon(self) -> None:
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
 
@@ -261,7 +271,11 @@ class Decider:
 
     async def _decisions(self, workflow_ids: list[str], epoch: int | None,
                          result: Round) -> list[tuple[m.WorkflowState, Decision]]:
-        states = await self.store.load_many(workflow_ids)
+        fresh = {workflow_id: self._fresh.pop(workflow_id) for workflow_id in workflow_ids
+                 if workflow_id in self._fresh}
+        unknown = [workflow_id for workflow_id in workflow_ids if workflow_id not in fresh]
+        loaded = dict(zip(unknown, await self.store.load_many(unknown))) if unknown else {}
+        states = [fresh.get(workflow_id) or loaded.get(workflow_id) for workflow_id in workflow_ids]
         now = now_ms()
         batch: list[tuple[m.WorkflowState, Decision]] = []
         for workflow_id, state in zip(workflow_ids, states):

@@ -122,11 +122,11 @@ class Workflows:
         name = qualified(namespace, request.name)
         # an idempotency key is its namespace's: another team's same key is another start
         idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
-        workflow_id, created = await self.store.start_by_name(
+        workflow_id, created, state = await self.store.start_by_name(
             name, request.version, uuid.uuid4().hex, request.input, request.correlation_id, idempotency_key,
             now_ms())
-        if created:
-            self.decider.soon([workflow_id])
+        if state is not None:
+            self.decider.started(state)   # decided from what was created: not read back
             self.started[name] += 1
         return Started(workflow_id, created)
 

@@ -2,8 +2,9 @@
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
 from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, ResultAck,
-                       ResultOutcome, SearchPage, Stepped, Store, StoreUnavailable, Topic, TopicInfo, WorkerResult)
+                       ResultOutcome, SearchPage, Started, Stepped, Store, StoreUnavailable, Topic, TopicInfo,
+                       WorkerResult)
 
 __all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "DecisionRefused", "Due", "ResultAck",
-           "ResultOutcome", "SearchPage", "Stepped", "Store", "StoreUnavailable", "Topic", "TopicInfo",
+           "ResultOutcome", "SearchPage", "Started", "Stepped", "Store", "StoreUnavailable", "Topic", "TopicInfo",
            "WorkerResult"]

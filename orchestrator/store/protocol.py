@@ -21,7 +21,7 @@ import enum
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..core.decider import Decision
 from ..core.errors import TooLarge
@@ -109,6 +109,15 @@ class ResultAck:
     outcome: ResultOutcome
     detail: str = ""          # for STALE: the attempt's status or who holds it
     task_type: str = ""       # the attempt's task type (for a worker that asks for its next task at once)
+
+
+class Started(NamedTuple):
+    """What a start did: the workflow's id, whether this call created it, and then the workflow as
+    created (what a load would return at once), for the node to decide without reading it back."""
+
+    workflow_id: str
+    created: bool
+    state: WorkflowState | None = None
 
 
 @dataclass(frozen=True)
@@ -204,8 +213,8 @@ class Store(Protocol):
     # ------------------------------------------------------------- workflows (any node)
 
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
-                            correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
-        """Create a workflow from the latest snapshot of `name`; returns (id, created).
+                            correlation_id: str, idempotency_key: str, now_ms: int) -> Started:
+        """Create a workflow from the latest snapshot of `name`.
 
         Atomic and idempotent per idempotency key: a repeated key returns the first id.
         QuotaExceeded: its namespace has as many workflows in flight as its quota allows."""

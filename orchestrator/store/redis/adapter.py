@@ -49,7 +49,7 @@ from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
-                        QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Stepped, StoreHealth,
+                        QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped, StoreHealth,
                         StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import pubsub, scripts
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
@@ -464,12 +464,12 @@ class RedisStore:
         outcome = await self._start_from(_CachedSnapshot(-1, snapshot), workflow_id, workflow_input, correlation_id,
                                          idempotency_key, now_ms)
         assert outcome is not None
-        return outcome
+        return outcome.workflow_id, outcome.created
 
     @_unavailable_as_store_error
     @_acknowledged
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
-                            correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool]:
+                            correlation_id: str, idempotency_key: str, now_ms: int) -> Started:
         """Start the definition `name` (version 0 = latest) from this node's snapshot cache.
 
         Every registration bumps the definitions revision; the start script refuses a
@@ -494,7 +494,7 @@ class RedisStore:
         return cached
 
     async def _start_from(self, cached: _CachedSnapshot, workflow_id: str, workflow_input: dict[str, Any],
-                          correlation_id: str, idempotency_key: str, now_ms: int) -> tuple[str, bool] | None:
+                          correlation_id: str, idempotency_key: str, now_ms: int) -> Started | None:
         definition = cached.snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
@@ -511,7 +511,12 @@ class RedisStore:
         if answer["outcome"] == "QUOTA":
             raise self._refusal(f"WORKFLOWS {answer['count']}", namespace_of(definition["name"]))
         cached.stored = True
-        return answer["id"], answer["outcome"] == "CREATED"
+        if answer["outcome"] != "CREATED":
+            return Started(answer["id"], False)
+        # the record START_WORKFLOW wrote, read as a load would read it
+        row = {"m": dumps(meta), "snap": cached.digest, "created": str(now_ms), "upd": str(now_ms), "rev": "1",
+               "vars": cached.variables, "ns": namespace_of(definition["name"]), "st": "RUNNING"}
+        return Started(answer["id"], True, parse_workflow(answer["id"], row, {cached.digest: cached.text}))
 
     @_unavailable_as_store_error
     async def load(self, workflow_id: str) -> m.WorkflowState | None:

@@ -205,16 +205,37 @@ def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, 
             first = normalise_workflow_def({"name": "w", "tasks": [{"name": "fetch", "taskReferenceName": "a"}]},
                                            {"fetch": task_def})
             await store.put_workflow_def(first)
-            one, _ = await store.start_by_name("w", 0, "wf-1", {}, "", "", NOW)
+            one, _, _ = await store.start_by_name("w", 0, "wf-1", {}, "", "", NOW)
             second = normalise_workflow_def({**first, "version": 2, "tasks": [
                 {"name": "fetch", "taskReferenceName": "b"}]}, {"fetch": task_def})
             await other_node.put_workflow_def(second)     # this node's cache does not know yet
-            two, _ = await store.start_by_name("w", 0, "wf-2", {}, "", "", NOW)
+            two, _, _ = await store.start_by_name("w", 0, "wf-2", {}, "", "", NOW)
             assert (await store.load(one)).version == 1
             assert (await store.load(two)).version == 2
         finally:
             await store.close()
             await other_node.close()
+    run(scenario())
+
+
+def test_a_start_answers_with_the_workflow_exactly_as_a_load_reads_it(store):
+    """The node decides a workflow it created from the start's answer, without reading it back: the
+    answer must be what a load returns, field for field (size included); a repeated key creates
+    nothing and answers no state."""
+    async def scenario():
+        try:
+            task_def = normalise_task_def({"name": "fetch"})
+            await store.put_task_def(task_def)
+            await store.put_workflow_def(normalise_workflow_def(
+                {"name": "w", "variables": {"seen": 0}, "tasks": [{"name": "fetch", "taskReferenceName": "a"}]},
+                {"fetch": task_def}))
+            started = await store.start_by_name("w", 0, "wf-1", {"n": 1}, "corr-1", "key-1", NOW)
+            assert started.created and started.state is not None
+            assert started.state == await store.load("wf-1")
+            again = await store.start_by_name("w", 0, "wf-2", {"n": 1}, "corr-1", "key-1", NOW)
+            assert again == ("wf-1", False, None)
+        finally:
+            await store.close()
     run(scenario())
 
 
