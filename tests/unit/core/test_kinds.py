@@ -3,7 +3,8 @@
 A kind cannot be half-added: every module of the package is a listed kind or one of the few
 helpers, every kind provides every part, the registry knows every type name the validator
 accepts and every field the schema names belongs to a kind. A kind reaches the validator and
-the decider only through what they hand it, never by import (they import the registry).
+the decider only through what they hand it, never by import (they import the registry), and
+the drivers ask a kind's parts instead of comparing type names.
 """
 
 from __future__ import annotations
@@ -128,6 +129,24 @@ def test_a_plain_kind_needs_nothing_it_does_not_declare() -> None:
     assert noop is not None and not noop.runs_user_code
     assert (noop.task_defs_named, noop.workflows_named, noop.inline_workflows, noop.topics) == (nothing,) * 4
     assert (noop.needs_every_task_def, noop.needs_every_workflow_def) == (never, never)
+
+
+DRIVEN_BY_KINDS = ("definitions.py", "limits.py", "namespaces.py")
+
+
+@pytest.mark.parametrize("name", DRIVEN_BY_KINDS)
+def test_the_drivers_ask_the_kinds_instead_of_comparing_type_names(name: str) -> None:
+    """`task["type"] == "WAIT"` or `kind in ("LAMBDA", ...)` in a driver is a kind's part living
+    elsewhere: ask the kind (`kind_for(type).topics(task)`, ...). Type names in messages are fine."""
+    path = PACKAGE.parent / name
+    names = set(type_names())
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in (node.left, *node.comparators):
+            values = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            named = {v.value for v in values if isinstance(v, ast.Constant)} & names
+            assert not named, f"{name}:{node.lineno} compares with the type name(s) {sorted(named)}"
 
 
 DRIVERS = ("definitions", "decider", "namespaces", "kinds")
