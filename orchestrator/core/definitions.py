@@ -31,23 +31,23 @@ import json
 import re
 from collections import deque
 from itertools import accumulate, chain
-from typing import Any, NamedTuple, TypeGuard, cast
+from typing import Any, NamedTuple, cast
 from collections.abc import Iterable, Iterator, Mapping
 
 import yaml
 
 from .errors import InvalidArgument
-from .events import topic_name
-from .kinds import KINDS, OWN_TYPE, kind_for, kind_of, nested_task_fields, type_names
+from .kinds import KINDS, OWN_TYPE, Kind, kind_for, kind_of, nested_task_fields, type_names
 from .kinds.checks import JAVASCRIPT
 from .kinds.delegated import DELEGATED_KINDS
 from .kinds.http import HTTP_KINDS
+from .kinds.refs import SURROGATE, literal, version_of
 from .kinds.wait import wait_literal
 from .limits import (MAX_BACKOFF_SCALE_FACTOR, MAX_DOCUMENT_DEPTH, MAX_DOCUMENT_NODES, MAX_DURATION_SECONDS,
                      MAX_LOOP_ITERATIONS, MAX_NESTING_DEPTH)
 from .schema import TaskDef, WorkflowDef, WorkflowTask
 from .templates import TASK_ID, TemplateError, references_in
-from .values import MAX_VERSION, digits, finite_number, is_default, is_template, number_problem, show
+from .values import MAX_VERSION, finite_number, is_default, number_problem, show
 
 __all__ = ["DELEGATED_KINDS", "HTTP_KINDS", "MAX_LOOP_ITERATIONS", "MAX_VERSION", "WorkflowCheck", "check_task_def",
            "check_workflow_def", "document_problems", "iter_nodes", "iter_tasks", "needs_every_task_def",
@@ -209,12 +209,9 @@ def _yaml_depth(text: str) -> int:
 _SCALARS = (str, int, float, bool, type(None))
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
 def _printable(text: str) -> str:
     """`text` as a message may quote it: a lone surrogate (which no UTF-8 answer can carry) escaped."""
-    return _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    return SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
 
 
 def _where(ref: Any, path: str) -> str:
@@ -277,12 +274,12 @@ def document_problems(document: Any, where: str) -> tuple[list[str], str]:
                     not_json += 1
                     if not_json <= 5:
                         problems.append(f"{where}: {path(node)}: the key {show(key)} is not text; quote it")
-                elif _SURROGATE.search(key):
+                elif SURROGATE.search(key):
                     not_json += 1
                     if not_json <= 5:
                         problems.append(f"{where}: {path(node)}: the key {show(key)} holds a lone surrogate "
                                         "(half of a UTF-16 pair), which is not Unicode text")
-        elif isinstance(value, str) and _SURROGATE.search(value):
+        elif isinstance(value, str) and SURROGATE.search(value):
             not_json += 1
             if not_json <= 5:
                 problems.append(f"{where}: {path(node)}: {show(value)} holds a lone surrogate (half of a UTF-16 "
@@ -618,9 +615,9 @@ class _Validator:
 
 
 def waited_topics(definition: Mapping[str, Any]) -> set[str]:
-    """The topics this definition's WAIT tasks wait on (`inputParameters.event`)."""
-    return {topic_name(task["inputParameters"]["event"]) for task in iter_nodes(definition.get("tasks") or [])
-            if task.get("type") == "WAIT" and isinstance((task.get("inputParameters") or {}).get("event"), str)}
+    """The topics this (normalised) definition's tasks wait on (`Kind.topics`: a WAIT's
+    `inputParameters.event`)."""
+    return {topic for task in iter_nodes(definition.get("tasks") or []) for topic in _kind(task).topics(task)}
 
 
 def _all_refs(tasks: Any) -> set[str]:
@@ -817,140 +814,99 @@ def iter_tasks(tasks: Any) -> Iterator[dict[str, Any]]:
     return _depth_first(tasks)
 
 
+def _kind(task: Mapping[str, Any]) -> Kind:
+    """The kind whose parts answer for a (possibly invalid) task: a task without a type is SIMPLE."""
+    return kind_for(task.get("type", "SIMPLE"))
+
+
 def _definitions(raw: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """`raw` and every sub-workflow defined inside it (`subWorkflowParam.workflowDefinition`),
-    however deep, without recursion."""
+    """`raw` and every workflow definition written inside its tasks (`Kind.inline_workflows`:
+    sub-workflows defined inline), however deep, without recursion."""
     stack: list[Mapping[str, Any]] = [raw]
     while stack:
         current = stack.pop()
         yield current
         for task in iter_tasks(current.get("tasks")):
-            param = task.get("subWorkflowParam") if task.get("type") == "SUB_WORKFLOW" else None
-            if isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict):
-                stack.append(param["workflowDefinition"])
+            stack.extend(_kind(task).inline_workflows(task))
+
+
+def _every_task(raw: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every task of `raw` and of the definitions written inside it."""
+    for definition in _definitions(raw):
+        yield from iter_tasks(definition.get("tasks"))
+
+
+def _chooses_script(task: Mapping[str, Any]) -> bool:
+    """Whether a task, whatever its type, carries a JavaScript condition (`caseExpression`) or an
+    `evaluatorType` (on it or in its inputs) that is JavaScript or chosen at run time."""
+    if task.get("caseExpression"):
+        return True
+    params = task.get("inputParameters")
+    for evaluator in (task.get("evaluatorType"), params.get("evaluatorType") if isinstance(params, dict) else None):
+        if isinstance(evaluator, str) and (evaluator in JAVASCRIPT or evaluator.startswith("$")):
+            return True
+    return False
 
 
 def runs_user_code(definition: Mapping[str, Any]) -> bool:
     """Whether deciding a workflow of `definition` may run JavaScript or jq (in the sandbox
     processes, core/sandbox.py): such workflows are decided off the node's event loop
     (cluster/deciding.py), the others in it, where a decision costs no thread hop. Errs towards
-    True: a dynamic fork or task may bring script tasks known only at run time."""
-    for current in _definitions(definition):
-        for task in iter_tasks(current.get("tasks")):
-            kind = task.get("type")
-            if kind in ("JSON_JQ_TRANSFORM", "LAMBDA", "FORK_JOIN_DYNAMIC", "DYNAMIC") or task.get("caseExpression"):
-                return True
-            params = task.get("inputParameters")
-            for evaluator in (task.get("evaluatorType"), params.get("evaluatorType") if isinstance(params, dict)
-                              else None):
-                if isinstance(evaluator, str) and (evaluator in JAVASCRIPT or evaluator.startswith("$")):
-                    return True
-    return False
-
-
-def _literal(value: Any) -> TypeGuard[str]:
-    """A name written as text (not a `${...}` or `$workflow.input...` expression) that the store
-    can look up (a lone surrogate cannot be encoded: such a name is the validator's to refuse)."""
-    return isinstance(value, str) and bool(value) and not value.startswith("$") and not _SURROGATE.search(value)
+    True: a task of a kind that runs user code or may be given such tasks at run time
+    (`Kind.runs_user_code`), or any task that chooses a script evaluator."""
+    return any(_kind(task).runs_user_code or _chooses_script(task) for task in _every_task(definition))
 
 
 def referenced_task_names(raw: Mapping[str, Any]) -> set[str]:
-    """Names of the task definitions a (possibly invalid) workflow definition uses: those of
-    SIMPLE tasks without an embedded `taskDefinition`, of literal dynamic fork task names and of
-    compensations, in sub-workflows defined inline too; and, in a definition not yet validated,
-    the names that may hold the task definition of a type that is not Conductor's (a validated
-    one finds it among all task definitions: `needs_every_task_def`)."""
+    """Names of the task definitions a (possibly invalid) workflow definition uses: those its
+    tasks name (`Kind.task_defs_named`: of SIMPLE tasks without an embedded `taskDefinition`, of
+    literal dynamic fork task names, and, in a definition not yet validated, the names that may
+    hold the task definition of a type that is not Conductor's) and those of compensations, in
+    sub-workflows defined inline too."""
     names: set[str] = set()
-    for definition in _definitions(raw):
-        for task in iter_tasks(definition.get("tasks")):
-            kind = task.get("type", "SIMPLE")
-            if kind == "SIMPLE" and isinstance(task.get("name"), str) and not isinstance(task.get("taskDefinition"),
-                                                                                          dict):
-                names.add(task["name"])
-            if isinstance(kind, str) and kind not in TASK_KINDS and "taskType" not in task:
-                names.add(kind)   # a type of the user's own, before validation: its task definition may be
-                if isinstance(task.get("name"), str):   # named after the type or after the task
-                    names.add(task["name"])
-            if kind == "FORK_JOIN_DYNAMIC":
-                if isinstance(task.get("forkTaskName"), str):
-                    names.add(task["forkTaskName"])
-                inputs = task.get("inputParameters")
-                if isinstance(inputs, dict) and _literal(inputs.get("forkTaskName")) and "forkTaskWorkflow" not in \
-                        inputs and inputs.get("forkTaskType") in (None, "SIMPLE"):
-                    names.add(inputs["forkTaskName"])
-            compensation = task.get("compensation")
-            if isinstance(compensation, dict) and isinstance(compensation.get("name"), str):
-                names.add(compensation["name"])
-    return {name for name in names if not _SURROGATE.search(name)}   # looked up before the definition is checked
+    for task in _every_task(raw):
+        names.update(_kind(task).task_defs_named(task))
+        compensation = task.get("compensation")
+        if isinstance(compensation, dict) and isinstance(compensation.get("name"), str):
+            names.add(compensation["name"])
+    return {name for name in names if not SURROGATE.search(name)}   # looked up before the definition is checked
 
 
 def needs_every_task_def(raw: Mapping[str, Any]) -> bool:
-    """Whether a run must be able to see every registered task definition: the definition names
-    task types only at run time (a dynamic fork of task specs, a DYNAMIC task), or has tasks
-    whose task definition is optional or found by another name (HTTP and the other I/O types,
-    types that are not Conductor's)."""
-    return any((task.get("type") == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName"))
-               or task.get("type") == "DYNAMIC" or task.get("type") in HTTP_KINDS + DELEGATED_KINDS
-               or (isinstance(task.get("type"), str) and task["type"] not in TASK_KINDS)
-               for definition in _definitions(raw) for task in iter_tasks(definition.get("tasks")))
+    """Whether a run must be able to see every registered task definition: a task names its task
+    definition only at run time (a dynamic fork of task specs, a DYNAMIC task), or its task
+    definition is optional or found by another name (HTTP and the other I/O types, types that are
+    not Conductor's): `Kind.needs_every_task_def`."""
+    return any(_kind(task).needs_every_task_def(task) for task in _every_task(raw))
 
 
 def snapshot_workflow_refs(definition: Mapping[str, Any]) -> list[tuple[str, int]]:
     """(name, version) of every registered workflow definition a run of `definition` may start
-    by a name written in it (sub-workflows, START_WORKFLOW, dynamic forks of sub-workflows, the
-    failure workflow; version 0 = the latest), in sub-workflows defined inline too. Names given
-    as `${...}` expressions are not known before the run: see `needs_every_workflow_def`."""
+    by a name written in it (`Kind.workflows_named`: sub-workflows, START_WORKFLOW, dynamic forks
+    of sub-workflows; and the failure workflow; version 0 = the latest), in sub-workflows defined
+    inline too. Names given as `${...}` expressions are not known before the run: see
+    `needs_every_workflow_def`."""
     refs: list[tuple[str, int]] = []
-
-    def version_of(value: Any) -> int:
-        if digits(value):
-            return int(value)
-        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
     for current in _definitions(definition):
         for task in iter_tasks(current.get("tasks")):
-            kind, inputs = task.get("type"), task.get("inputParameters")
-            inputs = inputs if isinstance(inputs, dict) else {}
-            param = task.get("subWorkflowParam")
-            inline = isinstance(param, dict) and isinstance(param.get("workflowDefinition"), dict)
-            if kind == "SUB_WORKFLOW" and isinstance(param, dict) and _literal(param.get("name")) and not inline \
-                    and not is_template(param.get("version")):
-                refs.append((param["name"], version_of(param.get("version"))))
-            start = inputs.get("startWorkflow")
-            if kind == "START_WORKFLOW" and isinstance(start, dict) and _literal(start.get("name")):
-                refs.append((start["name"], version_of(start.get("version"))))
-            if kind == "FORK_JOIN_DYNAMIC" and _literal(inputs.get("forkTaskWorkflow")):
-                refs.append((inputs["forkTaskWorkflow"], version_of(inputs.get("forkTaskWorkflowVersion"))))
+            refs.extend(_kind(task).workflows_named(task))
         failure = current.get("failureWorkflow")
-        if _literal(failure):
+        if literal(failure):
             refs.append((failure, version_of(current.get("failureWorkflowVersion"))))
     return list(dict.fromkeys(refs))
 
 
 def needs_every_workflow_def(definition: Mapping[str, Any]) -> bool:
     """Whether a run of `definition` may start a workflow whose name (or version) is only known
-    at run time (a `${...}` sub-workflow name, START_WORKFLOW of one, a failure workflow named
-    by the input, a dynamic fork of task specs that may hold SUB_WORKFLOW tasks), so the run
-    must see every registered workflow definition."""
+    at run time (a failure workflow named by the input, or a task that may: `${...}` sub-workflow
+    name, START_WORKFLOW of one, a dynamic fork of task specs that may hold SUB_WORKFLOW tasks:
+    `Kind.needs_every_workflow_def`), so the run must see every registered workflow definition."""
     for current in _definitions(definition):
         failure = current.get("failureWorkflow")
         if isinstance(failure, str) and failure.startswith("$"):
             return True
-        for task in iter_tasks(current.get("tasks")):
-            kind, inputs = task.get("type"), task.get("inputParameters")
-            inputs = inputs if isinstance(inputs, dict) else {}
-            param = task.get("subWorkflowParam")
-            if kind == "SUB_WORKFLOW" and isinstance(param, dict) and not isinstance(param.get("workflowDefinition"),
-                                                                                    dict) \
-                    and (is_template(param.get("name")) or is_template(param.get("version"))):
-                return True
-            if kind == "START_WORKFLOW" and not (isinstance(inputs.get("startWorkflow"), dict)
-                                                 and _literal(inputs["startWorkflow"].get("name"))):
-                return True
-            if kind == "FORK_JOIN_DYNAMIC" and not task.get("forkTaskName") and not (
-                    "forkTaskName" in inputs and "forkTaskWorkflow" not in inputs) \
-                    and not _literal(inputs.get("forkTaskWorkflow")):
-                return True
+        if any(_kind(task).needs_every_workflow_def(task) for task in iter_tasks(current.get("tasks"))):
+            return True
     return False
 
 

@@ -4,8 +4,10 @@ ask: `kind_of("DO_WHILE")` is the kind of that type (None for a type that is not
 type: `own_type`). What a kind is: `base.py`.
 
 Adding a kind is adding its module (a `Kind` value: its names, fields, validation, decision
-step, children and graph) and listing it in KINDS below; tests/unit/core/test_kinds.py checks that every
-module of this package is listed and that the registry knows every type the validator accepts.
+step, children and graph, and what a run of it needs when that is anything: the definitions it
+names, the topics it waits on, ...) and listing it in KINDS below; tests/unit/core/test_kinds.py
+checks that every module of this package is listed, that the registry knows every type the
+validator accepts and that the drivers compare no type names.
 """
 
 from __future__ import annotations

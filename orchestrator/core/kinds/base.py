@@ -4,17 +4,21 @@ A kind (SIMPLE, WAIT, SWITCH, DO_WHILE, ...) lives in one module of this package
 `Kind` value: the type names it answers to, the fields a task of it may carry, how the
 validator checks and normalises such a task (`validate`), how the decider advances it
 (`decide`), which of its fields hold nested task lists (`children`) and how the console draws
-it (`graph`, pure data: the core does not import the web).
+it (`graph`, pure data: the core does not import the web), and what a run of one of its tasks
+needs beyond the task itself: the task and workflow definitions it names (or that it may name
+only at run time, so the run must see every one), the workflow definitions written inside it,
+the event topics it waits on, whether it runs user code (`runs_user_code`). Those parts default
+to "nothing", so a kind that needs nothing declares none of them.
 
-The drivers (`definitions.py` validates, `decider/walk.py` decides, `web/graph.py` draws) find a
-task's kind through the registry (`kinds.kind_of`) and call its parts. A kind reaches the
+The drivers (`definitions.py` validates and says what a run needs, `decider/walk.py` decides,
+`web/graph.py` draws) find a task's kind through the registry (`kinds.kind_of`) and call its parts. A kind reaches the
 drivers only through what it is handed, a `Checker` when validating and the `Walk` when
 deciding, never by import: the drivers import the registry, so the kinds cannot import them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -154,6 +158,29 @@ def titled_by_type(task: Mapping[str, Any]) -> Shape:
     return Box(type_title(task))
 
 
+TaskTest = Callable[[Mapping[str, Any]], bool]
+"""A question about one task of a (possibly invalid) definition: it may hold anything."""
+TaskNames = Callable[[Mapping[str, Any]], Iterable[str]]
+WorkflowRefs = Callable[[Mapping[str, Any]], Iterable[tuple[str, int]]]
+"""(name, version) of registered workflow definitions; version 0 is the latest."""
+InlineWorkflows = Callable[[Mapping[str, Any]], Iterable[Mapping[str, Any]]]
+
+
+def never(_task: Mapping[str, Any]) -> bool:
+    """The default of a yes-or-no part: no."""
+    return False
+
+
+def always(_task: Mapping[str, Any]) -> bool:
+    """Yes, for every task of the kind."""
+    return True
+
+
+def nothing(_task: Mapping[str, Any]) -> tuple[()]:
+    """The default of a part that lists what a task names: nothing."""
+    return ()
+
+
 @dataclass(frozen=True)
 class Kind:
     names: tuple[str, ...]             # the type names it answers to (several when they behave alike)
@@ -166,6 +193,15 @@ class Kind:
     also_on_workers: bool = False      # a system kind some of whose tasks workers run (EVENT to another broker)
     loops: bool = False                # its inputs may name itself (resolved again for each condition) and
     #                                    `${ref.iteration}` is its current iteration
+    # What a run of a task of it needs (`definitions.py` asks, for the store's snapshot of definitions, for
+    # registration and for the node that decides). Each is given a task as written, valid or not.
+    runs_user_code: bool = False       # runs JavaScript or jq, or is given tasks only at run time that may
+    task_defs_named: TaskNames = nothing       # names of the task definitions it runs under or starts
+    needs_every_task_def: TaskTest = never     # names one only at run time, or may run under none or another's
+    workflows_named: WorkflowRefs = nothing    # registered workflow definitions it starts by a name written in it
+    needs_every_workflow_def: TaskTest = never  # may start one whose name (or version) is known only at run time
+    inline_workflows: InlineWorkflows = nothing  # the workflow definitions written inside it
+    topics: TaskNames = nothing        # the event topics it waits on (in a normalised definition)
 
     @property
     def runs_on_workers(self) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Checker, Kind
+from .base import Checker, Kind, always
 from .checks import keep_sink
 from .steps import run_on_worker
 
@@ -27,4 +27,4 @@ def validate(checker: Checker, task: dict[str, Any], out: dict[str, Any], *_: An
 
 
 KIND = Kind(names=DELEGATED_KINDS, role="worker", fields=frozenset({"sink"}), validate=validate,
-            decide=run_on_worker)
+            decide=run_on_worker, needs_every_task_def=always)   # a task definition of its name is optional

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from .. import statuses as st
 from ..schema import WorkflowTask
 from ..values import seconds_ms
-from .base import BLOCKED, Checker, Kind, Outcome
+from .base import BLOCKED, Checker, Kind, Outcome, always
 from .steps import key, shown
 
 if TYPE_CHECKING:
@@ -42,4 +42,5 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask 
 
 
 KIND = Kind(names=("DYNAMIC",), role="worker", fields=frozenset({"dynamicTaskNameParam"}), validate=validate,
-            decide=decide)
+            decide=decide,
+            runs_user_code=True, needs_every_task_def=always)   # its task definition is named at run time

@@ -15,6 +15,7 @@ from ..limits import MAX_DYNAMIC_FORK, MAX_FORK_BRANCHES
 from ..schema import WorkflowTask
 from ..values import is_template, names_key, show
 from .base import DONE, Box, Checker, Kind, Outcome, Shape
+from .refs import literal, version_of
 from .steps import instant, key, run_branches
 
 if TYPE_CHECKING:
@@ -189,7 +190,47 @@ def graph(task: Mapping[str, Any]) -> Shape:
     return Box(f"dynamic fork: {task.get('forkTaskName') or 'tasks'}")
 
 
+# ---------------------------------------------------------------- what a run needs
+
+def _inputs(task: Mapping[str, Any]) -> Mapping[str, Any]:
+    inputs = task.get("inputParameters")
+    return inputs if isinstance(inputs, dict) else {}
+
+
+def task_defs_named(task: Mapping[str, Any]) -> list[str]:
+    """The task definition of every branch, when a name written in it says which."""
+    names = [task["forkTaskName"]] if isinstance(task.get("forkTaskName"), str) else []
+    inputs = _inputs(task)
+    if literal(inputs.get("forkTaskName")) and "forkTaskWorkflow" not in inputs \
+            and inputs.get("forkTaskType") in (None, "SIMPLE"):
+        names.append(inputs["forkTaskName"])
+    return names
+
+
+def task_specs(task: Mapping[str, Any]) -> bool:
+    """Its branches are task specs given at run time (not one named task definition): their
+    task definitions are known only then."""
+    return not task.get("forkTaskName")
+
+
+def workflows_named(task: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The sub-workflow of every branch, when a name written in it says which."""
+    inputs = _inputs(task)
+    workflow = inputs.get("forkTaskWorkflow")
+    return [(workflow, version_of(inputs.get("forkTaskWorkflowVersion")))] if literal(workflow) else []
+
+
+def may_start_any_workflow(task: Mapping[str, Any]) -> bool:
+    """Its branches are task specs (which may be SUB_WORKFLOW tasks) or sub-workflows named at run time."""
+    inputs = _inputs(task)
+    named_task = "forkTaskName" in inputs and "forkTaskWorkflow" not in inputs
+    return task_specs(task) and not named_task and not literal(inputs.get("forkTaskWorkflow"))
+
+
 KIND = Kind(names=("FORK_JOIN_DYNAMIC",), role="container",
             fields=frozenset({"dynamicForkTasksParam", "dynamicForkTasksInputParamName", "forkTaskName",
                               "forkTaskInputs"}),
-            validate=validate, decide=decide, graph=graph)
+            validate=validate, decide=decide, graph=graph,
+            runs_user_code=True,   # its branches, known at run time, may be script tasks
+            task_defs_named=task_defs_named, needs_every_task_def=task_specs, workflows_named=workflows_named,
+            needs_every_workflow_def=may_start_any_workflow)

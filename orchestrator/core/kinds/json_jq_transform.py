@@ -29,4 +29,5 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask 
     return instant(walk, node, suffix, jqtransform.transform)[0]
 
 
-KIND = Kind(names=("JSON_JQ_TRANSFORM",), role="system", fields=frozenset(), validate=validate, decide=decide)
+KIND = Kind(names=("JSON_JQ_TRANSFORM",), role="system", fields=frozenset(), validate=validate, decide=decide,
+            runs_user_code=True)

@@ -38,4 +38,4 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask 
 
 
 KIND = Kind(names=("LAMBDA",), role="system", fields=frozenset({"scriptExpression"}), validate=validate,
-            decide=decide)
+            decide=decide, runs_user_code=True)

@@ -17,10 +17,16 @@ def validate(checker: Checker, task: dict[str, Any], out: dict[str, Any], where:
         checker.task_def_exists(name, where)
 
 
+def task_defs_named(task: Mapping[str, Any]) -> tuple[str, ...]:
+    """The task definition it runs under, unless it carries its own (`taskDefinition`)."""
+    name = task.get("name")
+    return (name,) if isinstance(name, str) and not isinstance(task.get("taskDefinition"), dict) else ()
+
+
 def graph(task: Mapping[str, Any]) -> Shape:
     """A box titled with the task definition's name."""
     return Box(str(task.get("name", "SIMPLE")))
 
 
 KIND = Kind(names=("SIMPLE",), role="worker", fields=frozenset(), validate=validate, decide=run_on_worker,
-            graph=graph)
+            graph=graph, task_defs_named=task_defs_named)

@@ -4,12 +4,14 @@ no parent); output `{"workflowId": ...}`. What to start is `inputParameters.star
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..limits import MAX_SUBWORKFLOW_DEPTH
 from ..schema import WorkflowTask
 from ..values import MAX_VERSION, is_template
 from .base import Checker, Kind, Outcome
+from .refs import literal, version_of
 from .steps import child_definition, instant, shown
 
 if TYPE_CHECKING:
@@ -63,4 +65,21 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask 
     return outcome
 
 
-KIND = Kind(names=("START_WORKFLOW",), role="system", fields=frozenset(), validate=validate, decide=decide)
+def _named(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`startWorkflow`, when it names the workflow by text."""
+    inputs = task.get("inputParameters")
+    spec = inputs.get("startWorkflow") if isinstance(inputs, dict) else None
+    return spec if isinstance(spec, dict) and literal(spec.get("name")) else None
+
+
+def workflows_named(task: Mapping[str, Any]) -> list[tuple[str, int]]:
+    spec = _named(task)
+    return [(spec["name"], version_of(spec.get("version")))] if spec else []
+
+
+def named_at_run_time(task: Mapping[str, Any]) -> bool:
+    return _named(task) is None
+
+
+KIND = Kind(names=("START_WORKFLOW",), role="system", fields=frozenset(), validate=validate, decide=decide,
+            workflows_named=workflows_named, needs_every_workflow_def=named_at_run_time)

@@ -13,6 +13,7 @@ from ..limits import MAX_SUBWORKFLOW_DEPTH
 from ..schema import WorkflowTask
 from ..values import MAX_VERSION, digits, is_default, is_template
 from .base import BLOCKED, DONE, Box, Checker, Kind, Outcome, Shape
+from .refs import literal, version_of
 from .steps import child_definition, key
 
 if TYPE_CHECKING:
@@ -106,5 +107,34 @@ def graph(task: Mapping[str, Any]) -> Shape:
     return Box(f"sub: {task.get('subWorkflowParam', {}).get('name', '?')}")
 
 
+# ---------------------------------------------------------------- what a run needs
+
+def _param(task: Mapping[str, Any]) -> dict[str, Any] | None:
+    param = task.get("subWorkflowParam")
+    return param if isinstance(param, dict) else None
+
+
+def inline_workflows(task: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The child, when it is defined inside the task."""
+    param = _param(task)
+    return [param["workflowDefinition"]] if param and isinstance(param.get("workflowDefinition"), dict) else []
+
+
+def workflows_named(task: Mapping[str, Any]) -> list[tuple[str, int]]:
+    """The child, when a registered one is named by text (its version too)."""
+    param = _param(task)
+    if param is None or inline_workflows(task) or not literal(param.get("name")) or is_template(param.get("version")):
+        return []
+    return [(param["name"], version_of(param.get("version")))]
+
+
+def named_at_run_time(task: Mapping[str, Any]) -> bool:
+    """A registered child whose name or version is a `${...}` expression."""
+    param = _param(task)
+    return param is not None and not inline_workflows(task) and (is_template(param.get("name"))
+                                                                  or is_template(param.get("version")))
+
+
 KIND = Kind(names=("SUB_WORKFLOW",), role="system", fields=frozenset({"subWorkflowParam"}), validate=validate,
-            decide=decide, graph=graph)
+            decide=decide, graph=graph, workflows_named=workflows_named, needs_every_workflow_def=named_at_run_time,
+            inline_workflows=inline_workflows)

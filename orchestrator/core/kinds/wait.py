@@ -6,6 +6,7 @@ Ours: `duration` (seconds) or `until` (epoch ms, or a `${...}`) on the task. Con
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from .. import state as m
@@ -171,5 +172,11 @@ def _epoch_ms(walk: Walk, value: Any) -> int:
     return int(number)
 
 
+def topics(task: Mapping[str, Any]) -> list[str]:
+    """The topic it waits on (`inputParameters.event`): the nodes consume it from registration on."""
+    event = (task.get("inputParameters") or {}).get("event")
+    return [topic_name(event)] if isinstance(event, str) else []
+
+
 KIND = Kind(names=("WAIT",), role="system", fields=frozenset({"duration", "until"}), validate=validate,
-            decide=decide)
+            decide=decide, topics=topics)

@@ -3,7 +3,8 @@
 A kind cannot be half-added: every module of the package is a listed kind or one of the few
 helpers, every kind provides every part, the registry knows every type name the validator
 accepts and every field the schema names belongs to a kind. A kind reaches the validator and
-the decider only through what they hand it, never by import (they import the registry).
+the decider only through what they hand it, never by import (they import the registry), and
+the drivers ask a kind's parts instead of comparing type names.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 from orchestrator.core import kinds
 from orchestrator.core.definitions import COMMON_TASK_FIELDS, TASK_KINDS, check_workflow_def, normalise_task_def
 from orchestrator.core.kinds import KINDS, OWN_TYPE, Kind, kind_for, kind_of, type_names
-from orchestrator.core.kinds.base import Box, Lanes, Loop
+from orchestrator.core.kinds.base import Box, Lanes, Loop, never, nothing
 from orchestrator.core.schema import WorkflowTask
 
-HELPERS = {"base", "checks", "steps"}   # what kinds share; every other module is a kind
+HELPERS = {"base", "checks", "refs", "steps"}   # what kinds share; every other module is a kind
 PACKAGE = Path(kinds.__file__).parent
 EVERY_KIND = (*KINDS, OWN_TYPE)
 
@@ -94,6 +95,58 @@ def test_each_kind_provides_every_part(kind: Kind) -> None:
         assert isinstance(shape, (Box, Lanes, Loop)) and shape.title
     for nested in kind.children:
         assert nested.field in kind.fields
+    _what_a_run_needs_answers(kind)
+
+
+# Tasks of every shape the parts of what a run needs are asked about: as written, not yet valid.
+SAMPLE_TASKS: list[dict[str, Any]] = [
+    {}, {"name": "t", "taskReferenceName": "t", "inputParameters": {}},
+    {"name": "t", "taskReferenceName": "t", "inputParameters": {"event": "orders", "startWorkflow": {"name": "w"},
+                                                                "forkTaskName": "f", "forkTaskWorkflow": "w"},
+     "subWorkflowParam": {"name": "w", "version": 2}, "forkTaskName": "f"},
+    {"name": "t", "taskReferenceName": "t", "inputParameters": {"startWorkflow": "${x}"},
+     "subWorkflowParam": {"name": "${x}", "workflowDefinition": {"name": "inner", "tasks": []}}},
+    {"name": ["t"], "inputParameters": None, "subWorkflowParam": "w", "forkTaskName": 1},
+]
+
+
+def _what_a_run_needs_answers(kind: Kind) -> None:
+    """Each part of what a run needs answers for a task of any shape, with the type it promises."""
+    assert isinstance(kind.runs_user_code, bool)
+    for name in kind.names or ("OWN",):
+        for sample in SAMPLE_TASKS:
+            task = {**sample, "type": name}
+            assert all(isinstance(n, str) for n in kind.task_defs_named(task))
+            assert isinstance(kind.needs_every_task_def(task), bool)
+            assert all(isinstance(n, str) and isinstance(v, int) for n, v in kind.workflows_named(task))
+            assert isinstance(kind.needs_every_workflow_def(task), bool)
+            assert all(isinstance(d, dict) for d in kind.inline_workflows(task))
+            assert all(isinstance(topic, str) for topic in kind.topics(task))
+
+
+def test_a_plain_kind_needs_nothing_it_does_not_declare() -> None:
+    noop = kind_of("NOOP")
+    assert noop is not None and not noop.runs_user_code
+    assert (noop.task_defs_named, noop.workflows_named, noop.inline_workflows, noop.topics) == (nothing,) * 4
+    assert (noop.needs_every_task_def, noop.needs_every_workflow_def) == (never, never)
+
+
+DRIVEN_BY_KINDS = ("definitions.py", "limits.py", "namespaces.py")
+
+
+@pytest.mark.parametrize("name", DRIVEN_BY_KINDS)
+def test_the_drivers_ask_the_kinds_instead_of_comparing_type_names(name: str) -> None:
+    """`task["type"] == "WAIT"` or `kind in ("LAMBDA", ...)` in a driver is a kind's part living
+    elsewhere: ask the kind (`kind_for(type).topics(task)`, ...). Type names in messages are fine."""
+    path = PACKAGE.parent / name
+    names = set(type_names())
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Compare):
+            continue
+        for operand in (node.left, *node.comparators):
+            values = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
+            named = {v.value for v in values if isinstance(v, ast.Constant)} & names
+            assert not named, f"{name}:{node.lineno} compares with the type name(s) {sorted(named)}"
 
 
 DRIVERS = ("definitions", "decider", "namespaces", "kinds")

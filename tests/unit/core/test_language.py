@@ -1,4 +1,6 @@
-"""The workflow language, decided purely (no servers): every task kind and every failure path."""
+"""The workflow language, decided purely (no servers): every task kind and every failure path.
+
+The cases that read best as data are scenario files (scenarios/*.yaml, run by test_scenarios.py)."""
 
 from __future__ import annotations
 
@@ -29,14 +31,6 @@ def failing(*keys: str, status: str = st.TASK_FAILED):
 
 # ---------------------------------------------------------------- simple tasks and options
 
-def test_optional_failure_completes_with_errors_and_flow_goes_on():
-    sim = Sim(wf(simple("x", optional=True), simple("y")), DEFS)
-    sim.start()
-    done = sim.run(failing("x"))
-    assert done.status == st.COMPLETED
-    assert sim.statuses() == {"x": st.COMPLETED_WITH_ERRORS, "y": st.TASK_COMPLETED}
-
-
 def test_start_delay_holds_the_first_attempt_back():
     sim = Sim(wf(simple("x", startDelay=30)), DEFS)
     sim.start()
@@ -45,14 +39,6 @@ def test_start_delay_holds_the_first_attempt_back():
     assert not task.runtime.queued and task.runtime.ready_at_ms == START + 30_000
     assert sim.run().status == st.COMPLETED
     assert sim.now >= START + 30_000
-
-
-def test_per_task_retry_count_overrides_the_task_definition():
-    sim = Sim(wf(simple("x", retryCount=2)), DEFS)
-    sim.start()
-    done = sim.run(failing("x"))
-    assert done.status == st.FAILED
-    assert [e[2] for e in sim.executions] == [0, 1, 2]
 
 
 def test_task_timeout_policy_time_out_wf_times_the_workflow_out():
@@ -80,49 +66,6 @@ def test_workflow_timeout():
     assert sim.task("x").runtime.status == st.CANCELED
 
 
-# ---------------------------------------------------------------- system tasks
-
-def test_set_variable_inline_and_expressions():
-    sim = Sim(wf(
-        {"type": "SET_VARIABLE", "taskReferenceName": "v", "inputParameters": {"total": "${workflow.input.n}"}},
-        {"type": "INLINE", "taskReferenceName": "calc", "expression": "$.total * 2 + len($.items)",
-         "inputParameters": {"total": "${workflow.variables.total}", "items": "${workflow.input.items}"}},
-        simple("use", inputParameters={"doubled": "${calc.output.result}", "id": "${workflow.workflowId}",
-                                       "corr": "${workflow.correlationId}", "first": "${workflow.input.items[0]}",
-                                       "literal": "$${not.an.expression}"}),
-    ), DEFS)
-    sim.start({"n": 20, "items": ["p", "q"]})
-    assert sim.run().status == st.COMPLETED
-    assert sim.workflows["wf"].variables == {"total": 20}
-    assert sim.task("use").spec.input == {"doubled": 42, "id": "wf", "corr": "corr", "first": "p",
-                                          "literal": "${not.an.expression}"}
-
-
-def test_inline_runtime_error_fails_the_task_terminally():
-    sim = Sim(wf({"type": "INLINE", "taskReferenceName": "calc", "expression": "1 / $.zero",
-                  "inputParameters": {"zero": 0}}), DEFS)
-    sim.start()
-    done = sim.run()
-    assert done.status == st.FAILED and "calc" in done.reason
-    assert sim.task("calc").runtime.status == st.FAILED_WITH_TERMINAL_ERROR
-
-
-def test_terminate_ends_the_workflow_with_status_and_output():
-    sim = Sim(wf(simple("x"), {"type": "TERMINATE", "taskReferenceName": "stop", "terminationStatus": "FAILED",
-                               "terminationReason": "no stock for ${workflow.input.sku}",
-                               "workflowOutput": {"sku": "${workflow.input.sku}"}}, simple("never")), DEFS)
-    sim.start({"sku": "S-1"})
-    done = sim.run()
-    assert done.status == st.FAILED and done.reason == "no stock for S-1" and done.output == {"sku": "S-1"}
-    assert "never" not in sim.statuses()
-
-
-def test_noop():
-    sim = Sim(wf({"type": "NOOP", "taskReferenceName": "n"}), DEFS)
-    sim.start()
-    assert sim.run().status == st.COMPLETED and sim.decisions == 1
-
-
 # ---------------------------------------------------------------- waiting
 
 def test_wait_for_a_duration():
@@ -136,24 +79,6 @@ def test_wait_until_a_time_from_the_input():
     sim = Sim(wf({"type": "WAIT", "taskReferenceName": "pause", "until": "${workflow.input.at}"}), DEFS)
     sim.start({"at": START + 5_000})
     assert sim.run().status == st.COMPLETED and sim.now == START + 5_000
-
-
-def test_human_task_waits_for_a_signal_carrying_output():
-    sim = Sim(wf({"type": "HUMAN", "taskReferenceName": "approve"},
-                 simple("act", inputParameters={"by": "${approve.output.by}"})), DEFS)
-    sim.start()
-    assert sim.run().status == st.RUNNING          # nothing moves without the signal
-    sim.signal("approve", {"by": "ada"})
-    assert sim.run().status == st.COMPLETED
-    assert sim.task("act").spec.input == {"by": "ada"}
-
-
-def test_wait_signalled_as_failed_fails_the_workflow():
-    sim = Sim(wf({"type": "WAIT", "taskReferenceName": "w"}), DEFS)
-    sim.start()
-    sim.run()
-    sim.signal("w", {}, status=st.TASK_FAILED)
-    assert sim.run().status == st.FAILED
 
 
 # ---------------------------------------------------------------- branching
@@ -254,16 +179,6 @@ def test_switch_by_value():
     sim.start({"kind": "card"})
     sim.run()
     assert "card" in sim.statuses() and sim.output("sw")["selectedCase"] == "card"
-
-
-def test_do_while_with_condition_and_iteration_keys():
-    sim = Sim(wf({"type": "DO_WHILE", "taskReferenceName": "loop",
-                  "loopCondition": "$.loop.output.iteration < 3", "loopOver": [simple("step")]},
-                 simple("after", inputParameters={"last": "${step.input}"})), DEFS)
-    sim.start()
-    assert sim.run().status == st.COMPLETED
-    assert [k for k in sim.statuses() if k.startswith("step")] == ["step__1", "step__2", "step__3"]
-    assert sim.output("loop")["iteration"] == 3
 
 
 def test_do_while_over_items_exposes_item_and_index():
@@ -399,15 +314,6 @@ def test_rerun_from_a_task_with_new_input():
     assert sim.run().status == st.COMPLETED
     assert [k for _, k, _ in sim.executions] == ["x", "y", "z", "y", "z"]
     assert sim.task("y").spec.input == {"fixed": True}
-
-
-def test_skip_a_task_not_yet_reached():
-    sim = Sim(wf(simple("x"), simple("y"), simple("z")), DEFS)
-    sim.start()
-    sim.decide("wf")
-    sim.command("skip", key="y")
-    assert sim.run().status == st.COMPLETED
-    assert sim.statuses()["y"] == st.SKIPPED and [k for _, k, _ in sim.executions] == ["x", "z"]
 
 
 def test_paused_workflow_schedules_nothing_until_resumed():
