@@ -145,7 +145,7 @@ def test_the_drivers_ask_the_kinds_instead_of_comparing_type_names(name: str) ->
             continue
         for operand in (node.left, *node.comparators):
             values = operand.elts if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [operand]
-            named = {v.value for v in values if isinstance(v, ast.Constant)} & names
+            named = {v.value for v in values if isinstance(v, ast.Constant) and isinstance(v.value, str)} & names
             assert not named, f"{name}:{node.lineno} compares with the type name(s) {sorted(named)}"
 
 
