@@ -35,8 +35,8 @@ from ..core.apply import with_result
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
-from ..store import (ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome, Store,
-                     WorkerResult)
+from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome,
+                     Store, WorkerResult)
 from .logs import log_fields
 from .state_cache import StateCache
 
@@ -73,7 +73,6 @@ class HandOver(Protocol):
         """Return credits reserved but not used."""
 
 
-ANY_WORKER = "*"   # a result naming no worker (Conductor's REST update): whoever holds the attempt
 ENGINE_FAULT = "the engine could not decide it"
 SLOW_DECISION_S = 0.05   # a decision this long (scripts, most likely) is followed by a turn of the event loop
 """How the reason of a workflow the decider raised on begins (the CLI and the console recognise it)."""

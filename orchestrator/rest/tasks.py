@@ -26,10 +26,10 @@ from ..core.auth import Principal, namespace_for, principal_in
 from ..cluster.dispatch import worker_identity
 from ..core.clock import now_ms
 from ..core.namespaces import queue_of, relative
-from ..store import ResultOutcome
+from ..store import ANY_WORKER, ResultOutcome
 from ..service.access import request_namespace
 from ..service.errors import Refused
-from ..service.tasks import ANY_WORKER, Result
+from ..service.tasks import Result
 from .common import (RestParts, answering_errors, body_bytes, guarded, json_body, number, object_body, plain,
                      refuse, route, text)
 from .shapes import polled_task

@@ -22,14 +22,13 @@ from ..core.clock import now_ms
 from ..core.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..core.namespaces import SYSTEM_TYPES, namespace_of, qualified, queue_of, relative
 from ..core.payloads import PayloadLimit, checked_output
-from ..store import ClaimedTask, ResultAck, ResultOutcome, Store, WorkerResult
+from ..store import ANY_WORKER, ClaimedTask, ResultAck, ResultOutcome, Store, WorkerResult
 from .access import allowed, current_principal, request_namespace, seen_here
 from .errors import Refused
 
 MAX_CREDITS = 256         # tasks one stream may hold unfinished
 MAX_TASK_TYPES = 256
 MAX_NAME_LENGTH = 256
-ANY_WORKER = "*"          # the store reads it as "whoever holds the attempt"
 SIGNALLED_KINDS = ("WAIT", "HUMAN")
 
 

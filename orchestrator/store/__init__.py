@@ -1,10 +1,10 @@
 """The state store: the protocol the node codes against (`protocol`) and its Redis
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
-from .protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, ResultAck,
-                       ResultOutcome, SearchPage, Started, Stepped, Store, StoreUnavailable, Topic, TopicInfo,
-                       WorkerResult)
+from .protocol import (ANY_WORKER, ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due,
+                       ResultAck, ResultOutcome, SearchPage, Started, Stepped, Store, StoreUnavailable, Topic,
+                       TopicInfo, WorkerResult)
 
-__all__ = ["ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "DecisionRefused", "Due", "ResultAck",
-           "ResultOutcome", "SearchPage", "Started", "Stepped", "Store", "StoreUnavailable", "Topic", "TopicInfo",
-           "WorkerResult"]
+__all__ = ["ANY_WORKER", "ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "DecisionRefused", "Due",
+           "ResultAck", "ResultOutcome", "SearchPage", "Started", "Stepped", "Store", "StoreUnavailable", "Topic",
+           "TopicInfo", "WorkerResult"]

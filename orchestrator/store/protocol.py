@@ -31,6 +31,9 @@ from ..core.state import TaskSpec, WorkflowState
 from ..core.statuses import TaskStatus
 
 
+ANY_WORKER = "*"   # a result or release naming no worker: the store reads it as "whoever holds the attempt"
+
+
 class StoreUnavailable(Exception):
     """The store did not answer (down, restarting, failing over): retry later."""
 
