@@ -37,6 +37,7 @@ from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
 from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome,
                      Store, WorkerResult)
+from . import failpoints
 from .logs import log_fields
 from .state_cache import StateCache
 
@@ -158,8 +159,10 @@ class Decider:
         handed_to = dict(reserved)
         applied: list[ApplyOutcome] = []
         try:
+            failpoints.reach(failpoints.STEP_BEFORE_SCRIPT)
             stepped = await self.store.step(result, decided, decision, now, hand_over=reserved)
             applied = [stepped.applied] if stepped.applied is not None else []
+            failpoints.reach(failpoints.STEP_BEFORE_PUSH)
         except DecisionRefused:   # perhaps only by what this node remembers of the record's size
             self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
@@ -174,6 +177,7 @@ class Decider:
         elif stepped.ack.outcome is ResultOutcome.STORED:   # another event came first: decide what is stored
             self.conflicts += 1
             self.soon([result.workflow_id])
+        await failpoints.reach_after_a_while(failpoints.STEP_BEFORE_REPLY)
         return stepped.ack
 
     def _remember(self, state: m.WorkflowState, decision: Decision, outcome: ApplyOutcome, now: int,
