@@ -101,6 +101,7 @@ class Decider:
         self._pending: dict[str, None] = {}   # workflows with an event to decide, in arrival order
         self.cache = StateCache()   # the workflows as this node's last writes left them (for `step`)
         self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
+        self._stepping: set[str] = set()   # workflows with a step under way here
         self._draining: asyncio.Task[None] | None = None
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -141,7 +142,21 @@ class Decider:
         (`Store.step`), the workflow as this node last wrote it (else one load). Where that cannot
         be (the attempt is not this worker's to end, the decision fails or cannot be stored, another
         event came first), the result is stored on its own and the workflow decided as after any
-        event: `soon`, where a failure is that workflow's."""
+        event: `soon`, where a failure is that workflow's.
+
+        Results that come together for one workflow (the branches of a fork ending) are stored
+        one by one and decided together, as other events are: one step at a time per workflow,
+        or each would decide the whole workflow again only to find it changed by the others."""
+        workflow_id = result.workflow_id
+        if workflow_id in self._stepping or workflow_id in self._pending:
+            return await self._complete_then_decide(result)
+        self._stepping.add(workflow_id)
+        try:
+            return await self._step(result)
+        finally:
+            self._stepping.discard(workflow_id)
+
+    async def _step(self, result: WorkerResult) -> ResultAck:
         state = self.cache.get(result.workflow_id) or await self.store.load(result.workflow_id)
         task = _held_attempt(state, result) if state is not None else None
         if state is None or task is None:

@@ -175,3 +175,44 @@ def test_results_decided_from_memory_and_from_a_stale_memory_end_the_same(redis_
     first, second = asyncio.run(scenario())
     assert first.cache.hits >= 2 * len(ids), "the deciding node reloaded workflows it had just written"
     assert second.cache.hits == 0 and second.conflicts == 0
+
+
+def test_results_of_one_workflow_that_come_together_are_decided_together(redis_server: Any) -> None:
+    """Twenty branches of a fork end at once on one node: one of their results is stepped, the others
+    are stored and decided in one batch, not each stepped against a workflow the others keep changing
+    (a conflict each, and a decision of the whole workflow each). All complete; the join follows."""
+    prefix = f"fanin{uuid.uuid4().hex[:8]}"
+    refs = [f"b{i}" for i in range(20)]
+    task_def = normalise_task_def({"name": "step", "retryDelaySeconds": 0})
+    definition = normalise_workflow_def({"name": "fan", "tasks": [
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+         "forkTasks": [[{"name": "step", "taskReferenceName": ref}] for ref in refs]},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN"},
+        {"name": "step", "taskReferenceName": "c"}]}, {"step": task_def})
+
+    async def scenario() -> Decider:
+        store = RedisStore.from_url(redis_server.url, prefix)
+        handed = Handed()
+        decider = Decider(store, hand_over=handed)
+        try:
+            await store.start_workflow("fan", {"workflow": definition, "taskDefs": {"step": task_def},
+                                               "subWorkflows": {}}, {}, "", "", int(time.time() * 1000))
+            await decider.decide(["fan"])
+            branches = [task for ref in refs for task in handed.take(ref)]
+            assert len(branches) == len(refs)
+            acks = await asyncio.gather(*(decider.step(WorkerResult(
+                task.workflow_id, task.spec.task_id, "w", st.TASK_COMPLETED, "{}")) for task in branches))
+            assert {ack.outcome for ack in acks} == {ResultOutcome.STORED}
+            await decider.settled()
+            [last] = handed.take("c")
+            assert (await decider.step(WorkerResult("fan", last.spec.task_id, "w", st.TASK_COMPLETED,
+                                                    "{}"))).outcome is ResultOutcome.STORED
+            state = await store.load("fan")
+            assert state is not None and state.status == st.COMPLETED
+            return decider
+        finally:
+            await decider.stop()
+            await store.close()
+
+    decider = asyncio.run(scenario())
+    assert decider.conflicts <= 1, f"{decider.conflicts} results were stepped against each other"
