@@ -52,6 +52,7 @@ from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, D
                         QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped, StoreHealth,
                         StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import pubsub, scripts
+from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys
@@ -236,6 +237,9 @@ class RedisStore:
         self.max_value_bytes = max_value_bytes
         self.max_workflow_bytes = max_workflow_bytes
         self._scripts: dict[str, Any] = {}   # Lua source -> its registered script
+        # the results of one loop turn (workers' results come in bursts) go in one pipeline
+        self._steps = Coalesced(lambda batch: self._pipelined(scripts.STEP, batch))
+        self._completions = Coalesced(lambda batch: self._pipelined(scripts.COMPLETE_TASK, batch))
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
@@ -342,7 +346,10 @@ class RedisStore:
         script = self._scripts.get(source)
         if script is None:
             script = self._scripts[source] = self._redis.register_script(source)
-        return await script(args=[dumps({"prefix": self.prefix, **named}), *blobs])
+        return await script(args=self._arguments(named, *blobs))
+
+    def _arguments(self, named: dict[str, Any], *blobs: str) -> list[str]:
+        return [dumps({"prefix": self.prefix, **named}), *blobs]
 
     # ------------------------------------------------------------- definitions
 
@@ -703,9 +710,9 @@ class RedisStore:
     @_acknowledged
     async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
-        answer = json.loads(await self._run(
-            scripts.COMPLETE_TASK, {"id": workflow_id, "task": task_id, "status": status, "reason": reason,
-                                    "now": now_ms, "worker": worker_id}, output_json))
+        answer = json.loads(await self._completions.call(self._arguments(
+            {"id": workflow_id, "task": task_id, "status": status, "reason": reason, "now": now_ms,
+             "worker": worker_id}, output_json)))
         return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"], answer.get("type", ""))
 
     @_unavailable_as_store_error
@@ -842,10 +849,10 @@ class RedisStore:
         prepared = self._prepared(None, decided, decision, now_ms, hand_over)
         if isinstance(prepared, str):
             raise DecisionRefused(prepared)
-        reply = await self._run(scripts.STEP, {
+        reply = await self._steps.call(self._arguments({
             "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
-            result.output_json, prepared[1])
+            result.output_json, prepared[1]))
         outcome, detail, task_type = (str(part) for part in [*reply[:3], ""][:3])
         ack = ResultAck(ResultOutcome(outcome), detail, task_type)
         if ack.outcome is not ResultOutcome.STORED:
@@ -875,16 +882,8 @@ class RedisStore:
         return ""
 
     async def _apply_all(self, argument_lists: list[list[str]]) -> list[Any]:
-        """One EVALSHA each, in one pipeline; each reply is a string or that command's error.
-        After a Redis restart the script cache is empty: load it and run those again (safe:
-        a decision that did apply now meets a new revision and is a conflict)."""
-        replies = await self._evalsha_pipelined(argument_lists)
-        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
-        if missing:
-            await self._redis.script_load(scripts.APPLY_DECISION)
-            again = await self._evalsha_pipelined([argument_lists[i] for i in missing])
-            for i, reply in zip(missing, again):
-                replies[i] = reply
+        """APPLY_DECISION for each, in one pipeline; each reply is a string or that command's error."""
+        replies = await self._pipelined(scripts.APPLY_DECISION, argument_lists)
         for reply in replies:
             if isinstance(reply, REDIS_UNAVAILABLE):
                 raise reply
@@ -892,12 +891,25 @@ class RedisStore:
                 raise StoreUnavailable(refusal_text(reply))
         return replies
 
-    async def _evalsha_pipelined(self, argument_lists: list[list[str]]) -> list[Any]:
+    async def _pipelined(self, source: str, argument_lists: list[list[str]]) -> list[Any]:
+        """One EVALSHA of `source` per argument list, in one pipeline; each reply is the script's
+        answer or that call's error. After a Redis restart the script cache is empty: load it and
+        run those again (safe: a NOSCRIPT call ran nothing)."""
+        replies = await self._evalsha_pipelined(source, argument_lists)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await self._redis.script_load(source)
+            again = await self._evalsha_pipelined(source, [argument_lists[i] for i in missing])
+            for i, reply in zip(missing, again):
+                replies[i] = reply
+        return replies
+
+    async def _evalsha_pipelined(self, source: str, argument_lists: list[list[str]]) -> list[Any]:
         # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
         if not argument_lists:
             return []
-        script = self._scripts.get(scripts.APPLY_DECISION) or self._redis.register_script(scripts.APPLY_DECISION)
-        self._scripts[scripts.APPLY_DECISION] = script
+        script = self._scripts.get(source) or self._redis.register_script(source)
+        self._scripts[source] = script
         async with self._redis.pipeline(transaction=False) as pipe:
             for args in argument_lists:
                 pipe.evalsha(script.sha, 0, *args)
