@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import statuses as st
 from ..schema import WorkflowTask
 from .base import BLOCKED, DONE, Checker, Kind, Outcome
-from .steps import failed_system_task, key
+from .steps import waiting_instance
 
 if TYPE_CHECKING:
     from ..decider.walk import Walk
@@ -30,12 +30,9 @@ def validate(checker: Checker, task: dict[str, Any], out: dict[str, Any], where:
 
 
 def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask | None) -> Outcome:
-    task_key = key(node, suffix)
-    task = walk.latest.get(task_key) or walk.add(node, task_key, status=st.IN_PROGRESS)
-    if task.runtime.status in st.DONE_TASK:
-        return DONE
-    if task.runtime.status != st.IN_PROGRESS:
-        return failed_system_task(walk, node, task)
+    task, settled = waiting_instance(walk, node, suffix)
+    if settled is not None:
+        return settled
     for refs in (node.get("joinOn") or [], node.get("defaultExclusiveJoinTask") or []):
         ran = [t for t in (walk.latest.get(ref + suffix) for ref in refs) if t is not None]
         if ran:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .. import statuses as st
 from ..schema import WorkflowTask
 from .base import BLOCKED, DONE, Checker, Kind, Outcome
-from .steps import failed_system_task, key
+from .steps import waiting_instance
 
 if TYPE_CHECKING:
     from ..decider.walk import Walk
@@ -40,12 +40,9 @@ def validate(checker: Checker, task: dict[str, Any], out: dict[str, Any], where:
 
 def decide(walk: Walk, node: WorkflowTask, suffix: str, previous: WorkflowTask | None) -> Outcome:
     assert previous is not None, "validation puts a fork right before a JOIN"
-    task_key = key(node, suffix)
-    task = walk.latest.get(task_key) or walk.add(node, task_key, status=st.IN_PROGRESS)
-    if task.runtime.status in st.DONE_TASK:
-        return DONE
-    if task.runtime.status != st.IN_PROGRESS:
-        return failed_system_task(walk, node, task)
+    task, settled = waiting_instance(walk, node, suffix)
+    if settled is not None:
+        return settled
     fork_key = previous["taskReferenceName"] + suffix
     if node["joinOn"]:
         joined = [walk.latest.get(ref + suffix) for ref in node["joinOn"]]

@@ -53,6 +53,18 @@ def failed_system_task(walk: Walk, node: WorkflowTask, task: m.TaskState) -> Out
     return walk.unsuccessful(node, task)
 
 
+def waiting_instance(walk: Walk, node: WorkflowTask, suffix: str) -> tuple[m.TaskState, Outcome | None]:
+    """The instance of a task that waits in progress for others (a join): found, or created in
+    progress; with the outcome already settled (DONE, or failed when it ended otherwise), else None."""
+    task_key = key(node, suffix)
+    task = walk.latest.get(task_key) or walk.add(node, task_key, status=st.IN_PROGRESS)
+    if task.runtime.status in st.DONE_TASK:
+        return task, DONE
+    if task.runtime.status != st.IN_PROGRESS:
+        return task, failed_system_task(walk, node, task)
+    return task, None
+
+
 def instant(walk: Walk, node: WorkflowTask, suffix: str,
             compute: Callable[[dict[str, Any]], dict[str, Any]]) -> tuple[Outcome, m.TaskState]:
     """Create and complete a system task in this decision (or report the one already there)."""
