@@ -41,6 +41,7 @@ from .cluster.http_tasks import HttpTaskRunner
 from .cluster.election import Candidacy
 from .cluster.events import EventConsumers
 from .cluster.etcd import EtcdClient, EtcdError
+from .cluster.event_loop import awaiting
 from .cluster.leader_loop import LeaderLoop, LeadershipLost, StoreUnresponsive
 from .cluster.leader_watch import LeaderWatch
 from .cluster.logs import log_fields
@@ -522,11 +523,17 @@ class Node:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(signal.SIGUSR1, _log_what_tasks_await)
         await stop.wait()
         log.info("node %s stopping", self.config.node_id)
         _exit_if_still_running_after(HARD_EXIT_S, loop)
         await self.stop()
         await _end_leftover_tasks(LEFTOVER_S)
+
+
+def _log_what_tasks_await() -> None:
+    """SIGUSR1: an operator asking a node that seems stuck what it is waiting on."""
+    log.warning("SIGUSR1: the node's tasks and what each awaits:\n%s", awaiting())
 
 
 async def _end_leftover_tasks(within_s: float) -> None:

@@ -13,3 +13,15 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def awaiting(limit_frames: int = 8) -> str:
+    """What every task of the running loop is waiting on, innermost frames last: for an operator
+    (SIGUSR1 on a node logs it) asking why something does not move, where a hang logs nothing."""
+    lines: list[str] = []
+    for task in sorted(asyncio.all_tasks(), key=lambda t: t.get_name()):
+        coro = task.get_coro()
+        lines.append(f"task {task.get_name()} ({getattr(coro, '__qualname__', repr(coro))}):")
+        for frame in task.get_stack(limit=limit_frames):
+            lines.append(f"    {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+    return "\n".join(lines)

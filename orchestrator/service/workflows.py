@@ -128,6 +128,8 @@ class Workflows:
         if state is not None:
             self.decider.started(state)   # decided from what was created: not read back
             self.started[name] += 1
+        else:   # a retry: its first try may have been created and then not acknowledged, nor decided
+            self.decider.soon([workflow_id])
         return Started(workflow_id, created)
 
     async def execute(self, request: StartRequest, wait_seconds: float = 0.0) -> m.WorkflowState:

@@ -14,6 +14,8 @@ import asyncio
 import io
 import json
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -218,6 +220,25 @@ def test_nodes_log_json_lines_with_what_they_know(two_nodes):
     assert any(line.get("epoch") and line["logger"] == "orchestrator.cluster.leader_loop" for line in a_lines)
     [ended] = [line for line in a_lines if line["message"] == f"workflow {workflow_id}: workflow COMPLETED"]
     assert ended["workflow_id"] == workflow_id and ended["level"] == "DEBUG", ended
+
+
+def test_sigusr1_logs_what_each_task_of_the_node_awaits(two_nodes):
+    """A node that seems stuck says, on SIGUSR1, what every one of its tasks is waiting on (a hang
+    logs nothing else); the node carries on."""
+    process, address, _ = two_nodes["b"]
+    os.kill(process.pid, signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while True:
+        dumps = [json.loads(line)["message"] for line in process.log_path.read_text().splitlines()
+                 if "SIGUSR1" in line]
+        if dumps:
+            break
+        assert time.monotonic() < deadline, "no task dump in the log after SIGUSR1"
+        time.sleep(0.05)
+    assert dumps[0].startswith("SIGUSR1: the node's tasks and what each awaits")
+    assert "task " in dumps[0] and "orchestrator/" in dumps[0] and " in " in dumps[0], dumps[0][:500]
+    with WorkflowClient([address]) as client:
+        assert wait_for_leader(client, 5.0)["leader_id"] == "a"   # still answering
 
 
 # ------------------------------------------------------------ the pieces

@@ -15,6 +15,8 @@ or done twice, and once the replica is back every workflow completes without an 
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -274,8 +276,8 @@ def master_kill_under_load(folder: Path, etcd: EtcdCluster, min_replicas: int) -
                 f"{len(acked.results)} results acknowledged")
             outcome = audit(client, acked, hold_at)
             if min_replicas:   # the promoted replica has the other one behind it: work goes on
-                work_goes_on(client, folder / "node" / "durable.log", f"http://127.0.0.1:{http_port}/api", workflow,
-                             task_type)
+                work_goes_on(client, node, folder / "node" / "durable.log", f"http://127.0.0.1:{http_port}/api",
+                             workflow, task_type)
             return outcome
     finally:
         if node is not None:
@@ -318,7 +320,22 @@ def log_tail(log: Path, lines: int = 60) -> str:
     return "\n".join(kept[-lines:])
 
 
-def work_goes_on(client: WorkflowClient, node_log: Path, http_base: str, workflow: str, task_type: str) -> None:
+def stuck_report(client: WorkflowClient, node: ManagedProcess, node_log: Path, workflow_id: str) -> str:
+    """Why a workflow may not move: how it reads now, and the node's log after it dumped what each of
+    its tasks awaits (SIGUSR1): a hang logs nothing else."""
+    try:
+        found: Any = client.get_workflow(workflow_id)
+        summary = {"status": found.get("status"), "tasks": [(t.get("referenceTaskName"), t.get("status"))
+                                                             for t in found.get("tasks", [])]}
+    except ClientError as refused:
+        summary = {"error": str(refused)}
+    os.kill(node.pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    return f"it reads {summary}; the node's log:\n{log_tail(node_log, 200)}"
+
+
+def work_goes_on(client: WorkflowClient, node: ManagedProcess, node_log: Path, http_base: str, workflow: str,
+                 task_type: str) -> None:
     workflow_id = client.start_workflow(workflow, {"after": True}, idempotency_key=uuid.uuid4().hex)
     deadline = time.monotonic() + 20
     while True:
@@ -328,7 +345,8 @@ def work_goes_on(client: WorkflowClient, node_log: Path, http_base: str, workflo
         except ClientError as refused:
             assert "waiting for a signal" in refused.message, refused
             assert time.monotonic() < deadline, (f"workflow {workflow_id}, started after the failover, was not "
-                                                 f"decided within 20 s; the node's log:\n{log_tail(node_log)}")
+                                                 f"decided within 20 s: "
+                                                 f"{stuck_report(client, node, node_log, workflow_id)}")
             time.sleep(0.05)
     with httpx.Client(base_url=http_base, timeout=5.0) as http:
         while True:
@@ -340,7 +358,7 @@ def work_goes_on(client: WorkflowClient, node_log: Path, http_base: str, workflo
             if any(found["workflowInstanceId"] == workflow_id for found in polled):
                 break
             assert time.monotonic() < deadline, (f"the task of workflow {workflow_id}, started after the failover, "
-                                                 f"never came; the node's log:\n{log_tail(node_log)}")
+                                                 f"never came: {stuck_report(client, node, node_log, workflow_id)}")
     wait_for_status(client, workflow_id, "COMPLETED")
 
 
