@@ -291,14 +291,16 @@ class SignalTaskRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., task_reference_name: _Optional[str] = ..., task_id: _Optional[str] = ..., failed: _Optional[bool] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
-    __slots__ = ("worker_id", "task_types", "capacity")
+    __slots__ = ("worker_id", "task_types", "capacity", "batches")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    BATCHES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     task_types: _containers.RepeatedScalarFieldContainer[str]
     capacity: int
-    def __init__(self, worker_id: _Optional[str] = ..., task_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ...) -> None: ...
+    batches: bool
+    def __init__(self, worker_id: _Optional[str] = ..., task_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...
 
 class Credit(_message.Message):
     __slots__ = ("count",)
@@ -352,21 +354,35 @@ class Ping(_message.Message):
     seq: int
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
+class WorkerBatch(_message.Message):
+    __slots__ = ("results", "releases", "heartbeats", "credits")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEATS_FIELD_NUMBER: _ClassVar[int]
+    CREDITS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TaskResult]
+    releases: _containers.RepeatedCompositeFieldContainer[Release]
+    heartbeats: _containers.RepeatedCompositeFieldContainer[Heartbeat]
+    credits: int
+    def __init__(self, results: _Optional[_Iterable[_Union[TaskResult, _Mapping]]] = ..., releases: _Optional[_Iterable[_Union[Release, _Mapping]]] = ..., heartbeats: _Optional[_Iterable[_Union[Heartbeat, _Mapping]]] = ..., credits: _Optional[int] = ...) -> None: ...
+
 class WorkerMessage(_message.Message):
-    __slots__ = ("hello", "credit", "heartbeat", "result", "release", "ping")
+    __slots__ = ("hello", "credit", "heartbeat", "result", "release", "ping", "batch")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     CREDIT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     RELEASE_FIELD_NUMBER: _ClassVar[int]
     PING_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     hello: WorkerHello
     credit: Credit
     heartbeat: Heartbeat
     result: TaskResult
     release: Release
     ping: Ping
-    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ...) -> None: ...
+    batch: WorkerBatch
+    def __init__(self, hello: _Optional[_Union[WorkerHello, _Mapping]] = ..., credit: _Optional[_Union[Credit, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., result: _Optional[_Union[TaskResult, _Mapping]] = ..., release: _Optional[_Union[Release, _Mapping]] = ..., ping: _Optional[_Union[Ping, _Mapping]] = ..., batch: _Optional[_Union[WorkerBatch, _Mapping]] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
     __slots__ = ("workflow_id", "task_id", "task_type", "reference_name", "attempt", "input_json", "lease_ms", "idempotency_key", "traceparent")
@@ -422,19 +438,31 @@ class Pong(_message.Message):
     seq: int
     def __init__(self, seq: _Optional[int] = ...) -> None: ...
 
+class ServerBatch(_message.Message):
+    __slots__ = ("tasks", "result_acks", "heartbeat_acks")
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    RESULT_ACKS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_ACKS_FIELD_NUMBER: _ClassVar[int]
+    tasks: _containers.RepeatedCompositeFieldContainer[TaskAssignment]
+    result_acks: _containers.RepeatedCompositeFieldContainer[ResultAck]
+    heartbeat_acks: _containers.RepeatedCompositeFieldContainer[HeartbeatAck]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., result_acks: _Optional[_Iterable[_Union[ResultAck, _Mapping]]] = ..., heartbeat_acks: _Optional[_Iterable[_Union[HeartbeatAck, _Mapping]]] = ...) -> None: ...
+
 class ServerMessage(_message.Message):
-    __slots__ = ("task", "result_ack", "heartbeat_ack", "drain", "pong")
+    __slots__ = ("task", "result_ack", "heartbeat_ack", "drain", "pong", "batch")
     TASK_FIELD_NUMBER: _ClassVar[int]
     RESULT_ACK_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
     DRAIN_FIELD_NUMBER: _ClassVar[int]
     PONG_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     task: TaskAssignment
     result_ack: ResultAck
     heartbeat_ack: HeartbeatAck
     drain: Drain
     pong: Pong
-    def __init__(self, task: _Optional[_Union[TaskAssignment, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ...) -> None: ...
+    batch: ServerBatch
+    def __init__(self, task: _Optional[_Union[TaskAssignment, _Mapping]] = ..., result_ack: _Optional[_Union[ResultAck, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[HeartbeatAck, _Mapping]] = ..., drain: _Optional[_Union[Drain, _Mapping]] = ..., pong: _Optional[_Union[Pong, _Mapping]] = ..., batch: _Optional[_Union[ServerBatch, _Mapping]] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("node_id", "address", "role", "state", "since_ms", "detail")

@@ -970,7 +970,8 @@ class TaskServiceServicer:
 
     def Connect(self, request_iterator, context):
         """A worker's long-lived stream: hello first, then credits, heartbeats and
-        results; the node pushes tasks as they become ready.
+        results; the node pushes tasks as they become ready. Either side may carry
+        several of these in one batch message (see Batches above WorkerHello).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
