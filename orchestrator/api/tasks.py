@@ -1,6 +1,10 @@
 """TaskService: the worker stream (credits in, tasks out, heartbeats and results both ways, pings
 answered at once so that a worker notices within seconds when this node stops answering), over
-the tasks service (service/tasks.py)."""
+the tasks service (service/tasks.py).
+
+A worker whose hello asks for batches gets what its stream's writer finds queued at each turn
+in one ServerBatch (orchestrator_api/batches.py), the first one empty to say that this node
+reads the WorkerBatch it may then send; each item of a batch is handled as if it came alone."""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from orchestrator_api.batches import gather_server_messages, server_batch_hello
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
@@ -42,27 +47,54 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     async def Connect(self, request_iterator: AsyncIterator[pb.WorkerMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ServerMessage]:
-        session = await self._hello(request_iterator, context)
+        session, batches = await self._hello(request_iterator, context)
         self.dispatcher.attach(session)
         reader = asyncio.create_task(self._read(request_iterator, session))
         types = self._types[session] = {}
         try:
+            if batches:
+                yield server_batch_hello()
             while True:
                 message = await session.outbox.get()
+                if not batches:   # an older worker: one message at a time, as queued
+                    if message is None:
+                        return
+                    self._note_sent(message, types)
+                    yield message
+                    continue
+                # everything queued since the last write goes now, in as few messages as it can;
+                # counted as unsent until written, so that a stream that stops reading is held
+                # to the same bound as before (dispatch.MAX_UNSENT)
+                queued: list[pb.ServerMessage] = []
+                while message is not None:
+                    queued.append(message)
+                    self._note_sent(message, types)
+                    if session.outbox.empty():
+                        break
+                    message = session.outbox.get_nowait()
+                session.writing = len(queued)
+                for out in gather_server_messages(queued):
+                    yield out
+                session.writing = 0
                 if message is None:
                     return
-                if message.HasField("task"):
-                    types[message.task.task_id] = message.task.task_type
-                    self.sent[message.task.task_type] += 1
-                yield message
         finally:
             self._types.pop(session, None)
             reader.cancel()
             await self.dispatcher.detach(session)
 
+    def _note_sent(self, message: pb.ServerMessage, types: dict[str, str]) -> None:
+        if message.HasField("task"):
+            types[message.task.task_id] = message.task.task_type
+            self.sent[message.task.task_type] += 1
+
     async def _hello(self, requests: AsyncIterator[pb.WorkerMessage],
-                     context: grpc.aio.ServicerContext) -> WorkerSession:
+                     context: grpc.aio.ServicerContext) -> tuple[WorkerSession, bool]:
+        """The worker's session, and whether its hello asked for batches."""
+        batches = False
+
         async def read_hello() -> Hello:   # read only once the service let the caller connect
+            nonlocal batches
             try:
                 first = await requests.__anext__()
             except StopAsyncIteration:
@@ -70,9 +102,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
             if first.WhichOneof("body") != "hello":
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a hello")
             hello = first.hello
+            batches = hello.batches
             return Hello(hello.worker_id, list(hello.task_types), hello.capacity)
         try:
-            return await self.tasks.connect(read_hello)
+            return await self.tasks.connect(read_hello), batches
         except (Refused, OrchestratorError) as exc:
             await abort(context, exc)
 
@@ -90,9 +123,18 @@ class TaskService(pb_grpc.TaskServiceServicer):
             async for message in requests:
                 session.heard()
                 kind = message.WhichOneof("body")
-                if kind == "credit":   # never more than MAX_CREDITS asked for and held together
-                    room = MAX_CREDITS - session.credits - session.held
-                    self.dispatcher.grant(session, max(0, min(message.credit.count, room)))
+                if kind == "batch":   # each item as if it came alone, in the contract's order
+                    batch = message.batch
+                    for result in batch.results:
+                        spawn(self._result(result, session))
+                    for release in batch.releases:
+                        spawn(self._release(release, session))
+                    for beat in batch.heartbeats:
+                        spawn(self._heartbeat(beat, session))
+                    if batch.credits:
+                        self._grant(session, batch.credits)
+                elif kind == "credit":
+                    self._grant(session, message.credit.count)
                 elif kind == "heartbeat":
                     spawn(self._heartbeat(message.heartbeat, session))
                 elif kind == "result":
@@ -110,6 +152,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
             # the worker half-closed: it can neither take nor release tasks any more
             await self.dispatcher.release_unsent(session)
             session.outbox.put_nowait(None)
+
+    def _grant(self, session: WorkerSession, count: int) -> None:
+        """Credits the worker asked for: never more than MAX_CREDITS asked for and held together."""
+        room = MAX_CREDITS - session.credits - session.held
+        self.dispatcher.grant(session, max(0, min(count, room)))
 
     @staticmethod
     async def _guarded(call: Awaitable[Any], session: WorkerSession) -> None:

@@ -77,12 +77,17 @@ class WorkerSession:
     turned_away: set[str] = field(default_factory=set)   # types not pumped for it while a claim held its credits
     outbox: asyncio.Queue[pb.ServerMessage | None] = field(default_factory=asyncio.Queue)
     closed: bool = False
+    writing: int = 0           # messages its writer took from the outbox to batch and has not written yet
     held: int = 0              # tasks pushed to it that it has not reported on yet
     last_heard: float = field(default_factory=time.monotonic)   # its last message of any kind
     quiet_limit_s: float = 0.0  # how long it may be silent while holding tasks (from their leases)
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()
+
+    def unsent(self) -> int:
+        """Messages queued for it and not yet written to its stream."""
+        return self.outbox.qsize() + self.writing
 
     def holding(self, lease_ms: int) -> None:
         """A task with this lease was pushed: the SDK heartbeats every lease/3, so a silence of
@@ -95,7 +100,7 @@ class WorkerSession:
         """It asked for work, reads what it is sent, and answers for what it holds. A stream whose
         messages pile up unsent, or that holds tasks and went silent, gets nothing more,
         whatever credit it announced: a worker cannot hoard a task type."""
-        if self.credits - self.claiming <= 0 or self.closed or self.outbox.qsize() >= MAX_UNSENT:
+        if self.credits - self.claiming <= 0 or self.closed or self.unsent() >= MAX_UNSENT:
             return False
         return self.held == 0 or time.monotonic() - self.last_heard < self.quiet_limit_s
 
@@ -296,7 +301,7 @@ class Dispatcher:
                     s.turned_away.add(task_type)
             return False
         session = candidates[next(self._round_robin) % len(candidates)]
-        count = min(session.credits - session.claiming, MAX_CLAIM, MAX_UNSENT - session.outbox.qsize())
+        count = min(session.credits - session.claiming, MAX_CLAIM, MAX_UNSENT - session.unsent())
         # The claim holds its credits for its round trip: a hand-over from this node's decisions
         # (`reserve`) or the pump of another of the worker's task types meanwhile must not spend
         # them too, or the worker is pushed more than it asked for (and hands the excess back).
