@@ -2,6 +2,12 @@
 that hands each server message to a callback, a watchdog that pings the
 node, and one reason why it ended.
 
+The writer sends what it finds queued when it gets its turn (everything
+queued during the loop turn that woke it, or while its previous write was in
+flight) in as few messages as the node reads (``orchestrator_api.batches``):
+one WorkerBatch once the node has sent a ServerBatch on this stream, which
+only a node that reads them does; single messages until then.
+
 A stream never reconnects by itself; the Worker opens a new one. Anything
 sent on a stream that has ended is dropped: the Worker keeps what must
 survive (unacknowledged results) and re-sends it on the next stream.
@@ -26,6 +32,7 @@ from collections.abc import Callable, Iterable
 import grpc
 import grpc.aio
 
+from orchestrator_api.batches import WorkerItem, gather_worker_messages
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
@@ -49,6 +56,7 @@ class TaskStream:
         endpoint: the node's "host:port", for logs.
         channel: an open channel to that node.
         first: messages to send before anything else (hello, then re-sent results).
+            Items as for ``send``.
         on_message: called for every message the node sends, in order.
         on_established: called once, when the first message (the hello) is written.
         node_timeout_s: end the stream when the node sends nothing for this long
@@ -61,7 +69,7 @@ class TaskStream:
         self,
         endpoint: str,
         channel: grpc.aio.Channel,
-        first: Iterable[pb.WorkerMessage],
+        first: Iterable[WorkerItem],
         *,
         on_message: Callable[[TaskStream, pb.ServerMessage], None],
         on_established: Callable[[TaskStream], None],
@@ -74,7 +82,7 @@ class TaskStream:
         self._channel = channel
         self._on_message = on_message
         self._on_established = on_established
-        self._outbox: asyncio.Queue[pb.WorkerMessage | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[WorkerItem | None] = asyncio.Queue()
         for message in first:
             self._outbox.put_nowait(message)
         self._loop = asyncio.get_running_loop()
@@ -86,6 +94,7 @@ class TaskStream:
         self.messages_received = 0  # pongs aside
         self.pongs = 0
         self.drained = False  # the node asked us to leave (it is stopping)
+        self.node_reads_batches = False  # the node sent a ServerBatch: it reads WorkerBatch too
         self.went_silent = False  # ended because the node sent nothing for node_timeout_s
         self._node_timeout_s = node_timeout_s
         self._answers_pings = answers_pings
@@ -107,10 +116,12 @@ class TaskStream:
         """True once the stream has ended, for whatever reason."""
         return self._ended.is_set()
 
-    def send(self, message: pb.WorkerMessage) -> None:
-        """Queue a message; never blocks. Dropped once the stream is closing."""
+    def send(self, item: WorkerItem) -> None:
+        """Queue a message, or an item that may share a batch (a result, release,
+        heartbeat or credit, whose counts add up); never blocks. Dropped once the
+        stream is closing."""
         if self._accepting:
-            self._outbox.put_nowait(message)
+            self._outbox.put_nowait(item)
 
     def close(self) -> None:
         """End the stream gracefully: write what is queued, then half-close and
@@ -163,15 +174,22 @@ class TaskStream:
     async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         try:
             while True:
-                message = await self._outbox.get()
-                if message is None:
+                queued: list[WorkerItem] = []
+                item = await self._outbox.get()
+                while item is not None:
+                    queued.append(item)
+                    if self._outbox.empty():
+                        break
+                    item = self._outbox.get_nowait()
+                for message in gather_worker_messages(queued, self.node_reads_batches):
+                    await call.write(message)
+                    if self.established_at is None:
+                        self.established_at = self._loop.time()
+                        self._established.set()
+                        self._on_established(self)
+                if item is None:
                     await call.done_writing()
                     return  # the reader sees the node end the call
-                await call.write(message)
-                if self.established_at is None:
-                    self.established_at = self._loop.time()
-                    self._established.set()
-                    self._on_established(self)
         except grpc.aio.AioRpcError as err:
             self._end(_describe_rpc_error(err))
         except asyncio.CancelledError:
@@ -188,9 +206,15 @@ class TaskStream:
                     self._end("the node ended the stream")
                     return
                 self._heard_at = self._loop.time()
-                if message.WhichOneof("body") == "pong":
+                body = message.WhichOneof("body")
+                if body == "pong":
                     self.pongs += 1  # it says the node is there, and nothing else
                     continue
+                if body == "batch":
+                    self.node_reads_batches = True
+                    batch = message.batch
+                    if not (batch.tasks or batch.result_acks or batch.heartbeat_acks):
+                        continue  # the node's first message: it reads batches, and nothing else
                 self.messages_received += 1
                 self._dispatch(message)
         except grpc.aio.AioRpcError as err:

@@ -10,6 +10,9 @@ How the pieces fit (each step is one small method below):
   more credit on the current stream (or shows up in the next hello).
 * Results are kept until the node acknowledges them and re-sent on the next
   stream if one breaks first (the node treats a duplicate as idempotent).
+* What one turn of the event loop has to say (results, credits, heartbeats)
+  goes in one message when the node reads batches, and what the node has
+  gathered comes in one (``_stream.py``); items are handled one by one.
 * Each task in flight heartbeats every lease/3 on whichever stream is
   current. A heartbeat left unanswered for a whole interval means the node
   is stuck (frozen, partitioned): the stream is dropped so that the next
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -45,6 +49,7 @@ import grpc
 import grpc.aio
 
 from ._event_loop import loop_factory
+from orchestrator_api.batches import WorkerItem
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ._client import auth_metadata, channel_credentials
@@ -70,6 +75,8 @@ _DEFAULT_LEASE_MS = 30_000
 _MIN_HEARTBEAT_INTERVAL_S = 0.02
 # Shutdown gives unacknowledged results at least this long to be acknowledged.
 _MIN_ACK_FLUSH_S = 1.0
+# What a freed slot sends: the stream's writer adds queued credits up (never changed).
+_ONE_CREDIT = pb.Credit(count=1)
 
 
 @dataclass
@@ -212,8 +219,6 @@ class Worker:
         self._executor: ThreadPoolExecutor | None = None
         self._connected_once = False
         self._resending = 0  # results re-sent behind the hello of the stream being opened
-        self._credit_stream: TaskStream | None = None  # the stream `_pending_credits` are for
-        self._pending_credits = 0
         self._started = False
         self._stopping = False  # shutdown began: no credits, new tasks are released
         self._closing: asyncio.Event | None = None  # set: end the stream and run()
@@ -428,10 +433,9 @@ class Worker:
         """Create the stream and make it current in one step, so that every
         slot freed from now on is credited on it (after its hello)."""
         capacity = 0 if self._stopping else self._concurrency - len(self._inflight)
-        hello = pb.WorkerMessage(
-            hello=pb.WorkerHello(worker_id=self._worker_id, task_types=self.task_types, capacity=capacity)
-        )
-        resent = [pb.WorkerMessage(result=result) for result in self._unacked.values()]
+        hello = pb.WorkerMessage(hello=pb.WorkerHello(worker_id=self._worker_id, task_types=self.task_types,
+                                                      capacity=capacity, batches=True))
+        resent = list(self._unacked.values())
         stream = TaskStream(
             endpoint,
             self._channel(endpoint),
@@ -492,7 +496,7 @@ class Worker:
             self._channels[endpoint] = channel
         return channel
 
-    def _send(self, message: pb.WorkerMessage) -> None:
+    def _send(self, message: WorkerItem) -> None:
         """Send on the current stream, if any. Whatever must survive a broken
         stream is kept elsewhere (results) or recomputed (credits, heartbeats)."""
         if self._stream is not None:
@@ -508,10 +512,21 @@ class Worker:
             self._on_result_ack(message.result_ack)
         elif kind == "heartbeat_ack":
             self._on_heartbeat_ack(stream, message.heartbeat_ack)
+        elif kind == "batch":
+            self._on_batch(stream, message.batch)
         elif kind == "drain":
             self._on_drain(stream, message.drain)
         else:
             log.debug("ignoring an unknown message from %s: %s", stream.endpoint, message)
+
+    def _on_batch(self, stream: TaskStream, batch: pb.ServerBatch) -> None:
+        """Each item as if it came alone: a bug handling one does not lose the others."""
+        for ack in batch.result_acks:
+            _guarded(stream, self._on_result_ack, ack)
+        for beat_ack in batch.heartbeat_acks:
+            _guarded(stream, functools.partial(self._on_heartbeat_ack, stream), beat_ack)
+        for assignment in batch.tasks:
+            _guarded(stream, self._on_task, assignment)
 
     def _on_drain(self, stream: TaskStream, drain: pb.Drain) -> None:
         """The node is stopping and sent every task it had for us before this: close the stream
@@ -597,34 +612,20 @@ class Worker:
             log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
                       pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
         self._unacked[result.task_id] = result
-        self._send(pb.WorkerMessage(result=result))
+        self._send(result)
         if not self._stopping:
             self._grant_credit()
 
     def _grant_credit(self) -> None:
-        """One credit more for the current stream. The credits of one turn of the event loop go in
-        one message, after that turn's results: a burst of finished tasks costs the node one read,
-        not one per task. Credits meant for a stream that has ended are dropped: the next stream's
-        hello counts the free room anew."""
-        stream = self._stream
-        if stream is None:
-            return
-        if self._credit_stream is not stream:
-            self._credit_stream, self._pending_credits = stream, 0
-        self._pending_credits += 1
-        if self._pending_credits == 1:
-            asyncio.get_running_loop().call_soon(self._send_credits, stream)
-
-    def _send_credits(self, stream: TaskStream) -> None:
-        if self._credit_stream is not stream:
-            return   # a newer stream's credits are pending now, with their own call
-        count, self._pending_credits = self._pending_credits, 0
-        if count and self._stream is stream:
-            stream.send(pb.WorkerMessage(credit=pb.Credit(count=count)))
+        """One credit more for the current stream. The stream's writer adds up the credits it
+        finds queued, behind the results queued with them: a burst of finished tasks costs the node
+        one read (one batch, or its results and one credit), not two per task. Credits meant for a
+        stream that has ended are dropped: the next stream's hello counts the free room anew."""
+        self._send(_ONE_CREDIT)
 
     def _release(self, assignment: pb.TaskAssignment) -> None:
         self._stats.released += 1
-        self._send(pb.WorkerMessage(release=pb.Release(workflow_id=assignment.workflow_id, task_id=assignment.task_id)))
+        self._send(pb.Release(workflow_id=assignment.workflow_id, task_id=assignment.task_id))
 
     # ------------------------------------------------------------ heartbeats
 
@@ -663,8 +664,14 @@ class Worker:
         if flight.unanswered_since is None:
             flight.unanswered_since = now
         flight.last_heartbeat_at = now
-        beat = pb.Heartbeat(workflow_id=flight.assignment.workflow_id, task_id=flight.task_id)
-        stream.send(pb.WorkerMessage(heartbeat=beat))
+        stream.send(pb.Heartbeat(workflow_id=flight.assignment.workflow_id, task_id=flight.task_id))
+
+
+def _guarded(stream: TaskStream, handle: Callable[[Any], None], item: Any) -> None:
+    try:
+        handle(item)
+    except Exception:  # a bug in the worker must not look like a network failure
+        log.exception("bug: handling an item of a batch from %s failed: %s", stream.endpoint, item)
 
 
 def _silence(stream: TaskStream, flight: _InFlight, now: float) -> float:
