@@ -9,6 +9,9 @@ Pure functions over lists, so that the rules are tested on their own:
 * Items that may share a batch keep their order among themselves; a message that may not (a
   hello, a ping, a pong, a drain, the end of the stream) stays where it is, and what was gathered
   before it goes first: a drain still comes after every task pushed before it.
+* A batch holds at most MAX_BATCH_BYTES of items: a stream's messages are bounded (gRPC's 4 MiB
+  by default, a node's `max_message_bytes`) and each item alone fits, but a few large inputs or
+  outputs together would not. An item larger than that goes alone, as it would without batches.
 * A lone item goes as itself: a batch of one saves nothing.
 * Without batches (the other side is older, or has not said it reads them), everything goes as it
   was queued, except that a worker's credits of one gathering are added up into one Credit (a node
@@ -21,12 +24,17 @@ from collections.abc import Iterable, Sequence
 
 from .v1 import orchestrator_pb2 as pb
 
-__all__ = ["WorkerItem", "gather_worker_messages", "gather_server_messages", "server_batch_hello",
-           "SERVER_BATCHED"]
+__all__ = ["MAX_BATCH_BYTES", "SERVER_BATCHED", "WorkerItem", "gather_server_messages", "gather_worker_messages",
+           "server_batch_hello"]
+
+# The most a batch carries, in encoded items. Batching pays for small items; 64 KiB of them is
+# hundreds of results or tasks, far below any message limit a node may be given.
+MAX_BATCH_BYTES = 64 * 1024
 
 # What a worker queues: a whole message (hello, ping: never batched), or an item that may go in a
 # WorkerBatch; a Credit's count is added to the others of its gathering.
 WorkerItem = pb.WorkerMessage | pb.TaskResult | pb.Release | pb.Heartbeat | pb.Credit
+_WorkerBatched = pb.TaskResult | pb.Release | pb.Heartbeat
 
 # The ServerMessage bodies a ServerBatch carries.
 SERVER_BATCHED = frozenset({"task", "result_ack", "heartbeat_ack"})
@@ -34,25 +42,30 @@ SERVER_BATCHED = frozenset({"task", "result_ack", "heartbeat_ack"})
 
 def gather_worker_messages(queued: Iterable[WorkerItem], batches: bool) -> list[pb.WorkerMessage]:
     """The messages that carry `queued`, in order; `batches`: the node sent a ServerBatch on this
-    stream, so it reads WorkerBatch."""
+    stream, so it reads WorkerBatch. The credits of a run of items go with its last batch."""
     out: list[pb.WorkerMessage] = []
-    run: list[pb.TaskResult | pb.Release | pb.Heartbeat] = []
-    credits = 0
+    run: list[_WorkerBatched] = []
+    size = credits = 0
     for item in queued:
         if isinstance(item, pb.Credit):
             credits += item.count
         elif isinstance(item, pb.WorkerMessage):
             _flush_worker_run(out, run, credits, batches)
-            run, credits = [], 0
+            run, size, credits = [], 0, 0
             out.append(item)
         else:
+            item_size = item.ByteSize() if batches else 0
+            if run and size + item_size > MAX_BATCH_BYTES:
+                _flush_worker_run(out, run, 0, batches)
+                run, size = [], 0
             run.append(item)
+            size += item_size
     _flush_worker_run(out, run, credits, batches)
     return out
 
 
-def _flush_worker_run(out: list[pb.WorkerMessage], run: Sequence[pb.TaskResult | pb.Release | pb.Heartbeat],
-                      credits: int, batches: bool) -> None:
+def _flush_worker_run(out: list[pb.WorkerMessage], run: Sequence[_WorkerBatched], credits: int,
+                      batches: bool) -> None:
     if batches and len(run) + (credits > 0) > 1:
         message = pb.WorkerMessage()
         batch = message.batch
@@ -78,13 +91,19 @@ def gather_server_messages(queued: Iterable[pb.ServerMessage]) -> list[pb.Server
     another, a node sends each message as queued)."""
     out: list[pb.ServerMessage] = []
     run: list[pb.ServerMessage] = []
+    size = 0
     for message in queued:
-        if message.WhichOneof("body") in SERVER_BATCHED:
-            run.append(message)
-        else:
+        if message.WhichOneof("body") not in SERVER_BATCHED:
             _flush_server_run(out, run)
-            run = []
+            run, size = [], 0
             out.append(message)
+            continue
+        message_size = message.ByteSize()
+        if run and size + message_size > MAX_BATCH_BYTES:
+            _flush_server_run(out, run)
+            run, size = [], 0
+        run.append(message)
+        size += message_size
     _flush_server_run(out, run)
     return out
 

@@ -4,6 +4,7 @@ is acknowledged on its own, a bad one included; and what batches save, in messag
 
 from __future__ import annotations
 
+import asyncio
 import json
 import queue
 import threading
@@ -178,6 +179,39 @@ def test_every_result_of_a_batch_is_acked_on_its_own_and_an_unknown_one_fails_al
     done = [wait_for_status(client, workflow_id, "COMPLETED") for workflow_id in started]
     assert [w["output"]["step0"] for w in done] == [{"n": n} for n in range(3)]
     assert all(len(w["tasks"]) == 1 for w in done)
+
+
+def test_large_inputs_and_outputs_together_never_make_a_message_too_large(node: Any) -> None:
+    """Six tasks of 700 KB inputs queued before the worker connects (one claim, one gathering) whose
+    700 KB outputs are reported in one turn: together they exceed gRPC's 4 MiB message limit (the
+    SDK's to receive, the node's `max_message_bytes` to send and receive), alone they fit; every
+    batch stays under its cap, so the stream holds and each task runs once."""
+    client = node.client
+    name, task_type = unique("large"), unique("large_step")
+    register_sequence(client, name, [task_type], retryCount=2, retryDelaySeconds=0, responseTimeoutSeconds=5)
+    started = [client.start_workflow(name, {"n": f"{n}" + "x" * 700_000}) for n in range(6)]
+    gate = asyncio.Event()   # set in the worker's loop once all six run: their results go in one turn
+    running = 0
+
+    @task(task_type)
+    async def echo_big(data: dict[str, Any]) -> dict[str, Any]:
+        nonlocal running
+        running += 1
+        if running == len(started):
+            gate.set()
+        await gate.wait()
+        return {"echo": data["n"]}
+
+    background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[echo_big], concurrency=8))
+    try:
+        done = [wait_for_status(client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=30) for workflow_id in started]
+        stats = background.worker.stats
+    finally:
+        background.stop()
+    assert [w["status"] for w in done] == ["COMPLETED"] * 6
+    assert [len(w["tasks"]) for w in done] == [1] * 6   # no attempt lost to a broken stream
+    assert [w["output"]["step0"]["echo"][:1] for w in done] == [f"{n}" for n in range(6)]
+    assert (stats.received, stats.reconnects) == (6, 0)
 
 
 # ---------------------------------------------------------------- what batches save

@@ -16,7 +16,13 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from orchestrator_api.batches import WorkerItem, gather_server_messages, gather_worker_messages, server_batch_hello
+from orchestrator_api.batches import (
+    MAX_BATCH_BYTES,
+    WorkerItem,
+    gather_server_messages,
+    gather_worker_messages,
+    server_batch_hello,
+)
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import Worker, task
@@ -78,6 +84,20 @@ def test_to_a_node_older_than_batches_every_item_goes_alone_and_the_credits_add_
     assert not any(m.HasField("batch") for m in sent)
 
 
+def test_large_items_never_make_a_batch_larger_than_the_cap_and_one_too_large_goes_alone() -> None:
+    def big(task_id: str, kib: int) -> pb.TaskResult:
+        return pb.TaskResult(workflow_id="wf", task_id=task_id, output_json=b"x" * (kib * 1024))
+
+    queued: list[WorkerItem] = [result("a"), big("b", 30), big("c", 30), big("d", 30), big("e", 100),
+                                result("f"), credit(4)]
+    sent = gather_worker_messages(queued, batches=True)
+    assert [[r.task_id for r in m.batch.results] or [m.result.task_id] for m in sent] == [
+        ["a", "b", "c"], ["d"], ["e"], ["f"]]
+    assert [m.WhichOneof("body") for m in sent] == ["batch", "result", "result", "batch"]
+    assert sent[-1].batch.credits == 4   # the credits go with the last batch of the run
+    assert all(m.ByteSize() <= MAX_BATCH_BYTES + 64 for m in sent if m.HasField("batch"))
+
+
 # ---------------------------------------------------------------- the node's gathering
 
 
@@ -98,6 +118,16 @@ def test_a_nodes_assignments_and_acks_of_one_gathering_go_in_one_batch_and_a_dra
     assert [t.task_id for t in batch.tasks] == ["a", "b"]
     assert [(a.task_id, a.accepted) for a in batch.result_acks] == [("x", False)]
     assert [(a.task_id, a.lease_ms) for a in batch.heartbeat_acks] == [("h", 900)]
+
+
+def test_a_nodes_large_assignments_are_split_into_batches_under_the_cap() -> None:
+    def big(task_id: str, kib: int) -> pb.ServerMessage:
+        return pb.ServerMessage(task=pb.TaskAssignment(task_id=task_id, input_json=b"x" * (kib * 1024)))
+
+    sent = gather_server_messages([big("a", 40), acked("x"), big("b", 40), big("c", 70), acked("y"), acked("z")])
+    assert [[t.task_id for t in m.batch.tasks] + [a.task_id for a in m.batch.result_acks]
+            if m.HasField("batch") else [m.task.task_id] for m in sent] == [["a", "x"], ["b"], ["c"], ["y", "z"]]
+    assert all(m.ByteSize() <= MAX_BATCH_BYTES + 64 for m in sent if m.HasField("batch"))
 
 
 def test_the_nodes_first_message_to_a_worker_that_asked_for_batches_is_an_empty_batch() -> None:
