@@ -126,7 +126,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 if kind == "batch":   # each item as if it came alone, in the contract's order
                     batch = message.batch
                     for result in batch.results:
-                        spawn(self._result(result, session))
+                        spawn(self._result(result, session, self._reporting(result, session)))
                     for release in batch.releases:
                         spawn(self._release(release, session))
                     for beat in batch.heartbeats:
@@ -138,7 +138,7 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 elif kind == "heartbeat":
                     spawn(self._heartbeat(message.heartbeat, session))
                 elif kind == "result":
-                    spawn(self._result(message.result, session))
+                    spawn(self._result(message.result, session, self._reporting(message.result, session)))
                 elif kind == "release":
                     spawn(self._release(message.release, session))
                 elif kind == "ping":   # at once, without the store: it says this node's loop and stream work
@@ -154,8 +154,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
             session.outbox.put_nowait(None)
 
     def _grant(self, session: WorkerSession, count: int) -> None:
-        """Credits the worker asked for: never more than MAX_CREDITS asked for and held together."""
-        room = MAX_CREDITS - session.credits - session.held
+        """Credits the worker asked for: never more than MAX_CREDITS asked for and held together
+        (a task whose result is being stored is not held any more)."""
+        room = MAX_CREDITS - session.credits - session.held + len(session.reporting)
         self.dispatcher.grant(session, max(0, min(count, room)))
 
     @staticmethod
@@ -180,7 +181,16 @@ class TaskService(pb_grpc.TaskServiceServicer):
         session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
             task_id=beat.task_id, alive=lease_ms > 0, lease_ms=lease_ms)))
 
-    async def _result(self, result: pb.TaskResult, session: WorkerSession) -> None:
+    def _reporting(self, result: pb.TaskResult, session: WorkerSession) -> bool:
+        """Note, as it arrives, a result of a task pushed on this stream: while it is being stored
+        the task no longer counts against the stream's room for credits, since the credit its
+        result frees comes with it or right after (and must not be refused for want of room)."""
+        if result.task_id in session.reporting or result.task_id not in self._types.get(session, {}):
+            return False
+        session.reporting.add(result.task_id)
+        return True
+
+    async def _result(self, result: pb.TaskResult, session: WorkerSession, reporting: bool) -> None:
         asked = RESULT_STATUS.get(result.status)
         if asked is None:   # the attempt fails for good, with the reason why
             stored = Result(result.workflow_id, result.task_id, session.worker_id, st.FAILED_WITH_TERMINAL_ERROR,
@@ -188,7 +198,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
         else:
             stored = Result(result.workflow_id, result.task_id, session.worker_id, asked, result.output_json,
                             result.reason)
-        completed = await self.tasks.complete(stored)
+        try:
+            completed = await self.tasks.complete(stored)
+        finally:
+            if reporting:
+                session.reporting.discard(result.task_id)
         ack, status = completed.ack, completed.status
         if ack.outcome is not ResultOutcome.UNKNOWN:
             session.held = max(0, session.held - 1)

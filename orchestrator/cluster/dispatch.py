@@ -79,6 +79,7 @@ class WorkerSession:
     closed: bool = False
     writing: int = 0           # messages its writer took from the outbox to batch and has not written yet
     held: int = 0              # tasks pushed to it that it has not reported on yet
+    reporting: set[str] = field(default_factory=set)   # of those, the ones whose results are being stored
     last_heard: float = field(default_factory=time.monotonic)   # its last message of any kind
     quiet_limit_s: float = 0.0  # how long it may be silent while holding tasks (from their leases)
 

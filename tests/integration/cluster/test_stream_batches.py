@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 
+from assertions import scrape, series
 from helpers import BackgroundWorker, register_sequence, unique, wait_for_status
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -179,6 +180,32 @@ def test_every_result_of_a_batch_is_acked_on_its_own_and_an_unknown_one_fails_al
     done = [wait_for_status(client, workflow_id, "COMPLETED") for workflow_id in started]
     assert [w["output"]["step0"] for w in done] == [{"n": n} for n in range(3)]
     assert all(len(w["tasks"]) == 1 for w in done)
+
+
+def test_credits_that_come_with_their_results_are_granted_in_full(node: Any) -> None:
+    """A stream may hold MAX_CREDITS (256) tasks asked for and unfinished together. Ten results and
+    the ten credits they free, in one batch, make room for exactly ten more: the credits must not
+    be refused because the results are still being stored (the worker would never get them back)."""
+    client = node.client
+    name, task_type = unique("room"), unique("room_step")
+    register_sequence(client, name, [task_type], retryCount=0)
+    stream = RawStream(node.endpoint, unique("raw"), [task_type], capacity=256, batches=True)
+    url = f"http://{node.http_address}"
+    try:
+        stream.next()   # the node reads batches
+        started = [client.start_workflow(name, {"n": n}) for n in range(10)]
+        assigned = stream.items("task", 10)
+        assert series(scrape(url), "orchestrator_worker_credits", task_type=task_type) == 246
+        results = pb.WorkerMessage()
+        results.batch.results.extend(result(a.workflow_id, a.task_id, {}) for a in assigned)
+        results.batch.credits = 10
+        stream.send(results)
+        assert all(a.accepted for a in stream.items("result_ack", 10))
+        assert series(scrape(url), "orchestrator_worker_credits", task_type=task_type) == 256
+    finally:
+        stream.close()
+    for workflow_id in started:
+        wait_for_status(client, workflow_id, "COMPLETED")
 
 
 def test_large_inputs_and_outputs_together_never_make_a_message_too_large(node: Any) -> None:
