@@ -448,17 +448,18 @@ if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= 
   return result({outcome = 'STALE_SNAPSHOT', id = ''})
 end
 if not keep_snapshot(A.snap, snapshot) then return result({outcome = 'NO_SNAPSHOT', id = ''}) end
-if A.idem ~= '' then
-  local seen = redis.call('GET', P .. ':idem:' .. A.idem)
+local idem = P .. ':idem:' .. A.idem
+if A.idem ~= '' then   -- the key is claimed for this id here, and given back below if the start is refused
+  local seen = redis.call('SET', idem, A.id, 'NX', 'GET', 'EX', A.idem_ttl)
   if seen then return result({outcome = 'EXISTS', id = seen}) end
 end
 local taken = redis.call('EXISTS', wf_key(A.id)) == 1
 if A.quota and A.quota > 0 and not taken then
   local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name))
-  if n >= A.quota then return result({outcome = 'QUOTA', id = '', count = n}) end
-end
-if A.idem ~= '' then
-  redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
+  if n >= A.quota then
+    if A.idem ~= '' then redis.call('DEL', idem) end
+    return result({outcome = 'QUOTA', id = '', count = n})
+  end
 end
 if taken then return result({outcome = 'EXISTS', id = A.id}) end
 create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0, true, A.waiter)
