@@ -35,7 +35,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from ..core.auth import Principal
 from ..core.namespaces import qualified, relative
 from ..core.clock import now_ms
-from ..store import ClaimedTask, Store, StoreUnavailable, Topic
+from ..store import ClaimedTask, Store, StoreUnavailable, Subscription, Topic
 from .tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -114,12 +114,14 @@ class Dispatcher:
         self._releases: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, tuple[asyncio.Event, int]] = {}   # task type -> (its next `ready`, pollers)
         # `ready` comes per task type, for the types of the attached workers and recent pollers only
-        self._ready = store.subscribe_each(Topic.READY, self.on_ready, self.on_ready)
+        self._ready: Subscription | None = None   # from `start` on
         self._polled: dict[str, float] = {}   # task type -> when a poller last waited on it (monotonic)
         self.pushed = 0
         self.draining = False      # a graceful stop began: nothing more is claimed or handed over
 
     async def start(self) -> None:
+        self._ready = self.store.subscribe_each(Topic.READY, self.on_ready, self.on_ready)
+        self._want_ready()
         self._background = [asyncio.create_task(self._ready.run()),
                             asyncio.create_task(self._sweep())]
 
@@ -335,7 +337,8 @@ class Dispatcher:
 
     def _want_ready(self) -> None:
         """Hear `ready` for the types of the attached workers and of the pollers of late, no others."""
-        self._ready.want({t for s in self.sessions for t in s.task_types} | self._polled.keys())
+        if self._ready is not None:
+            self._ready.want({t for s in self.sessions for t in s.task_types} | self._polled.keys())
 
     async def _sweep(self) -> None:
         while True:
