@@ -94,7 +94,7 @@ end
 local function notify_change(id, key, now)
   if watched(key, now) then redis.call('PUBLISH', P .. ':changed:' .. id, now) end
 end
-local HSET_CHUNK = 512   -- field-value pairs per HSET (Lua's unpack has a limit)
+local HSET_CHUNK = 512   -- field-value (score-member) pairs per HSET (ZADD): Lua's unpack has a limit
 -- Write what a tracked hash holds back: one HSET (per HSET_CHUNK pairs), then its `changed`.
 local function flush(key)
   local c = TRACKED[key]
@@ -492,7 +492,8 @@ local now = A.now
 local room, conc, rate
 local wanted = A.count   -- narrowed to the type's room once there is something to claim
 local out = {}
-local claimed, offset = 0, 0
+local claimed = 0
+local kept = {}   -- popped members that keep their places (paused workflows, no room): put back at the end
 -- attempts a worker asked to be called back for, whose time has come, join the queue first
 local dkey = P .. ':qd:' .. ttype
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, 256)) do
@@ -501,23 +502,26 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 
 end
 while claimed < wanted do
   local asked = wanted - claimed
-  local members = redis.call('ZRANGE', qkey, offset, offset + asked - 1)
-  if #members > 0 and room == nil then   -- an empty queue needs no look at the limits
+  local popped = redis.call('ZPOPMIN', qkey, asked)   -- {member, score, member, score, ...}
+  if #popped > 0 and room == nil then   -- an empty queue needs no look at the limits
     room, conc, rate = room_for(ttype, now)
     wanted = math.min(wanted, room)
   end
-  for _, member in ipairs(members) do
-    if claimed >= wanted then break end
-    local id, tid = split(member)
-    local key = wf_key(id)
-    track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch')
-    local st = hget(key, 'st')
-    local s = task_state(key, tid)
-    if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
-      offset = offset + 1   -- it keeps its place until the workflow resumes
+  for i = 1, #popped, 2 do
+    local member, score = popped[i], popped[i + 1]
+    if claimed >= wanted then
+      kept[#kept + 1] = score
+      kept[#kept + 1] = member
     else
-      redis.call('ZREM', qkey, member)
-      if s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
+      local id, tid = split(member)
+      local key = wf_key(id)
+      track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch')
+      local st = hget(key, 'st')
+      local s = task_state(key, tid)
+      if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
+        kept[#kept + 1] = score   -- it keeps its place until the workflow resumes
+        kept[#kept + 1] = member
+      elseif s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
         local spec, lease = take(id, key, tid, s, ttype, A.worker, now, conc, rate)
         bump(id, key, now)
         claimed = claimed + 1
@@ -525,10 +529,13 @@ while claimed < wanted do
         out[#out + 1] = tid
         out[#out + 1] = spec
         out[#out + 1] = lease
-      end
+      end   -- anything else is stale: it leaves the queue
     end
   end
-  if #members < asked then break end   -- the queue has no more
+  if #popped < 2 * asked then break end   -- the queue has no more
+end
+for first = 1, #kept, 2 * HSET_CHUNK do   -- in chunks: Lua's unpack has a limit
+  redis.call('ZADD', qkey, unpack(kept, first, math.min(#kept, first + 2 * HSET_CHUNK - 1)))
 end
 flush_all()
 return out
