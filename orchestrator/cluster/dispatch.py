@@ -35,7 +35,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 from ..core.auth import Principal
 from ..core.namespaces import qualified, relative
 from ..core.clock import now_ms
-from ..store import ClaimedTask, Store, StoreUnavailable, Topic
+from ..store import ClaimedTask, Store, StoreUnavailable, Subscription, Topic
 from .tracing import Tracing
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,7 @@ MIN_QUIET_S = 0.5
 SWEEP_S = 1.0
 DRAIN_S = 2.0              # how long a graceful stop waits for its workers to leave
 DRAIN_DETAIL = "this node is stopping: connect to another one"
+POLLED_TYPE_S = 30.0       # a type pollers waited on stays subscribed this long after the last one
 
 
 def worker_identity(principal: Principal | None, namespace: str, worker_id: str) -> str:
@@ -118,11 +119,16 @@ class Dispatcher:
         self._by_worker: dict[str, WorkerSession] = {}
         self._releases: set[asyncio.Task[None]] = set()
         self._waiting: dict[str, tuple[asyncio.Event, int]] = {}   # task type -> (its next `ready`, pollers)
+        # `ready` comes per task type, for the types of the attached workers and recent pollers only
+        self._ready: Subscription | None = None   # from `start` on
+        self._polled: dict[str, float] = {}   # task type -> when a poller last waited on it (monotonic)
         self.pushed = 0
         self.draining = False      # a graceful stop began: nothing more is claimed or handed over
 
     async def start(self) -> None:
-        self._background = [asyncio.create_task(self._listen_for_ready()),
+        self._ready = self.store.subscribe_each(Topic.READY, self.on_ready, self.on_ready)
+        self._want_ready()
+        self._background = [asyncio.create_task(self._ready.run()),
                             asyncio.create_task(self._sweep())]
 
     async def stop(self) -> None:
@@ -168,6 +174,7 @@ class Dispatcher:
 
     def attach(self, session: WorkerSession) -> None:
         self.sessions.add(session)
+        self._want_ready()
         if self.draining:   # this node is stopping: the worker goes to another one at once
             session.closed = True
             session.outbox.put_nowait(pb.ServerMessage(drain=pb.Drain(detail=DRAIN_DETAIL)))
@@ -180,6 +187,7 @@ class Dispatcher:
     async def detach(self, session: WorkerSession) -> None:
         """Forget a closed stream and hand back what it never got to send."""
         self.sessions.discard(session)
+        self._want_ready()
         if self._by_worker.get(session.worker_id) is session:
             del self._by_worker[session.worker_id]
         released = await self.release_unsent(session)
@@ -255,6 +263,10 @@ class Dispatcher:
         is missed. Entries live only while someone waits (pollers choose the type names)."""
         event, count = self._waiting.get(task_type) or (asyncio.Event(), 0)
         self._waiting[task_type] = (event, count + 1)
+        first = task_type not in self._polled
+        self._polled[task_type] = time.monotonic()
+        if first:   # once subscribed, `on_ready` wakes the pollers to claim again
+            self._want_ready()
         try:
             yield event
         finally:
@@ -266,6 +278,7 @@ class Dispatcher:
                     self._waiting[task_type] = (current[0], current[1] - 1)
 
     def on_ready(self, task_type: str) -> None:
+        """A `ready` for `task_type`, or its subscription confirmed (what came before it is claimed now)."""
         waiting = self._waiting.pop(task_type, None)
         if waiting is not None:   # its pollers claim again; a later one registers a new event
             waiting[0].set()
@@ -328,14 +341,18 @@ class Dispatcher:
         self.pushed += len(claimed)
         return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
 
-    async def _listen_for_ready(self) -> None:
-        def catch_up() -> None:   # anything queued while we were not subscribed
-            self._pump_types({t for s in self.sessions for t in s.task_types})
-        await self.store.listen(Topic.READY, self.on_ready, catch_up)
+    def _want_ready(self) -> None:
+        """Hear `ready` for the types of the attached workers and of the pollers of late, no others."""
+        if self._ready is not None:
+            self._ready.want({t for s in self.sessions for t in s.task_types} | self._polled.keys())
 
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(SWEEP_S)
+            quiet = time.monotonic() - POLLED_TYPE_S
+            for task_type in [t for t, at in self._polled.items() if at < quiet and t not in self._waiting]:
+                del self._polled[task_type]
+            self._want_ready()
             waiting = {t for s in self.sessions if s.credits > 0 for t in s.task_types}
             self._pump_types(waiting)
 

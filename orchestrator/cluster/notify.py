@@ -1,7 +1,9 @@
 """Waiting for workflows without polling: the store's broadcasts of ended and changed workflows.
 
-One subscription per node serves all the start-and-wait callers; each watch stream
-follows its own workflow's changes.
+One subscription per node serves all the start-and-wait callers: it hears the ends of the
+workflows this node said it waits for (`Store.expect_end`), and of no others, so a workflow
+nobody waits for costs no message at all. Each watch stream follows its own workflow's changes,
+which are published only while it is watched.
 """
 
 from __future__ import annotations
@@ -33,13 +35,17 @@ class Notifier:
         for event in self._waiters.get(workflow_id, ()):
             event.set()
 
-    async def wait_done(self, workflow_id: str, timeout_s: float, is_done: Callable[[], Awaitable[bool]]) -> None:
-        """Return when `is_done()` (an async check of stored state) is true or the timeout passes."""
+    async def wait_done(self, workflow_id: str, timeout_s: float, is_done: Callable[[], Awaitable[bool]], *,
+                        expected: bool = False) -> None:
+        """Return when `is_done()` (an async check of stored state) is true or the timeout passes.
+        `expected`: the store already knows this node waits for it (a start made with `expect_end`)."""
         event = asyncio.Event()
         self._waiters[workflow_id].add(event)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         try:
+            if not expected:   # before the first check: an end after it is then heard
+                await self.store.expect_end(workflow_id)
             while not await is_done():
                 remaining = deadline - loop.time()
                 if remaining <= 0:

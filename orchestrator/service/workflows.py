@@ -109,7 +109,7 @@ class Workflows:
         allowed("WorkflowService/StartWorkflow")
         return await self._start(request)
 
-    async def _start(self, request: StartRequest) -> Started:
+    async def _start(self, request: StartRequest, *, expect_end: bool = False) -> Started:
         if not request.name:
             raise InvalidArgument("name (the workflow definition to start) is required")
         if request.version < 0:
@@ -124,7 +124,7 @@ class Workflows:
         idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
         workflow_id, created, state = await self.store.start_by_name(
             name, request.version, uuid.uuid4().hex, request.input, request.correlation_id, idempotency_key,
-            now_ms())
+            now_ms(), expect_end=expect_end)
         if state is not None:
             self.decider.started(state)   # decided from what was created: not read back
             self.started[name] += 1
@@ -138,13 +138,14 @@ class Workflows:
         wait_s = wait_seconds or 30.0
         if not 0 < wait_s <= MAX_WAIT_S:
             raise InvalidArgument(f"wait_seconds must be above 0 and at most {MAX_WAIT_S:g}")
-        workflow_id = (await self._start(request)).workflow_id
+        started = await self._start(request, expect_end=True)   # its end is broadcast to this node
+        workflow_id = started.workflow_id
 
         async def ended() -> bool:
             state = await self.store.load(workflow_id)
             return state is not None and state.status in st.TERMINAL_WORKFLOW
 
-        await self.notifier.wait_done(workflow_id, wait_s, ended)
+        await self.notifier.wait_done(workflow_id, wait_s, ended, expected=started.created)
         return await self._load(workflow_id)
 
     async def get(self, workflow_id: str) -> Found:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -58,12 +58,25 @@ class Quotas:
 
 
 class Topic(enum.Enum):
-    """Broadcasts the transition scripts publish, for the nodes that wait on them."""
+    """Broadcasts the transition scripts publish, for the nodes that wait on them. Each is sent
+    only where someone listens: `ready` per task type (`Store.subscribe_each`), `done` to the
+    nodes that said they wait for that workflow (`Store.expect_end`), a workflow's changes while
+    it is watched (`Store.changes`)."""
 
-    READY = "ready"   # a task type has queued work (payload: the task type)
+    READY = "ready"   # a task type has queued work (payload: the task type); one channel per type
     TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
-    DONE = "done"     # a workflow reached a terminal status (payload: the workflow id)
+    DONE = "done"     # a workflow this node expects the end of ended (payload: the workflow id)
     PUBLISHED = "published"   # an event was appended to a topic (payload: the topic), for waiting readers
+
+
+class Subscription(Protocol):
+    """The channels of one topic a node listens to, one per name (`Store.subscribe_each`)."""
+
+    def want(self, names: Collection[str]) -> None:
+        """Listen to exactly these names from now on (each as soon as the store confirms it)."""
+
+    async def run(self) -> None:
+        """Deliver the messages until cancelled; resubscribe after outages."""
 
 
 class ActionOutcome(enum.Enum):
@@ -216,8 +229,10 @@ class Store(Protocol):
     # ------------------------------------------------------------- workflows (any node)
 
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
-                            correlation_id: str, idempotency_key: str, now_ms: int) -> Started:
-        """Create a workflow from the latest snapshot of `name`.
+                            correlation_id: str, idempotency_key: str, now_ms: int, *,
+                            expect_end: bool = False) -> Started:
+        """Create a workflow from the latest snapshot of `name`; with `expect_end`, one this node
+        waits for (as `expect_end` says, in the same step: only for a workflow this call creates).
 
         Atomic and idempotent per idempotency key: a repeated key returns the first id.
         QuotaExceeded: its namespace has as many workflows in flight as its quota allows."""
@@ -319,12 +334,27 @@ class Store(Protocol):
         """Call `on_message(payload)` for each broadcast on `topic` until cancelled.
 
         Resubscribes after outages; `on_subscribed` runs after each (re)subscription so the
-        caller can catch up on what it may have missed meanwhile."""
+        caller can catch up on what it may have missed meanwhile. DONE carries only the ends of
+        the workflows this node said it waits for (`expect_end`); READY is per task type
+        (`subscribe_each`)."""
+
+    def subscribe_each(self, topic: Topic, on_message: Callable[[str], None],
+                       on_subscribed: Callable[[str], None]) -> Subscription:
+        """The broadcasts of `topic` (READY) for the names (task types) the node wants, each on its
+        own channel, so a node hears nothing of the types it does not serve. `on_subscribed(name)`
+        runs once each subscription is confirmed: what was published before is caught up then."""
+
+    async def expect_end(self, workflow_id: str) -> bool:
+        """This node waits for the workflow's end: the DONE broadcast of its end comes to this node
+        (and to no node that did not ask). Call it before checking whether it ended already.
+        False when there is no such workflow."""
 
     def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         """Yield at once, then after each change of the workflow (bursts collapsed), or every
-        `recheck_s` seconds as a safety net. Its subscription holds one of the connections for
-        blocking reads; when none is free it holds none and yields every `recheck_s` only."""
+        `recheck_s` seconds as a safety net. While it runs, the workflow is marked watched (and the
+        mark renewed), since its changes are broadcast only while someone watches it. Its
+        subscription holds one of the connections for blocking reads; when none is free it holds
+        none and yields every `recheck_s` only."""
 
     async def ended_counts(self, workflow_ids: Iterable[str] | None = None) -> Counter[str]:
         """How often each workflow reached a terminal status, from the audit stream."""

@@ -26,6 +26,7 @@ import contextlib
 import functools
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from collections import Counter, OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
@@ -77,6 +78,8 @@ MAX_TASK_LOGS = 200          # log lines kept per task (the newest)
 MAX_LOG_CHARS = 4096         # characters kept of one log line
 SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by many workflows)
 REPLICA_TIMEOUT_MS = 1000   # how long an acknowledged write waits for `min_replicas` replicas by default
+WATCH_TTL_MS = 15_000       # a watch's `changed` messages are published this long after its last renewal
+WATCH_RENEW_S = 5.0         # how often a watch renews it (well inside the TTL)
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -248,6 +251,8 @@ class RedisStore:
         self.waiting_reads = _WaitingReads(self.links.blocking_connections)
         self.quotas = quotas or Quotas()
         self._published: dict[str, tuple[asyncio.Event, int]] = {}   # topic -> (its next broadcast, waiters)
+        # this store's own `done` channel: the ends of the workflows it said it waits for (`expect_end`)
+        self.listener_id = uuid.uuid4().hex[:16]
         self._published_listener: asyncio.Task[None] | None = None
         self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
                                                replica_timeout_ms, on_new_master=self._drop_connections)
@@ -365,6 +370,8 @@ class RedisStore:
                 pipe.hset(self.keys.limits, name, f"{concurrency}|{rate}|{period_ms}")
             else:
                 pipe.hdel(self.keys.limits, name)
+            if not concurrency:   # only a concurrency limit counts the tasks in progress (scripts.drop_lease)
+                pipe.delete(self.keys("inprog", name))
             pipe.incr(self.keys.defs_revision)
             await pipe.execute()
 
@@ -476,8 +483,10 @@ class RedisStore:
     @_unavailable_as_store_error
     @_acknowledged
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
-                            correlation_id: str, idempotency_key: str, now_ms: int) -> Started:
-        """Start the definition `name` (version 0 = latest) from this node's snapshot cache.
+                            correlation_id: str, idempotency_key: str, now_ms: int, *,
+                            expect_end: bool = False) -> Started:
+        """Start the definition `name` (version 0 = latest) from this node's snapshot cache;
+        `expect_end`: a workflow this call creates is one this node waits for (see `expect_end`).
 
         Every registration bumps the definitions revision; the start script refuses a
         snapshot taken at an older revision, and the cache is refilled. So a start costs one
@@ -485,7 +494,7 @@ class RedisStore:
         for _ in range(3):
             cached = self._snapshots.get((name, version)) or await self._fill_snapshot(name, version)
             outcome = await self._start_from(cached, workflow_id, workflow_input, correlation_id,
-                                             idempotency_key, now_ms)
+                                             idempotency_key, now_ms, expect_end)
             if outcome is not None:
                 return outcome
             self._snapshots.clear()
@@ -501,13 +510,15 @@ class RedisStore:
         return cached
 
     async def _start_from(self, cached: _CachedSnapshot, workflow_id: str, workflow_input: dict[str, Any],
-                          correlation_id: str, idempotency_key: str, now_ms: int) -> Started | None:
+                          correlation_id: str, idempotency_key: str, now_ms: int,
+                          expect_end: bool = False) -> Started | None:
         definition = cached.snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
         named = {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
                  "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision,
-                 "snap": cached.digest, "quota": self.quotas.workflows_in_flight}
+                 "snap": cached.digest, "quota": self.quotas.workflows_in_flight,
+                 "waiter": self.listener_id if expect_end else ""}
         answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta),
                                             "" if cached.stored else cached.text, cached.variables))
         if answer["outcome"] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
@@ -522,7 +533,9 @@ class RedisStore:
             return Started(answer["id"], False)
         # the record START_WORKFLOW wrote, read as a load would read it
         row = {"m": dumps(meta), "snap": cached.digest, "created": str(now_ms), "upd": str(now_ms), "rev": "1",
-               "vars": cached.variables, "ns": namespace_of(definition["name"]), "st": "RUNNING"}
+               "vars": cached.variables, "ns": namespace_of(definition["name"]), "st": "RUNNING", "due": "1"}
+        if expect_end:
+            row["waiters"] = self.listener_id
         return Started(answer["id"], True, parse_workflow(answer["id"], row, {cached.digest: cached.text}))
 
     @_unavailable_as_store_error
@@ -919,16 +932,38 @@ class RedisStore:
 
     async def listen(self, topic: Topic, on_message: Callable[[str], None],
                      on_subscribed: Callable[[], None] | None = None) -> None:
-        await pubsub.listen(self._redis, self.keys.channel(topic.value), on_message, on_subscribed)
+        if topic is Topic.READY:
+            raise ValueError("`ready` is one channel per task type: use subscribe_each")
+        channel = (self.keys.done_channel(self.listener_id) if topic is Topic.DONE
+                   else self.keys.channel(topic.value))
+        await pubsub.listen(self._redis, channel, on_message, on_subscribed)
+
+    def subscribe_each(self, topic: Topic, on_message: Callable[[str], None],
+                       on_subscribed: Callable[[str], None]) -> pubsub.ChannelSet:
+        if topic is not Topic.READY:
+            raise ValueError(f"{topic.value} is one channel, not one per name: use listen")
+        return pubsub.ChannelSet(self._redis, self.keys.ready_channel, on_message, on_subscribed)
+
+    @_unavailable_as_store_error
+    async def expect_end(self, workflow_id: str) -> bool:
+        return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id}))
 
     async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         while not self.waiting_reads.take():   # no blocking connection free: look every recheck_s
             self.waiting_reads.without_connection += 1
             yield None
             await asyncio.sleep(recheck_s)
+        loop = asyncio.get_running_loop()
+        renew_at = 0.0
         try:
+            # subscribed first, then the watch registered (the scripts publish `changed` only while it
+            # holds), then the caller reads: a change either comes after the registration, and is
+            # heard, or before it, and is read
             async for _ in pubsub.changes(self._blocking, self.keys.changed_channel(workflow_id), recheck_s,
                                           subscribe_timeout_s=self.links.socket_timeout_s):
+                if loop.time() >= renew_at:
+                    await self._run(scripts.WATCH, {"id": workflow_id, "ttl": WATCH_TTL_MS})
+                    renew_at = loop.time() + WATCH_RENEW_S
                 yield None
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc

@@ -104,4 +104,13 @@ class Keys:
         return self(topic)
 
     def changed_channel(self, workflow_id: str) -> str:
+        """A workflow's changes: published only while someone watches it (its `watch` field)."""
         return self("changed", workflow_id)
+
+    def ready_channel(self, task_type: str) -> str:
+        """A task type has queued work: heard by the nodes that serve the type."""
+        return self("ready", task_type)
+
+    def done_channel(self, listener: str) -> str:
+        """The ends of the workflows one node's store waits for (the hash's `waiters`)."""
+        return self("done", listener)

@@ -8,8 +8,9 @@ was published while it was not listening.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 
@@ -89,3 +90,99 @@ async def _close(pubsub: Any) -> None:
         await asyncio.wait_for(pubsub.aclose(), CLOSE_TIMEOUT_S)
     except _CLOSE_ERRORS:
         log.debug("closing a subscription took too long or failed; its connection is dropped")
+
+
+class ChannelSet:
+    """One channel per name (`channel_of(name)`), subscribed on one connection while its name is
+    wanted: a node hears only the broadcasts it has a use for (the `ready` of the task types its
+    workers serve). `on_subscribed(name)` runs once each subscription is confirmed (and again
+    after a resubscription), so the caller catches up on what was published before it listened.
+
+    Pub/sub is a wake-up only, as above: the caller keeps its safety re-check."""
+
+    def __init__(self, client: Any, channel_of: Callable[[str], str], on_message: Callable[[str], None],
+                 on_subscribed: Callable[[str], None]) -> None:
+        self._client = client
+        self._channel_of = channel_of
+        self._on_message = on_message
+        self._on_subscribed = on_subscribed
+        self._names: dict[str, str] = {}       # channel -> name, of every name wanted
+        self._subscribed: set[str] = set()     # channels asked for on the current connection
+        self._pubsub: Any = None
+        self._lock = asyncio.Lock()
+        self._wanted_changed = asyncio.Event()
+        self._syncing: set[asyncio.Task[None]] = set()
+
+    def want(self, names: Collection[str]) -> None:
+        """Listen to exactly these names from now on (as soon as Redis confirms each)."""
+        channels = {self._channel_of(name): name for name in names}
+        if channels.keys() == self._names.keys():
+            return
+        self._names = channels
+        self._wanted_changed.set()
+        if self._pubsub is not None and self._subscribed:   # the reader is reading: change it beside it
+            task = asyncio.create_task(self._sync_quietly())
+            self._syncing.add(task)
+            task.add_done_callback(self._syncing.discard)
+
+    async def run(self) -> None:
+        """Read until cancelled; resubscribe after an outage, backing off as `listen` does."""
+        backoff = RESUBSCRIBE_MIN_S
+        try:
+            while True:
+                pubsub = self._pubsub = self._client.pubsub()
+                self._subscribed = set()
+                try:
+                    while True:
+                        _raise_if_cancelled()
+                        if not self._names and not self._subscribed:   # nothing to hear: no connection needed
+                            self._wanted_changed.clear()
+                            with contextlib.suppress(TimeoutError):
+                                await asyncio.wait_for(self._wanted_changed.wait(), CHECK_S)
+                            continue
+                        await self._sync()
+                        backoff = RESUBSCRIBE_MIN_S
+                        message = await pubsub.get_message(timeout=CHECK_S)
+                        if message is not None:
+                            self._handle(message)
+                except REDIS_UNAVAILABLE as exc:
+                    log.warning("subscription to %d channel(s) lost (%s); subscribing again in %.1f s",
+                                len(self._names), exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
+                finally:
+                    self._pubsub = None
+                    await _close(pubsub)
+        finally:
+            for task in list(self._syncing):
+                task.cancel()
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        name = self._names.get(message["channel"])
+        if name is None:   # a channel given up meanwhile
+            return
+        if message["type"] == "message":
+            self._on_message(message["data"])
+        elif message["type"] == "subscribe":
+            self._on_subscribed(name)
+
+    async def _sync(self) -> None:
+        """Subscribe to the channels wanted and not asked for yet; unsubscribe from the others."""
+        async with self._lock:
+            pubsub = self._pubsub
+            if pubsub is None:
+                return
+            wanted = set(self._names)
+            more, fewer = sorted(wanted - self._subscribed), sorted(self._subscribed - wanted)
+            if more:
+                await pubsub.subscribe(*more)
+            if fewer:
+                await pubsub.unsubscribe(*fewer)
+            self._subscribed = wanted
+
+    async def _sync_quietly(self) -> None:
+        """A change made beside the reader: if it fails, the reader meets the outage and resubscribes."""
+        try:
+            await self._sync()
+        except REDIS_UNAVAILABLE as exc:
+            log.debug("changing the subscribed channels failed (%s); the reader will resubscribe", exc)

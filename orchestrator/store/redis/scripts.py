@@ -24,6 +24,14 @@ of scalars (`s:<task id>`) and the decision's own envelope go through cjson. Scr
 answer with a plain value or a JSON object (`{"outcome": ..., ...}`) that `adapter.py`
 turns into a typed result; nothing else parses them.
 
+A step costs as few Redis commands as it can (issue 21): the workflow hash a hot script works on
+is read in one HMGET and written in one HSET at its end (`track`/`flush`), with the revision and
+update time among the fields; a decision made in the same script as its event leaves no decide
+reminder to remove; and a broadcast goes only where someone listens: `changed:<id>` while the
+workflow is watched (its `watch` field, WATCH), `done:<listener>` to the nodes that wait for its
+end (its `waiters`, EXPECT_END), `ready:<type>` to the nodes serving that type. Every key a
+script touches for a workflow is that workflow's hash or a shared key, as before.
+
 Key names are built here and in `keys.py` alone. The workflow hash key carries the
 workflow id as a hash tag (`P:wf:{ID}`); the queues, leases and indexes are shared keys,
 and a decision may start or end other workflows (children) in the same step, so this
@@ -37,25 +45,100 @@ local function result(t) return cjson.encode(t) end
 local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
                   COMPENSATED = true, COMPENSATION_FAILED = true}
 local function wf_key(id) return P .. ':wf:{' .. id .. '}' end
+-- Reads and writes of the workflow hash a script works on (`track`): the fields it needs are read
+-- in one HMGET, its writes wait in `writes` and go in one HSET (`flush`), and what it wrote is read
+-- back from `known`, so a step costs a couple of hash commands however many fields it touches. A
+-- hash that is not tracked is read and written directly. Every write of a tracked hash goes through
+-- hset/hdel, or `known` would lie.
+local TRACKED = {}
+local function track(key, ...)
+  local c = TRACKED[key]
+  if not c then
+    c = {known = {}, writes = {}, bumped = nil}
+    TRACKED[key] = c
+  end
+  local wanted = {}
+  for _, name in ipairs({...}) do if c.known[name] == nil then wanted[#wanted + 1] = name end end
+  if #wanted > 0 then
+    local values = redis.call('HMGET', key, unpack(wanted))
+    for i, name in ipairs(wanted) do c.known[name] = values[i] or false end
+  end
+  return c
+end
+local function hget(key, name)
+  local c = TRACKED[key]
+  if not c then return redis.call('HGET', key, name) end
+  local value = c.known[name]
+  if value == nil then
+    value = redis.call('HGET', key, name) or false
+    c.known[name] = value
+  end
+  return value or nil
+end
+local function hset(key, ...)
+  local c = TRACKED[key]
+  if not c then return redis.call('HSET', key, ...) end
+  local pairs_ = {...}
+  for i = 1, #pairs_, 2 do
+    c.writes[#c.writes + 1] = pairs_[i]
+    c.writes[#c.writes + 1] = pairs_[i + 1]
+    c.known[pairs_[i]] = pairs_[i + 1]
+  end
+end
+-- Whether anyone watches the workflow now: a watcher keeps the `watch` field at a deadline a little
+-- ahead (WATCH below); `changed` is published only then.
+local function watched(key, now)
+  local until_ = hget(key, 'watch')
+  return until_ and tonumber(until_) >= tonumber(now)
+end
+local function notify_change(id, key, now)
+  if watched(key, now) then redis.call('PUBLISH', P .. ':changed:' .. id, now) end
+end
+local HSET_CHUNK = 512   -- field-value (score-member) pairs per HSET (ZADD): Lua's unpack has a limit
+-- Write what a tracked hash holds back: one HSET (per HSET_CHUNK pairs), then its `changed`.
+local function flush(key)
+  local c = TRACKED[key]
+  if not c then return end
+  local w = c.writes
+  for first = 1, #w, 2 * HSET_CHUNK do
+    redis.call('HSET', key, unpack(w, first, math.min(#w, first + 2 * HSET_CHUNK - 1)))
+  end
+  c.writes = {}
+  if c.bumped then
+    notify_change(c.bumped, key, c.bumped_at)
+    c.bumped = nil
+  end
+end
+local function hdel(key, ...)
+  local c = TRACKED[key]
+  if c then
+    flush(key)   -- a write waiting for the same field must not come back after the delete
+    for _, name in ipairs({...}) do c.known[name] = false end
+  end
+  redis.call('HDEL', key, ...)
+end
+local function flush_all() for key in pairs(TRACKED) do flush(key) end end
 -- The namespace of a stored name ('' = the default one; core/namespaces.py writes 'team-a:name').
 local function ns_of_name(name) return string.match(name, '^([^:]+):') or '' end
 -- A workflow's namespace: stored with it (`ns`) since the quotas; an older record says it in its name.
 local function ns_of(key)
-  local ns = redis.call('HGET', key, 'ns')
+  local ns = hget(key, 'ns')
   if ns then return ns end
-  local meta = redis.call('HGET', key, 'm')
+  local meta = hget(key, 'm')
   if not meta then return '' end
   return ns_of_name(cjson.decode(meta).name)
 end
+-- The fields a script reads of the workflow it decides (one HMGET).
+local DECIDE_FIELDS = {'rev', 'watch', 'due', 'st', 'created', 'ns', 'parent', 'waiters'}
 -- Every status change goes through here: the status index, and the set of the namespace's
 -- workflows in flight (every status but a terminal one), which its quota counts (a set, not a
 -- counter: a transition seen twice cannot make it drift).
 local function set_status(id, key, new_status)
-  local old = redis.call('HGET', key, 'st')
-  local created = redis.call('HGET', key, 'created') or '0'
+  local old = hget(key, 'st')
+  local created = hget(key, 'created') or '0'
   if old then redis.call('ZREM', P .. ':idx:st:' .. old, id) end
   redis.call('ZADD', P .. ':idx:st:' .. new_status, created, id)
-  redis.call('HSET', key, 'st', new_status)
+  hset(key, 'st', new_status)
   local flight = P .. ':inflight:' .. ns_of(key)
   if TERMINAL[new_status] then redis.call('SREM', flight, id) else redis.call('SADD', flight, id) end
 end
@@ -74,14 +157,21 @@ local function topic_room(topic, quota)
   return true, 0
 end
 -- The decide set holds, per workflow, when it must be decided next without an event of its
--- own: its earliest timer, or a safety net for an event. LT: an earlier time wins.
+-- own: its earliest timer, or a safety net for an event. LT: an earlier time wins. The workflow's
+-- `due` field says whether it may be in the set ('0': it is not), so a decision that finds none
+-- does not remove one (apply_decision). Every ZADD to the set goes with `due` 1.
 local function remind(id, at)
   redis.call('ZADD', P .. ':decide', 'LT', at, id)
+  hset(wf_key(id), 'due', 1)
 end
 -- A timer: the leader sleeps until the earliest one it knows of, so it is told of this one.
 local function timer(id, at)
   remind(id, at)
   redis.call('PUBLISH', P .. ':timer', at)
+end
+-- A task type has queued work: only the nodes with a worker (or a poller) for it listen.
+local function ready(ttype)
+  redis.call('PUBLISH', P .. ':ready:' .. ttype, ttype)
 end
 -- An event (a start, a result, a signal, an operation, a child's end) is decided at once by
 -- the node that stored it. In case that node dies first, the event also leaves a reminder
@@ -90,10 +180,18 @@ local SWEEP_GRACE_MS = 500
 local function event(id, now)
   remind(id, now + SWEEP_GRACE_MS)
 end
+-- A change: the revision moves on by one. A tracked hash is written (and its watchers told) at
+-- its flush; another is written here, in one HSET with the revision read just before.
 local function bump(id, key, now)
-  redis.call('HINCRBY', key, 'rev', 1)
-  redis.call('HSET', key, 'upd', now)
-  redis.call('PUBLISH', P .. ':changed:' .. id, now)
+  local c = TRACKED[key]
+  if c then
+    hset(key, 'rev', tonumber(hget(key, 'rev')) + 1, 'upd', now)
+    c.bumped, c.bumped_at = id, now
+    return
+  end
+  local seen = redis.call('HMGET', key, 'rev', 'watch')
+  redis.call('HSET', key, 'rev', tonumber(seen[1]) + 1, 'upd', now)
+  if seen[2] and tonumber(seen[2]) >= tonumber(now) then redis.call('PUBLISH', P .. ':changed:' .. id, now) end
 end
 local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
@@ -102,24 +200,38 @@ end
 -- Whether `worker` holds the attempt `s`; '*' (a Conductor REST update naming no worker) holds any.
 local function holds(s, worker) return worker == '*' or s.worker == worker end
 local function task_state(key, tid)
-  local raw = redis.call('HGET', key, 's:' .. tid)
+  local raw = hget(key, 's:' .. tid)
   return raw and cjson.decode(raw)
 end
 local function split(member)
   local sep = string.find(member, '|', 1, true)
   return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
 end
+-- A type's concurrency and rate limits (0 = none) and the rate's period, read once per script.
+local LIMITS = {}
+local function limits_of(ttype)
+  local known = LIMITS[ttype]
+  if known == nil then
+    local stored = redis.call('HGET', P .. ':limits', ttype)
+    known = {0, 0, 0}
+    if stored then
+      local a, b, c = string.match(stored, '^(%d+)|(%d+)|(%d+)$')
+      known = {tonumber(a), tonumber(b), tonumber(c)}
+    end
+    LIMITS[ttype] = known
+  end
+  return known[1], known[2], known[3]
+end
 -- A lease ends (result, expiry, release, cancel): a concurrency-limited type may take another task.
+-- Only such a type counts its tasks in progress (take; put_task_def drops the count with the limit).
 local function drop_lease(id, tid, ttype)
   local member = id .. '|' .. tid
   redis.call('ZREM', P .. ':leases', member)
-  if redis.call('ZREM', P .. ':inprog:' .. ttype, member) == 1 then
-    redis.call('PUBLISH', P .. ':ready', ttype)
-  end
+  if limits_of(ttype) > 0 and redis.call('ZREM', P .. ':inprog:' .. ttype, member) == 1 then ready(ttype) end
 end
 -- A child's end completes or fails its parent's SUB_WORKFLOW task, in the same step.
 local function finish_parent(id, key, status, now)
-  local parent = redis.call('HGET', key, 'parent')
+  local parent = hget(key, 'parent')
   if not parent then return end
   local pid, ptid = split(parent)
   local pkey = wf_key(pid)
@@ -127,39 +239,44 @@ local function finish_parent(id, key, status, now)
   if not s or s.status ~= 'IN_PROGRESS' then return end
   if status == 'COMPLETED' then
     s.status = 'COMPLETED'
-    redis.call('HSET', pkey, 'o:' .. ptid, redis.call('HGET', key, 'out') or '{}')
+    hset(pkey, 'o:' .. ptid, hget(key, 'out') or '{}')
   else
     s.status = 'FAILED'
-    s.reason = 'sub-workflow ' .. id .. ' ended ' .. status .. ': ' .. (redis.call('HGET', key, 'reason') or '')
+    s.reason = 'sub-workflow ' .. id .. ' ended ' .. status .. ': ' .. (hget(key, 'reason') or '')
   end
   s.ended = tonumber(now)
-  redis.call('HSET', pkey, 's:' .. ptid, cjson.encode(s))
+  hset(pkey, 's:' .. ptid, cjson.encode(s))
   bump(pid, pkey, now)
   event(pid, now)
 end
 -- Every terminal transition goes through here: the audit stream that drills read to
--- prove nothing ended twice, the parent, and whoever waits for the result.
+-- prove nothing ended twice, the parent, and the nodes that wait for this end (EXPECT_END):
+-- each hears it on its own channel, the others not at all.
 local function end_workflow(id, key, status, now)
-  redis.call('HSET', key, 'end', now)
+  hset(key, 'end', now)
   redis.call('XADD', P .. ':ended', 'MAXLEN', '~', 1000000, '*', 'wf', id, 'st', status, 'at', now)
   finish_parent(id, key, status, now)
-  redis.call('PUBLISH', P .. ':done', id)
+  local waiters = hget(key, 'waiters')
+  if waiters then
+    for listener in string.gmatch(waiters, '%S+') do redis.call('PUBLISH', P .. ':done:' .. listener, id) end
+  end
 end
--- A task attempt ends with a result (a worker's, or a signal's): record it and wake the decider.
-local function finish_task(id, key, tid, s, status, output, reason, now)
+-- The attempt's new state and output, and the revision (no reminder: see finish_task).
+local function store_result(id, key, tid, s, status, output, reason, now)
   s.status = status
   s.ended = tonumber(now)
   s.reason = reason
-  redis.call('HSET', key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, output)
+  hset(key, 's:' .. tid, cjson.encode(s), 'o:' .. tid, output)
   bump(id, key, now)
+end
+-- A task attempt ends with a result (a worker's, or a signal's): record it and wake the decider.
+local function finish_task(id, key, tid, s, status, output, reason, now)
+  store_result(id, key, tid, s, status, output, reason, now)
   event(id, now)
 end
 -- How many more tasks of a type may start now: its concurrency and rate limits ('inf' = no limit).
 local function room_for(ttype, now)
-  local limits = redis.call('HGET', P .. ':limits', ttype)
-  if not limits then return math.huge, 0, 0 end
-  local a, b, c = string.match(limits, '^(%d+)|(%d+)|(%d+)$')
-  local conc, rate, per = tonumber(a), tonumber(b), tonumber(c)
+  local conc, rate, per = limits_of(ttype)
   local room = math.huge
   if conc > 0 then room = math.min(room, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
   if rate > 0 then
@@ -175,12 +292,12 @@ local function take(id, key, tid, s, ttype, worker, now, conc, rate)
   s.worker = worker
   s.started = now
   s.queued = false
-  redis.call('HSET', key, 's:' .. tid, cjson.encode(s))
+  hset(key, 's:' .. tid, cjson.encode(s))
   redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
   if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
   if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
   if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
-  return redis.call('HGET', key, 't:' .. tid), s.lease_ms
+  return hget(key, 't:' .. tid), s.lease_ms
 end
 -- A definition snapshot is stored once, under its digest, however many workflows run it; a
 -- workflow holds the digest. `text` may be '' when the caller believes it is stored already.
@@ -192,20 +309,25 @@ local function keep_snapshot(digest, text)
   end
   return redis.call('EXISTS', skey) == 1
 end
-local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth)
+-- A new workflow's record, indexes and reminder. `fresh`: the caller knows the id is not taken;
+-- `waiter`: a node that waits for its end (see end_workflow).
+local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth, fresh, waiter)
   local key = wf_key(id)
-  if redis.call('EXISTS', key) == 1 then return false end
-  redis.call('HSET', key, 'm', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars,
-             'ns', ns_of_name(name))
-  if parent ~= '' then redis.call('HSET', key, 'parent', parent) end
-  if depth and depth > 0 then redis.call('HSET', key, 'depth', depth) end   -- workflows above it
-  set_status(id, key, 'RUNNING')
+  if not fresh and redis.call('EXISTS', key) == 1 then return false end
+  local ns = ns_of_name(name)
+  local fields = {'m', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars, 'ns', ns,
+                  'st', 'RUNNING', 'due', 1}
+  if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
+  if depth and depth > 0 then fields[#fields + 1] = 'depth'; fields[#fields + 1] = depth end   -- workflows above it
+  if waiter and waiter ~= '' then fields[#fields + 1] = 'waiters'; fields[#fields + 1] = waiter end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZADD', P .. ':idx:st:RUNNING', now, id)   -- what set_status does for a new record
+  redis.call('SADD', P .. ':inflight:' .. ns, id)
   redis.call('ZADD', P .. ':idx:all', now, id)
   redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
-  local ns = string.match(name, '^([^:]+):')   -- a namespace's workflow (core/namespaces.py)
-  if ns then redis.call('ZADD', P .. ':idx:ns:' .. ns, now, id) end
+  if ns ~= '' then redis.call('ZADD', P .. ':idx:ns:' .. ns, now, id) end   -- a namespace's workflow
   if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
-  event(id, now)
+  redis.call('ZADD', P .. ':decide', 'LT', now + SWEEP_GRACE_MS, id)   -- event(): `due` is in the record
   return true
 end
 -- The event bus: a stream per topic, trimmed (MAXLEN ~) to the topic's retention or the default.
@@ -224,10 +346,10 @@ local function publish_event(topic, payload, ekey, now)
 end
 local function terminate_workflow(id, reason, now)
   local key = wf_key(id)
-  local st = redis.call('HGET', key, 'st')
+  local st = hget(key, 'st')
   if not st or TERMINAL[st] then return st end
   set_status(id, key, 'TERMINATED')
-  redis.call('HSET', key, 'reason', reason)
+  hset(key, 'reason', reason)
   bump(id, key, now)
   end_workflow(id, key, 'TERMINATED', now)
   event(id, now)
@@ -235,11 +357,13 @@ local function terminate_workflow(id, reason, now)
 end
 -- Apply a decision computed from revision `expected` of workflow `id` (`decision()` gives its
 -- envelope, decoded): 'STALE_EPOCH', 'GONE', 'CONFLICT', 'OK', or the tasks handed over
--- ({'OK', task id, spec, lease, ...}). The checks come before the first write.
+-- ({'OK', task id, spec, lease, ...}). The checks come before the first write. The workflow's
+-- hash is tracked: its writes go out in one HSET at the end (the caller flushes).
 local function apply_decision(epoch, id, expected, now, decision)
   if epoch and not fenced(epoch) then return 'STALE_EPOCH' end
   local key = wf_key(id)
-  local rev = redis.call('HGET', key, 'rev')
+  track(key, unpack(DECIDE_FIELDS))
+  local rev = hget(key, 'rev')
   if not rev then
     redis.call('ZREM', P .. ':decide', id)
     return 'GONE'
@@ -247,24 +371,30 @@ local function apply_decision(epoch, id, expected, now, decision)
   if tonumber(rev) ~= expected then return 'CONFLICT' end
   local d = decision()
   for _, pair in ipairs(d.keep or {}) do keep_snapshot(pair[1], pair[2]) end
-  redis.call('ZREM', P .. ':decide', id)
-  if d.wake then timer(id, d.wake) end
+  -- the reminder that brought us here (or an older timer) goes; the decision's next timer replaces it.
+  -- The leader's pass always removes it: a reminder left while `due` said none is gone then.
+  if d.wake then
+    redis.call('ZADD', P .. ':decide', d.wake, id)
+    redis.call('PUBLISH', P .. ':timer', d.wake)
+    hset(key, 'due', 1)
+  elseif epoch or tostring(hget(key, 'due')) ~= '0' then
+    redis.call('ZREM', P .. ':decide', id)
+    hset(key, 'due', 0)
+  end
   if d.noop then return 'OK' end   -- nothing changed: no new revision, no notification
   for _, w in ipairs(d.start or {}) do
     create_workflow(w.id, w.m, w.snap, w.name, w.corr, w.parent, w.vars, now, w.depth)
   end
-  for _, tid in ipairs(d.delete or {}) do
-    redis.call('HDEL', key, 't:' .. tid, 's:' .. tid, 'o:' .. tid)
-  end
-  for _, field in ipairs(d.consumed or {}) do redis.call('HDEL', key, field) end
-  if d.reset then redis.call('HDEL', key, 'out', 'reason', 'end') end
+  for _, tid in ipairs(d.delete or {}) do hdel(key, 't:' .. tid, 's:' .. tid, 'o:' .. tid) end
+  if d.consumed and #d.consumed > 0 then hdel(key, unpack(d.consumed)) end
+  if d.reset then hdel(key, 'out', 'reason', 'end') end
   local fields = d.fields or {}
-  for i = 1, #fields, 2 do redis.call('HSET', key, fields[i], fields[i + 1]) end
+  for i = 1, #fields, 2 do hset(key, fields[i], fields[i + 1]) end
   -- after the fields: the parent's task is already CANCELED, so a child ended here does not
   -- complete it again (finish_parent only touches a task still IN_PROGRESS)
   for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
   -- A task queued for a worker of the deciding node is handed to it here (the same round trip),
-  -- within its type's limits; any other is queued and its type broadcast to every node.
+  -- within its type's limits; any other is queued and its type broadcast to the nodes serving it.
   local handed = {'OK'}
   local published = {}
   local serve = d.serve or {}
@@ -286,7 +416,7 @@ local function apply_decision(epoch, id, expected, now, decision)
     if not taken then
       redis.call('ZADD', P .. ':q:' .. ttype, now, id .. '|' .. tid)
       if not published[ttype] then
-        redis.call('PUBLISH', P .. ':ready', ttype)
+        ready(ttype)
         published[ttype] = true
       end
     end
@@ -295,8 +425,8 @@ local function apply_decision(epoch, id, expected, now, decision)
   for _, pair in ipairs(d.drop or {}) do drop_lease(id, pair[2], pair[1]) end
   if d.status then
     set_status(id, key, d.status)
-    if d.out then redis.call('HSET', key, 'out', d.out) end
-    if d.reason then redis.call('HSET', key, 'reason', d.reason) end
+    if d.out then hset(key, 'out', d.out) end
+    if d.reason then hset(key, 'reason', d.reason) end
     if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
   end
   for _, e in ipairs(d.publish or {}) do publish_event(e[1], e[2], '', now) end
@@ -307,7 +437,8 @@ end
 """
 
 # A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age),
-#    snap (the snapshot's digest), quota (workflows in flight its namespace may have; 0 = no limit)
+#    snap (the snapshot's digest), quota (workflows in flight its namespace may have; 0 = no limit),
+#    waiter (a listener that waits for its end, as EXPECT_END registers; '' = none)
 # ARGV[2] meta json, ARGV[3] snapshot json ('' = stored already under its digest), ARGV[4] variables json
 # -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT | NO_SNAPSHOT
 #     | QUOTA (count: the namespace's workflows in flight), id}
@@ -317,20 +448,21 @@ if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= 
   return result({outcome = 'STALE_SNAPSHOT', id = ''})
 end
 if not keep_snapshot(A.snap, snapshot) then return result({outcome = 'NO_SNAPSHOT', id = ''}) end
-if A.idem ~= '' then
-  local seen = redis.call('GET', P .. ':idem:' .. A.idem)
+local idem = P .. ':idem:' .. A.idem
+if A.idem ~= '' then   -- the key is claimed for this id here, and given back below if the start is refused
+  local seen = redis.call('SET', idem, A.id, 'NX', 'GET', 'EX', A.idem_ttl)
   if seen then return result({outcome = 'EXISTS', id = seen}) end
 end
-if A.quota and A.quota > 0 and redis.call('EXISTS', wf_key(A.id)) == 0 then
+local taken = redis.call('EXISTS', wf_key(A.id)) == 1
+if A.quota and A.quota > 0 and not taken then
   local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name))
-  if n >= A.quota then return result({outcome = 'QUOTA', id = '', count = n}) end
+  if n >= A.quota then
+    if A.idem ~= '' then redis.call('DEL', idem) end
+    return result({outcome = 'QUOTA', id = '', count = n})
+  end
 end
-if A.idem ~= '' then
-  redis.call('SET', P .. ':idem:' .. A.idem, A.id, 'EX', A.idem_ttl)
-end
-if not create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0) then
-  return result({outcome = 'EXISTS', id = A.id})
-end
+if taken then return result({outcome = 'EXISTS', id = A.id}) end
+create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0, true, A.waiter)
 return result({outcome = 'CREATED', id = A.id})
 """
 
@@ -345,7 +477,9 @@ return result({outcome = 'CREATED', id = A.id})
 # publish [[topic, payload json]] (events of EVENT tasks, appended to their topics' streams)}
 # Returns 'OK', or {'OK', task id, spec json, lease ms, ...} for the tasks handed over.
 APPLY_DECISION = COMMON + r"""
-return apply_decision(A.epoch, A.id, A.rev, A.now, function() return cjson.decode(ARGV[2]) end)
+local applied = apply_decision(A.epoch, A.id, A.rev, A.now, function() return cjson.decode(ARGV[2]) end)
+flush_all()
+return applied
 """
 
 # Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
@@ -355,10 +489,11 @@ CLAIM = COMMON + r"""
 local ttype = A.type
 local qkey = P .. ':q:' .. ttype
 local now = A.now
-local room, conc, rate = room_for(ttype, now)
-local wanted = math.min(A.count, room)
+local room, conc, rate
+local wanted = A.count   -- narrowed to the type's room once there is something to claim
 local out = {}
-local claimed, offset = 0, 0
+local claimed = 0
+local kept = {}   -- popped members that keep their places (paused workflows, no room): put back at the end
 -- attempts a worker asked to be called back for, whose time has come, join the queue first
 local dkey = P .. ':qd:' .. ttype
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, 256)) do
@@ -366,18 +501,27 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 
   redis.call('ZADD', qkey, now, member)
 end
 while claimed < wanted do
-  local members = redis.call('ZRANGE', qkey, offset, offset + wanted - claimed - 1)
-  if #members == 0 then break end
-  for _, member in ipairs(members) do
-    local id, tid = split(member)
-    local key = wf_key(id)
-    local st = redis.call('HGET', key, 'st')
-    local s = task_state(key, tid)
-    if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
-      offset = offset + 1   -- it keeps its place until the workflow resumes
+  local asked = wanted - claimed
+  local popped = redis.call('ZPOPMIN', qkey, asked)   -- {member, score, member, score, ...}
+  if #popped > 0 and room == nil then   -- an empty queue needs no look at the limits
+    room, conc, rate = room_for(ttype, now)
+    wanted = math.min(wanted, room)
+  end
+  for i = 1, #popped, 2 do
+    local member, score = popped[i], popped[i + 1]
+    if claimed >= wanted then
+      kept[#kept + 1] = score
+      kept[#kept + 1] = member
     else
-      redis.call('ZREM', qkey, member)
-      if s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
+      local id, tid = split(member)
+      local key = wf_key(id)
+      track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch')
+      local st = hget(key, 'st')
+      local s = task_state(key, tid)
+      if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
+        kept[#kept + 1] = score   -- it keeps its place until the workflow resumes
+        kept[#kept + 1] = member
+      elseif s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
         local spec, lease = take(id, key, tid, s, ttype, A.worker, now, conc, rate)
         bump(id, key, now)
         claimed = claimed + 1
@@ -385,10 +529,15 @@ while claimed < wanted do
         out[#out + 1] = tid
         out[#out + 1] = spec
         out[#out + 1] = lease
-      end
+      end   -- anything else is stale: it leaves the queue
     end
   end
+  if #popped < 2 * asked then break end   -- the queue has no more
 end
+for first = 1, #kept, 2 * HSET_CHUNK do   -- in chunks: Lua's unpack has a limit
+  redis.call('ZADD', qkey, unpack(kept, first, math.min(#kept, first + 2 * HSET_CHUNK - 1)))
+end
+flush_all()
 return out
 """
 
@@ -411,6 +560,7 @@ COMPLETE_TASK = COMMON + r"""
 local output = ARGV[2]
 local id, tid = A.id, A.task
 local key = wf_key(id)
+track(key, 's:' .. tid, 'rev', 'watch')
 local s = task_state(key, tid)
 if not s then return result({outcome = 'UNKNOWN', detail = ''}) end
 if s.status ~= 'IN_PROGRESS' then
@@ -422,6 +572,7 @@ end
 if not holds(s, A.worker) then return result({outcome = 'STALE', detail = 'held by another worker', type = s.type}) end
 drop_lease(id, tid, s.type)
 finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
+flush_all()
 return result({outcome = 'OK', detail = '', type = s.type})
 """
 
@@ -429,7 +580,8 @@ return result({outcome = 'OK', detail = '', type = s.type})
 # was still at revision A.rev when the result came, APPLY_DECISION of the decision the node computed
 # from that revision with the result in it (so at A.rev + 1). If it was not (another event came
 # first), the result is stored as COMPLETE_TASK stores it, its decide reminder included, and the
-# node decides again from what is stored. Everything is checked before the first write.
+# node decides again from what is stored. Everything is checked before the first write. When the
+# decision applies, the result leaves no reminder (it is decided here) and the hash is written once.
 # A: id, task, status, reason, now, worker, rev.  ARGV[2]: output json.  ARGV[3]: the decision's
 # envelope, as for APPLY_DECISION.
 # -> {outcome, detail, type} when the result is not stored (DUPLICATE | STALE | UNKNOWN), else
@@ -439,6 +591,7 @@ STEP = COMMON + r"""
 local output = ARGV[2]
 local id, tid = A.id, A.task
 local key = wf_key(id)
+track(key, 's:' .. tid, unpack(DECIDE_FIELDS))
 local s = task_state(key, tid)
 if not s then return {'UNKNOWN', ''} end
 if s.status ~= 'IN_PROGRESS' then
@@ -449,8 +602,14 @@ if not holds(s, A.worker) then return {'STALE', 'held by another worker', s.type
 local d = cjson.decode(ARGV[3])
 local ttype = s.type
 drop_lease(id, tid, ttype)
-finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
-local applied = apply_decision(nil, id, A.rev + 1, A.now, function() return d end)
+local applied = 'CONFLICT'
+if tonumber(hget(key, 'rev')) == A.rev then
+  store_result(id, key, tid, s, A.status, output, A.reason, A.now)
+  applied = apply_decision(nil, id, A.rev + 1, A.now, function() return d end)
+else
+  finish_task(id, key, tid, s, A.status, output, A.reason, A.now)
+end
+flush_all()
 local answer = {'OK', '', ttype}
 if type(applied) == 'table' then
   answer[4] = 'OK'
@@ -503,7 +662,7 @@ if at > tonumber(A.now) then   -- called back later: held apart, so the queue it
   return 1
 end
 redis.call('ZADD', P .. ':q:' .. s.type, A.now, id .. '|' .. tid)
-redis.call('PUBLISH', P .. ':ready', s.type)
+ready(s.type)
 return 1
 """
 
@@ -587,7 +746,7 @@ if st == 'PAUSED' and A.new_status == 'RUNNING' then
     if string.sub(fields[i], 1, 2) == 's:' then
       local s = cjson.decode(fields[i + 1])
       if s.status == 'SCHEDULED' and s.queued and not published[s.type] then
-        redis.call('PUBLISH', P .. ':ready', s.type)
+        ready(s.type)
         published[s.type] = true
       end
     end
@@ -596,6 +755,37 @@ end
 bump(id, key, A.now)
 event(id, A.now)
 return result({outcome = 'OK', detail = st})
+"""
+
+# Someone watches a workflow (WatchWorkflow): its changes are published on `changed:<id>` until
+# A.ttl ms from now (Redis's clock), and the watcher renews this well before then. The deadline only
+# moves later, so one watcher's renewal never cuts another's short; nothing is written for a
+# workflow that does not exist. A: id, ttl.  -> 1 watched, 0 no such workflow
+WATCH = COMMON + r"""
+local key = wf_key(A.id)
+if redis.call('EXISTS', key) == 0 then return 0 end
+local t = redis.call('TIME')
+local until_ = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + A.ttl
+if until_ > tonumber(redis.call('HGET', key, 'watch') or '0') then redis.call('HSET', key, 'watch', until_) end
+return 1
+"""
+
+# A node waits for a workflow's end (ExecuteWorkflow): when it ends, its id is published on that
+# node's own channel `done:<A.listener>` (end_workflow). The newest MAX_WAITERS listeners are kept
+# (a listener is one node's run; the oldest are the likeliest gone).
+# A: id, listener.  -> 1 registered, 0 no such workflow
+EXPECT_END = COMMON + r"""
+local MAX_WAITERS = 8
+local key = wf_key(A.id)
+if redis.call('EXISTS', key) == 0 then return 0 end
+local kept = {}
+for listener in string.gmatch(redis.call('HGET', key, 'waiters') or '', '%S+') do
+  if listener == A.listener then return 1 end
+  kept[#kept + 1] = listener
+end
+kept[#kept + 1] = A.listener
+redis.call('HSET', key, 'waiters', table.concat(kept, ' ', math.max(1, #kept - MAX_WAITERS + 1)))
+return 1
 """
 
 # Bookkeeping of the decide set, fenced when the leader's engine does it: decide `id` again
@@ -608,6 +798,7 @@ if not A.at or redis.call('EXISTS', wf_key(A.id)) == 0 then
   return 'GONE'
 end
 redis.call('ZADD', P .. ':decide', A.at, A.id)
+redis.call('HSET', wf_key(A.id), 'due', 1)
 return 'OK'
 """
 

@@ -92,6 +92,8 @@ class Contract:
             assert wake is None or wake <= self.now   # only an event (already due) can be pending
         else:
             assert wake is not None and wake <= effects.wake_at_ms
+        if wake is not None:   # a decision removes the reminder only when `due` says there may be one
+            assert await redis.hget(keys.workflow(workflow_id), "due") == "1"
         if effects.ended:
             assert (await self.store.ended_counts([workflow_id]))[workflow_id] == 1
         for topic, payload in effects.publish:   # appended in the same step: the newest entry of its topic

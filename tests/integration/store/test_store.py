@@ -278,6 +278,35 @@ def test_a_task_queued_by_a_node_whose_clock_runs_ahead_is_claimed_at_once(store
     run(scenario())
 
 
+def test_a_claim_takes_the_queue_in_order_past_paused_workflows_and_within_the_concurrency_limit(store):
+    """A paused workflow's queued task keeps its place (claimed once it resumes, before the tasks
+    queued after it); a concurrency limit hands out only its room and leaves the rest queued, in
+    order; a claim on an empty queue changes nothing."""
+    async def scenario():
+        try:
+            await store.put_task_def(normalise_task_def({"name": "limited", "concurrentExecLimit": 2}))
+            ids = []
+            for i in range(5):
+                ids.append(await started_workflow(store, "limited", concurrentExecLimit=2))
+                await decide_once(store, None, ids[-1], now=NOW + i)   # queued in this order
+            await store.operate(ids[0], allowed=[st.RUNNING], new_status=st.PAUSED, now_ms=NOW)
+            first = await store.claim("limited", 10, "w", NOW + 10)
+            assert [c.workflow_id for c in first] == ids[1:3]   # the limit's room, the paused one skipped
+            queue = store.keys.queue("limited")
+            assert [m.split("|")[0] for m in await store._redis.zrange(queue, 0, -1)] == [ids[0], *ids[3:]]
+            for claimed in first:
+                await store.complete_task(claimed.workflow_id, claimed.spec.task_id, "w", st.TASK_COMPLETED, "{}",
+                                          "", NOW + 20)
+            await store.operate(ids[0], allowed=[st.PAUSED], new_status=st.RUNNING, now_ms=NOW + 30)
+            second = await store.claim("limited", 10, "w", NOW + 40)
+            assert [c.workflow_id for c in second] == [ids[0], ids[3]]   # its place kept
+            assert [m.split("|")[0] for m in await store._redis.zrange(queue, 0, -1)] == [ids[4]]
+            assert await store.claim("nothing_queued", 10, "w", NOW) == []
+        finally:
+            await store.close()
+    run(scenario())
+
+
 def test_search_keeps_namespaces_apart_and_never_scans_without_bound(store, monkeypatch):
     """The default namespace has no index of its own (its workflows predate namespaces): a search
     there reads the index of all workflows and skips the others, at most MAX_SCANNED of them

@@ -1,0 +1,277 @@
+"""Broadcasts go only where someone listens (issue 21), through two real nodes of one cluster on a
+Redis of this module's own (so INFO commandstats counts this module's work alone).
+
+- a workflow's changes are published only while it is watched, and a watch sees each change;
+- a workflow's end is published only to the node that waits for it (ExecuteWorkflow), on that
+  node's own channel, and ExecuteWorkflow returns at the end;
+- `ready` goes per task type to the nodes that serve the type, and a task queued by a node without
+  a worker for it still reaches the worker on the other node;
+- the Redis commands and PUBLISHes a three-step workflow costs stay at what was reached.
+
+Node `plain` has no worker; node `serving` has this module's worker (every task type below).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_redis
+from helpers import BackgroundWorker, wait_for_status
+from orchestrator.store.redis.keys import Keys, cluster_prefix
+from worker import Worker, WorkflowClient, task
+
+NOOP, GATE, UNSERVED = "bc_noop", "bc_gate", "bc_unserved"
+THREE_NOOPS, ONE_NOOP, THREE_GATES = "bc_three_noops", "bc_one_noop", "bc_three_gates"
+GATE_WAIT_S = 20.0
+
+# What a three-step no-op workflow costs here (starts alternating between the nodes, a few in
+# flight), with some room: measured 1.35 PUBLISH (all `ready`: a task not handed over at once) and
+# 56 commands when the broadcasts and scripts were trimmed, against 11.5 PUBLISH and ~110 before.
+# A task that is queued instead of handed over costs a `ready` and a claim (~8 commands): the room.
+MAX_PUBLISH_PER_WORKFLOW = 2.5
+MAX_COMMANDS_PER_WORKFLOW = 64.0
+
+gates: dict[str, threading.Event] = {}
+gates_lock = threading.Lock()
+
+
+def gate(name: str) -> threading.Event:
+    with gates_lock:
+        return gates.setdefault(name, threading.Event())
+
+
+@task(NOOP)
+def noop(data: dict[str, Any]) -> dict[str, Any]:
+    return {}
+
+
+@task(GATE)
+def gated(data: dict[str, Any]) -> dict[str, Any]:
+    """Returns once the test opens the gate named by the input (`gate`) and the step (`ref`)."""
+    gate(f"{data['gate']}/{data['ref']}").wait(GATE_WAIT_S)
+    return {"passed": data["ref"]}
+
+
+@dataclass
+class Pair:
+    redis_url: str
+    keys: Keys
+    plain: WorkflowClient       # the node without a worker
+    serving: WorkflowClient     # the node with the worker
+
+
+def _steps(task_name: str, refs: list[str], extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    return [{"name": task_name, "taskReferenceName": ref, "inputParameters": {"ref": ref, **(extra or {})}}
+            for ref in refs]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[Pair]:
+    folder = tmp_path_factory.mktemp("broadcasts")
+    server: RedisServer = start_redis(folder / "redis")
+    cluster = f"bc{uuid.uuid4().hex[:8]}"
+    processes: list[ManagedProcess] = []
+    clients: list[WorkflowClient] = []
+    background: BackgroundWorker | None = None
+    try:
+        endpoints = []
+        for node_id in ("plain", "serving"):
+            port = free_port()
+            processes.append(start_node(Path(folder / node_id), node_id=node_id, port=port, redis_url=server.url,
+                                        etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0,
+                                        http_port=0, log_level="WARNING"))
+            endpoints.append(f"127.0.0.1:{port}")
+            clients.append(WorkflowClient([endpoints[-1]]))
+        wait_for_leader(clients[0], 20.0)
+        for name in (NOOP, GATE, UNSERVED):
+            clients[0].register_task_def({"name": name, "retryCount": 0})
+        clients[0].register_workflow_def({"name": THREE_NOOPS, "tasks": _steps(NOOP, ["a", "b", "c"])})
+        clients[0].register_workflow_def({"name": ONE_NOOP, "tasks": _steps(NOOP, ["a"])})
+        clients[0].register_workflow_def({"name": THREE_GATES, "tasks": _steps(
+            GATE, ["a", "b", "c"], {"gate": "${workflow.input.gate}"})})
+        background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop, gated], concurrency=8))
+        yield Pair(server.url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
+    finally:
+        if background is not None:
+            background.stop()
+        for client in clients:
+            client.close()
+        for process in processes:
+            process.stop()
+        server.stop()
+
+
+class Spy:
+    """Every message published on the cluster's channels while it runs: (channel without the
+    prefix, payload). A pattern subscription: it counts for no channel's subscribers."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.prefix = pair.keys.prefix + ":"
+        self.client = redis.Redis.from_url(pair.redis_url, decode_responses=True)
+        self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
+        self.messages: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> Spy:
+        self.pubsub.psubscribe(self.prefix + "*")
+        self.pubsub.get_message(timeout=1.0)   # the psubscribe confirmation: listening from here on
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.pubsub.close()
+        self.client.close()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            message = self.pubsub.get_message(timeout=0.1)
+            if message is not None:
+                self.messages.append((str(message["channel"]).removeprefix(self.prefix), str(message["data"])))
+
+    def on(self, channel_start: str) -> list[tuple[str, str]]:
+        return [(c, d) for c, d in list(self.messages) if c == channel_start or c.startswith(channel_start + ":")]
+
+
+def _open_gates(workflow_gate: str, *refs: str) -> None:
+    for ref in refs:
+        gate(f"{workflow_gate}/{ref}").set()
+
+
+def test_the_changes_of_a_workflow_nobody_watches_are_not_published(pair: Pair) -> None:
+    with Spy(pair) as spy:
+        workflow_id = pair.serving.start_workflow(THREE_NOOPS, {})
+        wait_for_status(pair.serving, workflow_id, "COMPLETED")
+        time.sleep(0.2)
+    assert spy.on(f"changed:{workflow_id}") == []
+    assert spy.on("changed") == []
+
+
+def test_a_watch_sees_each_change_of_its_workflow_as_it_happens(pair: Pair) -> None:
+    """Watched through the node without the worker: each step's end is published (and seen) at
+    once, not at the watch's one-second safety re-read."""
+    workflow_gate = uuid.uuid4().hex
+    workflow_id = pair.plain.start_workflow(THREE_GATES, {"gate": workflow_gate})
+    seen: list[tuple[float, dict[str, Any]]] = []
+
+    def watch() -> None:
+        for state in pair.plain.watch_workflow(workflow_id, include_tasks=True):
+            seen.append((time.monotonic(), state))
+
+    def completed(state: dict[str, Any]) -> set[str]:
+        return {t["reference_name"] for t in state.get("tasks", []) if t["status"] == "COMPLETED"}
+
+    def first_seen_with(ref: str, deadline_s: float = 10.0) -> float:
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            for at, state in list(seen):
+                if ref in completed(state):
+                    return at
+            time.sleep(0.005)
+        raise AssertionError(f"the watch never showed step {ref} completed: {[s for _, s in seen]}")
+
+    with Spy(pair) as spy:
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen, "the watch showed nothing"
+        delays = []
+        for ref in ("a", "b", "c"):
+            released = time.monotonic()
+            _open_gates(workflow_gate, ref)
+            delays.append(first_seen_with(ref) - released)
+        watcher.join(10)
+        assert not watcher.is_alive(), "the watch did not end with its workflow"
+    assert seen[-1][1]["status"] == "COMPLETED"
+    # each change while it was watched was published on its channel (the three results at least)
+    assert len(spy.on(f"changed:{workflow_id}")) >= 3
+    # and seen at once: without the broadcast a change shows at the next re-read, up to 1 s later
+    assert max(delays) < 0.9, delays
+
+
+def test_execute_workflow_returns_at_the_end_and_only_its_node_hears_of_it(pair: Pair) -> None:
+    with Spy(pair) as spy:
+        unwaited = pair.plain.start_workflow(ONE_NOOP, {})
+        wait_for_status(pair.plain, unwaited, "COMPLETED")
+        executed = pair.plain.execute_workflow(ONE_NOOP, {}, wait_s=10)
+        assert executed["status"] == "COMPLETED"
+        # a start repeated under its idempotency key waits for the workflow the first one made
+        workflow_gate, key = uuid.uuid4().hex, uuid.uuid4().hex
+        first = pair.plain.start_workflow(THREE_GATES, {"gate": workflow_gate}, idempotency_key=key)
+        answer: dict[str, Any] = {}
+        waiting = threading.Thread(target=lambda: answer.update(pair.plain.execute_workflow(
+            THREE_GATES, {"gate": workflow_gate}, wait_s=20, idempotency_key=key)), daemon=True)
+        waiting.start()
+        time.sleep(0.3)
+        _open_gates(workflow_gate, "a", "b", "c")
+        waiting.join(15)
+        assert answer.get("workflow_id") == first and answer["status"] == "COMPLETED"
+        time.sleep(0.2)
+    done = spy.on("done")
+    assert sorted(payload for _, payload in done) == sorted([executed["workflow_id"], first]), done
+    channels = {channel for channel, _ in done}
+    assert len(channels) == 1 and channels != {"done"}, "one channel, the waiting node's own"
+
+
+def test_a_task_queued_by_a_node_without_its_worker_reaches_the_worker_on_the_other_node(pair: Pair) -> None:
+    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
+        subscribers = dict(client.pubsub_numsub(*(pair.keys.channel(c) for c in (
+            f"ready:{NOOP}", f"ready:{GATE}", f"ready:{UNSERVED}", "ready"))))
+    assert subscribers == {pair.keys.channel(f"ready:{NOOP}"): 1, pair.keys.channel(f"ready:{GATE}"): 1,
+                           pair.keys.channel(f"ready:{UNSERVED}"): 0, pair.keys.channel("ready"): 0}
+    with Spy(pair) as spy:
+        started = time.monotonic()
+        workflow_id = pair.plain.start_workflow(ONE_NOOP, {})
+        wait_for_status(pair.plain, workflow_id, "COMPLETED")
+        took = time.monotonic() - started
+    assert (f"ready:{NOOP}", NOOP) in spy.on(f"ready:{NOOP}")
+    assert took < 0.9, f"{took:.2f} s: the task waited for the dispatcher's one-second sweep"
+
+
+def _commands(client: redis.Redis) -> dict[str, int]:
+    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in client.info("commandstats").items()}
+
+
+def test_a_three_step_workflow_costs_no_more_commands_and_broadcasts_than_reached(pair: Pair) -> None:
+    """INFO commandstats before and after 60 three-step workflows (commands the scripts run
+    counted), started in rounds of 6 through each node in turn, as the bench's throughput does."""
+    rounds, per_round = 10, 6
+    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
+        def ended() -> int:
+            return int(client.xlen(pair.keys.ended))
+
+        def run(count: int) -> None:
+            for _ in range(count):
+                target = ended() + per_round
+                for i in range(per_round):
+                    (pair.plain if i % 2 else pair.serving).start_workflow(THREE_NOOPS, {})
+                deadline = time.monotonic() + 20
+                while ended() < target:
+                    assert time.monotonic() < deadline, "a round did not end"
+                    time.sleep(0.01)
+
+        run(2)   # warm: snapshot caches, scripts loaded
+        before = _commands(client)
+        run(rounds)
+        after = _commands(client)
+    workflows = rounds * per_round
+    ours = {name: (calls - before.get(name, 0)) / workflows for name, calls in after.items()
+            if name not in ("xlen", "info")}   # this test's own
+    total = sum(ours.values())
+    shown = {name: round(value, 2) for name, value in sorted(ours.items(), key=lambda kv: -kv[1]) if value >= 0.01}
+    assert ours.get("publish", 0.0) <= MAX_PUBLISH_PER_WORKFLOW, shown
+    assert total <= MAX_COMMANDS_PER_WORKFLOW, f"{total:.1f} commands per workflow: {shown}"
