@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,10 +108,50 @@ def snapshot_ref(row: dict[str, str]) -> str | None:
     return row.get("snap")
 
 
-def parse_workflow(workflow_id: str, row: dict[str, str],
-                   snapshots: Mapping[str, str] | None = None) -> m.WorkflowState | None:
+class FieldMemo:
+    """The task fields of the workflows this process read last, parsed, by their text: a workflow read
+    again (a wide fork is read for every batch of its results, each of which moved its revision) parses
+    only the fields whose text changed since, not its every task again (issue 21). A spec (`t:`) is
+    written once; a state (`s:`) or an output (`o:`) is parsed again when its text differs.
+
+    The parsed values are shared by the states read: nothing may change them in place (the decider
+    replaces a task's runtime or output, it never edits one). At most `capacity` fields are kept, the
+    workflows read least recently going first."""
+
+    def __init__(self, capacity: int = 200_000) -> None:
+        self.capacity = capacity
+        self._fields: OrderedDict[str, dict[str, tuple[str, Any]]] = OrderedDict()
+        self._size = 0
+        self.parsed = 0   # fields parsed (not found unchanged): what a read costs
+
+    def previous(self, workflow_id: str) -> dict[str, tuple[str, Any]]:
+        return self._fields.get(workflow_id) or {}
+
+    def keep(self, workflow_id: str, fields: dict[str, tuple[str, Any]]) -> None:
+        self._size -= len(self._fields.pop(workflow_id, {}))
+        if len(fields) > self.capacity:
+            return
+        self._fields[workflow_id] = fields
+        self._size += len(fields)
+        while self._size > self.capacity:
+            _, dropped = self._fields.popitem(last=False)
+            self._size -= len(dropped)
+
+
+FIELDS = FieldMemo()
+
+_TASK_FIELD_PARSERS: dict[str, Any] = {
+    "t": lambda text: m.TaskSpec.from_json(json.loads(text)),
+    "s": lambda text: m.TaskRuntime.from_json(json.loads(text)),
+    "o": json.loads,
+}
+
+
+def parse_workflow(workflow_id: str, row: dict[str, str], snapshots: Mapping[str, str] | None = None,
+                   memo: FieldMemo | None = FIELDS) -> m.WorkflowState | None:
     """Rebuild a WorkflowState from its hash (None when the hash, or its snapshot, does not exist).
-    `snapshots`: digest -> snapshot text, for the digests the rows refer to."""
+    `snapshots`: digest -> snapshot text, for the digests the rows refer to; `memo`: the fields read
+    before, reused where their text is unchanged (None: parse every field)."""
     if not row or "m" not in row:
         return None
     meta = json.loads(row["m"])
@@ -123,21 +164,38 @@ def parse_workflow(workflow_id: str, row: dict[str, str],
     runtimes: dict[str, m.TaskRuntime] = {}
     outputs: dict[str, dict[str, Any]] = {}
     commands: list[dict[str, Any]] = []
+    previous = memo.previous(workflow_id) if memo is not None else {}
+    seen: dict[str, tuple[str, Any]] = {}
+    parsed = 0
     for field, value in row.items():
         prefix, _, task_id = field.partition(":")
         if not task_id:
             continue
-        if prefix == "t":
-            specs[task_id] = m.TaskSpec.from_json(json.loads(value))
-        elif prefix == "s":
-            runtimes[task_id] = m.TaskRuntime.from_json(json.loads(value))
-        elif prefix == "o":
-            outputs[task_id] = json.loads(value)
-        elif prefix == "c":
+        if prefix == "c":
             commands.append({**json.loads(value), "field": field})
+            continue
+        parse = _TASK_FIELD_PARSERS.get(prefix)
+        if parse is None:
+            continue
+        known = previous.get(field)
+        if known is not None and known[0] == value:
+            parsed_value = known[1]
+        else:
+            parsed_value = parse(value)
+            parsed += 1
+        seen[field] = (value, parsed_value)
+        if prefix == "t":
+            specs[task_id] = parsed_value
+        elif prefix == "s":
+            runtimes[task_id] = parsed_value
+        else:
+            outputs[task_id] = parsed_value
+    if memo is not None:
+        memo.parsed += parsed
+        memo.keep(workflow_id, seen)
     tasks = [m.TaskState(spec, runtimes[task_id], outputs.get(task_id))
              for task_id, spec in specs.items() if task_id in runtimes]
-    tasks.sort(key=lambda t: t.spec.seq)
+    tasks.sort(key=_seq)
     return m.WorkflowState(
         workflow_id=workflow_id, name=meta["name"], version=meta["version"], status=WorkflowStatus(row["st"]),
         input=meta["input"], correlation_id=meta["correlationId"], created_at_ms=int(row["created"]),
@@ -148,3 +206,7 @@ def parse_workflow(workflow_id: str, row: dict[str, str],
         output=json.loads(row["out"]) if row.get("out") else None, reason=row.get("reason", ""),
         ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]), depth=int(row.get("depth", 0)),
         stored_bytes=sum(len(field) + len(value) for field, value in row.items()))
+
+
+def _seq(task: m.TaskState) -> int:
+    return task.spec.seq
