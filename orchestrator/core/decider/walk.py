@@ -9,6 +9,7 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 from __future__ import annotations
 
 from dataclasses import replace
+from operator import attrgetter
 from typing import Any, cast
 from collections.abc import Callable, Iterator
 
@@ -27,6 +28,7 @@ __all__ = ["ALERT", "BLOCKED", "DONE", "Outcome", "Walk", "failure", "is_worker_
 
 
 ALERT = "alert: "
+_SEQ = attrgetter("spec.seq")
 
 
 def is_worker_kind(kind: str) -> bool:
@@ -128,10 +130,16 @@ class Walk:
     # ---------------------------------------------------------------- instances and scope
 
     def reset(self, tasks: list[m.TaskState]) -> None:
+        ordered = sorted(tasks, key=_SEQ)   # in seq order already, as a workflow's tasks are: no key compared
+        latest = {task.spec.key: task for task in ordered}   # the last attempt of a key is its latest
         self.latest = {}
-        for task in sorted(tasks, key=lambda t: t.spec.seq):
-            self.latest[task.spec.key] = m.TaskState(task.spec, task.runtime, task.output)
-        self.next_seq = max((t.spec.seq for t in tasks), default=-1) + 1
+        exposed: list[m.TaskState] = []
+        for task in ordered:
+            if latest[task.spec.key] is task:
+                copy = m.TaskState(task.spec, task.runtime, task.output)
+                self.latest[task.spec.key] = copy
+                exposed.append(copy)
+        self.next_seq = ordered[-1].spec.seq + 1 if ordered else 0
         wf = self.wf
         workflow_input = wf.input
         defaults = self.definition.get("inputTemplate")
@@ -145,7 +153,7 @@ class Walk:
             "version": wf.version, "createTime": wf.created_at_ms, "updateTime": wf.updated_at_ms,
             "parentWorkflowId": parent_id or None, "parentWorkflowTaskId": parent_task or None,
             "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}}
-        for task in sorted(self.latest.values(), key=lambda t: t.spec.seq):
+        for task in exposed:   # in seq order: a reference answers for its latest instance
             self._expose(task)
 
     def _expose(self, task: m.TaskState) -> None:
