@@ -124,6 +124,8 @@ class WorkflowState:
     # Where each attempt is in `tasks`, so that a step finds the attempts it changes without a scan of
     # every task (issue 21). Built when first asked for; not an argument, so `replace` starts afresh.
     _positions: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    # The decider's index of the tasks (core/decider/instances.py), carried from state to state likewise.
+    _instances: object | None = field(default=None, init=False, repr=False, compare=False)
 
     def position(self, task_id: str) -> int | None:
         """Where attempt `task_id` is in `tasks` (None: it is not there)."""
