@@ -137,18 +137,34 @@ class Instances:
         """Make this the index of `new`, whose tasks are those this indexes with the attempts in
         `changed` put in (replaced, or added after the others); `finished`: what the decision that
         made `new` found finished (None: forget what was known, the history changed)."""
-        for task in changed:
-            latest = self.latest.get(task.spec.key)
-            if latest is None or latest.spec.seq <= task.spec.seq:
-                self.latest[task.spec.key] = task
-                self._expose(task, new)
-            self.next_seq = max(self.next_seq, task.spec.seq + 1)
+        self.update(changed, new)
         if finished is None:
             self.finished.clear()
         else:
             self.finished.update(finished)
-        self.tasks, self.count = new.tasks, len(new.tasks)
-        new._instances = self
+        self.serve(new)
+
+    def update(self, changed: list[m.TaskState], wf: m.WorkflowState) -> None:
+        """Index the attempts in `changed`, put into the tasks (replacing an attempt, or added)."""
+        for task in changed:
+            latest = self.latest.get(task.spec.key)
+            if latest is None or latest.spec.seq <= task.spec.seq:
+                self.latest[task.spec.key] = task
+                self._expose(task, wf)
+            self.next_seq = max(self.next_seq, task.spec.seq + 1)
+
+    def serve(self, wf: m.WorkflowState) -> None:
+        """Be the index of `wf` (whose tasks are the ones indexed)."""
+        self.tasks, self.count = wf.tasks, len(wf.tasks)
+        wf._instances = self
+
+    def copy(self) -> Instances:
+        """Another index of the same tasks, to be changed apart from this one (copied in C)."""
+        twin = Instances.__new__(Instances)
+        twin.tasks, twin.count, twin.next_seq = self.tasks, self.count, self.next_seq
+        twin.latest, twin.entries, twin.live = dict(self.latest), dict(self.entries), set(self.live)
+        twin.finished = dict(self.finished)
+        return twin
 
 
 def _in_seq_order(tasks: list[m.TaskState]) -> bool:
