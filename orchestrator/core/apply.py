@@ -88,14 +88,15 @@ def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskSta
     else:
         tasks = state.tasks.copy()
         kept = True
-    where = {t.task_id: i for i, t in enumerate(tasks)} if not kept else None
+    # where an attempt is: those of `state` where `state` has them (while the list kept their places),
+    # the others (all of them after a delete) as they are put in
+    in_place = kept
+    where: dict[str, int] = {} if in_place else {t.task_id: i for i, t in enumerate(tasks)}
 
     def position(task_id: str) -> int | None:
-        if where is not None:
-            return where.get(task_id)
-        found = state.position(task_id)
-        if found is None and len(tasks) > len(state.tasks):   # one this decision creates
-            found = next((i for i in range(len(state.tasks), len(tasks)) if tasks[i].task_id == task_id), None)
+        found = where.get(task_id)
+        if found is None and in_place:
+            found = state.position(task_id)
         return found
 
     changed: dict[int, None] = {}   # positions, in the order they changed
@@ -103,9 +104,7 @@ def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskSta
         found = position(task.task_id)
         if found is None:
             tasks.append(TaskState(task.spec, task.runtime, None))
-            found = len(tasks) - 1
-            if where is not None:
-                where[task.task_id] = found
+            found = where[task.task_id] = len(tasks) - 1
         else:   # not what the decider does (a new task has a new id), but it would be a new attempt
             tasks[found] = TaskState(task.spec, task.runtime, None)
             kept = False

@@ -59,14 +59,19 @@ class Entry(dict[str, Any]):
     `${ref.endTime}`, `${loop['iteration']}`, ... Only input and output are listed as keys.
     It names its workflow by id, not by state: an entry outlives the state it was made for."""
 
-    __slots__ = ("correlation_id", "task", "workflow_id")
+    __slots__ = ("correlation_id", "read", "task", "workflow_id")
     task: m.TaskState
+    read: dict[str, Any] | None   # the task's output when the entry was made
     workflow_id: str
     correlation_id: str
 
     def __init__(self, task: m.TaskState, workflow_id: str, correlation_id: str) -> None:
         super().__init__(input=task.spec.input, output=task.output or {})
-        self.task, self.workflow_id, self.correlation_id = task, workflow_id, correlation_id
+        self.task, self.read, self.workflow_id, self.correlation_id = task, task.output, workflow_id, correlation_id
+
+    def current(self) -> bool:
+        """Whether the entry still shows its task's output (a test's worker may have set it since)."""
+        return self.read is self.task.output
 
     def __missing__(self, key: str) -> Any:
         field = _TASK_FIELDS.get(key)
@@ -92,9 +97,10 @@ class Instances:
     """The index of one state's tasks (see the module's docstring).
 
     - `latest`: key -> the latest attempt (the state's own objects: read, never changed);
-    - `entries`: reference or key -> what expressions see of an ended instance (a reference answers
-      for its instance of highest `seq`); `live`: the keys whose latest attempt is still active,
-      exposed by each decision itself;
+    - `entries`: reference or key -> what expressions see of the instance (a reference answers for
+      its instance of highest `seq`); `live`: the keys whose latest attempt is still active, whose
+      entries each decision checks (an active attempt may end outside decisions; in the tests'
+      simulator, by changing the task in place);
     - `next_seq`: the `seq` of the next task;
     - `finished`: first key of a task list (its first node's key) -> how many of its nodes, from the
       first, a decision found finished (simple nodes whose instance ended done): a later decision
@@ -119,14 +125,13 @@ class Instances:
         return self.tasks is wf.tasks and self.count == len(wf.tasks)
 
     def _expose(self, task: m.TaskState, wf: m.WorkflowState) -> None:
-        """Index `task`, the latest attempt of its key: as a live key, or with its entry (under its
-        key, and under its reference unless an instance of that reference with a higher `seq` ended)."""
+        """Index `task`, the latest attempt of its key: its entry (under its key, and under its
+        reference unless an instance of that reference has a higher `seq`), live while active."""
         key, ref = task.spec.key, task.spec.ref
         if task.runtime.status in st.ACTIVE_TASK:
             self.live.add(key)
-            self.entries.pop(key, None)
-            return
-        self.live.discard(key)
+        else:
+            self.live.discard(key)
         entry = entry_for(task, wf)
         self.entries[key] = entry
         shown = self.entries.get(ref)
@@ -159,11 +164,13 @@ class Instances:
         wf._instances = self
 
     def copy(self) -> Instances:
-        """Another index of the same tasks, to be changed apart from this one (copied in C)."""
+        """Another index of the same tasks, to be changed apart from this one (copied in C); what is
+        known finished stays shared: it holds of every later state of the run, and what one learns
+        serves the other (an operator's command clears it for both)."""
         twin = Instances.__new__(Instances)
         twin.tasks, twin.count, twin.next_seq = self.tasks, self.count, self.next_seq
         twin.latest, twin.entries, twin.live = dict(self.latest), dict(self.entries), set(self.live)
-        twin.finished = dict(self.finished)
+        twin.finished = self.finished
         return twin
 
 

@@ -82,7 +82,7 @@ class Walk:
 
     def _index(self, index: Instances) -> None:
         """See the instances through `index`: each is copied when first asked for (`Latest`); what
-        expressions see of the ended ones is the index's, of the active ones exposed here."""
+        expressions see of them is the index's (an active one's made again if its output changed)."""
         self.index = index
         self.latest = Latest(index.latest)
         self.next_seq = index.next_seq
@@ -100,14 +100,13 @@ class Walk:
             "version": wf.version, "createTime": wf.created_at_ms, "updateTime": wf.updated_at_ms,
             "parentWorkflowId": parent_id or None, "parentWorkflowTaskId": parent_task or None,
             "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}
-        for task in sorted((index.latest[key] for key in index.live), key=SEQ):   # in seq order, as a
-            copy = self.latest.get(task.spec.key)                                 # reference answers for
-            assert copy is not None                                               # its latest instance
-            shown = self.scope.get(copy.spec.ref)
-            if not isinstance(shown, Entry) or shown.task.spec.seq <= copy.spec.seq:
-                self._expose(copy)
-            else:
-                self.scope[copy.spec.key] = entry_for(copy, wf)
+        for key in index.live:
+            entry = index.entries.get(key)
+            if entry is not None and not entry.current():
+                fresh = entry_for(entry.task, wf)
+                for name in (key, entry.task.spec.ref):
+                    if self.scope.get(name) is entry:
+                        self.scope[name] = fresh
 
     def _shown_as_changed(self, task: m.TaskState) -> None:
         """Expressions see `task`, this decision's copy of an instance it just changed, where they
