@@ -132,11 +132,12 @@ class FieldMemo:
     comparing the texts (in C); a task is parsed again only where one of its fields changed.
 
     The parsed values are shared by the states read: nothing may change them in place (the decider
-    replaces a task's runtime or output, it never edits one). At most `capacity` fields are kept, the
-    workflows read least recently going first."""
+    replaces a task's runtime or output, it never edits one). Only workflows of at least `smallest`
+    fields are kept (a short one parses in microseconds; a node holds many thousands), at most
+    `capacity` fields in all, the workflows read least recently going first."""
 
-    def __init__(self, capacity: int = 200_000) -> None:
-        self.capacity = capacity
+    def __init__(self, capacity: int = 50_000, smallest: int = 64) -> None:
+        self.capacity, self.smallest = capacity, smallest
         self._reads: OrderedDict[str, Read] = OrderedDict()
         self._size = 0
         self.parsed = 0   # task fields parsed (not found unchanged): what reads cost
@@ -144,17 +145,19 @@ class FieldMemo:
     def previous(self, workflow_id: str) -> Read | None:
         return self._reads.get(workflow_id)
 
-    def keep(self, workflow_id: str, read: Read) -> None:
+    def keep(self, workflow_id: str, read: Read) -> bool:
+        """Keep `read` as the workflow's last (whether it was kept)."""
         dropped = self._reads.pop(workflow_id, None)
         if dropped is not None:
             self._size -= len(dropped.row)
-        if len(read.row) > self.capacity:
-            return
+        if not self.smallest <= len(read.row) <= self.capacity:
+            return False
         self._reads[workflow_id] = read
         self._size += len(read.row)
         while self._size > self.capacity:
             _, oldest = self._reads.popitem(last=False)
             self._size -= len(oldest.row)
+        return True
 
 
 FIELDS = FieldMemo()
@@ -175,10 +178,11 @@ def parse_workflow(workflow_id: str, row: dict[str, str], snapshots: Mapping[str
     previous = memo.previous(workflow_id) if memo is not None else None
     again = _read_again(previous, row) if previous is not None else None
     read, parsed = again if again is not None else _read(row)
+    kept = False
     if memo is not None:
         memo.parsed += parsed
         read.row = dict(row)   # its own: whatever the caller does with `row`
-        memo.keep(workflow_id, read)
+        kept = memo.keep(workflow_id, read)
     meta = read.meta
     state = m.WorkflowState(
         workflow_id=workflow_id, name=meta["name"], version=meta["version"], status=WorkflowStatus(row["st"]),
@@ -190,7 +194,7 @@ def parse_workflow(workflow_id: str, row: dict[str, str], snapshots: Mapping[str
         ended_at_ms=int(row.get("end", 0)), revision=int(row["rev"]), depth=int(row.get("depth", 0)),
         stored_bytes=sum(map(len, row)) + sum(map(len, row.values())))
     state._positions = dict(read.where)
-    if memo is not None:   # the decider's index, kept up to date beside the read; the state has a copy
+    if kept:   # the decider's index, kept up to date beside the read; the state has a copy
         if read.changed is not None and previous is not None and previous.index is not None:
             read.index = previous.index
             read.index.update(read.changed, state)

@@ -36,7 +36,7 @@ def test_a_workflow_read_again_parses_only_what_changed() -> None:
 
 
 def test_what_is_read_again_is_what_a_whole_read_gives() -> None:
-    memo = codec.FieldMemo()
+    memo = codec.FieldMemo(smallest=0)
     first = row(5, set())
     codec.parse_workflow("wf", first, {DIGEST: SNAPSHOT}, memo)
     later = row(5, {1, 3})
@@ -57,6 +57,12 @@ def test_what_is_read_again_is_what_a_whole_read_gives() -> None:
     del later["t:id2"], later["s:id2"]   # a task deleted (an operator's rerun): read whole
     assert codec.parse_workflow("wf", later, {DIGEST: SNAPSHOT}, memo) == codec.parse_workflow(
         "wf", later, {DIGEST: SNAPSHOT}, None)
+
+
+def test_a_short_workflow_is_not_kept() -> None:
+    memo = codec.FieldMemo()
+    codec.parse_workflow("wf", row(3, set()), {DIGEST: SNAPSHOT}, memo)
+    assert memo.previous("wf") is None
 
 
 def test_the_memo_is_bounded() -> None:
