@@ -5,9 +5,12 @@ copying and exposing every task the workflow ever ran, and walks on from where t
 
 The index is built once from a state's tasks (when a state is read from the store, say) and then
 carried: `apply`, `with_result` and `with_tasks` hand it to the state they make, told which attempts
-changed; the state they were given builds its own again if it is ever decided. Only what cannot
-change outside a decision is carried as is: an attempt that is still active (scheduled or in
-progress), which a worker, a signal or a lease's expiry may end, is exposed afresh by each decision.
+changed; the state they were given builds its own again if it is ever decided. The store's codec
+keeps one beside its last read of a long workflow and gives each read a copy (codec.FieldMemo).
+
+The states' tasks are never changed in place by the product (a decision changes its own copies);
+the tests' simulator does change an active attempt in place (its workers), so a decision checks
+that the entry of each active attempt still shows the attempt's output, and makes it again if not.
 """
 
 from __future__ import annotations
