@@ -24,9 +24,10 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..core import sandbox
 from ..core import state as m
@@ -79,6 +80,30 @@ SLOW_DECISION_S = 0.05   # a decision this long (scripts, most likely) is follow
 """How the reason of a workflow the decider raised on begins (the CLI and the console recognise it)."""
 
 
+class UserCodeByDefinition:
+    """Whether deciding a definition may run user code, asked once per definition object rather than
+    walking every task of the definition at each decision (a 400-step sequence spent a third of its
+    node's time there). Workflows of one snapshot share its parsed definition (codec.parse_snapshot),
+    and a definition is never changed once parsed, so its identity names it; each entry holds the
+    definition, so that identity cannot be reused while the entry lives."""
+
+    CAPACITY = 256   # as many as the snapshots a node keeps parsed
+
+    def __init__(self) -> None:
+        self._known: OrderedDict[int, tuple[Mapping[str, Any], bool]] = OrderedDict()
+
+    def __call__(self, definition: Mapping[str, Any]) -> bool:
+        known = self._known.get(id(definition))
+        if known is not None and known[0] is definition:
+            self._known.move_to_end(id(definition))
+            return known[1]
+        answer = runs_user_code(definition)
+        self._known[id(definition)] = (definition, answer)
+        while len(self._known) > self.CAPACITY:
+            self._known.popitem(last=False)
+        return answer
+
+
 def _decide_with_scripts(state: m.WorkflowState, now: int) -> Decision:
     """decide() in a thread of its own, its scripts sharing one budget (core/sandbox.py): the node's
     event loop, which keeps the etcd lease alive, never waits for the sandbox."""
@@ -103,6 +128,7 @@ class Decider:
         self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
         self._stepping: set[str] = set()   # workflows with a step under way here
         self._draining: asyncio.Task[None] | None = None
+        self._runs_user_code = UserCodeByDefinition()
 
     def soon(self, workflow_ids: list[str]) -> None:
         """Decide these workflows in the background (an event's caller need not wait for it).
@@ -211,7 +237,7 @@ class Decider:
 
     async def _decision(self, state: m.WorkflowState, now: int) -> Decision:
         with log_fields(workflow_id=state.workflow_id):
-            if runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
+            if self._runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
                 return await asyncio.to_thread(_decide_with_scripts, state, now)
             return decide(state, now, new_task_id)
 
@@ -356,7 +382,7 @@ class Decider:
 def _held_attempt(state: m.WorkflowState, result: WorkerResult) -> m.TaskState | None:
     """The attempt the result ends, if it is in progress and held by the result's worker: only then
     can the result be stored (the store checks it again)."""
-    task = next((t for t in state.tasks if t.task_id == result.task_id), None)
+    task = state.task(result.task_id)
     if task is None or task.runtime.status != st.IN_PROGRESS:
         return None
     return task if result.worker_id in (ANY_WORKER, task.runtime.worker_id) else None

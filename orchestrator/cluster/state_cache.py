@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from ..core import state as m
 from ..core import statuses as st
-from ..core.apply import apply
+from ..core.apply import apply, with_tasks
 from ..core.decider import Decision
 from ..store import ApplyOutcome
 
@@ -59,12 +59,16 @@ class StateCache:
         if after.status in st.TERMINAL_WORKFLOW:
             self.drop(state.workflow_id)
             return
-        handed = {task.spec.task_id for task in outcome.handed}
-        after = replace(after, tasks=[
-            m.TaskState(t.spec, replace(t.runtime, status=st.IN_PROGRESS, worker_id=handed_to[t.task_id],
-                                        started_at_ms=now_ms, queued=False), t.output)
-            if t.task_id in handed else t for t in after.tasks])
-        self._states[state.workflow_id] = replace(after, stored_bytes=state.stored_bytes + outcome.grew_by)
+        handed: dict[str, m.TaskState] = {}
+        for claimed in outcome.handed:
+            task = after.task(claimed.spec.task_id)
+            if task is not None:
+                handed[task.task_id] = m.TaskState(task.spec, replace(
+                    task.runtime, status=st.IN_PROGRESS, worker_id=handed_to[task.task_id], started_at_ms=now_ms,
+                    queued=False), task.output)
+        after = with_tasks(after, handed)
+        after.stored_bytes = state.stored_bytes + outcome.grew_by   # `after` is this cache's own
+        self._states[state.workflow_id] = after
         self._states.move_to_end(state.workflow_id)
         while len(self._states) > self.capacity:
             self._states.popitem(last=False)

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import statuses as st
 from .decider import Decision, NewWorkflow
+from .decider.instances import carry, remember_finished
 from .state import TaskRuntime, TaskState, WorkflowState
 
 
@@ -37,23 +38,22 @@ class Effects:
 
 def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[WorkflowState, Effects]:
     """The workflow after `decision`, and its effects elsewhere. `state` is not changed.
-    An empty decision changes nothing, not even the revision: only when to decide next."""
-    if decision.empty:
+    An empty decision changes nothing, not even the revision: only when to decide next.
+
+    What the decision leaves alone is shared with `state`, not copied: a step costs what it changes,
+    not what the workflow holds (issue 21)."""
+    if decision.empty:   # what the walk found finished holds of `state` itself
+        remember_finished(state, decision.finished)
         return state, Effects(wake_at_ms=decision.wake_at_ms)
-    deleted = set(decision.delete_tasks)
-    tasks = {t.task_id: TaskState(t.spec, t.runtime, t.output) for t in state.tasks if t.task_id not in deleted}
-    for task in decision.new_tasks:
-        tasks[task.task_id] = TaskState(task.spec, task.runtime, None)
-    for task_id, runtime in decision.changed_runtimes.items():
-        if task_id in tasks:
-            tasks[task_id].runtime = runtime
-    for task_id, output in decision.outputs.items():
-        if task_id in tasks:
-            tasks[task_id].output = output
+    tasks, kept, changed = _tasks_after(state, decision)
     consumed = set(decision.consumed_commands)
-    new = replace(state, tasks=sorted(tasks.values(), key=lambda t: t.spec.seq),
+    new = replace(state, tasks=tasks,
                   commands=[c for c in state.commands if c["field"] not in consumed],
                   revision=state.revision + 1, updated_at_ms=now_ms)
+    if kept:   # what the decision left alone stays where it was: the indexes of `state` serve `new`
+        state.hand_positions_to(new)
+        history_changed = bool(decision.consumed_commands or decision.reset_result or decision.snapshot)
+        carry(state, new, changed, None if history_changed else decision.finished)
     if decision.reset_result:
         new.output, new.reason, new.ended_at_ms = None, "", 0
     if decision.variables is not None:
@@ -78,16 +78,95 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
                         wake_at_ms=decision.wake_at_ms)
 
 
+def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskState], bool, list[TaskState]]:
+    """The tasks once the decision is applied, in `seq` order; whether those `state` had kept their
+    places (new ones after them); and the attempts the decision put in (new or changed)."""
+    if decision.delete_tasks:   # an operator's rerun or restart: rebuilt, in seq order
+        deleted = set(decision.delete_tasks)
+        tasks = [t for t in state.tasks if t.task_id not in deleted]
+        kept = False
+    else:
+        tasks = state.tasks.copy()
+        kept = True
+    # where an attempt is: those of `state` where `state` has them (while the list kept their places),
+    # the others (all of them after a delete) as they are put in
+    in_place = kept
+    where: dict[str, int] = {} if in_place else {t.task_id: i for i, t in enumerate(tasks)}
+
+    def position(task_id: str) -> int | None:
+        found = where.get(task_id)
+        if found is None and in_place:
+            found = state.position(task_id)
+        return found
+
+    changed: dict[int, None] = {}   # positions, in the order they changed
+    for task in decision.new_tasks:
+        found = position(task.task_id)
+        if found is None:
+            tasks.append(TaskState(task.spec, task.runtime, None))
+            found = where[task.task_id] = len(tasks) - 1
+        else:   # not what the decider does (a new task has a new id), but it would be a new attempt
+            tasks[found] = TaskState(task.spec, task.runtime, None)
+            kept = False
+        changed[found] = None
+    for task_id, runtime in decision.changed_runtimes.items():
+        found = position(task_id)
+        if found is not None:
+            tasks[found] = TaskState(tasks[found].spec, runtime, tasks[found].output)
+            changed[found] = None
+    for task_id, output in decision.outputs.items():
+        found = position(task_id)
+        if found is not None:
+            tasks[found] = TaskState(tasks[found].spec, tasks[found].runtime, output)
+            changed[found] = None
+    # `tasks` are in seq order, and a decision's new tasks come after the others: only where that was
+    # not so is the order checked (and restored) across the whole list
+    first = max(1, len(state.tasks)) if kept else 1
+    put_in = [tasks[i] for i in changed]
+    if any(tasks[i - 1].spec.seq > tasks[i].spec.seq for i in range(first, len(tasks))):
+        tasks.sort(key=_seq)
+        kept = False
+    return tasks, kept, put_in
+
+
+def _seq(task: TaskState) -> int:
+    return task.spec.seq
+
+
 def with_result(state: WorkflowState, task_id: str, status: st.TaskStatus, output: dict[str, Any] | None,
                 reason: str, now_ms: int, *, grows_by: int = 0) -> WorkflowState:
     """The workflow once a result (a worker's, or a signal's) for attempt `task_id` is stored: the
     attempt ends with `status`, `reason` and `output`, and the revision moves on. What the store's
     `finish_task` does; `grows_by` is what the record grows by (its size bounds later decisions).
     `state` is not changed."""
-    tasks = [TaskState(t.spec, replace(t.runtime, status=status, ended_at_ms=now_ms, reason=reason), output)
-             if t.task_id == task_id else t for t in state.tasks]
-    return replace(state, tasks=tasks, revision=state.revision + 1, updated_at_ms=now_ms,
-                   stored_bytes=state.stored_bytes + grows_by)
+    tasks = state.tasks.copy()
+    found = state.position(task_id)
+    if found is not None:
+        task = tasks[found]
+        tasks[found] = TaskState(task.spec, replace(task.runtime, status=status, ended_at_ms=now_ms, reason=reason),
+                                 output)
+    new = replace(state, tasks=tasks, revision=state.revision + 1, updated_at_ms=now_ms,
+                  stored_bytes=state.stored_bytes + grows_by)
+    state.hand_positions_to(new)
+    carry(state, new, [tasks[found]] if found is not None else [], {})
+    return new
+
+
+def with_tasks(state: WorkflowState, changed: dict[str, TaskState]) -> WorkflowState:
+    """`state` with the attempts named in `changed` (by task id) replaced, nothing else: what this
+    node knows of a write beyond the decision itself (the tasks it handed to its workers). `state`
+    is not changed."""
+    tasks = state.tasks.copy()
+    put_in = []
+    for task_id, task in changed.items():
+        found = state.position(task_id)
+        if found is not None:
+            tasks[found] = task
+            put_in.append(task)
+    new = replace(state, tasks=tasks)
+    state.hand_positions_to(new)
+    carry(state, new, put_in, {})
+    return new
 
 
 def new_child(start: NewWorkflow, now_ms: int) -> WorkflowState:

@@ -111,7 +111,7 @@ class WorkflowState:
     definition: WorkflowDef
     task_defs: dict[str, TaskDef]
     sub_workflows: dict[str, WorkflowDef] = field(default_factory=dict)  # "name:version" -> definition
-    tasks: list[TaskState] = field(default_factory=list)
+    tasks: list[TaskState] = field(default_factory=list)   # in `seq` order (the order they were created in)
     variables: dict[str, Any] = field(default_factory=dict)
     parent: str = ""          # "<parent workflow id>|<its SUB_WORKFLOW task id>" for a child
     depth: int = 0            # workflows above this one: its parent's depth + 1 (sub-workflows, failure workflows)
@@ -121,6 +121,39 @@ class WorkflowState:
     reason: str = ""
     ended_at_ms: int = 0
     revision: int = 0  # bumped by every write; the decider's write is conditional on it
+    # Where each attempt is in `tasks`, so that a step finds the attempts it changes without a scan of
+    # every task (issue 21). Built when first asked for; not an argument, so `replace` starts afresh.
+    _positions: dict[str, int] | None = field(default=None, init=False, repr=False, compare=False)
+    # The decider's index of the tasks (core/decider/instances.py), carried from state to state likewise.
+    _instances: object | None = field(default=None, init=False, repr=False, compare=False)
+
+    def position(self, task_id: str) -> int | None:
+        """Where attempt `task_id` is in `tasks` (None: it is not there)."""
+        positions = self._positions
+        if positions is None or len(positions) != len(self.tasks):   # never built, or the list changed
+            positions = self._positions = {task.task_id: i for i, task in enumerate(self.tasks)}
+        found = positions.get(task_id)
+        if found is not None and self.tasks[found].task_id != task_id:   # the list was changed in place
+            self._positions = None
+            return self.position(task_id)
+        return found
+
+    def task(self, task_id: str) -> TaskState | None:
+        """Attempt `task_id`, if the workflow has it."""
+        found = self.position(task_id)
+        return None if found is None else self.tasks[found]
+
+    def hand_positions_to(self, other: WorkflowState) -> None:
+        """Give `other`, whose `tasks` hold this workflow's in the same places followed by new ones
+        (appended in `other.tasks` already), the positions of this one, without copying them: this
+        state finds its own again when next asked (a state derived from another is most often the
+        only one used afterwards)."""
+        positions, self._positions = self._positions, None
+        if positions is None or len(positions) > len(other.tasks):
+            return
+        for i in range(len(positions), len(other.tasks)):
+            positions[other.tasks[i].task_id] = i
+        other._positions = positions
 
     def latest_attempt(self, key: str) -> TaskState | None:
         latest = None

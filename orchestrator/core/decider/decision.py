@@ -48,6 +48,9 @@ class Decision:
     publish: list[tuple[str, str]] = field(default_factory=list)   # (topic, payload json): EVENT tasks
     wake_at_ms: int | None = None             # when to decide again without an event
     log: list[str] = field(default_factory=list)
+    # Not a change: what the walk found finished (first key of a task list -> how many of its nodes,
+    # from the first), for the next decision of the same run to walk on from there (decider/instances.py).
+    finished: dict[str, int] = field(default_factory=dict, compare=False)
 
     def wake(self, at_ms: int) -> None:
         self.wake_at_ms = at_ms if self.wake_at_ms is None else min(self.wake_at_ms, at_ms)

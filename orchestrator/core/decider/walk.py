@@ -22,6 +22,7 @@ from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
 from ..values import seconds_ms
 from .decision import Decision, NewWorkflow
+from .instances import SEQ, Entry, Instances, Latest, entry_for, instances_of
 
 __all__ = ["ALERT", "BLOCKED", "DONE", "Outcome", "Walk", "failure", "is_worker_kind", "retry_delay_ms"]
 
@@ -49,62 +50,6 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
     return seconds_ms(min(delay, float(task_def["maxRetryDelaySeconds"])))
 
 
-def _iteration(task: m.TaskState) -> int:
-    if kind_for(task.spec.kind).loops:   # `${loop['iteration']}` reads the loop's current iteration
-        return int((task.output or {}).get("iteration", 0))
-    tail = task.spec.key.rsplit("__", 1)[1] if "__" in task.spec.key else "0"
-    return int(tail) if tail.isdigit() else 0
-
-
-_TASK_FIELDS: dict[str, Callable[[m.TaskState, m.WorkflowState], Any]] = {
-    "taskId": lambda t, w: t.spec.task_id,
-    "status": lambda t, w: str(t.runtime.status),
-    "referenceTaskName": lambda t, w: t.spec.key,
-    "retryCount": lambda t, w: t.spec.attempt,
-    "taskType": lambda t, w: relative(t.spec.task_type),
-    "taskDefName": lambda t, w: relative(t.spec.task_type),
-    "scheduledTime": lambda t, w: t.spec.scheduled_at_ms,
-    "startTime": lambda t, w: t.runtime.started_at_ms,
-    "endTime": lambda t, w: t.runtime.ended_at_ms,
-    "updateTime": lambda t, w: max(t.runtime.ended_at_ms, t.runtime.started_at_ms, t.spec.scheduled_at_ms),
-    "reasonForIncompletion": lambda t, w: t.runtime.reason,
-    "workerId": lambda t, w: t.runtime.worker_id or None,
-    "iteration": lambda t, w: _iteration(t),
-    "seq": lambda t, w: t.spec.seq,
-    "callbackAfterSeconds": lambda t, w: 0,
-    "pollCount": lambda t, w: 1 if t.runtime.started_at_ms else 0,
-    "workflowInstanceId": lambda t, w: w.workflow_id,
-    "correlationId": lambda t, w: w.correlation_id,
-}
-
-
-class _Entry(dict[str, Any]):
-    """What `${<ref>.…}` sees of an instance: its input and output, and (computed when read, so
-    always current) the other fields of a task Conductor's expressions can read: `${ref.status}`,
-    `${ref.endTime}`, `${loop['iteration']}`, ... Only input and output are listed as keys."""
-
-    __slots__ = ("task", "workflow")
-
-    def __init__(self, task: m.TaskState, workflow: m.WorkflowState) -> None:
-        super().__init__(input=task.spec.input, output=task.output or {})
-        self.task, self.workflow = task, workflow
-
-    def __missing__(self, key: str) -> Any:
-        field = _TASK_FIELDS.get(key)
-        if field is None:
-            raise KeyError(key)
-        return field(self.task, self.workflow)
-
-    def __contains__(self, key: object) -> bool:
-        return dict.__contains__(self, key) or key in _TASK_FIELDS
-
-    def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self[key]
-        except KeyError:
-            return default
-
-
 class Walk:
     def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
         self.wf = wf
@@ -116,45 +61,68 @@ class Walk:
         self.task_defs = dict(wf.task_defs)
         self.sub_workflows = dict(wf.sub_workflows)
         self.variables = dict(wf.variables)
-        self.latest: dict[str, m.TaskState] = {}
         self.next_seq = 0
         self.fork_done: dict[str, bool] = {}
         self.input_overrides: dict[str, dict[str, Any]] = {}
         self.input_extras: dict[str, dict[str, Any]] = {}   # data laid over the resolved input (dynamic forks)
         self.retrying: set[str] = set()        # keys whose failed instance gets a fresh attempt
         self.scope: dict[str, Any] = {}
-        self.reset(wf.tasks)
+        self.latest = Latest({})
+        self.finished: dict[str, int] = {}   # what earlier decisions of this run found finished (`run`)
+        self._index(instances_of(wf))
+        if not wf.commands:   # an operator's command may change what ran: walk it all
+            self.finished = self.index.finished
 
     # ---------------------------------------------------------------- instances and scope
 
     def reset(self, tasks: list[m.TaskState]) -> None:
-        self.latest = {}
-        for task in sorted(tasks, key=lambda t: t.spec.seq):
-            self.latest[task.spec.key] = m.TaskState(task.spec, task.runtime, task.output)
-        self.next_seq = max((t.spec.seq for t in tasks), default=-1) + 1
+        """Walk `tasks` as the workflow's (an operator's rerun or restart forgets the others)."""
+        self.finished = {}
+        self._index(Instances(replace(self.wf, tasks=tasks)))
+
+    def _index(self, index: Instances) -> None:
+        """See the instances through `index`: each is copied when first asked for (`Latest`); what
+        expressions see of them is the index's (an active one's made again if its output changed)."""
+        self.index = index
+        self.latest = Latest(index.latest)
+        self.next_seq = index.next_seq
         wf = self.wf
         workflow_input = wf.input
         defaults = self.definition.get("inputTemplate")
         if defaults:   # Conductor's inputTemplate: default values of the input
             workflow_input = {**defaults, **wf.input}
         parent_id, _, parent_task = wf.parent.partition("|")
-        self.scope = {"workflow": {
+        self.scope = dict(index.entries)
+        self.scope["workflow"] = {
             "input": workflow_input, "variables": self.variables, "workflowId": wf.workflow_id,
             "correlationId": wf.correlation_id, "output": {}, "status": str(wf.status),
             "workflowType": relative(wf.name),
             "version": wf.version, "createTime": wf.created_at_ms, "updateTime": wf.updated_at_ms,
             "parentWorkflowId": parent_id or None, "parentWorkflowTaskId": parent_task or None,
-            "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}}
-        for task in sorted(self.latest.values(), key=lambda t: t.spec.seq):
-            self._expose(task)
+            "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}
+        for key in index.live:
+            entry = index.entries.get(key)
+            if entry is not None and not entry.current():
+                fresh = entry_for(entry.task, wf)
+                for name in (key, entry.task.spec.ref):
+                    if self.scope.get(name) is entry:
+                        self.scope[name] = fresh
+
+    def _shown_as_changed(self, task: m.TaskState) -> None:
+        """Expressions see `task`, this decision's copy of an instance it just changed, where they
+        saw the state's (`${ref.status}` shows what the decision did)."""
+        for name in (task.spec.key, task.spec.ref):
+            shown = self.scope.get(name)
+            if isinstance(shown, Entry) and shown.task is not task and shown.task.task_id == task.task_id:
+                self.scope[name] = entry_for(task, self.wf)
 
     def _expose(self, task: m.TaskState) -> None:
-        entry = _Entry(task, self.wf)
+        entry = entry_for(task, self.wf)
         self.scope[task.spec.ref] = entry      # the latest iteration answers to the bare reference
         self.scope[task.spec.key] = entry
 
     def instances(self) -> list[m.TaskState]:
-        return sorted(self.latest.values(), key=lambda t: t.spec.seq)
+        return sorted(self.latest.values(), key=SEQ)
 
     def active(self) -> list[m.TaskState]:
         return [t for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
@@ -170,14 +138,38 @@ class Walk:
     # ---------------------------------------------------------------- running nodes (the kinds' decide steps)
 
     def run(self, nodes: list[WorkflowTask], suffix: str) -> Outcome:
-        """Advance nodes in order, each by its kind's step; stop at the first that is not DONE."""
-        previous: WorkflowTask | None = None
-        for node in nodes:
+        """Advance nodes in order, each by its kind's step; stop at the first that is not DONE.
+
+        Nodes an earlier decision of this run found finished (simple ones whose instance ended done:
+        their step would find nothing to do) are not walked again: the walk starts after them, so a
+        step of a long sequence does not cost more than one of a short one (issue 21)."""
+        if not nodes:
+            return DONE
+        first = f"{nodes[0]['taskReferenceName']}{suffix}"
+        start = min(self.finished.get(first, 0), len(nodes))
+        finished = start   # nodes known finished, from the first
+        previous: WorkflowTask | None = nodes[start - 1] if start else None
+        outcome = DONE
+        for position in range(start, len(nodes)):
+            node = nodes[position]
             outcome = kind_for(node["type"]).decide(self, node, suffix, previous)
             if not outcome.done:
-                return outcome
+                break
+            if finished == position and self._finished(node, suffix):
+                finished += 1
             previous = node
-        return DONE
+        if finished > start:
+            self.decision.finished[first] = finished
+        return outcome
+
+    def _finished(self, node: WorkflowTask, suffix: str) -> bool:
+        """Whether a node its step found DONE has nothing left for any later decision: a node
+        holding no others whose instance ended done (only an operator's command changes that)."""
+        kind = kind_for(node["type"])
+        if kind.role == "container" or kind.children:
+            return False
+        task = self.latest.get(f"{node['taskReferenceName']}{suffix}")
+        return task is not None and task.runtime.status in st.DONE_TASK
 
     def nodes(self, tasks: list[WorkflowTask]) -> Iterator[WorkflowTask]:
         """Every node of a task list, nested ones included, depth first."""
@@ -279,6 +271,7 @@ class Walk:
         if "status" in changes and changes["status"] not in st.ACTIVE_TASK and "ended_at_ms" not in changes:
             changes["ended_at_ms"] = self.now
         task.runtime = replace(task.runtime, **changes)
+        self._shown_as_changed(task)
         new = next((t for t in self.decision.new_tasks if t.task_id == task.task_id), None)
         if new is not None:
             new.runtime = task.runtime

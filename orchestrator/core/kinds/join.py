@@ -47,11 +47,13 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, previous: WorkflowTask |
     if node["joinOn"]:
         joined = [walk.latest.get(ref + suffix) for ref in node["joinOn"]]
         ready = all(t is not None and t.runtime.status in st.DONE_TASK for t in joined)
-    else:
+    else:   # every branch of the fork: read only once they are done (a wide fork has many)
+        ready = walk.fork_done.get(fork_key, False)
+        if not ready:
+            return BLOCKED
         fork = walk.latest.get(fork_key)
         refs = (fork.output or {}).get("forkedTasks") if fork is not None and fork.output else None
         joined = [walk.latest.get(r + suffix) for r in refs] if refs else []
-        ready = walk.fork_done.get(fork_key, False)
     if not ready:
         return BLOCKED
     walk.complete(task, {t.spec.ref: t.output or {} for t in joined if t is not None})
