@@ -142,8 +142,7 @@ class Workflows:
         workflow_id = started.workflow_id
 
         async def ended() -> bool:
-            state = await self.store.load(workflow_id)
-            return state is not None and state.status in st.TERMINAL_WORKFLOW
+            return await self.store.status(workflow_id) in st.TERMINAL_WORKFLOW
 
         await self.notifier.wait_done(workflow_id, wait_s, ended, expected=started.created)
         return await self._load(workflow_id)

@@ -28,7 +28,7 @@ from ..core.errors import TooLarge
 from ..core.events import BusEvent
 from ..core.schema import Snapshot, TaskDef, WorkflowDef
 from ..core.state import TaskSpec, WorkflowState
-from ..core.statuses import TaskStatus
+from ..core.statuses import TaskStatus, WorkflowStatus
 
 
 ANY_WORKER = "*"   # a result or release naming no worker: the store reads it as "whoever holds the attempt"
@@ -240,6 +240,10 @@ class Store(Protocol):
     async def load(self, workflow_id: str) -> WorkflowState | None: ...
 
     async def load_many(self, workflow_ids: list[str]) -> list[WorkflowState | None]: ...
+
+    async def status(self, workflow_id: str) -> WorkflowStatus | None:
+        """The workflow's status alone (None: no such workflow): what a waiter for its end needs,
+        without reading every task of a large workflow."""
 
     async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
         """End a running workflow (or start undoing it). Atomic; NotFound / FailedPrecondition."""

@@ -47,7 +47,7 @@ from ...core.definitions import (needs_every_task_def, needs_every_workflow_def,
                                  snapshot_workflow_refs)
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
-from ...core.statuses import WORKFLOW_STATUSES, TaskStatus
+from ...core.statuses import WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
                         QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped, StoreHealth,
@@ -541,6 +541,11 @@ class RedisStore:
     @_unavailable_as_store_error
     async def load(self, workflow_id: str) -> m.WorkflowState | None:
         return (await self.load_many([workflow_id]))[0]
+
+    @_unavailable_as_store_error
+    async def status(self, workflow_id: str) -> WorkflowStatus | None:
+        found = await self._redis.hget(self.keys.workflow(workflow_id), "st")
+        return WorkflowStatus(found) if found is not None else None
 
     @_unavailable_as_store_error
     async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:

@@ -234,6 +234,10 @@ def test_a_start_answers_with_the_workflow_exactly_as_a_load_reads_it(store):
             assert started.state == await store.load("wf-1")
             again = await store.start_by_name("w", 0, "wf-2", {"n": 1}, "corr-1", "key-1", NOW)
             assert again == ("wf-1", False, None)
+            # what a waiter for the end reads: the status alone
+            assert await store.status("wf-1") == "RUNNING" and await store.status("wf-2") is None
+            await store.terminate("wf-1", "done with it", NOW + 1)
+            assert await store.status("wf-1") == "TERMINATED"
         finally:
             await store.close()
     run(scenario())
