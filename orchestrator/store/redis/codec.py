@@ -170,14 +170,15 @@ def parse_workflow(workflow_id: str, row: dict[str, str], snapshots: Mapping[str
     read before, whose unchanged fields are not parsed again (None: parse every field)."""
     if not row or "m" not in row:
         return None
+    # the record's own fields first: a corrupt record is an error to report, not a missing workflow
+    previous = memo.previous(workflow_id) if memo is not None else None
+    again = _read_again(previous, row) if previous is not None else None
+    read, parsed = again if again is not None else _read(row)
     digest = snapshot_ref(row)
     text = (snapshots or {}).get(digest) if digest is not None else row.get("def")
     if text is None:
         return None
     snapshot = parse_snapshot(text)
-    previous = memo.previous(workflow_id) if memo is not None else None
-    again = _read_again(previous, row) if previous is not None else None
-    read, parsed = again if again is not None else _read(row)
     kept = False
     if memo is not None:
         memo.parsed += parsed
