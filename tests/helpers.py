@@ -9,16 +9,18 @@ import socketserver
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 import yaml
 
 from devtools.local_cluster import start_node
 from devtools.procs import ManagedProcess, free_port
+from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -37,6 +39,21 @@ def serving(server: ServerT, poll_interval: float = 0.5) -> Iterator[ServerT]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@asynccontextmanager
+async def serving_task_service(servicer: pb_grpc.TaskServiceServicer) -> AsyncIterator[str]:
+    """A gRPC server on a free loopback port answering worker streams with `servicer` (a scripted
+    node, for SDK tests that set up what a real node would not do); its address."""
+    server = grpc.aio.server()
+    add: Callable[[Any, grpc.aio.Server], None] = pb_grpc.add_TaskServiceServicer_to_server   # generated, untyped
+    add(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(0)
 
 
 def send_json(handler: BaseHTTPRequestHandler, payload: Any, status: int = 200) -> None:

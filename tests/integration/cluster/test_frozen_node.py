@@ -30,6 +30,7 @@ from assertions import scrape
 from devtools.drill import DrillReport, SteadyLoad, audit, register_demo
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_worker, wait_for_leader
 from devtools.procs import ManagedProcess
+from helpers import serving_task_service
 from orchestrator.cluster.dispatch import Dispatcher, WorkerSession
 from orchestrator.core.state import TaskSpec
 from orchestrator.store import ClaimedTask
@@ -207,14 +208,8 @@ class PingingNode(pb_grpc.TaskServiceServicer):
 @contextlib.asynccontextmanager
 async def scripted_node(answers_pings: bool = True) -> AsyncIterator[tuple[PingingNode, str]]:
     node = PingingNode(answers_pings)
-    server = grpc.aio.server()
-    pb_grpc.add_TaskServiceServicer_to_server(node, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield node, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
+    async with serving_task_service(node) as address:
+        yield node, address
 
 
 def pushed(task_id: str, task_type: str, lease_ms: int = 30_000) -> pb.ServerMessage:

@@ -13,9 +13,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
-import grpc.aio
 
+from helpers import serving_task_service
 from orchestrator_api.batches import (
     MAX_BATCH_BYTES,
     WorkerItem,
@@ -171,14 +170,8 @@ class ScriptedNode(pb_grpc.TaskServiceServicer):
 @contextlib.asynccontextmanager
 async def scripted_node(reads_batches: bool) -> AsyncIterator[tuple[ScriptedNode, str]]:
     node = ScriptedNode(reads_batches)
-    server = grpc.aio.server()
-    pb_grpc.add_TaskServiceServicer_to_server(node, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        yield node, f"127.0.0.1:{port}"
-    finally:
-        await server.stop(0)
+    async with serving_task_service(node) as address:
+        yield node, address
 
 
 def gated_assignment(task_id: str) -> pb.TaskAssignment:
