@@ -44,17 +44,15 @@ class Coalesced(Generic[Item]):
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, reply))
         if len(self._waiting) == 1:
-            loop.call_soon(self._flush)
-        return reply
-
-    def _flush(self) -> None:
-        batch, self._waiting = self._waiting, []
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._deliver(batch))
+            # the task's first step comes after every callback already due, so it takes the
+            # calls of this whole turn (those made before it starts join it too)
+            task = loop.create_task(self._deliver())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
+        return reply
 
-    async def _deliver(self, batch: list[tuple[Item, asyncio.Future[Any]]]) -> None:
+    async def _deliver(self) -> None:
+        batch, self._waiting = self._waiting, []
         try:
             replies = await self._send([item for item, _ in batch])
         except BaseException as exc:   # the pipeline failed as a whole: so does each call in it
