@@ -8,6 +8,10 @@ leader's clocks call them fenced by its epoch, and only they call `expire_lease`
 `forget_ended` and `raise_epoch`.
 Redis errors leave this module as `StoreUnavailable` only.
 
+Every script call and the hot reads (a workflow's record, its status) made during one turn of
+the event loop go to Redis in one pipeline (`coalesce.py`, `_pipelined`), each with its own reply
+or error, as if sent alone: one write on the socket and one wake-up for the turn's replies.
+
 Links to Redis (`RedisLinks`): every command has `socket_timeout_s` to answer and a connection
 `connect_timeout_s` to open, so a node cut from Redis answers UNAVAILABLE within them; blocking
 reads have a small pool of their own, and past it wait without a connection (`receive_events`).
@@ -24,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hashlib
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -114,6 +119,13 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
         await barrier.confirmed()
         return answer
     return wrapper  # type: ignore[return-value]
+
+
+class Call(NamedTuple):
+    """One command of a loop turn's pipeline: a script call (`script` its Lua source, `args` its
+    arguments) or, with `script` empty, a plain command (`args` the command and its arguments)."""
+    script: str
+    args: Sequence[Any]
 
 
 class _CachedSnapshot:
@@ -239,10 +251,10 @@ class RedisStore:
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
         self.max_workflow_bytes = max_workflow_bytes
-        self._scripts: dict[str, Any] = {}   # Lua source -> its registered script
-        # the results of one loop turn (workers' results come in bursts) go in one pipeline
-        self._steps = Coalesced(lambda batch: self._pipelined(scripts.STEP, batch))
-        self._completions = Coalesced(lambda batch: self._pipelined(scripts.COMPLETE_TASK, batch))
+        self._shas: dict[str, str] = {}   # Lua source -> its SHA1 (what EVALSHA names it by)
+        # every script call and hot read of one loop turn (results, claims, heartbeats, starts,
+        # loads come in bursts) goes to Redis in one pipeline, each with its own reply
+        self._calls: Coalesced[Call] = Coalesced(self._pipelined)
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
@@ -347,11 +359,9 @@ class RedisStore:
                              f"({setting}: {limit}); nothing was written: {then}, or raise the quota")
 
     async def _run(self, source: str, named: dict[str, Any], *blobs: str) -> Any:
-        """Run a script with named scalar arguments (ARGV[1]) and pre-encoded blobs after them."""
-        script = self._scripts.get(source)
-        if script is None:
-            script = self._scripts[source] = self._redis.register_script(source)
-        return await script(args=self._arguments(named, *blobs))
+        """Run a script with named scalar arguments (ARGV[1]) and pre-encoded blobs after them,
+        in the pipeline of this loop turn's calls; raises its own error as if sent alone."""
+        return await self._calls.call(Call(source, self._arguments(named, *blobs)))
 
     def _arguments(self, named: dict[str, Any], *blobs: str) -> list[str]:
         return [dumps({"prefix": self.prefix, **named}), *blobs]
@@ -544,15 +554,15 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def status(self, workflow_id: str) -> WorkflowStatus | None:
-        found = await self._redis.hget(self.keys.workflow(workflow_id), "st")
+        found = await self._calls.call(Call("", ("HGET", self.keys.workflow(workflow_id), "st")))
         return WorkflowStatus(found) if found is not None else None
 
     @_unavailable_as_store_error
     async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for workflow_id in workflow_ids:
-                pipe.hgetall(self.keys.workflow(workflow_id))
-            rows = await pipe.execute()
+        rows = await self._calls.replies([Call("", ("HGETALL", self.keys.workflow(i))) for i in workflow_ids])
+        for row in rows:
+            if isinstance(row, Exception):
+                raise row
         texts = await self._snapshot_texts_for(rows)
         return [parse_workflow(i, row, texts) for i, row in zip(workflow_ids, rows)]
 
@@ -728,9 +738,9 @@ class RedisStore:
     @_acknowledged
     async def complete_task(self, workflow_id: str, task_id: str, worker_id: str, status: TaskStatus,
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
-        answer = json.loads(await self._completions.call(self._arguments(
-            {"id": workflow_id, "task": task_id, "status": status, "reason": reason, "now": now_ms,
-             "worker": worker_id}, output_json)))
+        answer = json.loads(await self._run(scripts.COMPLETE_TASK, {
+            "id": workflow_id, "task": task_id, "status": status, "reason": reason, "now": now_ms,
+            "worker": worker_id}, output_json))
         return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"], answer.get("type", ""))
 
     @_unavailable_as_store_error
@@ -867,10 +877,10 @@ class RedisStore:
         prepared = self._prepared(None, decided, decision, now_ms, hand_over)
         if isinstance(prepared, str):
             raise DecisionRefused(prepared)
-        reply = await self._steps.call(self._arguments({
+        reply = await self._run(scripts.STEP, {
             "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
-            result.output_json, prepared[1]))
+            result.output_json, prepared[1])
         outcome, detail, task_type = (str(part) for part in [*reply[:3], ""][:3])
         ack = ResultAck(ResultOutcome(outcome), detail, task_type)
         if ack.outcome is not ResultOutcome.STORED:
@@ -900,8 +910,9 @@ class RedisStore:
         return ""
 
     async def _apply_all(self, argument_lists: list[list[str]]) -> list[Any]:
-        """APPLY_DECISION for each, in one pipeline; each reply is a string or that command's error."""
-        replies = await self._pipelined(scripts.APPLY_DECISION, argument_lists)
+        """APPLY_DECISION for each, in this loop turn's pipeline; each reply is a string or that
+        command's error."""
+        replies = await self._calls.replies([Call(scripts.APPLY_DECISION, args) for args in argument_lists])
         for reply in replies:
             if isinstance(reply, REDIS_UNAVAILABLE):
                 raise reply
@@ -909,29 +920,40 @@ class RedisStore:
                 raise StoreUnavailable(refusal_text(reply))
         return replies
 
-    async def _pipelined(self, source: str, argument_lists: list[list[str]]) -> list[Any]:
-        """One EVALSHA of `source` per argument list, in one pipeline; each reply is the script's
-        answer or that call's error. After a Redis restart the script cache is empty: load it and
-        run those again (safe: a NOSCRIPT call ran nothing)."""
-        replies = await self._evalsha_pipelined(source, argument_lists)
+    async def _pipelined(self, calls: list[Call]) -> list[Any]:
+        """The calls in one pipeline (scripts by EVALSHA); each reply is the call's answer or its
+        error. After a Redis restart or a SCRIPT FLUSH the script cache is empty: the scripts
+        missing are loaded and their calls run again, in one more pipeline (safe: a NOSCRIPT call
+        ran nothing)."""
+        replies = await self._execute(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
-            await self._redis.script_load(source)
-            again = await self._evalsha_pipelined(source, [argument_lists[i] for i in missing])
+            again = await self._execute([calls[i] for i in missing],
+                                        load=dict.fromkeys(calls[i].script for i in missing))
             for i, reply in zip(missing, again):
                 replies[i] = reply
         return replies
 
-    async def _evalsha_pipelined(self, source: str, argument_lists: list[list[str]]) -> list[Any]:
+    async def _execute(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
+        """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies."""
         # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
-        if not argument_lists:
-            return []
-        script = self._scripts.get(source) or self._redis.register_script(source)
-        self._scripts[source] = script
         async with self._redis.pipeline(transaction=False) as pipe:
-            for args in argument_lists:
-                pipe.evalsha(script.sha, 0, *args)
-            return list(await pipe.execute(raise_on_error=False))
+            loads = 0
+            for source in load:
+                pipe.script_load(source)
+                loads += 1
+            for script, args in calls:
+                if script:
+                    pipe.evalsha(self._sha(script), 0, *args)
+                else:
+                    pipe.execute_command(*args)
+            return list(await pipe.execute(raise_on_error=False))[loads:]
+
+    def _sha(self, source: str) -> str:
+        sha = self._shas.get(source)
+        if sha is None:
+            sha = self._shas[source] = hashlib.sha1(source.encode("utf-8")).hexdigest()
+        return sha
 
     # ------------------------------------------------------------- broadcasts and audit
 

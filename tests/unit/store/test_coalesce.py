@@ -63,3 +63,25 @@ def test_a_caller_that_gives_up_leaves_the_others_their_answers() -> None:
         return str(await kept)
 
     assert asyncio.run(scenario()) == "B"
+
+
+def test_several_calls_of_one_caller_join_the_turn_and_get_each_reply_as_a_value() -> None:
+    async def scenario() -> tuple[list[Any], Any, Pipelines]:
+        pipelines = Pipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
+        many, one = await asyncio.gather(coalesced.replies([["a"], ["bad"]]), coalesced.call(["c"]))
+        return many, one, pipelines
+
+    many, one, pipelines = asyncio.run(scenario())
+    assert many[0] == "A" and isinstance(many[1], ValueError) and one == "C"
+    assert pipelines.sent == [[["a"], ["bad"], ["c"]]]
+
+
+def test_several_calls_in_a_failed_pipeline_raise_its_error() -> None:
+    async def scenario() -> None:
+        coalesced: Coalesced[list[str]] = Coalesced(Pipelines().send)
+        with pytest.raises(ConnectionError):
+            await coalesced.replies([["a"], ["down"]])
+        assert await coalesced.replies([]) == []
+
+    asyncio.run(scenario())

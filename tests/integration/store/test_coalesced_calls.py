@@ -1,0 +1,147 @@
+"""Every script call and hot read of one event-loop turn goes to Redis in one pipeline (issue 21),
+against a real Redis: each call keeps its own reply or error, and a script cache emptied between
+calls (SCRIPT FLUSH, as after a Redis restart) is filled again without the caller noticing."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.exceptions import ResponseError
+
+from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
+from orchestrator.core.decider import decide
+from orchestrator.core.schema import Snapshot
+from orchestrator.cluster.deciding import new_task_id
+from orchestrator.store import ApplyResult
+from orchestrator.store.redis import RedisStore as Store
+from orchestrator.store.redis import scripts
+from orchestrator.core import statuses as st
+
+NOW = 1_700_000_000_000
+REFUSING_SCRIPT = "return redis.error_reply('REFUSED by this test')"
+
+
+class RoundTrips:
+    """Counts what the store asks redis-py for: pipelines run and single commands sent (each one
+    socket write and one wait for replies). The client itself still does the work."""
+
+    def __init__(self, store: Store) -> None:
+        self.pipelines = 0
+        self.commands = 0
+        client = store._redis
+        pipeline, execute_command = client.pipeline, client.execute_command
+
+        def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+            self.pipelines += 1
+            return pipeline(*args, **kwargs)
+
+        async def counted_command(*args: Any, **kwargs: Any) -> Any:
+            self.commands += 1
+            return await execute_command(*args, **kwargs)
+
+        client.pipeline, client.execute_command = counted_pipeline, counted_command
+
+    @property
+    def total(self) -> int:
+        return self.pipelines + self.commands
+
+
+@pytest.fixture
+def store(redis_server: Any) -> Iterator[Store]:
+    yield Store.from_url(redis_server.url, prefix=f"co{uuid.uuid4().hex[:8]}")
+
+
+async def _queued_workflow(store: Store, task_name: str) -> str:
+    """A workflow started and decided: its first task waits in the queue of `task_name`."""
+    task_def = normalise_task_def({"name": task_name, "retryDelaySeconds": 0})
+    definition = normalise_workflow_def({"name": "w", "tasks": [
+        {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
+    snapshot: Snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
+    workflow_id = uuid.uuid4().hex
+    await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
+    state = await store.load(workflow_id)
+    assert state is not None
+    [outcome] = await store.apply_decisions(None, NOW, [(state, decide(state, NOW, new_task_id))])
+    assert outcome.result is ApplyResult.OK
+    return workflow_id
+
+
+async def _loaded(store: Store, *sources: str) -> None:
+    """The scripts in Redis's cache already (another test may have flushed it), so that a turn
+    is counted without the round trip that loads them."""
+    for source in sources:
+        await store._redis.script_load(source)
+
+
+def test_the_script_calls_and_reads_of_one_turn_share_one_pipeline(store: Store) -> None:
+    async def scenario() -> None:
+        try:
+            ids = [await _queued_workflow(store, "co_a") for _ in range(3)]
+            [claimed] = await store.claim("co_a", 1, "w1", NOW)
+            await _loaded(store, scripts.CLAIM, scripts.HEARTBEAT)
+            trips = RoundTrips(store)
+            heartbeat, claims, status, loaded = await asyncio.gather(
+                store.heartbeat(claimed.workflow_id, claimed.spec.task_id, "w1", NOW + 1),
+                store.claim("co_a", 5, "w2", NOW), store.status(ids[0]), store.load_many(ids))
+            assert heartbeat > 0
+            assert len(claims) == 2 and claimed.spec.task_id not in {c.spec.task_id for c in claims}
+            assert status is st.WorkflowStatus.RUNNING
+            assert [w.workflow_id for w in loaded if w is not None] == ids
+            assert (trips.pipelines, trips.commands) == (1, 0), "four calls of one turn: one round trip"
+        finally:
+            await store.close()
+    asyncio.run(scenario())
+
+
+def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers(store: Store) -> None:
+    async def scenario() -> None:
+        try:
+            workflow_id = await _queued_workflow(store, "co_b")
+            await store._redis.set(store.keys.workflow("not-a-hash"), "text")
+            await _loaded(store, scripts.CLAIM, REFUSING_SCRIPT)
+            trips = RoundTrips(store)
+            answers: tuple[Any, ...] = await asyncio.gather(
+                store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}), store.status(workflow_id),
+                return_exceptions=True)
+            claims, refused, status = answers
+            assert isinstance(refused, ResponseError) and "REFUSED by this test" in str(refused)
+            assert [c.workflow_id for c in claims] == [workflow_id]
+            assert status is st.WorkflowStatus.RUNNING
+            assert trips.total == 1
+            with pytest.raises(ResponseError, match="WRONGTYPE"):   # a read's error reaches its caller
+                await store.load("not-a-hash")
+        finally:
+            await store.close()
+    asyncio.run(scenario())
+
+
+def test_scripts_flushed_between_calls_are_loaded_again_and_run(store: Store) -> None:
+    async def scenario() -> None:
+        try:
+            first = await _queued_workflow(store, "co_c")
+            second = await _queued_workflow(store, "co_c")
+            await store._redis.script_flush()      # as after a Redis restart: no script is known
+            [claimed] = await store.claim("co_c", 1, "w", NOW)   # a turn of one call
+            assert claimed.workflow_id in (first, second)
+            other = second if claimed.workflow_id == first else first
+            await store._redis.script_flush()
+            trips = RoundTrips(store)
+            # one turn of several scripts, two calls of the same one among them: each script
+            # is loaded once and every call runs, the refused one still refused alone
+            answers: tuple[Any, ...] = await asyncio.gather(
+                store.heartbeat(claimed.workflow_id, claimed.spec.task_id, "w", NOW + 1),
+                store.claim("co_c", 1, "w", NOW), store.claim("co_c", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}),
+                return_exceptions=True)
+            heartbeat, claims, again, refused = answers
+            assert heartbeat > 0
+            assert [c.workflow_id for c in claims] == [other] and again == []
+            assert isinstance(refused, ResponseError) and "REFUSED" in str(refused)
+            assert trips.total == 2, "the turn, then the scripts loaded and the calls again in one more"
+            assert await store.status(first) is st.WorkflowStatus.RUNNING
+        finally:
+            await store.close()
+    asyncio.run(scenario())
