@@ -25,7 +25,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,8 +36,8 @@ from ..core.apply import with_result
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
-from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome,
-                     Store, WorkerResult)
+from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, FirstDecision, ResultAck,
+                     ResultOutcome, Started, Store, WorkerResult)
 from . import failpoints
 from .logs import log_fields
 from .state_cache import StateCache
@@ -139,6 +139,44 @@ class Decider:
         lost, it only waits longer."""
         self._pending.update(dict.fromkeys(workflow_ids))
         self._drain_soon()
+
+    async def start(self, begin: Callable[[FirstDecision], Awaitable[Started]]) -> Started:
+        """Start a workflow and apply its first decision in the same script: `begin` runs the store's
+        start with the `FirstDecision` given, which decides the workflow from the state the start will
+        create (off the loop when that runs user code) and reserves this node's workers for the tasks
+        it queues. The tasks the script handed over are pushed, and the new state remembered, as after
+        a step. A start that was not decided in its script (the decider raised, the store would refuse
+        the decision) is decided as after any event: `started`; a repeated one is looked at again."""
+        reserved: dict[str, str] = {}   # every credit reserved, for any try: each is used or returned
+
+        async def first(state: m.WorkflowState) -> tuple[Decision, Mapping[str, str]] | None:
+            try:
+                decision = await self._decision(state, state.created_at_ms)
+            except Exception:   # `started` decides it again, and fails it with the reason
+                return None
+            mine = self._reserve([(state, decision)])
+            reserved.update(mine)
+            failpoints.reach(failpoints.START_BEFORE_SCRIPT)
+            return decision, mine
+
+        started: Started | None = None
+        try:
+            started = await begin(first)
+            failpoints.reach(failpoints.START_BEFORE_PUSH)
+        finally:   # whatever happened, every reserved credit is used or returned
+            applied = started.applied if started is not None else None
+            handed_to = dict(reserved)
+            self._deliver_or_return(reserved, [applied] if applied is not None else [])
+        assert started is not None
+        if started.state is None:   # a retry: its first try may have been created and then not acknowledged
+            self.soon([started.workflow_id])
+        elif started.decision is not None and applied is not None and applied.result is ApplyResult.OK:
+            self._remember(started.state, started.decision, applied, started.state.created_at_ms, handed_to)
+            self._applied(started.state, started.decision, Round())
+        else:
+            self.started(started.state)
+        await failpoints.reach_after_a_while(failpoints.START_BEFORE_REPLY)
+        return started
 
     def started(self, state: m.WorkflowState) -> None:
         """Decide a workflow this node just created, from `state` (as created): no need to read it
