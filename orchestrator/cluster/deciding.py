@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 8
 MAX_BATCH = 256            # workflows decided together: one load and one apply round trip
 PARKED_RETRY_MS = 60_000   # a workflow that cannot even be failed is looked at again after this
+GIVE_BACK_FOR_S = 30.0     # how long tasks an unacknowledged start may have handed over are tried to be given back
+GIVE_BACK_RETRY_S = 0.5
 
 
 def new_task_id() -> str:
@@ -128,6 +130,7 @@ class Decider:
         self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
         self._stepping: set[str] = set()   # workflows with a step under way here
         self._draining: asyncio.Task[None] | None = None
+        self._giving_back: set[asyncio.Task[None]] = set()   # tasks of unacknowledged starts going back
         self._runs_user_code = UserCodeByDefinition()
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -148,6 +151,7 @@ class Decider:
         a step. A start that was not decided in its script (the decider raised, the store would refuse
         the decision) is decided as after any event: `started`; a repeated one is looked at again."""
         reserved: dict[str, str] = {}   # every credit reserved, for any try: each is used or returned
+        sent: list[tuple[str, str, str]] = []   # workflow, task, worker: what a script may hand over
 
         async def first(state: m.WorkflowState) -> tuple[Decision, Mapping[str, str]] | None:
             try:
@@ -156,6 +160,7 @@ class Decider:
                 return None
             mine = self._reserve([(state, decision)])
             reserved.update(mine)
+            sent.extend((state.workflow_id, task_id, worker_id) for task_id, worker_id in mine.items())
             failpoints.reach(failpoints.START_BEFORE_SCRIPT)
             return decision, mine
 
@@ -163,6 +168,10 @@ class Decider:
         try:
             started = await begin(first)
             failpoints.reach(failpoints.START_BEFORE_PUSH)
+        except Exception:
+            if sent:   # its outcome unknown (the store went away): what it may have handed over goes back
+                self._give_back_soon(sent)
+            raise
         finally:   # whatever happened, every reserved credit is used or returned
             applied = started.applied if started is not None else None
             handed_to = dict(reserved)
@@ -177,6 +186,30 @@ class Decider:
             self.started(started.state)
         await failpoints.reach_after_a_while(failpoints.START_BEFORE_REPLY)
         return started
+
+    def _give_back_soon(self, handed: list[tuple[str, str, str]]) -> None:
+        """Put back in their queues the tasks a start whose outcome is unknown may have handed to this
+        node's workers and that were never pushed (its credits are returned), once the store answers
+        again: else each would wait for its lease to run out. A task the start did not hand over is
+        no such worker's, and is left alone."""
+        task = asyncio.create_task(self._give_back(handed))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back(self, handed: list[tuple[str, str, str]]) -> None:
+        deadline = time.monotonic() + GIVE_BACK_FOR_S
+        pending = list(handed)
+        while pending:
+            workflow_id, task_id, worker_id = pending[0]
+            try:
+                await self.store.release_task(workflow_id, task_id, worker_id, now_ms())
+                pending.pop(0)
+            except Exception as exc:
+                if time.monotonic() > deadline:   # the lease runs out instead
+                    log.warning("could not give back %d task(s) of an unacknowledged start (%s); their leases "
+                                "will expire", len(pending), exc)
+                    return
+                await asyncio.sleep(GIVE_BACK_RETRY_S)
 
     def started(self, state: m.WorkflowState) -> None:
         """Decide a workflow this node just created, from `state` (as created): no need to read it
@@ -285,6 +318,9 @@ class Decider:
             await asyncio.shield(self._draining)
 
     async def stop(self) -> None:
+        for giving_back in list(self._giving_back):
+            giving_back.cancel()
+        await asyncio.gather(*self._giving_back, return_exceptions=True)
         if self._draining is not None:
             self._draining.cancel()
             await asyncio.gather(self._draining, return_exceptions=True)
