@@ -10,7 +10,8 @@ events whose node died before deciding them).
 A worker's result is decided on the spot (`step`): the node puts it into the workflow as its own
 last write left it (`state_cache.py`), or as a load finds it, decides, and sends the result and
 the decision in one script; the revision check makes a stale memory cost a conflict, not a wrong
-write.
+write. A start is decided the same way, before it is sent (`start`): the node decides the workflow as
+the start will create it, and the script that creates it applies that decision too.
 
 A failure while deciding, serialising or applying one workflow is that workflow's failure:
 it ends FAILED with a reason a person can act on (or, if even that cannot be written, it is
@@ -36,6 +37,7 @@ from ..core.apply import with_result
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
+from ..core.errors import OrchestratorError
 from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, FirstDecision, ResultAck,
                      ResultOutcome, Started, Store, WorkerResult)
 from . import failpoints
@@ -168,6 +170,8 @@ class Decider:
         try:
             started = await begin(first)
             failpoints.reach(failpoints.START_BEFORE_PUSH)
+        except OrchestratorError:   # refused (a quota, say): nothing was created nor handed over
+            raise
         except Exception:
             if sent:   # its outcome unknown (the store went away): what it may have handed over goes back
                 self._give_back_soon(sent)

@@ -1,7 +1,8 @@
 """Workflows: start, execute, read, watch, search and operate them.
 
-Every change is an event this node decides at once: starts in the background (the caller has its
-id), operations and signals before answering (the answer shows their effect). A caller sees only
+Every change is an event this node decides at once: a start in the script that creates it (its first
+tasks pushed to this node's workers before the answer), operations and signals before answering (the
+answer shows their effect). A caller sees only
 the workflows of its namespace: another namespace's workflow is NOT_FOUND by id and absent from
 searches (core/namespaces.py). A workflow that left the store after its retention is still found,
 in the archive, as its record (`core.records`: an `Archived` dict)."""

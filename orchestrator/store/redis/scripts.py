@@ -11,7 +11,8 @@ same scripts with its epoch, fenced, for what needs a clock (timers, and the swe
 events whose node died before deciding them).
 A worker's result usually comes with its decision: `STEP` stores the result and applies the
 decision the node made from the workflow with that result in it, in one call (falling back to
-storing the result alone when the workflow moved on meanwhile).
+storing the result alone when the workflow moved on meanwhile), and a start with its first decision:
+`START_WORKFLOW` applies it when, and only when, it creates the workflow.
 Every script that changes a workflow bumps its `rev` field; a decision's write is
 conditional on the revision it was computed from, so no event is ever overwritten and,
 of two nodes deciding the same workflow, only one wins (the other reloads and decides again).
