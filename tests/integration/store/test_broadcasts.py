@@ -282,7 +282,7 @@ def test_a_start_is_decided_in_the_script_that_creates_it(pair: Pair) -> None:
     decision are one script, and its task goes to the worker in that script (no `ready`, no claim);
     then one STEP stores the result and ends the workflow. Two scripts per workflow; three before
     (START_WORKFLOW, then APPLY_DECISION for the first decision)."""
-    workflows = 20
+    workflows = 50
     with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
         def run(count: int) -> None:
             for _ in range(count):
@@ -299,6 +299,7 @@ def test_a_start_is_decided_in_the_script_that_creates_it(pair: Pair) -> None:
         run(workflows)
         after = _commands(client)
     scripts = (after.get("evalsha", 0) - before.get("evalsha", 0)) / workflows
-    claims = (after.get("zpopmin", 0) - before.get("zpopmin", 0)) / workflows
-    assert claims == 0, f"{claims} claims per workflow: the first task was queued, not handed over"
-    assert scripts <= 2.0, f"{scripts:.2f} scripts per workflow"
+    published = after.get("publish", 0) - before.get("publish", 0)
+    assert published == 0, f"{published} PUBLISH: a task was queued (`ready`), not handed over"
+    # the dispatcher's sweep claims (a script) once a second whatever the workflows do: the room
+    assert scripts <= 2.4, f"{scripts:.2f} scripts per workflow"
