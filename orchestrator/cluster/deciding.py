@@ -10,7 +10,8 @@ events whose node died before deciding them).
 A worker's result is decided on the spot (`step`): the node puts it into the workflow as its own
 last write left it (`state_cache.py`), or as a load finds it, decides, and sends the result and
 the decision in one script; the revision check makes a stale memory cost a conflict, not a wrong
-write.
+write. A start is decided the same way, before it is sent (`start`): the node decides the workflow as
+the start will create it, and the script that creates it applies that decision too.
 
 A failure while deciding, serialising or applying one workflow is that workflow's failure:
 it ends FAILED with a reason a person can act on (or, if even that cannot be written, it is
@@ -25,7 +26,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -36,8 +37,9 @@ from ..core.apply import with_result
 from ..core.clock import now_ms
 from ..core.decider import Decision, decide, give_up
 from ..core.definitions import runs_user_code
-from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, ResultAck, ResultOutcome,
-                     Store, WorkerResult)
+from ..core.errors import OrchestratorError
+from ..store import (ANY_WORKER, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, FirstDecision, ResultAck,
+                     ResultOutcome, Started, Store, WorkerResult)
 from . import failpoints
 from .logs import log_fields
 from .state_cache import StateCache
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 8
 MAX_BATCH = 256            # workflows decided together: one load and one apply round trip
 PARKED_RETRY_MS = 60_000   # a workflow that cannot even be failed is looked at again after this
+GIVE_BACK_FOR_S = 30.0     # how long tasks an unacknowledged start may have handed over are tried to be given back
+GIVE_BACK_RETRY_S = 0.5
 
 
 def new_task_id() -> str:
@@ -128,6 +132,7 @@ class Decider:
         self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
         self._stepping: set[str] = set()   # workflows with a step under way here
         self._draining: asyncio.Task[None] | None = None
+        self._giving_back: set[asyncio.Task[None]] = set()   # tasks of unacknowledged starts going back
         self._runs_user_code = UserCodeByDefinition()
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -139,6 +144,76 @@ class Decider:
         lost, it only waits longer."""
         self._pending.update(dict.fromkeys(workflow_ids))
         self._drain_soon()
+
+    async def start(self, begin: Callable[[FirstDecision], Awaitable[Started]]) -> Started:
+        """Start a workflow and apply its first decision in the same script: `begin` runs the store's
+        start with the `FirstDecision` given, which decides the workflow from the state the start will
+        create (off the loop when that runs user code) and reserves this node's workers for the tasks
+        it queues. The tasks the script handed over are pushed, and the new state remembered, as after
+        a step. A start that was not decided in its script (the decider raised, the store would refuse
+        the decision) is decided as after any event: `started`; a repeated one is looked at again."""
+        reserved: dict[str, str] = {}   # every credit reserved, for any try: each is used or returned
+        sent: list[tuple[str, str, str]] = []   # workflow, task, worker: what a script may hand over
+
+        async def first(state: m.WorkflowState) -> tuple[Decision, Mapping[str, str]] | None:
+            try:
+                decision = await self._decision(state, state.created_at_ms)
+            except Exception:   # `started` decides it again, and fails it with the reason
+                return None
+            mine = self._reserve([(state, decision)])
+            reserved.update(mine)
+            sent.extend((state.workflow_id, task_id, worker_id) for task_id, worker_id in mine.items())
+            failpoints.reach(failpoints.START_BEFORE_SCRIPT)
+            return decision, mine
+
+        started: Started | None = None
+        try:
+            started = await begin(first)
+            failpoints.reach(failpoints.START_BEFORE_PUSH)
+        except OrchestratorError:   # refused (a quota, say): nothing was created nor handed over
+            raise
+        except Exception:
+            if sent:   # its outcome unknown (the store went away): what it may have handed over goes back
+                self._give_back_soon(sent)
+            raise
+        finally:   # whatever happened, every reserved credit is used or returned
+            applied = started.applied if started is not None else None
+            handed_to = dict(reserved)
+            self._deliver_or_return(reserved, [applied] if applied is not None else [])
+        assert started is not None
+        if started.state is None:   # a retry: its first try may have been created and then not acknowledged
+            self.soon([started.workflow_id])
+        elif started.decision is not None and applied is not None and applied.result is ApplyResult.OK:
+            self._remember(started.state, started.decision, applied, started.state.created_at_ms, handed_to)
+            self._applied(started.state, started.decision, Round())
+        else:
+            self.started(started.state)
+        await failpoints.reach_after_a_while(failpoints.START_BEFORE_REPLY)
+        return started
+
+    def _give_back_soon(self, handed: list[tuple[str, str, str]]) -> None:
+        """Put back in their queues the tasks a start whose outcome is unknown may have handed to this
+        node's workers and that were never pushed (its credits are returned), once the store answers
+        again: else each would wait for its lease to run out. A task the start did not hand over is
+        no such worker's, and is left alone."""
+        task = asyncio.create_task(self._give_back(handed))
+        self._giving_back.add(task)
+        task.add_done_callback(self._giving_back.discard)
+
+    async def _give_back(self, handed: list[tuple[str, str, str]]) -> None:
+        deadline = time.monotonic() + GIVE_BACK_FOR_S
+        pending = list(handed)
+        while pending:
+            workflow_id, task_id, worker_id = pending[0]
+            try:
+                await self.store.release_task(workflow_id, task_id, worker_id, now_ms())
+                pending.pop(0)
+            except Exception as exc:
+                if time.monotonic() > deadline:   # the lease runs out instead
+                    log.warning("could not give back %d task(s) of an unacknowledged start (%s); their leases "
+                                "will expire", len(pending), exc)
+                    return
+                await asyncio.sleep(GIVE_BACK_RETRY_S)
 
     def started(self, state: m.WorkflowState) -> None:
         """Decide a workflow this node just created, from `state` (as created): no need to read it
@@ -247,6 +322,9 @@ class Decider:
             await asyncio.shield(self._draining)
 
     async def stop(self) -> None:
+        for giving_back in list(self._giving_back):
+            giving_back.cancel()
+        await asyncio.gather(*self._giving_back, return_exceptions=True)
         if self._draining is not None:
             self._draining.cancel()
             await asyncio.gather(self._draining, return_exceptions=True)

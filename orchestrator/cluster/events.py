@@ -281,7 +281,7 @@ class EventConsumers:
         data = encode(workflow_input, "the workflow input")
         self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
-        workflow_id, created, _ = await self.store.start_by_name(
+        workflow_id, created, *_ = await self.store.start_by_name(
             qualified(namespace_of(handler), name), int(version), new_task_id(), workflow_input, str(correlation),
             idempotency_key, now_ms())
         if created:

@@ -1,7 +1,8 @@
 """Workflows: start, execute, read, watch, search and operate them.
 
-Every change is an event this node decides at once: starts in the background (the caller has its
-id), operations and signals before answering (the answer shows their effect). A caller sees only
+Every change is an event this node decides at once: a start in the script that creates it (its first
+tasks pushed to this node's workers before the answer), operations and signals before answering (the
+answer shows their effect). A caller sees only
 the workflows of its namespace: another namespace's workflow is NOT_FOUND by id and absent from
 searches (core/namespaces.py). A workflow that left the store after its retention is still found,
 in the archive, as its record (`core.records`: an `Archived` dict)."""
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -26,7 +27,8 @@ from ..core.errors import FailedPrecondition, InvalidArgument, NotFound
 from ..core.namespaces import qualified, relative
 from ..core.payloads import PayloadLimit, encode
 from ..core.schema import WorkflowDef
-from ..store import Store, StoreUnavailable
+from ..store import FirstDecision, Store, StoreUnavailable
+from ..store import Started as StoreStarted
 from .access import allowed, request_namespace, seen_here
 
 MAX_ID_LENGTH = 256
@@ -122,15 +124,18 @@ class Workflows:
         name = qualified(namespace, request.name)
         # an idempotency key is its namespace's: another team's same key is another start
         idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
-        workflow_id, created, state = await self.store.start_by_name(
-            name, request.version, uuid.uuid4().hex, request.input, request.correlation_id, idempotency_key,
-            now_ms(), expect_end=expect_end)
-        if state is not None:
-            self.decider.started(state)   # decided from what was created: not read back
+        workflow_id, started_at = uuid.uuid4().hex, now_ms()
+
+        def begin(decide: FirstDecision) -> Awaitable[StoreStarted]:
+            return self.store.start_by_name(name, request.version, workflow_id, request.input,
+                                            request.correlation_id, idempotency_key, started_at,
+                                            expect_end=expect_end, decide=decide)
+
+        # created and decided in one script (the decider pushes its first tasks), answered after it
+        started = await self.decider.start(begin)
+        if started.state is not None:
             self.started[name] += 1
-        else:   # a retry: its first try may have been created and then not acknowledged, nor decided
-            self.decider.soon([workflow_id])
-        return Started(workflow_id, created)
+        return Started(started.workflow_id, started.created)
 
     async def execute(self, request: StartRequest, wait_seconds: float = 0.0) -> m.WorkflowState:
         """Start, then wait up to `wait_seconds` (0: 30) for the workflow to end; as it is then."""

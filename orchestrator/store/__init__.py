@@ -2,9 +2,9 @@
 implementation (`redis`), which alone knows keys, Lua and pub/sub."""
 
 from .protocol import (ANY_WORKER, ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due,
-                       ResultAck, ResultOutcome, SearchPage, Started, Stepped, Store, StoreUnavailable, Subscription,
-                       Topic, TopicInfo, WorkerResult)
+                       FirstDecision, ResultAck, ResultOutcome, SearchPage, Started, Stepped, Store, StoreUnavailable,
+                       Subscription, Topic, TopicInfo, WorkerResult)
 
 __all__ = ["ANY_WORKER", "ActionOutcome", "ApplyOutcome", "ApplyResult", "ClaimedTask", "DecisionRefused", "Due",
-           "ResultAck", "ResultOutcome", "SearchPage", "Started", "Stepped", "Store", "StoreUnavailable",
-           "Subscription", "Topic", "TopicInfo", "WorkerResult"]
+           "FirstDecision", "ResultAck", "ResultOutcome", "SearchPage", "Started", "Stepped", "Store",
+           "StoreUnavailable", "Subscription", "Topic", "TopicInfo", "WorkerResult"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -127,13 +127,23 @@ class ResultAck:
     task_type: str = ""       # the attempt's task type (for a worker that asks for its next task at once)
 
 
+FirstDecision = Callable[[WorkflowState], Awaitable[tuple[Decision, Mapping[str, str]] | None]]
+"""Decides a workflow about to be created, from `state` (exactly as the start will create it): the
+decision and, task id -> worker id, the caller's workers to hand its tasks to; None to start it
+undecided (a reminder then has it decided as after any event)."""
+
+
 class Started(NamedTuple):
     """What a start did: the workflow's id, whether this call created it, and then the workflow as
-    created (what a load would return at once), for the node to decide without reading it back."""
+    created (what a load would return at once), for the node to decide without reading it back.
+    `decision` and `applied`: the first decision, when the call that created the workflow applied it
+    too (`applied.handed`: the tasks it gave the caller's workers)."""
 
     workflow_id: str
     created: bool
     state: WorkflowState | None = None
+    decision: Decision | None = None
+    applied: ApplyOutcome | None = None
 
 
 @dataclass(frozen=True)
@@ -230,9 +240,13 @@ class Store(Protocol):
 
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
                             correlation_id: str, idempotency_key: str, now_ms: int, *,
-                            expect_end: bool = False) -> Started:
+                            expect_end: bool = False, decide: FirstDecision | None = None) -> Started:
         """Create a workflow from the latest snapshot of `name`; with `expect_end`, one this node
         waits for (as `expect_end` says, in the same step: only for a workflow this call creates).
+        With `decide`, the workflow's first decision is made from the state the start will create
+        and applied in the same atomic step when this call creates it (at revision 1, leaving no
+        decide reminder): `decide` may be called once per try (a definition registered meanwhile).
+        A decision `apply_decisions` would refuse is not sent: the workflow is created undecided.
 
         Atomic and idempotent per idempotency key: a repeated key returns the first id.
         QuotaExceeded: its namespace has as many workflows in flight as its quota allows."""

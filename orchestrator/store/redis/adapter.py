@@ -55,8 +55,8 @@ from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
 from ...core.statuses import WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
-                        QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped, StoreHealth,
-                        StoreUnavailable, Topic, TopicInfo, WorkerResult)
+                        FirstDecision, QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped,
+                        StoreHealth, StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import pubsub, scripts
 from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
@@ -494,9 +494,10 @@ class RedisStore:
     @_acknowledged
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
                             correlation_id: str, idempotency_key: str, now_ms: int, *,
-                            expect_end: bool = False) -> Started:
+                            expect_end: bool = False, decide: FirstDecision | None = None) -> Started:
         """Start the definition `name` (version 0 = latest) from this node's snapshot cache;
-        `expect_end`: a workflow this call creates is one this node waits for (see `expect_end`).
+        `expect_end`: a workflow this call creates is one this node waits for (see `expect_end`);
+        `decide`: its first decision goes in the same script (see the protocol).
 
         Every registration bumps the definitions revision; the start script refuses a
         snapshot taken at an older revision, and the cache is refilled. So a start costs one
@@ -504,7 +505,7 @@ class RedisStore:
         for _ in range(3):
             cached = self._snapshots.get((name, version)) or await self._fill_snapshot(name, version)
             outcome = await self._start_from(cached, workflow_id, workflow_input, correlation_id,
-                                             idempotency_key, now_ms, expect_end)
+                                             idempotency_key, now_ms, expect_end, decide)
             if outcome is not None:
                 return outcome
             self._snapshots.clear()
@@ -521,32 +522,56 @@ class RedisStore:
 
     async def _start_from(self, cached: _CachedSnapshot, workflow_id: str, workflow_input: dict[str, Any],
                           correlation_id: str, idempotency_key: str, now_ms: int,
-                          expect_end: bool = False) -> Started | None:
+                          expect_end: bool = False, decide: FirstDecision | None = None) -> Started | None:
         definition = cached.snapshot["workflow"]
         meta = {"name": definition["name"], "version": definition["version"], "input": workflow_input,
                 "correlationId": correlation_id}
+        meta_text = dumps(meta)
+        state = self._created(cached, workflow_id, meta_text, now_ms, expect_end)
+        decision, envelope, handed_to = None, "", None
+        first = await decide(state) if decide is not None else None
+        if first is not None:
+            decision, handed_to = first
+            prepared = self._prepared(None, state, decision, now_ms, handed_to)
+            if isinstance(prepared, list):
+                envelope = prepared[1]
+            else:   # refused (too large, say): created undecided, the event path decides (and fails) it
+                decision = None
         named = {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
                  "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision,
                  "snap": cached.digest, "quota": self.quotas.workflows_in_flight,
                  "waiter": self.listener_id if expect_end else ""}
-        answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta),
-                                            "" if cached.stored else cached.text, cached.variables))
-        if answer["outcome"] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
-            answer = json.loads(await self._run(scripts.START_WORKFLOW, named, dumps(meta), cached.text,
-                                                cached.variables))
-        if answer["outcome"] == "STALE_SNAPSHOT":
+        answer = await self._run(scripts.START_WORKFLOW, named, meta_text, "" if cached.stored else cached.text,
+                                 cached.variables, envelope)
+        if answer[0] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
+            answer = await self._run(scripts.START_WORKFLOW, named, meta_text, cached.text, cached.variables,
+                                     envelope)
+        outcome, started_id = str(answer[0]), str(answer[1])
+        if outcome == "STALE_SNAPSHOT":
             return None
-        if answer["outcome"] == "QUOTA":
-            raise self._refusal(f"WORKFLOWS {answer['count']}", namespace_of(definition["name"]))
+        if outcome == "QUOTA":
+            raise self._refusal(f"WORKFLOWS {answer[2]}", namespace_of(definition["name"]))
         cached.stored = True
-        if answer["outcome"] != "CREATED":
-            return Started(answer["id"], False)
-        # the record START_WORKFLOW wrote, read as a load would read it
-        row = {"m": dumps(meta), "snap": cached.digest, "created": str(now_ms), "upd": str(now_ms), "rev": "1",
-               "vars": cached.variables, "ns": namespace_of(definition["name"]), "st": "RUNNING", "due": "1"}
+        if outcome != "CREATED":
+            return Started(started_id, False)
+        if decision is None or len(answer) < 3:
+            return Started(started_id, True, state)
+        handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
+                  for i in range(3, len(answer), 3)]
+        return Started(started_id, True, state, decision,
+                       ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope)))
+
+    def _created(self, cached: _CachedSnapshot, workflow_id: str, meta_text: str, now_ms: int,
+                 expect_end: bool) -> m.WorkflowState:
+        """The workflow START_WORKFLOW creates, as a load would read it (what the node decides first)."""
+        name = cached.snapshot["workflow"]["name"]
+        row = {"m": meta_text, "snap": cached.digest, "created": str(now_ms), "upd": str(now_ms), "rev": "1",
+               "vars": cached.variables, "ns": namespace_of(name), "st": "RUNNING", "due": "1"}
         if expect_end:
             row["waiters"] = self.listener_id
-        return Started(answer["id"], True, parse_workflow(answer["id"], row, {cached.digest: cached.text}))
+        state = parse_workflow(workflow_id, row, {cached.digest: cached.text})
+        assert state is not None
+        return state
 
     @_unavailable_as_store_error
     async def load(self, workflow_id: str) -> m.WorkflowState | None:

@@ -11,7 +11,8 @@ same scripts with its epoch, fenced, for what needs a clock (timers, and the swe
 events whose node died before deciding them).
 A worker's result usually comes with its decision: `STEP` stores the result and applies the
 decision the node made from the workflow with that result in it, in one call (falling back to
-storing the result alone when the workflow moved on meanwhile).
+storing the result alone when the workflow moved on meanwhile), and a start with its first decision:
+`START_WORKFLOW` applies it when, and only when, it creates the workflow.
 Every script that changes a workflow bumps its `rev` field; a decision's write is
 conditional on the revision it was computed from, so no event is ever overwritten and,
 of two nodes deciding the same workflow, only one wins (the other reloads and decides again).
@@ -310,24 +311,34 @@ local function keep_snapshot(digest, text)
   return redis.call('EXISTS', skey) == 1
 end
 -- A new workflow's record, indexes and reminder. `fresh`: the caller knows the id is not taken;
--- `waiter`: a node that waits for its end (see end_workflow).
-local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth, fresh, waiter)
+-- `waiter`: a node that waits for its end (see end_workflow); `decided`: its first decision is
+-- applied in this script (START_WORKFLOW): no reminder, and the record is tracked, known field by
+-- field, so that it goes out with the decision's writes in one HSET at the flush.
+local function create_workflow(id, meta, digest, name, corr, parent, vars, now, depth, fresh, waiter, decided)
   local key = wf_key(id)
   if not fresh and redis.call('EXISTS', key) == 1 then return false end
   local ns = ns_of_name(name)
   local fields = {'m', meta, 'snap', digest, 'created', now, 'upd', now, 'rev', 1, 'vars', vars, 'ns', ns,
-                  'st', 'RUNNING', 'due', 1}
+                  'st', 'RUNNING', 'due', decided and 0 or 1}
   if parent ~= '' then fields[#fields + 1] = 'parent'; fields[#fields + 1] = parent end
   if depth and depth > 0 then fields[#fields + 1] = 'depth'; fields[#fields + 1] = depth end   -- workflows above it
   if waiter and waiter ~= '' then fields[#fields + 1] = 'waiters'; fields[#fields + 1] = waiter end
-  redis.call('HSET', key, unpack(fields))
+  if decided then
+    local c = track(key)   -- nothing to read: the record is new
+    for _, field in ipairs(DECIDE_FIELDS) do c.known[field] = false end
+    hset(key, unpack(fields))
+  else
+    redis.call('HSET', key, unpack(fields))
+  end
   redis.call('ZADD', P .. ':idx:st:RUNNING', now, id)   -- what set_status does for a new record
   redis.call('SADD', P .. ':inflight:' .. ns, id)
   redis.call('ZADD', P .. ':idx:all', now, id)
   redis.call('ZADD', P .. ':idx:name:' .. name, now, id)
   if ns ~= '' then redis.call('ZADD', P .. ':idx:ns:' .. ns, now, id) end   -- a namespace's workflow
   if corr ~= '' then redis.call('ZADD', P .. ':idx:corr:' .. corr, now, id) end
-  redis.call('ZADD', P .. ':decide', 'LT', now + SWEEP_GRACE_MS, id)   -- event(): `due` is in the record
+  if not decided then   -- event(): `due` is in the record
+    redis.call('ZADD', P .. ':decide', 'LT', now + SWEEP_GRACE_MS, id)
+  end
   return true
 end
 -- The event bus: a stream per topic, trimmed (MAXLEN ~) to the topic's retention or the default.
@@ -436,34 +447,51 @@ local function apply_decision(epoch, id, expected, now, decision)
 end
 """
 
+# A start, and the workflow's first decision in the same step when the node made one: the node
+# builds the state this script creates (adapter.py) and decides it beforehand; only when this call
+# creates the workflow (not on a repeated key or id, a quota refusal, a stale snapshot) is the
+# decision applied, at revision 1, with no decide reminder left (nothing is left to decide).
 # A: id, idem ('' = none), now, name, corr, idem_ttl, defs_rev (-1 = do not check the snapshot's age),
 #    snap (the snapshot's digest), quota (workflows in flight its namespace may have; 0 = no limit),
 #    waiter (a listener that waits for its end, as EXPECT_END registers; '' = none)
-# ARGV[2] meta json, ARGV[3] snapshot json ('' = stored already under its digest), ARGV[4] variables json
-# -> {outcome: CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT | NO_SNAPSHOT
-#     | QUOTA (count: the namespace's workflows in flight), id}
+# ARGV[2] meta json, ARGV[3] snapshot json ('' = stored already under its digest), ARGV[4] variables json,
+# ARGV[5] the first decision's envelope, as for APPLY_DECISION ('' = none: the workflow is left to be
+# decided as after any event, its reminder set)
+# -> {outcome, id}: outcome CREATED | EXISTS (idempotency key or id seen before) | STALE_SNAPSHOT |
+#    NO_SNAPSHOT | QUOTA ({'QUOTA', '', count}: the namespace's workflows in flight); a decided start
+#    answers {'CREATED', id, 'OK', task id, spec json, lease ms, ...} (the tasks handed to the node's workers)
 START_WORKFLOW = COMMON + r"""
 local meta, snapshot, vars = ARGV[2], ARGV[3], ARGV[4]
+local d = ARGV[5] and ARGV[5] ~= '' and cjson.decode(ARGV[5])   -- decoded before the first write
 if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= A.defs_rev then
-  return result({outcome = 'STALE_SNAPSHOT', id = ''})
+  return {'STALE_SNAPSHOT', ''}
 end
-if not keep_snapshot(A.snap, snapshot) then return result({outcome = 'NO_SNAPSHOT', id = ''}) end
+if not keep_snapshot(A.snap, snapshot) then return {'NO_SNAPSHOT', ''} end
 local idem = P .. ':idem:' .. A.idem
 if A.idem ~= '' then   -- the key is claimed for this id here, and given back below if the start is refused
   local seen = redis.call('SET', idem, A.id, 'NX', 'GET', 'EX', A.idem_ttl)
-  if seen then return result({outcome = 'EXISTS', id = seen}) end
+  if seen then return {'EXISTS', seen} end
 end
 local taken = redis.call('EXISTS', wf_key(A.id)) == 1
 if A.quota and A.quota > 0 and not taken then
   local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name))
   if n >= A.quota then
     if A.idem ~= '' then redis.call('DEL', idem) end
-    return result({outcome = 'QUOTA', id = '', count = n})
+    return {'QUOTA', '', n}
   end
 end
-if taken then return result({outcome = 'EXISTS', id = A.id}) end
-create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0, true, A.waiter)
-return result({outcome = 'CREATED', id = A.id})
+if taken then return {'EXISTS', A.id} end
+create_workflow(A.id, meta, A.snap, A.name, A.corr, '', vars, A.now, 0, true, A.waiter, d)
+if not d then return {'CREATED', A.id} end
+local applied = apply_decision(nil, A.id, 1, A.now, function() return d end)
+flush_all()
+local answer = {'CREATED', A.id}
+if type(applied) == 'table' then
+  for i = 1, #applied do answer[#answer + 1] = applied[i] end
+else
+  answer[3] = applied
+end
+return answer
 """
 
 # A decision, all in one step: by the node that stored an event (A.epoch absent: any node may,

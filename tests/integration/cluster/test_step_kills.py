@@ -102,3 +102,57 @@ def test_a_node_killed_at_any_point_of_a_step_loses_nothing(
         finally:
             worker.stop()
             node.stop()
+
+
+@pytest.mark.parametrize("point", failpoints.START_POINTS)
+def test_a_node_killed_at_any_point_of_a_start_loses_nothing(
+        point: str, tmp_path: Path, etcd: EtcdCluster, redis_server: RedisServer, steady: tuple[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start is created and decided in one script by the node that got it, its first task handed
+    to that node's worker (`Decider.start`). Killed before the script, nothing is written and the
+    client's retry (same idempotency key) starts it on the other node; killed before the push, the
+    first task's lease runs out and it runs again; killed before the reply, the task was pushed and
+    runs once. Each time the client gets one id, and that workflow completes, exactly once."""
+    steady_endpoint, cluster = steady
+    task_type, flow = unique("start_kill"), unique("start_kill_flow")
+    with WorkflowClient([steady_endpoint], timeout_s=20.0) as client:
+        assert wait_for_leader(client, 20.0)["leader_id"] == "steady"
+        client.register_task_def({"name": task_type, "retryCount": 2, "retryDelaySeconds": 0,
+                                  "responseTimeoutSeconds": LEASE_S})
+        client.register_workflow_def({"name": flow, "tasks": [
+            {"name": task_type, "taskReferenceName": ref, "inputParameters": {"ref": ref}} for ref in ("one", "two")]})
+        node, doomed = doomed_node(tmp_path, etcd, redis_server, cluster, point, monkeypatch)
+
+        @task(task_type)
+        def work(data: dict[str, str]) -> dict[str, str]:
+            return {"done": data["ref"]}
+
+        worker = BackgroundWorker(Worker(endpoints=[doomed, steady_endpoint], handlers=[work], concurrency=4))
+        try:
+            deadline = time.monotonic() + 10
+            while worker.worker.current_endpoint != doomed:   # the worker talks to the doomed node first
+                assert time.monotonic() < deadline, "the worker never connected to the doomed node"
+                time.sleep(0.05)
+            with WorkflowClient([doomed, steady_endpoint], timeout_s=20.0) as starter:
+                workflow_id = starter.start_workflow(flow, {}, idempotency_key=unique("start"))
+            ended = wait_for_status(client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=40.0)
+            deadline = time.monotonic() + 5
+            while node.alive() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert node.returncode == -signal.SIGKILL, f"the node did not die at {point}: {node.returncode}"
+            assert ended["status"] == "COMPLETED", ended
+            attempts = [(t["reference_name"], t["status"]) for t in ended["tasks"]]
+            if point == failpoints.START_BEFORE_PUSH:   # "one" was handed over, never pushed: its lease ran out
+                assert attempts == [("one", "TIMED_OUT"), ("one", "COMPLETED"), ("two", "COMPLETED")], attempts
+            else:
+                assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED")], attempts
+            audit = redis.Redis(port=redis_server.port, decode_responses=True)
+            entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(f"wfo:{cluster}:ended"))
+            started = cast("list[str]", audit.zrange(f"wfo:{cluster}:idx:name:{flow}", 0, -1))
+            audit.close()
+            assert started == [workflow_id], "the start was made twice"
+            assert [fields["st"] for _, fields in entries if fields["wf"] == workflow_id] == ["COMPLETED"], \
+                "the workflow did not end exactly once"
+        finally:
+            worker.stop()
+            node.stop()

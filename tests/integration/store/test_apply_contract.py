@@ -17,6 +17,7 @@ import itertools
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -306,6 +307,66 @@ def test_a_step_after_another_event_stores_the_result_and_leaves_the_decision_to
             again = await store.step(result, stored, decision, NOW)
             assert again.ack.outcome is ResultOutcome.DUPLICATE and again.applied is None
             assert (await store.load("root")).revision == after.revision   # type: ignore[union-attr]
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("hand_over", [False, True], ids=["queued", "handed-over"])
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server: Any, name: str,
+                                                                   hand_over: bool) -> None:
+    """START_WORKFLOW with the first decision: the record it leaves is apply(the workflow as created, the
+    decision), field for field, with the decision's effects and no decide reminder (nothing is left to
+    decide); a task the decision hands to the caller's worker is that worker's, leased, not queued."""
+    definition_doc, _ = SCENARIOS[name]
+    forked = definition({"name": "forked", "tasks": [
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
+         "forkTasks": [[{"name": "fetch", "taskReferenceName": "b1"}],
+                       [{"name": "charge", "taskReferenceName": "b2"}]]},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN"}]})
+
+    async def scenario() -> None:
+        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        try:
+            contract = Contract(store, all_complete)
+            for task_def in TASK_DEFS.values():
+                await store.put_task_def(task_def)
+            for workflow_def in (CHILD, definition_doc, forked):
+                await store.put_workflow_def(workflow_def)
+            made: list[tuple[m.WorkflowState, Decision, dict[str, str]]] = []
+
+            async def first(state: m.WorkflowState) -> tuple[Decision, dict[str, str]]:
+                decision = decide(state, NOW, lambda: next(contract.ids))
+                served = {decision.enqueue[0][1]: "w1"} if hand_over else {}
+                made.append((state, decision, served))
+                return decision, served
+
+            for workflow_id, flow in (("root", definition_doc["name"]), ("fork", "forked")):
+                made.clear()
+                started = await store.start_by_name(flow, 0, workflow_id, {"n": 2}, "", "", NOW, decide=first)
+                [(created, decision, served)] = made
+                assert started.created and started.state == created and started.decision is decision
+                assert started.applied is not None and started.applied.result is ApplyResult.OK
+                expected, effects = apply(created, decision, NOW)
+                after = await store.load(workflow_id)
+                assert after is not None
+                assert await store._redis.zscore(store.keys.decide, workflow_id) is None, "a reminder was left"
+                assert await store._redis.hget(store.keys.workflow(workflow_id), "due") == "0"
+                handed = {task.spec.task_id: task for task in started.applied.handed}
+                assert set(handed) == set(served)
+                for task_id in served:   # the worker's already: leased, out of its queue
+                    task = after.task(task_id)
+                    assert task is not None and task.runtime.status == st.IN_PROGRESS
+                    assert task.runtime.worker_id == "w1" and handed[task_id].spec == task.spec
+                    assert await store._redis.zscore(store.keys.leases, f"{workflow_id}|{task_id}") is not None
+                    assert await store._redis.zscore(store.keys.queue(task.spec.task_type),
+                                                     f"{workflow_id}|{task_id}") is None
+                    expected = replace(expected, tasks=[t if t.task_id != task_id else task for t in expected.tasks])
+                effects = replace(effects, enqueue=[(t, i) for t, i in effects.enqueue if i not in served])
+                assert comparable(after) == comparable(expected)
+                await contract.check_effects(workflow_id, effects)
         finally:
             await store.close()
 

@@ -275,3 +275,31 @@ def test_a_three_step_workflow_costs_no_more_commands_and_broadcasts_than_reache
     shown = {name: round(value, 2) for name, value in sorted(ours.items(), key=lambda kv: -kv[1]) if value >= 0.01}
     assert ours.get("publish", 0.0) <= MAX_PUBLISH_PER_WORKFLOW, shown
     assert total <= MAX_COMMANDS_PER_WORKFLOW, f"{total:.1f} commands per workflow: {shown}"
+
+
+def test_a_start_is_decided_in_the_script_that_creates_it(pair: Pair) -> None:
+    """Through the node with the worker, one one-step workflow at a time: the start and its first
+    decision are one script, and its task goes to the worker in that script (no `ready`, no claim);
+    then one STEP stores the result and ends the workflow. Two scripts per workflow; three before
+    (START_WORKFLOW, then APPLY_DECISION for the first decision)."""
+    workflows = 50
+    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
+        def run(count: int) -> None:
+            for _ in range(count):
+                target = int(client.xlen(pair.keys.ended)) + 1
+                workflow_id = pair.serving.start_workflow(ONE_NOOP, {})
+                deadline = time.monotonic() + 20
+                while int(client.xlen(pair.keys.ended)) < target:
+                    assert time.monotonic() < deadline, f"{workflow_id} did not end"
+                    time.sleep(0.005)
+                assert pair.serving.get_workflow(workflow_id)["status"] == "COMPLETED"
+
+        run(2)   # warm: snapshot caches, scripts loaded
+        before = _commands(client)
+        run(workflows)
+        after = _commands(client)
+    scripts = (after.get("evalsha", 0) - before.get("evalsha", 0)) / workflows
+    published = after.get("publish", 0) - before.get("publish", 0)
+    assert published == 0, f"{published} PUBLISH: a task was queued (`ready`), not handed over"
+    # the dispatcher's sweep claims (a script) once a second whatever the workflows do: the room
+    assert scripts <= 2.4, f"{scripts:.2f} scripts per workflow"

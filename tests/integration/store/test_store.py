@@ -205,11 +205,11 @@ def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, 
             first = normalise_workflow_def({"name": "w", "tasks": [{"name": "fetch", "taskReferenceName": "a"}]},
                                            {"fetch": task_def})
             await store.put_workflow_def(first)
-            one, _, _ = await store.start_by_name("w", 0, "wf-1", {}, "", "", NOW)
+            one, *_ = await store.start_by_name("w", 0, "wf-1", {}, "", "", NOW)
             second = normalise_workflow_def({**first, "version": 2, "tasks": [
                 {"name": "fetch", "taskReferenceName": "b"}]}, {"fetch": task_def})
             await other_node.put_workflow_def(second)     # this node's cache does not know yet
-            two, _, _ = await store.start_by_name("w", 0, "wf-2", {}, "", "", NOW)
+            two, *_ = await store.start_by_name("w", 0, "wf-2", {}, "", "", NOW)
             assert (await store.load(one)).version == 1
             assert (await store.load(two)).version == 2
         finally:
@@ -233,11 +233,44 @@ def test_a_start_answers_with_the_workflow_exactly_as_a_load_reads_it(store):
             assert started.created and started.state is not None
             assert started.state == await store.load("wf-1")
             again = await store.start_by_name("w", 0, "wf-2", {"n": 1}, "corr-1", "key-1", NOW)
-            assert again == ("wf-1", False, None)
+            assert again == ("wf-1", False, None, None, None)
             # what a waiter for the end reads: the status alone
             assert await store.status("wf-1") == "RUNNING" and await store.status("wf-2") is None
             await store.terminate("wf-1", "done with it", NOW + 1)
             assert await store.status("wf-1") == "TERMINATED"
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_a_start_that_creates_nothing_applies_no_decision_and_one_the_store_refuses_still_starts(redis_server):
+    """The first decision goes with the start only when the start creates the workflow: a repeated
+    key applies nothing (the first workflow keeps its revision); a decision over the size limits is
+    not sent, and the workflow is created undecided, with its reminder (the event path fails it)."""
+    store = Store.from_url(redis_server.url, prefix=f"st{uuid.uuid4().hex[:8]}", max_value_bytes=1000)
+
+    async def first(state):
+        return decide(state, NOW, new_task_id), {}
+
+    async def scenario():
+        try:
+            task_def = normalise_task_def({"name": "fetch"})
+            await store.put_task_def(task_def)
+            await store.put_workflow_def(normalise_workflow_def({"name": "w", "tasks": [
+                {"name": "fetch", "taskReferenceName": "a", "inputParameters": {"v": "${workflow.input.v}"}}]},
+                {"fetch": task_def}))
+            started = await store.start_by_name("w", 0, "wf-1", {"v": 1}, "", "key-1", NOW, decide=first)
+            assert started.applied is not None and started.applied.result is ApplyResult.OK
+            decided = await store.load("wf-1")
+            assert decided is not None and decided.revision == 2
+            again = await store.start_by_name("w", 0, "wf-2", {"v": 1}, "", "key-1", NOW, decide=first)
+            assert again == ("wf-1", False, None, None, None)
+            assert await store.load("wf-1") == decided and await store.load("wf-2") is None
+            big = await store.start_by_name("w", 0, "wf-3", {"v": "x" * 2000}, "", "", NOW, decide=first)
+            assert big.created and big.state is not None and big.decision is None and big.applied is None
+            created = await store.load("wf-3")
+            assert created == big.state and created.revision == 1 and not created.tasks
+            assert await store._redis.zscore(store.keys.decide, "wf-3") is not None, "no reminder: never decided"
         finally:
             await store.close()
     run(scenario())
