@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import grpc
 import yaml
 
-from devtools.local_cluster import start_node
-from devtools.procs import ManagedProcess, free_port
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import ManagedProcess, free_port, start_redis
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient
 
@@ -73,6 +73,33 @@ def load_example_handlers() -> list[Any]:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return list(module.HANDLERS)
+
+
+@contextmanager
+def two_nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str],
+                                 cluster: str) -> Iterator[tuple[str, list[str], list[WorkflowClient]]]:
+    """Nodes "plain" and "serving" of a fresh cluster on a Redis of their own, so that its command
+    counts are theirs alone: (Redis URL, their endpoints, a client of each), once one leads."""
+    server = start_redis(folder / "redis")
+    processes: list[ManagedProcess] = []
+    clients: list[WorkflowClient] = []
+    try:
+        endpoints = []
+        for node_id in ("plain", "serving"):
+            port = free_port()
+            processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=server.url,
+                                        etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
+                                        http_port=0, log_level="WARNING"))
+            endpoints.append(f"127.0.0.1:{port}")
+            clients.append(WorkflowClient([endpoints[-1]]))
+        wait_for_leader(clients[0], 20.0)
+        yield server.url, endpoints, clients
+    finally:
+        for client in clients:
+            client.close()
+        for process in processes:
+            process.stop()
+        server.stop()
 
 
 class BackgroundWorker:

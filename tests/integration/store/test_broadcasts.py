@@ -18,15 +18,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_redis
-from helpers import BackgroundWorker, wait_for_status
+from devtools.procs import EtcdCluster
+from helpers import BackgroundWorker, two_nodes_on_their_own_redis, wait_for_status
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, WorkflowClient, task
 
@@ -77,22 +75,9 @@ def _steps(task_name: str, refs: list[str], extra: dict[str, str] | None = None)
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[Pair]:
-    folder = tmp_path_factory.mktemp("broadcasts")
-    server: RedisServer = start_redis(folder / "redis")
     cluster = f"bc{uuid.uuid4().hex[:8]}"
-    processes: list[ManagedProcess] = []
-    clients: list[WorkflowClient] = []
-    background: BackgroundWorker | None = None
-    try:
-        endpoints = []
-        for node_id in ("plain", "serving"):
-            port = free_port()
-            processes.append(start_node(Path(folder / node_id), node_id=node_id, port=port, redis_url=server.url,
-                                        etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0,
-                                        http_port=0, log_level="WARNING"))
-            endpoints.append(f"127.0.0.1:{port}")
-            clients.append(WorkflowClient([endpoints[-1]]))
-        wait_for_leader(clients[0], 20.0)
+    with two_nodes_on_their_own_redis(tmp_path_factory.mktemp("broadcasts"), etcd.endpoints,
+                                      cluster) as (redis_url, endpoints, clients):
         for name in (NOOP, GATE, UNSERVED):
             clients[0].register_task_def({"name": name, "retryCount": 0})
         clients[0].register_workflow_def({"name": THREE_NOOPS, "tasks": _steps(NOOP, ["a", "b", "c"])})
@@ -100,15 +85,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterato
         clients[0].register_workflow_def({"name": THREE_GATES, "tasks": _steps(
             GATE, ["a", "b", "c"], {"gate": "${workflow.input.gate}"})})
         background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop, gated], concurrency=8))
-        yield Pair(server.url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
-    finally:
-        if background is not None:
+        try:
+            yield Pair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
+        finally:
             background.stop()
-        for client in clients:
-            client.close()
-        for process in processes:
-            process.stop()
-        server.stop()
 
 
 class Spy:

@@ -10,15 +10,13 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_redis
-from helpers import BackgroundWorker
+from devtools.procs import EtcdCluster
+from helpers import BackgroundWorker, two_nodes_on_their_own_redis
 from worker import Worker, WorkflowClient, task
 
 NOOP, THREE_NOOPS = "rt_noop", "rt_three_noops"
@@ -35,35 +33,16 @@ def noop(data: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[tuple[str, list[WorkflowClient]]]:
-    folder = tmp_path_factory.mktemp("round_trips")
-    server: RedisServer = start_redis(folder / "redis")
-    name = f"rt{uuid.uuid4().hex[:8]}"
-    processes: list[ManagedProcess] = []
-    clients: list[WorkflowClient] = []
-    background: BackgroundWorker | None = None
-    try:
-        endpoints = []
-        for node_id in ("plain", "serving"):
-            port = free_port()
-            processes.append(start_node(Path(folder / node_id), node_id=node_id, port=port, redis_url=server.url,
-                                        etcd_endpoints=etcd.endpoints, cluster=name, lease_ttl_s=2.0,
-                                        http_port=0, log_level="WARNING"))
-            endpoints.append(f"127.0.0.1:{port}")
-            clients.append(WorkflowClient([endpoints[-1]]))
-        wait_for_leader(clients[0], 20.0)
+    with two_nodes_on_their_own_redis(tmp_path_factory.mktemp("round_trips"), etcd.endpoints,
+                                      f"rt{uuid.uuid4().hex[:8]}") as (redis_url, endpoints, clients):
         clients[0].register_task_def({"name": NOOP, "retryCount": 0})
         clients[0].register_workflow_def({"name": THREE_NOOPS, "tasks": [
             {"name": NOOP, "taskReferenceName": ref} for ref in ("a", "b", "c")]})
         background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop], concurrency=IN_FLIGHT * 2))
-        yield server.url, clients
-    finally:
-        if background is not None:
+        try:
+            yield redis_url, clients
+        finally:
             background.stop()
-        for client in clients:
-            client.close()
-        for process in processes:
-            process.stop()
-        server.stop()
 
 
 def _run(clients: list[WorkflowClient], count: int) -> None:
