@@ -16,8 +16,10 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis
@@ -53,19 +55,29 @@ def doomed_node(tmp_path: Path, etcd: EtcdCluster, redis_server: RedisServer, cl
     return node, f"127.0.0.1:{port}"
 
 
-@pytest.mark.parametrize("point", failpoints.POINTS)
-def test_a_node_killed_at_any_point_of_a_step_loses_nothing(
-        point: str, tmp_path: Path, etcd: EtcdCluster, redis_server: RedisServer, steady: tuple[str, str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+@dataclass
+class Drill:
+    client: WorkflowClient   # to the steady node
+    node: ManagedProcess     # the doomed node
+    doomed: str              # its endpoint
+    flow: str                # the workflow to start
+    ended_key: str           # the cluster's audit stream of ended workflows
+
+
+@contextmanager
+def doomed_with_a_worker(refs: tuple[str, ...], point: str, tmp_path: Path, etcd: EtcdCluster,
+                         redis_server: RedisServer, steady: tuple[str, str],
+                         monkeypatch: pytest.MonkeyPatch) -> Iterator[Drill]:
+    """A workflow of one step per ref, and a node armed to die at `point` whose worker talks to it
+    first (then to the steady node)."""
     steady_endpoint, cluster = steady
-    task_type, flow = unique("step_kill"), unique("step_kill_flow")
+    task_type, flow = unique("kill"), unique("kill_flow")
     with WorkflowClient([steady_endpoint], timeout_s=20.0) as client:
         assert wait_for_leader(client, 20.0)["leader_id"] == "steady"
         client.register_task_def({"name": task_type, "retryCount": 2, "retryDelaySeconds": 0,
                                   "responseTimeoutSeconds": LEASE_S})
         client.register_workflow_def({"name": flow, "tasks": [
-            {"name": task_type, "taskReferenceName": ref, "inputParameters": {"ref": ref}}
-            for ref in ("one", "two", "three")]})
+            {"name": task_type, "taskReferenceName": ref, "inputParameters": {"ref": ref}} for ref in refs]})
         node, doomed = doomed_node(tmp_path, etcd, redis_server, cluster, point, monkeypatch)
 
         @task(task_type)
@@ -78,30 +90,48 @@ def test_a_node_killed_at_any_point_of_a_step_loses_nothing(
             while worker.worker.current_endpoint != doomed:   # the worker talks to the doomed node first
                 assert time.monotonic() < deadline, "the worker never connected to the doomed node"
                 time.sleep(0.05)
-            workflow_id = client.start_workflow(flow, {})
-            ended = wait_for_status(client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=40.0)
-            deadline = time.monotonic() + 5   # (before the reply, the node dies 0.2 s after its step)
-            while node.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert node.returncode == -signal.SIGKILL, f"the node did not die at {point}: {node.returncode}"
-            assert ended["status"] == "COMPLETED", ended
-            attempts = [(t["reference_name"], t["status"]) for t in ended["tasks"]]
-            if point == failpoints.STEP_BEFORE_PUSH:   # "two" was handed over, never pushed: its lease ran out
-                assert attempts == [("one", "COMPLETED"), ("two", "TIMED_OUT"), ("two", "COMPLETED"),
-                                    ("three", "COMPLETED")], attempts
-            else:   # nothing was handed over unpushed: every step ran once
-                assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED"), ("three", "COMPLETED")], attempts
-            assert [t["output"] for t in ended["tasks"] if t["status"] == "COMPLETED"] == [
-                {"done": ref} for ref in ("one", "two", "three")]
-            audit = redis.Redis(port=redis_server.port, decode_responses=True)
-            # decode_responses=True: ids and fields are str (redis-py types them as bytes or str)
-            entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(f"wfo:{cluster}:ended"))
-            audit.close()
-            assert [fields["st"] for _, fields in entries if fields["wf"] == workflow_id] == ["COMPLETED"], \
-                "the workflow did not end exactly once"
+            yield Drill(client, node, doomed, flow, f"wfo:{cluster}:ended")
         finally:
             worker.stop()
             node.stop()
+
+
+def completed_after_the_kill(drill: Drill, workflow_id: str, point: str) -> dict[str, Any]:
+    """The workflow once it ended, after the doomed node died at `point`; it must have COMPLETED."""
+    ended = wait_for_status(drill.client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=40.0)
+    deadline = time.monotonic() + 5   # (before the reply, the node dies 0.2 s after its step)
+    while drill.node.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert drill.node.returncode == -signal.SIGKILL, f"the node did not die at {point}: {drill.node.returncode}"
+    assert ended["status"] == "COMPLETED", ended
+    return ended
+
+
+def ends_recorded(audit: redis.Redis, drill: Drill, workflow_id: str) -> list[str]:
+    """The ends of the workflow the audit stream holds (exactly one, COMPLETED, is right)."""
+    # decode_responses=True: ids and fields are str (redis-py types them as bytes or str)
+    entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(drill.ended_key))
+    return [fields["st"] for _, fields in entries if fields["wf"] == workflow_id]
+
+
+@pytest.mark.parametrize("point", failpoints.POINTS)
+def test_a_node_killed_at_any_point_of_a_step_loses_nothing(
+        point: str, tmp_path: Path, etcd: EtcdCluster, redis_server: RedisServer, steady: tuple[str, str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with doomed_with_a_worker(("one", "two", "three"), point, tmp_path, etcd, redis_server, steady,
+                              monkeypatch) as drill:
+        workflow_id = drill.client.start_workflow(drill.flow, {})
+        ended = completed_after_the_kill(drill, workflow_id, point)
+        attempts = [(t["reference_name"], t["status"]) for t in ended["tasks"]]
+        if point == failpoints.STEP_BEFORE_PUSH:   # "two" was handed over, never pushed: its lease ran out
+            assert attempts == [("one", "COMPLETED"), ("two", "TIMED_OUT"), ("two", "COMPLETED"),
+                                ("three", "COMPLETED")], attempts
+        else:   # nothing was handed over unpushed: every step ran once
+            assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED"), ("three", "COMPLETED")], attempts
+        assert [t["output"] for t in ended["tasks"] if t["status"] == "COMPLETED"] == [
+            {"done": ref} for ref in ("one", "two", "three")]
+        with redis.Redis(port=redis_server.port, decode_responses=True) as audit:
+            assert ends_recorded(audit, drill, workflow_id) == ["COMPLETED"], "the workflow did not end exactly once"
 
 
 @pytest.mark.parametrize("point", failpoints.START_POINTS)
@@ -113,46 +143,17 @@ def test_a_node_killed_at_any_point_of_a_start_loses_nothing(
     client's retry (same idempotency key) starts it on the other node; killed before the push, the
     first task's lease runs out and it runs again; killed before the reply, the task was pushed and
     runs once. Each time the client gets one id, and that workflow completes, exactly once."""
-    steady_endpoint, cluster = steady
-    task_type, flow = unique("start_kill"), unique("start_kill_flow")
-    with WorkflowClient([steady_endpoint], timeout_s=20.0) as client:
-        assert wait_for_leader(client, 20.0)["leader_id"] == "steady"
-        client.register_task_def({"name": task_type, "retryCount": 2, "retryDelaySeconds": 0,
-                                  "responseTimeoutSeconds": LEASE_S})
-        client.register_workflow_def({"name": flow, "tasks": [
-            {"name": task_type, "taskReferenceName": ref, "inputParameters": {"ref": ref}} for ref in ("one", "two")]})
-        node, doomed = doomed_node(tmp_path, etcd, redis_server, cluster, point, monkeypatch)
-
-        @task(task_type)
-        def work(data: dict[str, str]) -> dict[str, str]:
-            return {"done": data["ref"]}
-
-        worker = BackgroundWorker(Worker(endpoints=[doomed, steady_endpoint], handlers=[work], concurrency=4))
-        try:
-            deadline = time.monotonic() + 10
-            while worker.worker.current_endpoint != doomed:   # the worker talks to the doomed node first
-                assert time.monotonic() < deadline, "the worker never connected to the doomed node"
-                time.sleep(0.05)
-            with WorkflowClient([doomed, steady_endpoint], timeout_s=20.0) as starter:
-                workflow_id = starter.start_workflow(flow, {}, idempotency_key=unique("start"))
-            ended = wait_for_status(client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=40.0)
-            deadline = time.monotonic() + 5
-            while node.alive() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert node.returncode == -signal.SIGKILL, f"the node did not die at {point}: {node.returncode}"
-            assert ended["status"] == "COMPLETED", ended
-            attempts = [(t["reference_name"], t["status"]) for t in ended["tasks"]]
-            if point == failpoints.START_BEFORE_PUSH:   # "one" was handed over, never pushed: its lease ran out
-                assert attempts == [("one", "TIMED_OUT"), ("one", "COMPLETED"), ("two", "COMPLETED")], attempts
-            else:
-                assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED")], attempts
-            audit = redis.Redis(port=redis_server.port, decode_responses=True)
-            entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(f"wfo:{cluster}:ended"))
-            started = cast("list[str]", audit.zrange(f"wfo:{cluster}:idx:name:{flow}", 0, -1))
-            audit.close()
+    with doomed_with_a_worker(("one", "two"), point, tmp_path, etcd, redis_server, steady, monkeypatch) as drill:
+        with WorkflowClient([drill.doomed, steady[0]], timeout_s=20.0) as starter:
+            workflow_id = starter.start_workflow(drill.flow, {}, idempotency_key=unique("start"))
+        ended = completed_after_the_kill(drill, workflow_id, point)
+        attempts = [(t["reference_name"], t["status"]) for t in ended["tasks"]]
+        if point == failpoints.START_BEFORE_PUSH:   # "one" was handed over, never pushed: its lease ran out
+            assert attempts == [("one", "TIMED_OUT"), ("one", "COMPLETED"), ("two", "COMPLETED")], attempts
+        else:
+            assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED")], attempts
+        with redis.Redis(port=redis_server.port, decode_responses=True) as audit:
+            cluster = steady[1]
+            started = cast("list[str]", audit.zrange(f"wfo:{cluster}:idx:name:{drill.flow}", 0, -1))
             assert started == [workflow_id], "the start was made twice"
-            assert [fields["st"] for _, fields in entries if fields["wf"] == workflow_id] == ["COMPLETED"], \
-                "the workflow did not end exactly once"
-        finally:
-            worker.stop()
-            node.stop()
+            assert ends_recorded(audit, drill, workflow_id) == ["COMPLETED"], "the workflow did not end exactly once"
