@@ -70,6 +70,17 @@ def gone_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["node_id"]: m for m in status.get("gone") or []}
 
 
+def noted_gone(cluster: LocalCluster, observer: str, node_id: str) -> dict[str, Any]:
+    """`node_id` as `observer` lists it among the gone, once its loss is noted: a member whose key
+    just went is listed at once, with since_ms 0 and no detail, until the leader's next pass (or
+    its own goodbye) writes when and how."""
+    def noted() -> dict[str, Any] | None:
+        went = gone_of(status_from(cluster, observer)).get(node_id)
+        return went if went is not None and went["since_ms"] else None
+    found: dict[str, Any] = eventually(noted, what=f"{node_id} DOWN, noted")
+    return found
+
+
 def up_of(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {m["node_id"]: m for m in status.get("members") or []}
 
@@ -106,7 +117,7 @@ def test_killed_and_stopped_members_show_down_and_come_back_up(cluster: LocalClu
 
     killed_at = time.time() * 1000
     cluster.nodes[killed].kill()   # SIGKILL: no goodbye, its lease ends
-    went = eventually(lambda: gone_of(status_from(cluster, leader)).get(killed), what=f"{killed} DOWN")
+    went = noted_gone(cluster, leader, killed)
     assert went["state"] == "DOWN" and went["role"] == "DOWN"
     assert went["address"] == cluster.endpoint_of(killed)
     assert "lease ended" in went["detail"], went
@@ -115,7 +126,7 @@ def test_killed_and_stopped_members_show_down_and_come_back_up(cluster: LocalClu
     stopped_at = time.time() * 1000
     cluster.nodes[stopped].signal(signal.SIGTERM)
     assert cluster.nodes[stopped].wait(20) == 0
-    went = eventually(lambda: gone_of(status_from(cluster, leader)).get(stopped), what=f"{stopped} DOWN")
+    went = noted_gone(cluster, leader, stopped)
     assert went["detail"] == "stopped" and stopped_at - 100 <= went["since_ms"] <= time.time() * 1000, went
     status = status_from(cluster, leader)
     assert list(up_of(status)) == [leader]
@@ -146,7 +157,7 @@ def test_killed_and_stopped_members_show_down_and_come_back_up(cluster: LocalClu
     # the leader itself: the next leader notes that it went
     leader_killed_at = time.time() * 1000
     cluster.nodes[leader].kill()
-    went = eventually(lambda: gone_of(status_from(cluster, killed)).get(leader), what=f"old leader {leader} DOWN")
+    went = noted_gone(cluster, killed, leader)
     assert "lease ended" in went["detail"] and went["since_ms"] >= leader_killed_at - 100, went
     assert status_from(cluster, killed)["leader_id"] == killed
 
