@@ -21,6 +21,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from devtools.faketime import remove_leftovers, shifted, sweep_leftovers
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
 from helpers import BackgroundWorker, wait_for_status
@@ -53,7 +54,7 @@ def _node(tmp: Path, name: str, etcd: EtcdCluster, redis_server: RedisServer, cl
     port, http_port = free_port(), free_port()
     process = start_node(tmp / name, node_id=name, port=port, redis_url=redis_server.url,
                          etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=TTL_S, http_port=http_port,
-                         prefix=["faketime", "-f", skew] if skew else None)
+                         prefix=shifted(skew) if skew else None)
     return process, f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/metrics"
 
 
@@ -64,6 +65,7 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path, etcd: EtcdCluster,
     skew, skewed_leads = request.param
     cluster = f"skew{uuid.uuid4().hex[:8]}"
     started: list[ManagedProcess] = []
+    sweep_leftovers()
     try:
         order = [("skewed", skew), ("plain", None)] if skewed_leads else [("plain", None), ("skewed", skew)]
         endpoints: dict[str, str] = {}
@@ -78,6 +80,7 @@ def two_nodes(request: pytest.FixtureRequest, tmp_path: Path, etcd: EtcdCluster,
     finally:
         for process in started:
             process.stop()
+            remove_leftovers(process.pid)
 
 
 @pytest.mark.parametrize("two_nodes", [("-30s", False), ("+30s", False), ("-30s", True), ("-6s", False)],
