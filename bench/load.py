@@ -10,7 +10,8 @@ Redis anyway, so that waiting for a result costs the servers nothing (no polling
 
 `closed_loop` keeps N workflows in flight (each client thread starts one and waits
 for it) and measures the steady state: the completions after a fixed warm-up;
-`open_loop` starts workflows at a fixed rate whatever the completions do.
+`open_loop` starts workflows at a fixed rate whatever the completions do, and
+`rate_step` says afterwards whether it held that rate (bench/knee.py).
 """
 
 from __future__ import annotations
@@ -22,11 +23,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
+from .knee import RateStep
+
 _MAX_UNCLAIMED = 200_000  # completions nobody waits for (yet) that we remember
+
+# A stream's entries as redis-py returns them with decode_responses: (entry id, fields).
+StreamEntries = list[tuple[str, dict[str, str]]]
 
 
 @dataclass(frozen=True)
@@ -92,14 +98,15 @@ class EndedStreamWatcher(CompletionWatcher):
         self._last = "0-0"
 
     def _prepare(self) -> None:
-        newest = self._client.xrevrange(self._key, count=1)
+        newest = cast(StreamEntries, self._client.xrevrange(self._key, count=1))
         self._last = newest[0][0] if newest else "0-0"
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 try:
-                    batches = self._client.xread({self._key: self._last}, count=5000, block=200)
+                    batches = cast(list[tuple[str, StreamEntries]] | None,
+                                   self._client.xread({self._key: self._last}, count=5000, block=200))
                 except redis.ConnectionError:
                     time.sleep(0.1)
                     continue
@@ -226,7 +233,8 @@ class OpenLoopResult:
     rate: float
     start_errors: int
     max_lag_ms: float       # how late the latest start call began versus its schedule
-    duration_s: float
+    duration_s: float       # the first start due -> the last start call returned
+    first_due: float        # time.monotonic() when the first start was due
 
 
 def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
@@ -268,7 +276,14 @@ def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
         thread.start()
     for thread in threads:
         thread.join(time_limit_s + 30)
-    return OpenLoopResult(ids, rate, errors, max_lag * 1000, time.monotonic() - t0)
+    return OpenLoopResult(ids, rate, errors, max_lag * 1000, time.monotonic() - t0, t0)
+
+
+def rate_step(launched: OpenLoopResult, done: dict[str, Completion]) -> RateStep:
+    """How an open loop went against its offered rate: its starts, and the completions seen of them."""
+    last_seen = max((c.observed for c in done.values()), default=launched.first_due)
+    return RateStep(offered_per_s=launched.rate, started=len(launched.ids), start_window_s=launched.duration_s,
+                    completed=len(done), completion_window_s=max(last_seen - launched.first_due, 0.0))
 
 
 def wait_all(watcher: CompletionWatcher, ids: list[str], timeout_s: float) -> dict[str, Completion]:

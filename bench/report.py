@@ -90,7 +90,7 @@ def _throughput(s: dict[str, Any]) -> list[str]:
          "Celery p50 / p99 ms", "ours / Celery", "CPU ms per workflow ours / Celery",
          "load generator CPU ms per workflow ours / Celery", "machine CPU % ours / Celery",
          "CPU % outside ours / Celery"],
-        rows) + [f"Peak: ours {_f(peak['ours'])} workflows/s, Celery {_f(peak['celery'])} chains/s, "
+        rows) + [f"Closed-loop peak: ours {_f(peak['ours'])} workflows/s, Celery {_f(peak['celery'])} chains/s, "
                  f"ratio {_f(peak['ratio'], 2)}. Node RSS max during the runs (MB): {s.get('node_rss_mb_max')}.",
                  "", "CPU ms per workflow: CPU time of the system's own processes (ours: nodes, workers, Redis, etcd; "
                  "Celery: worker main + pool processes, its Redis) per completed workflow. Machine CPU is out of "
@@ -112,31 +112,54 @@ def _commands(s: dict[str, Any]) -> list[str]:
 
 def _latency(s: dict[str, Any]) -> list[str]:
     lines = ["## Dispatch latency (task ready -> handler running, ms; medians of runs)", ""]
+    lines += _open_loop_peak(s.get("open_loop_peak"))
     rows = []
     for load, d in s.get("dispatch", {}).items():
-        med = d["median"]
+        held = d.get("held_runs", len(d["runs"]))
+        med = d["median"] if held else d.get("median_all_runs", d["median"])
         starts = [r.get("starts_per_s", float("nan")) for r in d["runs"]]
+        completions = [r.get("achieved_workflows_per_s", float("nan")) for r in d["runs"]]
         drains = [r.get("drain_s", float("nan")) for r in d["runs"]]
         rows.append([load, f"{d['rate_workflows_per_s']:g} wf/s ({3 * d['rate_workflows_per_s']:g} tasks/s)",
-                     _f(min(starts)) + " - " + _f(max(starts)), _f(max(drains), 2),
+                     f"{held} of {len(d['runs'])}" + ("" if held else " (**NOT HELD**: figures of an overload)"),
+                     _f(min(starts)) + " - " + _f(max(starts)), _f(min(completions)) + " - " + _f(max(completions)),
+                     _f(max(drains), 2),
                      " / ".join(_f(med["dispatch_ms"][q], 2) for q in ("p50", "p95", "p99")),
                      " / ".join(_f(med["claim_ms"][q], 2) for q in ("p50", "p95", "p99")),
                      " / ".join(_f(med["push_ms"][q], 2) for q in ("p50", "p95", "p99"))])
-    lines += _table(["load", "target rate", "starts/s achieved", "drain after the last start, s (max)",
-                     "dispatch p50/p95/p99", "claim (ready -> claimed)", "push (claimed -> handler)"], rows)
+    lines += _table(["load", "offered rate", "runs that held it", "starts/s achieved", "completions/s achieved",
+                     "drain after the last start, s (max)", "dispatch p50/p95/p99", "claim (ready -> claimed)",
+                     "push (claimed -> handler)"], rows)
     lines += ["Open loop of three-step `bench_stamp` workflows. Dispatch = handler entry (worker clock) - "
               "scheduled_at_ms; claim = started_at_ms - scheduled_at_ms; push = handler entry - started_at_ms. "
-              "The stored times are whole ms. A drain much longer than one workflow's latency means a backlog "
-              "built up: the load was at or past saturation.", ""]
+              "The stored times are whole ms. A run held its rate when its starts and its completions (up to the "
+              "last one seen) both reached 95 % of the offered rate; the figures are the medians of the runs that "
+              "held it (of all runs, marked, when none did).", ""]
     e2e = s.get("start_to_complete", {}).get("median")
+    calls = s.get("settings", {}).get("start_to_complete_calls", {})
     if e2e:
         lines += ["## Start-to-complete latency, one no-op step, one at a time (ms; medians of runs)", ""]
-        lines += _table(["measured as", "p50", "p99"],
-                        [["client: StartWorkflow call -> GetWorkflow shows COMPLETED (2 ms polls)",
-                          _f(e2e["client_ms"]["p50"], 2), _f(e2e["client_ms"]["p99"], 2)],
-                         ["server: ended_at_ms - created_at_ms", _f(e2e["server_ms"]["p50"], 2),
-                          _f(e2e["server_ms"]["p99"], 2)]])
+        rows = [[f"client: {calls.get(way, way)}", _f(e2e[way]["client_ms"]["p50"], 2),
+                 _f(e2e[way]["client_ms"]["p99"], 2)] for way in e2e]
+        rows += [[f"server (ended_at_ms - created_at_ms), the {way} ones", _f(e2e[way]["server_ms"]["p50"], 2),
+                  _f(e2e[way]["server_ms"]["p99"], 2)] for way in e2e]
+        lines += _table(["measured as", "p50", "p99"], rows)
+        lines += ["The two ways take turns workflow by workflow. The target's figure is the ExecuteWorkflow call's: "
+                  "what a client that waits for a workflow sees.", ""]
     return lines
+
+
+def _open_loop_peak(peak: dict[str, Any] | None) -> list[str]:
+    if not peak:
+        return []
+    found = peak["open_loop_peak_per_s"]
+    text = "not found (no step held)" if found is None else \
+        f"{'at least ' if peak['peak_is_a_lower_bound'] else ''}{_f(found)} wf/s"
+    rows = [[_f(st["offered_per_s"]), _f(st["started_per_s"]), _f(st["completed_per_s"]),
+             "held" if st["held"] else "**not held**"] for st in peak["steps"]]
+    return [f"Open loop's peak (the knee of a ramp of short open-loop steps, in the order run): {text}; "
+            f"the closed loop's peak it started from: {_f(peak['closed_loop_peak_per_s'])} wf/s.", ""] + _table(
+        ["offered wf/s", "started/s", "completed/s", "verdict"], rows)
 
 
 def _conductor(s: dict[str, Any]) -> list[str]:

@@ -76,8 +76,8 @@ def run(bench: Bench) -> dict[str, Any]:
             "cpu_percent_by_process_at_top_level": {
                 system: next(r["cpu_percent"] for r in runs if r["system"] == system and r["level"] == top)
                 for system in ("ours", "celery")},
-            "targets": [check("throughput vs Celery chain (peak / peak)", summary["peak"]["ratio"], ">=",
-                              TARGET_PEAK_RATIO, "x",
+            "targets": [check("closed-loop peak throughput vs Celery chain (peak / peak)", summary["peak"]["ratio"],
+                              ">=", TARGET_PEAK_RATIO, "x",
                               f"ours {summary['peak']['ours']} wf/s vs Celery {summary['peak']['celery']} chains/s"),
                         *_one_at_a_time(summary),
                         check(f"CPU per workflow at {cpu['level']} in flight (ours / Celery)",
