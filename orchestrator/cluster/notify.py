@@ -46,11 +46,16 @@ class Notifier:
         try:
             if not expected:   # before the first check: an end after it is then heard
                 await self.store.expect_end(workflow_id)
-            while not await is_done():
+            while True:
+                # Cleared before the check, never after it: an end heard while the check reads
+                # the store must still wake the wait below (cleared after, it cost a whole
+                # SAFETY_RECHECK_S to about 1 call in 100).
+                event.clear()
+                if await is_done():
+                    return
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return
-                event.clear()
                 try:
                     await asyncio.wait_for(event.wait(), min(remaining, SAFETY_RECHECK_S))
                 except TimeoutError:
