@@ -10,9 +10,14 @@ and leaves it healthy, whatever it killed or moved.
 from __future__ import annotations
 
 import asyncio
+import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -298,3 +303,31 @@ def test_a_paused_master_is_replaced_and_comes_back_as_a_replica(healthy: LocalR
         cluster.wait_healthy()
         assert cluster.replicas_of(new_master) == [victim]
         assert client.get(key) == "before"
+
+
+# --------------------------------------------------------------------------- `python -m devtools redis-cluster`
+
+def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[3]
+    command = subprocess.Popen([sys.executable, "-m", "devtools", "redis-cluster", "--dir", str(tmp_path)], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    printed: list[str] = []
+    try:
+        assert command.stdout is not None
+        for line in command.stdout:   # it prints the seeds, each server's pid, then waits
+            printed.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        text = "".join(printed)
+        seeds = re.search(r"seeds: (\S+)", text)
+        pids = [int(pid) for pid in re.findall(r"\(pid (\d+)\)", text)]
+        assert seeds and len(seeds.group(1).split(",")) == 6 and len(pids) == 6, text
+        port = int(seeds.group(1).split(",")[0].rpartition(":")[2])
+        with RedisCluster(host="127.0.0.1", port=port, decode_responses=True) as client:
+            assert client.set("hello", "world") and client.get("hello") == "world"
+        assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+    finally:
+        command.send_signal(signal.SIGINT)   # what Ctrl-C in its terminal sends
+        status = command.wait(30)
+    assert status == 0, "".join(printed)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a server outlived the command"
