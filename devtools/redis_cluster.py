@@ -96,10 +96,6 @@ class NodeView:
     def failing(self) -> bool:
         return bool({"fail", "fail?", "noaddr"} & self.flags)
 
-    @property
-    def slot_count(self) -> int:
-        return sum(last - first + 1 for first, last in self.slots)
-
 
 def parse_cluster_nodes(text: str) -> list[NodeView]:
     """CLUSTER NODES' reply as NodeViews (slots being imported or migrated, "[...]", are left out)."""

@@ -295,8 +295,10 @@ def test_a_paused_master_is_replaced_and_comes_back_as_a_replica(healthy: LocalR
     victim = cluster.masters()[-1]
     key = cluster.key_on(victim, "paused:")
     with cluster_client(cluster) as client:
-        client.set(key, "before")
-        assert client.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(key)) == 1
+        pipe = client.pipeline(transaction=False)   # SET, then WAIT on the same connection
+        pipe.set(key, "before")
+        pipe.execute_command("WAIT", 1, 2000, target_nodes=client.get_node_from_key(key))
+        assert pipe.execute() == [True, 1]
         cluster.pause(victim)
         new_master = cluster.wait_for_promotion(victim)
         cluster.resume(victim)
