@@ -17,6 +17,7 @@ Two settings differ from Redis's defaults on purpose:
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -30,11 +31,24 @@ from .procs import ProcessError, RedisServer, free_port, lost_its_port, stop_all
 if TYPE_CHECKING:
     import redis
 
-__all__ = ["SLOTS", "ClusterMember", "NodeView", "LocalRedisCluster", "start_redis_cluster", "key_slot"]
+__all__ = ["SLOTS", "ClusterMember", "NodeView", "LocalRedisCluster", "start_redis_cluster", "key_slot",
+           "redis_version", "parse_cluster_nodes"]
 
 LOOPBACK = "127.0.0.1"
 SLOTS = 16384
 NODE_TIMEOUT_MS = 1000
+
+
+def redis_version() -> tuple[int, ...]:
+    """The version of the redis-server on PATH, e.g. (7, 0, 15) (Debian 12's: no WAITAOF, which is 7.2)."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ProcessError("redis-server not found on PATH; install it (make servers) and retry")
+    text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    found = re.search(r"v=(\d+(?:\.\d+)*)", text)
+    if found is None:
+        raise ProcessError(f"cannot read redis-server's version from {text.strip()!r}")
+    return tuple(int(part) for part in found.group(1).split("."))
 
 
 def key_slot(key: str | bytes) -> int:
@@ -394,6 +408,9 @@ def start_redis_cluster(base_dir: Path, masters: int = 3, replicas: int = 1, *,
     for every server. On any failure every server started is stopped again."""
     if masters < 3:
         raise ValueError("a Redis Cluster needs at least 3 masters (redis-cli --cluster create refuses fewer)")
+    if redis_version() < (7, 0):
+        raise ProcessError(f"redis-server {'.'.join(map(str, redis_version()))} is older than 7.0, which "
+                           "--cluster-port (a free bus port of each server's own) needs")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     cluster = LocalRedisCluster(base_dir, [], node_timeout_ms, tuple(options), log or (lambda _line: None))
