@@ -1,4 +1,5 @@
-"""`python -m devtools cluster|restart-node|drill`: the local three-node cluster and the failover drill.
+"""`python -m devtools cluster|restart-node|drill|redis-cluster`: the local three-node cluster, the failover
+drill, and a local Redis Cluster on its own (the partitioned layout's ground, issue 23).
 
 `make cluster` and `make drill` run these; they are development tools, not the product CLI.
 """
@@ -23,9 +24,11 @@ from .certs import make_dev_certs
 from .drill import register_demo, run_drill, write_report
 from .local_cluster import ClusterSettings, LocalCluster, PortPlan, wait_for_leader
 from .procs import ManagedProcess, ProcessError, describe_process, port_taken
+from .redis_cluster import LocalRedisCluster, start_redis_cluster
 from .run_dir import RunDir, ask_restart, leftovers, owner_of, running
 
 DEFAULT_DIR = "run/local-cluster"
+REDIS_CLUSTER_DIR = "run/redis-cluster"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     drill.add_argument("--rate", type=float, default=20.0, help="workflows started per second")
     drill.add_argument("--report", default="run/drill/report.json", help="where the JSON report goes")
     drill.set_defaults(handler=drill_command)
+
+    partitioned = commands.add_parser("redis-cluster", help="run a Redis Cluster of its own (3 masters with a replica "
+                                                            "each) in the foreground until Ctrl-C; the nodes do not "
+                                                            "use one yet (issue 23)")
+    partitioned.add_argument("--dir", default=REDIS_CLUSTER_DIR, help="data and logs (emptied first)")
+    partitioned.add_argument("--masters", type=int, default=3, help="masters (at least 3)")
+    partitioned.add_argument("--replicas", type=int, default=1, help="replicas of each master")
+    partitioned.set_defaults(handler=redis_cluster_command)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 
@@ -344,6 +355,75 @@ def _drill(args: argparse.Namespace, settings: ClusterSettings) -> int:
     print(f"report written to {args.report}")
     return 0 if all(r.ok for r in reports) else 1
 
+
+def redis_cluster_command(args: argparse.Namespace) -> int:
+    if args.masters < 3 or not 0 <= args.replicas <= 5:
+        return _refuse("--masters must be at least 3 (Redis Cluster elects by a majority of masters) and "
+                       "--replicas from 0 to 5")
+    base = Path(args.dir)
+    run = RunDir(base)
+    holder = run.acquire(kind="redis-cluster")
+    if holder is not None:
+        return _refuse(f"a `python -m devtools redis-cluster` already runs in {base}/ (pid {holder.get('pid', '?')}); "
+                       "stop it first or give this one another --dir; nothing was started or deleted")
+    try:
+        left = leftovers(base)
+        if left:
+            return _refuse(f"servers of an earlier run in {base}/ still run without it: "
+                           f"{', '.join(describe_process(pid, 40) for pid in left)}; stop them first "
+                           f"(kill {' '.join(map(str, left))}); nothing was started or deleted")
+        for old in base.glob("server-*"):   # a new cluster each run: its servers' node files name old ports
+            shutil.rmtree(old, ignore_errors=True)
+        stop = {"now": False}
+        signal.signal(signal.SIGTERM, lambda *_: stop.update(now=True))
+        print(f"starting a Redis Cluster of {args.masters} masters with {args.replicas} replica(s) each in {base}/",
+              flush=True)
+        try:
+            cluster = start_redis_cluster(base, args.masters, args.replicas)
+        except ProcessError as exc:   # every server started is stopped again
+            return _refuse(f"the Redis Cluster did not start: {exc}; logs in {base}/")
+        with cluster:
+            run.write_state(processes={f"redis-{m.port}": m.pid for m in cluster})
+            _describe_redis_cluster(cluster)
+            try:
+                _watch_redis_cluster(cluster, stop)
+            except KeyboardInterrupt:
+                pass
+            print("\nstopping the Redis Cluster", flush=True)
+        return 0
+    finally:
+        run.release()
+
+
+def _describe_redis_cluster(cluster: LocalRedisCluster) -> None:
+    print(f"\nseeds: {','.join(cluster.seeds)}")
+    for master in cluster.masters():
+        ranges = ", ".join(f"{first}-{last}" for first, last in cluster.slots_of(master))
+        replicas = ", ".join(f"{r.address} (pid {r.pid})" for r in cluster.replicas_of(master)) or "none"
+        print(f"  master {master.address} (pid {master.pid}) slots {ranges}; replicas: {replicas}")
+    first = cluster.members[0]
+    print(f"""
+logs, node files and AOFs: {cluster.base_dir}/server-N/
+try:
+  redis-cli -c -p {first.port} set hello world     # -c follows MOVED to the master of the key's slot
+  redis-cli -p {first.port} cluster nodes
+  kill -9 <pid of a master>                     # its replica is promoted in about 2 s
+  redis-cli --cluster reshard {first.address} --cluster-from <node id> --cluster-to <node id> \\
+      --cluster-slots 100 --cluster-yes
+The orchestrator's nodes cannot use it yet (redis_cluster is refused until issue 23's partitioned layout).
+Ctrl-C stops everything.""", flush=True)
+
+
+def _watch_redis_cluster(cluster: LocalRedisCluster, stop: dict[str, bool]) -> None:
+    """Until Ctrl-C or SIGTERM: one line when a server ends (it is not restarted)."""
+    reported: set[int] = set()
+    while not stop["now"]:
+        for member in cluster:
+            proc = member.server.process
+            if not proc.alive() and proc.pid not in reported:
+                reported.add(proc.pid)
+                print(f"{member.address} (pid {proc.pid}) {_ended(proc)}; its log: {proc.log_path}", flush=True)
+        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from .store.redis.adapter import RedisLinks
 from .store.redis.keys import cluster_prefix
 
 MIB = 1024 * 1024
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 MAX_MIN_REPLICAS = 16
 MAX_REPLICA_TIMEOUT_MS = 60_000
 MAX_QUOTA = 1_000_000_000
@@ -36,8 +37,12 @@ class NodeConfig:
     node_id: str = field(default_factory=socket.gethostname)
     listen: str = "127.0.0.1:50051"          # host:port the gRPC server binds
     advertise: str = ""                       # host:port others reach it at; defaults to `listen`
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = ""                       # default DEFAULT_REDIS_URL, unless Sentinels or a Redis Cluster are given
     redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; overrides redis_url
+    # host:port of some servers of a Redis Cluster (its seeds: the client finds the others through them);
+    # instead of redis_url and redis_sentinels. Accepted here, refused at start until the state's
+    # partitioned layout exists (issue 23)
+    redis_cluster: list[str] = field(default_factory=list)
     redis_master: str = "mymaster"            # the master name the Sentinels monitor
     # nothing is acknowledged (to a client, a worker, a publisher) until this many Redis replicas hold
     # it (WAIT, one round per batch of writes); 0: as soon as the master has it (lost if it dies first)
@@ -109,6 +114,7 @@ class NodeConfig:
             self.etcd_endpoints = split_list(self.etcd_endpoints)
         if isinstance(self.redis_sentinels, str):
             self.redis_sentinels = split_list(self.redis_sentinels)
+        self._check_redis_choice()
         if self.log_format not in ("text", "json"):
             raise ValueError(f"log_format must be text or json, not {self.log_format!r}")
         if self.lease_ttl_s <= 0:
@@ -141,6 +147,23 @@ class NodeConfig:
         if self.max_payload_bytes >= self.max_message_bytes:
             raise ValueError("max_payload_bytes must be below max_message_bytes")
 
+    def _check_redis_choice(self) -> None:
+        """One way to Redis: a URL, Sentinels, or a Redis Cluster's seeds (ValueError naming both given)."""
+        if isinstance(self.redis_cluster, str):
+            self.redis_cluster = split_list(self.redis_cluster)
+        if self.redis_cluster:
+            given = [name for name in ("redis_url", "redis_sentinels") if getattr(self, name)]
+            if given:
+                raise ValueError(f"redis_cluster and {' and '.join(given)} are both given: a node keeps its state in "
+                                 "one Redis (redis_url), one behind Sentinels (redis_sentinels) or a Redis Cluster "
+                                 "(redis_cluster, its seed servers); give one of them")
+            for seed in self.redis_cluster:
+                host, sep, port = str(seed).rpartition(":")
+                if not sep or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
+                    raise ValueError(f"redis_cluster: {seed!r} is not host:port (a port from 1 to {MAX_PORT})")
+        elif not self.redis_url:
+            self.redis_url = DEFAULT_REDIS_URL
+
     def redis_links(self) -> RedisLinks:
         """Timeouts of the node's Redis connections and the pool of its blocking reads."""
         return RedisLinks(float(self.redis_socket_timeout_s), float(self.redis_connect_timeout_s),
@@ -161,8 +184,10 @@ class NodeConfig:
     def infrastructure(self) -> list[str]:
         """host:port of the etcd and Redis servers the cluster depends on (HTTP tasks may not call them)."""
         redis = urlsplit(self.redis_url)
-        own = [f"{redis.hostname or '127.0.0.1'}:{redis.port or 6379}"] if not self.redis_sentinels else []
-        return [endpoint.split("://")[-1] for endpoint in (*self.etcd_endpoints, *self.redis_sentinels, *own)]
+        found_through = self.redis_sentinels or self.redis_cluster   # then redis_url is not used
+        own = [] if found_through else [f"{redis.hostname or '127.0.0.1'}:{redis.port or 6379}"]
+        return [endpoint.split("://")[-1]
+                for endpoint in (*self.etcd_endpoints, *self.redis_sentinels, *self.redis_cluster, *own)]
 
     @property
     def election_prefix(self) -> str:

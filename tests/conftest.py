@@ -16,6 +16,7 @@ import pytest
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
+from devtools.redis_cluster import LocalRedisCluster, start_redis_cluster
 from browser import CHROMIUM, CHROMIUM_ARGS
 from helpers import BackgroundWorker
 from worker import Worker, WorkflowClient
@@ -26,7 +27,7 @@ UNIT, INTEGRATION = TESTS / "unit", TESTS / "integration"
 # The fixtures below that start etcd, Redis, a node, a worker or a browser. Everything under tests/integration
 # is an integration test (`make test-fast` runs tests/unit, in seconds); a test under tests/unit that asks for
 # one of these fails the collection, so a slow test cannot hide among the fast ones.
-SERVER_FIXTURES = frozenset({"etcd", "redis_server", "node", "run_worker", "browser", "page"})
+SERVER_FIXTURES = frozenset({"etcd", "redis_server", "redis_cluster", "node", "run_worker", "browser", "page"})
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -67,6 +68,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
+    """A Redis Cluster of 3 masters with a replica each (devtools/redis_cluster.py), one per test module:
+    its tests may kill, pause and reshard it, so each leaves it healthy (`wait_healthy`) for the next."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 class NodeHandle:
