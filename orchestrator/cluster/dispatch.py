@@ -26,7 +26,7 @@ import itertools
 import time
 import json
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 
@@ -124,6 +124,9 @@ class Dispatcher:
         self._polled: dict[str, float] = {}   # task type -> when a poller last waited on it (monotonic)
         self.pushed = 0
         self.draining = False      # a graceful stop began: nothing more is claimed or handed over
+        # told of the tasks this node's claims pushed, each with its workflow as the claim left it
+        # (the decider, which then decides their results without a reload); None: claims ask for no record
+        self.on_claimed: Callable[[list[ClaimedTask]], None] | None = None
 
     async def start(self) -> None:
         self._ready = self.store.subscribe_each(Topic.READY, self.on_ready, self.on_ready)
@@ -322,7 +325,8 @@ class Dispatcher:
         session.claiming += count
         claimed: list[ClaimedTask] = []
         try:
-            claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+            claimed = await self.store.claim(task_type, count, session.worker_id, now_ms(),
+                                             records=self.on_claimed is not None)
         finally:
             session.claiming -= count
         if session.turned_away and len(claimed) < count:
@@ -339,6 +343,8 @@ class Dispatcher:
             session.holding(task.lease_ms)
         session.credits -= len(claimed)
         self.pushed += len(claimed)
+        if self.on_claimed is not None:
+            self.on_claimed(claimed)
         return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
 
     def _want_ready(self) -> None:

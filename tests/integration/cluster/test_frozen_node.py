@@ -359,7 +359,8 @@ class SlowClaims:
         self.go = asyncio.Event()
         self.claims: list[tuple[str, int]] = []
 
-    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
+                    records: bool = False) -> list[ClaimedTask]:
         self.claims.append((task_type, count))
         await self.go.wait()
         taken, self.queued[task_type] = self.queued.get(task_type, [])[:count], self.queued.get(task_type, [])[count:]
