@@ -102,7 +102,11 @@ class WorkerSession:
         """It asked for work, reads what it is sent, and answers for what it holds. A stream whose
         messages pile up unsent, or that holds tasks and went silent, gets nothing more,
         whatever credit it announced: a worker cannot hoard a task type."""
-        if self.credits - self.claiming <= 0 or self.closed or self.unsent() >= MAX_UNSENT:
+        return self.credits - self.claiming > 0 and self.taking()
+
+    def taking(self) -> bool:
+        """`ready`, counting the credits a claim in flight holds as free (see `Dispatcher.reserve`)."""
+        if self.credits <= 0 or self.closed or self.unsent() >= MAX_UNSENT:
             return False
         return self.held == 0 or time.monotonic() - self.last_heard < self.quiet_limit_s
 
@@ -222,10 +226,18 @@ class Dispatcher:
     # ------------------------------------------------------------- hand-over from this node's decisions
 
     def reserve(self, task_type: str) -> str | None:
-        """Take one credit of a connected worker serving `task_type` (round robin); its id."""
+        """Take one credit of a connected worker serving `task_type` (round robin); its id.
+
+        A credit a claim in flight holds may be taken: a claim asks for every free credit of its
+        worker, up to MAX_CLAIM, and almost always finds fewer tasks queued, so holding them all
+        for its round trip sent to the queue (a `ready`, a claim, about ten Redis commands) most of
+        the tasks decided here meanwhile, at any load (issue 21). A claim that comes back with
+        more tasks than its worker still has credit for gives the excess back (`_pump_once`)."""
         if self.draining:
             return None
         candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
+        if not candidates:
+            candidates = [s for s in self.sessions if task_type in s.task_types and s.taking()]
         if not candidates:
             return None
         session = candidates[next(self._round_robin) % len(candidates)]
@@ -334,18 +346,23 @@ class Dispatcher:
             self._pump_types(waiting)
         if not claimed:
             return False
+        full = len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
+        # hand-overs may have taken credits this claim held (`reserve`): what is left over goes back
+        pushed, excess = (claimed, []) if not session.closed else ([], claimed)
+        if len(pushed) > max(0, session.credits):
+            pushed, excess = claimed[:max(0, session.credits)], claimed[max(0, session.credits):]
+        for task in excess:
+            await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
         if session.closed:
-            for task in claimed:
-                await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
             return True
-        for task in claimed:
+        for task in pushed:
             session.outbox.put_nowait(assignment(task, self.tracing.dispatched(task, session.worker_id)))
             session.holding(task.lease_ms)
-        session.credits -= len(claimed)
-        self.pushed += len(claimed)
-        if self.on_claimed is not None:
-            self.on_claimed(claimed)
-        return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
+        session.credits -= len(pushed)
+        self.pushed += len(pushed)
+        if self.on_claimed is not None and pushed:
+            self.on_claimed(pushed)
+        return full and not excess
 
     def _want_ready(self) -> None:
         """Hear `ready` for the types of the attached workers and of the pollers of late, no others."""
