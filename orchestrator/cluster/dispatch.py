@@ -331,9 +331,10 @@ class Dispatcher:
             return False
         session = candidates[next(self._round_robin) % len(candidates)]
         count = min(session.credits - session.claiming, MAX_CLAIM, MAX_UNSENT - session.unsent())
-        # The claim holds its credits for its round trip: a hand-over from this node's decisions
-        # (`reserve`) or the pump of another of the worker's task types meanwhile must not spend
-        # them too, or the worker is pushed more than it asked for (and hands the excess back).
+        # The claim holds its credits for its round trip: the pump of another of the worker's task
+        # types meanwhile must not spend them too, or the worker is pushed more than it asked for.
+        # A hand-over from this node's decisions may (`reserve`): the claim then gives back what
+        # its worker has no credit left for.
         session.claiming += count
         claimed: list[ClaimedTask] = []
         try:
@@ -346,15 +347,11 @@ class Dispatcher:
             self._pump_types(waiting)
         if not claimed:
             return False
-        full = len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
-        # hand-overs may have taken credits this claim held (`reserve`): what is left over goes back
-        pushed, excess = (claimed, []) if not session.closed else ([], claimed)
-        if len(pushed) > max(0, session.credits):
-            pushed, excess = claimed[:max(0, session.credits)], claimed[max(0, session.credits):]
-        for task in excess:
-            await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
-        if session.closed:
-            return True
+        if session.closed:   # its stream ended meanwhile: every task goes back
+            pushed, excess = [], claimed
+        else:   # hand-overs may have taken credits this claim held (`reserve`): what is left goes back
+            room = max(0, session.credits)
+            pushed, excess = claimed[:room], claimed[room:]
         for task in pushed:
             session.outbox.put_nowait(assignment(task, self.tracing.dispatched(task, session.worker_id)))
             session.holding(task.lease_ms)
@@ -362,7 +359,10 @@ class Dispatcher:
         self.pushed += len(pushed)
         if self.on_claimed is not None and pushed:
             self.on_claimed(pushed)
-        return full and not excess
+        for task in excess:   # after the pushes: a store gone now leaves only these to their leases
+            await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
+        # fewer than asked: the queue is empty (or at its limits)
+        return session.closed or (len(claimed) == count and not excess)
 
     def _want_ready(self) -> None:
         """Hear `ready` for the types of the attached workers and of the pollers of late, no others."""
