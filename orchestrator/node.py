@@ -135,6 +135,7 @@ class Node:
         self.clock_sync = ClockSync(self.store)
         self.decider = Decider(self.store, hand_over=self.dispatcher, on_applied=self._after_decision,
                                node_id=config.node_id)
+        self.dispatcher.on_claimed = self.decider.claimed   # a claimed task's result needs no reload
         self.event_consumers = EventConsumers(self.store, config.node_id, on_workflows=self.decider.soon,
                                               max_payload_bytes=config.max_payload_bytes)
         self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)

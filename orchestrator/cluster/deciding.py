@@ -191,6 +191,14 @@ class Decider:
         await failpoints.reach_after_a_while(failpoints.START_BEFORE_REPLY)
         return started
 
+    def claimed(self, tasks: list[ClaimedTask]) -> None:
+        """Tasks this node's dispatcher claimed from their queues for its workers, each with its
+        workflow as the claim left it: remembered as after this node's own write, so that the
+        task's result is decided without reading the workflow again (`step`)."""
+        for task in tasks:
+            if task.workflow is not None:
+                self.cache.claimed(task.workflow)
+
     def _give_back_soon(self, handed: list[tuple[str, str, str]]) -> None:
         """Put back in their queues the tasks a start whose outcome is unknown may have handed to this
         node's workers and that were never pushed (its credits are returned), once the store answers

@@ -26,7 +26,7 @@ import itertools
 import time
 import json
 import logging
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 
 
@@ -102,7 +102,11 @@ class WorkerSession:
         """It asked for work, reads what it is sent, and answers for what it holds. A stream whose
         messages pile up unsent, or that holds tasks and went silent, gets nothing more,
         whatever credit it announced: a worker cannot hoard a task type."""
-        if self.credits - self.claiming <= 0 or self.closed or self.unsent() >= MAX_UNSENT:
+        return self.credits - self.claiming > 0 and self.taking()
+
+    def taking(self) -> bool:
+        """`ready`, counting the credits a claim in flight holds as free (see `Dispatcher.reserve`)."""
+        if self.credits <= 0 or self.closed or self.unsent() >= MAX_UNSENT:
             return False
         return self.held == 0 or time.monotonic() - self.last_heard < self.quiet_limit_s
 
@@ -124,6 +128,9 @@ class Dispatcher:
         self._polled: dict[str, float] = {}   # task type -> when a poller last waited on it (monotonic)
         self.pushed = 0
         self.draining = False      # a graceful stop began: nothing more is claimed or handed over
+        # told of the tasks this node's claims pushed, each with its workflow as the claim left it
+        # (the decider, which then decides their results without a reload); None: claims ask for no record
+        self.on_claimed: Callable[[list[ClaimedTask]], None] | None = None
 
     async def start(self) -> None:
         self._ready = self.store.subscribe_each(Topic.READY, self.on_ready, self.on_ready)
@@ -219,10 +226,18 @@ class Dispatcher:
     # ------------------------------------------------------------- hand-over from this node's decisions
 
     def reserve(self, task_type: str) -> str | None:
-        """Take one credit of a connected worker serving `task_type` (round robin); its id."""
+        """Take one credit of a connected worker serving `task_type` (round robin); its id.
+
+        A credit a claim in flight holds may be taken: a claim asks for every free credit of its
+        worker, up to MAX_CLAIM, and almost always finds fewer tasks queued, so holding them all
+        for its round trip sent to the queue (a `ready`, a claim, about ten Redis commands) most of
+        the tasks decided here meanwhile, at any load (issue 21). A claim that comes back with
+        more tasks than its worker still has credit for gives the excess back (`_pump_once`)."""
         if self.draining:
             return None
         candidates = [s for s in self.sessions if task_type in s.task_types and s.ready()]
+        if not candidates:
+            candidates = [s for s in self.sessions if task_type in s.task_types and s.taking()]
         if not candidates:
             return None
         session = candidates[next(self._round_robin) % len(candidates)]
@@ -316,13 +331,15 @@ class Dispatcher:
             return False
         session = candidates[next(self._round_robin) % len(candidates)]
         count = min(session.credits - session.claiming, MAX_CLAIM, MAX_UNSENT - session.unsent())
-        # The claim holds its credits for its round trip: a hand-over from this node's decisions
-        # (`reserve`) or the pump of another of the worker's task types meanwhile must not spend
-        # them too, or the worker is pushed more than it asked for (and hands the excess back).
+        # The claim holds its credits for its round trip: the pump of another of the worker's task
+        # types meanwhile must not spend them too, or the worker is pushed more than it asked for.
+        # A hand-over from this node's decisions may (`reserve`): the claim then gives back what
+        # its worker has no credit left for.
         session.claiming += count
         claimed: list[ClaimedTask] = []
         try:
-            claimed = await self.store.claim(task_type, count, session.worker_id, now_ms())
+            claimed = await self.store.claim(task_type, count, session.worker_id, now_ms(),
+                                             records=self.on_claimed is not None)
         finally:
             session.claiming -= count
         if session.turned_away and len(claimed) < count:
@@ -330,16 +347,22 @@ class Dispatcher:
             self._pump_types(waiting)
         if not claimed:
             return False
-        if session.closed:
-            for task in claimed:
-                await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
-            return True
-        for task in claimed:
+        if session.closed:   # its stream ended meanwhile: every task goes back
+            pushed, excess = [], claimed
+        else:   # hand-overs may have taken credits this claim held (`reserve`): what is left goes back
+            room = max(0, session.credits)
+            pushed, excess = claimed[:room], claimed[room:]
+        for task in pushed:
             session.outbox.put_nowait(assignment(task, self.tracing.dispatched(task, session.worker_id)))
             session.holding(task.lease_ms)
-        session.credits -= len(claimed)
-        self.pushed += len(claimed)
-        return len(claimed) == count   # fewer than asked: the queue is empty (or at its limits)
+        session.credits -= len(pushed)
+        self.pushed += len(pushed)
+        if self.on_claimed is not None and pushed:
+            self.on_claimed(pushed)
+        for task in excess:   # after the pushes: a store gone now leaves only these to their leases
+            await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
+        # fewer than asked: the queue is empty (or at its limits)
+        return session.closed or (len(claimed) == count and not excess)
 
     def _want_ready(self) -> None:
         """Hear `ready` for the types of the attached workers and of the pollers of late, no others."""

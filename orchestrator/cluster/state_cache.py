@@ -8,6 +8,10 @@ against the workflow's revision in Redis, so an entry that another node's write 
 one conflict and one reload, never a wrong write. Only workflows whose last write handed a task to
 this node's workers are kept; whatever went wrong or is unknown drops the entry; an ended workflow
 leaves at once; past `capacity`, the least recently used goes.
+
+Such a write is a decision this node applied, or a claim of this node's dispatcher: a claim answers
+with the workflow as it left it (`claimed`), so a task that went through its type's queue has its
+result decided without a reload too.
 """
 
 from __future__ import annotations
@@ -48,6 +52,23 @@ class StateCache:
     def drop(self, workflow_id: str) -> None:
         self._states.pop(workflow_id, None)
 
+    def claimed(self, workflow: m.WorkflowState) -> None:
+        """Keep the workflow as a claim that handed one of its tasks to this node's workers left it,
+        unless this node already holds it at that revision or a later one (its own write, whose
+        answer came first)."""
+        if workflow.status in st.TERMINAL_WORKFLOW:
+            return
+        known = self._states.get(workflow.workflow_id)
+        if known is not None and known.revision >= workflow.revision:
+            return
+        self._keep(workflow)
+
+    def _keep(self, workflow: m.WorkflowState) -> None:
+        self._states[workflow.workflow_id] = workflow
+        self._states.move_to_end(workflow.workflow_id)
+        while len(self._states) > self.capacity:
+            self._states.popitem(last=False)
+
     def applied(self, state: m.WorkflowState, decision: Decision, outcome: ApplyOutcome, now_ms: int,
                 handed_to: dict[str, str]) -> None:
         """Keep the workflow as the write of `decision` on `state` left it (`outcome` OK); `handed_to`:
@@ -68,7 +89,4 @@ class StateCache:
                     queued=False), task.output)
         after = with_tasks(after, handed)
         after.stored_bytes = state.stored_bytes + outcome.grew_by   # `after` is this cache's own
-        self._states[state.workflow_id] = after
-        self._states.move_to_end(state.workflow_id)
-        while len(self._states) > self.capacity:
-            self._states.popitem(last=False)
+        self._keep(after)

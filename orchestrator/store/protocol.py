@@ -101,6 +101,9 @@ class ClaimedTask:
     workflow_id: str
     spec: TaskSpec
     lease_ms: int
+    # the workflow as the claim that handed this task over left it (asked for with `records`): what
+    # the claiming node decides the task's result from, without reading the workflow again
+    workflow: WorkflowState | None = None
 
 
 @dataclass(frozen=True)
@@ -279,8 +282,10 @@ class Store(Protocol):
 
     # ------------------------------------------------------------- tasks (any node)
 
-    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
-        """Hand up to `count` queued tasks to a worker with a lease, within the type's limits.
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
+                    records: bool = False) -> list[ClaimedTask]:
+        """Hand up to `count` queued tasks to a worker with a lease, within the type's limits;
+        `records`: each with its workflow as the claim left it (`ClaimedTask.workflow`).
 
         Atomic: each task goes to exactly one caller, however many nodes claim at once."""
 

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ from .keys import Keys
 from .replication import ReplicationBarrier
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 CoroutineMethod = TypeVar("CoroutineMethod", bound=Callable[..., Awaitable[Any]])
 
 IDEMPOTENCY_TTL_S = 7 * 86400
@@ -745,14 +747,37 @@ class RedisStore:
     # ------------------------------------------------------------- tasks (any node)
 
     @_unavailable_as_store_error
-    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
-        flat = await self._run(scripts.CLAIM, {"type": task_type, "count": count, "now": now_ms,
-                                               "worker": worker_id})
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
+                    records: bool = False) -> list[ClaimedTask]:
+        reply = await self._run(scripts.CLAIM, {"type": task_type, "count": count, "now": now_ms,
+                                                "worker": worker_id, "records": records})
+        flat, workflows = (reply[0], await self._claimed_workflows(reply[1])) if records else (reply, {})
         claimed = []
         for i in range(0, len(flat), 4):
             spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
-            claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3])))
+            claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3]), workflows.get(flat[i])))
         return claimed
+
+    async def _claimed_workflows(self, records: list[Any]) -> dict[str, m.WorkflowState]:
+        """The workflows a claim answered with ({id, {field, value, ...}, ...}), parsed as a load parses
+        them; one that cannot be parsed is left out (its result reloads it, as before)."""
+        rows = {records[i]: dict(zip(records[i + 1][::2], records[i + 1][1::2])) for i in range(0, len(records), 2)}
+        try:
+            texts = await self._snapshot_texts_for(list(rows.values()))
+        except Exception as exc:   # the tasks are claimed all the same: their results reload the workflows
+            log.warning("the definitions of %d claimed workflow(s) could not be read (%s)", len(rows), exc)
+            return {}
+        workflows = {}
+        for workflow_id, row in rows.items():
+            try:
+                workflow = parse_workflow(workflow_id, row, texts)
+            except Exception:   # a corrupt record is reported by the load its result makes
+                log.warning("the record of workflow %s, claimed from, could not be read", workflow_id,
+                            exc_info=True, extra={"workflow_id": workflow_id})
+                continue
+            if workflow is not None:
+                workflows[workflow_id] = workflow
+        return workflows
 
     @_unavailable_as_store_error
     async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> int:

@@ -55,12 +55,14 @@ local TRACKED = {}
 local function track(key, ...)
   local c = TRACKED[key]
   if not c then
-    c = {known = {}, writes = {}, bumped = nil}
+    c = {known = {}, writes = {}, bumped = nil, whole = false}
     TRACKED[key] = c
   end
   local wanted = {}
   for _, name in ipairs({...}) do if c.known[name] == nil then wanted[#wanted + 1] = name end end
-  if #wanted > 0 then
+  if c.whole then   -- every field is known: one not there is not in the hash
+    for _, name in ipairs(wanted) do c.known[name] = false end
+  elseif #wanted > 0 then
     local values = redis.call('HMGET', key, unpack(wanted))
     for i, name in ipairs(wanted) do c.known[name] = values[i] or false end
   end
@@ -70,6 +72,7 @@ local function hget(key, name)
   local c = TRACKED[key]
   if not c then return redis.call('HGET', key, name) end
   local value = c.known[name]
+  if value == nil and c.whole then return nil end
   if value == nil then
     value = redis.call('HGET', key, name) or false
     c.known[name] = value
@@ -119,6 +122,30 @@ local function hdel(key, ...)
   redis.call('HDEL', key, ...)
 end
 local function flush_all() for key in pairs(TRACKED) do flush(key) end end
+-- A hash tracked whole: one HGETALL in place of the HMGET of a few fields (the same one command),
+-- for a script that answers with the record as it leaves it (`as_written`).
+local function track_whole(key)
+  local c = TRACKED[key]
+  if c and c.whole then return c end
+  c = track(key)
+  local row = redis.call('HGETALL', key)
+  for i = 1, #row, 2 do
+    if c.known[row[i]] == nil then c.known[row[i]] = row[i + 1] end   -- a write waiting wins
+  end
+  c.whole = true
+  return c
+end
+-- The record of a hash tracked whole, with this script's writes: {field, value, ...} (after flush_all).
+local function as_written(key)
+  local row = {}
+  for name, value in pairs(TRACKED[key].known) do
+    if value then
+      row[#row + 1] = name
+      row[#row + 1] = tostring(value)
+    end
+  end
+  return row
+end
 -- The namespace of a stored name ('' = the default one; core/namespaces.py writes 'team-a:name').
 local function ns_of_name(name) return string.match(name, '^([^:]+):') or '' end
 -- A workflow's namespace: stored with it (`ns`) since the quotas; an older record says it in its name.
@@ -511,8 +538,12 @@ return applied
 """
 
 # Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
-# type's concurrency and rate limits (excess tasks stay queued). A: type, count, now, worker.
+# type's concurrency and rate limits (excess tasks stay queued). A: type, count, now, worker,
+# records (true: answer with each claiming workflow's record too).
 # Returns a flat list (the hot path: no JSON envelope): workflow id, task id, spec json, lease ms, ...
+# With A.records: {that list, {workflow id, {field, value, ...}, ...}}: the record of each workflow
+# a task was claimed from, as this claim left it (read by one HGETALL in place of the HMGET of a few
+# fields), so that the claiming node decides the task's result without reading the workflow again.
 CLAIM = COMMON + r"""
 local ttype = A.type
 local qkey = P .. ':q:' .. ttype
@@ -522,6 +553,7 @@ local wanted = A.count   -- narrowed to the type's room once there is something 
 local out = {}
 local claimed = 0
 local kept = {}   -- popped members that keep their places (paused workflows, no room): put back at the end
+local from = {}   -- the workflows tasks were claimed from, in order (and as a set)
 -- attempts a worker asked to be called back for, whose time has come, join the queue first
 local dkey = P .. ':qd:' .. ttype
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', dkey, '-inf', now, 'LIMIT', 0, 256)) do
@@ -543,7 +575,7 @@ while claimed < wanted do
     else
       local id, tid = split(member)
       local key = wf_key(id)
-      track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch')
+      if A.records then track_whole(key) else track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch') end
       local st = hget(key, 'st')
       local s = task_state(key, tid)
       if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
@@ -553,6 +585,10 @@ while claimed < wanted do
         local spec, lease = take(id, key, tid, s, ttype, A.worker, now, conc, rate)
         bump(id, key, now)
         claimed = claimed + 1
+        if not from[id] then
+          from[id] = true
+          from[#from + 1] = id
+        end
         out[#out + 1] = id
         out[#out + 1] = tid
         out[#out + 1] = spec
@@ -566,7 +602,13 @@ for first = 1, #kept, 2 * HSET_CHUNK do   -- in chunks: Lua's unpack has a limit
   redis.call('ZADD', qkey, unpack(kept, first, math.min(#kept, first + 2 * HSET_CHUNK - 1)))
 end
 flush_all()
-return out
+if not A.records then return out end
+local records = {}
+for _, id in ipairs(from) do
+  records[#records + 1] = id
+  records[#records + 1] = as_written(wf_key(id))
+end
+return {out, records}
 """
 
 # A: id, task, now, worker.  Returns the new lease in ms, or 0 when it is gone.

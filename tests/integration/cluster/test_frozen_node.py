@@ -358,14 +358,17 @@ class SlowClaims:
         self.queued: dict[str, list[str]] = {}
         self.go = asyncio.Event()
         self.claims: list[tuple[str, int]] = []
+        self.released: list[str] = []
 
-    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int) -> list[ClaimedTask]:
+    async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
+                    records: bool = False) -> list[ClaimedTask]:
         self.claims.append((task_type, count))
         await self.go.wait()
         taken, self.queued[task_type] = self.queued.get(task_type, [])[:count], self.queued.get(task_type, [])[count:]
         return [claimed_task(task_id, task_type) for task_id in taken]
 
-    async def release_task(self, *args: Any, **kwargs: Any) -> bool:
+    async def release_task(self, workflow_id: str, task_id: str, *args: Any, **kwargs: Any) -> bool:
+        self.released.append(task_id)
         return True
 
 
@@ -376,9 +379,9 @@ def claimed_task(task_id: str, task_type: str) -> ClaimedTask:
 
 
 def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_asked_for() -> None:
-    """While a claim for a worker is in flight (a backlog met on connecting, after a failover), a
-    hand-over from this node's decisions and the pump of its other task type get no credit that
-    claim may fill; the type turned away is pumped as soon as the claim returns credits unused."""
+    """While a claim for a worker is in flight (a backlog met on connecting, after a failover), the
+    pump of its other task type gets no credit that claim may fill; the type turned away is pumped
+    as soon as the claim returns credits unused."""
     async def scenario() -> None:
         store = SlowClaims()
         store.queued = {"a": [f"a{i}" for i in range(3)], "b": ["b0", "b1"]}
@@ -389,7 +392,6 @@ def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_aske
         await asyncio.sleep(0.05)
         assert len(store.claims) == 1 and store.claims[0][1] == 4, store.claims   # not one claim per type
         assert session.claiming == 4
-        assert dispatcher.reserve("a") is None and dispatcher.reserve("b") is None   # none to spare
         let_go = asyncio.get_running_loop().time()
         store.go.set()
         await wait_until(lambda: session.outbox.qsize() == 4)
@@ -404,6 +406,33 @@ def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_aske
         # the first claim got what its queue held, the other type the credits left: 4 pushed, as asked
         expected = {"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}[first]
         assert pushed_ids == [*expected, *{"a": ["a0", "a1", "a2"], "b": ["b0", "b1"]}[second][:4 - len(expected)]]
+        assert (session.credits, session.claiming) == (0, 0)
+        await dispatcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_hand_over_during_a_claim_takes_a_held_credit_and_the_claim_gives_back_its_excess() -> None:
+    """A claim asks for every free credit and seldom finds as many tasks: a task decided on this node
+    meanwhile goes to the worker at once (`reserve` takes a credit the claim holds) rather than to
+    the queue; when the claim does come back full, what the worker no longer has credit for goes
+    back to its queue, never to the worker: it is pushed no more than it asked for."""
+    async def scenario() -> None:
+        store = SlowClaims()
+        store.queued = {"a": [f"a{i}" for i in range(4)]}
+        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the claims a Dispatcher makes
+        session = WorkerSession("w", frozenset({"a"}), credits=4)
+        dispatcher.attach(session)
+        await wait_until(lambda: store.claims)
+        assert store.claims == [("a", 4)] and session.claiming == 4
+        assert dispatcher.reserve("a") == "w"   # a hand-over: one of the credits the claim holds
+        dispatcher.deliver("w", claimed_task("handed", "a"))
+        store.go.set()
+        await wait_until(lambda: store.released)
+        await asyncio.sleep(0.05)
+        pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
+        assert [m.task.task_id for m in pushed if m is not None] == ["handed", "a0", "a1", "a2"]
+        assert store.released == ["a3"]   # back to its queue: the worker asked for 4
         assert (session.credits, session.claiming) == (0, 0)
         await dispatcher.stop()
 

@@ -149,6 +149,44 @@ def test_concurrent_claims_hand_each_task_to_exactly_one_worker(store):
     run(scenario())
 
 
+def test_a_claim_answers_with_each_workflow_as_it_left_it(store):
+    """With `records`, each claimed task comes with its workflow as the claim wrote it (the task in
+    progress for the claiming worker, the revision moved on, a timeout's reminder): what a load
+    right after the claim reads. Two tasks of one workflow share one record."""
+    async def scenario():
+        try:
+            await store.raise_epoch(1)
+            one = await started_workflow(store, "recorded", responseTimeoutSeconds=30)
+            task_def = normalise_task_def({"name": "recorded"})
+            definition = normalise_workflow_def({"name": "two", "tasks": [
+                {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
+                    [{"name": "recorded", "taskReferenceName": ref}] for ref in ("x", "y")]},
+                {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": ["x", "y"]}]},
+                {"recorded": task_def})
+            two = uuid.uuid4().hex
+            await store.start_workflow(two, {"workflow": definition, "taskDefs": {"recorded": task_def},
+                                             "subWorkflows": {}}, {"n": 1}, "", "", NOW)
+            for workflow_id in (one, two):
+                await decide_once(store, 1, workflow_id)
+            claimed = await store.claim("recorded", 10, "worker-r", NOW + 5, records=True)
+            assert sorted(c.workflow_id for c in claimed) == sorted([one, two, two])
+            for task in claimed:
+                loaded = await store.load(task.workflow_id)
+                assert task.workflow is not None and loaded is not None
+                assert task.workflow.revision == loaded.revision
+                assert task.workflow.tasks == loaded.tasks
+                assert task.workflow.stored_bytes == loaded.stored_bytes
+                assert (task.workflow.status, task.workflow.variables, task.workflow.input) == \
+                    (loaded.status, loaded.variables, loaded.input)
+                mine = task.workflow.task(task.spec.task_id)
+                assert mine is not None and mine.runtime.status == st.IN_PROGRESS
+                assert mine.runtime.worker_id == "worker-r"
+            assert len({id(c.workflow) for c in claimed if c.workflow_id == two}) == 1
+        finally:
+            await store.close()
+    run(scenario())
+
+
 def test_expired_lease_times_out_the_attempt_only_once(store):
     async def scenario():
         try:
