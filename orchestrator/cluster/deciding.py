@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 CONFLICT_RETRIES = 8
 MAX_BATCH = 256            # workflows decided together: one load and one apply round trip
 PARKED_RETRY_MS = 60_000   # a workflow that cannot even be failed is looked at again after this
-GIVE_BACK_FOR_S = 30.0     # how long tasks an unacknowledged start may have handed over are tried to be given back
+GIVE_BACK_FOR_S = 30.0     # how long tasks an unacknowledged write may have handed over are tried to be given back
 GIVE_BACK_RETRY_S = 0.5
 
 
@@ -132,7 +132,7 @@ class Decider:
         self._fresh: dict[str, m.WorkflowState] = {}   # created here, not decided yet (`started`)
         self._stepping: set[str] = set()   # workflows with a step under way here
         self._draining: asyncio.Task[None] | None = None
-        self._giving_back: set[asyncio.Task[None]] = set()   # tasks of unacknowledged starts going back
+        self._giving_back: set[asyncio.Task[None]] = set()   # tasks of unacknowledged writes going back
         self._runs_user_code = UserCodeByDefinition()
 
     def soon(self, workflow_ids: list[str]) -> None:
@@ -200,10 +200,10 @@ class Decider:
                 self.cache.claimed(task.workflow)
 
     def _give_back_soon(self, handed: list[tuple[str, str, str]]) -> None:
-        """Put back in their queues the tasks a start whose outcome is unknown may have handed to this
-        node's workers and that were never pushed (its credits are returned), once the store answers
-        again: else each would wait for its lease to run out. A task the start did not hand over is
-        no such worker's, and is left alone."""
+        """Put back in their queues the tasks a start, step or decision whose outcome is unknown may
+        have handed to this node's workers and that were never pushed (their credits are returned),
+        once the store answers again: else each would wait for its lease to run out. A task the
+        script did not hand over is no such worker's, and is left alone."""
         task = asyncio.create_task(self._give_back(handed))
         self._giving_back.add(task)
         task.add_done_callback(self._giving_back.discard)
@@ -218,7 +218,7 @@ class Decider:
                 pending.pop(0)
             except Exception as exc:
                 if time.monotonic() > deadline:   # the lease runs out instead
-                    log.warning("could not give back %d task(s) of an unacknowledged start (%s); their leases "
+                    log.warning("could not give back %d task(s) of an unacknowledged write (%s); their leases "
                                 "will expire", len(pending), exc)
                     return
                 await asyncio.sleep(GIVE_BACK_RETRY_S)
@@ -290,6 +290,11 @@ class Decider:
         except DecisionRefused:   # perhaps only by what this node remembers of the record's size
             self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
+        except Exception:
+            if reserved and not applied:   # its outcome unknown: what it may have handed over goes back
+                self._give_back_soon([(result.workflow_id, task_id, worker_id)
+                                      for task_id, worker_id in reserved.items()])
+            raise
         finally:   # whatever happened, every reserved credit is used or returned
             self._deliver_or_return(reserved, applied)
             if not applied:
@@ -354,6 +359,13 @@ class Decider:
             outcomes: list[ApplyOutcome] = []
             try:
                 outcomes = await self.store.apply_decisions(epoch, now, batch, hand_over=reserved)
+            except Exception:
+                if reserved:   # their outcome unknown: what they may have handed over goes back
+                    owner = {task_id: state.workflow_id for state, decision in batch
+                             for _, task_id in decision.enqueue}
+                    self._give_back_soon([(owner[task_id], task_id, worker_id)
+                                          for task_id, worker_id in reserved.items()])
+                raise
             finally:   # whatever happened, every reserved credit is used or returned
                 self._deliver_or_return(reserved, outcomes)
                 if not outcomes:   # the writes' outcome is unknown: what this node remembers may be wrong

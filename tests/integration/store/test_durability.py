@@ -478,6 +478,60 @@ def test_a_stopped_replica_refuses_writes_in_time_and_work_resumes(tmp_path: Pat
         node.stop()
 
 
+def test_a_step_not_acknowledged_gives_back_the_task_it_handed_over(tmp_path: Path, etcd: EtcdCluster,
+                                                                    stoppable_replica: tuple[RedisServer,
+                                                                                             RedisServer]) -> None:
+    """A result's STEP applied on the master but not confirmed by the replica (its outcome unknown
+    to the node) may have handed the next task to this node's worker without the push. That task
+    went back to its queue only when its lease ran out (2 minutes here); now the node gives it back
+    once Redis answers, as it does for a start."""
+    master, replica = stoppable_replica
+    port = free_port()
+    node = start_node(tmp_path / "node", node_id="giver", port=port, redis_url=master.url, cluster=unique("back"),
+                      etcd_endpoints=etcd.endpoints, lease_ttl_s=2.0, http_port=0,
+                      extra=["--redis-min-replicas", "1", "--redis-replica-timeout-ms", str(REPLICA_TIMEOUT_MS)])
+    endpoint = f"127.0.0.1:{port}"
+    client = WorkflowClient([endpoint], timeout_s=30.0)
+    name, gated_type, next_type = unique("gated"), unique("gated"), unique("next")
+    entered, gate = threading.Event(), threading.Event()
+
+    @task(gated_type)
+    def gated(data: dict[str, Any]) -> dict[str, Any]:
+        entered.set()
+        gate.wait(30)
+        return {"gated": True}
+
+    @task(next_type)
+    def after(data: dict[str, Any]) -> dict[str, Any]:
+        return {"after": True}
+
+    background = None
+    try:
+        wait_for_leader(client, 20.0)
+        for task_type in (gated_type, next_type):   # a lease far longer than the test may wait
+            client.register_task_def({"name": task_type, "retryCount": 0, "responseTimeoutSeconds": 120})
+        client.register_workflow_def({"name": name, "tasks": [
+            {"name": gated_type, "taskReferenceName": "gated"}, {"name": next_type, "taskReferenceName": "next"}]})
+        background = BackgroundWorker(Worker(endpoints=[endpoint], handlers=[gated, after], concurrency=4))
+        workflow_id = client.start_workflow(name, {})
+        assert entered.wait(20), "the first task never reached its worker"
+
+        replica.process.pause()   # the STEP of the first result applies on the master, unconfirmed
+        gate.set()
+        time.sleep(3 * REPLICA_TIMEOUT_MS / 1000)
+        replica.process.resume()
+
+        done = wait_for_status(client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=30)
+        assert done["status"] == "COMPLETED", done
+    finally:
+        gate.set()
+        if background is not None:
+            background.stop()
+        client.close()
+        replica.process.resume()
+        node.stop()
+
+
 # --------------------------------------------------------------------------- make cluster REPLICAS=N
 
 def test_local_cluster_with_replicas_survives_a_master_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
