@@ -151,7 +151,8 @@ class Worker:
             breaks. Shuffle the list to spread workers across nodes.
         handlers: functions decorated with ``@task``, one per task type.
         concurrency: how many handlers may run at once (>= 1); sync handlers
-            run in a thread pool of this size.
+            run in a thread pool of this size (those marked
+            ``@task(..., inline=True)`` in the event loop, see ``task``).
         worker_id: unique per process; generated from host, pid and a random
             suffix when omitted.
         token: its bearer token (default: ORCHESTRATOR_TOKEN); ``tls_*`` as
