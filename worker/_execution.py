@@ -76,7 +76,8 @@ async def execute_assignment(
     ctx = context if context is not None else TaskContext.from_assignment(assignment)
     with handler_span(ctx) as span:   # a span only with a traceparent and OpenTelemetry installed
         outcome = await _outcome(assignment, handler, ctx, executor)
-        end_span(span, pb.TaskResult.Status.Name(outcome.status), outcome.reason, outcome.error)
+        if span is not None:
+            end_span(span, pb.TaskResult.Status.Name(outcome.status), outcome.reason, outcome.error)
     return pb.TaskResult(
         workflow_id=assignment.workflow_id,
         task_id=assignment.task_id,
