@@ -27,7 +27,7 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ._codec import PayloadError, decode_object, encode_object
 from ._context import TaskContext, _enter, _leave
-from ._task import Handler
+from ._task import Handler, runs_inline
 from ._tracing import end_span, handler_span
 from .errors import TaskError, TerminalTaskError
 
@@ -71,11 +71,13 @@ async def execute_assignment(
         context: the context handlers see through ``context()``; built from
             the assignment when omitted.
         executor: where sync handlers run; the loop's default executor if None.
+            A sync handler marked ``@task(..., inline=True)`` runs in the loop itself.
     """
     ctx = context if context is not None else TaskContext.from_assignment(assignment)
     with handler_span(ctx) as span:   # a span only with a traceparent and OpenTelemetry installed
         outcome = await _outcome(assignment, handler, ctx, executor)
-        end_span(span, pb.TaskResult.Status.Name(outcome.status), outcome.reason, outcome.error)
+        if span is not None:
+            end_span(span, pb.TaskResult.Status.Name(outcome.status), outcome.reason, outcome.error)
     return pb.TaskResult(
         workflow_id=assignment.workflow_id,
         task_id=assignment.task_id,
@@ -115,6 +117,8 @@ async def _call_handler(handler: Handler, data: dict[str, Any], ctx: TaskContext
     try:
         if inspect.iscoroutinefunction(handler):
             result = await handler(data)
+        elif runs_inline(handler):   # no thread hand-off either way: the loop waits for it
+            result = handler(data)
         else:
             run_in_context = functools.partial(contextvars.copy_context().run, handler, data)
             result = await asyncio.get_running_loop().run_in_executor(executor, run_in_context)

@@ -6,7 +6,11 @@ The writer sends what it finds queued when it gets its turn (everything
 queued during the loop turn that woke it, or while its previous write was in
 flight) in as few messages as the node reads (``orchestrator_api.batches``):
 one WorkerBatch once the node has sent a ServerBatch on this stream, which
-only a node that reads them does; single messages until then.
+only a node that reads them does; single messages until then. What a caller
+hands to ``send_now`` while the writer waits with nothing queued and nothing
+in flight is written by the caller's own task at once instead: the writer's
+wake-up (a turn of the event loop on the way of each result at light load)
+is saved, and nothing could have shared that write anyway.
 
 A stream never reconnects by itself; the Worker opens a new one. Anything
 sent on a stream that has ended is dropped: the Worker keeps what must
@@ -27,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import grpc
 import grpc.aio
@@ -100,6 +104,9 @@ class TaskStream:
         self._answers_pings = answers_pings
         self._heard_at = 0.0  # loop time of the node's last message (of any kind)
         self._silence_from = 0.0  # the silence is counted from here at the earliest
+        self._call: grpc.aio.StreamStreamCall | None = None
+        self._writer_waiting = False  # the writer waits for something to be queued
+        self._direct: asyncio.Future[None] | None = None  # a send_now write in flight
 
     @property
     def established(self) -> bool:
@@ -123,6 +130,26 @@ class TaskStream:
         if self._accepting:
             self._outbox.put_nowait(item)
 
+    async def send_now(self, items: Sequence[WorkerItem]) -> None:
+        """Send ``items`` as ``send`` would, but write them from the calling task at once when the
+        writer waits with nothing queued and nothing in flight (the stream is up and open): one
+        turn of the event loop sooner, without waking the writer. Otherwise they are queued."""
+        call = self._call
+        if not self._accepting:
+            return
+        if (call is None or self.established_at is None or not self._writer_waiting or self._direct is not None
+                or not self._outbox.empty()):
+            for item in items:
+                self._outbox.put_nowait(item)
+            return
+        done = self._direct = self._loop.create_future()
+        try:
+            await self._write(call, items)
+        finally:
+            self._direct = None
+            if not done.done():
+                done.set_result(None)
+
     def close(self) -> None:
         """End the stream gracefully: write what is queued, then half-close and
         let the node end the call (bounded by a short timeout)."""
@@ -145,7 +172,7 @@ class TaskStream:
 
     async def run(self, connect_timeout_s: float) -> str:
         """Run the stream until it ends; return why it ended (a log sentence)."""
-        call = pb_grpc.TaskServiceStub(self._channel).Connect(  # type: ignore[no-untyped-call]
+        call = self._call = pb_grpc.TaskServiceStub(self._channel).Connect(  # type: ignore[no-untyped-call]
             metadata=self._metadata or None)
         workers = [
             asyncio.create_task(self._write_loop(call)),
@@ -174,19 +201,21 @@ class TaskStream:
     async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         try:
             while True:
+                self._writer_waiting = True
+                try:
+                    item = await self._outbox.get()
+                finally:
+                    self._writer_waiting = False
+                if self._direct is not None:   # a send_now is writing what was queued before this
+                    await asyncio.shield(self._direct)
                 queued: list[WorkerItem] = []
-                item = await self._outbox.get()
                 while item is not None:
                     queued.append(item)
                     if self._outbox.empty():
                         break
                     item = self._outbox.get_nowait()
-                for message in gather_worker_messages(queued, self.node_reads_batches):
-                    await call.write(message)
-                    if self.established_at is None:
-                        self.established_at = self._loop.time()
-                        self._established.set()
-                        self._on_established(self)
+                if not await self._write(call, queued):
+                    return
                 if item is None:
                     await call.done_writing()
                     return  # the reader sees the node end the call
@@ -197,6 +226,25 @@ class TaskStream:
             raise
         except Exception as err:
             self._end(f"writing failed: {err!r}")
+
+    async def _write(self, call: grpc.aio.StreamStreamCall, items: Sequence[WorkerItem]) -> bool:
+        """Write ``items`` in as few messages as the node reads; False once the stream ended."""
+        try:
+            for message in gather_worker_messages(items, self.node_reads_batches):
+                await call.write(message)
+                if self.established_at is None:
+                    self.established_at = self._loop.time()
+                    self._established.set()
+                    self._on_established(self)
+            return True
+        except grpc.aio.AioRpcError as err:
+            self._end(_describe_rpc_error(err))
+        except asyncio.CancelledError:
+            self._end("the stream was cancelled")
+            raise
+        except Exception as err:
+            self._end(f"writing failed: {err!r}")
+        return False
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         try:

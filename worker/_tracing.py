@@ -5,7 +5,9 @@ workflow's, the parent the attempt's span). When the ``opentelemetry`` API is in
 worker's environment, the handler runs inside a span ``handler <task type>`` (kind CONSUMER)
 whose parent that is, made current for the handler's own spans (sync handlers too: they run in
 a copy of the caller's context). Its exporter and sampler are the application's: the SDK only
-uses the global tracer provider, so with none configured the span costs next to nothing.
+uses the global tracer provider. With none configured, no span is made (it would record nothing
+and cost more than the rest of starting a handler): the attempt's trace context is only made
+current, so that what the handler passes on (an outgoing request's headers) still carries it.
 Without OpenTelemetry nothing here is imported, and ``context().traceparent`` is still there.
 """
 
@@ -20,19 +22,20 @@ from ._context import TaskContext
 __all__ = ["handler_span", "end_span"]
 
 _UNLOADED = object()
-_otel: Any = _UNLOADED   # (trace module, propagator) once loaded, None when not installed
+_otel: Any = _UNLOADED   # (trace module, propagator, context module) once loaded, None when not installed
 
 
 def _opentelemetry() -> Any:
     global _otel
     if _otel is _UNLOADED:
         try:
+            from opentelemetry import context as otel_context
             from opentelemetry import trace
             from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
         except ImportError:
             _otel = None
         else:
-            _otel = (trace, TraceContextTextMapPropagator())
+            _otel = (trace, TraceContextTextMapPropagator(), otel_context)
     return _otel
 
 
@@ -44,8 +47,15 @@ def handler_span(ctx: TaskContext) -> Iterator[Any]:
     if otel is None:
         yield None
         return
-    trace, propagator = otel
+    trace, propagator, otel_context = otel
     parent = propagator.extract({"traceparent": ctx.traceparent})
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):   # none configured (yet)
+        token = otel_context.attach(parent)
+        try:
+            yield None
+        finally:
+            otel_context.detach(token)
+        return
     tracer = trace.get_tracer("ha-orchestrator-worker")
     attributes = {"orchestrator.workflow_id": ctx.workflow_id, "orchestrator.task_id": ctx.task_id,
                   "orchestrator.task_type": ctx.task_type, "orchestrator.task_ref": ctx.reference_name,

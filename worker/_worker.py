@@ -151,7 +151,8 @@ class Worker:
             breaks. Shuffle the list to spread workers across nodes.
         handlers: functions decorated with ``@task``, one per task type.
         concurrency: how many handlers may run at once (>= 1); sync handlers
-            run in a thread pool of this size.
+            run in a thread pool of this size (those marked
+            ``@task(..., inline=True)`` in the event loop, see ``task``).
         worker_id: unique per process; generated from host, pid and a random
             suffix when omitted.
         token: its bearer token (default: ORCHESTRATOR_TOKEN); ``tls_*`` as
@@ -598,11 +599,21 @@ class Worker:
     async def _run_task(self, flight: _InFlight) -> None:
         handler = self._handlers.get(flight.assignment.task_type)
         result = await execute_assignment(flight.assignment, handler, context=flight.context, executor=self._executor)
-        self._finish(flight, result)
+        outgoing = self._finish(flight, result)
+        stream = self._stream
+        if not outgoing or stream is None:
+            return
+        if self._inflight:   # another handler may end in this turn too: one message for both
+            for item in outgoing:
+                stream.send(item)
+        else:   # none can: no reason to wait for the writer's turn (_stream.py)
+            await stream.send_now(outgoing)
 
-    def _finish(self, flight: _InFlight, result: pb.TaskResult) -> None:
+    def _finish(self, flight: _InFlight, result: pb.TaskResult) -> list[WorkerItem]:
+        """Account for the attempt's end; return what to send: its result and, unless the worker
+        is stopping, the credit of the slot it frees (nothing if it was released meanwhile)."""
         if self._inflight.pop(flight.task_id, None) is None:
-            return  # released meanwhile (shutdown past its grace period)
+            return []  # released meanwhile (shutdown past its grace period)
         flight.stop()
         if result.status == pb.TaskResult.COMPLETED:
             self._stats.completed += 1
@@ -612,9 +623,7 @@ class Worker:
             log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
                       pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
         self._unacked[result.task_id] = result
-        self._send(result)
-        if not self._stopping:
-            self._grant_credit()
+        return [result] if self._stopping else [result, _ONE_CREDIT]
 
     def _grant_credit(self) -> None:
         """One credit more for the current stream. The stream's writer adds up the credits it
