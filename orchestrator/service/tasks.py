@@ -105,19 +105,27 @@ class Tasks:
         once, not at the next poll)."""
         allowed("TaskService/Connect")
         if not wait_ms:
-            return await self.store.claim(queue, count, worker_id, now_ms())
+            return await self._claim(queue, count, worker_id)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_ms / 1000
         while True:
             with self.dispatcher.ready_signal(queue) as ready:
-                claimed = await self.store.claim(queue, count, worker_id, now_ms())
+                claimed = await self._claim(queue, count, worker_id)
                 remaining = deadline - loop.time()
                 if claimed or remaining <= 0:
                     return claimed
                 try:
                     await asyncio.wait_for(ready.wait(), remaining)
                 except TimeoutError:
-                    return await self.store.claim(queue, count, worker_id, now_ms())
+                    return await self._claim(queue, count, worker_id)
+
+    async def _claim(self, queue: str, count: int, worker_id: str) -> list[ClaimedTask]:
+        """A poller's claim, answered with each task's workflow as the claim left it: a poller
+        usually reports to the node it polled, which then decides the result without reading the
+        workflow again (as for the tasks a worker stream is pushed, `Decider.claimed`)."""
+        claimed = await self.store.claim(queue, count, worker_id, now_ms(), records=True)
+        self.decider.claimed(claimed)
+        return claimed
 
     async def complete(self, result: Result) -> Completed:
         """Store a worker's result and decide its workflow, in one step where it can be (`Decider.step`)."""
