@@ -137,6 +137,7 @@ class Node:
                                node_id=config.node_id)
         self.dispatcher.on_claimed = self.decider.claimed   # a claimed task's result needs no reload
         self.event_consumers = EventConsumers(self.store, config.node_id, on_workflows=self.decider.soon,
+                                              start_decided=self.decider.start,
                                               max_payload_bytes=config.max_payload_bytes)
         self.archive = DirectoryArchive(Path(config.archive_dir) / config.cluster, writer=config.node_id)
         self.http_tasks = HttpTaskRunner(self.store, self.dispatcher, config.node_id,

@@ -30,7 +30,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +42,7 @@ from ..core.errors import InvalidArgument, OrchestratorError
 from ..core.payloads import PayloadLimit, encode
 from ..core.safe_expr import SafeExpressionError
 from ..store import ActionOutcome, Store, StoreUnavailable
-from ..store.protocol import QuotaExceeded
+from ..store.protocol import FirstDecision, QuotaExceeded, Started
 from .deciding import new_task_id
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,17 @@ class _Running:
 
 class EventConsumers:
     def __init__(self, store: Store, consumer: str, *, on_workflows: Callable[[list[str]], None],
-                 max_payload_bytes: int, refresh_s: float = REFRESH_S) -> None:
+                 max_payload_bytes: int, refresh_s: float = REFRESH_S,
+                 start_decided: Callable[[Callable[[FirstDecision], Awaitable[Started]]], Awaitable[Started]]
+                 | None = None) -> None:
         """`consumer`: this node's name in every group; `on_workflows`: decide these workflows
-        soon (ones an action started, completed a task of or terminated)."""
+        soon (ones an action started, completed a task of or terminated). `start_decided`
+        (`Decider.start`): a start_workflow action's workflow is created and decided in one
+        script, as an API start is; without it, decided after its creation, through `on_workflows`."""
         self.store = store
         self.consumer = consumer
         self.on_workflows = on_workflows
+        self.start_decided = start_decided
         self.payload_limit = PayloadLimit(max_payload_bytes)
         self.refresh_s = refresh_s
         self._running: dict[str, _Running] = {}
@@ -281,12 +286,20 @@ class EventConsumers:
         data = encode(workflow_input, "the workflow input")
         self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
-        workflow_id, created, *_ = await self.store.start_by_name(
-            qualified(namespace_of(handler), name), int(version), new_task_id(), workflow_input, str(correlation),
-            idempotency_key, now_ms())
-        if created:
-            self.on_workflows([workflow_id])
+        qualified_name, workflow_id, started_at = qualified(namespace_of(handler), name), new_task_id(), now_ms()
+        if self.start_decided is not None:
+            def begin(decide: FirstDecision) -> Awaitable[Started]:
+                return self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
+                                                str(correlation), idempotency_key, started_at, decide=decide)
+
+            created = (await self.start_decided(begin)).created
         else:
+            started = await self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
+                                                     str(correlation), idempotency_key, started_at)
+            created = started.created
+            if created:
+                self.on_workflows([started.workflow_id])
+        if not created:
             self.duplicates += 1
 
     async def _finish_task(self, handler: str, event: ev.BusEvent, index: int, kind: str, workflow_id: str,
