@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +21,7 @@ import yaml
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import ManagedProcess, free_port, start_redis
+from orchestrator.store.redis.keys import Keys
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient
 
@@ -100,6 +102,17 @@ def two_nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str],
         for process in processes:
             process.stop()
         server.stop()
+
+
+@dataclass
+class NodePair:
+    """What `two_nodes_on_their_own_redis` gives a module: its Redis, the cluster's keys, and a
+    client of each node."""
+
+    redis_url: str
+    keys: Keys
+    plain: WorkflowClient       # the node without a worker
+    serving: WorkflowClient     # the node with the worker
 
 
 class BackgroundWorker:
@@ -203,3 +216,29 @@ def make_undecidable(redis_url: str, cluster: str, workflow_id: str) -> None:
         del snapshot["workflow"]["tasks"][1]["taskReferenceName"]
         store.hset(keys.workflow(workflow_id), "def", json.dumps(snapshot))
         store.hdel(keys.workflow(workflow_id), "snap")
+
+
+def execute_alternately(clients: list[WorkflowClient], name: str, count: int, in_flight: int) -> None:
+    """`count` workflows named `name`, `in_flight` at a time, each started and waited for with
+    ExecuteWorkflow through the clients in turn; every one must complete."""
+    left = [count]
+    lock = threading.Lock()
+    failures: list[str] = []
+
+    def starter() -> None:
+        while True:
+            with lock:
+                if left[0] == 0:
+                    return
+                left[0] -= 1
+                client = clients[left[0] % len(clients)]
+            status = client.execute_workflow(name, {})["status"]
+            if status != "COMPLETED":
+                failures.append(status)
+
+    threads = [threading.Thread(target=starter) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert failures == []

@@ -30,8 +30,9 @@ blocked is not held against the node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import grpc
 import grpc.aio
@@ -199,7 +200,7 @@ class TaskStream:
             self._ended.set()
 
     async def _write_loop(self, call: grpc.aio.StreamStreamCall) -> None:
-        try:
+        with self._ending_on_failure():
             while True:
                 self._writer_waiting = True
                 try:
@@ -219,17 +220,10 @@ class TaskStream:
                 if item is None:
                     await call.done_writing()
                     return  # the reader sees the node end the call
-        except grpc.aio.AioRpcError as err:
-            self._end(_describe_rpc_error(err))
-        except asyncio.CancelledError:
-            self._end("the stream was cancelled")
-            raise
-        except Exception as err:
-            self._end(f"writing failed: {err!r}")
 
     async def _write(self, call: grpc.aio.StreamStreamCall, items: Sequence[WorkerItem]) -> bool:
         """Write ``items`` in as few messages as the node reads; False once the stream ended."""
-        try:
+        with self._ending_on_failure():
             for message in gather_worker_messages(items, self.node_reads_batches):
                 await call.write(message)
                 if self.established_at is None:
@@ -237,6 +231,13 @@ class TaskStream:
                     self._established.set()
                     self._on_established(self)
             return True
+        return False
+
+    @contextlib.contextmanager
+    def _ending_on_failure(self) -> Iterator[None]:
+        """A write that fails ends the stream with the reason (a cancellation is passed on)."""
+        try:
+            yield
         except grpc.aio.AioRpcError as err:
             self._end(_describe_rpc_error(err))
         except asyncio.CancelledError:
@@ -244,7 +245,6 @@ class TaskStream:
             raise
         except Exception as err:
             self._end(f"writing failed: {err!r}")
-        return False
 
     async def _read_loop(self, call: grpc.aio.StreamStreamCall) -> None:
         try:

@@ -17,16 +17,15 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, two_nodes_on_their_own_redis, wait_for_status
+from helpers import BackgroundWorker, NodePair, two_nodes_on_their_own_redis, wait_for_status
 from orchestrator.store.redis.keys import Keys, cluster_prefix
-from worker import Worker, WorkflowClient, task
+from worker import Worker, task
 
 NOOP, GATE, UNSERVED = "bc_noop", "bc_gate", "bc_unserved"
 THREE_NOOPS, ONE_NOOP, THREE_GATES = "bc_three_noops", "bc_one_noop", "bc_three_gates"
@@ -60,21 +59,13 @@ def gated(data: dict[str, Any]) -> dict[str, Any]:
     return {"passed": data["ref"]}
 
 
-@dataclass
-class Pair:
-    redis_url: str
-    keys: Keys
-    plain: WorkflowClient       # the node without a worker
-    serving: WorkflowClient     # the node with the worker
-
-
 def _steps(task_name: str, refs: list[str], extra: dict[str, str] | None = None) -> list[dict[str, Any]]:
     return [{"name": task_name, "taskReferenceName": ref, "inputParameters": {"ref": ref, **(extra or {})}}
             for ref in refs]
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[Pair]:
+def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[NodePair]:
     cluster = f"bc{uuid.uuid4().hex[:8]}"
     with two_nodes_on_their_own_redis(tmp_path_factory.mktemp("broadcasts"), etcd.endpoints,
                                       cluster) as (redis_url, endpoints, clients):
@@ -86,7 +77,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterato
             GATE, ["a", "b", "c"], {"gate": "${workflow.input.gate}"})})
         background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop, gated], concurrency=8))
         try:
-            yield Pair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
+            yield NodePair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
         finally:
             background.stop()
 
@@ -95,7 +86,7 @@ class Spy:
     """Every message published on the cluster's channels while it runs: (channel without the
     prefix, payload). A pattern subscription: it counts for no channel's subscribers."""
 
-    def __init__(self, pair: Pair) -> None:
+    def __init__(self, pair: NodePair) -> None:
         self.prefix = pair.keys.prefix + ":"
         self.client = redis.Redis.from_url(pair.redis_url, decode_responses=True)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
@@ -130,7 +121,7 @@ def _open_gates(workflow_gate: str, *refs: str) -> None:
         gate(f"{workflow_gate}/{ref}").set()
 
 
-def test_the_changes_of_a_workflow_nobody_watches_are_not_published(pair: Pair) -> None:
+def test_the_changes_of_a_workflow_nobody_watches_are_not_published(pair: NodePair) -> None:
     with Spy(pair) as spy:
         workflow_id = pair.serving.start_workflow(THREE_NOOPS, {})
         wait_for_status(pair.serving, workflow_id, "COMPLETED")
@@ -139,7 +130,7 @@ def test_the_changes_of_a_workflow_nobody_watches_are_not_published(pair: Pair) 
     assert spy.on("changed") == []
 
 
-def test_a_watch_sees_each_change_of_its_workflow_as_it_happens(pair: Pair) -> None:
+def test_a_watch_sees_each_change_of_its_workflow_as_it_happens(pair: NodePair) -> None:
     """Watched through the node without the worker: each step's end is published (and seen) at
     once, not at the watch's one-second safety re-read."""
     workflow_gate = uuid.uuid4().hex
@@ -183,7 +174,7 @@ def test_a_watch_sees_each_change_of_its_workflow_as_it_happens(pair: Pair) -> N
     assert max(delays) < 0.9, delays
 
 
-def test_execute_workflow_returns_at_the_end_and_only_its_node_hears_of_it(pair: Pair) -> None:
+def test_execute_workflow_returns_at_the_end_and_only_its_node_hears_of_it(pair: NodePair) -> None:
     with Spy(pair) as spy:
         unwaited = pair.plain.start_workflow(ONE_NOOP, {})
         wait_for_status(pair.plain, unwaited, "COMPLETED")
@@ -207,7 +198,7 @@ def test_execute_workflow_returns_at_the_end_and_only_its_node_hears_of_it(pair:
     assert len(channels) == 1 and channels != {"done"}, "one channel, the waiting node's own"
 
 
-def test_a_task_queued_by_a_node_without_its_worker_reaches_the_worker_on_the_other_node(pair: Pair) -> None:
+def test_a_task_queued_by_a_node_without_its_worker_reaches_the_worker_on_the_other_node(pair: NodePair) -> None:
     with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
         subscribers = dict(client.pubsub_numsub(*(pair.keys.channel(c) for c in (
             f"ready:{NOOP}", f"ready:{GATE}", f"ready:{UNSERVED}", "ready"))))
@@ -226,7 +217,7 @@ def _commands(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in client.info("commandstats").items()}
 
 
-def test_a_three_step_workflow_costs_no_more_commands_and_broadcasts_than_reached(pair: Pair) -> None:
+def test_a_three_step_workflow_costs_no_more_commands_and_broadcasts_than_reached(pair: NodePair) -> None:
     """INFO commandstats before and after 60 three-step workflows (commands the scripts run
     counted), started in rounds of 6 through each node in turn, as the bench's throughput does."""
     rounds, per_round = 10, 6
@@ -257,7 +248,7 @@ def test_a_three_step_workflow_costs_no_more_commands_and_broadcasts_than_reache
     assert total <= MAX_COMMANDS_PER_WORKFLOW, f"{total:.1f} commands per workflow: {shown}"
 
 
-def test_a_start_is_decided_in_the_script_that_creates_it(pair: Pair) -> None:
+def test_a_start_is_decided_in_the_script_that_creates_it(pair: NodePair) -> None:
     """Through the node with the worker, one one-step workflow at a time: the start and its first
     decision are one script, and its task goes to the worker in that script (no `ready`, no claim);
     then one STEP stores the result and ends the workflow. Two scripts per workflow; three before

@@ -8,20 +8,18 @@ node `serving`, whose worker runs every task.
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, two_nodes_on_their_own_redis
+from helpers import BackgroundWorker, NodePair, execute_alternately, two_nodes_on_their_own_redis
 from orchestrator.store.redis.keys import Keys, cluster_prefix
-from worker import Worker, WorkflowClient, task
+from worker import Worker, task
 
 NOOP, THREE_NOOPS, FORK = "cw_noop", "cw_three_noops", "cw_fork"
 WORKFLOWS = 40
@@ -40,16 +38,8 @@ def noop(data: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-@dataclass
-class Pair:
-    redis_url: str
-    keys: Keys
-    plain: WorkflowClient       # the node without a worker
-    serving: WorkflowClient     # the node with the worker
-
-
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[Pair]:
+def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[NodePair]:
     cluster = f"cw{uuid.uuid4().hex[:8]}"
     with two_nodes_on_their_own_redis(tmp_path_factory.mktemp("claimed"), etcd.endpoints,
                                       cluster) as (redis_url, endpoints, clients):
@@ -64,7 +54,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterato
             {"name": NOOP, "taskReferenceName": "after"}]})
         background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop], concurrency=4 * IN_FLIGHT))
         try:
-            yield Pair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
+            yield NodePair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
         finally:
             background.stop()
 
@@ -81,7 +71,7 @@ def _commands(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in client.info("commandstats").items()}
 
 
-def _run_through_plain(pair: Pair, client: redis.Redis, name: str, count: int) -> list[str]:
+def _run_through_plain(pair: NodePair, client: redis.Redis, name: str, count: int) -> list[str]:
     """`count` workflows started through `plain`, one at a time, each waited for by the `ended`
     stream (no read of the workflow by this test)."""
     started = []
@@ -95,7 +85,7 @@ def _run_through_plain(pair: Pair, client: redis.Redis, name: str, count: int) -
     return started
 
 
-def _per_workflow(pair: Pair, name: str) -> tuple[dict[str, float], list[str]]:
+def _per_workflow(pair: NodePair, name: str) -> tuple[dict[str, float], list[str]]:
     with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
         _run_through_plain(pair, client, name, 2)   # warm: scripts loaded, snapshots cached
         before = _commands(client)
@@ -106,7 +96,7 @@ def _per_workflow(pair: Pair, name: str) -> tuple[dict[str, float], list[str]]:
     return ours, started
 
 
-def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: Pair) -> None:
+def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: NodePair) -> None:
     """Each workflow's first task is queued by `plain` and claimed by `serving` (one claim, one
     ZPOPMIN, per workflow); its result, and those of the two tasks `serving` then hands over
     itself, are decided with no reload of the workflow: one read of it per script."""
@@ -122,7 +112,7 @@ def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: Pair) -
         assert [t["reference_name"] for t in workflow["tasks"]] == ["a", "b", "c"]
 
 
-def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: Pair) -> None:
+def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: NodePair) -> None:
     """A fork of four branches started through `plain`: its branches are queued together and
     claimed together (the claim answers with their workflow once); the join and the last task
     are decided on `serving` from what it holds."""
@@ -136,32 +126,12 @@ def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: Pair)
     assert {t["reference_name"] for t in workflow["tasks"]} >= {f"branch{i}" for i in range(4)} | {"after"}
 
 
-def _run_many(pair: Pair, count: int) -> None:
+def _run_many(pair: NodePair, count: int) -> None:
     """`count` workflows, IN_FLIGHT at a time, started through each node in turn and waited for."""
-    left = [count]
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def starter() -> None:
-        while True:
-            with lock:
-                if left[0] == 0:
-                    return
-                left[0] -= 1
-                client = (pair.plain, pair.serving)[left[0] % 2]
-            status = client.execute_workflow(THREE_NOOPS, {})["status"]
-            if status != "COMPLETED":
-                failures.append(status)
-
-    threads = [threading.Thread(target=starter) for _ in range(IN_FLIGHT)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert failures == []
+    execute_alternately([pair.plain, pair.serving], THREE_NOOPS, count, IN_FLIGHT)
 
 
-def test_a_claim_in_flight_does_not_send_the_tasks_decided_meanwhile_to_the_queue(pair: Pair) -> None:
+def test_a_claim_in_flight_does_not_send_the_tasks_decided_meanwhile_to_the_queue(pair: NodePair) -> None:
     """Many workflows at once: the worker has credit to spare, so a task decided on `serving`
     goes to it in the deciding script, even while a claim for the tasks `plain` queued is on its
     way (which asked for every free credit): only the first tasks of the workflows started

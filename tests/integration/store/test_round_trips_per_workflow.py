@@ -6,7 +6,6 @@ share one pipeline, so under load a workflow costs a few of them, not one per ca
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ import pytest
 import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, two_nodes_on_their_own_redis
+from helpers import BackgroundWorker, execute_alternately, two_nodes_on_their_own_redis
 from worker import Worker, WorkflowClient, task
 
 NOOP, THREE_NOOPS = "rt_noop", "rt_three_noops"
@@ -47,27 +46,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iter
 
 def _run(clients: list[WorkflowClient], count: int) -> None:
     """`count` workflows, IN_FLIGHT at a time, started alternately through each node."""
-    left = [count]
-    lock = threading.Lock()
-    failures: list[str] = []
-
-    def starter() -> None:
-        while True:
-            with lock:
-                if left[0] == 0:
-                    return
-                left[0] -= 1
-                client = clients[left[0] % 2]
-            status = client.execute_workflow(THREE_NOOPS, {})["status"]
-            if status != "COMPLETED":
-                failures.append(status)
-
-    threads = [threading.Thread(target=starter) for _ in range(IN_FLIGHT)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(120)
-    assert failures == []
+    execute_alternately(clients, THREE_NOOPS, count, IN_FLIGHT)
 
 
 def test_many_workflows_at_once_cost_a_few_round_trips_each(cluster: tuple[str, list[WorkflowClient]]) -> None:
