@@ -545,6 +545,9 @@ return applied
 # a task was claimed from, as this claim left it (read by one HGETALL in place of the HMGET of a few
 # fields), so that the claiming node decides the task's result without reading the workflow again.
 CLAIM = COMMON + r"""
+-- A larger workflow's record is not sent back: copying and parsing it on every claim of its
+-- branches cost more than the reload its next result makes (a 1,000-branch fork, issue 21).
+local RECORD_MAX_FIELDS = 512
 local ttype = A.type
 local qkey = P .. ':q:' .. ttype
 local now = A.now
@@ -575,7 +578,12 @@ while claimed < wanted do
     else
       local id, tid = split(member)
       local key = wf_key(id)
-      if A.records then track_whole(key) else track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch') end
+      local c = TRACKED[key]
+      if A.records and ((c and c.whole) or (not c and redis.call('HLEN', key) <= RECORD_MAX_FIELDS)) then
+        track_whole(key)
+      else
+        track(key, 'st', 's:' .. tid, 't:' .. tid, 'rev', 'watch')
+      end
       local st = hget(key, 'st')
       local s = task_state(key, tid)
       if st == 'PAUSED' and s and s.status == 'SCHEDULED' then
@@ -605,8 +613,10 @@ flush_all()
 if not A.records then return out end
 local records = {}
 for _, id in ipairs(from) do
-  records[#records + 1] = id
-  records[#records + 1] = as_written(wf_key(id))
+  if TRACKED[wf_key(id)].whole then
+    records[#records + 1] = id
+    records[#records + 1] = as_written(wf_key(id))
+  end
 end
 return {out, records}
 """

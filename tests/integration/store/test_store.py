@@ -187,6 +187,37 @@ def test_a_claim_answers_with_each_workflow_as_it_left_it(store):
     run(scenario())
 
 
+def test_a_claim_leaves_out_the_record_of_a_large_workflow(store):
+    """A fork of 300 branches has over 512 fields (two per task): a claim of its branches answers without its record
+    (copying and parsing it on every claim cost more than the reload its next result makes), and a
+    small workflow claimed in the same call still comes with its own."""
+    async def scenario():
+        try:
+            await store.raise_epoch(1)
+            small = await started_workflow(store, "recorded", responseTimeoutSeconds=30)
+            task_def = normalise_task_def({"name": "recorded"})
+            refs = [f"b{i}" for i in range(300)]
+            definition = normalise_workflow_def({"name": "wide", "tasks": [
+                {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
+                    [{"name": "recorded", "taskReferenceName": ref}] for ref in refs]},
+                {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": refs}]},
+                {"recorded": task_def})
+            wide = uuid.uuid4().hex
+            await store.start_workflow(wide, {"workflow": definition, "taskDefs": {"recorded": task_def},
+                                              "subWorkflows": {}}, {"n": 1}, "", "", NOW)
+            for workflow_id in (small, wide):
+                await decide_once(store, 1, workflow_id)
+            claimed = await store.claim("recorded", 400, "worker-r", NOW + 5, records=True)
+            assert sorted({c.workflow_id for c in claimed}) == sorted([small, wide])
+            assert len(claimed) == 301
+            assert all(c.workflow is None for c in claimed if c.workflow_id == wide)
+            [mine] = [c for c in claimed if c.workflow_id == small]
+            assert mine.workflow is not None and mine.workflow.revision == (await store.load(small)).revision
+        finally:
+            await store.close()
+    run(scenario())
+
+
 def test_expired_lease_times_out_the_attempt_only_once(store):
     async def scenario():
         try:
