@@ -306,6 +306,8 @@ class Node:
         (What it queued went to this node's workers in the same step, or was broadcast.)"""
         self.counters.on_decision(state, decision)
         self.tracing.on_decision(state, decision)
+        if decision.status in st.TERMINAL_WORKFLOW:   # a start-and-wait call on this node returns now
+            self.notifier.ended_here(state.workflow_id)
         others = [w.workflow_id for w in decision.start_workflows]
         others += [workflow_id for workflow_id, _ in decision.terminate_workflows]
         if decision.status in st.TERMINAL_WORKFLOW and state.parent:

@@ -111,7 +111,7 @@ class Workflows:
         allowed("WorkflowService/StartWorkflow")
         return await self._start(request)
 
-    async def _start(self, request: StartRequest, *, expect_end: bool = False) -> Started:
+    async def _start(self, request: StartRequest, *, expect_end: bool = False, workflow_id: str = "") -> Started:
         if not request.name:
             raise InvalidArgument("name (the workflow definition to start) is required")
         if request.version < 0:
@@ -124,7 +124,7 @@ class Workflows:
         name = qualified(namespace, request.name)
         # an idempotency key is its namespace's: another team's same key is another start
         idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
-        workflow_id, started_at = uuid.uuid4().hex, now_ms()
+        workflow_id, started_at = workflow_id or uuid.uuid4().hex, now_ms()
 
         def begin(decide: FirstDecision) -> Awaitable[StoreStarted]:
             return self.store.start_by_name(name, request.version, workflow_id, request.input,
@@ -143,13 +143,20 @@ class Workflows:
         wait_s = wait_seconds or 30.0
         if not 0 < wait_s <= MAX_WAIT_S:
             raise InvalidArgument(f"wait_seconds must be above 0 and at most {MAX_WAIT_S:g}")
-        started = await self._start(request, expect_end=True)   # its end is broadcast to this node
-        workflow_id = started.workflow_id
+        # Heard before it exists: its end, decided here or broadcast to this node (`expect_end`),
+        # cannot come first, so nothing is read until it is heard.
+        fresh_id = uuid.uuid4().hex
+        with self.notifier.waiting(fresh_id) as heard:
+            started = await self._start(request, expect_end=True, workflow_id=fresh_id)
+            workflow_id = started.workflow_id
 
-        async def ended() -> bool:
-            return await self.store.status(workflow_id) in st.TERMINAL_WORKFLOW
+            async def ended() -> bool:
+                return await self.store.status(workflow_id) in st.TERMINAL_WORKFLOW
 
-        await self.notifier.wait_done(workflow_id, wait_s, ended, expected=started.created)
+            if started.created and workflow_id == fresh_id:
+                await self.notifier.wait_heard(workflow_id, heard, wait_s, ended, read_first=False)
+            else:   # a repeated idempotency key: the workflow of the first start, perhaps ended
+                await self.notifier.wait_done(workflow_id, wait_s, ended, expected=started.created)
         return await self._load(workflow_id)
 
     async def get(self, workflow_id: str) -> Found:

@@ -198,6 +198,33 @@ def test_execute_workflow_returns_at_the_end_and_only_its_node_hears_of_it(pair:
     assert len(channels) == 1 and channels != {"done"}, "one channel, the waiting node's own"
 
 
+def test_execute_workflow_ended_by_its_own_node_returns_without_reading_the_status(pair: NodePair) -> None:
+    """`serving` has the worker, so it decides the end of a workflow started through it: its waiting
+    ExecuteWorkflow call returns at once, with no status read (HGET of the workflow's `st` by a
+    client; Redis MONITOR tells a script's own commands apart as `lua`). Before, the call waited for
+    the `done` broadcast and then read the status."""
+    pair.serving.execute_workflow(ONE_NOOP, {}, wait_s=10)   # warm: definitions cached, scripts loaded
+    seen: list[str] = []
+    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
+        with client.monitor() as monitor:
+            def record() -> None:
+                for command in monitor.listen():
+                    seen.append(f"{command.get('client_type', '')} {command['command']}")
+                    if "STOP-MONITOR" in command["command"]:
+                        return
+
+            listener = threading.Thread(target=record, daemon=True)
+            listener.start()
+            time.sleep(0.2)
+            executed = [pair.serving.execute_workflow(ONE_NOOP, {}, wait_s=10) for _ in range(5)]
+            client.echo("STOP-MONITOR")
+            listener.join(10)
+    assert all(e["status"] == "COMPLETED" for e in executed)
+    reads = [line for line in seen for e in executed
+             if not line.startswith("lua") and f"HGET {pair.keys.workflow(e['workflow_id'])} st" in line]
+    assert reads == [], reads
+
+
 def test_a_task_queued_by_a_node_without_its_worker_reaches_the_worker_on_the_other_node(pair: NodePair) -> None:
     with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
         subscribers = dict(client.pubsub_numsub(*(pair.keys.channel(c) for c in (

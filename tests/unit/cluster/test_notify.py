@@ -38,3 +38,38 @@ def test_an_end_heard_during_the_status_read_is_not_lost(monkeypatch: pytest.Mon
     asyncio.run(scenario())
     assert reads == ["running", "ended"]
     assert not notifier._waiters
+
+
+def test_a_wait_registered_before_the_start_returns_on_its_own_nodes_end_without_a_read() -> None:
+    notifier = Notifier(cast(Store, None))   # the store is not called on this path
+    reads: list[str] = []
+
+    async def is_done() -> bool:
+        reads.append("read")
+        return True
+
+    async def scenario() -> None:
+        with notifier.waiting("wf-2") as heard:
+            asyncio.get_running_loop().call_soon(notifier.ended_here, "wf-2")
+            await asyncio.wait_for(notifier.wait_heard("wf-2", heard, 30.0, is_done, read_first=False), 5.0)
+
+    asyncio.run(scenario())
+    assert reads == []
+    assert not notifier._waiters and not notifier._ended_here
+
+
+def test_an_end_broadcast_from_another_node_is_read_once() -> None:
+    notifier = Notifier(cast(Store, None))
+    reads: list[str] = []
+
+    async def is_done() -> bool:
+        reads.append("read")
+        return True
+
+    async def scenario() -> None:
+        with notifier.waiting("wf-3") as heard:
+            asyncio.get_running_loop().call_soon(notifier._on_done, "wf-3")   # the `done` broadcast
+            await asyncio.wait_for(notifier.wait_heard("wf-3", heard, 30.0, is_done, read_first=False), 5.0)
+
+    asyncio.run(scenario())
+    assert reads == ["read"]
