@@ -192,9 +192,10 @@ class Decider:
         return started
 
     def claimed(self, tasks: list[ClaimedTask]) -> None:
-        """Tasks this node's dispatcher claimed from their queues for its workers, each with its
-        workflow as the claim left it: remembered as after this node's own write, so that the
-        task's result is decided without reading the workflow again (`step`)."""
+        """Tasks this node claimed from their queues (its dispatcher for a worker stream, or a
+        poller's request), each with its workflow as the claim left it: remembered as after this
+        node's own write, so that the task's result is decided without reading the workflow again
+        (`step`)."""
         for task in tasks:
             if task.workflow is not None:
                 self.cache.claimed(task.workflow)
