@@ -149,6 +149,20 @@ def test_concurrent_claims_hand_each_task_to_exactly_one_worker(store):
     run(scenario())
 
 
+async def _started_fork(store, name, refs):
+    """A workflow of one FORK_JOIN of `recorded` tasks, one branch per ref, then its JOIN (undecided)."""
+    task_def = normalise_task_def({"name": "recorded"})
+    definition = normalise_workflow_def({"name": name, "tasks": [
+        {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
+            [{"name": "recorded", "taskReferenceName": ref}] for ref in refs]},
+        {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": list(refs)}]},
+        {"recorded": task_def})
+    workflow_id = uuid.uuid4().hex
+    await store.start_workflow(workflow_id, {"workflow": definition, "taskDefs": {"recorded": task_def},
+                                             "subWorkflows": {}}, {"n": 1}, "", "", NOW)
+    return workflow_id
+
+
 def test_a_claim_answers_with_each_workflow_as_it_left_it(store):
     """With `records`, each claimed task comes with its workflow as the claim wrote it (the task in
     progress for the claiming worker, the revision moved on, a timeout's reminder): what a load
@@ -157,15 +171,7 @@ def test_a_claim_answers_with_each_workflow_as_it_left_it(store):
         try:
             await store.raise_epoch(1)
             one = await started_workflow(store, "recorded", responseTimeoutSeconds=30)
-            task_def = normalise_task_def({"name": "recorded"})
-            definition = normalise_workflow_def({"name": "two", "tasks": [
-                {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
-                    [{"name": "recorded", "taskReferenceName": ref}] for ref in ("x", "y")]},
-                {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": ["x", "y"]}]},
-                {"recorded": task_def})
-            two = uuid.uuid4().hex
-            await store.start_workflow(two, {"workflow": definition, "taskDefs": {"recorded": task_def},
-                                             "subWorkflows": {}}, {"n": 1}, "", "", NOW)
+            two = await _started_fork(store, "two", ["x", "y"])
             for workflow_id in (one, two):
                 await decide_once(store, 1, workflow_id)
             claimed = await store.claim("recorded", 10, "worker-r", NOW + 5, records=True)
@@ -195,16 +201,7 @@ def test_a_claim_leaves_out_the_record_of_a_large_workflow(store):
         try:
             await store.raise_epoch(1)
             small = await started_workflow(store, "recorded", responseTimeoutSeconds=30)
-            task_def = normalise_task_def({"name": "recorded"})
-            refs = [f"b{i}" for i in range(300)]
-            definition = normalise_workflow_def({"name": "wide", "tasks": [
-                {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN", "forkTasks": [
-                    [{"name": "recorded", "taskReferenceName": ref}] for ref in refs]},
-                {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": refs}]},
-                {"recorded": task_def})
-            wide = uuid.uuid4().hex
-            await store.start_workflow(wide, {"workflow": definition, "taskDefs": {"recorded": task_def},
-                                              "subWorkflows": {}}, {"n": 1}, "", "", NOW)
+            wide = await _started_fork(store, "wide", [f"b{i}" for i in range(300)])
             for workflow_id in (small, wide):
                 await decide_once(store, 1, workflow_id)
             claimed = await store.claim("recorded", 400, "worker-r", NOW + 5, records=True)
