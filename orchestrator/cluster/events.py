@@ -67,13 +67,12 @@ class _Running:
 
 class EventConsumers:
     def __init__(self, store: Store, consumer: str, *, on_workflows: Callable[[list[str]], None],
-                 max_payload_bytes: int, refresh_s: float = REFRESH_S,
-                 start_decided: Callable[[Callable[[FirstDecision], Awaitable[Started]]], Awaitable[Started]]
-                 | None = None) -> None:
+                 start_decided: Callable[[Callable[[FirstDecision], Awaitable[Started]]], Awaitable[Started]],
+                 max_payload_bytes: int, refresh_s: float = REFRESH_S) -> None:
         """`consumer`: this node's name in every group; `on_workflows`: decide these workflows
-        soon (ones an action started, completed a task of or terminated). `start_decided`
-        (`Decider.start`): a start_workflow action's workflow is created and decided in one
-        script, as an API start is; without it, decided after its creation, through `on_workflows`."""
+        soon (ones an action completed a task of or terminated). `start_decided` (`Decider.start`):
+        a start_workflow action's workflow is created and decided in one script, as an API
+        start is."""
         self.store = store
         self.consumer = consumer
         self.on_workflows = on_workflows
@@ -287,19 +286,11 @@ class EventConsumers:
         self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
         qualified_name, workflow_id, started_at = qualified(namespace_of(handler), name), new_task_id(), now_ms()
-        if self.start_decided is not None:
-            def begin(decide: FirstDecision) -> Awaitable[Started]:
-                return self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
-                                                str(correlation), idempotency_key, started_at, decide=decide)
+        def begin(decide: FirstDecision) -> Awaitable[Started]:
+            return self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
+                                            str(correlation), idempotency_key, started_at, decide=decide)
 
-            created = (await self.start_decided(begin)).created
-        else:
-            started = await self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
-                                                     str(correlation), idempotency_key, started_at)
-            created = started.created
-            if created:
-                self.on_workflows([started.workflow_id])
-        if not created:
+        if not (await self.start_decided(begin)).created:
             self.duplicates += 1
 
     async def _finish_task(self, handler: str, event: ev.BusEvent, index: int, kind: str, workflow_id: str,

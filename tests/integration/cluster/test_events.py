@@ -22,6 +22,7 @@ import pytest
 import redis
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, wait_for_leader
+from orchestrator.cluster.deciding import Decider
 from orchestrator.cluster.events import EventConsumers
 from orchestrator.core.events import BusEvent, normalise_handler
 from orchestrator.store.redis import RedisStore
@@ -161,7 +162,9 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
 
     async def scenario() -> None:
         store = RedisStore.from_url(node.redis_url, prefix=f"wfo:{node.cluster}")
-        consumers = EventConsumers(store, "test", on_workflows=lambda ids: None, max_payload_bytes=1 << 20)
+        decider = Decider(store)   # no workers here: a started workflow's tasks are queued
+        consumers = EventConsumers(store, "test", on_workflows=lambda ids: None, start_decided=decider.start,
+                                   max_payload_bytes=1 << 20)
         try:
             start = normalise_handler({"name": "replay_start", "event": "replay", "actions": [
                 {"action": "start_workflow", "start_workflow": {"name": "waiter", "input": {"order": "r"}}}]})
@@ -174,7 +177,7 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             workflow_id = raw.get(f"wfo:{node.cluster}:idem:event:replay_start:{event.event_id}")
             assert workflow_id
             assert isinstance(workflow_id, str)   # decode_responses=True
-            deadline = time.monotonic() + 20   # the node decides it: its WAIT task goes in progress
+            deadline = time.monotonic() + 20   # decided in its start script: its WAIT task goes in progress
             while True:
                 state = await store.load(workflow_id)
                 if state is not None and any(t.spec.ref == "w" and t.runtime.status == "IN_PROGRESS"
@@ -191,6 +194,7 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             assert raw.xlen(f"wfo:{node.cluster}:ev:replayed") == 1
         finally:
             await consumers.stop()
+            await decider.stop()
             await store.close()
 
     asyncio.run(scenario())
