@@ -292,7 +292,7 @@ class Decider:
             self.cache.drop(result.workflow_id)
             return await self._complete_then_decide(result)
         except Exception:
-            if reserved and not applied:   # its outcome unknown: what it may have handed over goes back
+            if reserved:   # its outcome unknown: what it may have handed over goes back
                 self._give_back_soon([(result.workflow_id, task_id, worker_id)
                                       for task_id, worker_id in reserved.items()])
             raise

@@ -153,10 +153,10 @@ class Workflows:
             async def ended() -> bool:
                 return await self.store.status(workflow_id) in st.TERMINAL_WORKFLOW
 
-            if started.created and workflow_id == fresh_id:
+            if started.created:   # the workflow is `fresh_id`, heard since before it existed
                 await self.notifier.wait_heard(workflow_id, heard, wait_s, ended, read_first=False)
             else:   # a repeated idempotency key: the workflow of the first start, perhaps ended
-                await self.notifier.wait_done(workflow_id, wait_s, ended, expected=started.created)
+                await self.notifier.wait_done(workflow_id, wait_s, ended)
         return await self._load(workflow_id)
 
     async def get(self, workflow_id: str) -> Found:
