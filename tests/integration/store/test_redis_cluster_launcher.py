@@ -253,8 +253,10 @@ async def keep_writing(cluster: LocalRedisCluster, keys: list[str], stop: asynci
 
 def test_a_killed_master_is_replaced_by_its_replica_holding_what_it_acknowledged(healthy: LocalRedisCluster) -> None:
     cluster = healthy
-    masters = cluster.masters()
-    victim, others = masters[0], masters[1:]
+    # the master serving the highest slots, which the reshard test above does not touch: a reshard's target
+    # SIGKILLed within a second of the reshard can leave the slot moved last served by nobody in its
+    # promoted replica's own view, for good (2 of 65 rounds here; 0 of 40 kills without a reshard)
+    *others, victim = cluster.masters()
     on_victim = [cluster.key_on(victim, f"acked:{n}:") for n in range(20)]
     elsewhere = [cluster.key_on(m, f"acked:{n}:") for m in others for n in range(10)]
 
