@@ -38,7 +38,7 @@ class NodeConfig:
     listen: str = "127.0.0.1:50051"          # host:port the gRPC server binds
     advertise: str = ""                       # host:port others reach it at; defaults to `listen`
     redis_url: str = ""                       # default DEFAULT_REDIS_URL, unless Sentinels or a Redis Cluster are given
-    redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; overrides redis_url
+    redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; instead of redis_url
     # host:port of some servers of a Redis Cluster (its seeds: the client finds the others through them);
     # instead of redis_url and redis_sentinels. Accepted here, refused at start until the state's
     # partitioned layout exists (issue 23)
@@ -161,6 +161,10 @@ class NodeConfig:
                 host, sep, port = str(seed).rpartition(":")
                 if not sep or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:
                     raise ValueError(f"redis_cluster: {seed!r} is not host:port (a port from 1 to {MAX_PORT})")
+        elif self.redis_sentinels and self.redis_url:   # the URL would be ignored: say so rather than guess
+            raise ValueError("redis_sentinels and redis_url are both given: a node finds its Redis through the "
+                             "Sentinels (redis_sentinels, with redis_master) or at one address (redis_url), not "
+                             "both; give one of them")
         elif not self.redis_url:
             self.redis_url = DEFAULT_REDIS_URL
 

@@ -1,5 +1,6 @@
-"""The node setting `redis_cluster` (`--redis-cluster`): accepted and checked, but a node given it refuses to
-start until the partitioned layout of the state exists (issue 23)."""
+"""How a node is told where Redis is: one way of three. The setting `redis_cluster` (`--redis-cluster`) is
+accepted and checked, but a node given it refuses to start until the partitioned layout of the state exists
+(issue 23); Sentinels and a URL are not given together either."""
 
 from __future__ import annotations
 
@@ -74,3 +75,14 @@ def test_the_setting_in_a_file_and_what_http_tasks_may_not_call(tmp_path: Path, 
     assert NodeConfig(redis_sentinels=["10.0.0.1:26379"]).redis_url == DEFAULT_REDIS_URL
     refused = node("--config", str(config))
     assert refused.returncode == 2 and "issue 23" in refused.stderr
+
+
+def test_sentinels_and_a_url_are_not_given_together(tmp_path: Path, node: Callable[..., Ended]) -> None:
+    """A node given both used the Sentinels and ignored the URL without a word."""
+    config = tmp_path / "node.yaml"
+    config.write_text("redis_url: redis://10.0.0.5:6379/0\n")
+    both = node("--config", str(config), "--redis-sentinels", "127.0.0.1:26379")
+    assert both.returncode == 2 and "redis_sentinels and redis_url are both given" in both.stderr
+    assert "Traceback" not in both.stderr
+    with pytest.raises(ValueError, match="redis_sentinels and redis_url are both given"):
+        NodeConfig(redis_sentinels=["10.0.0.1:26379"], redis_url="redis://10.0.0.5:6379/0")
