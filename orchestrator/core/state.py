@@ -6,9 +6,10 @@ re-encode user data: `t:<id>` (the spec the decider wrote: reference, input, ...
 worker's output, stored verbatim).
 
 A step makes new objects, never changes those of a state another holds (a node's memory of its
-workflows, a decision's input): the task objects have `__slots__` (made by the hundred per second,
-kept by the thousand), and the copies a step makes are written out below rather than left to
-`dataclasses.replace`, which looks up every field on each call (issue 21).
+workflows, a decision's input). The task objects have `__slots__` (smaller and quicker to make: a
+node makes several per step and keeps every task of the workflows it remembers), and the copies a
+step makes are written out below rather than left to `dataclasses.replace`, which looks up every
+field of the class on each call (issue 21).
 """
 
 from __future__ import annotations

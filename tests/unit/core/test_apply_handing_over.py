@@ -32,7 +32,8 @@ SHAPES: dict[str, dict[str, Any]] = {
         {"name": "fetch", "taskReferenceName": "a"}]},
     "fork": {"name": "forked", "tasks": [
         {"name": "fork", "taskReferenceName": "fork", "type": "FORK_JOIN",
-         "forkTasks": [[{"name": "fetch", "taskReferenceName": "b1"}], [{"name": "charge", "taskReferenceName": "b2"}]]},
+         "forkTasks": [[{"name": "fetch", "taskReferenceName": "b1"}],
+                       [{"name": "charge", "taskReferenceName": "b2"}]]},
         {"name": "join", "taskReferenceName": "join", "type": "JOIN", "joinOn": ["b1", "b2"]}]},
     # queued by a later decision than the one that made it: a changed attempt, not a new one
     "start delay": {"name": "delayed", "tasks": [{"name": "fetch", "taskReferenceName": "a", "startDelay": 2}]},
