@@ -3,11 +3,12 @@ them is decided from memory instead of a reload of the whole workflow (issue 21)
 
 An entry is the state the node's last applied write produced: the pure `apply` of the decision
 (core/apply.py, the function the Lua scripts are held to), with the tasks that same write handed
-to this node's workers marked as theirs. It is only ever a guess: the write it feeds is checked
-against the workflow's revision in Redis, so an entry that another node's write made stale costs
-one conflict and one reload, never a wrong write. Only workflows whose last write handed a task to
-this node's workers are kept; whatever went wrong or is unknown drops the entry; an ended workflow
-leaves at once; past `capacity`, the least recently used goes.
+to this node's workers marked as theirs, made as one new state (`apply_handing_over`). It is only
+ever a guess: the write it feeds is checked against the workflow's revision in Redis, so an entry
+that another node's write made stale costs one conflict and one reload, never a wrong write.
+Only workflows whose last write handed a task to this node's workers are kept; whatever went wrong
+or is unknown drops the entry; an ended workflow leaves at once; past `capacity`, the least recently
+used goes.
 
 Such a write is a decision this node applied, or a claim of this node's dispatcher: a claim answers
 with the workflow as it left it (`claimed`), so a task that went through its type's queue has its
@@ -17,11 +18,10 @@ result decided without a reload too.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import replace
 
 from ..core import state as m
 from ..core import statuses as st
-from ..core.apply import apply, with_tasks
+from ..core.apply import apply_handing_over
 from ..core.decider import Decision
 from ..store import ApplyOutcome
 
@@ -76,17 +76,11 @@ class StateCache:
         if not outcome.handed:   # its next event will likely come through another node, or a claim
             self.drop(state.workflow_id)   # (which moves its revision on): not worth the memory
             return
-        after, _ = apply(state, decision, now_ms)
-        if after.status in st.TERMINAL_WORKFLOW:
+        if (decision.status or state.status) in st.TERMINAL_WORKFLOW:   # what `apply` would leave it
             self.drop(state.workflow_id)
             return
-        handed: dict[str, m.TaskState] = {}
-        for claimed in outcome.handed:
-            task = after.task(claimed.spec.task_id)
-            if task is not None:
-                handed[task.task_id] = m.TaskState(task.spec, replace(
-                    task.runtime, status=st.IN_PROGRESS, worker_id=handed_to[task.task_id], started_at_ms=now_ms,
-                    queued=False), task.output)
-        after = with_tasks(after, handed)
-        after.stored_bytes = state.stored_bytes + outcome.grew_by   # `after` is this cache's own
+        taken = {task.spec.task_id: handed_to[task.spec.task_id] for task in outcome.handed}
+        # a new state (the decision queued what was handed over, so it is not empty): this cache's own
+        after = apply_handing_over(state, decision, now_ms, taken)
+        after.stored_bytes = state.stored_bytes + outcome.grew_by
         self._keep(after)

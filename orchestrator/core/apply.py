@@ -13,7 +13,8 @@ Two transitions of other workflows happen in the same step and are stated here a
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import statuses as st
@@ -42,14 +43,40 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
 
     What the decision leaves alone is shared with `state`, not copied: a step costs what it changes,
     not what the workflow holds (issue 21)."""
+    new = _state_after(state, decision, now_ms, {})
+    if decision.empty:
+        return new, Effects(wake_at_ms=decision.wake_at_ms)
+    return new, Effects(start=list(decision.start_workflows), terminate=list(decision.terminate_workflows),
+                        enqueue=list(decision.enqueue), dequeue=list(decision.dequeue),
+                        drop_leases=list(decision.drop_leases), publish=list(decision.publish),
+                        ended=bool(decision.status) and decision.status in st.TERMINAL_WORKFLOW,
+                        wake_at_ms=decision.wake_at_ms)
+
+
+def apply_handing_over(state: WorkflowState, decision: Decision, now_ms: int,
+                       handed_to: Mapping[str, str]) -> WorkflowState:
+    """The workflow as a write that applied `decision` and handed the tasks in `handed_to` (task id ->
+    worker id) to those workers left it: `apply`'s workflow with each of them taken as the store's
+    scripts take one (in progress with that worker since `now_ms`, no longer queued), built as one new
+    state (not `apply`'s and then a copy of it with the tasks handed over) and without the effects: what
+    a node remembers of its own write (cluster/state_cache.py). Only a decision that queues a task
+    hands one over, so an empty decision leaves `state` itself, as `apply` does."""
+    return _state_after(state, decision, now_ms, handed_to)
+
+
+def _state_after(state: WorkflowState, decision: Decision, now_ms: int, handed_to: Mapping[str, str]) -> WorkflowState:
+    """`apply`'s workflow, with the tasks in `handed_to` taken by their workers (see `apply_handing_over`)."""
     if decision.empty:   # what the walk found finished holds of `state` itself
         remember_finished(state, decision.finished)
-        return state, Effects(wake_at_ms=decision.wake_at_ms)
-    tasks, kept, changed = _tasks_after(state, decision)
-    consumed = set(decision.consumed_commands)
-    new = replace(state, tasks=tasks,
-                  commands=[c for c in state.commands if c["field"] not in consumed],
-                  revision=state.revision + 1, updated_at_ms=now_ms)
+        return state
+    tasks, kept, changed = _tasks_after(state, decision, handed_to, now_ms)
+    new = state.copied()   # every field set below before anyone sees `new`
+    new.tasks, new.revision, new.updated_at_ms = tasks, state.revision + 1, now_ms
+    if decision.consumed_commands:
+        consumed = set(decision.consumed_commands)
+        new.commands = [c for c in state.commands if c["field"] not in consumed]
+    else:
+        new.commands = list(state.commands)
     if kept:   # what the decision left alone stays where it was: the indexes of `state` serve `new`
         state.hand_positions_to(new)
         history_changed = bool(decision.consumed_commands or decision.reset_result or decision.snapshot)
@@ -63,7 +90,6 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
         new.definition, new.version, new.name = definition, definition["version"], definition["name"]
         new.task_defs = decision.snapshot["taskDefs"]
         new.sub_workflows = decision.snapshot.get("subWorkflows", {})
-    ended = False
     if decision.status:
         new.status = decision.status
         if decision.output is not None:
@@ -71,16 +97,19 @@ def apply(state: WorkflowState, decision: Decision, now_ms: int) -> tuple[Workfl
         if decision.reason:
             new.reason = decision.reason
         if decision.status in st.TERMINAL_WORKFLOW:
-            new.ended_at_ms, ended = now_ms, True
-    return new, Effects(start=list(decision.start_workflows), terminate=list(decision.terminate_workflows),
-                        enqueue=list(decision.enqueue), dequeue=list(decision.dequeue),
-                        drop_leases=list(decision.drop_leases), publish=list(decision.publish), ended=ended,
-                        wake_at_ms=decision.wake_at_ms)
+            new.ended_at_ms = now_ms
+    return new
 
 
-def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskState], bool, list[TaskState]]:
-    """The tasks once the decision is applied, in `seq` order; whether those `state` had kept their
-    places (new ones after them); and the attempts the decision put in (new or changed)."""
+def _tasks_after(state: WorkflowState, decision: Decision, handed_to: Mapping[str, str],
+                 now_ms: int) -> tuple[list[TaskState], bool, list[TaskState]]:
+    """The tasks once the decision is applied (and the tasks in `handed_to` taken by their workers at
+    `now_ms`), in `seq` order; whether those `state` had kept their places (new ones after them); and
+    the attempts the decision put in (new or changed).
+
+    Each attempt the decision puts in is one new TaskState, made when it is first put in; what else
+    the decision says of it (its runtime, its output, a hand-over) is written into that same object,
+    which nothing else holds yet."""
     if decision.delete_tasks:   # an operator's rerun or restart: rebuilt, in seq order
         deleted = set(decision.delete_tasks)
         tasks = [t for t in state.tasks if t.task_id not in deleted]
@@ -99,7 +128,7 @@ def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskSta
             found = state.position(task_id)
         return found
 
-    changed: dict[int, None] = {}   # positions, in the order they changed
+    changed: dict[int, None] = {}   # positions, in the order they changed: theirs are new objects
     for task in decision.new_tasks:
         found = position(task.task_id)
         if found is None:
@@ -111,13 +140,31 @@ def _tasks_after(state: WorkflowState, decision: Decision) -> tuple[list[TaskSta
         changed[found] = None
     for task_id, runtime in decision.changed_runtimes.items():
         found = position(task_id)
-        if found is not None:
+        if found is None:
+            continue
+        if found in changed:
+            tasks[found].runtime = runtime
+        else:
             tasks[found] = TaskState(tasks[found].spec, runtime, tasks[found].output)
             changed[found] = None
     for task_id, output in decision.outputs.items():
         found = position(task_id)
-        if found is not None:
+        if found is None:
+            continue
+        if found in changed:
+            tasks[found].output = output
+        else:
             tasks[found] = TaskState(tasks[found].spec, tasks[found].runtime, output)
+            changed[found] = None
+    for task_id, worker_id in handed_to.items():
+        found = position(task_id)
+        if found is None:
+            continue
+        runtime = tasks[found].runtime.taken_by(worker_id, now_ms)   # a new runtime: the decision keeps its own
+        if found in changed:
+            tasks[found].runtime = runtime
+        else:
+            tasks[found] = TaskState(tasks[found].spec, runtime, tasks[found].output)
             changed[found] = None
     # `tasks` are in seq order, and a decision's new tasks come after the others: only where that was
     # not so is the order checked (and restored) across the whole list
@@ -143,29 +190,12 @@ def with_result(state: WorkflowState, task_id: str, status: st.TaskStatus, outpu
     found = state.position(task_id)
     if found is not None:
         task = tasks[found]
-        tasks[found] = TaskState(task.spec, replace(task.runtime, status=status, ended_at_ms=now_ms, reason=reason),
-                                 output)
-    new = replace(state, tasks=tasks, revision=state.revision + 1, updated_at_ms=now_ms,
-                  stored_bytes=state.stored_bytes + grows_by)
+        tasks[found] = TaskState(task.spec, task.runtime.ended(status, now_ms, reason), output)
+    new = state.copied()
+    new.tasks, new.revision, new.updated_at_ms = tasks, state.revision + 1, now_ms
+    new.stored_bytes = state.stored_bytes + grows_by
     state.hand_positions_to(new)
     carry(state, new, [tasks[found]] if found is not None else [], {})
-    return new
-
-
-def with_tasks(state: WorkflowState, changed: dict[str, TaskState]) -> WorkflowState:
-    """`state` with the attempts named in `changed` (by task id) replaced, nothing else: what this
-    node knows of a write beyond the decision itself (the tasks it handed to its workers). `state`
-    is not changed."""
-    tasks = state.tasks.copy()
-    put_in = []
-    for task_id, task in changed.items():
-        found = state.position(task_id)
-        if found is not None:
-            tasks[found] = task
-            put_in.append(task)
-    new = replace(state, tasks=tasks)
-    state.hand_positions_to(new)
-    carry(state, new, put_in, {})
     return new
 
 
@@ -190,11 +220,13 @@ def finish_parent_task(parent: WorkflowState, child: WorkflowState, now_ms: int)
         return None
     runtime: TaskRuntime
     if child.status == st.COMPLETED:
-        runtime = replace(task.runtime, status=st.TASK_COMPLETED, ended_at_ms=now_ms)
+        runtime = task.runtime.ended(st.TASK_COMPLETED, now_ms, task.runtime.reason)
         output: dict[str, Any] | None = child.output or {}
     else:
-        runtime = replace(task.runtime, status=st.TASK_FAILED, ended_at_ms=now_ms,
-                          reason=f"sub-workflow {child.workflow_id} ended {child.status}: {child.reason}")
+        runtime = task.runtime.ended(st.TASK_FAILED, now_ms,
+                                     f"sub-workflow {child.workflow_id} ended {child.status}: {child.reason}")
         output = task.output
-    tasks = [TaskState(t.spec, runtime, output) if t.task_id == task_id else t for t in parent.tasks]
-    return replace(parent, tasks=tasks, revision=parent.revision + 1, updated_at_ms=now_ms)
+    new = parent.copied()
+    new.tasks = [TaskState(t.spec, runtime, output) if t.task_id == task_id else t for t in parent.tasks]
+    new.revision, new.updated_at_ms = parent.revision + 1, now_ms
+    return new

@@ -4,9 +4,9 @@ each task list is known to be finished. A decision then reads what it needs of t
 copying and exposing every task the workflow ever ran, and walks on from where the last one stopped.
 
 The index is built once from a state's tasks (when a state is read from the store, say) and then
-carried: `apply`, `with_result` and `with_tasks` hand it to the state they make, told which attempts
-changed; the state they were given builds its own again if it is ever decided. The store's codec
-keeps one beside its last read of a long workflow and gives each read a copy (codec.FieldMemo).
+carried: `apply`, `apply_handing_over` and `with_result` hand it to the state they make, told which
+attempts changed; the state they were given builds its own again if it is ever decided. The store's
+codec keeps one beside its last read of a long workflow and gives each read a copy (codec.FieldMemo).
 
 The states' tasks are never changed in place by the product (a decision changes its own copies);
 the tests' simulator does change an active attempt in place (its workers), so a decision checks

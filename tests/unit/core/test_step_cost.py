@@ -1,8 +1,8 @@
 """A step of a workflow costs no more when the workflow is long (issue 21).
 
 A node decides a worker's result from its memory of the workflow: the result put in (`with_result`),
-the decision (`decide`), the state it leaves (`apply`), the tasks handed to the node's workers marked
-as theirs (`with_tasks`). Here that path runs on workflows of 10 and of 400 steps (a sequence, and a
+the decision (`decide`), the state it leaves with the tasks handed to the node's workers marked as
+theirs (`apply_handing_over`). Here that path runs on workflows of 10 and of 400 steps (a sequence, and a
 DO_WHILE over as many items), and what one step costs at the middle of each is counted as the Python
 functions it calls: a count, not a time, so the machine's load does not move it. Before the decider
 kept its index of the tasks from one step to the next, a step of the 400-step sequence made 11 times
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import replace
 from types import FrameType
 from typing import Any
 
@@ -22,7 +21,7 @@ import pytest
 
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
-from orchestrator.core.apply import apply, with_result, with_tasks
+from orchestrator.core.apply import apply_handing_over, with_result
 from orchestrator.core.decider import Decision, decide
 from sim import START, Sim, task_defs
 
@@ -52,14 +51,8 @@ class Node:
         return decide(state, START, lambda: next(self.ids))
 
     def _applied(self, state: m.WorkflowState, decision: Decision) -> None:
-        after, _ = apply(state, decision, START)
-        handed: dict[str, m.TaskState] = {}
-        for _, task_id in decision.enqueue:   # taken by this node's worker in the same step
-            task = after.task(task_id)
-            assert task is not None
-            handed[task_id] = m.TaskState(task.spec, replace(task.runtime, status=st.IN_PROGRESS, worker_id="w",
-                                                             started_at_ms=START, queued=False), task.output)
-        self.state = with_tasks(after, handed)
+        # every task queued is taken by this node's worker in the same step
+        self.state = apply_handing_over(state, decision, START, {task_id: "w" for _, task_id in decision.enqueue})
 
     def step(self) -> None:
         """The worker's result for the task in progress, and what follows from it."""
