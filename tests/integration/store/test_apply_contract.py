@@ -24,7 +24,7 @@ import pytest
 
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
-from orchestrator.core.apply import Effects, apply, with_result
+from orchestrator.core.apply import Effects, apply, apply_handing_over, with_result
 from orchestrator.core.decider import Decision, decide
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.schema import Snapshot, WorkflowDef
@@ -366,6 +366,8 @@ def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server:
                     expected = replace(expected, tasks=[t if t.task_id != task_id else task for t in expected.tasks])
                 effects = replace(effects, enqueue=[(t, i) for t, i in effects.enqueue if i not in served])
                 assert comparable(after) == comparable(expected)
+                # and what a node's state cache makes of the same write (cluster/state_cache.py)
+                assert comparable(after) == comparable(apply_handing_over(created, decision, NOW, served))
                 await contract.check_effects(workflow_id, effects)
         finally:
             await store.close()
