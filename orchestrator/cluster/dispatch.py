@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import itertools
 import time
-import json
 import logging
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 
+from ..core import fastjson
 from ..core.auth import Principal
 from ..core.namespaces import qualified, relative
 from ..core.clock import now_ms
@@ -386,6 +386,6 @@ def assignment(task: ClaimedTask, traceparent: str = "") -> pb.ServerMessage:
     return pb.ServerMessage(task=pb.TaskAssignment(
         workflow_id=task.workflow_id, task_id=spec.task_id, task_type=relative(spec.task_type),
         reference_name=spec.ref, attempt=spec.attempt,
-        input_json=json.dumps(spec.input, separators=(",", ":")).encode(),
+        input_json=fastjson.dumps_bytes(spec.input),
         lease_ms=task.lease_ms, idempotency_key=spec.idempotency_key(task.workflow_id),
         traceparent=traceparent))

@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from ...core import fastjson
 from ...core import state as m
 from ...core.decider import Decision
 from ...core.decider.instances import SEQ, Instances
@@ -23,7 +24,7 @@ from ...core.statuses import WorkflowStatus
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return fastjson.dumps(value)
 
 
 def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
@@ -80,7 +81,7 @@ def decision_args(prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decisi
     named: dict[str, Any] = {"prefix": prefix, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
     if epoch is not None:
         named["epoch"] = epoch
-    return [dumps(named), json.dumps({k: v for k, v in envelope.items() if v is not None}, separators=(",", ":"))]
+    return [dumps(named), fastjson.dumps({k: v for k, v in envelope.items() if v is not None})]
 
 
 def snapshot_digest(text: str) -> str:
@@ -210,7 +211,7 @@ def _spec(text: str) -> m.TaskSpec:
 
 
 def _runtime(text: str) -> m.TaskRuntime:
-    return m.TaskRuntime.from_json(json.loads(text))
+    return m.TaskRuntime.from_json(fastjson.loads_own(text))
 
 
 def _read(row: dict[str, str]) -> tuple[Read, int]:
