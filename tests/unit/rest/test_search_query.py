@@ -21,12 +21,14 @@ def test_a_hostile_search_query_is_read_in_linear_time() -> None:
     from orchestrator.service.errors import Refused
     from orchestrator.rest.workflows import parse_query
     for query in HOSTILE:
-        started = time.perf_counter()
-        try:
-            parse_query(query)
-        except Refused:
-            pass
-        took = time.perf_counter() - started
+        took = float("inf")
+        for _ in range(5):   # the quickest of five: a busy machine delays one read, backtracking slows all
+            started = time.perf_counter()
+            try:
+                parse_query(query)
+            except Refused:
+                pass
+            took = min(took, time.perf_counter() - started)
         assert took < 0.02, f"{took * 1000:.0f} ms for {query[:30]!r}..."
     assert parse_query("workflowType = 'a b' AND status IN (RUNNING, PAUSED) AND correlationId = c-1") == {
         "workflowType": ["a b"], "status": ["RUNNING", "PAUSED"], "correlationId": ["c-1"]}
