@@ -218,9 +218,15 @@ class Dispatcher:
         return released
 
     def grant(self, session: WorkerSession, count: int) -> None:
-        starved = session.credits - session.claiming <= 0
+        """More credit from the worker: its types are pumped only if it had none left, since then
+        the `ready`s heard meanwhile were not. Credit a claim in flight holds is not none left:
+        that claim's pump goes on with the new credit if it filled what it asked for, and the
+        queue was empty when it ran if not (a later `ready`, or a type turned away meanwhile, is
+        pumped on its own). Pumped again here, that claim found nothing: 0.19 claims per
+        three-step workflow that found nothing, at 16 in flight on one serving node (issue 21)."""
+        starved = session.credits <= 0
         session.credits += count
-        if starved:   # with credit left, every `ready` since was already pumped for this session
+        if starved:
             self._pump_types(session.task_types)
 
     # ------------------------------------------------------------- hand-over from this node's decisions
