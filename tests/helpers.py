@@ -82,12 +82,21 @@ def two_nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str],
                                  cluster: str) -> Iterator[tuple[str, list[str], list[WorkflowClient]]]:
     """Nodes "plain" and "serving" of a fresh cluster on a Redis of their own, so that its command
     counts are theirs alone: (Redis URL, their endpoints, a client of each), once one leads."""
+    with nodes_on_their_own_redis(folder, etcd_endpoints, cluster, ["plain", "serving"]) as nodes:
+        yield nodes
+
+
+@contextmanager
+def nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str], cluster: str,
+                             node_ids: list[str]) -> Iterator[tuple[str, list[str], list[WorkflowClient]]]:
+    """The nodes `node_ids` of a fresh cluster on a Redis of their own, so that its command counts
+    are theirs alone: (Redis URL, their endpoints, a client of each), once one leads."""
     server = start_redis(folder / "redis")
     processes: list[ManagedProcess] = []
     clients: list[WorkflowClient] = []
     try:
         endpoints = []
-        for node_id in ("plain", "serving"):
+        for node_id in node_ids:
             port = free_port()
             processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=server.url,
                                         etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,

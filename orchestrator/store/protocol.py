@@ -63,7 +63,7 @@ class Topic(enum.Enum):
     nodes that said they wait for that workflow (`Store.expect_end`), a workflow's changes while
     it is watched (`Store.changes`)."""
 
-    READY = "ready"   # a task type has queued work (payload: the task type); one channel per type
+    READY = "ready"   # a task type has queued work (payload: a task queued, or the type); one channel per type
     TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
     DONE = "done"     # a workflow this node expects the end of ended (payload: the workflow id)
     PUBLISHED = "published"   # an event was appended to a topic (payload: the topic), for waiting readers
@@ -361,10 +361,12 @@ class Store(Protocol):
         the workflows this node said it waits for (`expect_end`); READY is per task type
         (`subscribe_each`)."""
 
-    def subscribe_each(self, topic: Topic, on_message: Callable[[str], None],
+    def subscribe_each(self, topic: Topic, on_message: Callable[[str, str], None],
                        on_subscribed: Callable[[str], None]) -> Subscription:
         """The broadcasts of `topic` (READY) for the names (task types) the node wants, each on its
-        own channel, so a node hears nothing of the types it does not serve. `on_subscribed(name)`
+        own channel, so a node hears nothing of the types it does not serve. `on_message(name,
+        payload)` for each: READY's payload names one task the broadcasting write queued
+        (`workflow id|task id`), or is the type itself when it names none. `on_subscribed(name)`
         runs once each subscription is confirmed: what was published before is caught up then."""
 
     async def expect_end(self, workflow_id: str) -> bool:

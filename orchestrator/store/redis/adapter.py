@@ -1015,7 +1015,7 @@ class RedisStore:
                    else self.keys.channel(topic.value))
         await pubsub.listen(self._redis, channel, on_message, on_subscribed)
 
-    def subscribe_each(self, topic: Topic, on_message: Callable[[str], None],
+    def subscribe_each(self, topic: Topic, on_message: Callable[[str, str], None],
                        on_subscribed: Callable[[str], None]) -> pubsub.ChannelSet:
         if topic is not Topic.READY:
             raise ValueError(f"{topic.value} is one channel, not one per name: use listen")

@@ -95,12 +95,13 @@ async def _close(pubsub: Any) -> None:
 class ChannelSet:
     """One channel per name (`channel_of(name)`), subscribed on one connection while its name is
     wanted: a node hears only the broadcasts it has a use for (the `ready` of the task types its
-    workers serve). `on_subscribed(name)` runs once each subscription is confirmed (and again
-    after a resubscription), so the caller catches up on what was published before it listened.
+    workers serve). `on_message(name, payload)` runs for each message; `on_subscribed(name)` once
+    each subscription is confirmed (and again after a resubscription), so the caller catches up
+    on what was published before it listened.
 
     Pub/sub is a wake-up only, as above: the caller keeps its safety re-check."""
 
-    def __init__(self, client: Any, channel_of: Callable[[str], str], on_message: Callable[[str], None],
+    def __init__(self, client: Any, channel_of: Callable[[str], str], on_message: Callable[[str, str], None],
                  on_subscribed: Callable[[str], None]) -> None:
         self._client = client
         self._channel_of = channel_of
@@ -162,7 +163,7 @@ class ChannelSet:
         if name is None:   # a channel given up meanwhile
             return
         if message["type"] == "message":
-            self._on_message(message["data"])
+            self._on_message(name, message["data"])
         elif message["type"] == "subscribe":
             self._on_subscribed(name)
 

@@ -197,9 +197,12 @@ local function timer(id, at)
   remind(id, at)
   redis.call('PUBLISH', P .. ':timer', at)
 end
--- A task type has queued work: only the nodes with a worker (or a poller) for it listen.
-local function ready(ttype)
-  redis.call('PUBLISH', P .. ':ready:' .. ttype, ttype)
+-- A task type has queued work: only the nodes with a worker (or a poller) for it listen. The
+-- message names one task this script queued (`member`, id|task), or the type when there is no
+-- such task (a slot of a concurrency limit freed, a workflow resumed): a node whose claim took
+-- that very task knows that claim found everything the script queued, and claims no more for it.
+local function ready(ttype, member)
+  redis.call('PUBLISH', P .. ':ready:' .. ttype, member or ttype)
 end
 -- An event (a start, a result, a signal, an operation, a child's end) is decided at once by
 -- the node that stored it. In case that node dies first, the event also leaves a reminder
@@ -454,7 +457,7 @@ local function apply_decision(epoch, id, expected, now, decision)
     if not taken then
       redis.call('ZADD', P .. ':q:' .. ttype, now, id .. '|' .. tid)
       if not published[ttype] then
-        ready(ttype)
+        ready(ttype, id .. '|' .. tid)
         published[ttype] = true
       end
     end
@@ -742,7 +745,7 @@ if at > tonumber(A.now) then   -- called back later: held apart, so the queue it
   return 1
 end
 redis.call('ZADD', P .. ':q:' .. s.type, A.now, id .. '|' .. tid)
-ready(s.type)
+ready(s.type, id .. '|' .. tid)
 return 1
 """
 
