@@ -8,7 +8,6 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, cast
 from collections.abc import Callable, Iterator
 
@@ -78,10 +77,12 @@ class Walk:
     def reset(self, tasks: list[m.TaskState]) -> None:
         """Walk `tasks` as the workflow's (an operator's rerun or restart forgets the others)."""
         self.finished = {}
-        self._index(Instances(replace(self.wf, tasks=tasks)))
+        remaining = self.wf.copied()
+        remaining.tasks = tasks
+        self._index(Instances(remaining))
 
     def _index(self, index: Instances) -> None:
-        """See the instances through `index`: each is copied when first asked for (`Latest`); what
+        """See the instances through `index` (`Latest`: each not done is copied when first asked for); what
         expressions see of them is the index's (an active one's made again if its output changed)."""
         self.index = index
         self.latest = Latest(index.latest)
@@ -122,10 +123,14 @@ class Walk:
         self.scope[task.spec.key] = entry
 
     def instances(self) -> list[m.TaskState]:
-        return sorted(self.latest.values(), key=SEQ)
+        """The latest instance of every key, in `seq` order, to read only (`active` gives the
+        decision's own copies of the active ones, which it may change)."""
+        return sorted(self.latest.seen(), key=SEQ)
 
     def active(self) -> list[m.TaskState]:
-        return [t for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
+        """The active instances, in `seq` order: the decision's own (copied when first asked for)."""
+        latest = self.latest
+        return [latest[t.spec.key] for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
 
     def resolve(self, template: Any) -> Any:
         return resolve(template, self.scope)
@@ -266,11 +271,21 @@ class Walk:
             return next((d for d in candidates if d.get("version") == version), None)
         return max(candidates, key=lambda d: int(d.get("version", 0)), default=None)
 
-    def change(self, task: m.TaskState, **changes: Any) -> None:
-        """Change an instance's runtime state (status, reason, ...) in this decision."""
-        if "status" in changes and changes["status"] not in st.ACTIVE_TASK and "ended_at_ms" not in changes:
-            changes["ended_at_ms"] = self.now
-        task.runtime = replace(task.runtime, **changes)
+    def change(self, task: m.TaskState, *, status: str | None = None, reason: str | None = None,
+               ended_at_ms: int | None = None, queued: bool | None = None) -> None:
+        """Change an instance's runtime state in this decision (the fields given; a status that
+        ends the instance ends it now unless `ended_at_ms` says when). The runtime is made anew,
+        field by field (`dataclasses.replace` would look up every field of the class on each call)."""
+        self._check_changeable(task)
+        old = task.runtime
+        if status is None:
+            status = old.status
+        elif ended_at_ms is None and status not in st.ACTIVE_TASK:
+            ended_at_ms = self.now
+        task.runtime = m.TaskRuntime(
+            cast(st.TaskStatus, status), old.task_type, old.lease_ms, old.timeout_ms, old.ready_at_ms,
+            old.queued if queued is None else queued, old.worker_id, old.started_at_ms,
+            old.ended_at_ms if ended_at_ms is None else ended_at_ms, old.reason if reason is None else reason)
         self._shown_as_changed(task)
         new = next((t for t in self.decision.new_tasks if t.task_id == task.task_id), None)
         if new is not None:
@@ -279,6 +294,7 @@ class Walk:
             self.decision.changed_runtimes[task.task_id] = task.runtime
 
     def set_output(self, task: m.TaskState, output: dict[str, Any]) -> None:
+        self._check_changeable(task)
         task.output = output
         self.decision.outputs[task.task_id] = output
         self._expose(task)
@@ -287,6 +303,13 @@ class Walk:
         if output is not None:
             self.set_output(task, output)
         self.change(task, status=st.TASK_COMPLETED)
+
+    def _check_changeable(self, task: m.TaskState) -> None:
+        """Refuse to change the state's object (an instance that ended done is read from the state
+        as it is, `Latest`): the state is its holders' (a node's memory, the decision's input)."""
+        if self.latest.is_the_states(task):
+            raise RuntimeError(f"a decision may not change '{task.spec.key}' ({task.runtime.status}): "
+                               "an instance that ended done")
 
     def _enqueue_or_wait(self, task: m.TaskState) -> None:
         if task.runtime.ready_at_ms <= self.now:
