@@ -183,8 +183,9 @@ def resolve(template: Any, scope: dict[str, Any]) -> Any:
     """
     if isinstance(template, str):
         return _resolve_string(template, scope)
-    if isinstance(template, dict):
-        return {key: resolve(item, scope) for key, item in template.items()}
+    if isinstance(template, dict):   # a text, the usual value, resolved without a call of this one
+        return {key: _resolve_string(item, scope) if isinstance(item, str) else resolve(item, scope)
+                for key, item in template.items()}
     if isinstance(template, list):
         return [resolve(item, scope) for item in template]
     return template

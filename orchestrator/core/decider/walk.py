@@ -9,13 +9,13 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 from __future__ import annotations
 
 from typing import Any, cast
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from .. import state as m
 from .. import statuses as st
 from ..definitions import TASK_DEF_DEFAULTS, iter_nodes, normalise_dynamic_task
 from ..kinds import kind_for
-from ..kinds.base import BLOCKED, DONE, Outcome, failure
+from ..kinds.base import BLOCKED, DONE, Kind, Outcome, failure
 from ..namespaces import namespace_of, qualified, queue_of, relative, topic_in
 from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
@@ -157,20 +157,20 @@ class Walk:
         outcome = DONE
         for position in range(start, len(nodes)):
             node = nodes[position]
-            outcome = kind_for(node["type"]).decide(self, node, suffix, previous)
+            kind = kind_for(node["type"])
+            outcome = kind.decide(self, node, suffix, previous)
             if not outcome.done:
                 break
-            if finished == position and self._finished(node, suffix):
+            if finished == position and self._finished(kind, node, suffix):
                 finished += 1
             previous = node
         if finished > start:
             self.decision.finished[first] = finished
         return outcome
 
-    def _finished(self, node: WorkflowTask, suffix: str) -> bool:
-        """Whether a node its step found DONE has nothing left for any later decision: a node
-        holding no others whose instance ended done (only an operator's command changes that)."""
-        kind = kind_for(node["type"])
+    def _finished(self, kind: Kind, node: WorkflowTask, suffix: str) -> bool:
+        """Whether a node (of `kind`) its step found DONE has nothing left for any later decision: a
+        node holding no others whose instance ended done (only an operator's command changes that)."""
         if kind.role == "container" or kind.children:
             return False
         task = self.latest.get(f"{node['taskReferenceName']}{suffix}")
@@ -235,8 +235,8 @@ class Walk:
         if key in self.input_overrides:
             return self.input_overrides.pop(key)
         template: Any = node["inputParameters"]
-        if is_worker_kind(node["type"]):
-            task_def: dict[str, Any] = dict(node.get("taskDefinition") or self.task_defs.get(node["name"]) or {})
+        if is_worker_kind(node["type"]):   # read only: not copied
+            task_def: Mapping[str, Any] = node.get("taskDefinition") or self.task_defs.get(node["name"]) or {}
             defaults = task_def.get("inputTemplate")
             if defaults:
                 template = {**defaults, **template}
@@ -314,7 +314,7 @@ class Walk:
     def _enqueue_or_wait(self, task: m.TaskState) -> None:
         if task.runtime.ready_at_ms <= self.now:
             task.runtime.queued = True
-            self.decision.enqueue.append((task.spec.task_type, task.task_id))
+            self.decision.enqueue.append((task.spec.task_type, task.spec.task_id))
         else:
             self.decision.wake(task.runtime.ready_at_ms)
 
@@ -361,7 +361,7 @@ class Walk:
                         ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
                         lease_ms=seconds_ms(task_def["responseTimeoutSeconds"]),
                         timeout_ms=seconds_ms(task_def["timeoutSeconds"]))
-        deadline = self._poll_deadline_ms(node, task, task_name)
+        deadline = self._poll_deadline_ms(task, task_def)
         if deadline is not None:   # nothing else would decide the workflow again if no worker takes it
             self.decision.wake(deadline)
         return task
@@ -377,7 +377,7 @@ class Walk:
             self.enqueue_when_ready(task)
             return BLOCKED
         if status == st.IN_PROGRESS:
-            return self._check_task_timeout(task, self.task_def(node, task_name))
+            return self._check_task_timeout(node, task, task_name)
         if (status in st.RETRYABLE_TASK and self.retries_left(node, task, task_name)) or task.spec.key in self.retrying:
             self.retry(node, task, task_name)
             return BLOCKED
@@ -386,7 +386,7 @@ class Walk:
     def _poll_timed_out(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
         """Conductor's `pollTimeoutSeconds`: an attempt queued this long without a worker taking
         it times out (and is retried under the task's policy)."""
-        deadline = self._poll_deadline_ms(node, task, task_name)
+        deadline = self._poll_deadline_ms(task, self.task_def(node, task_name))
         if deadline is None:
             return False
         if self.now < deadline:
@@ -398,10 +398,10 @@ class Walk:
         self.decision.wake(self.now)   # decide the retry at once
         return True
 
-    def _poll_deadline_ms(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> int | None:
+    def _poll_deadline_ms(self, task: m.TaskState, task_def: TaskDef) -> int | None:
         """When a queued attempt times out for want of a worker (None: no `pollTimeoutSeconds`, or
         the attempt is not yet offered to workers, e.g. during its startDelay or retry back-off)."""
-        limit_ms = seconds_ms(self.task_def(node, task_name).get("pollTimeoutSeconds") or 0)
+        limit_ms = seconds_ms(task_def.get("pollTimeoutSeconds") or 0)
         if not limit_ms or task.runtime.ready_at_ms > self.now:
             return None
         return task.runtime.ready_at_ms + limit_ms
@@ -421,15 +421,16 @@ class Walk:
                                   extra=extra, input=task.spec.input)
         self.decision.log.append(f"retrying '{task.spec.key}' (attempt {task.spec.attempt + 1})")
 
-    def _check_task_timeout(self, task: m.TaskState, task_def: TaskDef) -> Outcome:
-        """`timeoutSeconds` bounds one attempt from its start, heartbeats or not."""
+    def _check_task_timeout(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> Outcome:
+        """`timeoutSeconds` bounds one attempt from its start, heartbeats or not (the task definition,
+        for its policy, is looked up only once the attempt is late)."""
         if not task.runtime.timeout_ms or task.runtime.reason.startswith(ALERT):
             return BLOCKED
         deadline = task.runtime.started_at_ms + task.runtime.timeout_ms
         if self.now < deadline:
             self.decision.wake(deadline)
             return BLOCKED
-        policy = task_def["timeoutPolicy"]
+        policy = self.task_def(node, task_name)["timeoutPolicy"]
         reason = f"attempt exceeded timeoutSeconds ({task.runtime.timeout_ms / 1000:g} s)"
         if policy == "ALERT_ONLY":
             self.decision.log.append(f"ALERT: task '{task.spec.key}' {reason}")
