@@ -50,6 +50,12 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
 
 
 class Walk:
+    # set by `_index`, from the index of the workflow's tasks
+    index: Instances
+    latest: Latest
+    next_seq: int
+    scope: dict[str, Any]
+
     def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
         self.wf = wf
         self.namespace = namespace_of(wf.name)   # names in the definition are relative to it
@@ -60,13 +66,10 @@ class Walk:
         self.task_defs = dict(wf.task_defs)
         self.sub_workflows = dict(wf.sub_workflows)
         self.variables = dict(wf.variables)
-        self.next_seq = 0
         self.fork_done: dict[str, bool] = {}
         self.input_overrides: dict[str, dict[str, Any]] = {}
         self.input_extras: dict[str, dict[str, Any]] = {}   # data laid over the resolved input (dynamic forks)
         self.retrying: set[str] = set()        # keys whose failed instance gets a fresh attempt
-        self.scope: dict[str, Any] = {}
-        self.latest = Latest({})
         self.finished: dict[str, int] = {}   # what earlier decisions of this run found finished (`run`)
         self._index(instances_of(wf))
         if not wf.commands:   # an operator's command may change what ran: walk it all
@@ -103,7 +106,7 @@ class Walk:
             "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}
         for key in index.live:
             entry = index.entries.get(key)
-            if entry is not None and not entry.current():
+            if entry is not None and entry.read is not entry.task.output:   # its output was set since
                 fresh = entry_for(entry.task, wf)
                 for name in (key, entry.task.spec.ref):
                     if self.scope.get(name) is entry:
