@@ -183,8 +183,9 @@ def resolve(template: Any, scope: dict[str, Any]) -> Any:
     """
     if isinstance(template, str):
         return _resolve_string(template, scope)
-    if isinstance(template, dict):
-        return {key: resolve(item, scope) for key, item in template.items()}
+    if isinstance(template, dict):   # a text, the usual value, resolved without a call of this one
+        return {key: _resolve_string(item, scope) if isinstance(item, str) else resolve(item, scope)
+                for key, item in template.items()}
     if isinstance(template, list):
         return [resolve(item, scope) for item in template]
     return template
@@ -211,17 +212,23 @@ def _resolve_string(text: str, scope: dict[str, Any]) -> Any:
 
 
 def _lookup(reference: Reference, scope: dict[str, Any]) -> Any:
+    """The value a parsed reference names in `scope` (None when absent). Resolved for every
+    `${...}` of every new task's input, so its loop is kept plain (issue 21): a final `.length()`
+    (the only place a plain path has one) is dealt with after the keys and indexes before it."""
     if reference.jsonpath is not None:
         return evaluate(reference.jsonpath, scope)
     node: Any = scope.get(reference.root)
-    last = len(reference.path) - 1
-    for position, step in enumerate(reference.path):
-        if step == LENGTH and position == last and not (isinstance(node, dict) and LENGTH in node):
-            return len(node) if isinstance(node, (list, dict, str)) else None
+    path = reference.path
+    counts = bool(path) and path[-1] == LENGTH
+    for step in path[:-1] if counts else path:
+        if node is None:
+            return None
         if isinstance(step, int):
             node = node[step] if isinstance(node, list) and -len(node) <= step < len(node) else None
         else:
             node = node.get(step) if isinstance(node, dict) else None
-        if node is None:
-            return None
+    if counts:
+        if isinstance(node, dict) and LENGTH in node:   # a key of that name is read as a key
+            return node.get(LENGTH)
+        return len(node) if isinstance(node, (list, dict, str)) else None
     return node

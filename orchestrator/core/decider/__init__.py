@@ -27,6 +27,7 @@ from .compensation import compensate, has_compensations
 from .decision import Decision, NewWorkflow
 from .operations import apply_commands
 from ..values import seconds_ms
+from .instances import SEQ
 from .walk import Outcome, Walk, retry_delay_ms
 
 __all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
@@ -80,7 +81,7 @@ def _workflow_output(walk: Walk) -> dict[str, Any]:
     if template:
         output: dict[str, Any] = walk.resolve(template)
         return output
-    last = max(walk.latest.values(), key=lambda t: t.spec.seq, default=None)
+    last = max(walk.latest.seen(), key=SEQ, default=None)
     return dict(last.output or {}) if last is not None else {}
 
 

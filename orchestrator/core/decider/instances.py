@@ -69,12 +69,11 @@ class Entry(dict[str, Any]):
     correlation_id: str
 
     def __init__(self, task: m.TaskState, workflow_id: str, correlation_id: str) -> None:
-        super().__init__(input=task.spec.input, output=task.output or {})
-        self.task, self.read, self.workflow_id, self.correlation_id = task, task.output, workflow_id, correlation_id
-
-    def current(self) -> bool:
-        """Whether the entry still shows its task's output (a test's worker may have set it since)."""
-        return self.read is self.task.output
+        # set key by key: about half the time of dict's __init__ through super() (one per new task, twice)
+        output = task.output
+        self["input"] = task.spec.input
+        self["output"] = output or {}
+        self.task, self.read, self.workflow_id, self.correlation_id = task, output, workflow_id, correlation_id
 
     def __missing__(self, key: str) -> Any:
         field = _TASK_FIELDS.get(key)
@@ -208,8 +207,10 @@ def instances_of(wf: m.WorkflowState) -> Instances:
 
 
 class Latest:
-    """key -> the latest instance, as one decision sees it: each instance is copied from the state
-    when the decision first asks for it (the decision changes its copies, never the state's tasks)."""
+    """key -> the latest instance, as one decision sees it. An instance that ended done is the
+    state's own object (nothing a decision does changes one: `Walk.change` refuses); any other is
+    copied from the state when the decision first asks for it (the decision changes its copies,
+    never the state's tasks). Reading them all (`seen`) copies none."""
 
     __slots__ = ("_own", "_shared")
 
@@ -224,6 +225,8 @@ class Latest:
         shared = self._shared.get(key)
         if shared is None:
             return default
+        if shared.runtime.status in st.DONE_TASK:
+            return shared
         copy = m.TaskState(shared.spec, shared.runtime, shared.output)
         self._own[key] = copy
         return copy
@@ -240,13 +243,15 @@ class Latest:
     def __contains__(self, key: object) -> bool:
         return key in self._own or key in self._shared
 
-    def __iter__(self) -> Iterator[str]:
-        yield from self._own
-        yield from (key for key in self._shared if key not in self._own)
+    def seen(self) -> Iterator[m.TaskState]:
+        """Every latest instance, to read only: the decision's own where it has one, else the
+        state's (not copied: a decision that ends a workflow reads them all, several times)."""
+        own = self._own
+        yield from own.values()
+        for key, task in self._shared.items():
+            if key not in own:
+                yield task
 
-    def __len__(self) -> int:
-        return len(self._own) + sum(1 for key in self._shared if key not in self._own)
-
-    def values(self) -> list[m.TaskState]:
-        """Every latest instance (copied: this is for the rare decision that reads them all)."""
-        return [found for key in list(self) if (found := self.get(key)) is not None]
+    def is_the_states(self, task: m.TaskState) -> bool:
+        """Whether `task` is the state's object, not the decision's (which it must not change)."""
+        return self._shared.get(task.spec.key) is task

@@ -37,10 +37,9 @@ def _rerun(walk: Walk, command: dict[str, Any]) -> None:
     if first is None:
         walk.decision.log.append(f"rerun: '{key}' never ran; running on from where the workflow stands")
         return
-    forgotten = [t for t in walk.instances() if t.spec.seq >= first]
-    forgotten_ids = {t.task_id for t in forgotten}
-    for task in forgotten:
-        if task.runtime.status in st.ACTIVE_TASK:
+    forgotten_ids = {t.task_id for t in walk.instances() if t.spec.seq >= first}
+    for task in walk.active():
+        if task.spec.seq >= first:
             walk.stop(task, st.CANCELED, "rerun")
     walk.decision.changed_runtimes = {k: v for k, v in walk.decision.changed_runtimes.items()
                                       if k not in forgotten_ids}

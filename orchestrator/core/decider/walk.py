@@ -8,15 +8,14 @@ system tasks (SET_VARIABLE, INLINE, SWITCH, ...) runs through in a single decisi
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, cast
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 from .. import state as m
 from .. import statuses as st
 from ..definitions import TASK_DEF_DEFAULTS, iter_nodes, normalise_dynamic_task
 from ..kinds import kind_for
-from ..kinds.base import BLOCKED, DONE, Outcome, failure
+from ..kinds.base import BLOCKED, DONE, Kind, Outcome, failure
 from ..namespaces import namespace_of, qualified, queue_of, relative, topic_in
 from ..schema import TaskDef, WorkflowDef, WorkflowTask
 from ..templates import TASK_ID, resolve
@@ -51,6 +50,12 @@ def retry_delay_ms(task_def: TaskDef, failed_attempt: int) -> int:
 
 
 class Walk:
+    # set by `_index`, from the index of the workflow's tasks
+    index: Instances
+    latest: Latest
+    next_seq: int
+    scope: dict[str, Any]
+
     def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
         self.wf = wf
         self.namespace = namespace_of(wf.name)   # names in the definition are relative to it
@@ -61,13 +66,10 @@ class Walk:
         self.task_defs = dict(wf.task_defs)
         self.sub_workflows = dict(wf.sub_workflows)
         self.variables = dict(wf.variables)
-        self.next_seq = 0
         self.fork_done: dict[str, bool] = {}
         self.input_overrides: dict[str, dict[str, Any]] = {}
         self.input_extras: dict[str, dict[str, Any]] = {}   # data laid over the resolved input (dynamic forks)
         self.retrying: set[str] = set()        # keys whose failed instance gets a fresh attempt
-        self.scope: dict[str, Any] = {}
-        self.latest = Latest({})
         self.finished: dict[str, int] = {}   # what earlier decisions of this run found finished (`run`)
         self._index(instances_of(wf))
         if not wf.commands:   # an operator's command may change what ran: walk it all
@@ -78,10 +80,12 @@ class Walk:
     def reset(self, tasks: list[m.TaskState]) -> None:
         """Walk `tasks` as the workflow's (an operator's rerun or restart forgets the others)."""
         self.finished = {}
-        self._index(Instances(replace(self.wf, tasks=tasks)))
+        remaining = self.wf.copied()
+        remaining.tasks = tasks
+        self._index(Instances(remaining))
 
     def _index(self, index: Instances) -> None:
-        """See the instances through `index`: each is copied when first asked for (`Latest`); what
+        """See the instances through `index` (`Latest`: each not done is copied when first asked for); what
         expressions see of them is the index's (an active one's made again if its output changed)."""
         self.index = index
         self.latest = Latest(index.latest)
@@ -102,7 +106,7 @@ class Walk:
             "reasonForIncompletion": wf.reason, "schemaVersion": 2, "taskToDomain": {}}
         for key in index.live:
             entry = index.entries.get(key)
-            if entry is not None and not entry.current():
+            if entry is not None and entry.read is not entry.task.output:   # its output was set since
                 fresh = entry_for(entry.task, wf)
                 for name in (key, entry.task.spec.ref):
                     if self.scope.get(name) is entry:
@@ -122,10 +126,14 @@ class Walk:
         self.scope[task.spec.key] = entry
 
     def instances(self) -> list[m.TaskState]:
-        return sorted(self.latest.values(), key=SEQ)
+        """The latest instance of every key, in `seq` order, to read only (`active` gives the
+        decision's own copies of the active ones, which it may change)."""
+        return sorted(self.latest.seen(), key=SEQ)
 
     def active(self) -> list[m.TaskState]:
-        return [t for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
+        """The active instances, in `seq` order: the decision's own (copied when first asked for)."""
+        latest = self.latest
+        return [latest[t.spec.key] for t in self.instances() if t.runtime.status in st.ACTIVE_TASK]
 
     def resolve(self, template: Any) -> Any:
         return resolve(template, self.scope)
@@ -152,20 +160,20 @@ class Walk:
         outcome = DONE
         for position in range(start, len(nodes)):
             node = nodes[position]
-            outcome = kind_for(node["type"]).decide(self, node, suffix, previous)
+            kind = kind_for(node["type"])
+            outcome = kind.decide(self, node, suffix, previous)
             if not outcome.done:
                 break
-            if finished == position and self._finished(node, suffix):
+            if finished == position and self._finished(kind, node, suffix):
                 finished += 1
             previous = node
         if finished > start:
             self.decision.finished[first] = finished
         return outcome
 
-    def _finished(self, node: WorkflowTask, suffix: str) -> bool:
-        """Whether a node its step found DONE has nothing left for any later decision: a node
-        holding no others whose instance ended done (only an operator's command changes that)."""
-        kind = kind_for(node["type"])
+    def _finished(self, kind: Kind, node: WorkflowTask, suffix: str) -> bool:
+        """Whether a node (of `kind`) its step found DONE has nothing left for any later decision: a
+        node holding no others whose instance ended done (only an operator's command changes that)."""
         if kind.role == "container" or kind.children:
             return False
         task = self.latest.get(f"{node['taskReferenceName']}{suffix}")
@@ -230,8 +238,8 @@ class Walk:
         if key in self.input_overrides:
             return self.input_overrides.pop(key)
         template: Any = node["inputParameters"]
-        if is_worker_kind(node["type"]):
-            task_def: dict[str, Any] = dict(node.get("taskDefinition") or self.task_defs.get(node["name"]) or {})
+        if is_worker_kind(node["type"]):   # read only: not copied
+            task_def: Mapping[str, Any] = node.get("taskDefinition") or self.task_defs.get(node["name"]) or {}
             defaults = task_def.get("inputTemplate")
             if defaults:
                 template = {**defaults, **template}
@@ -266,11 +274,21 @@ class Walk:
             return next((d for d in candidates if d.get("version") == version), None)
         return max(candidates, key=lambda d: int(d.get("version", 0)), default=None)
 
-    def change(self, task: m.TaskState, **changes: Any) -> None:
-        """Change an instance's runtime state (status, reason, ...) in this decision."""
-        if "status" in changes and changes["status"] not in st.ACTIVE_TASK and "ended_at_ms" not in changes:
-            changes["ended_at_ms"] = self.now
-        task.runtime = replace(task.runtime, **changes)
+    def change(self, task: m.TaskState, *, status: str | None = None, reason: str | None = None,
+               ended_at_ms: int | None = None, queued: bool | None = None) -> None:
+        """Change an instance's runtime state in this decision (the fields given; a status that
+        ends the instance ends it now unless `ended_at_ms` says when). The runtime is made anew,
+        field by field (`dataclasses.replace` would look up every field of the class on each call)."""
+        self._check_changeable(task)
+        old = task.runtime
+        if status is None:
+            status = old.status
+        elif ended_at_ms is None and status not in st.ACTIVE_TASK:
+            ended_at_ms = self.now
+        task.runtime = m.TaskRuntime(
+            cast(st.TaskStatus, status), old.task_type, old.lease_ms, old.timeout_ms, old.ready_at_ms,
+            old.queued if queued is None else queued, old.worker_id, old.started_at_ms,
+            old.ended_at_ms if ended_at_ms is None else ended_at_ms, old.reason if reason is None else reason)
         self._shown_as_changed(task)
         new = next((t for t in self.decision.new_tasks if t.task_id == task.task_id), None)
         if new is not None:
@@ -279,6 +297,7 @@ class Walk:
             self.decision.changed_runtimes[task.task_id] = task.runtime
 
     def set_output(self, task: m.TaskState, output: dict[str, Any]) -> None:
+        self._check_changeable(task)
         task.output = output
         self.decision.outputs[task.task_id] = output
         self._expose(task)
@@ -288,10 +307,17 @@ class Walk:
             self.set_output(task, output)
         self.change(task, status=st.TASK_COMPLETED)
 
+    def _check_changeable(self, task: m.TaskState) -> None:
+        """Refuse to change the state's object (an instance that ended done is read from the state
+        as it is, `Latest`): the state is its holders' (a node's memory, the decision's input)."""
+        if self.latest.is_the_states(task):
+            raise RuntimeError(f"a decision may not change '{task.spec.key}' ({task.runtime.status}): "
+                               "an instance that ended done")
+
     def _enqueue_or_wait(self, task: m.TaskState) -> None:
         if task.runtime.ready_at_ms <= self.now:
             task.runtime.queued = True
-            self.decision.enqueue.append((task.spec.task_type, task.task_id))
+            self.decision.enqueue.append((task.spec.task_type, task.spec.task_id))
         else:
             self.decision.wake(task.runtime.ready_at_ms)
 
@@ -338,7 +364,7 @@ class Walk:
                         ready_at_ms=self.now + delay_ms, extra=extra, task_id=task_id,
                         lease_ms=seconds_ms(task_def["responseTimeoutSeconds"]),
                         timeout_ms=seconds_ms(task_def["timeoutSeconds"]))
-        deadline = self._poll_deadline_ms(node, task, task_name)
+        deadline = self._poll_deadline_ms(task, task_def)
         if deadline is not None:   # nothing else would decide the workflow again if no worker takes it
             self.decision.wake(deadline)
         return task
@@ -354,7 +380,7 @@ class Walk:
             self.enqueue_when_ready(task)
             return BLOCKED
         if status == st.IN_PROGRESS:
-            return self._check_task_timeout(task, self.task_def(node, task_name))
+            return self._check_task_timeout(node, task, task_name)
         if (status in st.RETRYABLE_TASK and self.retries_left(node, task, task_name)) or task.spec.key in self.retrying:
             self.retry(node, task, task_name)
             return BLOCKED
@@ -363,7 +389,7 @@ class Walk:
     def _poll_timed_out(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> bool:
         """Conductor's `pollTimeoutSeconds`: an attempt queued this long without a worker taking
         it times out (and is retried under the task's policy)."""
-        deadline = self._poll_deadline_ms(node, task, task_name)
+        deadline = self._poll_deadline_ms(task, self.task_def(node, task_name))
         if deadline is None:
             return False
         if self.now < deadline:
@@ -375,10 +401,10 @@ class Walk:
         self.decision.wake(self.now)   # decide the retry at once
         return True
 
-    def _poll_deadline_ms(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> int | None:
+    def _poll_deadline_ms(self, task: m.TaskState, task_def: TaskDef) -> int | None:
         """When a queued attempt times out for want of a worker (None: no `pollTimeoutSeconds`, or
         the attempt is not yet offered to workers, e.g. during its startDelay or retry back-off)."""
-        limit_ms = seconds_ms(self.task_def(node, task_name).get("pollTimeoutSeconds") or 0)
+        limit_ms = seconds_ms(task_def.get("pollTimeoutSeconds") or 0)
         if not limit_ms or task.runtime.ready_at_ms > self.now:
             return None
         return task.runtime.ready_at_ms + limit_ms
@@ -398,15 +424,16 @@ class Walk:
                                   extra=extra, input=task.spec.input)
         self.decision.log.append(f"retrying '{task.spec.key}' (attempt {task.spec.attempt + 1})")
 
-    def _check_task_timeout(self, task: m.TaskState, task_def: TaskDef) -> Outcome:
-        """`timeoutSeconds` bounds one attempt from its start, heartbeats or not."""
+    def _check_task_timeout(self, node: WorkflowTask, task: m.TaskState, task_name: str) -> Outcome:
+        """`timeoutSeconds` bounds one attempt from its start, heartbeats or not (the task definition,
+        for its policy, is looked up only once the attempt is late)."""
         if not task.runtime.timeout_ms or task.runtime.reason.startswith(ALERT):
             return BLOCKED
         deadline = task.runtime.started_at_ms + task.runtime.timeout_ms
         if self.now < deadline:
             self.decision.wake(deadline)
             return BLOCKED
-        policy = task_def["timeoutPolicy"]
+        policy = self.task_def(node, task_name)["timeoutPolicy"]
         reason = f"attempt exceeded timeoutSeconds ({task.runtime.timeout_ms / 1000:g} s)"
         if policy == "ALERT_ONLY":
             self.decision.log.append(f"ALERT: task '{task.spec.key}' {reason}")
