@@ -10,7 +10,11 @@ Redis errors leave this module as `StoreUnavailable` only.
 
 Every script call and the hot reads (a workflow's record, its status) made during one turn of
 the event loop go to Redis in one pipeline (`coalesce.py`, `_pipelined`), each with its own reply
-or error, as if sent alone: one write on the socket and one wake-up for the turn's replies.
+or error, as if sent alone: one write on the socket and one wake-up for the turn's replies. Those
+pipelines have a pool of their own whose connections arm no timeout per write and per reply:
+each pipeline has one deadline, `socket_timeout_s`, for its connection, its write and its replies
+(`_execute`), which costs one timer where redis-py armed one per reply, one for the pool and one
+more timer and task (`asyncio.wait_for`) for the write.
 
 Links to Redis (`RedisLinks`): every command has `socket_timeout_s` to answer and a connection
 `connect_timeout_s` to open, so a node cut from Redis answers UNAVAILABLE within them; blocking
@@ -44,6 +48,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...core import free_text
 from ...core.namespaces import namespace_of, qualified, relative, topic_in
@@ -74,7 +79,9 @@ DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scri
 # Connections one node keeps to Redis for its commands. redis-py 8 caps a pool at 100 and then
 # fails commands ("Too many connections"); a busy node (concurrent starts and results) can want
 # more, so the pool is larger and a command waits for a free connection (up to POOL_WAIT_S)
-# instead of failing. Blocking reads never take these (`RedisLinks.blocking_connections`).
+# instead of failing. Blocking reads never take these (`RedisLinks.blocking_connections`). The
+# loop turns' pipelines have a pool of the same size of their own, whose wait for a connection
+# counts in each pipeline's one deadline (`RedisStore._execute`).
 MAX_CONNECTIONS = 512
 POOL_WAIT_S = 5.0
 MAX_BLOCK_MS = 60_000        # the longest blocking read the store makes (the API asks for at most 30 s)
@@ -164,9 +171,11 @@ class RedisLinks:
     connect_timeout_s: float = 2.0
     blocking_connections: int = 64
 
-    def options(self, socket_timeout_s: float | None = None) -> dict[str, Any]:
-        """A connection's timeouts and retry (see above), for a pool."""
-        return {"socket_timeout": socket_timeout_s or self.socket_timeout_s,
+    def options(self, socket_timeout_s: float | None = None, *, bounded_by_caller: bool = False) -> dict[str, Any]:
+        """A connection's timeouts and retry (see above), for a pool. `bounded_by_caller`: no
+        timeout per write and per reply, for the pool of the loop turns' pipelines, each of which
+        `RedisStore._execute` bounds by one deadline of `socket_timeout_s` (connect still has its own)."""
+        return {"socket_timeout": None if bounded_by_caller else socket_timeout_s or self.socket_timeout_s,
                 "socket_connect_timeout": self.connect_timeout_s, "socket_keepalive": True,
                 "health_check_interval": 5,
                 "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))}
@@ -237,7 +246,7 @@ class RedisStore:
                  max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
                  replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None,
                  blocking_client: aioredis.Redis | None = None, links: RedisLinks | None = None,
-                 quotas: Quotas | None = None) -> None:
+                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
         `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
@@ -245,10 +254,14 @@ class RedisStore:
         within `replica_timeout_ms` (else StoreUnavailable), asked on `barrier_client` (a client
         of the same Redis with a pool of its own; by default `client`); `blocking_client`: the
         client of the pool for blocking reads (by default `client`), at most
-        `links.blocking_connections` of them at once; `quotas`: what each namespace may hold."""
+        `links.blocking_connections` of them at once; `quotas`: what each namespace may hold;
+        `pipeline_client`: the client of the loop turns' pipelines (by default `client`), whose
+        connections may arm no timeouts of their own (`RedisLinks.options(bounded_by_caller=True)`):
+        each pipeline is bounded by `links.socket_timeout_s` as a whole."""
         # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
+        self._pipelines: Any = pipeline_client or client
         self.keys = Keys(prefix)
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
@@ -280,10 +293,13 @@ class RedisStore:
         links = links or RedisLinks()
         secured = access.url_options(url) if access else {}
 
-        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None, *,
+                   bounded_by_caller: bool = False) -> aioredis.Redis:
+            # the pipelines' wait for a free connection is within their own deadline (`_execute`)
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=True,
-                **links.options(socket_timeout_s), **secured)
+                url, max_connections=connections, timeout=None if bounded_by_caller else POOL_WAIT_S,
+                decode_responses=True, **links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller),
+                **secured)
             return aioredis.Redis(connection_pool=pool)
         # blocking reads: their own pool, unbounded by redis-py; `waiting_reads` bounds what it holds
         blocking = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(
@@ -293,7 +309,8 @@ class RedisStore:
                    else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
                    min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
-                   blocking_client=blocking, links=links, quotas=quotas)
+                   blocking_client=blocking, links=links, quotas=quotas,
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
@@ -310,16 +327,19 @@ class RedisStore:
                                                         "socket_connect_timeout": links.connect_timeout_s},
                             **options)
 
-        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None, *,
+                   bounded_by_caller: bool = False) -> aioredis.Redis:
             found: aioredis.Redis = sentinel.master_for(
-                master, decode_responses=True, db=db, max_connections=connections, **links.options(socket_timeout_s))
+                master, decode_responses=True, db=db, max_connections=connections,
+                **links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller))
             return found
         # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
         barrier = (client(1, max(links.socket_timeout_s, replica_timeout_ms / 1000 + 1)) if min_replicas > 0
                    else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
                    min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
-                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas)
+                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas,
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
 
     @property
     def prefix(self) -> str:
@@ -328,6 +348,8 @@ class RedisStore:
     async def _drop_connections(self) -> None:
         """After a failover: every connection is made again, to the master Sentinel names now."""
         await self._redis.connection_pool.disconnect()
+        if self._pipelines is not self._redis:
+            await self._pipelines.connection_pool.disconnect()
         if self._blocking is not self._redis:
             await self._blocking.connection_pool.disconnect()
 
@@ -341,6 +363,8 @@ class RedisStore:
             await self._barrier_client.aclose()
         if self._blocking is not self._redis:
             await self._blocking.aclose()
+        if self._pipelines is not self._redis:
+            await self._pipelines.aclose()
         await self._redis.aclose()
 
     def _refusal(self, reply: str, namespace: str) -> QuotaExceeded:
@@ -985,19 +1009,32 @@ class RedisStore:
         return replies
 
     async def _execute(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
-        """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies."""
-        # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            loads = 0
-            for source in load:
-                pipe.script_load(source)
-                loads += 1
-            for script, args in calls:
-                if script:
-                    pipe.evalsha(self._sha(script), 0, *args)
-                else:
-                    pipe.execute_command(*args)
-            return list(await pipe.execute(raise_on_error=False))[loads:]
+        """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies.
+
+        One deadline for all of it (a free connection, the write, every reply, and the one retry on
+        a new connection after a broken one): a Redis that does not answer fails the pipeline with
+        a TimeoutError within `socket_timeout_s`. Cut short, redis-py drops the connection, so no
+        late reply is read by the next pipeline on it; a timed-out pipeline is not sent again."""
+        deadline = asyncio.timeout(self.links.socket_timeout_s)
+        try:
+            async with deadline:
+                # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
+                async with self._pipelines.pipeline(transaction=False) as pipe:
+                    loads = 0
+                    for source in load:
+                        pipe.script_load(source)
+                        loads += 1
+                    for script, args in calls:
+                        if script:
+                            pipe.evalsha(self._sha(script), 0, *args)
+                        else:
+                            pipe.execute_command(*args)
+                    return list(await pipe.execute(raise_on_error=False))[loads:]
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RedisTimeoutError(f"Redis did not answer a pipeline of {len(calls)} call(s) within "
+                                    f"{self.links.socket_timeout_s:g} s") from None
 
     def _sha(self, source: str) -> str:
         sha = self._shas.get(source)

@@ -5,6 +5,11 @@ call. Written one by one, each costs a write on the socket and a wake-up for its
 per loop turn, one pipeline carries them all and their replies come back together. Each call
 still gets its own reply (or its own error): one refused call never fails the others. A broken
 connection fails the calls sent on it, as it would have one by one.
+
+A call alone in its turn (one workflow at a time: every call of a step waits for the one before)
+is sent by its own caller: no task is made for it, and its reply reaches it as the pipeline ends,
+not one loop turn later through a future. As soon as a second call joins the turn, a task sends
+them all, so that no caller's cancellation ever cuts the pipeline of the others.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ class Coalesced(Generic[Item]):
     def __init__(self, send: Callable[[list[Item]], Awaitable[list[Any]]]) -> None:
         self._send = send
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._delivery_due = False   # a task will send what is waiting (else its first caller will)
         self._sending: set[asyncio.Task[None]] = set()
 
     async def call(self, item: Item) -> Any:
-        answer = await self._enqueue(item)
+        answer = await self._reply(item)
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -36,23 +42,45 @@ class Coalesced(Generic[Item]):
         """Each item's reply, or its error as a value; a pipeline that failed as a whole raises."""
         if not items:
             return []
-        futures = [self._enqueue(item) for item in items]
+        if len(items) == 1:
+            return [await self._reply(items[0])]
+        futures = [self._join(item, leads=False) for item in items]
         return list(await asyncio.gather(*futures))
 
-    def _enqueue(self, item: Item) -> asyncio.Future[Any]:
+    async def _reply(self, item: Item) -> Any:
+        """The reply of one call (its error as a value). The call that opens a turn's batch waits
+        for the rest of the turn; still alone then, it sends itself."""
+        reply = self._join(item, leads=True)
+        if len(self._waiting) > 1 or self._delivery_due:
+            return await reply
+        try:
+            await asyncio.sleep(0)   # resumed after every callback already due: the turn's calls join
+        except asyncio.CancelledError:
+            if self._waiting == [(item, reply)] and not self._delivery_due:
+                self._waiting = []   # alone and not sent: nothing to do for anyone
+            raise
+        if self._delivery_due or self._waiting != [(item, reply)]:
+            return await reply   # others joined: the task sends them all, this call too
+        self._waiting = []
+        return (await self._send([item]))[0]
+
+    def _join(self, item: Item, *, leads: bool) -> asyncio.Future[Any]:
+        """Wait for `item`'s reply in this turn's batch; a task sends the batch once it holds more
+        than a lone call whose caller sends it (`leads`)."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, reply))
-        if len(self._waiting) == 1:
+        if not self._delivery_due and (len(self._waiting) > 1 or not leads):
             # the task's first step comes after every callback already due, so it takes the
             # calls of this whole turn (those made before it starts join it too)
+            self._delivery_due = True
             task = loop.create_task(self._deliver())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         return reply
 
     async def _deliver(self) -> None:
-        batch, self._waiting = self._waiting, []
+        batch, self._waiting, self._delivery_due = self._waiting, [], False
         try:
             replies = await self._send([item for item, _ in batch])
         except BaseException as exc:   # the pipeline failed as a whole: so does each call in it

@@ -32,7 +32,11 @@ class RoundTrips:
     def __init__(self, store: Store) -> None:
         self.pipelines = 0
         self.commands = 0
-        client = store._redis
+        # the loop turns' pipelines have a client of their own; the other commands use the store's
+        for client in {id(c): c for c in (store._redis, store._pipelines)}.values():
+            self._count(client)
+
+    def _count(self, client: Any) -> None:
         pipeline, execute_command = client.pipeline, client.execute_command
 
         def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
