@@ -58,7 +58,7 @@ from ...core.definitions import (needs_every_task_def, needs_every_workflow_def,
                                  snapshot_workflow_refs)
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
-from ...core.statuses import WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
+from ...core.statuses import TERMINAL_WORKFLOW, WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
                         FirstDecision, QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped,
@@ -94,6 +94,7 @@ SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by man
 REPLICA_TIMEOUT_MS = 1000   # how long an acknowledged write waits for `min_replicas` replicas by default
 WATCH_TTL_MS = 15_000       # a watch's `changed` messages are published this long after its last renewal
 WATCH_RENEW_S = 5.0         # how often a watch renews it (well inside the TTL)
+AWAITED = 4096              # workflows this node said it waits for, remembered (the most recent)
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -280,6 +281,10 @@ class RedisStore:
         self._published: dict[str, tuple[asyncio.Event, int]] = {}   # topic -> (its next broadcast, waiters)
         # this store's own `done` channel: the ends of the workflows it said it waits for (`expect_end`)
         self.listener_id = uuid.uuid4().hex[:16]
+        # the workflows this node waits for (`expect_end`, a start that expects its end), and the
+        # records of those this node's own step ended, read in that step's round trip (`ended_state`)
+        self._awaited: OrderedDict[str, None] = OrderedDict()
+        self._ended_rows: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._published_listener: asyncio.Task[None] | None = None
         self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
                                                replica_timeout_ms, on_new_master=self._drop_connections)
@@ -580,6 +585,8 @@ class RedisStore:
         cached.stored = True
         if outcome != "CREATED":
             return Started(started_id, False)
+        if expect_end:
+            _remember(self._awaited, started_id, None)
         if decision is None or len(answer) < 3:
             return Started(started_id, True, state)
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
@@ -951,17 +958,31 @@ class RedisStore:
         prepared = self._prepared(None, decided, decision, now_ms, hand_over)
         if isinstance(prepared, str):
             raise DecisionRefused(prepared)
-        reply = await self._run(scripts.STEP, {
+        call = Call(scripts.STEP, self._arguments({
             "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
-            result.output_json, prepared[1])
+            result.output_json, prepared[1]))
+        ended: Any = None
+        if decision.status in TERMINAL_WORKFLOW and result.workflow_id in self._awaited:
+            # a caller here waits for this end (ExecuteWorkflow): the record as this step leaves it is
+            # read in the same pipeline, so that its answer needs no round trip of its own
+            read_back = Call("", ("HGETALL", self.keys.workflow(result.workflow_id)))
+            reply, ended = await self._calls.replies([call, read_back])
+            if isinstance(reply, Exception):
+                raise reply
+        else:
+            reply = await self._calls.call(call)
         outcome, detail, task_type = (str(part) for part in [*reply[:3], ""][:3])
         ack = ResultAck(ResultOutcome(outcome), detail, task_type)
         if ack.outcome is not ResultOutcome.STORED:
             return Stepped(ack)
         handed = [ClaimedTask(result.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])), int(reply[i + 2]))
                   for i in range(4, len(reply), 3)]
-        return Stepped(ack, ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1])))
+        applied = ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1]))
+        if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
+            self._awaited.pop(result.workflow_id, None)
+            _remember(self._ended_rows, result.workflow_id, ended)
+        return Stepped(ack, applied)
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
         """'' when the decision may be stored, else why not: a value over max_value_bytes (a task
@@ -1060,7 +1081,16 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def expect_end(self, workflow_id: str) -> bool:
+        _remember(self._awaited, workflow_id, None)
         return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id}))
+
+    @_unavailable_as_store_error
+    async def ended_state(self, workflow_id: str) -> m.WorkflowState | None:
+        ended = self._ended_rows.pop(workflow_id, None)
+        if ended is None:
+            return None
+        texts = await self._snapshot_texts_for([ended])
+        return parse_workflow(workflow_id, ended, texts)
 
     async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         while not self.waiting_reads.take():   # no blocking connection free: look every recheck_s
@@ -1365,6 +1395,14 @@ class RedisStore:
         wanted = ("redis_version", "role", "connected_slaves", "used_memory_human", "aof_enabled",
                   "aof_last_write_status", "uptime_in_seconds", "connected_clients")
         return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
+
+
+def _remember(memory: OrderedDict[str, T], key: str, value: T) -> None:
+    """Keep `key` as the most recent of `memory`, which holds the AWAITED most recent only."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > AWAITED:
+        memory.popitem(last=False)
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str] | None:
