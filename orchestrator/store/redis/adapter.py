@@ -95,6 +95,7 @@ REPLICA_TIMEOUT_MS = 1000   # how long an acknowledged write waits for `min_repl
 WATCH_TTL_MS = 15_000       # a watch's `changed` messages are published this long after its last renewal
 WATCH_RENEW_S = 5.0         # how often a watch renews it (well inside the TTL)
 AWAITED = 4096              # workflows this node said it waits for, remembered (the most recent)
+ENDED_ROWS = 256            # records read back by the steps that ended them, until their waiter takes them
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -133,7 +134,7 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
 
 class Call(NamedTuple):
     """One command of a loop turn's pipeline: a script call (`script` its Lua source, `args` its
-    arguments) or, with `script` empty, a plain command (`args` the command and its arguments)."""
+    arguments) or, with `script` empty, a plain read (`args` the command and its arguments)."""
     script: str
     args: Sequence[Any]
 
@@ -586,7 +587,7 @@ class RedisStore:
         if outcome != "CREATED":
             return Started(started_id, False)
         if expect_end:
-            _remember(self._awaited, started_id, None)
+            _remember(self._awaited, started_id, None, AWAITED)
         if decision is None or len(answer) < 3:
             return Started(started_id, True, state)
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
@@ -981,7 +982,7 @@ class RedisStore:
         applied = ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1]))
         if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
             self._awaited.pop(result.workflow_id, None)
-            _remember(self._ended_rows, result.workflow_id, ended)
+            _remember(self._ended_rows, result.workflow_id, ended, ENDED_ROWS)
         return Stepped(ack, applied)
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
@@ -1017,14 +1018,18 @@ class RedisStore:
 
     async def _pipelined(self, calls: list[Call]) -> list[Any]:
         """The calls in one pipeline (scripts by EVALSHA); each reply is the call's answer or its
-        error. After a Redis restart or a SCRIPT FLUSH the script cache is empty: the scripts
-        missing are loaded and their calls run again, in one more pipeline (safe: a NOSCRIPT call
-        ran nothing)."""
+        error, and a read placed after a script sees what that script wrote (a step reads its
+        record back so). After a Redis restart or a SCRIPT FLUSH the script cache is empty: the
+        scripts missing are loaded and their calls run again, in one more pipeline (safe: a
+        NOSCRIPT call ran nothing), with every plain read that came after the first of them (a
+        read is safe to repeat, and it ran before the script it follows)."""
         replies = await self._execute(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
+            missing = [i for i in range(missing[0], len(calls))
+                       if isinstance(replies[i], NoScriptError) or not calls[i].script]
             again = await self._execute([calls[i] for i in missing],
-                                        load=dict.fromkeys(calls[i].script for i in missing))
+                                        load=dict.fromkeys(calls[i].script for i in missing if calls[i].script))
             for i, reply in zip(missing, again):
                 replies[i] = reply
         return replies
@@ -1081,11 +1086,12 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def expect_end(self, workflow_id: str) -> bool:
-        _remember(self._awaited, workflow_id, None)
+        _remember(self._awaited, workflow_id, None, AWAITED)
         return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id}))
 
     @_unavailable_as_store_error
     async def ended_state(self, workflow_id: str) -> m.WorkflowState | None:
+        self._awaited.pop(workflow_id, None)   # its waiter is done waiting: no step reads it back now
         ended = self._ended_rows.pop(workflow_id, None)
         if ended is None:
             return None
@@ -1397,11 +1403,11 @@ class RedisStore:
         return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
 
 
-def _remember(memory: OrderedDict[str, T], key: str, value: T) -> None:
-    """Keep `key` as the most recent of `memory`, which holds the AWAITED most recent only."""
+def _remember(memory: OrderedDict[str, T], key: str, value: T, capacity: int) -> None:
+    """Keep `key` as the most recent of `memory`, which holds the `capacity` most recent only."""
     memory[key] = value
     memory.move_to_end(key)
-    while len(memory) > AWAITED:
+    while len(memory) > capacity:
         memory.popitem(last=False)
 
 
