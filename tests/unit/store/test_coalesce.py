@@ -97,20 +97,23 @@ def _counting_tasks(loop: asyncio.AbstractEventLoop, made: list[str]) -> None:
 
 def test_a_call_alone_in_its_turn_is_sent_by_its_caller_without_a_task() -> None:
     """One workflow at a time, every call is alone in its turn: it costs no task of its own (before:
-    one task per call, and one more loop turn for its reply to reach its caller)."""
+    one task per call, and one more loop turn for its reply to reach its caller); so do the calls
+    of one caller alone in its turn (a step and the read of its record back)."""
     async def scenario() -> tuple[list[Any], list[str], Pipelines]:
         made: list[str] = []
         _counting_tasks(asyncio.get_running_loop(), made)
         pipelines = Pipelines()
         coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
-        answers = [await coalesced.call(["a"]), await coalesced.replies([["b"]]), await coalesced.call(["c"])]
+        answers = [await coalesced.call(["a"]), await coalesced.replies([["b"]]), await coalesced.call(["c"]),
+                   await coalesced.replies([["d"], ["bad"]])]
         with pytest.raises(ValueError):
             await coalesced.call(["bad"])
         return answers, list(made), pipelines
 
     answers, made, pipelines = asyncio.run(scenario())
-    assert answers == ["A", ["B"], "C"]
-    assert pipelines.sent == [[["a"]], [["b"]], [["c"]], [["bad"]]]
+    assert answers[:3] == ["A", ["B"], "C"]
+    assert answers[3][0] == "D" and isinstance(answers[3][1], ValueError)
+    assert pipelines.sent == [[["a"]], [["b"]], [["c"]], [["d"], ["bad"]], [["bad"]]]
     assert made == []
 
 
