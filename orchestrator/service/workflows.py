@@ -155,6 +155,10 @@ class Workflows:
 
             if started.created:   # the workflow is `fresh_id`, heard since before it existed
                 await self.notifier.wait_heard(workflow_id, heard, wait_s, ended, read_first=False)
+                # ended by this node's own step: as that step read it back, no round trip of its own
+                found = await self.store.ended_state(workflow_id)
+                if found is not None and seen_here(found.name):
+                    return found
             else:   # a repeated idempotency key: the workflow of the first start, perhaps ended
                 await self.notifier.wait_done(workflow_id, wait_s, ended)
         return await self._load(workflow_id)

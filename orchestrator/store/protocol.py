@@ -374,6 +374,11 @@ class Store(Protocol):
         (and to no node that did not ask). Call it before checking whether it ended already.
         False when there is no such workflow."""
 
+    async def ended_state(self, workflow_id: str) -> WorkflowState | None:
+        """The workflow as this node's own step that ended it left it, read in that step's round
+        trip, when this node waits for it (`expect_end`, or a start with `expect_end`): for the
+        caller that waits, once. None otherwise (then load it)."""
+
     def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         """Yield at once, then after each change of the workflow (bursts collapsed), or every
         `recheck_s` seconds as a safety net. While it runs, the workflow is marked watched (and the

@@ -10,7 +10,11 @@ Redis errors leave this module as `StoreUnavailable` only.
 
 Every script call and the hot reads (a workflow's record, its status) made during one turn of
 the event loop go to Redis in one pipeline (`coalesce.py`, `_pipelined`), each with its own reply
-or error, as if sent alone: one write on the socket and one wake-up for the turn's replies.
+or error, as if sent alone: one write on the socket and one wake-up for the turn's replies. Those
+pipelines have a pool of their own whose connections arm no timeout per write and per reply:
+each pipeline has one deadline, `socket_timeout_s`, for its connection, its write and its replies
+(`_execute`), which costs one timer where redis-py armed one per reply, one for the pool and one
+more timer and task (`asyncio.wait_for`) for the write.
 
 Links to Redis (`RedisLinks`): every command has `socket_timeout_s` to answer and a connection
 `connect_timeout_s` to open, so a node cut from Redis answers UNAVAILABLE within them; blocking
@@ -44,6 +48,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...core import free_text
 from ...core.namespaces import namespace_of, qualified, relative, topic_in
@@ -53,7 +58,7 @@ from ...core.definitions import (needs_every_task_def, needs_every_workflow_def,
                                  snapshot_workflow_refs)
 from ...core.schema import Snapshot, TaskDef, WorkflowDef
 from ...core.errors import FailedPrecondition, NotFound, StaleEpoch
-from ...core.statuses import WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
+from ...core.statuses import TERMINAL_WORKFLOW, WORKFLOW_STATUSES, TaskStatus, WorkflowStatus
 from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
                         FirstDecision, QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped,
@@ -74,7 +79,9 @@ DEFAULT_TOPIC_MAX_LEN = 100_000   # events a topic keeps unless configured (scri
 # Connections one node keeps to Redis for its commands. redis-py 8 caps a pool at 100 and then
 # fails commands ("Too many connections"); a busy node (concurrent starts and results) can want
 # more, so the pool is larger and a command waits for a free connection (up to POOL_WAIT_S)
-# instead of failing. Blocking reads never take these (`RedisLinks.blocking_connections`).
+# instead of failing. Blocking reads never take these (`RedisLinks.blocking_connections`). The
+# loop turns' pipelines have a pool of the same size of their own, whose wait for a connection
+# counts in each pipeline's one deadline (`RedisStore._execute`).
 MAX_CONNECTIONS = 512
 POOL_WAIT_S = 5.0
 MAX_BLOCK_MS = 60_000        # the longest blocking read the store makes (the API asks for at most 30 s)
@@ -87,6 +94,8 @@ SNAPSHOT_CACHE = 256        # snapshot texts this node keeps (each shared by man
 REPLICA_TIMEOUT_MS = 1000   # how long an acknowledged write waits for `min_replicas` replicas by default
 WATCH_TTL_MS = 15_000       # a watch's `changed` messages are published this long after its last renewal
 WATCH_RENEW_S = 5.0         # how often a watch renews it (well inside the TTL)
+AWAITED = 4096              # workflows this node said it waits for, remembered (the most recent)
+ENDED_ROWS = 256            # records read back by the steps that ended them, until their waiter takes them
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -125,7 +134,7 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
 
 class Call(NamedTuple):
     """One command of a loop turn's pipeline: a script call (`script` its Lua source, `args` its
-    arguments) or, with `script` empty, a plain command (`args` the command and its arguments)."""
+    arguments) or, with `script` empty, a plain read (`args` the command and its arguments)."""
     script: str
     args: Sequence[Any]
 
@@ -164,9 +173,11 @@ class RedisLinks:
     connect_timeout_s: float = 2.0
     blocking_connections: int = 64
 
-    def options(self, socket_timeout_s: float | None = None) -> dict[str, Any]:
-        """A connection's timeouts and retry (see above), for a pool."""
-        return {"socket_timeout": socket_timeout_s or self.socket_timeout_s,
+    def options(self, socket_timeout_s: float | None = None, *, bounded_by_caller: bool = False) -> dict[str, Any]:
+        """A connection's timeouts and retry (see above), for a pool. `bounded_by_caller`: no
+        timeout per write and per reply, for the pool of the loop turns' pipelines, each of which
+        `RedisStore._execute` bounds by one deadline of `socket_timeout_s` (connect still has its own)."""
+        return {"socket_timeout": None if bounded_by_caller else socket_timeout_s or self.socket_timeout_s,
                 "socket_connect_timeout": self.connect_timeout_s, "socket_keepalive": True,
                 "health_check_interval": 5,
                 "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,))}
@@ -237,7 +248,7 @@ class RedisStore:
                  max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
                  replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None,
                  blocking_client: aioredis.Redis | None = None, links: RedisLinks | None = None,
-                 quotas: Quotas | None = None) -> None:
+                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
         `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
@@ -245,10 +256,14 @@ class RedisStore:
         within `replica_timeout_ms` (else StoreUnavailable), asked on `barrier_client` (a client
         of the same Redis with a pool of its own; by default `client`); `blocking_client`: the
         client of the pool for blocking reads (by default `client`), at most
-        `links.blocking_connections` of them at once; `quotas`: what each namespace may hold."""
+        `links.blocking_connections` of them at once; `quotas`: what each namespace may hold;
+        `pipeline_client`: the client of the loop turns' pipelines (by default `client`), whose
+        connections may arm no timeouts of their own (`RedisLinks.options(bounded_by_caller=True)`):
+        each pipeline is bounded by `links.socket_timeout_s` as a whole."""
         # Any: redis-py annotates every reply as bytes | str whatever `decode_responses` says;
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
+        self._pipelines: Any = pipeline_client or client
         self.keys = Keys(prefix)
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
@@ -267,6 +282,10 @@ class RedisStore:
         self._published: dict[str, tuple[asyncio.Event, int]] = {}   # topic -> (its next broadcast, waiters)
         # this store's own `done` channel: the ends of the workflows it said it waits for (`expect_end`)
         self.listener_id = uuid.uuid4().hex[:16]
+        # the workflows this node waits for (`expect_end`, a start that expects its end), and the
+        # records of those this node's own step ended, read in that step's round trip (`ended_state`)
+        self._awaited: OrderedDict[str, None] = OrderedDict()
+        self._ended_rows: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._published_listener: asyncio.Task[None] | None = None
         self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
                                                replica_timeout_ms, on_new_master=self._drop_connections)
@@ -280,10 +299,13 @@ class RedisStore:
         links = links or RedisLinks()
         secured = access.url_options(url) if access else {}
 
-        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None, *,
+                   bounded_by_caller: bool = False) -> aioredis.Redis:
+            # the pipelines' wait for a free connection is within their own deadline (`_execute`)
             pool = aioredis.BlockingConnectionPool.from_url(
-                url, max_connections=connections, timeout=POOL_WAIT_S, decode_responses=True,
-                **links.options(socket_timeout_s), **secured)
+                url, max_connections=connections, timeout=None if bounded_by_caller else POOL_WAIT_S,
+                decode_responses=True, **links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller),
+                **secured)
             return aioredis.Redis(connection_pool=pool)
         # blocking reads: their own pool, unbounded by redis-py; `waiting_reads` bounds what it holds
         blocking = aioredis.Redis(connection_pool=aioredis.ConnectionPool.from_url(
@@ -293,7 +315,8 @@ class RedisStore:
                    else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
                    min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
-                   blocking_client=blocking, links=links, quotas=quotas)
+                   blocking_client=blocking, links=links, quotas=quotas,
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
 
     @classmethod
     def from_sentinels(cls, sentinels: list[str], master: str, prefix: str = "wfo", db: int = 0,
@@ -310,16 +333,19 @@ class RedisStore:
                                                         "socket_connect_timeout": links.connect_timeout_s},
                             **options)
 
-        def client(connections: int, socket_timeout_s: float | None = None) -> aioredis.Redis:
+        def client(connections: int, socket_timeout_s: float | None = None, *,
+                   bounded_by_caller: bool = False) -> aioredis.Redis:
             found: aioredis.Redis = sentinel.master_for(
-                master, decode_responses=True, db=db, max_connections=connections, **links.options(socket_timeout_s))
+                master, decode_responses=True, db=db, max_connections=connections,
+                **links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller))
             return found
         # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
         barrier = (client(1, max(links.socket_timeout_s, replica_timeout_ms / 1000 + 1)) if min_replicas > 0
                    else None)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
                    min_replicas=min_replicas, replica_timeout_ms=replica_timeout_ms, barrier_client=barrier,
-                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas)
+                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas,
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
 
     @property
     def prefix(self) -> str:
@@ -328,6 +354,8 @@ class RedisStore:
     async def _drop_connections(self) -> None:
         """After a failover: every connection is made again, to the master Sentinel names now."""
         await self._redis.connection_pool.disconnect()
+        if self._pipelines is not self._redis:
+            await self._pipelines.connection_pool.disconnect()
         if self._blocking is not self._redis:
             await self._blocking.connection_pool.disconnect()
 
@@ -341,6 +369,8 @@ class RedisStore:
             await self._barrier_client.aclose()
         if self._blocking is not self._redis:
             await self._blocking.aclose()
+        if self._pipelines is not self._redis:
+            await self._pipelines.aclose()
         await self._redis.aclose()
 
     def _refusal(self, reply: str, namespace: str) -> QuotaExceeded:
@@ -556,6 +586,8 @@ class RedisStore:
         cached.stored = True
         if outcome != "CREATED":
             return Started(started_id, False)
+        if expect_end:
+            _remember(self._awaited, started_id, None, AWAITED)
         if decision is None or len(answer) < 3:
             return Started(started_id, True, state)
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
@@ -927,17 +959,31 @@ class RedisStore:
         prepared = self._prepared(None, decided, decision, now_ms, hand_over)
         if isinstance(prepared, str):
             raise DecisionRefused(prepared)
-        reply = await self._run(scripts.STEP, {
+        call = Call(scripts.STEP, self._arguments({
             "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
-            result.output_json, prepared[1])
+            result.output_json, prepared[1]))
+        ended: Any = None
+        if decision.status in TERMINAL_WORKFLOW and result.workflow_id in self._awaited:
+            # a caller here waits for this end (ExecuteWorkflow): the record as this step leaves it is
+            # read in the same pipeline, so that its answer needs no round trip of its own
+            read_back = Call("", ("HGETALL", self.keys.workflow(result.workflow_id)))
+            reply, ended = await self._calls.replies([call, read_back])
+            if isinstance(reply, Exception):
+                raise reply
+        else:
+            reply = await self._calls.call(call)
         outcome, detail, task_type = (str(part) for part in [*reply[:3], ""][:3])
         ack = ResultAck(ResultOutcome(outcome), detail, task_type)
         if ack.outcome is not ResultOutcome.STORED:
             return Stepped(ack)
         handed = [ClaimedTask(result.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])), int(reply[i + 2]))
                   for i in range(4, len(reply), 3)]
-        return Stepped(ack, ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1])))
+        applied = ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1]))
+        if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
+            self._awaited.pop(result.workflow_id, None)
+            _remember(self._ended_rows, result.workflow_id, ended, ENDED_ROWS)
+        return Stepped(ack, applied)
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
         """'' when the decision may be stored, else why not: a value over max_value_bytes (a task
@@ -972,32 +1018,49 @@ class RedisStore:
 
     async def _pipelined(self, calls: list[Call]) -> list[Any]:
         """The calls in one pipeline (scripts by EVALSHA); each reply is the call's answer or its
-        error. After a Redis restart or a SCRIPT FLUSH the script cache is empty: the scripts
-        missing are loaded and their calls run again, in one more pipeline (safe: a NOSCRIPT call
-        ran nothing)."""
+        error, and a read placed after a script sees what that script wrote (a step reads its
+        record back so). After a Redis restart or a SCRIPT FLUSH the script cache is empty: the
+        scripts missing are loaded and their calls run again, in one more pipeline (safe: a
+        NOSCRIPT call ran nothing), with every plain read that came after the first of them (a
+        read is safe to repeat, and it ran before the script it follows)."""
         replies = await self._execute(calls)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
+            missing = [i for i in range(missing[0], len(calls))
+                       if isinstance(replies[i], NoScriptError) or not calls[i].script]
             again = await self._execute([calls[i] for i in missing],
-                                        load=dict.fromkeys(calls[i].script for i in missing))
+                                        load=dict.fromkeys(calls[i].script for i in missing if calls[i].script))
             for i, reply in zip(missing, again):
                 replies[i] = reply
         return replies
 
     async def _execute(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
-        """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies."""
-        # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
-        async with self._redis.pipeline(transaction=False) as pipe:
-            loads = 0
-            for source in load:
-                pipe.script_load(source)
-                loads += 1
-            for script, args in calls:
-                if script:
-                    pipe.evalsha(self._sha(script), 0, *args)
-                else:
-                    pipe.execute_command(*args)
-            return list(await pipe.execute(raise_on_error=False))[loads:]
+        """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies.
+
+        One deadline for all of it (a free connection, the write, every reply, and the one retry on
+        a new connection after a broken one): a Redis that does not answer fails the pipeline with
+        a TimeoutError within `socket_timeout_s`. Cut short, redis-py drops the connection, so no
+        late reply is read by the next pipeline on it; a timed-out pipeline is not sent again."""
+        deadline = asyncio.timeout(self.links.socket_timeout_s)
+        try:
+            async with deadline:
+                # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
+                async with self._pipelines.pipeline(transaction=False) as pipe:
+                    loads = 0
+                    for source in load:
+                        pipe.script_load(source)
+                        loads += 1
+                    for script, args in calls:
+                        if script:
+                            pipe.evalsha(self._sha(script), 0, *args)
+                        else:
+                            pipe.execute_command(*args)
+                    return list(await pipe.execute(raise_on_error=False))[loads:]
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            raise RedisTimeoutError(f"Redis did not answer a pipeline of {len(calls)} call(s) within "
+                                    f"{self.links.socket_timeout_s:g} s") from None
 
     def _sha(self, source: str) -> str:
         sha = self._shas.get(source)
@@ -1023,7 +1086,17 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def expect_end(self, workflow_id: str) -> bool:
+        _remember(self._awaited, workflow_id, None, AWAITED)
         return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id}))
+
+    @_unavailable_as_store_error
+    async def ended_state(self, workflow_id: str) -> m.WorkflowState | None:
+        self._awaited.pop(workflow_id, None)   # its waiter is done waiting: no step reads it back now
+        ended = self._ended_rows.pop(workflow_id, None)
+        if ended is None:
+            return None
+        texts = await self._snapshot_texts_for([ended])
+        return parse_workflow(workflow_id, ended, texts)
 
     async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
         while not self.waiting_reads.take():   # no blocking connection free: look every recheck_s
@@ -1328,6 +1401,14 @@ class RedisStore:
         wanted = ("redis_version", "role", "connected_slaves", "used_memory_human", "aof_enabled",
                   "aof_last_write_status", "uptime_in_seconds", "connected_clients")
         return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
+
+
+def _remember(memory: OrderedDict[str, T], key: str, value: T, capacity: int) -> None:
+    """Keep `key` as the most recent of `memory`, which holds the `capacity` most recent only."""
+    memory[key] = value
+    memory.move_to_end(key)
+    while len(memory) > capacity:
+        memory.popitem(last=False)
 
 
 def _parse_cursor(cursor: str) -> tuple[float, str] | None:

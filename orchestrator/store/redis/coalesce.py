@@ -5,6 +5,11 @@ call. Written one by one, each costs a write on the socket and a wake-up for its
 per loop turn, one pipeline carries them all and their replies come back together. Each call
 still gets its own reply (or its own error): one refused call never fails the others. A broken
 connection fails the calls sent on it, as it would have one by one.
+
+The calls of a caller alone in its turn (one workflow at a time: every call of a step waits for
+the one before) are sent by that caller: no task is made for them, and their replies reach it as
+the pipeline ends, not one loop turn later through futures. As soon as another caller's call joins
+the turn, a task sends them all, so that no caller's cancellation ever cuts the pipeline of others.
 """
 
 from __future__ import annotations
@@ -24,10 +29,11 @@ class Coalesced(Generic[Item]):
     def __init__(self, send: Callable[[list[Item]], Awaitable[list[Any]]]) -> None:
         self._send = send
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
+        self._delivery_due = False   # a task will send what is waiting (else its first caller will)
         self._sending: set[asyncio.Task[None]] = set()
 
     async def call(self, item: Item) -> Any:
-        answer = await self._enqueue(item)
+        [answer] = await self._replies([item])
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -36,23 +42,47 @@ class Coalesced(Generic[Item]):
         """Each item's reply, or its error as a value; a pipeline that failed as a whole raises."""
         if not items:
             return []
-        futures = [self._enqueue(item) for item in items]
-        return list(await asyncio.gather(*futures))
+        return await self._replies(items)
 
-    def _enqueue(self, item: Item) -> asyncio.Future[Any]:
+    async def _replies(self, items: Sequence[Item]) -> list[Any]:
+        """The replies of one caller's calls (errors as values). A caller whose calls open a turn's
+        batch waits for the rest of the turn; still alone in it then, it sends them itself."""
+        if self._waiting or self._delivery_due:   # the turn's batch is open: join it
+            return list(await asyncio.gather(*[self._join(item) for item in items]))
+        loop = asyncio.get_running_loop()
+        own = [(item, loop.create_future()) for item in items]
+        self._waiting.extend(own)
+        try:
+            await asyncio.sleep(0)   # resumed after every callback already due: the turn's calls join
+        except asyncio.CancelledError:
+            if self._alone(own):
+                self._waiting = []   # nothing sent, nobody else waits: nothing to do for anyone
+            raise
+        if not self._alone(own):   # others joined: the task sends them all, these calls too
+            return list(await asyncio.gather(*[reply for _, reply in own]))
+        self._waiting = []
+        return await self._send(list(items))
+
+    def _alone(self, own: list[tuple[Item, asyncio.Future[Any]]]) -> bool:
+        """Whether the batch waiting is `own` and only it, with no task to send it."""
+        return not self._delivery_due and len(self._waiting) == len(own) and self._waiting[0] is own[0]
+
+    def _join(self, item: Item) -> asyncio.Future[Any]:
+        """Wait for `item`'s reply in this turn's open batch, which a task sends from now on."""
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
         self._waiting.append((item, reply))
-        if len(self._waiting) == 1:
+        if not self._delivery_due:
             # the task's first step comes after every callback already due, so it takes the
             # calls of this whole turn (those made before it starts join it too)
+            self._delivery_due = True
             task = loop.create_task(self._deliver())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         return reply
 
     async def _deliver(self) -> None:
-        batch, self._waiting = self._waiting, []
+        batch, self._waiting, self._delivery_due = self._waiting, [], False
         try:
             replies = await self._send([item for item, _ in batch])
         except BaseException as exc:   # the pipeline failed as a whole: so does each call in it

@@ -18,6 +18,7 @@ from orchestrator.core.schema import Snapshot
 from orchestrator.cluster.deciding import new_task_id
 from orchestrator.store import ApplyResult
 from orchestrator.store.redis import RedisStore as Store
+from orchestrator.store.redis.adapter import Call
 from orchestrator.store.redis import scripts
 from orchestrator.core import statuses as st
 
@@ -32,7 +33,11 @@ class RoundTrips:
     def __init__(self, store: Store) -> None:
         self.pipelines = 0
         self.commands = 0
-        client = store._redis
+        # the loop turns' pipelines have a client of their own; the other commands use the store's
+        for client in {id(c): c for c in (store._redis, store._pipelines)}.values():
+            self._count(client)
+
+    def _count(self, client: Any) -> None:
         pipeline, execute_command = client.pipeline, client.execute_command
 
         def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
@@ -145,3 +150,20 @@ def test_scripts_flushed_between_calls_are_loaded_again_and_run(store: Store) ->
         finally:
             await store.close()
     asyncio.run(scenario())
+
+
+def test_a_read_after_a_script_in_one_turn_sees_its_write_even_when_the_script_was_reloaded(store: Store) -> None:
+    """A step reads its record back in its own pipeline, right after its script (ExecuteWorkflow's
+    answer): with the script cache emptied, the script runs only in the second pipeline, after it
+    is loaded, so the read that followed it runs again there too."""
+    writing = "redis.call('SET', ARGV[1], ARGV[2]); return 'OK'"
+
+    async def scenario() -> list[Any]:
+        try:
+            key = store.keys("co", uuid.uuid4().hex)
+            await store._redis.script_flush()
+            return await store._calls.replies([Call(writing, (key, "written")), Call("", ("GET", key))])
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == ["OK", "written"]

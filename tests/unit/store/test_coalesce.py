@@ -85,3 +85,66 @@ def test_several_calls_in_a_failed_pipeline_raise_its_error() -> None:
         assert await coalesced.replies([]) == []
 
     asyncio.run(scenario())
+
+
+def _counting_tasks(loop: asyncio.AbstractEventLoop, made: list[str]) -> None:
+    """Count the tasks made on `loop` from now on (by the name of their coroutine)."""
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        made.append(getattr(coro, "__qualname__", "?"))
+        return asyncio.Task(coro, loop=loop, **kwargs)
+    loop.set_task_factory(factory)
+
+
+def test_a_call_alone_in_its_turn_is_sent_by_its_caller_without_a_task() -> None:
+    """One workflow at a time, every call is alone in its turn: it costs no task of its own (before:
+    one task per call, and one more loop turn for its reply to reach its caller); so do the calls
+    of one caller alone in its turn (a step and the read of its record back)."""
+    async def scenario() -> tuple[list[Any], list[str], Pipelines]:
+        made: list[str] = []
+        _counting_tasks(asyncio.get_running_loop(), made)
+        pipelines = Pipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
+        answers = [await coalesced.call(["a"]), await coalesced.replies([["b"]]), await coalesced.call(["c"]),
+                   await coalesced.replies([["d"], ["bad"]])]
+        with pytest.raises(ValueError):
+            await coalesced.call(["bad"])
+        return answers, list(made), pipelines
+
+    answers, made, pipelines = asyncio.run(scenario())
+    assert answers[:3] == ["A", ["B"], "C"]
+    assert answers[3][0] == "D" and isinstance(answers[3][1], ValueError)
+    assert pipelines.sent == [[["a"]], [["b"]], [["c"]], [["d"], ["bad"]], [["bad"]]]
+    assert made == []
+
+
+def test_a_lone_call_still_waits_for_the_calls_of_its_turn() -> None:
+    """A call that opens a turn's batch is not sent before the turn's other calls join it, even when
+    they are made by tasks that run after it in the same turn; one task sends them all."""
+    async def scenario() -> tuple[list[Any], list[str], Pipelines]:
+        pipelines = Pipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
+        first = asyncio.ensure_future(coalesced.call(["a"]))
+        later = asyncio.ensure_future(coalesced.replies([["b"], ["c"]]))
+        made: list[str] = []
+        _counting_tasks(asyncio.get_running_loop(), made)
+        return [await first, await later], list(made), pipelines
+
+    answers, made, pipelines = asyncio.run(scenario())
+    assert answers == ["A", ["B", "C"]]
+    assert pipelines.sent == [[["a"], ["b"], ["c"]]]
+    assert made == ["Coalesced._deliver"]
+
+
+def test_a_lone_call_given_up_before_it_is_sent_sends_nothing() -> None:
+    async def scenario() -> Pipelines:
+        pipelines = Pipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
+        gone = asyncio.ensure_future(coalesced.call(["a"]))
+        await asyncio.sleep(0)   # it joined its turn and waits for the turn's other calls
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert await coalesced.call(["b"]) == "B"
+        return pipelines
+
+    assert asyncio.run(scenario()).sent == [[["b"]]]
