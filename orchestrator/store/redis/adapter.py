@@ -96,6 +96,9 @@ WATCH_TTL_MS = 15_000       # a watch's `changed` messages are published this lo
 WATCH_RENEW_S = 5.0         # how often a watch renews it (well inside the TTL)
 AWAITED = 4096              # workflows this node said it waits for, remembered (the most recent)
 ENDED_ROWS = 256            # records read back by the steps that ended them, until their waiter takes them
+# only records this small are read back (a waiter that went away leaves its row: 256 of them hold at most
+# 64 MiB); a larger one is loaded by its waiter, as before
+ENDED_ROW_MAX_BYTES = 256 * 1024
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -964,7 +967,8 @@ class RedisStore:
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
             result.output_json, prepared[1]))
         ended: Any = None
-        if decision.status in TERMINAL_WORKFLOW and result.workflow_id in self._awaited:
+        if (decision.status in TERMINAL_WORKFLOW and result.workflow_id in self._awaited
+                and decided.stored_bytes <= ENDED_ROW_MAX_BYTES):
             # a caller here waits for this end (ExecuteWorkflow): the record as this step leaves it is
             # read in the same pipeline, so that its answer needs no round trip of its own
             read_back = Call("", ("HGETALL", self.keys.workflow(result.workflow_id)))

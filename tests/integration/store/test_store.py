@@ -15,7 +15,8 @@ from orchestrator.core.errors import StaleEpoch
 from orchestrator.core.schema import Snapshot
 from orchestrator.cluster.deciding import Decider, new_task_id
 from orchestrator.cluster.leader_loop import LeaderLoop, LeadershipLost
-from orchestrator.store import ApplyResult, ResultAck, ResultOutcome
+from orchestrator.core.apply import with_result
+from orchestrator.store import ApplyResult, ResultAck, ResultOutcome, WorkerResult
 from orchestrator.store.redis import RedisStore as Store
 
 NOW = 1_700_000_000_000
@@ -210,6 +211,37 @@ def test_a_claim_leaves_out_the_record_of_a_large_workflow(store):
             assert all(c.workflow is None for c in claimed if c.workflow_id == wide)
             [mine] = [c for c in claimed if c.workflow_id == small]
             assert mine.workflow is not None and mine.workflow.revision == (await store.load(small)).revision
+        finally:
+            await store.close()
+    run(scenario())
+
+
+def test_the_step_ending_an_awaited_workflow_reads_back_a_small_record_only(store):
+    """A step that ends a workflow a caller on this node waits for (ExecuteWorkflow) reads its record
+    back in the same pipeline and holds it for that caller (`ended_state`), but only a record up to
+    ENDED_ROW_MAX_BYTES: a caller that went away leaves its row behind. A larger one is loaded."""
+    async def scenario():
+        try:
+            await store.raise_epoch(1)
+            for output, held in (({"small": 1}, True), ({"big": "x" * 300_000}, False)):
+                workflow_id = await started_workflow(store, "awaited")
+                await decide_once(store, 1, workflow_id)
+                await store.expect_end(workflow_id)
+                [claimed] = await store.claim("awaited", 1, "worker-e", NOW + 5)
+                output_json = json.dumps(output)
+                state = await store.load(workflow_id)
+                decided = with_result(state, claimed.spec.task_id, st.TASK_COMPLETED, output, "", NOW + 6,
+                                      grows_by=len(output_json))
+                decision = decide(decided, NOW + 6, new_task_id)
+                assert decision.status == st.COMPLETED
+                result = WorkerResult(workflow_id, claimed.spec.task_id, "worker-e", st.TASK_COMPLETED, output_json)
+                stepped = await store.step(result, decided, decision, NOW + 6)
+                assert stepped.ack.outcome is ResultOutcome.STORED
+                assert stepped.applied is not None and stepped.applied.result is ApplyResult.OK
+                found = await store.ended_state(workflow_id)
+                assert (found is not None) is held, output.keys()
+                if found is not None:
+                    assert found.status == st.COMPLETED and found.tasks == (await store.load(workflow_id)).tasks
         finally:
             await store.close()
     run(scenario())
