@@ -138,34 +138,28 @@ def _tasks_after(state: WorkflowState, decision: Decision, handed_to: Mapping[st
             tasks[found] = TaskState(task.spec, task.runtime, None)
             kept = False
         changed[found] = None
+
+    def own(found: int) -> TaskState:
+        """The attempt at `found` as a new object of this step's (made on its first change), which
+        nothing else holds: what the decision says of it is written into it."""
+        if found not in changed:
+            task = tasks[found]
+            tasks[found] = TaskState(task.spec, task.runtime, task.output)
+            changed[found] = None
+        return tasks[found]
+
     for task_id, runtime in decision.changed_runtimes.items():
         found = position(task_id)
-        if found is None:
-            continue
-        if found in changed:
-            tasks[found].runtime = runtime
-        else:
-            tasks[found] = TaskState(tasks[found].spec, runtime, tasks[found].output)
-            changed[found] = None
+        if found is not None:
+            own(found).runtime = runtime
     for task_id, output in decision.outputs.items():
         found = position(task_id)
-        if found is None:
-            continue
-        if found in changed:
-            tasks[found].output = output
-        else:
-            tasks[found] = TaskState(tasks[found].spec, tasks[found].runtime, output)
-            changed[found] = None
+        if found is not None:
+            own(found).output = output
     for task_id, worker_id in handed_to.items():
         found = position(task_id)
-        if found is None:
-            continue
-        runtime = tasks[found].runtime.taken_by(worker_id, now_ms)   # a new runtime: the decision keeps its own
-        if found in changed:
-            tasks[found].runtime = runtime
-        else:
-            tasks[found] = TaskState(tasks[found].spec, runtime, tasks[found].output)
-            changed[found] = None
+        if found is not None:   # a new runtime: the decision keeps its own
+            own(found).runtime = tasks[found].runtime.taken_by(worker_id, now_ms)
     # `tasks` are in seq order, and a decision's new tasks come after the others: only where that was
     # not so is the order checked (and restored) across the whole list
     first = max(1, len(state.tasks)) if kept else 1

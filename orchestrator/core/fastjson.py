@@ -32,10 +32,7 @@ def dumps_bytes(value: Any) -> bytes:
 
 def dumps(value: Any) -> str:
     """Compact JSON text of `value` (no spaces, non-ASCII kept as it is); raises as `dumps_bytes`."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return dumps_bytes(value).decode()
 
 
 def loads_own(text: str | bytes) -> Any:
