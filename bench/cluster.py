@@ -125,9 +125,10 @@ class BenchCluster:
         return cluster_prefix(self.settings.name)
 
     @property
-    def ended_key(self) -> str:
-        """The audit stream of terminal transitions (one entry per workflow end)."""
-        return Keys(self.prefix).ended
+    def ended_keys(self) -> list[str]:
+        """The audit streams of terminal transitions (one entry per workflow end), one per partition."""
+        keys = Keys(self.prefix)
+        return [keys.ended(p) for p in keys.all_partitions()]
 
     @property
     def redis_url(self) -> str:

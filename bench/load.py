@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -89,31 +89,34 @@ class CompletionWatcher:
 
 
 class EndedStreamWatcher(CompletionWatcher):
-    """Reads our `ended` audit stream from its current end on."""
+    """Reads our `ended` audit streams (one per partition) from their current ends on."""
 
-    def __init__(self, redis_url: str, stream_key: str) -> None:
+    def __init__(self, redis_url: str, stream_keys: Sequence[str]) -> None:
         super().__init__()
         self._client = redis.Redis.from_url(redis_url, decode_responses=True)
-        self._key = stream_key
-        self._last = "0-0"
+        self._last = dict.fromkeys(stream_keys, "0-0")
 
     def _prepare(self) -> None:
-        newest = cast(StreamEntries, self._client.xrevrange(self._key, count=1))
-        self._last = newest[0][0] if newest else "0-0"
+        with self._client.pipeline(transaction=False) as pipe:
+            for key in self._last:
+                pipe.xrevrange(key, count=1)
+            newest = cast(list[StreamEntries], pipe.execute())
+        for key, entries in zip(list(self._last), newest):
+            self._last[key] = entries[0][0] if entries else "0-0"
 
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
                 try:
                     batches = cast(list[tuple[str, StreamEntries]] | None,
-                                   self._client.xread({self._key: self._last}, count=5000, block=200))
+                                   self._client.xread(dict[Any, Any](self._last), count=5000, block=200))
                 except redis.ConnectionError:
                     time.sleep(0.1)
                     continue
                 observed = time.monotonic()
-                for _, entries in batches or []:
+                for key, entries in batches or []:
                     for entry_id, fields in entries:
-                        self._last = entry_id
+                        self._last[key] = entry_id
                         self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
         finally:
             self._client.close()

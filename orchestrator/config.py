@@ -13,7 +13,7 @@ import yaml
 from .core.http_request import parse_cidrs
 from .store.protocol import Quotas
 from .store.redis.adapter import RedisLinks
-from .store.redis.keys import cluster_prefix
+from .store.redis.keys import MAX_PARTITIONS, cluster_prefix
 
 MIB = 1024 * 1024
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -44,6 +44,9 @@ class NodeConfig:
     # partitioned layout exists (issue 23)
     redis_cluster: list[str] = field(default_factory=list)
     redis_master: str = "mymaster"            # the master name the Sentinels monitor
+    # how many partitions the state is cut into (store/redis/keys.py), fixed when a cluster's state is
+    # first created; 0: as stored (64 for a new one). A node set to another number than stored refuses to start
+    redis_partitions: int = 0
     # nothing is acknowledged (to a client, a worker, a publisher) until this many Redis replicas hold
     # it (WAIT, one round per batch of writes); 0: as soon as the master has it (lost if it dies first)
     redis_min_replicas: int = 0
@@ -134,6 +137,9 @@ class NodeConfig:
         if isinstance(self.http_task_allow_cidrs, str):
             self.http_task_allow_cidrs = split_list(self.http_task_allow_cidrs)
         parse_cidrs(self.http_task_allow_cidrs)   # ValueError names a range that is none
+        if not 0 <= self.redis_partitions <= MAX_PARTITIONS:
+            raise ValueError(f"redis_partitions must be from 1 to {MAX_PARTITIONS} (0: as stored, 64 for a new "
+                             "cluster)")
         if not 0 <= self.redis_min_replicas <= MAX_MIN_REPLICAS:
             raise ValueError(f"redis_min_replicas must be from 0 (the master alone) to {MAX_MIN_REPLICAS}")
         if not 1 <= self.redis_replica_timeout_ms <= MAX_REPLICA_TIMEOUT_MS:

@@ -165,6 +165,7 @@ class Node:
         self.tokens = self._load_tokens()
         self.tls = self._load_tls()
         self.console = self._bind_console()
+        await self._prepare_store()
         await self.clock_sync.start()   # on Redis's clock before any time is stored or compared
         await self.dispatcher.start()
         await self.http_tasks.start()
@@ -334,6 +335,20 @@ class Node:
     def _cancel_engine(self) -> None:
         if self._engine_task and not self._engine_task.done():
             self._engine_task.cancel()
+
+    async def _prepare_store(self) -> None:
+        """Settle the state's layout (its number of partitions) before anything is served: a node
+        that wrote with another number would put workflows where no other node looks. Waits for a
+        Redis that does not answer yet; a layout it cannot use stops the node with the reason."""
+        pause = 0.2
+        while True:
+            try:
+                await self.store.prepare(self.config.redis_partitions)
+                return
+            except StoreUnavailable as exc:
+                log.warning("waiting for Redis before serving (%s); trying again in %.1f s", exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
 
     async def _run_engine(self, engine: LeaderLoop) -> None:
         """Run the clocks for this term. Safety decisions, each in one place:

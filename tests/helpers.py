@@ -221,7 +221,8 @@ def make_undecidable(redis_url: str, cluster: str, workflow_id: str) -> None:
     keys = Keys(cluster_prefix(cluster))
     with redis.Redis.from_url(redis_url, decode_responses=True) as store:
         row = store.hgetall(keys.workflow(workflow_id))
-        snapshot = json.loads(store.get(keys("snap", row["snap"])) if "snap" in row else row["def"])
+        snapshot = json.loads(store.get(keys.snapshot(keys.partition_of(workflow_id), row["snap"])) if "snap" in row
+                              else row["def"])
         del snapshot["workflow"]["tasks"][1]["taskReferenceName"]
         store.hset(keys.workflow(workflow_id), "def", json.dumps(snapshot))
         store.hdel(keys.workflow(workflow_id), "snap")
@@ -251,3 +252,11 @@ def execute_alternately(clients: list[WorkflowClient], name: str, count: int, in
     for thread in threads:
         thread.join(120)
     assert failures == []
+
+
+def ended_total(client: Any, keys: Any) -> int:
+    """Entries in every partition's `ended` stream (one per workflow end), read in one round trip."""
+    with client.pipeline(transaction=False) as pipe:
+        for p in keys.all_partitions():
+            pipe.xlen(keys.ended(p))
+        return sum(int(n) for n in pipe.execute())

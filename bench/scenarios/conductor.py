@@ -74,7 +74,7 @@ def run(bench: Bench) -> dict[str, Any]:
     _register(cluster.client)
     runs = bench.options.runs
     results: dict[str, Any] = {"settings": {"workflow": WORKFLOW, "steps": STEPS, "sdk_processes_per_node": 1}}
-    with cluster.starter(WORKFLOW) as start, EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+    with cluster.starter(WORKFLOW) as start, EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
         with SdkWorkers(bench, poll_ms=100, threads=16):
             throughput = []
             for index in range(runs):

@@ -73,7 +73,7 @@ def run(bench: Bench) -> dict[str, Any]:
 def _one_run(bench: Bench, cluster: BenchCluster, n: int, level: int, index: int) -> dict[str, Any]:
     warmup, count = counts(bench, level)
     calls = command_calls(cluster.redis)
-    with cluster.starter(THREE_NOOPS) as start, EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watch, \
+    with cluster.starter(THREE_NOOPS) as start, EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watch, \
             CpuMeter(cluster.pids()) as cpu:
         result = closed_loop(start, watch, concurrency=level, warmup=warmup, count=count,
                              time_limit_s=bench.options.pick(90, 45))

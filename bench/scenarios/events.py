@@ -100,7 +100,7 @@ def _latency(bench: Bench, topic: str, count: int) -> dict[str, Any]:
     client = cluster.client
     assert client is not None
     event_ids: list[str] = []
-    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:   # before: it sees new ends only
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:   # before: it sees new ends only
         for n in range(count):
             event_ids.append(client.publish_event(topic, {"n": n}))
             time.sleep(1 / LIGHT_RATE)
@@ -122,7 +122,7 @@ def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
     """One-step no-op workflows at CPU_RATE/s: started by the API, then by events."""
     cluster = bench.cluster()
     results: dict[str, Any] = {}
-    with EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
         with cluster.starter(ONE_NOOP) as start, CpuMeter(cluster.pids()) as meter:
             launched = open_loop(start, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
             done = wait_all(watcher, launched.ids, 60)

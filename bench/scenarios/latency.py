@@ -62,7 +62,7 @@ def run(bench: Bench) -> dict[str, Any]:
     closed_peak = _closed_loop_peak(bench)
     dispatch: dict[str, Any] = {}
     with cluster.starter(THREE_STAMPS) as start, \
-            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
         ramp = find_open_peak(start, watcher, closed_peak, bench.options.pick(4.0, 2.0))
         print(f"  open loop's peak: {_peak_text(ramp)} (closed loop's peak {closed_peak:g} wf/s)", flush=True)
         loads = {LIGHT: LIGHT_RATE}
@@ -117,7 +117,7 @@ def _closed_loop_peak(bench: Bench) -> float:
         return float(known)
     cluster = bench.cluster()
     with cluster.starter(THREE_NOOPS) as start, \
-            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
         result = closed_loop(start, watcher, concurrency=64, warmup=100, count=bench.options.pick(600, 300),
                              time_limit_s=60)
     print(f"  closed loop's peak (64 in flight): {result.per_s:.1f} wf/s", flush=True)

@@ -100,15 +100,17 @@ def _poison(cluster: Any, poisoned: list[str], stop: threading.Event) -> None:
 
 def _ended(cluster: Any) -> list[tuple[str, float]]:
     found: list[tuple[str, float]] = []
-    last = "-"
-    while True:
-        entries = cluster.redis.xrange(cluster.ended_key, min=last, max="+", count=10_000)
-        if last != "-":
-            entries = entries[1:]
-        if not entries:
-            return found
-        found += [(fields["wf"], float(fields["at"])) for _, fields in entries]
-        last = entries[-1][0]
+    for key in cluster.ended_keys:
+        last = "-"
+        while True:
+            entries = cluster.redis.xrange(key, min=last, max="+", count=10_000)
+            if last != "-":
+                entries = entries[1:]
+            if not entries:
+                break
+            found += [(fields["wf"], float(fields["at"])) for _, fields in entries]
+            last = entries[-1][0]
+    return sorted(found, key=lambda row: row[1])
 
 
 def _ending(client: Any, workflow_id: str) -> tuple[str, str]:

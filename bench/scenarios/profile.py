@@ -35,7 +35,7 @@ def run(bench: Bench) -> dict[str, Any]:
     out_dir: Path = bench.results_dir
     pids = cluster.node_pids()
     with cluster.starter(THREE_NOOPS) as start, \
-            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
         closed_loop(start, watcher, concurrency=CONCURRENCY, warmup=0, count=200, time_limit_s=30)
         recordings = {role: Recording(pids[node], out_dir / f"profile-{role}.raw.tmp", duration_s, gil_only=True)
                       for role, node in targets.items()}

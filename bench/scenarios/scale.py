@@ -29,6 +29,8 @@ import time
 from itertools import islice
 from typing import Any
 
+from orchestrator.store.redis.keys import Keys
+
 from ..cluster import BenchCluster, RssSampler
 from ..context import Bench
 from ..definitions import PARKED, PARKED_TASK, THREE_NOOPS
@@ -55,7 +57,7 @@ def run(bench: Bench) -> dict[str, Any]:
             time.sleep(1.0)
         rows: list[dict[str, Any]] = []
         with cluster.starter(PARKED) as park, cluster.starter(THREE_NOOPS) as start, \
-                EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as watcher:
+                EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
             warm = open_loop(park, rate=1e9, count=WARMUP_PARKED, senders=START_THREADS, time_limit_s=60)
             _wait_settled(cluster, len(warm.ids), 60.0)
             base = _memory(cluster)
@@ -131,9 +133,14 @@ def _memory(cluster: BenchCluster) -> dict[str, int]:
 def _wait_settled(cluster: BenchCluster, expected: int, timeout_s: float) -> float:
     """Seconds until the engine has queued every parked task (bounded by `timeout_s`)."""
     began = time.monotonic()
-    queue, decide = f"{cluster.prefix}:q:{PARKED_TASK}", f"{cluster.prefix}:decide"
+    keys = Keys(cluster.prefix)
     while time.monotonic() - began < timeout_s:
-        if cluster.redis.zcard(decide) == 0 and cluster.redis.zcard(queue) >= expected:
+        with cluster.redis.pipeline(transaction=False) as pipe:
+            for p in keys.all_partitions():
+                pipe.zcard(keys.decide(p))
+                pipe.zcard(keys.queue(p, PARKED_TASK))
+            counts = [int(n) for n in pipe.execute()]
+        if sum(counts[0::2]) == 0 and sum(counts[1::2]) >= expected:
             break
         time.sleep(0.2)
     return round(time.monotonic() - began, 2)
@@ -141,12 +148,12 @@ def _wait_settled(cluster: BenchCluster, expected: int, timeout_s: float) -> flo
 
 def _breakdown(cluster: BenchCluster) -> dict[str, Any]:
     """Where a parked workflow's bytes are: MEMORY USAGE of a few workflow hashes and idempotency keys."""
-    r = cluster.redis
-    ids = r.zrange(f"{cluster.prefix}:q:{PARKED_TASK}", 0, SAMPLE_HASHES - 1)
-    hashes = [r.memory_usage(f"{cluster.prefix}:wf:{{{member.split('|')[0]}}}") or 0 for member in ids]
-    idem_keys = list(islice(r.scan_iter(match=f"{cluster.prefix}:idem:*", count=1000), SAMPLE_HASHES))
+    r, keys = cluster.redis, Keys(cluster.prefix)
+    ids = r.zrange(keys.queue(0, PARKED_TASK), 0, SAMPLE_HASHES - 1)   # partition 0's: a sample like any
+    hashes = [r.memory_usage(keys.workflow(member.split("|")[0])) or 0 for member in ids]
+    idem_keys = list(islice(r.scan_iter(match=f"{{{cluster.prefix}:p*}}:idem:*", count=1000), SAMPLE_HASHES))
     idem = [r.memory_usage(k) or 0 for k in idem_keys]
-    sample = r.hgetall(f"{cluster.prefix}:wf:{{{ids[0].split('|')[0]}}}") if ids else {}
+    sample = r.hgetall(keys.workflow(ids[0].split("|")[0])) if ids else {}
     return {"workflow_hash_avg": round(sum(hashes) / len(hashes)) if hashes else None,
             "idempotency_key_avg": round(sum(idem) / len(idem)) if idem else None,
             "hash_field_bytes": {field: len(value) for field, value in sample.items()}}

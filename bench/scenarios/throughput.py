@@ -49,7 +49,7 @@ def run(bench: Bench) -> dict[str, Any]:
     cluster, celery = bench.cluster(), bench.celery()
     runs: list[dict[str, Any]] = []
     with cluster.starter(THREE_NOOPS) as ours_start, \
-            EndedStreamWatcher(cluster.redis_url, cluster.ended_key) as ours_watch, \
+            EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as ours_watch, \
             CeleryResultWatcher(celery.url) as celery_watch, RssSampler(cluster.node_pids()) as rss, \
             redis.Redis.from_url(celery.url) as celery_redis:
         systems = {"ours": (ours_start, ours_watch, cluster.pids, cluster.redis),

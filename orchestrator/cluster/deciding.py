@@ -108,11 +108,11 @@ class UserCodeByDefinition:
         return answer
 
 
-def _decide_with_scripts(state: m.WorkflowState, now: int) -> Decision:
+def _decide_with_scripts(state: m.WorkflowState, now: int, new_workflow_id: Callable[[], str]) -> Decision:
     """decide() in a thread of its own, its scripts sharing one budget (core/sandbox.py): the node's
     event loop, which keeps the etcd lease alive, never waits for the sandbox."""
     with sandbox.decision_budget():
-        return decide(state, now, new_task_id)
+        return decide(state, now, new_task_id, new_workflow_id)
 
 
 class Decider:
@@ -326,9 +326,14 @@ class Decider:
 
     async def _decision(self, state: m.WorkflowState, now: int) -> Decision:
         with log_fields(workflow_id=state.workflow_id):
+            # a workflow it starts is created in the same step, so in its partition (store/redis/keys.py)
+            workflow_id = state.workflow_id
+
+            def new_workflow_id() -> str:
+                return self.store.new_workflow_id_beside(workflow_id)
             if self._runs_user_code(state.definition):   # off the loop: scripts wait for the sandbox
-                return await asyncio.to_thread(_decide_with_scripts, state, now)
-            return decide(state, now, new_task_id)
+                return await asyncio.to_thread(_decide_with_scripts, state, now, new_workflow_id)
+            return decide(state, now, new_task_id, new_workflow_id)
 
     async def settled(self) -> None:
         """Return once every workflow given to `soon` so far has been decided (or left to the sweep)."""

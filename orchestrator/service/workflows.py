@@ -9,7 +9,6 @@ in the archive, as its record (`core.records`: an `Archived` dict)."""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -122,9 +121,8 @@ class Workflows:
         self.limit.check("workflow input", encode(request.input, "workflow input"))
         namespace = request_namespace()
         name = qualified(namespace, request.name)
-        # an idempotency key is its namespace's: another team's same key is another start
-        idempotency_key = qualified(namespace, request.idempotency_key) if request.idempotency_key else ""
-        workflow_id, started_at = workflow_id or uuid.uuid4().hex, now_ms()
+        idempotency_key = _idempotency_key(namespace, request)
+        workflow_id, started_at = workflow_id or self.store.new_workflow_id(idempotency_key), now_ms()
 
         def begin(decide: FirstDecision) -> Awaitable[StoreStarted]:
             return self.store.start_by_name(name, request.version, workflow_id, request.input,
@@ -145,7 +143,7 @@ class Workflows:
             raise InvalidArgument(f"wait_seconds must be above 0 and at most {MAX_WAIT_S:g}")
         # Heard before it exists: its end, decided here or broadcast to this node (`expect_end`),
         # cannot come first, so nothing is read until it is heard.
-        fresh_id = uuid.uuid4().hex
+        fresh_id = self.store.new_workflow_id(_idempotency_key(request_namespace(), request))
         with self.notifier.waiting(fresh_id) as heard:
             started = await self._start(request, expect_end=True, workflow_id=fresh_id)
             workflow_id = started.workflow_id
@@ -384,3 +382,8 @@ def shown(text: str, limit: int = 120) -> str:
 
 def _references(definition: WorkflowDef) -> set[str]:
     return {t["taskReferenceName"] for t in iter_nodes(definition["tasks"])}
+
+
+def _idempotency_key(namespace: str, request: StartRequest) -> str:
+    """A start's idempotency key as stored: its namespace's (another team's same key is another start)."""
+    return qualified(namespace, request.idempotency_key) if request.idempotency_key else ""

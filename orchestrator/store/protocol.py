@@ -241,6 +241,16 @@ class Store(Protocol):
 
     # ------------------------------------------------------------- workflows (any node)
 
+    async def prepare(self, partitions: int = 0) -> None:
+        """Settle the layout of the state with the one stored (before the node serves anything);
+        `partitions`: how many the state is cut into, 0 = as stored (or the default for a new one)."""
+
+    def new_workflow_id(self, idempotency_key: str = "") -> str:
+        """A new workflow id, for a start with this idempotency key (one the store can keep beside it)."""
+
+    def new_workflow_id_beside(self, workflow_id: str) -> str:
+        """A new workflow id for a workflow a decision of `workflow_id` starts (changed in one step with it)."""
+
     async def start_by_name(self, name: str, version: int, workflow_id: str, workflow_input: dict[str, Any],
                             correlation_id: str, idempotency_key: str, now_ms: int, *,
                             expect_end: bool = False, decide: FirstDecision | None = None) -> Started:

@@ -35,9 +35,13 @@ __all__ = ["Decision", "NewWorkflow", "decide", "give_up", "retry_delay_ms"]
 FAILURE_WORKFLOW_STATUSES = frozenset({st.FAILED, st.TIMED_OUT, st.COMPENSATION_FAILED})
 
 
-def decide(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str]) -> Decision:
+def decide(wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str],
+           new_workflow_id: Callable[[], str] | None = None) -> Decision:
+    """`new_id`: a new task id; `new_workflow_id`: the id of a workflow the decision starts that is not
+    this one's child (START_WORKFLOW), which the store must be able to create in the same step
+    (by default `new_id`)."""
     decision = Decision()
-    walk = Walk(wf, now_ms, new_id, decision)
+    walk = Walk(wf, now_ms, new_id, decision, new_workflow_id)
     apply_commands(walk)
     if wf.status in st.TERMINAL_WORKFLOW:
         cancel_active(walk, f"workflow is {wf.status}")

@@ -56,11 +56,13 @@ class Walk:
     next_seq: int
     scope: dict[str, Any]
 
-    def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision) -> None:
+    def __init__(self, wf: m.WorkflowState, now_ms: int, new_id: Callable[[], str], decision: Decision,
+                 new_workflow_id: Callable[[], str] | None = None) -> None:
         self.wf = wf
         self.namespace = namespace_of(wf.name)   # names in the definition are relative to it
         self.now = now_ms
         self.new_id = new_id
+        self.new_workflow_id = new_workflow_id or new_id   # see decide()
         self.decision = decision
         self.definition = wf.definition
         self.task_defs = dict(wf.task_defs)

@@ -54,7 +54,7 @@ def decide(walk: Walk, node: WorkflowTask, suffix: str, _previous: WorkflowTask 
         if not isinstance(workflow_input, dict):
             raise ValueError(f"'startWorkflow.input' resolved to {shown(workflow_input)}, not an object")
         correlation = spec.get("correlationId")
-        workflow_id = walk.new_id()
+        workflow_id = walk.new_workflow_id()
         started.append(walk.new_workflow(
             workflow_id, definition, workflow_input,
             correlation_id=correlation if isinstance(correlation, str) else walk.wf.correlation_id, parent=""))

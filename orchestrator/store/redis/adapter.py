@@ -67,7 +67,8 @@ from . import pubsub, scripts
 from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
-from .keys import Keys
+from .keys import Keys, draw_id, partition_of_key
+from .ready_partitions import ReadyPartitions
 from .replication import ReplicationBarrier
 
 T = TypeVar("T")
@@ -99,6 +100,11 @@ ENDED_ROWS = 256            # records read back by the steps that ended them, un
 # only records this small are read back (a waiter that went away leaves its row: 256 of them hold at most
 # 64 MiB); a larger one is loaded by its waiter, as before
 ENDED_ROW_MAX_BYTES = 256 * 1024
+# A namespace's workflows in flight, for its quota, are counted over every partition (one round trip);
+# a count is reused for a second while the namespace is far from its quota (`_in_flight_elsewhere`).
+IN_FLIGHT_FRESH_S = 1.0
+IN_FLIGHT_MARGIN = 1000
+IN_FLIGHT_NAMESPACES = 1024   # namespaces whose counts are remembered
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -137,9 +143,11 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
 
 class Call(NamedTuple):
     """One command of a loop turn's pipeline: a script call (`script` its Lua source, `args` its
-    arguments) or, with `script` empty, a plain read (`args` the command and its arguments)."""
+    arguments, `at` its KEYS[1]: the prefix of the partition it works in, or the global one) or,
+    with `script` empty, a plain read (`args` the command and its arguments)."""
     script: str
     args: Sequence[Any]
+    at: str = ""
 
 
 class _CachedSnapshot:
@@ -150,7 +158,7 @@ class _CachedSnapshot:
         self.snapshot = snapshot
         self.text = dumps(snapshot)
         self.digest = snapshot_digest(self.text)
-        self.stored = False      # known to be in Redis: later starts send only its digest
+        self.stored: set[int] = set()   # the partitions known to hold it: starts there send only its digest
         self.variables = dumps(snapshot["workflow"].get("variables", {}))
 
 
@@ -268,6 +276,9 @@ class RedisStore:
         self._redis: Any = client
         self._pipelines: Any = pipeline_client or client
         self.keys = Keys(prefix)
+        self._global = self.keys.global_prefix
+        self._ready = ReadyPartitions(self._partition_of)
+        self._in_flight: dict[str, tuple[float, list[int]]] = {}   # namespace -> (read at, count per partition)
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
         self.max_workflow_bytes = max_workflow_bytes
@@ -393,13 +404,59 @@ class RedisStore:
         return QuotaExceeded(f"namespace '{namespace or '(default)'}' has {count} {noun}, all its quota allows "
                              f"({setting}: {limit}); nothing was written: {then}, or raise the quota")
 
-    async def _run(self, source: str, named: dict[str, Any], *blobs: str) -> Any:
-        """Run a script with named scalar arguments (ARGV[1]) and pre-encoded blobs after them,
-        in the pipeline of this loop turn's calls; raises its own error as if sent alone."""
-        return await self._calls.call(Call(source, self._arguments(named, *blobs)))
+    async def _run(self, source: str, named: dict[str, Any], *blobs: str, at: str) -> Any:
+        """Run a script in the partition (or the global slot) whose prefix is `at`, with named
+        scalar arguments (ARGV[1]) and pre-encoded blobs after them, in the pipeline of this loop
+        turn's calls; raises its own error as if sent alone."""
+        return await self._calls.call(Call(source, self._arguments(named, *blobs), at))
 
     def _arguments(self, named: dict[str, Any], *blobs: str) -> list[str]:
-        return [dumps({"prefix": self.prefix, **named}), *blobs]
+        return [dumps({"g": self._global, **named}), *blobs]
+
+    def _partition_of(self, workflow_id: str) -> int:
+        return self.keys.partition_of(workflow_id)
+
+    def _at(self, workflow_id: str) -> str:
+        """The prefix of the partition a workflow lives in (the KEYS[1] of its scripts)."""
+        return self.keys.partition(self.keys.partition_of(workflow_id))
+
+    def new_workflow_id(self, idempotency_key: str = "") -> str:
+        """A new workflow id; for a start with an idempotency key, one in the key's partition."""
+        if not idempotency_key:
+            return uuid.uuid4().hex
+        return draw_id(partition_of_key(idempotency_key, self.keys.partitions), self.keys.partitions)
+
+    def new_workflow_id_beside(self, workflow_id: str) -> str:
+        """A new workflow id in the partition of `workflow_id` (a workflow its decision starts)."""
+        return draw_id(self.keys.partition_of(workflow_id), self.keys.partitions)
+
+    @_unavailable_as_store_error
+    async def prepare(self, partitions: int = 0) -> None:
+        """Settle the number of partitions with the one stored (set now, if this is the first node of
+        the cluster's state). `partitions`: the node's setting (0: adopt the stored number, else the
+        default); a number that differs from the stored one is refused, as is a state kept in the
+        layout from before partitions (`orchestrator migrate-state` moves it)."""
+        wanted = partitions or self.keys.partitions
+        Keys(self.prefix, wanted)   # checks the range before anything is written
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.partition_count, wanted, nx=True)
+            pipe.get(self.keys.partition_count)
+            pipe.exists(f"{self.prefix}:defs:rev", f"{self.prefix}:epoch", f"{self.prefix}:ended")
+            created, stored, unpartitioned = await pipe.execute()
+        stored_count = int(stored)
+        if created and unpartitioned:
+            await self._redis.delete(self.keys.partition_count)
+        if unpartitioned:
+            raise FailedPrecondition(
+                f"Redis holds the state of cluster prefix '{self.prefix}' in the layout from before partitions; "
+                "stop every node and run `orchestrator migrate-state` (README, 'Moving to partitions') first")
+        if partitions and stored_count != partitions:
+            raise FailedPrecondition(
+                f"redis_partitions is {partitions} but this cluster's state was created with {stored_count} "
+                "partitions, which cannot change; leave redis_partitions out (or set it to "
+                f"{stored_count})")
+        if stored_count != self.keys.partitions:
+            self.keys = Keys(self.prefix, stored_count)
 
     # ------------------------------------------------------------- definitions
 
@@ -418,7 +475,8 @@ class RedisStore:
             if not concurrency:   # only a concurrency limit counts the tasks in progress (scripts.drop_lease)
                 pipe.delete(self.keys("inprog", name))
             pipe.incr(self.keys.defs_revision)
-            await pipe.execute()
+            revision = (await pipe.execute())[-1]
+        await self._raise_copies(int(revision))
 
     @_unavailable_as_store_error
     async def get_task_def(self, name: str) -> TaskDef | None:
@@ -443,7 +501,19 @@ class RedisStore:
             pipe.hset(self.keys.workflow_def(definition["name"]), str(definition["version"]), dumps(definition))
             pipe.sadd(self.keys.workflow_names, definition["name"])
             pipe.incr(self.keys.defs_revision)
-            await pipe.execute()
+            revision = (await pipe.execute())[-1]
+        await self._raise_copies(int(revision))
+
+    async def _raise_copies(self, revision: int) -> None:
+        """Each partition's copy of the definitions revision, which its starts check in their own
+        slot (scripts.START_WORKFLOW), raised to `revision`: a start there from an older snapshot
+        is refused from now on (one racing this call is as if it came just before it)."""
+        replies = await self._calls.replies([Call(scripts.RAISE_COPY, [str(revision)],
+                                                  self.keys.in_partition(p, "defsrev"))
+                                             for p in self.keys.all_partitions()])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
 
     @_unavailable_as_store_error
     async def get_workflow_def(self, name: str, version: int = 0) -> WorkflowDef | None:
@@ -572,21 +642,28 @@ class RedisStore:
                 envelope = prepared[1]
             else:   # refused (too large, say): created undecided, the event path decides (and fails) it
                 decision = None
+        partition = self.keys.partition_of(workflow_id)
+        if idempotency_key and partition_of_key(idempotency_key, self.keys.partitions) != partition:
+            raise ValueError(f"workflow id '{workflow_id}' is not in the partition of its idempotency key: "
+                             "take the id from new_workflow_id(key)")
+        at = self.keys.partition(partition)
         named = {"id": workflow_id, "idem": idempotency_key, "now": now_ms, "name": definition["name"],
                  "corr": correlation_id, "idem_ttl": self.idempotency_ttl_s, "defs_rev": cached.revision,
                  "snap": cached.digest, "quota": self.quotas.workflows_in_flight,
                  "waiter": self.listener_id if expect_end else ""}
-        answer = await self._run(scripts.START_WORKFLOW, named, meta_text, "" if cached.stored else cached.text,
-                                 cached.variables, envelope)
+        if self.quotas.workflows_in_flight > 0:
+            named["elsewhere"] = await self._in_flight_elsewhere(namespace_of(definition["name"]), partition)
+        answer = await self._run(scripts.START_WORKFLOW, named, meta_text,
+                                 "" if partition in cached.stored else cached.text, cached.variables, envelope, at=at)
         if answer[0] == "NO_SNAPSHOT":   # Redis lost it (a restart without AOF): send it again
             answer = await self._run(scripts.START_WORKFLOW, named, meta_text, cached.text, cached.variables,
-                                     envelope)
+                                     envelope, at=at)
         outcome, started_id = str(answer[0]), str(answer[1])
         if outcome == "STALE_SNAPSHOT":
             return None
         if outcome == "QUOTA":
             raise self._refusal(f"WORKFLOWS {answer[2]}", namespace_of(definition["name"]))
-        cached.stored = True
+        cached.stored.add(partition)
         if outcome != "CREATED":
             return Started(started_id, False)
         if expect_end:
@@ -597,6 +674,31 @@ class RedisStore:
                   for i in range(3, len(answer), 3)]
         return Started(started_id, True, state, decision,
                        ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope)))
+
+    async def _in_flight_elsewhere(self, namespace: str, partition: int) -> int:
+        """A namespace's workflows in flight in every partition but `partition` (which the start
+        script counts itself), for its quota. Read afresh (one round trip) when the count last read
+        is over IN_FLIGHT_FRESH_S old or within a tenth of the quota (at least IN_FLIGHT_MARGIN) of
+        it: exact then but for the starts racing this one; far below the quota, a start pays nothing."""
+        quota = self.quotas.workflows_in_flight
+        known = self._in_flight.get(namespace)
+        if known is not None:
+            read_at, counts = known
+            elsewhere = sum(counts) - counts[partition]
+            if (time.monotonic() - read_at < IN_FLIGHT_FRESH_S
+                    and elsewhere + counts[partition] + max(IN_FLIGHT_MARGIN, quota // 10) < quota):
+                return elsewhere
+        read_at = time.monotonic()
+        replies = await self._calls.replies([Call("", ("SCARD", self.keys.in_flight(p, namespace)))
+                                             for p in self.keys.all_partitions()])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        counts = [int(reply) for reply in replies]
+        self._in_flight[namespace] = (read_at, counts)
+        if len(self._in_flight) > IN_FLIGHT_NAMESPACES:
+            self._in_flight.pop(next(iter(self._in_flight)))
+        return sum(counts) - counts[partition]
 
     def _created(self, cached: _CachedSnapshot, workflow_id: str, meta_text: str, now_ms: int,
                  expect_end: bool) -> m.WorkflowState:
@@ -625,16 +727,29 @@ class RedisStore:
         for row in rows:
             if isinstance(row, Exception):
                 raise row
-        texts = await self._snapshot_texts_for(rows)
+        texts = await self._snapshot_texts_for(workflow_ids, rows)
         return [parse_workflow(i, row, texts) for i, row in zip(workflow_ids, rows)]
 
-    async def _snapshot_texts_for(self, rows: list[dict[str, str]]) -> dict[str, str]:
-        """The snapshot texts the rows refer to: from this node's cache, the rest in one MGET."""
-        wanted = {digest for row in rows if (digest := snapshot_ref(row)) is not None}
-        found = {d: self._snapshot_texts[d] for d in wanted if d in self._snapshot_texts}
-        missing = sorted(wanted - set(found))
+    async def _snapshot_texts_for(self, workflow_ids: list[str], rows: list[dict[str, str]]) -> dict[str, str]:
+        """The snapshot texts the rows refer to: from this node's cache, the rest in one round trip
+        (each from the partition of a workflow that refers to it)."""
+        wanted: dict[str, str] = {}   # digest -> a workflow id that refers to it
+        for workflow_id, row in zip(workflow_ids, rows):
+            digest = snapshot_ref(row)
+            if digest is not None and digest not in self._snapshot_texts:
+                wanted.setdefault(digest, workflow_id)
+        found: dict[str, str] = {}
+        for row in rows:
+            digest = snapshot_ref(row)
+            if digest is not None and digest in self._snapshot_texts:
+                found[digest] = self._snapshot_texts[digest]
+        missing = sorted(wanted)
         if missing:
-            for digest, text in zip(missing, await self._redis.mget([self.keys("snap", d) for d in missing])):
+            texts = await self._calls.replies([
+                Call("", ("GET", self.keys.snapshot(self.keys.partition_of(wanted[d]), d))) for d in missing])
+            for digest, text in zip(missing, texts):
+                if isinstance(text, Exception):
+                    raise text
                 if text is not None:
                     found[digest] = text
                     self._snapshot_texts[digest] = text
@@ -648,7 +763,8 @@ class RedisStore:
     @_acknowledged
     async def terminate(self, workflow_id: str, reason: str, now_ms: int, compensate: bool = False) -> None:
         answer = json.loads(await self._run(
-            scripts.TERMINATE, {"id": workflow_id, "reason": reason, "now": now_ms, "compensate": compensate}))
+            scripts.TERMINATE, {"id": workflow_id, "reason": reason, "now": now_ms, "compensate": compensate},
+            at=self._at(workflow_id)))
         if answer["outcome"] == "UNKNOWN":
             raise NotFound(f"no workflow with id '{workflow_id}'")
         if answer["outcome"] == "ENDED":
@@ -662,7 +778,7 @@ class RedisStore:
         allowed = list(allowed)
         answer = json.loads(await self._run(
             scripts.OPERATE, {"id": workflow_id, "allowed": allowed, "new_status": new_status, "now": now_ms},
-            dumps(command) if command else ""))
+            dumps(command) if command else "", at=self._at(workflow_id)))
         if answer["outcome"] == "UNKNOWN":
             raise NotFound(f"no workflow with id '{workflow_id}'")
         if answer["outcome"] == "STATE":
@@ -675,7 +791,7 @@ class RedisStore:
                           reason: str, now_ms: int) -> None:
         answer = json.loads(await self._run(
             scripts.SIGNAL_TASK, {"id": workflow_id, "task": task_id, "status": status, "reason": reason,
-                                  "now": now_ms}, output_json))
+                                  "now": now_ms}, output_json, at=self._at(workflow_id)))
         outcome, detail = answer["outcome"], answer["detail"]
         if outcome == "UNKNOWN":
             raise NotFound(f"workflow '{workflow_id}' has no task '{task_id}'")
@@ -704,6 +820,7 @@ class RedisStore:
         bounded scan per page."""
         query_words = free_text.words(text)
         index = self._search_index(name, status, correlation_id, namespace)
+        indexes = [self.keys.index(p, *index) for p in self.keys.all_partitions()]
         after = _parse_cursor(cursor)
         top: float | str = created_to_ms or "+inf"
         if after is not None:
@@ -711,43 +828,45 @@ class RedisStore:
         bottom: float | str = created_from_ms or "-inf"
         found: list[tuple[str, float]] = []
         chunk = max(limit * 2, 100)
-        offset = scanned = 0
+        merged = _MergedIndex(self._redis, indexes, top, bottom, max(16, 2 * chunk // len(indexes)))
+        scanned = 0
         last: tuple[str, float] | None = None
         exhausted = False
         while len(found) < limit:
             if scanned >= free_text.MAX_SCANNED and last is not None:
                 return SearchPage([i for i, _ in found], f"{int(last[1])}:{last[0]}")
-            rows = await self._redis.zrevrangebyscore(index, top, bottom, start=offset, num=chunk, withscores=True)
-            if not rows:
+            taken = await merged.take(chunk)
+            if not taken:
                 exhausted = True
                 break
-            offset += len(rows)
-            rows = [(i, float(s)) for i, s in rows if after is None or s < after[0] or (s == after[0] and i < after[1])]
+            rows = [(i, s) for i, s in taken if after is None or s < after[0] or (s == after[0] and i < after[1])]
             matched, read = await self._matching(rows, name, status, correlation_id, namespace, query_words,
                                                  limit - len(found))
             found += matched
             scanned += read
             if read:
                 last = rows[read - 1]
-            if offset % chunk:   # a short read: the range is exhausted
+            if len(taken) < chunk:   # a short read: the range is exhausted
                 exhausted = True
                 break
         if not found or (exhausted and len(found) < limit):
             return SearchPage([i for i, _ in found], None)
         last_id, last_score = found[-1]
-        more = await self._any_before(index, last_score, last_id, bottom)
+        more = await self._any_before(indexes, last_score, last_id, bottom)
         return SearchPage([i for i, _ in found], f"{int(last_score)}:{last_id}" if more else None)
 
-    def _search_index(self, name: str, status: str, correlation_id: str, namespace: str) -> str:
+    @staticmethod
+    def _search_index(name: str, status: str, correlation_id: str, namespace: str) -> tuple[str, ...]:
+        """The index a search reads (its name within each partition)."""
         if correlation_id:
-            return self.keys.index("corr", correlation_id)
+            return ("corr", correlation_id)
         if name:
-            return self.keys.index("name", name)
+            return ("name", name)
         if namespace:   # the default namespace has none: its workflows are in "all" since before namespaces
-            return self.keys.index("ns", namespace)
+            return ("ns", namespace)
         if status:
-            return self.keys.index("st", status)
-        return self.keys.index("all")
+            return ("st", status)
+        return ("all",)
 
     async def _matching(self, rows: list[tuple[str, float]], name: str, status: str, correlation_id: str,
                         namespace: str, query_words: list[str], wanted: int) -> tuple[list[tuple[str, float]], int]:
@@ -772,33 +891,71 @@ class RedisStore:
                     return found, read
         return found, len(rows)
 
-    async def _any_before(self, index: str, score: float, workflow_id: str, bottom: float | str) -> bool:
-        """Whether the index holds anything after (score, id) in the search order."""
-        if await self._redis.zcount(index, bottom, f"({score}"):
-            return True
-        same = await self._redis.zrangebyscore(index, score, score)
-        return any(member < workflow_id for member in same)
+    async def _any_before(self, indexes: list[str], score: float, workflow_id: str, bottom: float | str) -> bool:
+        """Whether the index (in any partition) holds anything after (score, id) in the search order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for index in indexes:
+                pipe.zcount(index, bottom, f"({score}")
+                pipe.zrangebyscore(index, score, score)
+            replies = await pipe.execute()
+        return any(replies[0::2]) or any(member < workflow_id for same in replies[1::2] for member in same)
 
     # ------------------------------------------------------------- tasks (any node)
 
     @_unavailable_as_store_error
     async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
                     records: bool = False) -> list[ClaimedTask]:
-        reply = await self._run(scripts.CLAIM, {"type": task_type, "count": count, "now": now_ms,
-                                                "worker": worker_id, "records": records})
-        flat, workflows = (reply[0], await self._claimed_workflows(reply[1])) if records else (reply, {})
-        claimed = []
-        for i in range(0, len(flat), 4):
-            spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
-            claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3]), workflows.get(flat[i])))
+        """Up to `count` tasks of the type, from the partitions known to have some (`ready_partitions`):
+        the count is shared out among them, one CLAIM each in one round trip, and a partition that
+        gave all it was asked for is asked again for what the others lacked."""
+        candidates = self._ready.candidates(task_type)
+        if candidates is None:
+            candidates = await self._scan_ready(task_type, now_ms)
+        claimed: list[ClaimedTask] = []
+        while candidates and len(claimed) < count:
+            wanted = count - len(claimed)
+            asks = [(p, mark, wanted // len(candidates) + (1 if i < wanted % len(candidates) else 0))
+                    for i, (p, mark) in enumerate(candidates)]
+            asks = [ask for ask in asks if ask[2] > 0]
+            replies = await self._calls.replies([
+                Call(scripts.CLAIM, self._arguments({"type": task_type, "count": n, "now": now_ms,
+                                                     "worker": worker_id, "records": records}),
+                     self.keys.partition(p)) for p, _, n in asks])
+            candidates = []
+            for (p, mark, n), reply in zip(asks, replies):
+                if isinstance(reply, Exception):
+                    raise reply
+                flat, workflows = (reply[0], await self._claimed_workflows(reply[1])) if records else (reply, {})
+                for i in range(0, len(flat), 4):
+                    spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
+                    claimed.append(ClaimedTask(flat[i], spec, int(flat[i + 3]), workflows.get(flat[i])))
+                if len(flat) // 4 < n:
+                    self._ready.drained(task_type, p, mark)
+                else:
+                    candidates.append((p, mark))
         return claimed
+
+    async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
+        """Every partition looked at for queued tasks of the type (or tasks called back by now), in
+        one round trip."""
+        started = self._ready.looking(task_type)
+        calls = []
+        for p in self.keys.all_partitions():
+            calls.append(Call("", ("ZCARD", self.keys.queue(p, task_type))))
+            calls.append(Call("", ("ZCOUNT", self.keys.in_partition(p, "qd", task_type), "-inf", now_ms)))
+        replies = await self._calls.replies(calls)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        found = [p for p in self.keys.all_partitions() if int(replies[2 * p]) or int(replies[2 * p + 1])]
+        return self._ready.scanned(task_type, found, started)
 
     async def _claimed_workflows(self, records: list[Any]) -> dict[str, m.WorkflowState]:
         """The workflows a claim answered with ({id, {field, value, ...}, ...}), parsed as a load parses
         them; one that cannot be parsed is left out (its result reloads it, as before)."""
         rows = {records[i]: dict(zip(records[i + 1][::2], records[i + 1][1::2])) for i in range(0, len(records), 2)}
         try:
-            texts = await self._snapshot_texts_for(list(rows.values()))
+            texts = await self._snapshot_texts_for(list(rows), list(rows.values()))
         except Exception as exc:   # the tasks are claimed all the same: their results reload the workflows
             log.warning("the definitions of %d claimed workflow(s) could not be read (%s)", len(rows), exc)
             return {}
@@ -817,7 +974,7 @@ class RedisStore:
     @_unavailable_as_store_error
     async def heartbeat(self, workflow_id: str, task_id: str, worker_id: str, now_ms: int) -> int:
         return int(await self._run(scripts.HEARTBEAT, {"id": workflow_id, "task": task_id, "now": now_ms,
-                                                       "worker": worker_id}))
+                                                       "worker": worker_id}, at=self._at(workflow_id)))
 
     @_unavailable_as_store_error
     @_acknowledged
@@ -825,7 +982,7 @@ class RedisStore:
                             output_json: str, reason: str, now_ms: int) -> ResultAck:
         answer = json.loads(await self._run(scripts.COMPLETE_TASK, {
             "id": workflow_id, "task": task_id, "status": status, "reason": reason, "now": now_ms,
-            "worker": worker_id}, output_json))
+            "worker": worker_id}, output_json, at=self._at(workflow_id)))
         return ResultAck(ResultOutcome(answer["outcome"]), answer["detail"], answer.get("type", ""))
 
     @_unavailable_as_store_error
@@ -834,7 +991,7 @@ class RedisStore:
                            delay_ms: int = 0, output_json: str = "") -> bool:
         return bool(await self._run(scripts.RELEASE_TASK, {"id": workflow_id, "task": task_id, "now": now_ms,
                                                            "worker": worker_id, "at": now_ms + max(0, delay_ms)},
-                                    output_json))
+                                    output_json, at=self._at(workflow_id)))
 
     @_unavailable_as_store_error
     @_acknowledged
@@ -855,7 +1012,13 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def raise_epoch(self, epoch: int) -> None:
-        stored = int(await self._run(scripts.RAISE_EPOCH, {"epoch": epoch}))
+        # a copy per partition, which the fenced scripts there compare with (keys.py)
+        replies = await self._calls.replies([Call(scripts.RAISE_EPOCH, self._arguments({"epoch": epoch}),
+                                                  self.keys.partition(p)) for p in self.keys.all_partitions()])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        stored = max(int(reply) for reply in replies)
         if stored > epoch:
             raise StaleEpoch(f"the state store was last written by the leader of term {stored}, newer than this "
                              f"node's term {epoch}")
@@ -864,46 +1027,69 @@ class RedisStore:
     async def forget_epoch(self) -> None:
         """Forget the stored fencing epoch: only while no node of this cluster runs, after etcd
         was replaced by an empty one (its revisions, hence new epochs, start again at 1)."""
-        await self._redis.delete(self.keys("epoch"))
+        await self._redis.delete(*(self.keys.epoch(p) for p in self.keys.all_partitions()))
 
     @_unavailable_as_store_error
     async def due(self, now_ms: int, limit: int) -> Due:
+        """What is due in every partition (one round trip), at most `limit` of each kind."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(self.keys.decide, "-inf", now_ms, start=0, num=limit)
-            pipe.zrangebyscore(self.keys.leases, "-inf", now_ms, start=0, num=limit)
-            # the first entries still in the future: when to look again if nothing wakes us
-            pipe.zrangebyscore(self.keys.decide, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
-            pipe.zrangebyscore(self.keys.leases, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
-            workflows, leases, next_decide, next_lease = await pipe.execute()
-        nexts = [float(row[0][1]) for row in (next_decide, next_lease) if row]
-        expired = [(member.split("|", 1)[0], member.split("|", 1)[1]) for member in leases]
-        return Due(workflows, expired, min(nexts) if nexts else None)
+            for p in self.keys.all_partitions():
+                decide, leases = self.keys.decide(p), self.keys.leases(p)
+                pipe.zrangebyscore(decide, "-inf", now_ms, start=0, num=limit)
+                pipe.zrangebyscore(leases, "-inf", now_ms, start=0, num=limit)
+                # the first entries still in the future: when to look again if nothing wakes us
+                pipe.zrangebyscore(decide, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+                pipe.zrangebyscore(leases, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
+            replies = await pipe.execute()
+        workflows: list[str] = []
+        leases_due: list[str] = []
+        nexts: list[float] = []
+        for i in range(0, len(replies), 4):
+            found_workflows, found_leases, next_decide, next_lease = replies[i:i + 4]
+            workflows += found_workflows
+            leases_due += found_leases
+            nexts += [float(row[0][1]) for row in (next_decide, next_lease) if row]
+        expired = [(member.split("|", 1)[0], member.split("|", 1)[1]) for member in leases_due[:limit]]
+        return Due(workflows[:limit], expired, min(nexts) if nexts else None)
 
     @_unavailable_as_store_error
     async def expire_lease(self, epoch: int, workflow_id: str, task_id: str, now_ms: int) -> bool:
         result = str(await self._run(scripts.EXPIRE_LEASE, {"epoch": epoch, "id": workflow_id, "task": task_id,
-                                                            "now": now_ms}))
+                                                            "now": now_ms}, at=self._at(workflow_id)))
         if result == "STALE_EPOCH":
             raise StaleEpoch("lease expiry refused: a newer leader holds the epoch")
         return result == "EXPIRED"
 
     @_unavailable_as_store_error
     async def ended_before(self, cutoff_ms: int, limit: int) -> list[tuple[str, str]]:
-        entries = await self._redis.xrange(self.keys.ended, min="-", max="+", count=limit)
+        """The oldest `limit` ends before the cutoff, over every partition's `ended` stream."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in self.keys.all_partitions():
+                pipe.xrange(self.keys.ended(p), min="-", max="+", count=limit)
+            streams = await pipe.execute()
         found = []
-        for entry_id, fields in entries:
-            if int(fields["at"]) > cutoff_ms:
-                break
-            found.append((entry_id, fields["wf"]))
-        return found
+        for entries in streams:
+            for entry_id, fields in entries:
+                if int(fields["at"]) > cutoff_ms:
+                    break
+                found.append((int(fields["at"]), entry_id, fields["wf"]))
+        return [(entry_id, workflow_id) for _, entry_id, workflow_id in sorted(found)[:limit]]
 
     @_unavailable_as_store_error
     async def forget_ended(self, epoch: int, entries: list[tuple[str, str]], cutoff_ms: int) -> int:
-        result = await self._run(scripts.FORGET_ENDED, {"epoch": epoch, "cutoff": cutoff_ms,
-                                                        "entries": [list(e) for e in entries]})
-        if result == "STALE_EPOCH":
+        """FORGET_ENDED in each partition the entries are of, in one round trip."""
+        by_partition: dict[int, list[list[str]]] = {}
+        for entry_id, workflow_id in entries:
+            by_partition.setdefault(self.keys.partition_of(workflow_id), []).append([entry_id, workflow_id])
+        replies = await self._calls.replies([
+            Call(scripts.FORGET_ENDED, self._arguments({"epoch": epoch, "cutoff": cutoff_ms, "entries": found}),
+                 self.keys.partition(p)) for p, found in by_partition.items()])
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        if "STALE_EPOCH" in replies:
             raise StaleEpoch("retention refused: a newer leader holds the epoch")
-        return int(result)
+        return sum(int(reply) for reply in replies)
 
     @_unavailable_as_store_error
     async def defer(self, epoch: int | None, workflow_id: str, at_ms: int) -> None:
@@ -916,7 +1102,7 @@ class RedisStore:
     async def _decide_set(self, epoch: int | None, named: dict[str, Any]) -> None:
         if epoch is not None:
             named["epoch"] = epoch
-        if str(await self._run(scripts.DEFER, named)) == "STALE_EPOCH":
+        if str(await self._run(scripts.DEFER, named, at=self._at(named["id"]))) == "STALE_EPOCH":
             raise StaleEpoch("decide-set write refused: a newer leader holds the epoch")
 
     @_unavailable_as_store_error
@@ -926,7 +1112,8 @@ class RedisStore:
         # Each decision is encoded on its own: one that cannot be (a value that refers to itself,
         # text that is not Unicode) is refused alone, before anything is sent.
         prepared = [self._prepared(epoch, workflow, decision, now_ms, hand_over) for workflow, decision in decisions]
-        replies = iter(await self._apply_all([p for p in prepared if isinstance(p, list)]))
+        replies = iter(await self._apply_all([(self._at(workflow.workflow_id), p)
+                                              for (workflow, _), p in zip(decisions, prepared) if isinstance(p, list)]))
         outcomes = []
         for (workflow, _), item in zip(decisions, prepared):
             reply = next(replies) if isinstance(item, list) else None
@@ -948,7 +1135,7 @@ class RedisStore:
                   hand_over: Mapping[str, str] | None) -> list[str] | str:
         """APPLY_DECISION's arguments, or why the decision cannot be stored (nothing is sent then)."""
         try:
-            args = decision_args(self.prefix, epoch, workflow, decision, now_ms, hand_over)
+            args = decision_args(self._global, epoch, workflow, decision, now_ms, hand_over)
             for arg in args:
                 arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
             return self._within_limits(workflow, args[1]) or args
@@ -965,7 +1152,7 @@ class RedisStore:
         call = Call(scripts.STEP, self._arguments({
             "id": result.workflow_id, "task": result.task_id, "status": result.status, "reason": result.reason,
             "now": now_ms, "worker": result.worker_id, "rev": decided.revision - 1},
-            result.output_json, prepared[1]))
+            result.output_json, prepared[1]), self._at(result.workflow_id))
         ended: Any = None
         if (decision.status in TERMINAL_WORKFLOW and result.workflow_id in self._awaited
                 and decided.stored_bytes <= ENDED_ROW_MAX_BYTES):
@@ -1009,10 +1196,10 @@ class RedisStore:
                     f"{self.max_workflow_bytes}; pass references to large data rather than the data")
         return ""
 
-    async def _apply_all(self, argument_lists: list[list[str]]) -> list[Any]:
-        """APPLY_DECISION for each, in this loop turn's pipeline; each reply is a string or that
-        command's error."""
-        replies = await self._calls.replies([Call(scripts.APPLY_DECISION, args) for args in argument_lists])
+    async def _apply_all(self, argument_lists: list[tuple[str, list[str]]]) -> list[Any]:
+        """APPLY_DECISION for each (its partition, its arguments), in this loop turn's pipeline; each
+        reply is a string or that command's error."""
+        replies = await self._calls.replies([Call(scripts.APPLY_DECISION, args, at) for at, args in argument_lists])
         for reply in replies:
             if isinstance(reply, REDIS_UNAVAILABLE):
                 raise reply
@@ -1054,9 +1241,9 @@ class RedisStore:
                     for source in load:
                         pipe.script_load(source)
                         loads += 1
-                    for script, args in calls:
+                    for script, args, at in calls:
                         if script:
-                            pipe.evalsha(self._sha(script), 0, *args)
+                            pipe.evalsha(self._sha(script), 1, at, *args)
                         else:
                             pipe.execute_command(*args)
                     return list(await pipe.execute(raise_on_error=False))[loads:]
@@ -1086,12 +1273,22 @@ class RedisStore:
                        on_subscribed: Callable[[str], None]) -> pubsub.ChannelSet:
         if topic is not Topic.READY:
             raise ValueError(f"{topic.value} is one channel, not one per name: use listen")
-        return pubsub.ChannelSet(self._redis, self.keys.ready_channel, on_message, on_subscribed)
+        ready = self._ready
+
+        def heard(task_type: str, payload: str) -> None:
+            ready.heard(task_type, payload)   # before the dispatcher claims on it
+            on_message(task_type, payload)
+
+        def subscribed(task_type: str) -> None:
+            ready.listening(task_type)   # what was published before: its next claim looks everywhere
+            on_subscribed(task_type)
+        return pubsub.ChannelSet(self._redis, self.keys.ready_channel, heard, subscribed)
 
     @_unavailable_as_store_error
     async def expect_end(self, workflow_id: str) -> bool:
         _remember(self._awaited, workflow_id, None, AWAITED)
-        return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id}))
+        return bool(await self._run(scripts.EXPECT_END, {"id": workflow_id, "listener": self.listener_id},
+                                    at=self._at(workflow_id)))
 
     @_unavailable_as_store_error
     async def ended_state(self, workflow_id: str) -> m.WorkflowState | None:
@@ -1099,7 +1296,7 @@ class RedisStore:
         ended = self._ended_rows.pop(workflow_id, None)
         if ended is None:
             return None
-        texts = await self._snapshot_texts_for([ended])
+        texts = await self._snapshot_texts_for([workflow_id], [ended])
         return parse_workflow(workflow_id, ended, texts)
 
     async def changes(self, workflow_id: str, recheck_s: float) -> AsyncIterator[None]:
@@ -1116,7 +1313,7 @@ class RedisStore:
             async for _ in pubsub.changes(self._blocking, self.keys.changed_channel(workflow_id), recheck_s,
                                           subscribe_timeout_s=self.links.socket_timeout_s):
                 if loop.time() >= renew_at:
-                    await self._run(scripts.WATCH, {"id": workflow_id, "ttl": WATCH_TTL_MS})
+                    await self._run(scripts.WATCH, {"id": workflow_id, "ttl": WATCH_TTL_MS}, at=self._at(workflow_id))
                     renew_at = loop.time() + WATCH_RENEW_S
                 yield None
         except REDIS_UNAVAILABLE as exc:
@@ -1133,16 +1330,18 @@ class RedisStore:
     @_unavailable_as_store_error
     async def ended_entries(self) -> list[tuple[str, int]]:
         """(workflow id, end time in ms) of every terminal transition, oldest first."""
-        found: list[tuple[str, int]] = []
-        last = "-"
-        while True:
-            entries = await self._redis.xrange(self.keys.ended, min=last, max="+", count=10_000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                return found
-            found += [(fields["wf"], int(fields["at"])) for _, fields in entries]
-            last = entries[-1][0]
+        found: list[tuple[int, str, str]] = []
+        for p in self.keys.all_partitions():
+            last = "-"
+            while True:
+                entries = await self._redis.xrange(self.keys.ended(p), min=last, max="+", count=10_000)
+                if last != "-":
+                    entries = entries[1:]
+                if not entries:
+                    break
+                found += [(int(fields["at"]), entry_id, fields["wf"]) for entry_id, fields in entries]
+                last = entries[-1][0]
+        return [(workflow_id, at) for at, _, workflow_id in sorted(found)]
 
     # ------------------------------------------------------------- the event bus
 
@@ -1150,7 +1349,8 @@ class RedisStore:
     @_acknowledged
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
         reply = str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
-                                                            "topics": self.quotas.topics}, payload_json))
+                                                            "topics": self.quotas.topics}, payload_json,
+                                    at=self._global))
         if reply.startswith("TOPICS "):
             raise self._refusal(reply, namespace_of(topic))
         return reply
@@ -1158,7 +1358,7 @@ class RedisStore:
     async def _use_topic(self, topic: str, wait_group: str = "") -> None:
         """Count a topic in its namespace's quota (QuotaExceeded past it); with `wait_group`, watch it."""
         reply = str(await self._run(scripts.USE_TOPIC, {"topic": topic, "topics": self.quotas.topics,
-                                                        "group": wait_group}))
+                                                        "group": wait_group}, at=self._global))
         if reply != "OK":
             raise self._refusal(reply, namespace_of(topic))
 
@@ -1217,7 +1417,7 @@ class RedisStore:
     async def ensure_group(self, topic: str, group: str) -> None:
         reply = str(await self._run(scripts.ENSURE_GROUP, {"topic": topic, "group": group,
                                                            "groups": self.quotas.consumer_groups,
-                                                           "topics": self.quotas.topics}))
+                                                           "topics": self.quotas.topics}, at=self._global))
         if reply != "OK":
             raise self._refusal(reply, namespace_of(topic))
 
@@ -1226,7 +1426,8 @@ class RedisStore:
     async def put_event_handler(self, handler: dict[str, Any]) -> None:
         reply = str(await self._run(scripts.PUT_HANDLER, {"name": handler["name"], "topic": handler["event"],
                                                           "quota": self.quotas.event_handlers,
-                                                          "topics": self.quotas.topics}, dumps(handler)))
+                                                          "topics": self.quotas.topics}, dumps(handler),
+                                    at=self._global))
         if reply != "OK":
             raise self._refusal(reply, namespace_of(handler["name"]))
 
@@ -1238,7 +1439,7 @@ class RedisStore:
     @_unavailable_as_store_error
     @_acknowledged
     async def remove_event_handler(self, name: str) -> bool:
-        return bool(await self._run(scripts.REMOVE_HANDLER, {"name": name}))
+        return bool(await self._run(scripts.REMOVE_HANDLER, {"name": name}, at=self._global))
 
     @_unavailable_as_store_error
     async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
@@ -1328,7 +1529,7 @@ class RedisStore:
         reply = await self._run(scripts.CLAIM_EVENTS, {
             "topic": topic, "handler": handler, "consumer": consumer, "idle": idle_ms, "count": count,
             "max": max_deliveries, "cursor": cursor or "0-0", "dead": _dead_letters_of(topic), "now": now_ms,
-            "shown_topic": relative(topic)})
+            "shown_topic": relative(topic)}, at=self._global)
         events = [BusEvent(str(e[0]), topic, str(e[1]), str(e[2]), int(e[3]), int(e[4])) for e in reply[1:]]
         return str(reply[0]), events
 
@@ -1344,7 +1545,7 @@ class RedisStore:
                   f'"payload":{event.payload_json}}}')
         return bool(await self._run(scripts.DEAD_LETTER, {
             "topic": event.topic, "handler": handler, "event": event.event_id, "key": event.key,
-            "dead": _dead_letters_of(event.topic), "now": now_ms}, letter))
+            "dead": _dead_letters_of(event.topic), "now": now_ms}, letter, at=self._global))
 
     @_unavailable_as_store_error
     async def event_action(self, handler: str, event_id: str, action: int, kind: str, now_ms: int, *,
@@ -1353,7 +1554,7 @@ class RedisStore:
         answer = json.loads(await self._run(scripts.EVENT_ACTION, {
             "handler": handler, "event": event_id, "action": action, "kind": kind, "ttl": self.idempotency_ttl_s,
             "now": now_ms, "id": workflow_id, "task": task_id, "status": status, "reason": reason, "topic": topic,
-            "key": key}, data_json))
+            "key": key}, data_json, at=self._global if kind == "publish" else self._at(workflow_id)))
         return ActionOutcome(answer["outcome"]), str(answer["detail"])
 
     # ------------------------------------------------------------- reads for the console and metrics
@@ -1363,31 +1564,42 @@ class RedisStore:
         if task_types is None:
             task_types = await self._redis.hkeys(self.keys.task_defs)
         types = sorted(set(task_types))
+        partitions = self.keys.all_partitions()
         async with self._redis.pipeline(transaction=False) as pipe:
             for task_type in types:
-                pipe.zcard(self.keys.queue(task_type))
-                pipe.zrange(self.keys.queue(task_type), 0, 0, withscores=True)
-            replies = await pipe.execute()
+                for p in partitions:
+                    pipe.zcard(self.keys.queue(p, task_type))
+                    pipe.zrange(self.keys.queue(p, task_type), 0, 0, withscores=True)
+            replies = iter(await pipe.execute())
         stats = []
-        for i, task_type in enumerate(types):
-            depth, oldest = replies[2 * i], replies[2 * i + 1]
-            stats.append(QueueStats(task_type, int(depth), int(oldest[0][1]) if oldest else None))
+        for task_type in types:
+            depth, oldest = 0, None
+            for _ in partitions:
+                found, first = next(replies), next(replies)
+                depth += int(found)
+                if first and (oldest is None or int(first[0][1]) < oldest):
+                    oldest = int(first[0][1])
+            stats.append(QueueStats(task_type, depth, oldest))
         return stats
 
     @_unavailable_as_store_error
     async def status_counts(self, *, name: str = "", correlation_id: str = "", created_from_ms: int = 0,
                             created_to_ms: int = 0, namespace: str = "") -> dict[str, int]:
-        narrower = (self.keys.index("corr", correlation_id) if correlation_id
-                    else self.keys.index("name", name) if name
-                    else self.keys.index("ns", namespace) if namespace else "")
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for status in WORKFLOW_STATUSES:
-                if narrower:
-                    pipe.zintercard(2, [self.keys.index("st", status), narrower])
-                else:
-                    pipe.zcount(self.keys.index("st", status), created_from_ms or "-inf", created_to_ms or "+inf")
+        narrower = (("corr", correlation_id) if correlation_id else ("name", name) if name
+                    else ("ns", namespace) if namespace else ())
+        async with self._redis.pipeline(transaction=False) as pipe:   # every partition's, summed
+            for p in self.keys.all_partitions():
+                for status in WORKFLOW_STATUSES:
+                    if narrower:
+                        pipe.zintercard(2, [self.keys.index(p, "st", status), self.keys.index(p, *narrower)])
+                    else:
+                        pipe.zcount(self.keys.index(p, "st", status), created_from_ms or "-inf",
+                                    created_to_ms or "+inf")
             counts = await pipe.execute()
-        return {status: int(count) for status, count in zip(WORKFLOW_STATUSES, counts)}
+        totals: dict[str, int] = dict.fromkeys(WORKFLOW_STATUSES, 0)
+        for i, count in enumerate(counts):
+            totals[WORKFLOW_STATUSES[i % len(WORKFLOW_STATUSES)]] += int(count)
+        return totals
 
     @_unavailable_as_store_error
     async def server_time_ms(self) -> float:
@@ -1405,6 +1617,46 @@ class RedisStore:
         wanted = ("redis_version", "role", "connected_slaves", "used_memory_human", "aof_enabled",
                   "aof_last_write_status", "uptime_in_seconds", "connected_clients")
         return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
+
+
+class _MergedIndex:
+    """One search index kept per partition, read as if it were one: in search order (creation time,
+    then id, both descending, as ZREVRANGEBYSCORE orders each), `per_partition` rows of a partition
+    fetched at a time, every partition that ran out fetched again in one round trip."""
+
+    def __init__(self, client: Any, indexes: list[str], top: float | str, bottom: float | str,
+                 per_partition: int) -> None:
+        self._client = client
+        self._top, self._bottom, self._per_partition = top, bottom, per_partition
+        self._heads: dict[str, list[tuple[str, float]]] = {index: [] for index in indexes}   # reversed: pop() is next
+        self._offsets = dict.fromkeys(indexes, 0)
+        self._live = set(indexes)   # partitions that may hold more than their head
+
+    async def take(self, count: int) -> list[tuple[str, float]]:
+        rows: list[tuple[str, float]] = []
+        while len(rows) < count:
+            await self._fill()
+            heads = [(head[-1][1], head[-1][0], index) for index, head in self._heads.items() if head]
+            if not heads:
+                break
+            _, _, index = max(heads)
+            rows.append(self._heads[index].pop())
+        return rows
+
+    async def _fill(self) -> None:
+        empty = [index for index in self._live if not self._heads[index]]
+        if not empty:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for index in empty:
+                pipe.zrevrangebyscore(index, self._top, self._bottom, start=self._offsets[index],
+                                      num=self._per_partition, withscores=True)
+            replies = await pipe.execute()
+        for index, rows in zip(empty, replies):
+            self._offsets[index] += len(rows)
+            if len(rows) < self._per_partition:
+                self._live.discard(index)
+            self._heads[index] = [(member, float(score)) for member, score in reversed(rows)]
 
 
 def _remember(memory: OrderedDict[str, T], key: str, value: T, capacity: int) -> None:

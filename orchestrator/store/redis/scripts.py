@@ -31,21 +31,28 @@ update time among the fields; a decision made in the same script as its event le
 reminder to remove; and a broadcast goes only where someone listens: `changed:<id>` while the
 workflow is watched (its `watch` field, WATCH), `done:<listener>` to the nodes that wait for its
 end (its `waiters`, EXPECT_END), `ready:<type>` to the nodes serving that type. Every key a
-script touches for a workflow is that workflow's hash or a shared key, as before.
+script touches for a workflow is a key of its partition.
 
-Key names are built here and in `keys.py` alone. The workflow hash key carries the
-workflow id as a hash tag (`P:wf:{ID}`); the queues, leases and indexes are shared keys,
-and a decision may start or end other workflows (children) in the same step, so this
-layout targets a single Redis (with replicas and Sentinel), not Redis Cluster.
+Key names are built here and in `keys.py` alone, which says how the state is partitioned (issue 23).
+KEYS[1] of every script is the prefix of the partition it works in (`{<prefix>:p<n>}`, its hash tag),
+or the global one (`{<prefix>}`) for the event bus: every key a script touches carries that tag, so
+that a Redis Cluster routes the call by it and the script touches one slot. A workflow's family
+(its sub-workflows, its failure workflow, the workflows its decisions start) is in its partition.
+Two things still reach the global slot from a partition's script, so they work on one Redis but not
+yet on Redis Cluster: a task type's concurrency and rate limits (`limits`, `inprog:<type>`,
+`rate:<type>`), and the events an EVENT task publishes within a decision. Every source starts with
+`#!lua`, which makes a Redis Cluster (a one-server one in the tests too) refuse a script that
+touches a second slot.
 """
 
-COMMON = r"""
+COMMON = r"""#!lua
 local A = cjson.decode(ARGV[1])
-local P = A.prefix
+local P = KEYS[1]   -- the partition's prefix (its hash tag), or the global one
+local G = A.g      -- the global slot's prefix: definitions, limits, the event bus; and the channels
 local function result(t) return cjson.encode(t) end
 local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
                   COMPENSATED = true, COMPENSATION_FAILED = true}
-local function wf_key(id) return P .. ':wf:{' .. id .. '}' end
+local function wf_key(id) return P .. ':wf:' .. id end
 -- Reads and writes of the workflow hash a script works on (`track`): the fields it needs are read
 -- in one HMGET, its writes wait in `writes` and go in one HSET (`flush`), and what it wrote is read
 -- back from `known`, so a step costs a couple of hash commands however many fields it touches. A
@@ -96,7 +103,7 @@ local function watched(key, now)
   return until_ and tonumber(until_) >= tonumber(now)
 end
 local function notify_change(id, key, now)
-  if watched(key, now) then redis.call('PUBLISH', P .. ':changed:' .. id, now) end
+  if watched(key, now) then redis.call('PUBLISH', G .. ':changed:' .. id, now) end
 end
 local HSET_CHUNK = 512   -- field-value (score-member) pairs per HSET (ZADD): Lua's unpack has a limit
 -- Write what a tracked hash holds back: one HSET (per HSET_CHUNK pairs), then its `changed`.
@@ -175,11 +182,11 @@ end
 -- false and how many the namespace has. Dead-letter topics, EVENT tasks and handlers' publish
 -- actions are counted (quota 0) but never refused: a running workflow or a handler cannot be.
 local function topic_room(topic, quota)
-  local tkey = P .. ':topics:' .. ns_of_name(topic)
+  local tkey = G .. ':topics:' .. ns_of_name(topic)
   if redis.call('SISMEMBER', tkey, topic) == 1 then return true, 0 end
   if quota and quota > 0 then
     local n = redis.call('SCARD', tkey)
-    if n >= quota and redis.call('EXISTS', P .. ':ev:' .. topic) == 0 then return false, n end
+    if n >= quota and redis.call('EXISTS', G .. ':ev:' .. topic) == 0 then return false, n end
   end
   redis.call('SADD', tkey, topic)
   return true, 0
@@ -195,14 +202,14 @@ end
 -- A timer: the leader sleeps until the earliest one it knows of, so it is told of this one.
 local function timer(id, at)
   remind(id, at)
-  redis.call('PUBLISH', P .. ':timer', at)
+  redis.call('PUBLISH', G .. ':timer', at)
 end
 -- A task type has queued work: only the nodes with a worker (or a poller) for it listen. The
 -- message names one task this script queued (`member`, id|task), or the type when there is no
 -- such task (a slot of a concurrency limit freed, a workflow resumed): a node whose claim took
 -- that very task knows that claim found everything the script queued, and claims no more for it.
 local function ready(ttype, member)
-  redis.call('PUBLISH', P .. ':ready:' .. ttype, member or ttype)
+  redis.call('PUBLISH', G .. ':ready:' .. ttype, member or ttype)
 end
 -- An event (a start, a result, a signal, an operation, a child's end) is decided at once by
 -- the node that stored it. In case that node dies first, the event also leaves a reminder
@@ -222,7 +229,7 @@ local function bump(id, key, now)
   end
   local seen = redis.call('HMGET', key, 'rev', 'watch')
   redis.call('HSET', key, 'rev', tonumber(seen[1]) + 1, 'upd', now)
-  if seen[2] and tonumber(seen[2]) >= tonumber(now) then redis.call('PUBLISH', P .. ':changed:' .. id, now) end
+  if seen[2] and tonumber(seen[2]) >= tonumber(now) then redis.call('PUBLISH', G .. ':changed:' .. id, now) end
 end
 local function fenced(epoch)
   local stored = tonumber(redis.call('GET', P .. ':epoch') or '0')
@@ -243,7 +250,7 @@ local LIMITS = {}
 local function limits_of(ttype)
   local known = LIMITS[ttype]
   if known == nil then
-    local stored = redis.call('HGET', P .. ':limits', ttype)
+    local stored = redis.call('HGET', G .. ':limits', ttype)
     known = {0, 0, 0}
     if stored then
       local a, b, c = string.match(stored, '^(%d+)|(%d+)|(%d+)$')
@@ -258,7 +265,7 @@ end
 local function drop_lease(id, tid, ttype)
   local member = id .. '|' .. tid
   redis.call('ZREM', P .. ':leases', member)
-  if limits_of(ttype) > 0 and redis.call('ZREM', P .. ':inprog:' .. ttype, member) == 1 then ready(ttype) end
+  if limits_of(ttype) > 0 and redis.call('ZREM', G .. ':inprog:' .. ttype, member) == 1 then ready(ttype) end
 end
 -- A child's end completes or fails its parent's SUB_WORKFLOW task, in the same step.
 local function finish_parent(id, key, status, now)
@@ -289,7 +296,7 @@ local function end_workflow(id, key, status, now)
   finish_parent(id, key, status, now)
   local waiters = hget(key, 'waiters')
   if waiters then
-    for listener in string.gmatch(waiters, '%S+') do redis.call('PUBLISH', P .. ':done:' .. listener, id) end
+    for listener in string.gmatch(waiters, '%S+') do redis.call('PUBLISH', G .. ':done:' .. listener, id) end
   end
 end
 -- The attempt's new state and output, and the revision (no reminder: see finish_task).
@@ -309,10 +316,10 @@ end
 local function room_for(ttype, now)
   local conc, rate, per = limits_of(ttype)
   local room = math.huge
-  if conc > 0 then room = math.min(room, conc - redis.call('ZCARD', P .. ':inprog:' .. ttype)) end
+  if conc > 0 then room = math.min(room, conc - redis.call('ZCARD', G .. ':inprog:' .. ttype)) end
   if rate > 0 then
-    redis.call('ZREMRANGEBYSCORE', P .. ':rate:' .. ttype, '-inf', now - per)
-    room = math.min(room, rate - redis.call('ZCARD', P .. ':rate:' .. ttype))
+    redis.call('ZREMRANGEBYSCORE', G .. ':rate:' .. ttype, '-inf', now - per)
+    room = math.min(room, rate - redis.call('ZCARD', G .. ':rate:' .. ttype))
   end
   return room, conc, rate
 end
@@ -325,8 +332,8 @@ local function take(id, key, tid, s, ttype, worker, now, conc, rate)
   s.queued = false
   hset(key, 's:' .. tid, cjson.encode(s))
   redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
-  if conc > 0 then redis.call('ZADD', P .. ':inprog:' .. ttype, now, member) end
-  if rate > 0 then redis.call('ZADD', P .. ':rate:' .. ttype, now, member) end
+  if conc > 0 then redis.call('ZADD', G .. ':inprog:' .. ttype, now, member) end
+  if rate > 0 then redis.call('ZADD', G .. ':rate:' .. ttype, now, member) end
   if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
   return hget(key, 't:' .. tid), s.lease_ms
 end
@@ -377,12 +384,12 @@ local DEFAULT_TOPIC_MAXLEN = 100000
 -- are woken by the broadcast `published` (the topic).
 local function publish_event(topic, payload, ekey, now)
   topic_room(topic, 0)
-  local maxlen = tonumber(redis.call('HGET', P .. ':evcfg', topic) or DEFAULT_TOPIC_MAXLEN)
-  local stream = P .. ':ev:' .. topic
+  local maxlen = tonumber(redis.call('HGET', G .. ':evcfg', topic) or DEFAULT_TOPIC_MAXLEN)
+  local stream = G .. ':ev:' .. topic
   local id = redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'p', payload, 'k', ekey, 'at', now)
-  local age = tonumber(redis.call('HGET', P .. ':evage', topic) or 0)
+  local age = tonumber(redis.call('HGET', G .. ':evage', topic) or 0)
   if age > 0 then redis.call('XTRIM', stream, 'MINID', math.max(0, tonumber(now) - age * 1000)) end
-  redis.call('PUBLISH', P .. ':published', topic)
+  redis.call('PUBLISH', G .. ':published', topic)
   return id
 end
 local function terminate_workflow(id, reason, now)
@@ -416,7 +423,7 @@ local function apply_decision(epoch, id, expected, now, decision)
   -- The leader's pass always removes it: a reminder left while `due` said none is gone then.
   if d.wake then
     redis.call('ZADD', P .. ':decide', d.wake, id)
-    redis.call('PUBLISH', P .. ':timer', d.wake)
+    redis.call('PUBLISH', G .. ':timer', d.wake)
     hset(key, 'due', 1)
   elseif epoch or tostring(hget(key, 'due')) ~= '0' then
     redis.call('ZREM', P .. ':decide', id)
@@ -493,8 +500,13 @@ end
 START_WORKFLOW = COMMON + r"""
 local meta, snapshot, vars = ARGV[2], ARGV[3], ARGV[4]
 local d = ARGV[5] and ARGV[5] ~= '' and cjson.decode(ARGV[5])   -- decoded before the first write
-if A.defs_rev ~= -1 and tonumber(redis.call('GET', P .. ':defs:rev') or '0') ~= A.defs_rev then
-  return {'STALE_SNAPSHOT', ''}
+-- The definitions revision: registrations raise each partition's copy right after the global one
+-- (`raise_copies`). A copy behind the snapshot's revision (read from the global one, hence no newer)
+-- is raised here; one ahead of it means the snapshot is older than a registration.
+if A.defs_rev ~= -1 then
+  local known = tonumber(redis.call('GET', P .. ':defsrev') or '0')
+  if known > A.defs_rev then return {'STALE_SNAPSHOT', ''} end
+  if known < A.defs_rev then redis.call('SET', P .. ':defsrev', A.defs_rev) end
 end
 if not keep_snapshot(A.snap, snapshot) then return {'NO_SNAPSHOT', ''} end
 local idem = P .. ':idem:' .. A.idem
@@ -503,8 +515,8 @@ if A.idem ~= '' then   -- the key is claimed for this id here, and given back be
   if seen then return {'EXISTS', seen} end
 end
 local taken = redis.call('EXISTS', wf_key(A.id)) == 1
-if A.quota and A.quota > 0 and not taken then
-  local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name))
+if A.quota and A.quota > 0 and not taken then   -- A.elsewhere: its workflows in the other partitions
+  local n = redis.call('SCARD', P .. ':inflight:' .. ns_of_name(A.name)) + (A.elsewhere or 0)
   if n >= A.quota then
     if A.idem ~= '' then redis.call('DEL', idem) end
     return {'QUOTA', '', n}
@@ -772,6 +784,18 @@ remind(id, now)   -- the leader decides it in its next pass
 return 'EXPIRED'
 """
 
+# Raise a partition's copy of a global counter (the definitions revision) to at least ARGV[1];
+# KEYS[1] is the copy itself. -> the copy's value after the call
+RAISE_COPY = r"""#!lua
+local wanted = tonumber(ARGV[1])
+local known = tonumber(redis.call('GET', KEYS[1]) or '0')
+if wanted > known then
+  redis.call('SET', KEYS[1], wanted)
+  return wanted
+end
+return known
+"""
+
 # A new leader raises the stored epoch before its first decision.
 # A: epoch.  Returns the stored epoch after the call.
 RAISE_EPOCH = COMMON + r"""
@@ -933,8 +957,8 @@ USE_TOPIC = COMMON + r"""
 local room, n = topic_room(A.topic, A.topics)
 if not room then return 'TOPICS ' .. n end
 if A.group ~= '' then
-  pcall(redis.call, 'XGROUP', 'CREATE', P .. ':ev:' .. A.topic, A.group, '$', 'MKSTREAM')
-  redis.call('SADD', P .. ':evwaits', A.topic)
+  pcall(redis.call, 'XGROUP', 'CREATE', G .. ':ev:' .. A.topic, A.group, '$', 'MKSTREAM')
+  redis.call('SADD', G .. ':evwaits', A.topic)
 end
 return 'OK'
 """
@@ -945,8 +969,8 @@ return 'OK'
 # the quotas is let through (and counted). A: topic, group, groups, topics.
 # -> 'OK' | 'GROUPS <n>' | 'TOPICS <n>'
 ENSURE_GROUP = COMMON + r"""
-local stream = P .. ':ev:' .. A.topic
-local gkey = P .. ':groups:' .. ns_of_name(A.topic)
+local stream = G .. ':ev:' .. A.topic
+local gkey = G .. ':groups:' .. ns_of_name(A.topic)
 local member = A.group .. ' ' .. A.topic
 if redis.call('SISMEMBER', gkey, member) == 0 then
   if A.groups > 0 then
@@ -973,7 +997,7 @@ return 'OK'
 # handlers (A.quota) or of topics (A.topics; 0 = no limit) is refused, writing nothing.
 # A: name, topic, quota, topics.  ARGV[2]: handler json.  -> 'OK' | 'HANDLERS <n>' | 'TOPICS <n>'
 PUT_HANDLER = COMMON + r"""
-local hkey = P .. ':handlers'
+local hkey = G .. ':handlers'
 local old = redis.call('HGET', hkey, A.name)
 if not old and A.quota > 0 then
   local ns, n = ns_of_name(A.name), 0
@@ -986,19 +1010,19 @@ local room, n = topic_room(A.topic, A.topics)
 if not room then return 'TOPICS ' .. n end
 if old then
   local was = cjson.decode(old).event
-  if was ~= A.topic then pcall(redis.call, 'XGROUP', 'DESTROY', P .. ':ev:' .. was, A.name) end
+  if was ~= A.topic then pcall(redis.call, 'XGROUP', 'DESTROY', G .. ':ev:' .. was, A.name) end
 end
 redis.call('HSET', hkey, A.name, ARGV[2])
-pcall(redis.call, 'XGROUP', 'CREATE', P .. ':ev:' .. A.topic, A.name, '$', 'MKSTREAM')
+pcall(redis.call, 'XGROUP', 'CREATE', G .. ':ev:' .. A.topic, A.name, '$', 'MKSTREAM')
 return 'OK'
 """
 
 # A: name.  -> 1 removed, 0 unknown
 REMOVE_HANDLER = COMMON + r"""
-local hkey = P .. ':handlers'
+local hkey = G .. ':handlers'
 local old = redis.call('HGET', hkey, A.name)
 if not old then return 0 end
-pcall(redis.call, 'XGROUP', 'DESTROY', P .. ':ev:' .. cjson.decode(old).event, A.name)
+pcall(redis.call, 'XGROUP', 'DESTROY', G .. ':ev:' .. cjson.decode(old).event, A.name)
 redis.call('HDEL', hkey, A.name)
 return 1
 """
@@ -1012,6 +1036,8 @@ return 1
 # ARGV[2]: the task's output json, or the published payload json.
 # -> {outcome: OK | DUPLICATE | UNKNOWN | ENDED (workflow ended) | STALE (task ended), detail}
 EVENT_ACTION = COMMON + r"""
+-- the record is kept beside what it guards: the workflow's partition (KEYS[1]), or for a publish the
+-- global slot (KEYS[1] is then the global prefix)
 local hkey = P .. ':handled:' .. A.handler .. ':' .. A.event .. '#' .. A.action
 if redis.call('EXISTS', hkey) == 1 then return result({outcome = 'DUPLICATE', detail = ''}) end
 local detail = ''
@@ -1046,7 +1072,7 @@ return result({outcome = 'OK', detail = detail})
 # A: topic, handler, event, key, dead (the dead-letter topic), now.  ARGV[2]: the dead letter json.
 # -> 1 dead-lettered, 0 already acknowledged
 DEAD_LETTER = COMMON + r"""
-local stream = P .. ':ev:' .. A.topic
+local stream = G .. ':ev:' .. A.topic
 local pending = redis.call('XPENDING', stream, A.handler, A.event, A.event, 1)
 if #pending == 0 then return 0 end
 publish_event(A.dead, ARGV[2], A.key, A.now)
@@ -1061,7 +1087,7 @@ return 1
 # namespace names it, for the letter).
 # -> {next cursor, {event id, payload json, key, published ms, deliveries}, ...}
 CLAIM_EVENTS = COMMON + r"""
-local stream = P .. ':ev:' .. A.topic
+local stream = G .. ':ev:' .. A.topic
 local ok, r = pcall(redis.call, 'XAUTOCLAIM', stream, A.handler, A.consumer, A.idle, A.cursor, 'COUNT', A.count)
 if not ok then return {'0-0'} end
 local out = {r[1]}

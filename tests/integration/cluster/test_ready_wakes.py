@@ -232,7 +232,7 @@ def test_a_worker_attaching_after_its_task_was_queued_gets_it_at_once(cluster: C
                 assert time.monotonic() < deadline, "a node still listens for the type with no worker left"
                 time.sleep(0.01)
             workflow_id = cluster.clients[0].start_workflow(ONE_LATE, {})
-            queue = cluster.keys.queue(LATE)
+            queue = cluster.keys.queue(cluster.keys.partition_of(workflow_id), LATE)
             deadline = time.monotonic() + 10
             while client.zcard(queue) == 0:
                 assert time.monotonic() < deadline, "the task was never queued"

@@ -75,12 +75,13 @@ class Contract:
 
     async def check_effects(self, workflow_id: str, effects: Effects) -> None:
         redis, keys = self.store._redis, self.store.keys
+        p = keys.partition_of(workflow_id)
         for task_type, task_id in effects.enqueue:
-            assert await redis.zscore(keys.queue(task_type), f"{workflow_id}|{task_id}") is not None
+            assert await redis.zscore(keys.queue(p, task_type), f"{workflow_id}|{task_id}") is not None
         for task_type, task_id in effects.dequeue:
-            assert await redis.zscore(keys.queue(task_type), f"{workflow_id}|{task_id}") is None
+            assert await redis.zscore(keys.queue(p, task_type), f"{workflow_id}|{task_id}") is None
         for _, task_id in effects.drop_leases:
-            assert await redis.zscore(keys.leases, f"{workflow_id}|{task_id}") is None
+            assert await redis.zscore(keys.leases(p), f"{workflow_id}|{task_id}") is None
         for child in effects.start:
             stored = await self.store.load(child.workflow_id)
             assert stored is not None and stored.parent == child.parent and stored.input == child.input
@@ -88,7 +89,7 @@ class Contract:
         for other, _ in effects.terminate:
             stored = await self.store.load(other)
             assert stored is not None and stored.status in st.TERMINAL_WORKFLOW
-        wake = await redis.zscore(keys.decide, workflow_id)
+        wake = await redis.zscore(keys.decide(keys.partition_of(workflow_id)), workflow_id)
         if effects.wake_at_ms is None:
             assert wake is None or wake <= self.now   # only an event (already due) can be pending
         else:
@@ -303,7 +304,8 @@ def test_a_step_after_another_event_stores_the_result_and_leaves_the_decision_to
             assert after is not None   # the result as COMPLETE_TASK stores it, and nothing of the decision
             assert comparable(after) == comparable(with_result(meanwhile, second.spec.task_id, st.TASK_COMPLETED,
                                                                {"ok": True}, "", NOW))
-            assert await store._redis.zscore(store.keys.decide, "root") is not None, "no reminder left"
+            assert await store._redis.zscore(store.keys.decide(store.keys.partition_of("root")),
+                                             "root") is not None, "no reminder left"
             again = await store.step(result, stored, decision, NOW)
             assert again.ack.outcome is ResultOutcome.DUPLICATE and again.applied is None
             assert (await store.load("root")).revision == after.revision   # type: ignore[union-attr]
@@ -352,7 +354,8 @@ def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server:
                 expected, effects = apply(created, decision, NOW)
                 after = await store.load(workflow_id)
                 assert after is not None
-                assert await store._redis.zscore(store.keys.decide, workflow_id) is None, "a reminder was left"
+                p = store.keys.partition_of(workflow_id)
+                assert await store._redis.zscore(store.keys.decide(p), workflow_id) is None, "a reminder was left"
                 assert await store._redis.hget(store.keys.workflow(workflow_id), "due") == "0"
                 handed = {task.spec.task_id: task for task in started.applied.handed}
                 assert set(handed) == set(served)
@@ -360,8 +363,8 @@ def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server:
                     task = after.task(task_id)
                     assert task is not None and task.runtime.status == st.IN_PROGRESS
                     assert task.runtime.worker_id == "w1" and handed[task_id].spec == task.spec
-                    assert await store._redis.zscore(store.keys.leases, f"{workflow_id}|{task_id}") is not None
-                    assert await store._redis.zscore(store.keys.queue(task.spec.task_type),
+                    assert await store._redis.zscore(store.keys.leases(p), f"{workflow_id}|{task_id}") is not None
+                    assert await store._redis.zscore(store.keys.queue(p, task.spec.task_type),
                                                      f"{workflow_id}|{task_id}") is None
                     expected = replace(expected, tasks=[t if t.task_id != task_id else task for t in expected.tasks])
                 effects = replace(effects, enqueue=[(t, i) for t, i in effects.enqueue if i not in served])

@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, NodePair, execute_alternately, two_nodes_on_their_own_redis
+from helpers import BackgroundWorker, NodePair, ended_total, execute_alternately, two_nodes_on_their_own_redis
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, task
 
@@ -76,10 +76,10 @@ def _run_through_plain(pair: NodePair, client: redis.Redis, name: str, count: in
     stream (no read of the workflow by this test)."""
     started = []
     for _ in range(count):
-        target = int(client.xlen(pair.keys.ended)) + 1
+        target = ended_total(client, pair.keys) + 1
         started.append(pair.plain.start_workflow(name, {}))
         deadline = time.monotonic() + 20
-        while int(client.xlen(pair.keys.ended)) < target:
+        while ended_total(client, pair.keys) < target:
             assert time.monotonic() < deadline, f"{started[-1]} did not end"
             time.sleep(0.005)
     return started

@@ -61,17 +61,21 @@ def store(redis_server: Any) -> Iterator[Store]:
 
 
 async def _queued_workflow(store: Store, task_name: str) -> str:
-    """A workflow started and decided: its first task waits in the queue of `task_name`."""
+    """A workflow started and decided: its first task waits in the queue of `task_name`. Every
+    workflow of a store's tests is in one partition (that of the id 'co'), which the store knows to
+    hold that queue (as a node does from the broadcasts): a claim is one call."""
     task_def = normalise_task_def({"name": task_name, "retryDelaySeconds": 0})
     definition = normalise_workflow_def({"name": "w", "tasks": [
         {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
     snapshot: Snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
-    workflow_id = uuid.uuid4().hex
+    workflow_id = store.new_workflow_id_beside("co")
     await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
     state = await store.load(workflow_id)
     assert state is not None
     [outcome] = await store.apply_decisions(None, NOW, [(state, decide(state, NOW, new_task_id))])
     assert outcome.result is ApplyResult.OK
+    store._ready.listening(task_name)
+    await store._scan_ready(task_name, NOW)
     return workflow_id
 
 
@@ -110,7 +114,8 @@ def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers
             await _loaded(store, scripts.CLAIM, REFUSING_SCRIPT)
             trips = RoundTrips(store)
             answers: tuple[Any, ...] = await asyncio.gather(
-                store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}), store.status(workflow_id),
+                store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}, at=store.keys.partition(0)),
+                store.status(workflow_id),
                 return_exceptions=True)
             claims, refused, status = answers
             assert isinstance(refused, ResponseError) and "REFUSED by this test" in str(refused)
@@ -139,7 +144,8 @@ def test_scripts_flushed_between_calls_are_loaded_again_and_run(store: Store) ->
             # is loaded once and every call runs, the refused one still refused alone
             answers: tuple[Any, ...] = await asyncio.gather(
                 store.heartbeat(claimed.workflow_id, claimed.spec.task_id, "w", NOW + 1),
-                store.claim("co_c", 1, "w", NOW), store.claim("co_c", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}),
+                store.claim("co_c", 1, "w", NOW), store.claim("co_c", 1, "w", NOW),
+                store._run(REFUSING_SCRIPT, {}, at=store.keys.partition(0)),
                 return_exceptions=True)
             heartbeat, claims, again, refused = answers
             assert heartbeat > 0

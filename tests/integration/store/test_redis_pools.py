@@ -343,7 +343,7 @@ def test_what_was_made_before_the_quotas_is_counted_and_let_through(redis_server
                 {"name": "h", "taskReferenceName": "h", "type": "HUMAN"}]}, {}))
             snapshot: Snapshot = {"workflow": definition, "taskDefs": {}, "subWorkflows": {}}
             workflow_id, _ = await store.start_workflow(uuid.uuid4().hex, snapshot, {}, "", "", 1)
-            flight = store.keys.in_flight("old")
+            flight = store.keys.in_flight(store.keys.partition_of(workflow_id), "old")
             assert await store._redis.sismember(flight, workflow_id)
             await store._redis.hdel(store.keys.workflow(workflow_id), "ns")   # as stored before the quotas
             await store._redis.srem(flight, workflow_id)

@@ -88,8 +88,12 @@ async def _stored(url: str, cluster: str, ids: list[str]) -> int:
 async def _leftovers(url: str, cluster: str) -> tuple[int, int]:
     store = RedisStore.from_url(url, f"wfo:{cluster}")
     try:
-        return (int(await store._redis.xlen(store.keys.ended)),
-                int(await store._redis.zcard(store.keys.index("corr", "batch-1"))))
+        async with store._redis.pipeline(transaction=False) as pipe:
+            for p in store.keys.all_partitions():
+                pipe.xlen(store.keys.ended(p))
+                pipe.zcard(store.keys.index(p, "corr", "batch-1"))
+            counts = [int(n) for n in await pipe.execute()]
+        return sum(counts[0::2]), sum(counts[1::2])
     finally:
         await store.close()
 

@@ -31,11 +31,12 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def started_workflow(store: Store, task_name: str = "fetch", **task_fields) -> str:
+async def started_workflow(store: Store, task_name: str = "fetch", beside: str = "", **task_fields) -> str:
+    """A workflow of one task started (undecided); `beside`: one in that workflow's partition."""
     task_def = normalise_task_def({"name": task_name, "retryDelaySeconds": 0, **task_fields})
     definition = normalise_workflow_def({"name": "w", "tasks": [
         {"name": task_name, "taskReferenceName": "a"}]}, {task_name: task_def})
-    workflow_id = uuid.uuid4().hex
+    workflow_id = store.new_workflow_id_beside(beside) if beside else uuid.uuid4().hex
     snapshot: Snapshot = {"workflow": definition, "taskDefs": {task_name: task_def}, "subWorkflows": {}}
     await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
     return workflow_id
@@ -60,9 +61,9 @@ def test_stale_epoch_writes_are_refused_and_change_nothing(store):
             with pytest.raises(StaleEpoch):
                 await decide_once(store, 10, workflow_id)
             assert await store._redis.hgetall(store.keys.workflow(workflow_id)) == before
-            assert await store._redis.zcard(store.keys("q", "fetch")) == 0
+            assert await store._redis.zcard(store.keys.queue(store.keys.partition_of(workflow_id), "fetch")) == 0
             assert await decide_once(store, 12, workflow_id) == [ApplyResult.OK]
-            assert await store._redis.zcard(store.keys("q", "fetch")) == 1
+            assert await store._redis.zcard(store.keys.queue(store.keys.partition_of(workflow_id), "fetch")) == 1
         finally:
             await store.close()
     run(scenario())
@@ -144,7 +145,10 @@ def test_concurrent_claims_hand_each_task_to_exactly_one_worker(store):
             results = await asyncio.gather(*(claimer(f"w{i}") for i in range(4)))
             everything = [task_id for got in results for task_id in got]
             assert len(everything) == len(set(everything)) == 120
-            assert await store._redis.zcard(store.keys("leases")) == 120
+            async with store._redis.pipeline(transaction=False) as pipe:
+                for p in store.keys.all_partitions():
+                    pipe.zcard(store.keys.leases(p))
+                assert sum(await pipe.execute()) == 120
         finally:
             await store.close()
     run(scenario())
@@ -277,9 +281,10 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             bad = await started_workflow(store)
             key = store.keys.workflow(bad)
             digest = await store._redis.hget(key, "snap")
-            snapshot = json.loads(await store._redis.get(store.keys("snap", digest)))
+            p = store.keys.partition_of(bad)
+            snapshot = json.loads(await store._redis.get(store.keys.snapshot(p, digest)))
             snapshot["workflow"]["tasks"] = 5   # what validation would never let in: the decider raises
-            await store._redis.set(store.keys("snap", "broken"), json.dumps(snapshot))
+            await store._redis.set(store.keys.snapshot(p, "broken"), json.dumps(snapshot))
             await store._redis.hset(key, "snap", "broken")
             await store.raise_epoch(1)
             done = await Decider(store).decide([bad, good], epoch=1)
@@ -287,7 +292,7 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             assert len((await store.load(good)).tasks) == 1
             failed = await store.load(bad)
             assert failed.status == st.FAILED and "the engine could not decide it: TypeError" in failed.reason
-            assert await store._redis.zscore(store.keys("decide"), bad) is None   # nothing left to retry
+            assert await store._redis.zscore(store.keys.decide(store.keys.partition_of(bad)), bad) is None   # nothing left to retry
         finally:
             await store.close()
     run(scenario())
@@ -327,15 +332,16 @@ def test_a_start_answers_with_the_workflow_exactly_as_a_load_reads_it(store):
             await store.put_workflow_def(normalise_workflow_def(
                 {"name": "w", "variables": {"seen": 0}, "tasks": [{"name": "fetch", "taskReferenceName": "a"}]},
                 {"fetch": task_def}))
-            started = await store.start_by_name("w", 0, "wf-1", {"n": 1}, "corr-1", "key-1", NOW)
+            one, two = store.new_workflow_id("key-1"), store.new_workflow_id("key-1")   # in its partition
+            started = await store.start_by_name("w", 0, one, {"n": 1}, "corr-1", "key-1", NOW)
             assert started.created and started.state is not None
-            assert started.state == await store.load("wf-1")
-            again = await store.start_by_name("w", 0, "wf-2", {"n": 1}, "corr-1", "key-1", NOW)
-            assert again == ("wf-1", False, None, None, None)
+            assert started.state == await store.load(one)
+            again = await store.start_by_name("w", 0, two, {"n": 1}, "corr-1", "key-1", NOW)
+            assert again == (one, False, None, None, None)
             # what a waiter for the end reads: the status alone
-            assert await store.status("wf-1") == "RUNNING" and await store.status("wf-2") is None
-            await store.terminate("wf-1", "done with it", NOW + 1)
-            assert await store.status("wf-1") == "TERMINATED"
+            assert await store.status(one) == "RUNNING" and await store.status(two) is None
+            await store.terminate(one, "done with it", NOW + 1)
+            assert await store.status(one) == "TERMINATED"
         finally:
             await store.close()
     run(scenario())
@@ -357,18 +363,20 @@ def test_a_start_that_creates_nothing_applies_no_decision_and_one_the_store_refu
             await store.put_workflow_def(normalise_workflow_def({"name": "w", "tasks": [
                 {"name": "fetch", "taskReferenceName": "a", "inputParameters": {"v": "${workflow.input.v}"}}]},
                 {"fetch": task_def}))
-            started = await store.start_by_name("w", 0, "wf-1", {"v": 1}, "", "key-1", NOW, decide=first)
+            one, two = store.new_workflow_id("key-1"), store.new_workflow_id("key-1")   # in its partition
+            started = await store.start_by_name("w", 0, one, {"v": 1}, "", "key-1", NOW, decide=first)
             assert started.applied is not None and started.applied.result is ApplyResult.OK
-            decided = await store.load("wf-1")
+            decided = await store.load(one)
             assert decided is not None and decided.revision == 2
-            again = await store.start_by_name("w", 0, "wf-2", {"v": 1}, "", "key-1", NOW, decide=first)
-            assert again == ("wf-1", False, None, None, None)
-            assert await store.load("wf-1") == decided and await store.load("wf-2") is None
+            again = await store.start_by_name("w", 0, two, {"v": 1}, "", "key-1", NOW, decide=first)
+            assert again == (one, False, None, None, None)
+            assert await store.load(one) == decided and await store.load(two) is None
             big = await store.start_by_name("w", 0, "wf-3", {"v": "x" * 2000}, "", "", NOW, decide=first)
             assert big.created and big.state is not None and big.decision is None and big.applied is None
             created = await store.load("wf-3")
             assert created == big.state and created.revision == 1 and not created.tasks
-            assert await store._redis.zscore(store.keys.decide, "wf-3") is not None, "no reminder: never decided"
+            assert await store._redis.zscore(store.keys.decide(store.keys.partition_of("wf-3")),
+                                             "wf-3") is not None, "no reminder: never decided"
         finally:
             await store.close()
     run(scenario())
@@ -416,18 +424,19 @@ def test_a_task_queued_by_a_node_whose_clock_runs_ahead_is_claimed_at_once(store
 def test_a_claim_takes_the_queue_in_order_past_paused_workflows_and_within_the_concurrency_limit(store):
     """A paused workflow's queued task keeps its place (claimed once it resumes, before the tasks
     queued after it); a concurrency limit hands out only its room and leaves the rest queued, in
-    order; a claim on an empty queue changes nothing."""
+    order; a claim on an empty queue changes nothing. (A queue is in order within a partition:
+    the workflows here are in one.)"""
     async def scenario():
         try:
             await store.put_task_def(normalise_task_def({"name": "limited", "concurrentExecLimit": 2}))
             ids = []
             for i in range(5):
-                ids.append(await started_workflow(store, "limited", concurrentExecLimit=2))
+                ids.append(await started_workflow(store, "limited", ids[0] if ids else "", concurrentExecLimit=2))
                 await decide_once(store, None, ids[-1], now=NOW + i)   # queued in this order
             await store.operate(ids[0], allowed=[st.RUNNING], new_status=st.PAUSED, now_ms=NOW)
             first = await store.claim("limited", 10, "w", NOW + 10)
             assert [c.workflow_id for c in first] == ids[1:3]   # the limit's room, the paused one skipped
-            queue = store.keys.queue("limited")
+            queue = store.keys.queue(store.keys.partition_of(ids[0]), "limited")
             assert [m.split("|")[0] for m in await store._redis.zrange(queue, 0, -1)] == [ids[0], *ids[3:]]
             for claimed in first:
                 await store.complete_task(claimed.workflow_id, claimed.spec.task_id, "w", st.TASK_COMPLETED, "{}",
