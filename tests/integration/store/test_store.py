@@ -292,7 +292,8 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
             assert len((await store.load(good)).tasks) == 1
             failed = await store.load(bad)
             assert failed.status == st.FAILED and "the engine could not decide it: TypeError" in failed.reason
-            assert await store._redis.zscore(store.keys.decide(store.keys.partition_of(bad)), bad) is None   # nothing left to retry
+            # nothing left to retry
+            assert await store._redis.zscore(store.keys.decide(store.keys.partition_of(bad)), bad) is None
         finally:
             await store.close()
     run(scenario())
