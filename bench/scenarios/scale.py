@@ -151,7 +151,7 @@ def _breakdown(cluster: BenchCluster) -> dict[str, Any]:
     r, keys = cluster.redis, Keys(cluster.prefix)
     ids = r.zrange(keys.queue(0, PARKED_TASK), 0, SAMPLE_HASHES - 1)   # partition 0's: a sample like any
     hashes = [r.memory_usage(keys.workflow(member.split("|")[0])) or 0 for member in ids]
-    idem_keys = list(islice(r.scan_iter(match=f"{{{cluster.prefix}:p*}}:idem:*", count=1000), SAMPLE_HASHES))
+    idem_keys = list(islice(r.scan_iter(match=f"{keys.global_prefix[:-1]}:p*}}:idem:*", count=1000), SAMPLE_HASHES))
     idem = [r.memory_usage(k) or 0 for k in idem_keys]
     sample = r.hgetall(keys.workflow(ids[0].split("|")[0])) if ids else {}
     return {"workflow_hash_avg": round(sum(hashes) / len(hashes)) if hashes else None,

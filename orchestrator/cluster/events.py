@@ -43,7 +43,6 @@ from ..core.payloads import PayloadLimit, encode
 from ..core.safe_expr import SafeExpressionError
 from ..store import ActionOutcome, Store, StoreUnavailable
 from ..store.protocol import FirstDecision, QuotaExceeded, Started
-from .deciding import new_task_id
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +284,8 @@ class EventConsumers:
         data = encode(workflow_input, "the workflow input")
         self.payload_limit.check("the workflow input", data)
         idempotency_key = f"event:{handler}:{event.event_id}" + (f"#{index}" if index else "")
-        qualified_name, workflow_id, started_at = qualified(namespace_of(handler), name), new_task_id(), now_ms()
+        qualified_name, started_at = qualified(namespace_of(handler), name), now_ms()
+        workflow_id = self.store.new_workflow_id(idempotency_key)   # in the partition of its key
         def begin(decide: FirstDecision) -> Awaitable[Started]:
             return self.store.start_by_name(qualified_name, int(version), workflow_id, workflow_input,
                                             str(correlation), idempotency_key, started_at, decide=decide)

@@ -435,7 +435,7 @@ class RedisStore:
         """Settle the number of partitions with the one stored (set now, if this is the first node of
         the cluster's state). `partitions`: the node's setting (0: adopt the stored number, else the
         default); a number that differs from the stored one is refused, as is a state kept in the
-        layout from before partitions (`orchestrator migrate-state` moves it)."""
+        layout from before partitions."""
         wanted = partitions or self.keys.partitions
         Keys(self.prefix, wanted)   # checks the range before anything is written
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -448,8 +448,9 @@ class RedisStore:
             await self._redis.delete(self.keys.partition_count)
         if unpartitioned:
             raise FailedPrecondition(
-                f"Redis holds the state of cluster prefix '{self.prefix}' in the layout from before partitions; "
-                "stop every node and run `orchestrator migrate-state` (README, 'Moving to partitions') first")
+                f"Redis holds the state of cluster prefix '{self.prefix}' in the layout from before partitions "
+                "(keys without hash tags), which this version does not read: the command that moves it is not "
+                "built yet (issue 23); run the version that wrote it, or start this one on an empty Redis")
         if partitions and stored_count != partitions:
             raise FailedPrecondition(
                 f"redis_partitions is {partitions} but this cluster's state was created with {stored_count} "
@@ -906,22 +907,23 @@ class RedisStore:
     async def claim(self, task_type: str, count: int, worker_id: str, now_ms: int, *,
                     records: bool = False) -> list[ClaimedTask]:
         """Up to `count` tasks of the type, from the partitions known to have some (`ready_partitions`):
-        the count is shared out among them, one CLAIM each in one round trip, and a partition that
-        gave all it was asked for is asked again for what the others lacked."""
-        candidates = self._ready.candidates(task_type)
-        if candidates is None:
-            candidates = await self._scan_ready(task_type, now_ms)
+        the count is shared out among (at most `count` of) them, one CLAIM each in one round trip, and
+        what they lacked is asked of the partitions not asked yet and of those that gave all they
+        were asked for."""
+        pending = self._ready.candidates(task_type)
+        if pending is None:
+            pending = await self._scan_ready(task_type, now_ms)
         claimed: list[ClaimedTask] = []
-        while candidates and len(claimed) < count:
+        while pending and len(claimed) < count:
             wanted = count - len(claimed)
+            candidates, pending = pending[:wanted], pending[wanted:]
             asks = [(p, mark, wanted // len(candidates) + (1 if i < wanted % len(candidates) else 0))
                     for i, (p, mark) in enumerate(candidates)]
-            asks = [ask for ask in asks if ask[2] > 0]
             replies = await self._calls.replies([
                 Call(scripts.CLAIM, self._arguments({"type": task_type, "count": n, "now": now_ms,
                                                      "worker": worker_id, "records": records}),
                      self.keys.partition(p)) for p, _, n in asks])
-            candidates = []
+            full: list[tuple[int, int]] = []
             for (p, mark, n), reply in zip(asks, replies):
                 if isinstance(reply, Exception):
                     raise reply
@@ -932,7 +934,8 @@ class RedisStore:
                 if len(flat) // 4 < n:
                     self._ready.drained(task_type, p, mark)
                 else:
-                    candidates.append((p, mark))
+                    full.append((p, mark))
+            pending = full + pending
         return claimed
 
     async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:

@@ -9,12 +9,12 @@ Cluster, where one script may touch the keys of one hash slot only:
   a family stays in one partition and a decision changes parent and children in one script. An id
   that must land in a given partition (a start with an idempotency key, a workflow a decision
   starts) is drawn there (`draw_id`).
-- Every key of partition p carries the hash tag `{<prefix>:p<p>}`: the workflow hashes, the
+- Every key of partition p carries the hash tag `{<cluster>:p<p>}` (`wfo:{default:p7}:...`): the workflow hashes, the
   ready queues per task type, the leases, the decide set, the indexes, the `ended` stream, the
   workflows in flight, the definition snapshots, a copy of the fencing epoch, the idempotency
   keys (a start's key is in partition crc32(key) mod N, and so is the workflow it starts).
 - Everything else (definitions, the event bus, the limits, the partition count) carries the tag
-  `{<prefix>}`: one slot, never touched by a script together with partition keys.
+  `{<cluster>}` (`wfo:{default}:...`): one slot, never touched by a script together with partition keys.
 
 A single Redis holds the same keys (every slot on one server); N is stored when a cluster's
 state is first created and a node configured otherwise refuses to start (`RedisStore.prepare`).
@@ -80,10 +80,18 @@ class Keys:
 
     # ------------------------------------------------------------- the global slot
 
+    def _tagged(self, tag_suffix: str) -> str:
+        """The prefix with its cluster name as a hash tag (`wfo:{default}`, `wfo:{default:p7}`): keys
+        still begin with `wfo:`, which ACL patterns and scans of an operator's name."""
+        head, sep, name = self.prefix.partition(":")
+        if not sep:
+            return f"{{{self.prefix}{tag_suffix}}}"
+        return f"{head}:{{{name}{tag_suffix}}}"
+
     @property
     def global_prefix(self) -> str:
         """The prefix of the keys outside the partitions (one hash slot)."""
-        return f"{{{self.prefix}}}"
+        return self._tagged("")
 
     def __call__(self, *parts: str) -> str:
         """A key of the global slot."""
@@ -151,7 +159,7 @@ class Keys:
 
     def partition(self, p: int) -> str:
         """Partition p's prefix, its hash tag: also the KEYS[1] of every script run in it."""
-        return f"{{{self.prefix}:p{p}}}"
+        return self._tagged(f":p{p}")
 
     def partition_of(self, workflow_id: str) -> int:
         return partition_of(workflow_id, self.partitions)

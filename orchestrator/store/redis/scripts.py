@@ -34,8 +34,8 @@ end (its `waiters`, EXPECT_END), `ready:<type>` to the nodes serving that type. 
 script touches for a workflow is a key of its partition.
 
 Key names are built here and in `keys.py` alone, which says how the state is partitioned (issue 23).
-KEYS[1] of every script is the prefix of the partition it works in (`{<prefix>:p<n>}`, its hash tag),
-or the global one (`{<prefix>}`) for the event bus: every key a script touches carries that tag, so
+KEYS[1] of every script is the prefix of the partition it works in (`wfo:{<cluster>:p<n>}`, its hash tag),
+or the global one (`wfo:{<cluster>}`) for the event bus: every key a script touches carries that tag, so
 that a Redis Cluster routes the call by it and the script touches one slot. A workflow's family
 (its sub-workflows, its failure workflow, the workflows its decisions start) is in its partition.
 Two things still reach the global slot from a partition's script, so they work on one Redis but not

@@ -26,7 +26,7 @@ from worker import Worker, WorkflowClient, task
 
 NOOP, LATE = "rw_noop", "rw_late"
 THREE_NOOPS, ONE_LATE = "rw_three_noops", "rw_one_late"
-CLAIM_ARGUMENTS = {"prefix", "type", "count", "now", "worker", "records"}   # scripts.CLAIM's named arguments
+CLAIM_ARGUMENTS = {"g", "type", "count", "now", "worker", "records"}   # scripts.CLAIM's named arguments
 
 
 @task(NOOP)
@@ -93,11 +93,12 @@ class ScriptLog:
 
 
 def _named(command: str) -> dict[str, Any]:
-    """The named arguments of a script call as MONITOR shows it (ARGV[1], JSON; see RedisStore._run)."""
-    start = command.find("{")
+    """The named arguments of a script call as MONITOR shows it (ARGV[1], JSON, after KEYS[1] which
+    holds braces of its own; see RedisStore._run)."""
+    start = command.find('"{\\"')
     if start < 0:
         return {}
-    text = command[start:]
+    text = command[start + 1:]
     try:
         value, _ = json.JSONDecoder().raw_decode(text.replace('\\"', '"'))
     except ValueError:

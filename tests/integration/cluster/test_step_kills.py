@@ -28,6 +28,7 @@ from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
 from helpers import BackgroundWorker, unique, wait_for_status
 from orchestrator.cluster import failpoints
+from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, WorkflowClient, task
 
 LEASE_S = 2   # responseTimeoutSeconds of the steps: a task handed over but never pushed is run again soon
@@ -61,7 +62,7 @@ class Drill:
     node: ManagedProcess     # the doomed node
     doomed: str              # its endpoint
     flow: str                # the workflow to start
-    ended_key: str           # the cluster's audit stream of ended workflows
+    keys: Keys               # the cluster's keys (its audit streams of ended workflows among them)
 
 
 @contextmanager
@@ -90,7 +91,7 @@ def doomed_with_a_worker(refs: tuple[str, ...], point: str, tmp_path: Path, etcd
             while worker.worker.current_endpoint != doomed:   # the worker talks to the doomed node first
                 assert time.monotonic() < deadline, "the worker never connected to the doomed node"
                 time.sleep(0.05)
-            yield Drill(client, node, doomed, flow, f"wfo:{cluster}:ended")
+            yield Drill(client, node, doomed, flow, Keys(cluster_prefix(cluster)))
         finally:
             worker.stop()
             node.stop()
@@ -110,7 +111,8 @@ def completed_after_the_kill(drill: Drill, workflow_id: str, point: str) -> dict
 def ends_recorded(audit: redis.Redis, drill: Drill, workflow_id: str) -> list[str]:
     """The ends of the workflow the audit stream holds (exactly one, COMPLETED, is right)."""
     # decode_responses=True: ids and fields are str (redis-py types them as bytes or str)
-    entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(drill.ended_key))
+    stream = drill.keys.ended(drill.keys.partition_of(workflow_id))
+    entries = cast("list[tuple[str, dict[str, str]]]", audit.xrange(stream))
     return [fields["st"] for _, fields in entries if fields["wf"] == workflow_id]
 
 

@@ -87,7 +87,7 @@ class Spy:
     prefix, payload). A pattern subscription: it counts for no channel's subscribers."""
 
     def __init__(self, pair: NodePair) -> None:
-        self.prefix = pair.keys.prefix + ":"
+        self.prefix = pair.keys.global_prefix + ":"
         self.client = redis.Redis.from_url(pair.redis_url, decode_responses=True)
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.messages: list[tuple[str, str]] = []

@@ -430,7 +430,7 @@ def test_a_claim_takes_the_queue_in_order_past_paused_workflows_and_within_the_c
     async def scenario():
         try:
             await store.put_task_def(normalise_task_def({"name": "limited", "concurrentExecLimit": 2}))
-            ids = []
+            ids: list[str] = []
             for i in range(5):
                 ids.append(await started_workflow(store, "limited", ids[0] if ids else "", concurrentExecLimit=2))
                 await decide_once(store, None, ids[-1], now=NOW + i)   # queued in this order
