@@ -260,3 +260,25 @@ def ended_total(client: Any, keys: Any) -> int:
         for p in keys.all_partitions():
             pipe.xlen(keys.ended(p))
         return sum(int(n) for n in pipe.execute())
+
+
+def index_members(client: Any, keys: Any, *index: str) -> list[str]:
+    """The members of one search index (`"name", "<workflow name>"`, ...) over every partition."""
+    with client.pipeline(transaction=False) as pipe:
+        for p in keys.all_partitions():
+            pipe.zrange(keys.index(p, *index), 0, -1)
+        return [member for members in pipe.execute() for member in members]
+
+
+def started_by_key(client: Any, keys: Any, idempotency_key: str) -> str | None:
+    """The workflow a start with this idempotency key created (as stored beside the key), or None."""
+    from orchestrator.store.redis.keys import partition_of_key
+
+    found = client.get(keys.in_partition(partition_of_key(idempotency_key, keys.partitions), "idem", idempotency_key))
+    return str(found) if found is not None else None
+
+
+def idempotency_keys(client: Any, keys: Any, pattern: str) -> list[str]:
+    """The stored idempotency keys (every partition's) whose key matches the glob `pattern`."""
+    tag = keys.global_prefix[:-1]   # 'wfo:{name' : the partitions' tags continue it with ':p<n>}'
+    return [str(k) for k in client.scan_iter(f"{tag}:p*}}:idem:{pattern}", count=1000)]

@@ -25,7 +25,9 @@ from devtools.local_cluster import ClusterSettings, LocalCluster, wait_for_leade
 from orchestrator.cluster.deciding import Decider
 from orchestrator.cluster.events import EventConsumers
 from orchestrator.core.events import BusEvent, normalise_handler
+from helpers import idempotency_keys, index_members, started_by_key
 from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis.keys import Keys, cluster_prefix
 from orchestrator_api.structs import from_struct, to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -110,7 +112,7 @@ def raw(node: Any) -> Iterator[redis.Redis]:
 
 def by_correlation(raw: redis.Redis, cluster: str, correlation: str) -> list[str]:
     # decode_responses=True: the members come back as str (redis' types also allow bytes)
-    return list(cast("list[str]", raw.zrange(f"wfo:{cluster}:idx:corr:{correlation}", 0, -1)))
+    return index_members(raw, Keys(cluster_prefix(cluster)), "corr", correlation)
 
 
 def test_handlers_start_complete_fail_and_terminate_workflows(node: Any, bus: Bus, raw: redis.Redis) -> None:
@@ -169,12 +171,13 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             start = normalise_handler({"name": "replay_start", "event": "replay", "actions": [
                 {"action": "start_workflow", "start_workflow": {"name": "waiter", "input": {"order": "r"}}}]})
             event = BusEvent(f"{int(time.time() * 1000)}-7", "replay", '{"x":1}', "", 0)
-            before = raw.zcard(f"wfo:{node.cluster}:idx:name:waiter")
+            keys = Keys(cluster_prefix(node.cluster))
+            before = len(index_members(raw, keys, "name", "waiter"))
             for _ in range(3):
                 assert await consumers._handle(start, event) is True
-            assert raw.zcard(f"wfo:{node.cluster}:idx:name:waiter") == before + 1
+            assert len(index_members(raw, keys, "name", "waiter")) == before + 1
             assert consumers.duplicates == 2
-            workflow_id = raw.get(f"wfo:{node.cluster}:idem:event:replay_start:{event.event_id}")
+            workflow_id = started_by_key(raw, keys, f"event:replay_start:{event.event_id}")
             assert workflow_id
             assert isinstance(workflow_id, str)   # decode_responses=True
             deadline = time.monotonic() + 20   # decided in its start script: its WAIT task goes in progress
@@ -191,7 +194,7 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
             for _ in range(3):
                 assert await consumers._handle(finish, event) is True
             assert consumers.duplicates == 6 and consumers.dead_lettered == 0
-            assert raw.xlen(f"wfo:{node.cluster}:ev:replayed") == 1
+            assert raw.xlen(keys.events("replayed")) == 1
         finally:
             await consumers.stop()
             await decider.stop()
@@ -201,7 +204,8 @@ def test_a_redelivered_event_changes_nothing(node: Any, raw: redis.Redis) -> Non
 
 
 def test_unacknowledged_events_are_redelivered_then_dead_lettered(node: Any, bus: Bus, raw: redis.Redis) -> None:
-    stream = f"wfo:{node.cluster}:ev:ghosts"
+    keys = Keys(cluster_prefix(node.cluster))
+    stream = keys.events("ghosts")
     redeliver = {"name": "ghost_start", "event": "ghosts", "active": False, "redeliverAfterSeconds": 0.3,
                  "maxDeliveries": 3, "actions": [{"action": "start_workflow", "start_workflow": {
                      "name": "ingest", "input": {"n": "${$.payload.n}"}, "correlationId": "ghost-${$.key}"}}]}
@@ -216,7 +220,7 @@ def test_unacknowledged_events_are_redelivered_then_dead_lettered(node: Any, bus
         assert [entry_id for entry_id, _ in got[0][1]] == sent
     bus.register({**redeliver, "active": True})
     bus.register({**deadline, "active": True})
-    started = wait_until(lambda: len([k for k in raw.scan_iter(f"wfo:{node.cluster}:idem:event:ghost_start:*")]) == 5
+    started = wait_until(lambda: len(idempotency_keys(raw, keys, "event:ghost_start:*")) == 5
                          and raw.xpending(stream, "ghost_start")["pending"] == 0, what="redelivery")
     assert started
     letters = wait_until(lambda: [e for e in bus.read("deadletter") if e["payload"]["handler"] == "ghost_dead"]
@@ -313,7 +317,7 @@ def test_sigkill_of_leader_and_follower_during_a_burst_starts_each_workflow_once
                         and n != wait_for_leader(client, not_id=leader)["leader_id"])
         cluster.nodes[follower].signal(signal.SIGKILL)
         publisher.join(60)
-        stream = f"{prefix}:ev:burst"
+        stream = Keys(prefix).events("burst")
 
         def settled() -> bool:
             groups = {g["name"]: g for g in raw.xinfo_groups(stream)}
@@ -328,10 +332,11 @@ def test_sigkill_of_leader_and_follower_during_a_burst_starts_each_workflow_once
         assert failed == [] and len(published) == total and set(published) <= set(events)
         assert total <= len(events) <= total + 5
         # every event started exactly one workflow: one idempotency key per event, one workflow per key
-        keys = raw.mget([f"{prefix}:idem:event:ingest_all:{event_id}" for event_id in events])
+        layout = Keys(prefix)
+        keys = [started_by_key(raw, layout, f"event:ingest_all:{event_id}") for event_id in events]
         assert all(keys), f"{sum(1 for k in keys if not k)} events started no workflow"
         assert len(set(keys)) == len(events)
-        assert raw.zcard(f"{prefix}:idx:name:ingest") == len(events)
+        assert len(index_members(raw, layout, "name", "ingest")) == len(events)
         print(f"\n2000 events, 2 nodes SIGKILLed: all handled in {elapsed:.1f} s")
     finally:
         raw.close()

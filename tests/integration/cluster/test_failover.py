@@ -111,12 +111,15 @@ def test_sigstop_leader_past_its_ttl_is_fenced_and_steps_down(cluster, client):
     assert int(status["epoch"]) >= int(new_status["epoch"]) > 0
     log_text = cluster.nodes[old].log_path.read_text()
     assert "stopped leading" in log_text
-    # the stored fencing epoch belongs to the new term: any write of the old one is refused
+    # the stored fencing epoch belongs to the new term in every partition: any write of the old one is refused
     import redis
-    epoch = redis.Redis.from_url(cluster.redis.url).get("wfo:failover:epoch")
-    assert epoch is not None
-    stored = int(epoch)
-    assert stored >= int(new_status["epoch"])
+
+    from orchestrator.store.redis.keys import Keys, cluster_prefix
+    keys = Keys(cluster_prefix("failover"))
+    with redis.Redis.from_url(cluster.redis.url) as raw:
+        epochs = raw.mget([keys.epoch(p) for p in keys.all_partitions()])
+    assert None not in epochs
+    assert min(int(e) for e in epochs) >= int(new_status["epoch"])
     assert_nothing_lost(cluster, client, load.started)
 
 

@@ -95,10 +95,10 @@ class ScriptLog:
 def _named(command: str) -> dict[str, Any]:
     """The named arguments of a script call as MONITOR shows it (ARGV[1], JSON, after KEYS[1] which
     holds braces of its own; see RedisStore._run)."""
-    start = command.find('"{\\"')
+    start = command.find('{"')
     if start < 0:
         return {}
-    text = command[start + 1:]
+    text = command[start:]
     try:
         value, _ = json.JSONDecoder().raw_decode(text.replace('\\"', '"'))
     except ValueError:

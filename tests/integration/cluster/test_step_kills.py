@@ -26,7 +26,7 @@ import redis
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
-from helpers import BackgroundWorker, unique, wait_for_status
+from helpers import BackgroundWorker, index_members, unique, wait_for_status
 from orchestrator.cluster import failpoints
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, WorkflowClient, task
@@ -156,6 +156,6 @@ def test_a_node_killed_at_any_point_of_a_start_loses_nothing(
             assert attempts == [("one", "COMPLETED"), ("two", "COMPLETED")], attempts
         with redis.Redis(port=redis_server.port, decode_responses=True) as audit:
             cluster = steady[1]
-            started = cast("list[str]", audit.zrange(f"wfo:{cluster}:idx:name:{drill.flow}", 0, -1))
+            started = index_members(audit, Keys(cluster_prefix(cluster)), "name", drill.flow)
             assert started == [workflow_id], "the start was made twice"
             assert ends_recorded(audit, drill, workflow_id) == ["COMPLETED"], "the workflow did not end exactly once"

@@ -18,6 +18,7 @@ import redis
 
 from helpers import unique
 from orchestrator.api.events import SUBSCRIPTION_PREFIX
+from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import ClientError, Event, Subscriber, subscribe
 
 
@@ -42,7 +43,7 @@ class Topic:
 
     def __init__(self, raw: redis.Redis, node: Any, topic: str) -> None:
         self.raw = raw
-        self.stream = f"wfo:{node.cluster}:ev:{topic}"
+        self.stream = Keys(cluster_prefix(node.cluster)).events(topic)
 
     def group(self, name: str) -> dict[str, Any] | None:
         try:
