@@ -13,6 +13,7 @@ import redis
 
 from devtools.procs import RedisServer, start_redis
 from devtools.redis_cluster import SLOTS, key_slot
+from redis_mode import slot_checked_redis
 
 # The shebang turns on Redis 7's checks of the keys a script touches; without it only the keys it
 # declares (KEYS) are checked, and only by the command's routing.
@@ -112,3 +113,13 @@ def test_it_cannot_be_a_replica(tmp_path: Path):
     with pytest.raises(ValueError, match=r"slot_checked.*replica_of"):
         start_redis(tmp_path / "replica", replica_of=6398, slot_checked=True)
     assert not (tmp_path / "replica").exists()   # refused before anything started
+
+
+def test_the_sessions_redis_checks_slots_exactly_when_the_environment_asks(redis_server: RedisServer):
+    """ORCHESTRATOR_TEST_REDIS=slots reaches the `redis_server` fixture (tests/conftest.py)."""
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        cluster_enabled = client.info("cluster")["cluster_enabled"]
+    finally:
+        client.close()
+    assert redis_server.slot_checked is slot_checked_redis() is bool(cluster_enabled)
