@@ -595,6 +595,10 @@ class RedisServer:
                                        f"in time (cluster_state:{info.get('cluster_state')}, "
                                        f"cluster_slots_ok:{info.get('cluster_slots_ok')})")
                 time.sleep(0.05)
+        except redis.ConnectionError as exc:   # it died under us: say so with its log, as for PING
+            if not self.process.alive():
+                raise _died(self.process) from exc
+            raise
         finally:
             client.close()
 

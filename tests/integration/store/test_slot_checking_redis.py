@@ -5,13 +5,14 @@ test-slots`), so what these tests show is what that run relies on."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
-from devtools.procs import RedisServer, start_redis
+from devtools.procs import ProcessError, RedisServer, free_port, lost_its_port, start_redis
 from devtools.redis_cluster import SLOTS, key_slot
 from redis_mode import slot_checked_redis
 
@@ -105,6 +106,18 @@ def test_restart_keeps_the_data_and_every_slot(tmp_path: Path):
     finally:
         server.stop()
     assert not server.process.alive()
+
+
+def test_a_taken_cluster_bus_port_fails_the_start_as_a_lost_port(tmp_path: Path):
+    """start_redis tries other ports after such a failure, the bus port chosen afresh with them."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        server = RedisServer(tmp_path / "redis", free_port(), slot_checked=True,
+                             cluster_bus_port=holder.getsockname()[1])
+        with pytest.raises(ProcessError, match=r"(?s)Address already in use.*cluster") as refused:
+            server.start()
+    assert lost_its_port(str(refused.value)) and not server.process.alive()
 
 
 def test_it_cannot_be_a_replica(tmp_path: Path):
