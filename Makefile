@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers browser proto lint test test-fast test-latest lock cluster drill bench clean order-flow
+.PHONY: all venv servers browser proto lint test test-fast test-slots test-latest lock cluster drill bench clean order-flow
 
 all: test
 
@@ -68,6 +68,13 @@ test: lint $(STAMP) servers browser
 # a test there that asks for one). tests/integration holds the rest, each marked `integration`.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit
+
+# The integration tests of the store, the cluster and the language on nodes against a slot-checked Redis
+# (ORCHESTRATOR_TEST_REDIS=slots, tests/redis_mode.py): a one-server Redis Cluster owning every slot, which
+# refuses a `#!lua` script touching keys of two hash slots, as Redis Cluster would (issue 23). Not in `make test`.
+test-slots: $(STAMP) servers
+	ORCHESTRATOR_TEST_REDIS=slots $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 \
+	    tests/integration/store tests/integration/cluster tests/integration/core
 
 # The whole suite against the newest release of every dependency, resolved without the lock, in a
 # venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.

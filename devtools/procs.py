@@ -23,8 +23,11 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from collections.abc import Iterable, Sequence
+
+if TYPE_CHECKING:
+    import redis
 
 __all__ = [
     "ProcessError",
@@ -486,6 +489,15 @@ def _redis_ping(port: int) -> bool:
         return False
 
 
+_SLOTS = 16384   # Redis Cluster's hash slots
+
+
+def _cluster_info(client: redis.Redis) -> dict[str, str]:
+    """CLUSTER INFO as {field: value}."""
+    text = str(client.execute_command("CLUSTER", "INFO"))  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+
+
 @dataclass
 class RedisServer:
     """One redis-server on 127.0.0.1, persisting only through its AOF in ``data_dir``."""
@@ -496,7 +508,16 @@ class RedisServer:
     appendfsync: str = "everysec"
     replica_of: int | None = None        # the loopback port of the master this one replicates
     options: tuple[str, ...] = ()        # more redis-server arguments ("--min-replicas-to-write", "1", ...)
+    # A one-server Redis Cluster owning every slot: plain clients use it as any Redis, but it refuses a
+    # `#!lua` script that touches keys of two slots, and any command whose declared keys span two slots.
+    slot_checked: bool = False
+    cluster_bus_port: int = 0            # slot_checked: its cluster bus port (a free one, chosen at first start)
     process: ManagedProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        if self.slot_checked and self.replica_of is not None:
+            raise ValueError(f"a slot-checked Redis (slot_checked=True) cannot be a replica (replica_of="
+                             f"{self.replica_of}): redis-server refuses --replicaof in cluster mode")
 
     @property
     def url(self) -> str:
@@ -509,7 +530,18 @@ class RedisServer:
                 "--save", "", "--dir", str(self.data_dir),
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", self.appendfsync,
-                *(["--replicaof", _LOOPBACK, str(self.replica_of)] if self.replica_of else []), *self.options]
+                *(["--replicaof", _LOOPBACK, str(self.replica_of)] if self.replica_of else []),
+                *(self._cluster_argv() if self.slot_checked else []), *self.options]
+
+    @property
+    def cluster_config_file(self) -> Path:
+        """The node file a slot-checked server keeps its slots in (so a restart still owns them)."""
+        return self.data_dir / f"nodes-{self.port}.conf"
+
+    def _cluster_argv(self) -> list[str]:
+        # An explicit bus port: Redis's default (port + 10000) may be taken, or above 65535.
+        return ["--cluster-enabled", "yes", "--cluster-config-file", str(self.cluster_config_file),
+                "--cluster-port", str(self.cluster_bus_port)]
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and block until it answers PING; on failure it is stopped again.
@@ -520,6 +552,8 @@ class RedisServer:
             raise ProcessError(f"port {self.port} on {_LOOPBACK} is already in use (another Redis, perhaps of an "
                                "earlier `make cluster` still running?); stop it or choose another redis_port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.slot_checked and not self.cluster_bus_port:
+            self.cluster_bus_port = free_port()
         self.process = ManagedProcess(f"redis-{self.port}", self._argv(), self.data_dir)
         try:
             wait_for_port(_LOOPBACK, self.port, timeout, self.process)
@@ -533,9 +567,40 @@ class RedisServer:
             if _redis_pid(self.port) != self.process.pid:   # someone bound the port between check and start
                 raise ProcessError(f"the Redis answering on port {self.port} is not the one we started "
                                    f"(pid {self.process.pid}); the port is taken")
+            if self.slot_checked:
+                self._own_every_slot(deadline)
         except BaseException:
             self.process.stop()
             raise
+
+    def _own_every_slot(self, deadline: float) -> None:
+        """Give this server all 16,384 slots unless its node file already does (a restart), then wait
+        for cluster_state:ok: until then it answers CLUSTERDOWN to every command on a key (Redis holds a
+        master's state back for about a second after it starts)."""
+        import redis  # lazily, as in wait_for_replicas
+
+        client = redis.Redis(host=_LOOPBACK, port=self.port, socket_timeout=1.0, decode_responses=True)
+        try:
+            assigned = _cluster_info(client).get("cluster_slots_assigned", "0")
+            if assigned == "0":
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, _SLOTS - 1)  # type: ignore[no-untyped-call]
+            elif assigned != str(_SLOTS):
+                raise ProcessError(f"the slot-checked Redis on port {self.port} owns {assigned} of {_SLOTS} slots "
+                                   f"(from {self.cluster_config_file}); remove that file to start afresh")
+            while (info := _cluster_info(client)).get("cluster_state") != "ok":
+                if not self.process.alive():
+                    raise _died(self.process)
+                if time.monotonic() >= deadline:
+                    raise ProcessError(f"the slot-checked Redis on port {self.port} did not reach cluster_state:ok "
+                                       f"in time (cluster_state:{info.get('cluster_state')}, "
+                                       f"cluster_slots_ok:{info.get('cluster_slots_ok')})")
+                time.sleep(0.05)
+        except redis.ConnectionError as exc:   # it died under us: say so with its log, as for PING
+            if not self.process.alive():
+                raise _died(self.process) from exc
+            raise
+        finally:
+            client.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM (Redis flushes its AOF on the way out), SIGKILL after ``timeout``."""
@@ -555,14 +620,17 @@ class RedisServer:
 
 def start_redis(data_dir: Path, port: int | None = None, appendonly: bool = True,
                 appendfsync: str = "everysec", replica_of: int | None = None, *,
-                first_port: int | None = None, options: Sequence[str] = ()) -> RedisServer:
+                first_port: int | None = None, options: Sequence[str] = (),
+                slot_checked: bool = False) -> RedisServer:
     """Start redis-server on a free (or the given) loopback port; blocks until it answers.
     A free port taken by someone else before Redis bound it is replaced by another (twice);
     `first_port`: the free port to try first (one chosen earlier, e.g. checked with others);
-    `options`: more redis-server arguments."""
+    `options`: more redis-server arguments; `slot_checked`: a one-server Redis Cluster owning every
+    slot (RedisServer.slot_checked), ready once it serves them all."""
     for attempt in range(3):
         chosen = port or (first_port if attempt == 0 and first_port else free_port())
-        server = RedisServer(Path(data_dir), chosen, appendonly, appendfsync, replica_of, tuple(options))
+        server = RedisServer(Path(data_dir), chosen, appendonly, appendfsync, replica_of, tuple(options),
+                             slot_checked=slot_checked)
         try:
             server.start()
             return server

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster, start_redis
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster
 from devtools.redis_cluster import LocalRedisCluster, start_redis_cluster
 from browser import CHROMIUM, CHROMIUM_ARGS
 from helpers import BackgroundWorker
+from redis_mode import redis_mode, start_test_redis
 from worker import Worker, WorkflowClient
 
 TESTS = Path(__file__).resolve().parent
@@ -33,6 +34,10 @@ SERVER_FIXTURES = frozenset({"etcd", "redis_server", "redis_cluster", "node", "r
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: starts real processes (etcd, Redis, nodes, workers, "
                                        "browsers, builds): every test under tests/integration")
+    try:
+        redis_mode()   # a mistyped ORCHESTRATOR_TEST_REDIS ends the session before any test runs
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -63,7 +68,8 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = start_redis(tmp_path_factory.mktemp("redis"))
+    """The session's Redis: plain, or slot-checked under ORCHESTRATOR_TEST_REDIS=slots (tests/redis_mode.py)."""
+    server = start_test_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:

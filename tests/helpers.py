@@ -20,9 +20,10 @@ import grpc
 import yaml
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import ManagedProcess, free_port, start_redis
+from devtools.procs import ManagedProcess, free_port
 from orchestrator.store.redis.keys import Keys
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
+from redis_mode import start_test_redis
 from worker import ClientError, Worker, WorkflowClient
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -91,7 +92,7 @@ def nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str], cluster: s
                              node_ids: list[str]) -> Iterator[tuple[str, list[str], list[WorkflowClient]]]:
     """The nodes `node_ids` of a fresh cluster on a Redis of their own, so that its command counts
     are theirs alone: (Redis URL, their endpoints, a client of each), once one leads."""
-    server = start_redis(folder / "redis")
+    server = start_test_redis(folder / "redis")
     processes: list[ManagedProcess] = []
     clients: list[WorkflowClient] = []
     try:

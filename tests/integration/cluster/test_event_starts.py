@@ -14,8 +14,9 @@ import pytest
 import redis
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, free_port, start_redis
+from devtools.procs import EtcdCluster, free_port
 from helpers import BackgroundWorker
+from redis_mode import start_test_redis
 from worker import Worker, WorkflowClient, task
 
 EVENTS = 40
@@ -34,7 +35,7 @@ def noop(data: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def one_node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[tuple[str, WorkflowClient]]:
     folder = tmp_path_factory.mktemp("event_starts")
-    server = start_redis(folder / "redis")
+    server = start_test_redis(folder / "redis")
     port = free_port()
     node = start_node(folder / "node", node_id="events", port=port, redis_url=server.url,
                       etcd_endpoints=etcd.endpoints, cluster=f"es{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,

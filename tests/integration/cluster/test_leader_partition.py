@@ -29,8 +29,9 @@ import pytest
 from devtools.drill import SteadyLoad
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.netproxy import NetProxy
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_redis
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
 from helpers import BackgroundWorker, wait_for_status
+from redis_mode import start_test_redis
 from worker import Worker, WorkflowClient, task
 
 TTL_S = 2.0
@@ -56,7 +57,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path, etcd: EtcdCluster) -> Iterator[Cluster]:
-    running = Cluster(start_redis(tmp_path / "redis"))
+    running = Cluster(start_test_redis(tmp_path / "redis"))
     name = f"cut{uuid.uuid4().hex[:8]}"
     try:
         for node_id in NODES:

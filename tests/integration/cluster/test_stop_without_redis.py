@@ -28,8 +28,9 @@ import pytest
 
 from devtools.drill import SteadyLoad
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_redis
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port
 from helpers import BackgroundWorker, register_sequence, unique, wait_for_status
+from redis_mode import start_test_redis
 from worker import Worker, WorkflowClient, task
 
 TTL_S = 2.0
@@ -41,7 +42,7 @@ class Cluster:
     def __init__(self, folder: Path, etcd: EtcdCluster) -> None:
         self.folder = folder
         self.name = f"t{uuid.uuid4().hex[:8]}"
-        self.redis: RedisServer = start_redis(folder / "redis")
+        self.redis: RedisServer = start_test_redis(folder / "redis")
         self.etcd = etcd
         self.nodes: dict[str, ManagedProcess] = {}
         self.endpoints: dict[str, str] = {}

@@ -14,7 +14,8 @@ import pytest
 import redis
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, free_port, start_redis
+from devtools.procs import EtcdCluster, free_port
+from redis_mode import start_test_redis
 from worker import WorkflowClient
 
 WORKFLOWS = 30
@@ -28,7 +29,7 @@ MAX_READS_PER_WORKFLOW = 6.5
 @pytest.fixture(scope="module")
 def conductor_api(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[tuple[str, httpx.Client]]:
     folder = tmp_path_factory.mktemp("rest_reloads")
-    server = start_redis(folder / "redis")
+    server = start_test_redis(folder / "redis")
     port, http_port = free_port(), free_port()
     node = start_node(folder / "node", node_id="rest", port=port, redis_url=server.url,
                       etcd_endpoints=etcd.endpoints, cluster=f"rr{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,

@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import free_port, start_redis
+from devtools.procs import free_port
 from helpers import unique, wait_for_status
 from orchestrator.store.redis.keys import Keys, cluster_prefix
+from redis_mode import start_test_redis
 from worker import ClientError, WorkflowClient
 
 
@@ -118,7 +119,7 @@ def test_an_internal_error_names_the_node_and_is_not_retryable(http: httpx.Clien
 
 
 def test_an_unreachable_store_is_retryable(tmp_path: Path, etcd: Any) -> None:
-    own_redis = start_redis(tmp_path / "redis")
+    own_redis = start_test_redis(tmp_path / "redis")
     port, http_port = free_port(), free_port()
     process = start_node(tmp_path, node_id="storeless", port=port, redis_url=own_redis.url,
                          etcd_endpoints=etcd.endpoints, cluster=f"t{uuid.uuid4().hex[:8]}", lease_ttl_s=2.0,
