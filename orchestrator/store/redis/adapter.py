@@ -441,8 +441,10 @@ class RedisStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             pipe.set(self.keys.partition_count, wanted, nx=True)
             pipe.get(self.keys.partition_count)
-            pipe.exists(f"{self.prefix}:defs:rev", f"{self.prefix}:epoch", f"{self.prefix}:ended")
-            created, stored, unpartitioned = await pipe.execute()
+            for old_key in ("defs:rev", "epoch", "ended"):   # one EXISTS each: keys of no common slot
+                pipe.exists(f"{self.prefix}:{old_key}")
+            created, stored, *old_keys = await pipe.execute()
+        unpartitioned = any(old_keys)
         stored_count = int(stored)
         if created and unpartitioned:
             await self._redis.delete(self.keys.partition_count)
