@@ -38,6 +38,8 @@ MAX_IDLE_S = 0.25         # the longest sleep: bounds the sweep's delay and cove
 STORE_RETRY_MIN_S = 0.1
 STORE_RETRY_MAX_S = 2.0
 STORE_TIMEOUT_S = 2.0     # default bound on a pass (or a stretch of failing ones) before the leader resigns
+# every partition's freed attempts are released, and its outbox's events relayed, at least this often
+FREED_SWEEP_S = 2.0
 
 
 class LeadershipLost(Exception):
@@ -66,12 +68,15 @@ class LeaderLoop:
         self._wake = asyncio.Event()
         self._next_at_ms: float | None = None
         self._due_workflows: list[str] = []   # found due by the last pass, decided after it
+        self._freed: set[str] = set()        # partitions told to have freed attempts of limited types
+        self._freed_swept_at = 0.0
 
     async def run(self) -> None:
         """Run until leadership is lost (raises LeadershipLost) or the task is cancelled."""
         await self._until_store_answers(self._take_office)
         log.info("clocks started with epoch %d", self.epoch)
         listener = asyncio.create_task(self.store.listen(Topic.TIMER, self._on_timer, self._wake.set))
+        freed_listener = asyncio.create_task(self.store.listen(Topic.FREED, self._on_freed))
         retaining = asyncio.create_task(self._retain()) if self.retention is not None else None
         try:
             while True:
@@ -84,7 +89,7 @@ class LeaderLoop:
         finally:
             # Cancelled and not waited for: a subscription's close can wait up to a second on a link
             # that went silent, and the node must resign at once.
-            for task in (listener, retaining):
+            for task in (listener, freed_listener, retaining):
                 if task is not None:
                     task.cancel()
                     task.add_done_callback(_retrieve)
@@ -117,6 +122,7 @@ class LeaderLoop:
 
     async def _run_once(self) -> bool:
         """One pass over what is due; returns whether more may be due at once (a full batch)."""
+        await self._release_freed()
         due = await self.store.due(now_ms(), self.batch)
         self._next_at_ms = due.next_at_ms
         for workflow_id, task_id in due.expired_leases:
@@ -162,6 +168,22 @@ class LeaderLoop:
                 log.warning("retention sweep: %s; trying again shortly", exc)
                 busy = False
             await asyncio.sleep(0 if busy else RETENTION_EVERY_S)
+
+    async def _release_freed(self) -> None:
+        """The ended attempts of limited task types taken out of their types' counts: of the partitions
+        that said so, and every FREED_SWEEP_S of all of them. Unfenced: a release made twice is one."""
+        if time.monotonic() - self._freed_swept_at >= FREED_SWEEP_S:
+            self._freed.clear()
+            self._freed_swept_at = time.monotonic()
+            await self.store.release_freed(None)
+            await self.store.relay_events(None)   # what a deciding node left: it died, or Redis failed it
+        elif self._freed:
+            partitions, self._freed = self._freed, set()
+            await self.store.release_freed(partitions)
+
+    def _on_freed(self, partition: str) -> None:
+        self._freed.add(partition)
+        self._wake.set()
 
     def _on_timer(self, at: str) -> None:
         try:

@@ -67,6 +67,9 @@ class Topic(enum.Enum):
     TIMER = "timer"   # a workflow set a timer (payload: its time, epoch ms), for the leader's sleep
     DONE = "done"     # a workflow this node expects the end of ended (payload: the workflow id)
     PUBLISHED = "published"   # an event was appended to a topic (payload: the topic), for waiting readers
+    # a limited task type's lease ended in a partition (payload: the partition's name), for the leader's
+    # clocks, which take it out of the type's count (`Store.release_freed`)
+    FREED = "freed"
 
 
 class Subscription(Protocol):
@@ -326,6 +329,14 @@ class Store(Protocol):
         """The log lines kept for a task attempt, oldest first."""
 
     # ------------------------------------------------------------- engine (leader only, fenced)
+
+    async def release_freed(self, partitions: Collection[str] | None = None) -> int:
+        """Take the attempts of limited task types whose leases ended out of their types' counts, for
+        the named partitions (as Topic.FREED names them; None: every one); how many were counted."""
+
+    async def relay_events(self, partitions: Collection[str] | None = None) -> int:
+        """Publish the events EVENT tasks' decisions left in the named partitions' outboxes (None:
+        every one), each once; how many were published now."""
 
     async def raise_epoch(self, epoch: int) -> None:
         """Raise the stored epoch to `epoch`; StaleEpoch if a newer one is stored already."""

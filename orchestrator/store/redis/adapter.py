@@ -39,7 +39,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
@@ -105,6 +105,8 @@ ENDED_ROW_MAX_BYTES = 256 * 1024
 IN_FLIGHT_FRESH_S = 1.0
 IN_FLIGHT_MARGIN = 1000
 IN_FLIGHT_NAMESPACES = 1024   # namespaces whose counts are remembered
+LIMITED_KNOWN_S = 10.0        # a type found to have limits is claimed through its limiter this long
+OUTBOX_BATCH = 256            # events relayed per partition per call
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -279,6 +281,7 @@ class RedisStore:
         self._global = self.keys.global_prefix
         self._ready = ReadyPartitions(self._partition_of)
         self._in_flight: dict[str, tuple[float, list[int]]] = {}   # namespace -> (read at, count per partition)
+        self._limited: dict[str, float] = {}   # task type -> when a claim last found it has limits
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
         self.max_workflow_bytes = max_workflow_bytes
@@ -479,6 +482,14 @@ class RedisStore:
                 pipe.delete(self.keys("inprog", name))
             pipe.incr(self.keys.defs_revision)
             revision = (await pipe.execute())[-1]
+        # each partition's copy of the limits: its scripts read them there (scripts.limits_of)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for p in self.keys.all_partitions():
+                if concurrency or rate:
+                    pipe.hset(self.keys.in_partition(p, "limits"), name, f"{concurrency}|{rate}|{period_ms}")
+                else:
+                    pipe.hdel(self.keys.in_partition(p, "limits"), name)
+            await pipe.execute()
         await self._raise_copies(int(revision))
 
     @_unavailable_as_store_error
@@ -675,8 +686,10 @@ class RedisStore:
             return Started(started_id, True, state)
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
                   for i in range(3, len(answer), 3)]
-        return Started(started_id, True, state, decision,
-                       ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope)))
+        applied = ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope))
+        if applied.result is ApplyResult.OK:
+            await self._relay_after([(started_id, decision)])
+        return Started(started_id, True, state, decision, applied)
 
     async def _in_flight_elsewhere(self, namespace: str, partition: int) -> int:
         """A namespace's workflows in flight in every partition but `partition` (which the start
@@ -912,6 +925,35 @@ class RedisStore:
         the count is shared out among (at most `count` of) them, one CLAIM each in one round trip, and
         what they lacked is asked of the partitions not asked yet and of those that gave all they
         were asked for."""
+        limited_at = self._limited.get(task_type)
+        if limited_at is not None and time.monotonic() - limited_at < LIMITED_KNOWN_S:
+            return await self._claim_limited(task_type, count, worker_id, now_ms, records)
+        try:
+            return await self._claim(task_type, count, worker_id, now_ms, records)
+        except _Limited:
+            self._limited[task_type] = time.monotonic()
+            return await self._claim_limited(task_type, count, worker_id, now_ms, records)
+
+    async def _claim_limited(self, task_type: str, count: int, worker_id: str, now_ms: int,
+                             records: bool) -> list[ClaimedTask]:
+        """A claim of a type with limits: its room reserved in the global slot, that many claimed in the
+        partitions, then the reservation settled into the type's counts (scripts.LIMIT_ACQUIRE)."""
+        token = uuid.uuid4().hex[:16]
+        granted = int(await self._run(scripts.LIMIT_ACQUIRE, {"type": task_type, "count": count, "now": now_ms,
+                                                              "token": token}, at=self._global))
+        if granted <= 0:
+            return []
+        claimed: list[ClaimedTask] = []
+        try:
+            claimed = await self._claim(task_type, granted, worker_id, now_ms, records, granted=True)
+        finally:   # a claim that failed settles nothing taken: the reservation is given back now
+            await self._run(scripts.LIMIT_SETTLE, {
+                "type": task_type, "token": token, "granted": granted, "now": now_ms,
+                "members": [f"{task.workflow_id}|{task.spec.task_id}" for task in claimed]}, at=self._global)
+        return claimed
+
+    async def _claim(self, task_type: str, count: int, worker_id: str, now_ms: int, records: bool,
+                     granted: bool = False) -> list[ClaimedTask]:
         pending = self._ready.candidates(task_type)
         if pending is None:
             pending = await self._scan_ready(task_type, now_ms)
@@ -923,12 +965,16 @@ class RedisStore:
                     for i, (p, mark) in enumerate(candidates)]
             replies = await self._calls.replies([
                 Call(scripts.CLAIM, self._arguments({"type": task_type, "count": n, "now": now_ms,
-                                                     "worker": worker_id, "records": records}),
+                                                     "worker": worker_id, "records": records, "granted": granted}),
                      self.keys.partition(p)) for p, _, n in asks])
             full: list[tuple[int, int]] = []
+            limited = False
             for (p, mark, n), reply in zip(asks, replies):
                 if isinstance(reply, Exception):
                     raise reply
+                if reply == "LIMITED":   # nothing was taken there: claimed again through the limiter
+                    limited = True
+                    continue
                 flat, workflows = (reply[0], await self._claimed_workflows(reply[1])) if records else (reply, {})
                 for i in range(0, len(flat), 4):
                     spec = m.TaskSpec.from_json(json.loads(flat[i + 2]))
@@ -937,8 +983,70 @@ class RedisStore:
                     self._ready.drained(task_type, p, mark)
                 else:
                     full.append((p, mark))
+            if limited:
+                if not claimed:
+                    raise _Limited()
+                break   # what the other partitions gave is this claim's; the limiter is asked next time
             pending = full + pending
         return claimed
+
+    @_unavailable_as_store_error
+    async def release_freed(self, partitions: Collection[str] | None = None) -> int:
+        """The freed attempts of the named partitions (their prefixes; None: all) taken out of their
+        types' counts: read, released in the global slot, then forgotten (a release made twice takes
+        nothing out twice)."""
+        prefixes = (list(partitions) if partitions is not None
+                    else [self.keys.partition(p) for p in self.keys.all_partitions()])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for prefix in prefixes:
+                pipe.smembers(f"{prefix}:freed")
+            found = await pipe.execute()
+        freed = [member for members in found for member in members]
+        if not freed:
+            return 0
+        released = int(await self._run(scripts.LIMIT_RELEASE, {"freed": freed}, at=self._global))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for prefix, members in zip(prefixes, found):
+                if members:
+                    pipe.srem(f"{prefix}:freed", *members)
+            await pipe.execute()
+        return released
+
+    @_unavailable_as_store_error
+    async def relay_events(self, partitions: Collection[str] | None = None) -> int:
+        """The events EVENT tasks left in the outboxes of the named partitions (their prefixes; None:
+        all) published to their topics, in order, each once (scripts.RELAY_EVENTS), then removed."""
+        prefixes = (list(partitions) if partitions is not None
+                    else [self.keys.partition(p) for p in self.keys.all_partitions()])
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for prefix in prefixes:
+                pipe.xrange(f"{prefix}:outbox", min="-", max="+", count=OUTBOX_BATCH)
+            found = await pipe.execute()
+        items, payloads = [], []
+        for prefix, entries in zip(prefixes, found):
+            for entry_id, fields in entries:
+                items.append({"k": f"{prefix}/{entry_id}", "t": fields["t"], "at": int(fields["at"])})
+                payloads.append(fields["p"])
+        if not items:
+            return 0
+        published = int(await self._run(scripts.RELAY_EVENTS, {"items": items}, *payloads, at=self._global))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for prefix, entries in zip(prefixes, found):
+                if entries:
+                    pipe.xdel(f"{prefix}:outbox", *(entry_id for entry_id, _ in entries))
+            await pipe.execute()
+        return published
+
+    async def _relay_after(self, decided: Iterable[tuple[str, Decision]]) -> None:
+        """After decisions were applied: the events of their EVENT tasks relayed now (a failure leaves
+        them to the leader's sweep; the decisions stand)."""
+        partitions = {self._at(workflow_id) for workflow_id, decision in decided if decision.publish}
+        if not partitions:
+            return
+        try:
+            await self.relay_events(partitions)
+        except (StoreUnavailable, ResponseError) as exc:
+            log.warning("the events of %d decision(s) wait for the leader's relay (%s)", len(partitions), exc)
 
     async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
         """Every partition looked at for queued tasks of the type (or tasks called back by now), in
@@ -1134,6 +1242,8 @@ class RedisStore:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply[0])), handed=handed, grew_by=len(item[1])))
             else:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply)), grew_by=len(item[1])))
+        await self._relay_after((workflow.workflow_id, decision) for (workflow, decision), outcome
+                                in zip(decisions, outcomes) if outcome.result is ApplyResult.OK)
         return outcomes
 
     def _prepared(self, epoch: int | None, workflow: m.WorkflowState, decision: Decision, now_ms: int,
@@ -1179,6 +1289,8 @@ class RedisStore:
         if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
             self._awaited.pop(result.workflow_id, None)
             _remember(self._ended_rows, result.workflow_id, ended, ENDED_ROWS)
+        if applied.result is ApplyResult.OK:
+            await self._relay_after([(result.workflow_id, decision)])
         return Stepped(ack, applied)
 
     def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
@@ -1662,6 +1774,10 @@ class _MergedIndex:
             if len(rows) < self._per_partition:
                 self._live.discard(index)
             self._heads[index] = [(member, float(score)) for member, score in reversed(rows)]
+
+
+class _Limited(Exception):
+    """A claim found a type with limits without a grant (scripts.CLAIM answered 'LIMITED')."""
 
 
 def _remember(memory: OrderedDict[str, T], key: str, value: T, capacity: int) -> None:

@@ -38,11 +38,11 @@ KEYS[1] of every script is the prefix of the partition it works in (`wfo:{<clust
 or the global one (`wfo:{<cluster>}`) for the event bus: every key a script touches carries that tag, so
 that a Redis Cluster routes the call by it and the script touches one slot. A workflow's family
 (its sub-workflows, its failure workflow, the workflows its decisions start) is in its partition.
-Two things still reach the global slot from a partition's script, so they work on one Redis but not
-yet on Redis Cluster: a task type's concurrency and rate limits (`limits`, `inprog:<type>`,
-`rate:<type>`), and the events an EVENT task publishes within a decision. Every source starts with
-`#!lua`, which makes a Redis Cluster (a one-server one in the tests too) refuse a script that
-touches a second slot.
+What a step does beyond its partition is done after it, in the global slot: a limited task type's
+counts (LIMIT_ACQUIRE, LIMIT_SETTLE, LIMIT_RELEASE below) and the events EVENT tasks publish (each
+decision leaves them in its partition's `outbox`; RELAY_EVENTS publishes each once). Every source
+starts with `#!lua`, which makes a Redis Cluster (a one-server one in the tests too) refuse a script
+that touches a second slot.
 """
 
 COMMON = r"""#!lua
@@ -245,12 +245,13 @@ local function split(member)
   local sep = string.find(member, '|', 1, true)
   return string.sub(member, 1, sep - 1), string.sub(member, sep + 1)
 end
--- A type's concurrency and rate limits (0 = none) and the rate's period, read once per script.
+-- A type's concurrency and rate limits (0 = none) and the rate's period, read once per script from
+-- the partition's copy of them (RedisStore.put_task_def writes every partition's).
 local LIMITS = {}
 local function limits_of(ttype)
   local known = LIMITS[ttype]
   if known == nil then
-    local stored = redis.call('HGET', G .. ':limits', ttype)
+    local stored = redis.call('HGET', P .. ':limits', ttype)
     known = {0, 0, 0}
     if stored then
       local a, b, c = string.match(stored, '^(%d+)|(%d+)|(%d+)$')
@@ -261,11 +262,15 @@ local function limits_of(ttype)
   return known[1], known[2], known[3]
 end
 -- A lease ends (result, expiry, release, cancel): a concurrency-limited type may take another task.
--- Only such a type counts its tasks in progress (take; put_task_def drops the count with the limit).
+-- Its tasks in progress are counted in the global slot (LIMIT_SETTLE), which a partition's script may
+-- not touch: the attempt goes to the partition's `freed` set and the leader's clocks, told at once
+-- (`freed`), take it out of the count there (LIMIT_RELEASE), which then wakes the type's claimers.
 local function drop_lease(id, tid, ttype)
   local member = id .. '|' .. tid
   redis.call('ZREM', P .. ':leases', member)
-  if limits_of(ttype) > 0 and redis.call('ZREM', G .. ':inprog:' .. ttype, member) == 1 then ready(ttype) end
+  if limits_of(ttype) > 0 and redis.call('SADD', P .. ':freed', ttype .. '|' .. member) == 1 then
+    redis.call('PUBLISH', G .. ':freed', P)
+  end
 end
 -- A child's end completes or fails its parent's SUB_WORKFLOW task, in the same step.
 local function finish_parent(id, key, status, now)
@@ -312,19 +317,9 @@ local function finish_task(id, key, tid, s, status, output, reason, now)
   store_result(id, key, tid, s, status, output, reason, now)
   event(id, now)
 end
--- How many more tasks of a type may start now: its concurrency and rate limits ('inf' = no limit).
-local function room_for(ttype, now)
-  local conc, rate, per = limits_of(ttype)
-  local room = math.huge
-  if conc > 0 then room = math.min(room, conc - redis.call('ZCARD', G .. ':inprog:' .. ttype)) end
-  if rate > 0 then
-    redis.call('ZREMRANGEBYSCORE', G .. ':rate:' .. ttype, '-inf', now - per)
-    room = math.min(room, rate - redis.call('ZCARD', G .. ':rate:' .. ttype))
-  end
-  return room, conc, rate
-end
 -- Hand a SCHEDULED attempt to a worker with a lease; returns its spec json and lease for the push.
-local function take(id, key, tid, s, ttype, worker, now, conc, rate)
+-- (A limited type's room was granted before, in the global slot: LIMIT_ACQUIRE.)
+local function take(id, key, tid, s, worker, now)
   local member = id .. '|' .. tid
   s.status = 'IN_PROGRESS'
   s.worker = worker
@@ -332,8 +327,6 @@ local function take(id, key, tid, s, ttype, worker, now, conc, rate)
   s.queued = false
   hset(key, 's:' .. tid, cjson.encode(s))
   redis.call('ZADD', P .. ':leases', now + s.lease_ms, member)
-  if conc > 0 then redis.call('ZADD', G .. ':inprog:' .. ttype, now, member) end
-  if rate > 0 then redis.call('ZADD', G .. ':rate:' .. ttype, now, member) end
   if s.timeout_ms and s.timeout_ms > 0 then timer(id, now + s.timeout_ms) end
   return hget(key, 't:' .. tid), s.lease_ms
 end
@@ -442,7 +435,8 @@ local function apply_decision(epoch, id, expected, now, decision)
   -- complete it again (finish_parent only touches a task still IN_PROGRESS)
   for _, t in ipairs(d.terminate or {}) do terminate_workflow(t[1], t[2], now) end
   -- A task queued for a worker of the deciding node is handed to it here (the same round trip),
-  -- within its type's limits; any other is queued and its type broadcast to the nodes serving it.
+  -- unless its type has limits (they are kept in the global slot: such a task is claimed);
+  -- any other is queued and its type broadcast to the nodes serving it.
   local handed = {'OK'}
   local published = {}
   local serve = d.serve or {}
@@ -451,10 +445,9 @@ local function apply_decision(epoch, id, expected, now, decision)
     local worker = serve[tid]
     local taken = false
     if worker and (d.status == nil or not TERMINAL[d.status]) then
-      local room, conc, rate = room_for(ttype, now)
       local s = task_state(key, tid)
-      if room > 0 and s and s.status == 'SCHEDULED' then
-        local spec, lease = take(id, key, tid, s, ttype, worker, now, conc, rate)
+      if limits_of(ttype) == 0 and s and s.status == 'SCHEDULED' then
+        local spec, lease = take(id, key, tid, s, worker, now)
         handed[#handed + 1] = tid
         handed[#handed + 1] = spec
         handed[#handed + 1] = lease
@@ -477,7 +470,9 @@ local function apply_decision(epoch, id, expected, now, decision)
     if d.reason then hset(key, 'reason', d.reason) end
     if TERMINAL[d.status] then end_workflow(id, key, d.status, now) end
   end
-  for _, e in ipairs(d.publish or {}) do publish_event(e[1], e[2], '', now) end
+  -- EVENT tasks' events: a topic is in the global slot, so they wait in the partition's outbox for the
+  -- relay (RELAY_EVENTS, by the deciding node at once, by the leader's clocks for what it left)
+  for _, e in ipairs(d.publish or {}) do redis.call('XADD', P .. ':outbox', '*', 't', e[1], 'p', e[2], 'at', now) end
   bump(id, key, now)
   if #handed > 1 then return handed end
   return 'OK'
@@ -552,9 +547,10 @@ flush_all()
 return applied
 """
 
-# Hands up to n queued tasks of one type to a worker, atomically with their lease, within the
-# type's concurrency and rate limits (excess tasks stay queued). A: type, count, now, worker,
-# records (true: answer with each claiming workflow's record too).
+# Hands up to n queued tasks of one type to a worker, atomically with their lease. A type with
+# limits is claimed only with A.granted (its room, granted by LIMIT_ACQUIRE in the global slot, is
+# A.count); without it, a claim that finds such a type's tasks puts them back and answers 'LIMITED'.
+# A: type, count, now, worker, records (true: answer with each claiming workflow's record too), granted.
 # Returns a flat list (the hot path: no JSON envelope): workflow id, task id, spec json, lease ms, ...
 # With A.records: {that list, {workflow id, {field, value, ...}, ...}}: the record of each workflow
 # a task was claimed from, as this claim left it (read by one HGETALL in place of the HMGET of a few
@@ -566,8 +562,8 @@ local RECORD_MAX_FIELDS = 512
 local ttype = A.type
 local qkey = P .. ':q:' .. ttype
 local now = A.now
-local room, conc, rate
-local wanted = A.count   -- narrowed to the type's room once there is something to claim
+local looked = false   -- at the type's limits: once there is something to claim
+local wanted = A.count
 local out = {}
 local claimed = 0
 local kept = {}   -- popped members that keep their places (paused workflows, no room): put back at the end
@@ -581,9 +577,14 @@ end
 while claimed < wanted do
   local asked = wanted - claimed
   local popped = redis.call('ZPOPMIN', qkey, asked)   -- {member, score, member, score, ...}
-  if #popped > 0 and room == nil then   -- an empty queue needs no look at the limits
-    room, conc, rate = room_for(ttype, now)
-    wanted = math.min(wanted, room)
+  if #popped > 0 and not looked then   -- an empty queue needs no look at the limits
+    looked = true
+    if limits_of(ttype) > 0 and not A.granted then
+      -- a limited type is claimed only for the room its limiter granted (LIMIT_ACQUIRE, by the
+      -- caller): what was popped goes back as it was
+      for i = 1, #popped, 2 do redis.call('ZADD', qkey, popped[i + 1], popped[i]) end
+      return 'LIMITED'
+    end
   end
   for i = 1, #popped, 2 do
     local member, score = popped[i], popped[i + 1]
@@ -605,7 +606,7 @@ while claimed < wanted do
         kept[#kept + 1] = score   -- it keeps its place until the workflow resumes
         kept[#kept + 1] = member
       elseif s and s.status == 'SCHEDULED' and (st == 'RUNNING' or st == 'COMPENSATING') then
-        local spec, lease = take(id, key, tid, s, ttype, A.worker, now, conc, rate)
+        local spec, lease = take(id, key, tid, s, A.worker, now)
         bump(id, key, now)
         claimed = claimed + 1
         if not from[id] then
@@ -1110,4 +1111,91 @@ for _, e in ipairs(r[2]) do
   end
 end
 return out
+"""
+
+
+# ---------------------------------------------------------------- a task type's limits
+#
+# A type's concurrency and rate limits hold across every partition, so they are counted in the
+# global slot, where a partition's script cannot reach: a claim of a limited type first reserves its
+# room here (LIMIT_ACQUIRE), claims that many in the partitions (CLAIM with A.granted), then turns the
+# reservation into the tasks it took (LIMIT_SETTLE). An attempt whose lease ends is taken out of the
+# count by LIMIT_RELEASE (see drop_lease). A reservation a claimer never settled (it died) lapses
+# after RESERVATION_MS. KEYS[1] is the global prefix.
+
+# A: type, count, now, token.  -> the room granted (0 .. count); count when the type has no limits
+LIMIT_ACQUIRE = COMMON + r"""
+local RESERVATION_MS = 10000
+local stored = redis.call('HGET', G .. ':limits', A.type)
+if not stored then return A.count end
+local conc, rate, per = string.match(stored, '^(%d+)|(%d+)|(%d+)$')
+conc, rate, per = tonumber(conc), tonumber(rate), tonumber(per)
+local resv = G .. ':resv:' .. A.type
+redis.call('ZREMRANGEBYSCORE', resv, '-inf', A.now)   -- reservations that were never settled
+local held = redis.call('ZCARD', resv)
+local free = math.huge   -- the room but for the reservations held
+if conc > 0 then free = math.min(free, conc - redis.call('ZCARD', G .. ':inprog:' .. A.type)) end
+if rate > 0 then
+  redis.call('ZREMRANGEBYSCORE', G .. ':rate:' .. A.type, '-inf', A.now - per)
+  free = math.min(free, rate - redis.call('ZCARD', G .. ':rate:' .. A.type))
+end
+local room = math.min(A.count, free - held)
+if held > 0 and room < A.count and free > room then
+  -- narrowed by another claim's reservation: wake the claimers if it gives some back (LIMIT_SETTLE)
+  redis.call('SET', resv .. ':waiting', 1, 'PX', RESERVATION_MS)
+end
+if room <= 0 then return 0 end
+for i = 1, room do redis.call('ZADD', resv, A.now + RESERVATION_MS, A.token .. ':' .. i) end
+return room
+"""
+
+# A: type, token, granted, now, members (the attempts claimed, id|task).  -> 1
+LIMIT_SETTLE = COMMON + r"""
+local resv = G .. ':resv:' .. A.type
+for i = 1, A.granted do redis.call('ZREM', resv, A.token .. ':' .. i) end
+local stored = redis.call('HGET', G .. ':limits', A.type)
+if stored and #A.members > 0 then
+  local conc, rate = string.match(stored, '^(%d+)|(%d+)|')
+  for _, member in ipairs(A.members) do
+    if tonumber(conc) > 0 then redis.call('ZADD', G .. ':inprog:' .. A.type, A.now, member) end
+    if tonumber(rate) > 0 then redis.call('ZADD', G .. ':rate:' .. A.type, A.now, member) end
+  end
+end
+-- room given back that a claim was refused for meanwhile: its claimer may take it now
+if #A.members < A.granted and redis.call('DEL', resv .. ':waiting') == 1 then ready(A.type) end
+return 1
+"""
+
+# A: freed (attempts whose lease ended: type|id|task).  -> how many were in a count
+LIMIT_RELEASE = COMMON + r"""
+local released, woken = 0, {}
+for _, freed in ipairs(A.freed) do
+  local sep = string.find(freed, '|', 1, true)
+  local ttype, member = string.sub(freed, 1, sep - 1), string.sub(freed, sep + 1)
+  if redis.call('ZREM', G .. ':inprog:' .. ttype, member) == 1 then
+    released = released + 1
+    if not woken[ttype] then
+      woken[ttype] = true
+      ready(ttype)
+    end
+  end
+end
+return released
+"""
+
+
+# The events of EVENT tasks, relayed from a partition's outbox to their topics, each once: an entry
+# relayed twice (the deciding node and the leader's sweep at once, or a relay that died before
+# removing what it relayed) is published the first time only (`relayed:<partition>:<entry id>`, kept
+# a day). A: items [{k: "<partition>/<entry id>", t: topic, at: ms}].  ARGV[2...]: their payloads.
+# -> how many were published now
+RELAY_EVENTS = COMMON + r"""
+local published = 0
+for i, item in ipairs(A.items) do
+  if redis.call('SET', G .. ':relayed:' .. item.k, 1, 'NX', 'EX', 86400) then
+    publish_event(item.t, ARGV[i + 1], '', item.at)
+    published = published + 1
+  end
+end
+return published
 """

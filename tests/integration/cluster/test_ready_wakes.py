@@ -26,7 +26,7 @@ from worker import Worker, WorkflowClient, task
 
 NOOP, LATE = "rw_noop", "rw_late"
 THREE_NOOPS, ONE_LATE = "rw_three_noops", "rw_one_late"
-CLAIM_ARGUMENTS = {"g", "type", "count", "now", "worker", "records"}   # scripts.CLAIM's named arguments
+CLAIM_ARGUMENTS = {"g", "type", "count", "now", "worker", "records", "granted"}   # scripts.CLAIM's named arguments
 
 
 @task(NOOP)

@@ -442,6 +442,8 @@ def test_a_claim_takes_the_queue_in_order_past_paused_workflows_and_within_the_c
             for claimed in first:
                 await store.complete_task(claimed.workflow_id, claimed.spec.task_id, "w", st.TASK_COMPLETED, "{}",
                                           "", NOW + 20)
+            assert await store.claim("limited", 10, "w", NOW + 25) == []   # counted until released
+            assert await store.release_freed() == 2                     # what the leader's clocks do
             await store.operate(ids[0], allowed=[st.PAUSED], new_status=st.RUNNING, now_ms=NOW + 30)
             second = await store.claim("limited", 10, "w", NOW + 40)
             assert [c.workflow_id for c in second] == [ids[0], ids[3]]   # its place kept
