@@ -36,7 +36,7 @@ def test_an_idempotency_key_and_the_workflow_drawn_for_it_are_in_one_slot() -> N
     keys = Keys("wfo:shop", 64)
     p = partition_of_key("order-17", 64)
     workflow_id = draw_id(p, 64)
-    assert slot_tag(keys.workflow(workflow_id)) == slot_tag(keys.in_partition(p, "idem", "order-17")) == "shop:p" + str(p)
+    assert slot_tag(keys.workflow(workflow_id)) == slot_tag(keys.in_partition(p, "idem", "order-17")) == f"shop:p{p}"
 
 
 def test_partition_keys_and_global_keys_carry_their_tags_under_the_prefix() -> None:
