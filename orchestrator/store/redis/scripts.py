@@ -261,6 +261,11 @@ local function limits_of(ttype)
   end
   return known[1], known[2], known[3]
 end
+-- Whether a type has a concurrency or a rate limit (claimed through its limiter then: LIMIT_ACQUIRE).
+local function limited(ttype)
+  local conc, rate = limits_of(ttype)
+  return conc > 0 or rate > 0
+end
 -- A lease ends (result, expiry, release, cancel): a concurrency-limited type may take another task.
 -- Its tasks in progress are counted in the global slot (LIMIT_SETTLE), which a partition's script may
 -- not touch: the attempt goes to the partition's `freed` set and the leader's clocks, told at once
@@ -446,7 +451,7 @@ local function apply_decision(epoch, id, expected, now, decision)
     local taken = false
     if worker and (d.status == nil or not TERMINAL[d.status]) then
       local s = task_state(key, tid)
-      if limits_of(ttype) == 0 and s and s.status == 'SCHEDULED' then
+      if not limited(ttype) and s and s.status == 'SCHEDULED' then
         local spec, lease = take(id, key, tid, s, worker, now)
         handed[#handed + 1] = tid
         handed[#handed + 1] = spec
@@ -579,7 +584,7 @@ while claimed < wanted do
   local popped = redis.call('ZPOPMIN', qkey, asked)   -- {member, score, member, score, ...}
   if #popped > 0 and not looked then   -- an empty queue needs no look at the limits
     looked = true
-    if limits_of(ttype) > 0 and not A.granted then
+    if limited(ttype) and not A.granted then
       -- a limited type is claimed only for the room its limiter granted (LIMIT_ACQUIRE, by the
       -- caller): what was popped goes back as it was
       for i = 1, #popped, 2 do redis.call('ZADD', qkey, popped[i + 1], popped[i]) end
