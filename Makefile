@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 UV     := $(TOOLS)/bin/uv
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv servers browser proto lint test test-fast test-slots test-latest lock cluster drill bench clean order-flow
+.PHONY: all venv servers browser proto lint test test-fast test-latest lock cluster drill bench clean order-flow
 
 all: test
 
@@ -59,22 +59,19 @@ lint: $(STAMP)
 	$(call static_checks,$(VENV))
 
 # Two test files at a time (pytest-xdist, whole files per worker so module fixtures are shared):
-# the integration tests mostly wait on processes, so two cores carry two of them.
+# the integration tests mostly wait on processes, so two cores carry two of them. The tests' own
+# standalone Redis servers are slot-checked (TEST_REDIS=slots, tests/redis_mode.py): one-server Redis
+# Clusters owning every slot, which refuse a `#!lua` script or a command touching keys of two hash
+# slots, as a Redis Cluster would (issue 23); to clients they are one Redis. TEST_REDIS=single: plain.
+TEST_REDIS ?= slots
 test: lint $(STAMP) servers browser
-	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	ORCHESTRATOR_TEST_REDIS=$(TEST_REDIS) $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 # tests/unit: the decider, language, validators, expressions, the corpus in the simulator, the SDK
 # against scripted nodes, the CLI's parser: no etcd, Redis, node or browser (tests/conftest.py refuses
 # a test there that asks for one). tests/integration holds the rest, each marked `integration`.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit
-
-# The integration tests of the store, the cluster and the language on nodes against a slot-checked Redis
-# (ORCHESTRATOR_TEST_REDIS=slots, tests/redis_mode.py): a one-server Redis Cluster owning every slot, which
-# refuses a `#!lua` script touching keys of two hash slots, as Redis Cluster would (issue 23). Not in `make test`.
-test-slots: $(STAMP) servers
-	ORCHESTRATOR_TEST_REDIS=slots $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 \
-	    tests/integration/store tests/integration/cluster tests/integration/core
 
 # The whole suite against the newest release of every dependency, resolved without the lock, in a
 # venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.
