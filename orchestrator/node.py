@@ -345,6 +345,8 @@ class Node:
             try:
                 await self.store.prepare(self.config.redis_partitions)
                 return
+            except FailedPrecondition as exc:
+                raise NodeStartError(str(exc)) from None
             except StoreUnavailable as exc:
                 log.warning("waiting for Redis before serving (%s); trying again in %.1f s", exc, pause)
                 await asyncio.sleep(pause)
