@@ -175,7 +175,7 @@ class LeaderLoop:
         if time.monotonic() - self._freed_swept_at >= FREED_SWEEP_S:
             self._freed.clear()
             self._freed_swept_at = time.monotonic()
-            await self.store.release_freed(None)
+            await self.store.release_freed(None, now_ms())
             await self.store.relay_events(None)   # what a deciding node left: it died, or Redis failed it
         elif self._freed:
             partitions, self._freed = self._freed, set()

@@ -330,9 +330,10 @@ class Store(Protocol):
 
     # ------------------------------------------------------------- engine (leader only, fenced)
 
-    async def release_freed(self, partitions: Collection[str] | None = None) -> int:
+    async def release_freed(self, partitions: Collection[str] | None = None, now_ms: int = 0) -> int:
         """Take the attempts of limited task types whose leases ended out of their types' counts, for
-        the named partitions (as Topic.FREED names them; None: every one); how many were counted."""
+        the named partitions (as Topic.FREED names them; None: every one, and with `now_ms` the
+        counted attempts that lost their lease without saying so); how many were counted."""
 
     async def relay_events(self, partitions: Collection[str] | None = None) -> int:
         """Publish the events EVENT tasks' decisions left in the named partitions' outboxes (None:

@@ -107,6 +107,8 @@ IN_FLIGHT_MARGIN = 1000
 IN_FLIGHT_NAMESPACES = 1024   # namespaces whose counts are remembered
 LIMITED_KNOWN_S = 10.0        # a type found to have limits is claimed through its limiter this long
 OUTBOX_BATCH = 256            # events relayed per partition per call
+UNLEASED_AFTER_MS = 5_000     # a counted attempt without a lease this long after its claim is taken out
+UNLEASED_BATCH = 1_000        # counted attempts of one type looked at per sweep
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -991,10 +993,11 @@ class RedisStore:
         return claimed
 
     @_unavailable_as_store_error
-    async def release_freed(self, partitions: Collection[str] | None = None) -> int:
+    async def release_freed(self, partitions: Collection[str] | None = None, now_ms: int = 0) -> int:
         """The freed attempts of the named partitions (their prefixes; None: all) taken out of their
         types' counts: read, released in the global slot, then forgotten (a release made twice takes
-        nothing out twice)."""
+        nothing out twice). With every partition and `now_ms`, also the counted attempts that hold no
+        lease any more (`_unleased`)."""
         prefixes = (list(partitions) if partitions is not None
                     else [self.keys.partition(p) for p in self.keys.all_partitions()])
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -1002,6 +1005,8 @@ class RedisStore:
                 pipe.smembers(f"{prefix}:freed")
             found = await pipe.execute()
         freed = [member for members in found for member in members]
+        if partitions is None and now_ms:
+            freed += await self._unleased(now_ms)
         if not freed:
             return 0
         released = int(await self._run(scripts.LIMIT_RELEASE, {"freed": freed}, at=self._global))
@@ -1036,6 +1041,29 @@ class RedisStore:
                     pipe.xdel(f"{prefix}:outbox", *(entry_id for entry_id, _ in entries))
             await pipe.execute()
         return published
+
+    async def _unleased(self, now_ms: int) -> list[str]:
+        """Attempts counted in progress for a concurrency limit, for over UNLEASED_AFTER_MS, whose
+        partition holds no lease for them (type|id|task): what a release that came before its
+        claim's settle left (the attempt ended in between), or a claimer that died between the two.
+        Read every FREED_SWEEP_S by the leader's clocks, so a count never keeps a lost slot."""
+        limits = await self._redis.hgetall(self.keys.limits)
+        limited = sorted(name for name, stored in limits.items() if not stored.startswith("0|"))
+        if not limited:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for task_type in limited:
+                pipe.zrangebyscore(self.keys("inprog", task_type), "-inf", now_ms - UNLEASED_AFTER_MS,
+                                   start=0, num=UNLEASED_BATCH)
+            counted = await pipe.execute()
+        candidates = [(task_type, member) for task_type, members in zip(limited, counted) for member in members]
+        if not candidates:
+            return []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for _, member in candidates:
+                pipe.zscore(self.keys.leases(self.keys.partition_of(member.split("|", 1)[0])), member)
+            leases = await pipe.execute()
+        return [f"{task_type}|{member}" for (task_type, member), lease in zip(candidates, leases) if lease is None]
 
     async def _relay_after(self, decided: Iterable[tuple[str, Decision]]) -> None:
         """After decisions were applied: the events of their EVENT tasks relayed now (a failure leaves

@@ -148,3 +148,42 @@ def test_the_leaders_clocks_and_the_retention_see_every_partition(redis_server: 
         finally:
             await store.close()
     run(scenario())
+
+
+def test_a_concurrency_slot_counted_for_an_attempt_without_a_lease_is_given_back(redis_server: Any) -> None:
+    """The count of a type's tasks in progress is kept in the global slot, apart from the leases: an
+    attempt that ended between its claim and the claim's settle (or whose claimer died) would hold its
+    slot for good. The leader's sweep takes out what has held no lease for UNLEASED_AFTER_MS."""
+    from orchestrator.core.definitions import normalise_task_def
+    from orchestrator.core.decider import decide
+    from orchestrator.cluster.deciding import new_task_id
+
+    async def scenario() -> None:
+        store = fresh(redis_server)
+        try:
+            await store.prepare(4)
+            task_def = normalise_task_def({"name": "single", "concurrentExecLimit": 1})
+            await store.put_task_def(task_def)
+            definition = normalise_workflow_def({"name": "one", "tasks": [
+                {"name": "single", "taskReferenceName": "a"}]}, {"single": task_def})
+            snapshot: Snapshot = {"workflow": definition, "taskDefs": {"single": task_def}, "subWorkflows": {}}
+            ids = []
+            for _ in range(2):
+                ids.append(uuid.uuid4().hex)
+                await store.start_workflow(ids[-1], snapshot, {}, "", "", NOW)
+                state = await store.load(ids[-1])
+                assert state is not None
+                await store.apply_decisions(None, NOW, [(state, decide(state, NOW, new_task_id))])
+            [first] = await store.claim("single", 5, "w", NOW)
+            assert await store.claim("single", 5, "w", NOW) == []   # its one slot is taken
+            member = f"{first.workflow_id}|{first.spec.task_id}"
+            # the attempt's lease goes without a word to the count (as if it ended before the settle)
+            await store._redis.zrem(store.keys.leases(store.keys.partition_of(first.workflow_id)), member)
+            assert await store.release_freed(None, NOW + 1_000) == 0   # too recent to tell
+            assert await store.claim("single", 5, "w", NOW + 1_000) == []
+            assert await store.release_freed(None, NOW + 6_000) == 1
+            [second] = await store.claim("single", 5, "w", NOW + 6_000)
+            assert second.workflow_id != first.workflow_id
+        finally:
+            await store.close()
+    run(scenario())
