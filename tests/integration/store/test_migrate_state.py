@@ -1,0 +1,264 @@
+"""`orchestrator migrate-state` (issue 23): a state written by the code from before partitions
+(efc4a61, run from a copy of that commit's `orchestrator` package with this venv), moved by the
+command, then served by a node of this version.
+
+The old node runs against a plain Redis of its own (the old layout only ever ran on one Redis):
+definitions (a task type with a concurrency limit, a sub-workflow, a WAIT task, an event handler
+and its topic), workflows in several states (one finished, one waiting on a queued task with an
+idempotency key, one WAITing, a parent whose child runs, two started by the handler). The tests
+of this module run in order on that one state: a new node refuses it, a dry run writes nothing,
+the move, a second run refused, then a new node serves every workflow as it was."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import EtcdCluster, ManagedProcess, ProcessError, RedisServer, free_port, start_redis
+from helpers import BackgroundWorker, wait_for_status
+from orchestrator.store.redis.adapter import RedisStore
+from orchestrator.store.redis.keys import Keys, cluster_prefix
+from worker import Worker, WorkflowClient, task
+
+REPO = Path(__file__).resolve().parents[3]
+BEFORE_PARTITIONS = "efc4a61"   # the last commit of the layout before partitions
+TOPIC = "mg.orders"
+
+
+@dataclass
+class OldState:
+    """The Redis holding a state the old code wrote, and what the test started in it."""
+
+    redis: RedisServer
+    cluster: str
+    folder: Path
+    ids: dict[str, str] = field(default_factory=dict)
+    migrate_output: str = ""
+
+    @property
+    def keys(self) -> Keys:
+        return Keys(cluster_prefix(self.cluster))
+
+    def client(self) -> Any:
+        return redis.Redis.from_url(self.redis.url, decode_responses=True)
+
+
+def old_code(folder: Path) -> Path:
+    """The `orchestrator` package of the commit before partitions, extracted into `folder` (the
+    worker SDK and the API stubs have not changed since, so this venv's serve it)."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE_PARTITIONS, "orchestrator"],
+                             capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True, timeout=60)
+    return folder
+
+
+def start_old_node(folder: Path, code: Path, etcd: EtcdCluster, server: RedisServer,
+                   cluster: str) -> tuple[ManagedProcess, WorkflowClient, str]:
+    port = free_port()
+    # PYTHONSAFEPATH: `python -m` does not put the working directory (this checkout) before PYTHONPATH
+    process = start_node(folder, node_id="old", port=port, redis_url=server.url, etcd_endpoints=etcd.endpoints,
+                         cluster=cluster, lease_ttl_s=2.0, http_port=0,
+                         prefix=["env", f"PYTHONPATH={code}", "PYTHONSAFEPATH=1"])
+    endpoint = f"127.0.0.1:{port}"
+    client = WorkflowClient([endpoint])
+    wait_for_leader(client, 20.0)
+    return process, client, endpoint
+
+
+def migrate_state(state: OldState, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "orchestrator.cli", "migrate-state", "--redis-url", state.redis.url,
+                           "--cluster", state.cluster, *flags], capture_output=True, text=True, timeout=120)
+
+
+@task("mg_quick")
+def quick(data: dict[str, Any]) -> dict[str, Any]:
+    return {"done": data.get("n", 0)}
+
+
+@task("mg_limited")
+def limited(data: dict[str, Any]) -> dict[str, Any]:
+    return {"limited": True}
+
+
+@task("mg_child_task")
+def child_task(data: dict[str, Any]) -> dict[str, Any]:
+    return {"child": "done"}
+
+
+def register(client: WorkflowClient) -> None:
+    client.register_task_def({"name": "mg_quick"})
+    client.register_task_def({"name": "mg_limited", "concurrentExecLimit": 2})
+    client.register_task_def({"name": "mg_child_task"})
+    client.register_workflow_def({"name": "mg_simple", "tasks": [
+        {"name": "mg_quick", "taskReferenceName": "quick", "inputParameters": {"n": "${workflow.input.n}"}}],
+        "outputParameters": {"quick": "${quick.output}"}})
+    client.register_workflow_def({"name": "mg_queued", "tasks": [
+        {"name": "mg_limited", "taskReferenceName": "limited"}]})
+    client.register_workflow_def({"name": "mg_wait", "tasks": [
+        {"name": "hold", "taskReferenceName": "hold", "type": "WAIT"}]})
+    client.register_workflow_def({"name": "mg_child", "tasks": [
+        {"name": "mg_child_task", "taskReferenceName": "work"}]})
+    client.register_workflow_def({"name": "mg_parent", "tasks": [
+        {"name": "sub", "taskReferenceName": "sub", "type": "SUB_WORKFLOW", "subWorkflowParam": {"name": "mg_child"}}]})
+    client.register_event_handler({"name": "mg_on_order", "event": TOPIC, "actions": [
+        {"action": "start_workflow", "start_workflow": {"name": "mg_wait", "correlationId": "${$.payload.order}"}}]})
+
+
+def found_by_correlation(client: WorkflowClient, name: str, correlation_id: str, count: int) -> list[str]:
+    deadline = time.monotonic() + 20
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        found, _ = client.search_workflows(name=name, correlation_id=correlation_id, limit=10)
+        if len(found) >= count:
+            break
+        time.sleep(0.1)
+    return [w["workflow_id"] for w in found]
+
+
+@pytest.fixture(scope="module")
+def old_state(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[OldState]:
+    folder = tmp_path_factory.mktemp("migrate")
+    code = old_code(folder / "before-partitions")
+    server = start_redis(folder / "redis")   # plain: the old layout's scripts span slots
+    state = OldState(server, f"mg{uuid.uuid4().hex[:8]}", folder)
+    try:
+        process, client, endpoint = start_old_node(folder / "old-node", code, etcd, server, state.cluster)
+        try:
+            register(client)
+            ids = state.ids
+            quick_worker = BackgroundWorker(Worker(endpoints=[endpoint], handlers=[quick]))
+            try:
+                ids["finished"] = client.start_workflow("mg_simple", {"n": 7}, correlation_id="mg-finished")
+                wait_for_status(client, ids["finished"], "COMPLETED")
+            finally:
+                quick_worker.stop()
+            ids["queued"] = client.start_workflow("mg_queued", {}, correlation_id="mg-queued",
+                                                  idempotency_key="mg-key-1")
+            ids["waiting"] = client.start_workflow("mg_wait", {}, correlation_id="mg-waiting")
+            ids["parent"] = client.start_workflow("mg_parent", {}, correlation_id="mg-parent")
+            for order in ("o-1", "o-2"):
+                client.publish_event(TOPIC, {"order": order})
+            for order in ("o-1", "o-2"):
+                started = found_by_correlation(client, "mg_wait", order, 1)
+                assert len(started) == 1, f"the old handler did not start a workflow for {order}"
+                ids[order] = started[0]
+            wait_for_status(client, ids["waiting"], "RUNNING")
+            parent = wait_for_status(client, ids["parent"], "RUNNING")
+            ids["child"] = next(t["output"]["subWorkflowId"] for t in parent["tasks"] if t["reference_name"] == "sub")
+            # while the old node runs the command refuses (it listens on the cluster's channels)
+            refused = migrate_state(state)
+            assert refused.returncode == 1 and "seems to run" in refused.stderr, refused
+        finally:
+            client.close()
+            process.stop()
+        yield state
+    finally:
+        server.stop()
+
+
+def whole_state(state: OldState) -> dict[str, tuple[str, Any, int]]:
+    """Every key of the Redis: its type, its value as DUMP serialises it, and its TTL (-1: none)."""
+    with state.client() as r:
+        raw = redis.Redis.from_url(state.redis.url)
+        try:
+            return {key: (r.type(key), raw.dump(key), r.ttl(key) > 0) for key in r.scan_iter(count=1000)}
+        finally:
+            raw.close()
+
+
+def test_a_node_of_this_version_refuses_the_old_layout(old_state: OldState, etcd: EtcdCluster) -> None:
+    with pytest.raises(ProcessError, match="layout from before partitions"):
+        process = start_node(old_state.folder / "refused", node_id="refused", port=free_port(),
+                             redis_url=old_state.redis.url, etcd_endpoints=etcd.endpoints,
+                             cluster=old_state.cluster, lease_ttl_s=2.0, http_port=0)
+        process.stop()
+
+
+def test_a_dry_run_writes_nothing(old_state: OldState) -> None:
+    before = whole_state(old_state)
+    done = migrate_state(old_state, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert "would move" in done.stdout and "workflows: 7" in done.stdout, done.stdout
+    assert whole_state(old_state) == before
+
+
+def test_the_state_moves_and_a_second_run_is_refused(old_state: OldState) -> None:
+    done = migrate_state(old_state, "--partitions", "16")
+    assert done.returncode == 0, done.stderr
+    old_state.migrate_output = done.stdout
+    assert "workflows: 7" in done.stdout and "ended entries: 1" in done.stdout, done.stdout
+    with old_state.client() as r:
+        assert r.get(Keys(cluster_prefix(old_state.cluster)).partition_count) == "16"
+        left = list(r.scan_iter(match=f"wfo:{old_state.cluster}:*"))
+        assert left == [], f"keys of the old layout left: {left}"
+    again = migrate_state(old_state)
+    assert again.returncode == 1 and "partitioned layout already" in again.stderr, again
+
+
+def test_a_node_serves_the_moved_state(old_state: OldState, etcd: EtcdCluster) -> None:
+    ids = old_state.ids
+    port = free_port()
+    process = start_node(old_state.folder / "new-node", node_id="new", port=port, redis_url=old_state.redis.url,
+                         etcd_endpoints=etcd.endpoints, cluster=old_state.cluster, lease_ttl_s=2.0, http_port=0)
+    client = WorkflowClient([f"127.0.0.1:{port}"])
+    worker: BackgroundWorker | None = None
+    try:
+        wait_for_leader(client, 20.0)
+        # every workflow found, with its tasks, as the old node left it
+        finished = client.get_workflow(ids["finished"])
+        assert finished["status"] == "COMPLETED" and finished["output"] == {"quick": {"done": 7}}
+        assert [t["status"] for t in finished["tasks"]] == ["COMPLETED"]
+        assert [t["status"] for t in client.get_workflow(ids["queued"])["tasks"]] == ["SCHEDULED"]
+        assert [t["status"] for t in client.get_workflow(ids["waiting"])["tasks"]] == ["IN_PROGRESS"]
+        assert client.get_workflow(ids["child"])["status"] == "RUNNING"
+        # search by name, status and correlation id
+        for name, key in (("mg_queued", "queued"), ("mg_parent", "parent"), ("mg_child", "child")):
+            assert [w["workflow_id"] for w in client.search_workflows(name=name)[0]] == [ids[key]]
+        assert found_by_correlation(client, "mg_simple", "mg-finished", 1) == [ids["finished"]]
+        completed = {w["workflow_id"] for w in client.search_workflows(status="COMPLETED", limit=50)[0]}
+        assert completed == {ids["finished"]}
+        running = {w["workflow_id"] for w in client.search_workflows(status="RUNNING", limit=50)[0]}
+        assert running == {ids[k] for k in ("queued", "waiting", "parent", "child", "o-1", "o-2")}
+        # a repeated start with the old idempotency key answers the old workflow
+        assert client.start_workflow("mg_queued", {}, idempotency_key="mg-key-1") == ids["queued"]
+        # the finished workflow is in `ended`, where retention reads it
+        assert ids["finished"] in {wid for _, wid in asyncio.run(_ended_before(old_state))}
+        # the WAIT task is signalled; the queued tasks (a limited type's, a child's) are claimed and complete
+        client.signal_task(ids["waiting"], "hold", output={"ok": True})
+        wait_for_status(client, ids["waiting"], "COMPLETED")
+        worker = BackgroundWorker(Worker(endpoints=[f"127.0.0.1:{port}"], handlers=[limited, child_task]))
+        wait_for_status(client, ids["queued"], "COMPLETED")
+        assert wait_for_status(client, ids["parent"], "COMPLETED")["output"] == {"child": "done"}
+        # the topic still holds its events, and its handler's group reads on from where it was
+        assert [e["payload"] for e in client.read_events(TOPIC)] == [{"order": "o-1"}, {"order": "o-2"}]
+        client.publish_event(TOPIC, {"order": "o-3"})
+        assert len(found_by_correlation(client, "mg_wait", "o-3", 1)) == 1
+        time.sleep(1.0)   # an old event handled again would start a second workflow by now
+        for order in ("o-1", "o-2"):
+            assert found_by_correlation(client, "mg_wait", order, 1) == [ids[order]]
+    finally:
+        if worker is not None:
+            worker.stop()
+        client.close()
+        process.stop()
+
+
+async def _ended_before(state: OldState) -> list[tuple[str, str]]:
+    store = RedisStore.from_url(state.redis.url, cluster_prefix(state.cluster))
+    try:
+        await store.prepare()
+        return await store.ended_before(int(time.time() * 1000) + 60_000, 100)
+    finally:
+        await store.close()
