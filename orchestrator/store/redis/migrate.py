@@ -28,9 +28,10 @@ from typing import Any
 
 import redis
 
-from .keys import DEFAULT_PARTITIONS, Keys, cluster_prefix, partition_of, partition_of_key
+from .keys import DEFAULT_PARTITIONS, Keys, cluster_prefix, partition_of_key
 
 BATCH = 500   # keys, members or entries per pipeline
+PROGRESS_EVERY_S = 5.0
 
 # What an old key's name says it is: the name after `wfo:<cluster>:` -> (kind, the Redis type it must have).
 # A key whose name fits no kind, or whose type is not the kind's, is left where it is (and listed).
@@ -106,7 +107,7 @@ class Summary:
         verb = "would move" if dry_run else "moved"
         shown = [f"{verb} into {self.partitions} partitions" + (" (resuming an interrupted run)" if self.resumed
                                                                  else "") + ":"]
-        shown += [f"  {kind}: {count}" for kind, count in sorted(self.moved.items())]
+        shown += [f"  {kind}: {count}" for kind, count in self.moved.items()]
         if self.unknown:
             shown.append(f"left in place, not of the old layout ({len(self.unknown)}): "
                          + ", ".join(sorted(self.unknown)[:20]) + (" ..." if len(self.unknown) > 20 else ""))
@@ -139,13 +140,15 @@ class Migration:
                  report: Callable[[str], None] = print) -> None:
         """`partitions`: 0 = as an interrupted run chose, else the default."""
         self._redis = client
-        self._old = cluster_prefix(cluster)
+        self._cluster = cluster
+        self._old = cluster_prefix(cluster)   # the old layout's prefix: `wfo:<cluster>`
         self._asked = partitions
-        Keys(self._old, partitions or DEFAULT_PARTITIONS)   # ValueError for a name or count a node would refuse
+        # ValueError for a name or a count the new layout cannot take
         self.keys = Keys(self._old, partitions or DEFAULT_PARTITIONS)
         self._dry = dry_run
         self._report = report
         self.summary = Summary()
+        self._last_progress = time.monotonic()
 
     @classmethod
     def from_url(cls, url: str, cluster: str, **options: Any) -> Migration:
@@ -165,31 +168,34 @@ class Migration:
         self._check_no_node_runs()
         if self._redis.exists(self.keys.partition_count):
             raise MigrationRefused(
-                f"cluster '{self._old}' is in the partitioned layout already ({self.keys.partition_count} = "
+                f"cluster '{self._cluster}' is in the partitioned layout already ({self.keys.partition_count} = "
                 f"{self._redis.get(self.keys.partition_count)}): nothing to move")
         chosen = self._settle_partitions()
         self.summary.partitions = chosen
         self.keys = Keys(self._old, chosen)
+        if self._dry:
+            self._report("dry run: reading only, nothing is written")
         old = self._scan()
         self.summary.unknown = old.unknown
         if not old and not self.summary.resumed:
-            raise MigrationRefused(f"no state of cluster '{self._old}' in the layout from before partitions "
+            raise MigrationRefused(f"no state of cluster '{self._cluster}' in the layout from before partitions "
                                    f"(no key {self._old}:...): nothing to move")
         if not self._dry:
             self._redis.set(self._migrating, chosen, nx=True)
         self._snapshots(old)
-        self._rename_each(old.of("workflow"), self._workflow_key, "workflow")
-        self._rename_each(old.of("idempotency key"), self._idempotency_key, "idempotency key")
-        self._split(old.of("task members"), "task members", by_task=True)
-        self._split(old.of("workflow members"), "workflow members", by_task=False)
+        self._rename_each(old.of("workflow"), self._workflow_key, "workflow hashes, into their partitions")
+        self._rename_each(old.of("idempotency key"), self._idempotency_key,
+                          "idempotency keys, into their key's partition")
+        self._split(old.of("task members"), "queues and leases", by_task=True)
+        self._split(old.of("workflow members"), "indexes, decide and in-flight sets", by_task=False)
         self._copy_to_partitions(old.of("limits"), "limits", "hash")
-        self._rename_each(old.of("limits") + old.of("global"), self.keys, "global key")
+        self._rename_each(old.of("limits") + old.of("global"), self.keys, "global keys, into the global slot")
         self._delete(old.of("snapshot"))
         # the keys a node recognises the old layout by, last: a node started before this run ends refuses
         self._ended(old.of("ended stream"))
         self._copy_to_partitions(old.of("epoch"), "epoch", "string")
         self._copy_to_partitions(old.of("definitions revision"), "defsrev", "string")
-        self._rename_each(old.of("definitions revision"), self.keys, "global key")
+        self._rename_each(old.of("definitions revision"), self.keys, "global keys, into the global slot")
         self._delete(old.of("epoch"))
         if not self._dry:
             self._redis.set(self.keys.partition_count, chosen, nx=True)
@@ -203,7 +209,7 @@ class Migration:
                      *self._redis.pubsub_channels(_glob_escaped(self.keys.global_prefix) + ":*")]
         if listening:
             raise MigrationRefused(
-                f"a node of cluster '{self._old}' seems to run (it listens on {sorted(listening)[0]}): stop every "
+                f"a node of cluster '{self._cluster}' seems to run (it listens on {sorted(listening)[0]}): stop every "
                 "node of the cluster first; the state may only move while none runs")
 
     def _settle_partitions(self) -> int:
@@ -267,9 +273,21 @@ class Migration:
                     moved += 1
                 elif "no such key" not in str(reply).lower():   # one whose TTL ran out since the scan: gone
                     raise reply
-        self.summary.moved[kind + "s"] += moved
-        if names:
-            self._report(f"{kind}s: {moved}")
+            self._progress(f"{kind}: {moved} of {len(names)}")
+        self._count(kind, moved)
+
+    def _count(self, kind: str, count: int) -> None:
+        """What a step moved, in the summary and as it goes."""
+        if count:
+            self.summary.moved[kind] += count
+            self._report(f"{kind}: {count}")
+
+    def _progress(self, line: str) -> None:
+        """A line every few seconds within a long step."""
+        now = time.monotonic()
+        if now - self._last_progress >= PROGRESS_EVERY_S:
+            self._last_progress = now
+            self._report(f"  ... {line}")
 
     def _delete(self, names: list[str]) -> None:
         if names and not self._dry:
@@ -305,9 +323,8 @@ class Migration:
                         if text is not None:
                             pipe.set(self.keys.snapshot(p, digest), text, nx=True)
                     pipe.execute()
-        self.summary.moved["snapshot copies"] += len(copies)
-        if copies:
-            self._report(f"snapshot copies: {len(copies)} (of {len(present)} snapshots)")
+        self._count(f"snapshot copies, into the partitions of the workflows that run them (of {len(present)} "
+                    "snapshots)", len(copies))
 
     def _copy_to_partitions(self, names: list[str], name_in_partition: str, redis_type: str) -> None:
         """A copy of a global value in every partition (the limits hash, the epoch, the definitions revision)."""
@@ -323,8 +340,7 @@ class Migration:
                     else:
                         pipe.set(target, value)
                 pipe.execute()
-        if names:
-            self.summary.moved[f"copies of {name_in_partition} in every partition"] += len(names)
+        self._count(f"copies of {name_in_partition}, into every partition", len(names) * self.keys.partitions)
 
     # ------------------------------------------------------------- what is split member by member
 
@@ -334,11 +350,12 @@ class Migration:
         writes them again, to the same effect)."""
         head = len(self._old) + 1
         members = 0
-        for name in names:
+        for done, name in enumerate(names):
             rest = name[head:]
             is_zset = rest.split(":", 1)[0] in ("q", "qd", "leases", "decide", "idx")
             for chunk in self._members(name, is_zset):
                 members += len(chunk)
+                self._progress(f"members of shared {kind}: {members} ({done} of {len(names)} keys done)")
                 if self._dry:
                     continue
                 by_partition: dict[int, list[tuple[str, float]]] = {}
@@ -355,10 +372,8 @@ class Migration:
                     pipe.execute()
             if not self._dry:
                 self._redis.delete(name)
-        self.summary.moved[f"{kind} keys split"] += len(names)
-        self.summary.moved[f"{kind}"] += members
-        if names:
-            self._report(f"{kind}: {members} in {len(names)} shared keys, split into partitions")
+        self._count(f"shared {kind} split into their partitions' keys", len(names))
+        self._count(f"members of shared {kind}", members)
 
     def _members(self, name: str, is_zset: bool) -> Iterator[list[tuple[str, float]]]:
         if is_zset:   # by rank: nothing changes the key while no node runs
@@ -383,14 +398,10 @@ class Migration:
         entries = 0
         for name in names:
             after = "-"
-            while True:
-                chunk = self._redis.xrange(name, min=after, max="+", count=BATCH)
-                if after != "-":
-                    chunk = chunk[1:]
-                if not chunk:
-                    break
-                after = chunk[-1][0]
+            while chunk := self._redis.xrange(name, min=after, max="+", count=BATCH):
+                after = "(" + chunk[-1][0]   # exclusive: from the next entry on
                 entries += len(chunk)
+                self._progress(f"ended stream entries: {entries}")
                 if self._dry:
                     continue
                 with self._redis.pipeline(transaction=False) as pipe:
@@ -402,9 +413,7 @@ class Migration:
                     pipe.execute()
             if not self._dry:
                 self._redis.delete(name)
-        self.summary.moved["ended entries"] += entries
-        if names:
-            self._report(f"ended entries: {entries}")
+        self._count("ended stream entries, into their workflow's partition's stream", entries)
 
     def _last_id(self, p: int) -> tuple[int, int]:
         newest = self._redis.xrevrange(self.keys.ended(p), max="+", min="-", count=1)

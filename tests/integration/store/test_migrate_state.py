@@ -15,6 +15,7 @@ import asyncio
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from devtools.procs import EtcdCluster, ManagedProcess, ProcessError, RedisServe
 from helpers import BackgroundWorker, wait_for_status
 from orchestrator.store.redis.adapter import RedisStore
 from orchestrator.store.redis.keys import Keys, cluster_prefix
+from orchestrator.store.redis.migrate import Migration
 from worker import Worker, WorkflowClient, task
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,17 +66,36 @@ def old_code(folder: Path) -> Path:
     return folder
 
 
-def start_old_node(folder: Path, code: Path, etcd: EtcdCluster, server: RedisServer,
-                   cluster: str) -> tuple[ManagedProcess, WorkflowClient, str]:
-    port = free_port()
+@dataclass
+class OldNode:
+    process: ManagedProcess
+    client: WorkflowClient
+    endpoint: str
+    console: str   # its Conductor REST API
+
+
+def start_old_node(folder: Path, code: Path, etcd: EtcdCluster, server: RedisServer, cluster: str) -> OldNode:
+    port, http_port = free_port(), free_port()
     # PYTHONSAFEPATH: `python -m` does not put the working directory (this checkout) before PYTHONPATH
     process = start_node(folder, node_id="old", port=port, redis_url=server.url, etcd_endpoints=etcd.endpoints,
-                         cluster=cluster, lease_ttl_s=2.0, http_port=0,
+                         cluster=cluster, lease_ttl_s=2.0, http_port=http_port,
                          prefix=["env", f"PYTHONPATH={code}", "PYTHONSAFEPATH=1"])
     endpoint = f"127.0.0.1:{port}"
     client = WorkflowClient([endpoint])
     wait_for_leader(client, 20.0)
-    return process, client, endpoint
+    return OldNode(process, client, endpoint, f"http://127.0.0.1:{http_port}")
+
+
+def poll_and_vanish(console: str, task_type: str) -> None:
+    """Claim one task over Conductor's REST poll and never answer: its lease (and its type's count of
+    tasks in progress) stays in Redis until the reaper times it out."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(f"{console}/api/tasks/poll/{task_type}?workerid=vanished", timeout=10) as reply:
+            if reply.status == 200:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"no {task_type} task to poll")
 
 
 def migrate_state(state: OldState, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -92,6 +113,11 @@ def limited(data: dict[str, Any]) -> dict[str, Any]:
     return {"limited": True}
 
 
+@task("mg_held")
+def held(data: dict[str, Any]) -> dict[str, Any]:
+    return {"held": "at last"}
+
+
 @task("mg_child_task")
 def child_task(data: dict[str, Any]) -> dict[str, Any]:
     return {"child": "done"}
@@ -101,11 +127,14 @@ def register(client: WorkflowClient) -> None:
     client.register_task_def({"name": "mg_quick"})
     client.register_task_def({"name": "mg_limited", "concurrentExecLimit": 2})
     client.register_task_def({"name": "mg_child_task"})
+    client.register_task_def({"name": "mg_held", "concurrentExecLimit": 1, "responseTimeoutSeconds": 5})
     client.register_workflow_def({"name": "mg_simple", "tasks": [
         {"name": "mg_quick", "taskReferenceName": "quick", "inputParameters": {"n": "${workflow.input.n}"}}],
         "outputParameters": {"quick": "${quick.output}"}})
     client.register_workflow_def({"name": "mg_queued", "tasks": [
         {"name": "mg_limited", "taskReferenceName": "limited"}]})
+    client.register_workflow_def({"name": "mg_held_flow", "tasks": [
+        {"name": "mg_held", "taskReferenceName": "held"}]})
     client.register_workflow_def({"name": "mg_wait", "tasks": [
         {"name": "hold", "taskReferenceName": "hold", "type": "WAIT"}]})
     client.register_workflow_def({"name": "mg_child", "tasks": [
@@ -134,11 +163,12 @@ def old_state(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> It
     server = start_redis(folder / "redis")   # plain: the old layout's scripts span slots
     state = OldState(server, f"mg{uuid.uuid4().hex[:8]}", folder)
     try:
-        process, client, endpoint = start_old_node(folder / "old-node", code, etcd, server, state.cluster)
+        old = start_old_node(folder / "old-node", code, etcd, server, state.cluster)
+        process, client = old.process, old.client
         try:
             register(client)
             ids = state.ids
-            quick_worker = BackgroundWorker(Worker(endpoints=[endpoint], handlers=[quick]))
+            quick_worker = BackgroundWorker(Worker(endpoints=[old.endpoint], handlers=[quick]))
             try:
                 ids["finished"] = client.start_workflow("mg_simple", {"n": 7}, correlation_id="mg-finished")
                 wait_for_status(client, ids["finished"], "COMPLETED")
@@ -157,6 +187,9 @@ def old_state(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> It
             wait_for_status(client, ids["waiting"], "RUNNING")
             parent = wait_for_status(client, ids["parent"], "RUNNING")
             ids["child"] = next(t["output"]["subWorkflowId"] for t in parent["tasks"] if t["reference_name"] == "sub")
+            # last: a limited type's task leased to a worker that vanishes (its lease runs out after the move)
+            ids["held"] = client.start_workflow("mg_held_flow", {})
+            poll_and_vanish(old.console, "mg_held")
             # while the old node runs the command refuses (it listens on the cluster's channels)
             refused = migrate_state(state)
             assert refused.returncode == 1 and "seems to run" in refused.stderr, refused
@@ -168,14 +201,21 @@ def old_state(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> It
         server.stop()
 
 
-def whole_state(state: OldState) -> dict[str, tuple[str, Any, int]]:
-    """Every key of the Redis: its type, its value as DUMP serialises it, and its TTL (-1: none)."""
+def whole_state(state: OldState) -> dict[str, tuple[str, Any, bool]]:
+    """Every key of the Redis: its type, its value and whether it has a TTL."""
+    readers = {"string": "get", "hash": "hgetall", "set": "smembers", "list": "lrange", "zset": "zrange",
+               "stream": "xrange"}
     with state.client() as r:
-        raw = redis.Redis.from_url(state.redis.url)
-        try:
-            return {key: (r.type(key), raw.dump(key), r.ttl(key) > 0) for key in r.scan_iter(count=1000)}
-        finally:
-            raw.close()
+        found: dict[str, tuple[str, Any, bool]] = {}
+        for key in r.scan_iter(count=1000):
+            kind = r.type(key)
+            extra = {"list": (0, -1), "zset": (0, -1, False, True)}.get(kind, ())
+            if kind == "zset":
+                value: Any = r.zrange(key, 0, -1, withscores=True)
+            else:
+                value = getattr(r, readers[kind])(key, *extra)
+            found[key] = (kind, value, r.ttl(key) > 0)
+        return found
 
 
 def test_a_node_of_this_version_refuses_the_old_layout(old_state: OldState, etcd: EtcdCluster) -> None:
@@ -190,19 +230,49 @@ def test_a_dry_run_writes_nothing(old_state: OldState) -> None:
     before = whole_state(old_state)
     done = migrate_state(old_state, "--dry-run")
     assert done.returncode == 0, done.stderr
-    assert "would move" in done.stdout and "workflows: 7" in done.stdout, done.stdout
+    assert "would move workflow hashes, into their partitions: 8" in done.stdout, done.stdout
     assert whole_state(old_state) == before
 
 
-def test_the_state_moves_and_a_second_run_is_refused(old_state: OldState) -> None:
-    done = migrate_state(old_state, "--partitions", "16")
-    assert done.returncode == 0, done.stderr
-    old_state.migrate_output = done.stdout
-    assert "workflows: 7" in done.stdout and "ended entries: 1" in done.stdout, done.stdout
+class Interrupted(Exception):
+    pass
+
+
+def interrupt_after(phase: str) -> Any:
+    """A progress report that stops the run once `phase` is reported done (as a killed run stops)."""
+    def report(line: str) -> None:
+        if line.startswith(phase):
+            raise Interrupted(line)
+    return report
+
+
+def test_an_interrupted_move_is_resumed_and_a_second_run_refused(old_state: OldState, etcd: EtcdCluster) -> None:
+    migration = Migration.from_url(old_state.redis.url, old_state.cluster, partitions=16,
+                                   report=interrupt_after("moved members of shared indexes"))
+    try:
+        with pytest.raises(Interrupted):
+            migration.run()
+    finally:
+        migration.close()
+    # half moved: the keys a node knows the old layout by are still there, so a node still refuses
     with old_state.client() as r:
-        assert r.get(Keys(cluster_prefix(old_state.cluster)).partition_count) == "16"
+        assert r.exists(f"wfo:{old_state.cluster}:defs:rev") and not r.exists(old_state.keys.partition_count)
+        assert not list(r.scan_iter(match=f"wfo:{old_state.cluster}:wf:*"))
+    with pytest.raises(ProcessError, match="layout from before partitions"):
+        start_node(old_state.folder / "refused-half", node_id="refused-half", port=free_port(),
+                   redis_url=old_state.redis.url, etcd_endpoints=etcd.endpoints, cluster=old_state.cluster,
+                   lease_ttl_s=2.0, http_port=0).stop()
+    done = migrate_state(old_state)   # no --partitions: the interrupted run's 16
+    assert done.returncode == 0, done.stderr
+    assert "resuming an interrupted run into 16 partitions" in done.stdout, done.stdout
+    assert "moved ended stream entries, into their workflow's partition's stream: 1" in done.stdout, done.stdout
+    assert "workflow hashes" not in done.stdout, done.stdout   # moved by the interrupted run
+    with old_state.client() as r:
+        assert r.get(old_state.keys.partition_count) == "16"
         left = list(r.scan_iter(match=f"wfo:{old_state.cluster}:*"))
         assert left == [], f"keys of the old layout left: {left}"
+        # the vanished worker's attempt is still counted against its type's limit, now in the global slot
+        assert r.zcard(f"{old_state.keys.global_prefix}:inprog:mg_held") == 1
     again = migrate_state(old_state)
     assert again.returncode == 1 and "partitioned layout already" in again.stderr, again
 
@@ -230,7 +300,7 @@ def test_a_node_serves_the_moved_state(old_state: OldState, etcd: EtcdCluster) -
         completed = {w["workflow_id"] for w in client.search_workflows(status="COMPLETED", limit=50)[0]}
         assert completed == {ids["finished"]}
         running = {w["workflow_id"] for w in client.search_workflows(status="RUNNING", limit=50)[0]}
-        assert running == {ids[k] for k in ("queued", "waiting", "parent", "child", "o-1", "o-2")}
+        assert running == {ids[k] for k in ("queued", "waiting", "parent", "child", "o-1", "o-2", "held")}
         # a repeated start with the old idempotency key answers the old workflow
         assert client.start_workflow("mg_queued", {}, idempotency_key="mg-key-1") == ids["queued"]
         # the finished workflow is in `ended`, where retention reads it
@@ -238,8 +308,11 @@ def test_a_node_serves_the_moved_state(old_state: OldState, etcd: EtcdCluster) -
         # the WAIT task is signalled; the queued tasks (a limited type's, a child's) are claimed and complete
         client.signal_task(ids["waiting"], "hold", output={"ok": True})
         wait_for_status(client, ids["waiting"], "COMPLETED")
-        worker = BackgroundWorker(Worker(endpoints=[f"127.0.0.1:{port}"], handlers=[limited, child_task]))
+        worker = BackgroundWorker(Worker(endpoints=[f"127.0.0.1:{port}"], handlers=[limited, child_task, held]))
         wait_for_status(client, ids["queued"], "COMPLETED")
+        # the vanished worker's lease runs out; its retry is let in by the type's limit of 1, and completes
+        held_flow = wait_for_status(client, ids["held"], "COMPLETED", timeout_s=30)
+        assert [t["status"] for t in held_flow["tasks"]] == ["TIMED_OUT", "COMPLETED"]
         assert wait_for_status(client, ids["parent"], "COMPLETED")["output"] == {"child": "done"}
         # the topic still holds its events, and its handler's group reads on from where it was
         assert [e["payload"] for e in client.read_events(TOPIC)] == [{"order": "o-1"}, {"order": "o-2"}]
