@@ -199,6 +199,12 @@ class Migration:
         self._delete(old.of("epoch"))
         if not self._dry:
             self._redis.set(self.keys.partition_count, chosen, nx=True)
+            stored = int(self._redis.get(self.keys.partition_count))
+            if stored != chosen:   # a node of this version started within the run's last step and set its own
+                raise MigrationRefused(
+                    f"{self.keys.partition_count} was set to {stored} by someone else (a node started while this "
+                    f"ran?) where the state was moved into {chosen} partitions: stop every node, then set it to "
+                    f"{chosen} by hand (SET {self.keys.partition_count} {chosen}) and delete {self._migrating}")
             self._redis.delete(self._migrating)
             self._report(f"partition count set: {self.keys.partition_count} = {chosen}")
         return self.summary
