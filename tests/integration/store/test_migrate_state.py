@@ -5,9 +5,13 @@ command, then served by a node of this version.
 The old node runs against a plain Redis of its own (the old layout only ever ran on one Redis):
 definitions (a task type with a concurrency limit, a sub-workflow, a WAIT task, an event handler
 and its topic), workflows in several states (one finished, one waiting on a queued task with an
-idempotency key, one WAITing, a parent whose child runs, two started by the handler). The tests
-of this module run in order on that one state: a new node refuses it, a dry run writes nothing,
-the move, a second run refused, then a new node serves every workflow as it was."""
+idempotency key, one WAITing, a parent whose child runs, two started by the handler, and one whose
+limited task is leased to a worker that vanished). The tests of this module run in order on that
+one state: a new node refuses it, a dry run writes nothing, a move interrupted halfway (a node
+still refuses) then resumed, a second run refused, then a new node serves every workflow as it was.
+
+The old code is taken with `git archive` (not `git worktree add`: nothing is written to the
+repository's own metadata, so parallel test runs cannot leave a stale worktree behind)."""
 
 from __future__ import annotations
 
