@@ -11,6 +11,7 @@ from .command import DEFAULT_ENDPOINTS, ENDPOINTS_HELP, output_flags
 from .commands.cluster import add_cluster_commands
 from .commands.definitions import add_definition_commands
 from .commands.events import add_event_commands
+from .commands.migrate import add_migrate_command
 from .commands.node import add_node_command
 from .commands.workflows import add_workflow_commands
 from .completion import add_completion
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     output_flags(parser, default="auto")
     commands = parser.add_subparsers(metavar="COMMAND", help="what to do")
     add_node_command(commands)
+    add_migrate_command(commands)
     add_definition_commands(commands)
     add_workflow_commands(commands)
     add_cluster_commands(commands)

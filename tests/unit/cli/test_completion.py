@@ -31,8 +31,8 @@ def test_bash_completion_follows_the_command_tree(tmp_path: Path):
     assert done.returncode == 0 and "complete -F _orchestrator orchestrator" in done.stdout, done.stderr
     script = tmp_path / "orchestrator.bash"
     script.write_text(done.stdout)
-    assert bash_complete(script, "orchestrator", "") == ["node", "taskdef", "workflowdef", "workflow", "cluster",
-                                                        "event", "handler", "completion"]
+    assert bash_complete(script, "orchestrator", "") == ["node", "migrate-state", "taskdef", "workflowdef", "workflow",
+                                                        "cluster", "event", "handler", "completion"]
     assert bash_complete(script, "orchestrator", "--endpoints", "127.0.0.1:1", "workflow", "se") == ["search"]
     assert "--since" in bash_complete(script, "orchestrator", "workflow", "terminate", "--all", "--")
     assert bash_complete(script, "orchestrator", "workflow", "search", "--status", "ti") == ["timed_out"]
@@ -64,7 +64,7 @@ c orchestrator workflowdef register ''
     done = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
-        "node taskdef workflowdef workflow cluster event handler completion",
+        "node migrate-state taskdef workflowdef workflow cluster event handler completion",
         "start get search terminate pause resume retry restart rerun skip signal watch",
         "compensated compensating compensation_failed completed failed paused running terminated timed_out",
         "-h --help",
