@@ -440,7 +440,7 @@ class RedisStore:
         """Settle the number of partitions with the one stored (set now, if this is the first node of
         the cluster's state). `partitions`: the node's setting (0: adopt the stored number, else the
         default); a number that differs from the stored one is refused, as is a state kept in the
-        layout from before partitions."""
+        layout from before partitions (`migrate.py` moves it)."""
         wanted = partitions or self.keys.partitions
         Keys(self.prefix, wanted)   # checks the range before anything is written
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -456,8 +456,9 @@ class RedisStore:
         if unpartitioned:
             raise FailedPrecondition(
                 f"Redis holds the state of cluster prefix '{self.prefix}' in the layout from before partitions "
-                "(keys without hash tags), which this version does not read: the command that moves it is not "
-                "built yet (issue 23); run the version that wrote it, or start this one on an empty Redis")
+                "(keys without hash tags), which this version does not read: stop every node of this cluster and "
+                "move it with `orchestrator migrate-state --redis-url <url> --cluster <name>` (README, 'Moving a "
+                "state from before partitions'); or run the version that wrote it")
         if partitions and stored_count != partitions:
             raise FailedPrecondition(
                 f"redis_partitions is {partitions} but this cluster's state was created with {stored_count} "
