@@ -129,7 +129,6 @@ def run_node(args: argparse.Namespace) -> int:
 
     try:
         config = _load_config(args)
-        refuse_unbuilt(config)
         setup_logging(config.node_id, config.log_level, config.log_format)
         serving_as(config.node_id)
         node = Node(config)
@@ -139,14 +138,6 @@ def run_node(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(node.run_until_signalled())
     return EXIT_OK
-
-
-def refuse_unbuilt(config: NodeConfig) -> None:
-    """ValueError for a setting the node accepts but cannot run with yet."""
-    if config.redis_cluster:
-        raise ValueError("redis_cluster: this node cannot keep its state on a Redis Cluster yet: that needs the "
-                         "partitioned layout of issue 23 (every script's keys in one slot), which is not built; "
-                         "use redis_url (one Redis) or redis_sentinels (a master with replicas) for now")
 
 
 def _load_config(args: argparse.Namespace) -> NodeConfig:
