@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -268,6 +269,8 @@ class LocalCluster:
                                            ports=plan.etcd)
             options = self._redis_options()
             if s.redis_cluster_masters:
+                # a new Redis Cluster each run (its servers refuse to join one when they hold a node file)
+                shutil.rmtree(self.base_dir / "redis-cluster", ignore_errors=True)
                 self.redis_cluster = start_redis_cluster(self.base_dir / "redis-cluster", s.redis_cluster_masters)
                 if self.announce:
                     print(f"Redis Cluster of {s.redis_cluster_masters} masters and as many replicas on "
@@ -369,7 +372,8 @@ class LocalCluster:
             try:
                 self.nodes[node_id] = start_node(
                     self.base_dir / "logs", node_id=node_id, port=self.node_ports[node_id],
-                    redis_url=self.redis.url if self.redis is not None else "", etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
+                    redis_url=self.redis.url if self.redis is not None else "",
+                    etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
                     redis_sentinels=[x.address for x in self.sentinels] or None,
                     lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
                     http_port=self.console_ports[node_id],
