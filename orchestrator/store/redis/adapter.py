@@ -46,7 +46,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -109,10 +109,9 @@ IN_FLIGHT_NAMESPACES = 1024   # namespaces whose counts are remembered
 LIMITED_KNOWN_S = 10.0        # a type found to have limits is claimed through its limiter this long
 OUTBOX_BATCH = 256            # events relayed per partition per call
 # A Redis Cluster client tries a command again after a connection error, a CLUSTERDOWN or an uncovered
-# slot, each time on a refreshed map of the slots: a few tries, backing off to a quarter second, ride
-# out a failover's last moments (every pipeline is still bounded by its one deadline, `_execute`).
-CLUSTER_RETRIES = 3
-CLUSTER_BACKOFF = (0.05, 0.25)   # the first pause and the longest (seconds)
+# slot, on a refreshed map of the slots: once, at once. More tries with pauses would hold up the whole
+# loop turn's replies (every master's) while one master is down; callers retry what is safe to retry.
+CLUSTER_RETRIES = 1
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -399,8 +398,7 @@ class RedisStore:
         def client(connections: int, socket_timeout_s: float | None = None, *,
                    bounded_by_caller: bool = False) -> RedisCluster:
             options = links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller)
-            options["retry"] = Retry(ExponentialBackoff(cap=CLUSTER_BACKOFF[1], base=CLUSTER_BACKOFF[0]),
-                                     CLUSTER_RETRIES)
+            options["retry"] = Retry(NoBackoff(), CLUSTER_RETRIES)
             # `require_full_coverage=False`: while a dead master's slots wait for its replica, the
             # other masters' partitions go on; `connections` is per server
             return RedisCluster(startup_nodes=nodes, decode_responses=True, max_connections=connections,
@@ -1003,6 +1001,7 @@ class RedisStore:
         if pending is None:
             pending = await self._scan_ready(task_type, now_ms)
         claimed: list[ClaimedTask] = []
+        unreachable: BaseException | None = None   # a partition whose server did not answer (see below)
         while pending and len(claimed) < count:
             wanted = count - len(claimed)
             candidates, pending = pending[:wanted], pending[wanted:]
@@ -1011,10 +1010,16 @@ class RedisStore:
             replies = await self._calls.replies([
                 Call(scripts.CLAIM, self._arguments({"type": task_type, "count": n, "now": now_ms,
                                                      "worker": worker_id, "records": records, "granted": granted}),
-                     self.keys.partition(p)) for p, _, n in asks])
+                     self.keys.partition(p)) for p, _, n in asks], unreachable_raises=False)
             full: list[tuple[int, int]] = []
             limited = False
             for (p, mark, n), reply in zip(asks, replies):
+                # On a Redis Cluster a master down fails its partitions' CLAIMs alone: what the others
+                # gave is this claim's (else their tasks would wait for their leases to expire, and the
+                # type's dispatch would pause until the failover ends); none given: unavailable.
+                if isinstance(reply, REDIS_UNAVAILABLE):
+                    unreachable = reply
+                    continue
                 if isinstance(reply, Exception):
                     raise reply
                 if reply == "LIMITED":   # nothing was taken there: claimed again through the limiter
@@ -1033,6 +1038,8 @@ class RedisStore:
                     raise _Limited()
                 break   # what the other partitions gave is this claim's; the limiter is asked next time
             pending = full + pending
+        if unreachable is not None and not claimed:
+            raise unreachable
         return claimed
 
     @_unavailable_as_store_error

@@ -44,13 +44,15 @@ class Coalesced(Generic[Item]):
             raise answer
         return answer
 
-    async def replies(self, items: Sequence[Item]) -> list[Any]:
-        """Each item's reply, or its error as a value; a pipeline that failed as a whole raises."""
+    async def replies(self, items: Sequence[Item], *, unreachable_raises: bool = True) -> list[Any]:
+        """Each item's reply, or its error as a value; a pipeline that failed as a whole raises, and
+        so does an `unreachable` error unless `unreachable_raises` is False (a caller that can use
+        the replies of the servers that answered)."""
         if not items:
             return []
         replies = await self._replies(items)
         for reply in replies:
-            if isinstance(reply, self._unreachable):
+            if unreachable_raises and isinstance(reply, self._unreachable):
                 raise reply
         return replies
 
