@@ -4,6 +4,7 @@ one Redis never asks of it (issue 23)."""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -11,7 +12,7 @@ import pytest
 
 from devtools.redis_cluster import LocalRedisCluster
 from orchestrator.core.definitions import normalise_task_def
-from orchestrator.store.protocol import StoreUnavailable
+from orchestrator.store.protocol import StoreUnavailable, Topic
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 
@@ -63,6 +64,42 @@ def test_definitions_health_and_one_master_down(redis_cluster: LocalRedisCluster
                 redis_cluster.wait_healthy()
         finally:
             await store.close()
+    asyncio.run(run())
+
+
+def test_wake_ups_go_on_while_the_global_slots_master_is_down(redis_cluster: LocalRedisCluster,
+                                                               prefix: str) -> None:
+    """Every channel is in the global slot; a PUBLISH reaches every server, so a subscription lost with
+    that slot's master is made again on another server at once, not after the promotion (redis-py's
+    choice, that slot's master: nothing heard for 8 s after the kill)."""
+    async def run() -> None:
+        store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix)
+        heard: list[float] = []
+        listening = asyncio.create_task(store.listen(Topic.TIMER, lambda _payload: heard.append(time.monotonic())))
+        channel = store.keys.channel(Topic.TIMER.value)
+        victim = redis_cluster.master_of_key(channel)
+        publisher = redis_cluster.client(next(m for m in redis_cluster.masters() if m is not victim))
+        try:
+            async def publish_for(seconds: float) -> None:
+                until = time.monotonic() + seconds
+                while time.monotonic() < until:
+                    await asyncio.to_thread(publisher.publish, channel, "1")
+                    await asyncio.sleep(0.05)
+            await publish_for(0.5)
+            assert heard, "nothing heard before the kill"
+            redis_cluster.kill(victim)
+            killed_at = time.monotonic()
+            await publish_for(2.0)
+            assert [at for at in heard if at > killed_at + 1.0], "no wake-up within 1 to 2 s of the kill"
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)
+            publisher.close()
+            await store.close()
+            if not victim.alive():
+                redis_cluster.wait_for_promotion(victim)
+                redis_cluster.restart(victim)
+                redis_cluster.wait_healthy()
     asyncio.run(run())
 
 
