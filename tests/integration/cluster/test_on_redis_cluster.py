@@ -154,6 +154,21 @@ def test_three_nodes_run_workflows_end_to_end(cluster: LocalCluster, client: Wor
     assert all(counts[w] == 1 for w in started)
 
 
+def test_a_subscription_waits_for_events(cluster: LocalCluster, client: WorkflowClient) -> None:
+    """ReceiveEvents blocks on XREADGROUP (on the master of the topic's slot) until an event comes."""
+    assert client.receive_events("rc.waited", "g", consumer="c", wait_ms=0) == []   # the group made
+    received: list[list[dict[str, Any]]] = []
+    waiter = threading.Thread(target=lambda: received.append(
+        client.receive_events("rc.waited", "g", consumer="c", wait_ms=10_000)), daemon=True)
+    began = time.monotonic()
+    waiter.start()
+    time.sleep(0.5)
+    event_id = client.publish_event("rc.waited", {"hello": 1})
+    waiter.join(15)
+    assert [e["event_id"] for e in received[0]] == [event_id]
+    assert 0.4 < time.monotonic() - began < 5.0   # woken by the event, not by the end of the wait
+
+
 def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowClient,
                                        run_worker: Callable[..., BackgroundWorker]) -> None:
     """The other masters' partitions keep completing while the dead one's wait for its replica; they
