@@ -63,8 +63,7 @@ def _redis_flags(node: argparse.ArgumentParser) -> None:
     node.add_argument("--redis-sentinels", help="comma-separated Sentinel host:port list (instead of --redis-url)")
     node.add_argument("--redis-master", help="the master name the Sentinels monitor")
     node.add_argument("--redis-cluster", help="comma-separated host:port of some servers of a Redis Cluster (instead "
-                                              "of --redis-url; not usable yet: the partitioned layout it needs is "
-                                              "issue 23)")
+                                              "of --redis-url): the state on it, partitioned over its slots")
     node.add_argument("--redis-min-replicas", dest="redis_min_replicas", type=int,
                       help="acknowledge nothing until this many Redis replicas hold it (default 0: the master "
                            "alone; what it acknowledged but had not yet replicated is lost if it dies)")
