@@ -85,8 +85,9 @@ test-latest: servers browser | $(UV)
 
 # SECURE=1: mutual TLS on every port, with a throwaway CA made for the run (it prints how to use it).
 # REPLICAS=N: the production shape, a Redis master with N replicas and 3 Sentinels (redis_replicas in the YAML).
+# REDIS=cluster: a Redis Cluster of 3 masters and 3 replicas instead of one Redis (redis_cluster_masters).
 cluster: $(STAMP) servers
-	$(if $(REPLICAS),ORCHESTRATOR_REDIS_REPLICAS=$(REPLICAS) )$(PY) -m devtools cluster --config deploy/local-cluster.yaml $(if $(SECURE),--secure)
+	$(if $(REPLICAS),ORCHESTRATOR_REDIS_REPLICAS=$(REPLICAS) )$(if $(REDIS),ORCHESTRATOR_REDIS=$(REDIS) )$(PY) -m devtools cluster --config deploy/local-cluster.yaml $(if $(SECURE),--secure)
 
 # The order flow built both ways (examples/order_flow), side by side on a throwaway local cluster.
 order-flow: $(STAMP) servers

@@ -160,7 +160,9 @@ def _run_cluster(args: argparse.Namespace, base: Path, settings: ClusterSettings
     # is safe because every node of the previous run is gone (this command started them all,
     # the run folder's lock says none runs, and no port of this cluster is taken).
     shutil.rmtree(base / "etcd", ignore_errors=True)
-    print(f"starting {settings.etcd_members} etcd members, Redis (AOF) on port {plan.redis}, "
+    redis = (f"a Redis Cluster of {settings.redis_cluster_masters} masters and as many replicas"
+             if settings.redis_cluster_masters else f"Redis (AOF) on port {plan.redis}")
+    print(f"starting {settings.etcd_members} etcd members, {redis}, "
           f"nodes on ports {', '.join(map(str, plan.nodes.values()))} and {settings.workers} demo worker(s)",
           flush=True)
     stop = {"now": False}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,7 @@ from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import cluster_prefix
 
 from .certs import DevCerts
+from .redis_cluster import LocalRedisCluster, start_redis_cluster
 from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, SentinelServer, free_port, lost_its_port,
                     start_etcd_cluster, start_redis, start_sentinel, stop_all, wait_for_port, wait_for_replicas)
 
@@ -33,6 +35,9 @@ SENTINEL_OFFSET = 20000  # a fixed Redis port's Sentinels: its port + 20000, + 1
 MAX_REPLICAS = 5
 # `make cluster REPLICAS=N` sets this: it overrides `redis_replicas` of the YAML file
 REPLICAS_ENV = "ORCHESTRATOR_REDIS_REPLICAS"
+# `make cluster REDIS=cluster` sets this to "cluster": it overrides `redis_cluster_masters` (3 then)
+REDIS_KIND_ENV = "ORCHESTRATOR_REDIS"
+CLUSTER_MASTERS = 3   # the Redis Cluster `REDIS=cluster` runs: 3 masters, a replica each
 SENTINEL_DOWN_AFTER_MS = 1000   # a killed master is noticed within a second, then a replica promoted
 
 
@@ -53,6 +58,9 @@ class ClusterSettings:
     # every Redis refuses writes with fewer replicas connected (min-replicas-to-write); default: 1
     # with replicas, 0 without.
     redis_min_replicas: int | None = None
+    # A Redis Cluster of this many masters (a replica each, devtools/redis_cluster.py) instead of one
+    # Redis: the nodes get its servers as --redis-cluster; 0: one Redis. `make cluster REDIS=cluster` sets 3.
+    redis_cluster_masters: int = 0
     node_ports: list[int] = field(default_factory=lambda: [0, 0, 0])
     # each node's console and /metrics; default: its gRPC port + 1000 when that port is fixed, else a free one
     console_ports: list[int] = field(default_factory=list)
@@ -86,6 +94,9 @@ class ClusterSettings:
                              f"{MAX_REPLICAS}")
         if self.redis_replicas and not 1 <= self.sentinels <= 7:
             raise ValueError(f"sentinels: {self.sentinels!r} is not a number of Sentinels from 1 to 7")
+        if self.redis_cluster_masters and (self.redis_cluster_masters < CLUSTER_MASTERS or self.redis_replicas):
+            raise ValueError(f"redis_cluster_masters: {self.redis_cluster_masters!r} must be 0 (one Redis) or at least "
+                             f"{CLUSTER_MASTERS}, and without redis_replicas (each master has a replica of its own)")
         if self.redis_min_replicas is None:
             self.redis_min_replicas = min(1, self.redis_replicas)
         if not 0 <= self.redis_min_replicas <= self.redis_replicas:
@@ -112,6 +123,11 @@ class ClusterSettings:
                 raise ValueError(f"{REPLICAS_ENV}={replicas!r} (make cluster REPLICAS=...) is not a number of "
                                  "replicas")
             values["redis_replicas"] = int(replicas)
+        kind = os.environ.get(REDIS_KIND_ENV, "").strip()
+        if kind not in ("", "one", "cluster"):
+            raise ValueError(f"{REDIS_KIND_ENV}={kind!r} (make cluster REDIS=...) is neither 'one' nor 'cluster'")
+        if kind:
+            values["redis_cluster_masters"] = CLUSTER_MASTERS if kind == "cluster" else 0
         return cls(**values)
 
     @property
@@ -153,7 +169,9 @@ def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_e
     `extra`: more `orchestrator node` flags (e.g. --retention, --archive-dir). Its console and
     /metrics listen on `http_port` (a free port when None; 0: no console). `prefix`: a command
     the node runs under (e.g. `faketime -f -30s` for a node whose clock is off)."""
-    redis = ["--redis-sentinels", ",".join(redis_sentinels)] if redis_sentinels else ["--redis-url", redis_url]
+    # neither (a Redis Cluster): `extra` has its --redis-cluster
+    redis = (["--redis-sentinels", ",".join(redis_sentinels)] if redis_sentinels
+             else ["--redis-url", redis_url] if redis_url else [])
     if http_port is None:
         http_port = free_port()
     console = f"{LOOPBACK}:{http_port}" if http_port else ""
@@ -193,6 +211,7 @@ class LocalCluster:
         self.fresh_election = fresh_election
         self.etcd: EtcdCluster | None = None
         self.redis: RedisServer | None = None           # the master (the one Redis without replicas)
+        self.redis_cluster: LocalRedisCluster | None = None   # instead of it (`redis_cluster_masters`)
         self.replicas: list[RedisServer] = []
         self.sentinels: list[SentinelServer] = []
         self.nodes: dict[str, ManagedProcess] = {}
@@ -249,7 +268,14 @@ class LocalCluster:
             self.etcd = start_etcd_cluster(self.base_dir / "etcd", s.etcd_members, s.etcd_election_timeout_ms,
                                            ports=plan.etcd)
             options = self._redis_options()
-            if s.redis_port:
+            if s.redis_cluster_masters:
+                # a new Redis Cluster each run (its servers refuse to join one when they hold a node file)
+                shutil.rmtree(self.base_dir / "redis-cluster", ignore_errors=True)
+                self.redis_cluster = start_redis_cluster(self.base_dir / "redis-cluster", s.redis_cluster_masters)
+                if self.announce:
+                    print(f"Redis Cluster of {s.redis_cluster_masters} masters and as many replicas on "
+                          f"{', '.join(self.redis_cluster.seeds)}", flush=True)
+            elif s.redis_port:
                 self.redis = start_redis(self.base_dir / "redis", s.redis_port,
                                          appendonly=True, appendfsync=s.redis_appendfsync, options=options)
             else:
@@ -259,7 +285,7 @@ class LocalCluster:
                 self._start_replicas(plan, options)
                 if self.announce:
                     print(self.describe_redis(), flush=True)
-            if self.fresh_election:
+            if self.fresh_election and self.redis is not None:   # a new Redis Cluster holds nothing yet
                 asyncio.run(_forget_epoch(self.redis.url, cluster_prefix(s.name)))
             for node_id, port in plan.nodes.items():
                 self.node_ports[node_id] = port
@@ -300,6 +326,8 @@ class LocalCluster:
 
     def redis_flags(self) -> list[str]:
         """The `orchestrator node` flags that say how to reach Redis (beside --redis-url / --redis-sentinels)."""
+        if self.redis_cluster is not None:
+            return ["--redis-cluster", ",".join(self.redis_cluster.seeds)]
         if not self.settings.redis_replicas:
             return []
         return ["--redis-master", self.settings.name, "--redis-min-replicas", str(self.settings.min_replicas)]
@@ -326,7 +354,7 @@ class LocalCluster:
         ones. `may_move`: when its port was picked here and another process takes it before the node
         binds it, the node is started again on other free ports (twice at most); by default only a
         node that never ran and was given no port may move."""
-        assert self.etcd is not None and self.redis is not None
+        assert self.etcd is not None and (self.redis is not None or self.redis_cluster is not None)
         earlier = self.nodes.get(node_id)
         if earlier is not None:
             earlier.stop()   # reaps an exited one, closes its log
@@ -344,7 +372,8 @@ class LocalCluster:
             try:
                 self.nodes[node_id] = start_node(
                     self.base_dir / "logs", node_id=node_id, port=self.node_ports[node_id],
-                    redis_url=self.redis.url, etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
+                    redis_url=self.redis.url if self.redis is not None else "",
+                    etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
                     redis_sentinels=[x.address for x in self.sentinels] or None,
                     lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
                     http_port=self.console_ports[node_id],
@@ -375,6 +404,8 @@ class LocalCluster:
         stop_all(r.process for r in self.replicas)
         if self.redis is not None and getattr(self.redis, "process", None) is not None:
             self.redis.stop()
+        if self.redis_cluster is not None:
+            self.redis_cluster.stop()
         if self.etcd is not None:
             self.etcd.stop()
 

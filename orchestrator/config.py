@@ -40,8 +40,7 @@ class NodeConfig:
     redis_url: str = ""                       # default DEFAULT_REDIS_URL, unless Sentinels or a Redis Cluster are given
     redis_sentinels: list[str] = field(default_factory=list)  # host:port of each Sentinel; instead of redis_url
     # host:port of some servers of a Redis Cluster (its seeds: the client finds the others through them);
-    # instead of redis_url and redis_sentinels. Accepted here, refused at start until the state's
-    # partitioned layout exists (issue 23)
+    # instead of redis_url and redis_sentinels (store/redis/adapter.py, `RedisStore.from_cluster`)
     redis_cluster: list[str] = field(default_factory=list)
     redis_master: str = "mymaster"            # the master name the Sentinels monitor
     # how many partitions the state is cut into (store/redis/keys.py), fixed when a cluster's state is
@@ -163,6 +162,10 @@ class NodeConfig:
                 raise ValueError(f"redis_cluster and {' and '.join(given)} are both given: a node keeps its state in "
                                  "one Redis (redis_url), one behind Sentinels (redis_sentinels) or a Redis Cluster "
                                  "(redis_cluster, its seed servers); give one of them")
+            if self.redis_min_replicas:   # see RedisStore.from_cluster
+                raise ValueError("redis_min_replicas cannot be used with redis_cluster yet: the replication "
+                                 "barrier waits on one master, and a Redis Cluster has one per shard; leave "
+                                 "redis_min_replicas at 0 (writes are acknowledged once their master holds them)")
             for seed in self.redis_cluster:
                 host, sep, port = str(seed).rpartition(":")
                 if not sep or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:

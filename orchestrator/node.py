@@ -120,7 +120,11 @@ class Node:
         durability: dict[str, Any] = {"min_replicas": config.redis_min_replicas,
                                       "replica_timeout_ms": config.redis_replica_timeout_ms,
                                       "links": config.redis_links(), "quotas": config.quotas()}
-        if config.redis_sentinels:
+        if config.redis_cluster:
+            self.store = RedisStore.from_cluster(config.redis_cluster, prefix=config.redis_prefix,
+                                                 max_value_bytes=config.max_payload_bytes,
+                                                 idempotency_ttl_s=idempotency_ttl_s, access=access, **durability)
+        elif config.redis_sentinels:
             self.store = RedisStore.from_sentinels(config.redis_sentinels, config.redis_master,
                                                    prefix=config.redis_prefix, max_value_bytes=config.max_payload_bytes,
                                                    idempotency_ttl_s=idempotency_ttl_s, access=access,

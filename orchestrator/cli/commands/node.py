@@ -63,8 +63,7 @@ def _redis_flags(node: argparse.ArgumentParser) -> None:
     node.add_argument("--redis-sentinels", help="comma-separated Sentinel host:port list (instead of --redis-url)")
     node.add_argument("--redis-master", help="the master name the Sentinels monitor")
     node.add_argument("--redis-cluster", help="comma-separated host:port of some servers of a Redis Cluster (instead "
-                                              "of --redis-url; not usable yet: the partitioned layout it needs is "
-                                              "issue 23)")
+                                              "of --redis-url): the state on it, partitioned over its slots")
     node.add_argument("--redis-min-replicas", dest="redis_min_replicas", type=int,
                       help="acknowledge nothing until this many Redis replicas hold it (default 0: the master "
                            "alone; what it acknowledged but had not yet replicated is lost if it dies)")
@@ -129,7 +128,6 @@ def run_node(args: argparse.Namespace) -> int:
 
     try:
         config = _load_config(args)
-        refuse_unbuilt(config)
         setup_logging(config.node_id, config.log_level, config.log_format)
         serving_as(config.node_id)
         node = Node(config)
@@ -139,14 +137,6 @@ def run_node(args: argparse.Namespace) -> int:
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(node.run_until_signalled())
     return EXIT_OK
-
-
-def refuse_unbuilt(config: NodeConfig) -> None:
-    """ValueError for a setting the node accepts but cannot run with yet."""
-    if config.redis_cluster:
-        raise ValueError("redis_cluster: this node cannot keep its state on a Redis Cluster yet: that needs the "
-                         "partitioned layout of issue 23 (every script's keys in one slot), which is not built; "
-                         "use redis_url (one Redis) or redis_sentinels (a master with replicas) for now")
 
 
 def _load_config(args: argparse.Namespace) -> NodeConfig:

@@ -43,11 +43,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iter
 from typing import Any, NamedTuple, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...core import free_text
@@ -109,6 +110,10 @@ LIMITED_KNOWN_S = 10.0        # a type found to have limits is claimed through i
 OUTBOX_BATCH = 256            # events relayed per partition per call
 UNLEASED_AFTER_MS = 5_000     # a counted attempt without a lease this long after its claim is taken out
 UNLEASED_BATCH = 1_000        # counted attempts of one type looked at per sweep
+# A Redis Cluster client tries a command again after a connection error, a CLUSTERDOWN or an uncovered
+# slot, on a refreshed map of the slots: once, at once. More tries with pauses would hold up the whole
+# loop turn's replies (every master's) while one master is down; callers retry what is safe to retry.
+CLUSTER_RETRIES = 1
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -258,12 +263,12 @@ class RedisAccess:
 
 
 class RedisStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "wfo",
+    def __init__(self, client: aioredis.Redis | RedisCluster, prefix: str = "wfo",
                  idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, *, max_value_bytes: int = 1024 * 1024,
                  max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
                  replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None,
-                 blocking_client: aioredis.Redis | None = None, links: RedisLinks | None = None,
-                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | None = None) -> None:
+                 blocking_client: aioredis.Redis | RedisCluster | None = None, links: RedisLinks | None = None,
+                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | RedisCluster | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
         `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
@@ -279,6 +284,7 @@ class RedisStore:
         # this client decodes, and the parsing below checks shapes where they matter.
         self._redis: Any = client
         self._pipelines: Any = pipeline_client or client
+        self._on_cluster = isinstance(client, RedisCluster)   # `from_cluster`: its pipelines go per master
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
         self._ready = ReadyPartitions(self._partition_of)
@@ -290,7 +296,7 @@ class RedisStore:
         self._shas: dict[str, str] = {}   # Lua source -> its SHA1 (what EVALSHA names it by)
         # every script call and hot read of one loop turn (results, claims, heartbeats, starts,
         # loads come in bursts) goes to Redis in one pipeline, each with its own reply
-        self._calls: Coalesced[Call] = Coalesced(self._pipelined)
+        self._calls: Coalesced[Call] = Coalesced(self._pipelined, REDIS_UNAVAILABLE)
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
@@ -366,17 +372,54 @@ class RedisStore:
                    blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas,
                    pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
 
+    @classmethod
+    def from_cluster(cls, seeds: list[str], prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
+                     idempotency_ttl_s: int = IDEMPOTENCY_TTL_S, access: RedisAccess | None = None,
+                     min_replicas: int = 0, replica_timeout_ms: int = REPLICA_TIMEOUT_MS,
+                     links: RedisLinks | None = None, quotas: Quotas | None = None) -> RedisStore:
+        """The state on a Redis Cluster found through `seeds` (host:port of some of its servers).
+
+        redis-py's cluster client routes each command and each EVALSHA by its (first) key, follows
+        MOVED and ASK, and after a connection error reads the map of slots again (a failover: the
+        promoted replica). Every script touches one slot (scripts.py), and the few MULTI blocks keep
+        to the global slot, which its transactional pipeline allows. A plain command that times out
+        may be sent again by it (the single-Redis clients resend only after a broken connection);
+        what the node sends by plain commands is reads and definitions, safe to repeat.
+
+        `min_replicas` is refused: the replication barrier (replication.py) asks one master for
+        WAIT, and here every master would need its own round for the writes it took; until that
+        is built, a node on a Redis Cluster acknowledges what its masters hold."""
+        if min_replicas > 0:
+            raise ValueError("redis_min_replicas cannot be used with redis_cluster yet: the replication "
+                             "barrier waits on one master, and a Redis Cluster has one per shard; leave "
+                             "redis_min_replicas at 0 (writes are acknowledged once their master holds them)")
+        links = links or RedisLinks()
+        secured = access.connection_options() if access else {}
+        nodes = [ClusterNode(host, int(port)) for host, port in (seed.rsplit(":", 1) for seed in seeds)]
+
+        def client(connections: int, socket_timeout_s: float | None = None, *,
+                   bounded_by_caller: bool = False) -> RedisCluster:
+            options = links.options(socket_timeout_s, bounded_by_caller=bounded_by_caller)
+            options["retry"] = Retry(NoBackoff(), CLUSTER_RETRIES)
+            # `require_full_coverage=False`: while a dead master's slots wait for its replica, the
+            # other masters' partitions go on; `connections` is per server
+            return RedisCluster(startup_nodes=nodes, decode_responses=True, max_connections=connections,
+                                require_full_coverage=False, **options, **secured)
+        return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
+                   blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas,
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
+
     @property
     def prefix(self) -> str:
         return self.keys.prefix
 
     async def _drop_connections(self) -> None:
         """After a failover: every connection is made again, to the master Sentinel names now."""
-        await self._redis.connection_pool.disconnect()
-        if self._pipelines is not self._redis:
-            await self._pipelines.connection_pool.disconnect()
-        if self._blocking is not self._redis:
-            await self._blocking.connection_pool.disconnect()
+        for client in dict.fromkeys((self._redis, self._pipelines, self._blocking)):
+            if isinstance(client, RedisCluster):   # a pool per server (the cluster finds masters itself)
+                await asyncio.gather(*(node.disconnect() for node in client.get_nodes()))
+            else:
+                await client.connection_pool.disconnect()
 
     async def close(self) -> None:
         if self._published_listener is not None:
@@ -961,6 +1004,7 @@ class RedisStore:
         if pending is None:
             pending = await self._scan_ready(task_type, now_ms)
         claimed: list[ClaimedTask] = []
+        unreachable: BaseException | None = None   # a partition whose server did not answer (see below)
         while pending and len(claimed) < count:
             wanted = count - len(claimed)
             candidates, pending = pending[:wanted], pending[wanted:]
@@ -969,10 +1013,16 @@ class RedisStore:
             replies = await self._calls.replies([
                 Call(scripts.CLAIM, self._arguments({"type": task_type, "count": n, "now": now_ms,
                                                      "worker": worker_id, "records": records, "granted": granted}),
-                     self.keys.partition(p)) for p, _, n in asks])
+                     self.keys.partition(p)) for p, _, n in asks], unreachable_raises=False)
             full: list[tuple[int, int]] = []
             limited = False
             for (p, mark, n), reply in zip(asks, replies):
+                # On a Redis Cluster a master down fails its partitions' CLAIMs alone: what the others
+                # gave is this claim's (else their tasks would wait for their leases to expire, and the
+                # type's dispatch would pause until the failover ends); none given: unavailable.
+                if isinstance(reply, REDIS_UNAVAILABLE):
+                    unreachable = reply
+                    continue
                 if isinstance(reply, Exception):
                     raise reply
                 if reply == "LIMITED":   # nothing was taken there: claimed again through the limiter
@@ -991,6 +1041,8 @@ class RedisStore:
                     raise _Limited()
                 break   # what the other partitions gave is this claim's; the limiter is asked next time
             pending = full + pending
+        if unreachable is not None and not claimed:
+            raise unreachable
         return claimed
 
     @_unavailable_as_store_error
@@ -1377,10 +1429,47 @@ class RedisStore:
         One deadline for all of it (a free connection, the write, every reply, and the one retry on
         a new connection after a broken one): a Redis that does not answer fails the pipeline with
         a TimeoutError within `socket_timeout_s`. Cut short, redis-py drops the connection, so no
-        late reply is read by the next pipeline on it; a timed-out pipeline is not sent again."""
+        late reply is read by the next pipeline on it; a timed-out pipeline is not sent again.
+
+        On a Redis Cluster, one pipeline per master, side by side, each with that deadline: redis-py's
+        cluster pipeline fails as a whole when one server does not answer, and a dead master must
+        fail only the calls of its own partitions (the others are applied and answered as usual)."""
+        if not self._on_cluster:
+            return await self._execute_on(calls, load)
+        load = tuple(load)
+        groups: dict[str, list[int]] = {}
+        for i, call in enumerate(calls):
+            groups.setdefault(self._master_of(call.at if call.script else str(call.args[1])), []).append(i)
+        if len(groups) == 1:
+            return await self._execute_on(calls, load)
+        answers = await asyncio.gather(*(self._execute_on([calls[i] for i in group], load)
+                                         for group in groups.values()), return_exceptions=True)
+        replies: list[Any] = [None] * len(calls)
+        for group, answer in zip(groups.values(), answers):
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer   # cancelled: the caller goes, not one master's calls
+            for j, i in enumerate(group):
+                replies[i] = answer if isinstance(answer, Exception) else answer[j]
+        return replies
+
+    def _master_of(self, key: str) -> str:
+        """The name of the master serving `key` as this node's map of the slots says ('' before the
+        map is read; a stale map costs a MOVED that redis-py follows)."""
+        try:
+            node = self._pipelines.get_node_from_key(key)
+        except SlotNotCoveredError:
+            return ""
+        return str(node.name) if node is not None else ""
+
+    async def _execute_on(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
+        """`_execute` on one Redis (or one master of a Redis Cluster)."""
         deadline = asyncio.timeout(self.links.socket_timeout_s)
         try:
             async with deadline:
+                if self._on_cluster:   # its pipelines refuse SCRIPT LOAD; the client sends it to every master
+                    for source in load:
+                        await self._pipelines.script_load(source)
+                    load = ()
                 # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
                 async with self._pipelines.pipeline(transaction=False) as pipe:
                     loads = 0
@@ -1758,10 +1847,16 @@ class RedisStore:
             await self._redis.ping()
             latency_ms = (time.perf_counter() - started) * 1000
             info = await self._redis.info()
+            if self._on_cluster:   # INFO is one server's (any); the cluster's own state says whether it serves
+                info.update(await self._redis.cluster_info())
+                if info.get("cluster_state") != "ok":
+                    raise ConnectionError(f"the Redis Cluster's state is {info.get('cluster_state')!r}, "
+                                          f"{info.get('cluster_slots_ok')} of 16384 slots served")
         except Exception as exc:   # down, loading, failing over: whatever it is, it is the answer
             return StoreHealth(False, (time.perf_counter() - started) * 1000, error=str(exc) or type(exc).__name__)
         wanted = ("redis_version", "role", "connected_slaves", "used_memory_human", "aof_enabled",
-                  "aof_last_write_status", "uptime_in_seconds", "connected_clients")
+                  "aof_last_write_status", "uptime_in_seconds", "connected_clients", "cluster_state",
+                  "cluster_size", "cluster_known_nodes")
         return StoreHealth(True, latency_ms, {key: str(info[key]) for key in wanted if key in info})
 
 

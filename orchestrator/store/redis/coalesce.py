@@ -24,10 +24,16 @@ Item = TypeVar("Item")
 class Coalesced(Generic[Item]):
     """`call(item)`: the reply of one call, sent in the pipeline of this loop turn's calls;
     `replies(items)`: several calls of that pipeline, each reply or error as a value. `send`
-    runs one pipeline: items in, replies or per-call errors (as values) out, in order."""
+    runs one pipeline: items in, replies or per-call errors (as values) out, in order.
 
-    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Any]]]) -> None:
+    `unreachable`: the errors that say a call's server was not reached (a connection lost), which
+    `replies` raises rather than returns, as when the whole pipeline failed: with several servers
+    (a Redis Cluster's masters, one pipeline each) one of them can fail alone."""
+
+    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Any]]],
+                 unreachable: tuple[type[BaseException], ...] = ()) -> None:
         self._send = send
+        self._unreachable = unreachable
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
         self._delivery_due = False   # a task will send what is waiting (else its first caller will)
         self._sending: set[asyncio.Task[None]] = set()
@@ -38,11 +44,17 @@ class Coalesced(Generic[Item]):
             raise answer
         return answer
 
-    async def replies(self, items: Sequence[Item]) -> list[Any]:
-        """Each item's reply, or its error as a value; a pipeline that failed as a whole raises."""
+    async def replies(self, items: Sequence[Item], *, unreachable_raises: bool = True) -> list[Any]:
+        """Each item's reply, or its error as a value; a pipeline that failed as a whole raises, and
+        so does an `unreachable` error unless `unreachable_raises` is False (a caller that can use
+        the replies of the servers that answered)."""
         if not items:
             return []
-        return await self._replies(items)
+        replies = await self._replies(items)
+        for reply in replies:
+            if unreachable_raises and isinstance(reply, self._unreachable):
+                raise reply
+        return replies
 
     async def _replies(self, items: Sequence[Item]) -> list[Any]:
         """The replies of one caller's calls (errors as values). A caller whose calls open a turn's

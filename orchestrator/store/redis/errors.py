@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from redis.exceptions import ClusterDownError, MasterDownError, ReadOnlyError, RedisClusterUnreachableError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MasterDownError, ReadOnlyError, ResponseError
+from redis.exceptions import ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+# On a Redis Cluster also: the cluster (or the part of it serving a slot) says it is down, no server
+# serves the slot now, or no seed answered; each passes as a failover ends.
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+    RedisConnectionError, RedisTimeoutError, ConnectionError, OSError, ClusterDownError, SlotNotCoveredError,
+    RedisClusterUnreachableError)
 
 # Replies of a Redis that is up but takes no writes now: too few replicas for `min-replicas-to-write`
 # (NOREPLICAS), a master demoted to replica in a failover (READONLY), a replica cut off from its

@@ -3,6 +3,13 @@
 Pub/sub is only a wake-up: a message can be lost while Redis restarts, so every
 listener also has a safety re-check, and `on_subscribed` lets it catch up on what
 was published while it was not listening.
+
+On a Redis Cluster a PUBLISH reaches every server of the cluster, replicas too, so a subscription
+may be made on any of them (`_subscription`): each is made on a server picked at random, another
+than the one the last subscription lost, rather than on the master of the channel's slot, which
+redis-py's cluster client picks. All of a node's channels are in the global slot: with the cluster
+client's choice, that slot's master down would silence every wake-up until its replica's promotion
+and the map's refresh (6 s measured here: the resubscriptions back off meanwhile).
 """
 
 from __future__ import annotations
@@ -10,9 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
+
+from redis.asyncio.cluster import RedisCluster
 
 from .errors import REDIS_UNAVAILABLE
 
@@ -32,8 +42,9 @@ async def listen(client: Any, channel: str, on_message: Callable[[str], None],
     Call `on_message(data)` for each message on `channel` until cancelled; resubscribe
     after an outage, backing off from 0.2 s to 5 s so a dead Redis is not hammered."""
     backoff = RESUBSCRIBE_MIN_S
+    lost_on = ""
     while True:
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = _subscription(client, lost_on, ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(channel)
             backoff = RESUBSCRIBE_MIN_S
@@ -46,6 +57,7 @@ async def listen(client: Any, channel: str, on_message: Callable[[str], None],
                     on_message(message["data"])
         except REDIS_UNAVAILABLE as exc:
             log.warning("subscription to %s lost (%s); subscribing again in %.1f s", channel, exc, backoff)
+            lost_on = _server_of(pubsub)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
         finally:
@@ -57,7 +69,7 @@ async def changes(client: Any, channel: str, recheck_s: float,
     """Yield once at once, then after each message (a burst counts once) or every `recheck_s`.
     `subscribe_timeout_s`: how long subscribing may take (TimeoutError) when `client`'s own
     socket timeout is longer (the pool for blocking reads)."""
-    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub = _subscription(client, "", ignore_subscribe_messages=True)
     try:
         async with asyncio.timeout(subscribe_timeout_s):
             await pubsub.subscribe(channel)
@@ -71,6 +83,23 @@ async def changes(client: Any, channel: str, recheck_s: float,
             yield None
     finally:
         await _close(pubsub)
+
+
+def _subscription(client: Any, avoid: str, **options: Any) -> Any:
+    """A PubSub of `client`; on a Redis Cluster, on a server picked at random (other than `avoid`,
+    the one a subscription was lost on, while there is another): see the module's docstring."""
+    if not isinstance(client, RedisCluster):
+        return client.pubsub(**options)
+    servers = [node for node in client.get_nodes() if node.name != avoid] or client.get_nodes()
+    if not servers:   # the map of the cluster is not read yet: the client picks
+        return client.pubsub(**options)
+    return client.pubsub(node=random.choice(servers), **options)
+
+
+def _server_of(pubsub: Any) -> str:
+    """The name of the server a cluster subscription was on ('' for one Redis)."""
+    node = getattr(pubsub, "node", None)
+    return str(node.name) if node is not None else ""
 
 
 def _raise_if_cancelled() -> None:
@@ -130,8 +159,9 @@ class ChannelSet:
         """Read until cancelled; resubscribe after an outage, backing off as `listen` does."""
         backoff = RESUBSCRIBE_MIN_S
         try:
+            lost_on = ""
             while True:
-                pubsub = self._pubsub = self._client.pubsub()
+                pubsub = self._pubsub = _subscription(self._client, lost_on)
                 self._subscribed = set()
                 try:
                     while True:
@@ -149,6 +179,7 @@ class ChannelSet:
                 except REDIS_UNAVAILABLE as exc:
                     log.warning("subscription to %d channel(s) lost (%s); subscribing again in %.1f s",
                                 len(self._names), exc, backoff)
+                    lost_on = _server_of(pubsub)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, RESUBSCRIBE_MAX_S)
                 finally:

@@ -1,11 +1,8 @@
-"""How a node is told where Redis is: one way of three. The setting `redis_cluster` (`--redis-cluster`) is
-accepted and checked, but a node given it refuses to start until the partitioned layout of the state exists
-(issue 23); Sentinels and a URL are not given together either."""
+"""How a node is told where Redis is: one way of three. A node given `redis_cluster` (`--redis-cluster`) keeps
+its state on that Redis Cluster (issue 23); Sentinels and a URL are not given together either."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,9 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from devtools.procs import free_port
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import EtcdCluster, free_port
+from devtools.redis_cluster import LocalRedisCluster
 from orchestrator.cli import main
 from orchestrator.config import DEFAULT_REDIS_URL, NodeConfig
+from orchestrator.store.redis.keys import Keys, cluster_prefix
+from worker import WorkflowClient
 
 SEEDS = "127.0.0.1:7000,127.0.0.1:7001"
 
@@ -43,12 +44,27 @@ def node(capsys: pytest.CaptureFixture[str]) -> Callable[..., Ended]:
     return run
 
 
-def test_a_node_given_a_redis_cluster_refuses_to_start_until_issue_23() -> None:
-    refused = subprocess.run([sys.executable, "-m", "orchestrator.cli", *node_argv("--redis-cluster", SEEDS)],
-                             capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 2, refused.stderr
-    assert "cannot keep its state on a Redis Cluster yet" in refused.stderr and "issue 23" in refused.stderr
-    assert "Traceback" not in refused.stderr
+def test_a_node_given_a_redis_cluster_runs_on_it(tmp_path: Path, etcd: EtcdCluster,
+                                                redis_cluster: LocalRedisCluster) -> None:
+    """It refused to start until issue 23; now it serves, and its workflows' state is on the cluster."""
+    port = free_port()
+    cluster = f"c{uuid.uuid4().hex[:8]}"
+    process = start_node(tmp_path, node_id="partitioned", port=port, redis_url="", etcd_endpoints=etcd.endpoints,
+                         cluster=cluster, lease_ttl_s=2.0, http_port=0,
+                         extra=["--redis-cluster", ",".join(redis_cluster.seeds[:2])])
+    client = WorkflowClient([f"127.0.0.1:{port}"], timeout_s=15.0)
+    try:
+        wait_for_leader(client, 30.0)
+        client.register_workflow_def({"name": "nothing", "version": 1, "tasks": [
+            {"name": "n", "taskReferenceName": "n", "type": "NOOP"}]})
+        done = client.execute_workflow("nothing", {})
+        assert done["status"] == "COMPLETED"
+        key = Keys(cluster_prefix(cluster)).workflow(done["workflow_id"])
+        with redis_cluster.client(redis_cluster.master_of_key(key)) as master:   # read where its slot lives
+            assert master.hget(key, "st") == "COMPLETED"
+    finally:
+        client.close()
+        process.stop()
 
 
 def test_redis_cluster_goes_alone_and_names_servers(tmp_path: Path, node: Callable[..., Ended]) -> None:
@@ -73,8 +89,9 @@ def test_the_setting_in_a_file_and_what_http_tasks_may_not_call(tmp_path: Path, 
     assert loaded.infrastructure == ["10.0.0.9:2379", "10.0.0.1:6379", "10.0.0.2:6379"]
     assert NodeConfig().redis_url == DEFAULT_REDIS_URL   # neither given: one Redis on this host, as before
     assert NodeConfig(redis_sentinels=["10.0.0.1:26379"]).redis_url == DEFAULT_REDIS_URL
-    refused = node("--config", str(config))
-    assert refused.returncode == 2 and "issue 23" in refused.stderr
+    with_replicas = node("--config", str(config), "--redis-min-replicas", "1")
+    assert with_replicas.returncode == 2
+    assert "redis_min_replicas cannot be used with redis_cluster yet" in with_replicas.stderr
 
 
 def test_sentinels_and_a_url_are_not_given_together(tmp_path: Path, node: Callable[..., Ended]) -> None:
