@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -129,6 +129,23 @@ class BenchCluster:
         """The audit streams of terminal transitions (one entry per workflow end), one per partition."""
         keys = Keys(self.prefix)
         return [keys.ended(p) for p in keys.all_partitions()]
+
+    def ended(self) -> list[tuple[str, float]]:
+        """(workflow id, end time in ms) of every end in the audit streams, oldest first."""
+        found: list[tuple[str, float]] = []
+        for key in self.ended_keys:
+            last = "-"
+            while True:
+                # decode_responses=True: ids and fields are str (redis-py types them as bytes or str)
+                entries = cast("list[tuple[str, dict[str, str]]]",
+                               self.redis.xrange(key, min=last, max="+", count=10_000))
+                if last != "-":
+                    entries = entries[1:]
+                if not entries:
+                    break
+                found += [(fields["wf"], float(fields["at"])) for _, fields in entries]
+                last = entries[-1][0]
+        return sorted(found, key=lambda row: row[1])
 
     @property
     def redis_url(self) -> str:

@@ -68,7 +68,7 @@ def run(bench: Bench) -> dict[str, Any]:
                     time.sleep(SETTLE_S)
         report = DrillReport(signal="SIGKILL+SIGTERM+SIGSTOP")
         audit(cluster.local, cluster.client, report, load.started)
-        ends = _end_times(cluster)
+        ends = [at for _, at in cluster.ended()]
         for event in events:
             event["timer_late_ms"] = _timer_late_ms(cluster, event.pop("probe"))
     finally:
@@ -136,21 +136,6 @@ def _timer_late_ms(cluster: BenchCluster, probe: str) -> float:
             return float(wait["ended_at_ms"]) - float(wait["output"]["waitedUntil"])
         time.sleep(0.1)
     return float("nan")
-
-
-def _end_times(cluster: BenchCluster) -> list[float]:
-    """End times (ms) of every workflow in the cluster's `ended` stream."""
-    key = cluster.ended_key
-    times: list[float] = []
-    last = "-"
-    while True:
-        entries = cluster.redis.xrange(key, min=last, max="+", count=10_000)
-        if last != "-":
-            entries = entries[1:]
-        if not entries:
-            return times
-        times += [float(fields["at"]) for _, fields in entries]
-        last = entries[-1][0]
 
 
 def _dip(ends: list[float], at_ms: float) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def _window(cluster: Any, start: Any, count: int, poisoned: list[str] | None) ->
         poisoner.join(30)
     time.sleep(1.0)   # the last ones complete
     started = set(result.ids)
-    ends = [at for workflow_id, at in _ended(cluster) if workflow_id in started]
+    ends = [at for workflow_id, at in cluster.ended() if workflow_id in started]
     span_s = max((max(ends, default=begin_ms) - begin_ms) / 1000, 0.001)
     return {"started": len(started), "completed": len(ends), "completed_per_s": round(len(ends) / span_s, 1),
             "start_errors": result.start_errors}
@@ -96,21 +96,6 @@ def _poison(cluster: Any, poisoned: list[str], stop: threading.Event) -> None:
                 except ClientError as exc:   # refused at the door counts as contained too, but say so
                     print(f"  poison {name} refused at start: {exc}", flush=True)
             stop.wait(POISON_EVERY_S)
-
-
-def _ended(cluster: Any) -> list[tuple[str, float]]:
-    found: list[tuple[str, float]] = []
-    for key in cluster.ended_keys:
-        last = "-"
-        while True:
-            entries = cluster.redis.xrange(key, min=last, max="+", count=10_000)
-            if last != "-":
-                entries = entries[1:]
-            if not entries:
-                break
-            found += [(fields["wf"], float(fields["at"])) for _, fields in entries]
-            last = entries[-1][0]
-    return sorted(found, key=lambda row: row[1])
 
 
 def _ending(client: Any, workflow_id: str) -> tuple[str, str]:
