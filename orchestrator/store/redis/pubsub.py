@@ -21,7 +21,6 @@ import random
 from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
-
 from redis.asyncio.cluster import RedisCluster
 
 from .errors import REDIS_UNAVAILABLE
