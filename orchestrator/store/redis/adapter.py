@@ -568,12 +568,8 @@ class RedisStore:
         """Each partition's copy of the definitions revision, which its starts check in their own
         slot (scripts.START_WORKFLOW), raised to `revision`: a start there from an older snapshot
         is refused from now on (one racing this call is as if it came just before it)."""
-        replies = await self._calls.replies([Call(scripts.RAISE_COPY, [str(revision)],
-                                                  self.keys.in_partition(p, "defsrev"))
-                                             for p in self.keys.all_partitions()])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        await self._calls.answers([Call(scripts.RAISE_COPY, [str(revision)], self.keys.in_partition(p, "defsrev"))
+                                   for p in self.keys.all_partitions()])
 
     @_unavailable_as_store_error
     async def get_workflow_def(self, name: str, version: int = 0) -> WorkflowDef | None:
@@ -733,7 +729,7 @@ class RedisStore:
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
                   for i in range(3, len(answer), 3)]
         applied = ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope))
-        if applied.result is ApplyResult.OK:
+        if applied.result is ApplyResult.OK and decision.publish:
             await self._relay_after([(started_id, decision)])
         return Started(started_id, True, state, decision, applied)
 
@@ -751,11 +747,8 @@ class RedisStore:
                     and elsewhere + counts[partition] + max(IN_FLIGHT_MARGIN, quota // 10) < quota):
                 return elsewhere
         read_at = time.monotonic()
-        replies = await self._calls.replies([Call("", ("SCARD", self.keys.in_flight(p, namespace)))
+        replies = await self._calls.answers([Call("", ("SCARD", self.keys.in_flight(p, namespace)))
                                              for p in self.keys.all_partitions()])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         counts = [int(reply) for reply in replies]
         self._in_flight[namespace] = (read_at, counts)
         if len(self._in_flight) > IN_FLIGHT_NAMESPACES:
@@ -785,10 +778,7 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def load_many(self, workflow_ids: list[str]) -> list[m.WorkflowState | None]:
-        rows = await self._calls.replies([Call("", ("HGETALL", self.keys.workflow(i))) for i in workflow_ids])
-        for row in rows:
-            if isinstance(row, Exception):
-                raise row
+        rows = await self._calls.answers([Call("", ("HGETALL", self.keys.workflow(i))) for i in workflow_ids])
         texts = await self._snapshot_texts_for(workflow_ids, rows)
         return [parse_workflow(i, row, texts) for i, row in zip(workflow_ids, rows)]
 
@@ -807,11 +797,9 @@ class RedisStore:
                 found[digest] = self._snapshot_texts[digest]
         missing = sorted(wanted)
         if missing:
-            texts = await self._calls.replies([
+            texts = await self._calls.answers([
                 Call("", ("GET", self.keys.snapshot(self.keys.partition_of(wanted[d]), d))) for d in missing])
             for digest, text in zip(missing, texts):
-                if isinstance(text, Exception):
-                    raise text
                 if text is not None:
                     found[digest] = text
                     self._snapshot_texts[digest] = text
@@ -1051,8 +1039,7 @@ class RedisStore:
         types' counts: read, released in the global slot, then forgotten (a release made twice takes
         nothing out twice). With every partition and `now_ms`, also the counted attempts that hold no
         lease any more (`_unleased`)."""
-        prefixes = (list(partitions) if partitions is not None
-                    else [self.keys.partition(p) for p in self.keys.all_partitions()])
+        prefixes = self._prefixes(partitions)
         async with self._redis.pipeline(transaction=False) as pipe:
             for prefix in prefixes:
                 pipe.smembers(f"{prefix}:freed")
@@ -1074,8 +1061,7 @@ class RedisStore:
     async def relay_events(self, partitions: Collection[str] | None = None) -> int:
         """The events EVENT tasks left in the outboxes of the named partitions (their prefixes; None:
         all) published to their topics, in order, each once (scripts.RELAY_EVENTS), then removed."""
-        prefixes = (list(partitions) if partitions is not None
-                    else [self.keys.partition(p) for p in self.keys.all_partitions()])
+        prefixes = self._prefixes(partitions)
         async with self._redis.pipeline(transaction=False) as pipe:
             for prefix in prefixes:
                 pipe.xrange(f"{prefix}:outbox", min="-", max="+", count=OUTBOX_BATCH)
@@ -1094,6 +1080,12 @@ class RedisStore:
                     pipe.xdel(f"{prefix}:outbox", *(entry_id for entry_id, _ in entries))
             await pipe.execute()
         return published
+
+    def _prefixes(self, partitions: Collection[str] | None) -> list[str]:
+        """The partitions named (by their prefixes, as Topic.FREED names them), or all of them."""
+        if partitions is not None:
+            return list(partitions)
+        return [self.keys.partition(p) for p in self.keys.all_partitions()]
 
     async def _unleased(self, now_ms: int) -> list[str]:
         """Attempts counted in progress for a concurrency limit, for over UNLEASED_AFTER_MS, whose
@@ -1137,10 +1129,7 @@ class RedisStore:
         for p in self.keys.all_partitions():
             calls.append(Call("", ("ZCARD", self.keys.queue(p, task_type))))
             calls.append(Call("", ("ZCOUNT", self.keys.in_partition(p, "qd", task_type), "-inf", now_ms)))
-        replies = await self._calls.replies(calls)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        replies = await self._calls.answers(calls)
         found = [p for p in self.keys.all_partitions() if int(replies[2 * p]) or int(replies[2 * p + 1])]
         return self._ready.scanned(task_type, found, started)
 
@@ -1207,11 +1196,8 @@ class RedisStore:
     @_unavailable_as_store_error
     async def raise_epoch(self, epoch: int) -> None:
         # a copy per partition, which the fenced scripts there compare with (keys.py)
-        replies = await self._calls.replies([Call(scripts.RAISE_EPOCH, self._arguments({"epoch": epoch}),
+        replies = await self._calls.answers([Call(scripts.RAISE_EPOCH, self._arguments({"epoch": epoch}),
                                                   self.keys.partition(p)) for p in self.keys.all_partitions()])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         stored = max(int(reply) for reply in replies)
         if stored > epoch:
             raise StaleEpoch(f"the state store was last written by the leader of term {stored}, newer than this "
@@ -1275,12 +1261,9 @@ class RedisStore:
         by_partition: dict[int, list[list[str]]] = {}
         for entry_id, workflow_id in entries:
             by_partition.setdefault(self.keys.partition_of(workflow_id), []).append([entry_id, workflow_id])
-        replies = await self._calls.replies([
+        replies = await self._calls.answers([
             Call(scripts.FORGET_ENDED, self._arguments({"epoch": epoch, "cutoff": cutoff_ms, "entries": found}),
                  self.keys.partition(p)) for p, found in by_partition.items()])
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
         if "STALE_EPOCH" in replies:
             raise StaleEpoch("retention refused: a newer leader holds the epoch")
         return sum(int(reply) for reply in replies)
@@ -1370,7 +1353,7 @@ class RedisStore:
         if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
             self._awaited.pop(result.workflow_id, None)
             _remember(self._ended_rows, result.workflow_id, ended, ENDED_ROWS)
-        if applied.result is ApplyResult.OK:
+        if applied.result is ApplyResult.OK and decision.publish:
             await self._relay_after([(result.workflow_id, decision)])
         return Stepped(ack, applied)
 

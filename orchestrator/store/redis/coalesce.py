@@ -56,6 +56,14 @@ class Coalesced(Generic[Item]):
                 raise reply
         return replies
 
+    async def answers(self, items: Sequence[Item]) -> list[Any]:
+        """Each item's reply, for a caller that needs every one: the first error is raised."""
+        replies = await self.replies(items)
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
     async def _replies(self, items: Sequence[Item]) -> list[Any]:
         """The replies of one caller's calls (errors as values). A caller whose calls open a turn's
         batch waits for the rest of the turn; still alone in it then, it sends them itself."""
