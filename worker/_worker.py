@@ -9,7 +9,11 @@ How the pieces fit (each step is one small method below):
   every stream: the hello grants the free slots, every freed slot grants one
   more credit on the current stream (or shows up in the next hello).
 * Results are kept until the node acknowledges them and re-sent on the next
-  stream if one breaks first (the node treats a duplicate as idempotent).
+  stream if one breaks first (the node treats a duplicate as idempotent). A
+  result the node could not store for now (the part of its state store that
+  holds the workflow is failing over) is acked with ``retry``: it is sent
+  again on the current stream after a back-off (100 ms doubling to 2 s), and
+  the stream goes on carrying the other tasks.
 * What one turn of the event loop has to say (results, credits, heartbeats)
   goes in one message when the node reads batches, and what the node has
   gathered comes in one (``_stream.py``); items are handled one by one.
@@ -65,6 +69,8 @@ log = logging.getLogger("worker")
 
 _BACKOFF_INITIAL_S = 0.05
 _BACKOFF_MAX_S = 2.0
+_RETRY_FIRST_S = 0.1  # a result the node answered `retry` goes again after this, doubling
+_RETRY_MAX_S = 2.0
 _CONNECT_TIMEOUT_S = 3.0
 # How long a node known to answer pings may send nothing before it is left (Worker(node_timeout_s=)).
 _NODE_TIMEOUT_S = 3.0
@@ -92,6 +98,7 @@ class WorkerStats:
         rejected: results a node refused as stale (lease lost, workflow ended).
         lease_lost: heartbeats answered "not alive".
         resent: results re-sent on a new stream before their ack arrived.
+        retried: results sent again after the node answered ``retry``.
     """
 
     received: int = 0
@@ -102,6 +109,7 @@ class WorkerStats:
     rejected: int = 0
     lease_lost: int = 0
     resent: int = 0
+    retried: int = 0
 
 
 @dataclass(eq=False)
@@ -215,6 +223,7 @@ class Worker:
         self._stats = WorkerStats()
         self._inflight: dict[str, _InFlight] = {}
         self._unacked: dict[str, pb.TaskResult] = {}
+        self._retries: dict[str, int] = {}  # task id -> times the node answered its result with `retry`
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stream: TaskStream | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -435,7 +444,8 @@ class Worker:
         slot freed from now on is credited on it (after its hello)."""
         capacity = 0 if self._stopping else self._concurrency - len(self._inflight)
         hello = pb.WorkerMessage(hello=pb.WorkerHello(worker_id=self._worker_id, task_types=self.task_types,
-                                                      capacity=capacity, batches=True))
+                                                      capacity=capacity, batches=True,
+                                                      resends=True))
         resent = list(self._unacked.values())
         stream = TaskStream(
             endpoint,
@@ -553,6 +563,10 @@ class Worker:
             self._start_task(assignment)
 
     def _on_result_ack(self, ack: pb.ResultAck) -> None:
+        if ack.retry:
+            self._retry_later(ack)
+            return
+        self._retries.pop(ack.task_id, None)
         if self._unacked.pop(ack.task_id, None) is None:
             return  # a duplicate ack, after a re-send
         if not ack.accepted:
@@ -560,6 +574,24 @@ class Worker:
             log.info("result of task %s refused as stale: %s", ack.task_id, ack.detail or "no detail")
         assert self._acked is not None
         self._acked.set()
+
+    def _retry_later(self, ack: pb.ResultAck) -> None:
+        """The node stored nothing for now: the result goes again on the current stream after a
+        back-off, unless a new stream has re-sent it (or an ack came) meanwhile."""
+        result = self._unacked.get(ack.task_id)
+        if result is None:
+            return
+        tries = self._retries[ack.task_id] = self._retries.get(ack.task_id, 0) + 1
+        delay_s = min(_RETRY_MAX_S, _RETRY_FIRST_S * 2 ** (tries - 1))
+        log.info("result of task %s not stored for now (%s); sending it again in %.0f ms",
+                 ack.task_id, ack.detail or "no detail", delay_s * 1000)
+        stream = self._stream
+
+        def again() -> None:
+            if self._unacked.get(ack.task_id) is result and self._stream is stream and stream is not None:
+                self._stats.retried += 1
+                stream.send(result)
+        asyncio.get_running_loop().call_later(delay_s, again)
 
     def _on_heartbeat_ack(self, stream: TaskStream, ack: pb.HeartbeatAck) -> None:
         flight = self._inflight.get(ack.task_id)

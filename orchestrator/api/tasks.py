@@ -4,7 +4,15 @@ the tasks service (service/tasks.py).
 
 A worker whose hello asks for batches gets what its stream's writer finds queued at each turn
 in one ServerBatch (orchestrator_api/batches.py), the first one empty to say that this node
-reads the WorkerBatch it may then send; each item of a batch is handled as if it came alone."""
+reads the WorkerBatch it may then send; each item of a batch is handled as if it came alone.
+
+A result the store cannot take now (the part of a Redis Cluster holding its workflow is failing
+over, or its slot is moving) is answered with a ResultAck `retry` to a worker that re-sends
+(its hello's `resends`), and the stream goes on carrying the worker's other tasks, which the rest of
+the store takes as usual; an older worker's stream is ended instead, as before, so that it re-sends
+its unacknowledged results on the next one. A heartbeat the store could not take is answered alive
+with its lease not extended (`lease_ms` 0; the next beat tries again), and a release is let go (the
+task returns when its lease expires)."""
 
 from __future__ import annotations
 
@@ -47,7 +55,8 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     async def Connect(self, request_iterator: AsyncIterator[pb.WorkerMessage],
                       context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ServerMessage]:
-        session, batches = await self._hello(request_iterator, context)
+        session, batches, resends = await self._hello(request_iterator, context)
+        session.resends = resends
         self.dispatcher.attach(session)
         reader = asyncio.create_task(self._read(request_iterator, session))
         types = self._types[session] = {}
@@ -89,12 +98,12 @@ class TaskService(pb_grpc.TaskServiceServicer):
             self.sent[message.task.task_type] += 1
 
     async def _hello(self, requests: AsyncIterator[pb.WorkerMessage],
-                     context: grpc.aio.ServicerContext) -> tuple[WorkerSession, bool]:
-        """The worker's session, and whether its hello asked for batches."""
-        batches = False
+                     context: grpc.aio.ServicerContext) -> tuple[WorkerSession, bool, bool]:
+        """The worker's session, and whether its hello asked for batches and said it re-sends."""
+        batches = resends = False
 
         async def read_hello() -> Hello:   # read only once the service let the caller connect
-            nonlocal batches
+            nonlocal batches, resends
             try:
                 first = await requests.__anext__()
             except StopAsyncIteration:
@@ -102,10 +111,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
             if first.WhichOneof("body") != "hello":
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message must be a hello")
             hello = first.hello
-            batches = hello.batches
+            batches, resends = hello.batches, hello.resends
             return Hello(hello.worker_id, list(hello.task_types), hello.capacity)
         try:
-            return await self.tasks.connect(read_hello), batches
+            return await self.tasks.connect(read_hello), batches, resends
         except (Refused, OrchestratorError) as exc:
             await abort(context, exc)
 
@@ -161,7 +170,9 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     @staticmethod
     async def _guarded(call: Awaitable[Any], session: WorkerSession) -> None:
-        """A failed store call ends the stream: the worker reconnects and re-sends what was not acked."""
+        """A store call that failed for want of the store ends the stream of a worker that does not
+        re-send (`_result` answered the others); the worker reconnects and re-sends what was not
+        acked. Any other failure ends it too: the worker starts afresh."""
         try:
             await call
         except StoreUnavailable as exc:
@@ -173,11 +184,25 @@ class TaskService(pb_grpc.TaskServiceServicer):
 
     async def _release(self, release: pb.Release, session: WorkerSession) -> None:
         self._types.get(session, {}).pop(release.task_id, None)
-        if await self.tasks.release(release.workflow_id, release.task_id, session.worker_id):
+        try:
+            released = await self.tasks.release(release.workflow_id, release.task_id, session.worker_id)
+        except StoreUnavailable as exc:   # the lease expires, and the task is queued again then
+            log.warning("could not take back task %s from %s (%s); its lease will expire", release.task_id,
+                        session.worker_id, exc)
+            released = True   # the worker holds it no more either way
+        if released:
             session.held = max(0, session.held - 1)
 
     async def _heartbeat(self, beat: pb.Heartbeat, session: WorkerSession) -> None:
-        lease_ms = await self.tasks.heartbeat(beat.workflow_id, beat.task_id, session.worker_id)
+        try:
+            lease_ms = await self.tasks.heartbeat(beat.workflow_id, beat.task_id, session.worker_id)
+        except StoreUnavailable as exc:
+            # answered all the same (a worker drops a stream whose heartbeats go unanswered, as from a
+            # frozen node): alive, lease not extended this time; the next beat tries again
+            log.info("heartbeat of task %s from %s not stored (%s)", beat.task_id, session.worker_id, exc)
+            session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
+                task_id=beat.task_id, alive=True, lease_ms=0)))
+            return
         session.outbox.put_nowait(pb.ServerMessage(heartbeat_ack=pb.HeartbeatAck(
             task_id=beat.task_id, alive=lease_ms > 0, lease_ms=lease_ms)))
 
@@ -200,6 +225,14 @@ class TaskService(pb_grpc.TaskServiceServicer):
                             result.reason)
         try:
             completed = await self.tasks.complete(stored)
+        except StoreUnavailable as exc:
+            if not session.resends:
+                raise   # `_guarded` ends the stream: the worker re-sends the result on its next one
+            log.info("result of task %s from %s not stored for now (%s); the worker sends it again",
+                     result.task_id, session.worker_id, exc)
+            session.outbox.put_nowait(pb.ServerMessage(result_ack=pb.ResultAck(
+                task_id=result.task_id, accepted=False, retry=True, detail=f"not stored for now: {exc}")))
+            return
         finally:
             if reporting:
                 session.reporting.discard(result.task_id)

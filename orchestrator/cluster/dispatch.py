@@ -83,6 +83,7 @@ class WorkerSession:
     reporting: set[str] = field(default_factory=set)   # of those, the ones whose results are being stored
     last_heard: float = field(default_factory=time.monotonic)   # its last message of any kind
     quiet_limit_s: float = 0.0  # how long it may be silent while holding tasks (from their leases)
+    resends: bool = False       # it sends a result again after a ResultAck `retry` (else its stream is ended)
 
     def heard(self) -> None:
         self.last_heard = time.monotonic()

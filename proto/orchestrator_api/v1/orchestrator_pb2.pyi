@@ -291,16 +291,18 @@ class SignalTaskRequest(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., task_reference_name: _Optional[str] = ..., task_id: _Optional[str] = ..., failed: _Optional[bool] = ..., output: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class WorkerHello(_message.Message):
-    __slots__ = ("worker_id", "task_types", "capacity", "batches")
+    __slots__ = ("worker_id", "task_types", "capacity", "batches", "resends")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_TYPES_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     BATCHES_FIELD_NUMBER: _ClassVar[int]
+    RESENDS_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     task_types: _containers.RepeatedScalarFieldContainer[str]
     capacity: int
     batches: bool
-    def __init__(self, worker_id: _Optional[str] = ..., task_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., batches: _Optional[bool] = ...) -> None: ...
+    resends: bool
+    def __init__(self, worker_id: _Optional[str] = ..., task_types: _Optional[_Iterable[str]] = ..., capacity: _Optional[int] = ..., batches: _Optional[bool] = ..., resends: _Optional[bool] = ...) -> None: ...
 
 class Credit(_message.Message):
     __slots__ = ("count",)
@@ -407,14 +409,16 @@ class TaskAssignment(_message.Message):
     def __init__(self, workflow_id: _Optional[str] = ..., task_id: _Optional[str] = ..., task_type: _Optional[str] = ..., reference_name: _Optional[str] = ..., attempt: _Optional[int] = ..., input_json: _Optional[bytes] = ..., lease_ms: _Optional[int] = ..., idempotency_key: _Optional[str] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class ResultAck(_message.Message):
-    __slots__ = ("task_id", "accepted", "detail")
+    __slots__ = ("task_id", "accepted", "detail", "retry")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     ACCEPTED_FIELD_NUMBER: _ClassVar[int]
     DETAIL_FIELD_NUMBER: _ClassVar[int]
+    RETRY_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     accepted: bool
     detail: str
-    def __init__(self, task_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., detail: _Optional[str] = ...) -> None: ...
+    retry: bool
+    def __init__(self, task_id: _Optional[str] = ..., accepted: _Optional[bool] = ..., detail: _Optional[str] = ..., retry: _Optional[bool] = ...) -> None: ...
 
 class HeartbeatAck(_message.Message):
     __slots__ = ("task_id", "alive", "lease_ms")

@@ -534,6 +534,34 @@ def test_heartbeats_flow_and_a_lost_lease_cancels_the_context() -> None:
     asyncio.run(scenario())
 
 
+def test_a_result_answered_retry_is_sent_again_on_the_same_stream() -> None:
+    """A node that could not store a result for now (its workflow's part of the store is failing
+    over) answers `retry`: the worker keeps it, sends it again after a back-off on the same stream
+    (no reconnect), and forgets it once it is acknowledged; another task goes on meanwhile."""
+    async def scenario() -> None:
+        async with fake_node() as (node, endpoint, _):
+            async with Worker(endpoints=[endpoint], handlers=[echo], concurrency=2) as w:
+                assert (await node.next()).hello.resends is True
+                node.push(task_message("t-1", x=1))
+                first = (await node.next("result")).result
+                await node.next("credit")
+                node.push(pb.ServerMessage(result_ack=pb.ResultAck(task_id="t-1", accepted=False, retry=True,
+                                                                   detail="not stored for now")))
+                node.push(task_message("t-2", x=2))   # the stream carries other tasks meanwhile
+                assert (await node.next("result")).result.task_id == "t-2"
+                await node.next("credit")
+                node.push(ack("t-2"))
+                again = (await node.next("result")).result   # 100 ms after the `retry`
+                assert again == first
+                node.push(pb.ServerMessage(result_ack=pb.ResultAck(task_id="t-1", accepted=False, retry=True)))
+                assert (await node.next("result")).result == first   # 200 ms after the second
+                node.push(ack("t-1"))
+                await wait_until(lambda: not w._unacked)
+                assert (w.stats.retried, w.stats.rejected, w.stats.reconnects, node.streams) == (2, 0, 0, 1)
+
+    asyncio.run(scenario())
+
+
 def test_failover_resends_unacked_results_and_hellos_with_free_slots() -> None:
     release = asyncio.Event()
 
