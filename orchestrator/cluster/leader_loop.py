@@ -13,7 +13,9 @@ let it complete a pass within `store_timeout_s` (`StoreUnresponsive`): errors ar
 back-off until then, and a call that hangs (a link to Redis that black-holes: no error, no answer)
 is cut off at that bound. The node then resigns, so that the next node's clocks run if it reaches
 Redis, and stands again only once Redis answers it (node.py). When Redis is down for everyone
-each node resigns once and none stands again until Redis is back: no election storm.
+each node resigns once and none stands again until Redis is back: no election storm. On a Redis
+Cluster a pass passes over the partitions of a master that does not answer (failing over) and
+fails only when none answers: one master's failover is not a reason to resign.
 """
 
 from __future__ import annotations
@@ -127,7 +129,11 @@ class LeaderLoop:
         self._next_at_ms = due.next_at_ms
         for workflow_id, task_id in due.expired_leases:
             self._check_leadership()
-            expired = await self._fenced(self.store.expire_lease(self.epoch, workflow_id, task_id, now_ms()))
+            try:
+                expired = await self._fenced(self.store.expire_lease(self.epoch, workflow_id, task_id, now_ms()))
+            except StoreUnavailable as exc:   # its partition's server failed since `due`: next pass
+                log.warning("clocks: lease of task %s not expired for now (%s)", task_id, exc)
+                continue
             if expired:
                 log.info("lease of task %s in workflow %s expired; it will be retried", task_id, workflow_id)
                 self.expired += 1
@@ -172,14 +178,19 @@ class LeaderLoop:
     async def _release_freed(self) -> None:
         """The ended attempts of limited task types taken out of their types' counts: of the partitions
         that said so, and every FREED_SWEEP_S of all of them. Unfenced: a release made twice is one."""
-        if time.monotonic() - self._freed_swept_at >= FREED_SWEEP_S:
-            self._freed.clear()
-            self._freed_swept_at = time.monotonic()
-            await self.store.release_freed(None, now_ms())
-            await self.store.relay_events(None)   # what a deciding node left: it died, or Redis failed it
-        elif self._freed:
-            partitions, self._freed = self._freed, set()
-            await self.store.release_freed(partitions)
+        try:
+            if time.monotonic() - self._freed_swept_at >= FREED_SWEEP_S:
+                self._freed.clear()
+                self._freed_swept_at = time.monotonic()
+                await self.store.release_freed(None, now_ms())
+                await self.store.relay_events(None)   # what a deciding node left: it died, or Redis failed it
+            elif self._freed:
+                partitions, self._freed = self._freed, set()
+                await self.store.release_freed(partitions)
+        except StoreUnavailable as exc:
+            # the global slot's master failing over (Redis Cluster): the next sweep, FREED_SWEEP_S on,
+            # takes what is left; Redis down for everyone fails the pass's `due` all the same
+            log.warning("clocks: freed attempts and outboxes wait for the next sweep (%s)", exc)
 
     def _on_freed(self, partition: str) -> None:
         self._freed.add(partition)

@@ -35,6 +35,7 @@ import functools
 import hashlib
 import json
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
@@ -114,6 +115,8 @@ UNLEASED_BATCH = 1_000        # counted attempts of one type looked at per sweep
 # slot, on a refreshed map of the slots: once, at once. More tries with pauses would hold up the whole
 # loop turn's replies (every master's) while one master is down; callers retry what is safe to retry.
 CLUSTER_RETRIES = 1
+MASTER_DOWN_S = 0.2   # a Redis Cluster master that did not answer is not sent calls for this long
+NEW_IDS_AVOID_S = 5.0   # and new workflow ids avoid its partitions this long, unless it answers again
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -148,6 +151,9 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
         await barrier.confirmed()
         return answer
     return wrapper  # type: ignore[return-value]
+
+
+Settle = Callable[[int, Any], None]   # hands one call's reply over early (Coalesced's `settling`)
 
 
 class Call(NamedTuple):
@@ -285,6 +291,7 @@ class RedisStore:
         self._redis: Any = client
         self._pipelines: Any = pipeline_client or client
         self._on_cluster = isinstance(client, RedisCluster)   # `from_cluster`: its pipelines go per master
+        self._down: dict[str, float] = {}   # on a Redis Cluster: master -> when it last did not answer (monotonic)
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
         self._ready = ReadyPartitions(self._partition_of)
@@ -296,7 +303,7 @@ class RedisStore:
         self._shas: dict[str, str] = {}   # Lua source -> its SHA1 (what EVALSHA names it by)
         # every script call and hot read of one loop turn (results, claims, heartbeats, starts,
         # loads come in bursts) goes to Redis in one pipeline, each with its own reply
-        self._calls: Coalesced[Call] = Coalesced(self._pipelined, REDIS_UNAVAILABLE)
+        self._calls: Coalesced[Call] = Coalesced(self._pipelined, REDIS_UNAVAILABLE, settling=True)
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client
@@ -469,10 +476,22 @@ class RedisStore:
         return self.keys.partition(self.keys.partition_of(workflow_id))
 
     def new_workflow_id(self, idempotency_key: str = "") -> str:
-        """A new workflow id; for a start with an idempotency key, one in the key's partition."""
-        if not idempotency_key:
-            return uuid.uuid4().hex
-        return draw_id(partition_of_key(idempotency_key, self.keys.partitions), self.keys.partitions)
+        """A new workflow id; for a start with an idempotency key, one in the key's partition. Without
+        one, on a Redis Cluster one of whose masters did not answer of late (`_on_master`), an id in
+        a partition another master serves: a new workflow need not wait for a failover to end."""
+        if idempotency_key:
+            return draw_id(partition_of_key(idempotency_key, self.keys.partitions), self.keys.partitions)
+        workflow_id = uuid.uuid4().hex
+        if self._down and self._master_down(self._at(workflow_id)):
+            up = [p for p in self.keys.all_partitions() if not self._master_down(self.keys.partition(p))]
+            if up:
+                return draw_id(random.choice(up), self.keys.partitions)
+        return workflow_id
+
+    def _master_down(self, key: str) -> bool:
+        """Whether the master serving `key` failed a call within NEW_IDS_AVOID_S, none answered since."""
+        down_at = self._down.get(self._master_of(key))
+        return down_at is not None and time.monotonic() - down_at < NEW_IDS_AVOID_S
 
     def new_workflow_id_beside(self, workflow_id: str) -> str:
         """A new workflow id in the partition of `workflow_id` (a workflow its decision starts)."""
@@ -747,9 +766,11 @@ class RedisStore:
                     and elsewhere + counts[partition] + max(IN_FLIGHT_MARGIN, quota // 10) < quota):
                 return elsewhere
         read_at = time.monotonic()
-        replies = await self._calls.answers([Call("", ("SCARD", self.keys.in_flight(p, namespace)))
-                                             for p in self.keys.all_partitions()])
-        counts = [int(reply) for reply in replies]
+        replies = await self._each_partition([[("SCARD", self.keys.in_flight(p, namespace))]
+                                              for p in self.keys.all_partitions()])
+        # a partition whose server does not answer counts what it held when last read (its starts fail)
+        before = known[1] if known is not None else [0] * len(replies)
+        counts = [int(reply[0]) if reply is not None else before[p] for p, reply in enumerate(replies)]
         self._in_flight[namespace] = (read_at, counts)
         if len(self._in_flight) > IN_FLIGHT_NAMESPACES:
             self._in_flight.pop(next(iter(self._in_flight)))
@@ -993,6 +1014,7 @@ class RedisStore:
             pending = await self._scan_ready(task_type, now_ms)
         claimed: list[ClaimedTask] = []
         unreachable: BaseException | None = None   # a partition whose server did not answer (see below)
+        answered = False
         while pending and len(claimed) < count:
             wanted = count - len(claimed)
             candidates, pending = pending[:wanted], pending[wanted:]
@@ -1010,9 +1032,11 @@ class RedisStore:
                 # type's dispatch would pause until the failover ends); none given: unavailable.
                 if isinstance(reply, REDIS_UNAVAILABLE):
                     unreachable = reply
+                    self._ready.unreachable(p)   # asked last for a while; the claim goes on with the others
                     continue
                 if isinstance(reply, Exception):
                     raise reply
+                answered = True
                 if reply == "LIMITED":   # nothing was taken there: claimed again through the limiter
                     limited = True
                     continue
@@ -1029,7 +1053,7 @@ class RedisStore:
                     raise _Limited()
                 break   # what the other partitions gave is this claim's; the limiter is asked next time
             pending = full + pending
-        if unreachable is not None and not claimed:
+        if unreachable is not None and not answered:
             raise unreachable
         return claimed
 
@@ -1040,21 +1064,16 @@ class RedisStore:
         nothing out twice). With every partition and `now_ms`, also the counted attempts that hold no
         lease any more (`_unleased`)."""
         prefixes = self._prefixes(partitions)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for prefix in prefixes:
-                pipe.smembers(f"{prefix}:freed")
-            found = await pipe.execute()
-        freed = [member for members in found for member in members]
+        replies = await self._each_partition([[("SMEMBERS", f"{prefix}:freed")] for prefix in prefixes])
+        found = {prefix: sorted(reply[0]) for prefix, reply in zip(prefixes, replies) if reply is not None and reply[0]}
+        freed = [member for members in found.values() for member in members]
         if partitions is None and now_ms:
             freed += await self._unleased(now_ms)
         if not freed:
             return 0
         released = int(await self._run(scripts.LIMIT_RELEASE, {"freed": freed}, at=self._global))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for prefix, members in zip(prefixes, found):
-                if members:
-                    pipe.srem(f"{prefix}:freed", *members)
-            await pipe.execute()
+        if found:
+            await self._each_partition([[("SREM", f"{prefix}:freed", *members)] for prefix, members in found.items()])
         return released
 
     @_unavailable_as_store_error
@@ -1062,23 +1081,19 @@ class RedisStore:
         """The events EVENT tasks left in the outboxes of the named partitions (their prefixes; None:
         all) published to their topics, in order, each once (scripts.RELAY_EVENTS), then removed."""
         prefixes = self._prefixes(partitions)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for prefix in prefixes:
-                pipe.xrange(f"{prefix}:outbox", min="-", max="+", count=OUTBOX_BATCH)
-            found = await pipe.execute()
+        replies = await self._each_partition([[("XRANGE", f"{prefix}:outbox", "-", "+", "COUNT", OUTBOX_BATCH)]
+                                              for prefix in prefixes])
+        found = {prefix: reply[0] for prefix, reply in zip(prefixes, replies) if reply is not None and reply[0]}
         items, payloads = [], []
-        for prefix, entries in zip(prefixes, found):
+        for prefix, entries in found.items():
             for entry_id, fields in entries:
                 items.append({"k": f"{prefix}/{entry_id}", "t": fields["t"], "at": int(fields["at"])})
                 payloads.append(fields["p"])
         if not items:
             return 0
         published = int(await self._run(scripts.RELAY_EVENTS, {"items": items}, *payloads, at=self._global))
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for prefix, entries in zip(prefixes, found):
-                if entries:
-                    pipe.xdel(f"{prefix}:outbox", *(entry_id for entry_id, _ in entries))
-            await pipe.execute()
+        await self._each_partition([[("XDEL", f"{prefix}:outbox", *(entry_id for entry_id, _ in entries))]
+                                    for prefix, entries in found.items()])
         return published
 
     def _prefixes(self, partitions: Collection[str] | None) -> list[str]:
@@ -1092,7 +1107,10 @@ class RedisStore:
         partition holds no lease for them (type|id|task): what a release that came before its
         claim's settle left (the attempt ended in between), or a claimer that died between the two.
         Read every FREED_SWEEP_S by the leader's clocks, so a count never keeps a lost slot."""
-        limits = await self._redis.hgetall(self.keys.limits)
+        try:
+            limits = await self._redis.hgetall(self.keys.limits)
+        except REDIS_UNAVAILABLE:   # the global slot's master is failing over: nothing to take out now
+            return []
         limited = sorted(name for name, stored in limits.items() if not stored.startswith("0|"))
         if not limited:
             return []
@@ -1104,11 +1122,12 @@ class RedisStore:
         candidates = [(task_type, member) for task_type, members in zip(limited, counted) for member in members]
         if not candidates:
             return []
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for _, member in candidates:
-                pipe.zscore(self.keys.leases(self.keys.partition_of(member.split("|", 1)[0])), member)
-            leases = await pipe.execute()
-        return [f"{task_type}|{member}" for (task_type, member), lease in zip(candidates, leases) if lease is None]
+        leases = await self._each_partition([[
+            ("ZSCORE", self.keys.leases(self.keys.partition_of(member.split("|", 1)[0])), member)]
+            for _, member in candidates])
+        # a partition that did not answer may hold the lease: its attempts are looked at next time
+        return [f"{task_type}|{member}" for (task_type, member), lease in zip(candidates, leases)
+                if lease is not None and lease[0] is None]
 
     async def _relay_after(self, decided: Iterable[tuple[str, Decision]]) -> None:
         """After decisions were applied: the events of their EVENT tasks relayed now (a failure leaves
@@ -1123,15 +1142,48 @@ class RedisStore:
 
     async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
         """Every partition looked at for queued tasks of the type (or tasks called back by now), in
-        one round trip."""
+        one round trip. A partition whose server does not answer counts as having some, asked last
+        (`ReadyPartitions.unreachable`): its tasks are claimed as soon as it answers again."""
         started = self._ready.looking(task_type)
-        calls = []
-        for p in self.keys.all_partitions():
-            calls.append(Call("", ("ZCARD", self.keys.queue(p, task_type))))
-            calls.append(Call("", ("ZCOUNT", self.keys.in_partition(p, "qd", task_type), "-inf", now_ms)))
-        replies = await self._calls.answers(calls)
-        found = [p for p in self.keys.all_partitions() if int(replies[2 * p]) or int(replies[2 * p + 1])]
+        partitions = list(self.keys.all_partitions())
+        counts = await self._each_partition([[
+            ("ZCARD", self.keys.queue(p, task_type)),
+            ("ZCOUNT", self.keys.in_partition(p, "qd", task_type), "-inf", now_ms)] for p in partitions])
+        found = []
+        for p, replies in zip(partitions, counts):
+            if replies is None:
+                self._ready.unreachable(p)
+            if replies is None or int(replies[0]) or int(replies[1]):
+                found.append(p)
         return self._ready.scanned(task_type, found, started)
+
+    async def _each_partition(self, commands: list[list[tuple[Any, ...]]]) -> list[list[Any] | None]:
+        """The replies of each partition's commands (a list of commands per partition), in one round
+        trip; None for a partition whose server did not answer (a Redis Cluster master failing over),
+        so that the sweeps over every partition go on with the others. Raises when none answered
+        (Redis down, or this node cut off from it), and on any other error."""
+        calls: list[Call] = []
+        spans: list[tuple[int, int]] = []
+        for own in commands:
+            spans.append((len(calls), len(calls) + len(own)))
+            calls += [Call("", command) for command in own]
+        replies = await self._calls.replies(calls, unreachable_raises=False)
+        found: list[list[Any] | None] = []
+        unreachable: BaseException | None = None
+        for start, end in spans:
+            mine = replies[start:end]
+            failed = next((reply for reply in mine if isinstance(reply, REDIS_UNAVAILABLE)), None)
+            if failed is not None:
+                unreachable = failed
+                found.append(None)
+                continue
+            for reply in mine:
+                if isinstance(reply, Exception):
+                    raise reply
+            found.append(mine)
+        if unreachable is not None and all(mine is None for mine in found):
+            raise unreachable
+        return found
 
     async def _claimed_workflows(self, records: list[Any]) -> dict[str, m.WorkflowState]:
         """The workflows a claim answered with ({id, {field, value, ...}, ...}), parsed as a load parses
@@ -1211,21 +1263,23 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def due(self, now_ms: int, limit: int) -> Due:
-        """What is due in every partition (one round trip), at most `limit` of each kind."""
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for p in self.keys.all_partitions():
-                decide, leases = self.keys.decide(p), self.keys.leases(p)
-                pipe.zrangebyscore(decide, "-inf", now_ms, start=0, num=limit)
-                pipe.zrangebyscore(leases, "-inf", now_ms, start=0, num=limit)
-                # the first entries still in the future: when to look again if nothing wakes us
-                pipe.zrangebyscore(decide, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
-                pipe.zrangebyscore(leases, f"({now_ms}", "+inf", start=0, num=1, withscores=True)
-            replies = await pipe.execute()
+        """What is due in every partition (one round trip), at most `limit` of each kind; a partition
+        whose server does not answer is passed over (`_each_partition`)."""
+        partitions = list(self.keys.all_partitions())
+        replies = await self._each_partition([[
+            ("ZRANGEBYSCORE", self.keys.decide(p), "-inf", now_ms, "LIMIT", 0, limit),
+            ("ZRANGEBYSCORE", self.keys.leases(p), "-inf", now_ms, "LIMIT", 0, limit),
+            # the first entries still in the future: when to look again if nothing wakes us
+            ("ZRANGEBYSCORE", self.keys.decide(p), f"({now_ms}", "+inf", "LIMIT", 0, 1, "WITHSCORES"),
+            ("ZRANGEBYSCORE", self.keys.leases(p), f"({now_ms}", "+inf", "LIMIT", 0, 1, "WITHSCORES")]
+            for p in partitions])
         workflows: list[str] = []
         leases_due: list[str] = []
         nexts: list[float] = []
-        for i in range(0, len(replies), 4):
-            found_workflows, found_leases, next_decide, next_lease = replies[i:i + 4]
+        for found in replies:
+            if found is None:
+                continue
+            found_workflows, found_leases, next_decide, next_lease = found
             workflows += found_workflows
             leases_due += found_leases
             nexts += [float(row[0][1]) for row in (next_decide, next_lease) if row]
@@ -1388,14 +1442,14 @@ class RedisStore:
                 raise StoreUnavailable(refusal_text(reply))
         return replies
 
-    async def _pipelined(self, calls: list[Call]) -> list[Any]:
+    async def _pipelined(self, calls: list[Call], settle: Settle | None = None) -> list[Any]:
         """The calls in one pipeline (scripts by EVALSHA); each reply is the call's answer or its
         error, and a read placed after a script sees what that script wrote (a step reads its
         record back so). After a Redis restart or a SCRIPT FLUSH the script cache is empty: the
         scripts missing are loaded and their calls run again, in one more pipeline (safe: a
         NOSCRIPT call ran nothing), with every plain read that came after the first of them (a
         read is safe to repeat, and it ran before the script it follows)."""
-        replies = await self._execute(calls)
+        replies = await self._execute(calls, settle=settle)
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             missing = [i for i in range(missing[0], len(calls))
@@ -1406,7 +1460,7 @@ class RedisStore:
                 replies[i] = reply
         return replies
 
-    async def _execute(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
+    async def _execute(self, calls: list[Call], load: Iterable[str] = (), settle: Settle | None = None) -> list[Any]:
         """One pipeline: SCRIPT LOAD of each of `load` first, then the calls; their replies.
 
         One deadline for all of it (a free connection, the write, every reply, and the one retry on
@@ -1416,7 +1470,9 @@ class RedisStore:
 
         On a Redis Cluster, one pipeline per master, side by side, each with that deadline: redis-py's
         cluster pipeline fails as a whole when one server does not answer, and a dead master must
-        fail only the calls of its own partitions (the others are applied and answered as usual)."""
+        fail only the calls of its own partitions (the others are applied and answered as usual).
+        `settle` (Coalesced's): each master's replies are handed over as they come, unless one of
+        them is NOSCRIPT (`_pipelined` runs those again, with the reads after them)."""
         if not self._on_cluster:
             return await self._execute_on(calls, load)
         load = tuple(load)
@@ -1424,15 +1480,41 @@ class RedisStore:
         for i, call in enumerate(calls):
             groups.setdefault(self._master_of(call.at if call.script else str(call.args[1])), []).append(i)
         if len(groups) == 1:
-            return await self._execute_on(calls, load)
-        answers = await asyncio.gather(*(self._execute_on([calls[i] for i in group], load)
-                                         for group in groups.values()), return_exceptions=True)
+            [(master, _)] = groups.items()
+            return await self._on_master(master, calls, load)
+        async def one_master(master: str, group: list[int]) -> list[Any]:
+            answer = await self._on_master(master, [calls[i] for i in group], load)
+            if settle is not None and not any(isinstance(reply, NoScriptError) for reply in answer):
+                for i, reply in zip(group, answer):
+                    settle(i, reply)
+            return answer
+        answers = await asyncio.gather(*(one_master(master, group) for master, group in groups.items()),
+                                       return_exceptions=True)
         replies: list[Any] = [None] * len(calls)
         for group, answer in zip(groups.values(), answers):
             if isinstance(answer, BaseException) and not isinstance(answer, Exception):
                 raise answer   # cancelled: the caller goes, not one master's calls
             for j, i in enumerate(group):
                 replies[i] = answer if isinstance(answer, Exception) else answer[j]
+        return replies
+
+    async def _on_master(self, master: str, calls: list[Call], load: tuple[str, ...]) -> list[Any]:
+        """`_execute_on` for the calls of one master of a Redis Cluster: a master that does not answer
+        fails its calls (as values). One that failed so less than MASTER_DOWN_S ago fails them at once,
+        unsent: a call to a dead master costs redis-py a refused connection and a refresh of its map of
+        the slots (tens of ms), which every call in the same loop turn would wait for, and a failover
+        takes seconds. Its replica, once promoted, has another name, and the map's refresh finds it."""
+        down_at = self._down.get(master)
+        if down_at is not None and time.monotonic() - down_at < MASTER_DOWN_S:
+            error = RedisConnectionError(f"the Redis Cluster master {master or '(none)'} serving these keys did not "
+                                         f"answer {(time.monotonic() - down_at) * 1000:.0f} ms ago")
+            return [error] * len(calls)
+        try:
+            replies = await self._execute_on(calls, load)
+        except REDIS_UNAVAILABLE as exc:
+            self._down[master] = time.monotonic()
+            return [exc] * len(calls)
+        self._down.pop(master, None)
         return replies
 
     def _master_of(self, key: str) -> str:

@@ -26,13 +26,19 @@ class Coalesced(Generic[Item]):
     `replies(items)`: several calls of that pipeline, each reply or error as a value. `send`
     runs one pipeline: items in, replies or per-call errors (as values) out, in order.
 
+    `settling`: `send` is also given `settle(index, reply)`, with which it may hand some replies
+    over before the others are in (a Redis Cluster's masters answer apart: the callers of one
+    master's calls need not wait for a master that is failing over); what it settled early, the
+    list it returns repeats.
+
     `unreachable`: the errors that say a call's server was not reached (a connection lost), which
     `replies` raises rather than returns, as when the whole pipeline failed: with several servers
     (a Redis Cluster's masters, one pipeline each) one of them can fail alone."""
 
-    def __init__(self, send: Callable[[list[Item]], Awaitable[list[Any]]],
-                 unreachable: tuple[type[BaseException], ...] = ()) -> None:
+    def __init__(self, send: Callable[..., Awaitable[list[Any]]],
+                 unreachable: tuple[type[BaseException], ...] = (), *, settling: bool = False) -> None:
         self._send = send
+        self._settling = settling
         self._unreachable = unreachable
         self._waiting: list[tuple[Item, asyncio.Future[Any]]] = []
         self._delivery_due = False   # a task will send what is waiting (else its first caller will)
@@ -81,7 +87,7 @@ class Coalesced(Generic[Item]):
         if not self._alone(own):   # others joined: the task sends them all, these calls too
             return list(await asyncio.gather(*[reply for _, reply in own]))
         self._waiting = []
-        return await self._send(list(items))
+        return await (self._send(list(items), None) if self._settling else self._send(list(items)))
 
     def _alone(self, own: list[tuple[Item, asyncio.Future[Any]]]) -> bool:
         """Whether the batch waiting is `own` and only it, with no task to send it."""
@@ -103,8 +109,14 @@ class Coalesced(Generic[Item]):
 
     async def _deliver(self) -> None:
         batch, self._waiting, self._delivery_due = self._waiting, [], False
+
+        def settle(index: int, answer: Any) -> None:
+            reply = batch[index][1]
+            if not reply.done():
+                reply.set_result(answer)
+        items = [item for item, _ in batch]
         try:
-            replies = await self._send([item for item, _ in batch])
+            replies = await (self._send(items, settle) if self._settling else self._send(items))
         except BaseException as exc:   # the pipeline failed as a whole: so does each call in it
             for _, reply in batch:
                 if not reply.done():

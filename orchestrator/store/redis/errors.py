@@ -15,9 +15,18 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
 
 # Replies of a Redis that is up but takes no writes now: too few replicas for `min-replicas-to-write`
 # (NOREPLICAS), a master demoted to replica in a failover (READONLY), a replica cut off from its
-# master (MASTERDOWN). Each refuses the whole command (a script: before its first write, as the
-# condition cannot change while it runs), so nothing is half-written, and each passes.
-REFUSING_WRITES = ("NOREPLICAS", "READONLY", "MASTERDOWN")
+# master (MASTERDOWN), keys of a moving slot split between two masters (TRYAGAIN, and SLOT_MOVING).
+# Each refuses the whole command (a script: before its first write, as the condition cannot change
+# while it runs), so nothing is half-written, and each passes.
+REFUSING_WRITES = ("NOREPLICAS", "READONLY", "MASTERDOWN", "TRYAGAIN")
+
+# What a Redis Cluster master answers a script whose slot is being moved to another master (`redis-cli
+# --cluster reshard`): while a slot moves, its keys are some on the old master, some on the new one, and
+# a script run on either would see half a partition. Every partition script's first command therefore
+# touches two keys that never exist (scripts.COMMON's fence), which a master refuses for a slot it is
+# exporting or importing, and only then: the script stops there, before any write, and the call is
+# tried again until the move is over (a slot's move takes as long as its keys' MIGRATE calls).
+SLOT_MOVING = "Script attempted to access a non local key in a cluster node"
 
 
 def refuses_writes(exc: BaseException) -> bool:
@@ -25,7 +34,7 @@ def refuses_writes(exc: BaseException) -> bool:
     if isinstance(exc, ReadOnlyError | MasterDownError):   # redis-py names these (their code cut off the text)
         return True
     text = str(exc).split(" of pipeline caused error: ")[-1]   # how redis-py names a pipeline's failed command
-    return isinstance(exc, ResponseError) and (text.startswith(REFUSING_WRITES)
+    return isinstance(exc, ResponseError) and (text.startswith(REFUSING_WRITES) or SLOT_MOVING in text
                                                or getattr(exc, "status_code", None) in REFUSING_WRITES)
 
 
@@ -35,6 +44,9 @@ def refusal_text(exc: BaseException) -> str:
     if text.startswith("NOREPLICAS"):
         return ("the Redis master takes no writes while fewer replicas than its min-replicas-to-write are connected "
                 f"and current ({text}); nothing was written: retry once a replica is back")
+    if SLOT_MOVING in text or text.startswith("TRYAGAIN"):
+        return ("the Redis Cluster slot of this partition is moving to another master (a reshard); nothing was "
+                "written: retry once the move is over")
     if isinstance(exc, ReadOnlyError) or text.startswith("READONLY"):
         return f"this Redis is a replica now, a failover is under way (READONLY {text}); nothing was written: retry"
     return f"Redis takes no writes now ({text}); nothing was written: retry"

@@ -9,6 +9,10 @@ resumed -- names no partition): so a type is looked at whole (`RedisStore._scan_
 trip over every partition) when it is first claimed, after such a message, after its subscription
 is (re)confirmed, and at least every `rescan_s`; and on every claim while the node does not listen
 to its broadcasts at all (a store used without a dispatcher: tools, tests).
+
+A partition whose server did not answer a claim (a Redis Cluster master failing over) stays known
+but goes to the end of the order for `AVOID_S`, so that the claims of the next moments are served by
+the partitions that answer rather than each waiting on the one that does not.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 
 RESCAN_S = 1.0
+AVOID_S = 0.5
 
 
 class ReadyPartitions:
@@ -32,6 +37,7 @@ class ReadyPartitions:
         self._turn: dict[str, int] = {}                # type -> where the next claim starts (fairness)
         self._mark_at_start: dict[str, int] = {}       # type -> the message count when its whole look began
         self._listened: set[str] = set()               # types whose broadcasts this node has subscribed to
+        self._avoided: dict[int, float] = {}           # partition -> until when claims ask it last (clock)
 
     def heard(self, task_type: str, payload: str) -> None:
         """A `ready` message for the type: the partition of the task it names, else all of them."""
@@ -63,7 +69,15 @@ class ReadyPartitions:
         if len(known) > 1:
             turn = self._turn[task_type] = (self._turn.get(task_type, 0) + 1) % len(known)
             known = known[turn:] + known[:turn]
+        if self._avoided:
+            now = self._clock()
+            self._avoided = {p: until for p, until in self._avoided.items() if until > now}
+            known.sort(key=lambda item: item[0] in self._avoided)   # stable: the rotation stays otherwise
         return known
+
+    def unreachable(self, partition: int) -> None:
+        """A claim found the partition's server unreachable: ask it last for a while (`AVOID_S`)."""
+        self._avoided[partition] = self._clock() + AVOID_S
 
     def scanned(self, task_type: str, partitions: Iterable[int], started_at: float) -> list[tuple[int, int]]:
         """A whole look, begun at `started_at` (the clock), found work in `partitions`: they replace

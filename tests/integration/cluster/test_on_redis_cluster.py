@@ -29,10 +29,12 @@ from worker import ClientError, WorkflowClient, task
 NAME = "onrc"
 LIMIT = 2   # the limited task type's concurrency limit
 # the longest the other masters' workflows may go without a completion while one master is down
-# (issue 23 asks 250 ms of a drill; on this shared 2-core test machine, some slack)
+# (issue 23 asks 250 ms of a drill, measured here at 121 - 210 ms; on this shared 2-core test
+# machine, some slack)
 OUTAGE_GAP_MS = 750
 OUTAGE: dict[str, float] = {}   # what the master kill measured, for the test after it
-LOADERS = 6   # threads starting workflows
+LOADERS = 12   # threads starting workflows
+START_TIMEOUT_S = 0.4   # how long a loader's start may take (one in a dead master's partition fails)
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +185,7 @@ def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowCl
     client.register_workflow_def({"name": "rc_steps", "version": 1, "tasks": [
         {"name": "rc_step", "taskReferenceName": f"s{i}", "inputParameters": {"n": "${workflow.input.n}"}}
         for i in range(3)]})
-    run_worker(cluster.endpoints, [step], concurrency=32)
+    worker = run_worker(cluster.endpoints, [step], concurrency=32)
 
     started: list[str] = []
     start_errors = [0]
@@ -191,8 +193,9 @@ def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowCl
 
     def load() -> None:
         """Starts one after another. Several loaders, each with a short timeout: a start in a partition
-        whose master is down waits (and fails) alone, not the starts of the others behind it."""
-        starter = WorkflowClient(cluster.endpoints, timeout_s=1.0)
+        whose master is down (the SDK's idempotency key pins it there) waits and fails alone, not the
+        starts of the others behind it."""
+        starter = WorkflowClient(cluster.endpoints, timeout_s=START_TIMEOUT_S)
         try:
             while not stop.is_set():
                 try:
@@ -200,7 +203,7 @@ def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowCl
                                                           idempotency_key=uuid.uuid4().hex))
                 except ClientError:
                     start_errors[0] += 1
-                stop.wait(0.05)
+                stop.wait(0.1)
         finally:
             starter.close()
 
@@ -233,21 +236,20 @@ def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowCl
         assert resumed, "no workflow of the killed master's partitions completed after the promotion"
         counts = ended_counts(cluster)
         assert [w for w in started if counts[w] != 1] == []
+        # a result the dead master's partitions could not take (if one was in flight then) was answered
+        # `retry` and sent again on the same stream, which went on carrying the other partitions' tasks
+        stats = worker.worker.stats
+        assert stats.reconnects == 0, stats
         print(f"{len(started)} started ({start_errors[0]} start calls failed), promotion after "
               f"{(promoted_ms - killed_ms) / 1000:.1f} s, {len(on_victim)} on the killed master's partitions, "
-              f"{len(window) - 2} others completed meanwhile, longest gap {longest_gap_ms:.0f} ms")
+              f"{len(window) - 2} others completed meanwhile, longest gap {longest_gap_ms:.0f} ms; the worker "
+              f"sent {stats.retried} result(s) again")
         OUTAGE.update(longest_gap_ms=longest_gap_ms, completed_meanwhile=len(window) - 2)
     finally:
         redis.restart(victim)
         redis.wait_healthy()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "not yet: one master down still stalls every partition. A StoreUnavailable of one result ends the "
-    "worker's whole stream (api/tasks.py `_guarded`), a type's dispatch pauses when a claim meets only "
-    "unreachable partitions (cluster/dispatch.py `_pump`), and the leader's clocks, which visit every "
-    "partition, fail and make it resign after 2 s (leader_loop); each must treat one master's partitions "
-    "apart. Strict: it fails once they do, so that this mark goes"))
 def test_the_other_masters_partitions_keep_completing_meanwhile() -> None:
     if not OUTAGE:
         pytest.skip("runs after test_a_master_sigkilled_under_load, which measures it")

@@ -28,7 +28,7 @@ class Pipelines:
 def test_the_calls_of_one_turn_share_a_pipeline_and_each_gets_its_own_answer() -> None:
     async def scenario() -> tuple[list[Any], Pipelines]:
         pipelines = Pipelines()
-        coalesced = Coalesced(pipelines.send)
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
         answers = await asyncio.gather(*(coalesced.call([word]) for word in ("a", "bad", "c")),
                                        return_exceptions=True)
         answers.append(await coalesced.call(["later"]))   # a turn of its own
@@ -42,7 +42,7 @@ def test_the_calls_of_one_turn_share_a_pipeline_and_each_gets_its_own_answer() -
 
 def test_a_failed_pipeline_fails_each_of_its_calls_and_the_next_turn_is_new() -> None:
     async def scenario() -> list[Any]:
-        coalesced = Coalesced(Pipelines().send)
+        coalesced: Coalesced[list[str]] = Coalesced(Pipelines().send)
         failed = await asyncio.gather(coalesced.call(["a"]), coalesced.call(["down"]), return_exceptions=True)
         return [*failed, await coalesced.call(["b"])]
 
@@ -53,7 +53,7 @@ def test_a_failed_pipeline_fails_each_of_its_calls_and_the_next_turn_is_new() ->
 
 def test_a_caller_that_gives_up_leaves_the_others_their_answers() -> None:
     async def scenario() -> str:
-        coalesced = Coalesced(Pipelines().send)
+        coalesced: Coalesced[list[str]] = Coalesced(Pipelines().send)
         gone = asyncio.ensure_future(coalesced.call(["a"]))
         kept = asyncio.ensure_future(coalesced.call(["b"]))
         await asyncio.sleep(0)
@@ -148,3 +148,32 @@ def test_a_lone_call_given_up_before_it_is_sent_sends_nothing() -> None:
         return pipelines
 
     assert asyncio.run(scenario()).sent == [[["b"]]]
+
+
+def test_a_settling_send_hands_replies_over_before_the_rest_of_its_pipeline_is_in() -> None:
+    """A Redis Cluster's masters answer apart: the callers of the master that answered get their
+    replies while a master failing over keeps the others waiting."""
+    async def scenario() -> tuple[list[str], list[Any]]:
+        slow = asyncio.Event()
+        order: list[str] = []
+
+        async def send(batch: list[list[str]], settle: Any) -> list[Any]:
+            for i, args in enumerate(batch):
+                if args != ["slow"]:
+                    settle(i, args[0].upper())
+            await slow.wait()
+            return [args[0].upper() for args in batch]
+        coalesced: Coalesced[list[str]] = Coalesced(send, settling=True)
+
+        async def call(word: str) -> Any:
+            answer = await coalesced.call([word])
+            order.append(word)
+            return answer
+        calls = [asyncio.ensure_future(call(word)) for word in ("a", "slow", "b")]
+        while len(order) < 2:
+            await asyncio.sleep(0)
+        slow.set()
+        return order, list(await asyncio.gather(*calls))
+
+    order, answers = asyncio.run(scenario())
+    assert order == ["a", "b", "slow"] and answers == ["A", "SLOW", "B"]

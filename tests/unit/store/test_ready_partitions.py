@@ -75,3 +75,15 @@ def test_claims_start_from_a_different_partition_each_time() -> None:
     index.scanned("t", [1, 2, 3], index.looking("t"))
     firsts = {(index.candidates("t") or [])[0][0] for _ in range(3)}
     assert firsts == {1, 2, 3}
+
+
+def test_a_partition_whose_server_did_not_answer_is_asked_last_for_a_while() -> None:
+    clock = Clock()
+    index = ready(clock)
+    index.listening("t")
+    index.scanned("t", [1, 2, 3], index.looking("t"))
+    index.unreachable(2)
+    for _ in range(3):   # still known, behind the others whatever the rotation
+        assert [p for p, _ in index.candidates("t") or []][-1] == 2
+    clock.now += 0.6
+    assert {(index.candidates("t") or [])[-1][0] for _ in range(3)} == {1, 2, 3}   # its turn again
