@@ -2,6 +2,10 @@
 the benchmark's worker processes, and the read-only probes the scenarios use
 (who leads, process RSS and CPU time, Redis INFO).
 
+The state is on one Redis, or (`redis_cluster_masters`) on a Redis Cluster of that many masters
+and a replica each; the probes answer for both: a figure that is a sum (memory, command counts)
+is summed over the masters, and every redis-server is in `pids()` under its role.
+
 Worker i connects first to node i (mod the node count), so the dispatch work is
 spread over the nodes the way a real deployment spreads workers.
 """
@@ -16,9 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections import Counter
 from typing import Any, cast
 
 import redis
+from redis import Redis
+from redis.cluster import RedisCluster
 
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 
@@ -32,6 +39,7 @@ from devtools.procs import ProcessError
 from worker import WorkflowClient
 
 from .definitions import register_all
+from .load import ClusterEndedWatcher, CompletionWatcher, EndedStreamWatcher, cluster_nodes
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 START_ATTEMPTS = 3
@@ -47,6 +55,7 @@ class BenchSettings:
     etcd_members: int = 3
     redis_replicas: int = 0      # replicas of the master beside it, and Sentinels the nodes follow it through
     redis_min_replicas: int | None = None   # replicas an acknowledged write waits for (default: 1 with replicas)
+    redis_cluster_masters: int = 0   # a Redis Cluster of this many masters (a replica each) instead of one Redis
 
 
 class BenchCluster:
@@ -61,10 +70,12 @@ class BenchCluster:
         self.local = LocalCluster(self.base_dir, ClusterSettings(
             name=self.settings.name, lease_ttl_s=self.settings.lease_ttl_s, workers=0, log_level="WARNING",
             retention_s=self.settings.retention_s, etcd_members=self.settings.etcd_members,
-            redis_replicas=self.settings.redis_replicas, redis_min_replicas=self.settings.redis_min_replicas),
+            redis_replicas=self.settings.redis_replicas, redis_min_replicas=self.settings.redis_min_replicas,
+            redis_cluster_masters=self.settings.redis_cluster_masters),
             announce=False)
         self.client: WorkflowClient | None = None
-        self._redis: redis.Redis | None = None
+        self._redis: redis.Redis | RedisCluster | None = None
+        self._masters: dict[int, Redis] = {}   # plain clients of the Redis Cluster's masters, by port
 
     def start(self) -> BenchCluster:
         """Start it all; a server that could not bind its port is retried on new ports.
@@ -108,6 +119,8 @@ class BenchCluster:
                 self.client.close()
             if self._redis is not None:
                 self._redis.close()
+            for client in self._masters.values():
+                client.close()
             self.local.stop()
         finally:
             shutil.rmtree(self.base_dir, ignore_errors=True)
@@ -149,15 +162,66 @@ class BenchCluster:
 
     @property
     def redis_url(self) -> str:
+        """The one Redis's URL (a Redis Cluster has none: use `redis`, `master_clients` or `ended_watcher`)."""
+        if self.local.redis_cluster is not None:
+            seeds = ", ".join(self.local.redis_cluster.seeds)
+            raise ValueError(f"{self.settings.name} runs on a Redis Cluster ({seeds}), which has no one URL")
         assert self.local.redis is not None
         return self.local.redis.url
 
     @property
-    def redis(self) -> redis.Redis:
-        """A plain (read-only by convention) connection to the cluster's Redis."""
+    def redis(self) -> redis.Redis | RedisCluster:
+        """A (read-only by convention) client of the cluster's state: a plain one on one Redis, redis-py's
+        cluster client (commands routed by key) on a Redis Cluster."""
         if self._redis is None:
-            self._redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
+            if self.local.redis_cluster is not None:
+                self._redis = RedisCluster(startup_nodes=cluster_nodes(self.local.redis_cluster.seeds),
+                                           decode_responses=True)
+            else:
+                self._redis = redis.Redis.from_url(self.redis_url, decode_responses=True)
         return self._redis
+
+    def master_clients(self) -> list[Redis]:
+        """A plain client of each server that serves slots now (the one Redis, or each master)."""
+        if self.local.redis_cluster is None:
+            plain = self.redis
+            assert isinstance(plain, Redis)
+            return [plain]
+        ports = [m.port for m in self.local.redis_cluster.masters()]
+        for port in ports:
+            if port not in self._masters:
+                self._masters[port] = redis.Redis(host="127.0.0.1", port=port, decode_responses=True)
+        return [self._masters[port] for port in ports]
+
+    def ended_watcher(self) -> CompletionWatcher:
+        """A watcher of the `ended` streams that fits the layout (see bench/load.py)."""
+        if self.local.redis_cluster is not None:
+            return ClusterEndedWatcher(self.local.redis_cluster.seeds, self.ended_keys)
+        return EndedStreamWatcher(self.redis_url, self.ended_keys)
+
+    def command_calls(self) -> dict[str, int]:
+        """`command_calls` summed over the servers that serve slots (the replicas' replays left out)."""
+        total: Counter[str] = Counter()
+        for client in self.master_clients():
+            total.update(command_calls(client))
+        return dict(total)
+
+    def redis_pids(self) -> dict[str, int]:
+        """Every live redis-server by role: `redis` and `redis-replica-N` (one Redis and its replicas), or
+        `redis-master-N` and `redis-replica-N` (a Redis Cluster; masters in the order of their first slot,
+        replica N replicates master N)."""
+        if self.local.redis_cluster is None:
+            found = {"redis": self.local.redis.process.pid} if self.local.redis is not None else {}
+            found.update({f"redis-replica-{i + 1}": r.process.pid for i, r in enumerate(self.local.replicas)
+                          if r.process.alive()})
+            return found
+        rc = self.local.redis_cluster
+        masters = rc.masters()
+        found = {f"redis-master-{i + 1}": m.pid for i, m in enumerate(masters)}
+        for i, master in enumerate(masters):
+            for k, replica in enumerate(rc.replicas_of(master)):
+                found[f"redis-replica-{i + 1}" + (f"-{k + 1}" if k else "")] = replica.pid
+        return found
 
     def new_client(self, endpoints: list[str] | None = None) -> WorkflowClient:
         return WorkflowClient(endpoints or self.local.endpoints, timeout_s=15.0)
@@ -170,17 +234,15 @@ class BenchCluster:
         """Every process of the cluster by role name (node ids, workers, redis, etcd members)."""
         found = {node_id: proc.pid for node_id, proc in self.local.nodes.items() if proc.alive()}
         found.update({proc.name: proc.pid for proc in self.local.workers if proc.alive()})
-        if self.local.redis is not None:
-            found["redis"] = self.local.redis.process.pid
-        found.update({f"redis-replica-{i + 1}": r.process.pid for i, r in enumerate(self.local.replicas)
-                      if r.process.alive()})
+        found.update(self.redis_pids())
         if self.local.etcd is not None:
             found.update({f"etcd-{m.name}": m.process.pid for m in self.local.etcd.members
                           if m.process is not None and m.process.alive()})
         return found
 
     def used_memory(self) -> int:
-        return int(self.redis.info("memory")["used_memory"])
+        """Redis's `used_memory`, summed over the masters on a Redis Cluster."""
+        return sum(int(client.info("memory")["used_memory"]) for client in self.master_clients())
 
     def node_pids(self) -> dict[str, int]:
         return {node_id: proc.pid for node_id, proc in self.local.nodes.items() if proc.alive()}

@@ -4,7 +4,7 @@ Completions are observed *outside* the system under test, from what it writes to
 Redis anyway, so that waiting for a result costs the servers nothing (no polling):
 
 - ours: the `ended` stream, which the engine appends to in the same Lua call that
-  ends a workflow (`XREAD BLOCK`);
+  ends a workflow (`XREAD BLOCK`; one stream per partition);
 - Celery: the result backend, which PUBLISHes every stored result on the channel
   `celery-task-meta-<task id>` (`PSUBSCRIBE`).
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
 
 from .knee import RateStep
 
@@ -120,6 +121,58 @@ class EndedStreamWatcher(CompletionWatcher):
                         self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
         finally:
             self._client.close()
+
+
+def cluster_nodes(seeds: Sequence[str]) -> list[ClusterNode]:
+    """redis-py's startup nodes for a Redis Cluster's seeds (host:port)."""
+    return [ClusterNode(host, int(port))  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
+            for host, port in (seed.rsplit(":", 1) for seed in seeds)]
+
+
+class ClusterEndedWatcher(CompletionWatcher):
+    """The same streams on a Redis Cluster, where one XREAD may not name keys of two slots (each
+    partition's stream has its own): one thread per stream blocks on it alone, through redis-py's
+    cluster client (thread-safe; a connection per blocked read, to the master of its slot). A
+    blocked read costs its master nothing until an entry comes, as the one XREAD over all the
+    streams does on a single Redis; a master answers about one XREAD per workflow either way."""
+
+    BLOCK_MS = 1000   # an idle read times out and is sent again; leaving takes up to this long
+
+    def __init__(self, seeds: Sequence[str], stream_keys: Sequence[str]) -> None:
+        super().__init__()
+        self._client = RedisCluster(startup_nodes=cluster_nodes(seeds), decode_responses=True)
+        self._last = dict.fromkeys(stream_keys, "0-0")
+
+    def _prepare(self) -> None:
+        for key in self._last:
+            newest = cast(StreamEntries, self._client.xrevrange(key, count=1))
+            self._last[key] = newest[0][0] if newest else "0-0"
+
+    def _run(self) -> None:
+        readers = [threading.Thread(target=self._read, args=(key,), name=f"ended-{n}", daemon=True)
+                   for n, key in enumerate(self._last)]
+        try:
+            for reader in readers:
+                reader.start()
+            for reader in readers:
+                reader.join()
+        finally:
+            self._client.close()
+
+    def _read(self, key: str) -> None:
+        last = self._last[key]
+        while not self._stop.is_set():
+            try:
+                batches = cast(list[tuple[str, StreamEntries]] | None,
+                               self._client.xread({key: last}, count=5000, block=self.BLOCK_MS))
+            except redis.ConnectionError:
+                time.sleep(0.1)
+                continue
+            observed = time.monotonic()
+            for _, entries in batches or []:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
 
 
 class CeleryResultWatcher(CompletionWatcher):

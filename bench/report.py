@@ -52,7 +52,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines += _table(["scenario", "target", "measured", "goal", "verdict", "note"],
                         [[name, t["name"], _f(t["value"], 2), t["target"], f"**{t['verdict']}**", t["note"]]
                          for name, t in targets])
-    for name, renderer in (("throughput", _throughput), ("latency", _latency), ("conductor", _conductor),
+    for name, renderer in (("throughput", _throughput), ("cluster", _cluster), ("latency", _latency),
+                           ("conductor", _conductor),
                            ("events", _events),
                            ("failover", _failover), ("durability", _durability),
                            ("scale", _scale), ("size", _size), ("profile", _profile)):
@@ -108,6 +109,71 @@ def _commands(s: dict[str, Any]) -> list[str]:
                      f"Lua scripts included): {top}")
         lines.append(f"- {system}: CPU % by process (first run at the top level): {cpu.get(system)}")
     return lines + [""] if lines else []
+
+
+def _cluster(s: dict[str, Any]) -> list[str]:
+    if "summary" not in s:
+        return []
+    sm = s["summary"]
+    rows = []
+    for level in s["settings"]["levels"]:
+        for layout in ("single", "cluster"):
+            by = sm["by_level"][layout]
+            f = by[level] if level in by else by[str(level)]
+            per_server = ", ".join(f"{name.removeprefix('redis-')} {_f(ms, 3)}"
+                                   for name, ms in f["redis_cpu_ms_per_workflow"].items())
+            rows.append([level, layout, _f(f["workflows_per_s"]),
+                         f"{_f(f['latency_p50_ms'], 1)} / {_f(f['latency_p99_ms'], 1)}",
+                         _gross_net(f, "masters"), _gross_net(f, "replicas"),
+                         per_server, _f(f["engine_commands_per_workflow"]), _f(f["watcher_commands_per_workflow"], 2),
+                         _f(f["nodes_and_workers_cpu_ms_per_workflow"], 2), _f(f["cpu_ms_per_workflow"], 2),
+                         _f(f["outside_cpu_percent"], 0)])
+    peak, one = sm["peak"], sm["one_at_a_time"]
+    lines = ["## Cluster: the state on a Redis Cluster vs one Redis, side by side (medians of runs)", "",
+             f"{s['settings']['layouts']['cluster']} vs {s['settings']['layouts']['single']}; "
+             f"{s['settings']['shape']}; `{s['settings']['workflow']}`, {s['settings']['mode']}, runs alternating.",
+             ""] + _table(
+        ["in flight", "layout", "wf/s", "p50 / p99 ms", "Redis CPU ms per workflow, masters (less idle)",
+         "replicas (less idle)", "per server", "Redis commands per workflow (masters)",
+         "the bench's XREADs per workflow", "nodes + workers CPU ms per workflow", "CPU ms per workflow, all",
+         "CPU % outside"], rows)
+    lines += [f"Peak (closed loop, the best level): Redis Cluster {_f(peak['cluster'])} wf/s vs single Redis "
+              f"{_f(peak['single'])} wf/s, {_f(peak['ratio'], 3)} x. One at a time: "
+              f"{_f(one['cluster']['workflows_per_s'])} vs {_f(one['single']['workflows_per_s'])} wf/s "
+              f"({_f(one['ratio'], 3)} x), p50 {_f(one['cluster']['latency_p50_ms'], 2)} vs "
+              f"{_f(one['single']['latency_p50_ms'], 2)} ms. Redis CPU: each redis-server's CPU over the run / "
+              "the workflows it completed (warm-up included); in brackets, less what the server used idle "
+              f"({s['settings'].get('idle_s')} s with nothing in flight before each round of runs). Commands: INFO "
+              "commandstats summed over the masters, commands inside scripts included, the bench's own XREADs of "
+              "the `ended` streams apart.", ""]
+    return lines + _capacity(sm.get("capacity", {}), s["settings"].get("capacity_assumptions", ""))
+
+
+def _gross_net(figures: dict[str, Any], who: str) -> str:
+    """CPU ms per workflow, and in brackets less what the servers used idle."""
+    return (f"{_f(figures[f'{who}_cpu_ms_per_workflow'], 3)} "
+            f"({_f(figures[f'{who}_marginal_cpu_ms_per_workflow'], 3)})")
+
+
+def _capacity(c: dict[str, Any], assumptions: str) -> list[str]:
+    """The capacity model's table (bench/capacity.py), labelled a model."""
+    if "rates" not in c:
+        return [f"Capacity model: {c.get('error', 'not computed')}.", ""]
+    rows = [[f"{r['workflows_per_s']:,}", r["masters_even_spread"],
+             r["masters"] if r["masters"] is not None
+             else f"none: needs >= {r['partitions_needed']} partitions and as many masters",
+             _f(c["nodes_and_workers_cores"].get(str(r["workflows_per_s"])), 1)] for r in c["rates"]]
+    return ["### Capacity: a model, not a measurement", "",
+            f"Redis Cluster masters' CPU per workflow less idle {_f(c['redis_cpu_ms_per_workflow'], 3)} ms "
+            f"({_f(c.get('masters_cpu_ms_per_workflow_with_idle'), 3)} with idle; replicas "
+            f"{_f(c['replicas_cpu_ms_per_workflow'], 3)} ms more), so {c['workflows_per_s_per_core']:,} workflows/s "
+            f"per Redis core, {c['workflows_per_s_per_master']:,} per master at {c['core_share']:.0%} of a core "
+            f"(single Redis: {_f(c['single_redis_cpu_ms_per_workflow'], 3)} ms, "
+            f"{_f(c['single_redis_workflows_per_s_per_core'], 0)} per core). Assumptions: {assumptions}; "
+            f"{c['partitions']} partitions, which allow {c['ceiling_workflows_per_s']:,} workflows/s at most (one "
+            "partition per master).", ""] + _table(
+        ["workflows/s", "masters (even spread)", f"masters with {c['partitions']} partitions",
+         "node + worker cores (at this run's CPU per workflow)"], rows)
 
 
 def _latency(s: dict[str, Any]) -> list[str]:

@@ -6,14 +6,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ..context import Bench
-from . import (conductor, durability, events, failover, latency, poison, profile, sandbox, scale, size, soak,
-               throughput)
+from . import (cluster, conductor, durability, events, failover, latency, poison, profile, sandbox, scale, size,
+               soak, throughput)
 
 Scenario = Callable[[Bench], dict[str, Any]]
 
 # In run order: the profile and the dispatch latency under load reuse the throughput peak.
 SCENARIOS: dict[str, Scenario] = {
     "throughput": throughput.run,
+    "cluster": cluster.run,   # the state on a 3-master Redis Cluster vs one Redis, side by side (issue 23)
     "profile": profile.run,
     "latency": latency.run,
     "conductor": conductor.run,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cluster import BenchCluster, CpuMeter, command_calls, command_delta
+from ..cluster import BenchCluster, CpuMeter, command_delta
 from ..context import Bench
 from ..definitions import THREE_NOOPS
 from ..load import EndedStreamWatcher, closed_loop
@@ -72,12 +72,12 @@ def run(bench: Bench) -> dict[str, Any]:
 
 def _one_run(bench: Bench, cluster: BenchCluster, n: int, level: int, index: int) -> dict[str, Any]:
     warmup, count = counts(bench, level)
-    calls = command_calls(cluster.redis)
+    calls = cluster.command_calls()
     with cluster.starter(THREE_NOOPS) as start, EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watch, \
             CpuMeter(cluster.pids()) as cpu:
         result = closed_loop(start, watch, concurrency=level, warmup=warmup, count=count,
                              time_limit_s=bench.options.pick(90, 45))
-    commands = command_delta(calls, command_calls(cluster.redis), result.total_completed)
+    commands = command_delta(calls, cluster.command_calls(), result.total_completed)
     return {"mode": f"N={n}", "level": level, "run": index + 1, "completed": result.completed,
             "workflows_per_s": round(result.per_s, 1), "latency_ms": distribution(result.latencies_ms),
             "not_completed": result.not_completed, "start_errors": result.start_errors, "timeouts": result.timeouts,

@@ -16,6 +16,7 @@ same time on the same machine, and their runs alternate (ours, Celery, Celery, o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -52,14 +53,15 @@ def run(bench: Bench) -> dict[str, Any]:
             EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as ours_watch, \
             CeleryResultWatcher(celery.url) as celery_watch, RssSampler(cluster.node_pids()) as rss, \
             redis.Redis.from_url(celery.url) as celery_redis:
-        systems = {"ours": (ours_start, ours_watch, cluster.pids, cluster.redis),
-                   "celery": (celery_app.chain_of_three, celery_watch, celery.pids, celery_redis)}
+        systems = {"ours": (ours_start, ours_watch, cluster.pids, cluster.command_calls),
+                   "celery": (celery_app.chain_of_three, celery_watch, celery.pids,
+                              lambda: command_calls(celery_redis))}
         for index in range(bench.options.runs):
             for position, level in enumerate(levels(bench)):
                 order = ["ours", "celery"] if (index + position) % 2 == 0 else ["celery", "ours"]
                 for system in order:
-                    start, watcher, pids, store = systems[system]
-                    runs.append(_one_run(bench, system, level, index, start, watcher, pids(), store))
+                    start, watcher, pids, calls = systems[system]
+                    runs.append(one_run(bench, system, level, index, start, watcher, pids(), calls))
                     print(_line(runs[-1]), flush=True)
     summary = summarise(bench, runs)
     cpu = summary["cpu_at_top_level"]
@@ -96,19 +98,23 @@ def _one_at_a_time(summary: dict[str, Any]) -> list[dict[str, Any]]:
                   float("nan"), ">=", TARGET_ONE_AT_A_TIME, "x", f"ours {ours} wf/s vs Celery {celery} chains/s")]
 
 
-def _one_run(bench: Bench, system: str, level: int, index: int, start: Any, watcher: Any,
-             pids: dict[str, int], store: redis.Redis) -> dict[str, Any]:
+def one_run(bench: Bench, system: str, level: int, index: int, start: Any, watcher: Any,
+            pids: dict[str, int], calls: Callable[[], dict[str, int]]) -> dict[str, Any]:
+    """One closed-loop run of `level` in flight; `calls` reads the Redis command counts (INFO commandstats,
+    summed over the servers that serve slots). `cpu_percent` is per process, over `cpu_window_s`, which
+    saw `total_completed` workflows (warm-up included)."""
     warmup, count = counts(bench, level)
-    calls = command_calls(store)
+    before = calls()
     with CpuMeter(pids) as cpu:
         result = closed_loop(start, watcher, concurrency=level, warmup=warmup, count=count,
                              time_limit_s=bench.options.pick(90, 45))
-    commands = command_delta(calls, command_calls(store), result.total_completed)
+    commands = command_delta(before, calls(), result.total_completed)
     return {"system": system, "level": level, "run": index + 1, "completed": result.completed,
             "window_s": round(result.window_s, 3), "workflows_per_s": round(result.per_s, 1),
             "tasks_per_s": round(result.per_s * STEPS, 1), "latency_ms": distribution(result.latencies_ms),
             "not_completed": result.not_completed, "start_errors": result.start_errors,
-            "timeouts": result.timeouts, "cpu_percent": cpu.share,
+            "timeouts": result.timeouts, "cpu_percent": cpu.share, "cpu_window_s": round(cpu.elapsed_s, 3),
+            "total_completed": result.total_completed,
             "cpu_ms_per_workflow": round(cpu.cpu_ms() / max(result.total_completed, 1), 2),
             "client_cpu_ms_per_workflow": round(cpu.share["bench-client"] / 100 * cpu.elapsed_s * 1000
                                                 / max(result.total_completed, 1), 2),
