@@ -55,8 +55,9 @@ class ClusterSettings:
     redis_replicas: int = 0
     sentinels: int = 3
     # The nodes acknowledge a write once this many replicas hold it (their redis_min_replicas), and
-    # every Redis refuses writes with fewer replicas connected (min-replicas-to-write); default: 1
-    # with replicas, 0 without.
+    # every Redis refuses writes with fewer replicas connected (min-replicas-to-write; not a Redis
+    # Cluster's masters, one of which is alone after a failover until its old master returns);
+    # default: 1 with replicas (a Redis Cluster's included), 0 without.
     redis_min_replicas: int | None = None
     # A Redis Cluster of this many masters (a replica each, devtools/redis_cluster.py) instead of one
     # Redis: the nodes get its servers as --redis-cluster; 0: one Redis. `make cluster REDIS=cluster` sets 3.
@@ -97,11 +98,12 @@ class ClusterSettings:
         if self.redis_cluster_masters and (self.redis_cluster_masters < CLUSTER_MASTERS or self.redis_replicas):
             raise ValueError(f"redis_cluster_masters: {self.redis_cluster_masters!r} must be 0 (one Redis) or at least "
                              f"{CLUSTER_MASTERS}, and without redis_replicas (each master has a replica of its own)")
+        replicas = 1 if self.redis_cluster_masters else self.redis_replicas   # a Redis Cluster: one per master
         if self.redis_min_replicas is None:
-            self.redis_min_replicas = min(1, self.redis_replicas)
-        if not 0 <= self.redis_min_replicas <= self.redis_replicas:
-            raise ValueError(f"redis_min_replicas: {self.redis_min_replicas} must be from 0 to redis_replicas "
-                             f"({self.redis_replicas}): a write cannot wait for replicas that do not exist")
+            self.redis_min_replicas = min(1, replicas)
+        if not 0 <= self.redis_min_replicas <= replicas:
+            raise ValueError(f"redis_min_replicas: {self.redis_min_replicas} must be from 0 to the replicas of a "
+                             f"master ({replicas}): a write cannot wait for replicas that do not exist")
         fixed = [p for p in [self.redis_port, *self.node_ports, *self.console_ports] if p]
         twice = sorted({p for p in fixed if fixed.count(p) > 1})
         if twice:
@@ -327,7 +329,8 @@ class LocalCluster:
     def redis_flags(self) -> list[str]:
         """The `orchestrator node` flags that say how to reach Redis (beside --redis-url / --redis-sentinels)."""
         if self.redis_cluster is not None:
-            return ["--redis-cluster", ",".join(self.redis_cluster.seeds)]
+            return ["--redis-cluster", ",".join(self.redis_cluster.seeds),
+                    "--redis-min-replicas", str(self.settings.min_replicas)]
         if not self.settings.redis_replicas:
             return []
         return ["--redis-master", self.settings.name, "--redis-min-replicas", str(self.settings.min_replicas)]

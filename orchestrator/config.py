@@ -162,10 +162,6 @@ class NodeConfig:
                 raise ValueError(f"redis_cluster and {' and '.join(given)} are both given: a node keeps its state in "
                                  "one Redis (redis_url), one behind Sentinels (redis_sentinels) or a Redis Cluster "
                                  "(redis_cluster, its seed servers); give one of them")
-            if self.redis_min_replicas:   # see RedisStore.from_cluster
-                raise ValueError("redis_min_replicas cannot be used with redis_cluster yet: the replication "
-                                 "barrier waits on one master, and a Redis Cluster has one per shard; leave "
-                                 "redis_min_replicas at 0 (writes are acknowledged once their master holds them)")
             for seed in self.redis_cluster:
                 host, sep, port = str(seed).rpartition(":")
                 if not sep or not host or not port.isdigit() or not 1 <= int(port) <= MAX_PORT:

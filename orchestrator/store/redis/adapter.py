@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import inspect
 import json
 import logging
 import random
@@ -71,7 +72,7 @@ from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapsh
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys, draw_id, partition_of_key
 from .ready_partitions import ReadyPartitions
-from .replication import ReplicationBarrier
+from .replication import ReplicationBarrier, ShardedBarrier
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -138,17 +139,20 @@ def _acknowledged(method: CoroutineMethod) -> CoroutineMethod:
     many replicas hold what the call wrote or read (a refusal such as "already completed" too,
     as it may describe a write not yet replicated). Raises StoreUnavailable when they do not
     confirm in time: the write is then stored on the master, not acknowledged."""
+    signature = inspect.signature(method)
+
     @functools.wraps(method)
     async def wrapper(self: RedisStore, *args: Any, **kwargs: Any) -> Any:
         barrier = self.replication
         if barrier is None:
             return await method(self, *args, **kwargs)
+        where = self._written_at(signature.bind(self, *args, **kwargs).arguments)
         try:
             answer = await method(self, *args, **kwargs)
         except (NotFound, FailedPrecondition):
-            await barrier.confirmed()
+            await barrier.confirmed(where)
             raise
-        await barrier.confirmed()
+        await barrier.confirmed(where)
         return answer
     return wrapper  # type: ignore[return-value]
 
@@ -274,13 +278,15 @@ class RedisStore:
                  max_workflow_bytes: int = 16 * 1024 * 1024, min_replicas: int = 0,
                  replica_timeout_ms: int = REPLICA_TIMEOUT_MS, barrier_client: aioredis.Redis | None = None,
                  blocking_client: aioredis.Redis | RedisCluster | None = None, links: RedisLinks | None = None,
-                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | RedisCluster | None = None) -> None:
+                 quotas: Quotas | None = None, pipeline_client: aioredis.Redis | RedisCluster | None = None,
+                 connect_master: Callable[[str], aioredis.Redis] | None = None) -> None:
         """`max_value_bytes`: the largest input, output or variables a decision may store (what the
         API accepts from a client or a worker, so a resolved task input cannot outgrow it);
         `max_workflow_bytes`: the largest a workflow's record may grow to; `min_replicas`: the
         replicas that must hold an acknowledged write before its answer (0: the master alone),
         within `replica_timeout_ms` (else StoreUnavailable), asked on `barrier_client` (a client
-        of the same Redis with a pool of its own; by default `client`); `blocking_client`: the
+        of the same Redis with a pool of its own; by default `client`), or on a Redis Cluster on a
+        client of the master that took the write (`connect_master`, by its "host:port"); `blocking_client`: the
         client of the pool for blocking reads (by default `client`), at most
         `links.blocking_connections` of them at once; `quotas`: what each namespace may hold;
         `pipeline_client`: the client of the loop turns' pipelines (by default `client`), whose
@@ -319,9 +325,13 @@ class RedisStore:
         self._awaited: OrderedDict[str, None] = OrderedDict()
         self._ended_rows: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._published_listener: asyncio.Task[None] | None = None
-        self.replication = (ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
-                                               replica_timeout_ms, on_new_master=self._drop_connections)
-                            if min_replicas > 0 else None)
+        self.replication: ReplicationBarrier | ShardedBarrier | None = None
+        if min_replicas > 0 and self._on_cluster:
+            self.replication = ShardedBarrier(self._master_of, connect_master or _unconnectable, min_replicas,
+                                              replica_timeout_ms)
+        elif min_replicas > 0:
+            self.replication = ReplicationBarrier(barrier_client or client, self.keys("barrier"), min_replicas,
+                                                  replica_timeout_ms, on_new_master=self._drop_connections)
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "wfo", *, max_value_bytes: int = 1024 * 1024,
@@ -393,13 +403,8 @@ class RedisStore:
         may be sent again by it (the single-Redis clients resend only after a broken connection);
         what the node sends by plain commands is reads and definitions, safe to repeat.
 
-        `min_replicas` is refused: the replication barrier (replication.py) asks one master for
-        WAIT, and here every master would need its own round for the writes it took; until that
-        is built, a node on a Redis Cluster acknowledges what its masters hold."""
-        if min_replicas > 0:
-            raise ValueError("redis_min_replicas cannot be used with redis_cluster yet: the replication "
-                             "barrier waits on one master, and a Redis Cluster has one per shard; leave "
-                             "redis_min_replicas at 0 (writes are acknowledged once their master holds them)")
+        With `min_replicas`, an acknowledged write waits for a round of WAIT on the master that took it
+        (replication.ShardedBarrier), on a connection of its own to that master."""
         links = links or RedisLinks()
         secured = access.connection_options() if access else {}
         nodes = [ClusterNode(host, int(port)) for host, port in (seed.rsplit(":", 1) for seed in seeds)]
@@ -412,9 +417,16 @@ class RedisStore:
             # other masters' partitions go on; `connections` is per server
             return RedisCluster(startup_nodes=nodes, decode_responses=True, max_connections=connections,
                                 require_full_coverage=False, **options, **secured)
+        def connect_master(address: str) -> aioredis.Redis:
+            # the barrier's WAIT may take its whole timeout: its socket must wait longer than that
+            host, port = address.rsplit(":", 1)
+            return aioredis.Redis(host=host, port=int(port), decode_responses=True, max_connections=1,
+                                  **links.options(max(links.socket_timeout_s, replica_timeout_ms / 1000 + 1)),
+                                  **secured)
         return cls(client(MAX_CONNECTIONS), prefix, idempotency_ttl_s, max_value_bytes=max_value_bytes,
                    blocking_client=client(2**31, links.blocking_timeout_s), links=links, quotas=quotas,
-                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True))
+                   pipeline_client=client(MAX_CONNECTIONS, bounded_by_caller=True), min_replicas=min_replicas,
+                   replica_timeout_ms=replica_timeout_ms, connect_master=connect_master)
 
     @property
     def prefix(self) -> str:
@@ -470,6 +482,12 @@ class RedisStore:
 
     def _partition_of(self, workflow_id: str) -> int:
         return self.keys.partition_of(workflow_id)
+
+    def _written_at(self, arguments: dict[str, Any]) -> str:
+        """Where an acknowledged call writes (`_acknowledged`): its workflow's partition (a call naming
+        a `workflow_id`, or a worker's `result`), else the global slot."""
+        workflow_id = arguments.get("workflow_id") or getattr(arguments.get("result"), "workflow_id", "")
+        return self._at(workflow_id) if workflow_id else self._global
 
     def _at(self, workflow_id: str) -> str:
         """The prefix of the partition a workflow lives in (the KEYS[1] of its scripts)."""
@@ -1977,6 +1995,10 @@ class _MergedIndex:
 
 class _Limited(Exception):
     """A claim found a type with limits without a grant (scripts.CLAIM answered 'LIMITED')."""
+
+
+def _unconnectable(address: str) -> aioredis.Redis:
+    raise ValueError(f"this store was not given a way to connect to the Redis Cluster master {address}")
 
 
 def _remember(memory: OrderedDict[str, T], key: str, value: T, capacity: int) -> None:

@@ -94,8 +94,9 @@ class ReplicationBarrier:
         self._failing = False           # the last round failed: write first, WAIT only if that was taken
         self._warned_at = 0.0
 
-    async def confirmed(self) -> None:
-        """Wait until `replicas` replicas hold every write this caller completed before calling."""
+    async def confirmed(self, where: str = "") -> None:
+        """Wait until `replicas` replicas hold every write this caller completed before calling
+        (`where`, the key prefix written to, matters only to a Redis Cluster: `ShardedBarrier`)."""
         try:
             # the caller's own bound: a round in flight when it joined does not add to it
             async with asyncio.timeout(self.timeout_ms / 1000):
@@ -214,3 +215,55 @@ class ReplicationBarrier:
                 f"{self.timeout_ms} ms{f' ({why})' if why else ''}, so it is not acknowledged: it may be lost if "
                 "the master fails now. Retry it: a start with the same idempotency key, a task result or a signal "
                 "changes nothing twice")
+
+
+class ShardedBarrier:
+    """The barrier on a Redis Cluster: each master replicates its own writes, so a write is confirmed
+    by a round on the master that took it, the one serving its partition (`where`, a key prefix):
+    one `ReplicationBarrier` per master, on a connection of its own to it, with a barrier key of a
+    slot that master serves. A failover gives the partition another master, hence another barrier;
+    a round that meets MOVED (its key's slot was moved to another master by a reshard) is refused,
+    and the master's next caller gets a barrier on a key of its own partition.
+
+    As with Sentinel, `timeout_ms` must stay below the cluster's `cluster-node-timeout`, so that no
+    caller still waits for a master's replicas when one of them can be promoted."""
+
+    def __init__(self, master_of: Callable[[str], str], connect: Callable[[str], Any], replicas: int,
+                 timeout_ms: int) -> None:
+        self._master_of = master_of   # key -> "host:port" of the master serving it ('' if none does)
+        self._connect = connect        # "host:port" -> a client of that one server (one connection)
+        self.replicas = replicas
+        self.timeout_ms = timeout_ms
+        self._barriers: dict[str, tuple[ReplicationBarrier, Any]] = {}
+        self._retired: list[tuple[ReplicationBarrier, Any]] = []
+
+    @property
+    def rounds(self) -> int:
+        return sum(barrier.rounds for barrier, _ in self._barriers.values())
+
+    @property
+    def refusals(self) -> int:
+        return sum(barrier.refusals for barrier, _ in self._barriers.values())
+
+    async def confirmed(self, where: str = "") -> None:
+        master = self._master_of(where)
+        if not master:
+            raise StoreUnavailable(f"no Redis Cluster master serves {where} now (a failover is under way); the "
+                                   "write may be stored but is not acknowledged: retry it")
+        found = self._barriers.get(master)
+        if found is None:
+            client = self._connect(master)
+            found = self._barriers[master] = (
+                ReplicationBarrier(client, f"{where}:barrier", self.replicas, self.timeout_ms), client)
+        try:
+            await found[0].confirmed()
+        except StoreUnavailable as exc:
+            if "MOVED" in str(exc) and self._barriers.get(master) is found:
+                self._retired.append(self._barriers.pop(master))   # closed with the store
+            raise
+
+    async def close(self) -> None:
+        for barrier, client in [*self._barriers.values(), *self._retired]:
+            await barrier.close()
+            await client.aclose()
+        self._barriers, self._retired = {}, []

@@ -89,9 +89,9 @@ def test_the_setting_in_a_file_and_what_http_tasks_may_not_call(tmp_path: Path, 
     assert loaded.infrastructure == ["10.0.0.9:2379", "10.0.0.1:6379", "10.0.0.2:6379"]
     assert NodeConfig().redis_url == DEFAULT_REDIS_URL   # neither given: one Redis on this host, as before
     assert NodeConfig(redis_sentinels=["10.0.0.1:26379"]).redis_url == DEFAULT_REDIS_URL
-    with_replicas = node("--config", str(config), "--redis-min-replicas", "1")
-    assert with_replicas.returncode == 2
-    assert "redis_min_replicas cannot be used with redis_cluster yet" in with_replicas.stderr
+    # acknowledged writes wait for a replica of the master that took them (replication.ShardedBarrier)
+    assert NodeConfig.load(config).redis_min_replicas == 0
+    assert NodeConfig(redis_cluster=["10.0.0.1:6379"], redis_min_replicas=1).redis_min_replicas == 1
 
 
 def test_sentinels_and_a_url_are_not_given_together(tmp_path: Path, node: Callable[..., Ended]) -> None:

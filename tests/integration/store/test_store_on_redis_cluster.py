@@ -12,6 +12,7 @@ import pytest
 
 from devtools.redis_cluster import LocalRedisCluster, key_slot
 from orchestrator.core.definitions import normalise_task_def
+from orchestrator.core.errors import NotFound
 from orchestrator.store.protocol import StoreUnavailable, Topic
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import Keys, cluster_prefix
@@ -111,9 +112,41 @@ def test_wake_ups_go_on_while_the_global_slots_master_is_down(redis_cluster: Loc
     asyncio.run(run())
 
 
-def test_min_replicas_is_refused_on_a_redis_cluster() -> None:
-    with pytest.raises(ValueError, match="redis_min_replicas cannot be used with redis_cluster yet"):
-        RedisStore.from_cluster(["127.0.0.1:7000"], "wfo", min_replicas=1)
+def test_an_acknowledged_write_waits_for_a_replica_of_its_own_master(redis_cluster: LocalRedisCluster,
+                                                                     prefix: str) -> None:
+    """With min_replicas, a write is confirmed by WAIT on the master that took it: one whose replica is
+    frozen refuses to acknowledge (StoreUnavailable, the write stored but not confirmed), while a write
+    to another master's partition is acknowledged as usual, and a definition (the global slot) waits
+    on the global slot's master."""
+    async def run() -> None:
+        store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix, min_replicas=1, replica_timeout_ms=300)
+        try:
+            await store.prepare()
+            master = redis_cluster.master_of_key(store.keys.partition(0))
+            stalled = workflow_on(redis_cluster, store.keys, master.port)
+            fine = workflow_on(redis_cluster, store.keys, master.port, other_than=True)
+            async def terminate(workflow_id: str) -> None:
+                """A refusal ('no such workflow') is acknowledged as a write is: once a replica holds
+                what it read."""
+                with pytest.raises(NotFound):
+                    await store.terminate(workflow_id, "nothing to end", 1)
+            await terminate(fine)
+            [replica] = redis_cluster.replicas_of(master)
+            redis_cluster.pause(replica)
+            try:
+                began = time.monotonic()
+                with pytest.raises(StoreUnavailable, match="not confirmed by 1 replica"):
+                    await store.terminate(stalled, "nothing to end", 1)
+                assert 0.25 < time.monotonic() - began < 2.0
+                await terminate(fine)   # its master's replica is not frozen
+            finally:
+                redis_cluster.resume(replica)
+            await terminate(stalled)
+            await store.put_task_def(normalise_task_def({"name": "replicated"}))
+            assert store.replication is not None and store.replication.rounds >= 4
+        finally:
+            await store.close()
+    asyncio.run(run())
 
 
 def test_a_script_on_a_moving_slot_writes_nothing_until_the_move_is_over(redis_cluster: LocalRedisCluster,
