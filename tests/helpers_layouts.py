@@ -20,11 +20,12 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import ManagedProcess, free_port
 from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis.keys import Keys
 from worker import WorkflowClient
 
 SINGLE, CLUSTER = "single", "cluster"
@@ -70,8 +71,8 @@ class StoreLayout:
         """A synchronous client for a test's own reads of the cluster's keys: cluster-aware on a Redis
         Cluster (each key sent to its master, a pipeline split per master). Close it when done."""
         if self.on_cluster:
-            nodes = [ClusterNode(host, int(port)) for host, port in (s.rsplit(":", 1) for s in self.seeds)]
-            return RedisCluster(startup_nodes=nodes, decode_responses=True)
+            host, port = self.seeds[0].rsplit(":", 1)   # one seed: it tells the client of the others
+            return RedisCluster(host=host, port=int(port), decode_responses=True)
         return redis.Redis.from_url(self.redis_url, decode_responses=True)
 
     def servers(self) -> list[redis.Redis]:
@@ -82,6 +83,14 @@ class StoreLayout:
         return [redis.Redis(host=host, port=int(port), decode_responses=True)
                 for host, port in (s.rsplit(":", 1) for s in self.seeds)]
 
+    def any_server(self) -> redis.Redis:
+        """A plain client of one server of the layout (a Redis Cluster's PUBLISH reaches every server, so
+        any one hears every channel). Close it when done."""
+        if not self.on_cluster:
+            return redis.Redis.from_url(self.redis_url, decode_responses=True)
+        host, port = self.seeds[0].rsplit(":", 1)
+        return redis.Redis(host=host, port=int(port), decode_responses=True)
+
     def server_of(self, key: str) -> str:
         """host:port of the server that holds `key` (on one Redis, always the same)."""
         if not self.on_cluster:
@@ -89,7 +98,7 @@ class StoreLayout:
         client = self.client()
         try:
             assert isinstance(client, RedisCluster)
-            return str(client.get_node_from_key(key).name)
+            return str(client.get_node_from_key(key).name)  # type: ignore[no-untyped-call]  # redis-py leaves it untyped
         finally:
             client.close()
 
@@ -122,6 +131,16 @@ def command_counts(layout: StoreLayout) -> dict[str, int]:
                 command = name.removeprefix("cmdstat_")
                 counts[command] = counts.get(command, 0) + int(stats["calls"])
     return counts
+
+
+@dataclass
+class LayoutPair:
+    """Nodes "plain" (no worker) and "serving" (the module's worker) of one cluster on a layout."""
+
+    layout: StoreLayout
+    keys: Keys
+    plain: WorkflowClient
+    serving: WorkflowClient
 
 
 @contextmanager

@@ -16,6 +16,7 @@ import pytest
 from devtools.procs import RedisServer
 from devtools.redis_cluster import LocalRedisCluster, start_redis_cluster
 from helpers_layouts import CLUSTER, LAYOUTS, SINGLE, StoreLayout
+from redis_mode import start_test_redis
 
 
 @pytest.fixture(scope="session")
@@ -46,3 +47,19 @@ def layout(request: pytest.FixtureRequest) -> Iterator[StoreLayout]:
         yield made
     finally:
         made.close_all()
+
+
+@pytest.fixture(scope="module", params=LAYOUTS)
+def module_layout(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreLayout]:
+    """A layout for the nodes of one test module that counts their commands (INFO commandstats), which
+    must be theirs alone: on one Redis, a Redis of the module's own; on a Redis Cluster, the session's,
+    which no other test uses meanwhile (a pytest process runs its tests one at a time, and each closes
+    its stores and stops its nodes when done)."""
+    if request.param == CLUSTER:
+        yield layout_of(CLUSTER, request)
+        return
+    server = start_test_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield StoreLayout(SINGLE, redis_url=server.url)
+    finally:
+        server.stop()
