@@ -21,8 +21,13 @@ from redis_mode import start_test_redis
 
 @pytest.fixture(scope="session")
 def layout_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRedisCluster]:
-    """The `[cluster]` layout's Redis Cluster: three masters, no replicas (nothing here fails one over)."""
-    cluster = start_redis_cluster(tmp_path_factory.mktemp("layout-cluster"), masters=3, replicas=0)
+    """The `[cluster]` layout's Redis Cluster: three masters, no replicas (nothing here fails one over).
+    Redis's own node timeout (15 s), not the drills' 1 s: a server drops its bus link to another that left a
+    ping unanswered for half of it, and a PUBLISH sent while that link is made again never reaches the
+    other servers' subscribers (a `changed` lost so on a loaded machine); nothing here waits for a
+    failure to be noticed."""
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("layout-cluster"), masters=3, replicas=0,
+                                  node_timeout_ms=15_000)
     try:
         yield cluster
     finally:

@@ -92,6 +92,8 @@ class Spy:
     def __init__(self, pair: LayoutPair) -> None:
         self.prefix = pair.keys.global_prefix + ":"
         self.client = pair.layout.any_server()
+        # a PUBLISH reaches the other servers of a Redis Cluster over its bus, a moment after its answer
+        self.settle_s = 0.1 if pair.layout.on_cluster else 0.0
         self.pubsub = self.client.pubsub(ignore_subscribe_messages=True)
         self.messages: list[tuple[str, str]] = []
         self._stop = threading.Event()
@@ -104,6 +106,7 @@ class Spy:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        time.sleep(self.settle_s)
         self._stop.set()
         self._thread.join(5)
         self.pubsub.close()
