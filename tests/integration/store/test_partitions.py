@@ -88,6 +88,8 @@ def test_search_pages_over_every_partition_neither_repeating_nor_skipping(layout
                 await store.start_workflow(workflow_id, snapshot, {}, "", "", at)
                 created.append((workflow_id, at))
             assert len({partition_of(w, 8) for w, _ in created}) == 8
+            if layout.on_cluster:   # so the pages merge what several masters hold
+                assert len({layout.server_of(store.keys.partition(p)) for p in range(8)}) > 1
             seen: list[str] = []
             cursor = ""
             for _ in range(40):
