@@ -116,11 +116,6 @@ def failing_on_cluster(reason: str) -> pytest.MarkDecorator:
         strict=True, reason=reason))], indirect=True)
 
 
-def single_only(why: str) -> pytest.MarkDecorator:
-    """A test of a file run on both layouts that is about one Redis alone (`why`)."""
-    return pytest.mark.parametrize("layout", [SINGLE], indirect=True)
-
-
 def command_counts(layout: StoreLayout) -> dict[str, int]:
     """Calls of each command (INFO commandstats, scripts' own commands included), summed over every
     server of the layout: a cluster's work is split among its masters."""
