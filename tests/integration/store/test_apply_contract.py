@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from helpers_layouts import StoreLayout
 from orchestrator.core import state as m
 from orchestrator.core import statuses as st
 from orchestrator.core.apply import Effects, apply, apply_handing_over, with_result
@@ -212,12 +213,12 @@ SCENARIOS: dict[str, tuple[WorkflowDef, WorkerOutcome]] = {
 
 @pytest.mark.parametrize("stepping", [False, True], ids=["complete-then-decide", "step"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: Any, name: str,
+def test_the_lua_script_applies_decisions_as_the_pure_apply_says(layout: StoreLayout, name: str,
                                                                   stepping: bool) -> None:
     definition_doc, worker = SCENARIOS[name]
 
     async def scenario() -> None:
-        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        store = layout.store(f"ac{uuid.uuid4().hex[:8]}")
         try:
             await store.raise_epoch(EPOCH)
             contract = Contract(store, worker, stepping=stepping)
@@ -239,12 +240,12 @@ def test_the_lua_script_applies_decisions_as_the_pure_apply_says(redis_server: A
     asyncio.run(scenario())
 
 
-def test_operator_commands_and_termination_apply_as_the_pure_apply_says(redis_server: Any) -> None:
+def test_operator_commands_and_termination_apply_as_the_pure_apply_says(layout: StoreLayout) -> None:
     """A restart (command consumed, tasks deleted, result reset) and a terminated parent
     (its child terminated in the same step) are held to the contract too."""
 
     async def scenario() -> None:
-        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        store = layout.store(f"ac{uuid.uuid4().hex[:8]}")
         try:
             await store.raise_epoch(EPOCH)
             contract = Contract(store, all_complete)
@@ -271,13 +272,13 @@ def test_operator_commands_and_termination_apply_as_the_pure_apply_says(redis_se
 
 
 def test_a_step_after_another_event_stores_the_result_and_leaves_the_decision_to_be_made_again(
-        redis_server: Any) -> None:
+        layout: StoreLayout) -> None:
     """Two branches end at once: the step of the second, decided from the workflow before the first's
     result, is a conflict. Its result is stored as COMPLETE_TASK stores it (with its decide reminder),
     its decision is not applied; the same step again is a duplicate and changes nothing."""
 
     async def scenario() -> None:
-        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        store = layout.store(f"ac{uuid.uuid4().hex[:8]}")
         try:
             contract = Contract(store, all_complete, stepping=True)
             flow = definition({"tasks": [
@@ -317,7 +318,7 @@ def test_a_step_after_another_event_stores_the_result_and_leaves_the_decision_to
 
 @pytest.mark.parametrize("hand_over", [False, True], ids=["queued", "handed-over"])
 @pytest.mark.parametrize("name", list(SCENARIOS))
-def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server: Any, name: str,
+def test_a_start_applies_its_first_decision_as_the_pure_apply_says(layout: StoreLayout, name: str,
                                                                    hand_over: bool) -> None:
     """START_WORKFLOW with the first decision: the record it leaves is apply(the workflow as created, the
     decision), field for field, with the decision's effects and no decide reminder (nothing is left to
@@ -330,7 +331,7 @@ def test_a_start_applies_its_first_decision_as_the_pure_apply_says(redis_server:
         {"name": "join", "taskReferenceName": "join", "type": "JOIN"}]})
 
     async def scenario() -> None:
-        store = RedisStore.from_url(redis_server.url, prefix=f"ac{uuid.uuid4().hex[:8]}")
+        store = layout.store(f"ac{uuid.uuid4().hex[:8]}")
         try:
             contract = Contract(store, all_complete)
             for task_def in TASK_DEFS.values():

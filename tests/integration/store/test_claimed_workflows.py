@@ -1,7 +1,8 @@
 """A task that goes through its type's queue costs no reload of its workflow (issue 21): the claim
 that hands it to a worker answers with the workflow as the claim left it, and the claiming node
 decides the task's result from that, as from its own last write. Two real nodes of one cluster on
-a Redis of this module's own (INFO commandstats counts their work alone): node `plain` has no
+a Redis of this module's own, or on a Redis Cluster (INFO commandstats of every master counts their work
+alone: tests/integration/store/conftest.py, `module_layout`): node `plain` has no
 worker, so every workflow started through it has its first task queued, announced and claimed by
 node `serving`, whose worker runs every task.
 """
@@ -14,10 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, NodePair, ended_total, execute_alternately, two_nodes_on_their_own_redis
+from helpers import BackgroundWorker, ended_total, execute_alternately
+from helpers_layouts import LayoutPair, StoreLayout, command_counts, nodes_on_layout
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, task
 
@@ -39,10 +40,11 @@ def noop(data: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterator[NodePair]:
+def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
+         module_layout: StoreLayout) -> Iterator[LayoutPair]:
     cluster = f"cw{uuid.uuid4().hex[:8]}"
-    with two_nodes_on_their_own_redis(tmp_path_factory.mktemp("claimed"), etcd.endpoints,
-                                      cluster) as (redis_url, endpoints, clients):
+    with nodes_on_layout(tmp_path_factory.mktemp("claimed"), module_layout, etcd.endpoints, cluster,
+                         ["plain", "serving"]) as (endpoints, clients):
         clients[0].register_task_def({"name": NOOP, "retryCount": 0})
         clients[0].register_workflow_def({"name": THREE_NOOPS, "tasks": [
             {"name": NOOP, "taskReferenceName": ref} for ref in ("a", "b", "c")]})
@@ -54,7 +56,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster) -> Iterato
             {"name": NOOP, "taskReferenceName": "after"}]})
         background = BackgroundWorker(Worker(endpoints=[endpoints[1]], handlers=[noop], concurrency=4 * IN_FLIGHT))
         try:
-            yield NodePair(redis_url, Keys(cluster_prefix(cluster)), clients[0], clients[1])
+            yield LayoutPair(module_layout, Keys(cluster_prefix(cluster)), clients[0], clients[1])
         finally:
             background.stop()
 
@@ -67,11 +69,7 @@ IN_FLIGHT, CONCURRENT_WORKFLOWS = 16, 192
 MAX_QUEUED_PER_WORKFLOW = 0.6
 
 
-def _commands(client: redis.Redis) -> dict[str, int]:
-    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in client.info("commandstats").items()}
-
-
-def _run_through_plain(pair: NodePair, client: redis.Redis, name: str, count: int) -> list[str]:
+def _run_through_plain(pair: LayoutPair, client: Any, name: str, count: int) -> list[str]:
     """`count` workflows started through `plain`, one at a time, each waited for by the `ended`
     stream (no read of the workflow by this test)."""
     started = []
@@ -85,18 +83,18 @@ def _run_through_plain(pair: NodePair, client: redis.Redis, name: str, count: in
     return started
 
 
-def _per_workflow(pair: NodePair, name: str) -> tuple[dict[str, float], list[str]]:
-    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
+def _per_workflow(pair: LayoutPair, name: str) -> tuple[dict[str, float], list[str]]:
+    with pair.layout.client() as client:
         _run_through_plain(pair, client, name, 2)   # warm: scripts loaded, snapshots cached
-        before = _commands(client)
+        before = command_counts(pair.layout)
         started = _run_through_plain(pair, client, name, WORKFLOWS)
-        after = _commands(client)
+        after = command_counts(pair.layout)
     ours = {command: (calls - before.get(command, 0)) / WORKFLOWS for command, calls in after.items()
             if command not in ("xlen", "info")}   # this test's own
     return ours, started
 
 
-def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: NodePair) -> None:
+def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: LayoutPair) -> None:
     """Each workflow's first task is queued by `plain` and claimed by `serving` (one claim, one
     ZPOPMIN, per workflow); its result, and those of the two tasks `serving` then hands over
     itself, are decided with no reload of the workflow: one read of it per script."""
@@ -112,7 +110,7 @@ def test_a_task_claimed_from_its_queue_is_decided_without_a_reload(pair: NodePai
         assert [t["reference_name"] for t in workflow["tasks"]] == ["a", "b", "c"]
 
 
-def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: NodePair) -> None:
+def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: LayoutPair) -> None:
     """A fork of four branches started through `plain`: its branches are queued together and
     claimed together (the claim answers with their workflow once); the join and the last task
     are decided on `serving` from what it holds."""
@@ -126,22 +124,21 @@ def test_the_claimed_branches_of_a_fork_are_decided_without_a_reload(pair: NodeP
     assert {t["reference_name"] for t in workflow["tasks"]} >= {f"branch{i}" for i in range(4)} | {"after"}
 
 
-def _run_many(pair: NodePair, count: int) -> None:
+def _run_many(pair: LayoutPair, count: int) -> None:
     """`count` workflows, IN_FLIGHT at a time, started through each node in turn and waited for."""
     execute_alternately([pair.plain, pair.serving], THREE_NOOPS, count, IN_FLIGHT)
 
 
-def test_a_claim_in_flight_does_not_send_the_tasks_decided_meanwhile_to_the_queue(pair: NodePair) -> None:
+def test_a_claim_in_flight_does_not_send_the_tasks_decided_meanwhile_to_the_queue(pair: LayoutPair) -> None:
     """Many workflows at once: the worker has credit to spare, so a task decided on `serving`
     goes to it in the deciding script, even while a claim for the tasks `plain` queued is on its
     way (which asked for every free credit): only the first tasks of the workflows started
     through `plain` are queued."""
-    with redis.Redis.from_url(pair.redis_url, decode_responses=True) as client:
-        _run_many(pair, IN_FLIGHT * 2)   # warm
-        before = _commands(client)
-        _run_many(pair, CONCURRENT_WORKFLOWS)
-        time.sleep(0.2)
-        after = _commands(client)
+    _run_many(pair, IN_FLIGHT * 2)   # warm
+    before = command_counts(pair.layout)
+    _run_many(pair, CONCURRENT_WORKFLOWS)
+    time.sleep(0.2)
+    after = command_counts(pair.layout)
     published = (after.get("publish", 0) - before.get("publish", 0)) / CONCURRENT_WORKFLOWS
     queued = published - 1.0   # each workflow's end is published once, to the node that waits for it
     assert queued <= MAX_QUEUED_PER_WORKFLOW, f"{queued:.2f} tasks queued per workflow"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
+from helpers_layouts import StoreLayout, failing_on_cluster
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.decider import decide
 from orchestrator.core.schema import Snapshot
@@ -56,8 +57,8 @@ class RoundTrips:
 
 
 @pytest.fixture
-def store(redis_server: Any) -> Iterator[Store]:
-    yield Store.from_url(redis_server.url, prefix=f"co{uuid.uuid4().hex[:8]}")
+def store(layout: StoreLayout) -> Iterator[Store]:
+    yield layout.store(f"co{uuid.uuid4().hex[:8]}")
 
 
 async def _queued_workflow(store: Store, task_name: str) -> str:
@@ -77,6 +78,15 @@ async def _queued_workflow(store: Store, task_name: str) -> str:
     store._ready.listening(task_name)
     await store._scan_ready(task_name, NOW)
     return workflow_id
+
+
+def _partition_apart(layout: StoreLayout, store: Store, workflow_id: str) -> int:
+    """A partition other than the workflow's, and on a Redis Cluster one of another master: a turn of
+    calls in both goes to Redis in two pipelines there (one per master), in one on one Redis."""
+    home = store.keys.partition_of(workflow_id)
+    server = layout.server_of(store.keys.partition(home))
+    return next(p for p in store.keys.all_partitions()
+                if p != home and (not layout.on_cluster or layout.server_of(store.keys.partition(p)) != server))
 
 
 async def _loaded(store: Store, *sources: str) -> None:
@@ -106,22 +116,24 @@ def test_the_script_calls_and_reads_of_one_turn_share_one_pipeline(store: Store)
     asyncio.run(scenario())
 
 
-def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers(store: Store) -> None:
+def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers(layout: StoreLayout,
+                                                                                 store: Store) -> None:
     async def scenario() -> None:
         try:
             workflow_id = await _queued_workflow(store, "co_b")
+            apart = store.keys.partition(_partition_apart(layout, store, workflow_id))
             await store._redis.set(store.keys.workflow("not-a-hash"), "text")
             await _loaded(store, scripts.CLAIM, REFUSING_SCRIPT)
             trips = RoundTrips(store)
             answers: tuple[Any, ...] = await asyncio.gather(
-                store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}, at=store.keys.partition(0)),
+                store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}, at=apart),
                 store.status(workflow_id),
                 return_exceptions=True)
             claims, refused, status = answers
             assert isinstance(refused, ResponseError) and "REFUSED by this test" in str(refused)
             assert [c.workflow_id for c in claims] == [workflow_id]
             assert status is st.WorkflowStatus.RUNNING
-            assert trips.total == 1
+            assert trips.total == (2 if layout.on_cluster else 1), "one pipeline per master of the turn's calls"
             with pytest.raises(ResponseError, match="WRONGTYPE"):   # a read's error reaches its caller
                 await store.load("not-a-hash")
         finally:
@@ -129,11 +141,15 @@ def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers
     asyncio.run(scenario())
 
 
-def test_scripts_flushed_between_calls_are_loaded_again_and_run(store: Store) -> None:
+@failing_on_cluster("RedisStore._execute gives the scripts missing from every master's calls to each master's "
+                    "_execute_on, which SCRIPT LOADs every one of them (redis-py sends each to every master): with "
+                    "the calls on two masters each script is loaded twice, 10 round trips where 7 do")
+def test_scripts_flushed_between_calls_are_loaded_again_and_run(layout: StoreLayout, store: Store) -> None:
     async def scenario() -> None:
         try:
             first = await _queued_workflow(store, "co_c")
             second = await _queued_workflow(store, "co_c")
+            apart = store.keys.partition(_partition_apart(layout, store, first))
             await store._redis.script_flush()      # as after a Redis restart: no script is known
             [claimed] = await store.claim("co_c", 1, "w", NOW)   # a turn of one call
             assert claimed.workflow_id in (first, second)
@@ -141,17 +157,21 @@ def test_scripts_flushed_between_calls_are_loaded_again_and_run(store: Store) ->
             await store._redis.script_flush()
             trips = RoundTrips(store)
             # one turn of several scripts, two calls of the same one among them: each script
-            # is loaded once and every call runs, the refused one still refused alone
+            # is loaded once and every call runs, the refused one still refused alone (on a Redis
+            # Cluster the refused one on another master, so the turn is two pipelines)
             answers: tuple[Any, ...] = await asyncio.gather(
                 store.heartbeat(claimed.workflow_id, claimed.spec.task_id, "w", NOW + 1),
                 store.claim("co_c", 1, "w", NOW), store.claim("co_c", 1, "w", NOW),
-                store._run(REFUSING_SCRIPT, {}, at=store.keys.partition(0)),
+                store._run(REFUSING_SCRIPT, {}, at=apart),
                 return_exceptions=True)
             heartbeat, claims, again, refused = answers
             assert heartbeat > 0
             assert [c.workflow_id for c in claims] == [other] and again == []
             assert isinstance(refused, ResponseError) and "REFUSED" in str(refused)
-            assert trips.total == 2, "the turn, then the scripts loaded and the calls again in one more"
+            if not layout.on_cluster:
+                assert trips.total == 2, "the turn, then the scripts loaded and the calls again in one more"
+            else:   # its cluster pipelines refuse SCRIPT LOAD: the three scripts are loaded by three commands
+                assert trips.total == 2 + 3 + 2, "the turn (a pipeline per master), the scripts loaded, the calls again"
             assert await store.status(first) is st.WorkflowStatus.RUNNING
         finally:
             await store.close()
@@ -166,9 +186,10 @@ def test_a_read_after_a_script_in_one_turn_sees_its_write_even_when_the_script_w
 
     async def scenario() -> list[Any]:
         try:
-            key = store.keys("co", uuid.uuid4().hex)
+            key = store.keys("co", uuid.uuid4().hex)   # in the global slot, where the script runs
             await store._redis.script_flush()
-            return await store._calls.replies([Call(writing, (key, "written")), Call("", ("GET", key))])
+            return await store._calls.replies([Call(writing, (key, "written"), store.keys.global_prefix),
+                                               Call("", ("GET", key))])
         finally:
             await store.close()
 

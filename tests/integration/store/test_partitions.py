@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from helpers_layouts import StoreLayout
 from orchestrator.core.definitions import normalise_workflow_def
 from orchestrator.core.errors import FailedPrecondition
 from orchestrator.core.schema import Snapshot
@@ -23,9 +24,9 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-def fresh(redis_server: Any) -> RedisStore:
-    """A store of a cluster of its own on the session's Redis."""
-    return RedisStore.from_url(redis_server.url, prefix=f"pt{uuid.uuid4().hex[:8]}")
+def fresh(layout: StoreLayout) -> RedisStore:
+    """A store of a cluster of its own on the layout's Redis."""
+    return layout.store(f"pt{uuid.uuid4().hex[:8]}")
 
 
 def noop_snapshot(name: str) -> Snapshot:
@@ -34,9 +35,9 @@ def noop_snapshot(name: str) -> Snapshot:
     return {"workflow": definition, "taskDefs": {}, "subWorkflows": {}}
 
 
-def test_the_number_of_partitions_is_set_once_and_a_node_that_disagrees_is_refused(redis_server: Any) -> None:
+def test_the_number_of_partitions_is_set_once_and_a_node_that_disagrees_is_refused(layout: StoreLayout) -> None:
     async def scenario() -> None:
-        first = fresh(redis_server)
+        first = fresh(layout)
         prefix = first.prefix
         try:
             await first.prepare(16)
@@ -44,8 +45,8 @@ def test_the_number_of_partitions_is_set_once_and_a_node_that_disagrees_is_refus
             assert await first._redis.get(first.keys.partition_count) == "16"
         finally:
             await first.close()
-        adopting = RedisStore.from_url(redis_server.url, prefix=prefix)   # its setting left out: as stored
-        disagreeing = RedisStore.from_url(redis_server.url, prefix=prefix)
+        adopting = layout.store(prefix)   # its setting left out: as stored
+        disagreeing = layout.store(prefix)
         try:
             await adopting.prepare()
             assert adopting.keys.partitions == 16
@@ -58,9 +59,9 @@ def test_the_number_of_partitions_is_set_once_and_a_node_that_disagrees_is_refus
     run(scenario())
 
 
-def test_a_state_in_the_layout_before_partitions_is_refused_and_left_as_it_is(redis_server: Any) -> None:
+def test_a_state_in_the_layout_before_partitions_is_refused_and_left_as_it_is(layout: StoreLayout) -> None:
     async def scenario() -> None:
-        store = fresh(redis_server)
+        store = fresh(layout)
         try:
             await store._redis.set(f"{store.prefix}:defs:rev", 7)   # what the unpartitioned layout wrote
             with pytest.raises(FailedPrecondition, match="layout from before partitions"):
@@ -72,11 +73,11 @@ def test_a_state_in_the_layout_before_partitions_is_refused_and_left_as_it_is(re
     run(scenario())
 
 
-def test_search_pages_over_every_partition_neither_repeating_nor_skipping(redis_server: Any) -> None:
+def test_search_pages_over_every_partition_neither_repeating_nor_skipping(layout: StoreLayout) -> None:
     """Workflows spread over the partitions, many created in the same millisecond: pages of a few,
     each after the last one's cursor, give every workflow once, newest first, (time, id) descending."""
     async def scenario() -> None:
-        store = fresh(redis_server)
+        store = fresh(layout)
         try:
             await store.prepare(8)
             snapshot = noop_snapshot("paged")
@@ -87,6 +88,8 @@ def test_search_pages_over_every_partition_neither_repeating_nor_skipping(redis_
                 await store.start_workflow(workflow_id, snapshot, {}, "", "", at)
                 created.append((workflow_id, at))
             assert len({partition_of(w, 8) for w, _ in created}) == 8
+            if layout.on_cluster:   # so the pages merge what several masters hold
+                assert len({layout.server_of(store.keys.partition(p)) for p in range(8)}) > 1
             seen: list[str] = []
             cursor = ""
             for _ in range(40):
@@ -102,9 +105,9 @@ def test_search_pages_over_every_partition_neither_repeating_nor_skipping(redis_
     run(scenario())
 
 
-def test_a_start_with_an_idempotency_key_lives_beside_it_and_answers_a_repeat(redis_server: Any) -> None:
+def test_a_start_with_an_idempotency_key_lives_beside_it_and_answers_a_repeat(layout: StoreLayout) -> None:
     async def scenario() -> None:
-        store = fresh(redis_server)
+        store = fresh(layout)
         try:
             await store.prepare()
             snapshot = noop_snapshot("keyed")
@@ -122,11 +125,11 @@ def test_a_start_with_an_idempotency_key_lives_beside_it_and_answers_a_repeat(re
     run(scenario())
 
 
-def test_the_leaders_clocks_and_the_retention_see_every_partition(redis_server: Any) -> None:
+def test_the_leaders_clocks_and_the_retention_see_every_partition(layout: StoreLayout) -> None:
     """Reminders and ends in several partitions: `due` finds them all (at most its limit), and
     `ended_before` gives the oldest ends over every partition in time order."""
     async def scenario() -> None:
-        store = fresh(redis_server)
+        store = fresh(layout)
         try:
             await store.prepare(8)
             await store.raise_epoch(3)
@@ -150,7 +153,7 @@ def test_the_leaders_clocks_and_the_retention_see_every_partition(redis_server: 
     run(scenario())
 
 
-def test_a_concurrency_slot_counted_for_an_attempt_without_a_lease_is_given_back(redis_server: Any) -> None:
+def test_a_concurrency_slot_counted_for_an_attempt_without_a_lease_is_given_back(layout: StoreLayout) -> None:
     """The count of a type's tasks in progress is kept in the global slot, apart from the leases: an
     attempt that ended between its claim and the claim's settle (or whose claimer died) would hold its
     slot for good. The leader's sweep takes out what has held no lease for UNLEASED_AFTER_MS."""
@@ -159,7 +162,7 @@ def test_a_concurrency_slot_counted_for_an_attempt_without_a_lease_is_given_back
     from orchestrator.cluster.deciding import new_task_id
 
     async def scenario() -> None:
-        store = fresh(redis_server)
+        store = fresh(layout)
         try:
             await store.prepare(4)
             task_def = normalise_task_def({"name": "single", "concurrentExecLimit": 1})

@@ -15,19 +15,21 @@ import httpx
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import free_port
 from helpers import BackgroundWorker, wait_for_status
-from orchestrator.store.redis import RedisStore
+from helpers_layouts import StoreLayout
+from orchestrator.store.redis.keys import cluster_prefix
 from worker import Worker, WorkflowClient, task
 
 RETENTION_S = 1.0
 
 
 def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path: Path, etcd: Any,
-                                                                          redis_server: Any) -> None:
+                                                                          layout: StoreLayout) -> None:
     cluster, port, http_port = f"r{uuid.uuid4().hex[:8]}", free_port(), free_port()
     archive = tmp_path / "archive"
-    process = start_node(tmp_path, node_id="keeper", port=port, redis_url=redis_server.url,
+    on_layout = layout.node_options()
+    process = start_node(tmp_path, node_id="keeper", port=port, redis_url=on_layout["redis_url"],
                          etcd_endpoints=etcd.endpoints, cluster=cluster, lease_ttl_s=2.0, http_port=http_port,
-                         extra=["--retention", str(RETENTION_S), "--archive-dir", str(archive)])
+                         extra=[*on_layout["extra"], "--retention", str(RETENTION_S), "--archive-dir", str(archive)])
     client = WorkflowClient([f"127.0.0.1:{port}"])
     try:
         wait_for_leader(client, 20.0)
@@ -47,9 +49,9 @@ def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path
         finally:
             background.stop()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and asyncio.run(_stored(redis_server.url, cluster, done)):
+        while time.monotonic() < deadline and asyncio.run(_stored(layout, cluster, done)):
             time.sleep(0.2)
-        assert asyncio.run(_stored(redis_server.url, cluster, done)) == 0, "still in Redis after retention"
+        assert asyncio.run(_stored(layout, cluster, done)) == 0, "still in Redis after retention"
         assert list(archive.rglob("*.jsonl.gz")), "nothing archived"
         # still found: one by one, and by search (paging across the archive)
         again = client.get_workflow(done[0])
@@ -71,22 +73,22 @@ def test_finished_workflows_are_archived_then_forgotten_and_still_found(tmp_path
         page, _ = client.search_workflows(text='{"n":17}', limit=50)
         assert [w["workflow_id"] for w in page] == [done[17]]
         # the audit stream and the indexes were trimmed with them
-        assert asyncio.run(_leftovers(redis_server.url, cluster)) == (0, 0)
+        assert asyncio.run(_leftovers(layout, cluster)) == (0, 0)
     finally:
         client.close()
         process.stop()
 
 
-async def _stored(url: str, cluster: str, ids: list[str]) -> int:
-    store = RedisStore.from_url(url, f"wfo:{cluster}")
+async def _stored(layout: StoreLayout, cluster: str, ids: list[str]) -> int:
+    store = layout.store(cluster_prefix(cluster))
     try:
         return int(sum([await store._redis.exists(store.keys.workflow(i)) for i in ids]))
     finally:
         await store.close()
 
 
-async def _leftovers(url: str, cluster: str) -> tuple[int, int]:
-    store = RedisStore.from_url(url, f"wfo:{cluster}")
+async def _leftovers(layout: StoreLayout, cluster: str) -> tuple[int, int]:
+    store = layout.store(cluster_prefix(cluster))
     try:
         async with store._redis.pipeline(transaction=False) as pipe:
             for p in store.keys.all_partitions():

@@ -23,8 +23,8 @@ NOW = 1_700_000_000_000
 
 
 @pytest.fixture
-def store(redis_server):
-    return Store.from_url(redis_server.url, prefix=f"st{uuid.uuid4().hex[:8]}")
+def store(layout):
+    return layout.store(f"st{uuid.uuid4().hex[:8]}")
 
 
 def run(coro):
@@ -299,8 +299,8 @@ def test_a_workflow_the_decider_chokes_on_fails_alone_and_the_others_go_on(store
     run(scenario())
 
 
-def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, redis_server):
-    other_node = Store.from_url(redis_server.url, prefix=store.prefix)
+def test_a_cached_snapshot_never_outlives_a_registration_on_another_node(store, layout):
+    other_node = layout.store(store.prefix)
 
     async def scenario():
         try:
@@ -348,11 +348,11 @@ def test_a_start_answers_with_the_workflow_exactly_as_a_load_reads_it(store):
     run(scenario())
 
 
-def test_a_start_that_creates_nothing_applies_no_decision_and_one_the_store_refuses_still_starts(redis_server):
+def test_a_start_that_creates_nothing_applies_no_decision_and_one_the_store_refuses_still_starts(layout):
     """The first decision goes with the start only when the start creates the workflow: a repeated
     key applies nothing (the first workflow keeps its revision); a decision over the size limits is
     not sent, and the workflow is created undecided, with its reminder (the event path fails it)."""
-    store = Store.from_url(redis_server.url, prefix=f"st{uuid.uuid4().hex[:8]}", max_value_bytes=1000)
+    store = layout.store(f"st{uuid.uuid4().hex[:8]}", max_value_bytes=1000)
 
     async def first(state):
         return decide(state, NOW, new_task_id), {}
@@ -484,13 +484,16 @@ def test_search_keeps_namespaces_apart_and_never_scans_without_bound(store, monk
             cursor = page.next_cursor
 
     async def scenario() -> None:
-        ours = await start("w", 2, NOW)
-        theirs = await start("team-a:w", 250, NOW + 10)
-        monkeypatch.setattr(free_text, "MAX_SCANNED", 100)
-        found, pages = await every_page("")
-        assert sorted(found) == sorted(ours) and pages >= 2   # bounded pages, none of team a's
-        found, _ = await every_page("team-a")
-        assert sorted(found) == sorted(theirs)
-        assert (await store.search(name="team-a:w", status="", correlation_id="", cursor="", limit=5,
-                                   namespace="")).workflow_ids == []   # a name of another namespace: nothing
+        try:
+            ours = await start("w", 2, NOW)
+            theirs = await start("team-a:w", 250, NOW + 10)
+            monkeypatch.setattr(free_text, "MAX_SCANNED", 100)
+            found, pages = await every_page("")
+            assert sorted(found) == sorted(ours) and pages >= 2   # bounded pages, none of team a's
+            found, _ = await every_page("team-a")
+            assert sorted(found) == sorted(theirs)
+            assert (await store.search(name="team-a:w", status="", correlation_id="", cursor="", limit=5,
+                                       namespace="")).workflow_ids == []   # a name of another namespace: nothing
+        finally:
+            await store.close()
     run(scenario())
