@@ -1504,6 +1504,12 @@ class RedisStore:
         if not self._on_cluster:
             return await self._execute_on(calls, load)
         load = tuple(load)
+        try:   # on every master (a call redirected by ASK or MOVED runs on another), once for all groups
+            for source in load:
+                await self._pipelines.script_load(source)
+            load = ()
+        except REDIS_UNAVAILABLE:   # one is down: each group's master is given them apart (`_execute_on`)
+            pass
         groups: dict[str, list[int]] = {}
         for i, call in enumerate(calls):
             groups.setdefault(self._master_of(call.at if call.script else str(call.args[1])), []).append(i)
@@ -1526,7 +1532,7 @@ class RedisStore:
                 replies[i] = answer if isinstance(answer, Exception) else answer[j]
         return replies
 
-    async def _on_master(self, master: str, calls: list[Call], load: tuple[str, ...]) -> list[Any]:
+    async def _on_master(self, master: str, calls: list[Call], load: tuple[str, ...] = ()) -> list[Any]:
         """`_execute_on` for the calls of one master of a Redis Cluster: a master that does not answer
         fails its calls (as values). One that failed so less than MASTER_DOWN_S ago fails them at once,
         unsent: a call to a dead master costs redis-py a refused connection and a refresh of its map of
@@ -1538,7 +1544,7 @@ class RedisStore:
                                          f"answer {(time.monotonic() - down_at) * 1000:.0f} ms ago")
             return [error] * len(calls)
         try:
-            replies = await self._execute_on(calls, load)
+            replies = await self._execute_on(calls, load, master)
         except REDIS_UNAVAILABLE as exc:
             self._down[master] = time.monotonic()
             return [exc] * len(calls)
@@ -1554,14 +1560,16 @@ class RedisStore:
             return ""
         return str(node.name) if node is not None else ""
 
-    async def _execute_on(self, calls: list[Call], load: Iterable[str] = ()) -> list[Any]:
-        """`_execute` on one Redis (or one master of a Redis Cluster)."""
+    async def _execute_on(self, calls: list[Call], load: Iterable[str] = (), master: str = "") -> list[Any]:
+        """`_execute` on one Redis (or one master of a Redis Cluster, by its name)."""
         deadline = asyncio.timeout(self.links.socket_timeout_s)
         try:
             async with deadline:
-                if self._on_cluster:   # its pipelines refuse SCRIPT LOAD; the client sends it to every master
+                if self._on_cluster and load:   # its pipelines refuse SCRIPT LOAD: sent to this master alone
+                    node = self._pipelines.get_node(node_name=master) if master else None
                     for source in load:
-                        await self._pipelines.script_load(source)
+                        await self._pipelines.execute_command("SCRIPT LOAD", source, target_nodes=node or
+                                                              self._pipelines.get_primaries())
                     load = ()
                 # EVALSHA itself: a Script object in a pipeline makes redis-py ask SCRIPT EXISTS every time.
                 async with self._pipelines.pipeline(transaction=False) as pipe:

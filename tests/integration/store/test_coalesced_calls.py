@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from helpers_layouts import StoreLayout, failing_on_cluster
+from helpers_layouts import StoreLayout
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
 from orchestrator.core.decider import decide
 from orchestrator.core.schema import Snapshot
@@ -141,9 +141,6 @@ def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers
     asyncio.run(scenario())
 
 
-@failing_on_cluster("RedisStore._execute gives the scripts missing from every master's calls to each master's "
-                    "_execute_on, which SCRIPT LOADs every one of them (redis-py sends each to every master): with "
-                    "the calls on two masters each script is loaded twice, 10 round trips where 7 do")
 def test_scripts_flushed_between_calls_are_loaded_again_and_run(layout: StoreLayout, store: Store) -> None:
     async def scenario() -> None:
         try:
