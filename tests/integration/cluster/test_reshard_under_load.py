@@ -395,6 +395,8 @@ def test_a_reshard_under_load_loses_nothing(cluster: LocalCluster, client: Workf
     assert errors == [], f"the nodes logged {len(errors)} error(s), the first: {errors[0]}"
     stats = worker.worker.stats
     assert stats.reconnects == 0, stats   # no stream was ended by a node's error
+    # some results met a moving slot (16 to 31 in 6 runs here): else the drill moved nothing in use
+    assert stats.retried > 0, stats
     print(f"{len(started)} workflows ({len(moved)} in the moved partitions {sorted(move.partitions)}: "
           f"{len(in_flight)} in flight as the reshard began, {len(during)} started during a reshard); "
           f"{move.count} slots {min(move.slots)}-{max(move.slots)} moved {move.source.address} -> "
