@@ -50,7 +50,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError, SlotNotCoveredError
+from redis.exceptions import ClusterError, NoScriptError, ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ...core import free_text
@@ -127,8 +127,8 @@ def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
             return await method(*args, **kwargs)
         except REDIS_UNAVAILABLE as exc:
             raise StoreUnavailable(str(exc) or type(exc).__name__) from exc
-        except ResponseError as exc:
-            if refuses_writes(exc):   # too few replicas, a demoted master: nothing was written
+        except (ResponseError, ClusterError) as exc:
+            if refuses_writes(exc):   # too few replicas, a demoted master, a moving slot: nothing was written
                 raise StoreUnavailable(refusal_text(exc)) from exc
             raise
     return wrapper  # type: ignore[return-value]
@@ -1031,7 +1031,7 @@ class RedisStore:
         if pending is None:
             pending = await self._scan_ready(task_type, now_ms)
         claimed: list[ClaimedTask] = []
-        unreachable: BaseException | None = None   # a partition whose server did not answer (see below)
+        unreachable: BaseException | None = None   # a partition not answered or refused (see below)
         answered = False
         while pending and len(claimed) < count:
             wanted = count - len(claimed)
@@ -1045,10 +1045,11 @@ class RedisStore:
             full: list[tuple[int, int]] = []
             limited = False
             for (p, mark, n), reply in zip(asks, replies):
-                # On a Redis Cluster a master down fails its partitions' CLAIMs alone: what the others
-                # gave is this claim's (else their tasks would wait for their leases to expire, and the
-                # type's dispatch would pause until the failover ends); none given: unavailable.
-                if isinstance(reply, REDIS_UNAVAILABLE):
+                # On a Redis Cluster a master down fails its partitions' CLAIMs alone, and so does a slot
+                # moving to another master (refused before any write): what the others gave is this
+                # claim's (else their tasks would wait for their leases to expire, and the type's dispatch
+                # would pause until the failover or the move ends); none given: unavailable.
+                if isinstance(reply, REDIS_UNAVAILABLE) or refuses_writes(reply):
                     unreachable = reply
                     self._ready.unreachable(p)   # asked last for a while; the claim goes on with the others
                     continue

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from redis.exceptions import ClusterDownError, MasterDownError, ReadOnlyError, RedisClusterUnreachableError
+from redis.exceptions import (ClusterDownError, ClusterError, MasterDownError, ReadOnlyError,
+                              RedisClusterUnreachableError)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError, SlotNotCoveredError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -28,10 +29,25 @@ REFUSING_WRITES = ("NOREPLICAS", "READONLY", "MASTERDOWN", "TRYAGAIN")
 # tried again until the move is over (a slot's move takes as long as its keys' MIGRATE calls).
 SLOT_MOVING = "Script attempted to access a non local key in a cluster node"
 
+# What redis-py's cluster client raises (ClusterError, "TTL exhausted.") once it has followed 16
+# redirections (MOVED, ASK, TRYAGAIN) without a server running the command: each attempt was refused,
+# so nothing ran. While a slot moves this is the common case, not a rare one: redis-py's asyncio client
+# sends the ASKING that must precede a command after an ASK as a command of its own, on whichever
+# connection to the target is free first, and the command itself on the next free one; with two or more
+# connections open to the target (any node under load) the command arrives without ASKING, the target
+# answers MOVED back to the source, the source ASK again, until the redirections run out.
+
+
+def redirections_exhausted(exc: BaseException) -> bool:
+    """Whether `exc` is redis-py giving up on a call redirected back and forth (see above)."""
+    return isinstance(exc, ClusterError) and not isinstance(exc, ClusterDownError)
+
 
 def refuses_writes(exc: BaseException) -> bool:
     """Whether `exc` is Redis saying it takes no writes for now (see REFUSING_WRITES)."""
     if isinstance(exc, ReadOnlyError | MasterDownError):   # redis-py names these (their code cut off the text)
+        return True
+    if redirections_exhausted(exc):
         return True
     text = str(exc).split(" of pipeline caused error: ")[-1]   # how redis-py names a pipeline's failed command
     return isinstance(exc, ResponseError) and (text.startswith(REFUSING_WRITES) or SLOT_MOVING in text
@@ -44,6 +60,9 @@ def refusal_text(exc: BaseException) -> str:
     if text.startswith("NOREPLICAS"):
         return ("the Redis master takes no writes while fewer replicas than its min-replicas-to-write are connected "
                 f"and current ({text}); nothing was written: retry once a replica is back")
+    if redirections_exhausted(exc):
+        return ("the Redis Cluster's servers sent this call back and forth without running it (a slot moving to "
+                f"another master, or their maps of the slots not agreed yet: {text}); nothing was written: retry")
     if SLOT_MOVING in text or text.startswith("TRYAGAIN"):
         return ("the Redis Cluster slot of this partition is moving to another master (a reshard); nothing was "
                 "written: retry once the move is over")
