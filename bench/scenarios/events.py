@@ -24,6 +24,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from orchestrator.store.redis.keys import Keys
 from worker import WorkflowClient
 
 from ..cluster import CpuMeter
@@ -58,28 +59,41 @@ def _setup(client: WorkflowClient, run: str) -> dict[str, str]:
 
 
 def _workflow_ids(bench: Bench, event_ids: list[str], timeout_s: float) -> list[str]:
-    """The workflows the events started (correlation id = event id), as they appear."""
+    """The workflows the events started (correlation id = event id), as they appear: the correlation
+    index of every partition (a workflow started by an event is in any of them)."""
     redis = bench.cluster().redis
-    prefix = bench.cluster().prefix
+    keys = Keys(bench.cluster().prefix)
     found: dict[str, str] = {}
     deadline = time.monotonic() + timeout_s
     while len(found) < len(event_ids) and time.monotonic() < deadline:
         missing = [e for e in event_ids if e not in found]
         with redis.pipeline(transaction=False) as pipe:
             for event_id in missing:
-                pipe.zrange(f"{prefix}:idx:corr:{event_id}", 0, 0)
-            for event_id, ids in zip(missing, pipe.execute()):
-                if ids:
-                    found[event_id] = ids[0]
+                for p in keys.all_partitions():
+                    pipe.zrange(keys.index(p, "corr", event_id), 0, 0)
+            replies = pipe.execute()
+        per = keys.partitions
+        for i, event_id in enumerate(missing):
+            ids = [one for ids in replies[i * per:(i + 1) * per] for one in ids]
+            if ids:
+                found[event_id] = ids[0]
         time.sleep(0.05)
     return [found[e] for e in event_ids if e in found]
 
 
+def _named(redis: Any, keys: Keys, name: str) -> int:
+    """How many workflows of this name the name index holds, over every partition."""
+    with redis.pipeline(transaction=False) as pipe:
+        for p in keys.all_partitions():
+            pipe.zcard(keys.index(p, "name", name))
+        return sum(pipe.execute())
+
+
 def _handled_rate(bench: Bench, topic: str, count: int) -> dict[str, Any]:
     cluster = bench.cluster()
-    redis, index = cluster.redis, f"{cluster.prefix}:idx:name:{PARKED}"
-    before = redis.zcard(index)
-    stream = f"{cluster.prefix}:ev:{topic}"
+    redis, keys = cluster.redis, Keys(cluster.prefix)
+    before = _named(redis, keys, PARKED)
+    stream = keys.events(topic)
     began = time.time()
     with redis.pipeline(transaction=False) as pipe:
         for n in range(count):
@@ -87,9 +101,9 @@ def _handled_rate(bench: Bench, topic: str, count: int) -> dict[str, Any]:
         pipe.execute()
     appended = time.time()
     deadline = time.monotonic() + 120
-    while redis.zcard(index) - before < count and time.monotonic() < deadline:
+    while _named(redis, keys, PARKED) - before < count and time.monotonic() < deadline:
         time.sleep(0.02)
-    created = redis.zcard(index) - before
+    created = _named(redis, keys, PARKED) - before
     took = time.time() - began
     return {"events": count, "workflows_created": created, "append_s": round(appended - began, 3),
             "seconds": round(took, 3), "handled_per_s": round(created / took, 1)}

@@ -1178,9 +1178,10 @@ class RedisStore:
 
     async def _each_partition(self, commands: list[list[tuple[Any, ...]]]) -> list[list[Any] | None]:
         """The replies of each partition's commands (a list of commands per partition), in one round
-        trip; None for a partition whose server did not answer (a Redis Cluster master failing over),
-        so that the sweeps over every partition go on with the others. Raises when none answered
-        (Redis down, or this node cut off from it), and on any other error."""
+        trip; None for a partition whose server did not answer (a Redis Cluster master failing over) or
+        refused it for now (its slot moving to another master), so that the sweeps over every partition
+        go on with the others. Raises when none answered (Redis down, or this node cut off from it),
+        and on any other error."""
         calls: list[Call] = []
         spans: list[tuple[int, int]] = []
         for own in commands:
@@ -1191,7 +1192,8 @@ class RedisStore:
         unreachable: BaseException | None = None
         for start, end in spans:
             mine = replies[start:end]
-            failed = next((reply for reply in mine if isinstance(reply, REDIS_UNAVAILABLE)), None)
+            failed = next((reply for reply in mine
+                           if isinstance(reply, REDIS_UNAVAILABLE) or refuses_writes(reply)), None)
             if failed is not None:
                 unreachable = failed
                 found.append(None)
