@@ -9,6 +9,7 @@ import socketserver
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
@@ -283,3 +284,37 @@ def idempotency_keys(client: Any, keys: Any, pattern: str) -> list[str]:
     """The stored idempotency keys (every partition's) whose key matches the glob `pattern`."""
     tag = keys.global_prefix[:-1]   # 'wfo:{name' : the partitions' tags continue it with ':p<n>}'
     return [str(k) for k in client.scan_iter(f"{tag}:p*}}:idem:{pattern}", count=1000)]
+
+
+def wait_ended(client: WorkflowClient, workflow_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The workflows (without their tasks) that left RUNNING and PAUSED within `timeout_s`, by id; a
+    read the cluster does not answer now (a failover, a slot moving) is tried again at the next look."""
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline and len(found) < len(workflow_ids):
+        for workflow_id in workflow_ids:
+            if workflow_id not in found:
+                try:
+                    state = client.get_workflow(workflow_id, include_tasks=False)
+                except ClientError:
+                    continue
+                if state["status"] not in ("RUNNING", "PAUSED"):
+                    found[workflow_id] = state
+        time.sleep(0.1)
+    return found
+
+
+def ended_counts_on_redis_cluster(seeds: list[str], prefix: str) -> Counter[str]:
+    """How often each workflow was recorded as ended, over every partition's `ended` stream, read
+    through a store of its own on the Redis Cluster of `seeds`."""
+    from orchestrator.store.redis import RedisStore
+
+    async def read() -> Counter[str]:
+        store = RedisStore.from_cluster(seeds, prefix)
+        try:
+            await store.prepare()
+            return await store.ended_counts()
+        finally:
+            await store.close()
+    return asyncio.run(read())
+

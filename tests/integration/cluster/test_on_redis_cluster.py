@@ -7,7 +7,6 @@ own on the same cluster.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 import time
@@ -20,8 +19,7 @@ import pytest
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, wait_for_leader
 from devtools.redis_cluster import LocalRedisCluster
-from helpers import BackgroundWorker
-from orchestrator.store.redis import RedisStore
+from helpers import BackgroundWorker, ended_counts_on_redis_cluster, wait_ended
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import ClientError, WorkflowClient, task
 
@@ -62,36 +60,13 @@ def redis_cluster_of(cluster: LocalCluster) -> LocalRedisCluster:
 
 def ended_counts(cluster: LocalCluster) -> Counter[str]:
     """How often each workflow was recorded as ended, over every partition's `ended` stream."""
-    async def read() -> Counter[str]:
-        store = RedisStore.from_cluster(redis_cluster_of(cluster).seeds, cluster_prefix(NAME))
-        try:
-            await store.prepare()
-            return await store.ended_counts()
-        finally:
-            await store.close()
-    return asyncio.run(read())
+    return ended_counts_on_redis_cluster(redis_cluster_of(cluster).seeds, cluster_prefix(NAME))
 
 
 def master_of_workflow(cluster: LocalCluster, workflow_id: str) -> int:
     """The port of the master serving the workflow's partition now."""
     keys = Keys(cluster_prefix(NAME))
     return redis_cluster_of(cluster).master_of_key(keys.workflow(workflow_id)).port
-
-
-def wait_ended(client: WorkflowClient, workflow_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(found) < len(workflow_ids):
-        for workflow_id in workflow_ids:
-            if workflow_id not in found:
-                try:
-                    state = client.get_workflow(workflow_id, include_tasks=False)
-                except ClientError:
-                    continue
-                if state["status"] not in ("RUNNING", "PAUSED"):
-                    found[workflow_id] = state
-        time.sleep(0.1)
-    return found
 
 
 def test_three_nodes_run_workflows_end_to_end(cluster: LocalCluster, client: WorkflowClient,
@@ -219,14 +194,16 @@ def test_a_master_sigkilled_under_load(cluster: LocalCluster, client: WorkflowCl
         redis.wait_for_promotion(victim, 30.0)
         promoted_ms = time.time() * 1000
         time.sleep(1.5)
+        # the promoted replica has no replica of its own until its old master comes back as one: until
+        # then its partitions' acknowledged writes wait (the nodes run with redis_min_replicas 1); the
+        # load goes on a while after, so that the dead master's partitions surely have work again
+        redis.restart(victim)
+        redis.wait_healthy()
+        time.sleep(1.0)
     finally:
         stop.set()
         for loader in loaders:
             loader.join(30)
-    # the promoted replica has no replica of its own until its old master comes back as one: until then
-    # its partitions' acknowledged writes wait (the nodes run with redis_min_replicas 1)
-    redis.restart(victim)
-    redis.wait_healthy()
     try:
         ended = wait_ended(client, started, 90.0)
         assert len(ended) == len(started), f"{len(started) - len(ended)} of {len(started)} never ended"

@@ -31,7 +31,7 @@ import pytest
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, wait_for_leader
 from devtools.redis_cluster import ClusterMember, LocalRedisCluster, key_slot
-from helpers import BackgroundWorker
+from helpers import BackgroundWorker, ended_counts_on_redis_cluster, wait_ended
 from orchestrator.cluster.deciding import new_task_id
 from orchestrator.core.decider import decide
 from orchestrator.core.definitions import normalise_task_def, normalise_workflow_def
@@ -291,32 +291,7 @@ class Load:
 def ended_counts(cluster: LocalCluster) -> Counter[str]:
     """How often each workflow was recorded as ended, over every partition's `ended` stream."""
     assert cluster.redis_cluster is not None
-
-    async def read() -> Counter[str]:
-        assert cluster.redis_cluster is not None
-        store = RedisStore.from_cluster(cluster.redis_cluster.seeds, cluster_prefix(NAME))
-        try:
-            await store.prepare()
-            return await store.ended_counts()
-        finally:
-            await store.close()
-    return asyncio.run(read())
-
-
-def wait_ended(client: WorkflowClient, workflow_ids: list[str], timeout_s: float) -> dict[str, dict[str, Any]]:
-    deadline = time.monotonic() + timeout_s
-    found: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline and len(found) < len(workflow_ids):
-        for workflow_id in workflow_ids:
-            if workflow_id not in found:
-                try:
-                    state = client.get_workflow(workflow_id, include_tasks=False)
-                except ClientError:
-                    continue
-                if state["status"] not in ("RUNNING", "PAUSED"):
-                    found[workflow_id] = state
-        time.sleep(0.1)
-    return found
+    return ended_counts_on_redis_cluster(cluster.redis_cluster.seeds, cluster_prefix(NAME))
 
 
 def timed_reshard(redis: LocalRedisCluster, source: ClusterMember, target: ClusterMember,
