@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import grpc
 import yaml
 
-from devtools.local_cluster import start_node, wait_for_leader
+from devtools.local_cluster import ClusterSettings, LocalCluster, start_node, wait_for_leader
 from devtools.procs import ManagedProcess, free_port
 from orchestrator.store.redis.keys import Keys
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
@@ -94,25 +94,57 @@ def nodes_on_their_own_redis(folder: Path, etcd_endpoints: list[str], cluster: s
     """The nodes `node_ids` of a fresh cluster on a Redis of their own, so that its command counts
     are theirs alone: (Redis URL, their endpoints, a client of each), once one leads."""
     server = start_test_redis(folder / "redis")
+    try:
+        with started_nodes(folder, etcd_endpoints, cluster, node_ids, server.url) as (endpoints, clients):
+            yield server.url, endpoints, clients
+    finally:
+        server.stop()
+
+
+@contextmanager
+def started_nodes(folder: Path, etcd_endpoints: list[str], cluster: str, node_ids: list[str], redis_url: str,
+                  extra: list[str] | None = None) -> Iterator[tuple[list[str], list[WorkflowClient]]]:
+    """The nodes `node_ids` of a fresh cluster on `redis_url` (or the Redis that `extra`'s flags name):
+    (their endpoints, a client of each), once one leads. Stopped by PID when done."""
     processes: list[ManagedProcess] = []
     clients: list[WorkflowClient] = []
     try:
         endpoints = []
         for node_id in node_ids:
             port = free_port()
-            processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=server.url,
+            processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=redis_url,
                                         etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
-                                        http_port=0, log_level="WARNING"))
+                                        http_port=0, log_level="WARNING", extra=extra or []))
             endpoints.append(f"127.0.0.1:{port}")
             clients.append(WorkflowClient([endpoints[-1]]))
         wait_for_leader(clients[0], 20.0)
-        yield server.url, endpoints, clients
+        yield endpoints, clients
     finally:
         for client in clients:
             client.close()
         for process in processes:
             process.stop()
-        server.stop()
+
+
+@contextmanager
+def three_nodes_on_a_redis_cluster(folder: Path, name: str) -> Iterator[LocalCluster]:
+    """Three nodes (one etcd member, no workers) on a Redis Cluster of 3 masters with a replica each, as
+    `make cluster REDIS=cluster` runs them: an acknowledged write waits for one replica."""
+    settings = ClusterSettings(name=name, etcd_members=1, node_ports=[0, 0, 0], lease_ttl_s=2.0, workers=0,
+                               redis_cluster_masters=3, redis_min_replicas=1)
+    with LocalCluster(folder, settings, announce=False).start(workers=False) as running:
+        yield running
+
+
+@contextmanager
+def client_once_led(endpoints: list[str], members: int) -> Iterator[WorkflowClient]:
+    """A client of every node, once one leads and `members` have joined; closed after."""
+    client = WorkflowClient(endpoints, timeout_s=15.0)
+    try:
+        wait_for_leader(client, 30.0, members=members)
+        yield client
+    finally:
+        client.close()
 
 
 @dataclass

@@ -22,8 +22,7 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import ManagedProcess, free_port
+from helpers import started_nodes
 from orchestrator.store.redis import RedisStore
 from orchestrator.store.redis.keys import Keys
 from worker import WorkflowClient
@@ -144,21 +143,5 @@ def nodes_on_layout(folder: Path, layout: StoreLayout, etcd_endpoints: list[str]
     """The nodes `node_ids` of a fresh cluster whose state is on `layout`: (their endpoints, a client of
     each), once one leads. Stopped by PID when done."""
     options = layout.node_options()
-    processes: list[ManagedProcess] = []
-    clients: list[WorkflowClient] = []
-    try:
-        endpoints = []
-        for node_id in node_ids:
-            port = free_port()
-            processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=options["redis_url"],
-                                        etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
-                                        http_port=0, log_level="WARNING", extra=options["extra"]))
-            endpoints.append(f"127.0.0.1:{port}")
-            clients.append(WorkflowClient([endpoints[-1]]))
-        wait_for_leader(clients[0], 20.0)
-        yield endpoints, clients
-    finally:
-        for client in clients:
-            client.close()
-        for process in processes:
-            process.stop()
+    with started_nodes(folder, etcd_endpoints, cluster, node_ids, options["redis_url"], options["extra"]) as nodes:
+        yield nodes

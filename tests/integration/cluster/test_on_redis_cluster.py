@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 
-from devtools.local_cluster import ClusterSettings, LocalCluster, wait_for_leader
+from devtools.local_cluster import LocalCluster
 from devtools.redis_cluster import LocalRedisCluster
-from helpers import BackgroundWorker, ended_counts_on_redis_cluster, wait_ended
+from helpers import (BackgroundWorker, client_once_led, ended_counts_on_redis_cluster, three_nodes_on_a_redis_cluster,
+                     wait_ended)
 from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import ClientError, WorkflowClient, task
 
@@ -36,21 +37,14 @@ START_TIMEOUT_S = 0.4   # how long a loader's start may take (one in a dead mast
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    settings = ClusterSettings(name=NAME, etcd_members=1, node_ports=[0, 0, 0], lease_ttl_s=2.0, workers=0,
-                               redis_cluster_masters=3, redis_min_replicas=1)
-    with LocalCluster(tmp_path_factory.mktemp("on-redis-cluster"), settings, announce=False).start(
-            workers=False) as running:
+    with three_nodes_on_a_redis_cluster(tmp_path_factory.mktemp("on-redis-cluster"), NAME) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def client(cluster: LocalCluster) -> Iterator[WorkflowClient]:
-    client = WorkflowClient(cluster.endpoints, timeout_s=15.0)
-    wait_for_leader(client, 30.0, members=3)
-    try:
+    with client_once_led(cluster.endpoints, members=3) as client:
         yield client
-    finally:
-        client.close()
 
 
 def redis_cluster_of(cluster: LocalCluster) -> LocalRedisCluster:
