@@ -301,6 +301,7 @@ class RedisStore:
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
         self._ready = ReadyPartitions(self._partition_of)
+        self._scans: dict[str, asyncio.Future[list[tuple[int, int]]]] = {}   # task type -> its whole look under way
         self._in_flight: dict[str, tuple[float, list[int]]] = {}   # namespace -> (read at, count per partition)
         self._limited: dict[str, float] = {}   # task type -> when a claim last found it has limits
         self.idempotency_ttl_s = idempotency_ttl_s
@@ -1029,7 +1030,7 @@ class RedisStore:
                      granted: bool = False) -> list[ClaimedTask]:
         pending = self._ready.candidates(task_type)
         if pending is None:
-            pending = await self._scan_ready(task_type, now_ms)
+            pending = await self._shared_scan(task_type, now_ms)
         claimed: list[ClaimedTask] = []
         unreachable: BaseException | None = None   # a partition not answered or refused (see below)
         answered = False
@@ -1158,6 +1159,17 @@ class RedisStore:
             await self.relay_events(partitions)
         except (StoreUnavailable, ResponseError) as exc:
             log.warning("the events of %d decision(s) wait for the leader's relay (%s)", len(partitions), exc)
+
+    async def _shared_scan(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
+        """`_scan_ready`, one at a time per type: the claims that find a type's look due while one is
+        under way (a REST poller's threads, each claiming at once) wait for it instead of each reading
+        every partition again; the broadcasts heard meanwhile are kept by it (`ReadyPartitions.scanned`)."""
+        scan = self._scans.get(task_type)
+        if scan is None:
+            scan = self._scans[task_type] = asyncio.ensure_future(self._scan_ready(task_type, now_ms))
+            scan.add_done_callback(lambda done: self._scans.pop(task_type, None) if self._scans.get(task_type)
+                                   is done else None)
+        return list(await asyncio.shield(scan))
 
     async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
         """Every partition looked at for queued tasks of the type (or tasks called back by now), in
