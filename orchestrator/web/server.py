@@ -82,7 +82,7 @@ class ConsoleServer:
             tls = {"ssl_certfile": self.tls.cert_file, "ssl_keyfile": self.tls.key_file,
                    "ssl_ca_certs": self.tls.ca_file or None,
                    "ssl_cert_reqs": ssl.CERT_REQUIRED if self.tls.mutual else ssl.CERT_NONE}
-        config = uvicorn.Config(app, lifespan="off", http="h11", ws="none", log_config=None,
+        config = uvicorn.Config(app, lifespan="off", http="httptools", ws="none", log_config=None,
                                 log_level="warning", access_log=False, timeout_graceful_shutdown=1,
                                 server_header=False, **tls)
         self._server = _NodeOwnedServer(config)
