@@ -73,6 +73,7 @@ from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys, draw_id, partition_of_key
 from .ready_partitions import ReadyPartitions
 from .replication import ReplicationBarrier, ShardedBarrier
+from .single_flight import SingleFlight
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -301,8 +302,9 @@ class RedisStore:
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
         self._ready = ReadyPartitions(self._partition_of)
-        self._scans: dict[str, asyncio.Future[list[tuple[int, int]]]] = {}   # task type -> its whole look under way
+        self._scans: SingleFlight[list[tuple[int, int]]] = SingleFlight()   # by task type: its whole look under way
         self._in_flight: dict[str, tuple[float, list[int]]] = {}   # namespace -> (read at, count per partition)
+        self._in_flight_reads: SingleFlight[list[int]] = SingleFlight()   # by namespace: its count being read
         self._limited: dict[str, float] = {}   # task type -> when a claim last found it has limits
         self.idempotency_ttl_s = idempotency_ttl_s
         self.max_value_bytes = max_value_bytes
@@ -784,16 +786,23 @@ class RedisStore:
             if (time.monotonic() - read_at < IN_FLIGHT_FRESH_S
                     and elsewhere + counts[partition] + max(IN_FLIGHT_MARGIN, quota // 10) < quota):
                 return elsewhere
+        counts = await self._in_flight_reads.run(namespace, lambda: self._read_in_flight(namespace))
+        return sum(counts) - counts[partition]
+
+    async def _read_in_flight(self, namespace: str) -> list[int]:
+        """A namespace's workflows in flight per partition, read in one round trip (the starts that
+        find the count out of date at once share one read: `_in_flight_reads`)."""
         read_at = time.monotonic()
         replies = await self._each_partition([[("SCARD", self.keys.in_flight(p, namespace))]
                                               for p in self.keys.all_partitions()])
         # a partition whose server does not answer counts what it held when last read (its starts fail)
+        known = self._in_flight.get(namespace)
         before = known[1] if known is not None else [0] * len(replies)
         counts = [int(reply[0]) if reply is not None else before[p] for p, reply in enumerate(replies)]
         self._in_flight[namespace] = (read_at, counts)
         if len(self._in_flight) > IN_FLIGHT_NAMESPACES:
             self._in_flight.pop(next(iter(self._in_flight)))
-        return sum(counts) - counts[partition]
+        return counts
 
     def _created(self, cached: _CachedSnapshot, workflow_id: str, meta_text: str, now_ms: int,
                  expect_end: bool) -> m.WorkflowState:
@@ -1164,12 +1173,7 @@ class RedisStore:
         """`_scan_ready`, one at a time per type: the claims that find a type's look due while one is
         under way (a REST poller's threads, each claiming at once) wait for it instead of each reading
         every partition again; the broadcasts heard meanwhile are kept by it (`ReadyPartitions.scanned`)."""
-        scan = self._scans.get(task_type)
-        if scan is None:
-            scan = self._scans[task_type] = asyncio.ensure_future(self._scan_ready(task_type, now_ms))
-            scan.add_done_callback(lambda done: self._scans.pop(task_type, None) if self._scans.get(task_type)
-                                   is done else None)
-        return list(await asyncio.shield(scan))
+        return list(await self._scans.run(task_type, lambda: self._scan_ready(task_type, now_ms)))
 
     async def _scan_ready(self, task_type: str, now_ms: int) -> list[tuple[int, int]]:
         """Every partition looked at for queued tasks of the type (or tasks called back by now), in
