@@ -301,6 +301,9 @@ class RedisStore:
         self._down: dict[str, float] = {}   # on a Redis Cluster: master -> when it last did not answer (monotonic)
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
+        # what every script is told besides its own arguments: where the global slot is, and whether to
+        # fence a moving slot (only a Redis Cluster moves slots: on one Redis the fence is a command for nothing)
+        self._common: dict[str, Any] = {"g": self._global, **({"f": 1} if self._on_cluster else {})}
         self._ready = ReadyPartitions(self._partition_of)
         self._scans: SingleFlight[list[tuple[int, int]]] = SingleFlight()   # by task type: its whole look under way
         self._in_flight: dict[str, tuple[float, list[int]]] = {}   # namespace -> (read at, count per partition)
@@ -481,7 +484,7 @@ class RedisStore:
         return await self._calls.call(Call(source, self._arguments(named, *blobs), at))
 
     def _arguments(self, named: dict[str, Any], *blobs: str) -> list[str]:
-        return [dumps({"g": self._global, **named}), *blobs]
+        return [dumps({**self._common, **named}), *blobs]
 
     def _partition_of(self, workflow_id: str) -> int:
         return self.keys.partition_of(workflow_id)
@@ -1415,7 +1418,7 @@ class RedisStore:
                   hand_over: Mapping[str, str] | None) -> list[str] | str:
         """APPLY_DECISION's arguments, or why the decision cannot be stored (nothing is sent then)."""
         try:
-            args = decision_args(self._global, epoch, workflow, decision, now_ms, hand_over)
+            args = decision_args(self._common, epoch, workflow, decision, now_ms, hand_over)
             for arg in args:
                 arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
             return self._within_limits(workflow, args[1]) or args

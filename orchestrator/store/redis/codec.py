@@ -27,7 +27,7 @@ def dumps(value: Any) -> str:
     return fastjson.dumps(value)
 
 
-def decision_args(global_prefix: str, epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
+def decision_args(common: dict[str, Any], epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
                   hand_over: Mapping[str, str] | None = None) -> list[str]:
     """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope.
     Raises ValueError (or TypeError, RecursionError) for a decision JSON cannot hold."""
@@ -78,7 +78,7 @@ def decision_args(global_prefix: str, epoch: int | None, wf: m.WorkflowState, d:
         serve = {task_id: hand_over[task_id] for _, task_id in d.enqueue if task_id in hand_over}
         if serve:
             envelope["serve"] = serve
-    named: dict[str, Any] = {"g": global_prefix, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
+    named: dict[str, Any] = {**common, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
     if epoch is not None:
         named["epoch"] = epoch
     return [dumps(named), fastjson.dumps({k: v for k, v in envelope.items() if v is not None})]

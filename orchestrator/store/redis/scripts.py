@@ -43,8 +43,9 @@ counts (LIMIT_ACQUIRE, LIMIT_SETTLE, LIMIT_RELEASE below) and the events EVENT t
 decision leaves them in its partition's `outbox`; RELAY_EVENTS publishes each once). Every source
 starts with `#!lua`, which makes a Redis Cluster (a one-server one in the tests too) refuse a script
 that touches a second slot. A script builds most of its keys from KEYS[1], so Redis cannot check them
-before it runs; while a slot moves between masters its first command (COMMON's fence) stops it before
-any write, on either master (errors.py SLOT_MOVING), and the caller tries again.
+before it runs; while a slot moves between masters its first command (COMMON's fence, sent by a store
+on a Redis Cluster) stops it before any write, on either master (errors.py SLOT_MOVING), and the
+caller tries again.
 """
 
 COMMON = r"""#!lua
@@ -53,7 +54,8 @@ local P = KEYS[1]   -- the partition's prefix (its hash tag), or the global one
 -- The fence of a moving slot, before any write: a Redis Cluster master refuses a command on two keys
 -- it does not hold while the slot is moving away or in (and only then), which stops the script here,
 -- on either master, instead of letting it work on half of the partition (errors.py SLOT_MOVING).
-redis.call('EXISTS', P .. ':fence:a', P .. ':fence:b')
+-- A store on a Redis Cluster asks for it (A.f); one Redis never moves a slot.
+if A.f then redis.call('EXISTS', P .. ':fence:a', P .. ':fence:b') end
 local G = A.g      -- the global slot's prefix: definitions, limits, the event bus; and the channels
 local function result(t) return cjson.encode(t) end
 local TERMINAL = {COMPLETED = true, FAILED = true, TIMED_OUT = true, TERMINATED = true,
