@@ -772,6 +772,7 @@ class RedisStore:
         handed = [ClaimedTask(started_id, m.TaskSpec.from_json(json.loads(answer[i + 1])), int(answer[i + 2]))
                   for i in range(3, len(answer), 3)]
         applied = ApplyOutcome(ApplyResult(str(answer[2])), handed=handed, grew_by=len(envelope))
+        self._note_queued(started_id, decision, applied)
         if applied.result is ApplyResult.OK and decision.publish:
             await self._relay_after([(started_id, decision)])
         return Started(started_id, True, state, decision, applied)
@@ -1410,9 +1411,23 @@ class RedisStore:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply[0])), handed=handed, grew_by=len(item[1])))
             else:
                 outcomes.append(ApplyOutcome(ApplyResult(str(reply)), grew_by=len(item[1])))
+        for (workflow, decision), outcome in zip(decisions, outcomes):
+            self._note_queued(workflow.workflow_id, decision, outcome)
         await self._relay_after((workflow.workflow_id, decision) for (workflow, decision), outcome
                                 in zip(decisions, outcomes) if outcome.result is ApplyResult.OK)
         return outcomes
+
+    def _note_queued(self, workflow_id: str, decision: Decision, applied: ApplyOutcome) -> None:
+        """The tasks an applied decision queued (not those it handed over), known at once to this
+        node's claims as its `ready` broadcasts will make them known: a claim made right after the
+        step that queued them (a REST worker's `update-v2`, whose answer is its next task) finds them
+        without waiting for the broadcast to come back."""
+        if applied.result is not ApplyResult.OK or not decision.enqueue:
+            return
+        handed = {task.spec.task_id for task in applied.handed}
+        for task_type, task_id in decision.enqueue:
+            if task_id not in handed:
+                self._ready.heard(task_type, f"{workflow_id}|{task_id}")
 
     def _prepared(self, epoch: int | None, workflow: m.WorkflowState, decision: Decision, now_ms: int,
                   hand_over: Mapping[str, str] | None) -> list[str] | str:
@@ -1454,6 +1469,7 @@ class RedisStore:
         handed = [ClaimedTask(result.workflow_id, m.TaskSpec.from_json(json.loads(reply[i + 1])), int(reply[i + 2]))
                   for i in range(4, len(reply), 3)]
         applied = ApplyOutcome(ApplyResult(str(reply[3])), handed=handed, grew_by=len(prepared[1]))
+        self._note_queued(result.workflow_id, decision, applied)
         if applied.result is ApplyResult.OK and isinstance(ended, dict) and ended:
             self._awaited.pop(result.workflow_id, None)
             _remember(self._ended_rows, result.workflow_id, ended, ENDED_ROWS)

@@ -108,6 +108,27 @@ def test_update_v2_answers_with_the_workers_next_task(http: httpx.Client, node: 
         assert wait_for_status(node.client, workflow_id, "COMPLETED")["output"] == {"n": n}
 
 
+def test_update_v2_answers_with_the_next_step_its_result_just_queued(http: httpx.Client, node: Any) -> None:
+    """The result's own workflow's next step, queued by the step that stored the result: the node
+    claims it without waiting for that step's `ready` broadcast (it went to a partition the worker's
+    batch poll had just found empty, and the answer came back 204, the task to the next poll)."""
+    name, task_type = unique("v2next"), unique("v2next_t")
+    assert http.post("/metadata/taskdefs", json=[{"name": task_type, "retryCount": 0,
+                                                  "responseTimeoutSeconds": 30}]).status_code == 200
+    assert http.post("/metadata/workflow", json={
+        "name": name, "version": 1, "schemaVersion": 2,
+        "tasks": [{"name": task_type, "taskReferenceName": ref, "type": "SIMPLE"} for ref in ("one", "two")]
+    }).status_code == 200
+    workflow_id = start(http, name)
+    [task] = poll(http, task_type, count=5)   # asked for more than there are: the partition read as empty
+    following = http.post("/tasks/update-v2", json=result(task))
+    assert following.status_code == 200, "answered with no task: the next step waited for another poll"
+    nxt = following.json()
+    assert nxt["workflowInstanceId"] == workflow_id and nxt["referenceTaskName"] == "two"
+    assert http.post("/tasks/update-v2", json=result(nxt)).status_code == 204
+    assert wait_for_status(node.client, workflow_id, "COMPLETED")["status"] == "COMPLETED"
+
+
 def test_in_progress_with_a_callback_comes_back_later_with_its_output_so_far(http: httpx.Client, node: Any) -> None:
     name, task_type = one_task_workflow(http, "callback")
     workflow_id = start(http, name)

@@ -250,3 +250,27 @@ def test_starts_that_find_their_namespaces_count_out_of_date_together_share_one_
         finally:
             await store.close()
     asyncio.run(scenario())
+
+
+def test_a_claim_right_after_the_decision_that_queued_a_task_finds_it_before_its_broadcast(store: Store) -> None:
+    """A REST worker's `update-v2` stores its result and is answered with its next task: the claim
+    comes right after the step that queued it, before that step's `ready` broadcast comes back (here
+    none ever comes: nothing listens). The node that applied the decision knows where it queued."""
+    async def scenario() -> None:
+        try:
+            task_def = normalise_task_def({"name": "co_f", "retryDelaySeconds": 0})
+            definition = normalise_workflow_def({"name": "w", "tasks": [
+                {"name": "co_f", "taskReferenceName": "a"}]}, {"co_f": task_def})
+            snapshot: Snapshot = {"workflow": definition, "taskDefs": {"co_f": task_def}, "subWorkflows": {}}
+            store._ready.listening("co_f")
+            assert await store._scan_ready("co_f", NOW) == [], "nothing queued yet: no partition known"
+            workflow_id = store.new_workflow_id()
+            await store.start_workflow(workflow_id, snapshot, {}, "", "", NOW)
+            state = await store.load(workflow_id)
+            assert state is not None
+            [outcome] = await store.apply_decisions(None, NOW, [(state, decide(state, NOW, new_task_id))])
+            assert outcome.result is ApplyResult.OK
+            assert [c.workflow_id for c in await store.claim("co_f", 1, "w", NOW)] == [workflow_id]
+        finally:
+            await store.close()
+    asyncio.run(scenario())
