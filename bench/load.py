@@ -16,6 +16,7 @@ for it) and measures the steady state: the completions after a fixed warm-up;
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import threading
@@ -82,11 +83,27 @@ class CompletionWatcher:
         if event is not None:
             event.set()
 
+    def _record_ended(self, entries: StreamEntries, observed: float) -> str:
+        """The entries of an `ended` stream (non-empty) recorded as seen at `observed`; the last one's id."""
+        for _, fields in entries:
+            self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
+        return str(entries[-1][0])
+
     def _prepare(self) -> None:
         """Runs before the thread starts (subscribe here, so nothing is missed)."""
 
     def _run(self) -> None:
         raise NotImplementedError
+
+
+def _ended_batches(read: Callable[[], Any]) -> list[tuple[str, StreamEntries]]:
+    """What one blocking XREAD of `ended` streams returned, (stream, entries) each; nothing after a
+    connection error, after a short pause (the next read goes on from the same ids)."""
+    try:
+        return cast(list[tuple[str, StreamEntries]] | None, read()) or []
+    except redis.ConnectionError:
+        time.sleep(0.1)
+        return []
 
 
 class EndedStreamWatcher(CompletionWatcher):
@@ -108,17 +125,11 @@ class EndedStreamWatcher(CompletionWatcher):
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                try:
-                    batches = cast(list[tuple[str, StreamEntries]] | None,
-                                   self._client.xread(dict[Any, Any](self._last), count=5000, block=200))
-                except redis.ConnectionError:
-                    time.sleep(0.1)
-                    continue
+                batches = _ended_batches(functools.partial(self._client.xread, dict[Any, Any](self._last),
+                                                           count=5000, block=200))
                 observed = time.monotonic()
-                for key, entries in batches or []:
-                    for entry_id, fields in entries:
-                        self._last[key] = entry_id
-                        self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
+                for key, entries in batches:
+                    self._last[key] = self._record_ended(entries, observed)
         finally:
             self._client.close()
 
@@ -162,17 +173,11 @@ class ClusterEndedWatcher(CompletionWatcher):
     def _read(self, key: str) -> None:
         last = self._last[key]
         while not self._stop.is_set():
-            try:
-                batches = cast(list[tuple[str, StreamEntries]] | None,
-                               self._client.xread({key: last}, count=5000, block=self.BLOCK_MS))
-            except redis.ConnectionError:
-                time.sleep(0.1)
-                continue
+            batches = _ended_batches(functools.partial(self._client.xread, {key: last}, count=5000,
+                                                       block=self.BLOCK_MS))
             observed = time.monotonic()
-            for _, entries in batches or []:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    self._record(fields["wf"], Completion(fields["st"], float(fields["at"]), observed))
+            for _, entries in batches:
+                last = self._record_ended(entries, observed)
 
 
 class CeleryResultWatcher(CompletionWatcher):
