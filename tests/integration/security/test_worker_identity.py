@@ -79,6 +79,17 @@ def pair(tmp_path_factory: pytest.TempPathFactory, etcd: Any, redis_server: Any)
             process.stop()   # a paused one is resumed first
 
 
+def _log_lines(pair: Pair, workflow_id: str) -> str:
+    """What the nodes logged about the workflow, and the last lines of each log."""
+    parts = []
+    for process in pair.processes:
+        lines = process.log_path.read_text(errors="replace").splitlines()
+        about = [line for line in lines if workflow_id in line]
+        parts.append(f"--- {process.log_path.name}: {len(about)} line(s) about {workflow_id}, then the last 25\n"
+                     + "\n".join(about[-25:] + ["..."] + lines[-25:]))
+    return "\n".join(parts)
+
+
 class RawStream:
     """A worker stream driven by hand (the raw gRPC stubs): what an impostor would write."""
 
@@ -264,7 +275,11 @@ def test_the_real_worker_on_a_new_stream_of_another_node_is_still_itself(pair: P
         frozen.pause()
         release.set()
         with WorkflowClient([pair.endpoints[1]], token=TOKENS["admin"]) as other:
-            done = wait_for_status(other, workflow_id, "COMPLETED", timeout_s=30)
+            try:
+                done = wait_for_status(other, workflow_id, "COMPLETED", timeout_s=30)
+            except AssertionError as exc:   # seen twice in CI, never here: say what each side did
+                raise AssertionError(f"{exc}\nSDK: endpoint {background.worker.current_endpoint}, "
+                                     f"{background.worker.stats}\n{_log_lines(pair, workflow_id)}") from None
         assert done["output"] == {"charged": {"by": "the sdk", "n": 5}}
         assert background.worker.current_endpoint == pair.endpoints[1]
         assert background.worker.stats.resent >= 1
