@@ -69,6 +69,7 @@ from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, D
 from . import pubsub, scripts
 from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
+from .ended_scan import oldest_ended
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys, draw_id, partition_of_key
 from .ready_partitions import ReadyPartitions
@@ -1347,18 +1348,16 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def ended_before(self, cutoff_ms: int, limit: int) -> list[tuple[str, str]]:
-        """The oldest `limit` ends before the cutoff, over every partition's `ended` stream."""
+        """The oldest `limit` ends before the cutoff, over every partition's `ended` stream
+        (`ended_scan`: a few entries of each at a time)."""
+        return await oldest_ended(self._ended_pages, [self.keys.ended(p) for p in self.keys.all_partitions()],
+                                  cutoff_ms, limit)
+
+    async def _ended_pages(self, reads: list[tuple[str, str, int]]) -> list[list[tuple[str, dict[str, str]]]]:
         async with self._redis.pipeline(transaction=False) as pipe:
-            for p in self.keys.all_partitions():
-                pipe.xrange(self.keys.ended(p), min="-", max="+", count=limit)
-            streams = await pipe.execute()
-        found = []
-        for entries in streams:
-            for entry_id, fields in entries:
-                if int(fields["at"]) > cutoff_ms:
-                    break
-                found.append((int(fields["at"]), entry_id, fields["wf"]))
-        return [(entry_id, workflow_id) for _, entry_id, workflow_id in sorted(found)[:limit]]
+            for key, first, count in reads:
+                pipe.xrange(key, min=first, max="+", count=count)
+            return list(await pipe.execute())
 
     @_unavailable_as_store_error
     async def forget_ended(self, epoch: int, entries: list[tuple[str, str]], cutoff_ms: int) -> int:
