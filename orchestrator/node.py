@@ -41,7 +41,7 @@ from .cluster.http_tasks import HttpTaskRunner
 from .cluster.election import Candidacy
 from .cluster.events import EventConsumers
 from .cluster.etcd import EtcdClient, EtcdError
-from .cluster.event_loop import awaiting
+from .cluster.event_loop import awaiting, set_aside_long_lived_objects
 from .cluster.leader_loop import LeaderLoop, LeadershipLost, StoreUnresponsive
 from .cluster.leader_watch import LeaderWatch
 from .cluster.logs import log_fields
@@ -544,6 +544,7 @@ class Node:
             log.error("node %s cannot start: %s", self.config.node_id, exc)
             await self.stop()
             raise SystemExit(2) from None
+        log.debug("%d long-lived objects set aside from the garbage collector", set_aside_long_lived_objects())
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
