@@ -73,7 +73,7 @@ MAX_BUFFER_BYTES = 32 * 1024 * 1024
 """The largest typed array or buffer a script may create."""
 REUSE_LIMIT = 10_000
 """Evaluations one context serves before it is replaced (bounds what garbage a long-lived
-context can accumulate)."""
+context can accumulate). In a sandbox process, its process is replaced with it."""
 
 
 class JavaScriptError(ValueError):
@@ -246,6 +246,10 @@ class _Engine:
     def call(self, code: str, timeout_ms: int) -> Any:
         """Evaluate `code` (a call into the prelude) in the shared context, within the limits."""
         with self.lock:
+            if self.context is not None and self.uses >= REUSE_LIMIT - 1 and sandbox.inside():
+                # the context's last evaluation in this process: a second V8 here would reserve its
+                # address space again, over the process's memory limit (V8 then dies, SIGSEGV)
+                sandbox.retire()
             if self.context is None or self.uses >= REUSE_LIMIT:
                 self._discard()
                 self._bury()

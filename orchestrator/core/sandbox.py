@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["Crashed", "DEFAULT_PROCESSES", "GRACE_MS", "MEMORY_BYTES", "Overrun", "Refused", "SandboxError",
-           "Unavailable", "configure", "handle", "processes", "retire", "run", "shutdown"]
+           "Unavailable", "configure", "handle", "inside", "processes", "retire", "run", "shutdown"]
 
 log = logging.getLogger(__name__)
 
@@ -591,6 +591,7 @@ Handler = Callable[[dict[str, Any]], str]
 _HANDLERS: dict[str, Handler] = {}
 _WARM_UPS: list[Callable[[], None]] = []
 _RETIRE = False
+_INSIDE = False
 
 
 def handle(kind: str, handler: Handler, warm_up: Callable[[], None] | None = None) -> None:
@@ -607,7 +608,16 @@ def retire() -> None:
     _RETIRE = True
 
 
+def inside() -> bool:
+    """Whether this is a sandbox process (serving requests), where an engine that needs a fresh
+    start retires the process rather than starting anew in it (its memory limit is sized for one
+    start of each engine)."""
+    return _INSIDE
+
+
 def _serve() -> None:   # pragma: no cover - runs in the sandbox process (tests/unit/core/test_sandbox.py drives it)
+    global _INSIDE
+    _INSIDE = True
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # a terminal's Ctrl-C is for the node, which ends us
     channel_in, channel_out = os.dup(0), os.dup(1)
     null = os.open(os.devnull, os.O_RDWR)

@@ -145,6 +145,17 @@ def test_a_process_killed_while_idle_is_replaced_without_failing_anything() -> N
     assert jqtransform.transform({"x": 2, "queryExpression": ".x * 2"})["result"] == 4
 
 
+def test_a_process_whose_javascript_context_is_used_up_is_replaced_and_fails_nothing() -> None:
+    # After javascript.REUSE_LIMIT evaluations the context is replaced. In a sandbox process a
+    # second V8 reserved its address space again, over the process's memory limit: the process
+    # died (SIGSEGV) in the middle of the next evaluation, which failed, blamed on its script.
+    sandbox.configure(processes=1)
+    first = sandbox.processes()
+    for n in range(javascript.REUSE_LIMIT + 5):
+        assert javascript.evaluate("$.n + 1", {"n": n}) == n + 1
+    assert sandbox.processes() and sandbox.processes() != first
+
+
 def test_a_hostile_evaluation_does_not_hold_up_another_thread_s() -> None:
     """HTTP_POLL's condition is evaluated off the event loop, the decider's scripts on it: one
     evaluation's overrun costs only its own caller."""
