@@ -152,3 +152,25 @@ def test_the_scripts_of_one_decision_share_one_budget(setup: tuple[Any, str]) ->
     assert stopped_at_limit >= 1 and stopped_by_budget >= 1 and stopped_at_limit + stopped_by_budget == 5, reasons
     assert bystanders.slowest_read_s < 2.5, bystanders.slowest_read_s
     assert node.client.cluster_status()["epoch"] == epoch   # no election: the leader kept its lease
+
+
+def test_javascript_past_a_sandbox_context_s_reuse_limit_fails_no_task(setup: tuple[Any, str]) -> None:
+    """More evaluations than one sandbox process's context serves (javascript.REUSE_LIMIT): the
+    process ends at the limit and another serves on. It used to start a second V8 in the same
+    process, over its memory limit: the process died mid-evaluation and that INLINE task failed
+    for good, "most likely it used more memory than the limit"."""
+    node, _ = setup
+    name = unique("many_scripts")
+    node.client.register_workflow_def({"name": name, "schemaVersion": 2, "tasks": [
+        {"name": "loop", "taskReferenceName": "loop", "type": "DO_WHILE", "evaluatorType": "graaljs",
+         "inputParameters": {"n": "${workflow.input.n}", "keepLastN": 2},
+         "loopCondition": "$.loop['iteration'] < $.n",
+         "loopOver": [{"name": "add", "taskReferenceName": "add", "type": "INLINE", "inputParameters": {
+             "evaluatorType": "graaljs", "i": "${loop.output.iteration}", "expression": "$.i + 1"}}]}]})
+    # two evaluations an iteration, one workflow after another: the pool's last-used process takes
+    # them, and the node's two processes together serve more than twice the limit
+    iterations, rounds = 1_000, 11
+    for _ in range(rounds):
+        workflow_id = node.client.start_workflow(name, {"n": iterations})
+        ended = wait_for_status(node.client, workflow_id, {"COMPLETED", "FAILED"}, timeout_s=60)
+        assert ended["status"] == "COMPLETED", ended["reason"]
