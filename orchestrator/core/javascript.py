@@ -73,7 +73,7 @@ MAX_BUFFER_BYTES = 32 * 1024 * 1024
 """The largest typed array or buffer a script may create."""
 REUSE_LIMIT = 10_000
 """Evaluations one context serves before it is replaced (bounds what garbage a long-lived
-context can accumulate). In a sandbox process, its process is replaced with it."""
+context can accumulate). In a sandbox process, the process is replaced with it."""
 
 
 class JavaScriptError(ValueError):
@@ -226,9 +226,10 @@ class _Engine:
             self._bury(everything=True)
 
     def _discard(self) -> None:
-        """Stop using the context. It is closed a little later: a script stopped by the time
-        limit may still report to it, and a closed context would complain (on stderr). In a
-        sandbox process, the process ends after its answer instead (a fresh one for the next)."""
+        """Stop using the context. It is closed a little later (a script stopped by the time
+        limit may still report to it, and a closed context would complain on stderr), at the
+        latest before the next one is made. In a sandbox process, the process ends after its
+        answer instead (a fresh one for the next)."""
         sandbox.retire()
         if self.context is not None:
             self.graveyard.append((time.monotonic(), self.context))
@@ -247,12 +248,10 @@ class _Engine:
         """Evaluate `code` (a call into the prelude) in the shared context, within the limits."""
         with self.lock:
             if self.context is not None and self.uses >= REUSE_LIMIT - 1 and sandbox.inside():
-                # the context's last evaluation in this process: a second V8 here would reserve its
-                # address space again, over the process's memory limit (V8 then dies, SIGSEGV)
-                sandbox.retire()
+                sandbox.retire()   # the context's last evaluation: a fresh process makes the next one
             if self.context is None or self.uses >= REUSE_LIMIT:
                 self._discard()
-                self._bury()
+                self._bury(everything=True)   # mini-racer dies (SIGSEGV) making a context while one lives
                 self.context = _new_context()
                 self.context.eval(_PRELUDE)
                 self.uses = 0

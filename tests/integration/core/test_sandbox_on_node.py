@@ -156,9 +156,9 @@ def test_the_scripts_of_one_decision_share_one_budget(setup: tuple[Any, str]) ->
 
 def test_javascript_past_a_sandbox_context_s_reuse_limit_fails_no_task(setup: tuple[Any, str]) -> None:
     """More evaluations than one sandbox process's context serves (javascript.REUSE_LIMIT): the
-    process ends at the limit and another serves on. It used to start a second V8 in the same
-    process, over its memory limit: the process died mid-evaluation and that INLINE task failed
-    for good, "most likely it used more memory than the limit"."""
+    process ends at the limit and another serves on. It used to make a second context in the same
+    process while the first lived, which mini-racer does not survive: the process died
+    mid-evaluation and that task failed for good, "most likely it used more memory than the limit"."""
     node, _ = setup
     name = unique("many_scripts")
     node.client.register_workflow_def({"name": name, "schemaVersion": 2, "tasks": [

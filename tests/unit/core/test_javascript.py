@@ -8,6 +8,8 @@ runs; these tests keep the node's view: called from inside a loop, and from outs
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -85,3 +87,15 @@ def test_the_node_s_process_never_runs_a_script() -> None:
     javascript.check_syntax("1 +")
     assert javascript._ENGINE.context is None
     assert sandbox.processes()
+
+
+def test_a_context_used_up_in_a_process_of_its_own_is_replaced_without_a_crash() -> None:
+    """Outside a sandbox (the bench's in-process figure), the context that served REUSE_LIMIT
+    evaluations is replaced in place. The old one was closed seconds later, after the new one was
+    made, and mini-racer dies (SIGSEGV) making a context while another lives: the bench crashed."""
+    script = ("from orchestrator.core import javascript\n"
+              "for n in range(javascript.REUSE_LIMIT + 5):\n"
+              "    assert javascript._evaluate_here('$.n * 2', '{\"n\": %d}' % n, 1000) == str(2 * n)\n"
+              "print('replaced')")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0 and ran.stdout.strip() == "replaced", (ran.returncode, ran.stderr[-2000:])

@@ -146,9 +146,9 @@ def test_a_process_killed_while_idle_is_replaced_without_failing_anything() -> N
 
 
 def test_a_process_whose_javascript_context_is_used_up_is_replaced_and_fails_nothing() -> None:
-    # After javascript.REUSE_LIMIT evaluations the context is replaced. In a sandbox process a
-    # second V8 reserved its address space again, over the process's memory limit: the process
-    # died (SIGSEGV) in the middle of the next evaluation, which failed, blamed on its script.
+    # After javascript.REUSE_LIMIT evaluations the context is replaced. A sandbox process made the
+    # new one while the old one lived, which mini-racer does not survive: the process died
+    # (SIGSEGV) in the middle of the next evaluation, which failed, blamed on its script.
     sandbox.configure(processes=1)
     first = sandbox.processes()
     for n in range(javascript.REUSE_LIMIT + 5):
