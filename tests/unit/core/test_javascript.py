@@ -99,3 +99,12 @@ def test_a_context_used_up_in_a_process_of_its_own_is_replaced_without_a_crash()
               "print('replaced')")
     ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert ran.returncode == 0 and ran.stdout.strip() == "replaced", (ran.returncode, ran.stderr[-2000:])
+
+
+def test_the_bench_s_measurement_of_fresh_contexts_runs_in_a_process_of_its_own() -> None:
+    """`_measure` (the bench's sandbox scenario) makes fresh contexts in its process: it crashed
+    (SIGSEGV) while its shared context still lived."""
+    script = "from orchestrator.core import javascript\nprint(sorted(javascript._measure(rounds=8)))"
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert ran.returncode == 0, (ran.returncode, ran.stderr[-2000:])
+    assert "fresh_locked_context_ms" in ran.stdout
