@@ -433,8 +433,6 @@ def _measure(rounds: int = 400) -> dict[str, float]:
     a context per evaluation would cost)."""
     script = "(function(){ return $.a + $.b.length; })()"
     bindings = {"a": 1, "b": [1, 2, 3]}
-    evaluate(script, bindings)   # warm up: the sandbox process starts, V8 starts in both
-    _evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)
 
     def per_call(call: Any, count: int) -> float:
         started = time.perf_counter()
@@ -442,19 +440,21 @@ def _measure(rounds: int = 400) -> dict[str, float]:
             call()
         return round((time.perf_counter() - started) * 1000 / count, 3)
 
-    in_process = per_call(lambda: json.loads(_evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)),
-                          rounds)
-    sandboxed = per_call(lambda: evaluate(script, bindings), rounds)
-    check = per_call(lambda: check_syntax(script), rounds)
-
     def fresh() -> None:
         context = MiniRacer()
         context.eval(_PRELUDE)
         context.eval(f"__conductor.run({json.dumps(script)}, '{{\"a\":1,\"b\":[1,2,3]}}')")
         context.close()
 
-    _ENGINE.close()   # mini-racer dies making a context while another lives in the process
+    # first, while no other context lives here: mini-racer dies (SIGSEGV) making one beside another
+    fresh()   # V8's start is not what is timed
     fresh_locked = per_call(fresh, max(1, rounds // 8))
+    evaluate(script, bindings)   # warm up: the sandbox process starts, V8 starts in both
+    _evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)
+    in_process = per_call(lambda: json.loads(_evaluate_here(script, json.dumps(bindings), MAX_MILLISECONDS)),
+                          rounds)
+    sandboxed = per_call(lambda: evaluate(script, bindings), rounds)
+    check = per_call(lambda: check_syntax(script), rounds)
     sandbox.shutdown()
     return {"in_process_ms": in_process, "sandbox_ms": sandboxed, "sandbox_check_syntax_ms": check,
             "fresh_locked_context_ms": fresh_locked}
