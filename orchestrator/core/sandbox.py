@@ -610,8 +610,8 @@ def retire() -> None:
 
 def inside() -> bool:
     """Whether this is a sandbox process (serving requests), where an engine that needs a fresh
-    start retires the process rather than starting anew in it (its memory limit is sized for one
-    start of each engine)."""
+    start retires the process rather than starting anew in it (mini-racer does not survive a
+    second context made beside its first)."""
     return _INSIDE
 
 
