@@ -216,29 +216,28 @@ class _Engine:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.context: MiniRacer | None = None
-        self.graveyard: list[tuple[float, MiniRacer]] = []
+        self.graveyard: list[MiniRacer] = []   # discarded, closed when the next one is made
         self.uses = 0
         atexit.register(self.close)
 
     def close(self) -> None:
         with self.lock:
             self._discard()
-            self._bury(everything=True)
+            self._bury()
 
     def _discard(self) -> None:
-        """Stop using the context. It is closed a little later (a script stopped by the time
-        limit may still report to it, and a closed context would complain on stderr), at the
-        latest before the next one is made. In a sandbox process, the process ends after its
-        answer instead (a fresh one for the next)."""
+        """Stop using the context. It is closed when the next one is made, not now (a script
+        stopped by the time limit may still report to it, and a closed context would complain on
+        stderr), and not later (mini-racer dies making a context while another lives). In a
+        sandbox process, the process ends after its answer instead (a fresh one for the next)."""
         sandbox.retire()
         if self.context is not None:
-            self.graveyard.append((time.monotonic(), self.context))
+            self.graveyard.append(self.context)
         self.context = None
 
-    def _bury(self, everything: bool = False) -> None:
-        now = time.monotonic()
-        while self.graveyard and (everything or now - self.graveyard[0][0] > 5.0):
-            _, context = self.graveyard.pop(0)
+    def _bury(self) -> None:
+        while self.graveyard:
+            context = self.graveyard.pop(0)
             try:
                 context.close()
             except Exception:   # a broken context is dropped either way
@@ -251,7 +250,7 @@ class _Engine:
                 sandbox.retire()   # the context's last evaluation: a fresh process makes the next one
             if self.context is None or self.uses >= REUSE_LIMIT:
                 self._discard()
-                self._bury(everything=True)   # mini-racer dies (SIGSEGV) making a context while one lives
+                self._bury()
                 self.context = _new_context()
                 self.context.eval(_PRELUDE)
                 self.uses = 0
