@@ -71,7 +71,7 @@ test: lint $(STAMP) servers browser
 # against scripted nodes, the CLI's parser: no etcd, Redis, node or browser (tests/conftest.py refuses
 # a test there that asks for one). tests/integration holds the rest, each marked `integration`.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q tests/unit
+	$(PY) -m pytest -q -n 2 --dist loadfile tests/unit
 
 # The whole suite against the newest release of every dependency, resolved without the lock, in a
 # venv of its own: how a release that breaks us is found by us first. It prints what differs from uv.lock.
