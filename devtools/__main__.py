@@ -61,13 +61,17 @@ def main(argv: list[str] | None = None) -> int:
     drill.set_defaults(handler=drill_command)
 
     partitioned = commands.add_parser("redis-cluster", help="run a Redis Cluster of its own (3 masters with a replica "
-                                                            "each) in the foreground until Ctrl-C; the nodes do not "
-                                                            "use one yet (issue 23)")
+                                                            "each) in the foreground until Ctrl-C; nodes use it "
+                                                            "through their redis_cluster setting (its seeds)")
     partitioned.add_argument("--dir", default=REDIS_CLUSTER_DIR, help="data and logs (emptied first)")
     partitioned.add_argument("--masters", type=int, default=3, help="masters (at least 3)")
     partitioned.add_argument("--replicas", type=int, default=1, help="replicas of each master")
     partitioned.set_defaults(handler=redis_cluster_command)
     args = parser.parse_args(argv)
+    # Ctrl-C stops every command, even one started where SIGINT is ignored (a shell without job control
+    # starts its background commands so, and a child inherits it): Python raises KeyboardInterrupt only
+    # when it found SIGINT's default disposition at start
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     return int(args.handler(args))
 
 
@@ -412,7 +416,7 @@ try:
   kill -9 <pid of a master>                     # its replica is promoted in about 2 s
   redis-cli --cluster reshard {first.address} --cluster-from <node id> --cluster-to <node id> \\
       --cluster-slots 100 --cluster-yes
-The orchestrator's nodes cannot use it yet (redis_cluster is refused until issue 23's partitioned layout).
+A node uses it with `redis_cluster: [seeds]` in its settings (`make cluster REDIS=cluster` runs the whole cluster so).
 Ctrl-C stops everything.""", flush=True)
 
 

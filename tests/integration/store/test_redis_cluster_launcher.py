@@ -10,6 +10,8 @@ and leaves it healthy, whatever it killed or moved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
 import signal
 import subprocess
@@ -312,10 +314,18 @@ def test_a_paused_master_is_replaced_and_comes_back_as_a_replica(healthy: LocalR
 
 # --------------------------------------------------------------------------- `python -m devtools redis-cluster`
 
-def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path) -> None:
+def _sigint_ignored() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("started", ["in a terminal", "with SIGINT ignored"])
+def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path, started: str) -> None:
+    """Also when it inherits SIGINT ignored, as a shell without job control starts a background
+    command (`make cluster &` in a script): it ignored Ctrl-C then, and kept its servers running."""
     root = Path(__file__).resolve().parents[3]
     command = subprocess.Popen([sys.executable, "-m", "devtools", "redis-cluster", "--dir", str(tmp_path)], cwd=root,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                               preexec_fn=_sigint_ignored if started == "with SIGINT ignored" else None)
     printed: list[str] = []
     try:
         assert command.stdout is not None
@@ -333,6 +343,14 @@ def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path) 
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
     finally:
         command.send_signal(signal.SIGINT)   # what Ctrl-C in its terminal sends
-        status = command.wait(30)
+        try:
+            status = command.wait(30)
+        except subprocess.TimeoutExpired:   # nothing outlives the test: the command, then its servers
+            command.kill()
+            command.wait()
+            for pid in map(int, re.findall(r"\(pid (\d+)\)", "".join(printed))):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            raise
     assert status == 0, "".join(printed)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a server outlived the command"
