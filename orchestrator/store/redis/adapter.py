@@ -67,6 +67,7 @@ from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, D
                         FirstDecision, QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped,
                         StoreHealth, StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import pubsub, scripts
+from . import lean_pipeline
 from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .ended_scan import oldest_ended
@@ -1602,6 +1603,10 @@ class RedisStore:
         deadline = asyncio.timeout(self.links.socket_timeout_s)
         try:
             async with deadline:
+                if not load:
+                    replies = await self._lean(calls, master)
+                    if replies is not None:
+                        return replies
                 if self._on_cluster and load:   # its pipelines refuse SCRIPT LOAD: sent to this master alone
                     node = self._pipelines.get_node(node_name=master) if master else None
                     for source in load:
@@ -1625,6 +1630,35 @@ class RedisStore:
                 raise
             raise RedisTimeoutError(f"Redis did not answer a pipeline of {len(calls)} call(s) within "
                                     f"{self.links.socket_timeout_s:g} s") from None
+
+    async def _lean(self, calls: list[Call], master: str) -> list[Any] | None:
+        """The calls' replies through `lean_pipeline` (see there), or None for redis-py's pipeline
+        to send them: on a Redis Cluster, a master this node's map of the slots does not know or
+        that could not be reached (redis-py's cluster client finds its replica once promoted). A
+        call the master redirected (its slot moved or moving) ran nothing: it is sent again the
+        same way, through redis-py, which follows the redirection."""
+        commands = [("EVALSHA", self._sha(script), 1, at, *args) if script else tuple(args)
+                    for script, args, at in calls]
+        callbacks = self._pipelines.response_callbacks
+        if not self._on_cluster:
+            pool = lean_pipeline.PoolConnections(self._pipelines.connection_pool)
+            try:
+                return await lean_pipeline.execute(pool, commands, callbacks)
+            except RedisConnectionError:   # once more on a new connection, as RedisLinks says
+                return await lean_pipeline.execute(pool, commands, callbacks)
+        node = self._pipelines.get_node(node_name=master) if master else None
+        if node is None:
+            return None
+        try:
+            replies = await lean_pipeline.execute(lean_pipeline.NodeConnections(node), commands, callbacks)
+        except RedisConnectionError:
+            return None
+        redirected = [i for i, reply in enumerate(replies) if isinstance(reply, lean_pipeline.REDIRECTED)]
+        if redirected:
+            again = await self._execute_on([calls[i] for i in redirected], (), "")
+            for i, reply in zip(redirected, again):
+                replies[i] = reply
+        return replies
 
     def _sha(self, source: str) -> str:
         sha = self._shas.get(source)

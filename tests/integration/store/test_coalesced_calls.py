@@ -22,7 +22,7 @@ from orchestrator.store import ApplyResult
 from orchestrator.store.protocol import Quotas
 from orchestrator.store.redis import RedisStore as Store
 from orchestrator.store.redis.adapter import Call
-from orchestrator.store.redis import scripts
+from orchestrator.store.redis import lean_pipeline, scripts
 from orchestrator.core import statuses as st
 
 NOW = 1_700_000_000_000
@@ -30,15 +30,21 @@ REFUSING_SCRIPT = "return redis.error_reply('REFUSED by this test')"
 
 
 class RoundTrips:
-    """Counts what the store asks redis-py for: pipelines run and single commands sent (each one
-    socket write and one wait for replies). The client itself still does the work."""
+    """Counts what the store sends: pipelines run (its own on one connection, or redis-py's) and
+    single commands (each one socket write and one wait for replies). The work itself is still done."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
         self.pipelines = 0
         self.commands = 0
         # the loop turns' pipelines have a client of their own; the other commands use the store's
         for client in {id(c): c for c in (store._redis, store._pipelines)}.values():
             self._count(client)
+        execute = lean_pipeline.execute
+
+        async def counted_lean(*args: Any, **kwargs: Any) -> Any:
+            self.pipelines += 1
+            return await execute(*args, **kwargs)
+        monkeypatch.setattr(lean_pipeline, "execute", counted_lean)
 
     def _count(self, client: Any) -> None:
         pipeline, execute_command = client.pipeline, client.execute_command
@@ -98,13 +104,14 @@ async def _loaded(store: Store, *sources: str) -> None:
         await store._redis.script_load(source)
 
 
-def test_the_script_calls_and_reads_of_one_turn_share_one_pipeline(store: Store) -> None:
+def test_the_script_calls_and_reads_of_one_turn_share_one_pipeline(store: Store,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         try:
             ids = [await _queued_workflow(store, "co_a") for _ in range(3)]
             [claimed] = await store.claim("co_a", 1, "w1", NOW)
             await _loaded(store, scripts.CLAIM, scripts.HEARTBEAT)
-            trips = RoundTrips(store)
+            trips = RoundTrips(store, monkeypatch)
             heartbeat, claims, status, loaded = await asyncio.gather(
                 store.heartbeat(claimed.workflow_id, claimed.spec.task_id, "w1", NOW + 1),
                 store.claim("co_a", 5, "w2", NOW), store.status(ids[0]), store.load_many(ids))
@@ -118,15 +125,15 @@ def test_the_script_calls_and_reads_of_one_turn_share_one_pipeline(store: Store)
     asyncio.run(scenario())
 
 
-def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers(layout: StoreLayout,
-                                                                                 store: Store) -> None:
+def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers(
+        layout: StoreLayout, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         try:
             workflow_id = await _queued_workflow(store, "co_b")
             apart = store.keys.partition(_partition_apart(layout, store, workflow_id))
             await store._redis.set(store.keys.workflow("not-a-hash"), "text")
             await _loaded(store, scripts.CLAIM, REFUSING_SCRIPT)
-            trips = RoundTrips(store)
+            trips = RoundTrips(store, monkeypatch)
             answers: tuple[Any, ...] = await asyncio.gather(
                 store.claim("co_b", 1, "w", NOW), store._run(REFUSING_SCRIPT, {}, at=apart),
                 store.status(workflow_id),
@@ -143,7 +150,8 @@ def test_a_refused_call_fails_alone_and_the_others_of_its_turn_get_their_answers
     asyncio.run(scenario())
 
 
-def test_scripts_flushed_between_calls_are_loaded_again_and_run(layout: StoreLayout, store: Store) -> None:
+def test_scripts_flushed_between_calls_are_loaded_again_and_run(layout: StoreLayout, store: Store,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     async def scenario() -> None:
         try:
             first = await _queued_workflow(store, "co_c")
@@ -154,7 +162,7 @@ def test_scripts_flushed_between_calls_are_loaded_again_and_run(layout: StoreLay
             assert claimed.workflow_id in (first, second)
             other = second if claimed.workflow_id == first else first
             await store._redis.script_flush()
-            trips = RoundTrips(store)
+            trips = RoundTrips(store, monkeypatch)
             # one turn of several scripts, two calls of the same one among them: each script
             # is loaded once and every call runs, the refused one still refused alone (on a Redis
             # Cluster the refused one on another master, so the turn is two pipelines)
@@ -271,6 +279,25 @@ def test_a_claim_right_after_the_decision_that_queued_a_task_finds_it_before_its
             [outcome] = await store.apply_decisions(None, NOW, [(state, decide(state, NOW, new_task_id))])
             assert outcome.result is ApplyResult.OK
             assert [c.workflow_id for c in await store.claim("co_f", 1, "w", NOW)] == [workflow_id]
+        finally:
+            await store.close()
+    asyncio.run(scenario())
+
+
+def test_calls_whose_connections_redis_closed_are_sent_again_on_new_ones(layout: StoreLayout, store: Store) -> None:
+    """A pipeline's connection that Redis closed while it sat in the pool (a restart, a timeout,
+    CLIENT KILL) fails no call: the calls are answered on new connections, on either layout (the
+    store's own pipelines on a Redis Cluster hand such calls to redis-py's, which connects again)."""
+    async def scenario() -> None:
+        try:
+            workflow_id = await _queued_workflow(store, "co_k")
+            for _ in range(3):   # a turn of one call, then one of several, then one again
+                for server in layout.servers():
+                    with server:
+                        server.client_kill_filter(_type="normal", skipme=True)
+                statuses = await asyncio.gather(*[store.status(workflow_id) for _ in range(3)])
+                assert statuses == [st.WorkflowStatus.RUNNING] * 3
+                assert await store.status(workflow_id) is st.WorkflowStatus.RUNNING
         finally:
             await store.close()
     asyncio.run(scenario())

@@ -1,0 +1,103 @@
+"""A loop turn's calls written to one connection and their replies read back, without redis-py's
+Pipeline objects.
+
+Every step, claim and start goes through one of these pipelines, and redis-py's Pipeline (and on a
+Redis Cluster its ClusterPipeline, which works out each command's slot and node again, from a
+command table) cost more CPU than the writing and reading itself: at 128 workflows in flight they
+were 13 - 15 % of a node's CPU on one Redis and 24 - 32 % on a Redis Cluster (py-spy). The store
+already knows where each call goes (a single Redis, or the master its partition's slot is on), so
+this takes a connection from redis-py's own pool for that server, packs the commands with redis-py,
+writes them at once and reads one reply per command; an error reply is that command's value.
+
+Whatever is unusual is left to redis-py: on a Redis Cluster a call answered MOVED, ASK, TRYAGAIN or
+CLUSTERDOWN ran nothing, and the caller sends it again through redis-py's cluster pipeline, which
+follows the redirection and refreshes its map of the slots (`REDIRECTED`); so does a pipeline whose
+master could not be reached. A connection that did not deliver every reply (a broken link, the
+caller's deadline, a cancellation) is closed before it goes back to its pool, so that no late reply
+is ever read by the next pipeline on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, cast
+
+from redis.asyncio.cluster import ClusterNode
+from redis._parsers.response_callbacks import _get_response_callback
+from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
+from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+
+# replies that say a Redis Cluster master did not run the command (its slot is elsewhere or moving)
+REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)
+
+Callbacks = Mapping[str, Any]
+
+
+class Connections(Protocol):
+    """Where a pipeline's connection comes from and goes back to."""
+
+    async def acquire(self) -> AbstractConnection: ...
+
+    async def release(self, connection: AbstractConnection) -> None: ...
+
+
+class PoolConnections:
+    """A single Redis's connection pool (a Sentinel-managed one too)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+
+    async def acquire(self) -> AbstractConnection:
+        connection: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        await self._pool.release(connection)
+
+
+class NodeConnections:
+    """One Redis Cluster node's connections, as redis-py's cluster client keeps them."""
+
+    def __init__(self, node: ClusterNode) -> None:
+        self._node = node
+
+    async def acquire(self) -> Connection:
+        connection = self._node.acquire_connection()
+        try:
+            await self._node.disconnect_if_needed(connection)
+        except BaseException:
+            self._node.release(connection)
+            raise
+        return connection
+
+    async def release(self, connection: AbstractConnection) -> None:
+        own = cast(Connection, connection)   # one that `acquire` gave
+        try:
+            await self._node.disconnect_if_needed(own)
+        finally:
+            self._node.release(own)
+
+
+async def execute(connections: Connections, commands: Sequence[Sequence[Any]], callbacks: Callbacks) -> list[Any]:
+    """The reply of each command (an error reply as its value), all written at once on one
+    connection. A connection error, a timeout or a cancellation raises, and the connection is
+    closed before it is released."""
+    connection = await connections.acquire()
+    try:
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            return [await _reply(connection, command, callbacks) for command in commands]
+        except BaseException:
+            await connection.disconnect(nowait=True)
+            raise
+    finally:
+        await connections.release(connection)
+
+
+async def _reply(connection: AbstractConnection, command: Sequence[Any], callbacks: Callbacks) -> Any:
+    try:
+        reply = await connection.read_response()
+    except ResponseError as error:
+        return error
+    callback = _get_response_callback(callbacks, command[0], connection)   # as redis-py's pipeline picks it
+    return reply if callback is None else callback(reply)
