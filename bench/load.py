@@ -151,7 +151,8 @@ class ClusterEndedWatcher(CompletionWatcher):
     per workflow. Through redis-py's cluster client, a thread per stream, the watcher took about
     0.2 ms of CPU per workflow more than the single Redis's: CPU the machine's nodes then lacked,
     which the `cluster` scenario counted against the Redis Cluster. This costs a parsed reply and a
-    command written per completion. The slots' map is read once (the scenario moves no slot)."""
+    command written per completion. The slots' map is read once and a lost connection ends the
+    watcher: the scenario moves no slot and kills no server."""
 
     BLOCK_MS = 1000   # an idle read times out and is sent again
 

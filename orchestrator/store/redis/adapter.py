@@ -66,8 +66,7 @@ from ...core.events import DEAD_LETTER_TOPIC, BusEvent
 from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, DecisionRefused, Due, QueueStats,
                         FirstDecision, QuotaExceeded, Quotas, ResultAck, ResultOutcome, SearchPage, Started, Stepped,
                         StoreHealth, StoreUnavailable, Topic, TopicInfo, WorkerResult)
-from . import pubsub, scripts
-from . import lean_pipeline
+from . import lean_pipeline, pubsub, scripts
 from .coalesce import Coalesced
 from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
 from .ended_scan import oldest_ended
