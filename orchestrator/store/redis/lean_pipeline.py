@@ -3,8 +3,9 @@ Pipeline objects.
 
 Every step, claim and start goes through one of these pipelines, and redis-py's Pipeline (and on a
 Redis Cluster its ClusterPipeline, which works out each command's slot and node again, from a
-command table) cost more CPU than the writing and reading itself: at 128 workflows in flight they
-were 13 - 15 % of a node's CPU on one Redis and 24 - 32 % on a Redis Cluster (py-spy). The store
+command table) cost more CPU than the writing and reading itself: at 128 workflows in flight
+redis-py was 13 - 15 % of a node's CPU on one Redis and 19 - 20 % on a Redis Cluster (py-spy; 15 -
+16 % with these pipelines, whose packing and reading are still redis-py's). The store
 already knows where each call goes (a single Redis, or the master its partition's slot is on), so
 this takes a connection from redis-py's own pool for that server, packs the commands with redis-py,
 writes them at once and reads one reply per command; an error reply is that command's value.
