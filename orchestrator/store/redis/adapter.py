@@ -299,6 +299,10 @@ class RedisStore:
         self._redis: Any = client
         self._pipelines: Any = pipeline_client or client
         self._on_cluster = isinstance(client, RedisCluster)   # `from_cluster`: its pipelines go per master
+        # on one Redis every loop turn's pipeline takes its connection from this one pool
+        pipelines = pipeline_client or client
+        self._pipeline_pool = (None if isinstance(pipelines, RedisCluster)
+                               else lean_pipeline.PoolConnections(pipelines.connection_pool))
         self._down: dict[str, float] = {}   # on a Redis Cluster: master -> when it last did not answer (monotonic)
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
@@ -1639,8 +1643,8 @@ class RedisStore:
         commands = [("EVALSHA", self._sha(script), 1, at, *args) if script else tuple(args)
                     for script, args, at in calls]
         callbacks = self._pipelines.response_callbacks
-        if not self._on_cluster:
-            pool = lean_pipeline.PoolConnections(self._pipelines.connection_pool)
+        pool = self._pipeline_pool
+        if pool is not None:
             try:
                 return await lean_pipeline.execute(pool, commands, callbacks)
             except RedisConnectionError:   # once more on a new connection, as RedisLinks says
