@@ -255,10 +255,14 @@ class _Engine:
                 self.context.eval(_PRELUDE)
                 self.uses = 0
             self.uses += 1
+            cpu_started = time.process_time()
             try:
                 return self.context.eval(code, timeout_sec=timeout_ms / 1000, max_memory=MAX_HEAP_BYTES)
             except JSTimeoutException:
                 self._discard()
+                cpu_ms = (time.process_time() - cpu_started) * 1000
+                if sandbox.inside() and cpu_ms < timeout_ms / 2:
+                    raise sandbox.Starved(_too_long(timeout_ms, cpu_ms)) from None
                 raise JavaScriptError(_too_long(timeout_ms)) from None
             except JSOOMException:
                 self._discard()
@@ -308,7 +312,11 @@ def _one_line(text: str) -> str:
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _too_long(timeout_ms: int) -> str:
+def _too_long(timeout_ms: int, cpu_ms: float | None = None) -> str:
+    if cpu_ms is not None:   # a sandbox process's time measured: the node tried it twice
+        return (f"the script ran longer than the limit of {timeout_ms} ms (javascript.MAX_MILLISECONDS) twice and "
+                f"was stopped, with only {cpu_ms:.0f} ms of CPU the second time: it waits (Atomics.wait) or the "
+                "machine is too busy to run it")
     return (f"the script ran longer than the limit of {timeout_ms} ms (javascript.MAX_MILLISECONDS) and was "
             "stopped; make it do less")
 

@@ -9,6 +9,7 @@ computed, read back from the node, so a script the node cannot run fails it."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -86,6 +87,38 @@ def test_a_script_that_throws_fails_its_task_with_the_error(path: NodePath) -> N
     assert ran.status == "FAILED"
     assert ran.tasks["js"].status == "FAILED_WITH_TERMINAL_ERROR" and "too many: 5" in ran.tasks["js"].reason
     assert path.run(name, {"n": 1}).tasks["js"].output == {"result": 1}
+
+
+WAIT_UNTIL = "Date.now() < $.until ? Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, $.wait_ms) : 'ran'"
+"""Waits (using no CPU) until `$.until` (ms since the epoch), then answers 'ran': how a script looks to
+V8's wall-clock limit when a busy machine gives it no CPU."""
+
+
+def test_a_script_stopped_at_its_limit_with_little_cpu_used_is_run_once_more(path: NodePath) -> None:
+    """V8's limit is wall-clock time: on a loaded machine (`make test` on 2 cores) a trivial script was
+    stopped at 100 ms and its workflow failed, blamed on the script. Now a sandbox that finds the stopped
+    evaluation had under half the limit in CPU time answers so, and the node runs it once more."""
+    name = unique("js_starved")
+    path.register(conductor(name, {"name": "js", "taskReferenceName": "js", "type": "INLINE", "inputParameters": {
+        "evaluatorType": "javascript", "expression": WAIT_UNTIL, "until": "${workflow.input.until}",
+        "wait_ms": 1000}}, outputParameters={"result": "${js.output.result}"}))
+    # The first evaluation starts well before `until` (the start decides it) and waits past the 100 ms
+    # limit; the second starts after it and answers.
+    ran = path.run(name, {"until": time.time() * 1000 + 60})
+    assert ran.status == "COMPLETED", ran.reason
+    assert ran.output == {"result": "ran"}
+
+
+def test_a_script_that_waits_past_its_limit_twice_fails_with_the_reason(path: NodePath) -> None:
+    name = unique("js_waits")
+    path.register(conductor(name, {"name": "js", "taskReferenceName": "js", "type": "INLINE", "inputParameters": {
+        "evaluatorType": "javascript", "expression": WAIT_UNTIL, "until": "${workflow.input.until}",
+        "wait_ms": 10_000}}))
+    ran = path.run(name, {"until": time.time() * 1000 + 60_000})
+    assert ran.status == "FAILED"
+    reason = ran.tasks["js"].reason
+    assert ran.tasks["js"].status == "FAILED_WITH_TERMINAL_ERROR"
+    assert "longer than the limit of 100 ms" in reason and "twice" in reason and "Atomics.wait" in reason, reason
 
 
 def test_one_workflow_s_match_is_not_readable_by_the_next(path: NodePath) -> None:
