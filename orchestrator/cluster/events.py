@@ -126,18 +126,23 @@ class EventConsumers:
         idle_ms = int(handler["redeliverAfterSeconds"] * 1000)
         claim_every_s = min(handler["redeliverAfterSeconds"] / 2, 1.0)
         cursor, next_claim = "0-0", 0.0
+        handled: list[str] = []   # acknowledged with the next read, in its round trip
         while True:
             try:
                 if time.monotonic() >= next_claim:
+                    if handled:   # not left unacknowledged while the claim runs
+                        await self.store.ack_events(name, topic, handled)
+                        handled = []
                     cursor, claimed = await self.store.claim_events(
                         name, topic, self.consumer, idle_ms, BATCH, handler["maxDeliveries"], cursor, now_ms())
                     if claimed:
-                        await self._handle_batch(handler, claimed)
+                        handled = await self._handle_batch(handler, claimed)
                     if cursor == "0-0":   # went through every pending event: look again later
                         next_claim = time.monotonic() + claim_every_s
-                received = await self.store.receive_events(name, topic, self.consumer, BATCH, BLOCK_MS)
+                received = await self.store.receive_events(name, topic, self.consumer, BATCH, BLOCK_MS, ack=handled)
+                handled = []
                 if received:
-                    await self._handle_batch(handler, received)
+                    handled = await self._handle_batch(handler, received)
             except asyncio.CancelledError:
                 raise
             except StoreUnavailable as exc:
@@ -149,16 +154,19 @@ class EventConsumers:
                 log.exception("event handler %s: consuming failed (a bug); retrying", name)
                 await asyncio.sleep(1.0)
 
-    async def _handle_batch(self, handler: dict[str, Any], events: list[ev.BusEvent]) -> None:
+    async def _handle_batch(self, handler: dict[str, Any], events: list[ev.BusEvent]) -> list[str]:
+        """Handle the events at once; the ids of those to acknowledge (the caller sends them with its
+        next read). A store that failed under one of them is raised after the others' are sent."""
         async def one(event: ev.BusEvent) -> bool:
             async with self._in_flight:
                 return await self._handle(handler, event)
         done = await asyncio.gather(*(one(event) for event in events), return_exceptions=True)
         acked = [event.event_id for event, ok in zip(events, done) if ok is True]
-        await self.store.ack_events(handler["name"], handler["event"], acked)
         for result in done:
             if isinstance(result, StoreUnavailable):
+                await self.store.ack_events(handler["name"], handler["event"], acked)
                 raise result
+        return acked
 
     async def _handle(self, handler: dict[str, Any], event: ev.BusEvent) -> bool:
         """True: handled, acknowledge it. False: dead-lettered (acknowledged there). Raises for a

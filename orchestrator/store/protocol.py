@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
@@ -455,11 +455,13 @@ class Store(Protocol):
         """Remove a handler and its consumer group; False if there was none. Atomic."""
 
     async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
-                             block_ms: int) -> list[BusEvent]:
+                             block_ms: int, ack: Sequence[str] = ()) -> list[BusEvent]:
         """New events for the handler's group, delivered to `consumer` (waits up to `block_ms`).
         A wait holds one of the store's few connections for blocking reads while one is free;
         past them it holds none, and reads again when the topic's broadcast says something was
-        published (and at least every second): the other calls never wait behind waiting reads."""
+        published (and at least every second): the other calls never wait behind waiting reads.
+        `ack`: events of the group acknowledged first, in the same round trip (a consumer's last
+        batch); an error leaves unknown whether they were (acknowledging again does no harm)."""
 
     async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,
                            max_deliveries: int, cursor: str, now_ms: int) -> tuple[str, list[BusEvent]]:

@@ -1853,10 +1853,11 @@ class RedisStore:
 
     @_unavailable_as_store_error
     async def receive_events(self, handler: str, topic: str, consumer: str, count: int,
-                             block_ms: int) -> list[BusEvent]:
+                             block_ms: int, ack: Sequence[str] = ()) -> list[BusEvent]:
         """A blocking read while a connection of the pool for blocking reads is free; else reads
         without blocking, again on each broadcast of the topic (and every RECHECK_S), until
-        something is found or `block_ms` passed (see `RedisLinks`)."""
+        something is found or `block_ms` passed (see `RedisLinks`). `ack` goes with the first read,
+        in its pipeline (XACK, then XREADGROUP: the wait begins after the acknowledgement)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(max(0, block_ms), MAX_BLOCK_MS) / 1000
         waited = False
@@ -1865,7 +1866,8 @@ class RedisStore:
             if remaining_ms > 0 and self.waiting_reads.take():
                 try:
                     async with asyncio.timeout(remaining_ms / 1000 + self.links.socket_timeout_s):
-                        return await self._read_group(self._blocking, handler, topic, consumer, count, remaining_ms)
+                        return await self._read_group(self._blocking, handler, topic, consumer, count, remaining_ms,
+                                                      ack)
                 except TimeoutError:
                     raise StoreUnavailable(f"Redis did not answer a read blocking {remaining_ms} ms within "
                                            f"{self.links.socket_timeout_s:g} s more") from None
@@ -1875,7 +1877,8 @@ class RedisStore:
                 self.waiting_reads.without_connection += 1
                 waited = True
             with self._published_signal(topic) as published:   # taken before the read: nothing is missed
-                found = await self._read_group(self._redis, handler, topic, consumer, count, None)
+                found = await self._read_group(self._redis, handler, topic, consumer, count, None, ack)
+                ack = ()
                 if found or remaining_ms <= 0:
                     return found
                 with contextlib.suppress(TimeoutError):
@@ -1911,11 +1914,18 @@ class RedisStore:
             waiting[0].set()
 
     async def _read_group(self, client: Any, handler: str, topic: str, consumer: str, count: int,
-                          block_ms: int | None) -> list[BusEvent]:
-        """XREADGROUP on `client`, blocking `block_ms` (None: not at all)."""
+                          block_ms: int | None, ack: Sequence[str] = ()) -> list[BusEvent]:
+        """XREADGROUP on `client`, blocking `block_ms` (None: not at all), after XACK of `ack` in
+        the same pipeline (both keys are the stream's: one slot on a Redis Cluster)."""
         stream = self.keys.events(topic)
         try:
-            reply = await client.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
+            if ack:
+                pipe = client.pipeline(transaction=False)
+                pipe.xack(stream, handler, *ack)
+                pipe.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
+                _, reply = await pipe.execute()
+            else:
+                reply = await client.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
