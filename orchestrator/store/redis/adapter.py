@@ -119,6 +119,10 @@ UNLEASED_BATCH = 1_000        # counted attempts of one type looked at per sweep
 # loop turn's replies (every master's) while one master is down; callers retry what is safe to retry.
 CLUSTER_RETRIES = 1
 MASTER_DOWN_S = 0.2   # a Redis Cluster master that did not answer is not sent calls for this long
+# A loop turn's replies from a Redis Cluster's masters are handed over together when they all come
+# within this time (the callers then resume in one turn, and what they send next, to Redis and to
+# the workers, goes in one batch); a master slower than that no longer holds up the others' callers.
+SETTLE_TOGETHER_S = 0.005
 NEW_IDS_AVOID_S = 5.0   # and new workflow ids avoid its partitions this long, unless it answers again
 
 
@@ -1540,8 +1544,9 @@ class RedisStore:
         On a Redis Cluster, one pipeline per master, side by side, each with that deadline: redis-py's
         cluster pipeline fails as a whole when one server does not answer, and a dead master must
         fail only the calls of its own partitions (the others are applied and answered as usual).
-        `settle` (Coalesced's): each master's replies are handed over as they come, unless one of
-        them is NOSCRIPT (`_pipelined` runs those again, with the reads after them)."""
+        `settle` (Coalesced's): when not every master answered within SETTLE_TOGETHER_S, each
+        master's replies are handed over as they come from then on, unless one of them is NOSCRIPT
+        (`_pipelined` runs those again, with the reads after them)."""
         if not self._on_cluster:
             return await self._execute_on(calls, load)
         load = tuple(load)
@@ -1557,14 +1562,11 @@ class RedisStore:
         if len(groups) == 1:
             [(master, _)] = groups.items()
             return await self._on_master(master, calls, load)
-        async def one_master(master: str, group: list[int]) -> list[Any]:
-            answer = await self._on_master(master, [calls[i] for i in group], load)
-            if settle is not None and not any(isinstance(reply, NoScriptError) for reply in answer):
-                for i, reply in zip(group, answer):
-                    settle(i, reply)
-            return answer
-        answers = await asyncio.gather(*(one_master(master, group) for master, group in groups.items()),
-                                       return_exceptions=True)
+        sent = [asyncio.ensure_future(self._on_master(master, [calls[i] for i in group], load))
+                for master, group in groups.items()]
+        if settle is not None:
+            await self._settle_apart_if_late(sent, list(groups.values()), settle)
+        answers = await asyncio.gather(*sent, return_exceptions=True)
         replies: list[Any] = [None] * len(calls)
         for group, answer in zip(groups.values(), answers):
             if isinstance(answer, BaseException) and not isinstance(answer, Exception):
@@ -1572,6 +1574,33 @@ class RedisStore:
             for j, i in enumerate(group):
                 replies[i] = answer if isinstance(answer, Exception) else answer[j]
         return replies
+
+    @staticmethod
+    async def _settle_apart_if_late(sent: Sequence[asyncio.Future[list[Any]]], groups: list[list[int]],
+                                    settle: Settle) -> None:
+        """Wait up to SETTLE_TOGETHER_S for every master's pipeline; past it, settle each one's replies
+        as it ends (those ended already at once). Cancelled, it cancels the pipelines."""
+        try:
+            _, late = await asyncio.wait(sent, timeout=SETTLE_TOGETHER_S)
+        except BaseException:
+            for future in sent:
+                future.cancel()
+            raise
+        if not late:
+            return
+
+        def settle_group(group: list[int], future: asyncio.Future[list[Any]]) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return   # cannot happen (`_on_master` answers errors as values) but for a cancellation
+            answer = future.result()
+            if not any(isinstance(reply, NoScriptError) for reply in answer):
+                for i, reply in zip(group, answer):
+                    settle(i, reply)
+        for group, future in zip(groups, sent):
+            if future.done():
+                settle_group(group, future)
+            else:
+                future.add_done_callback(functools.partial(settle_group, group))
 
     async def _on_master(self, master: str, calls: list[Call], load: tuple[str, ...] = ()) -> list[Any]:
         """`_execute_on` for the calls of one master of a Redis Cluster: a master that does not answer

@@ -79,6 +79,33 @@ def test_definitions_health_and_one_master_down(redis_cluster: LocalRedisCluster
     asyncio.run(run())
 
 
+def test_a_frozen_master_holds_up_only_the_calls_it_serves(redis_cluster: LocalRedisCluster, prefix: str) -> None:
+    """A loop turn's calls go to each master in a pipeline of its own. Their replies are handed over
+    together when every master answers within SETTLE_TOGETHER_S (the callers then resume in one turn
+    and what they send next goes in one batch); past it, each master's as they come: a frozen master
+    (SIGSTOP, shorter than the cluster's node timeout) holds up its own partitions' calls only."""
+    async def run() -> None:
+        store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix)
+        try:
+            await store.prepare()
+            victim = redis_cluster.masters()[0]
+            on_victim = workflow_on(redis_cluster, store.keys, victim.port)
+            elsewhere = workflow_on(redis_cluster, store.keys, victim.port, other_than=True)
+            assert list(await asyncio.gather(store.status(on_victim), store.status(elsewhere))) == [None, None]
+            redis_cluster.pause(victim)
+            try:
+                frozen = asyncio.ensure_future(store.status(on_victim))   # the same turn as the next call
+                assert await asyncio.wait_for(store.status(elsewhere), 0.4) is None
+                assert not frozen.done()
+            finally:
+                redis_cluster.resume(victim)
+            assert await asyncio.wait_for(frozen, 5) is None   # answered once its master runs again
+        finally:
+            await store.close()
+            redis_cluster.wait_healthy()
+    asyncio.run(run())
+
+
 def test_wake_ups_go_on_while_the_global_slots_master_is_down(redis_cluster: LocalRedisCluster,
                                                                prefix: str) -> None:
     """Every channel is in the global slot; a PUBLISH reaches every server, so a subscription lost with
