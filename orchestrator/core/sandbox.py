@@ -49,9 +49,9 @@ replaced), only what V8 or libjq cannot interrupt costs a kill. V8's limit is wa
 on a busy machine a trivial script can be stopped having run for a few milliseconds of it (seen
 once in 10,000 evaluations during `make test`). An engine that finds its stopped evaluation had
 less than half its limit in CPU time answers Starved, and `run` tries it once more in another
-process (the loop then waits for two evaluations); a second stop fails it. The bound is per evaluation,
-not per decision: a definition with many script tasks that each run to the limit (a wide fork,
-optional tasks one after the other) holds the loop for the sum of them. Measured on a node
+process (the loop then waits for two evaluations); a second stop fails it. The bound is per
+evaluation, not per decision: a definition with many script tasks that each run to the limit (a
+wide fork, optional tasks one after the other) holds the loop for the sum of them. Measured on a node
 (tests/unit/core/test_sandbox.py): while a jq program that would run for hours was evaluated, the
 slowest read the node answered took 1.3 s (before: no answer within 10 s, the node frozen).
 

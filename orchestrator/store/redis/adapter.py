@@ -119,11 +119,11 @@ UNLEASED_BATCH = 1_000        # counted attempts of one type looked at per sweep
 # loop turn's replies (every master's) while one master is down; callers retry what is safe to retry.
 CLUSTER_RETRIES = 1
 MASTER_DOWN_S = 0.2   # a Redis Cluster master that did not answer is not sent calls for this long
+NEW_IDS_AVOID_S = 5.0   # and new workflow ids avoid its partitions this long, unless it answers again
 # A loop turn's replies from a Redis Cluster's masters are handed over together when they all come
 # within this time (the callers then resume in one turn, and what they send next, to Redis and to
 # the workers, goes in one batch); a master slower than that no longer holds up the others' callers.
 SETTLE_TOGETHER_S = 0.005
-NEW_IDS_AVOID_S = 5.0   # and new workflow ids avoid its partitions this long, unless it answers again
 
 
 def _unavailable_as_store_error(method: CoroutineMethod) -> CoroutineMethod:
@@ -1591,7 +1591,7 @@ class RedisStore:
 
         def settle_group(group: list[int], future: asyncio.Future[list[Any]]) -> None:
             if future.cancelled() or future.exception() is not None:
-                return   # cannot happen (`_on_master` answers errors as values) but for a cancellation
+                return   # `_on_master` answers a master's failure as values: this is a bug's error, left to the caller
             answer = future.result()
             if not any(isinstance(reply, NoScriptError) for reply in answer):
                 for i, reply in zip(group, answer):
