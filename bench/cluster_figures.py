@@ -77,10 +77,23 @@ def summarise(runs: list[dict[str, Any]], levels: list[int]) -> dict[str, Any]:
     one = {layout: {key: by_level[layout][1][key] for key in ("workflows_per_s", "latency_p50_ms", "latency_p99_ms")}
            for layout in LAYOUTS}
     return {"by_level": by_level,
-            "peak": {**peak, "levels": peak_level, "ratio": _ratio(peak["cluster"], peak["single"])},
+            "peak": {**peak, "levels": peak_level, "ratio": _ratio(peak["cluster"], peak["single"]),
+                     "ratio_run_by_run": run_by_run(runs, peak_level)},
             "one_at_a_time": {**one, "ratio": _ratio(one["cluster"]["workflows_per_s"],
                                                      one["single"]["workflows_per_s"])},
             "capacity": capacity(by_level["cluster"][peak_level["cluster"]], by_level["single"][peak_level["single"]])}
+
+
+def run_by_run(runs: list[dict[str, Any]], levels: dict[str, int]) -> list[float]:
+    """The peak's ratio within each run (the two layouts' runs of one index ran side by side, alternating),
+    in run order. A ratio of medians can pair medians of different runs; when the machine's speed drifts
+    between runs, these show what the pairs measured."""
+    def rate(layout: str, index: int) -> float:
+        found = [r["workflows_per_s"] for r in runs if r["system"] == layout and r["level"] == levels[layout]
+                 and r["run"] == index]
+        return found[0] if found else float("nan")
+    indexes = sorted({r["run"] for r in runs})
+    return [_ratio(rate("cluster", index), rate("single", index)) for index in indexes]
 
 
 def capacity(cluster: dict[str, Any], single: dict[str, Any]) -> dict[str, Any]:

@@ -138,7 +138,8 @@ def _cluster(s: dict[str, Any]) -> list[str]:
          "the bench's XREADs per workflow", "nodes + workers CPU ms per workflow", "CPU ms per workflow, all",
          "CPU % outside"], rows)
     lines += [f"Peak (closed loop, the best level): Redis Cluster {_f(peak['cluster'])} wf/s vs single Redis "
-              f"{_f(peak['single'])} wf/s, {_f(peak['ratio'], 3)} x. One at a time: "
+              f"{_f(peak['single'])} wf/s, {_f(peak['ratio'], 3)} x (run by run: "
+              f"{', '.join(_f(r, 3) for r in peak.get('ratio_run_by_run', [])) or 'not recorded'}). One at a time: "
               f"{_f(one['cluster']['workflows_per_s'])} vs {_f(one['single']['workflows_per_s'])} wf/s "
               f"({_f(one['ratio'], 3)} x), p50 {_f(one['cluster']['latency_p50_ms'], 2)} vs "
               f"{_f(one['single']['latency_p50_ms'], 2)} ms. Redis CPU: each redis-server's CPU over the run / "
