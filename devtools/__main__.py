@@ -20,7 +20,7 @@ import yaml
 
 from worker import WorkflowClient
 
-from .certs import make_dev_certs
+from .certs import DevCerts, make_dev_certs
 from .drill import register_demo, run_drill, write_report
 from .local_cluster import ClusterSettings, LocalCluster, PortPlan, wait_for_leader
 from .procs import ManagedProcess, ProcessError, describe_process, port_taken
@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
     # starts its background commands so, and a child inherits it): Python raises KeyboardInterrupt only
     # when it found SIGINT's default disposition at start
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    return int(args.handler(args))
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:   # before a command's own wait (while starting): what it started is stopped
+        print("\ninterrupted", file=sys.stderr, flush=True)
+        return 130
 
 
 def _refuse(message: str) -> int:
@@ -181,26 +185,39 @@ def _run_cluster(args: argparse.Namespace, base: Path, settings: ClusterSettings
     except ProcessError as exc:   # stopped again by start(); the log tail says why
         return _refuse(f"the cluster did not start: {exc}; logs in {base}/")
     with cluster:
-        _record_nodes(run, cluster)
         client = WorkflowClient(cluster.endpoints)
-        status = wait_for_leader(client, 30.0, members=len(cluster.nodes))
-        register_demo(client)
-        print(f"\nleader: {status['leader_id']} at {status['leader_address']} (epoch {status['epoch']})")
-        for member in status["members"]:
-            print(f"  member {member['node_id']} {member['address']} {member['role']}")
-        print()
-        for node_id in cluster.nodes:
-            console = cluster.console_of(node_id)
-            print(f"console {node_id}: {console}/  (metrics: {console}/metrics, Conductor API: {console}/api)")
-        if not args.no_demo:
-            _run_demo(client)
-        endpoints = ",".join(cluster.endpoints)
-        grpcurl = "-plaintext"
-        env = ""
-        if certs is not None:
-            grpcurl = f"-cacert {certs.ca} -cert {certs.client_cert} -key {certs.client_key}"
-            env = "".join(f"export {k}={v}\n  " for k, v in certs.client_env().items())
-        print(f"""
+        try:   # Ctrl-C from here on (the demo included) stops the cluster as from its wait
+            _serve_cluster(args, base, run, cluster, client, certs, stop)
+        except KeyboardInterrupt:
+            pass
+        print("\nstopping the cluster", flush=True)
+        client.close()
+    return 0
+
+
+def _serve_cluster(args: argparse.Namespace, base: Path, run: RunDir, cluster: LocalCluster,
+                   client: WorkflowClient, certs: DevCerts | None, stop: dict[str, bool]) -> None:
+    """The started cluster: its leader, consoles, the demo and what to try, then its supervision until
+    Ctrl-C or SIGTERM."""
+    _record_nodes(run, cluster)
+    status = wait_for_leader(client, 30.0, members=len(cluster.nodes))
+    register_demo(client)
+    print(f"\nleader: {status['leader_id']} at {status['leader_address']} (epoch {status['epoch']})")
+    for member in status["members"]:
+        print(f"  member {member['node_id']} {member['address']} {member['role']}")
+    print()
+    for node_id in cluster.nodes:
+        console = cluster.console_of(node_id)
+        print(f"console {node_id}: {console}/  (metrics: {console}/metrics, Conductor API: {console}/api)")
+    if not args.no_demo:
+        _run_demo(client)
+    endpoints = ",".join(cluster.endpoints)
+    grpcurl = "-plaintext"
+    env = ""
+    if certs is not None:
+        grpcurl = f"-cacert {certs.ca} -cert {certs.client_cert} -key {certs.client_key}"
+        env = "".join(f"export {k}={v}\n  " for k, v in certs.client_env().items())
+    print(f"""
 logs and data: {base}/ (nodes: {base}/logs/node-N.log)
 try:
   {env}.venv/bin/grpcurl {grpcurl} {cluster.endpoints[0]} list
@@ -211,13 +228,7 @@ try:
   kill -9 <pid of the leader>   # pids: {", ".join(f"{n}={p.pid}" for n, p in cluster.nodes.items())}
   {_restart_command(args, "node-N")}   # starts a node that exited again
 Ctrl-C stops everything.""", flush=True)
-        try:
-            _supervise(cluster, run, args, stop)
-        except KeyboardInterrupt:
-            pass
-        print("\nstopping the cluster", flush=True)
-        client.close()
-    return 0
+    _supervise(cluster, run, args, stop)
 
 
 def _restart_command(args: argparse.Namespace, node_id: str) -> str:
@@ -389,9 +400,9 @@ def redis_cluster_command(args: argparse.Namespace) -> int:
         except ProcessError as exc:   # every server started is stopped again
             return _refuse(f"the Redis Cluster did not start: {exc}; logs in {base}/")
         with cluster:
-            run.write_state(processes={f"redis-{m.port}": m.pid for m in cluster})
-            _describe_redis_cluster(cluster)
-            try:
+            try:   # from its banner on, whose last line invites the Ctrl-C
+                run.write_state(processes={f"redis-{m.port}": m.pid for m in cluster})
+                _describe_redis_cluster(cluster)
                 _watch_redis_cluster(cluster, stop)
             except KeyboardInterrupt:
                 pass

@@ -341,6 +341,7 @@ def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path, 
         with RedisCluster(host="127.0.0.1", port=port, decode_responses=True) as client:
             assert client.set("hello", "world") and client.get("hello") == "world"
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
+        assert set(pids) <= set(_processes_in(tmp_path))   # what the next test looks for finds them
     finally:
         command.send_signal(signal.SIGINT)   # what Ctrl-C in its terminal sends
         try:
@@ -354,3 +355,45 @@ def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path, 
             raise
     assert status == 0, "".join(printed)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a server outlived the command"
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Processes working in `folder` or below (a redis-server moves to its `--dir`; its command line
+    is rewritten to its address, so it cannot be found by that)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if Path(os.readlink(entry / "cwd")).is_relative_to(folder):
+                    found.append(int(entry.name))
+    return found
+
+
+def test_ctrl_c_while_the_redis_cluster_starts_stops_what_started_and_says_so(tmp_path: Path) -> None:
+    """Ctrl-C before the command's own wait (here while its servers start) ended it with
+    KeyboardInterrupt's traceback and status -2 (the servers were stopped by the launcher); the
+    same could hit between its banner's last line, which invites the Ctrl-C, and the wait."""
+    root = Path(__file__).resolve().parents[3]
+    command = subprocess.Popen([sys.executable, "-m", "devtools", "redis-cluster", "--dir", str(tmp_path)], cwd=root,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    printed: list[str] = []
+    try:
+        assert command.stdout is not None
+        for line in command.stdout:
+            printed.append(line)
+            if line.startswith("starting a Redis Cluster"):   # printed before the first server starts
+                break
+        time.sleep(0.2)   # some servers started, the cluster not yet made
+        command.send_signal(signal.SIGINT)
+        rest, _ = command.communicate(timeout=30)
+    finally:
+        if command.poll() is None:
+            command.kill()
+            command.wait()
+        for pid in _processes_in(tmp_path):   # nothing outlives the test
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    text = "".join(printed) + rest
+    assert command.returncode == 130, text
+    assert "interrupted" in rest and "Traceback" not in rest, text
+    assert _processes_in(tmp_path) == [], "a server outlived the command"
