@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.handler(args))
-    except KeyboardInterrupt:   # before a command's own wait (while starting): what it started is stopped
+    except KeyboardInterrupt:
+        # outside a command's own wait (while it starts): its launchers and `with` blocks stopped what it
+        # started on the way out
         print("\ninterrupted", file=sys.stderr, flush=True)
         return 130
 
