@@ -65,6 +65,10 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 yield server_batch_hello()
             while True:
                 message = await session.outbox.get()
+                if batches and message is not None and (session.held > 1 or session.reporting):
+                    # other tasks of this worker are out: what the next loop turn hands it (a Redis
+                    # Cluster's masters answer apart) joins this write instead of one of its own
+                    await asyncio.sleep(0)
                 if not batches:   # an older worker: one message at a time, as queued
                     if message is None:
                         return
