@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from devtools.redis_cluster import LocalRedisCluster, key_slot
+from devtools.redis_cluster import ClusterMember, LocalRedisCluster, key_slot
 from orchestrator.core.definitions import normalise_task_def
 from orchestrator.core.errors import NotFound
 from orchestrator.store.protocol import StoreUnavailable, Topic
@@ -35,6 +35,16 @@ def workflow_on(redis_cluster: LocalRedisCluster, keys: Keys, port: int, other_t
             return workflow_id
 
 
+async def a_master_and_workflows(redis_cluster: LocalRedisCluster, store: RedisStore) -> tuple[ClusterMember, str, str]:
+    """The first master, a workflow id its partitions hold and one they do not, both read once (the
+    store then has connections to both masters)."""
+    victim = redis_cluster.masters()[0]
+    on_victim = workflow_on(redis_cluster, store.keys, victim.port)
+    elsewhere = workflow_on(redis_cluster, store.keys, victim.port, other_than=True)
+    assert list(await asyncio.gather(store.status(on_victim), store.status(elsewhere))) == [None, None]
+    return victim, on_victim, elsewhere
+
+
 def test_definitions_health_and_one_master_down(redis_cluster: LocalRedisCluster, prefix: str) -> None:
     async def run() -> None:
         store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix)
@@ -47,10 +57,7 @@ def test_definitions_health_and_one_master_down(redis_cluster: LocalRedisCluster
             stored = await store.get_task_def("limited")
             assert stored is not None and stored["concurrentExecLimit"] == 2
 
-            victim = redis_cluster.masters()[0]
-            on_victim = workflow_on(redis_cluster, store.keys, victim.port)
-            elsewhere = workflow_on(redis_cluster, store.keys, victim.port, other_than=True)
-            assert list(await asyncio.gather(store.status(on_victim), store.status(elsewhere))) == [None, None]
+            victim, on_victim, elsewhere = await a_master_and_workflows(redis_cluster, store)
             redis_cluster.kill(victim)
             try:
                 # its connections broke: a read fails and drops them; the next ones cannot connect
@@ -88,10 +95,7 @@ def test_a_frozen_master_holds_up_only_the_calls_it_serves(redis_cluster: LocalR
         store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix)
         try:
             await store.prepare()
-            victim = redis_cluster.masters()[0]
-            on_victim = workflow_on(redis_cluster, store.keys, victim.port)
-            elsewhere = workflow_on(redis_cluster, store.keys, victim.port, other_than=True)
-            assert list(await asyncio.gather(store.status(on_victim), store.status(elsewhere))) == [None, None]
+            victim, on_victim, elsewhere = await a_master_and_workflows(redis_cluster, store)
             redis_cluster.pause(victim)
             try:
                 frozen = asyncio.ensure_future(store.status(on_victim))   # the same turn as the next call
