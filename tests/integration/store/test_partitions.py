@@ -85,6 +85,8 @@ def test_search_pages_over_every_partition_neither_repeating_nor_skipping(layout
             for i in range(60):
                 at = NOW + i // 7   # seven at a time share a creation time
                 workflow_id = uuid.uuid4().hex
+                while partition_of(workflow_id, 8) != i % 8:   # every partition holds some (random ids
+                    workflow_id = uuid.uuid4().hex           # left one empty about once in 400 runs)
                 await store.start_workflow(workflow_id, snapshot, {}, "", "", at)
                 created.append((workflow_id, at))
             assert len({partition_of(w, 8) for w, _ in created}) == 8
