@@ -323,8 +323,11 @@ class RedisStore:
         self.max_workflow_bytes = max_workflow_bytes
         self._shas: dict[str, str] = {}   # Lua source -> its SHA1 (what EVALSHA names it by)
         # every script call and hot read of one loop turn (results, claims, heartbeats, starts,
-        # loads come in bursts) goes to Redis in one pipeline, each with its own reply
-        self._calls: Coalesced[Call] = Coalesced(self._pipelined, REDIS_UNAVAILABLE, settling=True)
+        # loads come in bursts) goes to Redis in one pipeline, each with its own reply; one such
+        # pipeline (to each master it reaches) is on its way at a time, what comes meanwhile goes
+        # in the next (coalesce.py says what that bought and how a late master is kept apart)
+        self._calls: Coalesced[Call] = Coalesced(self._pipelined, REDIS_UNAVAILABLE, settling=True,
+                                                 max_in_flight=1)
         self._snapshots: dict[tuple[str, int], _CachedSnapshot] = {}
         self._snapshot_texts: OrderedDict[str, str] = OrderedDict()   # digest -> text, most recent last
         self._barrier_client: Any = barrier_client

@@ -177,3 +177,93 @@ def test_a_settling_send_hands_replies_over_before_the_rest_of_its_pipeline_is_i
 
     order, answers = asyncio.run(scenario())
     assert order == ["a", "b", "slow"] and answers == ["A", "SLOW", "B"]
+
+
+class HeldPipelines:
+    """Pipelines that stay on their way until the test lets them land, one `release` each."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[list[str]]] = []
+        self.gates: list[asyncio.Event] = []
+
+    async def send(self, batch: list[list[str]], settle: Any = None) -> list[Any]:
+        self.sent.append(batch)
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        await gate.wait()
+        return [args[0].upper() for args in batch]
+
+    async def release(self, index: int) -> None:
+        self.gates[index].set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+
+async def _turns(count: int = 5) -> None:
+    for _ in range(count):
+        await asyncio.sleep(0)
+
+
+def test_calls_made_while_a_pipeline_is_on_its_way_wait_and_go_together_in_the_next() -> None:
+    """Group commit (issue 21): one pipeline in flight per server; the calls of the turns that
+    come meanwhile go in one pipeline as soon as it answers, each still with its own reply."""
+    async def scenario() -> tuple[list[Any], HeldPipelines]:
+        pipelines = HeldPipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send, max_in_flight=1)
+        first = asyncio.ensure_future(coalesced.call(["a"]))
+        await _turns()
+        later = []
+        for word in ("b", "c", "d"):   # three turns while "a" is on its way
+            later.append(asyncio.ensure_future(coalesced.call([word])))
+            await _turns()
+        assert pipelines.sent == [[["a"]]]   # nothing more is sent while it flies
+        await pipelines.release(0)
+        await _turns()
+        assert pipelines.sent == [[["a"]], [["b"], ["c"], ["d"]]]
+        await pipelines.release(1)
+        return [await first, *(await asyncio.gather(*later))], pipelines
+
+    answers, pipelines = asyncio.run(scenario())
+    assert answers == ["A", "B", "C", "D"]
+    assert len(pipelines.sent) == 2
+
+
+def test_without_a_bound_each_turn_sends_its_own_pipeline() -> None:
+    async def scenario() -> HeldPipelines:
+        pipelines = HeldPipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send)
+        calls = []
+        for word in ("a", "b"):
+            calls.append(asyncio.ensure_future(coalesced.call([word])))
+            await _turns()
+        for index in range(len(pipelines.gates)):
+            await pipelines.release(index)
+        await asyncio.gather(*calls)
+        return pipelines
+
+    assert asyncio.run(scenario()).sent == [[["a"]], [["b"]]]
+
+
+def test_a_pipeline_that_does_not_answer_holds_the_next_back_no_longer_than_the_hold() -> None:
+    """A connection gone quiet must not add its own deadline to the calls made after it: past
+    `max_hold_s` they go in a pipeline beside it (and fail, if they do, within their own)."""
+    async def scenario() -> tuple[float, list[list[list[str]]]]:
+        pipelines = HeldPipelines()
+        coalesced: Coalesced[list[str]] = Coalesced(pipelines.send, max_in_flight=1, max_hold_s=0.05)
+        stuck = asyncio.ensure_future(coalesced.call(["a"]))
+        await _turns()
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        later = asyncio.ensure_future(coalesced.call(["b"]))
+        while len(pipelines.sent) < 2:
+            await asyncio.sleep(0.005)
+        held = loop.time() - began
+        await pipelines.release(1)
+        assert await later == "B" and not stuck.done()
+        await pipelines.release(0)
+        assert await stuck == "A"
+        return held, pipelines.sent
+
+    held, sent = asyncio.run(scenario())
+    assert 0.04 <= held < 0.5
+    assert sent == [[["a"]], [["b"]]]
