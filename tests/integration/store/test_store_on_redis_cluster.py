@@ -90,7 +90,9 @@ def test_a_frozen_master_holds_up_only_the_calls_it_serves(redis_cluster: LocalR
     """A loop turn's calls go to each master in a pipeline of its own. Their replies are handed over
     together when every master answers within SETTLE_TOGETHER_S (the callers then resume in one turn
     and what they send next goes in one batch); past it, each master's as they come: a frozen master
-    (SIGSTOP, shorter than the cluster's node timeout) holds up its own partitions' calls only."""
+    (SIGSTOP, shorter than the cluster's node timeout) holds up its own partitions' calls only. The
+    calls of later turns, which wait for the pipelines on their way (coalesce.py), wait for the
+    frozen master's no longer than the hold (50 ms)."""
     async def run() -> None:
         store = RedisStore.from_cluster(redis_cluster.seeds[:1], prefix)
         try:
@@ -100,6 +102,8 @@ def test_a_frozen_master_holds_up_only_the_calls_it_serves(redis_cluster: LocalR
             try:
                 frozen = asyncio.ensure_future(store.status(on_victim))   # the same turn as the next call
                 assert await asyncio.wait_for(store.status(elsewhere), 0.4) is None
+                for _ in range(3):   # later turns, each sent beside the frozen pipeline after the hold
+                    assert await asyncio.wait_for(store.status(elsewhere), 0.4) is None
                 assert not frozen.done()
             finally:
                 redis_cluster.resume(victim)
