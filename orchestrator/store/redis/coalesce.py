@@ -11,10 +11,12 @@ flight wait, and go together in the next as soon as it has answered. Redis runs 
 sent one after another anyway, so a call waits about as long; what changes is that a busy node
 sends fewer, larger pipelines: fewer writes, reads and wake-ups on the node and in Redis, and,
 with results stored in larger batches, larger batches on the workers' streams too. Side by side at
-128 workflows in flight (issue 21): one Redis 860.1 -> 943.3 workflows/s (nodes 1.44 -> 1.26 ms
-of CPU per workflow), a Redis Cluster of 3 masters 641.0 -> 759.7 (1.77 -> 1.49 ms); one at a
-time, where no call ever finds another pipeline on its way, unchanged. (One lane per master of a
-Redis Cluster was measured too: 676.9 -> 654.8, the turns' calls split apart again.) A pipeline
+128 workflows in flight (issue 21; each pair alternating runs, the machine's speed drifting between
+pairs): one Redis 860.1 -> 943.3 and 769.9 -> 818.5 workflows/s (nodes' CPU per workflow 1.44 ->
+1.26 and 1.58 -> 1.45 ms), a Redis Cluster of 3 masters 641.0 -> 759.7 and 574.3 -> 691.1 (1.77 ->
+1.49 and 1.97 -> 1.63 ms); at 8 in flight 509.4 vs 500.8 and one at a time 256.2 vs 258.2, within
+the runs' spread. (A pipeline apart for each master of a Redis Cluster was measured too: 676.9 ->
+654.8, a turn's calls split apart again.) A pipeline
 late past `max_hold_s` (a master failing over, a connection gone quiet) holds the next one back no
 longer: that one goes beside it, so a call fails within its own deadline, and the calls for the
 masters that answer wait at most that much for one that does not.
