@@ -16,10 +16,10 @@ pairs): one Redis 860.1 -> 943.3 and 769.9 -> 818.5 workflows/s (nodes' CPU per 
 1.26 and 1.58 -> 1.45 ms), a Redis Cluster of 3 masters 641.0 -> 759.7 and 574.3 -> 691.1 (1.77 ->
 1.49 and 1.97 -> 1.63 ms); at 8 in flight 509.4 vs 500.8 and one at a time 256.2 vs 258.2, within
 the runs' spread. (A pipeline apart for each master of a Redis Cluster was measured too: 676.9 ->
-654.8, a turn's calls split apart again.) A pipeline
-late past `max_hold_s` (a master failing over, a connection gone quiet) holds the next one back no
-longer: that one goes beside it, so a call fails within its own deadline, and the calls for the
-masters that answer wait at most that much for one that does not.
+654.8, a turn's calls split apart again.) A pipeline late past `max_hold_s` (a master failing over,
+a connection gone quiet) holds the next one back no longer: that one goes beside it, so a call fails
+within its own deadline, and the calls for the masters that answer wait at most that much for one
+that does not.
 
 The calls of a caller alone in its turn (one workflow at a time: every call of a step waits for
 the one before) are sent by that caller: no task is made for them, and their replies reach it as

@@ -205,7 +205,7 @@ async def _turns(count: int = 5) -> None:
 
 
 def test_calls_made_while_a_pipeline_is_on_its_way_wait_and_go_together_in_the_next() -> None:
-    """Group commit (issue 21): one pipeline in flight per server; the calls of the turns that
+    """Group commit (issue 21): one pipeline on its way at a time; the calls of the turns that
     come meanwhile go in one pipeline as soon as it answers, each still with its own reply."""
     async def scenario() -> tuple[list[Any], HeldPipelines]:
         pipelines = HeldPipelines()
