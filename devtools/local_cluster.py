@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import yaml
@@ -188,6 +189,21 @@ def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_e
         process.stop()
         raise
     return process
+
+
+def start_node_on_free_ports(log_dir: Path, *, pick_port: Callable[[], int] = free_port, attempts: int = 3,
+                             **options: Any) -> tuple[ManagedProcess, int, int]:
+    """`start_node` on a gRPC port and a console port free when picked; when another process takes
+    one of them before the node binds it (`lost_its_port`: nothing holds a free port until then),
+    again on two new ones. Returns the process, its gRPC port and its console port."""
+    for attempt in range(1, attempts + 1):
+        port, http_port = pick_port(), pick_port()
+        try:
+            return start_node(log_dir, port=port, http_port=http_port, **options), port, http_port
+        except ProcessError as exc:
+            if attempt == attempts or not lost_its_port(str(exc)):
+                raise
+    raise AssertionError("unreachable")
 
 
 def start_worker(log_dir: Path, *, name: str, endpoints: list[str], module: str = "worker.demo",

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, free_port, start_etcd_cluster
+from devtools.local_cluster import start_node_on_free_ports, wait_for_leader
+from devtools.procs import EtcdCluster, ManagedProcess, RedisServer, start_etcd_cluster
 from devtools.redis_cluster import LocalRedisCluster, start_redis_cluster
 from browser import CHROMIUM, CHROMIUM_ARGS
 from helpers import BackgroundWorker
@@ -107,11 +107,9 @@ def node(tmp_path_factory: pytest.TempPathFactory, etcd: EtcdCluster,
     tasks may call the tests' servers on loopback (a node's default allows public addresses only:
     tests/integration/security/test_ssrf.py); etcd and Redis stay out of their reach."""
     cluster = f"t{uuid.uuid4().hex[:8]}"
-    port, http_port = free_port(), free_port()
-    process = start_node(tmp_path_factory.mktemp("node"), node_id="solo", port=port,
-                         redis_url=redis_server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
-                         lease_ttl_s=TEST_TTL_S, http_port=http_port,
-                         extra=["--http-task-allow-cidrs", "127.0.0.0/8,::1/128"])
+    process, port, http_port = start_node_on_free_ports(
+        tmp_path_factory.mktemp("node"), node_id="solo", redis_url=redis_server.url, etcd_endpoints=etcd.endpoints,
+        cluster=cluster, lease_ttl_s=TEST_TTL_S, extra=["--http-task-allow-cidrs", "127.0.0.0/8,::1/128"])
     handle = NodeHandle(process, f"127.0.0.1:{port}", cluster, redis_server.url, f"127.0.0.1:{http_port}")
     try:
         wait_for_leader(handle.client, 20.0)
