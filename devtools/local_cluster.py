@@ -193,9 +193,10 @@ def start_node(log_dir: Path, *, node_id: str, port: int, redis_url: str, etcd_e
 
 def start_node_on_free_ports(log_dir: Path, *, pick_port: Callable[[], int] = free_port, attempts: int = 3,
                              **options: Any) -> tuple[ManagedProcess, int, int]:
-    """`start_node` on a gRPC port and a console port free when picked; when another process takes
-    one of them before the node binds it (`lost_its_port`: nothing holds a free port until then),
-    again on two new ones. Returns the process, its gRPC port and its console port."""
+    """`start_node` on a gRPC port and a console port free when picked (`pick_port`, twice per try);
+    when another process takes one of them before the node binds it (`lost_its_port`: nothing holds
+    a free port until then), again on two new ones. Returns the process, its gRPC port and its
+    console port."""
     for attempt in range(1, attempts + 1):
         port, http_port = pick_port(), pick_port()
         try:
@@ -381,30 +382,18 @@ class LocalCluster:
             may_move = port is None and node_id not in self.node_ports
         if port:
             self.node_ports[node_id] = port
-        self.node_ports.setdefault(node_id, 0)
-        self.console_ports.setdefault(node_id, 0)
-        for attempt in range(3 if may_move else 1):
-            if attempt or not self.node_ports[node_id]:
-                self.node_ports[node_id] = free_port()
-            if attempt or not self.console_ports[node_id]:
-                self.console_ports[node_id] = free_port()
-            try:
-                self.nodes[node_id] = start_node(
-                    self.base_dir / "logs", node_id=node_id, port=self.node_ports[node_id],
-                    redis_url=self.redis.url if self.redis is not None else "",
-                    etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
-                    redis_sentinels=[x.address for x in self.sentinels] or None,
-                    lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
-                    http_port=self.console_ports[node_id],
-                    extra=[*(self.certs.node_flags() if self.certs is not None else []), *self.redis_flags(),
-                           "--archive-dir", str(self.base_dir / "archive"),
-                           *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else []),
-                           *(["--http-task-allow-cidrs", ",".join(self.settings.http_task_allow_cidrs)]
-                             if self.settings.http_task_allow_cidrs else [])])
-                break
-            except ProcessError as exc:
-                if not may_move or attempt == 2 or not lost_its_port(str(exc)):
-                    raise
+        planned = iter([self.node_ports.get(node_id, 0), self.console_ports.get(node_id, 0)])
+        self.nodes[node_id], self.node_ports[node_id], self.console_ports[node_id] = start_node_on_free_ports(
+            self.base_dir / "logs", pick_port=lambda: next(planned, 0) or free_port(), attempts=3 if may_move else 1,
+            node_id=node_id, redis_url=self.redis.url if self.redis is not None else "",
+            etcd_endpoints=self.etcd.endpoints, cluster=self.settings.name,
+            redis_sentinels=[x.address for x in self.sentinels] or None,
+            lease_ttl_s=self.settings.lease_ttl_s, log_level=self.settings.log_level,
+            extra=[*(self.certs.node_flags() if self.certs is not None else []), *self.redis_flags(),
+                   "--archive-dir", str(self.base_dir / "archive"),
+                   *(["--retention", str(self.settings.retention_s)] if self.settings.retention_s else []),
+                   *(["--http-task-allow-cidrs", ",".join(self.settings.http_task_allow_cidrs)]
+                     if self.settings.http_task_allow_cidrs else [])])
         return self.nodes[node_id]
 
     def endpoint_of(self, node_id: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import socketserver
 import threading
 import time
@@ -350,3 +351,19 @@ def ended_counts_on_redis_cluster(seeds: list[str], prefix: str) -> Counter[str]
             await store.close()
     return asyncio.run(read())
 
+
+def processes_working_in(folder: Path) -> list[int]:
+    """The processes whose current folder is `folder` or below it, or whose command line names it
+    (a redis-server moves to its `--dir` and rewrites its command line to its address, so only its
+    current folder finds it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+                cwd = Path(os.readlink(entry / "cwd"))
+            except OSError:
+                continue
+            if str(folder) in argv or cwd.is_relative_to(folder):
+                found.append(int(entry.name))
+    return found

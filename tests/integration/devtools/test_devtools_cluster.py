@@ -30,6 +30,7 @@ import pytest
 import yaml
 
 from devtools.procs import free_port
+from helpers import processes_working_in
 
 ROOT = Path(__file__).resolve().parents[3]
 READY = "Ctrl-C stops everything"
@@ -124,21 +125,6 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
 
 
-def _working_in(folder: Path) -> list[int]:
-    """The processes whose command line names `folder`, or whose current folder is in it."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                argv = (entry / "cmdline").read_bytes().decode(errors="replace")
-                cwd = os.readlink(entry / "cwd")
-            except OSError:
-                continue
-            if str(folder) in argv or cwd.startswith(f"{folder}/"):
-                found.append(int(entry.name))
-    return found
-
-
 def _files(folder: Path) -> dict[str, int]:
     """etcd's write-ahead log segments and database under `folder`, by path, with their inodes (a
     file deleted and made again differs). Its temporary files come and go as it runs: not those."""
@@ -206,7 +192,7 @@ def test_servers_left_running_by_a_killed_make_cluster_are_not_deleted_from_unde
         first.wait_for(READY)
         first.proc.kill()
         first.proc.wait()
-        orphans = _working_in(run_dir)
+        orphans = processes_working_in(run_dir)
         assert len(orphans) == 5, orphans   # etcd, Redis, three nodes
         before = _files(run_dir / "etcd")
         assert before

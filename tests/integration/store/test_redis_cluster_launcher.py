@@ -29,6 +29,7 @@ from redis.cluster import ClusterNode, RedisCluster
 from redis.exceptions import ClusterCrossSlotError
 
 from devtools.redis_cluster import ClusterMember, LocalRedisCluster, key_slot, redis_version
+from helpers import processes_working_in
 
 TWO_SETS = "redis.call('SET', KEYS[1], ARGV[1]) return redis.call('SET', KEYS[2], ARGV[1])"
 
@@ -341,7 +342,7 @@ def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path, 
         with RedisCluster(host="127.0.0.1", port=port, decode_responses=True) as client:
             assert client.set("hello", "world") and client.get("hello") == "world"
         assert all(Path(f"/proc/{pid}").exists() for pid in pids)
-        assert set(pids) <= set(_processes_in(tmp_path))   # what the next test looks for finds them
+        assert set(pids) <= set(processes_working_in(tmp_path))   # what the next test looks for finds them
     finally:
         command.send_signal(signal.SIGINT)   # what Ctrl-C in its terminal sends
         try:
@@ -355,18 +356,6 @@ def test_the_devtools_command_runs_a_redis_cluster_until_ctrl_c(tmp_path: Path, 
             raise
     assert status == 0, "".join(printed)
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "a server outlived the command"
-
-
-def _processes_in(folder: Path) -> list[int]:
-    """Processes working in `folder` or below (a redis-server moves to its `--dir`; its command line
-    is rewritten to its address, so it cannot be found by that)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if Path(os.readlink(entry / "cwd")).is_relative_to(folder):
-                    found.append(int(entry.name))
-    return found
 
 
 def test_ctrl_c_while_the_redis_cluster_starts_stops_what_started_and_says_so(tmp_path: Path) -> None:
@@ -390,10 +379,10 @@ def test_ctrl_c_while_the_redis_cluster_starts_stops_what_started_and_says_so(tm
         if command.poll() is None:
             command.kill()
             command.wait()
-        for pid in _processes_in(tmp_path):   # nothing outlives the test
+        for pid in processes_working_in(tmp_path):   # nothing outlives the test
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     text = "".join(printed) + rest
     assert command.returncode == 130, text
     assert "interrupted" in rest and "Traceback" not in rest, text
-    assert _processes_in(tmp_path) == [], "a server outlived the command"
+    assert processes_working_in(tmp_path) == [], "a server outlived the command"
