@@ -15,11 +15,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-KEEP_UP = 0.95            # a step is held when starts and completions both reach this share of the offer
+KEEP_UP = 0.98            # a step is held when starts and completions both reach this share of the offer
+TRIM = 0.02               # the share of a run's first and of its last events a pace leaves out
 RAMP_SHARES = (0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3)   # of the reference (closed-loop) peak
 RESOLUTION = 0.05         # refine between the knee and the lowest failure while they differ by more
 MIN_RATE = 5.0            # workflows/s: below this a ramp that never held gives up
 MAX_STEPS = 16
+
+
+def pace(times_s: Sequence[float], trim: float = TRIM) -> float:
+    """Events per second over the middle of a run: the events between the first and the last
+    `trim` of them, over the time between those two.
+
+    Why not the count over the whole run's window: that window ends with the last event, so a
+    constant latency or one late straggler (a p99 workflow finishing last) reads as falling behind
+    in a short run (30 ms at the end of a 1.5 s run is 2 %), and the runs with the worst tails would
+    be the ones judged not held and left out of a tail-latency figure. A backlog that builds spreads
+    every later event, so it still shows: at 95 % of the offer the middle is 5 % slower too."""
+    if len(times_s) < 2:
+        return 0.0
+    ordered = sorted(times_s)
+    last = len(ordered) - 1
+    low, high = int(trim * last), last - int(trim * last)
+    span = ordered[high] - ordered[low]
+    return (high - low) / span if span > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -28,26 +47,21 @@ class RateStep:
 
     offered_per_s: float
     started: int                  # start calls that returned a workflow id
-    start_window_s: float         # first start due -> the last start call returned
+    started_per_s: float          # the pace of the start calls' returns (`pace`)
     completed: int                # of those, completions seen
-    completion_window_s: float    # first start due -> the last completion seen
-
-    @property
-    def started_per_s(self) -> float:
-        return self.started / self.start_window_s if self.start_window_s > 0 else 0.0
-
-    @property
-    def completed_per_s(self) -> float:
-        return self.completed / self.completion_window_s if self.completion_window_s > 0 else 0.0
+    completed_per_s: float        # the pace of their completions (`pace`, by the system's end times)
 
     def held(self, keep_up: float = KEEP_UP) -> bool:
-        """Starts kept pace with the schedule, and completions kept pace with the starts.
+        """Starts kept pace with the schedule, completions kept pace with the starts, and every
+        start completed.
 
-        A backlog that builds during the step stretches the completion window by the time it
-        takes to drain, so the completion rate falls below the offer in proportion to it.
+        Measured before (a 4 s step, 2 cores): rates the cluster carries kept 99.2-99.9 % of the
+        offer even counted over the whole window; the first step past the closed loop's peak kept
+        96 % and passed the earlier 95 %, though its backlog grew by 4 % of the offer every second.
         """
         floor = keep_up * self.offered_per_s
-        return self.started_per_s >= floor and self.completed_per_s >= floor
+        return (self.started_per_s >= floor and self.completed_per_s >= floor
+                and self.completed >= self.started)
 
     def describe(self) -> str:
         verdict = "held" if self.held() else "NOT HELD"

@@ -32,7 +32,7 @@ import hiredis
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from .knee import RateStep
+from .knee import RateStep, pace
 
 _MAX_UNCLAIMED = 200_000  # completions nobody waits for (yet) that we remember
 
@@ -327,6 +327,7 @@ class OpenLoopResult:
     max_lag_ms: float       # how late the latest start call began versus its schedule
     duration_s: float       # the first start due -> the last start call returned
     first_due: float        # time.monotonic() when the first start was due
+    returned: list[float] = field(default_factory=list)   # time.monotonic() as each start call returned
 
 
 def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
@@ -335,6 +336,7 @@ def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
     lock = threading.Lock()
     tickets = itertools.count()
     ids: list[str] = []
+    returned: list[float] = []
     errors = 0
     max_lag = 0.0
     t0 = time.monotonic() + 0.05
@@ -359,8 +361,10 @@ def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
                 with lock:
                     errors += 1
                 continue
+            done = time.monotonic()
             with lock:
                 ids.append(item_id)
+                returned.append(done)
                 max_lag = max(max_lag, lag)
 
     threads = [threading.Thread(target=sender, daemon=True) for _ in range(senders)]
@@ -368,14 +372,14 @@ def open_loop(start: Starter, *, rate: float, count: int, senders: int = 16,
         thread.start()
     for thread in threads:
         thread.join(time_limit_s + 30)
-    return OpenLoopResult(ids, rate, errors, max_lag * 1000, time.monotonic() - t0, t0)
+    return OpenLoopResult(ids, rate, errors, max_lag * 1000, time.monotonic() - t0, t0, returned)
 
 
 def rate_step(launched: OpenLoopResult, done: dict[str, Completion]) -> RateStep:
-    """How an open loop went against its offered rate: its starts, and the completions seen of them."""
-    last_seen = max((c.observed for c in done.values()), default=launched.first_due)
-    return RateStep(offered_per_s=launched.rate, started=len(launched.ids), start_window_s=launched.duration_s,
-                    completed=len(done), completion_window_s=max(last_seen - launched.first_due, 0.0))
+    """How an open loop went against its offered rate: the pace of its starts (as their calls
+    returned) and of the completions of them (by the system's own end times)."""
+    return RateStep(offered_per_s=launched.rate, started=len(launched.ids), started_per_s=pace(launched.returned),
+                    completed=len(done), completed_per_s=pace([c.at_ms / 1000 for c in done.values()]))
 
 
 def wait_all(watcher: CompletionWatcher, ids: list[str], timeout_s: float) -> dict[str, Completion]:

@@ -199,9 +199,10 @@ def _latency(s: dict[str, Any]) -> list[str]:
                      "push (claimed -> handler)"], rows)
     lines += ["Open loop of three-step `bench_stamp` workflows. Dispatch = handler entry (worker clock) - "
               "scheduled_at_ms; claim = started_at_ms - scheduled_at_ms; push = handler entry - started_at_ms. "
-              "The stored times are whole ms. A run held its rate when its starts and its completions (up to the "
-              "last one seen) both reached 95 % of the offered rate; the figures are the medians of the runs that "
-              "held it (of all runs, marked, when none did).", ""]
+              "The stored times are whole ms. A run held its rate when its starts (as the calls returned) and its "
+              "completions (by their end times), each paced over the middle 96 % of them, both reached 98 % of "
+              "the offered rate and every start completed; the figures are the medians of the runs that held it "
+              "(of all runs, marked, when none did).", ""]
     e2e = s.get("start_to_complete", {}).get("median")
     calls = s.get("settings", {}).get("start_to_complete_calls", {})
     if e2e:

@@ -4,9 +4,11 @@ offered 80 % of that, 344 wf/s, started only 296-299 per second (dispatch p99 20
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
-from bench.knee import MIN_RATE, RAMP_SHARES, RateStep, capped, knee, next_rate
+from bench.knee import MIN_RATE, RAMP_SHARES, RateStep, capped, knee, next_rate, pace
 from bench.load import Completion, OpenLoopResult, rate_step
 from bench.held_figures import held_target, summarise
 
@@ -14,10 +16,10 @@ CLOSED_LOOP_PEAK = 430.2
 
 
 def step(offered: float, started_per_s: float, completed_per_s: float, seconds: float = 4.0) -> RateStep:
-    """A step of `seconds` at `offered`, whose starts and completions went at the rates given."""
+    """A step of `seconds` at `offered`, whose starts and completions went at the paces given."""
     started = round(started_per_s * seconds)
-    return RateStep(offered_per_s=offered, started=started, start_window_s=seconds,
-                    completed=started, completion_window_s=started / completed_per_s)
+    return RateStep(offered_per_s=offered, started=started, started_per_s=started_per_s,
+                    completed=started, completed_per_s=completed_per_s)
 
 
 def held(offered: float) -> RateStep:
@@ -71,15 +73,49 @@ def test_a_ramp_held_all_the_way_gives_a_lower_bound() -> None:
     assert knee(steps) == 130.0 and capped(steps)
 
 
-def test_an_open_loop_result_becomes_a_step_from_its_first_due_start() -> None:
-    launched = OpenLoopResult(ids=[f"w{i}" for i in range(100)], rate=50.0, start_errors=0, max_lag_ms=1.0,
-                              duration_s=2.0, first_due=1000.0)
-    done = {f"w{i}": Completion("COMPLETED", 0.0, 1000.0 + 0.02 * i + 0.05) for i in range(100)}
-    measured = rate_step(launched, done)
-    assert measured.started_per_s == 50.0 and measured.completed_per_s == pytest.approx(100 / 2.03)
+def launched_at(rate: float, count: int, first_due: float = 1000.0, call_s: float = 0.002) -> OpenLoopResult:
+    """An open loop whose start calls each returned `call_s` after they were due."""
+    returned = [first_due + i / rate + call_s for i in range(count)]
+    return OpenLoopResult(ids=[f"w{i}" for i in range(count)], rate=rate, start_errors=0, max_lag_ms=0.0,
+                          duration_s=returned[-1] - first_due, first_due=first_due, returned=returned)
+
+
+def ended_after(launched: OpenLoopResult, latency_s: Callable[[int], float]) -> dict[str, Completion]:
+    """Each workflow ended `latency_s(i)` after its start call returned (end times in ms)."""
+    return {item_id: Completion("COMPLETED", (at + latency_s(i)) * 1000, at + latency_s(i) + 0.001)
+            for i, (item_id, at) in enumerate(zip(launched.ids, launched.returned))}
+
+
+def test_an_open_loop_result_becomes_a_step_paced_by_its_calls_and_end_times() -> None:
+    launched = launched_at(50.0, 100)
+    measured = rate_step(launched, ended_after(launched, lambda i: 0.05))
+    assert measured.started_per_s == pytest.approx(50.0) and measured.completed_per_s == pytest.approx(50.0)
     assert measured.held()
-    late = rate_step(launched, {**done, "w99": Completion("COMPLETED", 0.0, 1003.0)})   # 1 s of backlog
-    assert not late.held()
+
+
+def test_a_late_last_workflow_is_no_backlog() -> None:
+    """Recorded at 80 % of the peak (1,000 workflows, 1.5 s): the whole window's count read 95.5 %
+    of the offer when the last workflows ended late; the runs with the worst tails would then have
+    been the ones left out of the p99."""
+    launched = launched_at(664.0, 1000)
+    tail = rate_step(launched, ended_after(launched, lambda i: 0.080 if i >= 990 else 0.008))
+    assert tail.held()
+    window = tail.completed / ((launched.returned[-1] + 0.080) - launched.first_due)
+    assert window < 0.98 * 664.0   # what counting over the whole window made of it
+
+
+def test_a_backlog_that_builds_is_not_held() -> None:
+    launched = launched_at(900.0, 3600)
+    behind = rate_step(launched, ended_after(launched, lambda i: 0.01 + i * (1 / 870.0 - 1 / 900.0)))
+    assert behind.completed_per_s == pytest.approx(870.0, rel=0.01) and not behind.held()
+    missing = rate_step(launched, dict(list(ended_after(launched, lambda i: 0.01).items())[:-1]))
+    assert not missing.held()   # one start never completed
+
+
+def test_pace_leaves_out_the_first_and_last_two_percent() -> None:
+    assert pace([]) == 0.0 and pace([1.0]) == 0.0 and pace([1.0, 1.0]) == 0.0
+    assert pace([0.0, 0.5, 1.0]) == 2.0
+    assert pace([i / 100 for i in range(101)] + [9.0]) == pytest.approx(100.0, rel=0.02)
 
 
 def loaded_run(p99: float, offered: float, started_per_s: float) -> dict:
