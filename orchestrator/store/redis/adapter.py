@@ -68,7 +68,7 @@ from ..protocol import (ActionOutcome, ApplyOutcome, ApplyResult, ClaimedTask, D
                         StoreHealth, StoreUnavailable, Topic, TopicInfo, WorkerResult)
 from . import lean_pipeline, pubsub, scripts
 from .coalesce import Coalesced
-from .codec import decision_args, dumps, parse_workflow, snapshot_digest, snapshot_ref
+from .codec import decision_parts, dumps, encoded_decision, parse_workflow, snapshot_digest, snapshot_ref
 from .ended_scan import oldest_ended
 from .errors import REDIS_UNAVAILABLE, refusal_text, refuses_writes
 from .keys import Keys, draw_id, partition_of_key
@@ -1443,10 +1443,14 @@ class RedisStore:
                   hand_over: Mapping[str, str] | None) -> list[str] | str:
         """APPLY_DECISION's arguments, or why the decision cannot be stored (nothing is sent then)."""
         try:
-            args = decision_args(self._common, epoch, workflow, decision, now_ms, hand_over)
+            named, envelope = decision_parts(self._common, epoch, workflow, decision, now_ms, hand_over)
+            refused = self._within_limits(workflow, envelope)
+            if refused:
+                return refused
+            args = encoded_decision(named, envelope)
             for arg in args:
                 arg.encode("utf-8")   # what the Redis client will do; lone surrogates fail here
-            return self._within_limits(workflow, args[1]) or args
+            return args
         except (ValueError, TypeError, RecursionError) as exc:
             return f"{type(exc).__name__}: {exc}"
 
@@ -1487,10 +1491,10 @@ class RedisStore:
             await self._relay_after([(result.workflow_id, decision)])
         return Stepped(ack, applied)
 
-    def _within_limits(self, workflow: m.WorkflowState, envelope_text: str) -> str:
+    def _within_limits(self, workflow: m.WorkflowState, envelope: dict[str, Any]) -> str:
         """'' when the decision may be stored, else why not: a value over max_value_bytes (a task
-        input resolved from large outputs, say), or a record that would outgrow max_workflow_bytes."""
-        envelope = json.loads(envelope_text)
+        input resolved from large outputs, say), or a record that would outgrow max_workflow_bytes.
+        Sizes are of the JSON texts in `envelope` (`codec.decision_parts`), in characters."""
         fields = envelope.get("fields", [])
         for name, value in zip(fields[::2], fields[1::2]):
             if name.startswith(("t:", "o:", "vars")) and len(value) > self.max_value_bytes:

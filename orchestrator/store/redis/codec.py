@@ -27,10 +27,16 @@ def dumps(value: Any) -> str:
     return fastjson.dumps(value)
 
 
-def decision_args(common: dict[str, Any], epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
-                  hand_over: Mapping[str, str] | None = None) -> list[str]:
-    """The APPLY_DECISION arguments: user data stays pre-encoded text inside the envelope.
-    Raises ValueError (or TypeError, RecursionError) for a decision JSON cannot hold."""
+def encoded_decision(named: dict[str, Any], envelope: dict[str, Any]) -> list[str]:
+    """`decision_parts` as APPLY_DECISION's two arguments."""
+    return [dumps(named), fastjson.dumps(envelope)]
+
+
+def decision_parts(common: dict[str, Any], epoch: int | None, wf: m.WorkflowState, d: Decision, now_ms: int,
+                   hand_over: Mapping[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """APPLY_DECISION's arguments before they are written: its named scalars, and the envelope
+    (what the script writes, each user value already JSON text), which the caller may check
+    before encoding it (`RedisStore._within_limits`) rather than read it back from its text."""
     fields: list[str] = []
     for task in d.new_tasks:
         fields += [f"t:{task.task_id}", dumps(task.spec.to_json()),
@@ -81,7 +87,7 @@ def decision_args(common: dict[str, Any], epoch: int | None, wf: m.WorkflowState
     named: dict[str, Any] = {**common, "id": wf.workflow_id, "rev": wf.revision, "now": now_ms}
     if epoch is not None:
         named["epoch"] = epoch
-    return [dumps(named), fastjson.dumps({k: v for k, v in envelope.items() if v is not None})]
+    return named, {k: v for k, v in envelope.items() if v is not None}
 
 
 def snapshot_digest(text: str) -> str:
