@@ -94,9 +94,10 @@ def test_an_open_loop_result_becomes_a_step_paced_by_its_calls_and_end_times() -
 
 
 def test_a_late_last_workflow_is_no_backlog() -> None:
-    """Recorded at 80 % of the peak (1,000 workflows, 1.5 s): the whole window's count read 95.5 %
-    of the offer when the last workflows ended late; the runs with the worst tails would then have
-    been the ones left out of the p99."""
+    """A window that ends with the last completion counts the last workflows' latency as falling
+    behind: in a 1.5 s run the last ten ending 80 ms late read under 98 % of the offer, so the runs
+    with the worst tails would be the ones left out of the p99. Their pace over the middle is the
+    offer's."""
     launched = launched_at(664.0, 1000)
     tail = rate_step(launched, ended_after(launched, lambda i: 0.080 if i >= 990 else 0.008))
     assert tail.held()
