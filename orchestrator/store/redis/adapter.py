@@ -1955,7 +1955,9 @@ class RedisStore:
         the same pipeline (both keys are the stream's: one slot on a Redis Cluster)."""
         stream = self.keys.events(topic)
         try:
-            if ack:
+            if not self._on_cluster:
+                reply = await self._read_group_lean(client, handler, stream, consumer, count, block_ms, ack)
+            elif ack:
                 pipe = client.pipeline(transaction=False)
                 pipe.xack(stream, handler, *ack)
                 pipe.xreadgroup(handler, consumer, {stream: ">"}, count=count, block=block_ms)
@@ -1978,6 +1980,26 @@ class RedisStore:
         for _, entries in reply or []:
             found += [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries if fields]
         return found
+
+    @staticmethod
+    async def _read_group_lean(client: Any, handler: str, stream: str, consumer: str, count: int,
+                               block_ms: int | None, ack: Sequence[str]) -> Any:
+        """`_read_group`'s XACK and XREADGROUP on one Redis, through `lean_pipeline` on a connection of
+        `client`'s pool: an event consumer reads once per batch it handles, and redis-py's Pipeline was
+        about 5 % of the nodes' CPU at 300 events/s (py-spy). Raises an error reply (NOGROUP)."""
+        read = ["XREADGROUP", "GROUP", handler, consumer, "COUNT", count]
+        if block_ms is not None:
+            read += ["BLOCK", block_ms]
+        commands = [*([("XACK", stream, handler, *ack)] if ack else []), (*read, "STREAMS", stream, ">")]
+        connections = lean_pipeline.PoolConnections(client.connection_pool)
+        try:
+            replies = await lean_pipeline.execute(connections, commands, client.response_callbacks)
+        except RedisConnectionError:   # once more on a new connection, as RedisLinks says (XACK is idempotent)
+            replies = await lean_pipeline.execute(connections, commands, client.response_callbacks)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies[-1]
 
     @_unavailable_as_store_error
     async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,

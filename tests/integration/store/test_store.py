@@ -497,3 +497,28 @@ def test_search_keeps_namespaces_apart_and_never_scans_without_bound(store, monk
         finally:
             await store.close()
     run(scenario())
+
+
+def test_an_event_read_acknowledges_the_batch_before_and_a_lost_group_is_made_again(store):
+    """An event handler's consumer reads, handles, and acknowledges what it handled with its next read
+    (XACK and XREADGROUP in one round trip; on one Redis through the lean pipeline). A group that went
+    away (Redis lost it) is made again for a handler that exists, and the read finds nothing."""
+    async def scenario():
+        try:
+            topic = f"orders-{uuid.uuid4().hex[:6]}"
+            await store.put_event_handler({"name": "h", "event": topic, "actions": []})
+            stream = store.keys.events(topic)
+            await store.publish_event(topic, '{"n": 1}', "k1", NOW)
+            first = await store.receive_events("h", topic, "node-a", 10, 200)
+            assert [(json.loads(e.payload_json), e.key) for e in first] == [({"n": 1}, "k1")]
+            assert (await store._redis.xpending(stream, "h"))["pending"] == 1
+            assert await store.receive_events("h", topic, "node-a", 10, 50, ack=[first[0].event_id]) == []
+            assert (await store._redis.xpending(stream, "h"))["pending"] == 0
+            await store._redis.xgroup_destroy(stream, "h")
+            assert await store.receive_events("h", topic, "node-a", 10, 50) == []   # NOGROUP: made again at "$"
+            await store.publish_event(topic, '{"n": 2}', "", NOW)
+            assert [json.loads(e.payload_json) for e in await store.receive_events("h", topic, "node-a", 10, 200)] \
+                == [{"n": 2}]
+        finally:
+            await store.close()
+    run(scenario())
