@@ -1681,10 +1681,7 @@ class RedisStore:
         callbacks = self._pipelines.response_callbacks
         pool = self._pipeline_pool
         if pool is not None:
-            try:
-                return await lean_pipeline.execute(pool, commands, callbacks)
-            except RedisConnectionError:   # once more on a new connection, as RedisLinks says
-                return await lean_pipeline.execute(pool, commands, callbacks)
+            return await lean_pipeline.execute_retrying(pool, commands, callbacks)
         node = self._pipelines.get_node(node_name=master) if master else None
         if node is None:
             return None
@@ -1991,11 +1988,8 @@ class RedisStore:
         if block_ms is not None:
             read += ["BLOCK", block_ms]
         commands = [*([("XACK", stream, handler, *ack)] if ack else []), (*read, "STREAMS", stream, ">")]
-        connections = lean_pipeline.PoolConnections(client.connection_pool)
-        try:
-            replies = await lean_pipeline.execute(connections, commands, client.response_callbacks)
-        except RedisConnectionError:   # once more on a new connection, as RedisLinks says (XACK is idempotent)
-            replies = await lean_pipeline.execute(connections, commands, client.response_callbacks)
+        replies = await lean_pipeline.execute_retrying(   # XACK may be sent twice: it is idempotent
+            lean_pipeline.PoolConnections(client.connection_pool), commands, client.response_callbacks)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply

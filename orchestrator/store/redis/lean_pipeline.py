@@ -27,6 +27,7 @@ from redis.asyncio.cluster import ClusterNode
 from redis._parsers.response_callbacks import _get_response_callback
 from redis.asyncio.connection import AbstractConnection, Connection, ConnectionPool
 from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 # replies that say a Redis Cluster master did not run the command (its slot is elsewhere or moving)
 REDIRECTED = (MovedError, AskError, TryAgainError, ClusterDownError)
@@ -93,6 +94,16 @@ async def execute(connections: Connections, commands: Sequence[Sequence[Any]], c
             raise
     finally:
         await connections.release(connection)
+
+
+async def execute_retrying(connections: Connections, commands: Sequence[Sequence[Any]],
+                           callbacks: Callbacks) -> list[Any]:
+    """`execute`, once more on a new connection when the first one broke: the one retry redis-py's
+    clients are configured with (the store's `RedisLinks`), for a single Redis's pool."""
+    try:
+        return await execute(connections, commands, callbacks)
+    except RedisConnectionError:
+        return await execute(connections, commands, callbacks)
 
 
 async def _reply(connection: AbstractConnection, command: Sequence[Any], callbacks: Callbacks) -> Any:
