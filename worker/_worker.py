@@ -1,34 +1,41 @@
-"""The Worker: one stream to a node, handlers run concurrently, failover.
+"""The Worker: streams to one or more nodes, handlers run concurrently, failover.
 
 How the pieces fit (each step is one small method below):
 
-* ``run()`` loops: open a stream to the current endpoint, run it until it
-  ends, move to the next endpoint after a back-off (50 ms doubling to 2 s,
-  reset after a stream that worked), until ``shutdown()`` closes it.
-* Credits keep ``tasks in flight + credits outstanding == concurrency`` on
-  every stream: the hello grants the free slots, every freed slot grants one
-  more credit on the current stream (or shows up in the next hello).
-* Results are kept until the node acknowledges them and re-sent on the next
-  stream if one breaks first (the node treats a duplicate as idempotent). A
-  result the node could not store for now (the part of its state store that
-  holds the workflow is failing over) is acked with ``retry``: it is sent
-  again on the current stream after a back-off (100 ms doubling to 2 s), and
-  the stream goes on carrying the other tasks.
+* ``run()`` runs one loop per *link* (``_links.py``; ``streams``, one by
+  default): open a stream to the link's endpoint, run it until it
+  ends, reopen it after a back-off (50 ms doubling to 2 s, reset after a
+  stream that worked), on the next endpoint no other link holds (its own
+  again when they all are), until ``shutdown()`` closes them.
+* Credits keep ``tasks in flight + credits outstanding == concurrency`` over
+  all the streams: a hello grants the link's part of the free slots, every
+  freed slot grants one more credit, on the stream of the link whose task
+  freed it unless that link holds its part already (``_links.py``), or
+  shows up in the next hello when no stream is up.
+* Results go back on the stream of the link that pushed the task (its node
+  decides the next step from what it holds) while it is up, else on another.
+  They are kept until a node acknowledges them and re-sent on another stream
+  (or the next one) if theirs breaks first (the node treats a duplicate as
+  idempotent). A result the node could not store for now (the part of its
+  state store that holds the workflow is failing over) is acked with
+  ``retry``: it is sent again on the same stream after a back-off (100 ms
+  doubling to 2 s), and the stream goes on carrying the other tasks.
 * What one turn of the event loop has to say (results, credits, heartbeats)
   goes in one message when the node reads batches, and what the node has
   gathered comes in one (``_stream.py``); items are handled one by one.
-* Each task in flight heartbeats every lease/3 on whichever stream is
-  current. A heartbeat left unanswered for a whole interval means the node
-  is stuck (frozen, partitioned): the stream is dropped so that the next
+* Each task in flight heartbeats every lease/3, on the stream its result
+  would take. A heartbeat left unanswered for a whole interval means the
+  node is stuck (frozen, partitioned): the stream is dropped so that another
   node extends the lease before it expires.
 * A node that stops gracefully sends a ``Drain`` after the last task it
-  pushed: the worker half-closes that stream and moves to the next node at
-  once, where its tasks in flight heartbeat and its results are re-sent.
+  pushed: the worker half-closes that stream and its link moves on, while
+  its tasks in flight heartbeat and its results are re-sent on another
+  stream (at once when one is up).
 * A node that stops answering without closing anything (frozen: SIGSTOP, a
   long GC or VM pause, a stalled disk; or a cut network) is noticed by the
   stream's pings: nothing at all from it for ``node_timeout_s`` (3 s) and
-  the worker drops that stream and its channel and moves to the next node,
-  as above. What the frozen node had leased and never delivered comes back
+  the worker drops that stream and its channel, and its link moves on as
+  above. What the frozen node had leased and never delivered comes back
   when its leases expire; when it wakes, its stream is gone, so nothing it
   still held is run twice.
 """
@@ -58,8 +65,9 @@ from orchestrator_api.v1 import orchestrator_pb2 as pb
 
 from ._client import auth_metadata, channel_credentials
 from ._context import TaskContext
-from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
+from ._endpoints import CHANNEL_OPTIONS, Backoff, validate_endpoints
 from ._execution import execute_assignment
+from ._links import Link, credit_for_freed_slot, hello_capacity, next_endpoint
 from ._stream import TaskStream
 from ._task import Handler, build_registry
 
@@ -124,6 +132,7 @@ class _InFlight:
     # coroutine, a future and a timeout for every attempt; most attempts end before their first beat).
     next_beat: asyncio.TimerHandle | None = None
     beating: bool = True   # False once the lease is gone or the attempt ended
+    link: Link | None = None   # the link whose stream pushed it
     # The stream the last heartbeat went to, and since when it is unanswered.
     heartbeat_stream: TaskStream | None = None
     unanswered_since: float | None = None
@@ -154,9 +163,19 @@ class Worker:
     """Runs ``@task`` handlers for tasks pushed by the orchestrator's nodes.
 
     Args:
-        endpoints: the nodes' "host:port" addresses; the worker connects to
-            the first and moves round robin to the next whenever a stream
-            breaks. Shuffle the list to spread workers across nodes.
+        endpoints: the nodes' "host:port" addresses. The worker holds a
+            stream to ``streams`` of them at once, starting with the first;
+            a stream that breaks is reopened on the next endpoint round robin
+            that it holds no stream to (the same one when it holds a stream
+            to every other).
+        streams: how many nodes to hold a stream to at once (default 1; at
+            most one per endpoint and ``concurrency``). With more, each of
+            those nodes hands tasks over to this worker in the call that
+            decided them instead of queueing them for a node that has a
+            worker, and a node that fails takes only its own stream with it:
+            the results and heartbeats it carried go on another stream at
+            once, with no reconnect. The first stream carries the load; each
+            other holds one slot (``_links.py`` says why, with what it costs).
         handlers: functions decorated with ``@task``, one per task type.
         concurrency: how many handlers may run at once (>= 1); sync handlers
             run in a thread pool of this size (those marked
@@ -202,8 +221,9 @@ class Worker:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         node_timeout_s: float | None = _NODE_TIMEOUT_S,
+        streams: int = 1,
     ) -> None:
-        self._ring = EndpointRing(endpoints)
+        self._endpoints = validate_endpoints(endpoints)
         # its token (a worker role, for these task types) and the namespace whose tasks it serves
         self._metadata = auth_metadata(token, namespace)
         self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
@@ -215,7 +235,12 @@ class Worker:
         if node_timeout_s is not None and (isinstance(node_timeout_s, bool)
                                            or not isinstance(node_timeout_s, int | float) or not node_timeout_s > 0):
             raise ValueError(f"node_timeout_s must be a number of seconds > 0, or None, got {node_timeout_s!r}")
+        if isinstance(streams, bool) or not isinstance(streams, int) or streams < 1:
+            raise ValueError(f"streams must be an integer >= 1, got {streams!r}")
         self._node_timeout_s = None if node_timeout_s is None else float(node_timeout_s)
+        count = min(len(self._endpoints), concurrency, streams)
+        self._links = [Link(index, self._endpoints[index], Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S))
+                       for index in range(count)]
         self._answering: set[str] = set()  # endpoints whose node answered a ping
         self._closing_channels: set[asyncio.Task[None]] = set()
         self._concurrency = concurrency
@@ -223,12 +248,10 @@ class Worker:
         self._stats = WorkerStats()
         self._inflight: dict[str, _InFlight] = {}
         self._unacked: dict[str, pb.TaskResult] = {}
+        self._sent_on: dict[str, TaskStream] = {}   # task id -> the stream its unacked result went on
         self._retries: dict[str, int] = {}  # task id -> times the node answered its result with `retry`
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stream: TaskStream | None = None
         self._executor: ThreadPoolExecutor | None = None
-        self._connected_once = False
-        self._resending = 0  # results re-sent behind the hello of the stream being opened
         self._started = False
         self._stopping = False  # shutdown began: no credits, new tasks are released
         self._closing: asyncio.Event | None = None  # set: end the stream and run()
@@ -261,9 +284,14 @@ class Worker:
 
     @property
     def current_endpoint(self) -> str | None:
-        """The endpoint of the established stream, or None while disconnected."""
-        stream = self._stream
-        return stream.endpoint if stream is not None and stream.established and not stream.ended else None
+        """The endpoint of the first stream that is up, or None while disconnected."""
+        connected = self.connected_endpoints
+        return connected[0] if connected else None
+
+    @property
+    def connected_endpoints(self) -> list[str]:
+        """The endpoints of the streams that are up, in the order of the links."""
+        return [link.endpoint for link in self._links if link.up]
 
     @property
     def in_flight(self) -> int:
@@ -333,8 +361,9 @@ class Worker:
                 flight.context._cancel()
                 flight.stop()
             self._inflight.clear()
-            if self._stream is not None:
-                self._stream.abort("the worker stopped")
+            for link in self._links:
+                if link.stream is not None:
+                    link.stream.abort("the worker stopped")
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
             for channel in self._channels.values():
@@ -373,7 +402,9 @@ class Worker:
             del self._inflight[flight.task_id]
             flight.context._cancel()
             flight.stop()
-            self._release(flight.assignment)
+            if flight.link is not None:
+                flight.link.running -= 1
+            self._release(flight.assignment, flight.link)
 
     async def _wait_for_acks(self, timeout_s: float) -> None:
         assert self._acked is not None
@@ -389,8 +420,9 @@ class Worker:
     def _close(self) -> None:
         assert self._closing is not None
         self._closing.set()
-        if self._stream is not None:
-            self._stream.close()
+        for link in self._links:
+            if link.stream is not None:
+                link.stream.close()
 
     async def _run_until_signalled(self, grace_s: float) -> None:
         loop = asyncio.get_running_loop()
@@ -413,57 +445,118 @@ class Worker:
     # ------------------------------------------------------------ connection
 
     async def _connection_loop(self) -> None:
+        await asyncio.gather(*(self._link_loop(link) for link in self._links))
+
+    async def _link_loop(self, link: Link) -> None:
+        """Keep a stream open on `link` until the worker closes."""
         assert self._closing is not None
-        backoff = Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S)
         while not self._closing.is_set():
-            stream = self._open_stream(self._ring.current)
+            stream = self._open_stream(link)
             reason = await stream.run(_CONNECT_TIMEOUT_S)
-            self._stream = None
-            self._remember_pings(stream)
+            self._stream_ended(link, stream)
             if self._closing.is_set():
                 log.info("stream to %s closed: %s", stream.endpoint, reason)
                 break
             if stream.healthy(_HEALTHY_STREAM_S):
-                backoff.reset()
-            delay = backoff.next()
-            next_endpoint = self._ring.advance()
+                link.backoff.reset()
+            delay = link.backoff.next()
+            link.endpoint = next_endpoint(link, self._endpoints, self._links)
             if stream.drained:
-                log.info("left %s (%s); trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+                log.info("left %s (%s); trying %s in %.0f ms", stream.endpoint, reason, link.endpoint, delay * 1000)
             elif stream.went_silent:
-                log.warning("left %s: %s; trying %s in %.0f ms", stream.endpoint, reason, next_endpoint, delay * 1000)
+                log.warning("left %s: %s; trying %s in %.0f ms", stream.endpoint, reason, link.endpoint, delay * 1000)
             elif stream.established:
                 log.warning("stream to %s broke (%s); trying %s in %.0f ms",
-                            stream.endpoint, reason, next_endpoint, delay * 1000)
+                            stream.endpoint, reason, link.endpoint, delay * 1000)
             else:
                 log.info("cannot connect to %s (%s); trying %s in %.0f ms",
-                         stream.endpoint, reason, next_endpoint, delay * 1000)
+                         stream.endpoint, reason, link.endpoint, delay * 1000)
             await self._pause(delay)
 
-    def _open_stream(self, endpoint: str) -> TaskStream:
-        """Create the stream and make it current in one step, so that every
-        slot freed from now on is credited on it (after its hello)."""
-        capacity = 0 if self._stopping else self._concurrency - len(self._inflight)
+    def _free_slots(self) -> int:
+        """Slots neither running a task nor granted as a credit on a stream."""
+        return self._concurrency - len(self._inflight) - sum(link.granted for link in self._links)
+
+    def _open_stream(self, link: Link) -> TaskStream:
+        """Create the link's stream in one step with its hello, which grants the link's share of
+        the free slots (see ``_links.py``). Results whose stream ended before a node acknowledged
+        them are re-sent behind it, and the tasks whose heartbeats have no stream beat at once
+        (their leases may be close to expiry)."""
+        endpoint = link.endpoint
+        capacity = 0 if self._stopping else hello_capacity(link, self._links, self._concurrency, self._free_slots())
         hello = pb.WorkerMessage(hello=pb.WorkerHello(worker_id=self._worker_id, task_types=self.task_types,
                                                       capacity=capacity, batches=True,
                                                       resends=True))
-        resent = list(self._unacked.values())
+        orphans = [result for task_id, result in self._unacked.items() if _gone(self._sent_on.get(task_id))]
         stream = TaskStream(
             endpoint,
             self._channel(endpoint),
-            [hello, *resent],
-            on_message=self._on_server_message,
-            on_established=self._on_established,
+            [hello, *orphans],
+            on_message=functools.partial(self._on_server_message, link),
+            on_established=functools.partial(self._on_established, link),
             metadata=self._metadata,
             node_timeout_s=self._node_timeout_s,
             answers_pings=endpoint in self._answering,
         )
-        self._stream = stream
-        self._resending = len(resent)
+        link.stream, link.granted, link.resending = stream, capacity, len(orphans)
+        link.opened += 1
+        for result in orphans:
+            self._sent_on[result.task_id] = stream
         loop = asyncio.get_running_loop()
         for flight in self._inflight.values():
-            loop.call_soon(self._beat_now, flight)  # heartbeat at once: the lease may be close to expiry
-        log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(resent))
+            if flight.link is link or _gone(flight.heartbeat_stream):
+                loop.call_soon(self._beat_now, flight)
+        log.debug("connecting to %s (capacity %d, %d results to re-send)", endpoint, capacity, len(orphans))
         return stream
+
+    def _stream_ended(self, link: Link, stream: TaskStream) -> None:
+        """The link's stream ended: its credits are void, and what it carried moves to a stream
+        that is up, if any (the link's next stream otherwise): the results it did not get
+        acknowledged, the heartbeats of the tasks that beat on it, and its free room."""
+        link.stream, link.granted = None, 0
+        self._remember_pings(stream)
+        if self._closing is not None and self._closing.is_set():
+            return
+        stranded = [task_id for task_id, sent_on in self._sent_on.items() if sent_on is stream]
+        for task_id in stranded:
+            other = self._route(None)
+            result = self._unacked.get(task_id)
+            if other is None or result is None or not other.established:
+                break
+            self._sent_on[task_id] = other
+            other.send(result)
+            self._stats.resent += 1
+        loop = asyncio.get_running_loop()
+        for flight in self._inflight.values():
+            if flight.heartbeat_stream is stream:
+                loop.call_soon(self._beat_now, flight)
+        self._grant_free_slots()
+
+    def _grant_free_slots(self) -> None:
+        """Grant every free slot to a stream that is up (see ``credit_for_freed_slot``)."""
+        if self._stopping:
+            return
+        while self._free_slots() > 0:
+            target = credit_for_freed_slot(None, self._links, self._concurrency)
+            if target is None:
+                return
+            self._grant_credit(target)
+
+    def _route(self, link: Link | None) -> TaskStream | None:
+        """The stream for a result, heartbeat or release of a task `link` pushed: the link's own
+        while it is up, else the first stream that is up, else one still being opened (what is
+        sent on it goes behind its hello)."""
+        if link is not None and link.up:
+            return link.stream
+        for other in self._links:
+            if other.up:
+                return other.stream
+        if link is not None and link.open:
+            return link.stream
+        for other in self._links:
+            if other.open:
+                return other.stream
+        return None
 
     def _remember_pings(self, stream: TaskStream) -> None:
         """Whether the node at this endpoint answers pings, for the next stream to it. A node that
@@ -484,12 +577,20 @@ class Worker:
             self._closing_channels.add(closing)
             closing.add_done_callback(self._closing_channels.discard)
 
-    def _on_established(self, stream: TaskStream) -> None:
-        if self._connected_once:
+    def _on_established(self, link: Link, stream: TaskStream) -> None:
+        """A stream is up: results that lost theirs meanwhile go on it, and the slots freed while
+        no stream was up are granted."""
+        if link.connected_once:
             self._stats.reconnects += 1
-        self._connected_once = True
-        self._stats.resent += self._resending
+        link.connected_once = True
+        self._stats.resent += link.resending
         log.info("connected to %s as %s", stream.endpoint, self._worker_id)
+        for task_id, result in self._unacked.items():
+            if _gone(self._sent_on.get(task_id)):
+                self._sent_on[task_id] = stream
+                stream.send(result)
+                self._stats.resent += 1
+        self._grant_free_slots()
 
     async def _pause(self, delay_s: float) -> None:
         assert self._closing is not None
@@ -507,66 +608,63 @@ class Worker:
             self._channels[endpoint] = channel
         return channel
 
-    def _send(self, message: WorkerItem) -> None:
-        """Send on the current stream, if any. Whatever must survive a broken
-        stream is kept elsewhere (results) or recomputed (credits, heartbeats)."""
-        if self._stream is not None:
-            self._stream.send(message)
-
     # ------------------------------------------------------------ server messages
 
-    def _on_server_message(self, stream: TaskStream, message: pb.ServerMessage) -> None:
+    def _on_server_message(self, link: Link, stream: TaskStream, message: pb.ServerMessage) -> None:
         kind = message.WhichOneof("body")
         if kind == "task":
-            self._on_task(message.task)
+            self._on_task(link, stream, message.task)
         elif kind == "result_ack":
             self._on_result_ack(message.result_ack)
         elif kind == "heartbeat_ack":
             self._on_heartbeat_ack(stream, message.heartbeat_ack)
         elif kind == "batch":
-            self._on_batch(stream, message.batch)
+            self._on_batch(link, stream, message.batch)
         elif kind == "drain":
             self._on_drain(stream, message.drain)
         else:
             log.debug("ignoring an unknown message from %s: %s", stream.endpoint, message)
 
-    def _on_batch(self, stream: TaskStream, batch: pb.ServerBatch) -> None:
+    def _on_batch(self, link: Link, stream: TaskStream, batch: pb.ServerBatch) -> None:
         """Each item as if it came alone: a bug handling one does not lose the others."""
         for ack in batch.result_acks:
             _guarded(stream, self._on_result_ack, ack)
         for beat_ack in batch.heartbeat_acks:
             _guarded(stream, functools.partial(self._on_heartbeat_ack, stream), beat_ack)
         for assignment in batch.tasks:
-            _guarded(stream, self._on_task, assignment)
+            _guarded(stream, functools.partial(self._on_task, link, stream), assignment)
 
     def _on_drain(self, stream: TaskStream, drain: pb.Drain) -> None:
         """The node is stopping and sent every task it had for us before this: close the stream
-        (its queued results go first) and move on. Results that finish meanwhile are kept and
-        re-sent on the next stream, and the tasks in flight heartbeat there at once, so their
-        leases never lapse. Writing on after this would make the node's end of the call fail
-        the reads still to come, and lose the tasks in them."""
+        (its queued results go first) and move on. Results that finish meanwhile go on another
+        stream (kept, and re-sent on the next one, if none is up), and so do the heartbeats of
+        the tasks in flight, so their leases never lapse. Writing on after this would make the
+        node's end of the call fail the reads still to come, and lose the tasks in them."""
         log.info("node %s is stopping (%s); moving to another node", stream.endpoint, drain.detail or "drain")
         stream.drained = True
         stream.close()
 
-    def _on_task(self, assignment: pb.TaskAssignment) -> None:
+    def _on_task(self, link: Link, stream: TaskStream, assignment: pb.TaskAssignment) -> None:
         self._stats.received += 1
+        if link.stream is stream and link.granted > 0:
+            link.granted -= 1   # the credit it was pushed for
         if self._stopping:
-            self._release(assignment)
+            self._release(assignment, link)
         elif assignment.task_id in self._inflight:
             log.warning("task %s pushed again while running; returning its credit", assignment.task_id)
-            self._grant_credit()
+            self._grant_credit(link)
         elif len(self._inflight) >= self._concurrency:
             log.warning("task %s pushed beyond capacity %d; releasing it", assignment.task_id, self._concurrency)
-            self._release(assignment)
+            self._release(assignment, link)
         else:
-            self._start_task(assignment)
+            self._start_task(assignment, link)
 
     def _on_result_ack(self, ack: pb.ResultAck) -> None:
         if ack.retry:
             self._retry_later(ack)
             return
         self._retries.pop(ack.task_id, None)
+        self._sent_on.pop(ack.task_id, None)
         if self._unacked.pop(ack.task_id, None) is None:
             return  # a duplicate ack, after a re-send
         if not ack.accepted:
@@ -576,8 +674,8 @@ class Worker:
         self._acked.set()
 
     def _retry_later(self, ack: pb.ResultAck) -> None:
-        """The node stored nothing for now: the result goes again on the current stream after a
-        back-off, unless a new stream has re-sent it (or an ack came) meanwhile."""
+        """The node stored nothing for now: the result goes again on the same stream after a
+        back-off, unless it ended (and the result went on another) or an ack came meanwhile."""
         result = self._unacked.get(ack.task_id)
         if result is None:
             return
@@ -585,10 +683,11 @@ class Worker:
         delay_s = min(_RETRY_MAX_S, _RETRY_FIRST_S * 2 ** (tries - 1))
         log.info("result of task %s not stored for now (%s); sending it again in %.0f ms",
                  ack.task_id, ack.detail or "no detail", delay_s * 1000)
-        stream = self._stream
+        stream = self._sent_on.get(ack.task_id)
 
         def again() -> None:
-            if self._unacked.get(ack.task_id) is result and self._stream is stream and stream is not None:
+            if (self._unacked.get(ack.task_id) is result and stream is not None and not stream.ended
+                    and self._sent_on.get(ack.task_id) is stream):
                 self._stats.retried += 1
                 stream.send(result)
         asyncio.get_running_loop().call_later(delay_s, again)
@@ -612,7 +711,7 @@ class Worker:
 
     # ------------------------------------------------------------ tasks
 
-    def _start_task(self, assignment: pb.TaskAssignment) -> None:
+    def _start_task(self, assignment: pb.TaskAssignment, link: Link) -> None:
         loop = asyncio.get_running_loop()
 
         def request_heartbeat() -> None:  # called by TaskContext.heartbeat(), from any thread
@@ -620,8 +719,9 @@ class Worker:
                 loop.call_soon_threadsafe(self._beat_now, flight)
 
         ctx = TaskContext.from_assignment(assignment, worker_id=self._worker_id, heartbeat_hook=request_heartbeat)
-        flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms)
+        flight = _InFlight(assignment=assignment, context=ctx, lease_ms=assignment.lease_ms, link=link)
         self._inflight[flight.task_id] = flight
+        link.running += 1
         if log.isEnabledFor(logging.DEBUG):
             log.debug("task %s (%s, attempt %d) of workflow %s started",
                       flight.task_id, assignment.task_type, assignment.attempt, assignment.workflow_id)
@@ -631,21 +731,33 @@ class Worker:
     async def _run_task(self, flight: _InFlight) -> None:
         handler = self._handlers.get(flight.assignment.task_type)
         result = await execute_assignment(flight.assignment, handler, context=flight.context, executor=self._executor)
-        outgoing = self._finish(flight, result)
-        stream = self._stream
-        if not outgoing or stream is None:
+        if not self._finish(flight, result):
             return
+        stream = self._route(flight.link)
+        credit_on = None if self._stopping else credit_for_freed_slot(flight.link, self._links, self._concurrency)
+        if credit_on is not None:
+            credit_on.granted += 1
+        if stream is None:   # kept in _unacked: the next hello re-sends it and counts the slot as free
+            return
+        self._sent_on[result.task_id] = stream
+        outgoing: list[WorkerItem] = [result]
+        if credit_on is not None and credit_on.stream is stream:
+            outgoing.append(_ONE_CREDIT)
+        elif credit_on is not None and credit_on.stream is not None:
+            credit_on.stream.send(_ONE_CREDIT)
         if self._inflight:   # another handler may end in this turn too: one message for both
             for item in outgoing:
                 stream.send(item)
         else:   # none can: no reason to wait for the writer's turn (_stream.py)
             await stream.send_now(outgoing)
 
-    def _finish(self, flight: _InFlight, result: pb.TaskResult) -> list[WorkerItem]:
-        """Account for the attempt's end; return what to send: its result and, unless the worker
-        is stopping, the credit of the slot it frees (nothing if it was released meanwhile)."""
+    def _finish(self, flight: _InFlight, result: pb.TaskResult) -> bool:
+        """Account for the attempt's end and keep its result until a node acknowledges it; False
+        if it was released meanwhile (shutdown past its grace period): nothing to send."""
         if self._inflight.pop(flight.task_id, None) is None:
-            return []  # released meanwhile (shutdown past its grace period)
+            return False
+        if flight.link is not None:
+            flight.link.running -= 1
         flight.stop()
         if result.status == pb.TaskResult.COMPLETED:
             self._stats.completed += 1
@@ -655,18 +767,22 @@ class Worker:
             log.debug("task %s (%s) %s%s", flight.task_id, flight.assignment.task_type,
                       pb.TaskResult.Status.Name(result.status), f": {result.reason}" if result.reason else "")
         self._unacked[result.task_id] = result
-        return [result] if self._stopping else [result, _ONE_CREDIT]
+        return True
 
-    def _grant_credit(self) -> None:
-        """One credit more for the current stream. The stream's writer adds up the credits it
-        finds queued, behind the results queued with them: a burst of finished tasks costs the node
-        one read (one batch, or its results and one credit), not two per task. Credits meant for a
-        stream that has ended are dropped: the next stream's hello counts the free room anew."""
-        self._send(_ONE_CREDIT)
+    def _grant_credit(self, link: Link) -> None:
+        """One credit more on the link's stream. The stream's writer adds up the credits it finds
+        queued, behind the results queued with them: a burst of finished tasks costs the node one
+        read (one batch, or its results and one credit), not two per task. A link without a
+        stream grants nothing: its next hello counts the free room anew."""
+        if link.stream is not None:
+            link.granted += 1
+            link.stream.send(_ONE_CREDIT)
 
-    def _release(self, assignment: pb.TaskAssignment) -> None:
+    def _release(self, assignment: pb.TaskAssignment, link: Link | None) -> None:
         self._stats.released += 1
-        self._send(pb.Release(workflow_id=assignment.workflow_id, task_id=assignment.task_id))
+        stream = self._route(link)
+        if stream is not None:
+            stream.send(pb.Release(workflow_id=assignment.workflow_id, task_id=assignment.task_id))
 
     # ------------------------------------------------------------ heartbeats
 
@@ -687,7 +803,7 @@ class Worker:
             self._schedule_beat(flight)
 
     def _heartbeat(self, flight: _InFlight) -> None:
-        stream = self._stream
+        stream = self._route(flight.link)
         if stream is None or stream.ended:
             return
         now = asyncio.get_running_loop().time()
@@ -721,3 +837,8 @@ def _silence(stream: TaskStream, flight: _InFlight, now: float) -> float:
     if flight.heartbeat_stream is not stream or flight.unanswered_since is None or stream.established_at is None:
         return 0.0
     return now - max(flight.unanswered_since, stream.established_at)
+
+
+def _gone(stream: TaskStream | None) -> bool:
+    """No stream, or one that ended: what was sent on it needs another."""
+    return stream is None or stream.ended

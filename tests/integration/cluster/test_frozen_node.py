@@ -307,7 +307,7 @@ def test_a_worker_whose_own_loop_was_held_does_not_leave_a_healthy_node() -> Non
             w = Worker(endpoints=[endpoint, _], handlers=[hog], node_timeout_s=0.2)
             async with w:
                 await a.next()   # hello
-                await wait_until(lambda: w._stream is not None and w._stream.pongs > 0)
+                await wait_until(lambda: w._links[0].stream is not None and w._links[0].stream.pongs > 0)
                 a.push(pushed("t-1", "hog"))
                 assert (await a.next("result")).result.task_id == "t-1"
                 a.push(pb.ServerMessage(result_ack=pb.ResultAck(task_id="t-1", accepted=True)))

@@ -136,7 +136,7 @@ def test_a_batching_sdk_worker_and_a_worker_older_than_batches_complete_workflow
     assert [(w["output"]["step0"], w["output"]["step1"]) for w in done] == [
         ({"by": "sdk", "n": n}, {"by": "old", "n": n}) for n in range(12)]
     assert received["task"] == 12 and received["result_ack"] == 12 and received["batch"] == 0, received
-    stream = sdk.worker._stream
+    stream = sdk.worker._links[0].stream
     assert stream is not None and stream.node_reads_batches   # the node told the SDK it reads batches
 
 

@@ -667,6 +667,148 @@ def test_worker_skips_a_dead_endpoint() -> None:
     asyncio.run(scenario())
 
 
+# ---------------------------------------------------------------- a stream to every node
+
+
+async def credits(node: FakeNode, count: int) -> None:
+    """Read credit messages from `node` until they add up to `count` (results may come between)."""
+    total = 0
+    while total < count:
+        message = await node.next()
+        if message.WhichOneof("body") == "credit":
+            total += message.credit.count
+    assert total == count
+
+
+async def next_but_credits(node: FakeNode, kind: str) -> pb.WorkerMessage:
+    """The next message of `kind` from the worker, skipping credits, heartbeats and pings."""
+    while True:
+        message = await asyncio.wait_for(node.inbox.get(), TIMEOUT_S)
+        body = message.WhichOneof("body")
+        if body == kind:
+            return message
+        if body not in ("credit", "heartbeat", "ping"):
+            raise AssertionError(f"expected {kind}, got {message}")
+
+
+def test_the_first_node_gets_all_slots_but_one_for_each_other_and_each_task_reports_where_it_came_from() -> None:
+    async def scenario() -> None:
+        async with fake_node() as (a, endpoint_a, _), fake_node() as (b, endpoint_b, _):
+            async with Worker(endpoints=[endpoint_a, endpoint_b], handlers=[echo], concurrency=5, streams=2) as w:
+                assert (await a.next()).hello.capacity == 4
+                assert (await b.next()).hello.capacity == 1
+                await wait_until(lambda: w.connected_endpoints == [endpoint_a, endpoint_b])
+                b.push(task_message("t-b", "echo"))
+                assert (await b.next("result")).result.task_id == "t-b"
+                assert (await b.next("credit")).credit.count == 1   # its slot goes back to b
+                a.push(task_message("t-a", "echo"))
+                assert (await a.next("result")).result.task_id == "t-a"
+                assert (await a.next("credit")).credit.count == 1
+                a.push(ack("t-a"))
+                b.push(ack("t-b"))
+                await wait_until(lambda: not w._unacked)
+                assert (w.stats.completed, w.stats.reconnects, a.streams, b.streams) == (2, 0, 1, 1)
+                assert a.inbox.empty() and b.inbox.empty()
+
+    asyncio.run(scenario())
+
+
+def test_a_slot_freed_on_a_link_at_its_aim_goes_to_the_link_furthest_under_its_own() -> None:
+    release = asyncio.Event()
+
+    @task("slow")
+    async def slow(data: dict) -> dict:
+        await release.wait()
+        return {}
+
+    async def scenario() -> None:
+        async with fake_node() as (a, endpoint_a, _), fake_node() as (b, endpoint_b, server_b):
+            async with Worker(endpoints=[endpoint_a, endpoint_b], handlers=[echo, slow], concurrency=4,
+                              streams=2) as w:
+                assert (await a.next()).hello.capacity == 3
+                assert (await b.next()).hello.capacity == 1
+                await server_b.stop(0)   # b's slot goes to a, the one stream up
+                await credits(a, 1)
+                for number in range(4):
+                    a.push(task_message(f"t-{number}", "slow"))
+                await wait_until(lambda: w.in_flight == 4)
+                b = FakeNode()   # a fresh node at b's address
+                server = grpc.aio.server()
+                pb_grpc.add_TaskServiceServicer_to_server(b, server)
+                assert server.add_insecure_port(endpoint_b) == int(endpoint_b.rsplit(":", 1)[1])
+                await server.start()
+                try:
+                    assert (await b.next()).hello.capacity == 0   # every slot is running a's tasks
+                    await wait_until(lambda: w.connected_endpoints == [endpoint_a, endpoint_b])
+                    release.set()
+                    # a runs 4, one more than it aims at with b up again: its first freed slot goes
+                    # to b (which aims at one), the rest back to a
+                    await credits(b, 1)
+                    await credits(a, 3)
+                    for number in range(4):   # the results went to a, whose tasks they were
+                        a.push(ack(f"t-{number}"))
+                    await wait_until(lambda: not w._unacked)
+                finally:
+                    await server.stop(0)
+
+    asyncio.run(scenario())
+
+
+def test_when_a_stream_breaks_its_results_and_heartbeats_go_on_another_stream_at_once() -> None:
+    release = asyncio.Event()
+
+    @task("slow")
+    async def slow(data: dict) -> dict:
+        await release.wait()
+        return {"done": True}
+
+    async def scenario() -> None:
+        async with fake_node() as (a, endpoint_a, server_a), fake_node() as (b, endpoint_b, _):
+            async with Worker(endpoints=[endpoint_a, endpoint_b], handlers=[echo, slow], concurrency=4,
+                              streams=2) as w:
+                await a.next()
+                await b.next()   # the hellos
+                await wait_until(lambda: w.connected_endpoints == [endpoint_a, endpoint_b])
+                a.push(task_message("t-echo", "echo"))
+                a.push(task_message("t-slow", "slow"))
+                assert (await a.next("result")).result.task_id == "t-echo"  # left unacknowledged
+                await wait_until(lambda: w.in_flight == 1)
+
+                await server_a.stop(0)  # a dies: b, up all along, gets what a had
+
+                assert (await next_but_credits(b, "result")).result.task_id == "t-echo"  # re-sent
+                assert (await next_but_credits(b, "heartbeat")).heartbeat.task_id == "t-slow"
+                assert w.connected_endpoints == [endpoint_b]
+                release.set()
+                result = (await next_but_credits(b, "result")).result
+                assert (result.task_id, json.loads(result.output_json)) == ("t-slow", {"done": True})
+                b.push(ack("t-echo"))
+                b.push(ack("t-slow"))
+                await wait_until(lambda: not w._unacked)
+                assert (w.stats.reconnects, w.stats.resent, b.streams) == (0, 1, 1)
+
+    asyncio.run(scenario())
+
+
+def test_a_dead_endpoints_slots_go_to_the_streams_that_are_up() -> None:
+    async def scenario() -> None:
+        async with fake_node() as (node, endpoint, _):
+            async with Worker(endpoints=[dead_endpoint(), endpoint], handlers=[echo], streams=2) as w:
+                assert (await node.next()).hello.capacity == 1   # the dead endpoint's link was the primary
+                await credits(node, 7)   # once its stream failed to connect: this one is now
+                await wait_until(lambda: w.connected_endpoints == [endpoint])
+                assert w.stats.reconnects == 0
+
+    asyncio.run(scenario())
+
+
+def test_streams_is_checked() -> None:
+    bad_values: tuple[Any, ...] = (0, -1, True, 1.5, "2")
+    for bad in bad_values:
+        with pytest.raises(ValueError, match="streams"):
+            Worker(endpoints=["127.0.0.1:1"], handlers=[echo], streams=bad)
+
+
 # ---------------------------------------------------------------- client
 
 

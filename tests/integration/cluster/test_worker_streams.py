@@ -1,0 +1,151 @@
+"""A worker with a stream to every node, through three real nodes on a Redis of their own.
+
+With one stream, a workflow started on a node the worker is not connected to queues its first task
+and publishes `ready` for a node that has the worker, which claims it; with a stream to every node,
+each node hands its tasks over in the call that decided them: nothing is queued, no `ready` is
+published. And a node SIGKILLed takes only its own stream: the worker goes on with the others, with
+no reconnect, and every workflow completes, the tasks the dead node pushed included.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import redis
+
+from devtools.local_cluster import start_node, wait_for_leader
+from devtools.procs import EtcdCluster, ManagedProcess, free_port
+from helpers import BackgroundWorker, unique, wait_ended
+from redis_mode import start_test_redis
+from worker import Worker, WorkflowClient, task
+
+NODES = 3
+COUNT = 30   # workflows of the hand-over test, started round robin over the nodes, one at a time
+
+
+@dataclass
+class Three:
+    redis_url: str
+    endpoints: list[str]
+    clients: list[WorkflowClient]
+    processes: list[ManagedProcess]
+
+
+@pytest.fixture
+def three(tmp_path: Path, etcd: EtcdCluster) -> Iterator[Three]:
+    """Three nodes of a fresh cluster on a Redis of their own (its command counts are theirs)."""
+    server = start_test_redis(tmp_path / "redis")
+    cluster = unique("streams")
+    processes: list[ManagedProcess] = []
+    clients: list[WorkflowClient] = []
+    try:
+        endpoints = []
+        for index in range(NODES):
+            port = free_port()
+            processes.append(start_node(tmp_path / f"node{index}", node_id=f"node{index}", port=port,
+                                        redis_url=server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
+                                        lease_ttl_s=2.0, http_port=0, log_level="WARNING"))
+            endpoints.append(f"127.0.0.1:{port}")
+            clients.append(WorkflowClient([endpoints[-1]]))
+        wait_for_leader(clients[0], 20.0)
+        yield Three(server.url, endpoints, clients, processes)
+    finally:
+        for client in clients:
+            client.close()
+        for process in processes:
+            process.stop()
+        server.stop()
+
+
+calls: dict[str, int] = {}
+calls_lock = threading.Lock()
+
+
+@task("streams_step")
+def step(data: dict) -> dict:
+    with calls_lock:
+        calls[data["tag"]] = calls.get(data["tag"], 0) + 1
+    time.sleep(data.get("sleep_s", 0))
+    return {"tag": data["tag"]}
+
+
+def register(client: WorkflowClient) -> str:
+    name = unique("streams_wf")
+    client.register_task_def({"name": "streams_step", "responseTimeoutSeconds": 10})
+    client.register_workflow_def({"name": name, "tasks": [{
+        "name": "streams_step", "taskReferenceName": "only",
+        "inputParameters": {"tag": "${workflow.input.tag}", "sleep_s": "${workflow.input.sleep_s}"}}]})
+    return name
+
+
+def publishes(redis_url: str) -> int:
+    with redis.Redis.from_url(redis_url) as r:
+        return int(r.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
+
+
+def run_one_at_a_time(three: Three, name: str, tag: str) -> None:
+    for number in range(COUNT):
+        client = three.clients[number % NODES]
+        workflow_id = client.start_workflow(name, {"tag": f"{tag}-{number}", "sleep_s": 0})
+        ended = wait_ended(client, [workflow_id], 20.0)
+        assert ended[workflow_id]["status"] == "COMPLETED", ended
+
+
+def test_with_a_stream_to_every_node_each_node_hands_its_tasks_over_and_nothing_is_queued(three: Three) -> None:
+    name = register(three.clients[0])
+
+    one = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=6))
+    try:
+        before = publishes(three.redis_url)
+        run_one_at_a_time(three, name, "one")
+        queued_with_one_stream = publishes(three.redis_url) - before
+    finally:
+        one.stop()
+    every = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=6, streams=NODES))
+    try:
+        deadline = time.monotonic() + 10
+        while every.worker.connected_endpoints != three.endpoints and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert every.worker.connected_endpoints == three.endpoints
+        before = publishes(three.redis_url)
+        run_one_at_a_time(three, name, "every")
+        queued_with_every_stream = publishes(three.redis_url) - before
+    finally:
+        every.stop()
+
+    # one stream: the starts on the two nodes without it queued their task and said so (2 of 3)
+    assert queued_with_one_stream >= COUNT * 2 // 3, queued_with_one_stream
+    assert queued_with_every_stream == 0
+    assert every.worker.stats.completed == COUNT and every.worker.stats.reconnects == 0
+    assert all(calls[f"{tag}-{n}"] == 1 for tag in ("one", "every") for n in range(COUNT))
+
+
+def test_a_killed_node_takes_only_its_own_stream_and_every_workflow_completes(three: Three) -> None:
+    name = register(three.clients[0])
+    background = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=30,
+                                         streams=NODES))
+    try:
+        deadline = time.monotonic() + 10
+        while background.worker.connected_endpoints != three.endpoints and time.monotonic() < deadline:
+            time.sleep(0.05)
+        doomed, survivors = three.processes[2], three.clients[:2]
+        # every node hands tasks over: some of them are running when their node dies
+        started = [three.clients[n % NODES].start_workflow(name, {"tag": f"kill-{n}", "sleep_s": 0.5})
+                   for n in range(12)]
+        time.sleep(0.2)
+        doomed.kill()
+        started += [survivors[n % 2].start_workflow(name, {"tag": f"after-{n}", "sleep_s": 0})
+                    for n in range(12)]
+        ended = wait_ended(survivors[0], started, 30.0)
+        assert sorted(state["status"] for state in ended.values()) == ["COMPLETED"] * len(started)
+        assert background.worker.connected_endpoints == three.endpoints[:2]
+        assert background.worker.stats.reconnects == 0, background.worker.stats   # none had to be opened again
+        # the dead node's tasks were not run again: their results went to the other nodes, which took them
+        assert all(calls[f"{tag}-{n}"] == 1 for tag in ("kill", "after") for n in range(12)), calls
+    finally:
+        background.stop()
