@@ -103,6 +103,8 @@ def credit_for_freed_slot(origin: Link | None, links: Sequence[Link], concurrenc
     """Which link a freed slot is granted on: the link whose task freed it while that link is up
     and under its aim, else the up link furthest under its aim (the first, on a tie); None when
     no stream is up (the next hello counts the slot as free)."""
+    if len(links) == 1:   # one stream, the default: the hot path of every task
+        return links[0] if links[0].up else None
     up = [link for link in links if link.up]
     if not up:
         return None
