@@ -56,6 +56,7 @@ class CompletionWatcher:
         self._waiting: dict[str, threading.Event] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=type(self).__name__, daemon=True)
+        self.recorded = 0   # completions seen since it started, waited for or not
 
     def __enter__(self) -> CompletionWatcher:
         self._prepare()
@@ -77,8 +78,19 @@ class CompletionWatcher:
             self._waiting.pop(item_id, None)
             return self._seen.pop(item_id, None)
 
+    def wait_recorded(self, total: int, timeout_s: float) -> bool:
+        """Block until `recorded` reaches `total` (True) or `timeout_s` passed (False): for a caller
+        that knows how many workflows end, not their ids."""
+        deadline = time.monotonic() + timeout_s
+        while self.recorded < total:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
     def _record(self, item_id: str, completion: Completion) -> None:
         with self._lock:
+            self.recorded += 1
             self._seen[item_id] = completion
             if len(self._seen) > _MAX_UNCLAIMED:
                 self._seen.popitem(last=False)
