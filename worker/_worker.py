@@ -517,15 +517,14 @@ class Worker:
         self._remember_pings(stream)
         if self._closing is not None and self._closing.is_set():
             return
-        stranded = [task_id for task_id, sent_on in self._sent_on.items() if sent_on is stream]
-        for task_id in stranded:
-            other = self._route(None)
-            result = self._unacked.get(task_id)
-            if other is None or result is None or not other.established:
-                break
-            self._sent_on[task_id] = other
-            other.send(result)
-            self._stats.resent += 1
+        other = self._route(None)
+        if other is not None and other.established:   # else they go behind the next hello
+            for task_id in [task_id for task_id, sent_on in self._sent_on.items() if sent_on is stream]:
+                result = self._unacked.get(task_id)
+                if result is not None:
+                    self._sent_on[task_id] = other
+                    other.send(result)
+                    self._stats.resent += 1
         loop = asyncio.get_running_loop()
         for flight in self._inflight.values():
             if flight.heartbeat_stream is stream:

@@ -790,6 +790,36 @@ def test_when_a_stream_breaks_its_results_and_heartbeats_go_on_another_stream_at
     asyncio.run(scenario())
 
 
+def test_a_draining_node_stream_closes_and_its_task_reports_to_the_other_stream() -> None:
+    release = asyncio.Event()
+
+    @task("slow")
+    async def slow(data: dict) -> dict:
+        await release.wait()
+        return {"done": True}
+
+    async def scenario() -> None:
+        async with fake_node() as (a, endpoint_a, server_a), fake_node() as (b, endpoint_b, _):
+            async with Worker(endpoints=[endpoint_a, endpoint_b], handlers=[slow], concurrency=4,
+                              streams=2) as w:
+                await a.next()
+                await b.next()   # the hellos
+                await wait_until(lambda: w.connected_endpoints == [endpoint_a, endpoint_b])
+                a.push(task_message("t-slow", "slow"))
+                await wait_until(lambda: w.in_flight == 1)
+                a.push(pb.ServerMessage(drain=pb.Drain(detail="stopping")))
+                await wait_until(lambda: a.streams == 1 and w.connected_endpoints == [endpoint_b])
+                await server_a.stop(0)   # and gone: the link's next stream to it cannot open
+                release.set()
+                result = (await next_but_credits(b, "result")).result
+                assert (result.task_id, json.loads(result.output_json)) == ("t-slow", {"done": True})
+                b.push(ack("t-slow"))
+                await wait_until(lambda: not w._unacked)
+                assert w.stats.completed == 1
+
+    asyncio.run(scenario())
+
+
 def test_a_dead_endpoints_slots_go_to_the_streams_that_are_up() -> None:
     async def scenario() -> None:
         async with fake_node() as (node, endpoint, _):
