@@ -149,3 +149,29 @@ def test_a_killed_node_takes_only_its_own_stream_and_every_workflow_completes(th
         assert all(calls[f"{tag}-{n}"] == 1 for tag in ("kill", "after") for n in range(12)), calls
     finally:
         background.stop()
+
+
+def test_a_frozen_node_takes_only_its_own_stream_and_its_tasks_complete_through_the_others(three: Three) -> None:
+    name = register(three.clients[0])
+    background = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=30,
+                                         streams=NODES, node_timeout_s=1.0))
+    frozen = three.processes[2]
+    try:
+        deadline = time.monotonic() + 10
+        while background.worker.connected_endpoints != three.endpoints and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # tasks of every node, running when the third freezes: its own report to the others
+        started = [three.clients[n % NODES].start_workflow(name, {"tag": f"freeze-{n}", "sleep_s": 1.5})
+                   for n in range(12)]
+        time.sleep(0.2)
+        frozen.pause()
+        try:
+            ended = wait_ended(three.clients[0], started, 30.0)
+            assert sorted(state["status"] for state in ended.values()) == ["COMPLETED"] * len(started)
+            assert background.worker.connected_endpoints == three.endpoints[:2]   # it left the frozen one
+        finally:
+            frozen.resume()
+        # their leases were extended by the other nodes while the third was frozen: none ran twice
+        assert all(calls[f"freeze-{n}"] == 1 for n in range(12)), calls
+    finally:
+        background.stop()
