@@ -670,6 +670,19 @@ def test_worker_skips_a_dead_endpoint() -> None:
 # ---------------------------------------------------------------- a stream to every node
 
 
+def gated(name: str, output: dict[str, Any]) -> tuple[asyncio.Event, Any]:
+    """A handler of task type `name` that returns `output` once the event it comes with is set."""
+    release = asyncio.Event()
+
+    @task(name)
+    async def handler(data: dict) -> dict:
+        await release.wait()
+        return dict(output)
+
+    return release, handler
+
+
+
 async def credits(node: FakeNode, count: int) -> None:
     """Read credit messages from `node` until they add up to `count` (results may come between)."""
     total = 0
@@ -714,12 +727,7 @@ def test_the_first_node_gets_all_slots_but_one_for_each_other_and_each_task_repo
 
 
 def test_a_slot_freed_on_a_link_at_its_aim_goes_to_the_link_furthest_under_its_own() -> None:
-    release = asyncio.Event()
-
-    @task("slow")
-    async def slow(data: dict) -> dict:
-        await release.wait()
-        return {}
+    release, slow = gated("slow", {})
 
     async def scenario() -> None:
         async with fake_node() as (a, endpoint_a, _), fake_node() as (b, endpoint_b, server_b):
@@ -755,12 +763,7 @@ def test_a_slot_freed_on_a_link_at_its_aim_goes_to_the_link_furthest_under_its_o
 
 
 def test_when_a_stream_breaks_its_results_and_heartbeats_go_on_another_stream_at_once() -> None:
-    release = asyncio.Event()
-
-    @task("slow")
-    async def slow(data: dict) -> dict:
-        await release.wait()
-        return {"done": True}
+    release, slow = gated("slow", {"done": True})
 
     async def scenario() -> None:
         async with fake_node() as (a, endpoint_a, server_a), fake_node() as (b, endpoint_b, _):
@@ -791,12 +794,7 @@ def test_when_a_stream_breaks_its_results_and_heartbeats_go_on_another_stream_at
 
 
 def test_a_draining_node_stream_closes_and_its_task_reports_to_the_other_stream() -> None:
-    release = asyncio.Event()
-
-    @task("slow")
-    async def slow(data: dict) -> dict:
-        await release.wait()
-        return {"done": True}
+    release, slow = gated("slow", {"done": True})
 
     async def scenario() -> None:
         async with fake_node() as (a, endpoint_a, server_a), fake_node() as (b, endpoint_b, _):
