@@ -48,7 +48,6 @@ __all__ = ["RESERVE", "Link", "aim", "credit_for_freed_slot", "hello_capacity", 
 class Link:
     """One slot for a stream to a node."""
 
-    index: int
     endpoint: str
     backoff: Backoff
     stream: TaskStream | None = None

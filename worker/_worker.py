@@ -239,8 +239,8 @@ class Worker:
             raise ValueError(f"streams must be an integer >= 1, got {streams!r}")
         self._node_timeout_s = None if node_timeout_s is None else float(node_timeout_s)
         count = min(len(self._endpoints), concurrency, streams)
-        self._links = [Link(index, self._endpoints[index], Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S))
-                       for index in range(count)]
+        self._links = [Link(endpoint, Backoff(_BACKOFF_INITIAL_S, _BACKOFF_MAX_S))
+                       for endpoint in self._endpoints[:count]]
         self._answering: set[str] = set()  # endpoints whose node answered a ping
         self._closing_channels: set[asyncio.Task[None]] = set()
         self._concurrency = concurrency
