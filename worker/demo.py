@@ -91,8 +91,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--grace-s", type=float, default=10.0, help="shutdown grace period (default 10)")
     parser.add_argument("--node-timeout-s", type=float, default=3.0,
                         help="leave a node that sends nothing for this long, pings unanswered (default 3; 0: never)")
+    parser.add_argument("--streams", type=int, default=1,
+                        help="hold a stream to this many of the nodes at once (default 1; see Worker's streams)")
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
+
+
+def build_worker(args: argparse.Namespace) -> Worker:
+    """The demo's Worker for its parsed command line."""
+    endpoints = [endpoint.strip() for endpoint in args.endpoints.split(",") if endpoint.strip()]
+    return Worker(endpoints=endpoints, handlers=HANDLERS, concurrency=args.concurrency, worker_id=args.worker_id,
+                  node_timeout_s=args.node_timeout_s if args.node_timeout_s > 0 else None, streams=args.streams)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -101,10 +110,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _SETTINGS["delay_s"] = max(args.delay_ms, 0) / 1000
     _SETTINGS["fail_rate"] = args.fail_rate
-    endpoints = [endpoint.strip() for endpoint in args.endpoints.split(",") if endpoint.strip()]
-    worker = Worker(endpoints=endpoints, handlers=HANDLERS, concurrency=args.concurrency, worker_id=args.worker_id,
-                    node_timeout_s=args.node_timeout_s if args.node_timeout_s > 0 else None)
-    worker.run_sync(grace_s=args.grace_s)
+    build_worker(args).run_sync(grace_s=args.grace_s)
 
 
 if __name__ == "__main__":

@@ -837,6 +837,17 @@ def test_streams_is_checked() -> None:
             Worker(endpoints=["127.0.0.1:1"], handlers=[echo], streams=bad)
 
 
+def test_the_demo_worker_takes_its_streams_from_the_command_line() -> None:
+    from worker import demo
+
+    two = demo.build_worker(demo.parse_args(["--endpoints", "127.0.0.1:1, 127.0.0.1:2", "--streams", "2"]))
+    assert [link.endpoint for link in two._links] == ["127.0.0.1:1", "127.0.0.1:2"]
+    one = demo.build_worker(demo.parse_args(["--endpoints", "127.0.0.1:1,127.0.0.1:2"]))
+    assert [link.endpoint for link in one._links] == ["127.0.0.1:1"]
+    with pytest.raises(ValueError, match="streams"):
+        demo.build_worker(demo.parse_args(["--endpoints", "127.0.0.1:1", "--streams", "0"]))
+
+
 # ---------------------------------------------------------------- client
 
 
