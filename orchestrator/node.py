@@ -211,12 +211,14 @@ class Node:
         self.metadata = service.Metadata(self.store)
         self.tasks = service.Tasks(self.store, self.dispatcher, limit, self.decider)
         tasks = self.task_service = api.TaskService(self.tasks, self.dispatcher)
+        # an event published here is read for this node's handlers in the same call (cluster/events.py)
+        events = service.Events(self.store, limit, local=self.event_consumers)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
             (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.metadata)),
             (pb_grpc.add_WorkflowServiceServicer_to_server, api.WorkflowService(self.workflows)),
             (pb_grpc.add_TaskServiceServicer_to_server, tasks),
             (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(service.Cluster(self))),
-            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(service.Events(self.store, limit)))]
+            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(events))]
         for add_to_server, servicer in services:
             add_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()

@@ -12,7 +12,8 @@ consumer group.
   one-step `bench_stamp` workflow with the event id as its correlation id; publish -> the
   handler of its first task running = the task's `entered_ms` - the event id's time.
 - CPU per workflow: the same number of one-step no-op workflows, at the same rate, started once
-  by StartWorkflow and once by events through a handler, each run to completion (the events' run
+  by StartWorkflow and once by events through a handler, each round robin over the nodes (a node
+  handles the events published to it), each run to completion (the events' run
   until as many workflows ended as events were published: which workflows the events started is
   read after the window, being the bench's work, not the bus's); CPU of the nodes, workers, Redis
   and etcd per workflow, side by side. The difference is what the bus adds.
@@ -144,12 +145,14 @@ def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
             done = wait_all(watcher, launched.ids, 60)
         results["api"] = {"workflows": len(done), "cpu_ms_per_workflow": round(meter.cpu_ms() / max(1, len(done)), 3),
                           "shares": meter.share}
-        publisher = cluster.new_client()
+        # round robin over the nodes, as the starts above: a node handles what is published to it
+        endpoints = cluster.local.endpoints
+        publishers = [cluster.new_client(endpoints[i:] + endpoints[:i]) for i in range(len(endpoints))]
         event_ids: list[str] = []
         lock = threading.Lock()
 
         def publish(n: int) -> str:
-            event_id = publisher.publish_event(topic, {"n": n})
+            event_id = publishers[n % len(publishers)].publish_event(topic, {"n": n})
             with lock:
                 event_ids.append(event_id)
             return event_id
@@ -158,7 +161,8 @@ def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
         with CpuMeter(cluster.pids()) as meter:
             open_loop(publish, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
             watcher.wait_recorded(ended_before + count, 60)
-        publisher.close()
+        for publisher in publishers:
+            publisher.close()
         # which workflows the events started (and that each ended) is read after the window: that
         # lookup, one ZRANGE per event and partition (57,600 for 900 events), is the bench's work
         ids = _workflow_ids(bench, event_ids, 60)

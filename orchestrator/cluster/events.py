@@ -9,6 +9,9 @@ each goes to one node at a time. Delivery is at-least-once, handling is exactly-
   `start_workflow` through the start script's idempotency key `event:<handler>:<event id>`
   (`#<i>` added for the second action on), in one atomic step; so a redelivered event
   (a node died after acting and before acknowledging) changes nothing;
+- an event published through this node's API is read for this node's consumers in the call that
+  appends it (`take`), as their blocked reads would have: it is handled here at once, without
+  another node waking up to read it, and acknowledged with the handler's next read;
 - what a node received and did not acknowledge for the handler's `redeliverAfterSeconds` (it
   died, or the store failed under it) is taken over by whichever node looks first (XAUTOCLAIM);
 - an event a handler cannot handle (its workflow definition is not registered, the task ended,
@@ -80,6 +83,8 @@ class EventConsumers:
         self.refresh_s = refresh_s
         self._running: dict[str, _Running] = {}
         self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)   # events being handled at once, all handlers
+        self._taken: set[asyncio.Task[None]] = set()   # events taken at their publish, being handled
+        self._to_ack: dict[str, list[str]] = {}   # handler -> events taken and handled, for its next read
         self._supervisor: asyncio.Task[None] | None = None
         self.handled = 0        # events this node handled (actions done or condition false)
         self.dead_lettered = 0  # events this node sent to the dead-letter topic
@@ -89,7 +94,7 @@ class EventConsumers:
         self._supervisor = asyncio.create_task(self._supervise())
 
     async def stop(self) -> None:
-        tasks = [r.task for r in self._running.values()]
+        tasks = [r.task for r in self._running.values()] + list(self._taken)
         if self._supervisor is not None:
             tasks.append(self._supervisor)
         for task in tasks:
@@ -129,6 +134,7 @@ class EventConsumers:
         handled: list[str] = []   # acknowledged with the next read, in its round trip
         while True:
             try:
+                handled += self._to_ack.pop(name, [])   # taken at their publish and handled since
                 if time.monotonic() >= next_claim:
                     if handled:   # not left unacknowledged while the claim runs
                         await self.store.ack_events(name, topic, handled)
@@ -153,6 +159,42 @@ class EventConsumers:
                 _raise_if_cancelled()
                 log.exception("event handler %s: consuming failed (a bug); retrying", name)
                 await asyncio.sleep(1.0)
+
+    def groups_for(self, topic: str) -> list[str]:
+        """The groups of the handlers this node runs on `topic`, to read an event published here for
+        (service/events.py); none while MAX_IN_FLIGHT taken events wait to be handled, so that a
+        burst of publishes to this node goes to every node's reads instead."""
+        if len(self._taken) >= MAX_IN_FLIGHT:
+            return []
+        return [name for name, running in self._running.items()
+                if running.handler["event"] == topic and not running.task.done()]
+
+    def take(self, group: str, event: ev.BusEvent) -> None:
+        """Handle an event its publish delivered to this node's consumer in `group`; it is
+        acknowledged with that handler's next read. A handler stopped meanwhile, or a failure,
+        leaves it pending: taken over after `redeliverAfterSeconds`, as a read one would be."""
+        running = self._running.get(group)
+        if running is None:
+            return
+        task = asyncio.create_task(self._handle_taken(running.handler, event))
+        self._taken.add(task)
+        task.add_done_callback(self._taken.discard)
+
+    async def _handle_taken(self, handler: dict[str, Any], event: ev.BusEvent) -> None:
+        try:
+            async with self._in_flight:
+                if await self._handle(handler, event):
+                    self._to_ack.setdefault(handler["name"], []).append(event.event_id)
+        except asyncio.CancelledError:
+            raise
+        except QuotaExceeded:   # logged by `_act`: delivered again after the handler's redeliverAfterSeconds
+            pass
+        except StoreUnavailable as exc:
+            log.warning("event %s of handler %s: the store is unavailable (%s); delivered again later",
+                        event.event_id, handler["name"], exc)
+        except Exception:
+            log.exception("event %s of handler %s: handling failed (a bug); delivered again later",
+                          event.event_id, handler["name"])
 
     async def _handle_batch(self, handler: dict[str, Any], events: list[ev.BusEvent]) -> list[str]:
         """Handle the events at once; the ids of those to acknowledge (the caller sends them with its

@@ -7,8 +7,9 @@ are answered with their names as the caller's namespace sees them (`relative`)."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ..core.clock import now_ms
 from ..core.errors import InvalidArgument
@@ -68,10 +69,24 @@ def handler_as_seen(handler: dict[str, Any]) -> dict[str, Any]:
     return {**handler, "name": relative(handler["name"]), "event": relative(handler["event"])}
 
 
+class LocalConsumers(Protocol):
+    """This node's consumers of the event handlers (cluster/events.py): an event published here is
+    read for them in the call that appends it, so that it is handled here at once."""
+
+    consumer: str
+
+    def groups_for(self, topic: str) -> Sequence[str]:
+        """The consumer groups to read `topic` for now (none while handling is behind)."""
+
+    def take(self, group: str, event: BusEvent) -> None:
+        """Handle an event the publish delivered to this node in `group`."""
+
+
 class Events:
-    def __init__(self, store: Store, limit: PayloadLimit) -> None:
+    def __init__(self, store: Store, limit: PayloadLimit, local: LocalConsumers | None = None) -> None:
         self.store = store
         self.limit = limit
+        self.local = local
         self.published = 0
 
     async def publish(self, topic: str, payload: dict[str, Any], key: str = "") -> str:
@@ -82,8 +97,14 @@ class Events:
             raise InvalidArgument(f"key is longer than {MAX_KEY_LENGTH} characters")
         payload_json = encode(payload, "event payload")
         self.limit.check("event payload", payload_json)
-        event_id = await self.store.publish_event(stored, payload_json, key, now_ms())
+        local = self.local
+        take = local.groups_for(stored) if local is not None else ()
+        event_id, taken = await self.store.publish_event(stored, payload_json, key, now_ms(), take,
+                                                         local.consumer if local is not None else "")
         self.published += 1
+        if local is not None:
+            for group, event in taken:
+                local.take(group, event)
         return event_id
 
     async def read(self, topic: str, after: str = "", limit: int = 0) -> list[BusEvent]:

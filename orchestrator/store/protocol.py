@@ -420,8 +420,11 @@ class Store(Protocol):
     # one node; what a node received and did not acknowledge is taken over by another after the
     # handler's `redeliverAfterSeconds`, and after `maxDeliveries` goes to the dead-letter topic.
 
-    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
-        """Append an event to `topic` (trimmed to its retention); its id. Atomic. QuotaExceeded:
+    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int,
+                            take: Sequence[str] = (), consumer: str = "") -> tuple[str, list[tuple[str, BusEvent]]]:
+        """Append an event to `topic` (trimmed to its retention): its id, and for each consumer group
+        in `take` the event delivered to `consumer` in it, if any (the group's oldest undelivered:
+        this one unless the group was behind), as `receive_events` would have. Atomic. QuotaExceeded:
         a new topic past its namespace's quota."""
 
     async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:

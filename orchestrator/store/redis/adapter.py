@@ -1790,13 +1790,16 @@ class RedisStore:
 
     @_unavailable_as_store_error
     @_acknowledged
-    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int) -> str:
-        reply = str(await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
-                                                            "topics": self.quotas.topics}, payload_json,
-                                    at=self._global))
-        if reply.startswith("TOPICS "):
-            raise self._refusal(reply, namespace_of(topic))
-        return reply
+    async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int,
+                            take: Sequence[str] = (), consumer: str = "") -> tuple[str, list[tuple[str, BusEvent]]]:
+        reply = await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
+                                                        "topics": self.quotas.topics, "take": list(take),
+                                                        "consumer": consumer}, payload_json, at=self._global)
+        if not isinstance(reply, list):
+            raise self._refusal(str(reply), namespace_of(topic))
+        taken = [(str(group), BusEvent(str(entry_id), topic, str(payload), str(event_key), int(at or 0), 1))
+                 for group, entry_id, payload, event_key, at in reply[1:]]
+        return str(reply[0]), taken
 
     async def _use_topic(self, topic: str, wait_group: str = "") -> None:
         """Count a topic in its namespace's quota (QuotaExceeded past it); with `wait_group`, watch it."""

@@ -957,12 +957,28 @@ return forgotten
 
 # ---------------------------------------------------------------- the event bus
 
-# A: topic, key, now, topics (the namespace's topic quota, 0 = none).  ARGV[2]: payload json.
-# -> the event id, or 'TOPICS <n>' (a new topic past the quota; nothing written)
+# A: topic, key, now, topics (the namespace's topic quota, 0 = none); take (consumer groups), consumer.
+# ARGV[2]: payload json.  -> {the event id, {group, entry id, payload, key, at} per event taken}, or
+# 'TOPICS <n>' (a new topic past the quota; nothing written). The publishing node reads for its own
+# consumer of each group in `take` at once, as its blocked XREADGROUP would have after the XADD: the
+# event goes to that node's pending list, and the node handles it without a read of its own (a group
+# gone meanwhile is skipped). `>` takes the group's oldest undelivered event: this one unless the
+# group was behind.
 PUBLISH_EVENT = COMMON + r"""
 local room, n = topic_room(A.topic, A.topics)
 if not room then return 'TOPICS ' .. n end
-return publish_event(A.topic, ARGV[2], A.key, A.now)
+local id = publish_event(A.topic, ARGV[2], A.key, A.now)
+local out = {id}
+for _, group in ipairs(A.take or {}) do
+  local r = redis.pcall('XREADGROUP', 'GROUP', group, A.consumer, 'COUNT', 1, 'STREAMS', G .. ':ev:' .. A.topic, '>')
+  if type(r) == 'table' and r[1] and not r.err then
+    local entry = r[1][2][1]
+    local f = {}
+    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
+    out[#out + 1] = {group, entry[1], f.p or '{}', f.k or '', f.at or '0'}
+  end
+end
+return out
 """
 
 # Count a topic about to be configured or waited on (`wait:<topic>`, A.group non-empty: its consumer
