@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import redis
 import yaml
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_node, wait_for_leader
@@ -295,6 +296,13 @@ def ended_total(client: Any, keys: Any) -> int:
         for p in keys.all_partitions():
             pipe.xlen(keys.ended(p))
         return sum(int(n) for n in pipe.execute())
+
+
+def publish_calls(redis_url: str) -> int:
+    """PUBLISH commands a Redis has run since it started, those inside Lua scripts included: a node
+    publishes `ready` only for a task it queued, and the bus `published` once per event."""
+    with redis.Redis.from_url(redis_url) as r:
+        return int(r.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
 
 
 def index_members(client: Any, keys: Any, *index: str) -> list[str]:

@@ -139,20 +139,19 @@ def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
     """One-step no-op workflows at CPU_RATE/s: started by the API, then by events."""
     cluster = bench.cluster()
     results: dict[str, Any] = {}
-    with EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher:
-        with cluster.starter(ONE_NOOP) as start, CpuMeter(cluster.pids()) as meter:
+    with EndedStreamWatcher(cluster.redis_url, cluster.ended_keys) as watcher, cluster.starter(ONE_NOOP) as start:
+        with CpuMeter(cluster.pids()) as meter:
             launched = open_loop(start, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
             done = wait_all(watcher, launched.ids, 60)
         results["api"] = {"workflows": len(done), "cpu_ms_per_workflow": round(meter.cpu_ms() / max(1, len(done)), 3),
                           "shares": meter.share}
-        # round robin over the nodes, as the starts above: a node handles what is published to it
-        endpoints = cluster.local.endpoints
-        publishers = [cluster.new_client(endpoints[i:] + endpoints[:i]) for i in range(len(endpoints))]
+        # through the same clients, round robin over the nodes as the starts: a node handles what is
+        # published to it
         event_ids: list[str] = []
         lock = threading.Lock()
 
         def publish(n: int) -> str:
-            event_id = publishers[n % len(publishers)].publish_event(topic, {"n": n})
+            event_id = start.clients[n % len(start.clients)].publish_event(topic, {"n": n})
             with lock:
                 event_ids.append(event_id)
             return event_id
@@ -161,8 +160,6 @@ def _cpu_per_workflow(bench: Bench, topic: str, count: int) -> dict[str, Any]:
         with CpuMeter(cluster.pids()) as meter:
             open_loop(publish, rate=CPU_RATE, count=count, time_limit_s=count / CPU_RATE + 30)
             watcher.wait_recorded(ended_before + count, 60)
-        for publisher in publishers:
-            publisher.close()
         # which workflows the events started (and that each ended) is read after the window: that
         # lookup, one ZRANGE per event and partition (57,600 for 900 events), is the bench's work
         ids = _workflow_ids(bench, event_ids, 60)

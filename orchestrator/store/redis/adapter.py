@@ -1797,8 +1797,8 @@ class RedisStore:
                                                         "consumer": consumer}, payload_json, at=self._global)
         if not isinstance(reply, list):
             raise self._refusal(str(reply), namespace_of(topic))
-        taken = [(str(group), BusEvent(str(entry_id), topic, str(payload), str(event_key), int(at or 0), 1))
-                 for group, entry_id, payload, event_key, at in reply[1:]]
+        taken = [(str(group), self._bus_event(topic, str(entry_id), dict(zip(fields[::2], fields[1::2]))))
+                 for group, entry_id, fields in reply[1:]]
         return str(reply[0]), taken
 
     async def _use_topic(self, topic: str, wait_group: str = "") -> None:

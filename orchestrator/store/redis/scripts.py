@@ -958,7 +958,7 @@ return forgotten
 # ---------------------------------------------------------------- the event bus
 
 # A: topic, key, now, topics (the namespace's topic quota, 0 = none); take (consumer groups), consumer.
-# ARGV[2]: payload json.  -> {the event id, {group, entry id, payload, key, at} per event taken}, or
+# ARGV[2]: payload json.  -> {the event id, {group, entry id, {field, value, ...}} per event taken}, or
 # 'TOPICS <n>' (a new topic past the quota; nothing written). The publishing node reads for its own
 # consumer of each group in `take` at once, as its blocked XREADGROUP would have after the XADD: the
 # event goes to that node's pending list, and the node handles it without a read of its own (a group
@@ -973,9 +973,7 @@ for _, group in ipairs(A.take or {}) do
   local r = redis.pcall('XREADGROUP', 'GROUP', group, A.consumer, 'COUNT', 1, 'STREAMS', G .. ':ev:' .. A.topic, '>')
   if type(r) == 'table' and r[1] and not r.err then
     local entry = r[1][2][1]
-    local f = {}
-    for i = 1, #entry[2], 2 do f[entry[2][i]] = entry[2][i + 1] end
-    out[#out + 1] = {group, entry[1], f.p or '{}', f.k or '', f.at or '0'}
+    out[#out + 1] = {group, entry[1], entry[2]}
   end
 end
 return out

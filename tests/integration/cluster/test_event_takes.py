@@ -15,7 +15,8 @@ from pathlib import Path
 import redis
 
 from devtools.procs import EtcdCluster
-from helpers import BackgroundWorker, nodes_on_their_own_redis, unique, wait_ended
+from helpers import BackgroundWorker, index_members, nodes_on_their_own_redis, publish_calls, unique, wait_ended
+from orchestrator.store.redis.keys import Keys, cluster_prefix
 from worker import Worker, task
 
 COUNT = 20
@@ -26,21 +27,10 @@ def step(data: dict) -> dict:
     return {"n": data.get("n")}
 
 
-def publishes(redis_url: str) -> int:
-    with redis.Redis.from_url(redis_url) as r:
-        return int(r.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
-
-
-def started_by(r: redis.Redis, event_id: str) -> list[str]:
-    """The workflows whose correlation id is the event's (in any partition's index)."""
-    found: list[str] = []
-    for key in r.scan_iter(match=f"*:idx:corr:{event_id}", count=1000):
-        found += [str(member) for member in r.zrange(key, 0, -1)]
-    return found
-
-
 def test_an_event_published_through_a_node_is_handled_by_that_node(tmp_path: Path, etcd: EtcdCluster) -> None:
-    with nodes_on_their_own_redis(tmp_path, etcd.endpoints, unique("takes"), ["first", "second"]) as (
+    cluster = unique("takes")
+    keys = Keys(cluster_prefix(cluster))
+    with nodes_on_their_own_redis(tmp_path, etcd.endpoints, cluster, ["first", "second"]) as (
             redis_url, endpoints, clients):
         first = clients[0]
         name, topic = unique("takes_wf"), unique("takes.topic")
@@ -54,15 +44,15 @@ def test_an_event_published_through_a_node_is_handled_by_that_node(tmp_path: Pat
         background = BackgroundWorker(Worker(endpoints=[endpoints[0]], handlers=[step], concurrency=4))
         try:
             with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-                before = publishes(redis_url)
+                before = publish_calls(redis_url)
                 for n in range(COUNT):
                     event_id = first.publish_event(topic, {"n": n})
                     deadline = time.monotonic() + 20
-                    while not (ids := started_by(r, event_id)) and time.monotonic() < deadline:
+                    while not (ids := index_members(r, keys, "corr", event_id)) and time.monotonic() < deadline:
                         time.sleep(0.01)
                     assert len(ids) == 1, (event_id, ids)
                     assert wait_ended(first, ids, 20.0)[ids[0]]["status"] == "COMPLETED"
-                sent = publishes(redis_url) - before
+                sent = publish_calls(redis_url) - before
         finally:
             background.stop()
     assert sent == COUNT   # `published` once per event, and no `ready`: every task was handed over

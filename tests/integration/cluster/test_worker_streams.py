@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from devtools.local_cluster import start_node, wait_for_leader
 from devtools.procs import EtcdCluster, ManagedProcess, free_port
-from helpers import BackgroundWorker, unique, wait_ended
+from helpers import BackgroundWorker, publish_calls, unique, wait_ended
 from redis_mode import start_test_redis
 from worker import Worker, WorkflowClient, task
 
@@ -83,11 +82,6 @@ def register(client: WorkflowClient) -> str:
     return name
 
 
-def publishes(redis_url: str) -> int:
-    with redis.Redis.from_url(redis_url) as r:
-        return int(r.info("commandstats").get("cmdstat_publish", {}).get("calls", 0))
-
-
 def run_one_at_a_time(three: Three, name: str, tag: str) -> None:
     for number in range(COUNT):
         client = three.clients[number % NODES]
@@ -101,9 +95,9 @@ def test_with_a_stream_to_every_node_each_node_hands_its_tasks_over_and_nothing_
 
     one = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=6))
     try:
-        before = publishes(three.redis_url)
+        before = publish_calls(three.redis_url)
         run_one_at_a_time(three, name, "one")
-        queued_with_one_stream = publishes(three.redis_url) - before
+        queued_with_one_stream = publish_calls(three.redis_url) - before
     finally:
         one.stop()
     every = BackgroundWorker(Worker(endpoints=three.endpoints, handlers=[step], concurrency=6, streams=NODES))
@@ -112,9 +106,9 @@ def test_with_a_stream_to_every_node_each_node_hands_its_tasks_over_and_nothing_
         while every.worker.connected_endpoints != three.endpoints and time.monotonic() < deadline:
             time.sleep(0.05)
         assert every.worker.connected_endpoints == three.endpoints
-        before = publishes(three.redis_url)
+        before = publish_calls(three.redis_url)
         run_one_at_a_time(three, name, "every")
-        queued_with_every_stream = publishes(three.redis_url) - before
+        queued_with_every_stream = publish_calls(three.redis_url) - before
     finally:
         every.stop()
 
