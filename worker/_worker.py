@@ -512,19 +512,15 @@ class Worker:
     def _stream_ended(self, link: Link, stream: TaskStream) -> None:
         """The link's stream ended: its credits are void, and what it carried moves to a stream
         that is up, if any (the link's next stream otherwise): the results it did not get
-        acknowledged, the heartbeats of the tasks that beat on it, and its free room."""
+        acknowledged (with any other result left without a stream), the heartbeats of the tasks
+        that beat on it, and its free room."""
         link.stream, link.granted = None, 0
         self._remember_pings(stream)
         if self._closing is not None and self._closing.is_set():
             return
         other = self._route(None)
         if other is not None and other.established:   # else they go behind the next hello
-            for task_id in [task_id for task_id, sent_on in self._sent_on.items() if sent_on is stream]:
-                result = self._unacked.get(task_id)
-                if result is not None:
-                    self._sent_on[task_id] = other
-                    other.send(result)
-                    self._stats.resent += 1
+            self._send_orphans(other)
         loop = asyncio.get_running_loop()
         for flight in self._inflight.values():
             if flight.heartbeat_stream is stream:
@@ -584,12 +580,16 @@ class Worker:
         link.connected_once = True
         self._stats.resent += link.resending
         log.info("connected to %s as %s", stream.endpoint, self._worker_id)
+        self._send_orphans(stream)
+        self._grant_free_slots()
+
+    def _send_orphans(self, stream: TaskStream) -> None:
+        """The unacknowledged results whose stream ended (or that found none) go on `stream`."""
         for task_id, result in self._unacked.items():
             if _gone(self._sent_on.get(task_id)):
                 self._sent_on[task_id] = stream
                 stream.send(result)
                 self._stats.resent += 1
-        self._grant_free_slots()
 
     async def _pause(self, delay_s: float) -> None:
         assert self._closing is not None
