@@ -305,8 +305,8 @@ class RedisStore:
         self._on_cluster = isinstance(client, RedisCluster)   # `from_cluster`: its pipelines go per master
         # on one Redis every loop turn's pipeline takes its connection from this one pool
         pipelines = pipeline_client or client
-        self._pipeline_pool = (None if isinstance(pipelines, RedisCluster)
-                               else lean_pipeline.PoolConnections(pipelines.connection_pool))
+        self._kept: dict[int, lean_pipeline.PoolConnections] = {}   # by id of a pool this store owns
+        self._pipeline_pool = None if isinstance(pipelines, RedisCluster) else self._connections_of(pipelines)
         self._down: dict[str, float] = {}   # on a Redis Cluster: master -> when it last did not answer (monotonic)
         self.keys = Keys(prefix)
         self._global = self.keys.global_prefix
@@ -1696,6 +1696,15 @@ class RedisStore:
                 replies[i] = reply
         return replies
 
+    def _connections_of(self, client: aioredis.Redis) -> lean_pipeline.PoolConnections:
+        """The lean pipelines' connections of one of this store's clients of a single Redis (one
+        PoolConnections per pool, so that the connections it keeps serve every caller)."""
+        pool = client.connection_pool
+        kept = self._kept.get(id(pool))
+        if kept is None:
+            kept = self._kept[id(pool)] = lean_pipeline.PoolConnections(pool)
+        return kept
+
     def _sha(self, source: str) -> str:
         sha = self._shas.get(source)
         if sha is None:
@@ -1981,8 +1990,7 @@ class RedisStore:
             found += [self._bus_event(topic, entry_id, fields) for entry_id, fields in entries if fields]
         return found
 
-    @staticmethod
-    async def _read_group_lean(client: Any, handler: str, stream: str, consumer: str, count: int,
+    async def _read_group_lean(self, client: Any, handler: str, stream: str, consumer: str, count: int,
                                block_ms: int | None, ack: Sequence[str]) -> Any:
         """`_read_group`'s XACK and XREADGROUP on one Redis, through `lean_pipeline` on a connection of
         `client`'s pool: an event consumer reads once per batch it handles, and redis-py's Pipeline was
@@ -1992,7 +2000,7 @@ class RedisStore:
             read += ["BLOCK", block_ms]
         commands = [*([("XACK", stream, handler, *ack)] if ack else []), (*read, "STREAMS", stream, ">")]
         replies = await lean_pipeline.execute_retrying(   # XACK may be sent twice: it is idempotent
-            lean_pipeline.PoolConnections(client.connection_pool), commands, client.response_callbacks)
+            self._connections_of(client), commands, client.response_callbacks)
         for reply in replies:
             if isinstance(reply, ResponseError):
                 raise reply
