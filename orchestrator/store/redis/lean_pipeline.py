@@ -77,6 +77,14 @@ class PoolConnections:
             return
         await self._pool.release(connection)
 
+    async def give_back(self) -> None:
+        """Hand every kept connection back to the pool, whose check of a connection it hands out
+        finds one that Redis closed and connects it again: after one broke, the others most likely
+        did too (Redis restarted, or failed over), and the one retry must not meet one of them."""
+        kept, self._idle = self._idle, []
+        for connection in kept:
+            await self._pool.release(connection)
+
 
 class NodeConnections:
     """One Redis Cluster node's connections, as redis-py's cluster client keeps them."""
@@ -117,13 +125,14 @@ async def execute(connections: Connections, commands: Sequence[Sequence[Any]], c
         await connections.release(connection)
 
 
-async def execute_retrying(connections: Connections, commands: Sequence[Sequence[Any]],
+async def execute_retrying(connections: PoolConnections, commands: Sequence[Sequence[Any]],
                            callbacks: Callbacks) -> list[Any]:
-    """`execute`, once more on a new connection when the first one broke: the one retry redis-py's
-    clients are configured with (the store's `RedisLinks`), for a single Redis's pool."""
+    """`execute`, once more on a connection the pool checked when the first one broke: the one
+    retry redis-py's clients are configured with (the store's `RedisLinks`), for a single Redis."""
     try:
         return await execute(connections, commands, callbacks)
     except RedisConnectionError:
+        await connections.give_back()
         return await execute(connections, commands, callbacks)
 
 

@@ -24,10 +24,11 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
 from devtools.netproxy import BOTH, TO_CLIENT, NetProxy
 from orchestrator.store import StoreUnavailable
-from orchestrator.store.redis import RedisStore
+from orchestrator.store.redis import RedisStore, lean_pipeline
 from orchestrator.store.redis.adapter import RedisLinks
 
 CALLS = 50
@@ -191,3 +192,23 @@ def test_a_pipeline_takes_no_connection_from_the_pool_while_one_waits_at_hand(re
     # one for the first call; a closed connection is connected again in place (the pool's disconnect),
     # or given back and another taken (the one Redis closed: the call is sent once more)
     assert handed_out <= 2, handed_out
+
+
+def test_the_one_retry_after_a_broken_connection_takes_none_of_the_kept_ones(redis_server: Any) -> None:
+    """Redis closed every connection (a restart does): the first pipeline meets a dead kept
+    connection, and the retry must not meet another. The kept ones go back to the pool, whose
+    check of what it hands out connects a closed one again."""
+    async def scenario() -> list[Any]:
+        pool = redis.asyncio.BlockingConnectionPool.from_url(redis_server.url, max_connections=8, timeout=None,
+                                                            decode_responses=True)
+        connections = lean_pipeline.PoolConnections(pool)
+        try:
+            # three pipelines at once: three connections, all kept afterwards
+            await asyncio.gather(*(lean_pipeline.execute(connections, [("PING",)], {}) for _ in range(3)))
+            with redis.Redis.from_url(redis_server.url) as direct:
+                assert direct.client_kill_filter(_type="normal", skipme=True) >= 3
+            return await lean_pipeline.execute_retrying(connections, [("SET", "k", "v"), ("GET", "k")], {})
+        finally:
+            await pool.aclose()
+
+    assert asyncio.run(scenario()) == ["OK", "v"]
