@@ -33,7 +33,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,16 +169,17 @@ class EventConsumers:
         return [name for name, running in self._running.items()
                 if running.handler["event"] == topic and not running.task.done()]
 
-    def take(self, group: str, event: ev.BusEvent) -> None:
-        """Handle an event its publish delivered to this node's consumer in `group`; it is
-        acknowledged with that handler's next read. A handler stopped meanwhile, or a failure,
-        leaves it pending: taken over after `redeliverAfterSeconds`, as a read one would be."""
-        running = self._running.get(group)
-        if running is None:
-            return
-        task = asyncio.create_task(self._handle_taken(running.handler, event))
-        self._taken.add(task)
-        task.add_done_callback(self._taken.discard)
+    def take(self, taken: Sequence[tuple[str, ev.BusEvent]]) -> None:
+        """Handle the events a publish delivered to this node's consumer, each in its group (a
+        handler's); each is acknowledged with that handler's next read. A handler stopped meanwhile,
+        or a failure, leaves it pending: taken over after `redeliverAfterSeconds`, as a read one would be."""
+        for group, event in taken:
+            running = self._running.get(group)
+            if running is None:
+                continue
+            task = asyncio.create_task(self._handle_taken(running.handler, event))
+            self._taken.add(task)
+            task.add_done_callback(self._taken.discard)
 
     async def _handle_taken(self, handler: dict[str, Any], event: ev.BusEvent) -> None:
         try:

@@ -78,8 +78,8 @@ class LocalConsumers(Protocol):
     def groups_for(self, topic: str) -> Sequence[str]:
         """The consumer groups to read `topic` for now (none while handling is behind)."""
 
-    def take(self, group: str, event: BusEvent) -> None:
-        """Handle an event the publish delivered to this node in `group`."""
+    def take(self, taken: Sequence[tuple[str, BusEvent]]) -> None:
+        """Handle the events a publish delivered to this node, each in its group."""
 
 
 class Events:
@@ -99,12 +99,12 @@ class Events:
         self.limit.check("event payload", payload_json)
         local = self.local
         take = local.groups_for(stored) if local is not None else ()
-        event_id, taken = await self.store.publish_event(stored, payload_json, key, now_ms(), take,
-                                                         local.consumer if local is not None else "")
+        # what the append took is handled at once, even if the publish is then refused (not
+        # confirmed by replicas) or its caller goes: those events are this node's consumer's now
+        event_id, _ = await self.store.publish_event(stored, payload_json, key, now_ms(), take,
+                                                     local.consumer if local is not None else "",
+                                                     on_taken=local.take if local is not None and take else None)
         self.published += 1
-        if local is not None:
-            for group, event in taken:
-                local.take(group, event)
         return event_id
 
     async def read(self, topic: str, after: str = "", limit: int = 0) -> list[BusEvent]:

@@ -1800,7 +1800,9 @@ class RedisStore:
     @_unavailable_as_store_error
     @_acknowledged
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int,
-                            take: Sequence[str] = (), consumer: str = "") -> tuple[str, list[tuple[str, BusEvent]]]:
+                            take: Sequence[str] = (), consumer: str = "",
+                            on_taken: Callable[[list[tuple[str, BusEvent]]], None] | None = None
+                            ) -> tuple[str, list[tuple[str, BusEvent]]]:
         reply = await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
                                                         "topics": self.quotas.topics, "take": list(take),
                                                         "consumer": consumer}, payload_json, at=self._global)
@@ -1808,6 +1810,8 @@ class RedisStore:
             raise self._refusal(str(reply), namespace_of(topic))
         taken = [(str(group), self._bus_event(topic, str(entry_id), dict(zip(fields[::2], fields[1::2]))))
                  for group, entry_id, fields in reply[1:]]
+        if on_taken is not None and taken:   # before `_acknowledged` waits for replicas, which may refuse
+            on_taken(taken)
         return str(reply[0]), taken
 
     async def _use_topic(self, topic: str, wait_group: str = "") -> None:

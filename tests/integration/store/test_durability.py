@@ -37,6 +37,7 @@ from devtools.procs import (EtcdCluster, ManagedProcess, RedisServer, SentinelSe
 from helpers import BackgroundWorker, unique, wait_for_status
 from orchestrator.cli import build_parser
 from orchestrator.config import NodeConfig
+from orchestrator_api.structs import to_struct
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import ClientError, Worker, WorkflowClient, task
@@ -527,6 +528,46 @@ def test_a_step_not_acknowledged_gives_back_the_task_it_handed_over(tmp_path: Pa
         gate.set()
         if background is not None:
             background.stop()
+        client.close()
+        replica.process.resume()
+        node.stop()
+
+
+def test_an_event_taken_by_a_publish_that_replicas_did_not_confirm_is_handled_at_once(
+        tmp_path: Path, etcd: EtcdCluster, stoppable_replica: tuple[RedisServer, RedisServer]) -> None:
+    """A publish through a node reads the event for that node's handlers in the script that appends
+    it (cluster/events.py `take`). Refused afterwards because no replica confirmed it, the event
+    stays taken by this node's consumer: it was handled only after the handler's
+    redeliverAfterSeconds (60 s here). Now the node handles what the append took before it waits
+    for replicas, so the handler's workflow exists while the publish is still being refused."""
+    master, replica = stoppable_replica
+    port = free_port()
+    node = start_node(tmp_path / "node", node_id="taker", port=port, redis_url=master.url, cluster=unique("take"),
+                      etcd_endpoints=etcd.endpoints, lease_ttl_s=2.0, http_port=0,
+                      extra=["--redis-min-replicas", "1", "--redis-replica-timeout-ms", str(REPLICA_TIMEOUT_MS)])
+    client = WorkflowClient([f"127.0.0.1:{port}"], timeout_s=30.0)
+    name, topic, tag, parked = unique("taken"), unique("taken.topic"), unique("tag"), unique("parked")
+    try:
+        wait_for_leader(client, 20.0)
+        client.register_task_def({"name": parked})   # no worker: the workflow waits on it
+        client.register_workflow_def({"name": name, "tasks": [{"name": parked, "taskReferenceName": "p"}]})
+        client.register_event_handler({"name": unique("taken_handler"), "event": topic, "redeliverAfterSeconds": 60,
+                                       "actions": [{"action": "start_workflow", "start_workflow": {
+                                           "name": name, "correlationId": "${$.payload.tag}"}}]})
+        time.sleep(2.5)   # the node runs a new handler within a second
+        client.publish_event(topic, {"tag": unique("before")})   # confirmed: the handler reads
+
+        replica.process.pause()   # no replica confirms from now on; the master takes writes for 2 s more
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.EventServiceStub(channel).PublishEvent(   # once: the SDK's client would try again
+                pb.PublishEventRequest(topic=topic, payload=to_struct({"tag": tag})), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+        assert "not confirmed by 1 replica" in str(refused.value.details())
+        deadline = time.monotonic() + 1.0
+        while not (found := client.search_workflows(correlation_id=tag)[0]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(found) == 1, found
+    finally:
         client.close()
         replica.process.resume()
         node.stop()
