@@ -101,9 +101,9 @@ class Events:
         take = local.groups_for(stored) if local is not None else ()
         # what the append took is handled at once, even if the publish is then refused (not
         # confirmed by replicas) or its caller goes: those events are this node's consumer's now
-        event_id, _ = await self.store.publish_event(stored, payload_json, key, now_ms(), take,
-                                                     local.consumer if local is not None else "",
-                                                     on_taken=local.take if local is not None and take else None)
+        event_id = await self.store.publish_event(stored, payload_json, key, now_ms(), take,
+                                                  local.consumer if local is not None else "",
+                                                  on_taken=local.take if local is not None and take else None)
         self.published += 1
         return event_id
 

@@ -422,14 +422,13 @@ class Store(Protocol):
 
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int,
                             take: Sequence[str] = (), consumer: str = "",
-                            on_taken: Callable[[list[tuple[str, BusEvent]]], None] | None = None
-                            ) -> tuple[str, list[tuple[str, BusEvent]]]:
-        """Append an event to `topic` (trimmed to its retention): its id, and for each consumer group
-        in `take` the event delivered to `consumer` in it, if any (the group's oldest undelivered:
-        this one unless the group was behind), as `receive_events` would have. Atomic. QuotaExceeded:
-        a new topic past its namespace's quota. `on_taken` is given what was taken as soon as the
-        append is done, before the answer waits for replicas (`redis_min_replicas`): delivered to
-        `consumer`, those events are its to handle whether or not the publish is acknowledged."""
+                            on_taken: Callable[[list[tuple[str, BusEvent]]], None] | None = None) -> str:
+        """Append an event to `topic` (trimmed to its retention); its id. Atomic. QuotaExceeded: a new
+        topic past its namespace's quota. For each consumer group in `take`, the event delivered to
+        `consumer` in it, if any (the group's oldest undelivered: this one unless the group was
+        behind), as `receive_events` would have, goes to `on_taken` as soon as the append is done,
+        before the answer waits for replicas (`redis_min_replicas`): delivered to `consumer`, those
+        events are its to handle whether or not the publish is acknowledged."""
 
     async def read_events(self, topic: str, after: str, limit: int) -> list[BusEvent]:
         """Events of `topic` after the id `after` ('' = the oldest kept), oldest first. A read."""

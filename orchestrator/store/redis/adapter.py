@@ -1801,18 +1801,16 @@ class RedisStore:
     @_acknowledged
     async def publish_event(self, topic: str, payload_json: str, key: str, now_ms: int,
                             take: Sequence[str] = (), consumer: str = "",
-                            on_taken: Callable[[list[tuple[str, BusEvent]]], None] | None = None
-                            ) -> tuple[str, list[tuple[str, BusEvent]]]:
+                            on_taken: Callable[[list[tuple[str, BusEvent]]], None] | None = None) -> str:
         reply = await self._run(scripts.PUBLISH_EVENT, {"topic": topic, "key": key, "now": now_ms,
                                                         "topics": self.quotas.topics, "take": list(take),
                                                         "consumer": consumer}, payload_json, at=self._global)
         if not isinstance(reply, list):
             raise self._refusal(str(reply), namespace_of(topic))
-        taken = [(str(group), self._bus_event(topic, str(entry_id), dict(zip(fields[::2], fields[1::2]))))
-                 for group, entry_id, fields in reply[1:]]
-        if on_taken is not None and taken:   # before `_acknowledged` waits for replicas, which may refuse
-            on_taken(taken)
-        return str(reply[0]), taken
+        if on_taken is not None and len(reply) > 1:   # before `_acknowledged` waits for replicas, which may refuse
+            on_taken([(str(group), self._bus_event(topic, str(entry_id), dict(zip(fields[::2], fields[1::2]))))
+                      for group, entry_id, fields in reply[1:]])
+        return str(reply[0])
 
     async def _use_topic(self, topic: str, wait_group: str = "") -> None:
         """Count a topic in its namespace's quota (QuotaExceeded past it); with `wait_group`, watch it."""
@@ -2005,10 +2003,7 @@ class RedisStore:
         commands = [*([("XACK", stream, handler, *ack)] if ack else []), (*read, "STREAMS", stream, ">")]
         replies = await lean_pipeline.execute_retrying(   # XACK may be sent twice: it is idempotent
             self._connections_of(client), commands, client.response_callbacks)
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies[-1]
+        return lean_pipeline.raising_errors(replies)[-1]
 
     @_unavailable_as_store_error
     async def claim_events(self, handler: str, topic: str, consumer: str, idle_ms: int, count: int,

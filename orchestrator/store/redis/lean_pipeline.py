@@ -136,6 +136,14 @@ async def execute_retrying(connections: PoolConnections, commands: Sequence[Sequ
         return await execute(connections, commands, callbacks)
 
 
+def raising_errors(replies: list[Any]) -> list[Any]:
+    """`replies`, unless one is an error reply: the first is raised, as redis-py's Pipeline raises it."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
 async def _reply(connection: AbstractConnection, command: Sequence[Any], callbacks: Callbacks) -> Any:
     try:
         reply = await connection.read_response()
