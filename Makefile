@@ -47,12 +47,12 @@ proto: $(STAMP)
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
 	    proto/orchestrator_api/v1/orchestrator.proto
 
-# Static checks: ruff, then mypy --strict (settings in pyproject.toml) on the product, the dev tools
-# and the tests (their shared helpers at tests/ top level included);
+# Static checks: ruff, then mypy --strict (settings in pyproject.toml) on the product, the dev tools,
+# the tests (their shared helpers at tests/ top level included) and the benchmarks;
 # $(call static_checks,<venv>) runs them with that venv's tools.
 define static_checks
 	$(1)/bin/ruff check orchestrator worker proto devtools tests bench examples
-	$(1)/bin/python -m mypy orchestrator worker proto/orchestrator_api devtools tests
+	$(1)/bin/python -m mypy orchestrator worker proto/orchestrator_api devtools tests bench
 endef
 
 lint: $(STAMP)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .celery_side import CeleryBaseline
 from .cluster import BenchCluster, BenchSettings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -18,7 +20,7 @@ class Options:
     workers: int = 2                    # worker processes (Celery: prefork processes)
     worker_concurrency: int = 32        # tasks in flight per worker process (ours)
 
-    def pick(self, full: Any, quick: Any) -> Any:
+    def pick(self, full: T, quick: T) -> T:
         """`full` normally, `quick` in a smoke run."""
         return quick if self.quick else full
 

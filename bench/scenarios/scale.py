@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import time
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 from orchestrator.store.redis.keys import Keys
 
@@ -149,7 +149,8 @@ def _wait_settled(cluster: BenchCluster, expected: int, timeout_s: float) -> flo
 def _breakdown(cluster: BenchCluster) -> dict[str, Any]:
     """Where a parked workflow's bytes are: MEMORY USAGE of a few workflow hashes and idempotency keys."""
     r, keys = cluster.redis, Keys(cluster.prefix)
-    ids = r.zrange(keys.queue(0, PARKED_TASK), 0, SAMPLE_HASHES - 1)   # partition 0's: a sample like any
+    # partition 0's: a sample like any; members, no scores, decoded (the client has decode_responses=True)
+    ids = cast("list[str]", r.zrange(keys.queue(0, PARKED_TASK), 0, SAMPLE_HASHES - 1))
     hashes = [r.memory_usage(keys.workflow(member.split("|")[0])) or 0 for member in ids]
     idem_keys = list(islice(r.scan_iter(match=f"{keys.global_prefix[:-1]}:p*}}:idem:*", count=1000), SAMPLE_HASHES))
     idem = [r.memory_usage(k) or 0 for k in idem_keys]
