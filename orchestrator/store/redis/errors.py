@@ -43,8 +43,12 @@ def redirections_exhausted(exc: BaseException) -> bool:
     return isinstance(exc, ClusterError) and not isinstance(exc, ClusterDownError)
 
 
-def refuses_writes(exc: BaseException) -> bool:
-    """Whether `exc` is Redis saying it takes no writes for now (see REFUSING_WRITES)."""
+def refuses_writes(exc: object) -> bool:
+    """Whether `exc` is Redis saying it takes no writes for now (see REFUSING_WRITES). Asked of
+    every reply of a pipeline, most of them no error at all: those are let go at once, unread (the
+    text of a claim's reply, workflow records included, was built only to be thrown away)."""
+    if not isinstance(exc, BaseException):
+        return False
     if isinstance(exc, ReadOnlyError | MasterDownError):   # redis-py names these (their code cut off the text)
         return True
     if redirections_exhausted(exc):
