@@ -65,9 +65,11 @@ class TaskService(pb_grpc.TaskServiceServicer):
                 yield server_batch_hello()
             while True:
                 message = await session.outbox.get()
-                if batches and message is not None and (session.held > 1 or session.reporting):
+                if batches and message is not None and session.held - len(session.reporting) > 1:
                     # other tasks of this worker are out: what the next loop turn hands it (a Redis
-                    # Cluster's masters answer apart) joins this write instead of one of its own
+                    # Cluster's masters answer apart) joins this write instead of one of its own.
+                    # Not for a result's acknowledgement alone: one workflow at a time, the task its
+                    # step handed over goes at once (`Decider._pushed_first_if_alone`), the ack after
                     await asyncio.sleep(0)
                 if not batches:   # an older worker: one message at a time, as queued
                     if message is None:

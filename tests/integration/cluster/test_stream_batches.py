@@ -182,6 +182,44 @@ def test_every_result_of_a_batch_is_acked_on_its_own_and_an_unknown_one_fails_al
     assert all(len(w["tasks"]) == 1 for w in done)
 
 
+def test_one_workflow_at_a_time_the_next_task_is_written_before_the_results_ack(node: Any) -> None:
+    """A step alone on its node: the task it hands over is what the workflow waits for, and goes to
+    the worker in a message of its own, before the acknowledgement of the result that finished the
+    step (which used to hold it back, about 0.1 ms a step, to share its message)."""
+    client = node.client
+    name, task_type = unique("alone"), unique("alone_step")
+    register_sequence(client, name, [task_type, task_type], retryCount=0)
+    stream = RawStream(node.endpoint, unique("raw"), [task_type], capacity=1, batches=True)
+    messages: list[list[str]] = []   # after the first result: each message's items, in the order they came
+    try:
+        stream.next()   # the node reads batches
+        workflow_id = client.start_workflow(name, {"n": 1})
+        [first] = stream.items("task", 1)
+        finished = pb.WorkerMessage()
+        finished.batch.results.append(result(first.workflow_id, first.task_id, {}))
+        finished.batch.credits = 1
+        stream.send(finished)
+        second: pb.TaskAssignment | None = None
+        acked = False
+        while not acked or second is None:
+            message = stream.next()
+            body = message.WhichOneof("body")
+            if body == "pong":
+                continue
+            batch = message.batch if body == "batch" else pb.ServerBatch()
+            tasks = list(batch.tasks) + ([message.task] if body == "task" else [])
+            acks = list(batch.result_acks) + ([message.result_ack] if body == "result_ack" else [])
+            messages.append(["task"] * len(tasks) + ["result_ack"] * len(acks))
+            second = second or (tasks[0] if tasks else None)
+            acked = acked or bool(acks)
+            assert all(ack.task_id == first.task_id and ack.accepted for ack in acks), acks
+        stream.send(pb.WorkerMessage(result=result(second.workflow_id, second.task_id, {})))
+        wait_for_status(client, workflow_id, "COMPLETED")
+    finally:
+        stream.close()
+    assert messages == [["task"], ["result_ack"]], messages
+
+
 def test_credits_that_come_with_their_results_are_granted_in_full(node: Any) -> None:
     """A stream may hold MAX_CREDITS (256) tasks asked for and unfinished together. Ten results and
     the ten credits they free, in one batch, make room for exactly ten more: the credits must not
@@ -278,7 +316,9 @@ def test_batches_carry_a_task_in_fewer_stream_messages_each_way(node: Any, monke
     """60 three-step workflows through one SDK worker, started together or one after the other:
     the stream messages that carry items (results, credits, heartbeats up; tasks and acks down),
     per task. Single messages cost two each way per task (a result and a credit; a task and an
-    ack); batched, a result rides with its credit, and an ack with the next task of its workflow."""
+    ack); batched, a result rides with its credit, and, started together, an ack with the next task
+    of its workflow. One at a time the next task goes at once, in a message of its own, and the
+    ack after it (`test_one_workflow_at_a_time_the_next_task_is_written_before_the_results_ack`)."""
     counts: Counter[str] = Counter()
     real_stub = pb_grpc.TaskServiceStub
 
@@ -316,6 +356,10 @@ def test_batches_carry_a_task_in_fewer_stream_messages_each_way(node: Any, monke
     down -= counts["down empty batch"]
     print(f"\n{together} together: stream messages per task: up {up / tasks:.2f}, down {down / tasks:.2f} "
           f"({tasks} tasks; {dict(counts)})")
-    assert counts["up batch"] > 0 and counts["down batch"] > counts["down empty batch"]
+    assert counts["up batch"] > 0
     assert up / tasks <= 1.1, counts     # a result and its credit always share a message
-    assert down / tasks <= 1.5, counts   # an ack and the next task of its workflow usually do
+    if together > 1:   # an ack and the next task of its workflow usually do
+        assert counts["down batch"] > counts["down empty batch"]
+        assert down / tasks <= 1.5, counts
+    else:
+        assert down / tasks <= 2.0, counts
