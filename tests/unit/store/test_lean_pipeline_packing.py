@@ -19,6 +19,7 @@ STEP_LIKE: list[Any] = [
     ("HGETALL", "wfo:{c:p9}:wf:w1"),
     ["XREADGROUP", "GROUP", "g", "c", "COUNT", 10, "STREAMS", "s", ">"],   # a list, as some callers build them
     ("SET", b"raw\x00\xff", 1.5, "EX", 10 ** 12),
+    ("ZADD", "z", 1e20, "a", 1e-7, "b", float("-inf"), "c", -0.0, "d", 2 ** 63, "e", -(2 ** 70), "f", 0),
     ("SCRIPT LOAD", "return 1"),   # a name of two words: cut in two, as redis-py does
     (b"CLIENT SETNAME", "n"),
     ("SET", "k", ""),
