@@ -183,6 +183,18 @@ class BackgroundWorker:
         assert self._run_task is not None
         await self._run_task
 
+    def attached(self, timeout_s: float = 10.0) -> None:
+        """Wait until the node has attached the worker's (first) stream: it answers the hello with an
+        empty batch only after. A task queued before has no stream to be handed to, and goes to the
+        queue with a `ready` (a loaded machine takes longer than a fixed sleep)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            stream = self.worker._links[0].stream
+            if stream is not None and stream.node_reads_batches:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the worker's stream was not attached within {timeout_s:g} s")
+
     def stop(self, grace_s: float = 5.0) -> None:
         """Graceful shutdown of the worker, then the loop and the thread."""
         if not self.loop.is_closed():

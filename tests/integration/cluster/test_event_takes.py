@@ -43,7 +43,7 @@ def test_an_event_published_through_a_node_is_handled_by_that_node(tmp_path: Pat
         time.sleep(2.5)   # every node runs a new handler within a second
         background = BackgroundWorker(Worker(endpoints=[endpoints[0]], handlers=[step], concurrency=4))
         try:
-            attached(background)
+            background.attached()
             with redis.Redis.from_url(redis_url, decode_responses=True) as r:
                 before = publish_calls(redis_url)
                 for n in range(COUNT):
@@ -58,15 +58,3 @@ def test_an_event_published_through_a_node_is_handled_by_that_node(tmp_path: Pat
             background.stop()
     assert sent == COUNT   # `published` once per event, and no `ready`: every task was handed over
 
-
-def attached(background: BackgroundWorker, timeout_s: float = 10.0) -> None:
-    """Wait until the node has attached the worker's stream (it answers the hello with an empty batch
-    only after): an event handled before, with no worker to hand its task to, queues it with a
-    `ready` (under a loaded machine this happened to the first event once)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        stream = background.worker._links[0].stream
-        if stream is not None and stream.node_reads_batches:
-            return
-        time.sleep(0.01)
-    raise AssertionError("the worker's stream was not attached within 10 s")

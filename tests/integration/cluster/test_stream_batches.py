@@ -340,7 +340,7 @@ def test_batches_carry_a_task_in_fewer_stream_messages_each_way(node: Any, monke
 
     background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[step], concurrency=8))
     try:
-        time.sleep(0.3)   # connected, so that every task goes through the stream
+        background.attached()   # so that every task goes through the stream
         started: list[str] = []
         while len(started) < 60:
             wave = [client.start_workflow(name, {"n": n}) for n in range(together)]

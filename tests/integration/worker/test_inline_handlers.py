@@ -5,7 +5,6 @@ worker's thread pool (whose hand-offs are counted here: one per run, back to the
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 from helpers import register_sequence, unique, wait_for_status
@@ -33,7 +32,7 @@ def test_an_inline_sync_handler_runs_on_the_loop_thread_and_a_plain_one_in_the_p
 
     background = run_worker([node.endpoint], [inline_step, pooled_step], concurrency=4)
     hand_offs = count_hand_offs_to(background.loop)
-    time.sleep(0.3)   # connected
+    background.attached()
     for n in range(RUNS):
         done = wait_for_status(client, client.start_workflow(name, {"n": n}), "COMPLETED", timeout_s=30)
         assert [t["output"] for t in done["tasks"]] == [{"n": n}, {"n": n}]

@@ -72,7 +72,7 @@ def test_a_lone_tasks_result_is_written_by_its_own_task(node: Any, writers: tupl
 
     background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[step], concurrency=4))
     try:
-        time.sleep(0.3)   # connected
+        background.attached()
         for n in range(10):
             wait_for_status(client, client.start_workflow(name, {"n": n}), "COMPLETED", timeout_s=30)
     finally:
@@ -102,7 +102,7 @@ def test_results_that_end_together_still_share_the_writers_message(node: Any,
 
     background = BackgroundWorker(Worker(endpoints=[node.endpoint], handlers=[step], concurrency=4))
     try:
-        time.sleep(0.3)   # connected
+        background.attached()
         started = [client.start_workflow(name, {"n": n}) for n in range(4)]
         deadline = time.monotonic() + 10
         while arrived["n"] < 4 and time.monotonic() < deadline:
