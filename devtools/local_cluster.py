@@ -7,6 +7,7 @@ clusters here, so what the tests kill is exactly what a user runs.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shlex
 import shutil
@@ -24,8 +25,9 @@ from orchestrator.store.redis.keys import cluster_prefix
 
 from .certs import DevCerts
 from .redis_cluster import LocalRedisCluster, start_redis_cluster
-from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, SentinelServer, free_port, lost_its_port,
-                    start_etcd_cluster, start_redis, start_sentinel, stop_all, wait_for_port, wait_for_replicas)
+from .procs import (EtcdCluster, ManagedProcess, ProcessError, RedisServer, SentinelServer, first_then_side_by_side,
+                    free_port, lost_its_port, start_etcd_cluster, start_redis, start_sentinel, stop_all, wait_for_port,
+                    wait_for_replicas)
 
 LOOPBACK = "127.0.0.1"
 
@@ -309,7 +311,8 @@ class LocalCluster:
             for node_id, port in plan.nodes.items():
                 self.node_ports[node_id] = port
                 self.console_ports[node_id] = plan.consoles[node_id]
-                self.start_node(node_id, may_move=port not in plan.fixed)
+            first_then_side_by_side([functools.partial(self.start_node, node_id, may_move=port not in plan.fixed)
+                                     for node_id, port in plan.nodes.items()])
             if workers:
                 for index in range(s.workers):
                     self.workers.append(start_worker(self.base_dir / "logs", name=f"worker-{index + 1}",

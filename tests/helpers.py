@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import json
 import os
@@ -23,7 +24,7 @@ import redis
 import yaml
 
 from devtools.local_cluster import ClusterSettings, LocalCluster, start_node, wait_for_leader
-from devtools.procs import ManagedProcess, free_port
+from devtools.procs import ManagedProcess, first_then_side_by_side, free_port
 from orchestrator.store.redis.keys import Keys
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from redis_mode import start_test_redis
@@ -110,15 +111,16 @@ def started_nodes(folder: Path, etcd_endpoints: list[str], cluster: str, node_id
     (their endpoints, a client of each), once one leads. Stopped by PID when done."""
     processes: list[ManagedProcess] = []
     clients: list[WorkflowClient] = []
+    ports = [free_port() for _ in node_ids]
+
+    def start(node_id: str, port: int) -> None:
+        processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=redis_url,
+                                    etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
+                                    http_port=0, log_level="WARNING", extra=extra or []))
     try:
-        endpoints = []
-        for node_id in node_ids:
-            port = free_port()
-            processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=redis_url,
-                                        etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
-                                        http_port=0, log_level="WARNING", extra=extra or []))
-            endpoints.append(f"127.0.0.1:{port}")
-            clients.append(WorkflowClient([endpoints[-1]]))
+        first_then_side_by_side([functools.partial(start, node_id, port) for node_id, port in zip(node_ids, ports)])
+        endpoints = [f"127.0.0.1:{port}" for port in ports]
+        clients.extend(WorkflowClient([endpoint]) for endpoint in endpoints)
         wait_for_leader(clients[0], 20.0)
         yield endpoints, clients
     finally:
