@@ -26,16 +26,14 @@ proxy connects to could not be checked.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import json
 import logging
 import socket
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
-
-import httpcore
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from ..core import javascript
 from ..core import statuses as st
@@ -47,6 +45,9 @@ from ..core.payloads import PayloadLimit, checked_output
 from ..store import ResultOutcome, Store, StoreUnavailable
 from .dispatch import Dispatcher, WorkerSession
 
+if TYPE_CHECKING:   # imported when the first HTTP task runs (`HttpTaskRunner._ready_client`)
+    import httpx
+
 log = logging.getLogger(__name__)
 
 HTTP_TYPES = frozenset({"HTTP", "HTTP_POLL"})
@@ -54,6 +55,10 @@ HTTP_TYPES = frozenset({"HTTP", "HTTP_POLL"})
 
 class _TooLarge(Exception):
     pass
+
+
+class NoAddress(Exception):
+    """A host that resolves to no address (the client's transport turns it into a connection error)."""
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -104,7 +109,7 @@ class AddressGuard:
                 raise AddressDenied(denied_reason(host, port, address, kind))
             addresses.append(text)
         if not addresses:
-            raise httpcore.ConnectError(f"{host} resolves to no address")
+            raise NoAddress(f"{host} resolves to no address")
         return addresses
 
     async def _infrastructure(self, address: IPAddress, port: int) -> str | None:
@@ -123,60 +128,6 @@ class AddressGuard:
         return None
 
 
-class _GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to addresses the guard checked."""
-
-    def __init__(self, guard: AddressGuard) -> None:
-        self.guard = guard
-        self.inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                          socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        try:
-            addresses = await asyncio.wait_for(self.guard.checked(host, port), timeout)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} took longer than the connection timeout") from None
-        except OSError as exc:   # socket.gaierror: no such name
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror or exc}") from None
-        error: Exception | None = None
-        for address in addresses:   # the checked address itself: never resolved again
-            try:
-                return await self.inner.connect_tcp(address, port, timeout=timeout, local_address=local_address,
-                                                    socket_options=socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                error = exc
-        assert error is not None
-        raise error
-
-    async def connect_unix_socket(self, path: str, timeout: float | None = None,
-                                  socket_options: Iterable[Any] | None = None) -> httpcore.AsyncNetworkStream:
-        raise AddressDenied("HTTP tasks connect over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self.inner.sleep(seconds)
-
-
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport whose connection pool connects through `_GuardedBackend`: every
-    connection, a redirect's too, is checked by address (httpx takes no network backend, so its
-    pool is replaced by an equal one that has it)."""
-
-    def __init__(self, guard: AddressGuard, limits: httpx.Limits) -> None:
-        super().__init__(limits=limits, trust_env=False)
-        assert isinstance(self._pool, httpcore.AsyncConnectionPool)   # what is replaced: httpx's own pool
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(), max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections, keepalive_expiry=limits.keepalive_expiry,
-            network_backend=_GuardedBackend(guard))
-
-
-def guarded_client(guard: AddressGuard, concurrency: int) -> httpx.AsyncClient:
-    """The client HTTP tasks are sent with: redirects followed (5 at most), each checked."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(transport=GuardedTransport(guard, limits), follow_redirects=True, max_redirects=5,
-                             trust_env=False)
-
-
 class HttpTaskRunner:
     """This node's executor of HTTP and HTTP_POLL tasks (see the module's docstring)."""
 
@@ -192,14 +143,13 @@ class HttpTaskRunner:
         self.on_result = on_result          # decide the workflow now (its next step, here)
         self.session = WorkerSession(f"{node_id}/http", HTTP_TYPES, concurrency)
         self.outcomes: Counter[tuple[str, str]] = Counter()   # (task type, status) of attempts run here
-        self._client: httpx.AsyncClient | None = None
+        self._client: httpx.AsyncClient | None = None   # made by the first HTTP task (`_ready_client`)
         self._reader: asyncio.Task[None] | None = None
         self._running: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         if self.concurrency <= 0:
             return
-        self._client = guarded_client(self.guard, self.concurrency)
         self.dispatcher.attach(self.session)
         self._reader = asyncio.create_task(self._read(), name="http-tasks")
 
@@ -298,11 +248,22 @@ class HttpTaskRunner:
                         f"terminationCondition still false after maxPollCount={poll.max_polls} polls")
             await asyncio.sleep(poll.delay_s(polls))
 
+    async def _ready_client(self) -> httpx.AsyncClient:
+        """The client, made on first use: httpx and httpcore (with h2 when installed) take about a
+        fifth of a node's start to import (0.4 of 2.1 s, 2026-12-07), and most nodes run no HTTP
+        task for a while or ever. Imported in a thread, so that the loop goes on meanwhile."""
+        if self._client is None:
+            made = await asyncio.to_thread(importlib.import_module, "orchestrator.cluster.http_client")
+            if self._client is None:   # another task's first call may have made it meanwhile
+                self._client = made.guarded_client(self.guard, self.concurrency)
+        return self._client
+
     async def _call(self, request: HttpRequest) -> tuple[st.TaskStatus, dict[str, Any], str]:
-        assert self._client is not None
+        client = await self._ready_client()
+        import httpx   # loaded with the client
         timeout = httpx.Timeout(request.read_timeout_s, connect=request.connect_timeout_s)
         try:
-            async with self._client.stream(request.method, request.uri, headers=request.headers,
+            async with client.stream(request.method, request.uri, headers=request.headers,
                                            content=request.content, timeout=timeout) as response:
                 content = await self._body(response)
         except AddressDenied as exc:   # never connected: the first address or a redirect's is out of bounds

@@ -17,7 +17,8 @@ import pytest
 
 from counting_http import CountingServer, allowed_and_forbidden
 from devtools.certs import make_dev_certs
-from orchestrator.cluster.http_tasks import AddressGuard, guarded_client
+from orchestrator.cluster.http_client import guarded_client
+from orchestrator.cluster.http_tasks import AddressGuard
 from orchestrator.config import NodeConfig
 from orchestrator.core.http_request import AddressDenied, AddressPolicy, address_class
 
