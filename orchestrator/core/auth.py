@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-import jwt
 
 from . import namespaces
 
@@ -120,6 +119,8 @@ class JwtRules:
     roles_claim: str = "roles"
 
     def principal(self, token: str) -> Principal | None:
+        import jwt   # loaded with the tokens file that asks for JWTs (`_jwt_rules`)
+
         try:
             claims = jwt.decode(token, self.key, algorithms=[self.algorithm], issuer=self.issuer,
                                 audience=self.audience, options={"require": ["exp", "sub"]})
@@ -237,5 +238,8 @@ def _jwt_rules(section: Any, key: bytes | None) -> JwtRules | None:
     for name in ("issuer", "audience"):
         if section.get(name) is not None and not isinstance(section[name], str):
             raise TokensError(f"jwt.{name} must be text")
+    # PyJWT loads `cryptography` (for RS* and ES*): 0.18 of the 2 s a node takes to import on this machine
+    # (2026-12-07), so only a node whose tokens file asks for JWTs imports it, as it reads the file
+    import jwt  # noqa: F401
     return JwtRules(algorithm, key.strip() if algorithm.startswith("HS") else key, section.get("issuer"),
                     section.get("audience"), claim if isinstance(claim, str) and claim else "roles")

@@ -16,10 +16,9 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote, urlencode
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
@@ -56,6 +55,9 @@ PAGE_SIZES = (20, 50, 100, 200)
 SIGNALLED_KINDS = ("WAIT", "HUMAN")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+if TYPE_CHECKING:   # imported by the first page (`Console.env`)
+    from jinja2 import Environment
 
 
 def _ts(ms: int | float | None) -> str:
@@ -106,13 +108,25 @@ class Console:
         self.parts = parts
         self.sessions = sessions or Sessions()
         self.metrics = NodeMetrics()
-        self.env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
-                               autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
-                               trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""),
-                                rel=relative, for_people=reasons.for_people, engine_fault=reasons.is_engine_fault)
-        self.env.globals.update(node=parts, statuses=st.WORKFLOW_STATUSES, terminal=st.TERMINAL_WORKFLOW,
-                                operations=OPERATIONS)
+        self._env: Environment | None = None
+
+    @property
+    def env(self) -> Environment:
+        """The pages' templates, set up by the first page: jinja2 is 0.14 of the 2 s a node takes to
+        import on this machine (2026-12-07), and a node's console may never be opened (/metrics and
+        the REST API render none)."""
+        if self._env is None:
+            from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+
+            env = Environment(loader=PackageLoader("orchestrator.web", "templates"),
+                              autoescape=select_autoescape(["html"]), undefined=StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+            env.filters.update(ts=_ts, pretty=_pretty, dur=seconds, q=lambda s: quote(str(s), safe=""),
+                               rel=relative, for_people=reasons.for_people, engine_fault=reasons.is_engine_fault)
+            env.globals.update(node=self.parts, statuses=st.WORKFLOW_STATUSES, terminal=st.TERMINAL_WORKFLOW,
+                               operations=OPERATIONS)
+            self._env = env
+        return self._env
 
     # ------------------------------------------------------------- helpers
 
