@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any
 
-
 from . import namespaces
 
 __all__ = ["ROLES", "JwtRules", "Principal", "Tokens", "TokensError", "allows", "jwt_key_file", "namespace_for",
