@@ -205,19 +205,26 @@ class Dispatcher:
 
     async def release_unsent(self, session: WorkerSession) -> int:
         """The stream can take no more tasks: the ones still queued for it go back to their
-        queues now (instead of waiting for their leases); other messages (acks) stay queued."""
+        queues now (instead of waiting for their leases); other messages (acks) stay queued. A
+        release refused is raised once every task was tried."""
         session.closed = True
         pending = []
         while not session.outbox.empty():
             pending.append(session.outbox.get_nowait())
         released = 0
+        refused: StoreUnavailable | None = None
         for message in pending:
             if message is not None and message.HasField("task"):
-                await self.store.release_task(message.task.workflow_id, message.task.task_id,
-                                              session.worker_id, now_ms())
-                released += 1
+                try:   # each on its own: one refused (its lease expires instead) leaves the others to go back
+                    await self.store.release_task(message.task.workflow_id, message.task.task_id,
+                                                  session.worker_id, now_ms())
+                    released += 1
+                except StoreUnavailable as exc:
+                    refused = refused or exc
             else:
                 session.outbox.put_nowait(message)
+        if refused is not None:
+            raise refused
         return released
 
     def grant(self, session: WorkerSession, count: int) -> None:
@@ -376,8 +383,8 @@ class Dispatcher:
         self.pushed += len(pushed)
         if self.on_claimed is not None and pushed:
             self.on_claimed(pushed)
-        for task in excess:   # after the pushes: a store gone now leaves only these to their leases
-            await self.store.release_task(task.workflow_id, task.spec.task_id, session.worker_id, now_ms())
+        for task in excess:   # after the pushes, each on its own: one refused leaves the others to go back
+            self._background_release(task, session.worker_id)
         # fewer than asked: the queue is empty (or at its limits)
         return session.closed or (len(claimed) == count and not excess)
 

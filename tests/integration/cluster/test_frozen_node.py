@@ -33,7 +33,7 @@ from devtools.procs import ManagedProcess
 from helpers import serving_task_service
 from orchestrator.cluster.dispatch import Dispatcher, WorkerSession
 from orchestrator.core.state import TaskSpec
-from orchestrator.store import ClaimedTask
+from orchestrator.store import ClaimedTask, StoreUnavailable
 from orchestrator_api.v1 import orchestrator_pb2 as pb
 from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from worker import Worker, WorkflowClient, task
@@ -434,6 +434,66 @@ def test_a_hand_over_during_a_claim_takes_a_held_credit_and_the_claim_gives_back
         assert [m.task.task_id for m in pushed if m is not None] == ["handed", "a0", "a1", "a2"]
         assert store.released == ["a3"]   # back to its queue: the worker asked for 4
         assert (session.credits, session.claiming) == (0, 0)
+        await dispatcher.stop()
+
+    asyncio.run(scenario())
+
+
+class RefusesFirstRelease(SlowClaims):
+    """SlowClaims whose first release is refused as a write not confirmed by the replicas is
+    (`redis_min_replicas`: during a reshard the barrier's slot moved; the release itself was stored)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused = ""
+
+    async def release_task(self, workflow_id: str, task_id: str, *args: Any, **kwargs: Any) -> bool:
+        if not self.refused:
+            self.refused = task_id
+            raise StoreUnavailable("the write is stored on the Redis master but not confirmed by 1 replica")
+        return await super().release_task(workflow_id, task_id, *args, **kwargs)
+
+
+def test_the_excess_of_a_claim_is_given_back_task_by_task_past_a_refused_release() -> None:
+    """A claim that came back with more than its worker had credit left for gives each of the rest
+    back on its own: a release refused (the replicas did not confirm it in time, in a reshard) left
+    the tasks after it leased to a worker that never got them, each waiting for its lease to expire
+    (the drill's workflows whose first step ended TIMED_OUT, then ran again)."""
+    async def scenario() -> None:
+        store = RefusesFirstRelease()
+        store.queued = {"a": [f"a{i}" for i in range(4)]}
+        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the calls a Dispatcher makes
+        session = WorkerSession("w", frozenset({"a"}), credits=4)
+        dispatcher.attach(session)
+        await wait_until(lambda: store.claims)
+        for handed in ("h0", "h1"):   # two hand-overs meanwhile take two of the credits the claim holds
+            assert dispatcher.reserve("a") == "w"
+            dispatcher.deliver("w", claimed_task(handed, "a"))
+        store.go.set()
+        await wait_until(lambda: store.released)
+        await asyncio.sleep(0.05)
+        pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
+        assert [m.task.task_id for m in pushed if m is not None] == ["h0", "h1", "a0", "a1"]
+        assert store.refused == "a2" and store.released == ["a3"]   # the one after the refusal went back too
+        await dispatcher.stop()
+
+    asyncio.run(scenario())
+
+
+def test_the_unsent_tasks_of_a_closed_stream_are_given_back_past_a_refused_release() -> None:
+    """The same for what a stream that ended never sent: every task is tried, then the refusal is said."""
+    async def scenario() -> None:
+        store = RefusesFirstRelease()
+        store.go.set()
+        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the calls a Dispatcher makes
+        session = WorkerSession("w", frozenset({"a"}), credits=3)
+        dispatcher.attach(session)
+        for task_id in ("u0", "u1", "u2"):
+            assert dispatcher.reserve("a") == "w"
+            dispatcher.deliver("w", claimed_task(task_id, "a"))
+        with pytest.raises(StoreUnavailable):
+            await dispatcher.release_unsent(session)
+        assert store.refused == "u0" and store.released == ["u1", "u2"]
         await dispatcher.stop()
 
     asyncio.run(scenario())
