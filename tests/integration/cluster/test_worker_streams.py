@@ -165,7 +165,18 @@ def test_a_frozen_node_takes_only_its_own_stream_and_its_tasks_complete_through_
         try:
             ended = wait_ended(three.clients[0], started, 30.0)
             assert sorted(state["status"] for state in ended.values()) == ["COMPLETED"] * len(started)
-            assert background.worker.connected_endpoints == three.endpoints[:2]   # it left the frozen one
+            # it left the frozen one: that link's stream went silent and it opened another. The link
+            # tries its node again every 50 ms, and a stream opened again may be counted up until it
+            # goes silent too (once in six full runs on 2026-12-07 it was, when this was read): the
+            # link is seen without a stream between two tries
+            [link] = [link for link in background.worker._links if link.endpoint == three.endpoints[2]]
+
+            def left_it() -> bool:
+                return link.opened >= 2 and background.worker.connected_endpoints == three.endpoints[:2]
+            deadline = time.monotonic() + 5
+            while not left_it() and time.monotonic() < deadline:
+                time.sleep(0.005)
+            assert left_it(), (link.opened, background.worker.connected_endpoints)
         finally:
             frozen.resume()
         # their leases were extended by the other nodes while the third was frozen: none ran twice
