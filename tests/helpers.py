@@ -109,25 +109,36 @@ def started_nodes(folder: Path, etcd_endpoints: list[str], cluster: str, node_id
                   extra: list[str] | None = None) -> Iterator[tuple[list[str], list[WorkflowClient]]]:
     """The nodes `node_ids` of a fresh cluster on `redis_url` (or the Redis that `extra`'s flags name):
     (their endpoints, a client of each), once one leads. Stopped by PID when done."""
-    processes: list[ManagedProcess] = []
+    with running_nodes(folder, etcd_endpoints, cluster, node_ids, redis_url, extra) as (endpoints, clients, _):
+        yield endpoints, clients
+
+
+@contextmanager
+def running_nodes(folder: Path, etcd_endpoints: list[str], cluster: str, node_ids: list[str], redis_url: str,
+                  extra: list[str] | None = None
+                  ) -> Iterator[tuple[list[str], list[WorkflowClient], list[ManagedProcess]]]:
+    """`started_nodes` with the node processes too, in the order of `node_ids` (for a test that kills
+    or freezes one)."""
+    processes: list[ManagedProcess | None] = [None] * len(node_ids)
     clients: list[WorkflowClient] = []
     ports = [free_port() for _ in node_ids]
 
-    def start(node_id: str, port: int) -> None:
-        processes.append(start_node(folder / node_id, node_id=node_id, port=port, redis_url=redis_url,
-                                    etcd_endpoints=etcd_endpoints, cluster=cluster, lease_ttl_s=2.0,
-                                    http_port=0, log_level="WARNING", extra=extra or []))
+    def start(index: int) -> None:
+        processes[index] = start_node(folder / node_ids[index], node_id=node_ids[index], port=ports[index],
+                                      redis_url=redis_url, etcd_endpoints=etcd_endpoints, cluster=cluster,
+                                      lease_ttl_s=2.0, http_port=0, log_level="WARNING", extra=extra or [])
     try:
-        first_then_side_by_side([functools.partial(start, node_id, port) for node_id, port in zip(node_ids, ports)])
+        first_then_side_by_side([functools.partial(start, index) for index in range(len(node_ids))])
         endpoints = [f"127.0.0.1:{port}" for port in ports]
         clients.extend(WorkflowClient([endpoint]) for endpoint in endpoints)
         wait_for_leader(clients[0], 20.0)
-        yield endpoints, clients
+        yield endpoints, clients, [process for process in processes if process is not None]
     finally:
         for client in clients:
             client.close()
         for process in processes:
-            process.stop()
+            if process is not None:
+                process.stop()
 
 
 @contextmanager

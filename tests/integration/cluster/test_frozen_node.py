@@ -378,6 +378,12 @@ def claimed_task(task_id: str, task_type: str) -> ClaimedTask:
     return ClaimedTask(workflow_id=f"wf-{task_id}", spec=spec, lease_ms=5000)
 
 
+def pushed_task_ids(session: WorkerSession) -> list[str]:
+    """The ids of the tasks pushed to the session's stream so far (taken off it)."""
+    pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
+    return [message.task.task_id for message in pushed if message is not None]
+
+
 def test_a_claim_holds_its_credits_so_a_worker_is_never_pushed_more_than_it_asked_for() -> None:
     """While a claim for a worker is in flight (a backlog met on connecting, after a failover), the
     pump of its other task type gets no credit that claim may fill; the type turned away is pumped
@@ -430,8 +436,7 @@ def test_a_hand_over_during_a_claim_takes_a_held_credit_and_the_claim_gives_back
         store.go.set()
         await wait_until(lambda: store.released)
         await asyncio.sleep(0.05)
-        pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
-        assert [m.task.task_id for m in pushed if m is not None] == ["handed", "a0", "a1", "a2"]
+        assert pushed_task_ids(session) == ["handed", "a0", "a1", "a2"]
         assert store.released == ["a3"]   # back to its queue: the worker asked for 4
         assert (session.credits, session.claiming) == (0, 0)
         await dispatcher.stop()
@@ -472,8 +477,7 @@ def test_the_excess_of_a_claim_is_given_back_task_by_task_past_a_refused_release
         store.go.set()
         await wait_until(lambda: store.released)
         await asyncio.sleep(0.05)
-        pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
-        assert [m.task.task_id for m in pushed if m is not None] == ["h0", "h1", "a0", "a1"]
+        assert pushed_task_ids(session) == ["h0", "h1", "a0", "a1"]
         assert store.refused == "a2" and store.released == ["a3"]   # the one after the refusal went back too
         await dispatcher.stop()
 

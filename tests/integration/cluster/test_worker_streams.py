@@ -9,7 +9,6 @@ no reconnect, and every workflow completes, the tasks the dead node pushed inclu
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.local_cluster import start_node, wait_for_leader
-from devtools.procs import EtcdCluster, ManagedProcess, first_then_side_by_side, free_port
-from helpers import BackgroundWorker, publish_calls, unique, wait_ended
+from devtools.procs import EtcdCluster, ManagedProcess
+from helpers import BackgroundWorker, publish_calls, running_nodes, unique, wait_ended
 from redis_mode import start_test_redis
 from worker import Worker, WorkflowClient, task
 
@@ -40,27 +38,11 @@ class Three:
 def three(tmp_path: Path, etcd: EtcdCluster) -> Iterator[Three]:
     """Three nodes of a fresh cluster on a Redis of their own (its command counts are theirs)."""
     server = start_test_redis(tmp_path / "redis")
-    cluster = unique("streams")
-    processes: list[ManagedProcess | None] = [None] * NODES
-    clients: list[WorkflowClient] = []
-    ports = [free_port() for _ in range(NODES)]
-
-    def start(index: int) -> None:
-        processes[index] = start_node(tmp_path / f"node{index}", node_id=f"node{index}", port=ports[index],
-                                      redis_url=server.url, etcd_endpoints=etcd.endpoints, cluster=cluster,
-                                      lease_ttl_s=2.0, http_port=0, log_level="WARNING")
     try:
-        first_then_side_by_side([functools.partial(start, index) for index in range(NODES)])
-        endpoints = [f"127.0.0.1:{port}" for port in ports]
-        clients.extend(WorkflowClient([endpoint]) for endpoint in endpoints)
-        wait_for_leader(clients[0], 20.0)
-        yield Three(server.url, endpoints, clients, [process for process in processes if process is not None])
+        with running_nodes(tmp_path, etcd.endpoints, unique("streams"), [f"node{index}" for index in range(NODES)],
+                           server.url) as (endpoints, clients, processes):
+            yield Three(server.url, endpoints, clients, processes)
     finally:
-        for client in clients:
-            client.close()
-        for process in processes:
-            if process is not None:
-                process.stop()
         server.stop()
 
 
