@@ -32,8 +32,10 @@ import logging
 import os
 import socket
 import ssl
+import threading
 import time
 import uuid
+from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -46,6 +48,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ._codec import message_to_dict, to_struct
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
+from ._start_stream import StartStream, StreamBroken
 from .errors import ClientError
 
 __all__ = ["WorkflowClient", "auth_metadata", "channel_credentials"]
@@ -128,9 +131,17 @@ class WorkflowClient:
         self._attempt_timeout_s = self._timeout_s / len(self._ring)
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
+        self._start_stream: StartStream | None = None
+        self._start_stream_lock = threading.Lock()
+        self.stream_starts = True   # False once a node said it has no StartWorkflows (or refused it)
+        self.streamed_starts = 0    # starts the stream answered (the others went as unary calls)
 
     def close(self) -> None:
         """Close the channels. The client must not be used afterwards."""
+        with self._start_stream_lock:
+            stream, self._start_stream = self._start_stream, None
+        if stream is not None:
+            stream.close()
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
@@ -263,6 +274,11 @@ class WorkflowClient:
         workflow instead of starting a second one. Pass your own key to make
         *your* retries safe too: a start with a key seen before returns the
         first workflow's id.
+
+        The start goes on the client's ``StartWorkflows`` stream to its current
+        node (the starts of all its threads share it); what that stream cannot
+        answer (it broke, timed out, or the node's store was unavailable) is made
+        again as a ``StartWorkflow`` call, which fails over as every call does.
         """
         request = pb.StartWorkflowRequest(
             name=name,
@@ -271,8 +287,56 @@ class WorkflowClient:
             correlation_id=correlation_id,
             idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
-        response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True)
+        began = time.monotonic()
+        workflow_id = self._start_streamed(request) if self.stream_starts else None
+        if workflow_id is not None:
+            return workflow_id
+        response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True,
+                              spent_s=time.monotonic() - began)
         return str(response.workflow_id)
+
+    def _start_streamed(self, request: pb.StartWorkflowRequest) -> str | None:
+        """The id of the workflow `request` started on the stream; None when the stream could not
+        tell (the caller makes the start as a unary call). ClientError for a start the node refused."""
+        try:
+            stream = self._open_start_stream()
+            item = stream.submit(request).result(timeout=self._attempt_timeout_s)
+        except StreamBroken as broken:
+            if broken.code in _NO_STREAM:   # an older node, or a caller it does not let stream
+                self.stream_starts = False
+            elif broken.code == grpc.StatusCode.UNAVAILABLE:
+                self._leave(stream.endpoint)
+            return None
+        except FutureTimeout:   # a node that stopped answering (frozen, cut off): the unary call fails over
+            self._leave(stream.endpoint)
+            return None
+        if item.code == grpc.StatusCode.OK.value[0]:
+            self.streamed_starts += 1
+            return str(item.workflow_id)
+        code = _status_code(item.code)
+        if _retryable(code, repeatable=True):
+            return None
+        raise ClientError(code.name, item.message, stream.endpoint)
+
+    def _open_start_stream(self) -> StartStream:
+        """The stream to the current endpoint, opened now if there is none that works."""
+        with self._start_stream_lock:
+            stream = self._start_stream
+            endpoint = self._ring.current
+            if stream is not None and stream.broken is None and stream.endpoint == endpoint:
+                return stream
+            if stream is not None:
+                stream.close()
+            self._channel(endpoint)
+            stream = self._start_stream = StartStream(self._channels[endpoint], endpoint, self._metadata)
+            return stream
+
+    def _leave(self, endpoint: str) -> None:
+        """After a stream to `endpoint` failed: the next start goes elsewhere (once, however many of
+        its starts saw it fail)."""
+        with self._start_stream_lock:
+            if self._ring.current == endpoint:
+                self._ring.advance()
 
     def get_workflow(self, workflow_id: str, include_tasks: bool = True) -> dict[str, Any]:
         """Return a workflow (with its task attempts when ``include_tasks``)."""
@@ -417,12 +481,13 @@ class WorkflowClient:
 
     def _call(
         self, stub_type: Callable[[grpc.Channel], Any], method: str, request: Message, *, repeatable: bool = False,
-        timeout_s: float | None = None,
+        timeout_s: float | None = None, spent_s: float = 0.0,
     ) -> Any:
         """Invoke ``method`` with failover. ``repeatable`` marks calls that are
-        safe to repeat after a timeout (reads and keyed starts)."""
+        safe to repeat after a timeout (reads and keyed starts); ``spent_s``: what
+        was spent of the call's time before (a start's try on the stream)."""
         total_s = timeout_s or self._timeout_s
-        deadline = time.monotonic() + total_s
+        deadline = time.monotonic() + max(0.0, total_s - spent_s)
         backoff = Backoff(_RETRY_INITIAL_S, _RETRY_MAX_S)
         failures = 0
         hopeless: dict[str, str] = {}   # endpoint -> why no retry there can succeed
@@ -471,14 +536,17 @@ class WorkflowClient:
         key = (endpoint, stub_type)
         stub = self._stubs.get(key)
         if stub is None:
-            channel = self._channels.get(endpoint)
-            if channel is None:
-                options = list(CHANNEL_OPTIONS)
-                channel = self._channels[endpoint] = (
-                    grpc.secure_channel(endpoint, self._credentials, options=options)
-                    if self._credentials is not None else grpc.insecure_channel(endpoint, options=options))
-            stub = self._stubs[key] = stub_type(channel)
+            stub = self._stubs[key] = stub_type(self._channel(endpoint))
         return stub
+
+    def _channel(self, endpoint: str) -> grpc.Channel:
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            options = list(CHANNEL_OPTIONS)
+            channel = self._channels[endpoint] = (
+                grpc.secure_channel(endpoint, self._credentials, options=options)
+                if self._credentials is not None else grpc.insecure_channel(endpoint, options=options))
+        return channel
 
 
 class _Reconnects:
@@ -600,6 +668,17 @@ def _same_state(state: dict[str, Any], last: dict[str, Any] | None) -> bool:
     """The same workflow state: the same update time and, since two writes may share a
     millisecond, the same content."""
     return last is not None and state.get("updated_at_ms") == last.get("updated_at_ms") and state == last
+
+
+# A stream refused with one of these is not tried again by this client: the node has no StartWorkflows
+# (an older version), or the caller may not use it; unary starts then say what the node thinks of them.
+_NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED,
+                        grpc.StatusCode.UNAUTHENTICATED})
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _status_code(value: int) -> grpc.StatusCode:
+    return _CODES.get(value, grpc.StatusCode.UNKNOWN)
 
 
 def _retryable(code: grpc.StatusCode, repeatable: bool) -> bool:

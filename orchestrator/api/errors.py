@@ -40,21 +40,31 @@ async def abort(context: Any, exc: OrchestratorError | Refused) -> NoReturn:
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+def status_of(exc: Exception, what: str) -> tuple[grpc.StatusCode, str]:
+    """The status a call that failed with `exc` ends with: a refusal and OrchestratorError by their
+    status, an unreachable store as UNAVAILABLE; anything else is a bug in `what`, logged with its
+    trace (INTERNAL, not gRPC's UNKNOWN). Call it inside the `except` that caught `exc`."""
+    if isinstance(exc, Refused):
+        return code_named(exc.code), exc.message
+    if isinstance(exc, OrchestratorError):
+        return status_code(exc), str(exc)
+    if isinstance(exc, StoreUnavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}"
+    log.exception("%s failed (a bug)", what)
+    return grpc.StatusCode.INTERNAL, internal_error(type(exc).__name__)
+
+
 def grpc_errors(handler: Handler) -> Handler:
-    """Turn a refusal and OrchestratorError into their gRPC status; anything else is a bug and logged."""
+    """End a call that failed with the status its error means (`status_of`)."""
 
     @functools.wraps(handler)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await handler(self, request, context)
-        except (Refused, OrchestratorError) as exc:
-            await abort(context, exc)
-        except StoreUnavailable as exc:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"state store unavailable: {exc}")
-        except Exception as exc:   # a bug: say so (INTERNAL, not gRPC's UNKNOWN) and keep the trace
-            if isinstance(exc, grpc.aio.AbortError):
-                raise
-            log.exception("%s failed (a bug)", handler.__name__)
-            await context.abort(grpc.StatusCode.INTERNAL, internal_error(type(exc).__name__))
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            code, message = status_of(exc, handler.__name__)
+            await context.abort(code, message)
 
     return wrapper  # type: ignore[return-value]

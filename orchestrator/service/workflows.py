@@ -110,6 +110,11 @@ class Workflows:
         allowed("WorkflowService/StartWorkflow")
         return await self._start(request)
 
+    def open_start_stream(self) -> None:
+        """Before a stream of starts (StartWorkflows) is read: each start on it is `start`, checked as
+        such too."""
+        allowed("WorkflowService/StartWorkflows")
+
     async def _start(self, request: StartRequest, *, expect_end: bool = False, workflow_id: str = "") -> Started:
         if not request.name:
             raise InvalidArgument("name (the workflow definition to start) is required")

@@ -182,6 +182,40 @@ class StartWorkflowResponse(_message.Message):
     created: bool
     def __init__(self, workflow_id: _Optional[str] = ..., created: _Optional[bool] = ...) -> None: ...
 
+class StartWorkflowsRequest(_message.Message):
+    __slots__ = ("starts",)
+    STARTS_FIELD_NUMBER: _ClassVar[int]
+    starts: _containers.RepeatedCompositeFieldContainer[StartItem]
+    def __init__(self, starts: _Optional[_Iterable[_Union[StartItem, _Mapping]]] = ...) -> None: ...
+
+class StartItem(_message.Message):
+    __slots__ = ("id", "start")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    start: StartWorkflowRequest
+    def __init__(self, id: _Optional[int] = ..., start: _Optional[_Union[StartWorkflowRequest, _Mapping]] = ...) -> None: ...
+
+class StartWorkflowsResponse(_message.Message):
+    __slots__ = ("started",)
+    STARTED_FIELD_NUMBER: _ClassVar[int]
+    started: _containers.RepeatedCompositeFieldContainer[StartedItem]
+    def __init__(self, started: _Optional[_Iterable[_Union[StartedItem, _Mapping]]] = ...) -> None: ...
+
+class StartedItem(_message.Message):
+    __slots__ = ("id", "workflow_id", "created", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    workflow_id: str
+    created: bool
+    code: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., workflow_id: _Optional[str] = ..., created: _Optional[bool] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class GetWorkflowRequest(_message.Message):
     __slots__ = ("workflow_id", "include_tasks")
     WORKFLOW_ID_FIELD_NUMBER: _ClassVar[int]

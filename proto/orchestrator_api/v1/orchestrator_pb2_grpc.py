@@ -370,6 +370,11 @@ class WorkflowServiceStub:
                 request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowRequest.SerializeToString,
                 response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowResponse.FromString,
                 _registered_method=True)
+        self.StartWorkflows = channel.stream_stream(
+                '/orchestrator.v1.WorkflowService/StartWorkflows',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsResponse.FromString,
+                _registered_method=True)
         self.ExecuteWorkflow = channel.unary_unary(
                 '/orchestrator.v1.WorkflowService/ExecuteWorkflow',
                 request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ExecuteWorkflowRequest.SerializeToString,
@@ -437,6 +442,14 @@ class WorkflowServiceServicer:
 
     def StartWorkflow(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartWorkflows(self, request_iterator, context):
+        """The same starts, many over one stream (what the SDK's client uses): a call's own cost on
+        client and node is paid once per stream instead of once per start.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -526,6 +539,11 @@ def add_WorkflowServiceServicer_to_server(servicer, server):
                     request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowRequest.FromString,
                     response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowResponse.SerializeToString,
             ),
+            'StartWorkflows': grpc.stream_stream_rpc_method_handler(
+                    servicer.StartWorkflows,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsResponse.SerializeToString,
+            ),
             'ExecuteWorkflow': grpc.unary_unary_rpc_method_handler(
                     servicer.ExecuteWorkflow,
                     request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ExecuteWorkflowRequest.FromString,
@@ -614,6 +632,33 @@ class WorkflowService:
             '/orchestrator.v1.WorkflowService/StartWorkflow',
             orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowRequest.SerializeToString,
             orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartWorkflows(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orchestrator.v1.WorkflowService/StartWorkflows',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.StartWorkflowsResponse.FromString,
             options,
             channel_credentials,
             insecure,
