@@ -211,15 +211,15 @@ class Node:
         self.metadata = service.Metadata(self.store)
         self.tasks = service.Tasks(self.store, self.dispatcher, limit, self.decider)
         tasks = self.task_service = api.TaskService(self.tasks, self.dispatcher)
-        self.workflow_service = api.WorkflowService(self.workflows)
+        self.item_streams = api.ItemStreams()   # StartWorkflows and PublishEvents, ended first when stopping
         # an event published here is read for this node's handlers in the same call (cluster/events.py)
         events = service.Events(self.store, limit, local=self.event_consumers)
         services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any]] = [
             (pb_grpc.add_MetadataServiceServicer_to_server, api.MetadataService(self.metadata)),
-            (pb_grpc.add_WorkflowServiceServicer_to_server, self.workflow_service),
+            (pb_grpc.add_WorkflowServiceServicer_to_server, api.WorkflowService(self.workflows, self.item_streams)),
             (pb_grpc.add_TaskServiceServicer_to_server, tasks),
             (pb_grpc.add_ClusterServiceServicer_to_server, api.ClusterService(service.Cluster(self))),
-            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(events))]
+            (pb_grpc.add_EventServiceServicer_to_server, api.EventService(events, self.item_streams))]
         for add_to_server, servicer in services:
             add_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
@@ -487,8 +487,8 @@ class Node:
         await self._stop_step("draining the workers", self.dispatcher.drain(local=[self.http_tasks.session],
                                                                             timeout_s=drain_s / 2),
                               drain_s)
-        if self.server is not None:   # its callers' streams of starts move to another node now, not after the grace
-            self.workflow_service.close_start_streams()
+        if self.server is not None:   # streams of starts and publishes move on now, not after the grace
+            self.item_streams.close()
         serving = [("closing the etcd client", self.etcd.close())]
         if self.console is not None:
             serving.append(("stopping the console", self.console.stop()))

@@ -34,10 +34,10 @@ def services() -> dict[str, Any]:
 def servicers() -> dict[str, Any]:
     """The gRPC servicers by service name, over `services()`."""
     over = services()
-    return {"WorkflowService": api.WorkflowService(over["workflows"]),
+    return {"WorkflowService": api.WorkflowService(over["workflows"], api.ItemStreams()),
             "TaskService": api.TaskService(over["tasks"], None),  # type: ignore[arg-type]
             "MetadataService": api.MetadataService(over["metadata"]),
-            "EventService": api.EventService(over["events"]),
+            "EventService": api.EventService(over["events"], api.ItemStreams()),
             "ClusterService": api.ClusterService(over["cluster"])}
 
 

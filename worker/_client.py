@@ -48,7 +48,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 
 from ._codec import message_to_dict, to_struct
 from ._endpoints import CHANNEL_OPTIONS, Backoff, EndpointRing
-from ._start_stream import StartStream, StreamBroken
+from ._item_stream import ItemStream, StreamBroken
 from .errors import ClientError
 
 __all__ = ["WorkflowClient", "auth_metadata", "channel_credentials"]
@@ -131,16 +131,18 @@ class WorkflowClient:
         self._attempt_timeout_s = self._timeout_s / len(self._ring)
         self._channels: dict[str, grpc.Channel] = {}
         self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
-        self._start_stream: StartStream | None = None
-        self._start_stream_lock = threading.Lock()
-        self.stream_starts = True   # False once a node said it has no StartWorkflows (or refused it)
-        self.streamed_starts = 0    # starts the stream answered (the others went as unary calls)
+        self._streams: dict[str, ItemStream] = {}   # by kind: _STARTS, _PUBLISHES
+        self._streams_lock = threading.Lock()
+        self.stream_calls = True   # False once a node said it has no such streams (or refused them)
+        self.streamed_starts = 0     # starts a stream answered (the others went as unary calls)
+        self.streamed_publishes = 0  # the same for publishes
+        self._counted = threading.Lock()
 
     def close(self) -> None:
         """Close the channels. The client must not be used afterwards."""
-        with self._start_stream_lock:
-            stream, self._start_stream = self._start_stream, None
-        if stream is not None:
+        with self._streams_lock:
+            streams, self._streams = list(self._streams.values()), {}
+        for stream in streams:
             stream.close()
         for channel in self._channels.values():
             channel.close()
@@ -203,9 +205,20 @@ class WorkflowClient:
         """Publish an event on ``topic``; returns its id ("<ms>-<n>", ordered per topic).
 
         Not repeated after a timeout (that could publish it twice); delivery to
-        subscribers and handlers is at-least-once anyway, so they dedupe by id."""
+        subscribers and handlers is at-least-once anyway, so they dedupe by id.
+
+        It goes on the client's ``PublishEvents`` stream to its current node (the
+        publishes of all its threads share it); one the stream cannot answer is made
+        again as a ``PublishEvent`` call when it broke (as a call is after UNAVAILABLE)."""
         request = pb.PublishEventRequest(topic=topic, payload=to_struct(payload), key=key)
-        return str(self._call(pb_grpc.EventServiceStub, "PublishEvent", request).event_id)
+        began = time.monotonic()
+        item = self._streamed(_PUBLISHES, request, repeatable=False) if self.stream_calls else None
+        if item is not None:
+            with self._counted:
+                self.streamed_publishes += 1
+            return str(item.event_id)
+        return str(self._call(pb_grpc.EventServiceStub, "PublishEvent", request,
+                              spent_s=time.monotonic() - began).event_id)
 
     def read_events(self, topic: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
         """The events of ``topic`` after the id ``after`` ("" = the oldest kept), oldest first."""
@@ -288,53 +301,59 @@ class WorkflowClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
         began = time.monotonic()
-        workflow_id = self._start_streamed(request) if self.stream_starts else None
-        if workflow_id is not None:
-            return workflow_id
+        item = self._streamed(_STARTS, request, repeatable=True) if self.stream_calls else None
+        if item is not None:
+            with self._counted:   # `+=` from several threads can lose a count
+                self.streamed_starts += 1
+            return str(item.workflow_id)
         response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True,
                               spent_s=time.monotonic() - began)
         return str(response.workflow_id)
 
-    def _start_streamed(self, request: pb.StartWorkflowRequest) -> str | None:
-        """The id of the workflow `request` started on the stream; None when the stream could not
-        tell (the caller makes the start as a unary call). ClientError for a start the node refused."""
+    def _streamed(self, kind: str, request: Message, *, repeatable: bool) -> Any | None:
+        """The answer to `request` on the client's stream of `kind`; None when the stream could not
+        tell and the call may be made as a unary call (which fails over). ClientError for a call the
+        node refused, and for one that timed out on the stream unless it is `repeatable` (it may
+        have been done: a unary call would not be repeated either)."""
         try:
-            stream = self._open_start_stream()
+            stream = self._open_stream(kind)
             item = stream.submit(request).result(timeout=self._attempt_timeout_s)
         except StreamBroken as broken:
             if broken.code in _NO_STREAM:   # an older node, or a caller it does not let stream
-                self.stream_starts = False
+                self.stream_calls = False
             elif broken.code == grpc.StatusCode.UNAVAILABLE:
                 self._leave(stream.endpoint)
             return None
-        except FutureTimeout:   # a node that stopped answering (frozen, cut off): the unary call fails over
+        except FutureTimeout:   # a node that stopped answering (frozen, cut off): the next call fails over
             self._leave(stream.endpoint)
+            if not repeatable:
+                raise ClientError(grpc.StatusCode.DEADLINE_EXCEEDED.name, f"no answer from {stream.endpoint} "
+                                  f"within {self._attempt_timeout_s:g} s", stream.endpoint) from None
             return None
         if item.code == grpc.StatusCode.OK.value[0]:
-            self.streamed_starts += 1
-            return str(item.workflow_id)
+            return item
         code = _status_code(item.code)
-        if _retryable(code, repeatable=True):
+        if _retryable(code, repeatable):
             return None
         raise ClientError(code.name, item.message, stream.endpoint)
 
-    def _open_start_stream(self) -> StartStream:
-        """The stream to the current endpoint, opened now if there is none that works."""
-        with self._start_stream_lock:
-            stream = self._start_stream
+    def _open_stream(self, kind: str) -> ItemStream:
+        """The stream of `kind` to the current endpoint, opened now if there is none that works."""
+        with self._streams_lock:
+            stream = self._streams.get(kind)
             endpoint = self._ring.current
             if stream is not None and stream.broken is None and stream.endpoint == endpoint:
                 return stream
             if stream is not None:
                 stream.close()
-            self._channel(endpoint)
-            stream = self._start_stream = StartStream(self._channels[endpoint], endpoint, self._metadata)
+            stream = self._streams[kind] = ItemStream(self._channel(endpoint), endpoint, self._metadata,
+                                                      *_STREAM_KINDS[kind])
             return stream
 
     def _leave(self, endpoint: str) -> None:
-        """After a stream to `endpoint` failed: the next start goes elsewhere (once, however many of
-        its starts saw it fail)."""
-        with self._start_stream_lock:
+        """After a stream to `endpoint` failed: the next call goes elsewhere (once, however many of
+        its calls saw it fail)."""
+        with self._streams_lock:
             if self._ring.current == endpoint:
                 self._ring.advance()
 
@@ -670,8 +689,20 @@ def _same_state(state: dict[str, Any], last: dict[str, Any] | None) -> bool:
     return last is not None and state.get("updated_at_ms") == last.get("updated_at_ms") and state == last
 
 
-# A stream refused with one of these is not tried again by this client: the node has no StartWorkflows
-# (an older version), or the caller may not use it; unary starts then say what the node thinks of them.
+_STARTS, _PUBLISHES = "starts", "publishes"
+# What ItemStream needs for each kind: the method, how requests make a message, the response type,
+# and the answers in a response.
+_STREAM_KINDS: dict[str, tuple[str, Callable[[list[tuple[int, Any]]], Message], type[Message],
+                               Callable[[Any], Any]]] = {
+    _STARTS: ("/orchestrator.v1.WorkflowService/StartWorkflows",
+              lambda items: pb.StartWorkflowsRequest(starts=[pb.StartItem(id=i, start=r) for i, r in items]),
+              pb.StartWorkflowsResponse, lambda response: response.started),
+    _PUBLISHES: ("/orchestrator.v1.EventService/PublishEvents",
+                 lambda items: pb.PublishEventsRequest(events=[pb.PublishItem(id=i, event=r) for i, r in items]),
+                 pb.PublishEventsResponse, lambda response: response.published),
+}
+# A stream refused with one of these is not tried again by this client: the node has no such streams
+# (an older version), or the caller may not use them; unary calls then say what the node thinks of them.
 _NO_STREAM = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED,
                         grpc.StatusCode.UNAUTHENTICATED})
 _CODES = {code.value[0]: code for code in grpc.StatusCode}

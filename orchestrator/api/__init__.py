@@ -6,10 +6,11 @@ is written."""
 from .auth import TokenInterceptor
 from .cluster import ClusterService, ClusterView
 from .events import EventService
+from .item_streams import ItemStreams
 from ..core.payloads import PayloadLimit
 from .metadata import MetadataService
 from .tasks import TaskService
 from .workflows import WorkflowService
 
-__all__ = ["ClusterService", "ClusterView", "EventService", "MetadataService", "PayloadLimit", "TaskService",
-           "TokenInterceptor", "WorkflowService"]
+__all__ = ["ClusterService", "ClusterView", "EventService", "ItemStreams", "MetadataService", "PayloadLimit",
+           "TaskService", "TokenInterceptor", "WorkflowService"]

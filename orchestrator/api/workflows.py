@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,14 +15,8 @@ from ..core.errors import OrchestratorError
 from ..service.errors import Refused
 from ..service.workflows import SearchQuery, Signal, StartRequest, Workflows
 from ..wire import archived_message, fit, search_response, workflow_message
-from .errors import abort, grpc_errors, status_of
-
-MAX_STARTS_PER_MESSAGE = 1000
-"""A StartWorkflows message with more starts is refused (INVALID_ARGUMENT), the stream with it."""
-MAX_STARTS_IN_FLIGHT = 256
-"""Starts of one stream being worked on at once: past them the stream is not read until one is
-answered (gRPC's flow control then holds the caller back), so one caller cannot make a node hold
-an unbounded number of starts."""
+from .errors import abort, grpc_errors
+from .item_streams import ItemStreams
 
 
 def start_request(request: pb.StartWorkflowRequest) -> StartRequest:
@@ -32,18 +25,9 @@ def start_request(request: pb.StartWorkflowRequest) -> StartRequest:
 
 
 class WorkflowService(pb_grpc.WorkflowServiceServicer):
-    def __init__(self, workflows: Workflows) -> None:
+    def __init__(self, workflows: Workflows, streams: ItemStreams) -> None:
         self.workflows = workflows
-        self._start_readers: set[asyncio.Task[Any]] = set()   # of the StartWorkflows streams open now
-        self._closing = False
-
-    def close_start_streams(self) -> None:
-        """The node is stopping: each StartWorkflows stream reads no more, answers what it read and
-        ends UNAVAILABLE, so that its caller starts again on another node at once instead of waiting
-        out the server's grace; a stream opened after this ends so at once."""
-        self._closing = True
-        for reader in self._start_readers:
-            reader.cancel()
+        self.streams = streams
 
     @grpc_errors
     async def StartWorkflow(self, request: pb.StartWorkflowRequest, context: Any) -> pb.StartWorkflowResponse:
@@ -52,71 +36,21 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
 
     async def StartWorkflows(self, requests: AsyncIterator[pb.StartWorkflowsRequest],
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StartWorkflowsResponse]:
-        """Each start of the stream as StartWorkflow, answered as it is done: what was answered while
-        a message was being written goes in the next one. The stream ends once the caller ended its
-        side and every start on it was answered."""
+        """Each start of the stream as StartWorkflow, answered by its id as it is done (item_streams.py)."""
         try:
             self.workflows.open_start_stream()
         except Refused as exc:
             await abort(context, exc)
-        answers: asyncio.Queue[pb.StartedItem | None] = asyncio.Queue()
-        room = asyncio.Semaphore(MAX_STARTS_IN_FLIGHT)
-        running: set[asyncio.Task[None]] = set()
 
-        async def start(item: pb.StartItem) -> None:
-            try:
-                started = await self.workflows.start(start_request(item.start))
-                answers.put_nowait(pb.StartedItem(id=item.id, workflow_id=started.workflow_id,
-                                                  created=started.created))
-            except Exception as exc:
-                code, message = status_of(exc, "StartWorkflows")
-                answers.put_nowait(pb.StartedItem(id=item.id, code=code.value[0], message=message))
-            finally:
-                room.release()
+        async def start(item: pb.StartItem) -> pb.StartedItem:
+            started = await self.workflows.start(start_request(item.start))
+            return pb.StartedItem(id=item.id, workflow_id=started.workflow_id, created=started.created)
 
-        async def read() -> tuple[grpc.StatusCode, str] | None:
-            """Start what the stream brings until it ends (None), or why it is ended here."""
-            ended: tuple[grpc.StatusCode, str] | None = None
-            try:
-                if self._closing:
-                    raise asyncio.CancelledError
-                async for message in requests:
-                    if len(message.starts) > MAX_STARTS_PER_MESSAGE:
-                        ended = (grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"a StartWorkflows message holds at most {MAX_STARTS_PER_MESSAGE} starts")
-                        break
-                    for item in message.starts:
-                        await room.acquire()
-                        task = asyncio.create_task(start(item))
-                        running.add(task)
-                        task.add_done_callback(running.discard)
-            except asyncio.CancelledError:   # close_start_streams: what was read is still answered
-                ended = (grpc.StatusCode.UNAVAILABLE, "this node is stopping: start again on another one")
-            try:
-                await asyncio.gather(*running)
-            finally:
-                answers.put_nowait(None)
-            return ended
-
-        reader = asyncio.create_task(read())
-        self._start_readers.add(reader)
-        try:
-            while True:
-                batch = [await answers.get()]
-                while not answers.empty():
-                    batch.append(answers.get_nowait())
-                answered = [item for item in batch if item is not None]
-                if answered:
-                    yield pb.StartWorkflowsResponse(started=answered)
-                if len(answered) < len(batch):   # the reader ended
-                    ended = await reader
-                    if ended is not None:
-                        await context.abort(*ended)
-                    return
-        finally:
-            self._start_readers.discard(reader)
-            for task in (reader, *running):
-                task.cancel()
+        async for answers in self.streams.answer_each(
+                requests, context, items=lambda message: message.starts, do=start,
+                failed=lambda item, code, text: pb.StartedItem(id=item.id, code=code.value[0], message=text),
+                message=lambda started: pb.StartWorkflowsResponse(started=started), what="StartWorkflows"):
+            yield answers
 
     @grpc_errors
     async def ExecuteWorkflow(self, request: pb.ExecuteWorkflowRequest, context: Any) -> pb.Workflow:

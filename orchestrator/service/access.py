@@ -46,9 +46,10 @@ METHOD_ROLES: dict[str, dict[str, str]] = {
                         "SkipTask": _OPERATE, "SignalTask": _OPERATE},
     "TaskService": {"Connect": _WORK},
     "ClusterService": {"GetClusterStatus": _READ, "StepDown": _ADMIN},
-    "EventService": {"PublishEvent": _OPERATE, "ReadEvents": _READ, "ConfigureTopic": _ADMIN, "GetTopic": _READ,
-                     "RegisterEventHandler": _ADMIN, "ListEventHandlers": _READ, "RemoveEventHandler": _ADMIN,
-                     "ReceiveEvents": _WORK, "AckEvents": _WORK},
+    "EventService": {"PublishEvent": _OPERATE, "PublishEvents": _OPERATE, "ReadEvents": _READ,
+                     "ConfigureTopic": _ADMIN, "GetTopic": _READ, "RegisterEventHandler": _ADMIN,
+                     "ListEventHandlers": _READ, "RemoveEventHandler": _ADMIN, "ReceiveEvents": _WORK,
+                     "AckEvents": _WORK},
 }
 # What acts on the whole cluster, every namespace at once: moving the leadership fails every team's
 # work over. A token confined to a namespace is its team's, admin or not, and may not.

@@ -89,6 +89,11 @@ class Events:
         self.local = local
         self.published = 0
 
+    def open_publish_stream(self) -> None:
+        """Before a stream of publishes (PublishEvents) is read: each publish on it is `publish`,
+        checked as such too."""
+        allowed("EventService/PublishEvents")
+
     async def publish(self, topic: str, payload: dict[str, Any], key: str = "") -> str:
         """Publish an event; its id."""
         allowed("EventService/PublishEvent")

@@ -586,6 +586,38 @@ class PublishEventResponse(_message.Message):
     event_id: str
     def __init__(self, event_id: _Optional[str] = ...) -> None: ...
 
+class PublishEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[PublishItem]
+    def __init__(self, events: _Optional[_Iterable[_Union[PublishItem, _Mapping]]] = ...) -> None: ...
+
+class PublishItem(_message.Message):
+    __slots__ = ("id", "event")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    event: PublishEventRequest
+    def __init__(self, id: _Optional[int] = ..., event: _Optional[_Union[PublishEventRequest, _Mapping]] = ...) -> None: ...
+
+class PublishEventsResponse(_message.Message):
+    __slots__ = ("published",)
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    published: _containers.RepeatedCompositeFieldContainer[PublishedItem]
+    def __init__(self, published: _Optional[_Iterable[_Union[PublishedItem, _Mapping]]] = ...) -> None: ...
+
+class PublishedItem(_message.Message):
+    __slots__ = ("id", "event_id", "code", "message")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    event_id: str
+    code: int
+    message: str
+    def __init__(self, id: _Optional[int] = ..., event_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class ReadEventsRequest(_message.Message):
     __slots__ = ("topic", "after", "limit")
     TOPIC_FIELD_NUMBER: _ClassVar[int]

@@ -1199,6 +1199,11 @@ class EventServiceStub:
                 request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.SerializeToString,
                 response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.FromString,
                 _registered_method=True)
+        self.PublishEvents = channel.stream_stream(
+                '/orchestrator.v1.EventService/PublishEvents',
+                request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsRequest.SerializeToString,
+                response_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsResponse.FromString,
+                _registered_method=True)
         self.ReadEvents = channel.unary_unary(
                 '/orchestrator.v1.EventService/ReadEvents',
                 request_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.ReadEventsRequest.SerializeToString,
@@ -1246,6 +1251,13 @@ class EventServiceServicer:
 
     def PublishEvent(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PublishEvents(self, request_iterator, context):
+        """The same publishes, many over one stream (what the SDK's client uses).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -1308,6 +1320,11 @@ def add_EventServiceServicer_to_server(servicer, server):
                     servicer.PublishEvent,
                     request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.FromString,
                     response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.SerializeToString,
+            ),
+            'PublishEvents': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishEvents,
+                    request_deserializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsRequest.FromString,
+                    response_serializer=orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsResponse.SerializeToString,
             ),
             'ReadEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ReadEvents,
@@ -1377,6 +1394,33 @@ class EventService:
             '/orchestrator.v1.EventService/PublishEvent',
             orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventRequest.SerializeToString,
             orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishEvents(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/orchestrator.v1.EventService/PublishEvents',
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsRequest.SerializeToString,
+            orchestrator__api_dot_v1_dot_orchestrator__pb2.PublishEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
-"""Starts over the StartWorkflows stream, on real nodes: what the SDK's client sends every start on
-(worker/_start_stream.py), its wire contract, refusals one by one, and a node killed under it."""
+"""Starts and publishes over streams (StartWorkflows, PublishEvents), on real nodes: what the SDK's
+client sends every start and publish on (worker/_item_stream.py, orchestrator/api/item_streams.py),
+the wire contract, refusals one by one, and a node killed or stopped under it."""
 
 from __future__ import annotations
 
@@ -105,8 +106,8 @@ def test_the_stream_answers_each_start_by_its_id_and_ends_once_all_are_answered(
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
 def test_starts_on_a_stream_to_a_node_killed_under_them_fail_over_and_none_is_lost_or_doubled(
         tmp_path: Path, etcd: Any, redis_server: Any, sig: signal.Signals) -> None:
-    """SIGTERM: the node ends its start streams before its server's grace (`close_start_streams`), so
-    the client is on the other node while the stopping one still finishes its own work."""
+    """SIGTERM: the node ends its streams before its server's grace (`ItemStreams.close`), so the
+    client is on the other node while the stopping one still finishes its own work."""
     cluster = f"t{uuid.uuid4().hex[:8]}"
     with running_nodes(tmp_path, etcd.endpoints, cluster, ["s1", "s2"], redis_server.url) as (endpoints, clients,
                                                                                                 processes):
@@ -141,6 +142,40 @@ def test_starts_on_a_stream_to_a_node_killed_under_them_fail_over_and_none_is_lo
                 processes[0].wait(10)   # it exits (subprocess.TimeoutExpired if not)
         assert len(set(started.values())) == len(started)
         assert _all_of(clients[1], name) == set(started.values())   # one workflow per key: none lost, none doubled
+
+
+def test_publishes_from_many_threads_go_on_one_stream_each_once(node: Any) -> None:
+    topic = unique("streamed.topic")
+    with WorkflowClient([node.endpoint]) as client:
+        ids = _in_threads(120, lambda i: client.publish_event(topic, {"i": i}, key=f"k{i}"))
+        assert all(isinstance(one, str) for one in ids), [one for one in ids if not isinstance(one, str)][:3]
+        assert client.streamed_publishes == 120
+        refused = _in_threads(16, lambda i: client.publish_event(topic if i % 2 else "bad topic!", {"i": i}))
+        assert all(isinstance(refused[i], ClientError) and refused[i].code == "INVALID_ARGUMENT"
+                   for i in range(0, 16, 2)), refused[:2]
+        assert all(isinstance(refused[i], str) for i in range(1, 16, 2))
+        assert client.streamed_publishes == 128
+    stored = node.client.read_events(topic, limit=1000)
+    assert sorted(event["event_id"] for event in stored) == sorted([*ids, *refused[1::2]])
+    assert sorted(event["payload"]["i"] for event in stored[:120]) == list(range(120))
+    assert {event["key"] for event in stored[:120]} == {f"k{i}" for i in range(120)}
+
+
+def test_publishes_answer_by_id_on_the_wire(node: Any) -> None:
+    topic = unique("wire.topic")
+    message = pb.PublishEventsRequest(events=[
+        pb.PublishItem(id=5, event=pb.PublishEventRequest(topic=topic, key="a")),
+        pb.PublishItem(id=6, event=pb.PublishEventRequest(topic="")),
+        pb.PublishItem(id=7, event=pb.PublishEventRequest(topic=topic, key="b"))])
+    with grpc.insecure_channel(node.endpoint) as channel:
+        stub = pb_grpc.EventServiceStub(channel)
+        answers = {item.id: item for response in stub.PublishEvents(iter([message]), timeout=20)
+                   for item in response.published}
+    assert sorted(answers) == [5, 6, 7]
+    assert answers[6].code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "topic" in answers[6].message
+    stored = node.client.read_events(topic)
+    assert {(event["event_id"], event["key"]) for event in stored} == {(answers[5].event_id, "a"),
+                                                                       (answers[7].event_id, "b")}
 
 
 def _all_of(client: WorkflowClient, name: str) -> set[str]:
