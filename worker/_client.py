@@ -28,6 +28,7 @@ integral (see ``_codec``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -109,6 +110,11 @@ class WorkflowClient:
         fail_fast: raise at once when nothing listens at any endpoint (every connection refused)
             instead of retrying for ``timeout_s`` in case a node comes back (what a person at a
             terminal wants; a service waiting out a restart does not).
+        streams: how starts and publishes travel. None (the default): on the client's stream of
+            them to its node while four or more of the same kind are on their way already (calls
+            that crowd share messages and the node's cost of a call), as calls of their own
+            otherwise (a call answers sooner: no hand-over between threads). True: always on the
+            stream; False: never.
 
     Raises:
         TypeError, ValueError: at once, for an invalid configuration.
@@ -120,7 +126,7 @@ class WorkflowClient:
 
     def __init__(self, endpoints: Sequence[str], *, timeout_s: float = 10.0, token: str | None = None,
                  namespace: str | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
-                 tls_key: str | None = None, fail_fast: bool = False) -> None:
+                 tls_key: str | None = None, fail_fast: bool = False, streams: bool | None = None) -> None:
         self._ring = EndpointRing(endpoints)
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s!r}")
@@ -133,10 +139,12 @@ class WorkflowClient:
         self._stubs: dict[tuple[str, Callable[[grpc.Channel], Any]], Any] = {}
         self._streams: dict[str, ItemStream] = {}   # by kind: _STARTS, _PUBLISHES
         self._streams_lock = threading.Lock()
-        self.stream_calls = True   # False once a node said it has no such streams (or refused them)
+        self._streams_wanted = streams
+        self.stream_calls = streams is not False   # False too once a node said it has no such streams
         self.streamed_starts = 0     # starts a stream answered (the others went as unary calls)
         self.streamed_publishes = 0  # the same for publishes
         self._counted = threading.Lock()
+        self._on_their_way = {_STARTS: 0, _PUBLISHES: 0}   # calls of each kind being made now
 
     def close(self) -> None:
         """Close the channels. The client must not be used afterwards."""
@@ -212,13 +220,14 @@ class WorkflowClient:
         again as a ``PublishEvent`` call when it broke (as a call is after UNAVAILABLE)."""
         request = pb.PublishEventRequest(topic=topic, payload=to_struct(payload), key=key)
         began = time.monotonic()
-        item = self._streamed(_PUBLISHES, request, repeatable=False) if self.stream_calls else None
-        if item is not None:
-            with self._counted:
-                self.streamed_publishes += 1
-            return str(item.event_id)
-        return str(self._call(pb_grpc.EventServiceStub, "PublishEvent", request,
-                              spent_s=time.monotonic() - began).event_id)
+        with self._making(_PUBLISHES) as on_stream:
+            item = self._streamed(_PUBLISHES, request, repeatable=False) if on_stream else None
+            if item is not None:
+                with self._counted:
+                    self.streamed_publishes += 1
+                return str(item.event_id)
+            return str(self._call(pb_grpc.EventServiceStub, "PublishEvent", request,
+                                  spent_s=time.monotonic() - began).event_id)
 
     def read_events(self, topic: str, after: str = "", limit: int = 100) -> list[dict[str, Any]]:
         """The events of ``topic`` after the id ``after`` ("" = the oldest kept), oldest first."""
@@ -301,14 +310,32 @@ class WorkflowClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
         began = time.monotonic()
-        item = self._streamed(_STARTS, request, repeatable=True) if self.stream_calls else None
-        if item is not None:
-            with self._counted:   # `+=` from several threads can lose a count
-                self.streamed_starts += 1
-            return str(item.workflow_id)
-        response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True,
-                              spent_s=time.monotonic() - began)
-        return str(response.workflow_id)
+        with self._making(_STARTS) as on_stream:
+            item = self._streamed(_STARTS, request, repeatable=True) if on_stream else None
+            if item is not None:
+                with self._counted:   # `+=` from several threads can lose a count
+                    self.streamed_starts += 1
+                return str(item.workflow_id)
+            response = self._call(pb_grpc.WorkflowServiceStub, "StartWorkflow", request, repeatable=True,
+                                  spent_s=time.monotonic() - began)
+            return str(response.workflow_id)
+
+    @contextlib.contextmanager
+    def _making(self, kind: str) -> Iterator[bool]:
+        """Count a call of `kind` as on its way while it is made; whether it goes on the stream (see
+        ``streams``). Why not always (the bench's cluster, 2026-12-08, side by side): one at a time, a
+        publish on the stream reached its first task 3.58 - 3.74 ms after it was made against 3.36 -
+        3.44 as a call (the hand-overs between the caller's, gRPC's and the reader's threads); and
+        a stream for any overlap read lower at 8 workflows in flight over 3 clients in two pairs of
+        runs (210.1 vs 229.4, 211.7 vs 243.9 a second), higher at 32 and 128."""
+        with self._counted:
+            crowded = self._on_their_way[kind] >= _STREAM_FROM
+            self._on_their_way[kind] += 1
+        try:
+            yield self.stream_calls and (crowded or self._streams_wanted is True)
+        finally:
+            with self._counted:
+                self._on_their_way[kind] -= 1
 
     def _streamed(self, kind: str, request: Message, *, repeatable: bool) -> Any | None:
         """The answer to `request` on the client's stream of `kind`; None when the stream could not
@@ -690,6 +717,7 @@ def _same_state(state: dict[str, Any], last: dict[str, Any] | None) -> bool:
 
 
 _STARTS, _PUBLISHES = "starts", "publishes"
+_STREAM_FROM = 4   # calls of a kind on their way already, from which the next goes on the stream (`streams`)
 # What ItemStream needs for each kind: the method, how requests make a message, the response type,
 # and the answers in a response.
 _STREAM_KINDS: dict[str, tuple[str, Callable[[list[tuple[int, Any]]], Message], type[Message],

@@ -48,7 +48,7 @@ def _in_threads(count: int, work: Any) -> list[Any]:
 
 def test_starts_from_many_threads_go_on_one_stream_and_each_creates_one_workflow(node: Any) -> None:
     name = _register(node.client)
-    with WorkflowClient([node.endpoint]) as client:
+    with WorkflowClient([node.endpoint], streams=True) as client:
         ids = _in_threads(200, lambda i: client.start_workflow(name, {"i": i}, idempotency_key=f"{name}-{i}"))
         assert all(isinstance(one, str) for one in ids), [one for one in ids if not isinstance(one, str)][:3]
         assert len(set(ids)) == 200
@@ -63,7 +63,7 @@ def test_starts_from_many_threads_go_on_one_stream_and_each_creates_one_workflow
 
 def test_a_start_refused_on_the_stream_fails_alone(node: Any) -> None:
     name = _register(node.client)
-    with WorkflowClient([node.endpoint]) as client:
+    with WorkflowClient([node.endpoint], streams=True) as client:
         results = _in_threads(60, lambda i: client.start_workflow(name if i % 3 else f"{name}_missing", {"i": i}))
         refused = [results[i] for i in range(0, 60, 3)]
         started = [results[i] for i in range(60) if i % 3]
@@ -115,7 +115,7 @@ def test_starts_on_a_stream_to_a_node_killed_under_them_fail_over_and_none_is_lo
         stop = threading.Event()
         started: dict[str, str] = {}
         failures: list[Exception] = []
-        with WorkflowClient(endpoints, timeout_s=20.0) as client:
+        with WorkflowClient(endpoints, timeout_s=20.0, streams=True) as client:
             def keep_starting(worker: int) -> None:
                 n = 0
                 while not stop.is_set():
@@ -146,7 +146,7 @@ def test_starts_on_a_stream_to_a_node_killed_under_them_fail_over_and_none_is_lo
 
 def test_publishes_from_many_threads_go_on_one_stream_each_once(node: Any) -> None:
     topic = unique("streamed.topic")
-    with WorkflowClient([node.endpoint]) as client:
+    with WorkflowClient([node.endpoint], streams=True) as client:
         ids = _in_threads(120, lambda i: client.publish_event(topic, {"i": i}, key=f"k{i}"))
         assert all(isinstance(one, str) for one in ids), [one for one in ids if not isinstance(one, str)][:3]
         assert client.streamed_publishes == 120
@@ -176,6 +176,21 @@ def test_publishes_answer_by_id_on_the_wire(node: Any) -> None:
     stored = node.client.read_events(topic)
     assert {(event["event_id"], event["key"]) for event in stored} == {(answers[5].event_id, "a"),
                                                                        (answers[7].event_id, "b")}
+
+
+def test_by_default_only_calls_that_overlap_go_on_the_stream(node: Any) -> None:
+    name = _register(node.client)
+    with WorkflowClient([node.endpoint]) as client:
+        for i in range(20):   # one at a time: each a call of its own, answered without a hand-over
+            client.start_workflow(name, {"i": i})
+            client.publish_event(unique("alone"), {"i": i})
+        assert (client.streamed_starts, client.streamed_publishes) == (0, 0)
+        started = _in_threads(200, lambda i: client.start_workflow(name, {"i": i}))
+        assert all(isinstance(one, str) for one in started) and len(set(started)) == 200
+        assert client.streamed_starts > 0   # eight threads at once: some on the stream
+    with WorkflowClient([node.endpoint], streams=False) as client:
+        _in_threads(40, lambda i: client.start_workflow(name, {"i": i}))
+        assert client.streamed_starts == 0
 
 
 def _all_of(client: WorkflowClient, name: str) -> set[str]:
