@@ -15,8 +15,7 @@ from orchestrator_api.v1 import orchestrator_pb2_grpc as pb_grpc
 from ..core.events import BusEvent
 from ..core.namespaces import relative
 from ..service.events import SUBSCRIPTION_PREFIX, Events, Receive, Topic, subscription_group
-from ..service.errors import Refused
-from .errors import abort, grpc_errors
+from .errors import grpc_errors
 from .item_streams import ItemStreams
 
 __all__ = ["SUBSCRIPTION_PREFIX", "EventService", "event_message", "subscription_group"]
@@ -54,18 +53,14 @@ class EventService(pb_grpc.EventServiceServicer):
     async def PublishEvents(self, requests: AsyncIterator[pb.PublishEventsRequest],
                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.PublishEventsResponse]:
         """Each publish of the stream as PublishEvent, answered by its id as it is done (item_streams.py)."""
-        try:
-            self.events.open_publish_stream()
-        except Refused as exc:
-            await abort(context, exc)
-
         async def publish(item: pb.PublishItem) -> pb.PublishedItem:
             event = item.event
             return pb.PublishedItem(id=item.id, event_id=await self.events.publish(
                 event.topic, from_struct(event.payload), event.key))
 
         async for answers in self.streams.answer_each(
-                requests, context, items=lambda message: message.events, do=publish,
+                requests, context, check=self.events.open_publish_stream, items=lambda message: message.events,
+                do=publish,
                 failed=lambda item, code, text: pb.PublishedItem(id=item.id, code=code.value[0], message=text),
                 message=lambda published: pb.PublishEventsResponse(published=published), what="PublishEvents"):
             yield answers

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from .errors import status_of
+from ..service.errors import Refused
+from .errors import abort, status_of
 
 MAX_ITEMS_PER_MESSAGE = 1000
 """A message with more items is refused (INVALID_ARGUMENT), the stream with it."""
@@ -44,12 +45,18 @@ class ItemStreams:
             reader.cancel()
 
     async def answer_each(self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext, *,
-                          items: Callable[[Any], Sequence[Item]], do: Callable[[Item], Awaitable[Answer]],
+                          check: Callable[[], None], items: Callable[[Any], Sequence[Item]],
+                          do: Callable[[Item], Awaitable[Answer]],
                           failed: Callable[[Item, grpc.StatusCode, str], Answer],
                           message: Callable[[list[Answer]], Any], what: str) -> AsyncIterator[Any]:
         """The answers to the items of `requests` (`items` of each message), each `do(item)`, or
         `failed(item, code, text)` with the status its error means; `message` makes a message of
-        answers. Ends once the caller ended its side and every item on it was answered."""
+        answers. `check`: the service's own check of the stream (it raises Refused), before anything
+        is read. Ends once the caller ended its side and every item on it was answered."""
+        try:
+            check()
+        except Refused as exc:
+            await abort(context, exc)
         answers: asyncio.Queue[Answer | None] = asyncio.Queue()
         room = asyncio.Semaphore(MAX_ITEMS_IN_FLIGHT)
         running: set[asyncio.Task[None]] = set()

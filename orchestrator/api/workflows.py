@@ -37,17 +37,13 @@ class WorkflowService(pb_grpc.WorkflowServiceServicer):
     async def StartWorkflows(self, requests: AsyncIterator[pb.StartWorkflowsRequest],
                              context: grpc.aio.ServicerContext) -> AsyncIterator[pb.StartWorkflowsResponse]:
         """Each start of the stream as StartWorkflow, answered by its id as it is done (item_streams.py)."""
-        try:
-            self.workflows.open_start_stream()
-        except Refused as exc:
-            await abort(context, exc)
-
         async def start(item: pb.StartItem) -> pb.StartedItem:
             started = await self.workflows.start(start_request(item.start))
             return pb.StartedItem(id=item.id, workflow_id=started.workflow_id, created=started.created)
 
         async for answers in self.streams.answer_each(
-                requests, context, items=lambda message: message.starts, do=start,
+                requests, context, check=self.workflows.open_start_stream, items=lambda message: message.starts,
+                do=start,
                 failed=lambda item, code, text: pb.StartedItem(id=item.id, code=code.value[0], message=text),
                 message=lambda started: pb.StartWorkflowsResponse(started=started), what="StartWorkflows"):
             yield answers
