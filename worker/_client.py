@@ -36,8 +36,8 @@ import ssl
 import threading
 import time
 import uuid
-from concurrent.futures import TimeoutError as FutureTimeout
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
 from types import TracebackType
 from typing import Any
 
@@ -215,9 +215,10 @@ class WorkflowClient:
         Not repeated after a timeout (that could publish it twice); delivery to
         subscribers and handlers is at-least-once anyway, so they dedupe by id.
 
-        It goes on the client's ``PublishEvents`` stream to its current node (the
-        publishes of all its threads share it); one the stream cannot answer is made
-        again as a ``PublishEvent`` call when it broke (as a call is after UNAVAILABLE)."""
+        While the client's threads publish several at once it goes on the client's
+        ``PublishEvents`` stream to its current node (see ``streams``); one the stream
+        cannot answer is made again as a ``PublishEvent`` call when the stream broke (as
+        a call is after UNAVAILABLE), never after a timeout."""
         request = pb.PublishEventRequest(topic=topic, payload=to_struct(payload), key=key)
         began = time.monotonic()
         with self._making(_PUBLISHES) as on_stream:
@@ -297,10 +298,11 @@ class WorkflowClient:
         *your* retries safe too: a start with a key seen before returns the
         first workflow's id.
 
-        The start goes on the client's ``StartWorkflows`` stream to its current
-        node (the starts of all its threads share it); what that stream cannot
-        answer (it broke, timed out, or the node's store was unavailable) is made
-        again as a ``StartWorkflow`` call, which fails over as every call does.
+        While the client's threads start several at once it goes on the client's
+        ``StartWorkflows`` stream to its current node (see ``streams``); what that
+        stream cannot answer (it broke, timed out, or the node's store was
+        unavailable) is made again as a ``StartWorkflow`` call, which fails over as
+        every call does.
         """
         request = pb.StartWorkflowRequest(
             name=name,
