@@ -378,6 +378,17 @@ def claimed_task(task_id: str, task_type: str) -> ClaimedTask:
     return ClaimedTask(workflow_id=f"wf-{task_id}", spec=spec, lease_ms=5000)
 
 
+async def claim_held(store: SlowClaims) -> tuple[Dispatcher, WorkerSession]:
+    """A dispatcher on `store` with four tasks of type "a" queued and a worker "w" of four credits,
+    once its claim for all four is on its way (held until `store.go` is set)."""
+    store.queued = {"a": [f"a{i}" for i in range(4)]}
+    dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the calls a Dispatcher makes
+    session = WorkerSession("w", frozenset({"a"}), credits=4)
+    dispatcher.attach(session)
+    await wait_until(lambda: store.claims)
+    return dispatcher, session
+
+
 def pushed_task_ids(session: WorkerSession) -> list[str]:
     """The ids of the tasks pushed to the session's stream so far (taken off it)."""
     pushed = [session.outbox.get_nowait() for _ in range(session.outbox.qsize())]
@@ -425,11 +436,7 @@ def test_a_hand_over_during_a_claim_takes_a_held_credit_and_the_claim_gives_back
     back to its queue, never to the worker: it is pushed no more than it asked for."""
     async def scenario() -> None:
         store = SlowClaims()
-        store.queued = {"a": [f"a{i}" for i in range(4)]}
-        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the claims a Dispatcher makes
-        session = WorkerSession("w", frozenset({"a"}), credits=4)
-        dispatcher.attach(session)
-        await wait_until(lambda: store.claims)
+        dispatcher, session = await claim_held(store)
         assert store.claims == [("a", 4)] and session.claiming == 4
         assert dispatcher.reserve("a") == "w"   # a hand-over: one of the credits the claim holds
         dispatcher.deliver("w", claimed_task("handed", "a"))
@@ -466,11 +473,7 @@ def test_the_excess_of_a_claim_is_given_back_task_by_task_past_a_refused_release
     (the drill's workflows whose first step ended TIMED_OUT, then ran again)."""
     async def scenario() -> None:
         store = RefusesFirstRelease()
-        store.queued = {"a": [f"a{i}" for i in range(4)]}
-        dispatcher = Dispatcher(store)   # type: ignore[arg-type]  # a fake: only the calls a Dispatcher makes
-        session = WorkerSession("w", frozenset({"a"}), credits=4)
-        dispatcher.attach(session)
-        await wait_until(lambda: store.claims)
+        dispatcher, session = await claim_held(store)
         for handed in ("h0", "h1"):   # two hand-overs meanwhile take two of the credits the claim holds
             assert dispatcher.reserve("a") == "w"
             dispatcher.deliver("w", claimed_task(handed, "a"))
